@@ -1,0 +1,71 @@
+package cache
+
+import (
+	"github.com/caddyserver/caddy/v2"
+)
+
+// Config is the JSON configuration of the response_cache handler
+// (module http.handlers.response_cache). It is embedded in Handler so the
+// fields appear at the top level of the handler's JSON.
+type Config struct {
+	// MaxSize is the most bytes the cache holds, counting each entry's
+	// body, stored headers, key and a fixed per-entry overhead. Entries are
+	// evicted (ristretto's TinyLFU admission and sampled LFU eviction) to stay
+	// under it. Default: 256 MiB. Must be positive.
+	MaxSize int64 `json:"max_size,omitempty"`
+
+	// MaxItemSize is the largest response, in bytes, that is buffered for
+	// storage. A larger response is streamed to the client as it arrives;
+	// buffering stops and its memory is released the moment the body
+	// passes this size, and it is not stored. Default: MaxSize/8, at most
+	// 64 MiB. Must be positive and not larger than MaxSize.
+	MaxItemSize int64 `json:"max_item_size,omitempty"`
+
+	// Key is the template of the primary cache key; it may use any request
+	// placeholders. The default,
+	// `{http.request.scheme}://{http.request.host}{http.request.uri.path}?{http.request.uri.query}`,
+	// covers scheme, host, path and query; GET and HEAD share a key, because
+	// only GET responses are stored and HEAD is answered from them. A custom
+	// key always has the scheme and host prepended so that two sites can
+	// never share an entry.
+	Key string `json:"key,omitempty"`
+
+	// DefaultTTL is the freshness lifetime given to storable responses that
+	// carry neither explicit freshness (max-age, s-maxage, Expires) nor
+	// heuristic freshness (Last-Modified). Default: 0, which stores nothing
+	// without freshness information (RFC 9111 strict).
+	DefaultTTL caddy.Duration `json:"default_ttl,omitempty"`
+
+	// StaleWhileRevalidate is the RFC 5861 stale-while-revalidate window used
+	// when a response carries none, and the upper bound of the window a
+	// response asks for. Within it a stale entry is served immediately and
+	// revalidated once, in the background. Default: 0 (only the response's
+	// own directive applies, uncapped).
+	StaleWhileRevalidate caddy.Duration `json:"stale_while_revalidate,omitempty"`
+
+	// StaleIfError is the RFC 5861 stale-if-error window used when a
+	// response carries none, and the upper bound of the window a response
+	// asks for. Within it a stale entry is served when the origin answers
+	// 500, 502, 503 or 504 or cannot be reached. Default: 0 (only the
+	// response's own directive applies, uncapped).
+	StaleIfError caddy.Duration `json:"stale_if_error,omitempty"`
+
+	// CacheName identifies this cache in the Cache-Status response header
+	// (RFC 9211). Default: "caddy".
+	CacheName string `json:"cache_name,omitempty"`
+
+	// Coalesce makes concurrent misses for one key send a single request to
+	// the origin; the others wait for it and are answered from it. Default:
+	// true.
+	Coalesce *bool `json:"coalesce,omitempty"`
+
+	// TargetedField is the name of the targeted cache-control field (RFC
+	// 9213) that, when present and valid, overrides Cache-Control and
+	// Expires for this cache. Default: "CDN-Cache-Control". Set to "-" to
+	// honour Cache-Control only.
+	TargetedField string `json:"targeted_field,omitempty"`
+
+	// StatusKey adds the cache key to Cache-Status (the `key` parameter).
+	// Off by default because keys can reveal more than a client should see.
+	StatusKey bool `json:"status_key,omitempty"`
+}
