@@ -1,0 +1,238 @@
+package affinity
+
+import (
+	"encoding/json"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+// UnmarshalCaddyfile sets up the policy from Caddyfile tokens. Syntax:
+//
+//	lb_policy affinity [<key>...] {
+//		key        <placeholder>...
+//		algorithm  rendezvous|ring|maglev|compat
+//		weight     <dial> <n>
+//		bound      <factor>
+//		cookie     [<name>] {
+//			secret     <secret>
+//			max_age    <duration>
+//			path       <path>
+//			domain     <domain>
+//			secure     [on|off]
+//			http_only  [on|off]
+//			same_site  lax|strict|none
+//		}
+//		fallback   <policy>
+//	}
+//
+// Keys given inline and with `key` (which may repeat) are tried in the
+// order written. `weight` repeats, once per upstream dial address. The
+// other options may appear once each; `cookie` and `fallback` exclude each
+// other, as do `algorithm compat` and `weight`.
+func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume policy name
+	s.Keys = append(s.Keys, d.RemainingArgs()...)
+
+	seen := make(map[string]bool)
+	for d.NextBlock(0) {
+		opt := d.Val()
+		switch opt {
+		case "algorithm", "bound", "cookie", "fallback":
+			if seen[opt] {
+				return d.Errf("%s already specified", opt)
+			}
+			seen[opt] = true
+		}
+		switch opt {
+		case "key":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			s.Keys = append(s.Keys, args...)
+
+		case "algorithm":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			alg, err := ParseAlgorithm(d.Val())
+			if err != nil {
+				return d.Errf("algorithm: %v", err)
+			}
+			if alg == Compat && len(s.Weights) > 0 {
+				return d.Err("algorithm compat does not support weights")
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			s.Algorithm = string(alg)
+
+		case "weight":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.ArgErr()
+			}
+			dial, ns := args[0], args[1]
+			n, err := strconv.Atoi(ns)
+			if err != nil || n < 1 || n > MaxWeight {
+				return d.Errf("invalid weight '%s' for %s: must be an integer from 1 to %d", ns, dial, MaxWeight)
+			}
+			if _, dup := s.Weights[dial]; dup {
+				return d.Errf("weight for %s already specified", dial)
+			}
+			if s.Algorithm == string(Compat) {
+				return d.Err("algorithm compat does not support weights")
+			}
+			if s.Weights == nil {
+				s.Weights = make(map[string]int)
+			}
+			s.Weights[dial] = n
+
+		case "bound":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			f, err := strconv.ParseFloat(d.Val(), 64)
+			if err != nil {
+				return d.Errf("invalid bound '%s': must be a number >= 1", d.Val())
+			}
+			if err := checkBound(f); err != nil || f == 0 {
+				return d.Errf("invalid bound '%s': must be a number >= 1", d.Val())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			s.Bound = f
+
+		case "cookie":
+			if seen["fallback"] {
+				return d.Err("cookie and fallback exclude each other: with a cookie, every request has a key")
+			}
+			c, err := unmarshalCookie(d)
+			if err != nil {
+				return err
+			}
+			s.Cookie = c
+
+		case "fallback":
+			if seen["cookie"] {
+				return d.Err("cookie and fallback exclude each other: with a cookie, every request has a key")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			raw, err := loadFallbackPolicy(d)
+			if err != nil {
+				return err
+			}
+			s.FallbackRaw = raw
+
+		default:
+			return d.Errf("unrecognized option '%s'", opt)
+		}
+	}
+	return nil
+}
+
+// unmarshalCookie parses `cookie [<name>] { ... }`; d is on `cookie`.
+func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
+	c := new(CookieConfig)
+	args := d.RemainingArgs()
+	switch len(args) {
+	case 0:
+	case 1:
+		c.Name = args[0]
+	default:
+		return nil, d.ArgErr()
+	}
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return nil, d.Errf("cookie %s already specified", opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "secret", "path", "domain", "same_site", "max_age":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			v := d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			switch opt {
+			case "secret":
+				c.Secret = v
+			case "path":
+				c.Path = v
+			case "domain":
+				c.Domain = v
+			case "same_site":
+				if _, err := parseSameSite(v); err != nil {
+					return nil, d.Errf("cookie %v", err)
+				}
+				c.SameSite = v
+			case "max_age":
+				dur, err := caddy.ParseDuration(v)
+				if err != nil {
+					return nil, d.Errf("invalid cookie max_age '%s': %v", v, err)
+				}
+				if dur < 0 {
+					return nil, d.Errf("invalid cookie max_age '%s': must not be negative", v)
+				}
+				c.MaxAge = caddy.Duration(dur)
+			}
+
+		case "secure", "http_only":
+			on := true
+			if d.NextArg() {
+				switch d.Val() {
+				case "on", "true":
+				case "off", "false":
+					on = false
+				default:
+					return nil, d.Errf("invalid cookie %s '%s': want on or off", opt, d.Val())
+				}
+				if d.NextArg() {
+					return nil, d.ArgErr()
+				}
+			}
+			if opt == "secure" {
+				c.Secure = &on
+			} else {
+				c.HTTPOnly = &on
+			}
+
+		default:
+			return nil, d.Errf("unrecognized cookie option '%s'", opt)
+		}
+	}
+	if c.Secret == "" {
+		return nil, d.Err("cookie requires a secret")
+	}
+	if err := c.validate(); err != nil {
+		return nil, d.Errf("%v", err)
+	}
+	return c, nil
+}
+
+// loadFallbackPolicy parses the fallback policy named by the current token,
+// with its arguments and block, as Caddy's own hash policies do.
+func loadFallbackPolicy(d *caddyfile.Dispenser) (json.RawMessage, error) {
+	name := d.Val()
+	modID := "http.reverse_proxy.selection_policies." + name
+	unm, err := caddyfile.UnmarshalModule(d, modID)
+	if err != nil {
+		return nil, err
+	}
+	sel, ok := unm.(reverseproxy.Selector)
+	if !ok {
+		return nil, d.Errf("module %s (%T) is not a reverseproxy.Selector", modID, unm)
+	}
+	return caddyconfig.JSONModuleObject(sel, "policy", name, nil), nil
+}

@@ -1,0 +1,191 @@
+package affinity
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	tests := []struct {
+		name    string
+		input   string
+		want    string // JSON of the parsed policy
+		wantErr string // substring, including the position
+	}{
+		{
+			name:  "bare",
+			input: `affinity`,
+			want:  `{}`,
+		},
+		{
+			name:  "inline keys",
+			input: `affinity {http.request.cookie.sid} {http.vars.client_ip}`,
+			want:  `{"keys":["{http.request.cookie.sid}","{http.vars.client_ip}"]}`,
+		},
+		{
+			name: "everything",
+			input: `affinity {http.request.cookie.sid} {
+				key {http.request.header.X-User} {http.request.uri.query.user}
+				key {http.request.host}{http.request.uri}
+				algorithm maglev
+				weight 10.0.0.1:80 3
+				weight 10.0.0.2:80 1
+				bound 1.25
+			}`,
+			want: `{"keys":["{http.request.cookie.sid}","{http.request.header.X-User}","{http.request.uri.query.user}","{http.request.host}{http.request.uri}"],` +
+				`"algorithm":"maglev","weights":{"10.0.0.1:80":3,"10.0.0.2:80":1},"bound":1.25}`,
+		},
+		{
+			name: "cookie",
+			input: `affinity {
+				cookie sticky {
+					secret s3cr3t
+					max_age 24h
+					path /app
+					domain example.com
+					secure
+					http_only off
+					same_site strict
+				}
+			}`,
+			want: `{"cookie":{"name":"sticky","secret":"s3cr3t","max_age":86400000000000,"path":"/app","domain":"example.com",` +
+				`"secure":true,"http_only":false,"same_site":"strict"}}`,
+		},
+		{
+			name:  "cookie without name",
+			input: "affinity {\n cookie {\n secret s\n }\n}",
+			want:  `{"cookie":{"secret":"s"}}`,
+		},
+		{
+			name:  "fallback with its own options",
+			input: "affinity {http.request.header.X-User} {\n fallback header X-Other {\n fallback first\n }\n}",
+			want: `{"keys":["{http.request.header.X-User}"],` +
+				`"fallback":{"fallback":{"policy":"first"},"field":"X-Other","policy":"header"}}`,
+		},
+		{
+			name:  "fallback round_robin",
+			input: "affinity {\n fallback round_robin\n}",
+			want:  `{"fallback":{"policy":"round_robin"}}`,
+		},
+
+		{name: "unknown option", input: "affinity {\n\n frobnicate 1\n}", wantErr: "unrecognized option 'frobnicate', at Testfile:3"},
+		{name: "key without args", input: "affinity {\n key\n}", wantErr: "wrong argument count or unexpected line ending after 'key', at Testfile:2"},
+		{name: "algorithm twice", input: "affinity {\n algorithm ring\n algorithm maglev\n}", wantErr: "algorithm already specified, at Testfile:3"},
+		{name: "unknown algorithm", input: "affinity {\n algorithm jump\n}", wantErr: `algorithm: unknown algorithm "jump": want rendezvous, ring, maglev or compat, at Testfile:2`},
+		{name: "algorithm extra arg", input: "affinity {\n algorithm ring maglev\n}", wantErr: "wrong argument count"},
+		{name: "bound twice", input: "affinity {\n bound 1.5\n bound 2\n}", wantErr: "bound already specified, at Testfile:3"},
+		{name: "bound not a number", input: "affinity {\n bound lots\n}", wantErr: "invalid bound 'lots': must be a number >= 1, at Testfile:2"},
+		{name: "bound below 1", input: "affinity {\n bound 0.9\n}", wantErr: "invalid bound '0.9': must be a number >= 1"},
+		{name: "bound zero", input: "affinity {\n bound 0\n}", wantErr: "invalid bound '0'"},
+		{name: "bound NaN", input: "affinity {\n bound NaN\n}", wantErr: "invalid bound 'NaN'"},
+		{name: "bound Inf", input: "affinity {\n bound +Inf\n}", wantErr: "invalid bound '+Inf'"},
+		{name: "bound missing", input: "affinity {\n bound\n}", wantErr: "wrong argument count"},
+		{name: "weight not integer", input: "affinity {\n weight a:80 1.5\n}", wantErr: "invalid weight '1.5' for a:80: must be an integer from 1 to 1000000, at Testfile:2"},
+		{name: "weight zero", input: "affinity {\n weight a:80 0\n}", wantErr: "invalid weight '0' for a:80"},
+		{name: "weight negative", input: "affinity {\n weight a:80 -2\n}", wantErr: "invalid weight '-2' for a:80"},
+		{name: "weight too large", input: "affinity {\n weight a:80 1000001\n}", wantErr: "invalid weight '1000001'"},
+		{name: "weight missing n", input: "affinity {\n weight a:80\n}", wantErr: "wrong argument count"},
+		{name: "weight twice for a dial", input: "affinity {\n weight a:80 2\n weight a:80 3\n}", wantErr: "weight for a:80 already specified, at Testfile:3"},
+		{name: "compat then weight", input: "affinity {\n algorithm compat\n weight a:80 2\n}", wantErr: "algorithm compat does not support weights, at Testfile:3"},
+		{name: "weight then compat", input: "affinity {\n weight a:80 2\n algorithm compat\n}", wantErr: "algorithm compat does not support weights, at Testfile:3"},
+		{name: "cookie twice", input: "affinity {\n cookie {\n secret a\n }\n cookie {\n secret b\n }\n}", wantErr: "cookie already specified, at Testfile:5"},
+		{name: "cookie without secret", input: "affinity {\n cookie lb {\n max_age 1h\n }\n}", wantErr: "cookie requires a secret, at Testfile:4"},
+		{name: "cookie without block", input: "affinity {\n cookie\n}", wantErr: "cookie requires a secret"},
+		{name: "cookie empty secret", input: "affinity {\n cookie {\n secret \"\"\n }\n}", wantErr: "cookie requires a secret"},
+		{name: "cookie two names", input: "affinity {\n cookie a b {\n secret s\n }\n}", wantErr: "wrong argument count"},
+		{name: "cookie negative max_age", input: "affinity {\n cookie {\n secret s\n max_age -5m\n }\n}", wantErr: "invalid cookie max_age '-5m': must not be negative, at Testfile:4"},
+		{name: "cookie bad max_age", input: "affinity {\n cookie {\n secret s\n max_age soon\n }\n}", wantErr: "invalid cookie max_age 'soon'"},
+		{name: "cookie bad same_site", input: "affinity {\n cookie {\n secret s\n same_site loose\n }\n}", wantErr: `cookie same_site must be lax, strict or none, got "loose", at Testfile:4`},
+		{name: "cookie same_site none insecure", input: "affinity {\n cookie {\n secret s\n same_site none\n secure off\n }\n}", wantErr: "same_site none requires secure"},
+		{name: "cookie bad secure", input: "affinity {\n cookie {\n secret s\n secure maybe\n }\n}", wantErr: "invalid cookie secure 'maybe': want on or off"},
+		{name: "cookie unknown option", input: "affinity {\n cookie {\n secret s\n flavour choc\n }\n}", wantErr: "unrecognized cookie option 'flavour', at Testfile:4"},
+		{name: "cookie option twice", input: "affinity {\n cookie {\n secret s\n secret t\n }\n}", wantErr: "cookie secret already specified, at Testfile:4"},
+		{name: "fallback twice", input: "affinity {\n fallback random\n fallback first\n}", wantErr: "fallback already specified, at Testfile:3"},
+		{name: "fallback unknown", input: "affinity {\n fallback nonesuch\n}", wantErr: "getting module named 'http.reverse_proxy.selection_policies.nonesuch'"},
+		{name: "fallback missing", input: "affinity {\n fallback\n}", wantErr: "wrong argument count"},
+		{name: "cookie then fallback", input: "affinity {\n cookie {\n secret s\n }\n fallback random\n}", wantErr: "cookie and fallback exclude each other: with a cookie, every request has a key, at Testfile:5"},
+		{name: "fallback then cookie", input: "affinity {\n fallback random\n cookie {\n secret s\n }\n}", wantErr: "cookie and fallback exclude each other: with a cookie, every request has a key, at Testfile:3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := new(AffinitySelection)
+			err := s.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			got, err := json.Marshal(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("parsed to\n%s\nwant\n%s", got, tt.want)
+			}
+			// What parses must also validate.
+			if err := s.Validate(); err != nil {
+				t.Errorf("parsed config does not validate: %v", err)
+			}
+		})
+	}
+}
+
+// TestCaddyfileAdapt runs the real Caddyfile adapter: reverse_proxy hands the
+// policy its tokens with shorthands already expanded.
+func TestCaddyfileAdapt(t *testing.T) {
+	input := `:8080 {
+		reverse_proxy 10.0.0.1:80 10.0.0.2:80 {
+			lb_policy affinity {client_ip} {
+				key {cookie.sid} {header.X-User}
+				weight 10.0.0.2:80 2
+			}
+		}
+	}`
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
+	if err != nil {
+		t.Fatalf("adapting: %v", err)
+	}
+	want := `"selection_policy":{"keys":["{http.vars.client_ip}","{http.request.cookie.sid}","{http.request.header.X-User}"],` +
+		`"policy":"affinity","weights":{"10.0.0.2:80":2}}`
+	if !strings.Contains(string(out), want) {
+		t.Errorf("adapted config\n%s\ndoes not contain\n%s", out, want)
+	}
+}
+
+func FuzzUnmarshalCaddyfile(f *testing.F) {
+	for _, seed := range []string{
+		"affinity",
+		"affinity {client_ip} {\n key {cookie.sid}\n algorithm ring\n weight a:1 2\n bound 1.5\n}",
+		"affinity {\n cookie lb {\n secret s\n max_age 1h\n same_site none\n secure\n http_only off\n }\n}",
+		"affinity {\n fallback header X {\n fallback affinity {\n bound 2\n }\n }\n}",
+		"affinity {\n cookie {\n}\n weight\n bound NaN\n}",
+		"affinity { { } }",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, input string) {
+		// NewTestDispenser exits the process on a tokenizer error;
+		// tokenize here and skip what does not tokenize.
+		tokens, err := caddyfile.Tokenize([]byte(input), "Testfile")
+		if err != nil {
+			return
+		}
+		s := new(AffinitySelection)
+		if err := s.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens)); err != nil {
+			return
+		}
+		// Whatever parses must marshal; and validation must not panic.
+		if _, err := json.Marshal(s); err != nil {
+			t.Fatalf("marshaling parsed config: %v", err)
+		}
+		_ = s.Validate()
+	})
+}

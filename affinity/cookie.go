@@ -1,0 +1,265 @@
+package affinity
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"hash"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// This file implements cookie mode: when no configured key resolves, the
+// client gets a random affinity id in a signed cookie and is routed by the
+// hash of that id from then on. Unlike Caddy's `cookie` policy, the cookie
+// never names an upstream: the server verifies it with one HMAC (O(1), not
+// one per upstream) and hashes the id like any other key, so the id keeps
+// working when upstreams come and go, and a client can neither choose an
+// upstream (the id is hashed) nor mint ids (they are signed).
+
+// CookieConfig configures cookie mode of the affinity policy.
+type CookieConfig struct {
+	// Name of the cookie. Default: `lb_affinity`.
+	Name string `json:"name,omitempty"`
+
+	// Secret key for the HMAC-SHA256 that signs affinity ids. Required.
+	// Changing it invalidates every issued cookie: clients get new ids
+	// (and may move to another upstream) on their next request.
+	Secret string `json:"secret,omitempty"` //nolint:gosec // it must round-trip through JSON config
+
+	// Max-Age of the cookie. Zero (the default) makes a session cookie;
+	// negative values are invalid.
+	MaxAge caddy.Duration `json:"max_age,omitempty"`
+
+	// Path attribute of the cookie. Default: `/`.
+	Path string `json:"path,omitempty"`
+
+	// Domain attribute of the cookie. Default: none (host-only cookie).
+	Domain string `json:"domain,omitempty"`
+
+	// Secure attribute of the cookie. Default (null): set when the
+	// request came over TLS, or from a trusted proxy whose last
+	// X-Forwarded-Proto is `https` (as Caddy's `cookie` policy decides).
+	// Always set when same_site is `none`, which browsers require.
+	Secure *bool `json:"secure,omitempty"`
+
+	// HttpOnly attribute of the cookie. Default (null): true, since
+	// scripts have no use for the id.
+	HTTPOnly *bool `json:"http_only,omitempty"`
+
+	// SameSite attribute of the cookie: `lax`, `strict` or `none`.
+	// Default: `lax`.
+	SameSite string `json:"same_site,omitempty"`
+}
+
+const (
+	defaultCookieName = "lb_affinity"
+
+	idBytes  = 16 // random bytes in an affinity id
+	macBytes = 16 // HMAC-SHA256 output kept in the cookie
+)
+
+var (
+	// b64 encodes ids and MACs; raw URL encoding needs no quoting in a
+	// cookie value.
+	b64 = base64.RawURLEncoding
+
+	idLen     = b64.EncodedLen(idBytes)
+	macLen    = b64.EncodedLen(macBytes)
+	cookieLen = idLen + 1 + macLen // "<id>.<mac>"
+)
+
+// cookieJar issues and verifies affinity cookies; it is built in Provision
+// from a validated CookieConfig and is safe for concurrent use.
+type cookieJar struct {
+	cfg      CookieConfig
+	sameSite http.SameSite
+	macs     sync.Pool // of *macer
+}
+
+// macer is a reusable HMAC state with scratch space, so that verifying a
+// cookie allocates nothing.
+type macer struct {
+	h   hash.Hash
+	in  [64]byte // the id to sign, copied (passing a string to Write would allocate)
+	sum [sha256.Size]byte
+	enc [64]byte // the encoded MAC
+	got [64]byte // the MAC from the cookie
+}
+
+// parseSameSite maps a same_site value to http.SameSite.
+func parseSameSite(s string) (http.SameSite, error) {
+	switch strings.ToLower(s) {
+	case "", "lax":
+		return http.SameSiteLaxMode, nil
+	case "strict":
+		return http.SameSiteStrictMode, nil
+	case "none":
+		return http.SameSiteNoneMode, nil
+	}
+	return 0, fmt.Errorf("same_site must be lax, strict or none, got %q", s)
+}
+
+// validate checks a CookieConfig as configured (before defaults).
+func (c *CookieConfig) validate() error {
+	if c.Secret == "" {
+		return fmt.Errorf("cookie secret is required")
+	}
+	if c.MaxAge < 0 {
+		return fmt.Errorf("cookie max_age must not be negative, got %s", time.Duration(c.MaxAge))
+	}
+	ss, err := parseSameSite(c.SameSite)
+	if err != nil {
+		return fmt.Errorf("cookie %w", err)
+	}
+	if ss == http.SameSiteNoneMode && c.Secure != nil && !*c.Secure {
+		return fmt.Errorf("cookie same_site none requires secure; browsers reject it otherwise")
+	}
+	return nil
+}
+
+// newCookieJar returns a jar for cfg, with defaults applied. cfg must have
+// passed validate.
+func newCookieJar(cfg CookieConfig) (*cookieJar, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Name == "" {
+		cfg.Name = defaultCookieName
+	}
+	if cfg.Path == "" {
+		cfg.Path = "/"
+	}
+	ss, _ := parseSameSite(cfg.SameSite)
+	j := &cookieJar{cfg: cfg, sameSite: ss}
+	key := []byte(cfg.Secret)
+	j.macs.New = func() any { return &macer{h: hmac.New(sha256.New, key)} }
+	return j, nil
+}
+
+// mac writes the encoded MAC of id into m.enc and returns it.
+func (j *cookieJar) mac(m *macer, id string) []byte {
+	n := copy(m.in[:], id)
+	m.h.Reset()
+	m.h.Write(m.in[:n])
+	m.h.Sum(m.sum[:0])
+	b64.Encode(m.enc[:macLen], m.sum[:macBytes])
+	return m.enc[:macLen]
+}
+
+// verify returns the affinity id in value if value is a well-formed cookie
+// whose MAC checks out, or "".
+func (j *cookieJar) verify(value string) string {
+	if len(value) != cookieLen || value[idLen] != '.' {
+		return ""
+	}
+	id, given := value[:idLen], value[idLen+1:]
+	m := j.macs.Get().(*macer)
+	want := j.mac(m, id)
+	copy(m.got[:], given)
+	ok := hmac.Equal(want, m.got[:macLen])
+	j.macs.Put(m)
+	if !ok {
+		return ""
+	}
+	return id
+}
+
+// read returns the verified affinity id from r's cookie, or "" if there is
+// no such cookie or it does not verify.
+func (j *cookieJar) read(r *http.Request) string {
+	v, ok := cookieValue(r.Header, j.cfg.Name)
+	if !ok {
+		return ""
+	}
+	return j.verify(v)
+}
+
+// issue makes a new signed affinity id and returns the id and the cookie
+// value.
+func (j *cookieJar) issue() (id, value string) {
+	var raw [idBytes]byte
+	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails (it crashes the program instead)
+	var buf [64]byte
+	b64.Encode(buf[:idLen], raw[:])
+	id = string(buf[:idLen])
+	m := j.macs.Get().(*macer)
+	value = id + "." + string(j.mac(m, id))
+	j.macs.Put(m)
+	return id, value
+}
+
+// set adds the Set-Cookie header for value to w, with attributes for r.
+func (j *cookieJar) set(w http.ResponseWriter, r *http.Request, value string) {
+	c := &http.Cookie{
+		Name:     j.cfg.Name,
+		Value:    value,
+		Path:     j.cfg.Path,
+		Domain:   j.cfg.Domain,
+		HttpOnly: j.cfg.HTTPOnly == nil || *j.cfg.HTTPOnly,
+		SameSite: j.sameSite,
+	}
+	switch {
+	case j.sameSite == http.SameSiteNoneMode:
+		c.Secure = true
+	case j.cfg.Secure != nil:
+		c.Secure = *j.cfg.Secure
+	default:
+		c.Secure = requestIsHTTPS(r)
+	}
+	if j.cfg.MaxAge > 0 {
+		c.MaxAge = int(time.Duration(j.cfg.MaxAge).Seconds())
+		if c.MaxAge == 0 { // under a second: round up, 0 would mean "no Max-Age"
+			c.MaxAge = 1
+		}
+	}
+	http.SetCookie(w, c)
+}
+
+// requestIsHTTPS reports whether the client reached us over HTTPS: directly
+// (r.TLS) or through a trusted proxy that says so in its last
+// X-Forwarded-Proto, which is how Caddy's cookie policy decides.
+func requestIsHTTPS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+	if !trusted {
+		return false
+	}
+	v := r.Header.Values("X-Forwarded-Proto")
+	return len(v) > 0 && v[len(v)-1] == "https"
+}
+
+// cookieValue finds the value of the first cookie called name in h's Cookie
+// fields without allocating (http.Request.Cookie parses every cookie into
+// new values). Surrounding double quotes are removed, as net/http does.
+func cookieValue(h http.Header, name string) (string, bool) {
+	for _, line := range h["Cookie"] {
+		for len(line) > 0 {
+			var part string
+			if i := strings.IndexByte(line, ';'); i >= 0 {
+				part, line = line[:i], line[i+1:]
+			} else {
+				part, line = line, ""
+			}
+			part = strings.TrimSpace(part)
+			k, v, ok := strings.Cut(part, "=")
+			if !ok || k != name {
+				continue
+			}
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			return v, true
+		}
+	}
+	return "", false
+}

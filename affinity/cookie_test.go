@@ -1,0 +1,326 @@
+package affinity
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+const testSecret = "correct horse battery staple"
+
+// cookiePolicy returns a provisioned cookie-mode policy.
+func cookiePolicy(t testing.TB, cfg CookieConfig) *AffinitySelection {
+	t.Helper()
+	if cfg.Secret == "" {
+		cfg.Secret = testSecret
+	}
+	return provisioned(t, &AffinitySelection{Cookie: &cfg})
+}
+
+// setCookies returns the cookies the recorder was told to set.
+func setCookies(h http.Header) []*http.Cookie {
+	return (&http.Response{Header: h}).Cookies()
+}
+
+// sign returns the cookie value for id under secret, computed
+// independently of cookie.go.
+func sign(secret, id string) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(id))
+	return id + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
+}
+
+var cookieFormat = regexp.MustCompile(`^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{22}$`)
+
+func TestCookieIssueAndReuse(t *testing.T) {
+	s := cookiePolicy(t, CookieConfig{})
+	pool := fakePool(20)
+
+	r, w := newReq(ipAddr(1), nil)
+	up := s.Select(pool, r, w)
+	cs := setCookies(w.Header())
+	if len(cs) != 1 || cs[0].Name != "lb_affinity" {
+		t.Fatalf("Set-Cookie = %v, want one lb_affinity cookie", w.Header()["Set-Cookie"])
+	}
+	v := cs[0].Value
+	if !cookieFormat.MatchString(v) {
+		t.Fatalf("cookie value %q is not <id>.<mac> in base64url", v)
+	}
+	id, _, _ := strings.Cut(v, ".")
+	if raw, err := base64.RawURLEncoding.DecodeString(id); err != nil || len(raw) != 16 {
+		t.Errorf("id %q does not decode to 16 bytes", id)
+	}
+	if sign(testSecret, id) != v {
+		t.Errorf("MAC is not HMAC-SHA256(secret, id) truncated to 16 bytes")
+	}
+	if want := preference(t, s, pool, id)[0]; up.Dial != want {
+		t.Errorf("new client went to %s, want its id's first choice %s", up.Dial, want)
+	}
+
+	// Coming back with the cookie: same upstream, no new cookie, whatever
+	// the client address.
+	for i := range 5 {
+		r2, w2 := newReq(ipAddr(100+i), func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "lb_affinity", Value: v}) })
+		if got := s.Select(pool, r2, w2); got != up {
+			t.Errorf("returning client went to %s, want %s", dialOf(got), up.Dial)
+		}
+		if sc := w2.Header()["Set-Cookie"]; len(sc) != 0 {
+			t.Errorf("valid cookie replaced: %v", sc)
+		}
+		repl := r2.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		if k, _ := repl.GetString(keyPlaceholder); k != id {
+			t.Errorf("key placeholder = %q, want the id %q", k, id)
+		}
+	}
+
+	// Two new clients get different ids.
+	r3, w3 := newReq(ipAddr(1), nil)
+	s.Select(pool, r3, w3)
+	if setCookies(w3.Header())[0].Value == v {
+		t.Error("two new clients got the same id")
+	}
+}
+
+func TestCookieRejectsForgery(t *testing.T) {
+	s := cookiePolicy(t, CookieConfig{})
+	pool := fakePool(20)
+	good := sign(testSecret, "AAAAAAAAAAAAAAAAAAAAAA")
+	flip := func(s string, i int) string {
+		b := []byte(s)
+		if b[i] == 'A' {
+			b[i] = 'B'
+		} else {
+			b[i] = 'A'
+		}
+		return string(b)
+	}
+	tests := []struct {
+		name, value string
+	}{
+		{"id tampered", flip(good, 3)},
+		{"mac tampered", flip(good, len(good)-2)},
+		{"unsigned id", "AAAAAAAAAAAAAAAAAAAAAA"},
+		{"other secret", sign("another secret", "AAAAAAAAAAAAAAAAAAAAAA")},
+		{"chosen id, made-up mac", "AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA"},
+		{"an upstream's dial", pool[3].Dial},
+		{"too long", good + "A"},
+		{"no dot", strings.Replace(good, ".", "A", 1)},
+		{"empty", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, w := newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("Cookie", "lb_affinity="+tt.value) })
+			up := s.Select(pool, r, w)
+			cs := setCookies(w.Header())
+			if len(cs) != 1 || cs[0].Value == tt.value {
+				t.Fatalf("forged cookie not replaced: Set-Cookie %v", w.Header()["Set-Cookie"])
+			}
+			id, _, _ := strings.Cut(cs[0].Value, ".")
+			if want := preference(t, s, pool, id)[0]; up.Dial != want {
+				t.Errorf("routed to %s, want the new id's first choice %s", up.Dial, want)
+			}
+		})
+	}
+	t.Run("genuine", func(t *testing.T) {
+		r, w := newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("Cookie", "lb_affinity="+good) })
+		up := s.Select(pool, r, w)
+		if len(w.Header()["Set-Cookie"]) != 0 {
+			t.Error("genuine cookie replaced")
+		}
+		if want := preference(t, s, pool, "AAAAAAAAAAAAAAAAAAAAAA")[0]; up.Dial != want {
+			t.Errorf("routed to %s, want %s", up.Dial, want)
+		}
+	})
+}
+
+func TestCookieIssuedOncePerRequest(t *testing.T) {
+	s := cookiePolicy(t, CookieConfig{})
+	pool := fakePool(6)
+	r, w := newReq(ipAddr(1), nil)
+	var picks []string
+	for range 3 { // the first attempt and two retries
+		picks = append(picks, dialOf(s.Select(pool, r, w)))
+	}
+	cs := setCookies(w.Header())
+	if len(cs) != 1 {
+		t.Fatalf("Set-Cookie sent %d times, want once", len(cs))
+	}
+	id, _, _ := strings.Cut(cs[0].Value, ".")
+	if want := preference(t, s, pool, id)[:3]; strings.Join(picks, " ") != strings.Join(want, " ") {
+		t.Errorf("attempts went to %v, want the new id's order %v", picks, want)
+	}
+}
+
+func TestCookieOnlyWithoutKey(t *testing.T) {
+	s := provisioned(t, &AffinitySelection{
+		Keys:   []string{"{header.X-User}"},
+		Cookie: &CookieConfig{Secret: testSecret},
+	})
+	pool := fakePool(4)
+	r, w := newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("X-User", "u1") })
+	if up := s.Select(pool, r, w); up.Dial != preference(t, s, pool, "u1")[0] {
+		t.Errorf("key ignored: picked %s", up.Dial)
+	}
+	if len(w.Header()["Set-Cookie"]) != 0 {
+		t.Error("cookie issued though a key resolved")
+	}
+	r2, w2 := newReq(ipAddr(1), nil)
+	s.Select(pool, r2, w2)
+	if len(setCookies(w2.Header())) != 1 {
+		t.Error("no cookie issued when no key resolved")
+	}
+}
+
+func TestCookieAttributes(t *testing.T) {
+	yes, no := true, false
+	tests := []struct {
+		name  string
+		cfg   CookieConfig
+		req   func(r *http.Request)
+		check func(t *testing.T, c *http.Cookie)
+	}{
+		{"defaults over http", CookieConfig{}, nil, func(t *testing.T, c *http.Cookie) {
+			if c.Path != "/" || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Secure || c.MaxAge != 0 || c.Domain != "" {
+				t.Errorf("cookie = %+v", c)
+			}
+		}},
+		{"tls makes it secure", CookieConfig{}, func(r *http.Request) { r.TLS = &tls.ConnectionState{} }, func(t *testing.T, c *http.Cookie) {
+			if !c.Secure {
+				t.Error("not Secure over TLS")
+			}
+		}},
+		{"trusted proxy says https", CookieConfig{}, func(r *http.Request) {
+			r.Header.Add("X-Forwarded-Proto", "http")
+			r.Header.Add("X-Forwarded-Proto", "https")
+			trustProxy(r)
+		}, func(t *testing.T, c *http.Cookie) {
+			if !c.Secure {
+				t.Error("not Secure behind a trusted https proxy")
+			}
+		}},
+		{"untrusted proxy says https", CookieConfig{}, func(r *http.Request) { r.Header.Set("X-Forwarded-Proto", "https") }, func(t *testing.T, c *http.Cookie) {
+			if c.Secure {
+				t.Error("Secure on the word of an untrusted client")
+			}
+		}},
+		{"secure off over tls", CookieConfig{Secure: &no}, func(r *http.Request) { r.TLS = &tls.ConnectionState{} }, func(t *testing.T, c *http.Cookie) {
+			if c.Secure {
+				t.Error("Secure though configured off")
+			}
+		}},
+		{"secure on over http", CookieConfig{Secure: &yes}, nil, func(t *testing.T, c *http.Cookie) {
+			if !c.Secure {
+				t.Error("not Secure though configured on")
+			}
+		}},
+		{"same_site none implies secure", CookieConfig{SameSite: "none"}, nil, func(t *testing.T, c *http.Cookie) {
+			if c.SameSite != http.SameSiteNoneMode || !c.Secure {
+				t.Errorf("cookie = %+v", c)
+			}
+		}},
+		{"all set", CookieConfig{Name: "aff", Path: "/app", Domain: "example.com", HTTPOnly: &no, SameSite: "strict", MaxAge: caddy.Duration(time.Hour)}, nil,
+			func(t *testing.T, c *http.Cookie) {
+				if c.Name != "aff" || c.Path != "/app" || c.Domain != "example.com" || c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.MaxAge != 3600 {
+					t.Errorf("cookie = %+v", c)
+				}
+			}},
+		{"sub-second max_age rounds up", CookieConfig{MaxAge: caddy.Duration(time.Millisecond)}, nil, func(t *testing.T, c *http.Cookie) {
+			if c.MaxAge != 1 {
+				t.Errorf("Max-Age = %d, want 1", c.MaxAge)
+			}
+		}},
+	}
+	pool := fakePool(3)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := cookiePolicy(t, tt.cfg)
+			r, w := newReq(ipAddr(1), nil)
+			if tt.req != nil {
+				tt.req(r) // after PrepareRequest, which makes the vars trustProxy sets
+			}
+			s.Select(pool, r, w)
+			cs := setCookies(w.Header())
+			if len(cs) != 1 {
+				t.Fatalf("Set-Cookie = %v", w.Header()["Set-Cookie"])
+			}
+			tt.check(t, cs[0])
+		})
+	}
+}
+
+// trustProxy marks r as coming from a trusted proxy, as Caddy's server does
+// when the remote address is in trusted_proxies.
+func trustProxy(r *http.Request) {
+	if vars, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
+		vars[caddyhttp.TrustedProxyVarKey] = true
+	}
+}
+
+func TestCookieValue(t *testing.T) {
+	tests := []struct {
+		name   string
+		header []string
+		want   string
+		found  bool
+	}{
+		{"only", []string{"lb_affinity=abc"}, "abc", true},
+		{"among others", []string{"a=1; lb_affinity=abc; b=2"}, "abc", true},
+		{"second line", []string{"a=1", "lb_affinity=abc"}, "abc", true},
+		{"first wins", []string{"lb_affinity=one; lb_affinity=two"}, "one", true},
+		{"quoted", []string{`lb_affinity="abc"`}, "abc", true},
+		{"prefix of another name", []string{"lb_affinity2=x; xlb_affinity=y"}, "", false},
+		{"empty value", []string{"lb_affinity="}, "", true},
+		{"absent", []string{"a=1"}, "", false},
+		{"no header", nil, "", false},
+		{"stray semicolons", []string{";; lb_affinity=abc ;"}, "abc", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, found := cookieValue(http.Header{"Cookie": tt.header}, "lb_affinity")
+			if got != tt.want || found != tt.found {
+				t.Errorf("cookieValue = %q, %v; want %q, %v", got, found, tt.want, tt.found)
+			}
+		})
+	}
+}
+
+func TestCookieVerifyAllocs(t *testing.T) {
+	s := cookiePolicy(t, CookieConfig{})
+	value := sign(testSecret, "AAAAAAAAAAAAAAAAAAAAAA")
+	r, _ := newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("Cookie", "x=1; lb_affinity="+value) })
+	if s.jar.read(r) == "" {
+		t.Fatal("genuine cookie rejected")
+	}
+	if n := testing.AllocsPerRun(200, func() { s.jar.read(r) }); n != 0 {
+		t.Errorf("verifying a cookie: %v allocs, want 0", n)
+	}
+}
+
+func TestCookieSelectAllocs(t *testing.T) {
+	s := cookiePolicy(t, CookieConfig{})
+	pool := fakePool(100)
+	value := sign(testSecret, "AAAAAAAAAAAAAAAAAAAAAA")
+	r, w := newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("Cookie", "lb_affinity="+value) })
+	vars := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	s.Select(pool, r, w)
+	delete(vars, s.stateKey)
+	n := testing.AllocsPerRun(200, func() {
+		s.Select(pool, r, w)
+		delete(vars, s.stateKey)
+	})
+	if n > 1 { // the key placeholder
+		t.Errorf("cookie-mode Select: %v allocs, want <= 1", n)
+	}
+}
+
+var _ reverseproxy.Selector = (*AffinitySelection)(nil)

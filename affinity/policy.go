@@ -1,0 +1,527 @@
+package affinity
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/cespare/xxhash/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func init() {
+	caddy.RegisterModule(new(AffinitySelection))
+}
+
+// AffinitySelection is a consistent-hashing load-balancing policy: requests
+// with the same key go to the same upstream for as long as it is available,
+// and when the upstream set changes only the keys of the upstreams that
+// came or went move.
+//
+// The key is the first of Keys that resolves to a non-empty value (default
+// `{http.vars.client_ip}`, the client IP after trusted_proxies). When none
+// does, cookie mode (if configured) gives the client a random signed
+// affinity id to use as its key; otherwise the Fallback policy picks.
+//
+// An upstream that is not available (health checks, max_requests) is
+// skipped: its keys go to their next choice and come back when it
+// recovers. Retries within one request go to the key's next choice, never
+// back to an upstream already tried. With Bound set, an upstream already
+// carrying its share of the in-flight requests is skipped the same way
+// (consistent hashing with bounded loads).
+//
+// The placeholder `{http.reverse_proxy.affinity.key}` holds the resolved
+// key (or the affinity id in cookie mode) once an upstream is selected.
+// Setting it costs one small allocation per request.
+type AffinitySelection struct {
+	// Keys are placeholder expressions tried in order; the first that
+	// resolves to a non-empty value is the request's key. A key that is
+	// exactly one placeholder (e.g. `{http.request.cookie.sid}`) resolves
+	// when the placeholder is known and non-empty; a composite key (e.g.
+	// `{http.request.host}{http.request.uri}`) resolves only when every
+	// placeholder in it does. Caddyfile shorthands (`{client_ip}`,
+	// `{header.X-User}`, ...) are accepted and expanded. Default:
+	// `{http.vars.client_ip}`, unless Cookie is set, in which case the
+	// cookie is the only key.
+	Keys []string `json:"keys,omitempty"`
+
+	// Algorithm is the consistent-hashing scheme: `rendezvous` (default;
+	// weighted highest random weight), `ring` (weighted virtual nodes),
+	// `maglev` (O(1) lookup table) or `compat` (the exact mapping of
+	// Caddy's built-in hash policies, weights not supported).
+	Algorithm string `json:"algorithm,omitempty"`
+
+	// Weights gives upstreams, by dial address, a share of keys
+	// proportional to their weight (an integer from 1 to 1000000; only
+	// ratios matter). Upstreams not listed
+	// weigh 1. With static upstreams, every dial listed must be one of
+	// them; with dynamic upstreams, weights of absent dials are unused.
+	Weights map[string]int `json:"weights,omitempty"`
+
+	// Bound caps each upstream's in-flight requests at Bound times the
+	// mean over available upstreams (rounded up, counting the request
+	// being placed); an upstream at its cap is skipped like an unavailable
+	// one. Must be >= 1, e.g. 1.25. Zero (the default) means no bound.
+	// Bounding costs one pass over the pool per request.
+	Bound float64 `json:"bound,omitempty"`
+
+	// Cookie enables cookie mode for requests where no key resolves.
+	// Default: off.
+	Cookie *CookieConfig `json:"cookie,omitempty"`
+
+	// FallbackRaw is the selection policy for requests where no key
+	// resolves and cookie mode is off. It receives the real
+	// ResponseWriter. Default: `random`. Must not be set with Cookie.
+	FallbackRaw json.RawMessage `json:"fallback,omitempty" caddy:"namespace=http.reverse_proxy.selection_policies inline_key=policy"`
+
+	alg      Algorithm
+	keys     []keyExpr
+	jar      *cookieJar
+	fallback reverseproxy.Selector
+	sets     setCache
+	stateKey string // vars key of this instance's attempts for a request
+	logSeed  uint64 // seeds key hashes in debug logs
+	logger   *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (*AffinitySelection) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.selection_policies.affinity",
+		New: func() caddy.Module { return new(AffinitySelection) },
+	}
+}
+
+const (
+	// defaultKey is Caddy's client IP: the remote address, or the
+	// forwarded client address when the request came from a trusted proxy.
+	defaultKey = "{http.vars.client_ip}"
+
+	// keyPlaceholder names the placeholder set to the resolved key.
+	keyPlaceholder = "http.reverse_proxy.affinity.key"
+)
+
+// instances numbers policy instances, so that two affinity policies serving
+// one request (say, forward_auth then reverse_proxy) keep separate attempts.
+var instances atomic.Uint64
+
+// Provision sets defaults and prepares the keys, the cookie jar, the
+// fallback policy and the table cache.
+func (s *AffinitySelection) Provision(ctx caddy.Context) error {
+	s.logger = ctx.Logger()
+	s.stateKey = "affinity_attempts_" + strconv.FormatUint(instances.Add(1), 10)
+	s.logSeed = rand.Uint64()
+
+	alg := Rendezvous
+	if s.Algorithm != "" {
+		a, err := ParseAlgorithm(s.Algorithm)
+		if err != nil {
+			return fmt.Errorf("provisioning affinity policy: algorithm: %w", err)
+		}
+		alg = a
+	}
+	s.alg = alg
+
+	if len(s.Keys) == 0 && s.Cookie == nil {
+		s.Keys = []string{defaultKey}
+	}
+	s.keys = parseKeys(s.Keys)
+
+	if s.Cookie != nil {
+		jar, err := newCookieJar(*s.Cookie)
+		if err != nil {
+			return fmt.Errorf("provisioning affinity policy: %w", err)
+		}
+		s.jar = jar
+		// Never used for routing: with a cookie every request has a key.
+		// It only covers a Table that cannot be built, which Validate
+		// rules out.
+		s.fallback = reverseproxy.RandomSelection{}
+	} else {
+		if s.FallbackRaw == nil {
+			s.FallbackRaw = caddyconfig.JSONModuleObject(reverseproxy.RandomSelection{}, "policy", "random", nil)
+		}
+		mod, err := ctx.LoadModule(s, "FallbackRaw")
+		if err != nil {
+			return fmt.Errorf("provisioning affinity policy: loading fallback policy: %w", err)
+		}
+		s.fallback = mod.(reverseproxy.Selector)
+	}
+
+	s.sets.build = func(nodes []Node) (*Table, error) {
+		for i := range nodes {
+			nodes[i].Weight = 1
+			if w, ok := s.Weights[nodes[i].Name]; ok {
+				nodes[i].Weight = w
+			}
+		}
+		return NewTable(s.alg, nodes)
+	}
+
+	return s.checkWeightsMatch(ctx)
+}
+
+// checkWeightsMatch rejects a weight for a dial that is none of the owning
+// handler's static upstreams: a typo there would silently do nothing.
+func (s *AffinitySelection) checkWeightsMatch(ctx caddy.Context) error {
+	if len(s.Weights) == 0 {
+		return nil
+	}
+	var h *reverseproxy.Handler
+	for _, m := range slices.Backward(ctx.Modules()) {
+		if rp, ok := m.(*reverseproxy.Handler); ok {
+			h = rp
+			break
+		}
+	}
+	if h == nil || len(h.Upstreams) == 0 || h.DynamicUpstreamsRaw != nil || h.DynamicUpstreams != nil {
+		return nil
+	}
+	dials := make([]string, len(h.Upstreams))
+	for i, u := range h.Upstreams {
+		dials[i] = u.Dial
+	}
+	for _, d := range slices.Sorted(maps.Keys(s.Weights)) {
+		if !slices.Contains(dials, d) {
+			return fmt.Errorf("provisioning affinity policy: weight for %q matches no upstream; upstreams are %s",
+				d, strings.Join(dials, ", "))
+		}
+	}
+	return nil
+}
+
+// Validate checks the configuration.
+func (s *AffinitySelection) Validate() error {
+	if err := s.validate(); err != nil {
+		return fmt.Errorf("validating affinity policy: %w", err)
+	}
+	return nil
+}
+
+func (s *AffinitySelection) validate() error {
+	for _, k := range s.Keys {
+		if !strings.Contains(k, "{") {
+			return fmt.Errorf("key %q has no placeholder, so every request would go to the same upstream", k)
+		}
+	}
+	alg := Rendezvous
+	if s.Algorithm != "" {
+		a, err := ParseAlgorithm(s.Algorithm)
+		if err != nil {
+			return fmt.Errorf("algorithm: %w", err)
+		}
+		alg = a
+	}
+	for _, d := range slices.Sorted(maps.Keys(s.Weights)) {
+		if w := s.Weights[d]; w < 1 || w > MaxWeight {
+			return fmt.Errorf("weight for %q must be an integer from 1 to %d, got %d", d, MaxWeight, w)
+		}
+	}
+	if alg == Compat && len(s.Weights) > 0 {
+		return fmt.Errorf("algorithm compat does not support weights (Caddy's hash policies have none)")
+	}
+	if err := checkBound(s.Bound); err != nil {
+		return err
+	}
+	if s.Cookie != nil {
+		if err := s.Cookie.validate(); err != nil {
+			return err
+		}
+		if s.FallbackRaw != nil {
+			return fmt.Errorf("fallback is never used when cookie is set (every request then has a key); remove one")
+		}
+	}
+	return nil
+}
+
+// checkBound accepts 0 (off) or a finite factor >= 1.
+func checkBound(b float64) error {
+	if b == 0 {
+		return nil
+	}
+	if math.IsNaN(b) || math.IsInf(b, 0) || b < 1 {
+		return fmt.Errorf("bound must be a number >= 1 (or 0 for none), got %v", b)
+	}
+	return nil
+}
+
+// keyExpr is a configured key, pre-parsed.
+type keyExpr struct {
+	expr string // the expression, shorthands expanded
+	name string // the placeholder name if expr is exactly one placeholder
+}
+
+// parseKeys expands Caddyfile shorthands (the Caddyfile adapter already has;
+// in JSON a `{client_ip}` would otherwise be an unknown placeholder) and
+// spots keys that are a single placeholder.
+func parseKeys(keys []string) []keyExpr {
+	sr := httpcaddyfile.NewShorthandReplacer()
+	out := make([]keyExpr, len(keys))
+	for i, k := range keys {
+		seg := caddyfile.Segment{{Text: k}}
+		sr.ApplyToSegment(&seg)
+		e := keyExpr{expr: seg[0].Text}
+		if x := e.expr; len(x) > 2 && x[0] == '{' && x[len(x)-1] == '}' &&
+			strings.Count(x, "{") == 1 && strings.Count(x, "}") == 1 && !strings.Contains(x, `\`) {
+			e.name = x[1 : len(x)-1]
+		}
+		out[i] = e
+	}
+	return out
+}
+
+// resolve returns k's value for the request, or "" if it does not resolve.
+func (k *keyExpr) resolve(repl *caddy.Replacer) string {
+	if k.name != "" {
+		v, ok := repl.Get(k.name)
+		if !ok {
+			return ""
+		}
+		if s, ok := v.(string); ok {
+			return s
+		}
+		return caddy.ToString(v)
+	}
+	// A composite with an unknown or empty part would still be non-empty
+	// (the literal text around it), and could send everyone to one upstream.
+	v, err := repl.ReplaceOrErr(k.expr, true, true)
+	if err != nil {
+		return ""
+	}
+	return v
+}
+
+// attempts records, for one request, the upstreams this policy already
+// picked. The first pick is stored in the vars map as a bare
+// *reverseproxy.Upstream (which costs no allocation); a retry or a freshly
+// issued cookie turns it into an *attempts.
+type attempts struct {
+	tried  []*reverseproxy.Upstream
+	issued string // affinity id issued in cookie mode for this request
+}
+
+// Key sources in debug logs, besides the key expressions themselves.
+const (
+	srcCookie    = "cookie"
+	srcNewCookie = "new cookie"
+	srcFallback  = "fallback"
+)
+
+// Select returns the upstream for r: the first available upstream in the
+// key's preference order that this request has not tried yet (and that is
+// under its load cap when Bound is set), or nil.
+func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
+	if len(pool) == 0 {
+		return nil
+	}
+	ctx := r.Context()
+	vars, _ := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
+	var tried []*reverseproxy.Upstream
+	var st *attempts
+	if vars != nil {
+		switch v := vars[s.stateKey].(type) {
+		case *reverseproxy.Upstream:
+			tried = []*reverseproxy.Upstream{v}
+		case *attempts:
+			st, tried = v, v.tried
+		}
+	}
+
+	var key, src string
+	repl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl != nil {
+		for i := range s.keys {
+			if key = s.keys[i].resolve(repl); key != "" {
+				src = s.keys[i].expr
+				break
+			}
+		}
+	}
+	if key == "" && s.jar != nil {
+		switch {
+		case st != nil && st.issued != "":
+			key, src = st.issued, srcNewCookie // a retry: the cookie is already set
+		default:
+			if key = s.jar.read(r); key != "" {
+				src = srcCookie
+				break
+			}
+			id, value := s.jar.issue()
+			if w != nil {
+				s.jar.set(w, r, value)
+			}
+			if st == nil {
+				st = &attempts{tried: tried}
+			}
+			st.issued = id
+			key, src = id, srcNewCookie
+		}
+	}
+
+	var up *reverseproxy.Upstream
+	if key == "" {
+		src = srcFallback
+		up = s.fallback.Select(pool, r, w)
+	} else {
+		set, err := s.sets.get(pool)
+		if err != nil {
+			if c := s.logger.Check(zapcore.ErrorLevel, "affinity: building hash table failed; using fallback"); c != nil {
+				c.Write(zap.Error(err))
+			}
+			up = s.fallback.Select(pool, r, w)
+		} else if i := s.choose(set, pool, key, tried); i >= 0 {
+			up = pool[i]
+		}
+		if repl != nil && len(tried) == 0 {
+			repl.Set(keyPlaceholder, key)
+		}
+	}
+
+	if vars != nil && up != nil {
+		switch {
+		case st == nil && len(tried) == 0:
+			vars[s.stateKey] = up
+		case st == nil:
+			vars[s.stateKey] = &attempts{tried: append(tried, up)}
+		default:
+			st.tried = append(st.tried, up)
+			vars[s.stateKey] = st
+		}
+	} else if vars != nil && st != nil {
+		vars[s.stateKey] = st // keep the issued id for the retry
+	}
+
+	if c := s.logger.Check(zapcore.DebugLevel, "affinity pick"); c != nil {
+		dial := ""
+		if up != nil {
+			dial = up.Dial
+		}
+		c.Write(
+			zap.String("key_source", src),
+			zap.String("key_hash", s.keyHash(key)),
+			zap.String("dial", dial),
+			zap.Int("attempt", len(tried)+1),
+			zap.Int("upstreams", len(pool)),
+		)
+	}
+	return up
+}
+
+// keyHash identifies key in logs without logging it: keys are often
+// personal data (client IPs, user ids). The hash is seeded per process, so
+// it correlates log lines of one run but cannot be looked up from a list of,
+// say, all IPv4 addresses without the seed.
+func (s *AffinitySelection) keyHash(key string) string {
+	if key == "" {
+		return ""
+	}
+	d := xxhash.NewWithSeed(s.logSeed)
+	_, _ = d.WriteString(key)
+	return strconv.FormatUint(d.Sum64(), 16)
+}
+
+// choose returns the pool index for key, or -1. In order, it tries the
+// first upstream in key's preference order that is: available, untried and
+// under the load cap; available and untried; and, if that finds none (every
+// available upstream was tried), available and not the last one tried, with
+// and without the cap again.
+func (s *AffinitySelection) choose(set *upstreamSet, pool []*reverseproxy.Upstream, key string, tried []*reverseproxy.Upstream) int {
+	c := chooser{pool: pool, set: set}
+	last := int32(-1)
+	if len(tried) > 0 {
+		c.skip = make([]int32, 0, len(tried))
+		for _, u := range tried {
+			if i, ok := set.index[u.Dial]; ok {
+				c.skip = append(c.skip, i)
+			}
+		}
+		if i, ok := set.index[tried[len(tried)-1].Dial]; ok {
+			last = i
+		}
+	}
+	limit := 0
+	if s.Bound > 0 {
+		limit = s.loadCap(pool)
+	}
+	eligible := c.eligible
+	for pass := 0; ; pass++ {
+		if limit > 0 {
+			c.limit = limit
+			if i := set.table.Pick(key, eligible); i >= 0 {
+				return set.poolIndex(i)
+			}
+			c.limit = 0
+		}
+		if i := set.table.Pick(key, eligible); i >= 0 {
+			return set.poolIndex(i)
+		}
+		if pass > 0 || len(c.skip) == 0 || (len(c.skip) == 1 && c.skip[0] == last) {
+			return -1
+		}
+		c.skip = c.skip[:0]
+		if last >= 0 {
+			c.skip = append(c.skip, last)
+		}
+	}
+}
+
+// chooser holds what eligibility depends on during one choose.
+type chooser struct {
+	pool  []*reverseproxy.Upstream
+	set   *upstreamSet
+	skip  []int32 // table indices not to pick (upstreams tried)
+	limit int     // > 0: in-flight requests at which an upstream is full
+}
+
+// eligible reports whether table index i may be picked.
+func (c *chooser) eligible(i int) bool {
+	u := c.pool[c.set.poolIndex(i)]
+	if !u.Available() || slices.Contains(c.skip, int32(i)) {
+		return false
+	}
+	return c.limit == 0 || u.Host == nil || u.NumRequests() < c.limit
+}
+
+// loadCap returns the bounded-load cap for the next request:
+// ceil(Bound × (in-flight requests over available upstreams + 1) / number
+// of available upstreams), per Mirrokni, Thorup and Zadimoghaddam,
+// "Consistent Hashing with Bounded Loads" (2018). 0 means no upstream is
+// available.
+func (s *AffinitySelection) loadCap(pool []*reverseproxy.Upstream) int {
+	n, sum := 0, 0
+	for _, u := range pool {
+		if !u.Available() {
+			continue
+		}
+		n++
+		if u.Host != nil {
+			sum += u.NumRequests()
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return int(math.Ceil(s.Bound * float64(sum+1) / float64(n)))
+}
+
+// Interface guards
+var (
+	_ reverseproxy.Selector = (*AffinitySelection)(nil)
+	_ caddy.Provisioner     = (*AffinitySelection)(nil)
+	_ caddy.Validator       = (*AffinitySelection)(nil)
+	_ caddyfile.Unmarshaler = (*AffinitySelection)(nil)
+)

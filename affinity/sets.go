@@ -1,0 +1,218 @@
+package affinity
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/cespare/xxhash/v2"
+)
+
+// This file caches one Table per upstream set. Select receives the pool as a
+// []*Upstream; building a Table costs O(n) to O(n log n) (Maglev fills a
+// table of ~100n slots), so it must happen once per set of dial addresses,
+// not once per request. Sets are identified by their dial addresses in pool
+// order, never by *Upstream pointers: dynamic upstream sources return fresh
+// Upstream values on every call, with the same dials.
+
+// maxRecentSets bounds how many distinct upstream sets are remembered.
+// Static upstreams need one; dynamic sources that alternate between a few
+// sets (per-host SRV lookups, a source and the static fallback) need a few.
+const maxRecentSets = 8
+
+// upstreamSet is an immutable Table over one list of dial addresses.
+type upstreamSet struct {
+	// dials are the pool's dial addresses in pool order; hash is their
+	// setHash. Together they identify the set.
+	dials []string
+	hash  uint64
+
+	// table holds the distinct dials; toPool maps a table index to the
+	// pool index of the first upstream with that dial (nil when the dials
+	// are all distinct, so indices coincide).
+	table  *Table
+	toPool []int32
+
+	// index maps a dial to its table index; used only on retries, to turn
+	// the upstreams already tried into table indices.
+	index map[string]int32
+}
+
+// poolIndex returns the pool index of table index i.
+func (s *upstreamSet) poolIndex(i int) int {
+	if s.toPool == nil {
+		return i
+	}
+	return int(s.toPool[i])
+}
+
+// slicePin remembers one pool slice that resolved to set, so that the next
+// Select with the very same slice (static upstreams: the handler passes
+// h.Upstreams every time) skips comparing dials.
+type slicePin struct {
+	base        **reverseproxy.Upstream // &pool[0]
+	n           int
+	first, last *reverseproxy.Upstream // pool[0], pool[n-1]: catch a slice reused in place
+	set         *upstreamSet
+}
+
+// recentSets is an immutable snapshot of the remembered sets, replaced
+// whole on every insert (copy on write).
+type recentSets struct {
+	byHash map[uint64]*upstreamSet
+	order  []uint64 // insertion order, oldest first, for eviction
+}
+
+// setCache maps upstream pools to Tables. Reads are lock-free: Select only
+// loads atomic pointers to immutable values. The zero value is not usable;
+// build must be set.
+type setCache struct {
+	// build makes the Table for a list of distinct nodes.
+	build func(nodes []Node) (*Table, error)
+
+	pin    atomic.Pointer[slicePin]
+	recent atomic.Pointer[recentSets]
+
+	// seen is the last pool slice that matched by dials but not by
+	// identity; seeing it a second time in a row promotes it to pin. This
+	// keeps sources that return a fresh slice per call from allocating a
+	// new pin per request, while caching sources (same slice until their
+	// refresh) still get the fast path.
+	seen atomic.Pointer[*reverseproxy.Upstream]
+
+	// mu serializes inserts so that concurrent misses on the same new set
+	// build it once; it is never held by a lookup that hits.
+	mu sync.Mutex
+
+	// builds counts Tables built; tests read it to prove reuse.
+	builds atomic.Int64
+}
+
+// get returns the set for pool (len(pool) > 0), building and remembering
+// it on a miss.
+func (c *setCache) get(pool []*reverseproxy.Upstream) (*upstreamSet, error) {
+	base, n := &pool[0], len(pool)
+	if p := c.pin.Load(); p != nil && p.base == base && p.n == n &&
+		p.first == pool[0] && p.last == pool[n-1] {
+		return p.set, nil
+	}
+
+	h := setHash(pool)
+	if s := c.lookup(pool, h); s != nil {
+		if c.seen.Swap(base) == base {
+			c.pin.Store(&slicePin{base: base, n: n, first: pool[0], last: pool[n-1], set: s})
+		}
+		return s, nil
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.lookup(pool, h); s != nil { // built while we waited
+		return s, nil
+	}
+	s, err := c.newSet(pool, h)
+	if err != nil {
+		return nil, err
+	}
+	c.remember(s)
+	c.pin.Store(&slicePin{base: base, n: n, first: pool[0], last: pool[n-1], set: s})
+	return s, nil
+}
+
+// lookup finds a remembered set with exactly pool's dials.
+func (c *setCache) lookup(pool []*reverseproxy.Upstream, h uint64) *upstreamSet {
+	if p := c.pin.Load(); p != nil && p.set.hash == h && sameDials(p.set.dials, pool) {
+		return p.set
+	}
+	r := c.recent.Load()
+	if r == nil {
+		return nil
+	}
+	if s := r.byHash[h]; s != nil && sameDials(s.dials, pool) {
+		return s
+	}
+	return nil
+}
+
+// remember adds s to the recent sets, evicting the oldest beyond
+// maxRecentSets. Callers hold c.mu.
+func (c *setCache) remember(s *upstreamSet) {
+	old := c.recent.Load()
+	next := &recentSets{byHash: make(map[uint64]*upstreamSet, maxRecentSets)}
+	if old != nil {
+		for _, h := range old.order {
+			if h == s.hash { // a hash collision with a different set: replace it
+				continue
+			}
+			next.byHash[h] = old.byHash[h]
+			next.order = append(next.order, h)
+		}
+	}
+	for len(next.order) >= maxRecentSets {
+		delete(next.byHash, next.order[0])
+		next.order = next.order[1:]
+	}
+	next.byHash[s.hash] = s
+	next.order = append(next.order, s.hash)
+	c.recent.Store(next)
+}
+
+// newSet builds the set for pool.
+func (c *setCache) newSet(pool []*reverseproxy.Upstream, h uint64) (*upstreamSet, error) {
+	s := &upstreamSet{
+		dials: make([]string, len(pool)),
+		hash:  h,
+		index: make(map[string]int32, len(pool)),
+	}
+	nodes := make([]Node, 0, len(pool))
+	toPool := make([]int32, 0, len(pool))
+	for i, u := range pool {
+		s.dials[i] = u.Dial
+		if _, dup := s.index[u.Dial]; dup {
+			// Caddy's own hash policies let the first of two equal dials
+			// win; a Table needs distinct names, so later copies are not
+			// nodes at all.
+			continue
+		}
+		s.index[u.Dial] = int32(len(nodes))
+		nodes = append(nodes, Node{Name: u.Dial})
+		toPool = append(toPool, int32(i))
+	}
+	if len(nodes) < len(pool) {
+		s.toPool = toPool
+	}
+	t, err := c.build(nodes)
+	if err != nil {
+		return nil, err
+	}
+	c.builds.Add(1)
+	s.table = t
+	return s, nil
+}
+
+// setHash hashes pool's dial addresses in order. A zero byte separates them
+// (dial addresses cannot contain one), so ["ab","c"] and ["a","bc"] differ.
+func setHash(pool []*reverseproxy.Upstream) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	for _, u := range pool {
+		_, _ = d.WriteString(u.Dial)
+		_, _ = d.Write(sep[:])
+	}
+	return d.Sum64()
+}
+
+var sep = [1]byte{0}
+
+// sameDials reports whether pool's dial addresses are exactly dials.
+func sameDials(dials []string, pool []*reverseproxy.Upstream) bool {
+	if len(dials) != len(pool) {
+		return false
+	}
+	for i, u := range pool {
+		if dials[i] != u.Dial {
+			return false
+		}
+	}
+	return true
+}

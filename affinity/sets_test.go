@@ -1,0 +1,204 @@
+package affinity
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+// newTestCache returns a setCache building rendezvous tables.
+func newTestCache() *setCache {
+	return &setCache{build: func(nodes []Node) (*Table, error) {
+		for i := range nodes {
+			nodes[i].Weight = 1
+		}
+		return NewTable(Rendezvous, nodes)
+	}}
+}
+
+func mustGet(t *testing.T, c *setCache, pool reverseproxy.UpstreamPool) *upstreamSet {
+	t.Helper()
+	s, err := c.get(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameDials(s.dials, pool) {
+		t.Fatalf("set has dials %v, pool has others", s.dials)
+	}
+	return s
+}
+
+func TestSetCacheReuse(t *testing.T) {
+	c := newTestCache()
+	pool := fakePool(10)
+	first := mustGet(t, c, pool)
+
+	steps := []struct {
+		name       string
+		pool       reverseproxy.UpstreamPool
+		wantBuilds int64
+		wantSame   bool // the very set built first
+	}{
+		{"same slice", pool, 1, true},
+		{"fresh upstreams, same dials", freshCopy(pool), 1, true},
+		{"another fresh copy", freshCopy(pool), 1, true},
+		{"sub-slice (different set)", pool[:9], 2, false},
+		{"an upstream added", append(freshCopy(pool), &reverseproxy.Upstream{Dial: "10.9.9.9:80"}), 3, false},
+		{"back to the first set", freshCopy(pool), 3, true},
+		{"reordered (a different list)", reversed(pool), 4, false},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			s := mustGet(t, c, st.pool)
+			if got := c.builds.Load(); got != st.wantBuilds {
+				t.Errorf("builds = %d, want %d", got, st.wantBuilds)
+			}
+			if (s == first) != st.wantSame {
+				t.Errorf("same set as the first: %v, want %v", s == first, st.wantSame)
+			}
+		})
+	}
+}
+
+func reversed(pool reverseproxy.UpstreamPool) reverseproxy.UpstreamPool {
+	out := slices.Clone(pool)
+	slices.Reverse(out)
+	return out
+}
+
+func TestSetCacheFastPath(t *testing.T) {
+	c := newTestCache()
+	pool := fakePool(5)
+	mustGet(t, c, pool)
+	if p := c.pin.Load(); p == nil || p.base != &pool[0] {
+		t.Fatal("the slice that built the set is not pinned")
+	}
+
+	// A fresh slice is pinned only once it comes back a second time in a
+	// row (a caching dynamic source), so per-call slices cost nothing.
+	other := freshCopy(pool)
+	mustGet(t, c, other)
+	if c.pin.Load().base == &other[0] {
+		t.Fatal("pinned a slice seen once")
+	}
+	mustGet(t, c, other)
+	if c.pin.Load().base != &other[0] {
+		t.Fatal("did not pin a slice seen twice in a row")
+	}
+
+	// The same backing array rewritten in place must not be served from
+	// the pin.
+	other[0] = &reverseproxy.Upstream{Dial: "10.8.8.8:80"}
+	mustGet(t, c, other)
+	other[len(other)-1] = &reverseproxy.Upstream{Dial: "10.7.7.7:80"}
+	mustGet(t, c, other)
+}
+
+func TestSetCacheEviction(t *testing.T) {
+	c := newTestCache()
+	base := fakePool(maxRecentSets + 2)
+	pools := make([]reverseproxy.UpstreamPool, maxRecentSets+1)
+	for i := range pools {
+		pools[i] = freshCopy(base[:i+1]) // distinct sets
+		mustGet(t, c, pools[i])
+	}
+	if n := len(c.recent.Load().order); n != maxRecentSets {
+		t.Fatalf("remembers %d sets, want %d", n, maxRecentSets)
+	}
+	builds := c.builds.Load()
+	mustGet(t, c, freshCopy(pools[len(pools)-1])) // newest: kept
+	mustGet(t, c, freshCopy(pools[1]))            // still within the last 8
+	if got := c.builds.Load(); got != builds {
+		t.Errorf("rebuilt a remembered set: builds %d -> %d", builds, got)
+	}
+	mustGet(t, c, freshCopy(pools[0])) // oldest: evicted
+	if got := c.builds.Load(); got != builds+1 {
+		t.Errorf("builds = %d, want %d after asking for the evicted set", got, builds+1)
+	}
+}
+
+func TestSetCacheHashCollision(t *testing.T) {
+	c := newTestCache()
+	a, b := fakePool(2), fakePool(3)
+	sa := mustGet(t, c, a)
+	// Pretend b's set hashed like a's: remember replaces, lookup verifies.
+	sb, err := c.newSet(b, sa.hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.remember(sb)
+	if got := c.lookup(freshCopy(a), sa.hash); got != nil && !sameDials(got.dials, a) {
+		t.Error("lookup returned a set with other dials")
+	}
+	if got := c.lookup(freshCopy(b), sa.hash); got != sb {
+		t.Error("lookup missed the replacing set")
+	}
+	if n := len(c.recent.Load().order); n != 1 {
+		t.Errorf("%d entries for one hash", n)
+	}
+}
+
+func TestSetHashSeparatesDials(t *testing.T) {
+	ab := reverseproxy.UpstreamPool{{Dial: "ab"}, {Dial: "c"}}
+	bc := reverseproxy.UpstreamPool{{Dial: "a"}, {Dial: "bc"}}
+	if setHash(ab) == setHash(bc) {
+		t.Error(`["ab","c"] and ["a","bc"] hash alike`)
+	}
+}
+
+func TestDuplicateDials(t *testing.T) {
+	s := provisioned(t, &AffinitySelection{})
+	pool := fakePool(4)
+	dup := &reverseproxy.Upstream{Host: new(reverseproxy.Host), Dial: pool[1].Dial}
+	withDup := append(slices.Clone(pool), dup)
+	for i := range 300 {
+		r1, w1 := newReq(ipAddr(i), nil)
+		r2, w2 := newReq(ipAddr(i), nil)
+		got, want := s.Select(withDup, r1, w1), s.Select(pool, r2, w2)
+		if got == dup {
+			t.Fatal("picked the second copy of a dial; the first should win, as in Caddy")
+		}
+		if got != want {
+			t.Fatalf("client %d: %s with a duplicate, %s without", i, dialOf(got), dialOf(want))
+		}
+	}
+}
+
+func TestSetCacheConcurrent(t *testing.T) {
+	c := newTestCache()
+	pools := make([]reverseproxy.UpstreamPool, 4)
+	base := fakePool(40)
+	for i := range pools {
+		pools[i] = base[:10*(i+1)]
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				p := pools[(g+i)%len(pools)]
+				if i%3 == 0 {
+					p = freshCopy(p)
+				}
+				s, err := c.get(p)
+				if err != nil || !sameDials(s.dials, p) {
+					errs <- fmt.Errorf("goroutine %d, round %d: wrong set (err %v)", g, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := c.builds.Load(); got != int64(len(pools)) {
+		t.Errorf("builds = %d, want %d (one per set)", got, len(pools))
+	}
+}

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Load benchmarks for response_cache, run against a real Caddy built with
+# xcaddy. Everything listens on 127.0.0.1; every run is bounded in time.
+#
+#   bench/run.sh            # throughput: respond (ceiling) vs reverse_proxy (floor) vs cache hits and misses
+#   bench/run.sh memory     # RSS after filling the cache with 10x max_size of unique URLs
+#
+# Needs wrk (apt-get install wrk). DURATION (default 8s), CONNS (default 32)
+# and ROUNDS (default 3, the median is reported) tune the throughput runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=bench/out
+mkdir -p "$out"
+DURATION=${DURATION:-8s}
+CONNS=${CONNS:-32}
+ROUNDS=${ROUNDS:-3}
+CADDY=${CADDY:-$out/caddy}
+
+command -v wrk >/dev/null || { echo "bench: wrk not found; apt-get install wrk" >&2; exit 1; }
+if [ ! -x "$CADDY" ]; then
+	go run github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5 build v2.11.9 --output "$CADDY" \
+		--with github.com/f06cdff9/caddy-affinity-cache@v0.0.0-00010101000000-000000000000=.
+fi
+
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+ADMIN=$(freeport); ORIGIN=$(freeport); CEIL=$(freeport); FLOOR=$(freeport); CACHE=$(freeport); MISS=$(freeport)
+
+caddy_pid=
+stop_caddy() { [ -n "$caddy_pid" ] && kill "$caddy_pid" 2>/dev/null && wait "$caddy_pid" 2>/dev/null; caddy_pid=; }
+trap stop_caddy EXIT
+
+start_caddy() { # $1 = Caddyfile
+	"$CADDY" run --config "$1" --adapter caddyfile >"$out/caddy.log" 2>&1 &
+	caddy_pid=$!
+	for _ in $(seq 100); do
+		curl -fs "http://127.0.0.1:$ORIGIN/" -o /dev/null 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "bench: caddy did not start; see $out/caddy.log" >&2; exit 1
+}
+
+rps() { # url [lua script] -> requests/s
+	local args=(-t1 -c"$CONNS" -d"$DURATION" --latency)
+	[ -n "${2:-}" ] && args+=(-s "$2")
+	wrk "${args[@]}" "$1" | awk '/Requests\/sec/ {print $2}'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+cat > "$out/unique.lua" <<'LUA'
+counter = 0
+request = function()
+	counter = counter + 1
+	return wrk.format(nil, "/u/" .. math.random(1, 1e9) .. "-" .. counter)
+end
+LUA
+
+throughput() {
+	for size in 1024 102400; do
+		body=$(head -c "$size" /dev/zero | tr '\0' 'a')
+		cfg="$out/throughput-$size.Caddyfile"
+		cat > "$cfg" <<CFG
+{
+	admin localhost:$ADMIN
+	auto_https off
+	log {
+		output discard
+	}
+}
+http://127.0.0.1:$ORIGIN {
+	header Cache-Control "public, max-age=3600"
+	header Content-Type "text/plain"
+	header /nostore/* Cache-Control "no-store"
+	respond "$body"
+}
+http://127.0.0.1:$CEIL {
+	header Cache-Control "public, max-age=3600"
+	header Content-Type "text/plain"
+	respond "$body"
+}
+http://127.0.0.1:$FLOOR {
+	reverse_proxy 127.0.0.1:$ORIGIN
+}
+http://127.0.0.1:$CACHE {
+	response_cache {
+		max_size 256MiB
+	}
+	reverse_proxy 127.0.0.1:$ORIGIN
+}
+CFG
+		start_caddy "$cfg"
+		curl -fs "http://127.0.0.1:$CACHE/hit" -o /dev/null; sleep 0.2; curl -fs "http://127.0.0.1:$CACHE/hit" -o /dev/null
+		local c=() f=() h=() m=() s=()
+		for _ in $(seq "$ROUNDS"); do
+			c+=("$(rps "http://127.0.0.1:$CEIL/hit")")
+			h+=("$(rps "http://127.0.0.1:$CACHE/hit")")
+			f+=("$(rps "http://127.0.0.1:$FLOOR/nostore/x")")
+			m+=("$(rps "http://127.0.0.1:$CACHE/nostore/x")")
+			s+=("$(rps "http://127.0.0.1:$CACHE" "$out/unique.lua")")
+		done
+		stop_caddy
+		local cm fm hm mm sm
+		cm=$(printf '%s\n' "${c[@]}" | median); hm=$(printf '%s\n' "${h[@]}" | median)
+		fm=$(printf '%s\n' "${f[@]}" | median); mm=$(printf '%s\n' "${m[@]}" | median)
+		sm=$(printf '%s\n' "${s[@]}" | median)
+		printf '%-7s respond %9.0f | cache hit %9.0f (%.2fx respond) | reverse_proxy %8.0f | cache bypass (no-store) %8.0f (%.2fx proxy) | cache miss+store %8.0f (%.2fx proxy)\n' \
+			"$((size / 1024))KiB" "$cm" "$hm" "$(echo "$hm / $cm" | bc -l)" "$fm" "$mm" "$(echo "$mm / $fm" | bc -l)" "$sm" "$(echo "$sm / $fm" | bc -l)"
+	done
+}
+
+memory() {
+	local max_mib=${MAX_MIB:-64} item=16384
+	local total=$((max_mib * 10 * 1024 * 1024 / item))
+	body=$(head -c "$item" /dev/zero | tr '\0' 'm')
+	cfg="$out/memory.Caddyfile"
+	cat > "$cfg" <<CFG
+{
+	admin localhost:$ADMIN
+	auto_https off
+	log {
+		output discard
+	}
+}
+http://127.0.0.1:$ORIGIN {
+	header Cache-Control "public, max-age=3600"
+	respond "$body"
+}
+http://127.0.0.1:$CACHE {
+	response_cache {
+		max_size ${max_mib}MiB
+	}
+	reverse_proxy 127.0.0.1:$ORIGIN
+}
+CFG
+	cat > "$out/fill.lua" <<LUA
+counter = 0
+request = function()
+	counter = counter + 1
+	return wrk.format(nil, "/fill/" .. wrk.thread:get("id") .. "-" .. counter)
+end
+response = function()
+	if counter >= $total then wrk.thread:stop() end
+end
+setup = function(thread) thread:set("id", math.random(1, 1e9)) end
+LUA
+	for limit in "" "$((max_mib * 11 / 10 + 40))MiB"; do
+		GOMEMLIMIT=$limit start_caddy "$cfg"
+		for _ in $(seq 50); do curl -fs "http://127.0.0.1:$CACHE/warm/$RANDOM" -o /dev/null; done
+		base=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
+		wrk -t1 -c16 -d120s -s "$out/fill.lua" "http://127.0.0.1:$CACHE" >/dev/null
+		rss=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
+		hwm=$(awk '/VmHWM/ {print $2}' "/proc/$caddy_pid/status")
+		stop_caddy
+		printf 'max_size %d MiB, GOMEMLIMIT=%-8s filled %d x %d KiB (%d MiB): baseline RSS %d MiB, RSS after %d MiB (%.2f x max_size over baseline), peak RSS %d MiB\n' \
+			"$max_mib" "${limit:-unset}" "$total" "$((item / 1024))" "$((total * item / 1048576))" "$((base / 1024))" "$((rss / 1024))" \
+			"$(echo "($rss - $base) / 1024 / $max_mib" | bc -l)" "$((hwm / 1024))"
+	done
+}
+
+case "${1:-throughput}" in
+	throughput) throughput ;;
+	memory) memory ;;
+	*) echo "usage: bench/run.sh [throughput|memory]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,137 @@
+package cache
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(AdminAPI{})
+}
+
+// AdminAPI is the admin endpoint of response_cache (module
+// admin.api.response_cache):
+//
+//	POST /response_cache/purge  {"cache": "caddy", "key": "...", "prefix": "...", "tag": "...", "all": true}
+//	GET  /response_cache/stats
+//
+// A purge names exactly one of key (a full cache key, e.g.
+// "https://example.com/a?"), prefix, tag (Surrogate-Key / Cache-Tag) or
+// all; cache limits it to one cache_name (default: every cache). It
+// answers {"purged": n, "caches": m}.
+type AdminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (AdminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.response_cache",
+		New: func() caddy.Module { return new(AdminAPI) },
+	}
+}
+
+// Routes returns the admin routes.
+func (a AdminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{Pattern: "/response_cache/purge", Handler: caddy.AdminHandlerFunc(a.handlePurge)},
+		{Pattern: "/response_cache/stats", Handler: caddy.AdminHandlerFunc(a.handleStats)},
+	}
+}
+
+// PurgeRequest is the body of POST /response_cache/purge.
+type PurgeRequest struct {
+	// Cache limits the purge to the cache of this cache_name; empty: all.
+	Cache string `json:"cache,omitempty"`
+	// Key purges the entry of this exact cache key, and its variants.
+	Key string `json:"key,omitempty"`
+	// Prefix purges every entry whose key starts with it.
+	Prefix string `json:"prefix,omitempty"`
+	// Tag purges every entry with this surrogate key.
+	Tag string `json:"tag,omitempty"`
+	// All purges everything.
+	All bool `json:"all,omitempty"`
+}
+
+// PurgeResponse is the answer to a purge.
+type PurgeResponse struct {
+	// Purged counts the entries removed (responses and variant records).
+	Purged int `json:"purged"`
+	// Caches counts the stores the purge ran on.
+	Caches int `json:"caches"`
+}
+
+// maxPurgeBody bounds the JSON body of a purge.
+const maxPurgeBody = 64 << 10
+
+func (AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("purging response_cache: method %s not allowed, use POST", r.Method)}
+	}
+	var req PurgeRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxPurgeBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: decoding request body: %w", err)}
+	}
+	n := 0
+	for _, set := range []bool{req.Key != "", req.Prefix != "", req.Tag != "", req.All} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: give exactly one of key, prefix, tag or all, got %d", n)}
+	}
+	var resp PurgeResponse
+	for _, s := range snapshotStores() {
+		if req.Cache != "" && s.name != req.Cache {
+			continue
+		}
+		resp.Caches++
+		switch {
+		case req.Key != "":
+			resp.Purged += s.purgeKey(req.Key)
+		case req.Prefix != "":
+			resp.Purged += s.purgePrefix(req.Prefix)
+		case req.Tag != "":
+			resp.Purged += s.purgeTag(req.Tag)
+		default:
+			resp.Purged += s.purgeAll()
+		}
+	}
+	if req.Cache != "" && resp.Caches == 0 {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("purging response_cache: no cache named %q", req.Cache)}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(resp)
+}
+
+func (AdminAPI) handleStats(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("response_cache stats: method %s not allowed, use GET", r.Method)}
+	}
+	stats := []storeStats{}
+	for _, s := range snapshotStores() {
+		stats = append(stats, s.stats())
+	}
+	sort.Slice(stats, func(i, j int) bool { return stats[i].Cache < stats[j].Cache })
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(stats)
+}
+
+// snapshotStores lists the live stores, so that work on them happens
+// outside the usage pool's lock.
+func snapshotStores() []*store {
+	var out []*store
+	liveStores(func(s *store) bool {
+		out = append(out, s)
+		return true
+	})
+	return out
+}
+
+var _ caddy.AdminRouter = (*AdminAPI)(nil)

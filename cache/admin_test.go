@@ -1,0 +1,122 @@
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func TestAdminPurge(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{CacheName: "admin-test"}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Surrogate-Key", "all "+strings.Trim(r.URL.Path, "/"))
+		_, _ = w.Write([]byte(r.URL.Path))
+		return nil
+	}}
+	fill := func() {
+		for _, p := range []string{"/a", "/a/b", "/c"} {
+			get(t, h, o, "http://example.com"+p)
+		}
+	}
+	api := AdminAPI{}
+	for _, tc := range []struct {
+		name   string
+		body   string
+		purged int
+		missed []string
+		hit    []string
+	}{
+		{name: "key", body: `{"key":"http://example.com/a?"}`, purged: 1, missed: []string{"/a"}, hit: []string{"/a/b", "/c"}},
+		{name: "prefix", body: `{"cache":"admin-test","prefix":"http://example.com/a"}`, purged: 2, missed: []string{"/a", "/a/b"}, hit: []string{"/c"}},
+		{name: "tag", body: `{"tag":"c"}`, purged: 1, missed: []string{"/c"}, hit: []string{"/a"}},
+		{name: "all", body: `{"cache":"admin-test","all":true}`, purged: 3, missed: []string{"/a", "/a/b", "/c"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fill()
+			w := httptest.NewRecorder()
+			r := httptest.NewRequest(http.MethodPost, "/response_cache/purge", strings.NewReader(tc.body))
+			if err := api.handlePurge(w, r); err != nil {
+				t.Fatalf("purge: %v", err)
+			}
+			var resp PurgeResponse
+			if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
+				t.Fatalf("decoding %q: %v", w.Body.String(), err)
+			}
+			// Other tests' caches may be live too; these keys, prefixes
+			// and tags are only in ours.
+			if resp.Purged != tc.purged || resp.Caches < 1 {
+				t.Errorf("response %+v, want %d purged", resp, tc.purged)
+			}
+			h.store.wait()
+			for _, p := range tc.missed {
+				wantStatus(t, get(t, h, o, "http://example.com"+p), []string{"fwd=uri-miss"})
+			}
+			for _, p := range tc.hit {
+				wantStatus(t, get(t, h, o, "http://example.com"+p), []string{"hit"})
+			}
+		})
+	}
+}
+
+func TestAdminErrors(t *testing.T) {
+	newTestHandler(t, Config{CacheName: "admin-errors"}, newClock())
+	api := AdminAPI{}
+	for _, tc := range []struct {
+		name, method, path, body string
+		code                     int
+	}{
+		{name: "purge GET", method: "GET", path: "/response_cache/purge", code: 405},
+		{name: "bad json", method: "POST", path: "/response_cache/purge", body: `{`, code: 400},
+		{name: "unknown field", method: "POST", path: "/response_cache/purge", body: `{"keys":"x"}`, code: 400},
+		{name: "nothing", method: "POST", path: "/response_cache/purge", body: `{}`, code: 400},
+		{name: "two", method: "POST", path: "/response_cache/purge", body: `{"key":"a","all":true}`, code: 400},
+		{name: "unknown cache", method: "POST", path: "/response_cache/purge", body: `{"cache":"nope","all":true}`, code: 404},
+		{name: "stats POST", method: "POST", path: "/response_cache/stats", code: 405},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var handler caddy.AdminHandler
+			for _, rt := range api.Routes() {
+				if rt.Pattern == tc.path {
+					handler = rt.Handler
+				}
+			}
+			r := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
+			err := handler.ServeHTTP(httptest.NewRecorder(), r)
+			var apiErr caddy.APIError
+			if !errors.As(err, &apiErr) || apiErr.HTTPStatus != tc.code {
+				t.Errorf("error %v, want an APIError with status %d", err, tc.code)
+			}
+		})
+	}
+}
+
+func TestAdminStats(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{CacheName: "admin-stats"}, c)
+	get(t, h, static(c, 200, "s", "Cache-Control", "max-age=60"), "http://example.com/s")
+	w := httptest.NewRecorder()
+	if err := (AdminAPI{}).handleStats(w, httptest.NewRequest(http.MethodGet, "/response_cache/stats", nil)); err != nil {
+		t.Fatal(err)
+	}
+	var stats []storeStats
+	if err := json.Unmarshal(w.Body.Bytes(), &stats); err != nil {
+		t.Fatalf("decoding %q: %v", w.Body.String(), err)
+	}
+	for _, s := range stats {
+		if s.Cache == "admin-stats" {
+			if s.Entries != 1 || s.Bytes <= 0 || s.MaxBytes != defaultMaxSize || s.Stores != 1 {
+				t.Errorf("stats %+v", s)
+			}
+			return
+		}
+	}
+	t.Errorf("no stats for admin-stats in %s", w.Body.String())
+}

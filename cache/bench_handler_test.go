@@ -1,0 +1,190 @@
+package cache
+
+import (
+	"fmt"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// BenchmarkHit serves a stored response; b.SetBytes makes the MB/s the
+// body throughput. The writer is reused so that allocs/op are the
+// handler's own.
+func BenchmarkHit(b *testing.B) {
+	for _, size := range []int{1 << 10, 100 << 10} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			c := newClock()
+			h := newTestHandler(b, Config{}, c)
+			o := static(c, 200, strings.Repeat("a", size), "Cache-Control", "max-age=3600",
+				"Content-Type", "text/html; charset=utf-8", "Etag", `"abc"`, "Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")
+			get(b, h, o, "http://example.com/bench?x=1")
+			r := newRequest(http.MethodGet, "http://example.com/bench?x=1", "Accept-Encoding", "gzip", "User-Agent", "bench")
+			w := &resetWriter{h: make(http.Header)}
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				_ = h.ServeHTTP(w, r, o)
+			}
+			if o.calls.Load() != 1 {
+				b.Fatalf("origin called %d times", o.calls.Load())
+			}
+		})
+	}
+}
+
+// BenchmarkMiss compares calling the origin directly with going through
+// the cache: "pass" is an uncacheable response (recorder, header copy,
+// storability check), "fill" a storable one under a new key each time
+// (plus buffering, entry building and the ristretto Set; the new query
+// string costs one allocation of the benchmark's own).
+func BenchmarkMiss(b *testing.B) {
+	const size = 1 << 10
+	body := strings.Repeat("m", size)
+	b.Run("direct", func(b *testing.B) {
+		c := newClock()
+		o := static(c, 200, body, "Cache-Control", "no-store", "Content-Length", strconv.Itoa(size))
+		r := newRequest(http.MethodGet, "http://example.com/miss")
+		w := &resetWriter{h: make(http.Header)}
+		b.SetBytes(size)
+		b.ReportAllocs()
+		for b.Loop() {
+			clear(w.h)
+			_ = o.ServeHTTP(w, r)
+		}
+	})
+	b.Run("pass", func(b *testing.B) {
+		c := newClock()
+		off := false
+		h := newTestHandler(b, Config{Coalesce: &off}, c)
+		o := static(c, 200, body, "Cache-Control", "no-store", "Content-Length", strconv.Itoa(size))
+		r := newRequest(http.MethodGet, "http://example.com/miss")
+		w := &resetWriter{h: make(http.Header)}
+		b.SetBytes(size)
+		b.ReportAllocs()
+		for b.Loop() {
+			clear(w.h)
+			_ = h.ServeHTTP(w, r, o)
+		}
+	})
+	b.Run("fill", func(b *testing.B) {
+		c := newClock()
+		h := newTestHandler(b, Config{MaxSize: 64 << 20}, c)
+		o := static(c, 200, body, "Cache-Control", "max-age=60", "Content-Length", strconv.Itoa(size))
+		r := newRequest(http.MethodGet, "http://example.com/miss")
+		w := &resetWriter{h: make(http.Header)}
+		b.SetBytes(size)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			i++
+			r.URL.RawQuery = strconv.Itoa(i)
+			clear(w.h)
+			_ = h.ServeHTTP(w, r, o)
+		}
+	})
+}
+
+// BenchmarkHitParallel serves one stored response from every P.
+func BenchmarkHitParallel(b *testing.B) {
+	c := newClock()
+	h := newTestHandler(b, Config{}, c)
+	o := static(c, 200, strings.Repeat("p", 1<<10), "Cache-Control", "max-age=3600")
+	get(b, h, o, "http://example.com/par")
+	b.SetBytes(1 << 10)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		r := newRequest(http.MethodGet, "http://example.com/par")
+		w := &resetWriter{h: make(http.Header)}
+		for pb.Next() {
+			clear(w.h)
+			_ = h.ServeHTTP(w, r, o)
+		}
+	})
+}
+
+// TestMemoryBoundedByMaxSize fills a cache with ten times max_size of
+// unique responses through the handler and reports the live heap against
+// max_size. With -v it prints the figures quoted in the report.
+func TestMemoryBoundedByMaxSize(t *testing.T) {
+	maxSize := int64(64 << 20)
+	if testing.Short() {
+		maxSize = 16 << 20
+	}
+	heap := func() runtime.MemStats {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms
+	}
+	base := heap()
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: maxSize}, c)
+	// Bodies of 1 to 16 KiB, half with a known length; ten header fields.
+	bodies := make([]string, 16)
+	for i := range bodies {
+		bodies[i] = strings.Repeat("x", (i+1)<<10)
+	}
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		body := bodies[n%len(bodies)]
+		hd := w.Header()
+		hd.Set("Cache-Control", "max-age=3600")
+		hd.Set("Content-Type", "text/html; charset=utf-8")
+		hd.Set("Etag", `"`+strconv.Itoa(n)+`"`)
+		hd.Set("Date", c.date())
+		hd.Set("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")
+		hd.Set("Server", "origin")
+		hd.Set("X-Request-Id", strconv.Itoa(n*7919))
+		if n%2 == 0 {
+			hd.Set("Content-Length", strconv.Itoa(len(body)))
+		}
+		_, _ = w.Write([]byte(body))
+		return nil
+	}}
+	var filled, peakInuse uint64
+	w := &resetWriter{h: make(http.Header)}
+	for i := 0; filled < uint64(10*maxSize); i++ {
+		r := newRequest(http.MethodGet, "http://example.com/obj?n="+strconv.Itoa(i))
+		clear(w.h)
+		if err := h.ServeHTTP(w, r, o); err != nil {
+			t.Fatal(err)
+		}
+		filled += uint64(len(bodies[i%len(bodies)]))
+		if i%2000 == 0 {
+			h.store.wait()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			peakInuse = max(peakInuse, ms.HeapInuse)
+		}
+	}
+	h.store.wait()
+	st := h.store.stats()
+	end := heap()
+	live := int64(end.HeapAlloc) - int64(base.HeapAlloc)
+	inuse := int64(end.HeapInuse) - int64(base.HeapInuse)
+	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
+	t.Logf("max_size %.0f MiB, filled %.0f MiB: %d entries, cost %.1f MiB, evictions %d, rejects %d",
+		mib(maxSize), mib(int64(filled)), st.Entries, mib(st.Bytes), st.Evictions, st.Rejects)
+	t.Logf("after GC: HeapAlloc +%.1f MiB (%.2f x max_size), HeapInuse +%.1f MiB (%.2f x), HeapSys %.1f MiB; peak HeapInuse during fill %.1f MiB (%.2f x, GOGC=%d)",
+		mib(live), float64(live)/float64(maxSize), mib(inuse), float64(inuse)/float64(maxSize),
+		mib(int64(end.HeapSys)), mib(int64(peakInuse)), float64(peakInuse)/float64(maxSize), gogc())
+	if st.Bytes > maxSize {
+		t.Errorf("store cost %d exceeds max_size %d", st.Bytes, maxSize)
+	}
+	// The live heap (entries, index, ristretto's counters) stays close
+	// to max_size: the cost accounts for what an entry holds.
+	if float64(live) > 1.2*float64(maxSize) {
+		t.Errorf("live heap %.1f MiB exceeds 1.2 x max_size", mib(live))
+	}
+	runtime.KeepAlive(h)
+}
+
+func gogc() int {
+	v := debug.SetGCPercent(100)
+	debug.SetGCPercent(v)
+	return v
+}

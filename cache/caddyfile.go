@@ -1,0 +1,170 @@
+package cache
+
+import (
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/dustin/go-humanize"
+)
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	response_cache [<matcher>] {
+//	    max_size       <size>      # total bytes held, e.g. 256MiB
+//	    max_item_size  <size>      # larger responses are streamed, not stored
+//	    key            <template>  # placeholders; scheme://host is always prepended
+//	    default_ttl    <duration>  # freshness when the response gives none
+//	    stale_while_revalidate <duration>
+//	    stale_if_error         <duration>
+//	    cache_name     <name>      # the identifier in Cache-Status
+//	    coalesce       on|off      # default on
+//	    targeted_field <field>|off # default CDN-Cache-Control
+//	    status_key                 # add key= to Cache-Status
+//	}
+//
+// The matcher is handled by the Caddyfile adapter before this runs.
+// Every option may appear once.
+func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.Errf("response_cache takes no arguments besides a matcher, got '%s'; put options in a block", d.Val())
+	}
+	seen := make(map[string]bool)
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("response_cache: option '%s' given more than once", opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "max_size":
+			n, err := parseSize(d)
+			if err != nil {
+				return err
+			}
+			c.MaxSize = n
+		case "max_item_size":
+			n, err := parseSize(d)
+			if err != nil {
+				return err
+			}
+			c.MaxItemSize = n
+		case "key":
+			arg, err := singleArg(d)
+			if err != nil {
+				return err
+			}
+			c.Key = arg
+		case "default_ttl":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			c.DefaultTTL = dur
+		case "stale_while_revalidate":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			c.StaleWhileRevalidate = dur
+		case "stale_if_error":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			c.StaleIfError = dur
+		case "cache_name":
+			arg, err := singleArg(d)
+			if err != nil {
+				return err
+			}
+			c.CacheName = arg
+		case "coalesce":
+			arg, err := singleArg(d)
+			if err != nil {
+				return err
+			}
+			on, err := parseOnOff(d, "coalesce", arg)
+			if err != nil {
+				return err
+			}
+			c.Coalesce = &on
+		case "targeted_field":
+			arg, err := singleArg(d)
+			if err != nil {
+				return err
+			}
+			if arg == "off" {
+				arg = "-"
+			}
+			c.TargetedField = arg
+		case "status_key":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.StatusKey = true
+		default:
+			return d.Errf("response_cache: unrecognized option '%s'", opt)
+		}
+	}
+	return nil
+}
+
+// singleArg returns the one argument of the current option.
+func singleArg(d *caddyfile.Dispenser) (string, error) {
+	opt := d.Val()
+	if !d.NextArg() {
+		return "", d.Errf("response_cache: %s needs a value", opt)
+	}
+	val := d.Val()
+	if d.NextArg() {
+		return "", d.Errf("response_cache: %s takes one value, got another: '%s'", opt, d.Val())
+	}
+	return val, nil
+}
+
+func parseSize(d *caddyfile.Dispenser) (int64, error) {
+	opt := d.Val()
+	arg, err := singleArg(d)
+	if err != nil {
+		return 0, err
+	}
+	if strings.HasPrefix(arg, "-") {
+		return 0, d.Errf("response_cache: %s must be positive, got '%s'", opt, arg)
+	}
+	n, err := humanize.ParseBytes(arg)
+	if err != nil {
+		return 0, d.Errf("response_cache: %s: invalid size '%s' (use e.g. 64MiB or 1048576): %v", opt, arg, err)
+	}
+	if n == 0 || n > 1<<62 {
+		return 0, d.Errf("response_cache: %s must be between 1 byte and 4 EiB, got '%s'", opt, arg)
+	}
+	return int64(n), nil
+}
+
+func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	opt := d.Val()
+	arg, err := singleArg(d)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(arg)
+	if err != nil {
+		return 0, d.Errf("response_cache: %s: invalid duration '%s' (use e.g. 30s, 5m, 1d): %v", opt, arg, err)
+	}
+	if dur < 0 {
+		return 0, d.Errf("response_cache: %s must not be negative, got '%s'", opt, arg)
+	}
+	return caddy.Duration(dur), nil
+}
+
+func parseOnOff(d *caddyfile.Dispenser, opt, arg string) (bool, error) {
+	switch arg {
+	case "on", "true":
+		return true, nil
+	case "off", "false":
+		return false, nil
+	}
+	return false, d.Errf("response_cache: %s must be on or off, got '%s'", opt, arg)
+}

@@ -1,0 +1,80 @@
+package cache
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+)
+
+// flight is one origin request that concurrent misses for the same key
+// wait on. The leader publishes its outcome with finish: the entry it
+// stored, or nil when the response cannot be shared (then the waiters go
+// to the origin themselves). It publishes as early as it knows: at the
+// response's header for an uncacheable response, when the body passes
+// max_item_size, or when the body is complete.
+type flight struct {
+	done chan struct{}
+	once sync.Once
+	e    *entry // written before done is closed; read after
+	// waiters counts the requests waiting (for metrics and tests).
+	waiters atomic.Int32
+}
+
+// flightGroup coalesces requests by key. The zero value is ready to use.
+type flightGroup struct {
+	mu sync.Mutex // protects m
+	m  map[string]*flight
+}
+
+// join returns the flight for key and whether the caller leads it (and
+// must call finish).
+func (g *flightGroup) join(key string) (*flight, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f, ok := g.m[key]; ok {
+		return f, false
+	}
+	if g.m == nil {
+		g.m = make(map[string]*flight)
+	}
+	f := &flight{done: make(chan struct{})}
+	g.m[key] = f
+	return f, true
+}
+
+// finish publishes e to the waiters of f and ends the flight, so that
+// later requests look in the store again. Only the first call counts.
+func (g *flightGroup) finish(key string, f *flight, e *entry) {
+	f.once.Do(func() {
+		g.mu.Lock()
+		if g.m[key] == f {
+			delete(g.m, key)
+		}
+		g.mu.Unlock()
+		f.e = e
+		close(f.done)
+	})
+}
+
+// wait blocks until the leader publishes or ctx ends, and returns the
+// published entry (nil: go to the origin).
+func (f *flight) wait(ctx context.Context) (*entry, error) {
+	f.waiters.Add(1)
+	defer f.waiters.Add(-1)
+	select {
+	case <-f.done:
+		return f.e, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// waiting returns how many requests wait on the flight for key.
+func (g *flightGroup) waiting(key string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f, ok := g.m[key]; ok {
+		return int(f.waiters.Load())
+	}
+	return 0
+}

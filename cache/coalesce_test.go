@@ -1,0 +1,238 @@
+package cache
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// blocking answers after release is closed, with the given fields.
+func blocking(c *clock, release <-chan struct{}, body string, fields ...string) *origin {
+	inner := static(c, 200, body, fields...)
+	return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		<-release
+		return inner.fn(w, r)
+	}}
+}
+
+// concurrent runs n GETs of target through h at once and returns their
+// responses once they have all finished; before releasing the origin it
+// waits until n-1 of them wait on the leader.
+func concurrent(t *testing.T, h *Handler, o *origin, release chan struct{}, n int, target string, waiters int, fields ...string) []*httptest.ResponseRecorder {
+	t.Helper()
+	out := make([]*httptest.ResponseRecorder, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		out[i] = httptest.NewRecorder()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.ServeHTTP(out[i], newRequest(http.MethodGet, target, fields...), o); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	key := string(h.appendKey(nil, newRequest(http.MethodGet, target)))
+	until(t, "waiters to join", func() bool { return h.flights.waiting(key) == waiters })
+	close(release)
+	wg.Wait()
+	h.store.wait()
+	return out
+}
+
+func TestCoalescedMisses(t *testing.T) {
+	n := 200
+	if testing.Short() {
+		n = 50
+	}
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	release := make(chan struct{})
+	o := blocking(c, release, "shared body", "Cache-Control", "max-age=60")
+	out := concurrent(t, h, o, release, n, "http://example.com/hot", n-1)
+	if calls := o.calls.Load(); calls != 1 {
+		t.Errorf("origin called %d times for %d concurrent misses, want 1", calls, n)
+	}
+	collapsed := 0
+	for _, w := range out {
+		if w.Code != 200 || w.Body.String() != "shared body" {
+			t.Fatalf("answer %d %q", w.Code, w.Body.String())
+		}
+		if hasParam(w.Header().Get("Cache-Status"), "collapsed") {
+			collapsed++
+			wantStatus(t, w, []string{"fwd=miss", "fwd-status=200", "ttl=60"})
+		}
+	}
+	if collapsed != n-1 {
+		t.Errorf("%d collapsed answers, want %d", collapsed, n-1)
+	}
+}
+
+func TestCoalescedUncacheableGoesToOrigin(t *testing.T) {
+	const n = 20
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	release := make(chan struct{})
+	o := blocking(c, release, "mine", "Cache-Control", "private, max-age=60")
+	out := concurrent(t, h, o, release, n, "http://example.com/private", n-1)
+	if calls := o.calls.Load(); calls != n {
+		t.Errorf("origin called %d times, want %d: a private answer is not shared", calls, n)
+	}
+	for _, w := range out {
+		if w.Body.String() != "mine" || hasParam(w.Header().Get("Cache-Status"), "collapsed") {
+			t.Errorf("answer %q, Cache-Status %q", w.Body.String(), w.Header().Get("Cache-Status"))
+		}
+	}
+}
+
+func TestCoalescedOtherVariantGoesToOrigin(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	release := make(chan struct{})
+	var calls atomic.Int32
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if calls.Add(1) == 1 {
+			<-release
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Vary", "Accept-Language")
+		w.Header().Set("Date", c.date())
+		_, _ = io.WriteString(w, "lang="+r.Header.Get("Accept-Language"))
+		return nil
+	}}
+	leader := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = h.ServeHTTP(leader, newRequest(http.MethodGet, "http://example.com/lang", "Accept-Language", "fr"), o)
+	}()
+	until(t, "the leader to reach the origin", func() bool { return calls.Load() == 1 })
+	waiter := httptest.NewRecorder()
+	waited := make(chan struct{})
+	go func() {
+		defer close(waited)
+		_ = h.ServeHTTP(waiter, newRequest(http.MethodGet, "http://example.com/lang", "Accept-Language", "de"), o)
+	}()
+	until(t, "the waiter to join", func() bool { return h.flights.waiting("http://example.com/lang?") == 1 })
+	close(release)
+	<-done
+	<-waited
+	if leader.Body.String() != "lang=fr" || waiter.Body.String() != "lang=de" {
+		t.Errorf("leader %q, waiter %q", leader.Body.String(), waiter.Body.String())
+	}
+}
+
+func TestCoalescedLeaderDisconnect(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	cont := make(chan struct{})
+	var originCtxErr atomic.Value
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Date", c.date())
+		_, _ = io.WriteString(w, "part one, ")
+		<-cont
+		originCtxErr.Store(errString(r.Context().Err()))
+		_, err := io.WriteString(w, "part two")
+		return err
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	lw := newWriter()
+	lw.failFrom = len("part one, ")
+	leaderDone := make(chan struct{})
+	go func() {
+		defer close(leaderDone)
+		r := newRequest(http.MethodGet, "http://example.com/dc").WithContext(ctx)
+		_ = h.ServeHTTP(lw, r, o)
+	}()
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	waiter := httptest.NewRecorder()
+	waited := make(chan struct{})
+	go func() {
+		defer close(waited)
+		_ = h.ServeHTTP(waiter, newRequest(http.MethodGet, "http://example.com/dc"), o)
+	}()
+	until(t, "the waiter to join", func() bool { return h.flights.waiting("http://example.com/dc?") == 1 })
+	cancel() // the leader's client goes away mid-body
+	close(cont)
+	<-leaderDone
+	<-waited
+	if got := originCtxErr.Load(); got != "" {
+		t.Errorf("origin request was cancelled with its client: %v", got)
+	}
+	if waiter.Body.String() != "part one, part two" {
+		t.Errorf("waiter got %q", waiter.Body.String())
+	}
+	wantStatus(t, waiter, []string{"collapsed"})
+	if calls := o.calls.Load(); calls != 1 {
+		t.Errorf("origin called %d times, want 1", calls)
+	}
+	h.store.wait()
+	wantStatus(t, get(t, h, o, "http://example.com/dc"), []string{"hit"})
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func TestCoalesceOff(t *testing.T) {
+	const n = 10
+	c := newClock()
+	off := false
+	h := newTestHandler(t, Config{Coalesce: &off}, c)
+	release := make(chan struct{})
+	o := blocking(c, release, "x", "Cache-Control", "max-age=60")
+	out := make([]*httptest.ResponseRecorder, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		out[i] = httptest.NewRecorder()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = h.ServeHTTP(out[i], newRequest(http.MethodGet, "http://example.com/off"), o)
+		}()
+	}
+	until(t, "every request to reach the origin", func() bool { return o.calls.Load() == n })
+	close(release)
+	wg.Wait()
+	for _, w := range out {
+		if strings.Contains(w.Header().Get("Cache-Status"), "collapsed") {
+			t.Error("collapsed with coalesce off")
+		}
+	}
+}
+
+func TestFlightGroup(t *testing.T) {
+	var g flightGroup
+	f, leader := g.join("k")
+	if !leader {
+		t.Fatal("first join does not lead")
+	}
+	f2, leader2 := g.join("k")
+	if leader2 || f2 != f {
+		t.Fatal("second join leads or gets another flight")
+	}
+	e := &entry{key: "k"}
+	g.finish("k", f, e)
+	g.finish("k", f, nil) // only the first finish counts
+	if got, err := f.wait(context.Background()); got != e || err != nil {
+		t.Errorf("wait = %v, %v", got, err)
+	}
+	if _, leader := g.join("k"); !leader {
+		t.Error("a join after finish does not lead a new flight")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	f3, _ := g.join("other")
+	if _, err := f3.wait(ctx); err == nil {
+		t.Error("wait ignores its context")
+	}
+}

@@ -1,0 +1,181 @@
+package cache
+
+import (
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// generations numbers variant records process-wide, so a record that
+// replaces another never matches the other's variants.
+var generations atomic.Uint64
+
+// entry is one stored object. It is immutable once handed to the store:
+// hits read it from many goroutines without locks, and an update (a 304
+// refresh) makes a new entry that shares body and header values.
+//
+// An entry is either a response or, for a URL whose responses Vary, a
+// variant record: the record lives under the URL key and lists the Vary
+// field names and a generation; the responses live under variant keys
+// derived from the URL key, the generation and the request's values of the
+// Vary fields (see variantKey). Purging or replacing the record orphans
+// the variants of the old generation, so a purge of the URL is effective
+// immediately even before the variants themselves are deleted.
+type entry struct {
+	// key is the full cache key; ristretto keeps only its hash, so a Get
+	// compares it to rule out a 64-bit collision.
+	key  string
+	hash uint64
+	// parent is the hash of the URL key of a variant (0 otherwise); the
+	// store indexes variants under it so removing the URL removes them.
+	parent uint64
+
+	// record marks a variant record: vary and gen are set, nothing else.
+	record bool
+	vary   []string // canonical Vary field names (record and its variants)
+	gen    uint64   // generation of a record
+	// varyKey is the normalised request values of vary (a variant).
+	varyKey string
+
+	status int
+	header http.Header // storable fields; value slices have len == cap
+	body   []byte      // never written after storing; hits write it as is
+
+	// reqVary holds the request's values of the Vary fields, replayed on a
+	// conditional request (RFC 9111 §4.3.1).
+	reqVary http.Header
+
+	// fresh holds the freshness inputs (RFC 9111 §4.2): lifetime, corrected
+	// initial age, response time; rc the response's directives.
+	fresh Freshness
+	rc    ResponseControl
+
+	// validator reports an ETag or Last-Modified to revalidate with.
+	validator bool
+
+	// contentLength is the pre-rendered Content-Length value, shared by
+	// every hit.
+	contentLength []string
+
+	tags []string // surrogate keys (Surrogate-Key / Cache-Tag)
+	cost int64
+}
+
+// currentAge is the entry's age at now (RFC 9111 §4.2.3).
+func (e *entry) currentAge(now time.Time) time.Duration { return e.fresh.Age(now) }
+
+// ttl is the remaining freshness at now: positive while fresh, zero or
+// negative (the staleness) once stale.
+func (e *entry) ttl(now time.Time) time.Duration { return e.fresh.TTL(now) }
+
+// Per-entry memory the cost accounts for besides body, header and key
+// bytes. TestEntryOverheadMatchesHeap (store_test.go) stores 20k entries
+// with ten header fields and 64-byte bodies and finds the live heap per
+// entry within a few percent of the cost with these constants (1916 B of
+// heap, 1919 B of cost). It covers:
+//   - ristretto: its storeItem (48 B) in a sharded Go map (~70 B per slot
+//     with control bytes and load factor) and the policy's keyCosts slot
+//     (~20 B); its admission counters are sized once from max_size (see
+//     newStore) and are a fixed baseline, not per entry;
+//   - this package: the entry struct (336 B, a 352 B size class), its
+//     index slot (~20 B), the Content-Length value and slice headers, and
+//     the rounding of small allocations to size classes.
+const entryOverhead = 640
+
+// Header map accounting: a Go map slot per field (key string header +
+// value slice header + control byte, at 7/8 load) and a string header per
+// value, on top of the bytes themselves.
+const (
+	headerMapOverhead   = 64
+	headerFieldOverhead = 64
+	headerValueOverhead = 16
+)
+
+// headerCost estimates the heap bytes of h.
+func headerCost(h http.Header) int64 {
+	n := int64(headerMapOverhead)
+	for k, vs := range h {
+		n += headerFieldOverhead + int64(len(k))
+		for _, v := range vs {
+			n += headerValueOverhead + int64(len(v))
+		}
+	}
+	return n
+}
+
+// computeCost sets e.cost: what the entry holds on the heap, as closely
+// as can be known without the runtime's help, so that the sum of costs
+// (ristretto's MaxCost) bounds the memory the cache really uses.
+func (e *entry) computeCost() {
+	c := int64(entryOverhead) + int64(len(e.key))
+	c += allocSize(int64(cap(e.body)))
+	if e.header != nil {
+		c += headerCost(e.header)
+	}
+	if e.reqVary != nil {
+		c += headerCost(e.reqVary)
+	}
+	for _, f := range e.vary {
+		c += headerValueOverhead + int64(len(f))
+	}
+	for _, t := range e.tags {
+		// the tag string, its slot in the entry and in the tag index
+		c += 2*headerValueOverhead + 24 + int64(len(t))
+	}
+	e.cost = c
+}
+
+// sizeClasses are the Go runtime's small allocation size classes
+// (internal/runtime/gc.SizeClassToSize, Go 1.26); a []byte of n bytes
+// really occupies the next class up, and a large one whole 8 KiB pages.
+var sizeClasses = [...]int64{8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256, 288, 320, 352, 384, 416, 448, 480, 512, 576, 640, 704, 768, 896, 1024, 1152, 1280, 1408, 1536, 1792, 2048, 2304, 2688, 3072, 3200, 3456, 4096, 4864, 5376, 6144, 6528, 6784, 6912, 8192, 9472, 9728, 10240, 10880, 12288, 13568, 14336, 16384, 18432, 19072, 20480, 21760, 24576, 27264, 28672, 32768}
+
+// allocSize is the heap footprint of an allocation of n bytes.
+func allocSize(n int64) int64 {
+	if n <= 0 {
+		return 0
+	}
+	if n > 32768 {
+		const page = 8192
+		return (n + page - 1) / page * page
+	}
+	lo, hi := 0, len(sizeClasses)-1
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if sizeClasses[mid] < n {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return sizeClasses[lo]
+}
+
+// fitBody returns b with a capacity close to its length: an unknown-length
+// body grown by append can hold up to twice what it needs, and the slack
+// would live as long as the entry without being counted.
+func fitBody(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	if allocSize(int64(cap(b))) <= allocSize(int64(len(b)))+int64(len(b))/16 {
+		return b
+	}
+	out := make([]byte, len(b))
+	copy(out, b)
+	return out
+}
+
+// newContentLength renders n for the Content-Length field once per entry.
+func newContentLength(n int) []string {
+	return []string{strconv.Itoa(n)}[:1:1]
+}
+
+// withHeader returns a copy of e with a new header and freshness inputs,
+// sharing the body (used after a 304 refresh).
+func (e *entry) withHeader(h http.Header) *entry {
+	e2 := *e
+	e2.header = h
+	return &e2
+}

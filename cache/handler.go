@@ -1,0 +1,520 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults applied in Provision.
+const (
+	defaultMaxSize       = 256 << 20
+	maxDefaultItemSize   = 64 << 20
+	defaultCacheName     = "caddy"
+	defaultTargetedField = "CDN-Cache-Control"
+	// DefaultKey is the default cache key template.
+	DefaultKey = "{http.request.scheme}://{http.request.host}{http.request.uri.path}?{http.request.uri.query}"
+	// backgroundTimeout bounds a background revalidation.
+	backgroundTimeout = 30 * time.Second
+)
+
+// Handler is the response_cache HTTP handler: a shared HTTP cache (RFC
+// 9111) held in memory and bounded in bytes. It answers GET and HEAD from
+// stored GET responses, revalidates stale ones, serves stale within RFC
+// 5861 windows, coalesces concurrent misses, invalidates on unsafe
+// methods and reports what it did in Cache-Status (RFC 9211).
+type Handler struct {
+	Config
+
+	// now is the clock; tests replace it.
+	now func() time.Time
+
+	ctx       caddy.Context
+	logger    *zap.Logger
+	store     storage
+	poolKey   string
+	customKey bool // Key is not DefaultKey: expand it through the replacer
+	coalesce  bool
+	targeted  string
+
+	flights *flightGroup
+	bg      *background
+
+	m handlerMetrics
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.response_cache",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision applies defaults, validates, and attaches the handler to its
+// store (shared with every handler of the same cache_name and size, and
+// kept across config reloads that do not change them).
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.ctx = ctx
+	h.logger = ctx.Logger()
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.MaxSize == 0 {
+		h.MaxSize = defaultMaxSize
+	}
+	if h.MaxItemSize == 0 && h.MaxSize > 0 {
+		h.MaxItemSize = max(1, min(h.MaxSize/8, maxDefaultItemSize))
+	}
+	if h.CacheName == "" {
+		h.CacheName = defaultCacheName
+	}
+	if h.TargetedField == "" {
+		h.TargetedField = defaultTargetedField
+	}
+	h.targeted = h.TargetedField
+	if h.targeted == "-" {
+		h.targeted = ""
+	}
+	h.coalesce = h.Coalesce == nil || *h.Coalesce
+	if h.Key == "" {
+		h.Key = DefaultKey
+	}
+	h.customKey = h.Key != DefaultKey
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	if h.customKey && !strings.Contains(h.Key, "{") {
+		h.logger.Warn("key has no placeholders: every request to a host shares one cache entry",
+			zap.String("key", h.Key))
+	}
+	h.flights = new(flightGroup)
+	h.bg = &background{keys: make(map[string]struct{})}
+
+	h.poolKey = storePoolKey(&h.Config)
+	v, _, err := stores.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+		return newStore(h.CacheName, h.MaxSize)
+	})
+	if err != nil {
+		return fmt.Errorf("provisioning response_cache: %w", err)
+	}
+	h.store = v.(*store)
+	h.m = newHandlerMetrics(ctx.GetMetricsRegistry(), h.CacheName)
+	return nil
+}
+
+// Validate checks the configuration; errors name the field.
+func (h *Handler) Validate() error {
+	c := &h.Config
+	switch {
+	case c.MaxSize <= 0:
+		return fmt.Errorf("provisioning response_cache: max_size must be positive, got %d", c.MaxSize)
+	case c.MaxItemSize <= 0:
+		return fmt.Errorf("provisioning response_cache: max_item_size must be positive, got %d", c.MaxItemSize)
+	case c.MaxItemSize > c.MaxSize:
+		return fmt.Errorf("provisioning response_cache: max_item_size (%d) must not be larger than max_size (%d)", c.MaxItemSize, c.MaxSize)
+	case c.DefaultTTL < 0:
+		return fmt.Errorf("provisioning response_cache: default_ttl must not be negative, got %s", time.Duration(c.DefaultTTL))
+	case c.StaleWhileRevalidate < 0:
+		return fmt.Errorf("provisioning response_cache: stale_while_revalidate must not be negative, got %s", time.Duration(c.StaleWhileRevalidate))
+	case c.StaleIfError < 0:
+		return fmt.Errorf("provisioning response_cache: stale_if_error must not be negative, got %s", time.Duration(c.StaleIfError))
+	case c.CacheName != "" && !isToken(c.CacheName):
+		return fmt.Errorf("provisioning response_cache: cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got %q", c.CacheName)
+	case c.TargetedField != "" && c.TargetedField != "-" && !isFieldName(c.TargetedField):
+		return fmt.Errorf("provisioning response_cache: targeted_field must be a header field name or \"-\", got %q", c.TargetedField)
+	case strings.Count(c.Key, "{") != strings.Count(c.Key, "}"):
+		return fmt.Errorf("provisioning response_cache: key has unbalanced braces: %q", c.Key)
+	}
+	return nil
+}
+
+// Cleanup releases the store; the last handler using it closes it.
+func (h *Handler) Cleanup() error {
+	if h.poolKey == "" {
+		return nil
+	}
+	_, err := stores.Delete(h.poolKey)
+	return err
+}
+
+// isToken reports whether s is an RFC 8941 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	c := s[0]
+	if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '*') {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if !isTchar(s[i]) && s[i] != ':' && s[i] != '/' {
+			return false
+		}
+	}
+	return true
+}
+
+func isFieldName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTchar(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isTchar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+// keyBuf holds the bytes of the keys of one request.
+type keyBuf struct{ url, variant []byte }
+
+var keyBufs = sync.Pool{New: func() any { return &keyBuf{url: make([]byte, 0, 256)} }}
+
+// appendKey appends the URL cache key of r. The default template is built
+// by hand (it is what the replacer would produce, with the host
+// lower-cased); a custom one goes through the request's replacer, after
+// scheme://host.
+func (h *Handler) appendKey(dst []byte, r *http.Request) []byte {
+	if r.TLS != nil {
+		dst = append(dst, "https://"...)
+	} else {
+		dst = append(dst, "http://"...)
+	}
+	dst = appendLower(dst, hostOnly(r.Host))
+	if h.customKey {
+		if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+			return append(dst, repl.ReplaceAll(h.Key, "")...)
+		}
+	}
+	dst = append(dst, r.URL.Path...)
+	dst = append(dst, '?')
+	return append(dst, r.URL.RawQuery...)
+}
+
+// hostOnly is {http.request.host}: Host without its port, without the
+// allocation net.SplitHostPort makes for a Host that has none.
+func hostOnly(host string) string {
+	if strings.HasPrefix(host, "[") {
+		if i := strings.LastIndex(host, "]:"); i > 0 {
+			return host[1:i]
+		}
+		return host
+	}
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.IndexByte(host[:i], ':') < 0 {
+		return host[:i]
+	}
+	return host
+}
+
+func appendLower(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// appendVariantKey appends the key of the variant of urlKey, in the
+// record generation gen, selected by the Vary values vk.
+func appendVariantKey(dst, urlKey []byte, gen uint64, vk string) []byte {
+	dst = append(dst, urlKey...)
+	dst = append(dst, 0)
+	dst = strconv.AppendUint(dst, gen, 10)
+	dst = append(dst, 0)
+	return append(dst, vk...)
+}
+
+// noRequestControl is what ParseRequestControl gives for a request
+// without Cache-Control or Pragma; the hit path skips parsing then.
+var noRequestControl = RequestControl{MaxAge: -1, MaxStale: -1, MinFresh: -1, StaleIfError: -1}
+
+func requestControl(h http.Header) RequestControl {
+	if len(h["Cache-Control"]) == 0 && len(h["Pragma"]) == 0 {
+		return noRequestControl
+	}
+	return ParseRequestControl(h)
+}
+
+// ServeHTTP answers r from the cache when it can and forwards it to next
+// otherwise.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	case http.MethodOptions, http.MethodTrace:
+		h.m.bypass.Inc()
+		return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h}, r)
+	default:
+		h.m.bypass.Inc()
+		return h.serveUnsafe(w, r, next)
+	}
+
+	kb := keyBufs.Get().(*keyBuf)
+	defer keyBufs.Put(kb)
+	kb.url = h.appendKey(kb.url[:0], r)
+	urlHash := keyHash(kb.url)
+	rq := requestControl(r.Header)
+	now := h.now()
+
+	fwd := "uri-miss"
+	var record *entry
+	e := h.store.get(urlHash, kb.url)
+	if e != nil && e.record {
+		record = e
+		kb.variant = appendVariantKey(kb.variant[:0], kb.url, e.gen, VaryKey(e.vary, r.Header))
+		e = h.store.get(keyHash(kb.variant), kb.variant)
+		if e == nil {
+			fwd = "vary-miss"
+		}
+	}
+
+	if e != nil {
+		ttl := e.ttl(now)
+		// RFC 9111 §4.2, §5.2.1: fresh enough for the client, or stale
+		// within its max-stale.
+		if e.fresh.Satisfies(now, rq, e.rc) {
+			st := Status{Hit: true, TTL: ttl, HasTTL: true}
+			if ttl <= 0 {
+				st.Detail = "max-stale"
+				h.m.stale.Inc()
+			} else {
+				h.m.hit.Inc()
+			}
+			h.serveEntry(w, r, e, record, st, now)
+			return nil
+		}
+		// RFC 5861 §3: serve now, revalidate once in the background.
+		if ttl <= 0 {
+			swr, _ := StaleAllowance(e.rc, rq, time.Duration(h.StaleWhileRevalidate), time.Duration(h.StaleIfError))
+			if swr > 0 && -ttl <= swr {
+				h.m.stale.Inc()
+				h.revalidateInBackground(r, e, record, next)
+				h.serveEntry(w, r, e, record, Status{Hit: true, TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, now)
+				return nil
+			}
+		}
+		if rq.OnlyIfCached {
+			return h.gatewayTimeout(w, "only-if-cached")
+		}
+		fwd = "stale"
+		if rq.NoCache || ttl > 0 {
+			fwd = "request"
+		}
+		h.m.revalidate.Inc()
+		return h.forward(w, r, next, &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, variantKey: kb.variant})
+	}
+
+	if rq.OnlyIfCached {
+		return h.gatewayTimeout(w, "only-if-cached")
+	}
+	h.m.miss.Inc()
+	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url}
+	if record != nil {
+		x.variantKey = kb.variant
+	}
+	return h.forward(w, r, next, x)
+}
+
+// serveEntry writes e to w: a 304 when the client's conditional request is
+// satisfied, a 206 or 416 for a single Range of a stored 200, no body for
+// HEAD. The stored header values are shared, not copied; Age and
+// Cache-Status are rendered into one string (one allocation for both, one
+// for their value slices).
+func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e, record *entry, st Status, now time.Time) {
+	hdr := w.Header()
+	for k, v := range e.header {
+		hdr[k] = v
+	}
+	if h.StatusKey {
+		if record != nil {
+			st.Key = record.key
+		} else {
+			st.Key = e.key
+		}
+	}
+	var buf [512]byte
+	b := strconv.AppendInt(buf[:0], int64(e.currentAge(now)/time.Second), 10)
+	n := len(b)
+	b = appendCacheStatus(b, e.header["Cache-Status"], h.CacheName, st)
+	s := string(b)
+	vals := make([]string, 2)
+	vals[0], vals[1] = s[:n], s[n:]
+	hdr["Age"] = vals[0:1:1]
+	hdr["Cache-Status"] = vals[1:2:2]
+
+	status := e.status
+	body := e.body
+	if status == http.StatusOK {
+		if (len(r.Header["If-None-Match"]) > 0 || len(r.Header["If-Modified-Since"]) > 0) && ClientNotModified(r, e.header) {
+			delete(hdr, "Content-Length")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		if rg := r.Header["Range"]; len(rg) == 1 && r.Method == http.MethodGet && ifRangeMatches(r, e.header) {
+			size := int64(len(body))
+			br, ok, satisfiable := ParseRange(rg[0], size)
+			switch {
+			case ok && satisfiable:
+				body = body[br.Start : br.End+1]
+				status = http.StatusPartialContent
+				hdr["Content-Range"] = []string{"bytes " + strconv.FormatInt(br.Start, 10) + "-" + strconv.FormatInt(br.End, 10) + "/" + strconv.FormatInt(size, 10)}
+				hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
+			case ok:
+				hdr["Content-Range"] = []string{"bytes */" + strconv.FormatInt(size, 10)}
+				hdr["Content-Length"] = []string{"0"}
+				w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+				return
+			}
+		}
+	}
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead && len(body) > 0 {
+		_, _ = w.Write(body)
+	}
+}
+
+// ifRangeMatches evaluates If-Range (RFC 9110 §13.1.5) against the stored
+// validators: a strong ETag match or an exact Last-Modified date.
+func ifRangeMatches(r *http.Request, stored http.Header) bool {
+	ir := r.Header.Get("If-Range")
+	if ir == "" {
+		return true
+	}
+	if strings.HasPrefix(ir, `"`) {
+		etag := stored.Get("Etag")
+		return etag != "" && !strings.HasPrefix(etag, "W/") && etag == ir
+	}
+	if strings.HasPrefix(ir, "W/") {
+		return false
+	}
+	lm := stored.Get("Last-Modified")
+	return lm != "" && lm == ir
+}
+
+// appendCacheStatus appends the Cache-Status value: the members already
+// present (from caches nearer the origin), then ours (RFC 9211 §2).
+func appendCacheStatus(dst []byte, prev []string, name string, st Status) []byte {
+	for _, p := range prev {
+		if p = strings.TrimSpace(p); p != "" {
+			dst = append(dst, p...)
+			dst = append(dst, ", "...)
+		}
+	}
+	return AppendStatus(dst, name, st)
+}
+
+// setCacheStatus sets the Cache-Status of a response about to be written
+// to the client, after the members the origin sent.
+func (h *Handler) setCacheStatus(hdr http.Header, st Status) {
+	var buf [512]byte
+	hdr["Cache-Status"] = []string{string(appendCacheStatus(buf[:0], hdr["Cache-Status"], h.CacheName, st))}
+}
+
+// gatewayTimeout answers 504 from the cache (RFC 9111 §5.2.1.7, §4.2.4).
+func (h *Handler) gatewayTimeout(w http.ResponseWriter, detail string) error {
+	h.m.errors.Inc()
+	h.setCacheStatus(w.Header(), Status{Detail: detail})
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusGatewayTimeout)
+	return nil
+}
+
+// passWriter forwards a response the cache does not handle, adding
+// Cache-Status: fwd=method.
+type passWriter struct {
+	http.ResponseWriter
+	h      *Handler
+	status int
+}
+
+func (p *passWriter) WriteHeader(status int) {
+	if p.status == 0 && (status < 100 || status > 199 || status == http.StatusSwitchingProtocols) {
+		p.status = status
+		p.h.setCacheStatus(p.ResponseWriter.Header(), Status{Fwd: "method", FwdStatus: status})
+	}
+	p.ResponseWriter.WriteHeader(status)
+}
+
+func (p *passWriter) Write(b []byte) (int, error) {
+	if p.status == 0 {
+		p.WriteHeader(http.StatusOK)
+	}
+	return p.ResponseWriter.Write(b)
+}
+
+// Unwrap returns the client's ResponseWriter for http.ResponseController.
+func (p *passWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
+
+// serveUnsafe forwards an unsafe request and, when the origin answers it
+// with a 2xx or 3xx, invalidates the target URI and the same-origin
+// Location and Content-Location (RFC 9111 §4.4).
+func (h *Handler) serveUnsafe(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	pw := &passWriter{ResponseWriter: w, h: h}
+	err := next.ServeHTTP(pw, r)
+	if pw.status >= 200 && pw.status < 400 {
+		h.invalidate(r, w.Header())
+	}
+	return err
+}
+
+// invalidate removes the stored responses for r's URI and the same-origin
+// URIs in resp's Location and Content-Location.
+func (h *Handler) invalidate(r *http.Request, resp http.Header) {
+	n := h.store.purgeKey(string(h.appendKey(nil, r)))
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	base := &url.URL{Scheme: scheme, Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
+	for _, field := range [...]string{"Location", "Content-Location"} {
+		v := resp.Get(field)
+		if v == "" {
+			continue
+		}
+		u, err := base.Parse(v)
+		if err != nil || u.Scheme != scheme || !strings.EqualFold(u.Host, r.Host) {
+			continue
+		}
+		r2 := r.WithContext(context.WithoutCancel(r.Context()))
+		r2.URL = u
+		r2.Host = u.Host
+		if h.customKey {
+			r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), nil, nil)
+		}
+		n += h.store.purgeKey(string(h.appendKey(nil, r2)))
+	}
+	if ce := h.logger.Check(zapcore.DebugLevel, "invalidated after unsafe method"); ce != nil {
+		ce.Write(zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Int("entries", n))
+	}
+}
+
+// Interface guards
+var (
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+)

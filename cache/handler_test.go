@@ -1,0 +1,849 @@
+package cache
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// --- 1. Keys, methods, invalidation ---
+
+func TestDefaultKeyMatchesTemplate(t *testing.T) {
+	h := &Handler{Config: Config{Key: DefaultKey}}
+	for _, tc := range []struct {
+		name, target, host string
+		tls                bool
+	}{
+		{name: "plain", target: "/a/b?x=1&y=2", host: "example.com"},
+		{name: "no query", target: "/a", host: "example.com"},
+		{name: "port", target: "/a?q", host: "example.com:8080"},
+		{name: "tls", target: "/", host: "example.com", tls: true},
+		{name: "ipv6", target: "/v6", host: "[::1]:8443"},
+		{name: "escaped path", target: "/a%20b?c=%2F", host: "example.com"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, tc.target, nil)
+			r.Host = tc.host
+			if tc.tls {
+				r.TLS = &tls.ConnectionState{}
+			}
+			repl := caddyhttp.NewTestReplacer(r)
+			want := repl.ReplaceAll(DefaultKey, "")
+			if got := string(h.appendKey(nil, r)); got != want {
+				t.Errorf("key %q, template gives %q", got, want)
+			}
+		})
+	}
+}
+
+func TestKeyLowercasesHost(t *testing.T) {
+	h := &Handler{Config: Config{Key: DefaultKey}}
+	r := httptest.NewRequest(http.MethodGet, "/A?B", nil)
+	r.Host = "ExAmple.COM"
+	if got, want := string(h.appendKey(nil, r)), "http://example.com/A?B"; got != want {
+		t.Errorf("key %q, want %q", got, want)
+	}
+}
+
+func TestCustomKeyTemplate(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{Key: "{http.request.uri.path}"}, c)
+	o := static(c, 200, "shared", "Cache-Control", "max-age=60")
+	r := newRequest(http.MethodGet, "http://example.com/p?x=1")
+	if got, want := string(h.appendKey(nil, r)), "http://example.com/p"; got != want {
+		t.Fatalf("custom key %q, want %q (scheme://host prepended)", got, want)
+	}
+	get(t, h, o, "http://example.com/p?x=1")
+	w := get(t, h, o, "http://example.com/p?x=2")
+	wantStatus(t, w, []string{"hit"})
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1: the query is not in the key", n)
+	}
+	w = get(t, h, o, "http://other.example/p?x=1")
+	wantStatus(t, w, []string{"fwd=uri-miss"})
+}
+
+func TestGetAndHeadShareKey(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "hello", "Cache-Control", "max-age=60")
+	get(t, h, o, "http://example.com/x")
+	w := serve(t, h, o, newRequest(http.MethodHead, "http://example.com/x"))
+	wantStatus(t, w, []string{"hit"})
+	if w.Body.Len() != 0 {
+		t.Errorf("HEAD hit has a body: %q", w.Body.String())
+	}
+	if cl := w.Header().Get("Content-Length"); cl != "5" {
+		t.Errorf("HEAD Content-Length %q, want 5", cl)
+	}
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1", n)
+	}
+}
+
+func TestHeadMissIsNotStored(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "", "Cache-Control", "max-age=60", "Content-Length", "5")
+	serve(t, h, o, newRequest(http.MethodHead, "http://example.com/h"))
+	w := get(t, h, o, "http://example.com/h")
+	wantStatus(t, w, []string{"fwd=uri-miss"})
+}
+
+func TestOtherMethodsBypass(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "ok", "Cache-Control", "max-age=60")
+	for i := 0; i < 2; i++ {
+		w := serve(t, h, o, newRequest(http.MethodOptions, "http://example.com/o"))
+		wantStatus(t, w, []string{"fwd=method", "fwd-status=200"})
+	}
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times, want 2", n)
+	}
+}
+
+func TestUnsafeMethodsInvalidate(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		method      string
+		status      int
+		fields      []string
+		invalidated []string // paths that must miss afterwards
+		kept        []string // paths that must still hit
+	}{
+		{name: "POST 200 target", method: "POST", status: 200, invalidated: []string{"/t"}, kept: []string{"/loc", "/cl"}},
+		{name: "DELETE 204 target", method: "DELETE", status: 204, invalidated: []string{"/t"}},
+		{name: "POST 500 keeps", method: "POST", status: 500, kept: []string{"/t"}},
+		{name: "PUT 201 Location", method: "PUT", status: 201, fields: []string{"Location", "/loc"}, invalidated: []string{"/t", "/loc"}, kept: []string{"/cl"}},
+		{name: "PATCH 200 Content-Location absolute", method: "PATCH", status: 200, fields: []string{"Content-Location", "http://example.com/cl"}, invalidated: []string{"/t", "/cl"}, kept: []string{"/loc"}},
+		{name: "POST 303 other origin", method: "POST", status: 303, fields: []string{"Location", "http://other.example/loc"}, invalidated: []string{"/t"}, kept: []string{"/loc"}},
+		{name: "custom method", method: "PURGEME", status: 200, invalidated: []string{"/t"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			o := static(c, 200, "body", "Cache-Control", "max-age=600")
+			for _, p := range []string{"/t", "/loc", "/cl"} {
+				get(t, h, o, "http://example.com"+p)
+			}
+			unsafe := static(c, tc.status, "", tc.fields...)
+			w := serve(t, h, unsafe, newRequest(tc.method, "http://example.com/t"))
+			wantStatus(t, w, []string{"fwd=method"})
+			for _, p := range tc.invalidated {
+				wantStatus(t, get(t, h, o, "http://example.com"+p), []string{"fwd=uri-miss"})
+			}
+			for _, p := range tc.kept {
+				wantStatus(t, get(t, h, o, "http://example.com"+p), []string{"hit"})
+			}
+		})
+	}
+}
+
+// --- 4. Hits ---
+
+func TestFreshHit(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "hello", "Cache-Control", "max-age=60", "Etag", `"v1"`, "X-Origin", "yes")
+	w := get(t, h, o, "http://example.com/f")
+	wantStatus(t, w, []string{"fwd=uri-miss", "fwd-status=200"}, "stored", "hit")
+	if w.Body.String() != "hello" {
+		t.Fatalf("miss body %q", w.Body.String())
+	}
+	c.Advance(10 * time.Second)
+	w = get(t, h, o, "http://example.com/f")
+	wantStatus(t, w, []string{"hit", "ttl=50"})
+	if got := w.Header().Get("Age"); got != "10" {
+		t.Errorf("Age %q, want 10", got)
+	}
+	if w.Body.String() != "hello" || w.Header().Get("X-Origin") != "yes" {
+		t.Errorf("hit body %q, X-Origin %q", w.Body.String(), w.Header().Get("X-Origin"))
+	}
+	if !strings.HasPrefix(w.Header().Get("Cache-Status"), h.CacheName+"; hit") {
+		t.Errorf("Cache-Status %q does not start with the cache name", w.Header().Get("Cache-Status"))
+	}
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1", n)
+	}
+}
+
+func TestStatusKey(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{StatusKey: true}, c)
+	o := static(c, 200, "k", "Cache-Control", "max-age=60")
+	get(t, h, o, "http://example.com/k?a=b")
+	w := get(t, h, o, "http://example.com/k?a=b")
+	wantStatus(t, w, []string{"hit", `key="http://example.com/k?a=b"`})
+}
+
+func TestAppendsToUpstreamCacheStatus(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "x", "Cache-Control", "max-age=60", "Cache-Status", "upstream; fwd=miss")
+	w := get(t, h, o, "http://example.com/u")
+	if got := w.Header().Get("Cache-Status"); !strings.HasPrefix(got, "upstream; fwd=miss, "+h.CacheName+"; fwd=uri-miss") {
+		t.Errorf("miss Cache-Status %q", got)
+	}
+	w = get(t, h, o, "http://example.com/u")
+	if got := w.Header().Get("Cache-Status"); !strings.HasPrefix(got, "upstream; fwd=miss, "+h.CacheName+"; hit") {
+		t.Errorf("hit Cache-Status %q", got)
+	}
+}
+
+func TestHitConditionalAndRanges(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "0123456789", "Cache-Control", "max-age=60", "Etag", `"abc"`,
+		"Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")
+	get(t, h, o, "http://example.com/r")
+	for _, tc := range []struct {
+		name               string
+		fields             []string
+		status             int
+		body, contentRange string
+	}{
+		{name: "If-None-Match match", fields: []string{"If-None-Match", `"abc"`}, status: 304},
+		{name: "If-None-Match weak match", fields: []string{"If-None-Match", `W/"abc"`}, status: 304},
+		{name: "If-None-Match other", fields: []string{"If-None-Match", `"zzz"`}, status: 200, body: "0123456789"},
+		{name: "If-Modified-Since later", fields: []string{"If-Modified-Since", "Tue, 02 Jan 2024 00:00:00 GMT"}, status: 304},
+		{name: "If-Modified-Since earlier", fields: []string{"If-Modified-Since", "Sun, 31 Dec 2023 00:00:00 GMT"}, status: 200, body: "0123456789"},
+		{name: "range", fields: []string{"Range", "bytes=2-4"}, status: 206, body: "234", contentRange: "bytes 2-4/10"},
+		{name: "suffix range", fields: []string{"Range", "bytes=-3"}, status: 206, body: "789", contentRange: "bytes 7-9/10"},
+		{name: "unsatisfiable", fields: []string{"Range", "bytes=20-30"}, status: 416, contentRange: "bytes */10"},
+		{name: "multi-range is full", fields: []string{"Range", "bytes=0-1,4-5"}, status: 200, body: "0123456789"},
+		{name: "If-Range match", fields: []string{"Range", "bytes=0-0", "If-Range", `"abc"`}, status: 206, body: "0", contentRange: "bytes 0-0/10"},
+		{name: "If-Range mismatch", fields: []string{"Range", "bytes=0-0", "If-Range", `"old"`}, status: 200, body: "0123456789"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := get(t, h, o, "http://example.com/r", tc.fields...)
+			if w.Code != tc.status {
+				t.Fatalf("status %d, want %d", w.Code, tc.status)
+			}
+			if w.Body.String() != tc.body {
+				t.Errorf("body %q, want %q", w.Body.String(), tc.body)
+			}
+			if got := w.Header().Get("Content-Range"); got != tc.contentRange {
+				t.Errorf("Content-Range %q, want %q", got, tc.contentRange)
+			}
+			if tc.status == 206 {
+				if got := w.Header().Get("Content-Length"); got != strconv.Itoa(len(tc.body)) {
+					t.Errorf("Content-Length %q, want %d", got, len(tc.body))
+				}
+			}
+			wantStatus(t, w, []string{"hit"})
+		})
+	}
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1", n)
+	}
+}
+
+// sliceWriter records the slices it is handed, to check a hit writes the
+// stored body itself.
+type sliceWriter struct {
+	h    http.Header
+	data []*byte
+}
+
+func (w *sliceWriter) Header() http.Header { return w.h }
+func (w *sliceWriter) WriteHeader(int)     {}
+func (w *sliceWriter) Write(p []byte) (int, error) {
+	w.data = append(w.data, unsafe.SliceData(p))
+	return len(p), nil
+}
+
+func TestHitWritesStoredBodyWithoutCopy(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, strings.Repeat("b", 4096), "Cache-Control", "max-age=60")
+	get(t, h, o, "http://example.com/nc")
+	r := newRequest(http.MethodGet, "http://example.com/nc")
+	key := h.appendKey(nil, r)
+	e := h.store.get(keyHash(key), key)
+	if e == nil {
+		t.Fatal("entry not stored")
+	}
+	sw := &sliceWriter{h: make(http.Header)}
+	if err := h.ServeHTTP(sw, r, o); err != nil {
+		t.Fatal(err)
+	}
+	if len(sw.data) != 1 || sw.data[0] != unsafe.SliceData(e.body) {
+		t.Errorf("hit wrote %d slices; want the stored body itself", len(sw.data))
+	}
+	for k, v := range e.header {
+		if len(v) != cap(v) {
+			t.Errorf("stored %s values have len %d cap %d; want len == cap", k, len(v), cap(v))
+		}
+	}
+}
+
+// resetWriter is a ResponseWriter reused across iterations, so that
+// AllocsPerRun counts the handler's allocations, not the writer's.
+type resetWriter struct{ h http.Header }
+
+func (w *resetWriter) Header() http.Header         { return w.h }
+func (w *resetWriter) WriteHeader(int)             {}
+func (w *resetWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+func TestHitAllocations(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, strings.Repeat("a", 1024), "Cache-Control", "max-age=600", "Content-Type", "text/plain", "Etag", `"e"`)
+	get(t, h, o, "http://example.com/alloc?q=1")
+	r := newRequest(http.MethodGet, "http://example.com/alloc?q=1")
+	w := &resetWriter{h: make(http.Header)}
+	allocs := testing.AllocsPerRun(200, func() {
+		clear(w.h)
+		if err := h.ServeHTTP(w, r, o); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if w.h.Get("Cache-Status") == "" || !strings.Contains(w.h.Get("Cache-Status"), "hit") {
+		t.Fatalf("not a hit: %q", w.h.Get("Cache-Status"))
+	}
+	// One string for Age and Cache-Status, one backing array for their
+	// value slices.
+	if allocs > 2 {
+		t.Errorf("hit allocates %.1f times, want at most 2", allocs)
+	}
+}
+
+// --- 5. Request directives ---
+
+func TestRequestDirectives(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		age     time.Duration // clock advance after storing (max-age=60)
+		fields  []string
+		status  int
+		parts   []string
+		origins int32 // origin calls for the request itself
+	}{
+		{name: "fresh", age: 10 * time.Second, status: 200, parts: []string{"hit"}},
+		{name: "no-cache", age: 10 * time.Second, fields: []string{"Cache-Control", "no-cache"}, status: 200, parts: []string{"fwd=request"}, origins: 1},
+		{name: "pragma no-cache", age: 10 * time.Second, fields: []string{"Pragma", "no-cache"}, status: 200, parts: []string{"fwd=request"}, origins: 1},
+		{name: "pragma ignored with cache-control", age: 10 * time.Second, fields: []string{"Pragma", "no-cache", "Cache-Control", "max-stale"}, status: 200, parts: []string{"hit"}},
+		{name: "max-age exceeded", age: 10 * time.Second, fields: []string{"Cache-Control", "max-age=5"}, status: 200, parts: []string{"fwd=request"}, origins: 1},
+		{name: "max-age ok", age: 10 * time.Second, fields: []string{"Cache-Control", "max-age=20"}, status: 200, parts: []string{"hit"}},
+		{name: "min-fresh unmet", age: 50 * time.Second, fields: []string{"Cache-Control", "min-fresh=20"}, status: 200, parts: []string{"fwd=request"}, origins: 1},
+		{name: "min-fresh met", age: 10 * time.Second, fields: []string{"Cache-Control", "min-fresh=20"}, status: 200, parts: []string{"hit"}},
+		{name: "stale", age: 70 * time.Second, status: 200, parts: []string{"fwd=stale"}, origins: 1},
+		{name: "max-stale within", age: 70 * time.Second, fields: []string{"Cache-Control", "max-stale=30"}, status: 200, parts: []string{"hit", "ttl=-10"}},
+		{name: "max-stale beyond", age: 100 * time.Second, fields: []string{"Cache-Control", "max-stale=30"}, status: 200, parts: []string{"fwd=stale"}, origins: 1},
+		{name: "max-stale any", age: time.Hour, fields: []string{"Cache-Control", "max-stale"}, status: 200, parts: []string{"hit"}},
+		{name: "only-if-cached fresh", age: 10 * time.Second, fields: []string{"Cache-Control", "only-if-cached"}, status: 200, parts: []string{"hit"}},
+		{name: "only-if-cached stale", age: 70 * time.Second, fields: []string{"Cache-Control", "only-if-cached"}, status: 504},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			o := static(c, 200, "d", "Cache-Control", "max-age=60")
+			get(t, h, o, "http://example.com/d")
+			c.Advance(tc.age)
+			w := get(t, h, o, "http://example.com/d", tc.fields...)
+			if w.Code != tc.status {
+				t.Fatalf("status %d, want %d", w.Code, tc.status)
+			}
+			wantStatus(t, w, tc.parts)
+			if n := o.calls.Load() - 1; n != tc.origins {
+				t.Errorf("origin called %d times for the request, want %d", n, tc.origins)
+			}
+		})
+	}
+}
+
+func TestOnlyIfCachedMiss(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "x", "Cache-Control", "max-age=60")
+	w := get(t, h, o, "http://example.com/oic", "Cache-Control", "only-if-cached")
+	if w.Code != http.StatusGatewayTimeout {
+		t.Errorf("status %d, want 504", w.Code)
+	}
+	if o.calls.Load() != 0 {
+		t.Errorf("origin called")
+	}
+}
+
+func TestRequestNoStore(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "x", "Cache-Control", "max-age=60")
+	w := get(t, h, o, "http://example.com/ns", "Cache-Control", "no-store")
+	if w.Body.String() != "x" {
+		t.Fatalf("body %q", w.Body.String())
+	}
+	w = get(t, h, o, "http://example.com/ns")
+	wantStatus(t, w, []string{"fwd=uri-miss"})
+	// A stored response may still answer a no-store request.
+	w = get(t, h, o, "http://example.com/ns", "Cache-Control", "no-store")
+	wantStatus(t, w, []string{"hit"})
+}
+
+// --- 6. Misses ---
+
+func TestMissStatusAndStorability(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		status int
+		fields []string
+		stored bool
+	}{
+		{name: "max-age", status: 200, fields: []string{"Cache-Control", "max-age=60"}, stored: true},
+		{name: "no-store", status: 200, fields: []string{"Cache-Control", "no-store, max-age=60"}},
+		{name: "private", status: 200, fields: []string{"Cache-Control", "private, max-age=60"}},
+		{name: "set-cookie", status: 200, fields: []string{"Cache-Control", "max-age=60", "Set-Cookie", "a=b"}},
+		{name: "no freshness", status: 200},
+		{name: "default ttl", cfg: Config{DefaultTTL: caddy.Duration(time.Minute)}, status: 200, stored: true},
+		{name: "404 heuristic default ttl", cfg: Config{DefaultTTL: caddy.Duration(time.Minute)}, status: 404, stored: true},
+		{name: "500 never", cfg: Config{DefaultTTL: caddy.Duration(time.Minute)}, status: 500},
+		{name: "vary star", status: 200, fields: []string{"Cache-Control", "max-age=60", "Vary", "*"}},
+		{name: "s-maxage", status: 200, fields: []string{"Cache-Control", "s-maxage=60"}, stored: true},
+		{name: "targeted overrides", status: 200, fields: []string{"Cache-Control", "no-store", "CDN-Cache-Control", "max-age=60"}, stored: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, tc.cfg, c)
+			o := static(c, tc.status, "body", tc.fields...)
+			w := get(t, h, o, "http://example.com/m")
+			wantStatus(t, w, []string{"fwd=uri-miss", "fwd-status=" + strconv.Itoa(tc.status)})
+			if w.Code != tc.status || w.Body.String() != "body" {
+				t.Fatalf("miss answered %d %q", w.Code, w.Body.String())
+			}
+			w = get(t, h, o, "http://example.com/m")
+			if got := hasParam(w.Header().Get("Cache-Status"), "hit"); got != tc.stored {
+				t.Errorf("second request hit = %v, want %v (Cache-Status %q)", got, tc.stored, w.Header().Get("Cache-Status"))
+			}
+		})
+	}
+}
+
+func TestStoredHeadersStripped(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "x", "Cache-Control", `max-age=60, no-cache="X-Secret"`, "X-Secret", "s",
+		"Connection", "X-Conn", "X-Conn", "c", "Keep-Alive", "timeout=5", "Age", "5")
+	get(t, h, o, "http://example.com/strip", "Cache-Control", "max-stale")
+	// no-cache="X-Secret" still allows serving without X-Secret.
+	w := get(t, h, o, "http://example.com/strip")
+	for _, f := range []string{"X-Secret", "X-Conn", "Keep-Alive", "Connection"} {
+		if w.Header().Get(f) != "" {
+			t.Errorf("hit carries %s", f)
+		}
+	}
+	if got := w.Header().Get("Age"); got != "5" {
+		t.Errorf("Age %q, want 5 (the origin's, corrected)", got)
+	}
+}
+
+// failingStore drops everything, to show storing failures never reach the
+// client.
+type failingStore struct{ storage }
+
+func (failingStore) get(uint64, []byte) *entry { return nil }
+func (failingStore) set(*entry) bool           { return false }
+func (failingStore) has(*entry) bool           { return false }
+func (failingStore) wait()                     {}
+
+func TestStoreFailureFailsOpen(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	h.store = failingStore{}
+	o := static(c, 200, "still here", "Cache-Control", "max-age=60")
+	for i := 0; i < 2; i++ {
+		w := get(t, h, o, "http://example.com/ff")
+		if w.Code != 200 || w.Body.String() != "still here" {
+			t.Fatalf("answered %d %q", w.Code, w.Body.String())
+		}
+	}
+}
+
+func TestNextErrorOnMissIsReturned(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	boom := errors.New("boom")
+	o := &origin{fn: func(http.ResponseWriter, *http.Request) error { return boom }}
+	err := h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, "http://example.com/e"), o)
+	if !errors.Is(err, boom) {
+		t.Errorf("error %v, want %v", err, boom)
+	}
+}
+
+// --- 7. Validation ---
+
+// validating answers a conditional request with ETag etag with a 304 and
+// anything else with a 200 carrying body.
+func validating(c *clock, etag, body string, fields ...string) *origin {
+	return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		for i := 0; i+1 < len(fields); i += 2 {
+			w.Header().Set(fields[i], fields[i+1])
+		}
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Etag", etag)
+		if r.Header.Get("If-None-Match") == etag {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		_, _ = w.Write([]byte(body))
+		return nil
+	}}
+}
+
+func TestRevalidation304(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60", "X-Version", "1")
+	get(t, h, o, "http://example.com/v")
+	c.Advance(2 * time.Minute)
+	o2 := validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60", "X-Version", "2")
+	w := get(t, h, o2, "http://example.com/v", "Accept", "text/html")
+	if inm := o2.last().Header.Get("If-None-Match"); inm != `"v1"` {
+		t.Errorf("revalidation If-None-Match %q, want the stored ETag", inm)
+	}
+	if w.Code != 200 || w.Body.String() != "payload" {
+		t.Fatalf("revalidated answer %d %q, want the stored 200", w.Code, w.Body.String())
+	}
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=304", "ttl=60"})
+	if got := w.Header().Get("X-Version"); got != "2" {
+		t.Errorf("X-Version %q: the 304's fields were not applied", got)
+	}
+	if got := w.Header().Get("Age"); got != "0" {
+		t.Errorf("Age %q after revalidation, want 0", got)
+	}
+	c.Advance(10 * time.Second)
+	w = get(t, h, o2, "http://example.com/v")
+	wantStatus(t, w, []string{"hit", "ttl=50"})
+	if w.Header().Get("X-Version") != "2" || w.Body.String() != "payload" {
+		t.Errorf("updated entry: X-Version %q body %q", w.Header().Get("X-Version"), w.Body.String())
+	}
+	if n := o.calls.Load() + o2.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times, want 2", n)
+	}
+}
+
+func TestRevalidationClientConditional(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60")
+	get(t, h, o, "http://example.com/cc")
+	c.Advance(2 * time.Minute)
+	w := get(t, h, o, "http://example.com/cc", "If-None-Match", `"v1"`)
+	if w.Code != http.StatusNotModified || w.Body.Len() != 0 {
+		t.Errorf("answer %d %q, want 304", w.Code, w.Body.String())
+	}
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"})
+}
+
+func TestRevalidation200Replaces(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := validating(c, `"v1"`, "old", "Cache-Control", "max-age=60")
+	get(t, h, o, "http://example.com/rep")
+	c.Advance(2 * time.Minute)
+	o2 := validating(c, `"v2"`, "new", "Cache-Control", "max-age=60")
+	w := get(t, h, o2, "http://example.com/rep")
+	if w.Body.String() != "new" {
+		t.Fatalf("body %q, want new", w.Body.String())
+	}
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=200"})
+	if inm := o2.last().Header.Get("If-None-Match"); inm != `"v1"` {
+		t.Errorf("If-None-Match %q, want the stored ETag", inm)
+	}
+	w = get(t, h, o2, "http://example.com/rep")
+	wantStatus(t, w, []string{"hit"})
+	if w.Body.String() != "new" {
+		t.Errorf("body %q after replacement", w.Body.String())
+	}
+}
+
+func TestRevalidationSendsStoredVaryFields(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := validating(c, `"v"`, "x", "Cache-Control", "max-age=60", "Vary", "Accept-Language")
+	get(t, h, o, "http://example.com/sv", "Accept-Language", "fr,  de")
+	c.Advance(2 * time.Minute)
+	get(t, h, o, "http://example.com/sv", "Accept-Language", "fr, de")
+	if got := o.last().Header.Get("Accept-Language"); got != "fr,  de" {
+		t.Errorf("revalidation Accept-Language %q, want the stored request's", got)
+	}
+}
+
+// --- 8. Stale ---
+
+func TestStaleWhileRevalidate(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		cc     string
+		age    time.Duration
+		served bool // served stale without waiting
+	}{
+		{name: "directive", cc: "max-age=60, stale-while-revalidate=30", age: 70 * time.Second, served: true},
+		{name: "directive expired", cc: "max-age=60, stale-while-revalidate=30", age: 100 * time.Second},
+		{name: "config default", cfg: Config{StaleWhileRevalidate: caddy.Duration(30 * time.Second)}, cc: "max-age=60", age: 70 * time.Second, served: true},
+		{name: "config caps", cfg: Config{StaleWhileRevalidate: caddy.Duration(5 * time.Second)}, cc: "max-age=60, stale-while-revalidate=30", age: 70 * time.Second},
+		{name: "must-revalidate", cc: "max-age=60, stale-while-revalidate=30, must-revalidate", age: 70 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, tc.cfg, c)
+			o := validating(c, `"s"`, "body", "Cache-Control", tc.cc)
+			get(t, h, o, "http://example.com/swr")
+			c.Advance(tc.age)
+			w := get(t, h, o, "http://example.com/swr")
+			h.bg.wait()
+			h.store.wait()
+			if got := hasParam(w.Header().Get("Cache-Status"), "hit"); got != tc.served {
+				t.Fatalf("served from cache = %v, want %v (Cache-Status %q)", got, tc.served, w.Header().Get("Cache-Status"))
+			}
+			if n := o.calls.Load(); n != 2 {
+				t.Errorf("origin called %d times, want 2", n)
+			}
+			if tc.served {
+				wantStatus(t, w, []string{"ttl=-10", "detail=stale-while-revalidate"})
+				// The background refresh reset the entry.
+				wantStatus(t, get(t, h, o, "http://example.com/swr"), []string{"hit", "ttl=60"})
+			}
+		})
+	}
+}
+
+func TestStaleWhileRevalidateOncePerKey(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "body", "Cache-Control", "max-age=60, stale-while-revalidate=600")
+	get(t, h, o, "http://example.com/once")
+	release := make(chan struct{})
+	inner := o.fn
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		if r.Context().Err() != nil {
+			t.Error("background request context already done")
+		}
+		<-release
+		return inner(w, r)
+	}
+	c.Advance(2 * time.Minute)
+	for i := 0; i < 5; i++ {
+		// The client's own context ends with its request; the refresh must not.
+		ctx, cancel := context.WithCancel(context.Background())
+		r := newRequest(http.MethodGet, "http://example.com/once").WithContext(ctx)
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, o); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		wantStatus(t, w, []string{"hit", "detail=stale-while-revalidate"})
+	}
+	close(release)
+	h.bg.wait()
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times, want 2 (one fill, one background refresh)", n)
+	}
+}
+
+func TestStaleIfError(t *testing.T) {
+	boom := errors.New("dial tcp: connection refused")
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		cc     string
+		req    []string
+		status int   // origin's answer; 0: next returns err
+		err    error // returned by ServeHTTP
+		code   int   // client's status
+		parts  []string
+	}{
+		{name: "503 within", cc: "max-age=60, stale-if-error=600", status: 503, code: 200, parts: []string{"fwd=stale", "fwd-status=503", "detail=stale-if-error"}},
+		{name: "502 within", cc: "max-age=60, stale-if-error=600", status: 502, code: 200, parts: []string{"fwd=stale", "detail=stale-if-error"}},
+		{name: "unreachable within", cc: "max-age=60, stale-if-error=600", code: 200, parts: []string{"fwd=stale", "detail=stale-if-error"}},
+		{name: "404 passes", cc: "max-age=60, stale-if-error=600", status: 404, code: 404, parts: []string{"fwd=stale", "fwd-status=404"}},
+		{name: "beyond window", cc: "max-age=60, stale-if-error=10", status: 503, code: 503, parts: []string{"fwd=stale", "fwd-status=503"}},
+		{name: "config default", cfg: Config{StaleIfError: caddy.Duration(time.Hour)}, cc: "max-age=60", status: 500, code: 200, parts: []string{"detail=stale-if-error"}},
+		{name: "request directive", cc: "max-age=60", req: []string{"Cache-Control", "stale-if-error=600"}, status: 500, code: 200, parts: []string{"detail=stale-if-error"}},
+		{name: "none", cc: "max-age=60", status: 503, code: 503},
+		{name: "none unreachable", cc: "max-age=60", err: boom},
+		{name: "must-revalidate 503 passes", cc: "max-age=60, stale-if-error=600, must-revalidate", status: 503, code: 503},
+		{name: "must-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, must-revalidate", code: 504},
+		{name: "s-maxage unreachable 504", cc: "s-maxage=60, stale-if-error=600", code: 504},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, tc.cfg, c)
+			o := static(c, 200, "good", "Cache-Control", tc.cc)
+			get(t, h, o, "http://example.com/sie")
+			c.Advance(2 * time.Minute)
+			failing := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				if tc.status == 0 {
+					return boom
+				}
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte("bad"))
+				return nil
+			}}
+			w := httptest.NewRecorder()
+			err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/sie", tc.req...), failing)
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("error %v, want %v", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ServeHTTP: %v", err)
+			}
+			if w.Code != tc.code {
+				t.Fatalf("status %d, want %d", w.Code, tc.code)
+			}
+			if tc.code == 200 && w.Body.String() != "good" {
+				t.Errorf("body %q, want the stale entry", w.Body.String())
+			}
+			wantStatus(t, w, tc.parts)
+		})
+	}
+}
+
+// --- 2. Variants ---
+
+func TestVariants(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Vary", "Accept-Encoding, Accept-Language")
+		w.Header().Set("Date", c.date())
+		_, _ = w.Write([]byte("ae=" + r.Header.Get("Accept-Encoding") + " al=" + r.Header.Get("Accept-Language")))
+		return nil
+	}}
+	for _, tc := range []struct {
+		name   string
+		fields []string
+		parts  []string
+		body   string
+	}{
+		{name: "first", fields: []string{"Accept-Encoding", "gzip"}, parts: []string{"fwd=uri-miss"}, body: "ae=gzip al="},
+		{name: "other variant", fields: []string{"Accept-Encoding", "br"}, parts: []string{"fwd=vary-miss"}, body: "ae=br al="},
+		{name: "first again", fields: []string{"Accept-Encoding", "gzip"}, parts: []string{"hit"}, body: "ae=gzip al="},
+		{name: "other again", fields: []string{"Accept-Encoding", "br"}, parts: []string{"hit"}, body: "ae=br al="},
+		{name: "absent differs from present", parts: []string{"fwd=vary-miss"}, body: "ae= al="},
+		{name: "empty differs from absent", fields: []string{"Accept-Encoding", ""}, parts: []string{"fwd=vary-miss"}, body: "ae= al="},
+		{name: "second field", fields: []string{"Accept-Encoding", "gzip", "Accept-Language", "fr"}, parts: []string{"fwd=vary-miss"}, body: "ae=gzip al=fr"},
+		{name: "whitespace normalised", fields: []string{"Accept-Encoding", "gzip", "Accept-Language", " fr "}, parts: []string{"hit"}, body: "ae=gzip al=fr"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := get(t, h, o, "http://example.com/vary", tc.fields...)
+			wantStatus(t, w, tc.parts)
+			if w.Body.String() != tc.body {
+				t.Errorf("body %q, want %q", w.Body.String(), tc.body)
+			}
+		})
+	}
+	// Purging the URL purges every variant.
+	if n := h.store.purgeKey("http://example.com/vary?"); n < 4 {
+		t.Errorf("purged %d entries, want the record and its variants", n)
+	}
+	h.store.wait()
+	wantStatus(t, get(t, h, o, "http://example.com/vary", "Accept-Encoding", "gzip"), []string{"fwd=uri-miss"})
+}
+
+func TestVaryChangeOrphansOldVariants(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	vary := "Accept"
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Vary", vary)
+		w.Header().Set("Date", c.date())
+		_, _ = w.Write([]byte(vary))
+		return nil
+	}}
+	get(t, h, o, "http://example.com/vc", "Accept", "a", "Accept-Language", "x")
+	wantStatus(t, get(t, h, o, "http://example.com/vc", "Accept", "a", "Accept-Language", "y"), []string{"hit"})
+	vary = "Accept-Language"
+	// A new record (other fields) must not serve the old generation.
+	get(t, h, o, "http://example.com/vc", "Accept", "b", "Accept-Language", "x")
+	w := get(t, h, o, "http://example.com/vc", "Accept", "a", "Accept-Language", "y")
+	wantStatus(t, w, []string{"fwd=vary-miss"})
+	if w.Body.String() != "Accept-Language" {
+		t.Errorf("body %q from the old generation", w.Body.String())
+	}
+}
+
+// --- Provision and Validate ---
+
+func TestProvisionDefaults(t *testing.T) {
+	h := newTestHandler(t, Config{CacheName: ""}, nil)
+	// newTestHandler names the cache; check the other defaults.
+	if h.MaxSize != 256<<20 || h.MaxItemSize != 32<<20 || h.TargetedField != "CDN-Cache-Control" || !h.coalesce || h.Key != DefaultKey || h.customKey {
+		t.Errorf("defaults: %+v", h.Config)
+	}
+	big := newTestHandler(t, Config{MaxSize: 1 << 30}, nil)
+	if big.MaxItemSize != 64<<20 {
+		t.Errorf("max_item_size default %d for 1 GiB, want 64 MiB", big.MaxItemSize)
+	}
+	var named Handler
+	named.MaxSize, named.MaxItemSize = 1, 1
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := named.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer named.Cleanup()
+	if named.CacheName != "caddy" {
+		t.Errorf("cache_name default %q", named.CacheName)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	valid := Config{MaxSize: 1 << 20, MaxItemSize: 1 << 10, CacheName: "caddy", TargetedField: "CDN-Cache-Control", Key: DefaultKey}
+	for _, tc := range []struct {
+		name   string
+		modify func(c *Config)
+		err    string
+	}{
+		{name: "valid", modify: func(*Config) {}},
+		{name: "negative max_size", modify: func(c *Config) { c.MaxSize = -1 }, err: "max_size must be positive, got -1"},
+		{name: "zero max_item_size", modify: func(c *Config) { c.MaxItemSize = 0 }, err: "max_item_size must be positive, got 0"},
+		{name: "item larger", modify: func(c *Config) { c.MaxItemSize = 2 << 20 }, err: "max_item_size (2097152) must not be larger than max_size (1048576)"},
+		{name: "negative ttl", modify: func(c *Config) { c.DefaultTTL = -1 }, err: "default_ttl must not be negative"},
+		{name: "negative swr", modify: func(c *Config) { c.StaleWhileRevalidate = caddy.Duration(-time.Second) }, err: "stale_while_revalidate must not be negative, got -1s"},
+		{name: "negative sie", modify: func(c *Config) { c.StaleIfError = caddy.Duration(-time.Second) }, err: "stale_if_error must not be negative"},
+		{name: "bad name", modify: func(c *Config) { c.CacheName = "my cache" }, err: "cache_name must be a structured-field token"},
+		{name: "bad targeted", modify: func(c *Config) { c.TargetedField = "CDN Cache" }, err: "targeted_field must be a header field name"},
+		{name: "targeted off", modify: func(c *Config) { c.TargetedField = "-" }},
+		{name: "key without placeholders", modify: func(c *Config) { c.Key = "/static" }},
+		{name: "key unbalanced", modify: func(c *Config) { c.Key = "{http.request.uri.path" }, err: "key has unbalanced braces"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &Handler{Config: valid}
+			tc.modify(&h.Config)
+			err := h.Validate()
+			switch {
+			case tc.err == "" && err != nil:
+				t.Errorf("unexpected error %v", err)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Errorf("error %v, want one containing %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func TestProvisionRejectsInvalid(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	h := &Handler{Config: Config{MaxSize: -1}}
+	if err := h.Provision(ctx); err == nil || !strings.Contains(err.Error(), "max_size must be positive, got -1") {
+		t.Errorf("Provision error %v", err)
+	}
+}

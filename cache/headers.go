@@ -1,0 +1,73 @@
+package cache
+
+import (
+	"net/http"
+	"net/textproto"
+	"slices"
+	"strings"
+)
+
+// unstorableFields are the fields a cache never stores or forwards from a stored
+// response: connection-specific fields (RFC 9110 §7.6.1, including the
+// obsolete Keep-Alive and Proxy-Connection) and the proxy authentication
+// fields (RFC 9111 §3.1).
+var unstorableFields = map[string]bool{
+	"Connection":          true,
+	"Keep-Alive":          true,
+	"Proxy-Connection":    true,
+	"Te":                  true,
+	"Transfer-Encoding":   true,
+	"Upgrade":             true,
+	"Trailer":             true,
+	"Proxy-Authenticate":  true,
+	"Proxy-Authorization": true,
+}
+
+// StorableHeader returns a copy of h fit for storage: without hop-by-hop
+// fields, fields named in Connection, Proxy-Authenticate,
+// Proxy-Authorization, and the fields named in rc.NoCacheFields and
+// rc.PrivateFields (RFC 9111 §3.1). Each value slice has len == cap.
+//
+// The values share one backing array, sliced with full slice expressions,
+// so an append by a later handler to a header built from the copy
+// reallocates instead of writing into the stored entry.
+func StorableHeader(h http.Header, rc ResponseControl) http.Header {
+	var named []string // fields the Connection header lists
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				named = append(named, textproto.CanonicalMIMEHeaderKey(f))
+			}
+		}
+	}
+	drop := func(name string) bool {
+		return unstorableFields[name] || slices.Contains(named, name) ||
+			slices.Contains(rc.NoCacheFields, name) || slices.Contains(rc.PrivateFields, name)
+	}
+	return copyHeaderExcept(h, drop)
+}
+
+// copyHeaderExcept copies the fields of h that drop rejects, with every value
+// slice at len == cap over one shared backing array. Fields with no values
+// are kept empty (not nil), as http.Header.Clone does.
+func copyHeaderExcept(h http.Header, drop func(name string) bool) http.Header {
+	n, fields := 0, 0
+	for k, vv := range h {
+		if drop(k) {
+			continue
+		}
+		n += len(vv)
+		fields++
+	}
+	out := make(http.Header, fields)
+	backing := make([]string, n)
+	for k, vv := range h {
+		if drop(k) {
+			continue
+		}
+		m := copy(backing, vv)
+		out[k] = backing[:m:m]
+		backing = backing[m:]
+	}
+	return out
+}

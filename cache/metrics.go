@@ -1,0 +1,134 @@
+package cache
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Prometheus metrics of response_cache. The collectors are built once
+// per process and registered into each config's registry; the only
+// labels are the cache name (from the config) and a fixed result set.
+var cacheMetrics = struct {
+	once     sync.Once
+	requests *prometheus.CounterVec
+	stores   *storeCollector
+}{}
+
+// Results counted by caddy_response_cache_requests_total.
+const (
+	resultHit        = "hit"        // served fresh from the cache
+	resultStale      = "stale"      // served stale (max-stale, stale-while-revalidate, stale-if-error)
+	resultMiss       = "miss"       // forwarded: nothing stored
+	resultRevalidate = "revalidate" // forwarded: a stored entry needed validation
+	resultCollapsed  = "collapsed"  // served from a concurrent miss's response
+	resultBypass     = "bypass"     // a method the cache does not answer
+	resultError      = "error"      // 504 from the cache (only-if-cached, must-revalidate)
+)
+
+func initMetrics() {
+	cacheMetrics.once.Do(func() {
+		cacheMetrics.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caddy",
+			Subsystem: "response_cache",
+			Name:      "requests_total",
+			Help:      "Requests handled by response_cache, by cache name and result.",
+		}, []string{"cache", "result"})
+		cacheMetrics.stores = newStoreCollector()
+	})
+}
+
+// register adds c to reg, tolerating an earlier registration of it.
+func register(reg *prometheus.Registry, c prometheus.Collector) {
+	if reg == nil {
+		return
+	}
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if err != nil && !errors.As(err, &are) {
+		panic(err)
+	}
+}
+
+// handlerMetrics are the counters of one handler, resolved once so the
+// hot path only increments.
+type handlerMetrics struct {
+	hit, stale, miss, revalidate, collapsed, bypass, errors prometheus.Counter
+}
+
+func newHandlerMetrics(reg *prometheus.Registry, cache string) handlerMetrics {
+	initMetrics()
+	register(reg, cacheMetrics.requests)
+	register(reg, cacheMetrics.stores)
+	c := func(result string) prometheus.Counter {
+		return cacheMetrics.requests.WithLabelValues(cache, result)
+	}
+	return handlerMetrics{
+		hit:        c(resultHit),
+		stale:      c(resultStale),
+		miss:       c(resultMiss),
+		revalidate: c(resultRevalidate),
+		collapsed:  c(resultCollapsed),
+		bypass:     c(resultBypass),
+		errors:     c(resultError),
+	}
+}
+
+// storeCollector reports the live stores when scraped: size gauges and
+// the counters ristretto's callbacks keep. Stores of the same cache name
+// (briefly two, during a reload that resizes it) are summed.
+type storeCollector struct {
+	bytes, maxBytes, entries         *prometheus.Desc
+	stores, rejects, evictions, drop *prometheus.Desc
+}
+
+func newStoreCollector() *storeCollector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("caddy_response_cache_"+name, help, []string{"cache"}, nil)
+	}
+	return &storeCollector{
+		bytes:     d("bytes", "Bytes held by the cache (the sum of entry costs)."),
+		maxBytes:  d("max_bytes", "The cache's max_size."),
+		entries:   d("entries", "Entries held by the cache (responses and variant records)."),
+		stores:    d("stores_total", "Entries offered to the store."),
+		rejects:   d("rejects_total", "Entries the store's admission policy refused."),
+		evictions: d("evictions_total", "Entries evicted to make room."),
+		drop:      d("drops_total", "Entries dropped because the store's buffer was full."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	sum := make(map[string]storeStats)
+	for _, s := range snapshotStores() {
+		st := s.stats()
+		t := sum[st.Cache]
+		t.Bytes += st.Bytes
+		t.MaxBytes += st.MaxBytes
+		t.Entries += st.Entries
+		t.Stores += st.Stores
+		t.Rejects += st.Rejects
+		t.Evictions += st.Evictions
+		t.Drops += st.Drops
+		sum[st.Cache] = t
+	}
+	for name, t := range sum {
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(t.Bytes), name)
+		ch <- prometheus.MustNewConstMetric(c.maxBytes, prometheus.GaugeValue, float64(t.MaxBytes), name)
+		ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(t.Entries), name)
+		ch <- prometheus.MustNewConstMetric(c.stores, prometheus.CounterValue, float64(t.Stores), name)
+		ch <- prometheus.MustNewConstMetric(c.rejects, prometheus.CounterValue, float64(t.Rejects), name)
+		ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(t.Evictions), name)
+		ch <- prometheus.MustNewConstMetric(c.drop, prometheus.CounterValue, float64(t.Drops), name)
+	}
+}
+
+var _ prometheus.Collector = (*storeCollector)(nil)

@@ -1,0 +1,223 @@
+package cache
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// recorder is the http.ResponseWriter the next handler writes a forwarded
+// response into. It streams the response to the client as it arrives
+// (never holding it back) while buffering the body for storage, up to a
+// limit; the moment the body passes the limit the buffer is dropped so its
+// memory can be released, and the response is not stored.
+//
+// The next handler writes its header fields into the recorder's own map;
+// they reach the client when the status is written. Before that, onHeader
+// sees the final status and fields and decides whether the response goes
+// to the client at all (a 304 answering the cache's own conditional
+// request, or a 5xx replaced by a stale entry, does not) and whether the
+// body is buffered.
+type recorder struct {
+	w      http.ResponseWriter // the client (a discardWriter for background work)
+	header http.Header
+
+	// onHeader runs once, at the final status. It sets pass, buffer and
+	// limit, and adds the Cache-Status to clientHeader when passing.
+	onHeader func(rec *recorder)
+	// onOverflow runs once, when buffering stops because of the limit.
+	onOverflow func()
+
+	now          func() time.Time
+	status       int
+	wroteHeader  bool
+	responseTime time.Time
+
+	// cacheStatus replaces the Cache-Status the client gets (the origin's
+	// members plus ours); set by onHeader.
+	cacheStatus []string
+
+	pass   bool  // the response is written to the client
+	buffer bool  // the body is buffered for storage
+	limit  int64 // most body bytes buffered
+	buf    []byte
+
+	overflow  bool  // the body passed limit: buf was dropped
+	written   int64 // body bytes the next handler wrote
+	clientErr error // first error writing to the client
+}
+
+// errClientGone aborts a response that is neither reaching its client nor
+// being buffered any more.
+var errClientGone = errors.New("response_cache: client gone and response too large to store")
+
+func newRecorder(w http.ResponseWriter, now func() time.Time) *recorder {
+	return &recorder{w: w, header: make(http.Header), now: now}
+}
+
+// Header returns the next handler's header map.
+func (rec *recorder) Header() http.Header { return rec.header }
+
+// WriteHeader passes 1xx informational responses straight to the client
+// and decides, at the final status, what happens to the response.
+func (rec *recorder) WriteHeader(status int) {
+	if rec.wroteHeader {
+		return
+	}
+	if status >= 100 && status <= 199 && status != http.StatusSwitchingProtocols {
+		if rec.w != nil {
+			copyHeader(rec.w.Header(), rec.header)
+			rec.w.WriteHeader(status)
+		}
+		return
+	}
+	rec.wroteHeader = true
+	rec.status = status
+	rec.responseTime = rec.now()
+	rec.pass = true
+	if rec.onHeader != nil {
+		rec.onHeader(rec)
+	}
+	if rec.buffer {
+		// A known length within the limit is allocated once; a longer
+		// declared length is not buffered at all.
+		if cl := rec.header.Get("Content-Length"); cl != "" {
+			n, err := strconv.ParseInt(cl, 10, 64)
+			switch {
+			case err != nil || n < 0:
+			case n > rec.limit:
+				rec.stopBuffering()
+			default:
+				rec.buf = make([]byte, 0, n)
+			}
+		}
+	}
+	if rec.pass {
+		dst := rec.w.Header()
+		copyHeader(dst, rec.header)
+		if rec.cacheStatus != nil {
+			dst["Cache-Status"] = rec.cacheStatus
+		}
+		rec.w.WriteHeader(status)
+	}
+}
+
+// Write writes p to the client (when passing) and to the buffer (when
+// buffering). A client write error is swallowed while the body is still
+// being buffered, so a fill others wait for survives its client; once
+// nothing is gained by going on, it aborts the next handler.
+func (rec *recorder) Write(p []byte) (int, error) {
+	if !rec.wroteHeader {
+		rec.WriteHeader(http.StatusOK)
+	}
+	rec.written += int64(len(p))
+	if rec.buffer {
+		if int64(len(rec.buf))+int64(len(p)) > rec.limit {
+			rec.stopBuffering()
+		} else {
+			rec.buf = append(rec.buf, p...)
+		}
+	}
+	if rec.pass && rec.clientErr == nil {
+		if _, err := rec.w.Write(p); err != nil {
+			rec.clientErr = err
+		}
+	}
+	if rec.clientErr != nil && !rec.buffer {
+		return 0, errClientGone
+	}
+	return len(p), nil
+}
+
+// stopBuffering drops the buffer: the response is too large to store.
+func (rec *recorder) stopBuffering() {
+	if !rec.buffer {
+		return
+	}
+	rec.buffer = false
+	rec.buf = nil
+	rec.overflow = true
+	if rec.onOverflow != nil {
+		rec.onOverflow()
+	}
+}
+
+// FlushError flushes the client connection (http.ResponseController).
+func (rec *recorder) FlushError() error {
+	if !rec.wroteHeader {
+		rec.WriteHeader(http.StatusOK)
+	}
+	if !rec.pass || rec.clientErr != nil {
+		return nil
+	}
+	return http.NewResponseController(rec.w).Flush()
+}
+
+// Flush implements http.Flusher.
+func (rec *recorder) Flush() { _ = rec.FlushError() }
+
+// Unwrap returns the client's ResponseWriter for http.ResponseController.
+func (rec *recorder) Unwrap() http.ResponseWriter { return rec.w }
+
+// finishTrailers copies trailer fields the next handler set after the
+// status into the client's header map, where net/http looks for them when
+// the handler returns.
+func (rec *recorder) finishTrailers() {
+	if !rec.pass || !rec.wroteHeader {
+		return
+	}
+	dst := rec.w.Header()
+	for k, v := range rec.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			dst[k] = v
+		}
+	}
+	for _, names := range rec.header["Trailer"] {
+		for _, k := range strings.Split(names, ",") {
+			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+			if v, ok := rec.header[k]; ok {
+				dst[k] = v
+			}
+		}
+	}
+}
+
+// complete reports whether the whole declared body arrived.
+func (rec *recorder) complete() bool {
+	cl := rec.header.Get("Content-Length")
+	if cl == "" {
+		return true
+	}
+	n, err := strconv.ParseInt(cl, 10, 64)
+	return err == nil && n == rec.written
+}
+
+// copyHeader adds every field of src to dst, sharing the value slices.
+func copyHeader(dst, src http.Header) {
+	for k, v := range src {
+		dst[k] = v
+	}
+}
+
+// discardWriter is the client of a background revalidation.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header {
+	if d.h == nil {
+		d.h = make(http.Header)
+	}
+	return d.h
+}
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardWriter) WriteHeader(int)             {}
+
+var (
+	_ http.ResponseWriter = (*recorder)(nil)
+	_ http.Flusher        = (*recorder)(nil)
+	_ interface {
+		Unwrap() http.ResponseWriter
+		FlushError() error
+	} = (*recorder)(nil)
+)

@@ -1,0 +1,185 @@
+package cache
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// newTestRecorder returns a recorder over w that buffers up to limit.
+func newTestRecorder(w http.ResponseWriter, limit int64) *recorder {
+	rec := newRecorder(w, time.Now)
+	rec.limit = limit
+	rec.onHeader = func(rec *recorder) { rec.buffer = true }
+	return rec
+}
+
+func TestRecorderStreamsAsItArrives(t *testing.T) {
+	w := newWriter()
+	rec := newTestRecorder(w, 1<<20)
+	rec.Header().Set("X-A", "1")
+	if _, err := io.WriteString(rec, "first"); err != nil {
+		t.Fatal(err)
+	}
+	// The client has the header and the first chunk before the body ends.
+	if len(w.codes) != 1 || w.codes[0] != 200 || string(w.body) != "first" || w.h.Get("X-A") != "1" {
+		t.Fatalf("client saw codes %v body %q before the response completed", w.codes, w.body)
+	}
+	_, _ = io.WriteString(rec, "second")
+	if string(w.body) != "firstsecond" || string(rec.buf) != "firstsecond" {
+		t.Errorf("client %q, buffer %q", w.body, rec.buf)
+	}
+}
+
+func TestRecorderKnownLengthAllocatesOnce(t *testing.T) {
+	const n = 10000
+	w := newWriter()
+	rec := newTestRecorder(w, 1<<20)
+	rec.Header().Set("Content-Length", strconv.Itoa(n))
+	rec.WriteHeader(200)
+	if cap(rec.buf) != n {
+		t.Fatalf("buffer cap %d, want %d", cap(rec.buf), n)
+	}
+	first := unsafeData(rec.buf[:1])
+	chunk := make([]byte, 1000)
+	for i := 0; i < n/len(chunk); i++ {
+		_, _ = rec.Write(chunk)
+	}
+	if unsafeData(rec.buf) != first || len(rec.buf) != n {
+		t.Errorf("buffer reallocated or wrong length %d", len(rec.buf))
+	}
+	if !rec.complete() {
+		t.Error("complete() = false for a full body")
+	}
+}
+
+func TestRecorderOverflow(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		contentLength string
+	}{
+		{name: "unknown length"},
+		{name: "declared too long", contentLength: "5000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWriter()
+			rec := newTestRecorder(w, 1000)
+			overflowed := 0
+			rec.onOverflow = func() { overflowed++ }
+			if tc.contentLength != "" {
+				rec.Header().Set("Content-Length", tc.contentLength)
+			}
+			body := strings.Repeat("x", 5000)
+			for i := 0; i < 5; i++ {
+				if _, err := io.WriteString(rec, body[i*1000:(i+1)*1000]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if rec.buf != nil || rec.buffer || !rec.overflow {
+				t.Errorf("buffer kept (len %d) past the limit", len(rec.buf))
+			}
+			if overflowed != 1 {
+				t.Errorf("onOverflow ran %d times, want 1", overflowed)
+			}
+			if string(w.body) != body {
+				t.Errorf("client got %d bytes, want all %d", len(w.body), len(body))
+			}
+		})
+	}
+}
+
+func TestRecorderClientGone(t *testing.T) {
+	t.Run("swallowed while buffering", func(t *testing.T) {
+		w := newWriter()
+		w.failFrom = 1
+		rec := newTestRecorder(w, 1<<20)
+		for i := 0; i < 3; i++ {
+			if _, err := io.WriteString(rec, "abc"); err != nil {
+				t.Fatalf("write %d: %v", i, err)
+			}
+		}
+		if string(rec.buf) != "abcabcabc" {
+			t.Errorf("buffer %q", rec.buf)
+		}
+	})
+	t.Run("aborts past the limit", func(t *testing.T) {
+		w := newWriter()
+		w.failFrom = 1
+		rec := newTestRecorder(w, 4)
+		_, _ = io.WriteString(rec, "abc")
+		if _, err := io.WriteString(rec, "abc"); err == nil {
+			t.Error("write after the client left and the buffer overflowed succeeded")
+		}
+	})
+}
+
+func TestRecorderInformationalAndFlush(t *testing.T) {
+	w := newWriter()
+	rec := newTestRecorder(w, 1<<20)
+	rec.Header().Set("Link", "</style.css>; rel=preload")
+	rec.WriteHeader(http.StatusEarlyHints)
+	rec.Header().Set("X-Final", "1")
+	rec.WriteHeader(http.StatusOK)
+	if len(w.codes) != 2 || w.codes[0] != 103 || w.codes[1] != 200 {
+		t.Errorf("client saw %v, want [103 200]", w.codes)
+	}
+	if err := http.NewResponseController(rec).Flush(); err != nil {
+		t.Fatalf("ResponseController.Flush: %v", err)
+	}
+	rec.Flush()
+	if w.flushes != 2 {
+		t.Errorf("client flushed %d times, want 2", w.flushes)
+	}
+	if rec.Unwrap() != http.ResponseWriter(w) {
+		t.Error("Unwrap does not return the client")
+	}
+}
+
+func TestRecorderAbsorb(t *testing.T) {
+	w := newWriter()
+	rec := newRecorder(w, time.Now)
+	rec.onHeader = func(rec *recorder) { rec.pass = false }
+	rec.Header().Set("X-Origin", "1")
+	rec.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = io.WriteString(rec, "error page")
+	if len(w.codes) != 0 || len(w.body) != 0 || w.h.Get("X-Origin") != "" {
+		t.Errorf("absorbed response reached the client: %v %q %v", w.codes, w.body, w.h)
+	}
+}
+
+func TestRecorderTrailers(t *testing.T) {
+	w := newWriter()
+	rec := newTestRecorder(w, 1<<20)
+	rec.Header().Set("Trailer", "X-Checksum")
+	rec.WriteHeader(200)
+	_, _ = io.WriteString(rec, "data")
+	rec.Header().Set("X-Checksum", "abc")
+	rec.Header().Set(http.TrailerPrefix+"X-Late", "z")
+	rec.finishTrailers()
+	if w.h.Get("X-Checksum") != "abc" || w.h.Get(http.TrailerPrefix+"X-Late") != "z" {
+		t.Errorf("trailers not passed on: %v", w.h)
+	}
+}
+
+func TestMissLargerThanItemLimitStreamsAndIsNotStored(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 1 << 20, MaxItemSize: 1000}, c)
+	body := strings.Repeat("z", 5000)
+	o := static(c, 200, body, "Cache-Control", "max-age=60")
+	w := get(t, h, o, "http://example.com/big")
+	if w.Body.String() != body {
+		t.Fatalf("client got %d bytes, want %d", w.Body.Len(), len(body))
+	}
+	wantStatus(t, get(t, h, o, "http://example.com/big"), []string{"fwd=uri-miss"})
+}
+
+func TestTruncatedResponseIsNotStored(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "short", "Cache-Control", "max-age=60", "Content-Length", "100")
+	get(t, h, o, "http://example.com/trunc")
+	wantStatus(t, get(t, h, o, "http://example.com/trunc"), []string{"fwd=uri-miss"})
+}

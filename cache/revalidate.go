@@ -1,0 +1,457 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/cespare/xxhash/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// exchange is one request forwarded to the origin: a miss, a
+// revalidation of a stored entry, or a background refresh.
+type exchange struct {
+	fwd        string         // Cache-Status fwd: uri-miss, vary-miss, stale, request
+	stale      *entry         // the stored entry being revalidated; nil on a miss
+	record     *entry         // the URL's variant record, when known
+	rq         RequestControl // the client's directives
+	urlHash    uint64
+	urlKey     []byte // valid for the duration of the request only
+	variantKey []byte // idem; set when the variant record is known
+	background bool   // no client: a stale-while-revalidate refresh
+
+	r           *http.Request // the client's request
+	cond        bool          // the forwarded request is the cache's conditional
+	store       bool          // the response may be stored if it allows
+	flight      *flight       // set when leading a coalesced miss
+	flightKey   string
+	requestTime time.Time
+
+	// Decided at the response's header.
+	outcome outcome
+	rc      ResponseControl
+	vary    []string
+}
+
+type outcome int
+
+const (
+	outPass         outcome = iota // the response goes to the client
+	outRefresh                     // 304 to our conditional: serve the updated entry
+	outStaleIfError                // 5xx: serve the stale entry (RFC 5861 §4)
+)
+
+// release publishes e to the waiters of a coalesced miss (nil: they go to
+// the origin themselves). Only the first call counts.
+func (x *exchange) release(h *Handler, e *entry) {
+	if x.flight != nil {
+		h.flights.finish(x.flightKey, x.flight, e)
+	}
+}
+
+// forward sends r (or the cache's conditional version of it) to next
+// through a recorder, streams the answer to w, and stores it if allowed.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, x *exchange) error {
+	x.r = r
+	out := r
+	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator {
+		out = revalidationRequest(r, x.stale)
+		x.cond = true
+	}
+	x.store = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 0
+
+	if h.coalesce && x.store && !x.background {
+		if x.variantKey != nil {
+			x.flightKey = string(x.variantKey)
+		} else {
+			x.flightKey = string(x.urlKey)
+		}
+		f, leader := h.flights.join(x.flightKey)
+		if !leader {
+			e, err := f.wait(r.Context())
+			if err != nil {
+				return nil // the client is gone
+			}
+			now := h.now()
+			if e != nil && collapsible(e, r, x.rq, now) {
+				h.m.collapsed.Inc()
+				st := Status{Fwd: "miss", FwdStatus: e.status, Collapsed: true, Stored: h.store.has(e), TTL: e.ttl(now), HasTTL: true}
+				h.serveEntry(w, r, e, nil, st, now)
+				return nil
+			}
+		} else {
+			// The fill others wait for must survive its own client.
+			x.flight = f
+			defer x.release(h, nil)
+			ctx, cancel := context.WithCancel(context.WithoutCancel(out.Context()))
+			stop := context.AfterFunc(h.ctx, cancel)
+			defer stop()
+			defer cancel()
+			out = out.WithContext(ctx)
+		}
+	}
+
+	rec := newRecorder(w, h.now)
+	rec.limit = h.MaxItemSize
+	rec.onHeader = func(rec *recorder) { h.onHeader(x, rec) }
+	rec.onOverflow = func() { x.release(h, nil) }
+	x.requestTime = h.now()
+	err := next.ServeHTTP(rec, out)
+	rec.finishTrailers()
+	return h.finish(w, x, rec, err)
+}
+
+// collapsible reports whether a waiter's request r may be answered with
+// the entry its leader fetched.
+func collapsible(e *entry, r *http.Request, rq RequestControl, now time.Time) bool {
+	if len(e.vary) > 0 && VaryKey(e.vary, r.Header) != e.varyKey {
+		return false
+	}
+	ttl := e.ttl(now)
+	return ttl > 0 && !rq.NoCache &&
+		(rq.MaxAge < 0 || e.currentAge(now) <= rq.MaxAge) &&
+		(rq.MinFresh < 0 || ttl >= rq.MinFresh)
+}
+
+// onHeader decides, at the origin's final status, what becomes of the
+// response.
+func (h *Handler) onHeader(x *exchange, rec *recorder) {
+	status := rec.status
+	if x.cond && status == http.StatusNotModified {
+		rec.pass = false
+		x.outcome = outRefresh
+		return
+	}
+	if x.stale != nil && isServerError(status) && h.staleIfErrorOK(x, rec.responseTime) {
+		rec.pass = false
+		x.outcome = outStaleIfError
+		return
+	}
+	if x.store {
+		rc := ParseResponseControl(rec.header, h.targeted)
+		_, has := LifetimeAt(status, rec.header, rc, time.Duration(h.DefaultTTL), rec.responseTime)
+		reason := Storable(x.r, status, rec.header, rc, has, false)
+		var fields []string
+		if reason == "" {
+			var star bool
+			if fields, star = ParseVary(rec.header); star {
+				reason = "Vary: *"
+			}
+		}
+		if reason == "" && len(rec.header["Trailer"]) > 0 {
+			reason = "trailers"
+		}
+		if reason == "" {
+			rec.buffer = true
+			x.rc, x.vary = rc, fields
+		} else {
+			x.release(h, nil)
+			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
+				ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", status), zap.String("reason", reason))
+			}
+		}
+	} else {
+		x.release(h, nil)
+	}
+	if rec.pass && !x.background {
+		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: status})
+	}
+}
+
+// setStatusAfterCopy makes the recorder add our Cache-Status member to
+// the client's header after the origin's fields are copied there.
+func (h *Handler) setStatusAfterCopy(rec *recorder, st Status) {
+	var buf [512]byte
+	rec.cacheStatus = []string{string(appendCacheStatus(buf[:0], rec.header["Cache-Status"], h.CacheName, st))}
+}
+
+func isServerError(status int) bool {
+	switch status {
+	case http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// staleIfErrorOK reports whether the stale entry of x may replace an
+// origin error at now (RFC 5861 §4; never past must-revalidate and the
+// like, RFC 9111 §4.2.4).
+func (h *Handler) staleIfErrorOK(x *exchange, now time.Time) bool {
+	e := x.stale
+	ttl := e.ttl(now)
+	if ttl > 0 {
+		return false // fresh, but the client asked for validation
+	}
+	_, sie := StaleAllowance(e.rc, x.rq, time.Duration(h.StaleWhileRevalidate), time.Duration(h.StaleIfError))
+	return sie > 0 && -ttl <= sie
+}
+
+// finish completes a forwarded exchange once next has returned.
+func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err error) error {
+	now := h.now()
+	if !rec.wroteHeader {
+		if err != nil {
+			// The origin could not be reached (or the handler failed
+			// before answering).
+			x.release(h, nil)
+			if x.stale != nil && !x.background {
+				if h.staleIfErrorOK(x, now) {
+					h.m.stale.Inc()
+					h.serveEntry(w, x.r, x.stale, x.record, Status{Fwd: "stale", TTL: x.stale.ttl(now), HasTTL: true, Detail: "stale-if-error"}, now)
+					return nil
+				}
+				if !x.stale.rc.MayServeStale() {
+					// RFC 9111 §4.2.4, §5.2.2.2: a response that must be
+					// revalidated yields 504 when validation fails.
+					return h.gatewayTimeout(w, "must-revalidate")
+				}
+			}
+			return err
+		}
+		rec.WriteHeader(http.StatusOK) // nothing written: net/http would send an empty 200
+	}
+
+	switch x.outcome {
+	case outRefresh:
+		e := h.refresh(x, rec)
+		x.release(h, e)
+		if !x.background {
+			st := Status{Fwd: x.fwd, FwdStatus: http.StatusNotModified, TTL: e.ttl(now), HasTTL: true}
+			h.serveEntry(w, x.r, e, x.record, st, now)
+		}
+		return nil
+	case outStaleIfError:
+		x.release(h, nil)
+		if !x.background {
+			h.m.stale.Inc()
+			st := Status{Fwd: "stale", FwdStatus: rec.status, TTL: x.stale.ttl(now), HasTTL: true, Detail: "stale-if-error"}
+			h.serveEntry(w, x.r, x.stale, x.record, st, now)
+		}
+		return nil
+	}
+
+	if rec.buffer && !rec.overflow && err == nil && rec.complete() {
+		e := h.newEntry(x, rec)
+		if !h.store.set(e) {
+			if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
+				ce.Write(zap.String("key", e.key))
+			}
+		}
+		x.release(h, e)
+	}
+	x.release(h, nil)
+	if errors.Is(err, errClientGone) {
+		return nil
+	}
+	return err
+}
+
+// newEntry builds the entry for a complete, storable response.
+func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
+	fresh, _ := NewFreshness(rec.status, rec.header, x.rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
+	hdr := StorableHeader(rec.header, x.rc)
+	delete(hdr, "Age") // rendered fresh on every hit
+	e := &entry{
+		status: rec.status,
+		header: hdr,
+		body:   fitBody(rec.buf),
+		fresh:  fresh,
+		rc:     x.rc,
+		vary:   x.vary,
+	}
+	h.finishEntry(e, x)
+	return e
+}
+
+// finishEntry fills the derived fields of e and its key.
+func (h *Handler) finishEntry(e *entry, x *exchange) {
+	if e.status != http.StatusNoContent && e.status != http.StatusNotModified {
+		e.contentLength = newContentLength(len(e.body))
+		e.header["Content-Length"] = e.contentLength
+	}
+	e.validator = len(e.header["Etag"]) > 0 || len(e.header["Last-Modified"]) > 0
+	e.tags = parseTags(e.header)
+	urlKey := string(x.urlKey)
+	if len(e.vary) > 0 {
+		record := h.varyRecord(urlKey, x.urlHash, e.vary)
+		e.varyKey = VaryKey(e.vary, x.r.Header)
+		e.key = string(appendVariantKey(nil, x.urlKey, record.gen, e.varyKey))
+		e.parent = x.urlHash
+		e.reqVary = make(http.Header, len(e.vary))
+		for _, f := range e.vary {
+			if v, ok := x.r.Header[f]; ok {
+				e.reqVary[f] = v
+			}
+		}
+	} else {
+		e.key = urlKey
+	}
+	e.hash = xxhash.Sum64String(e.key)
+	e.computeCost()
+}
+
+// varyRecord returns the variant record of a URL, storing a new one (a new
+// generation, orphaning the variants of the old) when there is none or its
+// Vary fields differ.
+func (h *Handler) varyRecord(urlKey string, urlHash uint64, fields []string) *entry {
+	if cur := h.store.get(urlHash, []byte(urlKey)); cur != nil && cur.record && equalFields(cur.vary, fields) {
+		return cur
+	}
+	r := &entry{key: urlKey, hash: urlHash, record: true, vary: fields, gen: generations.Add(1)}
+	r.computeCost()
+	h.store.set(r)
+	return r
+}
+
+func equalFields(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// refresh builds and stores the entry updated by a 304 (RFC 9111 §4.3.4):
+// the stored fields updated with the 304's, freshness from the 304's
+// times, the same body.
+func (h *Handler) refresh(x *exchange, rec *recorder) *entry {
+	old := x.stale
+	hdr := UpdateFrom304(old.header, rec.header)
+	rc := ParseResponseControl(hdr, h.targeted)
+	fresh, has := NewFreshness(old.status, hdr, rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
+	hdr = StorableHeader(hdr, rc)
+	delete(hdr, "Age")
+	e := old.withHeader(hdr)
+	e.rc, e.fresh = rc, fresh
+	h.finishEntryKeep(e, old)
+	if reason := Storable(x.r, old.status, hdr, rc, has, false); reason != "" {
+		h.store.purgeKey(old.key)
+		return e
+	}
+	h.store.set(e)
+	return e
+}
+
+// finishEntryKeep fills the derived fields of a refreshed entry, which
+// keeps the key of the entry it replaces.
+func (h *Handler) finishEntryKeep(e, old *entry) {
+	if e.status != http.StatusNoContent {
+		e.contentLength = old.contentLength
+		if e.contentLength == nil {
+			e.contentLength = newContentLength(len(e.body))
+		}
+		e.header["Content-Length"] = e.contentLength
+	}
+	e.validator = len(e.header["Etag"]) > 0 || len(e.header["Last-Modified"]) > 0
+	e.tags = parseTags(e.header)
+	e.computeCost()
+}
+
+// revalidationRequest is r turned into the cache's conditional request for
+// e (RFC 9111 §4.3.1): the client's own preconditions and Range removed,
+// the stored request's Vary fields, and the stored validators.
+func revalidationRequest(r *http.Request, e *entry) *http.Request {
+	r2 := r.Clone(r.Context())
+	for _, f := range [...]string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range", "Range"} {
+		delete(r2.Header, f)
+	}
+	for _, f := range e.vary {
+		if v, ok := e.reqVary[f]; ok {
+			r2.Header[f] = v
+		} else {
+			delete(r2.Header, f)
+		}
+	}
+	SetConditionalHeaders(e.header, r2.Header)
+	return r2
+}
+
+// revalidateInBackground refreshes e once (per key at a time), on a request
+// of its own that outlives the client's: its context keeps the values of
+// the client's but not its cancellation, has a fresh replacer and vars,
+// a timeout, and ends when the config is unloaded.
+func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next caddyhttp.Handler) {
+	if !h.bg.start(e.key) {
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), backgroundTimeout)
+	stop := context.AfterFunc(h.ctx, cancel)
+	r2 := r.Clone(ctx)
+	r2.Body = http.NoBody
+	r2.ContentLength = 0
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), nil, srv)
+
+	urlKey := e.key
+	if record != nil {
+		urlKey = record.key
+	}
+	x := &exchange{
+		fwd:        "stale",
+		stale:      e,
+		record:     record,
+		rq:         noRequestControl,
+		urlHash:    xxhash.Sum64String(urlKey),
+		urlKey:     []byte(urlKey),
+		background: true,
+	}
+	go func() {
+		defer h.bg.done(e.key)
+		defer cancel()
+		defer stop()
+		defer func() {
+			if v := recover(); v != nil {
+				h.logger.Error("background revalidation panicked",
+					zap.Any("error", v), zap.ByteString("stack", debug.Stack()))
+			}
+		}()
+		err := h.forward(&discardWriter{}, r2, next, x)
+		if ce := h.logger.Check(zapcore.DebugLevel, "background revalidation"); ce != nil {
+			ce.Write(zap.String("key", e.key), zap.Error(err))
+		}
+	}()
+}
+
+// background tracks the background revalidations of a handler: at most
+// one per key at a time.
+type background struct {
+	mu   sync.Mutex // protects keys
+	keys map[string]struct{}
+	wg   sync.WaitGroup
+}
+
+// start claims key; false when it is already being revalidated.
+func (b *background) start(key string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, busy := b.keys[key]; busy {
+		return false
+	}
+	b.keys[key] = struct{}{}
+	b.wg.Add(1)
+	return true
+}
+
+// done releases key.
+func (b *background) done(key string) {
+	b.mu.Lock()
+	delete(b.keys, key)
+	b.mu.Unlock()
+	b.wg.Done()
+}
+
+// wait blocks until no revalidation runs (tests, benchmarks).
+func (b *background) wait() { b.wg.Wait() }

@@ -1,0 +1,398 @@
+package cache
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/cespare/xxhash/v2"
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// storage is what the handler and the admin API need from a store. It
+// never exposes ristretto: entries go in and out by the xxhash of their
+// full key, and the full key is compared on the way out.
+type storage interface {
+	// get returns the entry stored under key (whose xxhash is hash), or
+	// nil. It does not allocate.
+	get(hash uint64, key []byte) *entry
+	// set offers e to the store. Storing is asynchronous and may still be
+	// refused by the admission policy after set returns true; false means
+	// the offer was dropped outright.
+	set(e *entry) bool
+	// has reports whether e itself (not a newer entry for its key) is
+	// stored right now.
+	has(e *entry) bool
+	// purgeKey removes the entry for key and, when key is a URL whose
+	// responses vary, all its variants; purgePrefix every entry whose key
+	// starts with prefix; purgeTag every entry tagged tag; purgeAll
+	// everything. Each returns how many entries it removed.
+	purgeKey(key string) int
+	purgePrefix(prefix string) int
+	purgeTag(tag string) int
+	purgeAll() int
+	// stats reports the store's size and counters.
+	stats() storeStats
+	// wait blocks until every set offered so far has been applied.
+	wait()
+}
+
+// storeStats is a snapshot of a store, as reported by the admin API and
+// the metrics.
+type storeStats struct {
+	Cache     string `json:"cache"`
+	Entries   int    `json:"entries"`
+	Bytes     int64  `json:"bytes"`
+	MaxBytes  int64  `json:"max_bytes"`
+	Stores    uint64 `json:"stores"`
+	Drops     uint64 `json:"drops"`
+	Rejects   uint64 `json:"rejects"`
+	Evictions uint64 `json:"evictions"`
+	Purges    uint64 `json:"purges"`
+}
+
+// Sizing of ristretto's admission counters: ten per expected item
+// (ristretto's guidance), the number of items estimated from max_size and
+// an assumed mean object of 4 KiB, at least 1024 and at most 4 Mi items
+// (about 120 MB of counters, for caches of 16 GiB and more).
+const (
+	assumedMeanObject = 4 << 10
+	minExpectedItems  = 1 << 10
+	maxExpectedItems  = 4 << 20
+	countersPerItem   = 10
+	maxTagsPerEntry   = 64
+	maxTagLength      = 256
+	maxVariantsPerURL = 1024
+)
+
+// store is the ristretto-backed storage. Ristretto keeps values by 64-bit
+// hash only, so the store keeps its own index of the entries it has
+// offered, to purge by prefix and by tag. The index is bounded by the
+// cache itself: an entry leaves it when ristretto evicts or rejects it or
+// when it is purged or replaced, so it holds at most the admitted entries
+// (MaxCost / entryOverhead) plus the sets still in ristretto's buffer.
+type store struct {
+	name    string
+	maxCost int64
+	c       *ristretto.Cache[uint64, *entry]
+
+	// mu protects the index maps. It is never held while calling into
+	// ristretto except Get (ristretto calls back into the index from its
+	// own goroutine, and Del blocks on that goroutine's buffer).
+	mu       sync.Mutex
+	byHash   map[uint64]*entry
+	children map[uint64]map[uint64]struct{} // URL key hash → variant hashes
+	tags     map[string]map[uint64]struct{} // tag → entry hashes
+
+	stores, drops, rejects, evictions, purges atomic.Uint64
+}
+
+var _ storage = (*store)(nil)
+var _ caddy.Destructor = (*store)(nil)
+
+// newStore makes a store holding at most maxCost bytes of entries.
+func newStore(name string, maxCost int64) (*store, error) {
+	items := maxCost / assumedMeanObject
+	items = max(minExpectedItems, min(items, maxExpectedItems))
+	s := &store{
+		name:     name,
+		maxCost:  maxCost,
+		byHash:   make(map[uint64]*entry),
+		children: make(map[uint64]map[uint64]struct{}),
+		tags:     make(map[string]map[uint64]struct{}),
+	}
+	c, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
+		NumCounters:        items * countersPerItem,
+		MaxCost:            maxCost,
+		BufferItems:        64,
+		IgnoreInternalCost: true, // entryOverhead counts it, in bytes
+		OnEvict:            s.onEvict,
+		OnReject:           s.onReject,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating store for cache %q: %w", name, err)
+	}
+	s.c = c
+	return s, nil
+}
+
+// Destruct closes ristretto when the last handler using the store goes
+// (caddy.UsagePool calls it).
+func (s *store) Destruct() error {
+	s.c.Close()
+	return nil
+}
+
+func keyHash(key []byte) uint64 { return xxhash.Sum64(key) }
+
+func (s *store) get(hash uint64, key []byte) *entry {
+	e, ok := s.c.Get(hash)
+	if !ok || e == nil || e.key != string(key) {
+		return nil
+	}
+	return e
+}
+
+func (s *store) has(e *entry) bool {
+	cur, ok := s.c.Get(e.hash)
+	return ok && cur == e
+}
+
+func (s *store) set(e *entry) bool {
+	s.mu.Lock()
+	prev := s.byHash[e.hash]
+	s.addLocked(e)
+	s.mu.Unlock()
+	if s.c.Set(e.hash, e, e.cost) {
+		s.stores.Add(1)
+		return true
+	}
+	s.mu.Lock()
+	if s.byHash[e.hash] == e {
+		s.removeLocked(e)
+		if prev != nil {
+			s.addLocked(prev)
+		}
+	}
+	s.mu.Unlock()
+	s.drops.Add(1)
+	return false
+}
+
+func (s *store) wait() { s.c.Wait() }
+
+// addLocked indexes e, replacing whatever was indexed under its hash.
+func (s *store) addLocked(e *entry) {
+	if prev := s.byHash[e.hash]; prev != nil && prev != e {
+		s.removeLocked(prev)
+	}
+	s.byHash[e.hash] = e
+	if e.parent != 0 {
+		set := s.children[e.parent]
+		if set == nil {
+			set = make(map[uint64]struct{})
+			s.children[e.parent] = set
+		}
+		if len(set) < maxVariantsPerURL {
+			set[e.hash] = struct{}{}
+		}
+	}
+	for _, t := range e.tags {
+		set := s.tags[t]
+		if set == nil {
+			set = make(map[uint64]struct{})
+			s.tags[t] = set
+		}
+		set[e.hash] = struct{}{}
+	}
+}
+
+// removeLocked drops e from the index if it is what is indexed under its
+// hash.
+func (s *store) removeLocked(e *entry) {
+	if s.byHash[e.hash] != e {
+		return
+	}
+	delete(s.byHash, e.hash)
+	if e.parent != 0 {
+		if set := s.children[e.parent]; set != nil {
+			delete(set, e.hash)
+			if len(set) == 0 {
+				delete(s.children, e.parent)
+			}
+		}
+	}
+	for _, t := range e.tags {
+		if set := s.tags[t]; set != nil {
+			delete(set, e.hash)
+			if len(set) == 0 {
+				delete(s.tags, t)
+			}
+		}
+	}
+}
+
+// onEvict runs on ristretto's goroutine for every entry it evicts.
+func (s *store) onEvict(it *ristretto.Item[*entry]) {
+	if it.Value == nil {
+		return
+	}
+	s.evictions.Add(1)
+	s.mu.Lock()
+	s.removeLocked(it.Value)
+	s.mu.Unlock()
+}
+
+// onReject runs on ristretto's goroutine for every set it refuses. A set
+// for a key that was already admitted by an earlier, still-buffered set
+// is also "rejected" while the earlier value stays; the index then points
+// back at what ristretto holds.
+func (s *store) onReject(it *ristretto.Item[*entry]) {
+	if it.Value == nil {
+		return
+	}
+	s.rejects.Add(1)
+	s.mu.Lock()
+	if s.byHash[it.Key] == it.Value {
+		s.removeLocked(it.Value)
+		if cur, ok := s.c.Get(it.Key); ok && cur != nil {
+			s.addLocked(cur)
+		}
+	}
+	s.mu.Unlock()
+}
+
+// collectLocked removes the entry under h and, when it is a URL with
+// variants, the variants, from the index, appending their hashes to out.
+func (s *store) collectLocked(h uint64, out []uint64) []uint64 {
+	if e := s.byHash[h]; e != nil {
+		s.removeLocked(e)
+		out = append(out, h)
+	}
+	for v := range s.children[h] {
+		if e := s.byHash[v]; e != nil {
+			s.removeLocked(e)
+		}
+		out = append(out, v)
+	}
+	delete(s.children, h)
+	return out
+}
+
+// del removes hashes from ristretto, outside the lock.
+func (s *store) del(hashes []uint64) int {
+	for _, h := range hashes {
+		s.c.Del(h)
+	}
+	s.purges.Add(uint64(len(hashes)))
+	return len(hashes)
+}
+
+func (s *store) purgeKey(key string) int {
+	h := xxhash.Sum64String(key)
+	s.mu.Lock()
+	var hashes []uint64
+	if e := s.byHash[h]; (e != nil && e.key == key) || len(s.children[h]) > 0 {
+		hashes = s.collectLocked(h, nil)
+	}
+	s.mu.Unlock()
+	return s.del(hashes)
+}
+
+func (s *store) purgePrefix(prefix string) int {
+	s.mu.Lock()
+	var hashes []uint64
+	for h, e := range s.byHash {
+		if strings.HasPrefix(e.key, prefix) {
+			hashes = append(hashes, h)
+		}
+	}
+	for _, h := range hashes {
+		if e := s.byHash[h]; e != nil {
+			s.removeLocked(e)
+		}
+	}
+	s.mu.Unlock()
+	return s.del(hashes)
+}
+
+func (s *store) purgeTag(tag string) int {
+	s.mu.Lock()
+	var hashes []uint64
+	for h := range s.tags[tag] {
+		hashes = append(hashes, h)
+	}
+	for _, h := range hashes {
+		if e := s.byHash[h]; e != nil {
+			s.removeLocked(e)
+		}
+	}
+	s.mu.Unlock()
+	return s.del(hashes)
+}
+
+func (s *store) purgeAll() int {
+	s.mu.Lock()
+	hashes := make([]uint64, 0, len(s.byHash))
+	for h := range s.byHash {
+		hashes = append(hashes, h)
+	}
+	clear(s.byHash)
+	clear(s.children)
+	clear(s.tags)
+	s.mu.Unlock()
+	return s.del(hashes)
+}
+
+func (s *store) stats() storeStats {
+	s.mu.Lock()
+	n := len(s.byHash)
+	s.mu.Unlock()
+	return storeStats{
+		Cache:     s.name,
+		Entries:   n,
+		Bytes:     s.maxCost - s.c.RemainingCost(),
+		MaxBytes:  s.maxCost,
+		Stores:    s.stores.Load(),
+		Drops:     s.drops.Load(),
+		Rejects:   s.rejects.Load(),
+		Evictions: s.evictions.Load(),
+		Purges:    s.purges.Load(),
+	}
+}
+
+// parseTags returns the surrogate keys of a response: Surrogate-Key is
+// space-separated, Cache-Tag comma-separated. At most maxTagsPerEntry
+// tags of at most maxTagLength bytes are kept, so that the tag index stays
+// bounded by the cache's size.
+func parseTags(h map[string][]string) []string {
+	var tags []string
+	add := func(t string) {
+		if t == "" || len(t) > maxTagLength || len(tags) >= maxTagsPerEntry {
+			return
+		}
+		for _, have := range tags {
+			if have == t {
+				return
+			}
+		}
+		tags = append(tags, t)
+	}
+	for _, v := range h["Surrogate-Key"] {
+		for _, t := range strings.Fields(v) {
+			add(t)
+		}
+	}
+	for _, v := range h["Cache-Tag"] {
+		for _, t := range strings.Split(v, ",") {
+			add(strings.TrimSpace(t))
+		}
+	}
+	return tags
+}
+
+// stores holds the live stores, one per cache name and store-shaping
+// configuration, so that a config reload that keeps them keeps the
+// cached entries (caddy.UsagePool: LoadOrNew in Provision, Delete in
+// Cleanup; the last Delete closes ristretto).
+var stores = caddy.NewUsagePool()
+
+// storePoolKey names the store a handler with config c uses.
+func storePoolKey(c *Config) string {
+	h := xxhash.New()
+	fmt.Fprintf(h, "max_size=%d;max_item_size=%d", c.MaxSize, c.MaxItemSize)
+	return fmt.Sprintf("%s/%016x", c.CacheName, h.Sum64())
+}
+
+// liveStores calls f for every live store (for the admin API and the
+// metrics collector).
+func liveStores(f func(s *store) bool) {
+	stores.Range(func(_, v any) bool {
+		if s, ok := v.(*store); ok {
+			return f(s)
+		}
+		return true
+	})
+}

@@ -1,0 +1,291 @@
+package cache
+
+import (
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func newTestStore(t testing.TB, maxCost int64) *store {
+	t.Helper()
+	s, err := newStore("t", maxCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Destruct() })
+	return s
+}
+
+// testEntry is a response entry for key with a body of n bytes.
+func testEntry(key string, n int, tags ...string) *entry {
+	e := &entry{
+		key:    key,
+		hash:   keyHash([]byte(key)),
+		status: 200,
+		header: http.Header{"Content-Type": {"text/plain"}},
+		body:   make([]byte, n),
+		tags:   tags,
+	}
+	e.computeCost()
+	return e
+}
+
+func TestStoreGetComparesFullKey(t *testing.T) {
+	s := newTestStore(t, 1<<20)
+	e := testEntry("http://a/x?", 10)
+	s.set(e)
+	s.wait()
+	if got := s.get(e.hash, []byte(e.key)); got != e {
+		t.Fatalf("get by key: %v", got)
+	}
+	// Same hash, different key: a collision must not serve the entry.
+	if got := s.get(e.hash, []byte("http://a/y?")); got != nil {
+		t.Error("get with another key under the same hash returned the entry")
+	}
+	if !s.has(e) {
+		t.Error("has(e) = false after wait")
+	}
+}
+
+func TestStoreRejectsOversizedEntry(t *testing.T) {
+	s := newTestStore(t, 4096)
+	e := testEntry("http://a/big?", 8192)
+	s.set(e)
+	s.wait()
+	if s.get(e.hash, []byte(e.key)) != nil || s.has(e) {
+		t.Error("entry costing more than max_size is stored")
+	}
+	st := s.stats()
+	if st.Entries != 0 || st.Rejects != 1 {
+		t.Errorf("stats %+v, want 0 entries and 1 reject", st)
+	}
+}
+
+func TestStoreIndexFollowsEvictions(t *testing.T) {
+	const maxCost = 64 << 10
+	s := newTestStore(t, maxCost)
+	n := 2000
+	if testing.Short() {
+		n = 500
+	}
+	for i := 0; i < n; i++ {
+		s.set(testEntry(fmt.Sprintf("http://a/%d?", i), 100, fmt.Sprintf("tag%d", i%7)))
+	}
+	s.wait()
+	stored := 0
+	s.c.IterValues(func(*entry) bool { stored++; return false })
+	s.mu.Lock()
+	indexed := len(s.byHash)
+	for h, e := range s.byHash {
+		if got := s.get(h, []byte(e.key)); got != e {
+			t.Errorf("indexed %q is not stored", e.key)
+			break
+		}
+	}
+	tagged := 0
+	for _, set := range s.tags {
+		tagged += len(set)
+	}
+	s.mu.Unlock()
+	if indexed != stored || tagged != stored {
+		t.Errorf("index holds %d entries and %d tag links, ristretto %d", indexed, tagged, stored)
+	}
+	if limit := int64(maxCost / entryOverhead); int64(indexed) > limit {
+		t.Errorf("index holds %d entries, more than max_size/entryOverhead = %d", indexed, limit)
+	}
+	if st := s.stats(); st.Bytes > maxCost {
+		t.Errorf("stats bytes %d > max %d", st.Bytes, maxCost)
+	}
+}
+
+func TestStorePurge(t *testing.T) {
+	fill := func(t *testing.T) *store {
+		s := newTestStore(t, 1<<20)
+		s.set(testEntry("http://a/x?", 10, "red", "blue"))
+		s.set(testEntry("http://a/x/y?", 10, "red"))
+		s.set(testEntry("http://a/z?", 10, "blue"))
+		s.set(testEntry("http://b/x?", 10))
+		// A URL with two variants under a record.
+		rec := &entry{key: "http://a/v?", hash: keyHash([]byte("http://a/v?")), record: true, vary: []string{"Accept"}, gen: 7}
+		rec.computeCost()
+		s.set(rec)
+		for _, vk := range []string{"1", "2"} {
+			v := testEntry(string(appendVariantKey(nil, []byte(rec.key), rec.gen, vk)), 10)
+			v.parent = rec.hash
+			s.set(v)
+		}
+		s.wait()
+		return s
+	}
+	for _, tc := range []struct {
+		name   string
+		purge  func(s *store) int
+		n      int
+		remain []string
+	}{
+		{name: "key", purge: func(s *store) int { return s.purgeKey("http://a/x?") }, n: 1, remain: []string{"http://a/x/y?", "http://a/z?", "http://b/x?", "http://a/v?"}},
+		{name: "key with variants", purge: func(s *store) int { return s.purgeKey("http://a/v?") }, n: 3, remain: []string{"http://a/x?", "http://a/x/y?", "http://a/z?", "http://b/x?"}},
+		{name: "unknown key", purge: func(s *store) int { return s.purgeKey("http://a/nope?") }, n: 0, remain: []string{"http://a/x?", "http://a/v?"}},
+		{name: "prefix", purge: func(s *store) int { return s.purgePrefix("http://a/x") }, n: 2, remain: []string{"http://a/z?", "http://b/x?", "http://a/v?"}},
+		{name: "prefix host", purge: func(s *store) int { return s.purgePrefix("http://a/") }, n: 6, remain: []string{"http://b/x?"}},
+		{name: "tag", purge: func(s *store) int { return s.purgeTag("red") }, n: 2, remain: []string{"http://a/z?", "http://b/x?"}},
+		{name: "tag blue", purge: func(s *store) int { return s.purgeTag("blue") }, n: 2, remain: []string{"http://a/x/y?"}},
+		{name: "all", purge: func(s *store) int { return s.purgeAll() }, n: 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := fill(t)
+			if got := tc.purge(s); got != tc.n {
+				t.Errorf("purged %d, want %d", got, tc.n)
+			}
+			s.wait()
+			for _, k := range tc.remain {
+				if s.get(keyHash([]byte(k)), []byte(k)) == nil {
+					t.Errorf("%s was purged", k)
+				}
+			}
+			s.mu.Lock()
+			left := len(s.byHash)
+			s.mu.Unlock()
+			if want := 7 - tc.n; left != want {
+				t.Errorf("index holds %d entries, want %d", left, want)
+			}
+		})
+	}
+}
+
+func TestParseTags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		h    http.Header
+		want string
+	}{
+		{name: "surrogate-key", h: http.Header{"Surrogate-Key": {"a  b", "c"}}, want: "a,b,c"},
+		{name: "cache-tag", h: http.Header{"Cache-Tag": {"a, b,,c"}}, want: "a,b,c"},
+		{name: "both dedup", h: http.Header{"Surrogate-Key": {"a b"}, "Cache-Tag": {"b,c"}}, want: "a,b,c"},
+		{name: "too long", h: http.Header{"Surrogate-Key": {strings.Repeat("x", maxTagLength+1) + " ok"}}, want: "ok"},
+		{name: "none", h: http.Header{}, want: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := strings.Join(parseTags(tc.h), ","); got != tc.want {
+				t.Errorf("tags %q, want %q", got, tc.want)
+			}
+		})
+	}
+	var b strings.Builder
+	for i := 0; i < 3*maxTagsPerEntry; i++ {
+		fmt.Fprintf(&b, "t%d ", i)
+	}
+	if n := len(parseTags(http.Header{"Surrogate-Key": {b.String()}})); n != maxTagsPerEntry {
+		t.Errorf("kept %d tags, want the bound %d", n, maxTagsPerEntry)
+	}
+}
+
+func TestAllocSize(t *testing.T) {
+	for _, tc := range []struct{ n, want int64 }{
+		{0, 0}, {1, 8}, {8, 8}, {9, 16}, {1000, 1024}, {1025, 1152}, {32768, 32768}, {32769, 40960}, {96 << 10, 96 << 10}, {100 << 10, 104 << 10},
+	} {
+		if got := allocSize(tc.n); got != tc.want {
+			t.Errorf("allocSize(%d) = %d, want %d", tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestFitBody(t *testing.T) {
+	b := make([]byte, 1000, 4096)
+	if got := fitBody(b); cap(got) != 1000 || len(got) != 1000 {
+		t.Errorf("fitBody kept cap %d for len %d", cap(got), len(got))
+	}
+	exact := make([]byte, 1000)
+	if got := fitBody(exact); unsafeData(got) != unsafeData(exact) {
+		t.Error("fitBody copied an exactly sized body")
+	}
+}
+
+// TestEntryOverheadMatchesHeap measures the heap an entry really takes
+// beyond the bytes its cost counts directly, to justify entryOverhead: it
+// stores n small entries (ten header fields, 64-byte bodies) and compares
+// the live heap growth with the sum of their costs.
+func TestEntryOverheadMatchesHeap(t *testing.T) {
+	n := 20000
+	if testing.Short() {
+		n = 5000
+	}
+	s := newTestStore(t, 1<<30)
+	hdr := func(i int) http.Header {
+		h := make(http.Header)
+		for j := 0; j < 10; j++ {
+			h[fmt.Sprintf("X-Field-%d", j)] = []string{fmt.Sprintf("value-%d-%d", i, j)}
+		}
+		return h
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	var cost int64
+	for i := 0; i < n; i++ {
+		key := fmt.Sprintf("http://example.com/some/path/%d?q=%d", i, i)
+		e := &entry{key: key, hash: keyHash([]byte(key)), status: 200, header: StorableHeader(hdr(i), ResponseControl{}), body: make([]byte, 64)}
+		e.contentLength = newContentLength(64)
+		e.header["Content-Length"] = e.contentLength
+		e.computeCost()
+		cost += e.cost
+		s.set(e)
+	}
+	s.wait()
+	after := heap()
+	perEntryHeap := float64(after-before) / float64(n)
+	perEntryCost := float64(cost) / float64(n)
+	t.Logf("heap per entry %.0f B, cost per entry %.0f B (entryOverhead %d)", perEntryHeap, perEntryCost, entryOverhead)
+	if perEntryHeap > 1.15*perEntryCost {
+		t.Errorf("an entry takes %.0f B of heap but costs %.0f B: entryOverhead too small", perEntryHeap, perEntryCost)
+	}
+	runtime.KeepAlive(s)
+}
+
+func TestStorePoolSurvivesReload(t *testing.T) {
+	c := newClock()
+	cfg := Config{CacheName: "reload-test", MaxSize: 1 << 20}
+	h1 := newTestHandler(t, cfg, c)
+	o := static(c, 200, "kept", "Cache-Control", "max-age=60")
+	get(t, h1, o, "http://example.com/reload")
+
+	// The new config's handler is provisioned before the old one is
+	// cleaned up, as Caddy does on a reload.
+	h2 := newTestHandler(t, cfg, c)
+	if err := h1.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	h1.poolKey = "" // cleaned up once here; the test cleanup must not repeat it
+	w := get(t, h2, o, "http://example.com/reload")
+	wantStatus(t, w, []string{"hit"})
+
+	// A different size makes a different store.
+	cfg3 := cfg
+	cfg3.MaxSize = 2 << 20
+	h3 := newTestHandler(t, cfg3, c)
+	wantStatus(t, get(t, h3, o, "http://example.com/reload"), []string{"fwd=uri-miss"})
+
+	// The last user closes the store.
+	s := h2.store.(*store)
+	if err := h2.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	h2.poolKey = ""
+	if _, ok := stores.References(storePoolKey(&h2.Config)); ok {
+		t.Error("store still in the pool after its last user left")
+	}
+	if s.get(keyHash([]byte("http://example.com/reload?")), []byte("http://example.com/reload?")) != nil {
+		t.Error("closed store still answers")
+	}
+}
+
+var _ caddy.Destructor = (*store)(nil)

@@ -1,0 +1,138 @@
+package cache
+
+import (
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestParseSFDictionary(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		ok   bool
+		want []sfMember // checked when ok
+	}{
+		{"boolean true", "no-store", true, []sfMember{{key: "no-store", kind: sfBoolean, num: 1}}},
+		{"integer", "max-age=60", true, []sfMember{{key: "max-age", kind: sfInteger, num: 60}}},
+		{"negative integer", "a=-5", true, []sfMember{{key: "a", kind: sfInteger, num: -5}}},
+		{"booleans", "a=?1, b=?0", true, []sfMember{{key: "a", kind: sfBoolean, num: 1}, {key: "b", kind: sfBoolean}}},
+		{"string with escapes", `a="x\"y\\z"`, true, []sfMember{{key: "a", kind: sfString, str: `x"y\z`}}},
+		{"token", "a=foo/bar:baz", true, []sfMember{{key: "a", kind: sfToken, str: "foo/bar:baz"}}},
+		{"decimal", "a=1.5", true, []sfMember{{key: "a", kind: sfDecimal}}},
+		{"byte sequence", "a=:aGVsbG8=:", true, []sfMember{{key: "a", kind: sfBytes}}},
+		{"inner list", `a=(1 "two" three);p=1, b`, true, []sfMember{{key: "a", kind: sfInnerList}, {key: "b", kind: sfBoolean, num: 1}}},
+		{"empty inner list", "a=()", true, []sfMember{{key: "a", kind: sfInnerList}}},
+		{"parameters ignored", "max-age=60;foo=bar;baz, no-store;x", true, []sfMember{
+			{key: "max-age", kind: sfInteger, num: 60}, {key: "no-store", kind: sfBoolean, num: 1}}},
+		{"duplicate keeps last value", "a=1, b, a=2", true, []sfMember{{key: "a", kind: sfInteger, num: 2}, {key: "b", kind: sfBoolean, num: 1}}},
+		{"ows around commas", "a=1 ,\tb=2", true, []sfMember{{key: "a", kind: sfInteger, num: 1}, {key: "b", kind: sfInteger, num: 2}}},
+		{"leading and trailing spaces", "  a=1  ", true, []sfMember{{key: "a", kind: sfInteger, num: 1}}},
+		{"key charset", "*a_b-c.d*9=1", true, []sfMember{{key: "*a_b-c.d*9", kind: sfInteger, num: 1}}},
+		{"date (rfc 9651)", "a=@1659578233", true, []sfMember{{key: "a", kind: sfDate, num: 1659578233}}},
+		{"display string (rfc 9651)", `a=%"f%c3%bc"`, true, []sfMember{{key: "a", kind: sfDisplayString}}},
+
+		{"empty", "", false, nil},
+		{"uppercase key", "Max-Age=60", false, nil},
+		{"trailing comma", "a=1,", false, nil},
+		{"double comma", "a=1,,b", false, nil},
+		{"missing value", "a=", false, nil},
+		{"16-digit integer", "a=1234567890123456", false, nil},
+		{"15-digit integer", "a=123456789012345", true, []sfMember{{key: "a", kind: sfInteger, num: 123456789012345}}},
+		{"decimal too precise", "a=1.2345", false, nil},
+		{"decimal no fraction", "a=1.", false, nil},
+		{"unterminated string", `a="x`, false, nil},
+		{"bad escape", `a="\n"`, false, nil},
+		{"non-ascii in string", "a=\"\xc3\xbc\"", false, nil},
+		{"bad boolean", "a=?2", false, nil},
+		{"unterminated bytes", "a=:abc", false, nil},
+		{"garbage after member", "a=1 b=2", false, nil},
+		{"unterminated inner list", "a=(1 2", false, nil},
+		{"inner list without space", "a=(1\"x\")", false, nil},
+		{"bad parameter key", "a;B=1", false, nil},
+		{"cache-control syntax", `max-age=60, private="set-cookie"`, true, nil},
+		{"quoted integer is a string", `max-age="60"`, true, []sfMember{{key: "max-age", kind: sfString, str: "60"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := parseSFDictionary(tt.in)
+			if ok != tt.ok {
+				t.Fatalf("parseSFDictionary(%q) ok = %v, want %v (%+v)", tt.in, ok, tt.ok, got)
+			}
+			if !ok || tt.want == nil {
+				return
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("parseSFDictionary(%q) = %+v, want %+v", tt.in, got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Errorf("member %d = %+v, want %+v", i, got[i], tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+// TestRule21_TargetedField pins RFC 9213: a targeted field that parses
+// overrides Cache-Control and Expires for this cache; one that does not is
+// ignored.
+func TestRule21_TargetedField(t *testing.T) {
+	date := "Wed, 01 Jan 2025 00:00:00 GMT"
+	expires := "Wed, 01 Jan 2025 01:00:00 GMT"
+	tests := []struct {
+		name     string
+		h        http.Header
+		field    string
+		targeted bool
+		noStore  bool
+		private  bool
+		lifetime time.Duration
+		hasLife  bool
+	}{
+		{"overrides cache-control", rh("Cache-Control", "no-store", "CDN-Cache-Control", "max-age=60"), "CDN-Cache-Control", true, false, false, time.Minute, true},
+		{"overrides expires", rh("Date", date, "Expires", expires, "CDN-Cache-Control", "public"), "CDN-Cache-Control", true, false, false, 0, false},
+		{"expires used without targeted field", rh("Date", date, "Expires", expires), "CDN-Cache-Control", false, false, false, time.Hour, true},
+		{"no-store from targeted", rh("Cache-Control", "max-age=60", "CDN-Cache-Control", "no-store"), "CDN-Cache-Control", true, true, false, 0, false},
+		{"?0 is absent", rh("CDN-Cache-Control", "no-store=?0, max-age=5"), "CDN-Cache-Control", true, false, false, 5 * time.Second, true},
+		{"does not parse: ignored", rh("Cache-Control", "max-age=60", "CDN-Cache-Control", "Max-Age=5"), "CDN-Cache-Control", false, false, false, time.Minute, true},
+		{"trailing comma: ignored", rh("Cache-Control", "private", "CDN-Cache-Control", "max-age=5,"), "CDN-Cache-Control", false, false, true, 0, false},
+		{"several lines combine", rh("CDN-Cache-Control", "max-age=5", "CDN-Cache-Control", "private"), "CDN-Cache-Control", true, false, true, 5 * time.Second, true},
+		{"custom field name", rh("Cache-Control", "no-store", "Acme-Cdn-Cache-Control", "max-age=7"), "Acme-CDN-Cache-Control", true, false, false, 7 * time.Second, true},
+		{"disabled with -", rh("Cache-Control", "max-age=3", "CDN-Cache-Control", "max-age=5"), "-", false, false, false, 3 * time.Second, true},
+		{"disabled with empty", rh("Cache-Control", "max-age=3", "CDN-Cache-Control", "max-age=5"), "", false, false, false, 3 * time.Second, true},
+		{"s-maxage like max-age", rh("CDN-Cache-Control", "s-maxage=9, max-age=5"), "CDN-Cache-Control", true, false, false, 9 * time.Second, true},
+		{"string max-age is invalid: stale", rh("CDN-Cache-Control", `max-age="60"`), "CDN-Cache-Control", true, false, false, 0, true},
+		{"parameters ignored", rh("CDN-Cache-Control", `max-age=60;x=1`), "CDN-Cache-Control", true, false, false, time.Minute, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc := ParseResponseControl(tt.h, tt.field)
+			if rc.Targeted != tt.targeted || rc.NoStore != tt.noStore || rc.Private != tt.private {
+				t.Errorf("got Targeted=%v NoStore=%v Private=%v, want %v %v %v", rc.Targeted, rc.NoStore, rc.Private, tt.targeted, tt.noStore, tt.private)
+			}
+			life, ok := Lifetime(200, tt.h, rc, 0)
+			// 200 without Last-Modified: only explicit freshness counts.
+			if life != tt.lifetime || ok != tt.hasLife {
+				t.Errorf("Lifetime = %v, %v, want %v, %v", life, ok, tt.lifetime, tt.hasLife)
+			}
+		})
+	}
+
+	t.Run("all directives", func(t *testing.T) {
+		rc := ParseResponseControl(rh("CDN-Cache-Control",
+			`no-cache="x-a", private="x-b", public, must-revalidate, proxy-revalidate, must-understand, immutable, stale-while-revalidate=3, stale-if-error=4`), "CDN-Cache-Control")
+		want := ResponseControl{MaxAge: -1, SMaxAge: -1, StaleWhileRevalidate: 3 * time.Second, StaleIfError: 4 * time.Second,
+			Public: true, MustRevalidate: true, ProxyRevalidate: true, MustUnderstand: true, Immutable: true,
+			NoCacheFields: []string{"X-A"}, PrivateFields: []string{"X-B"}, Targeted: true}
+		if !rcEqual(rc, want) {
+			t.Errorf("got %+v, want %+v", rc, want)
+		}
+	})
+	t.Run("s-maxage does not forbid stale", func(t *testing.T) {
+		rc := ParseResponseControl(rh("CDN-Cache-Control", "s-maxage=9"), "CDN-Cache-Control")
+		if !rc.MayServeStale() {
+			t.Error("targeted s-maxage forbids serving stale; RFC 9213 treats it like max-age")
+		}
+	})
+}

@@ -1,0 +1,154 @@
+package cache
+
+import (
+	"net/http"
+	"strings"
+)
+
+// This file holds validation (RFC 9111 §4.3): the conditional request a
+// cache sends to refresh a stale entry, how a 304 refreshes it, and when a
+// client's own conditional request can be answered with a 304.
+
+// SetConditionalHeaders adds If-None-Match (from the stored ETag) and
+// If-Modified-Since (from the stored Last-Modified) to out (RFC 9111 §4.3.1)
+// and reports whether it added any.
+//
+// The client's own preconditions (If-None-Match, If-Modified-Since,
+// If-Match, If-Unmodified-Since, If-Range) are removed from out first: the
+// origin's answer must be about the stored response, and a 304 meant for
+// the client's copy could not refresh ours. The client's conditions are
+// evaluated against the refreshed entry with ClientNotModified.
+// Last-Modified is only sent when it is a valid HTTP-date.
+func SetConditionalHeaders(stored http.Header, out http.Header) bool {
+	for _, f := range [...]string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"} {
+		delete(out, f)
+	}
+	added := false
+	if etag := strings.TrimSpace(stored.Get("Etag")); etag != "" {
+		out.Set("If-None-Match", etag)
+		added = true
+	}
+	if lm := strings.TrimSpace(stored.Get("Last-Modified")); lm != "" {
+		if _, err := http.ParseTime(lm); err == nil {
+			out.Set("If-Modified-Since", lm)
+			added = true
+		}
+	}
+	return added
+}
+
+// ClientNotModified reports whether a client's conditional GET/HEAD is
+// satisfied by a stored response with header stored (RFC 9110 §13.1.2,
+// §13.1.3, §13.2.2: If-None-Match, weak comparison, takes precedence).
+//
+// If-None-Match: "*" matches any stored response; otherwise any listed
+// entity-tag that weakly matches the stored ETag. If-Modified-Since is
+// evaluated only without If-None-Match and only when it is a valid
+// HTTP-date; it is compared with the stored Last-Modified, or the stored
+// Date when there is no Last-Modified (RFC 9111 §4.3.2). Without either
+// (or with differing values) nothing is concluded and the answer is false.
+// If-Match and If-Unmodified-Since are ignored here (RFC 9111 §4.3.2); the
+// caller forwards or ignores them.
+func ClientNotModified(req *http.Request, stored http.Header) bool {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		return false
+	}
+	if inm, ok := req.Header["If-None-Match"]; ok {
+		return etagListMatches(inm, stored)
+	}
+	ims := strings.TrimSpace(req.Header.Get("If-Modified-Since"))
+	if ims == "" {
+		return false
+	}
+	since, err := http.ParseTime(ims)
+	if err != nil {
+		return false
+	}
+	validator := "Last-Modified"
+	if _, ok := stored["Last-Modified"]; !ok {
+		validator = "Date"
+	}
+	t, unambiguous := headerDate(stored, validator)
+	if !unambiguous || t.IsZero() {
+		return false
+	}
+	return !t.After(since)
+}
+
+// etagListMatches evaluates If-None-Match lines: true when the list is "*"
+// or one of its entity-tags weakly matches the stored ETag (RFC 9110
+// §8.8.3.2).
+func etagListMatches(lines []string, stored http.Header) bool {
+	etag, ok := opaqueTag(strings.TrimSpace(stored.Get("Etag")))
+	for _, line := range lines {
+		rest := line
+		for {
+			rest = strings.TrimLeft(rest, " \t,")
+			if rest == "" {
+				break
+			}
+			if rest[0] == '*' {
+				return true
+			}
+			tag, next := nextEntityTag(rest)
+			if tag == "" {
+				break // malformed: stop reading this line
+			}
+			if ok && tag == etag {
+				return true
+			}
+			rest = next
+		}
+	}
+	return false
+}
+
+// nextEntityTag reads one entity-tag ([W/] DQUOTE *etagc DQUOTE) at the
+// start of s and returns its opaque-tag (with quotes) and the rest.
+func nextEntityTag(s string) (opaque, rest string) {
+	if strings.HasPrefix(s, "W/") {
+		s = s[2:]
+	}
+	if len(s) < 2 || s[0] != '"' {
+		return "", ""
+	}
+	end := strings.IndexByte(s[1:], '"')
+	if end < 0 {
+		return "", ""
+	}
+	return s[:end+2], s[end+2:]
+}
+
+// opaqueTag returns the opaque-tag of an ETag value, dropping the weakness
+// indicator, and whether it is a well-formed entity-tag.
+func opaqueTag(etag string) (string, bool) {
+	tag, rest := nextEntityTag(etag)
+	return tag, tag != "" && strings.TrimSpace(rest) == ""
+}
+
+// UpdateFrom304 returns a new header: stored updated with the fields of a
+// 304 response (RFC 9111 §3.2, §4.3.4), except Content-Length and other
+// framing fields.
+//
+// Each field present in the 304 replaces all of the stored field's lines;
+// fields absent from the 304 are kept. Not taken from the 304: the fields
+// StorableHeader never stores (hop-by-hop, those named in its Connection,
+// Proxy-Authenticate, Proxy-Authorization) and Content-Length (§3.2) —
+// the stored body is unchanged. Every value slice of the result has
+// len == cap. The caller re-parses Cache-Control from the result and
+// recomputes freshness with the 304's request and response times.
+func UpdateFrom304(stored, notModified http.Header) http.Header {
+	update := StorableHeader(notModified, ResponseControl{})
+	delete(update, "Content-Length")
+	merged := make(http.Header, len(stored)+len(update))
+	for k, v := range stored {
+		if _, replaced := update[k]; !replaced {
+			merged[k] = v
+		}
+	}
+	for k, v := range update {
+		merged[k] = v
+	}
+	// One copy so that every slice is independent of both inputs.
+	return copyHeaderExcept(merged, func(string) bool { return false })
+}

@@ -1,0 +1,131 @@
+package cache
+
+import (
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestRule12_ConditionalRequest pins RFC 9111 §4.3.1: revalidate with
+// If-None-Match from ETag and If-Modified-Since from Last-Modified, in
+// place of the client's own preconditions.
+func TestRule12_ConditionalRequest(t *testing.T) {
+	lm := rDateAt(-time.Hour)
+	tests := []struct {
+		name   string
+		stored http.Header
+		out    http.Header
+		want   http.Header
+		added  bool
+	}{
+		{"etag and last-modified", rh("Etag", `W/"v1"`, "Last-Modified", lm), rh("Accept", "x"),
+			rh("Accept", "x", "If-None-Match", `W/"v1"`, "If-Modified-Since", lm), true},
+		{"etag only", rh("Etag", `"v1"`), rh(), rh("If-None-Match", `"v1"`), true},
+		{"no validators", rh("Content-Type", "text/plain"), rh(), rh(), false},
+		{"invalid last-modified not sent", rh("Last-Modified", "yesterday"), rh(), rh(), false},
+		{"client preconditions replaced", rh("Etag", `"v2"`),
+			rh("If-None-Match", `"client"`, "If-Modified-Since", lm, "If-Match", `"m"`, "If-Unmodified-Since", lm, "If-Range", `"r"`),
+			rh("If-None-Match", `"v2"`), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			added := SetConditionalHeaders(tt.stored, tt.out)
+			if added != tt.added || !rHeaderEqual(tt.out, tt.want) {
+				t.Errorf("got %v %q, want %v %q", added, tt.out, tt.added, tt.want)
+			}
+		})
+	}
+}
+
+func rHeaderEqual(a, b http.Header) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if !slices.Equal(v, b[k]) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestRule13_UpdateFrom304 pins RFC 9111 §3.2 and §4.3.4: fields in the
+// 304 replace the stored ones, others are kept, Content-Length and
+// connection-specific fields are not taken.
+func TestRule13_UpdateFrom304(t *testing.T) {
+	stored := rh("Content-Type", "text/html", "Content-Length", "42", "Etag", `"v1"`,
+		"Cache-Control", "max-age=10", "Date", rt0Date, "X-Multi", "a", "X-Multi", "b")
+	nm := rh("Cache-Control", "max-age=60", "Date", rDateAt(time.Minute), "Content-Length", "0",
+		"Connection", "close, X-Hop", "X-Hop", "1", "Transfer-Encoding", "chunked", "X-Multi", "c", "X-New", "n")
+	got := UpdateFrom304(stored, nm)
+	want := rh("Content-Type", "text/html", "Content-Length", "42", "Etag", `"v1"`,
+		"Cache-Control", "max-age=60", "Date", rDateAt(time.Minute), "X-Multi", "c", "X-New", "n")
+	if !rHeaderEqual(got, want) {
+		t.Errorf("UpdateFrom304 =\n %q, want\n %q", got, want)
+	}
+	for k, vv := range got {
+		if len(vv) != cap(vv) {
+			t.Errorf("%s: len %d cap %d", k, len(vv), cap(vv))
+		}
+	}
+	if stored.Get("Cache-Control") != "max-age=10" {
+		t.Error("UpdateFrom304 modified the stored header")
+	}
+	got["X-Multi"][0] = "z"
+	if nm.Get("X-Multi") != "c" {
+		t.Error("result shares values with the 304")
+	}
+	// The refreshed entry's freshness comes from the merged header.
+	rc := ParseResponseControl(got, "")
+	if f, _ := NewFreshness(200, got, rc, 0, rt0.Add(time.Minute), rt0.Add(time.Minute)); f.Lifetime != time.Minute || f.InitialAge != 0 {
+		t.Errorf("refreshed freshness = %+v", f)
+	}
+}
+
+// TestRule14_ClientConditional pins RFC 9110 §13.1.1-§13.1.3, §13.2.2 and
+// RFC 9111 §4.3.2: a fresh stored response answers a client's
+// If-None-Match (weak comparison, takes precedence) or If-Modified-Since
+// with a 304; If-Match / If-Unmodified-Since play no part.
+func TestRule14_ClientConditional(t *testing.T) {
+	lm := rDateAt(-time.Hour)
+	stored := rh("Etag", `"v1"`, "Last-Modified", lm, "Date", rt0Date)
+	tests := []struct {
+		name   string
+		method string
+		req    []string
+		stored http.Header
+		want   bool
+	}{
+		{"inm match", "GET", []string{"If-None-Match", `"v1"`}, stored, true},
+		{"inm weak match", "GET", []string{"If-None-Match", `W/"v1"`}, stored, true},
+		{"inm weak stored", "GET", []string{"If-None-Match", `"v1"`}, rh("Etag", `W/"v1"`), true},
+		{"inm list", "GET", []string{"If-None-Match", `"a", "v1"`}, stored, true},
+		{"inm lines", "GET", []string{"If-None-Match", `"a"`, "If-None-Match", `"v1"`}, stored, true},
+		{"inm comma inside tag", "GET", []string{"If-None-Match", `"a,b", "v1"`}, stored, true},
+		{"inm no match", "GET", []string{"If-None-Match", `"v2"`}, stored, false},
+		{"inm star", "GET", []string{"If-None-Match", "*"}, stored, true},
+		{"inm without stored etag", "GET", []string{"If-None-Match", `"v1"`}, rh("Last-Modified", lm), false},
+		{"inm malformed", "GET", []string{"If-None-Match", "v1"}, stored, false},
+		{"inm precedes ims", "GET", []string{"If-None-Match", `"v2"`, "If-Modified-Since", rt0Date}, stored, false},
+		{"head", "HEAD", []string{"If-None-Match", `"v1"`}, stored, true},
+		{"post never", "POST", []string{"If-None-Match", `"v1"`}, stored, false},
+		{"ims after last-modified", "GET", []string{"If-Modified-Since", rt0Date}, stored, true},
+		{"ims equal", "GET", []string{"If-Modified-Since", lm}, stored, true},
+		{"ims before last-modified", "GET", []string{"If-Modified-Since", rDateAt(-2 * time.Hour)}, stored, false},
+		{"ims invalid ignored", "GET", []string{"If-Modified-Since", "yesterday"}, stored, false},
+		{"ims against date without last-modified", "GET", []string{"If-Modified-Since", rt0Date}, rh("Date", rt0Date), true},
+		{"ims before date without last-modified", "GET", []string{"If-Modified-Since", lm}, rh("Date", rt0Date), false},
+		{"ims without validators", "GET", []string{"If-Modified-Since", rt0Date}, rh(), false},
+		{"if-match ignored", "GET", []string{"If-Match", `"v1"`}, stored, false},
+		{"if-unmodified-since ignored", "GET", []string{"If-Unmodified-Since", rt0Date}, stored, false},
+		{"unconditional", "GET", nil, stored, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ClientNotModified(rReq(tt.method, tt.req...), tt.stored); got != tt.want {
+				t.Errorf("ClientNotModified = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,156 @@
+package caddyfile_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/f06cdff9/caddy-affinity-cache"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/adapt from the current output")
+
+const separator = "\n----------\n"
+
+// adapt runs the Caddyfile adapter as `caddy adapt` does and returns
+// indented JSON.
+func adapt(t *testing.T, caddyfile string) (string, error) {
+	t.Helper()
+	if !strings.HasSuffix(caddyfile, "\n") {
+		caddyfile += "\n"
+	}
+	result, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		return "", err
+	}
+	for _, w := range warnings {
+		t.Errorf("warning: %s:%d: %s: %s", w.File, w.Line, w.Directive, w.Message)
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, result, "", "\t"); err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), nil
+}
+
+// TestAdaptGolden adapts every testdata/adapt/*.txt (a Caddyfile, a
+// ---------- line, the JSON) and compares with the JSON. Run with -update to
+// rewrite the JSON after an intended change, and review the diff.
+func TestAdaptGolden(t *testing.T) {
+	files, err := filepath.Glob("../testdata/adapt/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden files found: %v", err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			caddyfile, want, ok := strings.Cut(string(data), separator)
+			if !ok {
+				t.Fatalf("%s has no %q line", file, strings.TrimSpace(separator))
+			}
+			got, err := adapt(t, caddyfile)
+			if err != nil {
+				t.Fatalf("adapting: %v", err)
+			}
+			if *update {
+				if err := os.WriteFile(file, []byte(caddyfile+separator+got+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if strings.TrimSpace(got) != strings.TrimSpace(want) {
+				t.Errorf("adapted JSON differs from %s (run go test ./caddyfile -update and review the diff):\n%s", file, got)
+			}
+		})
+	}
+}
+
+// TestDemoAdapts keeps the README's demo adaptable.
+func TestDemoAdapts(t *testing.T) {
+	data, err := os.ReadFile("../testdata/demo.Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := adapt(t, string(data))
+	if err != nil {
+		t.Fatalf("adapting the demo: %v", err)
+	}
+	for _, want := range []string{`"handler": "response_cache"`, `"policy": "affinity"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("demo JSON lacks %s", want)
+		}
+	}
+}
+
+// TestDirectiveOrder checks response_cache sits after the auth directives
+// and before encode and reverse_proxy without an order line.
+func TestDirectiveOrder(t *testing.T) {
+	got, err := adapt(t, `:8080 {
+	reverse_proxy 127.0.0.1:9000
+	encode gzip
+	response_cache
+	basic_auth {
+		bob $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG
+	}
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := []string{`"handler": "authentication"`, `"handler": "response_cache"`, `"handler": "encode"`, `"handler": "reverse_proxy"`}
+	last := -1
+	for _, h := range order {
+		i := strings.Index(got, h)
+		if i < 0 {
+			t.Fatalf("adapted JSON lacks %s:\n%s", h, got)
+		}
+		if i < last {
+			t.Errorf("%s comes too early; want the order %v", h, order)
+		}
+		last = i
+	}
+}
+
+// TestCaddyfileErrors checks bad input is rejected with the file and line
+// of the offending token.
+func TestCaddyfileErrors(t *testing.T) {
+	tests := []struct {
+		name      string
+		caddyfile string
+		want      string // substring of the error
+	}{
+		{"cache unknown option", ":80 {\n\tresponse_cache {\n\t\tmax_sizes 1MiB\n\t}\n}", "Caddyfile:3"},
+		{"cache bad size", ":80 {\n\tresponse_cache {\n\t\tmax_size lots\n\t}\n}", "Caddyfile:3"},
+		{"cache negative size", ":80 {\n\tresponse_cache {\n\t\tmax_item_size -5\n\t}\n}", "must be positive"},
+		{"cache repeated option", ":80 {\n\tresponse_cache {\n\t\tmax_size 1MiB\n\t\tmax_size 2MiB\n\t}\n}", "Caddyfile:4"},
+		{"cache bad duration", ":80 {\n\tresponse_cache {\n\t\tdefault_ttl soon\n\t}\n}", "Caddyfile:3"},
+		{"cache coalesce", ":80 {\n\tresponse_cache {\n\t\tcoalesce maybe\n\t}\n}", "must be on or off"},
+		{"cache argument", ":80 {\n\tresponse_cache 5\n}", "Caddyfile:2"},
+		{"affinity unknown option", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\tbogus 1\n\t\t}\n\t}\n}", "Caddyfile:4"},
+		{"affinity bad bound", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\tbound 0.5\n\t\t}\n\t}\n}", "Caddyfile:4"},
+		{"affinity bad algorithm", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\talgorithm fastest\n\t\t}\n\t}\n}", "Caddyfile:4"},
+		{"affinity bad weight", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\tweight 127.0.0.1:9000 -2\n\t\t}\n\t}\n}", "Caddyfile:4"},
+		{"affinity cookie without secret", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\tcookie {\n\t\t\t\tmax_age 1h\n\t\t\t}\n\t\t}\n\t}\n}", "secret"},
+		{"affinity bad same_site", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\tcookie {\n\t\t\t\tsecret s\n\t\t\t\tsame_site sometimes\n\t\t\t}\n\t\t}\n\t}\n}", "Caddyfile:6"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := adapt(t, tt.caddyfile)
+			if err == nil {
+				t.Fatalf("adapting succeeded; want an error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}

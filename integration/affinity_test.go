@@ -1,0 +1,216 @@
+package integration
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// affinityFront is a Caddyfile: one front site proxying to backends with
+// lb_policy affinity keyed by the X-Key header, plus extra policy options.
+func affinityFront(frontPort int, backends []*backend, options string) string {
+	dials := make([]string, len(backends))
+	for i, b := range backends {
+		dials[i] = b.addr
+	}
+	return globals() + fmt.Sprintf(`
+http://127.0.0.1:%d {
+	reverse_proxy %s {
+		lb_policy affinity {http.request.header.X-Key} {
+			%s
+		}
+		lb_retries 3
+	}
+}
+`, frontPort, strings.Join(dials, " "), options)
+}
+
+// mapKeys sends one request per key and returns which backend answered each.
+func mapKeys(t *testing.T, c *http.Client, url string, keys []string) map[string]string {
+	t.Helper()
+	got := make(map[string]string, len(keys))
+	for _, k := range keys {
+		r := do(t, c, "GET", url, map[string]string{"X-Key": k})
+		if r.status != http.StatusOK {
+			t.Fatalf("key %s: status %d, body %q", k, r.status, r.body)
+		}
+		got[k] = r.header.Get("X-Backend")
+	}
+	return got
+}
+
+func testKeys(n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("user-%04d", i)
+	}
+	return keys
+}
+
+func okHandler(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }
+
+// TestAffinityMovesOnlyTheRemovedUpstreamsKeys maps keys, then removes one
+// backend and adds another through the admin API (POST /load), and measures
+// which keys moved.
+func TestAffinityMovesOnlyTheRemovedUpstreamsKeys(t *testing.T) {
+	for _, alg := range []string{"rendezvous", "ring", "maglev"} {
+		t.Run(alg, func(t *testing.T) {
+			var backends []*backend
+			for i := 0; i < 6; i++ {
+				backends = append(backends, startBackend(t, fmt.Sprintf("b%d", i), okHandler))
+			}
+			frontPort := freePort(t)
+			url := fmt.Sprintf("http://127.0.0.1:%d/", frontPort)
+			c := newClient()
+			keys := testKeys(600)
+			opts := "algorithm " + alg
+
+			startCaddy(t, affinityFront(frontPort, backends[:5], opts))
+			before := mapKeys(t, c, url, keys)
+			again := mapKeys(t, c, url, keys)
+			for _, k := range keys {
+				if before[k] != again[k] {
+					t.Fatalf("key %s went to %s, then %s with nothing changed", k, before[k], again[k])
+				}
+			}
+			perBackend := map[string]int{}
+			for _, b := range before {
+				perBackend[b]++
+			}
+			if len(perBackend) != 5 {
+				t.Fatalf("600 keys reached %d of 5 backends: %v", len(perBackend), perBackend)
+			}
+
+			// Remove b2: only its keys may move.
+			removed := backends[2].name
+			loadConfig(t, adminPort, affinityFront(frontPort, []*backend{backends[0], backends[1], backends[3], backends[4]}, opts))
+			after := mapKeys(t, c, url, keys)
+			moved, collateral := 0, 0
+			for _, k := range keys {
+				if before[k] != after[k] {
+					moved++
+					if before[k] != removed {
+						collateral++
+					}
+				}
+				if after[k] == removed {
+					t.Fatalf("key %s still reached the removed backend", k)
+				}
+			}
+			t.Logf("%s: removing 1 of 5 moved %d/%d keys (%.3f; its share was %.3f), %d not on it",
+				alg, moved, len(keys), float64(moved)/float64(len(keys)), float64(perBackend[removed])/float64(len(keys)), collateral)
+			maxCollateral := 0
+			if alg == "maglev" {
+				maxCollateral = len(keys) / 50 // Maglev trades a little disruption for O(1) picks
+			}
+			if collateral > maxCollateral {
+				t.Errorf("%d keys not on the removed backend moved; want at most %d", collateral, maxCollateral)
+			}
+
+			// Add b5: keys move only to it, about 1/5 of them.
+			loadConfig(t, adminPort, affinityFront(frontPort, []*backend{backends[0], backends[1], backends[3], backends[4], backends[5]}, opts))
+			grown := mapKeys(t, c, url, keys)
+			moved, collateral = 0, 0
+			for _, k := range keys {
+				if grown[k] != after[k] {
+					moved++
+					if grown[k] != backends[5].name {
+						collateral++
+					}
+				}
+			}
+			t.Logf("%s: adding a 5th moved %d/%d keys (%.3f), %d not to it", alg, moved, len(keys), float64(moved)/float64(len(keys)), collateral)
+			if collateral > maxCollateral {
+				t.Errorf("%d keys moved between old backends; want at most %d", collateral, maxCollateral)
+			}
+			if moved < len(keys)/10 || moved > len(keys)*3/10 {
+				t.Errorf("adding 1 to 4 backends moved %d of %d keys; want about 1/5", moved, len(keys))
+			}
+		})
+	}
+}
+
+// TestAffinityRetriesGoToTheNextChoice stops one backend: requests for its
+// keys must be retried on another backend (never the dead one again), and
+// keys of the live backends must not move.
+func TestAffinityRetriesGoToTheNextChoice(t *testing.T) {
+	var backends []*backend
+	for i := 0; i < 4; i++ {
+		backends = append(backends, startBackend(t, fmt.Sprintf("r%d", i), okHandler))
+	}
+	frontPort := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", frontPort)
+	c := newClient()
+	keys := testKeys(200)
+	startCaddy(t, affinityFront(frontPort, backends, ""))
+	before := mapKeys(t, c, url, keys)
+
+	dead := backends[1]
+	_ = dead.srv.Close() // connection refused from now on
+	deadHits := dead.hits.Load()
+	after := mapKeys(t, c, url, keys) // fails the test on any non-200
+	for _, k := range keys {
+		if before[k] != dead.name && after[k] != before[k] {
+			t.Errorf("key %s moved from live backend %s to %s", k, before[k], after[k])
+		}
+		if after[k] == dead.name {
+			t.Errorf("key %s answered by the stopped backend", k)
+		}
+	}
+	if dead.hits.Load() != deadHits {
+		t.Errorf("stopped backend served requests")
+	}
+}
+
+// TestAffinityCookie checks the issued cookie pins a client, and that a
+// tampered cookie is replaced rather than trusted.
+func TestAffinityCookie(t *testing.T) {
+	var backends []*backend
+	for i := 0; i < 5; i++ {
+		backends = append(backends, startBackend(t, fmt.Sprintf("c%d", i), okHandler))
+	}
+	frontPort := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", frontPort)
+	c := newClient()
+	startCaddy(t, affinityFront(frontPort, backends, `cookie sticky {
+				secret test-secret
+				max_age 1h
+			}`))
+
+	// Different clients spread; each one sticks.
+	seen := map[string]bool{}
+	for i := 0; i < 40; i++ {
+		first := do(t, c, "GET", url, nil)
+		cookies := (&http.Response{Header: first.header}).Cookies()
+		if len(cookies) != 1 || cookies[0].Name != "sticky" {
+			t.Fatalf("want one sticky cookie, got Set-Cookie %q", first.header.Values("Set-Cookie"))
+		}
+		if cookies[0].MaxAge != 3600 {
+			t.Errorf("cookie Max-Age = %d; want 3600", cookies[0].MaxAge)
+		}
+		if !cookies[0].HttpOnly {
+			t.Error("affinity cookie is not HttpOnly")
+		}
+		pinned := first.header.Get("X-Backend")
+		seen[pinned] = true
+		for j := 0; j < 3; j++ {
+			r := do(t, c, "GET", url, map[string]string{"Cookie": "sticky=" + cookies[0].Value})
+			if got := r.header.Get("X-Backend"); got != pinned {
+				t.Fatalf("client %d: cookie request went to %s, first to %s", i, got, pinned)
+			}
+			if r.header.Get("Set-Cookie") != "" {
+				t.Fatalf("valid cookie replaced by %q", r.header.Get("Set-Cookie"))
+			}
+		}
+		// A tampered cookie is treated as absent: a new one is issued.
+		tampered := cookies[0].Value[:len(cookies[0].Value)-2] + "xx"
+		r := do(t, c, "GET", url, map[string]string{"Cookie": "sticky=" + tampered})
+		if r.header.Get("Set-Cookie") == "" {
+			t.Fatalf("tampered cookie %q accepted without a new one", tampered)
+		}
+	}
+	if len(seen) < 3 {
+		t.Errorf("40 new clients reached only %d of 5 backends: %v", len(seen), seen)
+	}
+}

@@ -1,0 +1,390 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// cacheFront is a Caddyfile with response_cache (options as given) in front
+// of one origin.
+func cacheFront(frontPort int, origin *backend, options string) string {
+	return globals() + fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		cache_name itest
+		%s
+	}
+	reverse_proxy %s
+}
+`, frontPort, options, origin.addr)
+}
+
+func cacheStatus(r result) string { return r.header.Get("Cache-Status") }
+
+func isHit(r result) bool { return strings.HasPrefix(cacheStatus(r), "itest; hit") }
+
+// TestCacheEndToEnd walks the main caching rules through a real Caddy and a
+// real origin, counting origin requests.
+func TestCacheEndToEnd(t *testing.T) {
+	var mu sync.Mutex
+	etagHits := 0
+	failing := false
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		fail := failing
+		mu.Unlock()
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/fresh"):
+			w.Header().Set("Cache-Control", "max-age=60")
+			fmt.Fprintf(w, "fresh %s %d", r.URL.Path, time.Now().UnixNano())
+		case r.URL.Path == "/nostore":
+			w.Header().Set("Cache-Control", "no-store")
+			fmt.Fprint(w, "nostore")
+		case r.URL.Path == "/private":
+			w.Header().Set("Cache-Control", "private, max-age=60")
+			fmt.Fprint(w, "private")
+		case r.URL.Path == "/cookie":
+			w.Header().Set("Cache-Control", "max-age=60")
+			w.Header().Set("Set-Cookie", "session=secret")
+			fmt.Fprint(w, "cookie")
+		case r.URL.Path == "/vary":
+			w.Header().Set("Cache-Control", "max-age=60")
+			w.Header().Set("Vary", "Accept-Language")
+			fmt.Fprintf(w, "lang=%s", r.Header.Get("Accept-Language"))
+		case r.URL.Path == "/etag":
+			if fail {
+				http.Error(w, "down", http.StatusServiceUnavailable)
+				return
+			}
+			w.Header().Set("Cache-Control", "max-age=0, stale-if-error=60")
+			w.Header().Set("ETag", `"v1"`)
+			if r.Header.Get("If-None-Match") == `"v1"` {
+				mu.Lock()
+				etagHits++
+				mu.Unlock()
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			fmt.Fprint(w, "etag body v1")
+		case r.URL.Path == "/range":
+			w.Header().Set("Cache-Control", "max-age=60")
+			fmt.Fprint(w, "0123456789abcdefghij")
+		case r.URL.Path == "/post":
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	frontPort := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", frontPort)
+	c := newClient()
+	startCaddy(t, cacheFront(frontPort, origin, "max_size 16MiB"))
+
+	originCalls := func() int64 { return origin.hits.Load() }
+
+	t.Run("fresh response is stored and served with Age", func(t *testing.T) {
+		n := originCalls()
+		first := do(t, c, "GET", base+"/fresh/a", nil)
+		if isHit(first) || !strings.Contains(cacheStatus(first), "fwd=uri-miss") {
+			t.Errorf("first Cache-Status = %q; want a uri-miss", cacheStatus(first))
+		}
+		var second result
+		waitFor(t, "the entry to be stored", 5*time.Second, func() bool {
+			second = do(t, c, "GET", base+"/fresh/a", nil)
+			return isHit(second)
+		})
+		if second.body != first.body {
+			t.Errorf("hit body %q; stored %q", second.body, first.body)
+		}
+		if _, err := strconv.Atoi(second.header.Get("Age")); err != nil {
+			t.Errorf("hit Age = %q; want a number", second.header.Get("Age"))
+		}
+		before := originCalls()
+		for i := 0; i < 20; i++ {
+			if r := do(t, c, "GET", base+"/fresh/a", nil); !isHit(r) {
+				t.Fatalf("repeat %d not a hit: %q", i, cacheStatus(r))
+			}
+		}
+		if got := originCalls() - before; got != 0 {
+			t.Errorf("20 hits reached the origin %d times", got)
+		}
+		t.Logf("origin calls for one fresh URL: %d", originCalls()-n)
+	})
+
+	t.Run("HEAD and Range answered from the stored GET", func(t *testing.T) {
+		do(t, c, "GET", base+"/range", nil)
+		waitFor(t, "the entry to be stored", 5*time.Second, func() bool {
+			return isHit(do(t, c, "GET", base+"/range", nil))
+		})
+		n := originCalls()
+		head := do(t, c, "HEAD", base+"/range", nil)
+		if head.status != 200 || head.body != "" || !isHit(head) {
+			t.Errorf("HEAD: status %d, body %q, Cache-Status %q", head.status, head.body, cacheStatus(head))
+		}
+		part := do(t, c, "GET", base+"/range", map[string]string{"Range": "bytes=2-5"})
+		if part.status != http.StatusPartialContent || part.body != "2345" {
+			t.Errorf("Range: status %d body %q; want 206 \"2345\"", part.status, part.body)
+		}
+		if cr := part.header.Get("Content-Range"); cr != "bytes 2-5/20" {
+			t.Errorf("Content-Range = %q", cr)
+		}
+		if originCalls() != n {
+			t.Errorf("HEAD/Range reached the origin")
+		}
+	})
+
+	t.Run("uncacheable responses always reach the origin", func(t *testing.T) {
+		for _, path := range []string{"/nostore", "/private", "/cookie"} {
+			n := originCalls()
+			for i := 0; i < 3; i++ {
+				r := do(t, c, "GET", base+path, nil)
+				if isHit(r) {
+					t.Errorf("%s served from cache: %q", path, cacheStatus(r))
+				}
+			}
+			if got := originCalls() - n; got != 3 {
+				t.Errorf("%s: origin saw %d of 3 requests", path, got)
+			}
+		}
+	})
+
+	t.Run("variants coexist", func(t *testing.T) {
+		for _, lang := range []string{"en", "fr"} {
+			do(t, c, "GET", base+"/vary", map[string]string{"Accept-Language": lang})
+		}
+		for _, lang := range []string{"en", "fr"} {
+			var r result
+			waitFor(t, "variant "+lang, 5*time.Second, func() bool {
+				r = do(t, c, "GET", base+"/vary", map[string]string{"Accept-Language": lang})
+				return isHit(r)
+			})
+			if r.body != "lang="+lang {
+				t.Errorf("variant %s served %q", lang, r.body)
+			}
+		}
+		r := do(t, c, "GET", base+"/vary", map[string]string{"Accept-Language": "de"})
+		if !strings.Contains(cacheStatus(r), "fwd=vary-miss") {
+			t.Errorf("new variant Cache-Status = %q; want vary-miss", cacheStatus(r))
+		}
+	})
+
+	t.Run("POST invalidates the URI", func(t *testing.T) {
+		do(t, c, "GET", base+"/fresh/inv", nil)
+		waitFor(t, "the entry to be stored", 5*time.Second, func() bool {
+			return isHit(do(t, c, "GET", base+"/fresh/inv", nil))
+		})
+		if r := do(t, c, "POST", base+"/fresh/inv", nil); isHit(r) {
+			t.Fatalf("POST answered from cache")
+		}
+		if r := do(t, c, "GET", base+"/fresh/inv", nil); isHit(r) {
+			t.Errorf("GET after POST still a hit: %q", cacheStatus(r))
+		}
+	})
+
+	t.Run("stale entry revalidated with If-None-Match; stale-if-error", func(t *testing.T) {
+		first := do(t, c, "GET", base+"/etag", nil)
+		if first.body != "etag body v1" {
+			t.Fatalf("body %q", first.body)
+		}
+		// max-age=0: every later request revalidates the stored entry.
+		var r result
+		waitFor(t, "a revalidation answered 304", 5*time.Second, func() bool {
+			r = do(t, c, "GET", base+"/etag", nil)
+			mu.Lock()
+			defer mu.Unlock()
+			return etagHits > 0
+		})
+		if r.status != 200 || r.body != "etag body v1" {
+			t.Errorf("after a 304 the client got %d %q; want the stored 200", r.status, r.body)
+		}
+		cond := do(t, c, "GET", base+"/etag", map[string]string{"If-None-Match": `"v1"`})
+		if cond.status != http.StatusNotModified {
+			t.Errorf("conditional client got %d; want 304", cond.status)
+		}
+		mu.Lock()
+		failing = true
+		mu.Unlock()
+		r = do(t, c, "GET", base+"/etag", nil)
+		if r.status != 200 || r.body != "etag body v1" {
+			t.Errorf("origin failing: got %d %q; want the stale 200 (stale-if-error)", r.status, r.body)
+		}
+		mu.Lock()
+		failing = false
+		mu.Unlock()
+	})
+
+	t.Run("a config reload keeps the cache", func(t *testing.T) {
+		do(t, c, "GET", base+"/fresh/reload", nil)
+		waitFor(t, "the entry to be stored", 5*time.Second, func() bool {
+			return isHit(do(t, c, "GET", base+"/fresh/reload", nil))
+		})
+		loadConfig(t, adminPort, cacheFront(frontPort, origin, "max_size 16MiB"))
+		if r := do(t, c, "GET", base+"/fresh/reload", nil); !isHit(r) {
+			t.Errorf("after reloading the same config: %q; want a hit", cacheStatus(r))
+		}
+	})
+
+	t.Run("admin purge", func(t *testing.T) {
+		do(t, c, "GET", base+"/fresh/purge", nil)
+		waitFor(t, "the entry to be stored", 5*time.Second, func() bool {
+			return isHit(do(t, c, "GET", base+"/fresh/purge", nil))
+		})
+		res, err := c.Post(fmt.Sprintf("http://127.0.0.1:%d/response_cache/purge", adminPort), "application/json",
+			strings.NewReader(`{"all": true}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("purge: %s %s", res.Status, body)
+		}
+		if r := do(t, c, "GET", base+"/fresh/purge", nil); isHit(r) {
+			t.Errorf("hit after purge all")
+		}
+	})
+}
+
+// TestCacheCoalescing sends 200 concurrent requests for one uncached URL:
+// the origin must see one.
+func TestCacheCoalescing(t *testing.T) {
+	release := make(chan struct{})
+	origin := startBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "filled once")
+	})
+	frontPort := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/hot", frontPort)
+	startCaddy(t, cacheFront(frontPort, origin, ""))
+	c := newClient()
+
+	const clients = 200
+	results := make([]result, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() { results[i] = do(t, c, "GET", url, nil) })
+	}
+	// Let the requests pile up behind the first one, then answer it.
+	waitFor(t, "the first request to reach the origin", 10*time.Second, func() bool { return origin.hits.Load() >= 1 })
+	time.Sleep(300 * time.Millisecond) // give the other 199 time to arrive; only affects how many collapse, not correctness
+	close(release)
+	wg.Wait()
+	collapsed := 0
+	for i, r := range results {
+		if r.status != 200 || r.body != "filled once" {
+			t.Fatalf("client %d: %d %q", i, r.status, r.body)
+		}
+		if strings.Contains(cacheStatus(r), "collapsed") {
+			collapsed++
+		}
+	}
+	t.Logf("%d concurrent misses: %d origin requests, %d collapsed", clients, origin.hits.Load(), collapsed)
+	if got := origin.hits.Load(); got != 1 {
+		t.Errorf("origin saw %d requests for %d concurrent misses; want 1", got, clients)
+	}
+}
+
+// TestCacheStreamsLargeBodies sends a body far larger than max_item_size
+// through the cache: it must arrive whole and intact, not be stored, and not
+// be held in memory.
+func TestCacheStreamsLargeBodies(t *testing.T) {
+	const size = 256 << 20 // 256 MiB against a 1 MiB max_item_size
+	chunk := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+	origin := startBackend(t, "big", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	want := sha256.New()
+	for sent := 0; sent < size; sent += len(chunk) {
+		want.Write(chunk)
+	}
+	frontPort := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/big", frontPort)
+	startCaddy(t, cacheFront(frontPort, origin, "max_size 8MiB\n\t\tmax_item_size 1MiB"))
+	c := newClient()
+
+	runtime.GC()
+	rssBefore := rssBytes(t)
+	var heapPeak uint64
+	for i := 0; i < 2; i++ {
+		res, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := sha256.New()
+		buf := make([]byte, 1<<20)
+		var n int64
+		for {
+			m, err := res.Body.Read(buf)
+			got.Write(buf[:m])
+			n += int64(m)
+			if n%(32<<20) < int64(m) {
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				heapPeak = max(heapPeak, ms.HeapInuse)
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("reading the body: %v", err)
+			}
+		}
+		res.Body.Close()
+		if n != size || !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+			t.Fatalf("request %d: got %d bytes (sha mismatch: %v); want %d intact", i, n, !bytes.Equal(got.Sum(nil), want.Sum(nil)), size)
+		}
+		if strings.HasPrefix(res.Header.Get("Cache-Status"), "itest; hit") {
+			t.Fatalf("request %d: a body over max_item_size was served from cache", i)
+		}
+	}
+	rssAfter := rssBytes(t)
+	t.Logf("streamed 2 x %d MiB: RSS %d -> %d MiB, peak heap in use %d MiB",
+		size>>20, rssBefore>>20, rssAfter>>20, heapPeak>>20)
+	if origin.hits.Load() != 2 {
+		t.Errorf("origin saw %d requests; want 2 (nothing stored)", origin.hits.Load())
+	}
+	// Both the client and Caddy live in this process: allow for their
+	// buffers, but a buffered copy of the body (256 MiB) must not appear.
+	if growth := int64(rssAfter) - int64(rssBefore); growth > 64<<20 {
+		t.Errorf("RSS grew by %d MiB while streaming; the body was buffered", growth>>20)
+	}
+	if heapPeak > 96<<20 {
+		t.Errorf("heap in use peaked at %d MiB while streaming a %d MiB body", heapPeak>>20, size>>20)
+	}
+}
+
+// rssBytes returns this process's resident set size.
+func rssBytes(t testing.TB) uint64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skipf("no /proc/self/status: %v", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				t.Fatalf("parsing %q: %v", line, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Skip("no VmRSS in /proc/self/status")
+	return 0
+}

@@ -1,0 +1,141 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// backend is a real HTTP server on 127.0.0.1 that counts the requests it
+// serves. Its handler can be swapped while it runs.
+type backend struct {
+	name    string
+	addr    string // host:port
+	hits    atomic.Int64
+	handler atomic.Pointer[http.HandlerFunc]
+	srv     *http.Server
+}
+
+// startBackend starts a backend; it is stopped when the test ends.
+func startBackend(t testing.TB, name string, h http.HandlerFunc) *backend {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("starting backend %s: %v", name, err)
+	}
+	b := &backend{name: name, addr: l.Addr().String()}
+	b.setHandler(h)
+	b.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b.hits.Add(1)
+			w.Header().Set("X-Backend", b.name)
+			(*b.handler.Load())(w, r)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { _ = b.srv.Serve(l) }()
+	t.Cleanup(func() { _ = b.srv.Close() })
+	return b
+}
+
+func (b *backend) setHandler(h http.HandlerFunc) { b.handler.Store(&h) }
+
+// client is an HTTP client for the tests: no cookie jar, no redirects,
+// connections only to loopback.
+func newClient() *http.Client {
+	return &http.Client{
+		Timeout: 20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+		Transport: &http.Transport{MaxIdleConnsPerHost: 256},
+	}
+}
+
+// result is a response read whole.
+type result struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func do(t testing.TB, c *http.Client, method, url string, header map[string]string) result {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatalf("building request %s %s: %v", method, url, err)
+	}
+	for k, v := range header {
+		if strings.EqualFold(k, "Host") {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, url, err)
+	}
+	return result{status: res.StatusCode, header: res.Header, body: string(body)}
+}
+
+// loadConfig posts a config to Caddy's admin API (POST /load), as a user
+// reloading Caddy would.
+func loadConfig(t testing.TB, adminPort int, caddyfile string) {
+	t.Helper()
+	if err := tryLoadConfig(adminPort, caddyfile); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func tryLoadConfig(adminPort int, caddyfile string) error {
+	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/load", adminPort), strings.NewReader(caddyfile))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "text/caddyfile")
+	res, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("POST /load: %v", err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("POST /load: %s: %s", res.Status, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

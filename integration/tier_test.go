@@ -1,0 +1,83 @@
+package integration
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestShardedCacheTier is the pattern the module exists for: a front Caddy
+// routes by URL hash (lb_policy affinity {uri}) to a tier of caching nodes,
+// so each object is cached once across the tier.
+func TestShardedCacheTier(t *testing.T) {
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=300")
+		fmt.Fprintf(w, "object %s", r.URL.Path)
+	})
+	front, node1, node2 := freePort(t), freePort(t), freePort(t)
+	cfg := globals() + fmt.Sprintf(`
+http://127.0.0.1:%[1]d {
+	reverse_proxy 127.0.0.1:%[2]d 127.0.0.1:%[3]d {
+		lb_policy affinity {uri}
+	}
+}
+
+(cachenode) {
+	header X-Cache-Node {args[0]}
+	response_cache {
+		cache_name {args[0]}
+		max_size 8MiB
+	}
+	reverse_proxy %[4]s
+}
+
+http://127.0.0.1:%[2]d {
+	import cachenode node1
+}
+
+http://127.0.0.1:%[3]d {
+	import cachenode node2
+}
+`, front, node1, node2, origin.addr)
+	startCaddy(t, cfg)
+	c := newClient()
+	base := fmt.Sprintf("http://127.0.0.1:%d", front)
+
+	const objects = 100
+	nodeOf := map[string]string{}
+	perNode := map[string]int{}
+	for i := 0; i < objects; i++ {
+		path := fmt.Sprintf("/obj/%d", i)
+		r := do(t, c, "GET", base+path, nil)
+		nodeOf[path] = r.header.Get("X-Cache-Node")
+		perNode[nodeOf[path]]++
+	}
+	if len(perNode) != 2 {
+		t.Fatalf("objects spread over %v; want both nodes", perNode)
+	}
+	waitFor(t, "every object to be cached", 10*time.Second, func() bool {
+		for i := 0; i < objects; i++ {
+			path := fmt.Sprintf("/obj/%d", i)
+			r := do(t, c, "GET", base+path, nil)
+			if r.header.Get("X-Cache-Node") != nodeOf[path] {
+				t.Fatalf("%s moved from %s to %s", path, nodeOf[path], r.header.Get("X-Cache-Node"))
+			}
+			if !isHitFrom(r, nodeOf[path]) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("%d objects over the tier: %v; origin requests %d", objects, perNode, origin.hits.Load())
+	// Each object was fetched from the origin once (a second fetch can only
+	// happen if ristretto dropped a Set, which waitFor would then retry).
+	if got := origin.hits.Load(); got < objects || got > objects+objects/20 {
+		t.Errorf("origin saw %d requests for %d objects; want each object fetched once", got, objects)
+	}
+}
+
+func isHitFrom(r result, node string) bool {
+	cs := r.header.Get("Cache-Status")
+	return len(cs) > len(node) && cs[:len(node)] == node && cs[len(node):len(node)+5] == "; hit"
+}
