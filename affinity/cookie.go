@@ -112,6 +112,13 @@ func (c *CookieConfig) validate() error {
 	if c.Secret == "" {
 		return fmt.Errorf("cookie secret is required")
 	}
+	probe := &http.Cookie{Name: c.Name, Value: "x", Path: c.Path, Domain: c.Domain}
+	if probe.Name == "" {
+		probe.Name = defaultCookieName
+	}
+	if err := probe.Valid(); err != nil {
+		return fmt.Errorf("cookie: %w", err)
+	}
 	if c.MaxAge < 0 {
 		return fmt.Errorf("cookie max_age must not be negative, got %s", time.Duration(c.MaxAge))
 	}

@@ -36,9 +36,9 @@ var goldenSets = []struct {
 var goldenKeys = []string{
 	"", "a", "203.0.113.7", "198.51.100.23", "2001:db8::1", "::1",
 	"/", "/index.html", "/api/v1/items?id=42", "/static/app.3f9c2b.js",
-	"session-0", "session-1", "session-999999",
+	"session-0", "session-1", "session-2", "session-3", "session-999999",
 	"3b241101-e2bb-4255-8caf-4136c566a962", "Bearer eyJhbGciOiJIUzI1NiJ9",
-	"tenant=acme", "ÄÖÜ-客户-🙂", "user@example.com", "x-api-key:7f1c",
+	"tenant=acme", "tenant=globex", "ÄÖÜ-客户-🙂", "user@example.com", "x-api-key:7f1c",
 	strings.Repeat("long-key/", 40),
 }
 

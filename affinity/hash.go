@@ -13,9 +13,9 @@ func keyHash(key string) uint64 { return xxhash.Sum64String(key) }
 // per-node seeds, ring points and Maglev permutations from it.
 func nodeHash(name string) uint64 { return xxhash.Sum64String(name) }
 
-// golden is the splitmix64 increment (2^64 / phi), used to step through a
+// phi64 is the splitmix64 increment (2^64 / phi), used to step through a
 // node's sequence of ring points and to derive independent seeds.
-const golden = 0x9e3779b97f4a7c15
+const phi64 = 0x9e3779b97f4a7c15
 
 // mix64 is the splitmix64 finalizer (Stafford's variant 13): a bijection on
 // uint64 with full avalanche, two multiplies. Rendezvous scores are
@@ -25,14 +25,6 @@ func mix64(z uint64) uint64 {
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
 	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
 	return z ^ (z >> 31)
-}
-
-// gcd returns the greatest common divisor of two positive numbers.
-func gcd(a, b int64) int64 {
-	for b != 0 {
-		a, b = b, a%b
-	}
-	return a
 }
 
 // Failover walks (ring and Maglev) remember which nodes they have already

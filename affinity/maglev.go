@@ -28,7 +28,7 @@ import "math/bits"
 // light nodes then get fewer slots (at least one each) and a coarser share.
 //
 // Failover: the key's own probe sequence s_0 = its slot, s_{k+1} = s_k +
-// step mod M, step = 1 + fastrange(mix64(h ^ golden), M-1), visits every
+// step mod M, step = 1 + fastrange(mix64(h ^ phi64), M-1), visits every
 // slot; the key's preference order is the distinct owners met along it.
 // Keys whose slot owner is eligible never move; the keys of an ineligible
 // node go to the owner of an effectively random slot, i.e. spread over the
@@ -42,7 +42,7 @@ var maglevSizes = []int64{65537, 262139, 1048573, MaxMaglevSlots}
 
 func (t *Table) buildMaglev() {
 	n := len(t.order)
-	w, sum := t.reducedWeights()
+	w, sum := t.weights()
 	wmin, wmax := minMax(w)
 	target := int64(100 * n)
 	if wmin != wmax {
@@ -144,7 +144,7 @@ func (t *Table) pickMaglev(key string, eligible func(int) bool) int {
 	if eligible == nil || eligible(o) {
 		return o
 	}
-	step, _ := bits.Mul64(mix64(h^golden), m-1)
+	step, _ := bits.Mul64(mix64(h^phi64), m-1)
 	step++
 	if len(t.nodes) <= smallSeenNodes {
 		var seen [smallSeenWords]uint64

@@ -172,15 +172,15 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 		return NewTable(s.alg, nodes)
 	}
 
-	return s.checkWeightsMatch(ctx)
+	return s.prepareStatic(ctx)
 }
 
-// checkWeightsMatch rejects a weight for a dial that is none of the owning
-// handler's static upstreams: a typo there would silently do nothing.
-func (s *AffinitySelection) checkWeightsMatch(ctx caddy.Context) error {
-	if len(s.Weights) == 0 {
-		return nil
-	}
+// prepareStatic looks for the reverse_proxy handler that owns this policy.
+// If it has only static upstreams, it rejects a weight for a dial that is
+// none of them (a typo there would silently do nothing), and builds the
+// table for them now: the first request does not pay for it, and a table
+// that cannot be built is a config error rather than a runtime one.
+func (s *AffinitySelection) prepareStatic(ctx caddy.Context) error {
 	var h *reverseproxy.Handler
 	for _, m := range slices.Backward(ctx.Modules()) {
 		if rp, ok := m.(*reverseproxy.Handler); ok {
@@ -200,6 +200,12 @@ func (s *AffinitySelection) checkWeightsMatch(ctx caddy.Context) error {
 			return fmt.Errorf("provisioning affinity policy: weight for %q matches no upstream; upstreams are %s",
 				d, strings.Join(dials, ", "))
 		}
+	}
+	if s.Validate() != nil {
+		return nil // reported by Validate, which runs next
+	}
+	if _, err := s.sets.get(h.Upstreams); err != nil {
+		return fmt.Errorf("provisioning affinity policy: %w", err)
 	}
 	return nil
 }
@@ -440,7 +446,7 @@ func (s *AffinitySelection) keyHash(key string) string {
 // available upstream was tried), available and not the last one tried, with
 // and without the cap again.
 func (s *AffinitySelection) choose(set *upstreamSet, pool []*reverseproxy.Upstream, key string, tried []*reverseproxy.Upstream) int {
-	c := chooser{pool: pool, set: set}
+	c := chooser{pool: pool, set: set, bound: s.Bound}
 	last := int32(-1)
 	if len(tried) > 0 {
 		c.skip = make([]int32, 0, len(tried))
@@ -453,18 +459,14 @@ func (s *AffinitySelection) choose(set *upstreamSet, pool []*reverseproxy.Upstre
 			last = i
 		}
 	}
-	limit := 0
-	if s.Bound > 0 {
-		limit = s.loadCap(pool)
-	}
 	eligible := c.eligible
 	for pass := 0; ; pass++ {
-		if limit > 0 {
-			c.limit = limit
+		if s.Bound > 0 {
+			c.bounded = true
 			if i := set.table.Pick(key, eligible); i >= 0 {
 				return set.poolIndex(i)
 			}
-			c.limit = 0
+			c.bounded = false
 		}
 		if i := set.table.Pick(key, eligible); i >= 0 {
 			return set.poolIndex(i)
@@ -484,7 +486,10 @@ type chooser struct {
 	pool  []*reverseproxy.Upstream
 	set   *upstreamSet
 	skip  []int32 // table indices not to pick (upstreams tried)
-	limit int     // > 0: in-flight requests at which an upstream is full
+	bound float64 // the policy's Bound
+
+	bounded bool // apply the load cap
+	limit   int  // the load cap, computed on first need; 0: not yet
 }
 
 // eligible reports whether table index i may be picked.
@@ -493,15 +498,27 @@ func (c *chooser) eligible(i int) bool {
 	if !u.Available() || slices.Contains(c.skip, int32(i)) {
 		return false
 	}
-	return c.limit == 0 || u.Host == nil || u.NumRequests() < c.limit
+	if !c.bounded || u.Host == nil {
+		return true
+	}
+	load := u.NumRequests()
+	if load == 0 {
+		// The cap is at least 1, so an idle upstream is under it; the O(n)
+		// pass that computes the cap waits until a candidate is busy.
+		return true
+	}
+	if c.limit == 0 {
+		c.limit = loadCap(c.pool, c.bound)
+	}
+	return load < c.limit
 }
 
 // loadCap returns the bounded-load cap for the next request:
-// ceil(Bound × (in-flight requests over available upstreams + 1) / number
+// ceil(bound × (in-flight requests over available upstreams + 1) / number
 // of available upstreams), per Mirrokni, Thorup and Zadimoghaddam,
 // "Consistent Hashing with Bounded Loads" (2018). 0 means no upstream is
 // available.
-func (s *AffinitySelection) loadCap(pool []*reverseproxy.Upstream) int {
+func loadCap(pool []*reverseproxy.Upstream, bound float64) int {
 	n, sum := 0, 0
 	for _, u := range pool {
 		if !u.Available() {
@@ -515,7 +532,7 @@ func (s *AffinitySelection) loadCap(pool []*reverseproxy.Upstream) int {
 	if n == 0 {
 		return 0
 	}
-	return int(math.Ceil(s.Bound * float64(sum+1) / float64(n)))
+	return int(math.Ceil(bound * float64(sum+1) / float64(n)))
 }
 
 // Interface guards

@@ -515,7 +515,7 @@ func TestBoundedLoad(t *testing.T) {
 	// One hot key: without a bound every request would go to pref[0].
 	var visited []string
 	for n := range 20 {
-		limit := f.policy.loadCap(pool)
+		limit := loadCap(pool, f.policy.Bound)
 		r, w := newReq(ipAddr(3), nil)
 		up := f.policy.Select(pool, r, w)
 		if up == nil {
@@ -542,7 +542,7 @@ func TestBoundedLoad(t *testing.T) {
 	if !slices.Equal(visited, pref[:len(visited)]) || len(visited) < 2 {
 		t.Errorf("overflow went to %v, want a prefix of the key's order %v", visited, pref)
 	}
-	limit := f.policy.loadCap(pool)
+	limit := loadCap(pool, f.policy.Bound)
 	for _, u := range pool {
 		if u.NumRequests() > limit {
 			t.Errorf("%s: %d in flight exceeds the cap %d", u.Dial, u.NumRequests(), limit)
@@ -556,7 +556,7 @@ func TestLoadCap(t *testing.T) {
 	f.hold(0, 3)
 	f.hold(1, 1)
 	// ceil(1.25 * (4 + 1) / 4) = ceil(1.5625) = 2
-	if got := f.policy.loadCap(pool); got != 2 {
+	if got := loadCap(pool, f.policy.Bound); got != 2 {
 		t.Errorf("loadCap = %d, want 2", got)
 	}
 }
@@ -738,6 +738,27 @@ func TestWeightsMustMatchStaticUpstreams(t *testing.T) {
 	}
 }
 
+func TestStaticTableBuiltAtProvision(t *testing.T) {
+	h := loadProxy(t, caddyCtx(t), `{"upstreams":[{"dial":"10.0.0.1:80"},{"dial":"10.0.0.2:80"},{"dial":"10.0.0.3:80"}],
+		"load_balancing":{"selection_policy":{"policy":"affinity","algorithm":"maglev"}}}`)
+	s := h.LoadBalancing.SelectionPolicy.(*AffinitySelection)
+	if got := s.sets.builds.Load(); got != 1 {
+		t.Fatalf("builds after provisioning = %d, want 1", got)
+	}
+	for i := range 50 {
+		r, w := newReq(ipAddr(i), nil)
+		if s.Select(h.Upstreams, r, w) == nil {
+			t.Fatal("no upstream")
+		}
+	}
+	if got := s.sets.builds.Load(); got != 1 {
+		t.Errorf("builds after serving = %d, want 1", got)
+	}
+	if p := s.sets.pin.Load(); p == nil || p.base != &h.Upstreams[0] {
+		t.Error("the handler's upstream slice is not on the fast path")
+	}
+}
+
 // ---- rule 10: JSON validation (Caddyfile errors are in caddyfile_test.go) ----
 
 func TestValidate(t *testing.T) {
@@ -760,6 +781,7 @@ func TestValidate(t *testing.T) {
 		{"negative max_age", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", MaxAge: -1}}, "cookie max_age must not be negative"},
 		{"bad same_site", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", SameSite: "loose"}}, `cookie same_site must be lax, strict or none, got "loose"`},
 		{"same_site none insecure", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", SameSite: "none", Secure: &no}}, "same_site none requires secure"},
+		{"bad cookie name", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Name: "my cookie"}}, `cookie: http: invalid Cookie.Name`},
 		{"cookie and fallback", &AffinitySelection{Cookie: &CookieConfig{Secret: "s"}, FallbackRaw: json.RawMessage(`{"policy":"first"}`)}, "fallback is never used when cookie is set"},
 	}
 	for _, tt := range tests {

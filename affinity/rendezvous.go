@@ -28,7 +28,7 @@ func (t *Table) buildRendezvous() {
 	for i, ci := range t.order {
 		t.seeds[i] = nodeHash(t.nodes[ci].Name)
 	}
-	w, _ := t.reducedWeights()
+	w, _ := t.weights()
 	for _, x := range w[1:] {
 		if x != w[0] {
 			t.weighted = true

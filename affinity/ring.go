@@ -8,13 +8,16 @@ import (
 
 // Consistent-hash ring (Karger et al. 1997) with weighted virtual nodes.
 //
-// Weights are divided by their greatest common divisor; a node of reduced
-// weight w gets RingPointsPerWeight*w points, the splitmix64 sequence
-// mix64(xxhash(name) + k*golden), k = 1, 2, .... A key belongs to the first
+// A node of weight w gets RingPointsPerWeight*w points, the splitmix64 sequence
+// mix64(xxhash(name) + k*phi64), k = 1, 2, .... A key belongs to the first
 // point clockwise from xxhash(key) (wrapping at 2^64); its preference order
 // is the distinct owners met walking on clockwise. Since points depend only
 // on their node's name and weight, making a node ineligible sends its keys
 // exactly where removing it would, and no other key moves.
+//
+// Weights are used as given, not divided by their common divisor: that
+// divisor can change when a node leaves, and would then move every point
+// of every other node.
 //
 // Balance: a node's share is the total length of the arcs ending at its
 // points. With p = 160 points per node the relative standard deviation of
@@ -36,7 +39,7 @@ const (
 )
 
 func (t *Table) buildRing() error {
-	w, sum := t.reducedWeights()
+	w, sum := t.weights()
 	if total := sum * RingPointsPerWeight; total > MaxRingPoints {
 		return errRingTooBig(total)
 	}
@@ -48,7 +51,7 @@ func (t *Table) buildRing() error {
 	for i, ci := range t.order {
 		h := nodeHash(t.nodes[ci].Name)
 		for k := int64(1); k <= w[i]*RingPointsPerWeight; k++ {
-			pts = append(pts, point{mix64(h + uint64(k)*golden), int32(i)})
+			pts = append(pts, point{mix64(h + uint64(k)*phi64), int32(i)})
 		}
 	}
 	slices.SortFunc(pts, func(a, b point) int {
@@ -135,5 +138,5 @@ func (t *Table) ringWalk(i, o int, eligible func(int) bool, seen []uint64) int {
 }
 
 func errRingTooBig(total int64) error {
-	return fmt.Errorf("ring would need %d points (%d per unit of weight after dividing weights by their common divisor), more than the limit of %d; use fewer nodes, smaller weight ratios, or the maglev or rendezvous algorithm", total, RingPointsPerWeight, MaxRingPoints)
+	return fmt.Errorf("ring would need %d points (%d per unit of weight), more than the limit of %d; use smaller weights (keeping their ratios), fewer nodes, or the maglev or rendezvous algorithm", total, RingPointsPerWeight, MaxRingPoints)
 }

@@ -31,15 +31,16 @@ const (
 const (
 	// MaxNodes is the most nodes a Table may have.
 	MaxNodes = 10000
-	// MaxWeight is the largest node weight. Only ratios between weights
-	// matter: {2, 4} maps keys exactly like {1, 2}.
+	// MaxWeight is the largest node weight. Rendezvous and Maglev depend
+	// only on ratios between weights; the ring gives each unit of weight
+	// RingPointsPerWeight points, so there {1, 2} is cheaper than {2, 4}.
 	MaxWeight = 1_000_000
 	// RingPointsPerWeight is the number of ring points (virtual nodes) per
-	// unit of weight, after dividing all weights by their greatest common
-	// divisor. With 160 points a node's share of the ring has a relative
-	// standard deviation of about 1/sqrt(160) = 8%; see ring.go.
+	// unit of weight. With 160 points a node's share of the ring has a
+	// relative standard deviation of about 1/sqrt(160) = 8%; see ring.go.
 	RingPointsPerWeight = 160
-	// MaxRingPoints bounds RingPointsPerWeight * (sum of reduced weights).
+	// MaxRingPoints bounds RingPointsPerWeight * (sum of weights), so a
+	// ring's weights may sum to at most 13107.
 	MaxRingPoints = 1 << 21
 	// MaxMaglevSlots is the largest Maglev table (a prime just below
 	// 2^21); see maglev.go for how the size is chosen.
@@ -73,9 +74,9 @@ type Table struct {
 	alg   Algorithm
 	nodes []Node // the caller's order; Pick returns indexes into it
 
-	// Rendezvous: per-node seeds in name order, and for each the caller's
-	// index. weighted is set only when weights differ; invWeight then holds
-	// 1/(reduced weight) per name-ordered node.
+	// Rendezvous: per-node seeds in name order (order maps them to caller
+	// indexes). weighted is set only when weights differ; invWeight then
+	// holds 1/weight per name-ordered node.
 	seeds     []uint64
 	order     []int32
 	weighted  bool
@@ -191,17 +192,11 @@ func (t *Table) Pick(key string, eligible func(i int) bool) int {
 	return t.pickRendezvous(key, eligible)
 }
 
-// reducedWeights returns the weights in name order divided by their
-// greatest common divisor, and their sum.
-func (t *Table) reducedWeights() (w []int64, sum int64) {
+// weights returns the weights in name order and their sum.
+func (t *Table) weights() (w []int64, sum int64) {
 	w = make([]int64, len(t.order))
-	var g int64
 	for i, ci := range t.order {
 		w[i] = int64(t.nodes[ci].Weight)
-		g = gcd(w[i], g)
-	}
-	for i := range w {
-		w[i] /= g
 		sum += w[i]
 	}
 	return w, sum

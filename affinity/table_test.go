@@ -138,6 +138,7 @@ func TestNewTableErrors(t *testing.T) {
 		{name: "compat weight", alg: Compat, nodes: []Node{{"a", 1}, {"b", 2}}, want: `node "b": the compat algorithm does not support weights`},
 		{name: "too many nodes", alg: Rendezvous, nodes: testNodes(MaxNodes + 1), want: "10001 nodes exceeds the limit of 10000"},
 		{name: "ring too big", alg: Ring, nodes: weightedNodes(1, 20000), want: "ring would need 3200160 points"},
+		{name: "ring weights are not reduced", alg: Ring, nodes: weightedNodes(10000, 20000), want: "use smaller weights (keeping their ratios)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tab, err := NewTable(tc.alg, tc.nodes)
@@ -162,7 +163,7 @@ func TestNewTableAccepts(t *testing.T) {
 		{name: "max nodes ring", alg: Ring, nodes: testNodes(MaxNodes)},
 		{name: "max weight rendezvous", alg: Rendezvous, nodes: weightedNodes(1, MaxWeight)},
 		{name: "max weight maglev", alg: Maglev, nodes: weightedNodes(1, MaxWeight, 7)},
-		{name: "ring weights reduced by gcd", alg: Ring, nodes: weightedNodes(10000, 20000, 30000)},
+		{name: "ring at its limit", alg: Ring, nodes: weightedNodes(10000, 3107)},
 		{name: "single node", alg: Maglev, nodes: testNodes(1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

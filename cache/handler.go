@@ -27,7 +27,7 @@ const (
 	defaultCacheName     = "caddy"
 	defaultTargetedField = "CDN-Cache-Control"
 	// DefaultKey is the default cache key template.
-	DefaultKey = "{http.request.scheme}://{http.request.host}{http.request.uri.path}?{http.request.uri.query}"
+	DefaultKey = "{http.request.scheme}://{http.request.hostport}{http.request.uri.path}?{http.request.uri.query}"
 	// backgroundTimeout bounds a background revalidation.
 	backgroundTimeout = 30 * time.Second
 )
@@ -37,6 +37,25 @@ const (
 // stored GET responses, revalidates stale ones, serves stale within RFC
 // 5861 windows, coalesces concurrent misses, invalidates on unsafe
 // methods and reports what it did in Cache-Status (RFC 9211).
+//
+// Cache-Status members it writes:
+//   - `hit; ttl=N`: served from the cache, fresh (N > 0) or stale within
+//     the client's max-stale or the stale-while-revalidate window (N <= 0,
+//     with detail=max-stale or detail=stale-while-revalidate);
+//   - `fwd=uri-miss|vary-miss; fwd-status=S`: nothing stored for the URL,
+//     or not for this variant; the response was streamed from the origin;
+//   - `fwd=stale|request; fwd-status=S`: a stored response needed
+//     validation (stale, or the client asked: no-cache, max-age,
+//     min-fresh); S is 304 when the stored body was confirmed; with
+//     detail=stale-if-error the stale response replaced an origin error;
+//   - `fwd=miss; fwd-status=S; collapsed`: answered from a concurrent
+//     miss's response; `stored` is added when that response is known to
+//     be in the store by then;
+//   - `fwd=method`: a method the cache does not answer.
+//
+// A miss never says `stored`: its header leaves before its body is
+// complete, and ristretto admits entries asynchronously (it may still
+// drop or reject them), so it cannot be known in time.
 type Handler struct {
 	Config
 
@@ -194,14 +213,14 @@ var keyBufs = sync.Pool{New: func() any { return &keyBuf{url: make([]byte, 0, 25
 // appendKey appends the URL cache key of r. The default template is built
 // by hand (it is what the replacer would produce, with the host
 // lower-cased); a custom one goes through the request's replacer, after
-// scheme://host.
+// scheme://host:port.
 func (h *Handler) appendKey(dst []byte, r *http.Request) []byte {
 	if r.TLS != nil {
 		dst = append(dst, "https://"...)
 	} else {
 		dst = append(dst, "http://"...)
 	}
-	dst = appendLower(dst, hostOnly(r.Host))
+	dst = appendLower(dst, r.Host) // {http.request.hostport}: sites on other ports are other origins
 	if h.customKey {
 		if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 			return append(dst, repl.ReplaceAll(h.Key, "")...)
@@ -210,21 +229,6 @@ func (h *Handler) appendKey(dst []byte, r *http.Request) []byte {
 	dst = append(dst, r.URL.Path...)
 	dst = append(dst, '?')
 	return append(dst, r.URL.RawQuery...)
-}
-
-// hostOnly is {http.request.host}: Host without its port, without the
-// allocation net.SplitHostPort makes for a Host that has none.
-func hostOnly(host string) string {
-	if strings.HasPrefix(host, "[") {
-		if i := strings.LastIndex(host, "]:"); i > 0 {
-			return host[1:i]
-		}
-		return host
-	}
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.IndexByte(host[:i], ':') < 0 {
-		return host[:i]
-	}
-	return host
 }
 
 func appendLower(dst []byte, s string) []byte {
@@ -324,7 +328,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			fwd = "request"
 		}
 		h.m.revalidate.Inc()
-		return h.forward(w, r, next, &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, variantKey: kb.variant})
+		x := &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url}
+		if record != nil {
+			x.variantKey = kb.variant
+		}
+		return h.forward(w, r, next, x)
 	}
 
 	if rq.OnlyIfCached {

@@ -86,6 +86,14 @@ type store struct {
 	children map[uint64]map[uint64]struct{} // URL key hash → variant hashes
 	tags     map[string]map[uint64]struct{} // tag → entry hashes
 
+	// pending is the cost of the entries offered to ristretto and not yet
+	// taken off its set buffer (ristretto calls the Cost function as it
+	// takes each one). The buffer holds up to 32768 items whatever their
+	// size, so under a burst of misses it could hold many times max_size;
+	// set drops offers beyond pendingLimit instead.
+	pending      atomic.Int64
+	pendingLimit int64
+
 	stores, drops, rejects, evictions, purges atomic.Uint64
 }
 
@@ -102,6 +110,8 @@ func newStore(name string, maxCost int64) (*store, error) {
 		byHash:   make(map[uint64]*entry),
 		children: make(map[uint64]map[uint64]struct{}),
 		tags:     make(map[string]map[uint64]struct{}),
+		// At most an eighth of max_size waits in ristretto's buffer.
+		pendingLimit: max(maxCost/8, 64<<10),
 	}
 	c, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		NumCounters:        items * countersPerItem,
@@ -110,6 +120,12 @@ func newStore(name string, maxCost int64) (*store, error) {
 		IgnoreInternalCost: true, // entryOverhead counts it, in bytes
 		OnEvict:            s.onEvict,
 		OnReject:           s.onReject,
+		// Sets pass cost 0 so that this runs, on ristretto's goroutine,
+		// exactly once per set taken off the buffer.
+		Cost: func(e *entry) int64 {
+			s.pending.Add(-e.cost)
+			return e.cost
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating store for cache %q: %w", name, err)
@@ -141,18 +157,31 @@ func (s *store) has(e *entry) bool {
 }
 
 func (s *store) set(e *entry) bool {
+	if p := s.pending.Add(e.cost); p > s.pendingLimit && p != e.cost {
+		s.pending.Add(-e.cost)
+		s.drops.Add(1)
+		return false
+	}
+	// Replacing an entry: delete it first, so that ristretto never takes
+	// its in-place update path, which skips the buffer (and the Cost
+	// function) when the buffer is full.
+	_, replacing := s.c.GetTTL(e.hash)
+	if replacing {
+		s.c.Del(e.hash)
+	}
 	s.mu.Lock()
 	prev := s.byHash[e.hash]
 	s.addLocked(e)
 	s.mu.Unlock()
-	if s.c.Set(e.hash, e, e.cost) {
+	if s.c.Set(e.hash, e, 0) {
 		s.stores.Add(1)
 		return true
 	}
+	s.pending.Add(-e.cost)
 	s.mu.Lock()
 	if s.byHash[e.hash] == e {
 		s.removeLocked(e)
-		if prev != nil {
+		if prev != nil && !replacing {
 			s.addLocked(prev)
 		}
 	}
