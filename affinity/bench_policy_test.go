@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/http"
 	"testing"
 
@@ -77,6 +78,43 @@ func BenchmarkPolicySelectBounded(b *testing.B) {
 			s := provisioned(b, &AffinitySelection{Algorithm: "maglev", Bound: 1.25})
 			reqs, ws, vars := benchRequests(64, nil)
 			runSelect(b, s, s.stateKey, fakePool(n), reqs, ws, vars)
+		})
+	}
+}
+
+// BenchmarkPolicySelectBoundedBusy measures the overflow path: the key's
+// first choice is at its cap (one request in flight, cap 1), so each Select
+// makes the O(n) pass that computes the cap and goes to the next choice.
+// Upstreams other than the busy one are never dialed.
+func BenchmarkPolicySelectBoundedBusy(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("alg=maglev/n=%d", n), func(b *testing.B) {
+			f := newProxyFixture(b, 1, n-1, `{"policy":"affinity","algorithm":"maglev","bound":1.25}`, "", 0)
+			busy := n - 1 // the live backend comes after the dead dials
+			f.hold(busy, 1)
+			set, err := f.policy.sets.get(f.h.Upstreams)
+			if err != nil {
+				b.Fatal(err)
+			}
+			client := -1
+			for i := range 100000 {
+				ip, _, _ := net.SplitHostPort(ipAddr(i))
+				if set.poolIndex(set.table.Pick(ip, nil)) == busy {
+					client = i
+					break
+				}
+			}
+			if client < 0 {
+				b.Fatal("no client prefers the busy upstream")
+			}
+			reqs, ws, vars := benchRequests(1, nil)
+			reqs[0], ws[0] = newReq(ipAddr(client), nil)
+			vars[0] = reqs[0].Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+			if f.policy.Select(f.h.Upstreams, reqs[0], ws[0]) == f.h.Upstreams[busy] {
+				b.Fatal("picked the busy upstream")
+			}
+			delete(vars[0], f.policy.stateKey)
+			runSelect(b, f.policy, f.policy.stateKey, f.h.Upstreams, reqs, ws, vars)
 		})
 	}
 }

@@ -227,8 +227,20 @@ func (j *cookieJar) set(w http.ResponseWriter, r *http.Request, value string) {
 			c.MaxAge = 1
 		}
 	}
-	http.SetCookie(w, c)
+	line := c.String()
+	if line == "" {
+		return // http.Cookie rejected a field; Validate makes this unreachable
+	}
+	w.Header().Add("Set-Cookie", line)
+	// Tell a response_cache in front that this Set-Cookie is the proxy's
+	// routing cookie, not the origin's: it must reach the client but does
+	// not make the response private to this client.
+	caddyhttp.SetVar(r.Context(), proxySetCookieVar, line)
 }
+
+// proxySetCookieVar is cache.ProxySetCookieVar (the packages do not import
+// each other; integration/TestBuiltBinary checks the two work together).
+const proxySetCookieVar = "response_cache.proxy_set_cookie"
 
 // requestIsHTTPS reports whether the client reached us over HTTPS: directly
 // (r.TLS) or through a trusted proxy that says so in its last

@@ -18,6 +18,9 @@ import (
 
 const testSecret = "correct horse battery staple"
 
+// raceEnabled is set by cookie_race_test.go in -race builds.
+var raceEnabled bool
+
 // cookiePolicy returns a provisioned cookie-mode policy.
 func cookiePolicy(t testing.TB, cfg CookieConfig) *AffinitySelection {
 	t.Helper()
@@ -295,6 +298,9 @@ func TestCookieValue(t *testing.T) {
 }
 
 func TestCookieVerifyAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items under the race detector")
+	}
 	s := cookiePolicy(t, CookieConfig{})
 	value := sign(testSecret, "AAAAAAAAAAAAAAAAAAAAAA")
 	r, _ := newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("Cookie", "x=1; lb_affinity="+value) })
@@ -307,6 +313,9 @@ func TestCookieVerifyAllocs(t *testing.T) {
 }
 
 func TestCookieSelectAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items under the race detector")
+	}
 	s := cookiePolicy(t, CookieConfig{})
 	pool := fakePool(100)
 	value := sign(testSecret, "AAAAAAAAAAAAAAAAAAAAAA")

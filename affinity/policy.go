@@ -46,7 +46,12 @@ func init() {
 //
 // The placeholder `{http.reverse_proxy.affinity.key}` holds the resolved
 // key (or the affinity id in cookie mode) once an upstream is selected.
-// Setting it costs one small allocation per request.
+// Setting it costs one small allocation per request; it is the only one on
+// the steady-state path.
+//
+// At debug level each pick is logged with the key's source, a hash of the
+// key (never the key: keys are often personal data; the hash is seeded per
+// process), the chosen dial and the attempt number.
 type AffinitySelection struct {
 	// Keys are placeholder expressions tried in order; the first that
 	// resolves to a non-empty value is the request's key. A key that is
@@ -269,6 +274,10 @@ func checkBound(b float64) error {
 type keyExpr struct {
 	expr string // the expression, shorthands expanded
 	name string // the placeholder name if expr is exactly one placeholder
+	// varName is the variable if name is http.vars.<var>: read straight
+	// from the vars map, skipping the HTTP placeholder provider's dozens of
+	// prefix checks (this is the default key, {http.vars.client_ip}).
+	varName string
 }
 
 // parseKeys expands Caddyfile shorthands (the Caddyfile adapter already has;
@@ -284,6 +293,9 @@ func parseKeys(keys []string) []keyExpr {
 		if x := e.expr; len(x) > 2 && x[0] == '{' && x[len(x)-1] == '}' &&
 			strings.Count(x, "{") == 1 && strings.Count(x, "}") == 1 && !strings.Contains(x, `\`) {
 			e.name = x[1 : len(x)-1]
+			if v, ok := strings.CutPrefix(e.name, "http.vars."); ok && v != "" {
+				e.varName = v
+			}
 		}
 		out[i] = e
 	}
@@ -291,7 +303,14 @@ func parseKeys(keys []string) []keyExpr {
 }
 
 // resolve returns k's value for the request, or "" if it does not resolve.
-func (k *keyExpr) resolve(repl *caddy.Replacer) string {
+// vars is the request's vars map, or nil.
+func (k *keyExpr) resolve(repl *caddy.Replacer, vars map[string]any) string {
+	if k.varName != "" && vars != nil {
+		if s, ok := vars[k.varName].(string); ok {
+			return s
+		}
+		return caddy.ToString(vars[k.varName])
+	}
 	if k.name != "" {
 		v, ok := repl.Get(k.name)
 		if !ok {
@@ -351,7 +370,7 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 	repl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {
 		for i := range s.keys {
-			if key = s.keys[i].resolve(repl); key != "" {
+			if key = s.keys[i].resolve(repl, vars); key != "" {
 				src = s.keys[i].expr
 				break
 			}

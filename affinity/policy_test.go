@@ -143,7 +143,7 @@ type proxyFixture struct {
 // dialing fails) and provisions the handler with policyJSON as its
 // selection policy and lbExtra as additional load_balancing members.
 // maxRequests > 0 sets max_requests on every upstream.
-func newProxyFixture(t *testing.T, live, dead int, policyJSON, lbExtra string, maxRequests int) *proxyFixture {
+func newProxyFixture(t testing.TB, live, dead int, policyJSON, lbExtra string, maxRequests int) *proxyFixture {
 	t.Helper()
 	f := &proxyFixture{t: t, ctx: caddyCtx(t)}
 	for range dead {
@@ -279,21 +279,22 @@ func TestKeyResolution(t *testing.T) {
 
 func TestKeyParsing(t *testing.T) {
 	tests := []struct {
-		in, expr, name string
+		in   string
+		want keyExpr
 	}{
-		{"{http.vars.client_ip}", "{http.vars.client_ip}", "http.vars.client_ip"},
-		{"{client_ip}", "{http.vars.client_ip}", "http.vars.client_ip"},
-		{"{cookie.sid}", "{http.request.cookie.sid}", "http.request.cookie.sid"},
-		{"{query.user}", "{http.request.uri.query.user}", "http.request.uri.query.user"},
-		{"{host}{uri}", "{http.request.host}{http.request.uri}", ""},
-		{"user-{header.X-User}", "user-{http.request.header.X-User}", ""},
-		{`{a\}b}`, `{a\}b}`, ""},
+		{"{http.vars.client_ip}", keyExpr{"{http.vars.client_ip}", "http.vars.client_ip", "client_ip"}},
+		{"{client_ip}", keyExpr{"{http.vars.client_ip}", "http.vars.client_ip", "client_ip"}},
+		{"{vars.tenant}", keyExpr{"{http.vars.tenant}", "http.vars.tenant", "tenant"}},
+		{"{cookie.sid}", keyExpr{"{http.request.cookie.sid}", "http.request.cookie.sid", ""}},
+		{"{query.user}", keyExpr{"{http.request.uri.query.user}", "http.request.uri.query.user", ""}},
+		{"{host}{uri}", keyExpr{"{http.request.host}{http.request.uri}", "", ""}},
+		{"user-{header.X-User}", keyExpr{"user-{http.request.header.X-User}", "", ""}},
+		{`{a\}b}`, keyExpr{`{a\}b}`, "", ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			k := parseKeys([]string{tt.in})[0]
-			if k.expr != tt.expr || k.name != tt.name {
-				t.Errorf("parseKeys(%q) = {%q %q}, want {%q %q}", tt.in, k.expr, k.name, tt.expr, tt.name)
+			if got := parseKeys([]string{tt.in})[0]; got != tt.want {
+				t.Errorf("parseKeys(%q) = %+v, want %+v", tt.in, got, tt.want)
 			}
 		})
 	}
@@ -880,7 +881,7 @@ func TestSelectAllocs(t *testing.T) {
 			delete(vars, s.stateKey)
 
 			pick := testing.AllocsPerRun(200, func() {
-				key := s.keys[0].resolve(repl)
+				key := s.keys[0].resolve(repl, vars)
 				set, _ := s.sets.get(pool)
 				if s.choose(set, pool, key, nil) < 0 {
 					t.Fatal("no pick")

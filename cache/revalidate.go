@@ -135,9 +135,10 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		return
 	}
 	if x.store {
-		rc := ParseResponseControl(rec.header, h.targeted)
-		_, has := LifetimeAt(status, rec.header, rc, time.Duration(h.DefaultTTL), rec.responseTime)
-		reason := Storable(x.r, status, rec.header, rc, has, false)
+		hdr := withoutProxyCookie(x.r, rec.header)
+		rc := ParseResponseControl(hdr, h.targeted)
+		_, has := LifetimeAt(status, hdr, rc, time.Duration(h.DefaultTTL), rec.responseTime)
+		reason := Storable(x.r, status, hdr, rc, has, false)
 		var fields []string
 		if reason == "" {
 			var star bool
@@ -257,7 +258,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 // newEntry builds the entry for a complete, storable response.
 func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 	fresh, _ := NewFreshness(rec.status, rec.header, x.rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
-	hdr := StorableHeader(rec.header, x.rc)
+	hdr := StorableHeader(withoutProxyCookie(x.r, rec.header), x.rc)
 	delete(hdr, "Age") // rendered fresh on every hit
 	e := &entry{
 		status: rec.status,
@@ -328,7 +329,7 @@ func equalFields(a, b []string) bool {
 // times, the same body.
 func (h *Handler) refresh(x *exchange, rec *recorder) *entry {
 	old := x.stale
-	hdr := UpdateFrom304(old.header, rec.header)
+	hdr := UpdateFrom304(old.header, withoutProxyCookie(x.r, rec.header))
 	rc := ParseResponseControl(hdr, h.targeted)
 	fresh, has := NewFreshness(old.status, hdr, rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
 	hdr = StorableHeader(hdr, rc)

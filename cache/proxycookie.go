@@ -1,0 +1,47 @@
+package cache
+
+import (
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// ProxySetCookieVar is the request variable (caddyhttp vars) in which a
+// handler between the cache and the origin names a Set-Cookie value it
+// added for its own purposes, not the origin's: lb_policy affinity puts its
+// affinity cookie there. Such a cookie still reaches the client, but it is
+// neither stored nor a reason not to store the response (RFC 9111 leaves
+// Set-Cookie to the cache; it belongs to this exchange, not the resource).
+const ProxySetCookieVar = "response_cache.proxy_set_cookie"
+
+// withoutProxyCookie returns h without the Set-Cookie value r's handlers
+// declared in ProxySetCookieVar, or h itself when there is none to remove.
+func withoutProxyCookie(r *http.Request, h http.Header) http.Header {
+	cookies := h["Set-Cookie"]
+	if len(cookies) == 0 {
+		return h
+	}
+	own, _ := caddyhttp.GetVar(r.Context(), ProxySetCookieVar).(string)
+	if own == "" {
+		return h
+	}
+	kept := make([]string, 0, len(cookies))
+	for _, c := range cookies {
+		if c != own {
+			kept = append(kept, c)
+		}
+	}
+	if len(kept) == len(cookies) {
+		return h
+	}
+	view := make(http.Header, len(h))
+	for k, v := range h {
+		view[k] = v
+	}
+	if len(kept) == 0 {
+		delete(view, "Set-Cookie")
+	} else {
+		view["Set-Cookie"] = kept
+	}
+	return view
+}
