@@ -79,6 +79,9 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
+			if !isToken(arg) {
+				return d.Errf("response_cache: cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got '%s'", arg)
+			}
 			c.CacheName = arg
 		case "coalesce":
 			arg, err := singleArg(d)
@@ -97,6 +100,8 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if arg == "off" {
 				arg = "-"
+			} else if !isFieldName(arg) {
+				return d.Errf("response_cache: targeted_field must be a header field name or off, got '%s'", arg)
 			}
 			c.TargetedField = arg
 		case "status_key":
@@ -107,6 +112,9 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("response_cache: unrecognized option '%s'", opt)
 		}
+	}
+	if c.MaxSize > 0 && c.MaxItemSize > c.MaxSize {
+		return d.Errf("response_cache: max_item_size (%d) must not be larger than max_size (%d)", c.MaxItemSize, c.MaxSize)
 	}
 	return nil
 }

@@ -134,6 +134,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache repeated option", ":80 {\n\tresponse_cache {\n\t\tmax_size 1MiB\n\t\tmax_size 2MiB\n\t}\n}", "Caddyfile:4"},
 		{"cache bad duration", ":80 {\n\tresponse_cache {\n\t\tdefault_ttl soon\n\t}\n}", "Caddyfile:3"},
 		{"cache coalesce", ":80 {\n\tresponse_cache {\n\t\tcoalesce maybe\n\t}\n}", "must be on or off"},
+		{"cache item larger than cache", ":80 {\n\tresponse_cache {\n\t\tmax_size 1MiB\n\t\tmax_item_size 2MiB\n\t}\n}", "must not be larger than max_size"},
+		{"cache bad name", ":80 {\n\tresponse_cache {\n\t\tcache_name \"my cache\"\n\t}\n}", "Caddyfile:3"},
 		{"cache argument", ":80 {\n\tresponse_cache 5\n}", "Caddyfile:2"},
 		{"affinity unknown option", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\tbogus 1\n\t\t}\n\t}\n}", "Caddyfile:4"},
 		{"affinity bad bound", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\tbound 0.5\n\t\t}\n\t}\n}", "Caddyfile:4"},
