@@ -5,15 +5,15 @@
 #   bench/run.sh            # throughput: respond (ceiling) vs reverse_proxy (floor) vs cache hits and misses
 #   bench/run.sh memory     # RSS after filling the cache with 10x max_size of unique URLs
 #
-# Needs wrk (apt-get install wrk). DURATION (default 8s), CONNS (default 32)
-# and ROUNDS (default 3, the median is reported) tune the throughput runs.
+# Needs wrk (apt-get install wrk). DURATION (default 3s), CONNS (default 32)
+# and ROUNDS (default 7; medians are reported) tune the throughput runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench/out
 mkdir -p "$out"
-DURATION=${DURATION:-8s}
+DURATION=${DURATION:-3s}
 CONNS=${CONNS:-32}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-7}
 CADDY=${CADDY:-$out/caddy}
 
 command -v wrk >/dev/null || { echo "bench: wrk not found; apt-get install wrk" >&2; exit 1; }
@@ -48,17 +48,21 @@ start_caddy() { # $1 = Caddyfile
 
 rps() { # url [lua script] -> requests/s
 	local args=(-t1 -c"$CONNS" -d"$DURATION" --latency)
-	[ -n "${2:-}" ] && args+=(-s "$2")
-	"${PIN_WRK[@]}" wrk "${args[@]}" "$1" | awk '/Requests\/sec/ {print $2}'
+	local tail=()
+	# a fresh prefix per run, so that no run's "unique" URLs were cached by an earlier one
+	[ -n "${2:-}" ] && args+=(-s "$2") && tail=(-- "$RANDOM$RANDOM$RANDOM")
+	"${PIN_WRK[@]}" wrk "${args[@]}" "$1" "${tail[@]}" | awk '/Requests\/sec/ {print $2}'
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 cat > "$out/unique.lua" <<'LUA'
 counter = 0
+prefix = "x"
+init = function(args) prefix = args[1] or "x" end
 request = function()
 	counter = counter + 1
-	return wrk.format(nil, "/u/" .. math.random(1, 1e9) .. "-" .. counter)
+	return wrk.format(nil, "/u/" .. prefix .. "-" .. counter)
 end
 LUA
 
@@ -111,12 +115,17 @@ CFG
 			s+=("$(rps "http://127.0.0.1:$CACHE" "$out/unique.lua")")
 		done
 		stop_caddy
-		local cm fm hm mm sm
+		# medians of the rates, and medians of the per-round ratios (each ratio
+		# compares runs made seconds apart, which cancels slow drifts)
+		local cm fm hm mm sm rh rm rs i
 		cm=$(printf '%s\n' "${c[@]}" | median); hm=$(printf '%s\n' "${h[@]}" | median)
 		fm=$(printf '%s\n' "${f[@]}" | median); mm=$(printf '%s\n' "${m[@]}" | median)
 		sm=$(printf '%s\n' "${s[@]}" | median)
-		printf '%-7s respond %9.0f | cache hit %9.0f (%.2fx respond) | reverse_proxy %8.0f | cache bypass (no-store) %8.0f (%.2fx proxy) | cache miss+store %8.0f (%.2fx proxy)\n' \
-			"$((size / 1024))KiB" "$cm" "$hm" "$(echo "$hm / $cm" | bc -l)" "$fm" "$mm" "$(echo "$mm / $fm" | bc -l)" "$sm" "$(echo "$sm / $fm" | bc -l)"
+		rh=$(for i in "${!c[@]}"; do echo "${h[$i]} / ${c[$i]}" | bc -l; done | median)
+		rm=$(for i in "${!c[@]}"; do echo "${m[$i]} / ${f[$i]}" | bc -l; done | median)
+		rs=$(for i in "${!c[@]}"; do echo "${s[$i]} / ${f[$i]}" | bc -l; done | median)
+		printf '%-7s respond %7.0f/s | cache hit %7.0f/s (%.2fx respond) | reverse_proxy %6.0f/s | cache pass-through (no-store) %6.0f/s (%.2fx proxy) | cache miss+store %6.0f/s (%.2fx proxy)\n' \
+			"$((size / 1024))KiB" "$cm" "$hm" "$rh" "$fm" "$mm" "$rm" "$sm" "$rs"
 	done
 }
 
@@ -155,7 +164,9 @@ response = function()
 end
 setup = function(thread) thread:set("id", math.random(1, 1e9)) end
 LUA
-	for limit in "" "$((max_mib * 11 / 10 + 40))MiB"; do
+	# GOMEMLIMIT caps Go's memory (heap, stacks, runtime), not the mapped
+	# binary; the guidance under test is max_size x 1.15 + 24 MiB.
+	for limit in ${LIMITS:-"" "$((max_mib * 115 / 100 + 24))MiB"}; do
 		GOMEMLIMIT=$limit start_caddy "$cfg"
 		for _ in $(seq 50); do curl -fs "http://127.0.0.1:$CACHE/warm/$RANDOM" -o /dev/null; done
 		base=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
