@@ -85,6 +85,7 @@ func TestAffinityMovesOnlyTheRemovedUpstreamsKeys(t *testing.T) {
 			// Remove b2: only its keys may move.
 			removed := backends[2].name
 			loadConfig(t, adminPort, affinityFront(frontPort, []*backend{backends[0], backends[1], backends[3], backends[4]}, opts))
+			c.CloseIdleConnections() // the old config's connections are closing
 			after := mapKeys(t, c, url, keys)
 			moved, collateral := 0, 0
 			for _, k := range keys {
@@ -110,6 +111,7 @@ func TestAffinityMovesOnlyTheRemovedUpstreamsKeys(t *testing.T) {
 
 			// Add b5: keys move only to it, about 1/5 of them.
 			loadConfig(t, adminPort, affinityFront(frontPort, []*backend{backends[0], backends[1], backends[3], backends[4], backends[5]}, opts))
+			c.CloseIdleConnections() // the old config's connections are closing
 			grown := mapKeys(t, c, url, keys)
 			moved, collateral = 0, 0
 			for _, k := range keys {

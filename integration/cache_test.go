@@ -229,6 +229,7 @@ func TestCacheEndToEnd(t *testing.T) {
 			return isHit(do(t, c, "GET", base+"/fresh/reload", nil))
 		})
 		loadConfig(t, adminPort, cacheFront(frontPort, origin, "max_size 16MiB"))
+		c.CloseIdleConnections() // the old config's connections are closing
 		if r := do(t, c, "GET", base+"/fresh/reload", nil); !isHit(r) {
 			t.Errorf("after reloading the same config: %q; want a hit", cacheStatus(r))
 		}
