@@ -297,6 +297,9 @@ func (w *resetWriter) WriteHeader(int)             {}
 func (w *resetWriter) Write(p []byte) (int, error) { return len(p), nil }
 
 func TestHitAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under the race detector")
+	}
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
 	o := static(c, 200, strings.Repeat("a", 1024), "Cache-Control", "max-age=600", "Content-Type", "text/plain", "Etag", `"e"`)

@@ -212,3 +212,7 @@ func (w *writer) Write(p []byte) (int, error) {
 func (w *writer) Flush() { w.flushes++ }
 
 func unsafeData(b []byte) *byte { return unsafe.SliceData(b) }
+
+// raceEnabled is set by race_test.go when built with -race; allocation
+// assertions are skipped then.
+var raceEnabled bool
