@@ -2,12 +2,14 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -90,6 +92,14 @@ func do(t testing.TB, c *http.Client, method, url string, header map[string]stri
 		req.Header.Set(k, v)
 	}
 	res, err := c.Do(req)
+	if err != nil && (method == http.MethodGet || method == http.MethodHead) && transient(err) {
+		// Right after a POST /load the old config's server may still
+		// accept on the shared listener and close the connection as it
+		// stops; a client retries an idempotent request on a new one.
+		t.Logf("%s %s: %v; retrying once", method, url, err)
+		c.CloseIdleConnections()
+		res, err = c.Do(req)
+	}
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
@@ -99,6 +109,12 @@ func do(t testing.TB, c *http.Client, method, url string, header map[string]stri
 		t.Fatalf("%s %s: reading body: %v", method, url, err)
 	}
 	return result{status: res.StatusCode, header: res.Header, body: string(body)}
+}
+
+// transient reports whether err is a connection closed under a request
+// (EOF or reset) rather than a refusal or a timeout.
+func transient(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // loadConfig posts a config to Caddy's admin API (POST /load), as a user
