@@ -226,10 +226,13 @@ func (f *proxyFixture) hold(i, k int) (release func()) {
 	gate := make(chan struct{})
 	f.gates.Store(tok, gate)
 	live := i - (len(f.dials) - len(f.arrived))
+	var held sync.WaitGroup
 	for range k {
 		f.wg.Add(1)
+		held.Add(1)
 		go func() {
 			defer f.wg.Done()
+			defer held.Done()
 			r, w := newReq("203.0.113.1:1", func(r *http.Request) { r.Header.Set("X-Hold", tok) })
 			_ = f.pins[i].ServeHTTP(w, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil }))
 		}()
@@ -238,7 +241,14 @@ func (f *proxyFixture) hold(i, k int) (release func()) {
 		<-f.arrived[live]
 	}
 	var once sync.Once
-	return func() { once.Do(func() { close(gate) }) }
+	// release lets the held requests finish and waits until they have, so
+	// that the upstream's in-flight count is back down when it returns.
+	return func() {
+		once.Do(func() {
+			close(gate)
+			held.Wait()
+		})
+	}
 }
 
 // ---- rule 1: keys ----
