@@ -220,7 +220,7 @@ func TestFlightGroup(t *testing.T) {
 	if leader2 || f2 != f {
 		t.Fatal("second join leads or gets another flight")
 	}
-	e := &entry{key: "k"}
+	e := &entry{entryData: entryData{key: "k"}}
 	g.finish("k", f, e)
 	g.finish("k", f, nil) // only the first finish counts
 	if got, err := f.wait(context.Background()); got != e || err != nil {

@@ -23,6 +23,12 @@ var generations atomic.Uint64
 // the variants of the old generation, so a purge of the URL is effective
 // immediately even before the variants themselves are deleted.
 type entry struct {
+	entryData
+	exited atomic.Bool // set by exit
+}
+
+// entryData is the content of an entry: what a refreshed copy shares.
+type entryData struct {
 	// key is the full cache key; ristretto keeps only its hash, so a Get
 	// compares it to rule out a 64-bit collision.
 	key  string
@@ -40,7 +46,10 @@ type entry struct {
 
 	status int
 	header http.Header // storable fields; value slices have len == cap
-	body   []byte      // never written after storing; hits write it as is
+	// body is never written after storing; hits write it as is, holding
+	// a reference (see body). The entry holds one reference while the
+	// store has it, released by exit.
+	body *body
 
 	// reqVary holds the request's values of the Vary fields, replayed on a
 	// conditional request (RFC 9111 §4.3.1).
@@ -109,7 +118,7 @@ func headerCost(h http.Header) int64 {
 // (ristretto's MaxCost) bounds the memory the cache really uses.
 func (e *entry) computeCost() {
 	c := int64(entryOverhead) + int64(len(e.key))
-	c += allocSize(int64(cap(e.body)))
+	c += e.body.cost()
 	if e.header != nil {
 		c += headerCost(e.header)
 	}
@@ -152,19 +161,12 @@ func allocSize(n int64) int64 {
 	return sizeClasses[lo]
 }
 
-// fitBody returns b with a capacity close to its length: an unknown-length
-// body grown by append can hold up to twice what it needs, and the slack
-// would live as long as the entry without being counted.
-func fitBody(b []byte) []byte {
-	if b == nil {
-		return nil
+// exit releases the entry's reference to its body, once: when the store
+// lets go of the entry, or when the entry is not stored after all.
+func (e *entry) exit() {
+	if e != nil && e.exited.CompareAndSwap(false, true) {
+		e.body.release()
 	}
-	if allocSize(int64(cap(b))) <= allocSize(int64(len(b)))+int64(len(b))/16 {
-		return b
-	}
-	out := make([]byte, len(b))
-	copy(out, b)
-	return out
 }
 
 // newContentLength renders n for the Content-Length field once per entry.
@@ -173,9 +175,10 @@ func newContentLength(n int) []string {
 }
 
 // withHeader returns a copy of e with a new header and freshness inputs,
-// sharing the body (used after a 304 refresh).
+// sharing the body (used after a 304 refresh). The copy holds no
+// reference to the body: the caller acquires one if it stores the copy.
 func (e *entry) withHeader(h http.Header) *entry {
-	e2 := *e
+	e2 := &entry{entryData: e.entryData}
 	e2.header = h
-	return &e2
+	return e2
 }

@@ -294,6 +294,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			fwd = "vary-miss"
 		}
 	}
+	// Hold the body while this request uses the entry; one the store let
+	// go of in the meantime is a miss.
+	if e != nil && !e.body.acquire() {
+		e = nil
+	}
+	if e != nil {
+		defer e.body.release()
+	}
 
 	if e != nil {
 		ttl := e.ttl(now)
@@ -374,7 +382,7 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e, record *
 	hdr["Cache-Status"] = vals[1:2:2]
 
 	status := e.status
-	body := e.body
+	start, end := 0, e.body.Len()
 	if status == http.StatusOK {
 		if (len(r.Header["If-None-Match"]) > 0 || len(r.Header["If-Modified-Since"]) > 0) && ClientNotModified(r, e.header) {
 			delete(hdr, "Content-Length")
@@ -382,14 +390,14 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e, record *
 			return
 		}
 		if rg := r.Header["Range"]; len(rg) == 1 && r.Method == http.MethodGet && ifRangeMatches(r, e.header) {
-			size := int64(len(body))
+			size := int64(end)
 			br, ok, satisfiable := ParseRange(rg[0], size)
 			switch {
 			case ok && satisfiable:
-				body = body[br.Start : br.End+1]
+				start, end = int(br.Start), int(br.End+1)
 				status = http.StatusPartialContent
 				hdr["Content-Range"] = []string{"bytes " + strconv.FormatInt(br.Start, 10) + "-" + strconv.FormatInt(br.End, 10) + "/" + strconv.FormatInt(size, 10)}
-				hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
+				hdr["Content-Length"] = []string{strconv.Itoa(end - start)}
 			case ok:
 				hdr["Content-Range"] = []string{"bytes */" + strconv.FormatInt(size, 10)}
 				hdr["Content-Length"] = []string{"0"}
@@ -399,8 +407,8 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e, record *
 		}
 	}
 	w.WriteHeader(status)
-	if r.Method != http.MethodHead && len(body) > 0 {
-		_, _ = w.Write(body)
+	if r.Method != http.MethodHead {
+		_ = e.body.writeRange(w, start, end)
 	}
 }
 

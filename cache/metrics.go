@@ -79,8 +79,9 @@ func newHandlerMetrics(reg *prometheus.Registry, cache string) handlerMetrics {
 // the counters ristretto's callbacks keep. Stores of the same cache name
 // (briefly two, during a reload that resizes it) are summed.
 type storeCollector struct {
-	bytes, maxBytes, entries         *prometheus.Desc
-	stores, rejects, evictions, drop *prometheus.Desc
+	bytes, maxBytes, entries           *prometheus.Desc
+	stores, rejects, evictions, drop   *prometheus.Desc
+	arenaMapped, arenaUsed, heapBodies *prometheus.Desc
 }
 
 func newStoreCollector() *storeCollector {
@@ -95,12 +96,16 @@ func newStoreCollector() *storeCollector {
 		rejects:   d("rejects_total", "Entries the store's admission policy refused."),
 		evictions: d("evictions_total", "Entries evicted to make room."),
 		drop:      d("drops_total", "Entries dropped because the store's buffer was full."),
+
+		arenaMapped: d("arena_mapped_bytes", "Bytes of memory mapped for bodies, outside the Go heap."),
+		arenaUsed:   d("arena_used_bytes", "Bytes of the body arena in use by bodies."),
+		heapBodies:  d("heap_body_bytes", "Bytes of bodies that did not fit in the arena and live on the Go heap."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop} {
+	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop, c.arenaMapped, c.arenaUsed, c.heapBodies} {
 		ch <- d
 	}
 }
@@ -118,6 +123,9 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		t.Rejects += st.Rejects
 		t.Evictions += st.Evictions
 		t.Drops += st.Drops
+		t.Bodies.Mapped += st.Bodies.Mapped
+		t.Bodies.Used += st.Bodies.Used
+		t.Bodies.FallbackBytes += st.Bodies.FallbackBytes
 		sum[st.Cache] = t
 	}
 	for name, t := range sum {
@@ -128,6 +136,9 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.rejects, prometheus.CounterValue, float64(t.Rejects), name)
 		ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(t.Evictions), name)
 		ch <- prometheus.MustNewConstMetric(c.drop, prometheus.CounterValue, float64(t.Drops), name)
+		ch <- prometheus.MustNewConstMetric(c.arenaMapped, prometheus.GaugeValue, float64(t.Bodies.Mapped), name)
+		ch <- prometheus.MustNewConstMetric(c.arenaUsed, prometheus.GaugeValue, float64(t.Bodies.Used), name)
+		ch <- prometheus.MustNewConstMetric(c.heapBodies, prometheus.GaugeValue, float64(t.Bodies.FallbackBytes), name)
 	}
 }
 

@@ -42,7 +42,13 @@ type recorder struct {
 	pass   bool  // the response is written to the client
 	buffer bool  // the body is buffered for storage
 	limit  int64 // most body bytes buffered
-	buf    []byte
+	// A body of declared length (Content-Length) is recorded straight
+	// into a body of the store's arena (sized); one of unknown length is
+	// appended to buf on the heap and copied into the arena at the end.
+	arena *arena
+	sized bool
+	body  *body
+	buf   []byte
 
 	overflow  bool  // the body passed limit: buf was dropped
 	written   int64 // body bytes the next handler wrote
@@ -81,8 +87,8 @@ func (rec *recorder) WriteHeader(status int) {
 		rec.onHeader(rec)
 	}
 	if rec.buffer {
-		// A known length within the limit is allocated once; a longer
-		// declared length is not buffered at all.
+		// A known length within the limit is allocated once, in the
+		// arena; a longer declared length is not buffered at all.
 		if cl := rec.header.Get("Content-Length"); cl != "" {
 			n, err := strconv.ParseInt(cl, 10, 64)
 			switch {
@@ -90,7 +96,8 @@ func (rec *recorder) WriteHeader(status int) {
 			case n > rec.limit:
 				rec.stopBuffering()
 			default:
-				rec.buf = make([]byte, 0, n)
+				rec.sized = true
+				rec.body = rec.arena.newBody(int(n))
 			}
 		}
 	}
@@ -114,9 +121,12 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	}
 	rec.written += int64(len(p))
 	if rec.buffer {
-		if int64(len(rec.buf))+int64(len(p)) > rec.limit {
-			rec.stopBuffering()
-		} else {
+		switch {
+		case rec.sized && rec.written <= int64(rec.body.Len()):
+			_, _ = rec.body.Write(p)
+		case rec.sized || int64(len(rec.buf))+int64(len(p)) > rec.limit:
+			rec.stopBuffering() // longer than declared, or than the limit
+		default:
 			rec.buf = append(rec.buf, p...)
 		}
 	}
@@ -137,11 +147,28 @@ func (rec *recorder) stopBuffering() {
 		return
 	}
 	rec.buffer = false
-	rec.buf = nil
+	rec.dropBody()
 	rec.overflow = true
 	if rec.onOverflow != nil {
 		rec.onOverflow()
 	}
+}
+
+// takeBody hands the recorded body over to the caller, with its
+// reference; nil for an empty body.
+func (rec *recorder) takeBody() *body {
+	b := rec.body
+	if !rec.sized {
+		b = rec.arena.bodyOf(rec.buf)
+	}
+	rec.body, rec.buf = nil, nil
+	return b
+}
+
+// dropBody releases whatever body was recorded and not taken.
+func (rec *recorder) dropBody() {
+	rec.body.release()
+	rec.body, rec.buf = nil, nil
 }
 
 // FlushError flushes the client connection (http.ResponseController).

@@ -17,6 +17,16 @@ func newTestRecorder(w http.ResponseWriter, limit int64) *recorder {
 	return rec
 }
 
+// recorded is what rec has buffered so far.
+func recorded(rec *recorder) string {
+	if !rec.sized {
+		return string(rec.buf)
+	}
+	var sb strings.Builder
+	_ = rec.body.writeRange(&sb, 0, rec.body.w)
+	return sb.String()
+}
+
 func TestRecorderStreamsAsItArrives(t *testing.T) {
 	w := newWriter()
 	rec := newTestRecorder(w, 1<<20)
@@ -29,8 +39,8 @@ func TestRecorderStreamsAsItArrives(t *testing.T) {
 		t.Fatalf("client saw codes %v body %q before the response completed", w.codes, w.body)
 	}
 	_, _ = io.WriteString(rec, "second")
-	if string(w.body) != "firstsecond" || string(rec.buf) != "firstsecond" {
-		t.Errorf("client %q, buffer %q", w.body, rec.buf)
+	if string(w.body) != "firstsecond" || recorded(rec) != "firstsecond" {
+		t.Errorf("client %q, buffer %q", w.body, recorded(rec))
 	}
 }
 
@@ -39,17 +49,22 @@ func TestRecorderKnownLengthAllocatesOnce(t *testing.T) {
 	w := newWriter()
 	rec := newTestRecorder(w, 1<<20)
 	rec.Header().Set("Content-Length", strconv.Itoa(n))
+	rec.arena = newArena(1 << 20)
+	defer rec.arena.close()
 	rec.WriteHeader(200)
-	if cap(rec.buf) != n {
-		t.Fatalf("buffer cap %d, want %d", cap(rec.buf), n)
+	if used := rec.arena.stats().Used; rec.body.Len() != n || used < n || used > n+n/8 || len(rec.body.spans) > 3 {
+		t.Fatalf("body of %d bytes in %d blocks, arena holds %d; want %d in at most 3 blocks wasting at most an eighth", rec.body.Len(), len(rec.body.spans), used, n)
 	}
-	first := unsafeData(rec.buf[:1])
-	chunk := make([]byte, 1000)
+	first := unsafeData(rec.body.spans[0].b)
+	chunk := []byte(strings.Repeat("0123456789", 100))
 	for i := 0; i < n/len(chunk); i++ {
 		_, _ = rec.Write(chunk)
 	}
-	if unsafeData(rec.buf) != first || len(rec.buf) != n {
-		t.Errorf("buffer reallocated or wrong length %d", len(rec.buf))
+	if unsafeData(rec.body.spans[0].b) != first || !rec.body.full() || rec.buf != nil {
+		t.Error("body reallocated, short, or copied to the heap")
+	}
+	if got := recorded(rec); got != strings.Repeat(string(chunk), n/len(chunk)) {
+		t.Errorf("recorded %d bytes that differ from those written", len(got))
 	}
 	if !rec.complete() {
 		t.Error("complete() = false for a full body")
@@ -78,8 +93,8 @@ func TestRecorderOverflow(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if rec.buf != nil || rec.buffer || !rec.overflow {
-				t.Errorf("buffer kept (len %d) past the limit", len(rec.buf))
+			if rec.buf != nil || rec.body != nil || rec.buffer || !rec.overflow {
+				t.Errorf("buffer kept (len %d) past the limit", len(recorded(rec)))
 			}
 			if overflowed != 1 {
 				t.Errorf("onOverflow ran %d times, want 1", overflowed)
@@ -101,8 +116,8 @@ func TestRecorderClientGone(t *testing.T) {
 				t.Fatalf("write %d: %v", i, err)
 			}
 		}
-		if string(rec.buf) != "abcabcabc" {
-			t.Errorf("buffer %q", rec.buf)
+		if recorded(rec) != "abcabcabc" {
+			t.Errorf("buffer %q", recorded(rec))
 		}
 	})
 	t.Run("aborts past the limit", func(t *testing.T) {

@@ -80,7 +80,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 				return nil // the client is gone
 			}
 			now := h.now()
-			if e != nil && collapsible(e, r, x.rq, now) {
+			if e != nil && collapsible(e, r, x.rq, now) && e.body.acquire() {
+				defer e.body.release()
 				h.m.collapsed.Inc()
 				st := Status{Fwd: "miss", FwdStatus: e.status, Collapsed: true, Stored: h.store.has(e), TTL: e.ttl(now), HasTTL: true}
 				h.serveEntry(w, r, e, nil, st, now)
@@ -99,6 +100,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 
 	rec := newRecorder(w, h.now)
+	defer rec.dropBody()
+	rec.arena = h.store.arena()
 	rec.limit = h.MaxItemSize
 	rec.onHeader = func(rec *recorder) { h.onHeader(x, rec) }
 	rec.onOverflow = func() { x.release(h, nil) }
@@ -260,14 +263,14 @@ func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 	fresh, _ := NewFreshness(rec.status, rec.header, x.rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
 	hdr := StorableHeader(withoutProxyCookie(x.r, rec.header), x.rc)
 	delete(hdr, "Age") // rendered fresh on every hit
-	e := &entry{
+	e := &entry{entryData: entryData{
 		status: rec.status,
 		header: hdr,
-		body:   fitBody(rec.buf),
+		body:   rec.takeBody(),
 		fresh:  fresh,
 		rc:     x.rc,
 		vary:   x.vary,
-	}
+	}}
 	h.finishEntry(e, x)
 	return e
 }
@@ -275,7 +278,7 @@ func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 // finishEntry fills the derived fields of e and its key.
 func (h *Handler) finishEntry(e *entry, x *exchange) {
 	if e.status != http.StatusNoContent && e.status != http.StatusNotModified {
-		e.contentLength = newContentLength(len(e.body))
+		e.contentLength = newContentLength(e.body.Len())
 		e.header["Content-Length"] = e.contentLength
 	}
 	e.validator = len(e.header["Etag"]) > 0 || len(e.header["Last-Modified"]) > 0
@@ -306,7 +309,7 @@ func (h *Handler) varyRecord(urlKey string, urlHash uint64, fields []string) *en
 	if cur := h.store.get(urlHash, []byte(urlKey)); cur != nil && cur.record && equalFields(cur.vary, fields) {
 		return cur
 	}
-	r := &entry{key: urlKey, hash: urlHash, record: true, vary: fields, gen: generations.Add(1)}
+	r := &entry{entryData: entryData{key: urlKey, hash: urlHash, record: true, vary: fields, gen: generations.Add(1)}}
 	r.computeCost()
 	h.store.set(r)
 	return r
@@ -337,7 +340,10 @@ func (h *Handler) refresh(x *exchange, rec *recorder) *entry {
 	e := old.withHeader(hdr)
 	e.rc, e.fresh = rc, fresh
 	h.finishEntryKeep(e, old)
-	if reason := Storable(x.r, old.status, hdr, rc, has, false); reason != "" {
+	// e is served by the caller under the reference it holds to old's
+	// body; storing e takes one more.
+	if reason := Storable(x.r, old.status, hdr, rc, has, false); reason != "" || !e.body.acquire() {
+		e.exited.Store(true) // holds no reference
 		h.store.purgeKey(old.key)
 		return e
 	}
@@ -351,7 +357,7 @@ func (h *Handler) finishEntryKeep(e, old *entry) {
 	if e.status != http.StatusNoContent {
 		e.contentLength = old.contentLength
 		if e.contentLength == nil {
-			e.contentLength = newContentLength(len(e.body))
+			e.contentLength = newContentLength(e.body.Len())
 		}
 		e.header["Content-Length"] = e.contentLength
 	}
@@ -387,6 +393,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 	if !h.bg.start(e.key) {
 		return
 	}
+	e.body.acquire() // the caller holds one: this cannot fail
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), backgroundTimeout)
 	stop := context.AfterFunc(h.ctx, cancel)
@@ -411,6 +418,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 	}
 	go func() {
 		defer h.bg.done(e.key)
+		defer e.body.release()
 		defer cancel()
 		defer stop()
 		defer func() {

@@ -18,10 +18,14 @@ type storage interface {
 	// get returns the entry stored under key (whose xxhash is hash), or
 	// nil. It does not allocate.
 	get(hash uint64, key []byte) *entry
-	// set offers e to the store. Storing is asynchronous and may still be
+	// set offers e to the store, which takes over the entry's reference
+	// to its body (released when the store lets go of it, or at once if
+	// the offer is dropped). Storing is asynchronous and may still be
 	// refused by the admission policy after set returns true; false means
 	// the offer was dropped outright.
 	set(e *entry) bool
+	// arena is where the store's bodies are recorded.
+	arena() *arena
 	// has reports whether e itself (not a newer entry for its key) is
 	// stored right now.
 	has(e *entry) bool
@@ -51,6 +55,10 @@ type storeStats struct {
 	Rejects   uint64 `json:"rejects"`
 	Evictions uint64 `json:"evictions"`
 	Purges    uint64 `json:"purges"`
+	// Bodies is the memory holding the stored bodies: mapped and used
+	// arena bytes, and bodies (or parts) that did not fit and live on
+	// the Go heap.
+	Bodies arenaStats `json:"bodies"`
 }
 
 // Sizing of ristretto's admission counters: ten per expected item
@@ -77,6 +85,7 @@ type store struct {
 	name    string
 	maxCost int64
 	c       *ristretto.Cache[uint64, *entry]
+	bodies  *arena
 
 	// mu protects the index maps. It is never held while calling into
 	// ristretto except Get (ristretto calls back into the index from its
@@ -112,6 +121,7 @@ func newStore(name string, maxCost int64) (*store, error) {
 		tags:     make(map[string]map[uint64]struct{}),
 		// At most an eighth of max_size waits in ristretto's buffer.
 		pendingLimit: max(maxCost/8, 64<<10),
+		bodies:       newArena(maxCost),
 	}
 	c, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		NumCounters:        items * countersPerItem,
@@ -120,6 +130,10 @@ func newStore(name string, maxCost int64) (*store, error) {
 		IgnoreInternalCost: true, // entryOverhead counts it, in bytes
 		OnEvict:            s.onEvict,
 		OnReject:           s.onReject,
+		// Called once for every value a Set accepted, when it leaves
+		// (evicted, rejected, deleted, replaced, cleared), and with nil
+		// for deletions of keys with no value.
+		OnExit: func(e *entry) { e.exit() },
 		// Sets pass cost 0 so that this runs, on ristretto's goroutine,
 		// exactly once per set taken off the buffer.
 		Cost: func(e *entry) int64 {
@@ -135,11 +149,15 @@ func newStore(name string, maxCost int64) (*store, error) {
 }
 
 // Destruct closes ristretto when the last handler using the store goes
-// (caddy.UsagePool calls it).
+// (caddy.UsagePool calls it). Closing releases every entry; the arena is
+// unmapped once the requests still reading bodies are done.
 func (s *store) Destruct() error {
 	s.c.Close()
+	s.bodies.close()
 	return nil
 }
+
+func (s *store) arena() *arena { return s.bodies }
 
 func keyHash(key []byte) uint64 { return xxhash.Sum64(key) }
 
@@ -160,6 +178,7 @@ func (s *store) set(e *entry) bool {
 	if p := s.pending.Add(e.cost); p > s.pendingLimit && p != e.cost {
 		s.pending.Add(-e.cost)
 		s.drops.Add(1)
+		e.exit()
 		return false
 	}
 	// Replacing an entry: delete it first, so that ristretto never takes
@@ -187,6 +206,7 @@ func (s *store) set(e *entry) bool {
 	}
 	s.mu.Unlock()
 	s.drops.Add(1)
+	e.exit() // ristretto calls OnExit only for what it accepted
 	return false
 }
 
@@ -369,6 +389,7 @@ func (s *store) stats() storeStats {
 		Rejects:   s.rejects.Load(),
 		Evictions: s.evictions.Load(),
 		Purges:    s.purges.Load(),
+		Bodies:    s.bodies.stats(),
 	}
 }
 

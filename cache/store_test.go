@@ -22,14 +22,14 @@ func newTestStore(t testing.TB, maxCost int64) *store {
 
 // testEntry is a response entry for key with a body of n bytes.
 func testEntry(key string, n int, tags ...string) *entry {
-	e := &entry{
+	e := &entry{entryData: entryData{
 		key:    key,
 		hash:   keyHash([]byte(key)),
 		status: 200,
 		header: http.Header{"Content-Type": {"text/plain"}},
-		body:   make([]byte, n),
+		body:   (*arena)(nil).bodyOf(make([]byte, n)),
 		tags:   tags,
-	}
+	}}
 	e.computeCost()
 	return e
 }
@@ -110,7 +110,7 @@ func TestStorePurge(t *testing.T) {
 		s.set(testEntry("http://a/z?", 10, "blue"))
 		s.set(testEntry("http://b/x?", 10))
 		// A URL with two variants under a record.
-		rec := &entry{key: "http://a/v?", hash: keyHash([]byte("http://a/v?")), record: true, vary: []string{"Accept"}, gen: 7}
+		rec := &entry{entryData: entryData{key: "http://a/v?", hash: keyHash([]byte("http://a/v?")), record: true, vary: []string{"Accept"}, gen: 7}}
 		rec.computeCost()
 		s.set(rec)
 		for _, vk := range []string{"1", "2"} {
@@ -194,21 +194,11 @@ func TestAllocSize(t *testing.T) {
 	}
 }
 
-func TestFitBody(t *testing.T) {
-	b := make([]byte, 1000, 4096)
-	if got := fitBody(b); cap(got) != 1000 || len(got) != 1000 {
-		t.Errorf("fitBody kept cap %d for len %d", cap(got), len(got))
-	}
-	exact := make([]byte, 1000)
-	if got := fitBody(exact); unsafeData(got) != unsafeData(exact) {
-		t.Error("fitBody copied an exactly sized body")
-	}
-}
-
 // TestEntryOverheadMatchesHeap measures the heap an entry really takes
 // beyond the bytes its cost counts directly, to justify entryOverhead: it
 // stores n small entries (ten header fields, 64-byte bodies) and compares
-// the live heap growth with the sum of their costs.
+// the live heap growth (plus the arena blocks of the bodies) with the sum
+// of their costs.
 func TestEntryOverheadMatchesHeap(t *testing.T) {
 	n := 20000
 	if testing.Short() {
@@ -233,7 +223,7 @@ func TestEntryOverheadMatchesHeap(t *testing.T) {
 	var cost int64
 	for i := 0; i < n; i++ {
 		key := fmt.Sprintf("http://example.com/some/path/%d?q=%d", i, i)
-		e := &entry{key: key, hash: keyHash([]byte(key)), status: 200, header: StorableHeader(hdr(i), ResponseControl{}), body: make([]byte, 64)}
+		e := &entry{entryData: entryData{key: key, hash: keyHash([]byte(key)), status: 200, header: StorableHeader(hdr(i), ResponseControl{}), body: s.bodies.bodyOf(make([]byte, 64))}}
 		e.contentLength = newContentLength(64)
 		e.header["Content-Length"] = e.contentLength
 		e.computeCost()
@@ -242,7 +232,8 @@ func TestEntryOverheadMatchesHeap(t *testing.T) {
 	}
 	s.wait()
 	after := heap()
-	perEntryHeap := float64(after-before) / float64(n)
+	// Bodies live in the arena, outside the heap.
+	perEntryHeap := float64(int64(after-before)+s.bodies.stats().Used) / float64(n)
 	perEntryCost := float64(cost) / float64(n)
 	t.Logf("heap per entry %.0f B, cost per entry %.0f B (entryOverhead %d)", perEntryHeap, perEntryCost, entryOverhead)
 	if perEntryHeap > 1.15*perEntryCost {

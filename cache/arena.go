@@ -1,0 +1,324 @@
+package cache
+
+import (
+	"math/bits"
+	"sync"
+	"sync/atomic"
+)
+
+// arena holds stored response bodies outside the Go heap, in memory the
+// store maps itself, so that a cache's bytes are not multiplied by the
+// garbage collector's headroom: Go lets its heap grow to about twice the
+// live data between collections (GOGC=100), which for a cache that is
+// mostly bodies would make the process's RSS about twice max_size. The
+// arena's memory is mapped lazily, chunk by chunk, up to a fixed number
+// of chunks derived from max_size, and reused in place; the process's RSS
+// is bounded by that, whatever the garbage collector does.
+//
+// It is a binary buddy allocator over chunks: blocks are powers of two
+// from minBlock to the chunk size, split on allocation and merged with
+// their buddy when freed, so freed space is reusable by bodies of any
+// size. A body is held in up to a few blocks (see blockOrders), which
+// keeps the rounding waste to about an eighth at most.
+//
+// When no block is free and every chunk is mapped (fragmentation), or
+// where memory cannot be mapped (platforms without mmap), a body is
+// allocated on the Go heap instead and counted in fallbacks; storing
+// never fails for want of arena space.
+//
+// Memory in the arena is never read or written after it is freed: bodies
+// are reference-counted (see body), and a block returns to the arena only
+// when the last reader is done with it.
+type arena struct {
+	chunkShift uint // log2 of the chunk size
+	maxChunks  int
+
+	mu     sync.Mutex
+	chunks [][]byte
+	// Free lists, one per order, doubly linked through next and prev,
+	// which are indexed by global block number (chunk << chunkOrder |
+	// offset / minBlock). freeOrder[b] is the order of the free block
+	// starting at b, or -1.
+	head      []int32
+	next      []int32
+	prev      []int32
+	freeOrder []int8
+	chunkFree []int64 // free bytes per chunk
+	used      int64   // bytes in allocated blocks
+	closed    bool
+
+	fallbacks     atomic.Uint64 // bodies (or parts) placed on the Go heap
+	fallbackBytes atomic.Int64  // their bytes now live
+}
+
+const (
+	minBlockShift = 9 // 512 B
+	minBlock      = 1 << minBlockShift
+	// Chunks are between 64 KiB and 4 MiB: at most a sixteenth of
+	// max_size, so a small cache maps little it does not need.
+	minChunkShift = 16
+	maxChunkShift = 22
+)
+
+// newArena returns an arena for a cache of maxCost bytes. Its chunks add
+// up to maxCost and a sixteenth, the slack that keeps fragmentation from
+// pushing bodies to the heap.
+func newArena(maxCost int64) *arena {
+	shift := uint(maxChunkShift)
+	for shift > minChunkShift && int64(1)<<shift > maxCost/16 {
+		shift--
+	}
+	size := int64(1) << shift
+	n := (maxCost + maxCost/16 + size - 1) / size
+	orders := int(shift-minBlockShift) + 1
+	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders)}
+	for i := range a.head {
+		a.head[i] = -1
+	}
+	return a
+}
+
+func (a *arena) chunkSize() int { return 1 << a.chunkShift }
+
+// topOrder is the order of a whole chunk.
+func (a *arena) topOrder() int8 { return int8(a.chunkShift - minBlockShift) }
+
+// span is one part of a body: a block of the arena (order >= 0, block is
+// its number) or a slice of the Go heap (order -1).
+type span struct {
+	b     []byte
+	block int32
+	order int8
+}
+
+// blockOrders plans the blocks for n bytes: whole chunks, then at most
+// three blocks for the rest, each the smallest power of two that holds
+// it when that wastes at most an eighth of it, else the largest that
+// fits and the rest in the next.
+func (a *arena) blockOrders(n int, dst []int8) []int8 {
+	top := a.topOrder()
+	for n >= a.chunkSize() {
+		dst = append(dst, top)
+		n -= a.chunkSize()
+	}
+	for parts := 0; n > 0; parts++ {
+		k := ceilOrder(n)
+		size := minBlock << k
+		if parts == 2 || k == 0 || size-n <= n/8 {
+			return append(dst, k)
+		}
+		dst = append(dst, k-1)
+		n -= size / 2
+	}
+	return dst
+}
+
+// ceilOrder is the smallest order whose block holds n > 0 bytes.
+func ceilOrder(n int) int8 {
+	if n <= minBlock {
+		return 0
+	}
+	return int8(bits.Len(uint(n-1)) - minBlockShift)
+}
+
+// alloc returns spans holding n bytes in all (the last may be longer than
+// needed, and is cut to length). It never fails: what the arena cannot
+// give comes from the Go heap.
+func (a *arena) alloc(n int) []span {
+	var plan [8]int8
+	orders := a.blockOrders(n, plan[:0])
+	spans := make([]span, 0, len(orders))
+	left := n
+	a.mu.Lock()
+	for _, k := range orders {
+		size := minBlock << k
+		want := min(size, left)
+		left -= want
+		if b, ok := a.allocLocked(k); ok {
+			off := (int(b) & a.blockMask()) << minBlockShift
+			c := a.chunks[int(b)>>a.blockShift()]
+			spans = append(spans, span{b: c[off : off+want : off+want], block: b, order: k})
+			continue
+		}
+		spans = append(spans, span{b: make([]byte, want), order: -1})
+		a.fallbacks.Add(1)
+		a.fallbackBytes.Add(int64(want))
+	}
+	a.mu.Unlock()
+	return spans
+}
+
+// free returns spans to the arena (heap spans to the garbage collector).
+func (a *arena) free(spans []span) {
+	a.mu.Lock()
+	for _, s := range spans {
+		if s.order < 0 {
+			a.fallbackBytes.Add(-int64(len(s.b)))
+			continue
+		}
+		a.freeLocked(s.block, s.order)
+	}
+	if a.closed && a.used == 0 {
+		a.unmapLocked()
+	}
+	a.mu.Unlock()
+}
+
+// cost is the memory spans take: whole blocks, or the heap's size class.
+func spanCost(spans []span) int64 {
+	var c int64
+	for _, s := range spans {
+		if s.order >= 0 {
+			c += minBlock << s.order
+		} else {
+			c += allocSize(int64(len(s.b)))
+		}
+	}
+	return c
+}
+
+// blockShift is log2 of the number of minimum blocks in a chunk.
+func (a *arena) blockShift() uint { return a.chunkShift - minBlockShift }
+func (a *arena) blockMask() int   { return 1<<a.blockShift() - 1 }
+
+// allocLocked takes a free block of order k, splitting a larger one or
+// mapping a new chunk if need be.
+func (a *arena) allocLocked(k int8) (int32, bool) {
+	if a.closed {
+		return 0, false
+	}
+	j := k
+	for j <= a.topOrder() && a.head[j] < 0 {
+		j++
+	}
+	if j > a.topOrder() {
+		if !a.growLocked() {
+			return 0, false
+		}
+		j = a.topOrder()
+	}
+	b := a.head[j]
+	a.unlinkLocked(b, j)
+	for j > k { // split, keeping the lower half
+		j--
+		a.pushLocked(b+1<<j, j)
+	}
+	a.used += minBlock << k
+	a.chunkFree[int(b)>>a.blockShift()] -= minBlock << k
+	return b, true
+}
+
+// freeLocked returns block b of order k, merging it with its free buddies.
+func (a *arena) freeLocked(b int32, k int8) {
+	a.used -= minBlock << k
+	c := int(b) >> a.blockShift()
+	a.chunkFree[c] += minBlock << k
+	for k < a.topOrder() {
+		buddy := b ^ 1<<k
+		if a.freeOrder[buddy] != k {
+			break
+		}
+		a.unlinkLocked(buddy, k)
+		b = min(b, buddy)
+		k++
+	}
+	a.pushLocked(b, k)
+	if k == a.topOrder() && !a.closed {
+		// A whole chunk is free: give its pages back to the system. It
+		// stays mapped, and is faulted in again when used.
+		releasePages(a.chunks[c])
+	}
+}
+
+// growLocked maps one more chunk, if the arena may have one.
+func (a *arena) growLocked() bool {
+	if len(a.chunks) >= a.maxChunks {
+		return false
+	}
+	mem, err := mapChunk(a.chunkSize())
+	if err != nil {
+		a.maxChunks = len(a.chunks) // do not try again
+		return false
+	}
+	c := len(a.chunks)
+	a.chunks = append(a.chunks, mem)
+	a.chunkFree = append(a.chunkFree, int64(a.chunkSize()))
+	per := 1 << a.blockShift()
+	for range per {
+		a.next = append(a.next, -1)
+		a.prev = append(a.prev, -1)
+		a.freeOrder = append(a.freeOrder, -1)
+	}
+	a.pushLocked(int32(c*per), a.topOrder())
+	return true
+}
+
+func (a *arena) pushLocked(b int32, k int8) {
+	a.freeOrder[b] = k
+	a.prev[b] = -1
+	a.next[b] = a.head[k]
+	if h := a.head[k]; h >= 0 {
+		a.prev[h] = b
+	}
+	a.head[k] = b
+}
+
+func (a *arena) unlinkLocked(b int32, k int8) {
+	if p := a.prev[b]; p >= 0 {
+		a.next[p] = a.next[b]
+	} else {
+		a.head[k] = a.next[b]
+	}
+	if n := a.next[b]; n >= 0 {
+		a.prev[n] = a.prev[b]
+	}
+	a.freeOrder[b] = -1
+	a.next[b], a.prev[b] = -1, -1
+}
+
+// close marks the arena unused by its store: no more allocations, and the
+// chunks are unmapped as soon as the last block still being read is
+// freed.
+func (a *arena) close() {
+	a.mu.Lock()
+	a.closed = true
+	if a.used == 0 {
+		a.unmapLocked()
+	}
+	a.mu.Unlock()
+}
+
+func (a *arena) unmapLocked() {
+	for _, c := range a.chunks {
+		unmapChunk(c)
+	}
+	a.chunks = nil
+	a.next, a.prev, a.freeOrder, a.chunkFree = nil, nil, nil, nil
+	for i := range a.head {
+		a.head[i] = -1
+	}
+}
+
+// arenaStats is a snapshot of an arena.
+type arenaStats struct {
+	// Mapped is the memory mapped for bodies, outside the Go heap.
+	Mapped int64 `json:"mapped_bytes"`
+	// Used is the part of it holding bodies (whole blocks).
+	Used int64 `json:"used_bytes"`
+	// Fallbacks counts bodies (or parts) that found no free block and
+	// were put on the Go heap instead.
+	Fallbacks uint64 `json:"heap_fallbacks"`
+	// FallbackBytes is the heap those hold now.
+	FallbackBytes int64 `json:"heap_bytes"`
+}
+
+func (a *arena) stats() arenaStats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return arenaStats{
+		Mapped:        int64(len(a.chunks)) << a.chunkShift,
+		Used:          a.used,
+		Fallbacks:     a.fallbacks.Load(),
+		FallbackBytes: a.fallbackBytes.Load(),
+	}
+}
