@@ -19,7 +19,7 @@ import (
 // from minBlock to the chunk size, split on allocation and merged with
 // their buddy when freed, so freed space is reusable by bodies of any
 // size. A body is held in up to a few blocks (see blockOrders), which
-// keeps the rounding waste to about an eighth at most.
+// keeps the rounding waste below a seventh.
 //
 // When no block is free and every chunk is mapped (fragmentation), or
 // where memory cannot be mapped (platforms without mmap), a body is
@@ -46,6 +46,10 @@ type arena struct {
 	chunkFree []int64 // free bytes per chunk
 	used      int64   // bytes in allocated blocks
 	closed    bool
+	// spare is a wholly free chunk whose pages were kept (-1: none), so
+	// that a cache whose use hovers around a chunk boundary does not give
+	// pages back and fault them in again on every body.
+	spare int
 
 	fallbacks     atomic.Uint64 // bodies (or parts) placed on the Go heap
 	fallbackBytes atomic.Int64  // their bytes now live
@@ -71,7 +75,7 @@ func newArena(maxCost int64) *arena {
 	size := int64(1) << shift
 	n := (maxCost + maxCost/16 + size - 1) / size
 	orders := int(shift-minBlockShift) + 1
-	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders)}
+	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), spare: -1}
 	for i := range a.head {
 		a.head[i] = -1
 	}
@@ -94,21 +98,33 @@ type span struct {
 // blockOrders plans the blocks for n bytes: whole chunks, then at most
 // three blocks for the rest, each the smallest power of two that holds
 // it when that wastes at most an eighth of it, else the largest that
-// fits and the rest in the next.
+// fits and the rest in the next; a split that would take as much as the
+// single block is not made. The waste is below a seventh of n, or below
+// one minimum block for small n.
 func (a *arena) blockOrders(n int, dst []int8) []int8 {
 	top := a.topOrder()
 	for n >= a.chunkSize() {
 		dst = append(dst, top)
 		n -= a.chunkSize()
 	}
+	if n == 0 {
+		return dst
+	}
+	start, whole, total := len(dst), ceilOrder(n), 0
 	for parts := 0; n > 0; parts++ {
 		k := ceilOrder(n)
 		size := minBlock << k
 		if parts == 2 || k == 0 || size-n <= n/8 {
-			return append(dst, k)
+			dst = append(dst, k)
+			total += size
+			break
 		}
 		dst = append(dst, k-1)
+		total += size / 2
 		n -= size / 2
+	}
+	if total >= minBlock<<whole {
+		dst = append(dst[:start], whole)
 	}
 	return dst
 }
@@ -164,14 +180,15 @@ func (a *arena) free(spans []span) {
 	a.mu.Unlock()
 }
 
-// cost is the memory spans take: whole blocks, or the heap's size class.
+// spanCost is the memory spans take: whole blocks, or heapFactor times
+// the heap's size class.
 func spanCost(spans []span) int64 {
 	var c int64
 	for _, s := range spans {
 		if s.order >= 0 {
 			c += minBlock << s.order
 		} else {
-			c += allocSize(int64(len(s.b)))
+			c += heapFactor * allocSize(int64(len(s.b)))
 		}
 	}
 	return c
@@ -204,7 +221,11 @@ func (a *arena) allocLocked(k int8) (int32, bool) {
 		a.pushLocked(b+1<<j, j)
 	}
 	a.used += minBlock << k
-	a.chunkFree[int(b)>>a.blockShift()] -= minBlock << k
+	c := int(b) >> a.blockShift()
+	a.chunkFree[c] -= minBlock << k
+	if c == a.spare {
+		a.spare = -1
+	}
 	return b, true
 }
 
@@ -224,9 +245,14 @@ func (a *arena) freeLocked(b int32, k int8) {
 	}
 	a.pushLocked(b, k)
 	if k == a.topOrder() && !a.closed {
-		// A whole chunk is free: give its pages back to the system. It
-		// stays mapped, and is faulted in again when used.
-		releasePages(a.chunks[c])
+		// A whole chunk is free: keep it as the spare, or give its pages
+		// back to the system. It stays mapped, and is faulted in again
+		// when used.
+		if a.spare < 0 {
+			a.spare = c
+		} else {
+			releasePages(a.chunks[c])
+		}
 	}
 }
 
@@ -293,6 +319,7 @@ func (a *arena) unmapLocked() {
 		unmapChunk(c)
 	}
 	a.chunks = nil
+	a.spare = -1
 	a.next, a.prev, a.freeOrder, a.chunkFree = nil, nil, nil, nil
 	for i := range a.head {
 		a.head[i] = -1

@@ -148,7 +148,8 @@ func (b *body) release() {
 	}
 }
 
-// cost is the memory the body holds.
+// cost is the memory the body takes: its arena blocks, and heapFactor
+// times what it holds on the heap.
 func (b *body) cost() int64 {
 	if b == nil {
 		return 0

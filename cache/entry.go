@@ -113,12 +113,24 @@ func headerCost(h http.Header) int64 {
 	return n
 }
 
-// computeCost sets e.cost: what the entry holds on the heap, as closely
-// as can be known without the runtime's help, so that the sum of costs
-// (ristretto's MaxCost) bounds the memory the cache really uses.
+// heapFactor is what a byte held on the Go heap costs in the process's
+// memory: by default (GOGC=100) the heap grows to twice its live data
+// before it is collected. A byte of a body in the arena costs one.
+const heapFactor = 2
+
+// computeCost sets e.cost: the memory the entry takes in the process, as
+// closely as can be known without the runtime's help, so that the sum of
+// costs (ristretto's MaxCost, max_size) bounds the memory the cache
+// really uses: its bodies' arena blocks, and heapFactor times what it
+// holds on the Go heap.
 func (e *entry) computeCost() {
+	e.cost = heapFactor*e.heapBytes() + e.body.cost()
+}
+
+// heapBytes estimates what the entry holds on the Go heap, besides its
+// body.
+func (e *entry) heapBytes() int64 {
 	c := int64(entryOverhead) + int64(len(e.key))
-	c += e.body.cost()
 	if e.header != nil {
 		c += headerCost(e.header)
 	}
@@ -132,7 +144,7 @@ func (e *entry) computeCost() {
 		// the tag string, its slot in the entry and in the tag index
 		c += 2*headerValueOverhead + 24 + int64(len(t))
 	}
-	e.cost = c
+	return c
 }
 
 // sizeClasses are the Go runtime's small allocation size classes

@@ -26,6 +26,9 @@ const (
 	maxDefaultItemSize   = 64 << 20
 	defaultCacheName     = "caddy"
 	defaultTargetedField = "CDN-Cache-Control"
+	// maxMaxSize keeps the body arena's block numbers (int32, 512-byte
+	// blocks) in range.
+	maxMaxSize = 512 << 30
 	// DefaultKey is the default cache key template.
 	DefaultKey = "{http.request.scheme}://{http.request.hostport}{http.request.uri.path}?{http.request.uri.query}"
 	// backgroundTimeout bounds a background revalidation.
@@ -142,6 +145,8 @@ func (h *Handler) Validate() error {
 	switch {
 	case c.MaxSize <= 0:
 		return fmt.Errorf("provisioning response_cache: max_size must be positive, got %d", c.MaxSize)
+	case c.MaxSize > maxMaxSize:
+		return fmt.Errorf("provisioning response_cache: max_size must be at most 512GiB, got %d; run more cache nodes behind lb_policy affinity to hold more", c.MaxSize)
 	case c.MaxItemSize <= 0:
 		return fmt.Errorf("provisioning response_cache: max_item_size must be positive, got %d", c.MaxItemSize)
 	case c.MaxItemSize > c.MaxSize:

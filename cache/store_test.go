@@ -227,7 +227,7 @@ func TestEntryOverheadMatchesHeap(t *testing.T) {
 		e.contentLength = newContentLength(64)
 		e.header["Content-Length"] = e.contentLength
 		e.computeCost()
-		cost += e.cost
+		cost += e.heapBytes() + e.body.cost()
 		s.set(e)
 	}
 	s.wait()

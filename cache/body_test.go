@@ -1,0 +1,424 @@
+package cache
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+)
+
+// rangeChecker is a writer that checks what it is given against want
+// from pos on, without keeping it.
+type rangeChecker struct {
+	want  []byte
+	pos   int
+	calls int
+	bad   bool
+}
+
+func (w *rangeChecker) Write(p []byte) (int, error) {
+	w.calls++
+	if w.pos+len(p) > len(w.want) || !bytes.Equal(p, w.want[w.pos:w.pos+len(p)]) {
+		w.bad = true
+	}
+	w.pos += len(p)
+	return len(p), nil
+}
+
+// fillInPieces writes want to b in pieces of odd sizes, so that writes
+// start and end inside blocks and straddle their boundaries.
+func fillInPieces(t *testing.T, b *body, want []byte) {
+	t.Helper()
+	pieces := []int{1, 3, 5, 7, 11, 13, 509, 511, 513, 1021}
+	for i := 0; len(want) > 0; i++ {
+		if b.full() {
+			t.Fatalf("full with %d bytes left to write", len(want))
+		}
+		p := want[:min(pieces[i%len(pieces)], len(want))]
+		n, err := b.Write(p)
+		if n != len(p) || err != nil {
+			t.Fatalf("Write(%d bytes) = %d, %v", len(p), n, err)
+		}
+		want = want[n:]
+	}
+	if !b.full() {
+		t.Fatalf("not full after writing every byte")
+	}
+}
+
+func TestBodyWriteAndWriteRange(t *testing.T) {
+	a := newArena(1 << 20) // 64 KiB chunks
+	t.Cleanup(a.close)
+	tests := []struct {
+		name      string
+		arena     *arena
+		n         int
+		wantSpans []int // span lengths
+	}{
+		{"three blocks", a, 2600, []int{2048, 512, 40}},
+		{"three blocks, one byte in the last", a, 2561, []int{2048, 512, 1}},
+		{"blocks exactly full", a, 1536, []int{1024, 512}},
+		{"heap", nil, 1600, []int{1600}},
+		{"chunk and three blocks", a, 1<<16 + 7000, []int{1 << 16, 4096, 2048, 856}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := tt.arena.newBody(tt.n)
+			defer b.release()
+			var lens []int
+			for _, s := range b.spans {
+				lens = append(lens, len(s.b))
+			}
+			if fmt.Sprint(lens) != fmt.Sprint(tt.wantSpans) {
+				t.Fatalf("spans of %v bytes, want %v", lens, tt.wantSpans)
+			}
+			if b.Len() != tt.n {
+				t.Fatalf("Len = %d, want %d", b.Len(), tt.n)
+			}
+			want := patternFor(tt.n, tt.n)
+			fillInPieces(t, b, want)
+
+			// Every position on a small body; on a large one, those
+			// around span boundaries and a stride.
+			var pos []int
+			if tt.n <= 2048 {
+				for p := 0; p <= tt.n; p++ {
+					pos = append(pos, p)
+				}
+			} else {
+				edge := 0
+				for _, l := range append([]int{0}, lens...) {
+					edge += l
+					for d := -2; d <= 2; d++ {
+						if p := edge + d; p >= 0 && p <= tt.n {
+							pos = append(pos, p)
+						}
+					}
+				}
+				for p := 0; p <= tt.n; p += 997 {
+					pos = append(pos, p)
+				}
+			}
+			w := &rangeChecker{want: want}
+			for _, start := range pos {
+				for _, end := range pos {
+					if end < start {
+						continue
+					}
+					w.pos, w.calls, w.bad = start, 0, false
+					if err := b.writeRange(w, start, end); err != nil {
+						t.Fatalf("writeRange(%d, %d): %v", start, end, err)
+					}
+					if w.bad || w.pos != end {
+						t.Fatalf("writeRange(%d, %d) wrote the wrong bytes (reached %d)", start, end, w.pos)
+					}
+					if start == end && w.calls != 0 {
+						t.Fatalf("writeRange(%d, %d) wrote %d times", start, end, w.calls)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestBodyWriteRangeNoCopy checks that writeRange hands the writer the
+// body's own memory, span by span.
+func TestBodyWriteRangeNoCopy(t *testing.T) {
+	a := newArena(1 << 20)
+	t.Cleanup(a.close)
+	b := a.bodyOf(patternFor(0, 2600))
+	defer b.release()
+	var got [][]byte
+	w := writerFunc(func(p []byte) (int, error) { got = append(got, p); return len(p), nil })
+	if err := b.writeRange(w, 100, 2590); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ span, off, n int }{{0, 100, 1948}, {1, 0, 512}, {2, 0, 30}}
+	if len(got) != len(want) {
+		t.Fatalf("%d writes, want one per span", len(got))
+	}
+	for i, w := range want {
+		if len(got[i]) != w.n || &got[i][0] != &b.spans[w.span].b[w.off] {
+			t.Fatalf("write %d: %d bytes, not span %d's memory from %d (%d bytes)", i, len(got[i]), w.span, w.off, w.n)
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestBodyWriteRangeError(t *testing.T) {
+	a := newArena(1 << 20)
+	t.Cleanup(a.close)
+	b := a.bodyOf(patternFor(0, 1600))
+	defer b.release()
+	errStop := errors.New("stop")
+	calls := 0
+	w := writerFunc(func(p []byte) (int, error) { calls++; return 0, errStop })
+	if err := b.writeRange(w, 0, 1600); !errors.Is(err, errStop) {
+		t.Fatalf("writeRange = %v, want the writer's error", err)
+	}
+	if calls != 1 {
+		t.Fatalf("writeRange went on after an error: %d writes", calls)
+	}
+}
+
+func TestBodyWritePastLen(t *testing.T) {
+	tests := []struct {
+		name   string
+		n      int
+		writes []int // sizes written in turn
+		wantN  []int
+		short  []bool // io.ErrShortWrite expected
+	}{
+		{"exact", 1600, []int{1600}, []int{1600}, []bool{false}},
+		{"one over", 1600, []int{1601}, []int{1600}, []bool{true}},
+		{"second write crosses the end", 1600, []int{1000, 700}, []int{1000, 600}, []bool{false, true}},
+		{"write after full", 1600, []int{1600, 1}, []int{1600, 0}, []bool{false, true}},
+		{"empty write after full", 1600, []int{1600, 0}, []int{1600, 0}, []bool{false, false}},
+		{"nil body", 0, []int{0, 1}, []int{0, 0}, []bool{false, true}},
+	}
+	a := newArena(1 << 20)
+	t.Cleanup(a.close)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := a.newBody(tt.n)
+			defer b.release()
+			src := patternFor(3, 4000)
+			off := 0
+			for i, size := range tt.writes {
+				n, err := b.Write(src[off : off+size])
+				if n != tt.wantN[i] || errors.Is(err, io.ErrShortWrite) != tt.short[i] || (err != nil && !tt.short[i]) {
+					t.Fatalf("write %d of %d bytes = %d, %v; want %d, short %v", i, size, n, err, tt.wantN[i], tt.short[i])
+				}
+				off += n
+			}
+			if !b.full() {
+				t.Fatalf("not full")
+			}
+			var got bytes.Buffer
+			if err := b.writeRange(&got, 0, b.Len()); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Bytes(), src[:tt.n]) {
+				t.Fatalf("content not what was written")
+			}
+		})
+	}
+}
+
+func TestNilBody(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		b    *body
+	}{
+		{"nil", nil},
+		{"newBody(0)", newArena(1 << 20).newBody(0)},
+		{"newBody(-1)", newArena(1 << 20).newBody(-1)},
+		{"bodyOf(nil)", newArena(1 << 20).bodyOf(nil)},
+		{"nil arena bodyOf(empty)", (*arena)(nil).bodyOf([]byte{})},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := tt.b
+			if b != nil {
+				t.Fatalf("empty body is %p, want nil", b)
+			}
+			if b.Len() != 0 || !b.full() || b.cost() != 0 {
+				t.Fatalf("Len %d, full %v, cost %d", b.Len(), b.full(), b.cost())
+			}
+			if !b.acquire() {
+				t.Fatalf("acquire on the empty body failed")
+			}
+			before := overReleases.Load()
+			b.release()
+			b.release()
+			if overReleases.Load() != before {
+				t.Fatalf("releasing the empty body counted as an over-release")
+			}
+			w := &rangeChecker{}
+			if err := b.writeRange(w, 0, 10); err != nil || w.calls != 0 {
+				t.Fatalf("writeRange: %v, %d writes", err, w.calls)
+			}
+			if n, err := b.Write(nil); n != 0 || err != nil {
+				t.Fatalf("Write(nil) = %d, %v", n, err)
+			}
+		})
+	}
+}
+
+func TestBodyOfAndCost(t *testing.T) {
+	a := newArena(1 << 20)
+	t.Cleanup(a.close)
+	tests := []struct {
+		name     string
+		arena    *arena
+		n        int
+		wantCost int64
+	}{
+		{"arena one byte", a, 1, minBlock},
+		{"arena three blocks", a, 1600, 2048},
+		{"arena chunk+1", a, 1<<16 + 1, 1<<16 + minBlock},
+		{"heap small", nil, 1000, heapFactor * allocSize(1000)},
+		{"heap large", nil, 100_000, heapFactor * allocSize(100_000)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			used := a.stats().Used
+			p := bytes.Clone(patternFor(tt.n, tt.n))
+			b := tt.arena.bodyOf(p)
+			if !b.full() || b.Len() != tt.n {
+				t.Fatalf("bodyOf: full %v, Len %d", b.full(), b.Len())
+			}
+			var got bytes.Buffer
+			if err := b.writeRange(&got, 0, tt.n); err != nil || !bytes.Equal(got.Bytes(), p) {
+				t.Fatalf("bodyOf did not keep the bytes (%v)", err)
+			}
+			p[0]++ // bodyOf copies
+			got.Reset()
+			_ = b.writeRange(&got, 0, 1)
+			p[0]--
+			if got.Bytes()[0] != p[0] {
+				t.Fatalf("body shares memory with bodyOf's argument")
+			}
+			if c := b.cost(); c != tt.wantCost {
+				t.Errorf("cost = %d, want %d", c, tt.wantCost)
+			}
+			if tt.arena != nil {
+				if d := a.stats().Used - used; d != tt.wantCost {
+					t.Errorf("arena Used rose by %d, want the cost %d", d, tt.wantCost)
+				}
+			}
+			b.release()
+			if d := a.stats().Used - used; d != 0 {
+				t.Errorf("arena Used %d off after release", d)
+			}
+		})
+	}
+}
+
+// saveOverReleases lets a test release past zero on purpose: the global
+// counter is restored when it ends, so the checks elsewhere that it
+// stays unchanged are not disturbed.
+func saveOverReleases(t *testing.T) uint64 {
+	before := overReleases.Load()
+	t.Cleanup(func() { overReleases.Store(before) })
+	return before
+}
+
+func TestBodyRefcount(t *testing.T) {
+	a := newArena(1 << 20)
+	t.Cleanup(a.close)
+	before := saveOverReleases(t)
+	b := a.bodyOf(patternFor(1, 5000))
+	cost := b.cost()
+	if got := a.stats().Used; got != cost {
+		t.Fatalf("Used = %d, want %d", got, cost)
+	}
+	for range 3 {
+		if !b.acquire() {
+			t.Fatalf("acquire on a live body failed")
+		}
+	}
+	for range 3 {
+		b.release()
+	}
+	if got := a.stats().Used; got != cost {
+		t.Fatalf("Used = %d after balanced acquire/release, want %d", got, cost)
+	}
+	if !b.acquire() {
+		t.Fatalf("acquire failed")
+	}
+	b.release()
+	b.release() // the creator's reference: the last
+	if got := a.stats().Used; got != 0 {
+		t.Fatalf("Used = %d after the last release", got)
+	}
+	if b.spans != nil {
+		t.Fatalf("spans kept after the last release")
+	}
+	if b.acquire() {
+		t.Fatalf("acquire on a freed body succeeded")
+	}
+	if got := overReleases.Load(); got != before {
+		t.Fatalf("overReleases rose by %d without an over-release", got-before)
+	}
+	b.release()
+	if got := overReleases.Load() - before; got != 1 {
+		t.Fatalf("over-release counted %d times, want 1", got)
+	}
+	if b.acquire() {
+		t.Fatalf("acquire after an over-release succeeded")
+	}
+	if got := a.stats().Used; got != 0 {
+		t.Fatalf("Used = %d after an over-release", got)
+	}
+}
+
+// TestBodyConcurrentRefcount has many readers take and drop references
+// while the owner holds one, then again while the owner lets go: every
+// reader that got a reference reads the body intact, and the body is
+// freed exactly once. Run with -race.
+func TestBodyConcurrentRefcount(t *testing.T) {
+	for _, ownerLetsGo := range []bool{false, true} {
+		t.Run(fmt.Sprintf("owner lets go meanwhile=%v", ownerLetsGo), func(t *testing.T) {
+			a := newArena(1 << 20)
+			t.Cleanup(a.close)
+			before := overReleases.Load()
+			want := patternFor(5, 3*a.chunkSize()/2+777)
+			b := a.bodyOf(want)
+			const readers, rounds = 16, 200
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			errs := make(chan error, readers)
+			for range readers {
+				wg.Go(func() {
+					<-start
+					w := &rangeChecker{want: want}
+					for i := range rounds {
+						if !b.acquire() {
+							if !ownerLetsGo {
+								errs <- errors.New("acquire failed while the owner holds a reference")
+							}
+							return
+						}
+						s := i * 997 % len(want)
+						w.pos, w.bad = s, false
+						err := b.writeRange(w, s, min(s+5000, len(want)))
+						b.release()
+						if err != nil || w.bad {
+							errs <- fmt.Errorf("read [%d, %d) wrong: %v", s, min(s+5000, len(want)), err)
+							return
+						}
+					}
+				})
+			}
+			close(start)
+			if ownerLetsGo {
+				b.release()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			if !ownerLetsGo {
+				if got := a.stats().Used; got != b.cost() {
+					t.Fatalf("Used = %d with the owner's reference, want %d", got, b.cost())
+				}
+				b.release()
+			}
+			if got := a.stats().Used; got != 0 {
+				t.Fatalf("Used = %d after the final release", got)
+			}
+			if got := overReleases.Load(); got != before {
+				t.Fatalf("overReleases rose by %d", got-before)
+			}
+			if b.acquire() {
+				t.Fatalf("acquire after the final release succeeded")
+			}
+		})
+	}
+}
