@@ -48,24 +48,50 @@ func StorableHeader(h http.Header, rc ResponseControl) http.Header {
 }
 
 // copyHeaderExcept copies the fields of h that drop rejects, with every value
-// slice at len == cap over one shared backing array. Fields with no values
-// are kept empty (not nil), as http.Header.Clone does.
+// slice at len == cap over one shared backing array, and every name and
+// value a substring of one string: a stored header is four objects for the
+// garbage collector to mark (the map, its table, the backing array and the
+// string), whatever its number of fields. Fields with no values are kept
+// empty (not nil), as http.Header.Clone does.
 func copyHeaderExcept(h http.Header, drop func(name string) bool) http.Header {
-	n, fields := 0, 0
+	var buf [32]string
+	names := buf[:0] // in one order: a map's order changes between ranges
+	n, size := 0, 0
 	for k, vv := range h {
 		if drop(k) {
 			continue
 		}
+		names = append(names, k)
 		n += len(vv)
-		fields++
-	}
-	out := make(http.Header, fields)
-	backing := make([]string, n)
-	for k, vv := range h {
-		if drop(k) {
-			continue
+		size += len(k)
+		for _, v := range vv {
+			size += len(v)
 		}
-		m := copy(backing, vv)
+	}
+	var sb strings.Builder
+	sb.Grow(size)
+	for _, k := range names {
+		sb.WriteString(k)
+		for _, v := range h[k] {
+			sb.WriteString(v)
+		}
+	}
+	text := sb.String()
+	out := make(http.Header, len(names))
+	backing := make([]string, n)
+	off := 0
+	take := func(s string) string {
+		t := text[off : off+len(s)]
+		off += len(s)
+		return t
+	}
+	for _, name := range names {
+		vv := h[name]
+		k := take(name)
+		for i, v := range vv {
+			backing[i] = take(v)
+		}
+		m := len(vv)
 		out[k] = backing[:m:m]
 		backing = backing[m:]
 	}
