@@ -209,7 +209,8 @@ func fillAndMeasure(t *testing.T, maxSize int64) {
 	}
 	// The live heap (entries, index, ristretto's counters) and the arena
 	// stay close to max_size: the cost accounts for what an entry holds.
-	if float64(held) > 1.2*float64(maxSize) {
+	// (The race detector's shadow memory inflates the heap.)
+	if float64(held) > 1.2*float64(maxSize) && !raceEnabled {
 		t.Errorf("live heap + arena %.1f MiB exceeds 1.2 x max_size", mib(held))
 	}
 	runtime.KeepAlive(h)

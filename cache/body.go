@@ -21,9 +21,12 @@ import (
 type body struct {
 	arena *arena
 	spans []span
-	n     int // length
+	n     int // length (while growing: the room in spans)
 	w     int // bytes written so far, while filling
 	refs  atomic.Int32
+	// limit, when positive, marks a body of unknown length growing block
+	// by block as it is written, up to limit bytes; seal ends it.
+	limit int
 }
 
 // newBody returns a body of n bytes to be filled with Write, holding one
@@ -39,6 +42,55 @@ func (a *arena) newBody(n int) *body {
 		b.spans = a.alloc(n)
 	}
 	b.refs.Store(1)
+	return b
+}
+
+// Blocks of a growing body start at firstGrowBlock and double with the
+// body's size, up to a chunk.
+const firstGrowBlock = 4 << 10
+
+// newGrowingBody returns a body of unknown length, at most limit bytes,
+// that takes arena blocks as it is written (one reference, the
+// caller's); seal returns what it does not use.
+func (a *arena) newGrowingBody(limit int) *body {
+	b := &body{arena: a, limit: max(limit, 1)}
+	b.refs.Store(1)
+	return b
+}
+
+// growBlock adds a block to a growing body: as large as the body so far
+// (at least firstGrowBlock, at most a chunk), and no larger than the
+// limit requires.
+func (b *body) growBlock() bool {
+	if b.n >= b.limit {
+		return false
+	}
+	size := min(max(b.n, firstGrowBlock), b.limit-b.n)
+	if b.arena != nil {
+		size = min(size, b.arena.chunkSize())
+	}
+	s := b.arena.allocBlock(ceilOrder(size))
+	b.spans = append(b.spans, s)
+	b.n += len(s.b)
+	return true
+}
+
+// seal ends the growth of a body: its length is what was written, and
+// the unused end of its last block goes back to the arena. It returns
+// nil (releasing the body) when nothing was written.
+func (b *body) seal() *body {
+	if b == nil || b.limit == 0 {
+		return b
+	}
+	b.limit = 0
+	if b.w == 0 {
+		b.release()
+		return nil
+	}
+	last := b.spans[len(b.spans)-1]
+	used := b.w - (b.n - len(last.b))
+	b.spans = b.arena.trim(last, used, b.spans[:len(b.spans)-1])
+	b.n = b.w
 	return b
 }
 
@@ -59,16 +111,32 @@ func (b *body) Len() int {
 	return b.n
 }
 
-// full reports whether every byte has been written.
-func (b *body) full() bool { return b == nil || b.w == b.n }
+// full reports whether every byte has been written (growing: whether
+// the limit is reached).
+func (b *body) full() bool {
+	if b != nil && b.limit > 0 {
+		return b.w >= b.limit
+	}
+	return b == nil || b.w == b.n
+}
 
 // Write fills the body in order while it is being recorded. It returns
-// io.ErrShortWrite for bytes past its length.
+// io.ErrShortWrite for bytes past its length (or, growing, its limit).
 func (b *body) Write(p []byte) (int, error) {
 	written := 0
-	for len(p) > 0 && b != nil && b.w < b.n {
+	for len(p) > 0 && b != nil {
+		if b.w == b.n && !(b.limit > 0 && b.growBlock()) {
+			break
+		}
 		i, off := b.locate(b.w)
-		c := copy(b.spans[i].b[off:], p)
+		dst := b.spans[i].b[off:]
+		if b.limit > 0 {
+			if b.w >= b.limit {
+				break
+			}
+			dst = dst[:min(len(dst), b.limit-b.w)]
+		}
+		c := copy(dst, p)
 		p = p[c:]
 		b.w += c
 		written += c

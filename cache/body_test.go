@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"testing"
 )
@@ -43,7 +44,7 @@ func fillInPieces(t *testing.T, b *body, want []byte) {
 		}
 		want = want[n:]
 	}
-	if !b.full() {
+	if b.limit == 0 && !b.full() {
 		t.Fatalf("not full after writing every byte")
 	}
 }
@@ -421,4 +422,108 @@ func TestBodyConcurrentRefcount(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGrowingBody records bodies of unknown length block by block and
+// seals them: the content is intact, the arena keeps no more than the
+// blocks the length needs (within the blockOrders bound), the unused
+// tails return to the arena, and the limit holds.
+func TestGrowingBody(t *testing.T) {
+	a := newArena(64 << 20) // 4 MiB chunks
+	t.Cleanup(a.close)
+	for _, n := range []int{1, 511, 512, 513, 4095, 4096, 4097, 7169, 10000, 100 << 10, 100<<10 + 1, 1<<20 - 3, 5 << 20} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			live := newLiveSet()
+			b := a.newGrowingBody(8 << 20)
+			want := patternFor(n, min(n, len(pattern)-256))
+			for len(want) < n { // longer than the pattern: repeat it
+				want = append(want[:len(want):len(want)], want[:min(n-len(want), len(want))]...)
+			}
+			fillInPieces(t, b, want)
+			if b.full() {
+				t.Fatal("growing body full below its limit")
+			}
+			if sealed := b.seal(); sealed != b {
+				t.Fatal("seal replaced a non-empty body")
+			}
+			live.spans[0] = b.spans
+			checkArena(t, a, live)
+			if b.Len() != n || spanLen(b.spans) != n {
+				t.Fatalf("Len %d, spans hold %d; want %d", b.Len(), spanLen(b.spans), n)
+			}
+			if !spansEqual(b.spans, want) {
+				t.Fatal("content differs from what was written")
+			}
+			used := int(a.stats().Used)
+			if waste := used - n; waste >= max(minBlock, n/7+1) {
+				t.Errorf("arena holds %d bytes for %d (waste %d)", used, n, waste)
+			}
+			b.release()
+			delete(live.spans, 0)
+			checkAllFree(t, a)
+		})
+	}
+}
+
+func TestGrowingBodyLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		arena  *arena
+		limit  int
+		writes []int
+		want   int // bytes accepted in all
+	}{
+		{"arena, within", newArena(1 << 20), 5000, []int{3000, 2000}, 5000},
+		{"arena, past", newArena(1 << 20), 5000, []int{3000, 3000}, 5000},
+		{"heap, past", nil, 100, []int{60, 60}, 100},
+		{"tiny limit", newArena(1 << 20), 4, []int{3, 3}, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.arena != nil {
+				t.Cleanup(tc.arena.close)
+			}
+			b := tc.arena.newGrowingBody(tc.limit)
+			got := 0
+			var err error
+			for _, w := range tc.writes {
+				var n int
+				n, err = b.Write(patternFor(0, w))
+				got += n
+			}
+			if got != tc.want {
+				t.Errorf("accepted %d bytes, want %d", got, tc.want)
+			}
+			if tc.want < sumInts(tc.writes) && !errors.Is(err, io.ErrShortWrite) {
+				t.Errorf("write past the limit: err %v, want io.ErrShortWrite", err)
+			}
+			b = b.seal()
+			if b.Len() != tc.want || !spansEqual(b.spans, append(patternFor(0, tc.writes[0]), patternFor(0, tc.want-tc.writes[0])...)[:tc.want]) {
+				t.Errorf("sealed body of %d bytes, want %d", b.Len(), tc.want)
+			}
+			b.release()
+			if tc.arena != nil {
+				checkAllFree(t, tc.arena)
+			}
+		})
+	}
+}
+
+func sumInts(xs []int) (s int) {
+	for _, x := range xs {
+		s += x
+	}
+	return s
+}
+
+func TestGrowingBodyEmpty(t *testing.T) {
+	a := newArena(1 << 20)
+	t.Cleanup(a.close)
+	b := a.newGrowingBody(1000)
+	if sealed := b.seal(); sealed != nil {
+		t.Errorf("an empty growing body sealed to %d bytes, want nil", sealed.Len())
+	}
+	if acquire := b.acquire(); acquire {
+		t.Error("an empty sealed body can still be acquired: it was not released")
+	}
+	checkAllFree(t, a)
 }

@@ -42,13 +42,11 @@ type recorder struct {
 	pass   bool  // the response is written to the client
 	buffer bool  // the body is buffered for storage
 	limit  int64 // most body bytes buffered
-	// A body of declared length (Content-Length) is recorded straight
-	// into a body of the store's arena (sized); one of unknown length is
-	// appended to buf on the heap and copied into the arena at the end.
+	// The body is recorded straight into the store's arena: into a body
+	// of its declared length (Content-Length), or one that grows block by
+	// block up to limit.
 	arena *arena
-	sized bool
 	body  *body
-	buf   []byte
 
 	overflow  bool  // the body passed limit: buf was dropped
 	written   int64 // body bytes the next handler wrote
@@ -96,9 +94,11 @@ func (rec *recorder) WriteHeader(status int) {
 			case n > rec.limit:
 				rec.stopBuffering()
 			default:
-				rec.sized = true
 				rec.body = rec.arena.newBody(int(n))
 			}
+		}
+		if rec.buffer && rec.body == nil {
+			rec.body = rec.arena.newGrowingBody(int(rec.limit))
 		}
 	}
 	if rec.pass {
@@ -121,13 +121,8 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	}
 	rec.written += int64(len(p))
 	if rec.buffer {
-		switch {
-		case rec.sized && rec.written <= int64(rec.body.Len()):
-			_, _ = rec.body.Write(p)
-		case rec.sized || int64(len(rec.buf))+int64(len(p)) > rec.limit:
+		if _, err := rec.body.Write(p); err != nil {
 			rec.stopBuffering() // longer than declared, or than the limit
-		default:
-			rec.buf = append(rec.buf, p...)
 		}
 	}
 	if rec.pass && rec.clientErr == nil {
@@ -157,18 +152,15 @@ func (rec *recorder) stopBuffering() {
 // takeBody hands the recorded body over to the caller, with its
 // reference; nil for an empty body.
 func (rec *recorder) takeBody() *body {
-	b := rec.body
-	if !rec.sized {
-		b = rec.arena.bodyOf(rec.buf)
-	}
-	rec.body, rec.buf = nil, nil
+	b := rec.body.seal()
+	rec.body = nil
 	return b
 }
 
 // dropBody releases whatever body was recorded and not taken.
 func (rec *recorder) dropBody() {
 	rec.body.release()
-	rec.body, rec.buf = nil, nil
+	rec.body = nil
 }
 
 // FlushError flushes the client connection (http.ResponseController).
