@@ -164,66 +164,6 @@ func (a *arena) alloc(n int) []span {
 	return spans
 }
 
-// allocBlock returns one whole block of order k (from the heap when the
-// arena has none), for a body that grows as it arrives.
-func (a *arena) allocBlock(k int8) span {
-	size := minBlock << k
-	if a != nil {
-		a.mu.Lock()
-		b, ok := a.allocLocked(k)
-		if ok {
-			off := (int(b) & a.blockMask()) << minBlockShift
-			c := a.chunks[int(b)>>a.blockShift()]
-			a.mu.Unlock()
-			return span{b: c[off : off+size : off+size], block: b, order: k}
-		}
-		a.mu.Unlock()
-		a.fallbacks.Add(1)
-		a.fallbackBytes.Add(int64(size))
-	}
-	return span{b: make([]byte, size), order: -1}
-}
-
-// trim keeps the first used bytes of the block s (0 < used <= its size)
-// and returns the rest to the arena: it frees the upper half while the
-// used part fits in the lower one, and splits off a full lower half when
-// that saves more than an eighth, so that what is kept is at most three
-// blocks wasting less than a seventh (as blockOrders plans). Heap spans
-// are copied to their length.
-func (a *arena) trim(s span, used int, dst []span) []span {
-	if s.order < 0 {
-		exact := make([]byte, used)
-		copy(exact, s.b)
-		if a != nil {
-			a.fallbackBytes.Add(int64(used - len(s.b)))
-		}
-		return append(dst, span{b: exact, order: -1})
-	}
-	base := s.b
-	b, k := s.block, s.order
-	a.mu.Lock()
-	for parts := 0; ; {
-		size := minBlock << k
-		switch {
-		case k > 0 && used <= size/2:
-			a.freeLocked(b+1<<(k-1), k-1) // the unused upper half
-			k--
-		case k == 0 || parts == 2 || size-used <= used/8:
-			dst = append(dst, span{b: base[:used:used], block: b, order: k})
-			a.mu.Unlock()
-			return dst
-		default: // keep the lower half whole, go on in the upper
-			half := size / 2
-			dst = append(dst, span{b: base[:half:half], block: b, order: k - 1})
-			base = base[half:]
-			b += 1 << (k - 1)
-			k--
-			used -= half
-			parts++
-		}
-	}
-}
-
 // free returns spans to the arena (heap spans to the garbage collector).
 func (a *arena) free(spans []span) {
 	a.mu.Lock()

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"io"
+	"sync"
 	"sync/atomic"
 )
 
@@ -24,9 +25,11 @@ type body struct {
 	n     int // length (while growing: the room in spans)
 	w     int // bytes written so far, while filling
 	refs  atomic.Int32
-	// limit, when positive, marks a body of unknown length growing block
-	// by block as it is written, up to limit bytes; seal ends it.
-	limit int
+	// limit, when positive, marks a body of unknown length gathered in
+	// scratch pieces as it is written, up to limit bytes; seal moves it
+	// into the arena.
+	limit   int
+	scratch []*[scratchSize]byte
 }
 
 // newBody returns a body of n bytes to be filled with Write, holding one
@@ -45,53 +48,65 @@ func (a *arena) newBody(n int) *body {
 	return b
 }
 
-// Blocks of a growing body start at firstGrowBlock and double with the
-// body's size, up to a chunk.
-const firstGrowBlock = 4 << 10
+// scratchSize is the size of the heap pieces a body of unknown length
+// is gathered in; they are pooled, so recording makes no garbage.
+const scratchSize = 64 << 10
+
+var scratchPool = sync.Pool{New: func() any { return new([scratchSize]byte) }}
 
 // newGrowingBody returns a body of unknown length, at most limit bytes,
-// that takes arena blocks as it is written (one reference, the
-// caller's); seal returns what it does not use.
+// gathered in pooled heap pieces as it is written (one reference, the
+// caller's); seal moves it into arena blocks planned for its length, so
+// that it takes as few blocks (and a hit as few writes) as a body of
+// declared length.
 func (a *arena) newGrowingBody(limit int) *body {
 	b := &body{arena: a, limit: max(limit, 1)}
 	b.refs.Store(1)
 	return b
 }
 
-// growBlock adds a block to a growing body: as large as the body so far
-// (at least firstGrowBlock, at most a chunk), and no larger than the
-// limit requires.
-func (b *body) growBlock() bool {
-	if b.n >= b.limit {
-		return false
+// gather appends p to a growing body's pieces, up to its limit.
+func (b *body) gather(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 && b.w < b.limit {
+		off := b.w % scratchSize
+		if off == 0 {
+			b.scratch = append(b.scratch, scratchPool.Get().(*[scratchSize]byte))
+		}
+		c := copy(b.scratch[len(b.scratch)-1][off:min(scratchSize, off+b.limit-b.w)], p)
+		p = p[c:]
+		b.w += c
+		written += c
 	}
-	size := min(max(b.n, firstGrowBlock), b.limit-b.n)
-	if b.arena != nil {
-		size = min(size, b.arena.chunkSize())
+	if len(p) > 0 {
+		return written, io.ErrShortWrite
 	}
-	s := b.arena.allocBlock(ceilOrder(size))
-	b.spans = append(b.spans, s)
-	b.n += len(s.b)
-	return true
+	return written, nil
 }
 
-// seal ends the growth of a body: its length is what was written, and
-// the unused end of its last block goes back to the arena. It returns
-// nil (releasing the body) when nothing was written.
+// dropScratch returns a growing body's pieces to the pool.
+func (b *body) dropScratch() {
+	for i, s := range b.scratch {
+		scratchPool.Put(s)
+		b.scratch[i] = nil
+	}
+	b.scratch = nil
+}
+
+// seal ends a growing body: it returns a body of its length in the arena
+// (nil when empty) holding the caller's reference, and releases b.
+// Other bodies are returned as they are.
 func (b *body) seal() *body {
 	if b == nil || b.limit == 0 {
 		return b
 	}
-	b.limit = 0
-	if b.w == 0 {
-		b.release()
-		return nil
+	out := b.arena.newBody(b.w)
+	for left, i := b.w, 0; left > 0; i++ {
+		n, _ := out.Write(b.scratch[i][:min(left, scratchSize)])
+		left -= n
 	}
-	last := b.spans[len(b.spans)-1]
-	used := b.w - (b.n - len(last.b))
-	b.spans = b.arena.trim(last, used, b.spans[:len(b.spans)-1])
-	b.n = b.w
-	return b
+	b.release()
+	return out
 }
 
 // bodyOf copies p into a new body of a (one reference, the caller's).
@@ -123,20 +138,13 @@ func (b *body) full() bool {
 // Write fills the body in order while it is being recorded. It returns
 // io.ErrShortWrite for bytes past its length (or, growing, its limit).
 func (b *body) Write(p []byte) (int, error) {
+	if b != nil && b.limit > 0 {
+		return b.gather(p)
+	}
 	written := 0
-	for len(p) > 0 && b != nil {
-		if b.w == b.n && !(b.limit > 0 && b.growBlock()) {
-			break
-		}
+	for len(p) > 0 && b != nil && b.w < b.n {
 		i, off := b.locate(b.w)
-		dst := b.spans[i].b[off:]
-		if b.limit > 0 {
-			if b.w >= b.limit {
-				break
-			}
-			dst = dst[:min(len(dst), b.limit-b.w)]
-		}
-		c := copy(dst, p)
+		c := copy(b.spans[i].b[off:], p)
 		p = p[c:]
 		b.w += c
 		written += c
@@ -211,6 +219,7 @@ func (b *body) release() {
 			b.arena.free(b.spans)
 		}
 		b.spans = nil
+		b.dropScratch()
 	case n < 0:
 		overReleases.Add(1) // a bug; tests check this stays 0
 	}

@@ -424,10 +424,9 @@ func TestBodyConcurrentRefcount(t *testing.T) {
 	}
 }
 
-// TestGrowingBody records bodies of unknown length block by block and
-// seals them: the content is intact, the arena keeps no more than the
-// blocks the length needs (within the blockOrders bound), the unused
-// tails return to the arena, and the limit holds.
+// TestGrowingBody gathers bodies of unknown length and seals them into
+// the arena: the content is intact, the arena holds the blocks
+// blockOrders plans for the length, and the scratch pieces are gone.
 func TestGrowingBody(t *testing.T) {
 	a := newArena(64 << 20) // 4 MiB chunks
 	t.Cleanup(a.close)
@@ -443,9 +442,11 @@ func TestGrowingBody(t *testing.T) {
 			if b.full() {
 				t.Fatal("growing body full below its limit")
 			}
-			if sealed := b.seal(); sealed != b {
-				t.Fatal("seal replaced a non-empty body")
+			sealed := b.seal()
+			if sealed == nil || sealed == b || b.scratch != nil {
+				t.Fatal("seal did not move the body into the arena and drop its pieces")
 			}
+			b = sealed
 			live.spans[0] = b.spans
 			checkArena(t, a, live)
 			if b.Len() != n || spanLen(b.spans) != n {
@@ -454,9 +455,8 @@ func TestGrowingBody(t *testing.T) {
 			if !spansEqual(b.spans, want) {
 				t.Fatal("content differs from what was written")
 			}
-			used := int(a.stats().Used)
-			if waste := used - n; waste >= max(minBlock, n/7+1) {
-				t.Errorf("arena holds %d bytes for %d (waste %d)", used, n, waste)
+			if used, plan := int(a.stats().Used), planBytes(a.blockOrders(n, nil)); used != plan {
+				t.Errorf("arena holds %d bytes for %d, want the %d blockOrders plans", used, n, plan)
 			}
 			b.release()
 			delete(live.spans, 0)

@@ -22,6 +22,15 @@ func recorded(rec *recorder) string {
 	if rec.body == nil {
 		return ""
 	}
+	if b := rec.body; b.limit > 0 { // gathering
+		var sb strings.Builder
+		for i, left := 0, b.w; left > 0; i++ {
+			n := min(left, scratchSize)
+			sb.Write(b.scratch[i][:n])
+			left -= n
+		}
+		return sb.String()
+	}
 	var sb strings.Builder
 	_ = rec.body.writeRange(&sb, 0, rec.body.w)
 	return sb.String()
