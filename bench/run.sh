@@ -106,6 +106,9 @@ http://127.0.0.1:$CACHE {
 CFG
 		start_caddy "$cfg"
 		curl -fs "http://127.0.0.1:$CACHE/hit" -o /dev/null; sleep 0.2; curl -fs "http://127.0.0.1:$CACHE/hit" -o /dev/null
+		# Fill the cache first, so that every round measures the steady state
+		# of a full cache that evicts to store (FILL, default 12s of misses).
+		"${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"${FILL:-12s}" -s "$out/unique.lua" "http://127.0.0.1:$CACHE" -- "fill$RANDOM" >/dev/null
 		local c=() f=() h=() m=() s=()
 		for _ in $(seq "$ROUNDS"); do
 			c+=("$(rps "http://127.0.0.1:$CEIL/hit")")

@@ -15,7 +15,7 @@ import (
 // memory can be released, and the response is not stored.
 //
 // The next handler writes its header fields into the recorder's own map;
-// they reach the client when the status is written. Before that, onHeader
+// they reach the client when the status is written. Before that, events
 // sees the final status and fields and decides whether the response goes
 // to the client at all (a 304 answering the cache's own conditional
 // request, or a 5xx replaced by a stale entry, does not) and whether the
@@ -24,11 +24,8 @@ type recorder struct {
 	w      http.ResponseWriter // the client (a discardWriter for background work)
 	header http.Header
 
-	// onHeader runs once, at the final status. It sets pass, buffer and
-	// limit, and adds the Cache-Status to clientHeader when passing.
-	onHeader func(rec *recorder)
-	// onOverflow runs once, when buffering stops because of the limit.
-	onOverflow func()
+	// events is told of the final status and of an overflow.
+	events recorderEvents
 
 	now          func() time.Time
 	status       int
@@ -57,8 +54,24 @@ type recorder struct {
 // being buffered any more.
 var errClientGone = errors.New("response_cache: client gone and response too large to store")
 
+// recorderEvents is what a recorder reports to its owner (an exchange).
+type recorderEvents interface {
+	// onHeader runs once, at the final status. It sets the recorder's
+	// pass, buffer and limit, and cacheStatus when passing.
+	onHeader(rec *recorder)
+	// onOverflow runs once, when buffering stops because of the limit.
+	onOverflow()
+}
+
 func newRecorder(w http.ResponseWriter, now func() time.Time) *recorder {
-	return &recorder{w: w, header: make(http.Header), now: now}
+	rec := new(recorder)
+	rec.init(w, now)
+	return rec
+}
+
+// init readies a zero recorder writing to w.
+func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
+	rec.w, rec.header, rec.now = w, make(http.Header), now
 }
 
 // Header returns the next handler's header map.
@@ -81,8 +94,8 @@ func (rec *recorder) WriteHeader(status int) {
 	rec.status = status
 	rec.responseTime = rec.now()
 	rec.pass = true
-	if rec.onHeader != nil {
-		rec.onHeader(rec)
+	if rec.events != nil {
+		rec.events.onHeader(rec)
 	}
 	if rec.buffer {
 		// A known length within the limit is allocated once, in the
@@ -144,8 +157,8 @@ func (rec *recorder) stopBuffering() {
 	rec.buffer = false
 	rec.dropBody()
 	rec.overflow = true
-	if rec.onOverflow != nil {
-		rec.onOverflow()
+	if rec.events != nil {
+		rec.events.onOverflow()
 	}
 }
 

@@ -13,8 +13,26 @@ import (
 func newTestRecorder(w http.ResponseWriter, limit int64) *recorder {
 	rec := newRecorder(w, time.Now)
 	rec.limit = limit
-	rec.onHeader = func(rec *recorder) { rec.buffer = true }
+	rec.events = &testEvents{header: func(rec *recorder) { rec.buffer = true }}
 	return rec
+}
+
+// testEvents calls its functions, when set.
+type testEvents struct {
+	header   func(rec *recorder)
+	overflow func()
+}
+
+func (e *testEvents) onHeader(rec *recorder) {
+	if e.header != nil {
+		e.header(rec)
+	}
+}
+
+func (e *testEvents) onOverflow() {
+	if e.overflow != nil {
+		e.overflow()
+	}
 }
 
 // recorded is what rec has buffered so far.
@@ -92,7 +110,7 @@ func TestRecorderOverflow(t *testing.T) {
 			w := newWriter()
 			rec := newTestRecorder(w, 1000)
 			overflowed := 0
-			rec.onOverflow = func() { overflowed++ }
+			rec.events.(*testEvents).overflow = func() { overflowed++ }
 			if tc.contentLength != "" {
 				rec.Header().Set("Content-Length", tc.contentLength)
 			}
@@ -165,7 +183,7 @@ func TestRecorderInformationalAndFlush(t *testing.T) {
 func TestRecorderAbsorb(t *testing.T) {
 	w := newWriter()
 	rec := newRecorder(w, time.Now)
-	rec.onHeader = func(rec *recorder) { rec.pass = false }
+	rec.events = &testEvents{header: func(rec *recorder) { rec.pass = false }}
 	rec.Header().Set("X-Origin", "1")
 	rec.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = io.WriteString(rec, "error page")

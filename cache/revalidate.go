@@ -38,7 +38,13 @@ type exchange struct {
 	outcome outcome
 	rc      ResponseControl
 	vary    []string
+
+	h   *Handler
+	rec recorder // records the origin's response
 }
+
+func (x *exchange) onHeader(rec *recorder) { x.h.onHeader(x, rec) }
+func (x *exchange) onOverflow()            { x.release(x.h, nil) }
 
 type outcome int
 
@@ -99,12 +105,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 	}
 
-	rec := newRecorder(w, h.now)
+	rec := &x.rec
+	rec.init(w, h.now)
 	defer rec.dropBody()
 	rec.arena = h.store.arena()
 	rec.limit = h.MaxItemSize
-	rec.onHeader = func(rec *recorder) { h.onHeader(x, rec) }
-	rec.onOverflow = func() { x.release(h, nil) }
+	x.h = h
+	rec.events = x
 	x.requestTime = h.now()
 	err := next.ServeHTTP(rec, out)
 	rec.finishTrailers()
@@ -283,7 +290,10 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 	}
 	e.validator = len(e.header["Etag"]) > 0 || len(e.header["Last-Modified"]) > 0
 	e.tags = parseTags(e.header)
-	urlKey := string(x.urlKey)
+	urlKey := x.flightKey // the URL key, as a string already, when leading a flight
+	if urlKey == "" || x.variantKey != nil {
+		urlKey = string(x.urlKey)
+	}
 	if len(e.vary) > 0 {
 		record := h.varyRecord(urlKey, x.urlHash, e.vary)
 		e.varyKey = VaryKey(e.vary, x.r.Header)
