@@ -76,6 +76,15 @@ func newArena(maxCost int64) *arena {
 	n := (maxCost + maxCost/16 + size - 1) / size
 	orders := int(shift-minBlockShift) + 1
 	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), spare: -1}
+	// The free lists' side arrays take 9 bytes per 512-byte block (under
+	// 2% of max_size). For caches up to 512 MiB they are sized once, so
+	// growing them leaves no garbage and no slack; larger ones grow them
+	// chunk by chunk, never reserving heap for chunks never mapped.
+	blocks := min(a.maxChunks<<a.blockShift(), 1<<20)
+	a.next = make([]int32, 0, blocks)
+	a.prev = make([]int32, 0, blocks)
+	a.freeOrder = make([]int8, 0, blocks)
+	a.chunkFree = make([]int64, 0, a.maxChunks)
 	for i := range a.head {
 		a.head[i] = -1
 	}
