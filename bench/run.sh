@@ -3,7 +3,7 @@
 # xcaddy. Everything listens on 127.0.0.1; every run is bounded in time.
 #
 #   bench/run.sh            # throughput: respond (ceiling) vs reverse_proxy (floor) vs cache hits and misses
-#   bench/run.sh memory     # RSS after filling the cache with 10x max_size of unique URLs
+#   bench/run.sh memory     # RSS after filling the cache with 10x max_size of unique URLs (MAX_MIB, LIMITS)
 #
 # Needs wrk (apt-get install wrk). DURATION (default 3s), CONNS (default 32)
 # and ROUNDS (default 7; medians are reported) tune the throughput runs.
@@ -167,10 +167,11 @@ response = function()
 end
 setup = function(thread) thread:set("id", math.random(1, 1e9)) end
 LUA
-	# GOMEMLIMIT caps Go's memory (heap, stacks, runtime), not the mapped
-	# binary; the guidance under test is max_size x 1.15 + 24 MiB.
-	# LIMITS lists the GOMEMLIMIT values to run with ("unset" for none).
-	for limit in ${LIMITS:-unset "$((max_mib * 115 / 100 + 24))MiB"}; do
+	# LIMITS lists the GOMEMLIMIT values to run with ("unset" for none),
+	# e.g. LIMITS="unset 40MiB". GOMEMLIMIT caps Go's own memory (heap,
+	# stacks, runtime), not the cache's body arena, which is mapped outside
+	# the Go heap.
+	for limit in ${LIMITS:-unset}; do
 		[ "$limit" = unset ] && limit=
 		GOMEMLIMIT=$limit start_caddy "$cfg"
 		for _ in $(seq 50); do curl -fs "http://127.0.0.1:$CACHE/warm/$RANDOM" -o /dev/null; done

@@ -50,7 +50,7 @@ func (a *arena) newBody(n int) *body {
 
 // scratchSize is the size of the heap pieces a body of unknown length
 // is gathered in; they are pooled, so recording makes no garbage.
-const scratchSize = 64 << 10
+const scratchSize = 16 << 10
 
 var scratchPool = sync.Pool{New: func() any { return new([scratchSize]byte) }}
 
