@@ -146,8 +146,14 @@ memory() {
 	}
 }
 http://127.0.0.1:$ORIGIN {
-	header Cache-Control "public, max-age=3600"
-	respond "$body"
+	handle /nostore/* {
+		header Cache-Control "no-store"
+		respond "$body"
+	}
+	handle {
+		header Cache-Control "public, max-age=3600"
+		respond "$body"
+	}
 }
 http://127.0.0.1:$CACHE {
 	response_cache {
@@ -176,15 +182,19 @@ LUA
 		GOMEMLIMIT=$limit start_caddy "$cfg"
 		for _ in $(seq 50); do curl -fs "http://127.0.0.1:$CACHE/warm/$RANDOM" -o /dev/null; done
 		base=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
+		# The same load through the cache, not stored (no-store): what the
+		# process holds under load with an empty cache.
+		wrk -t1 -c16 -d10s "http://127.0.0.1:$CACHE/nostore/x" >/dev/null
+		loaded=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
 		wrk -t1 -c16 -d120s -s "$out/fill.lua" "http://127.0.0.1:$CACHE" >/dev/null
 		rss=$(awk '/VmRSS/ {print $2}' "/proc/$caddy_pid/status")
 		hwm=$(awk '/VmHWM/ {print $2}' "/proc/$caddy_pid/status")
 		stats=$(curl -fs "http://localhost:$ADMIN/response_cache/stats" || true)
 		goheap=$(curl -fs "http://localhost:$ADMIN/debug/vars" | python3 -c 'import json,sys; m=json.load(sys.stdin)["memstats"]; print("Go heap in use %d MiB, heap mapped %d MiB, released %d MiB, Go runtime total %d MiB, GC cycles %d" % (m["HeapInuse"]>>20, m["HeapSys"]>>20, m["HeapReleased"]>>20, m["Sys"]>>20, m["NumGC"]))' || true)
 		stop_caddy
-		printf 'max_size %d MiB, GOMEMLIMIT=%-8s filled %d x %d KiB (%d MiB): baseline RSS %d MiB, RSS after %d MiB (%.2f x max_size over baseline), peak RSS %d MiB\n' \
-			"$max_mib" "${limit:-unset}" "$total" "$((item / 1024))" "$((total * item / 1048576))" "$((base / 1024))" "$((rss / 1024))" \
-			"$(echo "($rss - $base) / 1024 / $max_mib" | bc -l)" "$((hwm / 1024))"
+		printf 'max_size %d MiB, GOMEMLIMIT=%-8s filled %d x %d KiB (%d MiB): RSS idle %d MiB, loaded with nothing stored %d MiB, after %d MiB (%.3f x max_size over idle, %.3f x over loaded), peak RSS %d MiB\n' \
+			"$max_mib" "${limit:-unset}" "$total" "$((item / 1024))" "$((total * item / 1048576))" "$((base / 1024))" "$((loaded / 1024))" "$((rss / 1024))" \
+			"$(echo "($rss - $base) / 1024 / $max_mib" | bc -l)" "$(echo "($rss - $loaded) / 1024 / $max_mib" | bc -l)" "$((hwm / 1024))"
 		echo "  store: $stats"
 		echo "  $goheap"
 	done
