@@ -92,12 +92,14 @@ func do(t testing.TB, c *http.Client, method, url string, header map[string]stri
 		req.Header.Set(k, v)
 	}
 	res, err := c.Do(req)
-	if err != nil && (method == http.MethodGet || method == http.MethodHead) && transient(err) {
+	for try := 1; err != nil && try <= 10 && (method == http.MethodGet || method == http.MethodHead) && transient(err); try++ {
 		// Right after a POST /load the old config's server may still
 		// accept on the shared listener and close the connection as it
-		// stops; a client retries an idempotent request on a new one.
-		t.Logf("%s %s: %v; retrying once", method, url, err)
+		// stops (for up to its shutdown); a client retries an idempotent
+		// request on a new connection, a little later each time.
+		t.Logf("%s %s: %v; retry %d", method, url, err, try)
 		c.CloseIdleConnections()
+		time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 		res, err = c.Do(req)
 	}
 	if err != nil {
