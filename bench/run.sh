@@ -54,23 +54,10 @@ rps() { # url [lua script] -> requests/s
 	"${PIN_WRK[@]}" wrk "${args[@]}" "$1" "${tail[@]}" | awk '/Requests\/sec/ {print $2}'
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
-cat > "$out/unique.lua" <<'LUA'
-counter = 0
-prefix = "x"
-init = function(args) prefix = args[1] or "x" end
-request = function()
-	counter = counter + 1
-	return wrk.format(nil, "/u/" .. prefix .. "-" .. counter)
-end
-LUA
-
-throughput() {
-	for size in 1024 102400; do
-		body=$(head -c "$size" /dev/zero | tr '\0' 'a')
-		cfg="$out/throughput-$size.Caddyfile"
-		cat > "$cfg" <<CFG
+# preamble prints the global options and the origin site, which answers
+# with $body: no-store under /nostore/, cacheable for an hour elsewhere.
+preamble() {
+	cat <<CFG
 {
 	admin localhost:$ADMIN
 	auto_https off
@@ -89,6 +76,26 @@ http://127.0.0.1:$ORIGIN {
 		respond "$body"
 	}
 }
+CFG
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+cat > "$out/unique.lua" <<'LUA'
+counter = 0
+prefix = "x"
+init = function(args) prefix = args[1] or "x" end
+request = function()
+	counter = counter + 1
+	return wrk.format(nil, "/u/" .. prefix .. "-" .. counter)
+end
+LUA
+
+throughput() {
+	for size in 1024 102400; do
+		body=$(head -c "$size" /dev/zero | tr '\0' 'a')
+		cfg="$out/throughput-$size.Caddyfile"
+		{ preamble; cat <<CFG
 http://127.0.0.1:$CEIL {
 	header Cache-Control "public, max-age=3600"
 	header Content-Type "text/plain"
@@ -104,6 +111,7 @@ http://127.0.0.1:$CACHE {
 	reverse_proxy 127.0.0.1:$ORIGIN
 }
 CFG
+		} > "$cfg"
 		start_caddy "$cfg"
 		curl -fs "http://127.0.0.1:$CACHE/hit" -o /dev/null; sleep 0.2; curl -fs "http://127.0.0.1:$CACHE/hit" -o /dev/null
 		# Fill the cache first, so that every round measures the steady state
@@ -137,24 +145,7 @@ memory() {
 	local total=$((max_mib * 10 * 1024 * 1024 / item))
 	body=$(head -c "$item" /dev/zero | tr '\0' 'm')
 	cfg="$out/memory.Caddyfile"
-	cat > "$cfg" <<CFG
-{
-	admin localhost:$ADMIN
-	auto_https off
-	log {
-		output discard
-	}
-}
-http://127.0.0.1:$ORIGIN {
-	handle /nostore/* {
-		header Cache-Control "no-store"
-		respond "$body"
-	}
-	handle {
-		header Cache-Control "public, max-age=3600"
-		respond "$body"
-	}
-}
+	{ preamble; cat <<CFG
 http://127.0.0.1:$CACHE {
 	response_cache {
 		max_size ${max_mib}MiB
@@ -162,6 +153,7 @@ http://127.0.0.1:$CACHE {
 	reverse_proxy 127.0.0.1:$ORIGIN
 }
 CFG
+	} > "$cfg"
 	cat > "$out/fill.lua" <<LUA
 counter = 0
 request = function()

@@ -22,7 +22,7 @@ import (
 type body struct {
 	arena *arena
 	spans []span
-	n     int // length (while growing: the room in spans)
+	n     int // length
 	w     int // bytes written so far, while filling
 	refs  atomic.Int32
 	// limit, when positive, marks a body of unknown length gathered in
@@ -63,25 +63,6 @@ func (a *arena) newGrowingBody(limit int) *body {
 	b := &body{arena: a, limit: max(limit, 1)}
 	b.refs.Store(1)
 	return b
-}
-
-// gather appends p to a growing body's pieces, up to its limit.
-func (b *body) gather(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 && b.w < b.limit {
-		off := b.w % scratchSize
-		if off == 0 {
-			b.scratch = append(b.scratch, scratchPool.Get().(*[scratchSize]byte))
-		}
-		c := copy(b.scratch[len(b.scratch)-1][off:min(scratchSize, off+b.limit-b.w)], p)
-		p = p[c:]
-		b.w += c
-		written += c
-	}
-	if len(p) > 0 {
-		return written, io.ErrShortWrite
-	}
-	return written, nil
 }
 
 // dropScratch returns a growing body's pieces to the pool.
@@ -138,13 +119,13 @@ func (b *body) full() bool {
 // Write fills the body in order while it is being recorded. It returns
 // io.ErrShortWrite for bytes past its length (or, growing, its limit).
 func (b *body) Write(p []byte) (int, error) {
-	if b != nil && b.limit > 0 {
-		return b.gather(p)
-	}
 	written := 0
-	for len(p) > 0 && b != nil && b.w < b.n {
-		i, off := b.locate(b.w)
-		c := copy(b.spans[i].b[off:], p)
+	for len(p) > 0 && b != nil {
+		dst := b.room()
+		if len(dst) == 0 {
+			break
+		}
+		c := copy(dst, p)
 		p = p[c:]
 		b.w += c
 		written += c
@@ -153,6 +134,27 @@ func (b *body) Write(p []byte) (int, error) {
 		return written, io.ErrShortWrite
 	}
 	return written, nil
+}
+
+// room is where the next bytes go: the rest of the span holding byte w,
+// or of the last scratch piece (taking a new one) of a growing body;
+// empty when the body is full.
+func (b *body) room() []byte {
+	if b.limit > 0 {
+		if b.w >= b.limit {
+			return nil
+		}
+		off := b.w % scratchSize
+		if off == 0 {
+			b.scratch = append(b.scratch, scratchPool.Get().(*[scratchSize]byte))
+		}
+		return b.scratch[len(b.scratch)-1][off:min(scratchSize, off+b.limit-b.w)]
+	}
+	if b.w >= b.n {
+		return nil
+	}
+	i, off := b.locate(b.w)
+	return b.spans[i].b[off:]
 }
 
 // locate returns the span holding byte pos and the offset in it.
