@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -253,6 +254,43 @@ func TestCacheEndToEnd(t *testing.T) {
 		if r := do(t, c, "GET", base+"/fresh/purge", nil); isHit(r) {
 			t.Errorf("hit after purge all")
 		}
+	})
+
+	t.Run("bodies live in the arena and go back to it", func(t *testing.T) {
+		type bodies struct {
+			Mapped int64 `json:"mapped_bytes"`
+			Used   int64 `json:"used_bytes"`
+			Heap   int64 `json:"heap_bytes"`
+		}
+		stats := func() bodies {
+			res, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/response_cache/stats", adminPort))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			var st []struct {
+				Cache  string `json:"cache"`
+				Bodies bodies `json:"bodies"`
+			}
+			if err := json.NewDecoder(res.Body).Decode(&st); err != nil || len(st) != 1 {
+				t.Fatalf("stats: %v (%d caches)", err, len(st))
+			}
+			return st[0].Bodies
+		}
+		_, _ = c.Post(fmt.Sprintf("http://127.0.0.1:%d/response_cache/purge", adminPort), "application/json", strings.NewReader(`{"all": true}`))
+		for i := range 5 {
+			url := fmt.Sprintf("%s/fresh/arena-%d", base, i)
+			first := do(t, c, "GET", url, nil)
+			waitFor(t, "the entry to be stored", 5*time.Second, func() bool { return isHit(do(t, c, "GET", url, nil)) })
+			if hit := do(t, c, "GET", url, nil); hit.body != first.body {
+				t.Errorf("hit body %q, want the stored %q", hit.body, first.body)
+			}
+		}
+		if b := stats(); b.Used == 0 || b.Mapped < b.Used || b.Heap != 0 {
+			t.Errorf("after storing 5 bodies: %+v; want them in the arena", b)
+		}
+		_, _ = c.Post(fmt.Sprintf("http://127.0.0.1:%d/response_cache/purge", adminPort), "application/json", strings.NewReader(`{"all": true}`))
+		waitFor(t, "the arena to be empty", 5*time.Second, func() bool { return stats().Used == 0 })
 	})
 }
 
