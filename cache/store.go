@@ -104,6 +104,12 @@ type store struct {
 	pendingLimit int64
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
+
+	// life guards ristretto's channels against Close: set and del hold
+	// it for reading, Destruct for writing while it marks the store
+	// closed (ristretto panics on a Set or Del racing its Close).
+	life   sync.RWMutex
+	closed bool
 }
 
 var _ storage = (*store)(nil)
@@ -152,6 +158,9 @@ func newStore(name string, maxCost int64) (*store, error) {
 // (caddy.UsagePool calls it). Closing releases every entry; the arena is
 // unmapped once the requests still reading bodies are done.
 func (s *store) Destruct() error {
+	s.life.Lock()
+	s.closed = true
+	s.life.Unlock()
 	s.c.Close()
 	s.bodies.close()
 	return nil
@@ -175,6 +184,12 @@ func (s *store) has(e *entry) bool {
 }
 
 func (s *store) set(e *entry) bool {
+	s.life.RLock()
+	defer s.life.RUnlock()
+	if s.closed {
+		e.exit()
+		return false
+	}
 	if p := s.pending.Add(e.cost); p > s.pendingLimit && p != e.cost {
 		s.pending.Add(-e.cost)
 		s.drops.Add(1)
@@ -312,6 +327,11 @@ func (s *store) collectLocked(h uint64, out []uint64) []uint64 {
 
 // del removes hashes from ristretto, outside the lock.
 func (s *store) del(hashes []uint64) int {
+	s.life.RLock()
+	defer s.life.RUnlock()
+	if s.closed {
+		return 0
+	}
 	for _, h := range hashes {
 		s.c.Del(h)
 	}

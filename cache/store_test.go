@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -280,3 +282,47 @@ func TestStorePoolSurvivesReload(t *testing.T) {
 }
 
 var _ caddy.Destructor = (*store)(nil)
+
+// TestStoreDestructWhileStoring closes a store while other goroutines
+// still store into it and purge it, as a request of an unloaded config
+// or a background revalidation may: nothing panics (ristretto would, on
+// a Set or Del racing its Close), every body is released, and the arena
+// is unmapped once the last one is.
+func TestStoreDestructWhileStoring(t *testing.T) {
+	s, err := newStore("closing", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("http://a/%d/%d?", g, i%100)
+				e := &entry{entryData: entryData{key: key, hash: keyHash([]byte(key)), status: 200, header: http.Header{}, body: s.bodies.bodyOf(make([]byte, 1000))}}
+				e.computeCost()
+				s.set(e)
+				if i%10 == 0 {
+					s.purgeKey(key)
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := s.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond) // stores after the close
+	close(stop)
+	wg.Wait()
+	if st := s.bodies.stats(); st.Used != 0 || st.Mapped != 0 || st.FallbackBytes != 0 {
+		t.Errorf("after closing: %+v; want every body released and the arena unmapped", st)
+	}
+}
