@@ -48,11 +48,13 @@ func StorableHeader(h http.Header, rc ResponseControl) http.Header {
 }
 
 // copyHeaderExcept copies the fields of h that drop rejects, with every value
-// slice at len == cap over one shared backing array, and every name and
-// value a substring of one string: a stored header is four objects for the
+// slice at len == cap over one shared backing array, and every value a
+// substring of one string: a stored header is a few objects for the
 // garbage collector to mark (the map, its table, the backing array and the
-// string), whatever its number of fields. Fields with no values are kept
-// empty (not nil), as http.Header.Clone does.
+// string), whatever its number of fields. Names are kept as they are: the
+// common ones are net/textproto's static strings, which the collector
+// does not mark at all. Fields with no values are kept empty (not nil), as
+// http.Header.Clone does.
 func copyHeaderExcept(h http.Header, drop func(name string) bool) http.Header {
 	var buf [32]string
 	names := buf[:0] // in one order: a map's order changes between ranges
@@ -63,7 +65,6 @@ func copyHeaderExcept(h http.Header, drop func(name string) bool) http.Header {
 		}
 		names = append(names, k)
 		n += len(vv)
-		size += len(k)
 		for _, v := range vv {
 			size += len(v)
 		}
@@ -71,7 +72,6 @@ func copyHeaderExcept(h http.Header, drop func(name string) bool) http.Header {
 	var sb strings.Builder
 	sb.Grow(size)
 	for _, k := range names {
-		sb.WriteString(k)
 		for _, v := range h[k] {
 			sb.WriteString(v)
 		}
@@ -85,9 +85,8 @@ func copyHeaderExcept(h http.Header, drop func(name string) bool) http.Header {
 		off += len(s)
 		return t
 	}
-	for _, name := range names {
-		vv := h[name]
-		k := take(name)
+	for _, k := range names {
+		vv := h[k]
 		for i, v := range vv {
 			backing[i] = take(v)
 		}
