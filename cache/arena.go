@@ -2,6 +2,7 @@ package cache
 
 import (
 	"math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -149,10 +150,13 @@ func ceilOrder(n int) int8 {
 // alloc returns spans holding n bytes in all (the last may be longer than
 // needed, and is cut to length). It never fails: what the arena cannot
 // give comes from the Go heap.
-func (a *arena) alloc(n int) []span {
+func (a *arena) alloc(n int) []span { return a.appendAlloc(nil, n) }
+
+// appendAlloc is alloc appending the spans to dst.
+func (a *arena) appendAlloc(dst []span, n int) []span {
 	var plan [8]int8
 	orders := a.blockOrders(n, plan[:0])
-	spans := make([]span, 0, len(orders))
+	spans := slices.Grow(dst, len(orders))
 	left := n
 	a.mu.Lock()
 	for _, k := range orders {

@@ -30,6 +30,9 @@ type body struct {
 	// into the arena.
 	limit   int
 	scratch []*[scratchSize]byte
+	// inline holds the spans of a body below a chunk, so that the body
+	// is one object for the garbage collector instead of two.
+	inline [3]span
 }
 
 // newBody returns a body of n bytes to be filled with Write, holding one
@@ -40,9 +43,9 @@ func (a *arena) newBody(n int) *body {
 	}
 	b := &body{arena: a, n: n}
 	if a == nil {
-		b.spans = []span{{b: make([]byte, n), order: -1}}
+		b.spans = append(b.inline[:0], span{b: make([]byte, n), order: -1})
 	} else {
-		b.spans = a.alloc(n)
+		b.spans = a.appendAlloc(b.inline[:0], n)
 	}
 	b.refs.Store(1)
 	return b

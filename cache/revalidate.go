@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"runtime/debug"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -268,12 +270,19 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 // newEntry builds the entry for a complete, storable response.
 func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 	fresh, _ := NewFreshness(rec.status, rec.header, x.rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
+	body := rec.takeBody()
+	if hasBody(rec.status) {
+		// Stored with the other fields, in their one allocation. (The
+		// client's header map has its own entry: replacing this one does
+		// not touch it.)
+		rec.header["Content-Length"] = []string{strconv.Itoa(body.Len())}
+	}
 	hdr := StorableHeader(withoutProxyCookie(x.r, rec.header), x.rc)
 	delete(hdr, "Age") // rendered fresh on every hit
 	e := &entry{entryData: entryData{
 		status: rec.status,
 		header: hdr,
-		body:   rec.takeBody(),
+		body:   body,
 		fresh:  fresh,
 		rc:     x.rc,
 		vary:   x.vary,
@@ -282,11 +291,20 @@ func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 	return e
 }
 
+// hasBody reports whether a stored response of status has a body (and a
+// Content-Length).
+func hasBody(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified
+}
+
 // finishEntry fills the derived fields of e and its key.
 func (h *Handler) finishEntry(e *entry, x *exchange) {
-	if e.status != http.StatusNoContent && e.status != http.StatusNotModified {
-		e.contentLength = newContentLength(e.body.Len())
-		e.header["Content-Length"] = e.contentLength
+	if hasBody(e.status) {
+		e.contentLength = e.header["Content-Length"]
+		if len(e.contentLength) != 1 {
+			e.contentLength = newContentLength(e.body.Len())
+			e.header["Content-Length"] = e.contentLength
+		}
 	}
 	e.validator = len(e.header["Etag"]) > 0 || len(e.header["Last-Modified"]) > 0
 	e.tags = parseTags(e.header)
@@ -299,12 +317,8 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 		e.varyKey = VaryKey(e.vary, x.r.Header)
 		e.key = string(appendVariantKey(nil, x.urlKey, record.gen, e.varyKey))
 		e.parent = x.urlHash
-		e.reqVary = make(http.Header, len(e.vary))
-		for _, f := range e.vary {
-			if v, ok := x.r.Header[f]; ok {
-				e.reqVary[f] = v
-			}
-		}
+		// A compact copy: the request's own strings are not kept alive.
+		e.reqVary = copyHeaderExcept(x.r.Header, func(f string) bool { return !slices.Contains(e.vary, f) })
 	} else {
 		e.key = urlKey
 	}
