@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // blocking answers after release is closed, with the given fields.
@@ -235,4 +237,47 @@ func TestFlightGroup(t *testing.T) {
 	if _, err := f3.wait(ctx); err == nil {
 		t.Error("wait ignores its context")
 	}
+}
+
+// TestCoalescedFillEndsWithConfig checks that a fill detached from its
+// client still ends when the handler's config is unloaded, and so do the
+// contexts derived from it (as the HTTP transport derives one per
+// request).
+func TestCoalescedFillEndsWithConfig(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	life, unload := context.WithCancel(context.Background())
+	h.ctx.Context = life
+	derivedErr := make(chan error, 1)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		derived, cancel := context.WithCancelCause(r.Context())
+		defer cancel(nil)
+		<-derived.Done()
+		derivedErr <- r.Context().Err()
+		return derived.Err()
+	}}
+	client, leave := context.WithCancel(context.Background())
+	defer leave()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, "http://example.com/unload").WithContext(client), o)
+	}()
+	until(t, "the fill to reach the origin", func() bool { return o.calls.Load() == 1 })
+	leave() // the client going away does not end the fill...
+	select {
+	case err := <-derivedErr:
+		t.Fatalf("the fill ended with its client: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	unload() // ...unloading the config does
+	select {
+	case err := <-derivedErr:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("fill context error %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fill outlived its config")
+	}
+	<-done
 }

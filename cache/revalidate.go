@@ -99,11 +99,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			// The fill others wait for must survive its own client.
 			x.flight = f
 			defer x.release(h, nil)
-			ctx, cancel := context.WithCancel(context.WithoutCancel(out.Context()))
-			stop := context.AfterFunc(h.ctx, cancel)
-			defer stop()
-			defer cancel()
-			out = out.WithContext(ctx)
+			out = out.WithContext(detached{Context: context.WithoutCancel(out.Context()), life: h.ctx})
 		}
 	}
 
@@ -119,6 +115,21 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	rec.finishTrailers()
 	return h.finish(w, x, rec, err)
 }
+
+// detached is the context of a fill others may wait for: the values of
+// the client's request (Context, without its cancellation), ending only
+// when the handler's config is unloaded (life). It has no cancellation
+// of its own to register: contexts derived from it (the transport's)
+// register with life directly, through AfterFunc.
+type detached struct {
+	context.Context
+	life context.Context
+}
+
+func (d detached) Deadline() (time.Time, bool)    { return d.life.Deadline() }
+func (d detached) Done() <-chan struct{}          { return d.life.Done() }
+func (d detached) Err() error                     { return d.life.Err() }
+func (d detached) AfterFunc(f func()) func() bool { return context.AfterFunc(d.life, f) }
 
 // collapsible reports whether a waiter's request r may be answered with
 // the entry its leader fetched.
