@@ -732,3 +732,52 @@ func BenchmarkArenaAllocFree(b *testing.B) {
 		}
 	}
 }
+
+// FuzzArenaOps runs a sequence of allocations and frees read from the
+// input (three bytes per operation: kind, then a size or an index) on a
+// small arena, checking the allocator's invariants and every live
+// allocation's content after each step, and that everything merges back
+// at the end.
+func FuzzArenaOps(f *testing.F) {
+	f.Add([]byte{0, 0, 10, 0, 1, 0, 1, 0, 0})
+	f.Add([]byte{0, 255, 255, 0, 128, 0, 0, 16, 0, 1, 1, 0, 0, 1, 1, 1, 0, 0})
+	f.Add(bytes.Repeat([]byte{0, 200, 1}, 40))
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 600 {
+			ops = ops[:600]
+		}
+		a := newArena(1 << 20) // 64 KiB chunks, 17 of them
+		defer a.close()
+		live := newLiveSet()
+		sizes := map[int]int{}
+		var ids []int
+		for op := 0; op+2 < len(ops); op += 3 {
+			arg := int(ops[op+1])<<8 | int(ops[op+2])
+			if ops[op]%2 == 1 && len(ids) > 0 {
+				j := arg % len(ids)
+				id := ids[j]
+				if !spansEqual(live.spans[id], patternFor(id, sizes[id])) {
+					t.Fatalf("op %d: alloc %d (%d bytes) changed", op, id, sizes[id])
+				}
+				a.free(live.spans[id])
+				delete(live.spans, id)
+				ids[j] = ids[len(ids)-1]
+				ids = ids[:len(ids)-1]
+			} else {
+				n := 1 + arg*3 // up to 3 chunks
+				ss := a.alloc(n)
+				if got := spanLen(ss); got != n {
+					t.Fatalf("op %d: alloc(%d) holds %d bytes", op, n, got)
+				}
+				fillSpans(ss, patternFor(op, n))
+				live.spans[op], sizes[op] = ss, n
+				ids = append(ids, op)
+			}
+			checkArena(t, a, live)
+		}
+		for _, id := range ids {
+			a.free(live.spans[id])
+		}
+		checkAllFree(t, a)
+	})
+}
