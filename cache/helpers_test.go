@@ -213,6 +213,17 @@ func (w *writer) Flush() { w.flushes++ }
 
 func unsafeData(b []byte) *byte { return unsafe.SliceData(b) }
 
+// mmapAvailable reports whether the arena can map memory here (without
+// it, every body lives on the heap).
+var mmapAvailable = func() bool {
+	b, err := mapChunk(1 << minChunkShift)
+	if err != nil {
+		return false
+	}
+	unmapChunk(b)
+	return true
+}()
+
 // raceEnabled is set by race_test.go when built with -race; allocation
 // assertions are skipped then.
 var raceEnabled bool
