@@ -44,8 +44,7 @@ type arena struct {
 	next      []int32
 	prev      []int32
 	freeOrder []int8
-	chunkFree []int64 // free bytes per chunk
-	used      int64   // bytes in allocated blocks
+	used      int64 // bytes in allocated blocks
 	closed    bool
 	// spare is a wholly free chunk whose pages were kept (-1: none), so
 	// that a cache whose use hovers around a chunk boundary does not give
@@ -85,7 +84,6 @@ func newArena(maxCost int64) *arena {
 	a.next = make([]int32, 0, blocks)
 	a.prev = make([]int32, 0, blocks)
 	a.freeOrder = make([]int8, 0, blocks)
-	a.chunkFree = make([]int64, 0, a.maxChunks)
 	for i := range a.head {
 		a.head[i] = -1
 	}
@@ -147,12 +145,9 @@ func ceilOrder(n int) int8 {
 	return int8(bits.Len(uint(n-1)) - minBlockShift)
 }
 
-// alloc returns spans holding n bytes in all (the last may be longer than
-// needed, and is cut to length). It never fails: what the arena cannot
-// give comes from the Go heap.
-func (a *arena) alloc(n int) []span { return a.appendAlloc(nil, n) }
-
-// appendAlloc is alloc appending the spans to dst.
+// appendAlloc appends to dst spans holding n bytes in all (each cut to
+// the length it holds). It never fails: what the arena cannot give comes
+// from the Go heap.
 func (a *arena) appendAlloc(dst []span, n int) []span {
 	var plan [8]int8
 	orders := a.blockOrders(n, plan[:0])
@@ -234,9 +229,7 @@ func (a *arena) allocLocked(k int8) (int32, bool) {
 		a.pushLocked(b+1<<j, j)
 	}
 	a.used += minBlock << k
-	c := int(b) >> a.blockShift()
-	a.chunkFree[c] -= minBlock << k
-	if c == a.spare {
+	if int(b)>>a.blockShift() == a.spare {
 		a.spare = -1
 	}
 	return b, true
@@ -246,7 +239,6 @@ func (a *arena) allocLocked(k int8) (int32, bool) {
 func (a *arena) freeLocked(b int32, k int8) {
 	a.used -= minBlock << k
 	c := int(b) >> a.blockShift()
-	a.chunkFree[c] += minBlock << k
 	for k < a.topOrder() {
 		buddy := b ^ 1<<k
 		if a.freeOrder[buddy] != k {
@@ -281,7 +273,6 @@ func (a *arena) growLocked() bool {
 	}
 	c := len(a.chunks)
 	a.chunks = append(a.chunks, mem)
-	a.chunkFree = append(a.chunkFree, int64(a.chunkSize()))
 	per := 1 << a.blockShift()
 	for range per {
 		a.next = append(a.next, -1)
@@ -333,7 +324,7 @@ func (a *arena) unmapLocked() {
 	}
 	a.chunks = nil
 	a.spare = -1
-	a.next, a.prev, a.freeOrder, a.chunkFree = nil, nil, nil, nil
+	a.next, a.prev, a.freeOrder = nil, nil, nil
 	for i := range a.head {
 		a.head[i] = -1
 	}

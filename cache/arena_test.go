@@ -176,6 +176,59 @@ func TestNewArenaGeometry(t *testing.T) {
 }
 
 // addr is the address of a span's first byte.
+// alloc returns spans holding n bytes in all.
+func (a *arena) alloc(n int) []span { return a.appendAlloc(nil, n) }
+
+// arenaRun drives an arena through allocations and frees, filling each
+// allocation with its own pattern and checking the arena's invariants
+// after every step.
+type arenaRun struct {
+	a     *arena
+	live  *liveSet
+	sizes map[int]int
+	ids   []int // live allocations
+}
+
+func newArenaRun(a *arena) *arenaRun {
+	return &arenaRun{a: a, live: newLiveSet(), sizes: map[int]int{}}
+}
+
+// alloc allocates n bytes as allocation id.
+func (r *arenaRun) alloc(t *testing.T, id, n int) {
+	t.Helper()
+	ss := r.a.alloc(n)
+	if got := spanLen(ss); got != n {
+		t.Fatalf("op %d: alloc(%d) holds %d bytes", id, n, got)
+	}
+	fillSpans(ss, patternFor(id, n))
+	r.live.spans[id], r.sizes[id] = ss, n
+	r.ids = append(r.ids, id)
+	checkArena(t, r.a, r.live)
+}
+
+// free frees the j-th live allocation, checking first that its content
+// is intact.
+func (r *arenaRun) free(t *testing.T, op, j int) {
+	t.Helper()
+	id := r.ids[j]
+	if !spansEqual(r.live.spans[id], patternFor(id, r.sizes[id])) {
+		t.Fatalf("op %d: alloc %d (%d bytes) changed", op, id, r.sizes[id])
+	}
+	r.a.free(r.live.spans[id])
+	delete(r.live.spans, id)
+	r.ids[j] = r.ids[len(r.ids)-1]
+	r.ids = r.ids[:len(r.ids)-1]
+	checkArena(t, r.a, r.live)
+}
+
+// freeAll frees every live allocation.
+func (r *arenaRun) freeAll() {
+	for _, id := range r.ids {
+		r.a.free(r.live.spans[id])
+	}
+	r.ids = nil
+}
+
 func addr(s span) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(s.b))) }
 
 // liveSet tracks the spans an arena has handed out and not taken back.
@@ -246,15 +299,7 @@ func checkArena(t *testing.T, a *arena, live *liveSet) {
 		t.Fatalf("fallbackBytes = %d, live heap spans hold %d", fb, heapBytes)
 	}
 	mapped := int64(len(a.chunks)) << a.chunkShift
-	var chunkFree int64
-	for _, f := range a.chunkFree {
-		chunkFree += f
-	}
-	if chunkFree != mapped-a.used {
-		t.Fatalf("chunkFree sums to %d, mapped-used = %d", chunkFree, mapped-a.used)
-	}
-
-	perChunkFree := make([]int64, len(a.chunks))
+	var listedFree int64
 	listed := 0
 	for k := range a.head {
 		prev := int32(-1)
@@ -273,7 +318,7 @@ func checkArena(t *testing.T, a *arena, live *liveSet) {
 				t.Fatalf("%s: its buddy is free at the same order, not merged", what)
 			}
 			mark(b, int8(k), 2, what)
-			perChunkFree[int(b)>>a.blockShift()] += minBlock << k
+			listedFree += minBlock << k
 			listed++
 			prev = b
 		}
@@ -289,10 +334,8 @@ func checkArena(t *testing.T, a *arena, live *liveSet) {
 	if listed != 0 {
 		t.Fatalf("free lists and freeOrder disagree by %d blocks", listed)
 	}
-	for c, f := range perChunkFree {
-		if f != a.chunkFree[c] {
-			t.Fatalf("chunk %d: free lists hold %d bytes, chunkFree says %d", c, f, a.chunkFree[c])
-		}
+	if listedFree != mapped-a.used {
+		t.Fatalf("free lists hold %d bytes, mapped-used = %d", listedFree, mapped-a.used)
 	}
 	for i, o := range owner {
 		if o == 0 {
@@ -475,9 +518,6 @@ func TestArenaRandom(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	a := newArena(1 << 20)
 	t.Cleanup(a.close)
-	live := newLiveSet()
-	sizes := map[int]int{}
-	var ids []int
 	randSize := func() int {
 		switch rng.IntN(4) {
 		case 0:
@@ -490,37 +530,20 @@ func TestArenaRandom(t *testing.T) {
 			return 1 + rng.IntN(3*a.chunkSize())
 		}
 	}
+	run := newArenaRun(a)
 	for op := range ops {
-		if len(ids) > 0 && (len(ids) >= 40 || rng.IntN(5) < 2) {
-			j := rng.IntN(len(ids))
-			id := ids[j]
-			if !spansEqual(live.spans[id], patternFor(id, sizes[id])) {
-				t.Fatalf("op %d: alloc %d (%d bytes) changed", op, id, sizes[id])
-			}
-			a.free(live.spans[id])
-			delete(live.spans, id)
-			ids[j] = ids[len(ids)-1]
-			ids = ids[:len(ids)-1]
+		if n := len(run.ids); n > 0 && (n >= 40 || rng.IntN(5) < 2) {
+			run.free(t, op, rng.IntN(n))
 		} else {
-			n := randSize()
-			ss := a.alloc(n)
-			if got := spanLen(ss); got != n {
-				t.Fatalf("op %d: alloc(%d) holds %d bytes", op, n, got)
-			}
-			fillSpans(ss, patternFor(op, n))
-			live.spans[op], sizes[op] = ss, n
-			ids = append(ids, op)
+			run.alloc(t, op, randSize())
 		}
-		checkArena(t, a, live)
 	}
 	st := a.stats()
-	t.Logf("after %d ops: %+v, %d live", ops, st, len(ids))
+	t.Logf("after %d ops: %+v, %d live", ops, st, len(run.ids))
 	if st.Fallbacks == 0 {
 		t.Errorf("the run never filled the arena; fallbacks untested")
 	}
-	for _, id := range ids {
-		a.free(live.spans[id])
-	}
+	run.freeAll()
 	checkAllFree(t, a)
 	if st := a.stats(); st.FallbackBytes != 0 {
 		t.Errorf("FallbackBytes = %d after freeing everything", st.FallbackBytes)
@@ -750,36 +773,16 @@ func FuzzArenaOps(f *testing.F) {
 		}
 		a := newArena(1 << 20) // 64 KiB chunks, 17 of them
 		defer a.close()
-		live := newLiveSet()
-		sizes := map[int]int{}
-		var ids []int
+		run := newArenaRun(a)
 		for op := 0; op+2 < len(ops); op += 3 {
 			arg := int(ops[op+1])<<8 | int(ops[op+2])
-			if ops[op]%2 == 1 && len(ids) > 0 {
-				j := arg % len(ids)
-				id := ids[j]
-				if !spansEqual(live.spans[id], patternFor(id, sizes[id])) {
-					t.Fatalf("op %d: alloc %d (%d bytes) changed", op, id, sizes[id])
-				}
-				a.free(live.spans[id])
-				delete(live.spans, id)
-				ids[j] = ids[len(ids)-1]
-				ids = ids[:len(ids)-1]
+			if ops[op]%2 == 1 && len(run.ids) > 0 {
+				run.free(t, op, arg%len(run.ids))
 			} else {
-				n := 1 + arg*3 // up to 3 chunks
-				ss := a.alloc(n)
-				if got := spanLen(ss); got != n {
-					t.Fatalf("op %d: alloc(%d) holds %d bytes", op, n, got)
-				}
-				fillSpans(ss, patternFor(op, n))
-				live.spans[op], sizes[op] = ss, n
-				ids = append(ids, op)
+				run.alloc(t, op, 1+arg*3) // up to 3 chunks
 			}
-			checkArena(t, a, live)
 		}
-		for _, id := range ids {
-			a.free(live.spans[id])
-		}
+		run.freeAll()
 		checkAllFree(t, a)
 	})
 }

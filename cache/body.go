@@ -93,30 +93,12 @@ func (b *body) seal() *body {
 	return out
 }
 
-// bodyOf copies p into a new body of a (one reference, the caller's).
-func (a *arena) bodyOf(p []byte) *body {
-	b := a.newBody(len(p))
-	if b != nil {
-		_, _ = b.Write(p)
-	}
-	return b
-}
-
 // Len is the body's length in bytes.
 func (b *body) Len() int {
 	if b == nil {
 		return 0
 	}
 	return b.n
-}
-
-// full reports whether every byte has been written (growing: whether
-// the limit is reached).
-func (b *body) full() bool {
-	if b != nil && b.limit > 0 {
-		return b.w >= b.limit
-	}
-	return b == nil || b.w == b.n
 }
 
 // Write fills the body in order while it is being recorded. It returns

@@ -213,6 +213,24 @@ func (w *writer) Flush() { w.flushes++ }
 
 func unsafeData(b []byte) *byte { return unsafe.SliceData(b) }
 
+// bodyOf copies p into a new body of a (one reference, the caller's).
+func (a *arena) bodyOf(p []byte) *body {
+	b := a.newBody(len(p))
+	if b != nil {
+		_, _ = b.Write(p)
+	}
+	return b
+}
+
+// full reports whether every byte of b has been written (growing:
+// whether its limit is reached).
+func (b *body) full() bool {
+	if b != nil && b.limit > 0 {
+		return b.w >= b.limit
+	}
+	return b == nil || b.w == b.n
+}
+
 // mmapAvailable reports whether the arena can map memory here (without
 // it, every body lives on the heap).
 var mmapAvailable = func() bool {

@@ -39,13 +39,13 @@ type recorder struct {
 	pass   bool  // the response is written to the client
 	buffer bool  // the body is buffered for storage
 	limit  int64 // most body bytes buffered
-	// The body is recorded straight into the store's arena: into a body
-	// of its declared length (Content-Length), or one that grows block by
-	// block up to limit.
+	// The body is recorded into the store's arena: straight into a body
+	// of its declared length (Content-Length), or gathered up to limit
+	// and moved there when it ends (see newGrowingBody).
 	arena *arena
 	body  *body
 
-	overflow  bool  // the body passed limit: buf was dropped
+	overflow  bool  // the body passed limit: it was dropped
 	written   int64 // body bytes the next handler wrote
 	clientErr error // first error writing to the client
 }

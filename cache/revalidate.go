@@ -389,7 +389,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder) *entry {
 // finishEntryKeep fills the derived fields of a refreshed entry, which
 // keeps the key of the entry it replaces.
 func (h *Handler) finishEntryKeep(e, old *entry) {
-	if e.status != http.StatusNoContent {
+	if hasBody(e.status) {
 		e.contentLength = old.contentLength
 		if e.contentLength == nil {
 			e.contentLength = newContentLength(e.body.Len())
