@@ -13,6 +13,8 @@ import (
 // response's header for an uncacheable response, when the body passes
 // max_item_size, or when the body is complete.
 type flight struct {
+	// done is made by the first waiter (most misses have none) and closed
+	// by finish; both under the group's lock.
 	done chan struct{}
 	once sync.Once
 	e    *entry // written before done is closed; read after
@@ -32,12 +34,15 @@ func (g *flightGroup) join(key string) (*flight, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if f, ok := g.m[key]; ok {
+		if f.done == nil {
+			f.done = make(chan struct{})
+		}
 		return f, false
 	}
 	if g.m == nil {
 		g.m = make(map[string]*flight)
 	}
-	f := &flight{done: make(chan struct{})}
+	f := new(flight)
 	g.m[key] = f
 	return f, true
 }
@@ -50,9 +55,12 @@ func (g *flightGroup) finish(key string, f *flight, e *entry) {
 		if g.m[key] == f {
 			delete(g.m, key)
 		}
-		g.mu.Unlock()
 		f.e = e
-		close(f.done)
+		done := f.done
+		g.mu.Unlock()
+		if done != nil {
+			close(done)
+		}
 	})
 }
 

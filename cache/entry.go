@@ -1,8 +1,6 @@
 package cache
 
 import (
-	"net/http"
-	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -45,7 +43,7 @@ type entryData struct {
 	varyKey string
 
 	status int
-	header http.Header // storable fields; value slices have len == cap
+	header fields // the storable fields, Content-Length included
 	// body is never written after storing; hits write it as is, holding
 	// a reference (see body). The entry holds one reference while the
 	// store has it, released by exit.
@@ -53,7 +51,7 @@ type entryData struct {
 
 	// reqVary holds the request's values of the Vary fields, replayed on a
 	// conditional request (RFC 9111 §4.3.1).
-	reqVary http.Header
+	reqVary fields
 
 	// fresh holds the freshness inputs (RFC 9111 §4.2): lifetime, corrected
 	// initial age, response time; rc the response's directives.
@@ -62,10 +60,6 @@ type entryData struct {
 
 	// validator reports an ETag or Last-Modified to revalidate with.
 	validator bool
-
-	// contentLength is the pre-rendered Content-Length value, shared by
-	// every hit.
-	contentLength []string
 
 	tags []string // surrogate keys (Surrogate-Key / Cache-Tag)
 	cost int64
@@ -81,37 +75,18 @@ func (e *entry) ttl(now time.Time) time.Duration { return e.fresh.TTL(now) }
 // Per-entry memory the cost accounts for besides body, header and key
 // bytes. TestEntryOverheadMatchesHeap (store_test.go) stores 20k entries
 // with ten header fields and 64-byte bodies and finds the live heap per
-// entry within a few percent of the cost with these constants (1916 B of
-// heap, 1919 B of cost). It covers:
+// entry within a few percent of the cost with these constants. It covers:
 //   - ristretto: its storeItem (48 B) in a sharded Go map (~70 B per slot
 //     with control bytes and load factor) and the policy's keyCosts slot
 //     (~20 B); its admission counters are sized once from max_size (see
 //     newStore) and are a fixed baseline, not per entry;
-//   - this package: the entry struct (336 B, a 352 B size class), its
-//     index slot (~20 B), the Content-Length value and slice headers, and
-//     the rounding of small allocations to size classes.
-const entryOverhead = 640
+//   - this package: the entry struct (a 352 B size class), the body's
+//     handle, the index slot (~20 B), and the rounding of small
+//     allocations to size classes.
+const entryOverhead = 720
 
-// Header map accounting: a Go map slot per field (key string header +
-// value slice header + control byte, at 7/8 load) and a string header per
-// value, on top of the bytes themselves.
-const (
-	headerMapOverhead   = 64
-	headerFieldOverhead = 64
-	headerValueOverhead = 16
-)
-
-// headerCost estimates the heap bytes of h.
-func headerCost(h http.Header) int64 {
-	n := int64(headerMapOverhead)
-	for k, vs := range h {
-		n += headerFieldOverhead + int64(len(k))
-		for _, v := range vs {
-			n += headerValueOverhead + int64(len(v))
-		}
-	}
-	return n
-}
+// stringOverhead is the string header kept for each string an entry holds.
+const stringOverhead = 16
 
 // heapFactor is what a byte held on the Go heap costs in the process's
 // memory: by default (GOGC=100) the heap grows to twice its live data
@@ -131,18 +106,13 @@ func (e *entry) computeCost() {
 // body.
 func (e *entry) heapBytes() int64 {
 	c := int64(entryOverhead) + int64(len(e.key))
-	if e.header != nil {
-		c += headerCost(e.header)
-	}
-	if e.reqVary != nil {
-		c += headerCost(e.reqVary)
-	}
+	c += e.header.heapBytes() + e.reqVary.heapBytes()
 	for _, f := range e.vary {
-		c += headerValueOverhead + int64(len(f))
+		c += stringOverhead + int64(len(f))
 	}
 	for _, t := range e.tags {
 		// the tag string, its slot in the entry and in the tag index
-		c += 2*headerValueOverhead + 24 + int64(len(t))
+		c += 2*stringOverhead + 24 + int64(len(t))
 	}
 	return c
 }
@@ -181,15 +151,10 @@ func (e *entry) exit() {
 	}
 }
 
-// newContentLength renders n for the Content-Length field once per entry.
-func newContentLength(n int) []string {
-	return []string{strconv.Itoa(n)}[:1:1]
-}
-
 // withHeader returns a copy of e with a new header and freshness inputs,
 // sharing the body (used after a 304 refresh). The copy holds no
 // reference to the body: the caller acquires one if it stores the copy.
-func (e *entry) withHeader(h http.Header) *entry {
+func (e *entry) withHeader(h fields) *entry {
 	e2 := &entry{entryData: e.entryData}
 	e2.header = h
 	return e2

@@ -146,8 +146,8 @@ func LifetimeAt(status int, h http.Header, rc ResponseControl, defaultTTL time.D
 // headerDate parses the HTTP-date in field name. ok is false when the
 // field has differing values (ambiguous); the time is zero when the field
 // is absent or not a valid HTTP-date.
-func headerDate(h http.Header, name string) (t time.Time, ok bool) {
-	vs := h[name]
+func headerDate(h HeaderReader, name string) (t time.Time, ok bool) {
+	vs := h.Values(name)
 	if len(vs) == 0 {
 		return time.Time{}, true
 	}

@@ -361,14 +361,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 // serveEntry writes e to w: a 304 when the client's conditional request is
 // satisfied, a 206 or 416 for a single Range of a stored 200, no body for
-// HEAD. The stored header values are shared, not copied; Age and
-// Cache-Status are rendered into one string (one allocation for both, one
-// for their value slices).
+// HEAD. The stored fields are unpacked into the response's header as
+// substrings, with one allocation for all their value slices and those of
+// Age and Cache-Status, which are rendered into one string (the other
+// allocation).
 func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e, record *entry, st Status, now time.Time) {
 	hdr := w.Header()
-	for k, v := range e.header {
-		hdr[k] = v
-	}
+	vals, prevStatus := e.header.addTo(hdr, 2)
 	if h.StatusKey {
 		if record != nil {
 			st.Key = record.key
@@ -379,9 +378,8 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e, record *
 	var buf [512]byte
 	b := strconv.AppendInt(buf[:0], int64(e.currentAge(now)/time.Second), 10)
 	n := len(b)
-	b = appendCacheStatus(b, e.header["Cache-Status"], h.CacheName, st)
+	b = appendCacheStatus(b, prevStatus, h.CacheName, st)
 	s := string(b)
-	vals := make([]string, 2)
 	vals[0], vals[1] = s[:n], s[n:]
 	hdr["Age"] = vals[0:1:1]
 	hdr["Cache-Status"] = vals[1:2:2]
@@ -389,12 +387,12 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e, record *
 	status := e.status
 	start, end := 0, e.body.Len()
 	if status == http.StatusOK {
-		if (len(r.Header["If-None-Match"]) > 0 || len(r.Header["If-Modified-Since"]) > 0) && ClientNotModified(r, e.header) {
+		if (len(r.Header["If-None-Match"]) > 0 || len(r.Header["If-Modified-Since"]) > 0) && ClientNotModified(r, &e.header) {
 			delete(hdr, "Content-Length")
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		if rg := r.Header["Range"]; len(rg) == 1 && r.Method == http.MethodGet && ifRangeMatches(r, e.header) {
+		if rg := r.Header["Range"]; len(rg) == 1 && r.Method == http.MethodGet && ifRangeMatches(r, &e.header) {
 			size := int64(end)
 			br, ok, satisfiable := ParseRange(rg[0], size)
 			switch {
@@ -419,7 +417,7 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e, record *
 
 // ifRangeMatches evaluates If-Range (RFC 9110 §13.1.5) against the stored
 // validators: a strong ETag match or an exact Last-Modified date.
-func ifRangeMatches(r *http.Request, stored http.Header) bool {
+func ifRangeMatches(r *http.Request, stored HeaderReader) bool {
 	ir := r.Header.Get("If-Range")
 	if ir == "" {
 		return true

@@ -26,13 +26,28 @@ var unstorableFields = map[string]bool{
 // StorableHeader returns a copy of h fit for storage: without hop-by-hop
 // fields, fields named in Connection, Proxy-Authenticate,
 // Proxy-Authorization, and the fields named in rc.NoCacheFields and
-// rc.PrivateFields (RFC 9111 §3.1). Each value slice has len == cap.
-//
-// The values share one backing array, sliced with full slice expressions,
-// so an append by a later handler to a header built from the copy
-// reallocates instead of writing into the stored entry.
+// rc.PrivateFields (RFC 9111 §3.1). The copy shares value slices with h.
 func StorableHeader(h http.Header, rc ResponseControl) http.Header {
-	var named []string // fields the Connection header lists
+	named := connectionFields(h)
+	out := make(http.Header, len(h))
+	for k, v := range h {
+		if !unstorable(k, named, &rc) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// packStorable packs the fields of h fit for storage (see StorableHeader),
+// without Age, which a hit renders anew.
+func packStorable(h http.Header, rc ResponseControl) fields {
+	named := connectionFields(h)
+	return packFields(h, func(name string) bool { return name == "Age" || unstorable(name, named, &rc) })
+}
+
+// connectionFields returns the field names h's Connection header lists.
+func connectionFields(h http.Header) []string {
+	var named []string
 	for _, v := range h["Connection"] {
 		for f := range strings.SplitSeq(v, ",") {
 			if f = strings.TrimSpace(f); f != "" {
@@ -40,59 +55,12 @@ func StorableHeader(h http.Header, rc ResponseControl) http.Header {
 			}
 		}
 	}
-	drop := func(name string) bool {
-		return unstorableFields[name] || slices.Contains(named, name) ||
-			slices.Contains(rc.NoCacheFields, name) || slices.Contains(rc.PrivateFields, name)
-	}
-	return copyHeaderExcept(h, drop)
+	return named
 }
 
-// copyHeaderExcept copies the fields of h that drop rejects, with every value
-// slice at len == cap over one shared backing array, and every value a
-// substring of one string: a stored header is a few objects for the
-// garbage collector to mark (the map, its table, the backing array and the
-// string), whatever its number of fields. Names are kept as they are: the
-// common ones are net/textproto's static strings, which the collector
-// does not mark at all. Fields with no values are kept empty (not nil), as
-// http.Header.Clone does.
-func copyHeaderExcept(h http.Header, drop func(name string) bool) http.Header {
-	var buf [32]string
-	names := buf[:0] // in one order: a map's order changes between ranges
-	n, size := 0, 0
-	for k, vv := range h {
-		if drop(k) {
-			continue
-		}
-		names = append(names, k)
-		n += len(vv)
-		for _, v := range vv {
-			size += len(v)
-		}
-	}
-	var sb strings.Builder
-	sb.Grow(size)
-	for _, k := range names {
-		for _, v := range h[k] {
-			sb.WriteString(v)
-		}
-	}
-	text := sb.String()
-	out := make(http.Header, len(names))
-	backing := make([]string, n)
-	off := 0
-	take := func(s string) string {
-		t := text[off : off+len(s)]
-		off += len(s)
-		return t
-	}
-	for _, k := range names {
-		vv := h[k]
-		for i, v := range vv {
-			backing[i] = take(v)
-		}
-		m := len(vv)
-		out[k] = backing[:m:m]
-		backing = backing[m:]
-	}
-	return out
+// unstorable reports whether StorableHeader drops the field name, given
+// the fields Connection named and the response's directives.
+func unstorable(name string, named []string, rc *ResponseControl) bool {
+	return unstorableFields[name] || slices.Contains(named, name) ||
+		slices.Contains(rc.NoCacheFields, name) || slices.Contains(rc.PrivateFields, name)
 }

@@ -21,8 +21,14 @@ func TestRule04_StorableHeaderStripsFields(t *testing.T) {
 		"Cache-Control", `max-age=60, no-cache="X-Secret", private="x-user"`,
 		"X-Secret", "s", "X-User", "u",
 		"Content-Type", "text/plain", "Vary", "Accept", "Vary", "Accept-Encoding", "Etag", `"v1"`,
+		"Age", "30",
 	)
-	got := StorableHeader(h, ParseResponseControl(h, ""))
+	if got := StorableHeader(h, ParseResponseControl(h, "")); len(got) != 5 || got["Age"] == nil {
+		t.Errorf("StorableHeader kept %q; want the four fields below and Age", got)
+	}
+	// What is stored: the same, packed, without Age (rendered on every hit).
+	packed := packStorable(h, ParseResponseControl(h, ""))
+	got := packed.header()
 	var names []string
 	for k := range got {
 		names = append(names, k)

@@ -282,17 +282,14 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 	fresh, _ := NewFreshness(rec.status, rec.header, x.rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
 	body := rec.takeBody()
-	if hasBody(rec.status) {
-		// Stored with the other fields, in their one allocation. (The
-		// client's header map has its own entry: replacing this one does
-		// not touch it.)
+	if hasBody(rec.status) && !declaresLength(rec.header, body.Len()) {
+		// The client's header map has its own entry: replacing this one
+		// does not touch it.
 		rec.header["Content-Length"] = []string{strconv.Itoa(body.Len())}
 	}
-	hdr := StorableHeader(withoutProxyCookie(x.r, rec.header), x.rc)
-	delete(hdr, "Age") // rendered fresh on every hit
 	e := &entry{entryData: entryData{
 		status: rec.status,
-		header: hdr,
+		header: packStorable(withoutProxyCookie(x.r, rec.header), x.rc),
 		body:   body,
 		fresh:  fresh,
 		rc:     x.rc,
@@ -300,6 +297,14 @@ func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 	}}
 	h.finishEntry(e, x)
 	return e
+}
+
+// declaresLength reports whether h has exactly one Content-Length, n in
+// canonical form (what would be stored otherwise).
+func declaresLength(h http.Header, n int) bool {
+	cl := h["Content-Length"]
+	var buf [20]byte
+	return len(cl) == 1 && cl[0] == string(strconv.AppendInt(buf[:0], int64(n), 10))
 }
 
 // hasBody reports whether a stored response of status has a body (and a
@@ -310,15 +315,8 @@ func hasBody(status int) bool {
 
 // finishEntry fills the derived fields of e and its key.
 func (h *Handler) finishEntry(e *entry, x *exchange) {
-	if hasBody(e.status) {
-		e.contentLength = e.header["Content-Length"]
-		if len(e.contentLength) != 1 {
-			e.contentLength = newContentLength(e.body.Len())
-			e.header["Content-Length"] = e.contentLength
-		}
-	}
-	e.validator = len(e.header["Etag"]) > 0 || len(e.header["Last-Modified"]) > 0
-	e.tags = parseTags(e.header)
+	e.validator = e.header.has("Etag") || e.header.has("Last-Modified")
+	e.tags = parseTags(&e.header)
 	urlKey := x.flightKey // the URL key, as a string already, when leading a flight
 	if urlKey == "" || x.variantKey != nil {
 		urlKey = string(x.urlKey)
@@ -328,8 +326,8 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 		e.varyKey = VaryKey(e.vary, x.r.Header)
 		e.key = string(appendVariantKey(nil, x.urlKey, record.gen, e.varyKey))
 		e.parent = x.urlHash
-		// A compact copy: the request's own strings are not kept alive.
-		e.reqVary = copyHeaderExcept(x.r.Header, func(f string) bool { return !slices.Contains(e.vary, f) })
+		// A copy: the request's own strings are not kept alive.
+		e.reqVary = packFields(x.r.Header, func(f string) bool { return !slices.Contains(e.vary, f) })
 	} else {
 		e.key = urlKey
 	}
@@ -367,14 +365,17 @@ func equalFields(a, b []string) bool {
 // times, the same body.
 func (h *Handler) refresh(x *exchange, rec *recorder) *entry {
 	old := x.stale
-	hdr := UpdateFrom304(old.header, withoutProxyCookie(x.r, rec.header))
+	hdr := UpdateFrom304(old.header.header(), withoutProxyCookie(x.r, rec.header))
 	rc := ParseResponseControl(hdr, h.targeted)
 	fresh, has := NewFreshness(old.status, hdr, rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
-	hdr = StorableHeader(hdr, rc)
-	delete(hdr, "Age")
-	e := old.withHeader(hdr)
+	if hasBody(old.status) {
+		hdr["Content-Length"] = []string{strconv.Itoa(old.body.Len())}
+	}
+	e := old.withHeader(packStorable(hdr, rc))
 	e.rc, e.fresh = rc, fresh
-	h.finishEntryKeep(e, old)
+	e.validator = e.header.has("Etag") || e.header.has("Last-Modified")
+	e.tags = parseTags(&e.header)
+	e.computeCost()
 	// e is served by the caller under the reference it holds to old's
 	// body; storing e takes one more.
 	if reason := Storable(x.r, old.status, hdr, rc, has, false); reason != "" || !e.body.acquire() {
@@ -386,21 +387,6 @@ func (h *Handler) refresh(x *exchange, rec *recorder) *entry {
 	return e
 }
 
-// finishEntryKeep fills the derived fields of a refreshed entry, which
-// keeps the key of the entry it replaces.
-func (h *Handler) finishEntryKeep(e, old *entry) {
-	if hasBody(e.status) {
-		e.contentLength = old.contentLength
-		if e.contentLength == nil {
-			e.contentLength = newContentLength(e.body.Len())
-		}
-		e.header["Content-Length"] = e.contentLength
-	}
-	e.validator = len(e.header["Etag"]) > 0 || len(e.header["Last-Modified"]) > 0
-	e.tags = parseTags(e.header)
-	e.computeCost()
-}
-
 // revalidationRequest is r turned into the cache's conditional request for
 // e (RFC 9111 §4.3.1): the client's own preconditions and Range removed,
 // the stored request's Vary fields, and the stored validators.
@@ -410,13 +396,13 @@ func revalidationRequest(r *http.Request, e *entry) *http.Request {
 		delete(r2.Header, f)
 	}
 	for _, f := range e.vary {
-		if v, ok := e.reqVary[f]; ok {
+		if v := e.reqVary.Values(f); v != nil {
 			r2.Header[f] = v
 		} else {
 			delete(r2.Header, f)
 		}
 	}
-	SetConditionalHeaders(e.header, r2.Header)
+	SetConditionalHeaders(&e.header, r2.Header)
 	return r2
 }
 

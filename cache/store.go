@@ -417,7 +417,7 @@ func (s *store) stats() storeStats {
 // space-separated, Cache-Tag comma-separated. At most maxTagsPerEntry
 // tags of at most maxTagLength bytes are kept, so that the tag index stays
 // bounded by the cache's size.
-func parseTags(h map[string][]string) []string {
+func parseTags(h HeaderReader) []string {
 	var tags []string
 	add := func(t string) {
 		if t == "" || len(t) > maxTagLength || len(tags) >= maxTagsPerEntry {
@@ -430,12 +430,12 @@ func parseTags(h map[string][]string) []string {
 		}
 		tags = append(tags, t)
 	}
-	for _, v := range h["Surrogate-Key"] {
+	for _, v := range h.Values("Surrogate-Key") {
 		for _, t := range strings.Fields(v) {
 			add(t)
 		}
 	}
-	for _, v := range h["Cache-Tag"] {
+	for _, v := range h.Values("Cache-Tag") {
 		for _, t := range strings.Split(v, ",") {
 			add(strings.TrimSpace(t))
 		}

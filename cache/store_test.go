@@ -28,7 +28,7 @@ func testEntry(key string, n int, tags ...string) *entry {
 		key:    key,
 		hash:   keyHash([]byte(key)),
 		status: 200,
-		header: http.Header{"Content-Type": {"text/plain"}},
+		header: packFields(http.Header{"Content-Type": {"text/plain"}}, nil),
 		body:   (*arena)(nil).bodyOf(make([]byte, n)),
 		tags:   tags,
 	}}
@@ -225,9 +225,9 @@ func TestEntryOverheadMatchesHeap(t *testing.T) {
 	var cost int64
 	for i := 0; i < n; i++ {
 		key := fmt.Sprintf("http://example.com/some/path/%d?q=%d", i, i)
-		e := &entry{entryData: entryData{key: key, hash: keyHash([]byte(key)), status: 200, header: StorableHeader(hdr(i), ResponseControl{}), body: s.bodies.bodyOf(make([]byte, 64))}}
-		e.contentLength = newContentLength(64)
-		e.header["Content-Length"] = e.contentLength
+		fh := hdr(i)
+		fh.Set("Content-Length", "64")
+		e := &entry{entryData: entryData{key: key, hash: keyHash([]byte(key)), status: 200, header: packStorable(fh, ResponseControl{}), body: s.bodies.bodyOf(make([]byte, 64))}}
 		e.computeCost()
 		cost += e.heapBytes() + e.body.cost()
 		s.set(e)
@@ -306,7 +306,7 @@ func TestStoreDestructWhileStoring(t *testing.T) {
 				default:
 				}
 				key := fmt.Sprintf("http://a/%d/%d?", g, i%100)
-				e := &entry{entryData: entryData{key: key, hash: keyHash([]byte(key)), status: 200, header: http.Header{}, body: s.bodies.bodyOf(make([]byte, 1000))}}
+				e := &entry{entryData: entryData{key: key, hash: keyHash([]byte(key)), status: 200, body: s.bodies.bodyOf(make([]byte, 1000))}}
 				e.computeCost()
 				s.set(e)
 				if i%10 == 0 {

@@ -9,6 +9,13 @@ import (
 // cache sends to refresh a stale entry, how a 304 refreshes it, and when a
 // client's own conditional request can be answered with a 304.
 
+// HeaderReader reads the fields of a stored response by canonical name:
+// an http.Header, or the packed form the cache stores.
+type HeaderReader interface {
+	Get(name string) string
+	Values(name string) []string
+}
+
 // SetConditionalHeaders adds If-None-Match (from the stored ETag) and
 // If-Modified-Since (from the stored Last-Modified) to out (RFC 9111 §4.3.1)
 // and reports whether it added any.
@@ -19,7 +26,7 @@ import (
 // the client's copy could not refresh ours. The client's conditions are
 // evaluated against the refreshed entry with ClientNotModified.
 // Last-Modified is only sent when it is a valid HTTP-date.
-func SetConditionalHeaders(stored http.Header, out http.Header) bool {
+func SetConditionalHeaders(stored HeaderReader, out http.Header) bool {
 	for _, f := range [...]string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"} {
 		delete(out, f)
 	}
@@ -49,7 +56,7 @@ func SetConditionalHeaders(stored http.Header, out http.Header) bool {
 // (or with differing values) nothing is concluded and the answer is false.
 // If-Match and If-Unmodified-Since are ignored here (RFC 9111 §4.3.2); the
 // caller forwards or ignores them.
-func ClientNotModified(req *http.Request, stored http.Header) bool {
+func ClientNotModified(req *http.Request, stored HeaderReader) bool {
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		return false
 	}
@@ -65,7 +72,7 @@ func ClientNotModified(req *http.Request, stored http.Header) bool {
 		return false
 	}
 	validator := "Last-Modified"
-	if _, ok := stored["Last-Modified"]; !ok {
+	if stored.Values("Last-Modified") == nil {
 		validator = "Date"
 	}
 	t, unambiguous := headerDate(stored, validator)
@@ -78,7 +85,7 @@ func ClientNotModified(req *http.Request, stored http.Header) bool {
 // etagListMatches evaluates If-None-Match lines: true when the list is "*"
 // or one of its entity-tags weakly matches the stored ETag (RFC 9110
 // §8.8.3.2).
-func etagListMatches(lines []string, stored http.Header) bool {
+func etagListMatches(lines []string, stored HeaderReader) bool {
 	etag, ok := opaqueTag(strings.TrimSpace(stored.Get("Etag")))
 	for _, line := range lines {
 		rest := line
@@ -134,8 +141,8 @@ func opaqueTag(etag string) (string, bool) {
 // fields absent from the 304 are kept. Not taken from the 304: the fields
 // StorableHeader never stores (hop-by-hop, those named in its Connection,
 // Proxy-Authenticate, Proxy-Authorization) and Content-Length (§3.2) —
-// the stored body is unchanged. Every value slice of the result has
-// len == cap. The caller re-parses Cache-Control from the result and
+// the stored body is unchanged. The result shares value slices with its
+// inputs; the caller packs it for storage (which copies). It re-parses Cache-Control from the result and
 // recomputes freshness with the 304's request and response times.
 func UpdateFrom304(stored, notModified http.Header) http.Header {
 	update := StorableHeader(notModified, ResponseControl{})
@@ -149,6 +156,5 @@ func UpdateFrom304(stored, notModified http.Header) http.Header {
 	for k, v := range update {
 		merged[k] = v
 	}
-	// One copy so that every slice is independent of both inputs.
-	return copyHeaderExcept(merged, func(string) bool { return false })
+	return merged
 }
