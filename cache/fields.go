@@ -26,8 +26,8 @@ type fields struct {
 	nvalues int // all values of all fields, to size addTo's one allocation
 }
 
-// packFields packs the fields of h that drop rejects (drop may be nil).
-// Names are kept as they are: callers pass canonical ones.
+// packFields packs the fields of h, except those drop reports (drop may be
+// nil). Names are kept as they are: callers pass canonical ones.
 func packFields(h http.Header, drop func(name string) bool) fields {
 	size, n := packedSize(h, drop)
 	var b strings.Builder // one allocation: its bytes become the string
