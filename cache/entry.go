@@ -23,6 +23,7 @@ var generations atomic.Uint64
 type entry struct {
 	entryData
 	exited atomic.Bool // set by exit
+	id     uint64      // serial number, set when offered to the store
 }
 
 // entryData is the content of an entry: what a refreshed copy shares.
@@ -81,9 +82,9 @@ func (e *entry) ttl(now time.Time) time.Duration { return e.fresh.TTL(now) }
 //     (~20 B); its admission counters are sized once from max_size (see
 //     newStore) and are a fixed baseline, not per entry;
 //   - this package: the entry struct (a 352 B size class), the body's
-//     handle, the index slot (~20 B), and the rounding of small
+//     handle, the index slot (~40 B), and the rounding of small
 //     allocations to size classes.
-const entryOverhead = 720
+const entryOverhead = 750
 
 // stringOverhead is the string header kept for each string an entry holds.
 const stringOverhead = 16

@@ -77,10 +77,16 @@ const (
 
 // store is the ristretto-backed storage. Ristretto keeps values by 64-bit
 // hash only, so the store keeps its own index of the entries it has
-// offered, to purge by prefix and by tag. The index is bounded by the
-// cache itself: an entry leaves it when ristretto evicts or rejects it or
-// when it is purged or replaced, so it holds at most the admitted entries
+// offered, to purge a URL with its variants and to purge by tag (purging
+// by prefix walks ristretto's values). The index is bounded by the cache
+// itself: an entry leaves it when ristretto evicts or rejects it or when
+// it is purged or replaced, so it holds at most the admitted entries
 // (MaxCost / entryOverhead) plus the sets still in ristretto's buffer.
+//
+// The index holds no pointer to an entry except for tagged entries: the
+// garbage collector marks every pointer on every cycle, and a second
+// pointer to each of tens of thousands of entries, besides ristretto's,
+// cost more than half of a full collection (BenchmarkGCWithEntries).
 type store struct {
 	name    string
 	maxCost int64
@@ -91,7 +97,8 @@ type store struct {
 	// ristretto except Get (ristretto calls back into the index from its
 	// own goroutine, and Del blocks on that goroutine's buffer).
 	mu       sync.Mutex
-	byHash   map[uint64]*entry
+	byHash   map[uint64]indexed
+	tagged   map[uint64]*entry              // the indexed entries with tags
 	children map[uint64]map[uint64]struct{} // URL key hash → variant hashes
 	tags     map[string]map[uint64]struct{} // tag → entry hashes
 
@@ -112,6 +119,17 @@ type store struct {
 	closed bool
 }
 
+// indexed is what the index keeps of an entry, with no pointers.
+type indexed struct {
+	id     uint64 // the entry's serial number (entry.id)
+	parent uint64 // a variant's URL key hash (entry.parent)
+	tagged bool   // the entry has tags: it is in store.tagged
+}
+
+// serials numbers the entries offered to stores, so that the index tells
+// an entry from a later one under the same hash.
+var serials atomic.Uint64
+
 var _ storage = (*store)(nil)
 var _ caddy.Destructor = (*store)(nil)
 
@@ -122,7 +140,8 @@ func newStore(name string, maxCost int64) (*store, error) {
 	s := &store{
 		name:     name,
 		maxCost:  maxCost,
-		byHash:   make(map[uint64]*entry),
+		byHash:   make(map[uint64]indexed),
+		tagged:   make(map[uint64]*entry),
 		children: make(map[uint64]map[uint64]struct{}),
 		tags:     make(map[string]map[uint64]struct{}),
 		// At most an eighth of max_size waits in ristretto's buffer.
@@ -203,8 +222,8 @@ func (s *store) set(e *entry) bool {
 	if replacing {
 		s.c.Del(e.hash)
 	}
+	e.id = serials.Add(1)
 	s.mu.Lock()
-	prev := s.byHash[e.hash]
 	s.addLocked(e)
 	s.mu.Unlock()
 	if s.c.Set(e.hash, e, 0) {
@@ -213,10 +232,10 @@ func (s *store) set(e *entry) bool {
 	}
 	s.pending.Add(-e.cost)
 	s.mu.Lock()
-	if s.byHash[e.hash] == e {
-		s.removeLocked(e)
-		if prev != nil && !replacing {
-			s.addLocked(prev)
+	if s.removeLocked(e) && !replacing {
+		// What ristretto still holds under the hash goes back in.
+		if cur, ok := s.c.Get(e.hash); ok && cur != nil {
+			s.addLocked(cur)
 		}
 	}
 	s.mu.Unlock()
@@ -229,10 +248,13 @@ func (s *store) wait() { s.c.Wait() }
 
 // addLocked indexes e, replacing whatever was indexed under its hash.
 func (s *store) addLocked(e *entry) {
-	if prev := s.byHash[e.hash]; prev != nil && prev != e {
-		s.removeLocked(prev)
+	if x, ok := s.byHash[e.hash]; ok {
+		if x.id == e.id {
+			return
+		}
+		s.unindexLocked(e.hash, x)
 	}
-	s.byHash[e.hash] = e
+	s.byHash[e.hash] = indexed{id: e.id, parent: e.parent, tagged: len(e.tags) > 0}
 	if e.parent != 0 {
 		set := s.children[e.parent]
 		if set == nil {
@@ -242,6 +264,9 @@ func (s *store) addLocked(e *entry) {
 		if len(set) < maxVariantsPerURL {
 			set[e.hash] = struct{}{}
 		}
+	}
+	if len(e.tags) > 0 {
+		s.tagged[e.hash] = e
 	}
 	for _, t := range e.tags {
 		set := s.tags[t]
@@ -254,23 +279,38 @@ func (s *store) addLocked(e *entry) {
 }
 
 // removeLocked drops e from the index if it is what is indexed under its
-// hash.
-func (s *store) removeLocked(e *entry) {
-	if s.byHash[e.hash] != e {
-		return
+// hash, and reports whether it was.
+func (s *store) removeLocked(e *entry) bool {
+	x, ok := s.byHash[e.hash]
+	if !ok || x.id != e.id {
+		return false
 	}
-	delete(s.byHash, e.hash)
-	if e.parent != 0 {
-		if set := s.children[e.parent]; set != nil {
-			delete(set, e.hash)
+	s.unindexLocked(e.hash, x)
+	return true
+}
+
+// unindexLocked drops the entry indexed as x under h.
+func (s *store) unindexLocked(h uint64, x indexed) {
+	delete(s.byHash, h)
+	if x.parent != 0 {
+		if set := s.children[x.parent]; set != nil {
+			delete(set, h)
 			if len(set) == 0 {
-				delete(s.children, e.parent)
+				delete(s.children, x.parent)
 			}
 		}
 	}
+	if !x.tagged {
+		return
+	}
+	e := s.tagged[h]
+	delete(s.tagged, h)
+	if e == nil {
+		return
+	}
 	for _, t := range e.tags {
 		if set := s.tags[t]; set != nil {
-			delete(set, e.hash)
+			delete(set, h)
 			if len(set) == 0 {
 				delete(s.tags, t)
 			}
@@ -299,8 +339,7 @@ func (s *store) onReject(it *ristretto.Item[*entry]) {
 	}
 	s.rejects.Add(1)
 	s.mu.Lock()
-	if s.byHash[it.Key] == it.Value {
-		s.removeLocked(it.Value)
+	if s.removeLocked(it.Value) {
 		if cur, ok := s.c.Get(it.Key); ok && cur != nil {
 			s.addLocked(cur)
 		}
@@ -311,13 +350,13 @@ func (s *store) onReject(it *ristretto.Item[*entry]) {
 // collectLocked removes the entry under h and, when it is a URL with
 // variants, the variants, from the index, appending their hashes to out.
 func (s *store) collectLocked(h uint64, out []uint64) []uint64 {
-	if e := s.byHash[h]; e != nil {
-		s.removeLocked(e)
+	if x, ok := s.byHash[h]; ok {
+		s.unindexLocked(h, x)
 		out = append(out, h)
 	}
 	for v := range s.children[h] {
-		if e := s.byHash[v]; e != nil {
-			s.removeLocked(e)
+		if x, ok := s.byHash[v]; ok {
+			s.unindexLocked(v, x)
 		}
 		out = append(out, v)
 	}
@@ -340,31 +379,57 @@ func (s *store) del(hashes []uint64) int {
 }
 
 func (s *store) purgeKey(key string) int {
+	if !s.settle() {
+		return 0
+	}
 	h := xxhash.Sum64String(key)
-	s.mu.Lock()
+	e := s.get(h, []byte(key))
 	var hashes []uint64
-	if e := s.byHash[h]; (e != nil && e.key == key) || len(s.children[h]) > 0 {
+	s.mu.Lock()
+	if e != nil || len(s.children[h]) > 0 {
 		hashes = s.collectLocked(h, nil)
 	}
 	s.mu.Unlock()
 	return s.del(hashes)
 }
 
+// purgePrefix walks ristretto's values: the index keeps no keys.
 func (s *store) purgePrefix(prefix string) int {
-	s.mu.Lock()
-	var hashes []uint64
-	for h, e := range s.byHash {
-		if strings.HasPrefix(e.key, prefix) {
-			hashes = append(hashes, h)
-		}
+	if !s.settle() {
+		return 0
 	}
+	var hashes []uint64
+	s.life.RLock()
+	if !s.closed {
+		s.c.IterValues(func(e *entry) bool {
+			if e != nil && strings.HasPrefix(e.key, prefix) {
+				hashes = append(hashes, e.hash)
+			}
+			return false
+		})
+	}
+	s.life.RUnlock()
+	s.mu.Lock()
 	for _, h := range hashes {
-		if e := s.byHash[h]; e != nil {
-			s.removeLocked(e)
+		if x, ok := s.byHash[h]; ok {
+			s.unindexLocked(h, x)
 		}
 	}
 	s.mu.Unlock()
 	return s.del(hashes)
+}
+
+// settle waits until the sets offered so far are applied, so that a purge
+// by key or prefix, which reads what ristretto holds, sees them; false
+// when the store is closed.
+func (s *store) settle() bool {
+	s.life.RLock()
+	defer s.life.RUnlock()
+	if s.closed {
+		return false
+	}
+	s.c.Wait()
+	return true
 }
 
 func (s *store) purgeTag(tag string) int {
@@ -374,8 +439,8 @@ func (s *store) purgeTag(tag string) int {
 		hashes = append(hashes, h)
 	}
 	for _, h := range hashes {
-		if e := s.byHash[h]; e != nil {
-			s.removeLocked(e)
+		if x, ok := s.byHash[h]; ok {
+			s.unindexLocked(h, x)
 		}
 	}
 	s.mu.Unlock()
@@ -389,6 +454,7 @@ func (s *store) purgeAll() int {
 		hashes = append(hashes, h)
 	}
 	clear(s.byHash)
+	clear(s.tagged)
 	clear(s.children)
 	clear(s.tags)
 	s.mu.Unlock()

@@ -82,12 +82,19 @@ func TestStoreIndexFollowsEvictions(t *testing.T) {
 	s.c.IterValues(func(*entry) bool { stored++; return false })
 	s.mu.Lock()
 	indexed := len(s.byHash)
-	for h, e := range s.byHash {
-		if got := s.get(h, []byte(e.key)); got != e {
-			t.Errorf("indexed %q is not stored", e.key)
+	for h, x := range s.byHash {
+		if got, _ := s.c.Get(h); got == nil || got.id != x.id || got.parent != x.parent || x.tagged != (len(got.tags) > 0) {
+			t.Errorf("indexed %x is not what is stored", h)
 			break
 		}
 	}
+	s.c.IterValues(func(e *entry) bool {
+		if x, ok := s.byHash[e.hash]; !ok || x.id != e.id {
+			t.Errorf("stored %q is not indexed", e.key)
+			return true
+		}
+		return false
+	})
 	tagged := 0
 	for _, set := range s.tags {
 		tagged += len(set)
@@ -242,6 +249,32 @@ func TestEntryOverheadMatchesHeap(t *testing.T) {
 		t.Errorf("an entry takes %.0f B of heap but costs %.0f B: entryOverhead too small", perEntryHeap, perEntryCost)
 	}
 	runtime.KeepAlive(s)
+}
+
+// TestStorePurgeSeesPendingSets purges right after storing, while the sets
+// may still wait in ristretto's buffer: a purge must remove them too.
+func TestStorePurgeSeesPendingSets(t *testing.T) {
+	for range 20 {
+		s := newTestStore(t, 1<<20)
+		for i := range 50 {
+			s.set(testEntry(fmt.Sprintf("http://a/%d?", i), 10))
+		}
+		s.set(testEntry("http://b/x?", 10))
+		if n := s.purgePrefix("http://a/"); n != 50 {
+			t.Fatalf("purgePrefix removed %d entries, want 50", n)
+		}
+		if n := s.purgeKey("http://b/x?"); n != 1 {
+			t.Fatalf("purgeKey removed %d entries, want 1", n)
+		}
+		s.wait()
+		if st := s.stats(); st.Entries != 0 {
+			t.Fatalf("%d entries left after purging everything", st.Entries)
+		}
+		s.c.IterValues(func(e *entry) bool {
+			t.Errorf("%s is still stored", e.key)
+			return false
+		})
+	}
 }
 
 func TestStorePoolSurvivesReload(t *testing.T) {
