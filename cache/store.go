@@ -378,22 +378,23 @@ func (s *store) del(hashes []uint64) int {
 	return len(hashes)
 }
 
+// purgeKey goes by the key's hash alone, as the index keeps no keys: a
+// different key with the same 64-bit hash would be purged too, which
+// costs it a miss. It does not wait for ristretto (unsafe methods purge on
+// the request path), and sees sets still buffered, which are indexed.
 func (s *store) purgeKey(key string) int {
-	if !s.settle() {
-		return 0
-	}
 	h := xxhash.Sum64String(key)
-	e := s.get(h, []byte(key))
 	var hashes []uint64
 	s.mu.Lock()
-	if e != nil || len(s.children[h]) > 0 {
+	if _, ok := s.byHash[h]; ok || len(s.children[h]) > 0 {
 		hashes = s.collectLocked(h, nil)
 	}
 	s.mu.Unlock()
 	return s.del(hashes)
 }
 
-// purgePrefix walks ristretto's values: the index keeps no keys.
+// purgePrefix walks ristretto's values, as the index keeps no keys, once
+// the sets still buffered are applied (an admin operation may wait).
 func (s *store) purgePrefix(prefix string) int {
 	if !s.settle() {
 		return 0
@@ -420,8 +421,8 @@ func (s *store) purgePrefix(prefix string) int {
 }
 
 // settle waits until the sets offered so far are applied, so that a purge
-// by key or prefix, which reads what ristretto holds, sees them; false
-// when the store is closed.
+// that reads what ristretto holds sees them; false when the store is
+// closed.
 func (s *store) settle() bool {
 	s.life.RLock()
 	defer s.life.RUnlock()

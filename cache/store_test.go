@@ -266,6 +266,9 @@ func TestStorePurgeSeesPendingSets(t *testing.T) {
 		if n := s.purgeKey("http://b/x?"); n != 1 {
 			t.Fatalf("purgeKey removed %d entries, want 1", n)
 		}
+		if n := s.purgeKey("http://b/none?"); n != 0 {
+			t.Fatalf("purgeKey of an absent key removed %d entries", n)
+		}
 		s.wait()
 		if st := s.stats(); st.Entries != 0 {
 			t.Fatalf("%d entries left after purging everything", st.Entries)
