@@ -221,11 +221,17 @@ type Freshness struct {
 // revalidates (RFC 9111 §5.2.2.4, §4.2.3).
 func NewFreshness(status int, h http.Header, rc ResponseControl, defaultTTL time.Duration, requestTime, responseTime time.Time) (f Freshness, hasLifetime bool) {
 	lifetime, hasLifetime := LifetimeAt(status, h, rc, defaultTTL, responseTime)
+	return freshnessWith(lifetime, h, rc, requestTime, responseTime), hasLifetime
+}
+
+// freshnessWith is NewFreshness for a lifetime already computed with
+// LifetimeAt.
+func freshnessWith(lifetime time.Duration, h http.Header, rc ResponseControl, requestTime, responseTime time.Time) Freshness {
 	age, ok := InitialAge(h, requestTime, responseTime)
 	if rc.NoCache || !ok {
 		lifetime = 0
 	}
-	return Freshness{Lifetime: lifetime, InitialAge: age, ResponseTime: responseTime}, hasLifetime
+	return Freshness{Lifetime: lifetime, InitialAge: age, ResponseTime: responseTime}
 }
 
 // Age is the current age at now, for the Age header of a response served

@@ -40,6 +40,7 @@ type exchange struct {
 	outcome outcome
 	rc      ResponseControl
 	vary    []string
+	fresh   Freshness
 
 	h   *Handler
 	rec recorder // records the origin's response
@@ -160,7 +161,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 	if x.store {
 		hdr := withoutProxyCookie(x.r, rec.header)
 		rc := ParseResponseControl(hdr, h.targeted)
-		_, has := LifetimeAt(status, hdr, rc, time.Duration(h.DefaultTTL), rec.responseTime)
+		lifetime, has := LifetimeAt(status, hdr, rc, time.Duration(h.DefaultTTL), rec.responseTime)
 		reason := Storable(x.r, status, hdr, rc, has, false)
 		var fields []string
 		if reason == "" {
@@ -175,6 +176,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if reason == "" {
 			rec.buffer = true
 			x.rc, x.vary = rc, fields
+			x.fresh = freshnessWith(lifetime, hdr, rc, x.requestTime, rec.responseTime)
 		} else {
 			x.release(h, nil)
 			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
@@ -280,7 +282,6 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 
 // newEntry builds the entry for a complete, storable response.
 func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
-	fresh, _ := NewFreshness(rec.status, rec.header, x.rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
 	body := rec.takeBody()
 	if hasBody(rec.status) && !declaresLength(rec.header, body.Len()) {
 		// The client's header map has its own entry: replacing this one
@@ -291,7 +292,7 @@ func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 		status: rec.status,
 		header: packStorable(withoutProxyCookie(x.r, rec.header), x.rc),
 		body:   body,
-		fresh:  fresh,
+		fresh:  x.fresh,
 		rc:     x.rc,
 		vary:   x.vary,
 	}}
