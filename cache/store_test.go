@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -277,6 +278,17 @@ func TestStorePurgeSeesPendingSets(t *testing.T) {
 			t.Errorf("%s is still stored", e.key)
 			return false
 		})
+	}
+}
+
+// TestEntrySize keeps entries and bodies among the objects Go's collector
+// marks span by span (at most 512 bytes, without a malloc header).
+func TestEntrySize(t *testing.T) {
+	if n := unsafe.Sizeof(entry{}); n > 512 {
+		t.Errorf("an entry takes %d bytes; keep it within 512", n)
+	}
+	if n := unsafe.Sizeof(body{}); n > 512 {
+		t.Errorf("a body takes %d bytes; keep it within 512", n)
 	}
 }
 
