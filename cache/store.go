@@ -224,6 +224,8 @@ func (s *store) set(e *entry) bool {
 	}
 	e.id = serials.Add(1)
 	s.mu.Lock()
+	prev, hadPrev := s.byHash[e.hash]
+	prevEntry := s.tagged[e.hash]
 	s.addLocked(e)
 	s.mu.Unlock()
 	if s.c.Set(e.hash, e, 0) {
@@ -232,11 +234,8 @@ func (s *store) set(e *entry) bool {
 	}
 	s.pending.Add(-e.cost)
 	s.mu.Lock()
-	if s.removeLocked(e) && !replacing {
-		// What ristretto still holds under the hash goes back in.
-		if cur, ok := s.c.Get(e.hash); ok && cur != nil {
-			s.addLocked(cur)
-		}
+	if s.removeLocked(e) && hadPrev && !replacing {
+		s.indexLocked(e.hash, prev, prevEntry) // what was indexed before
 	}
 	s.mu.Unlock()
 	s.drops.Add(1)
@@ -254,27 +253,34 @@ func (s *store) addLocked(e *entry) {
 		}
 		s.unindexLocked(e.hash, x)
 	}
-	s.byHash[e.hash] = indexed{id: e.id, parent: e.parent, tagged: len(e.tags) > 0}
-	if e.parent != 0 {
-		set := s.children[e.parent]
+	s.indexLocked(e.hash, indexed{id: e.id, parent: e.parent, tagged: len(e.tags) > 0}, e)
+}
+
+// indexLocked indexes x under h, with its variant and tag links; e is the
+// entry, needed only when x is tagged.
+func (s *store) indexLocked(h uint64, x indexed, e *entry) {
+	s.byHash[h] = x
+	if x.parent != 0 {
+		set := s.children[x.parent]
 		if set == nil {
 			set = make(map[uint64]struct{})
-			s.children[e.parent] = set
+			s.children[x.parent] = set
 		}
 		if len(set) < maxVariantsPerURL {
-			set[e.hash] = struct{}{}
+			set[h] = struct{}{}
 		}
 	}
-	if len(e.tags) > 0 {
-		s.tagged[e.hash] = e
+	if !x.tagged || e == nil {
+		return
 	}
+	s.tagged[h] = e
 	for _, t := range e.tags {
 		set := s.tags[t]
 		if set == nil {
 			set = make(map[uint64]struct{})
 			s.tags[t] = set
 		}
-		set[e.hash] = struct{}{}
+		set[h] = struct{}{}
 	}
 }
 
