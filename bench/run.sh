@@ -80,6 +80,14 @@ CFG
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# spread prints the lowest and highest of its input, as "lo-hi".
+spread() { sort -n | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.2f-%.2f", lo, hi}'; }
+# ratios NUM DEN prints NUM[i] / DEN[i] for each round i (array names).
+ratios() {
+	local -n num=$1 den=$2
+	local i
+	for i in "${!den[@]}"; do echo "${num[$i]} / ${den[$i]}" | bc -l; done
+}
 
 cat > "$out/unique.lua" <<'LUA'
 counter = 0
@@ -128,15 +136,15 @@ CFG
 		stop_caddy
 		# medians of the rates, and medians of the per-round ratios (each ratio
 		# compares runs made seconds apart, which cancels slow drifts)
-		local cm fm hm mm sm rh rm rs i
+		local cm fm hm mm sm rh rm rs xh xm xs
 		cm=$(printf '%s\n' "${c[@]}" | median); hm=$(printf '%s\n' "${h[@]}" | median)
 		fm=$(printf '%s\n' "${f[@]}" | median); mm=$(printf '%s\n' "${m[@]}" | median)
 		sm=$(printf '%s\n' "${s[@]}" | median)
-		rh=$(for i in "${!c[@]}"; do echo "${h[$i]} / ${c[$i]}" | bc -l; done | median)
-		rm=$(for i in "${!c[@]}"; do echo "${m[$i]} / ${f[$i]}" | bc -l; done | median)
-		rs=$(for i in "${!c[@]}"; do echo "${s[$i]} / ${f[$i]}" | bc -l; done | median)
-		printf '%-7s respond %7.0f/s | cache hit %7.0f/s (%.2fx respond) | reverse_proxy %6.0f/s | cache pass-through (no-store) %6.0f/s (%.2fx proxy) | cache miss+store %6.0f/s (%.2fx proxy)\n' \
-			"$((size / 1024))KiB" "$cm" "$hm" "$rh" "$fm" "$mm" "$rm" "$sm" "$rs"
+		rh=$(ratios h c | median); xh=$(ratios h c | spread)
+		rm=$(ratios m f | median); xm=$(ratios m f | spread)
+		rs=$(ratios s f | median); xs=$(ratios s f | spread)
+		printf '%-7s respond %7.0f/s | cache hit %7.0f/s (%.2fx respond, rounds %s) | reverse_proxy %6.0f/s | cache pass-through (no-store) %6.0f/s (%.2fx proxy, rounds %s) | cache miss+store %6.0f/s (%.2fx proxy, rounds %s)\n' \
+			"$((size / 1024))KiB" "$cm" "$hm" "$rh" "$xh" "$fm" "$mm" "$rm" "$xm" "$sm" "$rs" "$xs"
 	done
 }
 
