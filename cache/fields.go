@@ -61,16 +61,10 @@ func packedSize(h http.Header, drop func(name string) bool) (size, n int) {
 	return size, n
 }
 
-// uvarintLen is the length of n as a uvarint; stringLen that of a string
-// of n bytes with its length.
-func uvarintLen(n int) int { return (bits.Len(uint(n))+6)/7 + btoi(n == 0) }
+// uvarintLen is the length of n as a uvarint (0 takes one byte, as 1
+// does); stringLen that of a string of n bytes with its length.
+func uvarintLen(n int) int { return (bits.Len(uint(n|1)) + 6) / 7 }
 func stringLen(n int) int  { return uvarintLen(n) + n }
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
 
 func writeUvarint(b *strings.Builder, n int) {
 	var buf [binary.MaxVarintLen64]byte
@@ -151,39 +145,43 @@ func (f *fields) addTo(dst http.Header, spare int) (rest, cacheStatus []string) 
 	return vals, cacheStatus
 }
 
+// find returns a cursor at the field name (canonical), and whether there
+// is one.
+func (f *fields) find(name string) (fieldCursor, bool) {
+	for c := f.cursor(); c.next(); {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return fieldCursor{}, false
+}
+
 // Values returns the values of the field name (canonical), in a new
 // slice; nil when there is none.
 func (f *fields) Values(name string) []string {
-	for c := f.cursor(); c.next(); {
-		if c.name == name {
-			vv := make([]string, c.left)
-			for i := range vv {
-				vv[i] = c.value()
-			}
-			return vv
-		}
+	c, ok := f.find(name)
+	if !ok {
+		return nil
 	}
-	return nil
+	vv := make([]string, c.left)
+	for i := range vv {
+		vv[i] = c.value()
+	}
+	return vv
 }
 
 // Get returns the first value of the field name (canonical), or "".
 func (f *fields) Get(name string) string {
-	for c := f.cursor(); c.next(); {
-		if c.name == name && c.left > 0 {
-			return c.value()
-		}
+	if c, ok := f.find(name); ok && c.left > 0 {
+		return c.value()
 	}
 	return ""
 }
 
 // has reports whether the field name (canonical) is present.
 func (f *fields) has(name string) bool {
-	for c := f.cursor(); c.next(); {
-		if c.name == name {
-			return true
-		}
-	}
-	return false
+	_, ok := f.find(name)
+	return ok
 }
 
 // header unpacks the fields into a new http.Header.

@@ -402,12 +402,10 @@ func (s *store) purgeKey(key string) int {
 // purgePrefix walks ristretto's values, as the index keeps no keys, once
 // the sets still buffered are applied (an admin operation may wait).
 func (s *store) purgePrefix(prefix string) int {
-	if !s.settle() {
-		return 0
-	}
 	var hashes []uint64
 	s.life.RLock()
 	if !s.closed {
+		s.c.Wait()
 		s.c.IterValues(func(e *entry) bool {
 			if e != nil && strings.HasPrefix(e.key, prefix) {
 				hashes = append(hashes, e.hash)
@@ -424,19 +422,6 @@ func (s *store) purgePrefix(prefix string) int {
 	}
 	s.mu.Unlock()
 	return s.del(hashes)
-}
-
-// settle waits until the sets offered so far are applied, so that a purge
-// that reads what ristretto holds sees them; false when the store is
-// closed.
-func (s *store) settle() bool {
-	s.life.RLock()
-	defer s.life.RUnlock()
-	if s.closed {
-		return false
-	}
-	s.c.Wait()
-	return true
 }
 
 func (s *store) purgeTag(tag string) int {
