@@ -28,7 +28,15 @@ var generations atomic.Uint64
 type entry struct {
 	entryData
 	exited atomic.Bool // set by exit
-	id     uint64      // serial number, set when offered to the store
+	// counted is countNew until ristretto takes the entry off its buffer,
+	// then countHeld (the store counts it in store.held) until it exits,
+	// then countGone. An entry that exits first (deleted while its set
+	// was buffered) is never counted.
+	counted atomic.Int32
+	// displaced marks an offer that took another entry's place in the
+	// store's index, which a rejection of the offer gives back.
+	displaced bool
+	id        uint64 // serial number, set when offered to the store
 }
 
 // entryData is the content of an entry: what a refreshed copy shares.
@@ -87,9 +95,14 @@ func (e *entry) ttl(now time.Time) time.Duration { return e.fresh.TTL(now) }
 //     (~20 B); its admission counters are sized once from max_size (see
 //     newStore) and are a fixed baseline, not per entry;
 //   - this package: the entry struct (a 352 B size class), the body's
-//     handle, the index slot (~40 B), and the rounding of small
-//     allocations to size classes.
-const entryOverhead = 750
+//     handle and the rounding of small allocations to size classes.
+//
+// Linked entries (variants and tagged entries) also take a slot in the
+// store's index, linkedOverhead.
+const (
+	entryOverhead  = 700
+	linkedOverhead = 64
+)
 
 // stringOverhead is the string header kept for each string an entry holds.
 const stringOverhead = 16
@@ -112,6 +125,9 @@ func (e *entry) computeCost() {
 // body.
 func (e *entry) heapBytes() int64 {
 	c := int64(entryOverhead) + int64(len(e.key))
+	if e.linked() {
+		c += linkedOverhead
+	}
 	c += e.header.heapBytes() + e.reqVary.heapBytes()
 	for _, f := range e.vary {
 		c += stringOverhead + int64(len(f))
@@ -150,12 +166,26 @@ func allocSize(n int64) int64 {
 }
 
 // exit releases the entry's reference to its body, once: when the store
-// lets go of the entry, or when the entry is not stored after all.
-func (e *entry) exit() {
+// lets go of the entry, or when the entry is not stored after all. It
+// reports whether this call released it.
+func (e *entry) exit() bool {
 	if e != nil && e.exited.CompareAndSwap(false, true) {
 		e.body.release()
+		return true
 	}
+	return false
 }
+
+const (
+	countNew int32 = iota
+	countHeld
+	countGone
+)
+
+// linked reports whether the store indexes e: a variant (purged with its
+// URL) or a tagged entry (purged by tag). Other entries are found by hash
+// in ristretto itself.
+func (e *entry) linked() bool { return e.parent != 0 || len(e.tags) > 0 }
 
 // withHeader returns a copy of e with a new header and freshness inputs,
 // sharing the body (used after a 304 refresh). The copy holds no

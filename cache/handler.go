@@ -502,7 +502,7 @@ func (h *Handler) serveUnsafe(w http.ResponseWriter, r *http.Request, next caddy
 // invalidate removes the stored responses for r's URI and the same-origin
 // URIs in resp's Location and Content-Location.
 func (h *Handler) invalidate(r *http.Request, resp http.Header) {
-	n := h.store.purgeKey(string(h.appendKey(nil, r)))
+	n := h.store.dropKey(string(h.appendKey(nil, r)))
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -523,7 +523,7 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 		if h.customKey {
 			r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), nil, nil)
 		}
-		n += h.store.purgeKey(string(h.appendKey(nil, r2)))
+		n += h.store.dropKey(string(h.appendKey(nil, r2)))
 	}
 	if ce := h.logger.Check(zapcore.DebugLevel, "invalidated after unsafe method"); ce != nil {
 		ce.Write(zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Int("entries", n))

@@ -381,7 +381,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder) *entry {
 	// body; storing e takes one more.
 	if reason := Storable(x.r, old.status, hdr, rc, has, false); reason != "" || !e.body.acquire() {
 		e.exited.Store(true) // holds no reference
-		h.store.purgeKey(old.key)
+		h.store.dropKey(old.key)
 		return e
 	}
 	h.store.set(e)

@@ -32,8 +32,13 @@ type storage interface {
 	// purgeKey removes the entry for key and, when key is a URL whose
 	// responses vary, all its variants; purgePrefix every entry whose key
 	// starts with prefix; purgeTag every entry tagged tag; purgeAll
-	// everything. Each returns how many entries it removed.
+	// everything. Each returns how many entries it removed, counting the
+	// sets offered before the call.
 	purgeKey(key string) int
+	// dropKey removes what purgeKey would, without waiting for the sets
+	// still in ristretto's buffer (it is called on the request path); the
+	// count it returns may miss those sets, which it removes all the same.
+	dropKey(key string) int
 	purgePrefix(prefix string) int
 	purgeTag(tag string) int
 	purgeAll() int
@@ -76,17 +81,22 @@ const (
 )
 
 // store is the ristretto-backed storage. Ristretto keeps values by 64-bit
-// hash only, so the store keeps its own index of the entries it has
-// offered, to purge a URL with its variants and to purge by tag (purging
-// by prefix walks ristretto's values). The index is bounded by the cache
-// itself: an entry leaves it when ristretto evicts or rejects it or when
-// it is purged or replaced, so it holds at most the admitted entries
-// (MaxCost / entryOverhead) plus the sets still in ristretto's buffer.
+// hash only, so the store keeps its own index of the entries it cannot
+// find by a key's hash: the variants of a URL, to purge them with it, and
+// tagged entries, to purge by tag (see entry.linked). Other entries are
+// found in ristretto by hash, and purging by prefix walks ristretto's
+// values. The index is bounded by the cache itself: an entry leaves it
+// when ristretto evicts or rejects it or when it is purged or replaced,
+// so it holds at most the admitted entries (MaxCost / entryOverhead) plus
+// the sets still in ristretto's buffer.
 //
-// The index holds no pointer to an entry except for tagged entries: the
-// garbage collector marks every pointer on every cycle, and a second
-// pointer to each of tens of thousands of entries, besides ristretto's,
-// cost more than half of a full collection (BenchmarkGCWithEntries).
+// Indexing only linked entries keeps the common miss, a plain response,
+// out of a map as large as the cache: with every entry indexed, the
+// lookups, inserts and deletes in it (on set, and on ristretto's
+// goroutine for every eviction and rejection) cost about 2 µs per stored
+// miss of a full cache (BenchmarkMiss/fill). The index holds no pointer
+// to an entry except for tagged entries: the garbage collector marks
+// every pointer on every cycle (BenchmarkGCWithEntries).
 type store struct {
 	name    string
 	maxCost int64
@@ -109,6 +119,10 @@ type store struct {
 	// set drops offers beyond pendingLimit instead.
 	pending      atomic.Int64
 	pendingLimit int64
+
+	// held counts the entries ristretto holds: taken off its buffer (the
+	// Cost function) and not yet exited (OnExit).
+	held atomic.Int64
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
 
@@ -158,11 +172,19 @@ func newStore(name string, maxCost int64) (*store, error) {
 		// Called once for every value a Set accepted, when it leaves
 		// (evicted, rejected, deleted, replaced, cleared), and with nil
 		// for deletions of keys with no value.
-		OnExit: func(e *entry) { e.exit() },
+		OnExit: func(e *entry) {
+			if e != nil && e.counted.Swap(countGone) == countHeld {
+				s.held.Add(-1)
+			}
+			e.exit()
+		},
 		// Sets pass cost 0 so that this runs, on ristretto's goroutine,
 		// exactly once per set taken off the buffer.
 		Cost: func(e *entry) int64 {
 			s.pending.Add(-e.cost)
+			if e.counted.CompareAndSwap(countNew, countHeld) {
+				s.held.Add(1)
+			}
 			return e.cost
 		},
 	})
@@ -226,7 +248,7 @@ func (s *store) set(e *entry) bool {
 	s.mu.Lock()
 	prev, hadPrev := s.byHash[e.hash]
 	prevEntry := s.tagged[e.hash]
-	s.addLocked(e)
+	e.displaced = s.addLocked(e)
 	s.mu.Unlock()
 	if s.c.Set(e.hash, e, 0) {
 		s.stores.Add(1)
@@ -234,8 +256,11 @@ func (s *store) set(e *entry) bool {
 	}
 	s.pending.Add(-e.cost)
 	s.mu.Lock()
-	if s.removeLocked(e) && hadPrev && !replacing {
-		s.indexLocked(e.hash, prev, prevEntry) // what was indexed before
+	_, other := s.byHash[e.hash]
+	if s.removeLocked(e) || !other {
+		if hadPrev && !replacing {
+			s.indexLocked(e.hash, prev, prevEntry) // what was indexed before
+		}
 	}
 	s.mu.Unlock()
 	s.drops.Add(1)
@@ -245,15 +270,20 @@ func (s *store) set(e *entry) bool {
 
 func (s *store) wait() { s.c.Wait() }
 
-// addLocked indexes e, replacing whatever was indexed under its hash.
-func (s *store) addLocked(e *entry) {
-	if x, ok := s.byHash[e.hash]; ok {
-		if x.id == e.id {
-			return
-		}
+// addLocked indexes e if it is linked, replacing whatever was indexed
+// under its hash, and reports whether it replaced something.
+func (s *store) addLocked(e *entry) bool {
+	x, ok := s.byHash[e.hash]
+	if ok && x.id == e.id {
+		return false
+	}
+	if ok {
 		s.unindexLocked(e.hash, x)
 	}
-	s.indexLocked(e.hash, indexed{id: e.id, parent: e.parent, tagged: len(e.tags) > 0}, e)
+	if e.linked() {
+		s.indexLocked(e.hash, indexed{id: e.id, parent: e.parent, tagged: len(e.tags) > 0}, e)
+	}
+	return ok
 }
 
 // indexLocked indexes x under h, with its variant and tag links; e is the
@@ -330,9 +360,11 @@ func (s *store) onEvict(it *ristretto.Item[*entry]) {
 		return
 	}
 	s.evictions.Add(1)
-	s.mu.Lock()
-	s.removeLocked(it.Value)
-	s.mu.Unlock()
+	if it.Value.linked() {
+		s.mu.Lock()
+		s.removeLocked(it.Value)
+		s.mu.Unlock()
+	}
 }
 
 // onReject runs on ristretto's goroutine for every set it refuses. A set
@@ -340,12 +372,17 @@ func (s *store) onEvict(it *ristretto.Item[*entry]) {
 // is also "rejected" while the earlier value stays; the index then points
 // back at what ristretto holds.
 func (s *store) onReject(it *ristretto.Item[*entry]) {
-	if it.Value == nil {
+	e := it.Value
+	if e == nil {
 		return
 	}
 	s.rejects.Add(1)
+	if !e.linked() && !e.displaced {
+		return // nothing of it is indexed, and it took no one's place
+	}
 	s.mu.Lock()
-	if s.removeLocked(it.Value) {
+	_, other := s.byHash[e.hash]
+	if s.removeLocked(e) || !other {
 		if cur, ok := s.c.Get(it.Key); ok && cur != nil {
 			s.addLocked(cur)
 		}
@@ -371,32 +408,52 @@ func (s *store) collectLocked(h uint64, out []uint64) []uint64 {
 }
 
 // del removes hashes from ristretto, outside the lock.
-func (s *store) del(hashes []uint64) int {
+func (s *store) del(hashes []uint64) {
 	s.life.RLock()
 	defer s.life.RUnlock()
 	if s.closed {
-		return 0
+		return
 	}
 	for _, h := range hashes {
 		s.c.Del(h)
 	}
-	s.purges.Add(uint64(len(hashes)))
-	return len(hashes)
 }
 
-// purgeKey goes by the key's hash alone, as the index keeps no keys: a
-// different key with the same 64-bit hash would be purged too, which
-// costs it a miss. It does not wait for ristretto (unsafe methods purge on
-// the request path), and sees sets still buffered, which are indexed.
+// purged counts n purged entries and returns n.
+func (s *store) purged(n int) int {
+	s.purges.Add(uint64(n))
+	return n
+}
+
+// purgeKey and dropKey go by the key's hash alone, as the index keeps no
+// keys: a different key with the same 64-bit hash would be purged too,
+// which costs it a miss.
 func (s *store) purgeKey(key string) int {
-	h := xxhash.Sum64String(key)
-	var hashes []uint64
-	s.mu.Lock()
-	if _, ok := s.byHash[h]; ok || len(s.children[h]) > 0 {
-		hashes = s.collectLocked(h, nil)
+	s.life.RLock()
+	if !s.closed {
+		s.c.Wait()
 	}
+	s.life.RUnlock()
+	return s.dropKey(key)
+}
+
+// dropKey deletes the key's hash from ristretto whether or not it finds
+// an entry there: a set still in ristretto's buffer is deleted too, as
+// the deletion is queued behind it. Its variants are in the index.
+func (s *store) dropKey(key string) int {
+	h := xxhash.Sum64String(key)
+	s.mu.Lock()
+	hashes := s.collectLocked(h, nil)
 	s.mu.Unlock()
-	return s.del(hashes)
+	n := len(hashes)
+	if len(hashes) == 0 || hashes[0] != h {
+		if _, ok := s.c.GetTTL(h); ok {
+			n++
+		}
+		hashes = append(hashes, h)
+	}
+	s.del(hashes)
+	return s.purged(n)
 }
 
 // purgePrefix walks ristretto's values, as the index keeps no keys, once
@@ -421,7 +478,8 @@ func (s *store) purgePrefix(prefix string) int {
 		}
 	}
 	s.mu.Unlock()
-	return s.del(hashes)
+	s.del(hashes)
+	return s.purged(len(hashes))
 }
 
 func (s *store) purgeTag(tag string) int {
@@ -436,30 +494,16 @@ func (s *store) purgeTag(tag string) int {
 		}
 	}
 	s.mu.Unlock()
-	return s.del(hashes)
+	s.del(hashes)
+	return s.purged(len(hashes))
 }
 
-func (s *store) purgeAll() int {
-	s.mu.Lock()
-	hashes := make([]uint64, 0, len(s.byHash))
-	for h := range s.byHash {
-		hashes = append(hashes, h)
-	}
-	clear(s.byHash)
-	clear(s.tagged)
-	clear(s.children)
-	clear(s.tags)
-	s.mu.Unlock()
-	return s.del(hashes)
-}
+func (s *store) purgeAll() int { return s.purgePrefix("") }
 
 func (s *store) stats() storeStats {
-	s.mu.Lock()
-	n := len(s.byHash)
-	s.mu.Unlock()
 	return storeStats{
 		Cache:     s.name,
-		Entries:   n,
+		Entries:   int(max(0, s.held.Load())),
 		Bytes:     s.maxCost - s.c.RemainingCost(),
 		MaxBytes:  s.maxCost,
 		Stores:    s.stores.Load(),

@@ -157,13 +157,107 @@ func TestStorePurge(t *testing.T) {
 					t.Errorf("%s was purged", k)
 				}
 			}
-			s.mu.Lock()
-			left := len(s.byHash)
-			s.mu.Unlock()
-			if want := 7 - tc.n; left != want {
-				t.Errorf("index holds %d entries, want %d", left, want)
+			want := 7 - tc.n
+			if left := countStored(s); left != want {
+				t.Errorf("ristretto holds %d entries, want %d", left, want)
 			}
+			if st := s.stats(); st.Entries != want {
+				t.Errorf("stats count %d entries, want %d", st.Entries, want)
+			}
+			s.mu.Lock()
+			for h, x := range s.byHash {
+				if got, _ := s.c.Get(h); got == nil || got.id != x.id {
+					t.Errorf("index holds %x, which is not stored", h)
+				}
+			}
+			s.mu.Unlock()
 		})
+	}
+}
+
+// countStored counts the values ristretto holds.
+func countStored(s *store) int {
+	n := 0
+	s.c.IterValues(func(*entry) bool { n++; return false })
+	return n
+}
+
+// TestStoreIndexesOnlyLinkedEntries: plain responses are found by hash in
+// ristretto and stay out of the index; variants and tagged entries are
+// indexed, and a plain entry that replaces a tagged one unlinks it.
+func TestStoreIndexesOnlyLinkedEntries(t *testing.T) {
+	s := newTestStore(t, 1<<20)
+	s.set(testEntry("http://a/plain?", 10))
+	s.set(testEntry("http://a/tagged?", 10, "t"))
+	s.wait()
+	s.mu.Lock()
+	n := len(s.byHash)
+	s.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("index holds %d entries, want only the tagged one", n)
+	}
+	// The tagged URL now answers untagged: the tag must not purge it.
+	s.set(testEntry("http://a/tagged?", 20))
+	s.wait()
+	if got := s.purgeTag("t"); got != 0 {
+		t.Errorf("purgeTag removed %d entries after the tagged one was replaced", got)
+	}
+	if s.get(keyHash([]byte("http://a/tagged?")), []byte("http://a/tagged?")) == nil {
+		t.Error("the untagged replacement is gone")
+	}
+	if got := s.purgeKey("http://a/plain?"); got != 1 {
+		t.Errorf("purgeKey of a plain entry removed %d, want 1", got)
+	}
+	s.wait()
+	if st := s.stats(); st.Entries != 1 || countStored(s) != 1 {
+		t.Errorf("stats count %d entries, ristretto holds %d; want 1", st.Entries, countStored(s))
+	}
+}
+
+// TestStoreCountsWhatItHolds churns a small store with sets that are
+// admitted, rejected, evicted, replaced, dropped and purged, and checks
+// that the entry count (kept from ristretto's callbacks, not from an
+// index) matches what ristretto holds.
+func TestStoreCountsWhatItHolds(t *testing.T) {
+	s := newTestStore(t, 256<<10)
+	s.set(testEntry("http://a/huge?", 300<<10)) // rejected: it costs more than max_size
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 3000 {
+				key := fmt.Sprintf("http://a/%d?", (i*7+g)%900)
+				var tags []string
+				if i%5 == 0 {
+					tags = []string{fmt.Sprintf("t%d", i%3)}
+				}
+				s.set(testEntry(key, 64+(i%13)*100, tags...))
+				switch i % 97 {
+				case 0:
+					s.dropKey(key)
+				case 1:
+					s.purgeTag("t1")
+				}
+				if i%16 == 0 {
+					s.wait() // let the buffer drain, so that most sets reach the policy
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	s.wait()
+	st := s.stats()
+	if held := countStored(s); st.Entries != held {
+		t.Errorf("stats count %d entries, ristretto holds %d", st.Entries, held)
+	}
+	if st.Evictions == 0 || st.Rejects == 0 || st.Drops == 0 || st.Purges == 0 {
+		t.Errorf("the churn did not evict, reject, drop and purge (%+v); the test exercises less than it says", st)
+	}
+	s.purgeAll()
+	s.wait()
+	if st := s.stats(); st.Entries != 0 || countStored(s) != 0 {
+		t.Errorf("after purgeAll: stats count %d entries, ristretto holds %d", st.Entries, countStored(s))
 	}
 }
 
@@ -270,6 +364,9 @@ func TestStorePurgeSeesPendingSets(t *testing.T) {
 		if n := s.purgeKey("http://b/none?"); n != 0 {
 			t.Fatalf("purgeKey of an absent key removed %d entries", n)
 		}
+		// dropKey does not wait, and still removes a set just offered.
+		s.set(testEntry("http://c/x?", 10))
+		s.dropKey("http://c/x?")
 		s.wait()
 		if st := s.stats(); st.Entries != 0 {
 			t.Fatalf("%d entries left after purging everything", st.Entries)
