@@ -125,26 +125,30 @@ CFG
 		# Fill the cache first, so that every round measures the steady state
 		# of a full cache that evicts to store (FILL, default 12s of misses).
 		"${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"${FILL:-12s}" -s "$out/unique.lua" "http://127.0.0.1:$CACHE" -- "fill$RANDOM" >/dev/null
-		local c=() f=() h=() m=() s=()
+		# Each ratio compares the same requests: hits and respond one URL;
+		# pass-through and its floor one no-store URL; stored misses and
+		# their floor unique URLs from the same script.
+		local c=() f=() h=() m=() s=() u=()
 		for _ in $(seq "$ROUNDS"); do
 			c+=("$(rps "http://127.0.0.1:$CEIL/hit")")
 			h+=("$(rps "http://127.0.0.1:$CACHE/hit")")
 			f+=("$(rps "http://127.0.0.1:$FLOOR/nostore/x")")
 			m+=("$(rps "http://127.0.0.1:$CACHE/nostore/x")")
+			u+=("$(rps "http://127.0.0.1:$FLOOR" "$out/unique.lua")")
 			s+=("$(rps "http://127.0.0.1:$CACHE" "$out/unique.lua")")
 		done
 		stop_caddy
 		# medians of the rates, and medians of the per-round ratios (each ratio
 		# compares runs made seconds apart, which cancels slow drifts)
-		local cm fm hm mm sm rh rm rs xh xm xs
+		local cm fm hm mm sm um rh rm rs xh xm xs
 		cm=$(printf '%s\n' "${c[@]}" | median); hm=$(printf '%s\n' "${h[@]}" | median)
 		fm=$(printf '%s\n' "${f[@]}" | median); mm=$(printf '%s\n' "${m[@]}" | median)
-		sm=$(printf '%s\n' "${s[@]}" | median)
+		sm=$(printf '%s\n' "${s[@]}" | median); um=$(printf '%s\n' "${u[@]}" | median)
 		rh=$(ratios h c | median); xh=$(ratios h c | spread)
 		rm=$(ratios m f | median); xm=$(ratios m f | spread)
-		rs=$(ratios s f | median); xs=$(ratios s f | spread)
-		printf '%-7s respond %7.0f/s | cache hit %7.0f/s (%.2fx respond, rounds %s) | reverse_proxy %6.0f/s | cache pass-through (no-store) %6.0f/s (%.2fx proxy, rounds %s) | cache miss+store %6.0f/s (%.2fx proxy, rounds %s)\n' \
-			"$((size / 1024))KiB" "$cm" "$hm" "$rh" "$xh" "$fm" "$mm" "$rm" "$xm" "$sm" "$rs" "$xs"
+		rs=$(ratios s u | median); xs=$(ratios s u | spread)
+		printf '%-7s respond %7.0f/s | cache hit %7.0f/s (%.2fx respond, rounds %s) | reverse_proxy %6.0f/s | cache pass-through (no-store) %6.0f/s (%.2fx proxy, rounds %s) | reverse_proxy, unique URLs %6.0f/s | cache miss+store %6.0f/s (%.2fx proxy, rounds %s)\n' \
+			"$((size / 1024))KiB" "$cm" "$hm" "$rh" "$xh" "$fm" "$mm" "$rm" "$xm" "$um" "$sm" "$rs" "$xs"
 	done
 }
 

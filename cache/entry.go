@@ -28,10 +28,12 @@ var generations atomic.Uint64
 type entry struct {
 	entryData
 	exited atomic.Bool // set by exit
-	// counted is countNew until ristretto takes the entry off its buffer,
-	// then countHeld (the store counts it in store.held) until it exits,
-	// then countGone. An entry that exits first (deleted while its set
-	// was buffered) is never counted.
+	// counted is countNew while the entry's cost is pending (store.pending)
+	// until ristretto takes it off its buffer, then countHeld (counted in
+	// store.held) until it exits, then countGone. An entry that exits
+	// while still new (ristretto can put a replacement in place before
+	// taking it off the buffer) releases its pending cost then, and is
+	// never counted as held.
 	counted atomic.Int32
 	// displaced marks an offer that took another entry's place in the
 	// store's index, which a rejection of the offer gives back.

@@ -173,16 +173,25 @@ func newStore(name string, maxCost int64) (*store, error) {
 		// (evicted, rejected, deleted, replaced, cleared), and with nil
 		// for deletions of keys with no value.
 		OnExit: func(e *entry) {
-			if e != nil && e.counted.Swap(countGone) == countHeld {
+			if e == nil {
+				return
+			}
+			switch e.counted.Swap(countGone) {
+			case countHeld:
 				s.held.Add(-1)
+			case countNew:
+				// Never taken off the buffer: a replacement that
+				// ristretto put in place while its buffer was full, or
+				// one evicted before its update was taken.
+				s.pending.Add(-e.cost)
 			}
 			e.exit()
 		},
 		// Sets pass cost 0 so that this runs, on ristretto's goroutine,
-		// exactly once per set taken off the buffer.
+		// for every set taken off the buffer.
 		Cost: func(e *entry) int64 {
-			s.pending.Add(-e.cost)
 			if e.counted.CompareAndSwap(countNew, countHeld) {
+				s.pending.Add(-e.cost)
 				s.held.Add(1)
 			}
 			return e.cost
@@ -237,13 +246,11 @@ func (s *store) set(e *entry) bool {
 		e.exit()
 		return false
 	}
-	// Replacing an entry: delete it first, so that ristretto never takes
-	// its in-place update path, which skips the buffer (and the Cost
-	// function) when the buffer is full.
-	_, replacing := s.c.GetTTL(e.hash)
-	if replacing {
-		s.c.Del(e.hash)
-	}
+	// An entry that replaces another under its hash takes ristretto's
+	// update path: the new value is in place at once, keeps the old one's
+	// slot in the admission policy, and is counted by the Cost function
+	// when the update is taken off the buffer (or by OnExit, when the
+	// buffer was full or the slot was evicted first).
 	e.id = serials.Add(1)
 	s.mu.Lock()
 	prev, hadPrev := s.byHash[e.hash]
@@ -254,13 +261,14 @@ func (s *store) set(e *entry) bool {
 		s.stores.Add(1)
 		return true
 	}
+	// Dropped: the key was not in ristretto's map (a replacement always
+	// succeeds), so what was indexed before, if anything, is again.
 	s.pending.Add(-e.cost)
+	e.counted.Store(countGone)
 	s.mu.Lock()
 	_, other := s.byHash[e.hash]
-	if s.removeLocked(e) || !other {
-		if hadPrev && !replacing {
-			s.indexLocked(e.hash, prev, prevEntry) // what was indexed before
-		}
+	if (s.removeLocked(e) || !other) && hadPrev {
+		s.indexLocked(e.hash, prev, prevEntry)
 	}
 	s.mu.Unlock()
 	s.drops.Add(1)

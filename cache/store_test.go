@@ -251,6 +251,9 @@ func TestStoreCountsWhatItHolds(t *testing.T) {
 	if held := countStored(s); st.Entries != held {
 		t.Errorf("stats count %d entries, ristretto holds %d", st.Entries, held)
 	}
+	if p := s.pending.Load(); p != 0 {
+		t.Errorf("%d bytes still pending with ristretto's buffer empty", p)
+	}
 	if st.Evictions == 0 || st.Rejects == 0 || st.Drops == 0 || st.Purges == 0 {
 		t.Errorf("the churn did not evict, reject, drop and purge (%+v); the test exercises less than it says", st)
 	}
