@@ -29,8 +29,9 @@ type flightGroup struct {
 }
 
 // join returns the flight for key and whether the caller leads it (and
-// must call finish).
-func (g *flightGroup) join(key string) (*flight, bool) {
+// must call finish). The caller leads lead, a zero flight it provides,
+// when no flight for key is in the air.
+func (g *flightGroup) join(key string, lead *flight) (*flight, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if f, ok := g.m[key]; ok {
@@ -42,9 +43,8 @@ func (g *flightGroup) join(key string) (*flight, bool) {
 	if g.m == nil {
 		g.m = make(map[string]*flight)
 	}
-	f := new(flight)
-	g.m[key] = f
-	return f, true
+	g.m[key] = lead
+	return lead, true
 }
 
 // finish publishes e to the waiters of f and ends the flight, so that

@@ -214,11 +214,11 @@ func TestCoalesceOff(t *testing.T) {
 
 func TestFlightGroup(t *testing.T) {
 	var g flightGroup
-	f, leader := g.join("k")
+	f, leader := g.join("k", new(flight))
 	if !leader {
 		t.Fatal("first join does not lead")
 	}
-	f2, leader2 := g.join("k")
+	f2, leader2 := g.join("k", new(flight))
 	if leader2 || f2 != f {
 		t.Fatal("second join leads or gets another flight")
 	}
@@ -228,12 +228,12 @@ func TestFlightGroup(t *testing.T) {
 	if got, err := f.wait(context.Background()); got != e || err != nil {
 		t.Errorf("wait = %v, %v", got, err)
 	}
-	if _, leader := g.join("k"); !leader {
+	if _, leader := g.join("k", new(flight)); !leader {
 		t.Error("a join after finish does not lead a new flight")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	f3, _ := g.join("other")
+	f3, _ := g.join("other", new(flight))
 	if _, err := f3.wait(ctx); err == nil {
 		t.Error("wait ignores its context")
 	}

@@ -33,8 +33,9 @@ type recorder struct {
 	responseTime time.Time
 
 	// cacheStatus replaces the Cache-Status the client gets (the origin's
-	// members plus ours); set by onHeader.
+	// members plus ours); set by onHeader, usually to statusSlot[:].
 	cacheStatus []string
+	statusSlot  [1]string
 
 	pass   bool  // the response is written to the client
 	buffer bool  // the body is buffered for storage

@@ -32,8 +32,10 @@ type exchange struct {
 	r           *http.Request // the client's request
 	cond        bool          // the forwarded request is the cache's conditional
 	store       bool          // the response may be stored if it allows
-	flight      *flight       // set when leading a coalesced miss
+	flight      *flight       // set when leading a coalesced miss: &lead
 	flightKey   string
+	lead        flight   // the flight this exchange leads, if any
+	detached    detached // the context of a fill others wait for
 	requestTime time.Time
 
 	// Decided at the response's header.
@@ -82,7 +84,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		} else {
 			x.flightKey = string(x.urlKey)
 		}
-		f, leader := h.flights.join(x.flightKey)
+		f, leader := h.flights.join(x.flightKey, &x.lead)
 		if !leader {
 			e, err := f.wait(r.Context())
 			if err != nil {
@@ -100,7 +102,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			// The fill others wait for must survive its own client.
 			x.flight = f
 			defer x.release(h, nil)
-			out = out.WithContext(detached{Context: context.WithoutCancel(out.Context()), life: h.ctx})
+			x.detached = detached{Context: context.WithoutCancel(out.Context()), life: h.ctx}
+			out = out.WithContext(&x.detached)
 		}
 	}
 
@@ -127,10 +130,10 @@ type detached struct {
 	life context.Context
 }
 
-func (d detached) Deadline() (time.Time, bool)    { return d.life.Deadline() }
-func (d detached) Done() <-chan struct{}          { return d.life.Done() }
-func (d detached) Err() error                     { return d.life.Err() }
-func (d detached) AfterFunc(f func()) func() bool { return context.AfterFunc(d.life, f) }
+func (d *detached) Deadline() (time.Time, bool)    { return d.life.Deadline() }
+func (d *detached) Done() <-chan struct{}          { return d.life.Done() }
+func (d *detached) Err() error                     { return d.life.Err() }
+func (d *detached) AfterFunc(f func()) func() bool { return context.AfterFunc(d.life, f) }
 
 // collapsible reports whether a waiter's request r may be answered with
 // the entry its leader fetched.
@@ -195,7 +198,8 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 // the client's header after the origin's fields are copied there.
 func (h *Handler) setStatusAfterCopy(rec *recorder, st Status) {
 	var buf [512]byte
-	rec.cacheStatus = []string{string(appendCacheStatus(buf[:0], rec.header["Cache-Status"], h.CacheName, st))}
+	rec.statusSlot[0] = string(appendCacheStatus(buf[:0], rec.header["Cache-Status"], h.CacheName, st))
+	rec.cacheStatus = rec.statusSlot[:]
 }
 
 func isServerError(status int) bool {
