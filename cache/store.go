@@ -445,9 +445,11 @@ func (s *store) purgeKey(key string) int {
 	return s.dropKey(key)
 }
 
-// dropKey deletes the key's hash from ristretto whether or not it finds
-// an entry there: a set still in ristretto's buffer is deleted too, as
-// the deletion is queued behind it. Its variants are in the index.
+// dropKey deletes the key's hash from ristretto when it finds an entry
+// there or when any set is still in ristretto's buffer (it may be for
+// this key; the deletion is queued behind it), so that unsafe requests
+// to URLs that are not cached cost ristretto nothing. Its variants are
+// in the index.
 func (s *store) dropKey(key string) int {
 	h := xxhash.Sum64String(key)
 	s.mu.Lock()
@@ -455,10 +457,13 @@ func (s *store) dropKey(key string) int {
 	s.mu.Unlock()
 	n := len(hashes)
 	if len(hashes) == 0 || hashes[0] != h {
-		if _, ok := s.c.GetTTL(h); ok {
+		_, found := s.c.GetTTL(h)
+		if found {
 			n++
 		}
-		hashes = append(hashes, h)
+		if found || s.pending.Load() > 0 {
+			hashes = append(hashes, h)
+		}
 	}
 	s.del(hashes)
 	return s.purged(n)
