@@ -168,14 +168,18 @@ func allocSize(n int64) int64 {
 }
 
 // exit releases the entry's reference to its body, once: when the store
-// lets go of the entry, or when the entry is not stored after all. It
-// reports whether this call released it.
-func (e *entry) exit() bool {
+// lets go of the entry, or when the entry is not stored after all.
+func (e *entry) exit() {
 	if e != nil && e.exited.CompareAndSwap(false, true) {
 		e.body.release()
-		return true
 	}
-	return false
+}
+
+// readHeader sets what the entry derives from its stored fields: whether
+// it has a validator, and its tags.
+func (e *entry) readHeader() {
+	e.validator = e.header.has("Etag") || e.header.has("Last-Modified")
+	e.tags = parseTags(&e.header)
 }
 
 const (

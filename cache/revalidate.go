@@ -32,9 +32,9 @@ type exchange struct {
 	r           *http.Request // the client's request
 	cond        bool          // the forwarded request is the cache's conditional
 	store       bool          // the response may be stored if it allows
-	flight      *flight       // set when leading a coalesced miss: &lead
+	leading     bool          // leads the coalesced miss lead, under flightKey
 	flightKey   string
-	lead        flight // the flight this exchange leads, if any
+	lead        flight
 	requestTime time.Time
 
 	// Decided at the response's header.
@@ -61,8 +61,8 @@ const (
 // release publishes e to the waiters of a coalesced miss (nil: they go to
 // the origin themselves). Only the first call counts.
 func (x *exchange) release(h *Handler, e *entry) {
-	if x.flight != nil {
-		h.flights.finish(x.flightKey, x.flight, e)
+	if x.leading {
+		h.flights.finish(x.flightKey, &x.lead, e)
 	}
 }
 
@@ -99,7 +99,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			}
 		} else {
 			// The fill others wait for must survive its own client.
-			x.flight = f
+			x.leading = true
 			defer x.release(h, nil)
 			// Its own object: a context pointing into the exchange kept
 			// the whole exchange reachable for as long as the transport
@@ -321,8 +321,7 @@ func hasBody(status int) bool {
 
 // finishEntry fills the derived fields of e and its key.
 func (h *Handler) finishEntry(e *entry, x *exchange) {
-	e.validator = e.header.has("Etag") || e.header.has("Last-Modified")
-	e.tags = parseTags(&e.header)
+	e.readHeader()
 	urlKey := x.flightKey // the URL key, as a string already, when leading a flight
 	if urlKey == "" || x.variantKey != nil {
 		urlKey = string(x.urlKey)
@@ -379,8 +378,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder) *entry {
 	}
 	e := old.withHeader(packStorable(hdr, rc))
 	e.rc, e.fresh = rc, fresh
-	e.validator = e.header.has("Etag") || e.header.has("Last-Modified")
-	e.tags = parseTags(&e.header)
+	e.readHeader()
 	e.computeCost()
 	// e is served by the caller under the reference it holds to old's
 	// body; storing e takes one more.

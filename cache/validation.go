@@ -142,8 +142,9 @@ func opaqueTag(etag string) (string, bool) {
 // StorableHeader never stores (hop-by-hop, those named in its Connection,
 // Proxy-Authenticate, Proxy-Authorization) and Content-Length (§3.2) —
 // the stored body is unchanged. The result shares value slices with its
-// inputs; the caller packs it for storage (which copies). It re-parses Cache-Control from the result and
-// recomputes freshness with the 304's request and response times.
+// inputs; the caller packs it for storage (which copies), re-parses
+// Cache-Control from it and recomputes freshness with the 304's request
+// and response times.
 func UpdateFrom304(stored, notModified http.Header) http.Header {
 	update := StorableHeader(notModified, ResponseControl{})
 	delete(update, "Content-Length")
