@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -19,6 +20,7 @@ import (
 //	    stale_if_error         <duration>
 //	    cache_name     <name>      # the identifier in Cache-Status
 //	    coalesce       on|off      # default on
+//	    min_uses       <n>         # store on the n-th miss of a URL; default 1
 //	    targeted_field <field>|off # default CDN-Cache-Control
 //	    status_key                 # add key= to Cache-Status
 //	}
@@ -93,6 +95,16 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			c.Coalesce = &on
+		case "min_uses":
+			arg, err := singleArg(d)
+			if err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(arg)
+			if err != nil || n < 1 || n > maxMinUses {
+				return d.Errf("response_cache: min_uses must be a whole number from 1 to %d, got '%s'", maxMinUses, arg)
+			}
+			c.MinUses = n
 		case "targeted_field":
 			arg, err := singleArg(d)
 			if err != nil {

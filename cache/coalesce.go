@@ -64,6 +64,13 @@ func (g *flightGroup) finish(key string, f *flight, e *entry) {
 	})
 }
 
+// joined reports whether any request joined f, the flight for key.
+func (g *flightGroup) joined(key string, f *flight) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.m[key] == f && f.done != nil
+}
+
 // wait blocks until the leader publishes or ctx ends, and returns the
 // published entry (nil: go to the origin).
 func (f *flight) wait(ctx context.Context) (*entry, error) {

@@ -65,6 +65,19 @@ type Config struct {
 	// honour Cache-Control only.
 	TargetedField string `json:"targeted_field,omitempty"`
 
+	// MinUses is how many times a URL must miss before its response is
+	// stored (like nginx's proxy_cache_min_uses). The default, 1, stores
+	// every storable response on its first miss. 2 stores on the second
+	// miss within about a cache-full of misses, so that responses asked
+	// for once (most of the URLs of many sites) cost neither the work of
+	// storing them nor the space of what they would evict: such a miss
+	// costs what an uncacheable one does. A miss that other requests
+	// joined while it was in flight (see coalesce) is stored whatever its
+	// count. Stale entries are revalidated and refreshed regardless.
+	// Responses not yet stored for this reason carry `detail=min-uses` in
+	// Cache-Status. At most 15.
+	MinUses int `json:"min_uses,omitempty"`
+
 	// StatusKey adds the cache key to Cache-Status (the `key` parameter).
 	// Off by default because keys can reveal more than a client should see.
 	StatusKey bool `json:"status_key,omitempty"`

@@ -47,6 +47,8 @@ const (
 //     with detail=max-stale or detail=stale-while-revalidate);
 //   - `fwd=uri-miss|vary-miss; fwd-status=S`: nothing stored for the URL,
 //     or not for this variant; the response was streamed from the origin;
+//     with detail=min-uses it was storable but its URL has not missed
+//     min_uses times yet;
 //   - `fwd=stale|request; fwd-status=S`: a stored response needed
 //     validation (stale, or the client asked: no-cache, max-age,
 //     min-fresh); S is 304 when the stored body was confirmed; with
@@ -75,6 +77,7 @@ type Handler struct {
 
 	flights *flightGroup
 	bg      *background
+	uses    *useSketch // the store's miss counts, when MinUses > 1
 
 	m handlerMetrics
 }
@@ -135,6 +138,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("provisioning response_cache: %w", err)
 	}
 	h.store = v.(*store)
+	if h.MinUses > 1 {
+		h.uses = v.(*store).uses()
+	}
 	h.m = newHandlerMetrics(ctx.GetMetricsRegistry(), h.CacheName)
 	return nil
 }
@@ -157,6 +163,8 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("provisioning response_cache: stale_while_revalidate must not be negative, got %s", time.Duration(c.StaleWhileRevalidate))
 	case c.StaleIfError < 0:
 		return fmt.Errorf("provisioning response_cache: stale_if_error must not be negative, got %s", time.Duration(c.StaleIfError))
+	case c.MinUses < 0 || c.MinUses > maxMinUses:
+		return fmt.Errorf("provisioning response_cache: min_uses must be from 1 to %d (0 means 1), got %d", maxMinUses, c.MinUses)
 	case c.CacheName != "" && !isToken(c.CacheName):
 		return fmt.Errorf("provisioning response_cache: cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got %q", c.CacheName)
 	case c.TargetedField != "" && c.TargetedField != "-" && !isFieldName(c.TargetedField):

@@ -32,6 +32,7 @@ type exchange struct {
 	r           *http.Request // the client's request
 	cond        bool          // the forwarded request is the cache's conditional
 	store       bool          // the response may be stored if it allows
+	untried     bool          // the URL missed fewer than min_uses times: store only if others joined
 	leading     bool          // leads the coalesced miss lead, under flightKey
 	flightKey   string
 	lead        flight
@@ -76,6 +77,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		x.cond = true
 	}
 	x.store = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 0
+	if x.store && h.uses != nil && x.stale == nil && !x.background {
+		x.untried = h.uses.add(x.urlHash) < h.MinUses
+	}
 
 	if h.coalesce && x.store && !x.background {
 		if x.variantKey != nil {
@@ -162,6 +166,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		x.outcome = outStaleIfError
 		return
 	}
+	var detail string
 	if x.store {
 		hdr := withoutProxyCookie(x.r, rec.header)
 		rc := ParseResponseControl(hdr, h.targeted)
@@ -177,6 +182,11 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if reason == "" && len(rec.header["Trailer"]) > 0 {
 			reason = "trailers"
 		}
+		if reason == "" && x.untried && !(x.leading && h.flights.joined(x.flightKey, &x.lead)) {
+			// Storable, but asked for too seldom so far, and nobody
+			// waits for it: streamed without being buffered.
+			reason, detail = "min_uses", "min-uses"
+		}
 		if reason == "" {
 			rec.buffer = true
 			x.rc, x.vary = rc, fields
@@ -191,7 +201,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		x.release(h, nil)
 	}
 	if rec.pass && !x.background {
-		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: status})
+		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: status, Detail: detail})
 	}
 }
 

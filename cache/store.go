@@ -126,6 +126,12 @@ type store struct {
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
 
+	// useCounts counts the misses of each URL for handlers with
+	// min_uses; made by the first such handler. It lives with the store,
+	// so counts survive config reloads that keep it.
+	useCounts     *useSketch
+	useCountsOnce sync.Once
+
 	// life guards ristretto's channels against Close: set and del hold
 	// it for reading, Destruct for writing while it marks the store
 	// closed (ristretto panics on a Set or Del racing its Close).
@@ -147,10 +153,14 @@ var serials atomic.Uint64
 var _ storage = (*store)(nil)
 var _ caddy.Destructor = (*store)(nil)
 
+// expectedItems is how many entries a store of maxCost bytes is sized for.
+func expectedItems(maxCost int64) int64 {
+	return max(minExpectedItems, min(maxCost/assumedMeanObject, maxExpectedItems))
+}
+
 // newStore makes a store holding at most maxCost bytes of entries.
 func newStore(name string, maxCost int64) (*store, error) {
-	items := maxCost / assumedMeanObject
-	items = max(minExpectedItems, min(items, maxExpectedItems))
+	items := expectedItems(maxCost)
 	s := &store{
 		name:     name,
 		maxCost:  maxCost,
@@ -217,6 +227,12 @@ func (s *store) Destruct() error {
 }
 
 func (s *store) arena() *arena { return s.bodies }
+
+// uses returns the store's miss counts per URL, making them on first use.
+func (s *store) uses() *useSketch {
+	s.useCountsOnce.Do(func() { s.useCounts = newUseSketch(expectedItems(s.maxCost)) })
+	return s.useCounts
+}
 
 func keyHash(key []byte) uint64 { return xxhash.Sum64(key) }
 

@@ -1,0 +1,87 @@
+package cache
+
+import (
+	"math/bits"
+	"sync"
+	"sync/atomic"
+)
+
+// maxMinUses is the largest min_uses: a use counter is four bits.
+const maxMinUses = 15
+
+// useSketch counts how often URLs missed, for min_uses: a count-min
+// sketch of two rows of four-bit counters, safe for concurrent use
+// without locks. Counts are approximate from above (two URLs sharing
+// both counters look more used than they are), and they age: after
+// window additions every counter is halved, so a URL has to come back
+// within about a cache-full of misses (what the store would still hold
+// had it been stored) for its uses to add up.
+type useSketch struct {
+	rows   [2][]atomic.Uint64 // 16 counters a word
+	mask   uint64             // counters a row, minus one
+	shift  uint               // 64 - log2(counters a row)
+	adds   atomic.Int64       // additions since the last halving
+	window int64
+	aging  sync.Mutex // one halving at a time
+}
+
+// newUseSketch sizes a sketch for a store of about items entries: the
+// window is items additions, and each row has 16 counters an item (16
+// bytes an item in all), so that a URL never seen before shares both its
+// counters with URLs seen in the window about once in 300.
+func newUseSketch(items int64) *useSketch {
+	counters := uint64(1) << bits.Len64(uint64(max(items, 64)*16-1))
+	s := &useSketch{mask: counters - 1, shift: uint(64 - bits.TrailingZeros64(counters)), window: max(items, 64)}
+	for i := range s.rows {
+		s.rows[i] = make([]atomic.Uint64, counters/16)
+	}
+	return s
+}
+
+// add counts one use of the URL whose key hashes to h and returns its
+// count so far, this use included (at most 15).
+func (s *useSketch) add(h uint64) int {
+	// The key hash is xxhash: its low bits pick the first row's counter,
+	// the top bits of its Fibonacci product the second's.
+	i0 := h & s.mask
+	i1 := h * 0x9E3779B97F4A7C15 >> s.shift
+	n := min(increment(&s.rows[0][i0/16], uint(i0%16)*4), increment(&s.rows[1][i1/16], uint(i1%16)*4))
+	if s.adds.Add(1) >= s.window && s.aging.TryLock() {
+		if s.adds.Load() >= s.window {
+			s.halve()
+			s.adds.Store(0)
+		}
+		s.aging.Unlock()
+	}
+	return n
+}
+
+// increment adds one to the four-bit counter at shift in w, unless it is
+// full, and returns its new value.
+func increment(w *atomic.Uint64, shift uint) int {
+	for {
+		old := w.Load()
+		c := int(old >> shift & 0xf)
+		if c == 0xf {
+			return c
+		}
+		if w.CompareAndSwap(old, old+1<<shift) {
+			return c + 1
+		}
+	}
+}
+
+// halve divides every counter by two.
+func (s *useSketch) halve() {
+	for i := range s.rows {
+		for j := range s.rows[i] {
+			w := &s.rows[i][j]
+			for {
+				old := w.Load()
+				if old == 0 || w.CompareAndSwap(old, old>>1&0x7777777777777777) {
+					break
+				}
+			}
+		}
+	}
+}
