@@ -23,7 +23,7 @@ if [ ! -x "$CADDY" ]; then
 fi
 
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-ADMIN=$(freeport); ORIGIN=$(freeport); CEIL=$(freeport); FLOOR=$(freeport); CACHE=$(freeport); MISS=$(freeport)
+ADMIN=$(freeport); ORIGIN=$(freeport); CEIL=$(freeport); FLOOR=$(freeport); CACHE=$(freeport); MISS=$(freeport); ONCE=$(freeport)
 
 caddy_pid=
 stop_caddy() { [ -n "$caddy_pid" ] && kill "$caddy_pid" 2>/dev/null && wait "$caddy_pid" 2>/dev/null; caddy_pid=; }
@@ -118,6 +118,13 @@ http://127.0.0.1:$CACHE {
 	}
 	reverse_proxy 127.0.0.1:$ORIGIN
 }
+http://127.0.0.1:$ONCE {
+	response_cache {
+		max_size 256MiB
+		min_uses 2
+	}
+	reverse_proxy 127.0.0.1:$ORIGIN
+}
 CFG
 		} > "$cfg"
 		start_caddy "$cfg"
@@ -128,7 +135,7 @@ CFG
 		# Each ratio compares the same requests: hits and respond one URL;
 		# pass-through and its floor one no-store URL; stored misses and
 		# their floor unique URLs from the same script.
-		local c=() f=() h=() m=() s=() u=()
+		local c=() f=() h=() m=() s=() u=() o=()
 		for _ in $(seq "$ROUNDS"); do
 			c+=("$(rps "http://127.0.0.1:$CEIL/hit")")
 			h+=("$(rps "http://127.0.0.1:$CACHE/hit")")
@@ -136,19 +143,22 @@ CFG
 			m+=("$(rps "http://127.0.0.1:$CACHE/nostore/x")")
 			u+=("$(rps "http://127.0.0.1:$FLOOR" "$out/unique.lua")")
 			s+=("$(rps "http://127.0.0.1:$CACHE" "$out/unique.lua")")
+			o+=("$(rps "http://127.0.0.1:$ONCE" "$out/unique.lua")")
 		done
 		stop_caddy
 		# medians of the rates, and medians of the per-round ratios (each ratio
 		# compares runs made seconds apart, which cancels slow drifts)
-		local cm fm hm mm sm um rh rm rs xh xm xs
+		local cm fm hm mm sm um om rh rm rs ro xh xm xs xo
 		cm=$(printf '%s\n' "${c[@]}" | median); hm=$(printf '%s\n' "${h[@]}" | median)
 		fm=$(printf '%s\n' "${f[@]}" | median); mm=$(printf '%s\n' "${m[@]}" | median)
 		sm=$(printf '%s\n' "${s[@]}" | median); um=$(printf '%s\n' "${u[@]}" | median)
+		om=$(printf '%s\n' "${o[@]}" | median)
 		rh=$(ratios h c | median); xh=$(ratios h c | spread)
 		rm=$(ratios m f | median); xm=$(ratios m f | spread)
 		rs=$(ratios s u | median); xs=$(ratios s u | spread)
-		printf '%-7s respond %7.0f/s | cache hit %7.0f/s (%.2fx respond, rounds %s) | reverse_proxy %6.0f/s | cache pass-through (no-store) %6.0f/s (%.2fx proxy, rounds %s) | reverse_proxy, unique URLs %6.0f/s | cache miss+store %6.0f/s (%.2fx proxy, rounds %s)\n' \
-			"$((size / 1024))KiB" "$cm" "$hm" "$rh" "$xh" "$fm" "$mm" "$rm" "$xm" "$um" "$sm" "$rs" "$xs"
+		ro=$(ratios o u | median); xo=$(ratios o u | spread)
+		printf '%-7s respond %7.0f/s | cache hit %7.0f/s (%.2fx respond, rounds %s) | reverse_proxy %6.0f/s | cache pass-through (no-store) %6.0f/s (%.2fx proxy, rounds %s) | reverse_proxy, unique URLs %6.0f/s | cache miss+store %6.0f/s (%.2fx proxy, rounds %s) | min_uses 2, first misses %6.0f/s (%.2fx proxy, rounds %s)\n' \
+			"$((size / 1024))KiB" "$cm" "$hm" "$rh" "$xh" "$fm" "$mm" "$rm" "$xm" "$um" "$sm" "$rs" "$xs" "$om" "$ro" "$xo"
 	done
 }
 

@@ -44,7 +44,9 @@ func BenchmarkHit(b *testing.B) {
 // the cache: "pass" is an uncacheable response (recorder, header copy,
 // storability check), "fill" a storable one under a new key each time
 // (plus buffering, entry building and the ristretto Set; the new query
-// string costs one allocation of the benchmark's own).
+// string costs one allocation of the benchmark's own), "untried" the
+// same with min_uses 2, where no URL comes back (a sketch count and the
+// storability check, no buffering, no Set).
 func BenchmarkMiss(b *testing.B) {
 	const size = 1 << 10
 	body := strings.Repeat("m", size)
@@ -74,9 +76,9 @@ func BenchmarkMiss(b *testing.B) {
 			_ = h.ServeHTTP(w, r, o)
 		}
 	})
-	b.Run("fill", func(b *testing.B) {
+	fill := func(b *testing.B, cfg Config) {
 		c := newClock()
-		h := newTestHandler(b, Config{MaxSize: 64 << 20}, c)
+		h := newTestHandler(b, cfg, c)
 		o := static(c, 200, body, "Cache-Control", "max-age=60", "Content-Length", strconv.Itoa(size))
 		r := newRequest(http.MethodGet, "http://example.com/miss")
 		w := &resetWriter{h: make(http.Header)}
@@ -89,7 +91,9 @@ func BenchmarkMiss(b *testing.B) {
 			clear(w.h)
 			_ = h.ServeHTTP(w, r, o)
 		}
-	})
+	}
+	b.Run("fill", func(b *testing.B) { fill(b, Config{MaxSize: 64 << 20}) })
+	b.Run("untried", func(b *testing.B) { fill(b, Config{MaxSize: 64 << 20, MinUses: 2}) })
 }
 
 // BenchmarkHitParallel serves one stored response from every P.
