@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -297,6 +298,16 @@ func TestCacheEndToEnd(t *testing.T) {
 // TestCacheCoalescing sends 200 concurrent requests for one uncached URL:
 // the origin must see one.
 func TestCacheCoalescing(t *testing.T) {
+	// With min_uses 2 the first miss would not be stored, unless others
+	// joined it: they did, so it is, and one request still fills them all.
+	for _, options := range []string{"", "min_uses 2"} {
+		t.Run(strings.ReplaceAll(cmp.Or(options, "defaults"), " ", "_"), func(t *testing.T) {
+			testCoalescing(t, options)
+		})
+	}
+}
+
+func testCoalescing(t *testing.T, options string) {
 	release := make(chan struct{})
 	origin := startBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
 		<-release
@@ -305,7 +316,7 @@ func TestCacheCoalescing(t *testing.T) {
 	})
 	frontPort := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/hot", frontPort)
-	startCaddy(t, cacheFront(frontPort, origin, ""))
+	startCaddy(t, cacheFront(frontPort, origin, options))
 	c := newClient()
 
 	const clients = 200
@@ -331,6 +342,36 @@ func TestCacheCoalescing(t *testing.T) {
 	t.Logf("%d concurrent misses: %d origin requests, %d collapsed", clients, origin.hits.Load(), collapsed)
 	if got := origin.hits.Load(); got != 1 {
 		t.Errorf("origin saw %d requests for %d concurrent misses; want 1", got, clients)
+	}
+	if r := do(t, c, "GET", url, nil); !isHit(r) {
+		t.Errorf("after the coalesced fill: Cache-Status %q, want a hit", cacheStatus(r))
+	}
+}
+
+// TestCacheMinUses: with min_uses 2 a URL is stored on its second miss.
+func TestCacheMinUses(t *testing.T) {
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "body of %s", r.URL.Path)
+	})
+	frontPort := freePort(t)
+	startCaddy(t, cacheFront(frontPort, origin, "min_uses 2"))
+	c := newClient()
+	url := fmt.Sprintf("http://127.0.0.1:%d/twice", frontPort)
+	want := []string{
+		"itest; fwd=uri-miss; fwd-status=200; detail=min-uses",
+		"itest; fwd=uri-miss; fwd-status=200",
+	}
+	for i, status := range want {
+		r := do(t, c, "GET", url, nil)
+		if r.status != 200 || r.body != "body of /twice" || cacheStatus(r) != status {
+			t.Fatalf("request %d: %d %q, Cache-Status %q, want %q", i+1, r.status, r.body, cacheStatus(r), status)
+		}
+	}
+	// ristretto applies sets asynchronously: wait for the hit.
+	waitFor(t, "the second miss to be stored", 5*time.Second, func() bool { return isHit(do(t, c, "GET", url, nil)) })
+	if got := origin.hits.Load(); got != 2 {
+		t.Errorf("origin saw %d requests, want 2", got)
 	}
 }
 
