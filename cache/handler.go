@@ -68,6 +68,7 @@ type Handler struct {
 	now func() time.Time
 
 	ctx       caddy.Context
+	life      context.Context // ctx as an interface, converted once: each conversion allocates a copy
 	logger    *zap.Logger
 	store     storage
 	poolKey   string
@@ -95,6 +96,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // kept across config reloads that do not change them).
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.ctx = ctx
+	h.life = ctx
 	h.logger = ctx.Logger()
 	if h.now == nil {
 		h.now = time.Now

@@ -108,7 +108,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			// Its own object: a context pointing into the exchange kept
 			// the whole exchange reachable for as long as the transport
 			// held the context, and made BenchmarkMiss/fill 60% slower.
-			out = out.WithContext(&detached{Context: context.WithoutCancel(out.Context()), life: h.ctx})
+			out = out.WithContext(&detached{Context: context.WithoutCancel(out.Context()), life: h.life})
 		}
 	}
 
@@ -431,7 +431,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 	e.body.acquire() // the caller holds one: this cannot fail
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), backgroundTimeout)
-	stop := context.AfterFunc(h.ctx, cancel)
+	stop := context.AfterFunc(h.life, cancel)
 	r2 := r.Clone(ctx)
 	r2.Body = http.NoBody
 	r2.ContentLength = 0
