@@ -248,6 +248,7 @@ func TestCoalescedFillEndsWithConfig(t *testing.T) {
 	h := newTestHandler(t, Config{}, c)
 	life, unload := context.WithCancel(context.Background())
 	h.ctx.Context = life
+	h.life = h.ctx
 	derivedErr := make(chan error, 1)
 	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
 		derived, cancel := context.WithCancelCause(r.Context())
