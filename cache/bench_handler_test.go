@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dgraph-io/ristretto/v2"
 )
 
 // BenchmarkHit serves a stored response; b.SetBytes makes the MB/s the
@@ -262,4 +263,46 @@ func BenchmarkGCWithEntries(b *testing.B) {
 	runtime.ReadMemStats(&ms)
 	b.ReportMetric(float64(entries), "entries")
 	b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MiB")
+}
+
+// BenchmarkRistrettoFloor is the least a stored miss into a full cache
+// can cost with ristretto: a Get that misses and a Set of a new key, into
+// a 256 MiB cache of 2.6 KB items, with the store's counters and with a
+// tenth of them, counting ristretto's own goroutine (run with -cpu 1 for
+// the whole CPU cost).
+func BenchmarkRistrettoFloor(b *testing.B) {
+	const maxCost, cost = 256 << 20, 2600
+	for _, counters := range []int64{expectedItems(maxCost) * countersPerItem, expectedItems(maxCost) * countersPerItem / 10} {
+		b.Run(fmt.Sprintf("counters=%d", counters), func(b *testing.B) {
+			c, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
+				NumCounters: counters, MaxCost: maxCost, BufferItems: 64, IgnoreInternalCost: true,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			var k uint64
+			next := func() uint64 { k++; return k * 0x9E3779B97F4A7C15 }
+			for i := range 2 * maxCost / cost { // fill, and then some
+				h := next()
+				c.Get(h)
+				c.Set(h, &entry{}, cost)
+				if i%1024 == 0 {
+					c.Wait()
+				}
+			}
+			c.Wait()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				h := next()
+				c.Get(h)
+				c.Set(h, &entry{}, cost)
+				if i++; i%256 == 0 {
+					c.Wait() // ristretto's work is counted, not left buffered
+				}
+			}
+			c.Wait()
+		})
+	}
 }
