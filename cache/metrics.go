@@ -13,6 +13,7 @@ import (
 var cacheMetrics = struct {
 	once     sync.Once
 	requests *prometheus.CounterVec
+	skips    *prometheus.CounterVec
 	stores   *storeCollector
 }{}
 
@@ -35,6 +36,12 @@ func initMetrics() {
 			Name:      "requests_total",
 			Help:      "Requests handled by response_cache, by cache name and result.",
 		}, []string{"cache", "result"})
+		cacheMetrics.skips = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caddy",
+			Subsystem: "response_cache",
+			Name:      "min_uses_skips_total",
+			Help:      "Storable responses streamed without being stored because their URL had missed fewer than min_uses times.",
+		}, []string{"cache"})
 		cacheMetrics.stores = newStoreCollector()
 	})
 }
@@ -55,11 +62,14 @@ func register(reg *prometheus.Registry, c prometheus.Collector) {
 // hot path only increments.
 type handlerMetrics struct {
 	hit, stale, miss, revalidate, collapsed, bypass, errors prometheus.Counter
+	// minUsesSkips counts the misses not stored for min_uses.
+	minUsesSkips prometheus.Counter
 }
 
 func newHandlerMetrics(reg *prometheus.Registry, cache string) handlerMetrics {
 	initMetrics()
 	register(reg, cacheMetrics.requests)
+	register(reg, cacheMetrics.skips)
 	register(reg, cacheMetrics.stores)
 	c := func(result string) prometheus.Counter {
 		return cacheMetrics.requests.WithLabelValues(cache, result)
@@ -72,6 +82,8 @@ func newHandlerMetrics(reg *prometheus.Registry, cache string) handlerMetrics {
 		collapsed:  c(resultCollapsed),
 		bypass:     c(resultBypass),
 		errors:     c(resultError),
+
+		minUsesSkips: cacheMetrics.skips.WithLabelValues(cache),
 	}
 }
 

@@ -66,12 +66,20 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h2.Cleanup()
+	h3 := &Handler{Config: Config{CacheName: "metrics-test", MinUses: 2}, now: c.Now}
+	if err := h3.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer h3.Cleanup()
+	h3.logger = zap.NewNop()
 
 	o := static(c, 200, "m", "Cache-Control", "max-age=60")
 	get(t, h, o, "http://example.com/m1")
 	get(t, h, o, "http://example.com/m1")
 	get(t, h, o, "http://example.com/m1")
 	serve(t, h, o, newRequest("POST", "http://example.com/m2"))
+	get(t, h3, o, "http://example.com/m3")
+	get(t, h3, o, "http://example.com/m4")
 
 	mfs := gather(t, ctx)
 	for _, tc := range []struct {
@@ -86,6 +94,7 @@ func TestMetrics(t *testing.T) {
 		{"caddy_response_cache_bytes", map[string]string{"cache": "metrics-test"}, 1},
 		{"caddy_response_cache_max_bytes", map[string]string{"cache": "metrics-test"}, defaultMaxSize},
 		{"caddy_response_cache_stores_total", map[string]string{"cache": "metrics-test"}, 1},
+		{"caddy_response_cache_min_uses_skips_total", map[string]string{"cache": "metrics-test"}, 2},
 	} {
 		t.Run(tc.metric+labelString(tc.labels), func(t *testing.T) {
 			got, ok := value(mfs[tc.metric], tc.labels)

@@ -186,6 +186,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			// Storable, but asked for too seldom so far, and nobody
 			// waits for it: streamed without being buffered.
 			reason, detail = "min_uses", "min-uses"
+			h.m.minUsesSkips.Inc()
 		}
 		if reason == "" {
 			rec.buffer = true
