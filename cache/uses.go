@@ -26,8 +26,8 @@ type useSketch struct {
 }
 
 // newUseSketch sizes a sketch for a store of about items entries: the
-// window is items additions, and each row has 16 counters an item (16
-// bytes an item in all), so that a URL never seen before shares both its
+// window is items additions, and each row has 16 counters an item,
+// rounded up to a power of two (16 to 32 bytes an item in all), so that a URL never seen before shares both its
 // counters with URLs seen in the window about once in 300.
 func newUseSketch(items int64) *useSketch {
 	counters := uint64(1) << bits.Len64(uint64(max(items, 64)*16-1))
