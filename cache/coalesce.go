@@ -64,11 +64,11 @@ func (g *flightGroup) finish(key string, f *flight, e *entry) {
 	})
 }
 
-// joined reports whether any request joined f, the flight for key.
-func (g *flightGroup) joined(key string, f *flight) bool {
+// joined reports whether any request joined f (a flight of g).
+func (g *flightGroup) joined(f *flight) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.m[key] == f && f.done != nil
+	return f.done != nil
 }
 
 // wait blocks until the leader publishes or ctx ends, and returns the

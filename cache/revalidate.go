@@ -182,7 +182,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if reason == "" && len(rec.header["Trailer"]) > 0 {
 			reason = "trailers"
 		}
-		if reason == "" && x.untried && !(x.leading && h.flights.joined(x.flightKey, &x.lead)) {
+		if reason == "" && x.untried && !(x.leading && h.flights.joined(&x.lead)) {
 			// Storable, but asked for too seldom so far, and nobody
 			// waits for it: streamed without being buffered.
 			reason, detail = "min_uses", "min-uses"

@@ -126,11 +126,10 @@ type store struct {
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
 
-	// useCounts counts the misses of each URL for handlers with
-	// min_uses; made by the first such handler. It lives with the store,
-	// so counts survive config reloads that keep it.
-	useCounts     *useSketch
-	useCountsOnce sync.Once
+	// uses returns the misses of each URL, counted for handlers with
+	// min_uses; made on the first call. It lives with the store, so the
+	// counts survive config reloads that keep it.
+	uses func() *useSketch
 
 	// life guards ristretto's channels against Close: set and del hold
 	// it for reading, Destruct for writing while it marks the store
@@ -171,6 +170,7 @@ func newStore(name string, maxCost int64) (*store, error) {
 		// At most an eighth of max_size waits in ristretto's buffer.
 		pendingLimit: max(maxCost/8, 64<<10),
 		bodies:       newArena(maxCost),
+		uses:         sync.OnceValue(func() *useSketch { return newUseSketch(items) }),
 	}
 	c, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		NumCounters:        items * countersPerItem,
@@ -227,12 +227,6 @@ func (s *store) Destruct() error {
 }
 
 func (s *store) arena() *arena { return s.bodies }
-
-// uses returns the store's miss counts per URL, making them on first use.
-func (s *store) uses() *useSketch {
-	s.useCountsOnce.Do(func() { s.useCounts = newUseSketch(expectedItems(s.maxCost)) })
-	return s.useCounts
-}
 
 func keyHash(key []byte) uint64 { return xxhash.Sum64(key) }
 
