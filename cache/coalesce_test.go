@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -281,4 +282,43 @@ func TestCoalescedFillEndsWithConfig(t *testing.T) {
 		t.Fatal("the fill outlived its config")
 	}
 	<-done
+}
+
+// TestDetachedContext checks the context of a fill: it keeps the request's
+// values but not its cancellation, ends with the config, and contexts
+// derived from it through WithValue (as the reverse proxy and the
+// transport derive them for every request) register with the config's
+// cancellation instead of starting a goroutine each to watch it.
+func TestDetachedContext(t *testing.T) {
+	type key struct{}
+	client, leave := context.WithCancel(context.WithValue(context.Background(), key{}, "request value"))
+	life, unload := context.WithCancel(context.Background())
+	defer unload()
+	d := &detached{Context: life, values: context.WithoutCancel(client)}
+
+	if v := d.Value(key{}); v != "request value" {
+		t.Errorf("Value = %v, want the request's value", v)
+	}
+	leave()
+	if d.Err() != nil {
+		t.Fatal("the fill ended with its client")
+	}
+
+	const n = 200
+	before := runtime.NumGoroutine()
+	derived := make([]context.Context, n)
+	for i := range derived {
+		ctx, cancel := context.WithCancelCause(context.WithValue(d, i, i))
+		defer cancel(nil)
+		derived[i] = ctx
+	}
+	if grew := runtime.NumGoroutine() - before; grew >= n/2 {
+		t.Errorf("deriving %d contexts started %d goroutines, want none", n, grew)
+	}
+	unload()
+	for i, ctx := range derived {
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			t.Fatalf("derived context %d: Err = %v right after the config was unloaded, want context.Canceled", i, ctx.Err())
+		}
+	}
 }

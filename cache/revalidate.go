@@ -108,7 +108,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			// Its own object: a context pointing into the exchange kept
 			// the whole exchange reachable for as long as the transport
 			// held the context, and made BenchmarkMiss/fill 60% slower.
-			out = out.WithContext(&detached{Context: context.WithoutCancel(out.Context()), life: h.life})
+			out = out.WithContext(&detached{Context: h.life, values: context.WithoutCancel(out.Context())})
 		}
 	}
 
@@ -125,20 +125,27 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	return h.finish(w, x, rec, err)
 }
 
-// detached is the context of a fill others may wait for: the values of
-// the client's request (Context, without its cancellation), ending only
-// when the handler's config is unloaded (life). It has no cancellation
-// of its own to register: contexts derived from it (the transport's)
-// register with life directly, through AfterFunc.
+// detached is the context of a fill others may wait for: it has the
+// values of the client's request (values, without its cancellation) and
+// ends only when the handler's config is unloaded (Context, the handler's
+// life).
+//
+// Value looks in the request's values first, then in Context. That is how
+// a context derived from a detached one, even through WithValue, finds
+// the cancellation of life and registers with it; one that finds none
+// starts a goroutine to watch Done, and the HTTP transport derives a
+// context for every request it sends.
 type detached struct {
 	context.Context
-	life context.Context
+	values context.Context
 }
 
-func (d *detached) Deadline() (time.Time, bool)    { return d.life.Deadline() }
-func (d *detached) Done() <-chan struct{}          { return d.life.Done() }
-func (d *detached) Err() error                     { return d.life.Err() }
-func (d *detached) AfterFunc(f func()) func() bool { return context.AfterFunc(d.life, f) }
+func (d *detached) Value(key any) any {
+	if v := d.values.Value(key); v != nil {
+		return v
+	}
+	return d.Context.Value(key)
+}
 
 // collapsible reports whether a waiter's request r may be answered with
 // the entry its leader fetched.
