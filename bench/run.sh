@@ -23,7 +23,7 @@ if [ ! -x "$CADDY" ]; then
 fi
 
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-ADMIN=$(freeport); ORIGIN=$(freeport); CEIL=$(freeport); FLOOR=$(freeport); CACHE=$(freeport); MISS=$(freeport); ONCE=$(freeport)
+ADMIN=$(freeport); ORIGIN=$(freeport); CEIL=$(freeport); FLOOR=$(freeport); CACHE=$(freeport); ONCE=$(freeport); EVERY=$(freeport)
 
 caddy_pid=
 stop_caddy() { [ -n "$caddy_pid" ] && kill "$caddy_pid" 2>/dev/null && wait "$caddy_pid" 2>/dev/null; caddy_pid=; }
@@ -125,6 +125,13 @@ http://127.0.0.1:$ONCE {
 	}
 	reverse_proxy 127.0.0.1:$ORIGIN
 }
+http://127.0.0.1:$EVERY {
+	response_cache {
+		max_size 256MiB
+		min_uses 1
+	}
+	reverse_proxy 127.0.0.1:$ORIGIN
+}
 CFG
 		} > "$cfg"
 		start_caddy "$cfg"
@@ -133,32 +140,37 @@ CFG
 		# of a full cache that evicts to store (FILL, default 12s of misses).
 		"${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"${FILL:-12s}" -s "$out/unique.lua" "http://127.0.0.1:$CACHE" -- "fill$RANDOM" >/dev/null
 		# Each ratio compares the same requests: hits and respond one URL;
-		# pass-through and its floor one no-store URL; stored misses and
-		# their floor unique URLs from the same script.
-		local c=() f=() h=() m=() s=() u=() o=()
+		# pass-through and its floor one no-store URL; misses and their
+		# floor unique URLs from the same script. The three cache sites
+		# share one store (same max_size and cache_name): min_uses 1 stores
+		# every miss; the default (auto) stops storing first misses once
+		# the full store refuses most of them; min_uses 2 never stores them.
+		local c=() f=() h=() m=() s=() u=() o=() a=()
 		for _ in $(seq "$ROUNDS"); do
 			c+=("$(rps "http://127.0.0.1:$CEIL/hit")")
 			h+=("$(rps "http://127.0.0.1:$CACHE/hit")")
 			f+=("$(rps "http://127.0.0.1:$FLOOR/nostore/x")")
 			m+=("$(rps "http://127.0.0.1:$CACHE/nostore/x")")
 			u+=("$(rps "http://127.0.0.1:$FLOOR" "$out/unique.lua")")
-			s+=("$(rps "http://127.0.0.1:$CACHE" "$out/unique.lua")")
+			s+=("$(rps "http://127.0.0.1:$EVERY" "$out/unique.lua")")
+			a+=("$(rps "http://127.0.0.1:$CACHE" "$out/unique.lua")")
 			o+=("$(rps "http://127.0.0.1:$ONCE" "$out/unique.lua")")
 		done
 		stop_caddy
 		# medians of the rates, and medians of the per-round ratios (each ratio
 		# compares runs made seconds apart, which cancels slow drifts)
-		local cm fm hm mm sm um om rh rm rs ro xh xm xs xo
+		local cm fm hm mm sm um om am rh rm rs ro ra xh xm xs xo xa
 		cm=$(printf '%s\n' "${c[@]}" | median); hm=$(printf '%s\n' "${h[@]}" | median)
 		fm=$(printf '%s\n' "${f[@]}" | median); mm=$(printf '%s\n' "${m[@]}" | median)
 		sm=$(printf '%s\n' "${s[@]}" | median); um=$(printf '%s\n' "${u[@]}" | median)
-		om=$(printf '%s\n' "${o[@]}" | median)
+		om=$(printf '%s\n' "${o[@]}" | median); am=$(printf '%s\n' "${a[@]}" | median)
 		rh=$(ratios h c | median); xh=$(ratios h c | spread)
 		rm=$(ratios m f | median); xm=$(ratios m f | spread)
 		rs=$(ratios s u | median); xs=$(ratios s u | spread)
 		ro=$(ratios o u | median); xo=$(ratios o u | spread)
-		printf '%-7s respond %7.0f/s | cache hit %7.0f/s (%.2fx respond, rounds %s) | reverse_proxy %6.0f/s | cache pass-through (no-store) %6.0f/s (%.2fx proxy, rounds %s) | reverse_proxy, unique URLs %6.0f/s | cache miss+store %6.0f/s (%.2fx proxy, rounds %s) | min_uses 2, first misses %6.0f/s (%.2fx proxy, rounds %s)\n' \
-			"$((size / 1024))KiB" "$cm" "$hm" "$rh" "$xh" "$fm" "$mm" "$rm" "$xm" "$um" "$sm" "$rs" "$xs" "$om" "$ro" "$xo"
+		ra=$(ratios a u | median); xa=$(ratios a u | spread)
+		printf '%-7s respond %7.0f/s | cache hit %7.0f/s (%.2fx respond, rounds %s) | reverse_proxy %6.0f/s | cache pass-through (no-store) %6.0f/s (%.2fx proxy, rounds %s) | reverse_proxy, unique URLs %6.0f/s | misses, min_uses 1 (every one stored) %6.0f/s (%.2fx proxy, rounds %s) | misses, default (auto) %6.0f/s (%.2fx proxy, rounds %s) | misses, min_uses 2 %6.0f/s (%.2fx proxy, rounds %s)\n' \
+			"$((size / 1024))KiB" "$cm" "$hm" "$rh" "$xh" "$fm" "$mm" "$rm" "$xm" "$um" "$sm" "$rs" "$xs" "$am" "$ra" "$xa" "$om" "$ro" "$xo"
 	done
 }
 
@@ -167,10 +179,13 @@ memory() {
 	local total=$((max_mib * 10 * 1024 * 1024 / item))
 	body=$(head -c "$item" /dev/zero | tr '\0' 'm')
 	cfg="$out/memory.Caddyfile"
+	# min_uses 1: every miss is stored, the hardest case for the cap (by
+	# default the cache stops storing first misses a full store refuses).
 	{ preamble; cat <<CFG
 http://127.0.0.1:$CACHE {
 	response_cache {
 		max_size ${max_mib}MiB
+		min_uses 1
 	}
 	reverse_proxy 127.0.0.1:$ORIGIN
 }

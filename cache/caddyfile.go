@@ -20,7 +20,7 @@ import (
 //	    stale_if_error         <duration>
 //	    cache_name     <name>      # the identifier in Cache-Status
 //	    coalesce       on|off      # default on
-//	    min_uses       <n>         # store on the n-th miss of a URL; default 1
+//	    min_uses       auto|<n>    # store on the n-th miss of a URL; default auto
 //	    targeted_field <field>|off # default CDN-Cache-Control
 //	    status_key                 # add key= to Cache-Status
 //	}
@@ -100,9 +100,13 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
+			if arg == "auto" {
+				c.MinUses = 0
+				break
+			}
 			n, err := strconv.Atoi(arg)
 			if err != nil || n < 1 || n > maxMinUses {
-				return d.Errf("response_cache: min_uses must be a whole number from 1 to %d, got '%s'", maxMinUses, arg)
+				return d.Errf("response_cache: min_uses must be auto or a whole number from 1 to %d, got '%s'", maxMinUses, arg)
 			}
 			c.MinUses = n
 		case "targeted_field":

@@ -66,16 +66,25 @@ type Config struct {
 	TargetedField string `json:"targeted_field,omitempty"`
 
 	// MinUses is how many times a URL must miss before its response is
-	// stored (like nginx's proxy_cache_min_uses). The default, 1, stores
-	// every storable response on its first miss. 2 stores on the second
-	// miss within about a cache-full of misses, so that responses asked
-	// for once (most of the URLs of many sites) cost neither the work of
-	// storing them nor the space of what they would evict: such a miss
-	// costs what an uncacheable one does. A miss that other requests
-	// joined while it was in flight (see coalesce) is stored whatever its
-	// count. Stale entries are revalidated and refreshed regardless.
-	// Responses not yet stored for this reason carry `detail=min-uses` in
-	// Cache-Status. At most 15.
+	// stored (like nginx's proxy_cache_min_uses), from 1 to 15; 0, the
+	// default, means auto.
+	//
+	// 1 stores every storable response on its first miss. 2 stores on
+	// the second miss within about a cache-full of misses, so that
+	// responses asked for once (most of the URLs of many sites) cost
+	// neither the work of storing them nor the space of what they would
+	// evict: such a miss costs what an uncacheable one does.
+	//
+	// Auto stores on the first miss, except while the cache is full and
+	// its admission policy (TinyLFU, in ristretto) refuses most of what
+	// is offered on a first miss: then it acts as 2, still offering one
+	// first miss in 16 to see when that changes. What it skips would
+	// mostly have been refused after the work of storing it.
+	//
+	// A miss that other requests joined while it was in flight (see
+	// coalesce) is stored whatever its count. Stale entries are
+	// revalidated and refreshed regardless. Responses not stored for this
+	// reason carry `detail=min-uses` in Cache-Status.
 	MinUses int `json:"min_uses,omitempty"`
 
 	// StatusKey adds the cache key to Cache-Status (the `key` parameter).

@@ -38,7 +38,10 @@ type entry struct {
 	// displaced marks an offer that took another entry's place in the
 	// store's index, which a rejection of the offer gives back.
 	displaced bool
-	id        uint64 // serial number, set when offered to the store
+	// firstUse marks an entry offered on its URL's first miss: the store
+	// counts what ristretto does with it (store.firstUses).
+	firstUse bool
+	id       uint64 // serial number, set when offered to the store
 }
 
 // entryData is the content of an entry: what a refreshed copy shares.

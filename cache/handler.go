@@ -78,7 +78,10 @@ type Handler struct {
 
 	flights *flightGroup
 	bg      *background
-	uses    *useSketch // the store's miss counts, when MinUses > 1
+	uses    *useSketch // the store's miss counts, unless MinUses is 1
+	// firstUses is the store's record of first-use entries refused, for
+	// min_uses auto (MinUses 0).
+	firstUses *admissions
 
 	m handlerMetrics
 }
@@ -140,8 +143,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("provisioning response_cache: %w", err)
 	}
 	h.store = v.(*store)
-	if h.MinUses > 1 {
+	if h.MinUses != 1 {
 		h.uses = v.(*store).uses()
+	}
+	if h.MinUses == 0 {
+		h.firstUses = &v.(*store).firstUses
 	}
 	h.m = newHandlerMetrics(ctx.GetMetricsRegistry(), h.CacheName)
 	return nil
@@ -166,7 +172,7 @@ func (h *Handler) Validate() error {
 	case c.StaleIfError < 0:
 		return fmt.Errorf("provisioning response_cache: stale_if_error must not be negative, got %s", time.Duration(c.StaleIfError))
 	case c.MinUses < 0 || c.MinUses > maxMinUses:
-		return fmt.Errorf("provisioning response_cache: min_uses must be from 1 to %d (0 means 1), got %d", maxMinUses, c.MinUses)
+		return fmt.Errorf("provisioning response_cache: min_uses must be from 1 to %d (0 means auto), got %d", maxMinUses, c.MinUses)
 	case c.CacheName != "" && !isToken(c.CacheName):
 		return fmt.Errorf("provisioning response_cache: cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got %q", c.CacheName)
 	case c.TargetedField != "" && c.TargetedField != "-" && !isFieldName(c.TargetedField):

@@ -826,7 +826,7 @@ func TestValidate(t *testing.T) {
 		{name: "negative swr", modify: func(c *Config) { c.StaleWhileRevalidate = caddy.Duration(-time.Second) }, err: "stale_while_revalidate must not be negative, got -1s"},
 		{name: "negative sie", modify: func(c *Config) { c.StaleIfError = caddy.Duration(-time.Second) }, err: "stale_if_error must not be negative"},
 		{name: "min_uses 15", modify: func(c *Config) { c.MinUses = 15 }},
-		{name: "min_uses 16", modify: func(c *Config) { c.MinUses = 16 }, err: "min_uses must be from 1 to 15 (0 means 1), got 16"},
+		{name: "min_uses 16", modify: func(c *Config) { c.MinUses = 16 }, err: "min_uses must be from 1 to 15 (0 means auto), got 16"},
 		{name: "negative min_uses", modify: func(c *Config) { c.MinUses = -2 }, err: "min_uses must be from 1 to 15"},
 		{name: "bad name", modify: func(c *Config) { c.CacheName = "my cache" }, err: "cache_name must be a structured-field token"},
 		{name: "bad targeted", modify: func(c *Config) { c.TargetedField = "CDN Cache" }, err: "targeted_field must be a header field name"},

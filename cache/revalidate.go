@@ -32,7 +32,8 @@ type exchange struct {
 	r           *http.Request // the client's request
 	cond        bool          // the forwarded request is the cache's conditional
 	store       bool          // the response may be stored if it allows
-	untried     bool          // the URL missed fewer than min_uses times: store only if others joined
+	untried     bool          // not to be stored for min_uses, unless others joined
+	firstUse    bool          // the URL's first miss, as far as the use counts tell
 	leading     bool          // leads the coalesced miss lead, under flightKey
 	flightKey   string
 	lead        flight
@@ -78,7 +79,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 	x.store = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 0
 	if x.store && h.uses != nil && x.stale == nil && !x.background {
-		x.untried = h.uses.add(x.urlHash) < h.MinUses
+		n := h.uses.add(x.urlHash)
+		x.firstUse = n == 1
+		if h.firstUses != nil {
+			x.untried = x.firstUse && h.firstUses.skipFirstUse()
+		} else {
+			x.untried = n < h.MinUses
+		}
 	}
 
 	if h.coalesce && x.store && !x.background {
@@ -318,7 +325,7 @@ func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 		fresh:  x.fresh,
 		rc:     x.rc,
 		vary:   x.vary,
-	}}
+	}, firstUse: x.firstUse}
 	h.finishEntry(e, x)
 	return e
 }

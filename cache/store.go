@@ -130,6 +130,9 @@ type store struct {
 	// min_uses; made on the first call. It lives with the store, so the
 	// counts survive config reloads that keep it.
 	uses func() *useSketch
+	// firstUses counts how ristretto treats entries offered on their
+	// URL's first miss, for min_uses auto.
+	firstUses admissions
 
 	// life guards ristretto's channels against Close: set and del hold
 	// it for reading, Destruct for writing while it marks the store
@@ -269,6 +272,9 @@ func (s *store) set(e *entry) bool {
 	s.mu.Unlock()
 	if s.c.Set(e.hash, e, 0) {
 		s.stores.Add(1)
+		if e.firstUse {
+			s.firstUses.record(1, 0)
+		}
 		return true
 	}
 	// Dropped: the key was not in ristretto's map (a replacement always
@@ -395,6 +401,9 @@ func (s *store) onReject(it *ristretto.Item[*entry]) {
 		return
 	}
 	s.rejects.Add(1)
+	if e.firstUse {
+		s.firstUses.record(0, 1)
+	}
 	if !e.linked() && !e.displaced {
 		return // nothing of it is indexed, and it took no one's place
 	}

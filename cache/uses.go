@@ -85,3 +85,51 @@ func (s *useSketch) halve() {
 		}
 	}
 }
+
+// admissions keeps how ristretto treats the entries offered on their
+// URL's first miss, for min_uses auto. Once the store is full, ristretto
+// admits a new entry only if it was asked for about as often as the
+// entries it would evict; with many URLs asked for once, it refuses
+// most first-use entries, and storing them was work thrown away.
+type admissions struct {
+	// counts is offers<<32 | refusals, both halved every
+	// admissionsWindow offers so that they follow the store's state.
+	counts atomic.Uint64
+	probes atomic.Uint64 // first uses seen while refusing
+}
+
+const (
+	admissionsWindow = 1024 // offers counted before halving
+	admissionsMin    = 64   // offers counted before judging
+	probeEvery       = 16   // while refusing, one first use in probeEvery is still offered
+)
+
+// record counts an offer or a refusal of a first-use entry.
+func (a *admissions) record(offers, refusals uint64) {
+	for {
+		old := a.counts.Load()
+		o, r := old>>32+offers, old&0xffffffff+refusals
+		if o >= admissionsWindow {
+			o, r = o/2, r/2
+		}
+		if a.counts.CompareAndSwap(old, o<<32|r) {
+			return
+		}
+	}
+}
+
+// refusing reports whether ristretto refused most of the recent
+// first-use entries.
+func (a *admissions) refusing() bool {
+	c := a.counts.Load()
+	o, r := c>>32, c&0xffffffff
+	return o >= admissionsMin && 2*r > o
+}
+
+// skipFirstUse reports whether a URL's first miss should not be stored:
+// ristretto refuses most first uses, and this one is not a probe (one in
+// probeEvery is still offered so that the counts follow ristretto's
+// decisions when the mix of traffic changes).
+func (a *admissions) skipFirstUse() bool {
+	return a.refusing() && a.probes.Add(1)%probeEvery != 0
+}

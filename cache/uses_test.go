@@ -1,10 +1,13 @@
 package cache
 
 import (
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 func TestUseSketchCounts(t *testing.T) {
@@ -177,5 +180,143 @@ func TestMinUsesRevalidates(t *testing.T) {
 			wantStatus(t, w, []string{"fwd=stale", tc.status}, "detail=min-uses")
 			wantStatus(t, get(t, h, o, "http://example.com/r"), []string{"hit", "ttl=60"})
 		})
+	}
+}
+
+func TestAdmissions(t *testing.T) {
+	var a admissions
+	a.record(admissionsMin-1, admissionsMin-1)
+	if a.refusing() {
+		t.Fatalf("refusing after %d offers, want at least %d counted first", admissionsMin-1, admissionsMin)
+	}
+	a.record(1, 0)
+	if !a.refusing() {
+		t.Fatal("not refusing after 63 refusals of 64 offers")
+	}
+	// Most first uses are skipped while refusing; one in probeEvery is
+	// still offered.
+	probes := 0
+	for range 10 * probeEvery {
+		if !a.skipFirstUse() {
+			probes++
+		}
+	}
+	if probes != 10 {
+		t.Errorf("%d probes in %d first uses, want 10", probes, 10*probeEvery)
+	}
+	// Offers that are admitted outweigh the old refusals within a window
+	// or two: the counts are halved as they go.
+	for range 2 * admissionsWindow {
+		a.record(1, 0)
+	}
+	if a.refusing() {
+		t.Error("still refusing after two windows of admitted offers")
+	}
+	if a.skipFirstUse() {
+		t.Error("a first use skipped while not refusing")
+	}
+	// Half refused is not most.
+	var b admissions
+	b.record(admissionsWindow/2, admissionsWindow/4)
+	if b.refusing() {
+		t.Error("refusing at a quarter of offers refused")
+	}
+	b.record(0, admissionsWindow/4+1)
+	if !b.refusing() {
+		t.Error("not refusing past half of offers refused")
+	}
+}
+
+// TestStoreCountsFirstUseRefusals fills a small store with entries read
+// often, then offers entries on their first use: ristretto's admission
+// policy refuses them, and the store counts it; entries offered on a
+// later use are not counted.
+func TestStoreCountsFirstUseRefusals(t *testing.T) {
+	s := newTestStore(t, 64<<10)
+	var resident []*entry
+	for i := 0; ; i++ {
+		e := testEntry(fmt.Sprintf("http://example.com/resident/%d", i), 1<<10)
+		if e.cost*int64(len(resident)+1) > s.maxCost {
+			break
+		}
+		resident = append(resident, e)
+		s.set(e)
+	}
+	s.wait()
+	for range 50 {
+		for _, e := range resident {
+			s.get(e.hash, []byte(e.key))
+		}
+	}
+	for i := range 4 * admissionsMin {
+		e := testEntry(fmt.Sprintf("http://example.com/later/%d", i), 1<<10)
+		s.set(e)
+	}
+	s.wait()
+	if c := s.firstUses.counts.Load(); c != 0 {
+		t.Fatalf("offers on a later use counted: %d offers, %d refusals", c>>32, c&0xffffffff)
+	}
+	var offered uint64
+	for i := range 4 * admissionsMin {
+		e := testEntry(fmt.Sprintf("http://example.com/once/%d", i), 1<<10)
+		e.firstUse = true
+		if s.set(e) {
+			offered++
+		}
+		if i%8 == 7 {
+			s.wait() // keep ristretto's buffer under the store's pending limit
+		}
+	}
+	s.wait()
+	c := s.firstUses.counts.Load()
+	if offers, refusals := c>>32, c&0xffffffff; offers != offered || offered < admissionsMin || 2*refusals <= offers {
+		t.Errorf("first uses into a full store of often-read entries: %d offers, %d refusals; want %d offers (at least %d), most refused", offers, refusals, offered, admissionsMin)
+	}
+	if !s.firstUses.refusing() {
+		t.Error("the store is not refusing first uses")
+	}
+}
+
+// TestMinUsesAuto: by default a first miss is stored, until the store
+// refuses most first uses; then first misses are streamed (but one in
+// probeEvery), second misses stored, and min_uses 1 still stores every
+// first miss.
+func TestMinUsesAuto(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "body", "Cache-Control", "max-age=60")
+	wantStatus(t, get(t, h, o, "http://example.com/first"), []string{"fwd=uri-miss", "fwd-status=200"}, "detail=min-uses")
+	wantStatus(t, get(t, h, o, "http://example.com/first"), []string{"hit"})
+	stores := h.store.stats().Stores
+
+	h.firstUses.record(admissionsMin, admissionsMin) // as a full store refusing every first use would have
+	skipped := 0
+	for i := range 2 * probeEvery {
+		w := get(t, h, o, fmt.Sprintf("http://example.com/u/%d", i))
+		if w.Body.String() != "body" {
+			t.Fatalf("first miss %d body %q", i, w.Body.String())
+		}
+		if hasParam(w.Header().Get("Cache-Status"), "detail=min-uses") {
+			skipped++
+		}
+	}
+	stored := h.store.stats().Stores - stores
+	if skipped != 2*probeEvery-2 || stored != 2 {
+		t.Errorf("while refusing: %d first misses skipped and %d stored, want %d and 2", skipped, stored, 2*probeEvery-2)
+	}
+	var m dto.Metric
+	if err := h.m.minUsesSkips.Write(&m); err != nil || m.GetCounter().GetValue() != float64(skipped) {
+		t.Errorf("min_uses_skips_total = %v (%v), want %d", m.GetCounter().GetValue(), err, skipped)
+	}
+	wantStatus(t, get(t, h, o, "http://example.com/u/0"), []string{"fwd=uri-miss"}, "detail=min-uses")
+	wantStatus(t, get(t, h, o, "http://example.com/u/0"), []string{"hit"})
+
+	every := newTestHandler(t, Config{MinUses: 1}, c)
+	every.store.(*store).firstUses.record(admissionsMin, admissionsMin)
+	for i := range probeEvery {
+		wantStatus(t, get(t, every, o, fmt.Sprintf("http://example.com/e/%d", i)), []string{"fwd=uri-miss"}, "detail=min-uses")
+	}
+	if st := every.store.stats(); st.Stores != probeEvery {
+		t.Errorf("min_uses 1 stored %d of %d first misses", st.Stores, probeEvery)
 	}
 }

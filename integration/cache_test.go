@@ -375,6 +375,54 @@ func TestCacheMinUses(t *testing.T) {
 	}
 }
 
+// TestCacheMinUsesAuto: by default, once the cache is full of entries read
+// often, its admission policy refuses what first misses offer, and the
+// cache stops buffering first misses (detail=min-uses) while a URL's
+// second miss is still stored.
+func TestCacheMinUsesAuto(t *testing.T) {
+	body := strings.Repeat("r", 16<<10)
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprint(w, body)
+	})
+	frontPort := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", frontPort)
+	startCaddy(t, cacheFront(frontPort, origin, "max_size 1MiB"))
+	c := newClient()
+	get := func(path string) result {
+		t.Helper()
+		r := do(t, c, "GET", base+path, nil)
+		if r.status != 200 || r.body != body {
+			t.Fatalf("GET %s: %d, %d bytes of body", path, r.status, len(r.body))
+		}
+		return r
+	}
+	// Residents, each read often: what a new entry would have to evict.
+	for i := range 48 {
+		get(fmt.Sprintf("/resident/%d", i))
+	}
+	for range 20 {
+		for i := range 48 {
+			get(fmt.Sprintf("/resident/%d", i))
+		}
+	}
+	skipped, last := 0, ""
+	for i := range 400 {
+		path := fmt.Sprintf("/once/%d", i)
+		if strings.Contains(cacheStatus(get(path)), "detail=min-uses") {
+			skipped, last = skipped+1, path
+		}
+	}
+	if skipped < 150 {
+		t.Fatalf("%d of 400 first misses into a full cache were not stored, want most of those after the first %d", skipped, 64)
+	}
+	// A URL seen before is offered to the store on its second miss.
+	if r := get(last); strings.Contains(cacheStatus(r), "detail=min-uses") {
+		t.Errorf("second miss of %s: Cache-Status %q, want it offered", last, cacheStatus(r))
+	}
+	t.Logf("first misses not stored: %d of 400", skipped)
+}
+
 // TestCacheStreamsLargeBodies sends a body far larger than max_item_size
 // through the cache: it must arrive whole and intact, not be stored, and not
 // be held in memory.
