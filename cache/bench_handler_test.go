@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"runtime"
@@ -304,5 +305,40 @@ func BenchmarkRistrettoFloor(b *testing.B) {
 			}
 			c.Wait()
 		})
+	}
+}
+
+// BenchmarkHitRatio replays Zipf-distributed requests (s = 1.01 and 1.2,
+// over 1M URLs) through a cache with room for about 2% of them, for each
+// min_uses, and reports the share of requests answered from the cache
+// (hit%) and of misses offered to the store (offered%; ristretto admits
+// some of them). Each op is one request; compare
+// variants at the same -benchtime, e.g. -benchtime=400000x.
+func BenchmarkHitRatio(b *testing.B) {
+	const urls = 1 << 20
+	body := strings.Repeat("z", 1<<10)
+	for _, s := range []float64{1.01, 1.2} {
+		for _, uses := range []int{1, 0, 2} {
+			name := "min_uses=" + strconv.Itoa(uses)
+			if uses == 0 {
+				name = "min_uses=auto"
+			}
+			b.Run(fmt.Sprintf("s=%.2f/%s", s, name), func(b *testing.B) {
+				c := newClock()
+				h := newTestHandler(b, Config{MaxSize: 48 << 20, MinUses: uses}, c)
+				o := static(c, 200, body, "Cache-Control", "max-age=86400")
+				zipf := rand.NewZipf(rand.New(rand.NewPCG(1, 2)), s, 1, urls-1)
+				hits := 0
+				for b.Loop() {
+					w := get(b, h, o, "http://example.com/z/"+strconv.FormatUint(zipf.Uint64(), 10))
+					if hasParam(w.Header().Get("Cache-Status"), "hit") {
+						hits++
+					}
+				}
+				st := h.store.stats()
+				b.ReportMetric(100*float64(hits)/float64(b.N), "hit%")
+				b.ReportMetric(100*float64(st.Stores)/float64(b.N-hits), "offered%")
+			})
+		}
 	}
 }
