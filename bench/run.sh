@@ -99,6 +99,20 @@ request = function()
 end
 LUA
 
+# fill_until_full PORT CACHE_NAME sends FILL (default 12s) of unique misses
+# to the site on PORT, then more, 4s at a time (at most 15 times), until
+# ristretto has evicted or refused an entry of the store CACHE_NAME (on a
+# slow machine 12s is not enough for 256 MiB).
+fill_until_full() {
+	"${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"${FILL:-12s}" -s "$out/unique.lua" "http://127.0.0.1:$1" -- "fill$RANDOM" >/dev/null
+	for _ in $(seq 15); do
+		full=$(curl -fs "http://localhost:$ADMIN/metrics" |
+			awk -v c="cache=\"$2\"" '/^caddy_response_cache_(evictions|rejects)_total/ && index($0, c) {n += $2} END {print n + 0}')
+		[ "$full" != 0 ] && return
+		"${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d4s -s "$out/unique.lua" "http://127.0.0.1:$1" -- "fill$RANDOM" >/dev/null
+	done
+}
+
 throughput() {
 	for size in 1024 102400; do
 		body=$(head -c "$size" /dev/zero | tr '\0' 'a')
@@ -127,6 +141,7 @@ http://127.0.0.1:$ONCE {
 }
 http://127.0.0.1:$EVERY {
 	response_cache {
+		cache_name every
 		max_size 256MiB
 		min_uses 1
 	}
@@ -136,22 +151,16 @@ CFG
 		} > "$cfg"
 		start_caddy "$cfg"
 		curl -fs "http://127.0.0.1:$CACHE/hit" -o /dev/null; sleep 0.2; curl -fs "http://127.0.0.1:$CACHE/hit" -o /dev/null
-		# Fill the cache first, so that every round measures the steady state
-		# of a full cache that evicts to store: FILL (default 12s) of misses,
-		# then more, 4s at a time (at most 15 times), until ristretto has
-		# evicted or refused something (on a slow machine 12s is not enough).
-		"${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"${FILL:-12s}" -s "$out/unique.lua" "http://127.0.0.1:$CACHE" -- "fill$RANDOM" >/dev/null
-		for _ in $(seq 15); do
-			full=$(curl -fs "http://localhost:$ADMIN/metrics" | awk '/^caddy_response_cache_(evictions|rejects)_total/ {n += $2} END {print n + 0}')
-			[ "$full" != 0 ] && break
-			"${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d4s -s "$out/unique.lua" "http://127.0.0.1:$CACHE" -- "fill$RANDOM" >/dev/null
-		done
+		# Fill the caches first, so that every round measures the steady state
+		# of a full cache that evicts to store.
+		fill_until_full "$CACHE" caddy
+		fill_until_full "$EVERY" every
 		# Each ratio compares the same requests: hits and respond one URL;
 		# pass-through and its floor one no-store URL; misses and their
-		# floor unique URLs from the same script. The three cache sites
-		# share one store (same max_size and cache_name): min_uses 1 stores
-		# every miss; the default (auto) stops storing first misses once
-		# the full store refuses most of them; min_uses 2 never stores them.
+		# floor unique URLs from the same script. min_uses 1 stores every
+		# miss, in a store of its own (cache_name every); the default (auto)
+		# stops storing first misses once its full store refuses most of
+		# them; min_uses 2, sharing that store, never stores them.
 		local c=() f=() h=() m=() s=() u=() o=() a=()
 		# The three miss runs take turns at going first: a run right after
 		# one that stored every miss pays for some of its collection and of

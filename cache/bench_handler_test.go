@@ -94,7 +94,11 @@ func BenchmarkMiss(b *testing.B) {
 			_ = h.ServeHTTP(w, r, o)
 		}
 	}
-	b.Run("fill", func(b *testing.B) { fill(b, Config{MaxSize: 64 << 20}) })
+	// Unique URLs into a full cache: fill stores every miss (min_uses 1),
+	// auto (the default) stops storing most of them once ristretto refuses
+	// most, untried stores none (min_uses 2).
+	b.Run("fill", func(b *testing.B) { fill(b, Config{MaxSize: 64 << 20, MinUses: 1}) })
+	b.Run("auto", func(b *testing.B) { fill(b, Config{MaxSize: 64 << 20}) })
 	b.Run("untried", func(b *testing.B) { fill(b, Config{MaxSize: 64 << 20, MinUses: 2}) })
 }
 

@@ -38,9 +38,11 @@ type entry struct {
 	// displaced marks an offer that took another entry's place in the
 	// store's index, which a rejection of the offer gives back.
 	displaced bool
-	// firstUse marks an entry offered on its URL's first miss: the store
-	// counts what ristretto does with it (store.firstUses).
+	// firstUse marks an entry offered on its URL's first miss; used is
+	// set when a request first finds it. The store counts both
+	// (store.firstUses).
 	firstUse bool
+	used     atomic.Bool
 	id       uint64 // serial number, set when offered to the store
 }
 

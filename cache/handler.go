@@ -80,9 +80,9 @@ type Handler struct {
 	flights *flightGroup
 	bg      *background
 	uses    *useSketch // the store's miss counts, unless MinUses is 1
-	// firstUses is the store's record of first-use entries refused, for
-	// min_uses auto (MinUses 0).
-	firstUses *admissions
+	// firstUses is the store's record of what became of entries stored
+	// on a first miss, kept by every handler and judged by min_uses auto.
+	firstUses *firstUseStats
 
 	m handlerMetrics
 }
@@ -147,9 +147,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MinUses != 1 {
 		h.uses = v.(*store).uses()
 	}
-	if h.MinUses == 0 {
-		h.firstUses = &v.(*store).firstUses
-	}
+	h.firstUses = &v.(*store).firstUses
 	h.m = newHandlerMetrics(ctx.GetMetricsRegistry(), h.CacheName)
 	return nil
 }
@@ -323,6 +321,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if e != nil {
 		defer e.body.release()
+		e.noteUse(h.firstUses)
 	}
 
 	if e != nil {

@@ -81,7 +81,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if x.store && h.uses != nil && x.stale == nil && !x.background {
 		n := h.uses.add(x.urlHash)
 		x.firstUse = n == 1
-		if h.firstUses != nil {
+		if h.MinUses == 0 {
 			x.untried = x.firstUse && h.firstUses.skipFirstUse()
 		} else {
 			x.untried = n < h.MinUses

@@ -130,9 +130,9 @@ type store struct {
 	// min_uses; made on the first call. It lives with the store, so the
 	// counts survive config reloads that keep it.
 	uses func() *useSketch
-	// firstUses counts how ristretto treats entries offered on their
-	// URL's first miss, for min_uses auto.
-	firstUses admissions
+	// firstUses counts the entries offered on their URL's first miss and
+	// how many were used, for min_uses auto.
+	firstUses firstUseStats
 
 	// life guards ristretto's channels against Close: set and del hold
 	// it for reading, Destruct for writing while it marks the store
@@ -401,9 +401,6 @@ func (s *store) onReject(it *ristretto.Item[*entry]) {
 		return
 	}
 	s.rejects.Add(1)
-	if e.firstUse {
-		s.firstUses.record(0, 1)
-	}
 	if !e.linked() && !e.displaced {
 		return // nothing of it is indexed, and it took no one's place
 	}

@@ -86,50 +86,63 @@ func (s *useSketch) halve() {
 	}
 }
 
-// admissions keeps how ristretto treats the entries offered on their
-// URL's first miss, for min_uses auto. Once the store is full, ristretto
-// admits a new entry only if it was asked for about as often as the
-// entries it would evict; with many URLs asked for once, it refuses
-// most first-use entries, and storing them was work thrown away.
-type admissions struct {
-	// counts is offers<<32 | refusals, both halved every
-	// admissionsWindow offers so that they follow the store's state.
+// firstUseStats keeps what became of the entries stored on their URL's
+// first miss, for min_uses auto: how many were offered to the store, and
+// how many were then found there by a later request. When most URLs are
+// asked for once, almost none are: ristretto refuses many of them
+// outright, and evicts the rest unread, and storing them was work thrown
+// away.
+type firstUseStats struct {
+	// counts is offers<<32 | used, both halved every firstUseWindow
+	// offers so that they follow the traffic.
 	counts atomic.Uint64
-	probes atomic.Uint64 // first uses seen while refusing
+	probes atomic.Uint64 // first misses seen while skipping
 }
 
 const (
-	admissionsWindow = 1024 // offers counted before halving
-	admissionsMin    = 64   // offers counted before judging
-	probeEvery       = 16   // while refusing, one first use in probeEvery is still offered
+	firstUseWindow = 1024 // offers counted before halving
+	firstUseMin    = 64   // offers counted before judging
+	// While fewer than one offer in usefulEvery is used, first misses are
+	// not stored: storing one costs a few per cent of a proxied request,
+	// a hit saves all of it.
+	usefulEvery = 16
+	probeEvery  = 16 // while skipping, one first miss in probeEvery is still stored
 )
 
-// record counts an offer or a refusal of a first-use entry.
-func (a *admissions) record(offers, refusals uint64) {
+// record counts offers of first-use entries and first uses of them.
+func (a *firstUseStats) record(offers, used uint64) {
 	for {
 		old := a.counts.Load()
-		o, r := old>>32+offers, old&0xffffffff+refusals
-		if o >= admissionsWindow {
-			o, r = o/2, r/2
+		o, u := old>>32+offers, old&0xffffffff+used
+		if o >= firstUseWindow {
+			o, u = o/2, u/2
 		}
-		if a.counts.CompareAndSwap(old, o<<32|r) {
+		if a.counts.CompareAndSwap(old, o<<32|u) {
 			return
 		}
 	}
 }
 
-// refusing reports whether ristretto refused most of the recent
-// first-use entries.
-func (a *admissions) refusing() bool {
+// wasteful reports whether fewer than one in usefulEvery of the recent
+// first-use entries was used.
+func (a *firstUseStats) wasteful() bool {
 	c := a.counts.Load()
-	o, r := c>>32, c&0xffffffff
-	return o >= admissionsMin && 2*r > o
+	o, u := c>>32, c&0xffffffff
+	return o >= firstUseMin && u*usefulEvery < o
 }
 
 // skipFirstUse reports whether a URL's first miss should not be stored:
-// ristretto refuses most first uses, and this one is not a probe (one in
-// probeEvery is still offered so that the counts follow ristretto's
-// decisions when the mix of traffic changes).
-func (a *admissions) skipFirstUse() bool {
-	return a.refusing() && a.probes.Add(1)%probeEvery != 0
+// storing first misses has been wasteful, and this one is not a probe
+// (one in probeEvery is still stored, so that the counts see when the
+// traffic changes).
+func (a *firstUseStats) skipFirstUse() bool {
+	return a.wasteful() && a.probes.Add(1)%probeEvery != 0
+}
+
+// noteUse counts the first time a request finds e, when e was stored on
+// its URL's first miss.
+func (e *entry) noteUse(a *firstUseStats) {
+	if e.firstUse && !e.used.Load() && e.used.CompareAndSwap(false, true) {
+		a.record(0, 1)
+	}
 }
