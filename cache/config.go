@@ -75,11 +75,10 @@ type Config struct {
 	// neither the work of storing them nor the space of what they would
 	// evict: such a miss costs what an uncacheable one does.
 	//
-	// Auto stores on the first miss, except while the cache is full and
-	// its admission policy (TinyLFU, in ristretto) refuses most of what
-	// is offered on a first miss: then it acts as 2, still offering one
-	// first miss in 16 to see when that changes. What it skips would
-	// mostly have been refused after the work of storing it.
+	// Auto stores on the first miss, except while fewer than 1 in 16 of
+	// the recent responses stored on a first miss were asked for again
+	// (a flood of one-off URLs): then it acts as 2, still storing one
+	// first miss in 16 to see when URLs start coming back.
 	//
 	// A miss that other requests joined while it was in flight (see
 	// coalesce) is stored whatever its count. Stale entries are

@@ -49,7 +49,8 @@ const (
 //     or not for this variant; the response was streamed from the origin;
 //     with detail=min-uses it was storable but its URL has not missed
 //     min_uses times yet (under auto: this was its first miss, and the
-//     full store has been refusing most first misses);
+//     responses stored on a first miss have lately almost never been
+//     asked for again);
 //   - `fwd=stale|request; fwd-status=S`: a stored response needed
 //     validation (stale, or the client asked: no-cache, max-age,
 //     min-fresh); S is 304 when the stored body was confirmed; with
