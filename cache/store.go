@@ -126,9 +126,9 @@ type store struct {
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
 
-	// uses returns the misses of each URL, counted for handlers with
-	// min_uses; made on the first call. It lives with the store, so the
-	// counts survive config reloads that keep it.
+	// uses returns the misses of each URL, counted by handlers with any
+	// min_uses but 1; made on the first call. It lives with the store, so
+	// the counts survive config reloads that keep it.
 	uses func() *useSketch
 	// firstUses counts the entries offered on their URL's first miss and
 	// how many were used, for min_uses auto.
