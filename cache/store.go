@@ -64,6 +64,8 @@ type storeStats struct {
 	// arena bytes, and bodies (or parts) that did not fit and live on
 	// the Go heap.
 	Bodies arenaStats `json:"bodies"`
+	// FirstMisses is what min_uses auto judges by.
+	FirstMisses firstUseReport `json:"first_misses"`
 }
 
 // Sizing of ristretto's admission counters: ten per expected item
@@ -531,16 +533,17 @@ func (s *store) purgeAll() int { return s.purgePrefix("") }
 
 func (s *store) stats() storeStats {
 	return storeStats{
-		Cache:     s.name,
-		Entries:   int(max(0, s.held.Load())),
-		Bytes:     s.maxCost - s.c.RemainingCost(),
-		MaxBytes:  s.maxCost,
-		Stores:    s.stores.Load(),
-		Drops:     s.drops.Load(),
-		Rejects:   s.rejects.Load(),
-		Evictions: s.evictions.Load(),
-		Purges:    s.purges.Load(),
-		Bodies:    s.bodies.stats(),
+		Cache:       s.name,
+		Entries:     int(max(0, s.held.Load())),
+		Bytes:       s.maxCost - s.c.RemainingCost(),
+		MaxBytes:    s.maxCost,
+		Stores:      s.stores.Load(),
+		Drops:       s.drops.Load(),
+		Rejects:     s.rejects.Load(),
+		Evictions:   s.evictions.Load(),
+		Purges:      s.purges.Load(),
+		Bodies:      s.bodies.stats(),
+		FirstMisses: s.firstUses.report(),
 	}
 }
 

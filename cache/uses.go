@@ -131,6 +131,22 @@ func (a *firstUseStats) wasteful() bool {
 	return o >= firstUseMin && u*usefulEvery < o
 }
 
+// firstUseReport is firstUseStats for the admin API.
+type firstUseReport struct {
+	// Stored and Used count the recent entries stored on their URL's
+	// first miss, and how many of them a later request found (both
+	// halved as they go).
+	Stored uint64 `json:"stored"`
+	Used   uint64 `json:"used"`
+	// Skipping is true while min_uses auto does not store first misses.
+	Skipping bool `json:"skipping"`
+}
+
+func (a *firstUseStats) report() firstUseReport {
+	c := a.counts.Load()
+	return firstUseReport{Stored: c >> 32, Used: c & 0xffffffff, Skipping: a.wasteful()}
+}
+
 // skipFirstUse reports whether a URL's first miss should not be stored:
 // storing first misses has been wasteful, and this one is not a probe
 // (one in probeEvery is still stored, so that the counts see when the

@@ -240,9 +240,8 @@ func TestFirstUsesCounted(t *testing.T) {
 	}
 	c.Advance(2 * time.Minute) // a stale entry found and revalidated was used too
 	wantStatus(t, get(t, h, o, "http://example.com/f/9"), []string{"fwd=stale"})
-	counts := h.firstUses.counts.Load()
-	if offers, used := counts>>32, counts&0xffffffff; offers != 10 || used != 5 {
-		t.Errorf("counted %d offers and %d used, want 10 and 5", offers, used)
+	if r := h.store.stats().FirstMisses; r != (firstUseReport{Stored: 10, Used: 5}) {
+		t.Errorf("stats report %+v, want 10 stored and 5 used, not skipping", r)
 	}
 }
 
@@ -287,6 +286,9 @@ func TestMinUsesAuto(t *testing.T) {
 	}
 	if stored := h.store.stats().Stores - stores; skipped != 4*probeEvery-4 || stored != 4 {
 		t.Errorf("while skipping: %d first misses skipped and %d stored, want %d and 4", skipped, stored, 4*probeEvery-4)
+	}
+	if r := h.store.stats().FirstMisses; !r.Skipping || r.Stored < firstUseMin || r.Used*usefulEvery >= r.Stored {
+		t.Errorf("stats report %+v while skipping", r)
 	}
 	var m dto.Metric
 	if err := h.m.minUsesSkips.Write(&m); err != nil || m.GetCounter().GetValue() < float64(skipped) {
