@@ -390,8 +390,35 @@ func TestCacheMinUsesAuto(t *testing.T) {
 	// A store of its own, with counts of its own: Caddy keeps a store
 	// across configs with the same cache_name and sizes, and so across
 	// runs of this test in one process.
-	startCaddy(t, cacheFront(frontPort, origin, fmt.Sprintf("max_size %d", 64<<20+time.Now().UnixNano()%(1<<20))))
+	size := 64<<20 + time.Now().UnixNano()%(1<<20)
+	startCaddy(t, cacheFront(frontPort, origin, fmt.Sprintf("max_size %d", size)))
 	c := newClient()
+	skipping := func() bool {
+		t.Helper()
+		res, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/response_cache/stats", adminPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var st []struct {
+			MaxBytes    int64 `json:"max_bytes"`
+			FirstMisses struct {
+				Stored, Used uint64
+				Skipping     bool
+			} `json:"first_misses"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
+			t.Fatalf("stats: %v", err)
+		}
+		for _, s := range st {
+			if s.MaxBytes == size {
+				t.Logf("first_misses: %+v", s.FirstMisses)
+				return s.FirstMisses.Skipping
+			}
+		}
+		t.Fatalf("stats: no store of max_size %d in %+v", size, st)
+		return false
+	}
 	get := func(path string) string {
 		t.Helper()
 		r := do(t, c, "GET", base+path, nil)
@@ -410,6 +437,9 @@ func TestCacheMinUsesAuto(t *testing.T) {
 	if skipped < 250 {
 		t.Fatalf("%d of 400 first misses of URLs asked for once were not stored, want all but the first 64 and one in 16", skipped)
 	}
+	if !skipping() {
+		t.Error("stats: first_misses.skipping is false after the flood")
+	}
 	if cs := get(last); strings.Contains(cs, "detail=min-uses") {
 		t.Errorf("second miss of %s: Cache-Status %q, want it stored", last, cs)
 	}
@@ -426,6 +456,9 @@ func TestCacheMinUsesAuto(t *testing.T) {
 	}
 	if late > 0 {
 		t.Errorf("%d of the last 100 first misses of URLs asked for twice were not stored", late)
+	}
+	if skipping() {
+		t.Error("stats: first_misses.skipping is still true")
 	}
 	t.Logf("first misses not stored: %d of 400 asked for once", skipped)
 }
