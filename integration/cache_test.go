@@ -31,6 +31,19 @@ http://127.0.0.1:%d {
 `, frontPort, options, origin.addr)
 }
 
+// cacheStats decodes the admin API's /response_cache/stats into v.
+func cacheStats(t testing.TB, c *http.Client, v any) {
+	t.Helper()
+	res, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/response_cache/stats", adminPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if err := json.NewDecoder(res.Body).Decode(v); err != nil {
+		t.Fatalf("stats: %v", err)
+	}
+}
+
 func cacheStatus(r result) string { return r.header.Get("Cache-Status") }
 
 func isHit(r result) bool { return strings.HasPrefix(cacheStatus(r), "itest; hit") }
@@ -264,17 +277,12 @@ func TestCacheEndToEnd(t *testing.T) {
 			Heap   int64 `json:"heap_bytes"`
 		}
 		stats := func() bodies {
-			res, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/response_cache/stats", adminPort))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer res.Body.Close()
 			var st []struct {
 				Cache  string `json:"cache"`
 				Bodies bodies `json:"bodies"`
 			}
-			if err := json.NewDecoder(res.Body).Decode(&st); err != nil || len(st) != 1 {
-				t.Fatalf("stats: %v (%d caches)", err, len(st))
+			if cacheStats(t, c, &st); len(st) != 1 {
+				t.Fatalf("stats: %d caches, want 1", len(st))
 			}
 			return st[0].Bodies
 		}
@@ -395,11 +403,6 @@ func TestCacheMinUsesAuto(t *testing.T) {
 	c := newClient()
 	skipping := func() bool {
 		t.Helper()
-		res, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/response_cache/stats", adminPort))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
 		var st []struct {
 			MaxBytes    int64 `json:"max_bytes"`
 			FirstMisses struct {
@@ -407,9 +410,7 @@ func TestCacheMinUsesAuto(t *testing.T) {
 				Skipping     bool
 			} `json:"first_misses"`
 		}
-		if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
-			t.Fatalf("stats: %v", err)
-		}
+		cacheStats(t, c, &st)
 		for _, s := range st {
 			if s.MaxBytes == size {
 				t.Logf("first_misses: %+v", s.FirstMisses)
