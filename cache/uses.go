@@ -27,8 +27,9 @@ type useSketch struct {
 
 // newUseSketch sizes a sketch for a store of about items entries: the
 // window is items additions, and each row has 16 counters an item,
-// rounded up to a power of two (16 to 32 bytes an item in all), so that a URL never seen before shares both its
-// counters with URLs seen in the window about once in 300.
+// rounded up to a power of two (16 to 32 bytes an item in all), so that
+// a URL never seen before shares both its counters with URLs seen in the
+// window about once in 300.
 func newUseSketch(items int64) *useSketch {
 	counters := uint64(1) << bits.Len64(uint64(max(items, 64)*16-1))
 	s := &useSketch{mask: counters - 1, shift: uint(64 - bits.TrailingZeros64(counters)), window: max(items, 64)}
@@ -123,12 +124,18 @@ func (a *firstUseStats) record(offers, used uint64) {
 	}
 }
 
+// load returns the counts of offers and of entries used.
+func (a *firstUseStats) load() (offers, used uint64) {
+	c := a.counts.Load()
+	return c >> 32, c & 0xffffffff
+}
+
 // wasteful reports whether fewer than one in usefulEvery of the recent
 // first-use entries was used.
-func (a *firstUseStats) wasteful() bool {
-	c := a.counts.Load()
-	o, u := c>>32, c&0xffffffff
-	return o >= firstUseMin && u*usefulEvery < o
+func (a *firstUseStats) wasteful() bool { return wasteful(a.load()) }
+
+func wasteful(offers, used uint64) bool {
+	return offers >= firstUseMin && used*usefulEvery < offers
 }
 
 // firstUseReport is firstUseStats for the admin API.
@@ -143,8 +150,8 @@ type firstUseReport struct {
 }
 
 func (a *firstUseStats) report() firstUseReport {
-	c := a.counts.Load()
-	return firstUseReport{Stored: c >> 32, Used: c & 0xffffffff, Skipping: a.wasteful()}
+	o, u := a.load()
+	return firstUseReport{Stored: o, Used: u, Skipping: wasteful(o, u)}
 }
 
 // skipFirstUse reports whether a URL's first miss should not be stored:
@@ -156,9 +163,16 @@ func (a *firstUseStats) skipFirstUse() bool {
 }
 
 // noteUse counts the first time a request finds e, when e was stored on
-// its URL's first miss.
+// its URL's first miss. It runs on every hit: the check inlines, the
+// count does not.
 func (e *entry) noteUse(a *firstUseStats) {
-	if e.firstUse && !e.used.Load() && e.used.CompareAndSwap(false, true) {
+	if e.firstUse && !e.used.Load() {
+		e.countUse(a)
+	}
+}
+
+func (e *entry) countUse(a *firstUseStats) {
+	if e.used.CompareAndSwap(false, true) {
 		a.record(0, 1)
 	}
 }

@@ -216,8 +216,7 @@ func TestFirstUseStats(t *testing.T) {
 	if !a.wasteful() {
 		t.Error("still not wasteful after two windows of offers never used")
 	}
-	c := a.counts.Load()
-	if o := c >> 32; o >= firstUseWindow || o < firstUseWindow/2 {
+	if o, _ := a.load(); o >= firstUseWindow || o < firstUseWindow/2 {
 		t.Errorf("%d offers counted, want them halved to stay within [%d, %d)", o, firstUseWindow/2, firstUseWindow)
 	}
 }
