@@ -156,7 +156,7 @@ func headerDate(h HeaderReader, name string) (t time.Time, ok bool) {
 			return time.Time{}, false
 		}
 	}
-	t, err := http.ParseTime(strings.TrimSpace(vs[0]))
+	t, err := parseHTTPDate(strings.TrimSpace(vs[0]))
 	if err != nil {
 		return time.Time{}, true
 	}

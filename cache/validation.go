@@ -36,7 +36,7 @@ func SetConditionalHeaders(stored HeaderReader, out http.Header) bool {
 		added = true
 	}
 	if lm := strings.TrimSpace(stored.Get("Last-Modified")); lm != "" {
-		if _, err := http.ParseTime(lm); err == nil {
+		if _, err := parseHTTPDate(lm); err == nil {
 			out.Set("If-Modified-Since", lm)
 			added = true
 		}
@@ -67,7 +67,7 @@ func ClientNotModified(req *http.Request, stored HeaderReader) bool {
 	if ims == "" {
 		return false
 	}
-	since, err := http.ParseTime(ims)
+	since, err := parseHTTPDate(ims)
 	if err != nil {
 		return false
 	}

@@ -1,0 +1,95 @@
+package cache
+
+import (
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestParseHTTPDate(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string // RFC 3339, or "" for an error
+		fast bool   // read without time.Parse
+	}{
+		{"Sun, 06 Nov 1994 08:49:37 GMT", "1994-11-06T08:49:37Z", true},
+		{"Tue, 29 Feb 2000 23:59:59 GMT", "2000-02-29T23:59:59Z", true},
+		{"Mon, 31 Dec 0001 00:00:00 GMT", "0001-12-31T00:00:00Z", true},
+		// The day name is not checked against the date, as in time.Parse.
+		{"Mon, 06 Nov 1994 08:49:37 GMT", "1994-11-06T08:49:37Z", true},
+		{"Thu, 29 Feb 1900 00:00:00 GMT", "", false},
+		{"Sun, 31 Apr 1994 08:49:37 GMT", "", false},
+		{"Sun, 00 Nov 1994 08:49:37 GMT", "", false},
+		{"Sun, 06 Nov 1994 24:00:00 GMT", "", false},
+		{"Sun, 06 Nov 1994 08:60:00 GMT", "", false},
+		{"Sun, 06 Nov 1994 08:49:60 GMT", "", false},
+		{"Sun, 06 Nov 1994 08:49:37 UTC", "", false},
+		{"Xyz, 06 Nov 1994 08:49:37 GMT", "", false},
+		{"Sun, 06 Nox 1994 08:49:37 GMT", "", false},
+		{"Sun, 6 Nov 1994 08:49:37 GMT", "", false},
+		{"0", "", false},
+		{"", "", false},
+		// Other forms go to http.ParseTime.
+		{"Sunday, 06-Nov-94 08:49:37 GMT", "1994-11-06T08:49:37Z", false},
+		{"Sun Nov  6 08:49:37 1994", "1994-11-06T08:49:37Z", false},
+		{"Sun, 06 nov 1994 08:49:37 GMT", "1994-11-06T08:49:37Z", false},
+		{"Sun, 06 Nov 1994 8:49:37 GMT", "1994-11-06T08:49:37Z", false},
+	} {
+		got, err := parseHTTPDate(tc.in)
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("parseHTTPDate(%q) = %v, want an error", tc.in, got)
+			}
+		} else if err != nil || got.Format(time.RFC3339) != tc.want || tc.fast && got.Location() != time.UTC {
+			t.Errorf("parseHTTPDate(%q) = %v, %v; want %s", tc.in, got, err, tc.want)
+		}
+		if _, fast := parseIMFFixdate(tc.in); fast != tc.fast {
+			t.Errorf("parseIMFFixdate(%q) ok = %v, want %v", tc.in, fast, tc.fast)
+		}
+	}
+}
+
+// FuzzParseHTTPDate checks that the IMF-fixdate reader agrees with
+// http.ParseTime on every input it accepts, and accepts every date
+// http.TimeFormat writes.
+func FuzzParseHTTPDate(f *testing.F) {
+	for _, s := range []string{
+		"Sun, 06 Nov 1994 08:49:37 GMT", "Tue, 29 Feb 2000 23:59:59 GMT", "Thu, 29 Feb 1900 00:00:00 GMT",
+		"Sun, 06 Nov 1994 08:49:60 GMT", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994",
+	} {
+		f.Add(s, int64(0))
+	}
+	f.Add("", int64(784111777))
+	f.Add("", int64(-62135596800))
+	f.Fuzz(func(t *testing.T, s string, unix int64) {
+		if fast, ok := parseIMFFixdate(s); ok {
+			slow, err := http.ParseTime(s)
+			if err != nil || !fast.Equal(slow) || fast.Location() != slow.Location() {
+				t.Fatalf("%q: fast %v, http.ParseTime %v, %v", s, fast, slow, err)
+			}
+		}
+		want := time.Unix(unix, 0).UTC()
+		if y := want.Year(); y < 0 || y > 9999 {
+			return
+		}
+		formatted := want.Format(http.TimeFormat)
+		got, ok := parseIMFFixdate(formatted)
+		if !ok || !got.Equal(want) {
+			t.Fatalf("%q: got %v, %v; want %v", formatted, got, ok, want)
+		}
+	})
+}
+
+func BenchmarkParseHTTPDate(b *testing.B) {
+	const date = "Sun, 06 Nov 1994 08:49:37 GMT"
+	b.Run("http.ParseTime", func(b *testing.B) {
+		for b.Loop() {
+			_, _ = http.ParseTime(date)
+		}
+	})
+	b.Run("parseHTTPDate", func(b *testing.B) {
+		for b.Loop() {
+			_, _ = parseHTTPDate(date)
+		}
+	})
+}
