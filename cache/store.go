@@ -121,6 +121,11 @@ type store struct {
 	// set drops offers beyond pendingLimit instead.
 	pending      atomic.Int64
 	pendingLimit int64
+	// lastTaken is the hash of the entry ristretto took off its buffer
+	// last. Ristretto calls the Cost function before it puts a new entry
+	// in its map, one entry at a time: an entry no longer pending and not
+	// yet found may be that one (see dropKey).
+	lastTaken atomic.Uint64
 
 	// held counts the entries ristretto holds: taken off its buffer (the
 	// Cost function) and not yet exited (OnExit).
@@ -205,6 +210,7 @@ func newStore(name string, maxCost int64) (*store, error) {
 		// Sets pass cost 0 so that this runs, on ristretto's goroutine,
 		// for every set taken off the buffer.
 		Cost: func(e *entry) int64 {
+			s.lastTaken.Store(e.hash)
 			if e.counted.CompareAndSwap(countNew, countHeld) {
 				s.pending.Add(-e.cost)
 				s.held.Add(1)
@@ -464,8 +470,8 @@ func (s *store) purgeKey(key string) int {
 }
 
 // dropKey deletes the key's hash from ristretto when it finds an entry
-// there or when any set is still in ristretto's buffer (it may be for
-// this key; the deletion is queued behind it), so that unsafe requests
+// there or when any set is still in ristretto's buffer or being taken off
+// it (it may be for this key; the deletion is queued behind it), so that unsafe requests
 // to URLs that are not cached cost ristretto nothing. Its variants are
 // in the index.
 func (s *store) dropKey(key string) int {
@@ -475,11 +481,16 @@ func (s *store) dropKey(key string) int {
 	s.mu.Unlock()
 	n := len(hashes)
 	if len(hashes) == 0 || hashes[0] != h {
+		// In this order: an entry offered before this call is pending, or
+		// the last taken (not yet in ristretto's map, or soon), or, if
+		// another was taken after it, already in the map.
+		pending := s.pending.Load() > 0
+		taking := s.lastTaken.Load() == h
 		_, found := s.c.GetTTL(h)
 		if found {
 			n++
 		}
-		if found || s.pending.Load() > 0 {
+		if found || pending || taking {
 			hashes = append(hashes, h)
 		}
 	}
