@@ -18,6 +18,9 @@ type flight struct {
 	done chan struct{}
 	once sync.Once
 	e    *entry // written before done is closed; read after
+	// status is the origin's status for e (304 for a refresh), written
+	// and read like e.
+	status int
 	// waiters counts the requests waiting (for metrics and tests).
 	waiters atomic.Int32
 }
@@ -47,15 +50,16 @@ func (g *flightGroup) join(key string, lead *flight) (*flight, bool) {
 	return lead, true
 }
 
-// finish publishes e to the waiters of f and ends the flight, so that
-// later requests look in the store again. Only the first call counts.
-func (g *flightGroup) finish(key string, f *flight, e *entry) {
+// finish publishes e, fetched with the origin's status, to the waiters
+// of f and ends the flight, so that later requests look in the store
+// again. Only the first call counts.
+func (g *flightGroup) finish(key string, f *flight, e *entry, status int) {
 	f.once.Do(func() {
 		g.mu.Lock()
 		if g.m[key] == f {
 			delete(g.m, key)
 		}
-		f.e = e
+		f.e, f.status = e, status
 		done := f.done
 		g.mu.Unlock()
 		if done != nil {

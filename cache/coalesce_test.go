@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -68,7 +69,7 @@ func TestCoalescedMisses(t *testing.T) {
 		}
 		if hasParam(w.Header().Get("Cache-Status"), "collapsed") {
 			collapsed++
-			wantStatus(t, w, []string{"fwd=miss", "fwd-status=200", "ttl=60"})
+			wantStatus(t, w, []string{"fwd=uri-miss", "fwd-status=200", "ttl=60"})
 		}
 	}
 	if collapsed != n-1 {
@@ -224,8 +225,8 @@ func TestFlightGroup(t *testing.T) {
 		t.Fatal("second join leads or gets another flight")
 	}
 	e := &entry{entryData: entryData{key: "k"}}
-	g.finish("k", f, e)
-	g.finish("k", f, nil) // only the first finish counts
+	g.finish("k", f, e, 200)
+	g.finish("k", f, nil, 0) // only the first finish counts
 	if got, err := f.wait(context.Background()); got != e || err != nil {
 		t.Errorf("wait = %v, %v", got, err)
 	}
@@ -320,5 +321,84 @@ func TestDetachedContext(t *testing.T) {
 		if !errors.Is(ctx.Err(), context.Canceled) {
 			t.Fatalf("derived context %d: Err = %v right after the config was unloaded, want context.Canceled", i, ctx.Err())
 		}
+	}
+}
+
+// TestCoalescedRefreshNotShared: when the 304 answering a coalesced
+// revalidation makes the response unfit for sharing (a Set-Cookie, or
+// private), the waiters are not served the leader's refreshed response;
+// they ask the origin themselves (RFC 9111 §4.3.4, §3; the rulebook's
+// coalescing rule).
+func TestCoalescedRefreshNotShared(t *testing.T) {
+	for _, field := range [][2]string{
+		{"Set-Cookie", "sid=%d"},
+		{"Cache-Control", "private, max-age=60, x-call=%d"},
+	} {
+		t.Run(field[0], func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60"), "http://example.com/coal304")
+			c.Advance(2 * time.Minute)
+			release := make(chan struct{})
+			var seq atomic.Int32
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				<-release
+				w.Header().Set("Date", c.date())
+				w.Header().Set("Etag", `"v1"`)
+				w.Header().Set("Cache-Control", "max-age=60")
+				w.Header().Set(field[0], fmt.Sprintf(field[1], seq.Add(1)))
+				w.WriteHeader(http.StatusNotModified)
+				return nil
+			}}
+			const n = 5
+			out := concurrent(t, h, o, release, n, "http://example.com/coal304", n-1)
+			if calls := o.calls.Load(); calls != n {
+				t.Errorf("origin called %d times, want %d (each client on its own)", calls, n)
+			}
+			seen := map[string]bool{}
+			for i, w := range out {
+				if w.Code != 200 || w.Body.String() != "payload" {
+					t.Errorf("client %d: %d %q", i, w.Code, w.Body.String())
+				}
+				wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"}, "collapsed")
+				v := w.Header().Get(field[0])
+				if seen[v] {
+					t.Errorf("client %d got %s %q, another client's", i, field[0], v)
+				}
+				seen[v] = true
+			}
+		})
+	}
+}
+
+// TestCoalescedRefreshShared: waiters of a revalidation answered with a
+// plain 304 are served the refreshed entry, saying so.
+func TestCoalescedRefreshShared(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60"), "http://example.com/coal304ok")
+	c.Advance(2 * time.Minute)
+	release := make(chan struct{})
+	inner := validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60")
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		<-release
+		return inner.fn(w, r)
+	}}
+	out := concurrent(t, h, o, release, 5, "http://example.com/coal304ok", 4)
+	if calls := o.calls.Load(); calls != 1 {
+		t.Errorf("origin called %d times, want 1", calls)
+	}
+	collapsed := 0
+	for _, w := range out {
+		if w.Code != 200 || w.Body.String() != "payload" {
+			t.Errorf("%d %q", w.Code, w.Body.String())
+		}
+		if hasParam(w.Header().Get("Cache-Status"), "collapsed") {
+			collapsed++
+			wantStatus(t, w, []string{"fwd=stale", "fwd-status=304", "ttl=60"})
+		}
+	}
+	if collapsed != 4 {
+		t.Errorf("%d collapsed answers, want 4", collapsed)
 	}
 }

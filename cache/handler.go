@@ -510,7 +510,11 @@ func (p *passWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 func (h *Handler) serveUnsafe(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	pw := &passWriter{ResponseWriter: w, h: h}
 	err := next.ServeHTTP(pw, r)
-	if pw.status >= 200 && pw.status < 400 {
+	status := pw.status
+	if status == 0 && err == nil {
+		status = http.StatusOK // nothing written: net/http sends a 200
+	}
+	if status >= 200 && status < 400 {
 		h.invalidate(r, w.Header())
 	}
 	return err
@@ -531,12 +535,12 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 			continue
 		}
 		u, err := base.Parse(v)
-		if err != nil || u.Scheme != scheme || !strings.EqualFold(u.Host, r.Host) {
+		if err != nil || u.Scheme != scheme || !sameHost(u.Host, r.Host, scheme) {
 			continue
 		}
 		r2 := r.WithContext(context.WithoutCancel(r.Context()))
 		r2.URL = u
-		r2.Host = u.Host
+		r2.Host = r.Host // the form the request's keys were made with
 		if h.customKey {
 			r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), nil, nil)
 		}
@@ -545,6 +549,17 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 	if ce := h.logger.Check(zapcore.DebugLevel, "invalidated after unsafe method"); ce != nil {
 		ce.Write(zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Int("entries", n))
 	}
+}
+
+// sameHost reports whether the hosts a and b (host or host:port) name the
+// same origin for scheme, the default port written or not.
+func sameHost(a, b, scheme string) bool {
+	port := ":80"
+	if scheme == "https" {
+		port = ":443"
+	}
+	a, b = strings.TrimSuffix(a, port), strings.TrimSuffix(b, port)
+	return strings.EqualFold(a, b)
 }
 
 // Interface guards

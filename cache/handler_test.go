@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -129,6 +130,9 @@ func TestUnsafeMethodsInvalidate(t *testing.T) {
 		{name: "PATCH 200 Content-Location absolute", method: "PATCH", status: 200, fields: []string{"Content-Location", "http://example.com/cl"}, invalidated: []string{"/t", "/cl"}, kept: []string{"/loc"}},
 		{name: "POST 303 other origin", method: "POST", status: 303, fields: []string{"Location", "http://other.example/loc"}, invalidated: []string{"/t"}, kept: []string{"/loc"}},
 		{name: "custom method", method: "PURGEME", status: 200, invalidated: []string{"/t"}},
+		{name: "POST 201 Location with default port", method: "POST", status: 201, fields: []string{"Location", "http://EXAMPLE.com:80/loc"}, invalidated: []string{"/t", "/loc"}},
+		{name: "POST 201 Location other port", method: "POST", status: 201, fields: []string{"Location", "http://example.com:8080/loc"}, invalidated: []string{"/t"}, kept: []string{"/loc"}},
+		{name: "DELETE, nothing written", method: "DELETE", status: 0, invalidated: []string{"/t"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
@@ -138,8 +142,13 @@ func TestUnsafeMethodsInvalidate(t *testing.T) {
 				get(t, h, o, "http://example.com"+p)
 			}
 			unsafe := static(c, tc.status, "", tc.fields...)
+			if tc.status == 0 {
+				unsafe = &origin{fn: func(http.ResponseWriter, *http.Request) error { return nil }}
+			}
 			w := serve(t, h, unsafe, newRequest(tc.method, "http://example.com/t"))
-			wantStatus(t, w, []string{"fwd=method"})
+			if tc.status != 0 {
+				wantStatus(t, w, []string{"fwd=method"})
+			}
 			for _, p := range tc.invalidated {
 				wantStatus(t, get(t, h, o, "http://example.com"+p), []string{"fwd=uri-miss"})
 			}
@@ -394,6 +403,24 @@ func TestRequestNoStore(t *testing.T) {
 	// A stored response may still answer a no-store request.
 	w = get(t, h, o, "http://example.com/ns", "Cache-Control", "no-store")
 	wantStatus(t, w, []string{"hit"})
+
+	// A no-store request that revalidates a stale entry gets the
+	// refreshed response, and the stored one is left as it was.
+	v1 := validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60", "X-Version", "1")
+	get(t, h, v1, "http://example.com/ns304")
+	c.Advance(2 * time.Minute)
+	v2 := validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60", "X-Version", "2")
+	w = get(t, h, v2, "http://example.com/ns304", "Cache-Control", "no-store")
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"})
+	if w.Header().Get("X-Version") != "2" {
+		t.Errorf("X-Version %q, want the 304's", w.Header().Get("X-Version"))
+	}
+	h.store.wait()
+	w = get(t, h, v2, "http://example.com/ns304")
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"}, "hit")
+	if n := v2.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times, want 2: the no-store refresh was stored", n)
+	}
 }
 
 // --- 6. Misses ---
@@ -539,6 +566,114 @@ func TestRevalidation304(t *testing.T) {
 	}
 }
 
+// TestRevalidation304OtherValidator: a 304 whose ETag is not the stored
+// one cannot refresh the stored response (RFC 9111 §4.3.4); the cache
+// drops it and sends the client's request again, unconditionally.
+func TestRevalidation304OtherValidator(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	get(t, h, static(c, 200, "old body", "Cache-Control", "max-age=60", "Etag", `"v1"`), "http://example.com/ov")
+	c.Advance(2 * time.Minute)
+	// An origin (or a pool of replicas) that has moved on to v2 and
+	// answers every conditional request with a 304 for it.
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v2"`)
+		if r.Header.Get("If-None-Match") != "" {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		_, _ = io.WriteString(w, "new body")
+		return nil
+	}}
+	w := get(t, h, o, "http://example.com/ov")
+	if w.Code != 200 || w.Body.String() != "new body" || w.Header().Get("Etag") != `"v2"` {
+		t.Fatalf("answer %d %q ETag %q, want the v2 200", w.Code, w.Body.String(), w.Header().Get("Etag"))
+	}
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=200"})
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times, want 2 (the 304, then the request as it came)", n)
+	}
+	if inm := o.last().Header.Get("If-None-Match"); inm != "" {
+		t.Errorf("second request had If-None-Match %q", inm)
+	}
+	h.store.wait()
+	w = get(t, h, o, "http://example.com/ov", "If-None-Match", `"v2"`)
+	if w.Code != http.StatusNotModified {
+		t.Errorf("conditional request for v2: %d, want 304 from the stored v2", w.Code)
+	}
+	wantStatus(t, w, []string{"hit"})
+	if w = get(t, h, o, "http://example.com/ov"); w.Body.String() != "new body" {
+		t.Errorf("stored body %q, want the v2 body", w.Body.String())
+	}
+	// The client's own preconditions and Range go out on the second try.
+	o3 := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Etag", `"v3"`)
+		if r.Header.Get("If-None-Match") == `"v2"` {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		w.Header().Set("Content-Range", "bytes 0-2/8")
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = io.WriteString(w, r.Header.Get("Range"))
+		return nil
+	}}
+	c.Advance(2 * time.Minute)
+	w = get(t, h, o3, "http://example.com/ov", "Range", "bytes=0-2", "If-None-Match", `"v9"`)
+	if w.Code != http.StatusPartialContent || w.Body.String() != "bytes=0-2" {
+		t.Errorf("ranged retry: %d %q", w.Code, w.Body.String())
+	}
+	if got := o3.last().Header.Get("If-None-Match"); got != `"v9"` {
+		t.Errorf("retry If-None-Match %q, want the client's", got)
+	}
+}
+
+// TestStoredWithoutDate: a response stored without Date is dated when it
+// was received (RFC 9110 §6.6.1): hits carry that Date and their Age.
+func TestStoredWithoutDate(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = io.WriteString(w, "undated")
+		return nil
+	}}
+	received := c.date()
+	if w := get(t, h, o, "http://example.com/undated"); w.Header().Get("Date") != "" {
+		t.Errorf("the miss got Date %q, added by the cache; net/http adds it", w.Header().Get("Date"))
+	}
+	c.Advance(10 * time.Second)
+	w := get(t, h, o, "http://example.com/undated")
+	wantStatus(t, w, []string{"hit", "ttl=50"})
+	if date, age := w.Header().Get("Date"), w.Header().Get("Age"); date != received || age != "10" {
+		t.Errorf("hit Date %q Age %q, want %q and 10", date, age, received)
+	}
+}
+
+// TestRevalidation304WithoutDate: a 304 without Date is dated when it is
+// received (RFC 9110 §6.6.1), so the refreshed entry is fresh, not aged
+// from the old Date.
+func TestRevalidation304WithoutDate(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60"), "http://example.com/nd")
+	c.Advance(2 * time.Minute)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Etag", `"v1"`)
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}}
+	w := get(t, h, o, "http://example.com/nd")
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=304", "ttl=60"})
+	if age, date := w.Header().Get("Age"), w.Header().Get("Date"); age != "0" || date != c.date() {
+		t.Errorf("Age %q Date %q, want 0 and %q", age, date, c.date())
+	}
+	c.Advance(10 * time.Second)
+	wantStatus(t, get(t, h, o, "http://example.com/nd"), []string{"hit", "ttl=50"})
+}
+
 func TestRevalidationClientConditional(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
@@ -622,6 +757,48 @@ func TestStaleWhileRevalidate(t *testing.T) {
 				// The background refresh reset the entry.
 				wantStatus(t, get(t, h, o, "http://example.com/swr"), []string{"hit", "ttl=60"})
 			}
+		})
+	}
+}
+
+// TestStaleWhileRevalidateRefreshesTheGET: whatever request finds the
+// entry stale (a HEAD, a Range, the client's own precondition), the
+// background request is a plain GET that refreshes the stored response.
+func TestStaleWhileRevalidateRefreshesTheGET(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		validate bool // the stored response has an ETag
+		method   string
+		fields   []string
+	}{
+		{"HEAD", true, http.MethodHead, nil},
+		{"HEAD without validator", false, http.MethodHead, nil},
+		{"Range without validator", false, http.MethodGet, []string{"Range", "bytes=0-1"}},
+		{"If-None-Match without validator", false, http.MethodGet, []string{"If-None-Match", `"other"`}},
+		{"If-Modified-Since", true, http.MethodGet, []string{"If-Modified-Since", "Fri, 02 Jan 2026 03:00:00 GMT"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			cc := "max-age=60, stale-while-revalidate=600"
+			o := static(c, 200, "0123456789", "Cache-Control", cc)
+			if tc.validate {
+				o = validating(c, `"s"`, "0123456789", "Cache-Control", cc)
+			}
+			get(t, h, o, "http://example.com/swrg")
+			c.Advance(70 * time.Second)
+			w := serve(t, h, o, newRequest(tc.method, "http://example.com/swrg", tc.fields...))
+			wantStatus(t, w, []string{"hit", "detail=stale-while-revalidate"})
+			h.bg.wait()
+			h.store.wait()
+			bg := o.last()
+			if bg.Method != http.MethodGet || bg.Header.Get("Range") != "" || bg.Header.Get("If-Modified-Since") != "" {
+				t.Errorf("background request %s with Range %q, If-Modified-Since %q", bg.Method, bg.Header.Get("Range"), bg.Header.Get("If-Modified-Since"))
+			}
+			if inm := bg.Header.Get("If-None-Match"); tc.validate && inm != `"s"` || !tc.validate && inm != "" {
+				t.Errorf("background If-None-Match %q", inm)
+			}
+			wantStatus(t, get(t, h, o, "http://example.com/swrg"), []string{"hit", "ttl=60"})
 		})
 	}
 }

@@ -75,6 +75,12 @@ func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 	rec.w, rec.header, rec.now = w, make(http.Header), now
 }
 
+// reset readies rec, which passed nothing to its client and holds no
+// body, for another response to the same client.
+func (rec *recorder) reset() {
+	*rec = recorder{w: rec.w, header: make(http.Header), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit}
+}
+
 // Header returns the next handler's header map.
 func (rec *recorder) Header() http.Header { return rec.header }
 

@@ -58,13 +58,14 @@ const (
 	outPass         outcome = iota // the response goes to the client
 	outRefresh                     // 304 to our conditional: serve the updated entry
 	outStaleIfError                // 5xx: serve the stale entry (RFC 5861 §4)
+	outRetry                       // 304 not selecting the stored response: ask again
 )
 
 // release publishes e to the waiters of a coalesced miss (nil: they go to
 // the origin themselves). Only the first call counts.
 func (x *exchange) release(h *Handler, e *entry) {
 	if x.leading {
-		h.flights.finish(x.flightKey, &x.lead, e)
+		h.flights.finish(x.flightKey, &x.lead, e, x.rec.status)
 	}
 }
 
@@ -104,7 +105,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			if e != nil && collapsible(e, r, x.rq, now) && e.body.acquire() {
 				defer e.body.release()
 				h.m.collapsed.Inc()
-				st := Status{Fwd: "miss", FwdStatus: e.status, Collapsed: true, Stored: h.store.has(e), TTL: e.ttl(now), HasTTL: true}
+				st := Status{Fwd: x.fwd, FwdStatus: f.status, Collapsed: true, Stored: h.store.has(e), TTL: e.ttl(now), HasTTL: true}
 				h.serveEntry(w, r, e, nil, st, now)
 				return nil
 			}
@@ -129,6 +130,21 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	x.requestTime = h.now()
 	err := next.ServeHTTP(rec, out)
 	rec.finishTrailers()
+	if x.outcome == outRetry && err == nil {
+		// A 304 with validators other than the stored response's cannot
+		// refresh it (RFC 9111 §4.3.4), nor answer the client: the entry
+		// is dropped and the client's request goes out as it came.
+		if ce := h.logger.Check(zapcore.DebugLevel, "304 does not match the stored response; asking again"); ce != nil {
+			ce.Write(zap.String("key", x.stale.key), zap.String("etag", rec.header.Get("Etag")))
+		}
+		h.store.dropKey(x.stale.key)
+		x.stale, x.cond, x.outcome = nil, false, outPass
+		x.store = len(r.Header["Range"]) == 0
+		rec.reset()
+		x.requestTime = h.now()
+		err = next.ServeHTTP(rec, r.WithContext(out.Context()))
+		rec.finishTrailers()
+	}
 	return h.finish(w, x, rec, err)
 }
 
@@ -173,6 +189,9 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 	if x.cond && status == http.StatusNotModified {
 		rec.pass = false
 		x.outcome = outRefresh
+		if !Selects304(&x.stale.header, rec.header) {
+			x.outcome = outRetry
+		}
 		return
 	}
 	if x.stale != nil && isServerError(status) && h.staleIfErrorOK(x, rec.responseTime) {
@@ -277,8 +296,11 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 
 	switch x.outcome {
 	case outRefresh:
-		e := h.refresh(x, rec)
-		x.release(h, e)
+		e, shared := h.refresh(x, rec)
+		if shared {
+			x.release(h, e)
+		}
+		x.release(h, nil) // not storable: the waiters ask the origin themselves
 		if !x.background {
 			st := Status{Fwd: x.fwd, FwdStatus: http.StatusNotModified, TTL: e.ttl(now), HasTTL: true}
 			h.serveEntry(w, x.r, e, x.record, st, now)
@@ -317,6 +339,11 @@ func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 		// The client's header map has its own entry: replacing this one
 		// does not touch it.
 		rec.header["Content-Length"] = []string{strconv.Itoa(body.Len())}
+	}
+	if _, dated := rec.header["Date"]; !dated {
+		// Stored with the time it was received (RFC 9110 §6.6.1), so that
+		// hits carry it with their Age rather than the time of the hit.
+		rec.header["Date"] = []string{rec.responseTime.UTC().Format(http.TimeFormat)}
 	}
 	e := &entry{entryData: entryData{
 		status: rec.status,
@@ -392,28 +419,42 @@ func equalFields(a, b []string) bool {
 
 // refresh builds and stores the entry updated by a 304 (RFC 9111 §4.3.4):
 // the stored fields updated with the 304's, freshness from the 304's
-// times, the same body.
-func (h *Handler) refresh(x *exchange, rec *recorder) *entry {
+// times, the same body. shared reports whether the updated response may
+// go to other clients: it is storable and this request allows storing.
+func (h *Handler) refresh(x *exchange, rec *recorder) (e *entry, shared bool) {
 	old := x.stale
-	hdr := UpdateFrom304(old.header.header(), withoutProxyCookie(x.r, rec.header))
+	notModified := withoutProxyCookie(x.r, rec.header)
+	if notModified.Get("Date") == "" {
+		// The 304 is the new response: a Date it lacks is its time of
+		// receipt (RFC 9110 §6.6.1), not the stored response's Date.
+		notModified = notModified.Clone()
+		notModified["Date"] = []string{rec.responseTime.UTC().Format(http.TimeFormat)}
+	}
+	hdr := UpdateFrom304(old.header.header(), notModified)
 	rc := ParseResponseControl(hdr, h.targeted)
 	fresh, has := NewFreshness(old.status, hdr, rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
 	if hasBody(old.status) {
 		hdr["Content-Length"] = []string{strconv.Itoa(old.body.Len())}
 	}
-	e := old.withHeader(packStorable(hdr, rc))
+	e = old.withHeader(packStorable(hdr, rc))
 	e.rc, e.fresh = rc, fresh
 	e.readHeader()
 	e.computeCost()
 	// e is served by the caller under the reference it holds to old's
 	// body; storing e takes one more.
+	if x.rq.NoStore {
+		// Nothing of this exchange is stored (RFC 9111 §5.2.1.5); the
+		// stored response stays as it was.
+		e.exited.Store(true)
+		return e, false
+	}
 	if reason := Storable(x.r, old.status, hdr, rc, has, false); reason != "" || !e.body.acquire() {
 		e.exited.Store(true) // holds no reference
 		h.store.dropKey(old.key)
-		return e
+		return e, false
 	}
 	h.store.set(e)
-	return e
+	return e, true
 }
 
 // revalidationRequest is r turned into the cache's conditional request for
@@ -450,6 +491,13 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 	r2 := r.Clone(ctx)
 	r2.Body = http.NoBody
 	r2.ContentLength = 0
+	// A refresh of the stored GET response, whatever the client asked:
+	// a HEAD, a Range or the client's own preconditions would get an
+	// answer that cannot be stored.
+	r2.Method = http.MethodGet
+	for _, f := range [...]string{"Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
+		delete(r2.Header, f)
+	}
 	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
 	r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), nil, srv)
 

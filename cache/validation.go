@@ -133,6 +133,42 @@ func opaqueTag(etag string) (string, bool) {
 	return tag, tag != "" && strings.TrimSpace(rest) == ""
 }
 
+// Selects304 reports whether a 304 answering the cache's conditional
+// request identifies the stored response for update (RFC 9111 §4.3.4). A
+// strong ETag in the 304 must equal the stored ETag by strong comparison,
+// a weak one by weak comparison; without an ETag, a Last-Modified in the
+// 304 must equal the stored one. A 304 with neither updates the response
+// the request asked about: an origin must send the ETag it would send
+// with a 200 (RFC 9110 §15.4.5), so nothing contradicts the stored one.
+// Values that are not well formed select only when identical.
+func Selects304(stored HeaderReader, notModified http.Header) bool {
+	if vs := notModified["Etag"]; len(vs) > 0 {
+		got, have := strings.TrimSpace(vs[0]), strings.TrimSpace(stored.Get("Etag"))
+		if got == have {
+			return true
+		}
+		gotTag, ok1 := opaqueTag(got)
+		haveTag, ok2 := opaqueTag(have)
+		if !ok1 || !ok2 || gotTag != haveTag {
+			return false
+		}
+		// Same opaque-tag, different weakness: a weak 304 matches either,
+		// a strong one only a strong stored tag (which would be
+		// identical).
+		return strings.HasPrefix(got, "W/")
+	}
+	if vs := notModified["Last-Modified"]; len(vs) > 0 {
+		got, have := strings.TrimSpace(vs[0]), strings.TrimSpace(stored.Get("Last-Modified"))
+		if got == have {
+			return true
+		}
+		t1, err1 := parseHTTPDate(got)
+		t2, err2 := parseHTTPDate(have)
+		return err1 == nil && err2 == nil && t1.Equal(t2)
+	}
+	return true
+}
+
 // UpdateFrom304 returns a new header: stored updated with the fields of a
 // 304 response (RFC 9111 §3.2, §4.3.4), except Content-Length and other
 // framing fields.

@@ -74,6 +74,37 @@ func TestRule13_UpdateFrom304(t *testing.T) {
 	}
 }
 
+// TestRule13_Selects304 pins RFC 9111 §4.3.4: a 304 refreshes the stored
+// response only when its validators select it.
+func TestRule13_Selects304(t *testing.T) {
+	lm, lm2 := rDateAt(-time.Hour), rDateAt(-time.Minute)
+	for _, tc := range []struct {
+		name         string
+		stored, resp http.Header
+		want         bool
+	}{
+		{"same strong etag", rh("Etag", `"v1"`), rh("Etag", `"v1"`), true},
+		{"other strong etag", rh("Etag", `"v1"`), rh("Etag", `"v2"`), false},
+		{"strong against weak stored", rh("Etag", `W/"v1"`), rh("Etag", `"v1"`), false},
+		{"weak against strong stored", rh("Etag", `"v1"`), rh("Etag", `W/"v1"`), true},
+		{"weak against weak", rh("Etag", `W/"v1"`), rh("Etag", ` W/"v1"`), true},
+		{"other weak etag", rh("Etag", `W/"v1"`), rh("Etag", `W/"v2"`), false},
+		{"etag where none was stored", rh("Last-Modified", lm), rh("Etag", `"v1"`), false},
+		{"same unquoted etag", rh("Etag", "v1"), rh("Etag", "v1"), true},
+		{"other unquoted etag", rh("Etag", "v1"), rh("Etag", "v2"), false},
+		{"etag decides over last-modified", rh("Etag", `"v1"`, "Last-Modified", lm), rh("Etag", `"v1"`, "Last-Modified", lm2), true},
+		{"same last-modified", rh("Last-Modified", lm), rh("Last-Modified", lm), true},
+		{"same instant, other form", rh("Last-Modified", lm), rh("Last-Modified", rt0.Add(-time.Hour).Format(time.RFC850)), true},
+		{"other last-modified", rh("Last-Modified", lm), rh("Last-Modified", lm2), false},
+		{"last-modified where none was stored", rh("Etag", `"v1"`), rh("Last-Modified", lm), false},
+		{"no validators", rh("Etag", `"v1"`, "Last-Modified", lm), rh("Cache-Control", "max-age=60"), true},
+	} {
+		if got := Selects304(tc.stored, tc.resp); got != tc.want {
+			t.Errorf("%s: Selects304 = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestRule14_ClientConditional pins RFC 9110 §13.1.1-§13.1.3, §13.2.2 and
 // RFC 9111 §4.3.2: a fresh stored response answers a client's
 // If-None-Match (weak comparison, takes precedence) or If-Modified-Since
