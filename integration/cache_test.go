@@ -557,3 +557,112 @@ func rssBytes(t testing.TB) uint64 {
 	t.Skip("no VmRSS in /proc/self/status")
 	return 0
 }
+
+// TestCacheRevalidationThroughProxy revalidates through reverse_proxy: a
+// 304 that adds Set-Cookie is never shared with coalesced waiters, and a
+// 304 whose ETag is not the stored one makes the cache send the client's
+// request again (reverse_proxy runs twice for one request).
+func TestCacheRevalidationThroughProxy(t *testing.T) {
+	var mu sync.Mutex
+	version := "v1"
+	var release chan struct{} // when set, conditional requests wait for it
+	var conditional, cookies int
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		v, wait := version, release
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "max-age=0") // stored, revalidated on every use
+		w.Header().Set("Etag", `"`+v+`"`)
+		if r.Header.Get("If-None-Match") != "" {
+			mu.Lock()
+			conditional++
+			mu.Unlock()
+			if wait != nil {
+				<-wait
+				mu.Lock()
+				cookies++
+				w.Header().Set("Set-Cookie", fmt.Sprintf("sid=%d", cookies))
+				w.Header().Set("Cache-Control", "max-age=60") // fresh: waiters could share it
+				mu.Unlock()
+			}
+			// Answers 304 whatever was asked: an origin whose replicas
+			// disagree about the current version.
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprintf(w, "body %s", v)
+	})
+	frontPort := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/doc", frontPort)
+	startCaddy(t, cacheFront(frontPort, origin, ""))
+	c := newClient()
+	if r := do(t, c, "GET", url, nil); r.body != "body v1" {
+		t.Fatalf("first answer %q", r.body)
+	}
+	// ristretto applies sets asynchronously: a revalidation shows the
+	// entry is in.
+	stored := func() {
+		waitFor(t, "the entry to be stored", 5*time.Second, func() bool {
+			return strings.HasPrefix(cacheStatus(do(t, c, "GET", url, nil)), "itest; fwd=stale; fwd-status=304")
+		})
+	}
+	stored()
+
+	// Concurrent revalidations whose 304 sets a cookie: each client gets
+	// its own.
+	mu.Lock()
+	release = make(chan struct{})
+	mu.Unlock()
+	const clients = 20
+	results := make([]result, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() { results[i] = do(t, c, "GET", url, nil) })
+	}
+	waitFor(t, "a revalidation to reach the origin", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return conditional > 0
+	})
+	time.Sleep(200 * time.Millisecond) // let the others join; only affects how many wait
+	mu.Lock()
+	close(release) // the waiters' own revalidations get cookies too
+	mu.Unlock()
+	wg.Wait()
+	seen := map[string]bool{}
+	for i, r := range results {
+		cookie := r.header.Get("Set-Cookie")
+		if r.status != 200 || r.body != "body v1" || cookie == "" || seen[cookie] || strings.Contains(cacheStatus(r), "collapsed") {
+			t.Errorf("client %d: %d %q Set-Cookie %q Cache-Status %q", i, r.status, r.body, cookie, cacheStatus(r))
+		}
+		seen[cookie] = true
+	}
+
+	// A 304 with Set-Cookie is not storable: the entry was dropped.
+	mu.Lock()
+	release = nil
+	mu.Unlock()
+	if r := do(t, c, "GET", url, nil); !strings.HasPrefix(cacheStatus(r), "itest; fwd=uri-miss") {
+		t.Errorf("after 304s with Set-Cookie: Cache-Status %q, want a miss", cacheStatus(r))
+	}
+	stored()
+	mu.Lock()
+	version = "v2"
+	mu.Unlock()
+	before := origin.hits.Load()
+	r := do(t, c, "GET", url, nil)
+	if r.status != 200 || r.body != "body v2" || r.header.Get("Etag") != `"v2"` {
+		t.Errorf("after a 304 for another ETag: %d %q ETag %q, want the v2 200", r.status, r.body, r.header.Get("Etag"))
+	}
+	if got := cacheStatus(r); !strings.HasPrefix(got, "itest; fwd=stale; fwd-status=200") {
+		t.Errorf("Cache-Status %q", got)
+	}
+	if n := origin.hits.Load() - before; n != 2 {
+		t.Errorf("origin saw %d requests, want 2 (the 304, then the request again)", n)
+	}
+	// v2 is stored: revalidating it gets a 304 that selects it.
+	stored()
+	if r = do(t, c, "GET", url, nil); r.body != "body v2" {
+		t.Errorf("revalidating v2: %q, Cache-Status %q", r.body, cacheStatus(r))
+	}
+}
