@@ -289,9 +289,15 @@ func requestControl(h http.Header) RequestControl {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
+		if len(r.Header["Upgrade"]) > 0 {
+			// A protocol switch (WebSocket): not a response to store or
+			// to wait for another client's.
+			h.m.bypass.Inc()
+			return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h, fwd: "bypass"}, r)
+		}
 	case http.MethodOptions, http.MethodTrace:
 		h.m.bypass.Inc()
-		return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h}, r)
+		return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h, fwd: "method"}, r)
 	default:
 		h.m.bypass.Inc()
 		return h.serveUnsafe(w, r, next)
@@ -479,17 +485,18 @@ func (h *Handler) gatewayTimeout(w http.ResponseWriter, detail string) error {
 }
 
 // passWriter forwards a response the cache does not handle, adding
-// Cache-Status: fwd=method.
+// Cache-Status with fwd (method or bypass).
 type passWriter struct {
 	http.ResponseWriter
 	h      *Handler
+	fwd    string
 	status int
 }
 
 func (p *passWriter) WriteHeader(status int) {
 	if p.status == 0 && (status < 100 || status > 199 || status == http.StatusSwitchingProtocols) {
 		p.status = status
-		p.h.setCacheStatus(p.ResponseWriter.Header(), Status{Fwd: "method", FwdStatus: status})
+		p.h.setCacheStatus(p.ResponseWriter.Header(), Status{Fwd: p.fwd, FwdStatus: status})
 	}
 	p.ResponseWriter.WriteHeader(status)
 }
@@ -508,7 +515,7 @@ func (p *passWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 // with a 2xx or 3xx, invalidates the target URI and the same-origin
 // Location and Content-Location (RFC 9111 §4.4).
 func (h *Handler) serveUnsafe(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	pw := &passWriter{ResponseWriter: w, h: h}
+	pw := &passWriter{ResponseWriter: w, h: h, fwd: "method"}
 	err := next.ServeHTTP(pw, r)
 	status := pw.status
 	if status == 0 && err == nil {

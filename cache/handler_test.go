@@ -159,6 +159,26 @@ func TestUnsafeMethodsInvalidate(t *testing.T) {
 	}
 }
 
+// TestUpgradeBypasses: a request to switch protocols (WebSocket) is
+// neither answered from the store nor stored, and says fwd=bypass.
+func TestUpgradeBypasses(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "page", "Cache-Control", "max-age=60")
+	get(t, h, o, "http://example.com/ws")
+	h.store.wait()
+	up := static(c, http.StatusSwitchingProtocols, "", "Upgrade", "websocket", "Connection", "Upgrade")
+	w := get(t, h, up, "http://example.com/ws", "Connection", "Upgrade", "Upgrade", "websocket")
+	if w.Code != http.StatusSwitchingProtocols || up.calls.Load() != 1 {
+		t.Errorf("upgrade answered %d, origin called %d times", w.Code, up.calls.Load())
+	}
+	wantStatus(t, w, []string{"fwd=bypass", "fwd-status=101"})
+	w = get(t, h, o, "http://example.com/fresh-ws", "Connection", "Upgrade", "Upgrade", "websocket")
+	wantStatus(t, w, []string{"fwd=bypass", "fwd-status=200"})
+	h.store.wait()
+	wantStatus(t, get(t, h, o, "http://example.com/fresh-ws"), []string{"fwd=uri-miss"})
+}
+
 // --- 4. Hits ---
 
 func TestFreshHit(t *testing.T) {

@@ -24,7 +24,7 @@ const (
 	resultMiss       = "miss"       // forwarded: nothing stored
 	resultRevalidate = "revalidate" // forwarded: a stored entry needed validation
 	resultCollapsed  = "collapsed"  // served from a concurrent miss's response
-	resultBypass     = "bypass"     // a method the cache does not answer
+	resultBypass     = "bypass"     // a method or protocol switch the cache does not answer
 	resultError      = "error"      // 504 from the cache (only-if-cached, must-revalidate)
 )
 

@@ -1,12 +1,14 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -664,5 +666,65 @@ func TestCacheRevalidationThroughProxy(t *testing.T) {
 	stored()
 	if r = do(t, c, "GET", url, nil); r.body != "body v2" {
 		t.Errorf("revalidating v2: %q, Cache-Status %q", r.body, cacheStatus(r))
+	}
+}
+
+// TestCacheUpgradePassesThrough: a connection upgrade (WebSocket and the
+// like) through response_cache bypasses the cache, reaches the backend and
+// carries data both ways; two at once to one URL do not wait on each
+// other.
+func TestCacheUpgradePassesThrough(t *testing.T) {
+	origin := startBackend(t, "upgrade", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		defer conn.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		_ = brw.Flush()
+		_, _ = io.Copy(conn, brw) // echo until the client closes
+	})
+	frontPort := freePort(t)
+	startCaddy(t, cacheFront(frontPort, origin, ""))
+
+	dial := func() (net.Conn, *bufio.Reader) {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", frontPort), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", frontPort)
+		br := bufio.NewReader(conn)
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("reading the upgrade response: %v", err)
+		}
+		if res.StatusCode != http.StatusSwitchingProtocols || res.Header.Get("Cache-Status") != "itest; fwd=bypass; fwd-status=101" {
+			t.Fatalf("upgrade answered %d, Cache-Status %q", res.StatusCode, res.Header.Get("Cache-Status"))
+		}
+		return conn, br
+	}
+	// The first stays open while the second is made.
+	first, firstR := dial()
+	defer first.Close()
+	second, secondR := dial()
+	defer second.Close()
+	for i, c := range []struct {
+		conn net.Conn
+		r    *bufio.Reader
+	}{{first, firstR}, {second, secondR}} {
+		msg := fmt.Sprintf("ping %d\n", i)
+		if _, err := io.WriteString(c.conn, msg); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.r.ReadString('\n')
+		if err != nil || got != msg {
+			t.Errorf("connection %d echoed %q, %v; want %q", i, got, err, msg)
+		}
 	}
 }
