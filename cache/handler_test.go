@@ -377,7 +377,7 @@ func TestRequestDirectives(t *testing.T) {
 		{name: "max-stale beyond", age: 100 * time.Second, fields: []string{"Cache-Control", "max-stale=30"}, status: 200, parts: []string{"fwd=stale"}, origins: 1},
 		{name: "max-stale any", age: time.Hour, fields: []string{"Cache-Control", "max-stale"}, status: 200, parts: []string{"hit"}},
 		{name: "only-if-cached fresh", age: 10 * time.Second, fields: []string{"Cache-Control", "only-if-cached"}, status: 200, parts: []string{"hit"}},
-		{name: "only-if-cached stale", age: 70 * time.Second, fields: []string{"Cache-Control", "only-if-cached"}, status: 504},
+		{name: "only-if-cached stale", age: 70 * time.Second, fields: []string{"Cache-Control", "only-if-cached"}, status: 504, parts: []string{"detail=only-if-cached"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
@@ -452,8 +452,15 @@ func TestMissStatusAndStorability(t *testing.T) {
 		status int
 		fields []string
 		stored bool
+		req    []string // request fields on the miss
 	}{
 		{name: "max-age", status: 200, fields: []string{"Cache-Control", "max-age=60"}, stored: true},
+		{name: "authorization", status: 200, fields: []string{"Cache-Control", "max-age=60"}, req: []string{"Authorization", "Bearer x"}},
+		{name: "authorization public", status: 200, fields: []string{"Cache-Control", "public, max-age=60"}, req: []string{"Authorization", "Bearer x"}, stored: true},
+		{name: "authorization s-maxage", status: 200, fields: []string{"Cache-Control", "s-maxage=60"}, req: []string{"Authorization", "Bearer x"}, stored: true},
+		{name: "authorization must-revalidate", status: 200, fields: []string{"Cache-Control", "max-age=60, must-revalidate"}, req: []string{"Authorization", "Bearer x"}, stored: true},
+		{name: "206 from the origin", status: 206, fields: []string{"Cache-Control", "max-age=60", "Content-Range", "bytes 0-3/10"}},
+		{name: "must-understand overrides no-store", status: 200, fields: []string{"Cache-Control", "must-understand, no-store, max-age=60"}, stored: true},
 		{name: "no-store", status: 200, fields: []string{"Cache-Control", "no-store, max-age=60"}},
 		{name: "private", status: 200, fields: []string{"Cache-Control", "private, max-age=60"}},
 		{name: "set-cookie", status: 200, fields: []string{"Cache-Control", "max-age=60", "Set-Cookie", "a=b"}},
@@ -469,7 +476,7 @@ func TestMissStatusAndStorability(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, tc.cfg, c)
 			o := static(c, tc.status, "body", tc.fields...)
-			w := get(t, h, o, "http://example.com/m")
+			w := get(t, h, o, "http://example.com/m", tc.req...)
 			wantStatus(t, w, []string{"fwd=uri-miss", "fwd-status=" + strconv.Itoa(tc.status)})
 			if w.Code != tc.status || w.Body.String() != "body" {
 				t.Fatalf("miss answered %d %q", w.Code, w.Body.String())
@@ -878,8 +885,10 @@ func TestStaleIfError(t *testing.T) {
 		{name: "none", cc: "max-age=60", status: 503, code: 503},
 		{name: "none unreachable", cc: "max-age=60", err: boom},
 		{name: "must-revalidate 503 passes", cc: "max-age=60, stale-if-error=600, must-revalidate", status: 503, code: 503},
-		{name: "must-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, must-revalidate", code: 504},
-		{name: "s-maxage unreachable 504", cc: "s-maxage=60, stale-if-error=600", code: 504},
+		{name: "must-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, must-revalidate", code: 504, parts: []string{"detail=must-revalidate"}},
+		{name: "proxy-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, proxy-revalidate", code: 504, parts: []string{"detail=must-revalidate"}},
+		{name: "no-cache unreachable 504", cc: "max-age=60, stale-if-error=600, no-cache", code: 504, parts: []string{"detail=must-revalidate"}},
+		{name: "s-maxage unreachable 504", cc: "s-maxage=60, stale-if-error=600", code: 504, parts: []string{"detail=must-revalidate"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
@@ -958,6 +967,33 @@ func TestVariants(t *testing.T) {
 	}
 	h.store.wait()
 	wantStatus(t, get(t, h, o, "http://example.com/vary", "Accept-Encoding", "gzip"), []string{"fwd=uri-miss"})
+}
+
+// TestVariantReplacedByNewer: a variant fetched again replaces the one
+// stored under the same request values, and hits get the most recent
+// (RFC 9111 §4.1); the other variants stay.
+func TestVariantReplacedByNewer(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	version := "1"
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Vary", "Accept-Language")
+		_, _ = io.WriteString(w, r.Header.Get("Accept-Language")+version)
+		return nil
+	}}
+	get(t, h, o, "http://example.com/vn", "Accept-Language", "fr")
+	get(t, h, o, "http://example.com/vn", "Accept-Language", "de")
+	version = "2"
+	w := get(t, h, o, "http://example.com/vn", "Accept-Language", "fr", "Cache-Control", "no-cache")
+	wantStatus(t, w, []string{"fwd=request"})
+	h.store.wait()
+	if w := get(t, h, o, "http://example.com/vn", "Accept-Language", "fr"); w.Body.String() != "fr2" || !hasParam(w.Header().Get("Cache-Status"), "hit") {
+		t.Errorf("fr: %q %s, want the newer fr2 from the cache", w.Body.String(), w.Header().Get("Cache-Status"))
+	}
+	if w := get(t, h, o, "http://example.com/vn", "Accept-Language", "de"); w.Body.String() != "de1" || !hasParam(w.Header().Get("Cache-Status"), "hit") {
+		t.Errorf("de: %q %s, want de1 from the cache", w.Body.String(), w.Header().Get("Cache-Status"))
+	}
 }
 
 func TestVaryChangeOrphansOldVariants(t *testing.T) {
