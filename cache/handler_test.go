@@ -634,10 +634,30 @@ func TestRevalidation304OtherValidator(t *testing.T) {
 	if w = get(t, h, o, "http://example.com/ov"); w.Body.String() != "new body" {
 		t.Errorf("stored body %q, want the v2 body", w.Body.String())
 	}
+	// A no-store request asked again stores nothing.
+	c.Advance(2 * time.Minute)
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v9"`)
+		if r.Header.Get("If-None-Match") != "" {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		_, _ = io.WriteString(w, "v9 body")
+		return nil
+	}
+	if w = get(t, h, o, "http://example.com/ov", "Cache-Control", "no-store"); w.Body.String() != "v9 body" {
+		t.Errorf("no-store request asked again: %q", w.Body.String())
+	}
+	h.store.wait()
+	if w = get(t, h, o, "http://example.com/ov", "Cache-Control", "only-if-cached"); w.Code != http.StatusGatewayTimeout {
+		t.Errorf("after a no-store request: %d %s, want nothing stored", w.Code, w.Header().Get("Cache-Status"))
+	}
+	get(t, h, o, "http://example.com/ov") // v9 stored
 	// The client's own preconditions and Range go out on the second try.
 	o3 := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Etag", `"v3"`)
-		if r.Header.Get("If-None-Match") == `"v2"` {
+		if r.Header.Get("If-None-Match") == `"v9"` {
 			w.WriteHeader(http.StatusNotModified)
 			return nil
 		}
@@ -647,11 +667,11 @@ func TestRevalidation304OtherValidator(t *testing.T) {
 		return nil
 	}}
 	c.Advance(2 * time.Minute)
-	w = get(t, h, o3, "http://example.com/ov", "Range", "bytes=0-2", "If-None-Match", `"v9"`)
+	w = get(t, h, o3, "http://example.com/ov", "Range", "bytes=0-2", "If-None-Match", `"v7"`)
 	if w.Code != http.StatusPartialContent || w.Body.String() != "bytes=0-2" {
 		t.Errorf("ranged retry: %d %q", w.Code, w.Body.String())
 	}
-	if got := o3.last().Header.Get("If-None-Match"); got != `"v9"` {
+	if got := o3.last().Header.Get("If-None-Match"); got != `"v7"` {
 		t.Errorf("retry If-None-Match %q, want the client's", got)
 	}
 }

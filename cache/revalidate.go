@@ -139,7 +139,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 		h.store.dropKey(x.stale.key)
 		x.stale, x.cond, x.outcome = nil, false, outPass
-		x.store = len(r.Header["Range"]) == 0
+		x.store = x.store && len(r.Header["Range"]) == 0
 		rec.reset()
 		x.requestTime = h.now()
 		err = next.ServeHTTP(rec, r.WithContext(out.Context()))
