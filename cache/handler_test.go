@@ -698,6 +698,24 @@ func TestStoredWithoutDate(t *testing.T) {
 	}
 }
 
+// TestRevalidationOfGETWithBody: a GET with a body is not made
+// conditional, since answering a 304 that does not select the stored
+// response would mean sending it (and its body) again.
+func TestRevalidationOfGETWithBody(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60")
+	get(t, h, o, "http://example.com/gb")
+	c.Advance(2 * time.Minute)
+	r := newRequest(http.MethodGet, "http://example.com/gb")
+	r.Body, r.ContentLength = io.NopCloser(strings.NewReader("q")), 1
+	w := serve(t, h, o, r)
+	if inm := o.last().Header.Get("If-None-Match"); inm != "" || w.Body.String() != "payload" {
+		t.Errorf("If-None-Match %q, body %q: want an unconditional request", inm, w.Body.String())
+	}
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=200"})
+}
+
 // TestRevalidation304WithoutDate: a 304 without Date is dated when it is
 // received (RFC 9110 §6.6.1), so the refreshed entry is fresh, not aged
 // from the old Date.

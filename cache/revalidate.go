@@ -74,7 +74,10 @@ func (x *exchange) release(h *Handler, e *entry) {
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, x *exchange) error {
 	x.r = r
 	out := r
-	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator {
+	// A GET with a body (rare) is not made conditional: a 304 that does
+	// not select the stored response is answered by sending the request
+	// again, which needs its body.
+	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator && r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
 		out = revalidationRequest(r, x.stale)
 		x.cond = true
 	}
