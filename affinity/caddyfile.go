@@ -8,6 +8,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/f06cdff9/caddy-affinity-cache/internal/placeholder"
 )
 
 // UnmarshalCaddyfile sets up the policy from Caddyfile tokens. Syntax:
@@ -35,7 +37,9 @@ import (
 // other, as do `algorithm compat` and `weight`.
 func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume policy name
-	s.Keys = append(s.Keys, d.RemainingArgs()...)
+	if err := s.addKeys(d, d.RemainingArgs()); err != nil {
+		return err
+	}
 
 	seen := make(map[string]bool)
 	for d.NextBlock(0) {
@@ -53,7 +57,9 @@ func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
-			s.Keys = append(s.Keys, args...)
+			if err := s.addKeys(d, args); err != nil {
+				return err
+			}
 
 		case "algorithm":
 			if !d.NextArg() {
@@ -135,6 +141,17 @@ func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized option '%s'", opt)
 		}
 	}
+	return nil
+}
+
+// addKeys adds keys, reporting a bad one at its line.
+func (s *AffinitySelection) addKeys(d *caddyfile.Dispenser, keys []string) error {
+	for _, k := range keys {
+		if err := placeholder.Check(k); err != nil {
+			return d.Errf("key: %v", err)
+		}
+	}
+	s.Keys = append(s.Keys, keys...)
 	return nil
 }
 

@@ -74,6 +74,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 
 		{name: "unknown option", input: "affinity {\n\n frobnicate 1\n}", wantErr: "unrecognized option 'frobnicate', at Testfile:3"},
 		{name: "key without args", input: "affinity {\n key\n}", wantErr: "wrong argument count or unexpected line ending after 'key', at Testfile:2"},
+		{name: "inline key unclosed", input: "affinity {http.request.header.X-User", wantErr: `key: "{http.request.header.X-User" has an unclosed { at offset 0, which would be taken literally, at Testfile:1`},
+		{name: "key without placeholder", input: "affinity {\n key {http.request.cookie.sid}\n key user\n}", wantErr: `key: "user" has no placeholder, so it is the same for every request, at Testfile:3`},
+		{name: "key stray brace", input: "affinity {\n key x}{\n}", wantErr: "} without a matching {"},
 		{name: "algorithm twice", input: "affinity {\n algorithm ring\n algorithm maglev\n}", wantErr: "algorithm already specified, at Testfile:3"},
 		{name: "unknown algorithm", input: "affinity {\n algorithm jump\n}", wantErr: `algorithm: unknown algorithm "jump": want rendezvous, ring, maglev or compat, at Testfile:2`},
 		{name: "algorithm extra arg", input: "affinity {\n algorithm ring maglev\n}", wantErr: "wrong argument count"},

@@ -30,8 +30,13 @@ type CookieConfig struct {
 	Name string `json:"name,omitempty"`
 
 	// Secret key for the HMAC-SHA256 that signs affinity ids. Required.
-	// Changing it invalidates every issued cookie: clients get new ids
-	// (and may move to another upstream) on their next request.
+	// Global placeholders are replaced when the config loads (e.g.
+	// `{env.AFFINITY_SECRET}` or `{file./run/secrets/affinity}`; in a
+	// Caddyfile, `{$AFFINITY_SECRET}` is replaced as it is read); one that
+	// is unknown or empty then is an error. Use at least 32 random bytes:
+	// a short secret can be guessed offline from one cookie. Changing it
+	// invalidates every issued cookie: clients get new ids (and may move
+	// to another upstream) on their next request.
 	Secret string `json:"secret,omitempty"` //nolint:gosec // it must round-trip through JSON config
 
 	// Max-Age of the cookie. Zero (the default) makes a session cookie;
@@ -64,6 +69,9 @@ const (
 
 	idBytes  = 16 // random bytes in an affinity id
 	macBytes = 16 // HMAC-SHA256 output kept in the cookie
+
+	// minSecretLen is the secret length below which provisioning warns.
+	minSecretLen = 16
 )
 
 var (
@@ -144,6 +152,13 @@ func newCookieJar(cfg CookieConfig) (*cookieJar, error) {
 	if cfg.Path == "" {
 		cfg.Path = "/"
 	}
+	secret, err := caddy.NewReplacer().ReplaceOrErr(cfg.Secret, true, true)
+	if err != nil {
+		// Taken literally, {env.SECRET} would be a secret anyone can read
+		// in the docs.
+		return nil, fmt.Errorf("cookie secret: %w (global placeholders such as {env.NAME} are replaced when the config loads; write a literal brace as \\{)", err)
+	}
+	cfg.Secret = secret
 	ss, _ := parseSameSite(cfg.SameSite)
 	j := &cookieJar{cfg: cfg, sameSite: ss}
 	key := []byte(cfg.Secret)

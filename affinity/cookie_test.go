@@ -333,3 +333,24 @@ func TestCookieSelectAllocs(t *testing.T) {
 }
 
 var _ reverseproxy.Selector = (*AffinitySelection)(nil)
+
+// TestCookieSecretPlaceholders: global placeholders in the secret are
+// replaced when the config loads; one that is unknown or empty is an
+// error, never a literal secret anyone could read in the config docs.
+func TestCookieSecretPlaceholders(t *testing.T) {
+	t.Setenv("AFFINITY_TEST_SECRET", "from-the-environment-0123456789")
+	t.Setenv("AFFINITY_TEST_EMPTY", "")
+	j, err := newCookieJar(CookieConfig{Secret: "{env.AFFINITY_TEST_SECRET}"})
+	if err != nil || j.cfg.Secret != "from-the-environment-0123456789" {
+		t.Fatalf("secret %q, %v; want the environment's", j.cfg.Secret, err)
+	}
+	literal, err := newCookieJar(CookieConfig{Secret: `\{env.AFFINITY_TEST_SECRET\}`})
+	if err != nil || literal.cfg.Secret != "{env.AFFINITY_TEST_SECRET}" {
+		t.Errorf("escaped braces: secret %q, %v", literal.cfg.Secret, err)
+	}
+	for _, secret := range []string{"{env.AFFINITY_TEST_UNSET_FOR_SURE}", "{env.AFFINITY_TEST_EMPTY}", "{http.request.host}"} {
+		if _, err := newCookieJar(CookieConfig{Secret: secret}); err == nil || !strings.Contains(err.Error(), "cookie secret") {
+			t.Errorf("secret %s: error %v, want one about the cookie secret", secret, err)
+		}
+	}
+}

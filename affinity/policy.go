@@ -15,10 +15,10 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/cespare/xxhash/v2"
+	"github.com/f06cdff9/caddy-affinity-cache/internal/placeholder"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -151,6 +151,10 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("provisioning affinity policy: %w", err)
 		}
+		if n := len(jar.cfg.Secret); n < minSecretLen {
+			s.logger.Warn("affinity cookie secret is short: anyone holding one cookie can guess it offline and choose their upstream; use at least 32 random bytes",
+				zap.Int("bytes", n))
+		}
 		s.jar = jar
 		// Never used for routing: with a cookie every request has a key.
 		// It only covers a Table that cannot be built, which Validate
@@ -225,8 +229,9 @@ func (s *AffinitySelection) Validate() error {
 
 func (s *AffinitySelection) validate() error {
 	for _, k := range s.Keys {
-		if !strings.Contains(k, "{") {
-			return fmt.Errorf("key %q has no placeholder, so every request would go to the same upstream", k)
+		// Every request would go to the same upstream.
+		if err := placeholder.Check(placeholder.Expand(k)); err != nil {
+			return fmt.Errorf("key: %w", err)
 		}
 	}
 	alg := Rendezvous
@@ -284,12 +289,9 @@ type keyExpr struct {
 // in JSON a `{client_ip}` would otherwise be an unknown placeholder) and
 // spots keys that are a single placeholder.
 func parseKeys(keys []string) []keyExpr {
-	sr := httpcaddyfile.NewShorthandReplacer()
 	out := make([]keyExpr, len(keys))
 	for i, k := range keys {
-		seg := caddyfile.Segment{{Text: k}}
-		sr.ApplyToSegment(&seg)
-		e := keyExpr{expr: seg[0].Text}
+		e := keyExpr{expr: placeholder.Expand(k)}
 		if x := e.expr; len(x) > 2 && x[0] == '{' && x[len(x)-1] == '}' &&
 			strings.Count(x, "{") == 1 && strings.Count(x, "}") == 1 && !strings.Contains(x, `\`) {
 			e.name = x[1 : len(x)-1]

@@ -1,0 +1,71 @@
+package placeholder
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		err   string // "" for none
+		names []string
+	}{
+		{in: "{http.request.uri}", names: []string{"http.request.uri"}},
+		{in: "a{x}b{y}c", names: []string{"x", "y"}},
+		{in: `\{literal\} {x}`, names: []string{"x"}},
+		{in: "no placeholder", err: "no placeholder"},
+		{in: `\{escaped\}`, err: "no placeholder"},
+		{in: "", err: "no placeholder"},
+		{in: "{http.request.header.X-User", err: "unclosed {"},
+		{in: "user{", err: "unclosed {"},
+		{in: "{a{b}", err: "unclosed {"},
+		{in: "x}{", err: "} without a matching {"},
+		{in: "{a}}", err: "} without a matching {"},
+		{in: "{}", err: "empty placeholder"},
+	} {
+		err := Check(tc.in)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("Check(%q) = %v", tc.in, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("Check(%q) = %v, want an error with %q", tc.in, err, tc.err)
+		case tc.err == "" && !slices.Equal(Names(tc.in), tc.names):
+			t.Errorf("Names(%q) = %q, want %q", tc.in, Names(tc.in), tc.names)
+		}
+	}
+}
+
+func TestExpand(t *testing.T) {
+	for in, want := range map[string]string{
+		"{path}":                  "{http.request.uri.path}",
+		"{header.X-User}":         "{http.request.header.X-User}",
+		"{client_ip}/{query}":     "{http.vars.client_ip}/{http.request.uri.query}",
+		"{http.request.uri.path}": "{http.request.uri.path}",
+	} {
+		if got := Expand(in); got != want {
+			t.Errorf("Expand(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzCheck(f *testing.F) {
+	for _, s := range []string{"{a}", "a{b", "}{", `\{x\}{y}`, "{}", "{a}{b}"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if Check(s) != nil {
+			return
+		}
+		names := Names(s)
+		if len(names) == 0 {
+			t.Fatalf("Check(%q) passed with no placeholder", s)
+		}
+		for _, n := range names {
+			if n == "" || strings.ContainsAny(n, "{}") {
+				t.Fatalf("Check(%q) passed with placeholder %q", s, n)
+			}
+		}
+	})
+}
