@@ -146,6 +146,10 @@ type store struct {
 	// closed (ristretto panics on a Set or Del racing its Close).
 	life   sync.RWMutex
 	closed bool
+	// closing is set as Destruct begins. Lookups do not take life: a Get
+	// racing ristretto's Close can panic (its read buffer sends on a
+	// closed channel), which is then a miss.
+	closing atomic.Bool
 }
 
 // indexed is what the index keeps of an entry, with no pointers.
@@ -229,6 +233,7 @@ func newStore(name string, maxCost int64) (*store, error) {
 // (caddy.UsagePool calls it). Closing releases every entry; the arena is
 // unmapped once the requests still reading bodies are done.
 func (s *store) Destruct() error {
+	s.closing.Store(true)
 	s.life.Lock()
 	s.closed = true
 	s.life.Unlock()
@@ -241,7 +246,8 @@ func (s *store) arena() *arena { return s.bodies }
 
 func keyHash(key []byte) uint64 { return xxhash.Sum64(key) }
 
-func (s *store) get(hash uint64, key []byte) *entry {
+func (s *store) get(hash uint64, key []byte) (found *entry) {
+	defer s.missWhenClosing(&found)
 	e, ok := s.c.Get(hash)
 	if !ok || e == nil || e.key != string(key) {
 		return nil
@@ -249,7 +255,20 @@ func (s *store) get(hash uint64, key []byte) *entry {
 	return e
 }
 
-func (s *store) has(e *entry) bool {
+// missWhenClosing, deferred by a lookup, turns the panic of a Get racing
+// ristretto's Close into a miss (see closing); any other panic goes on.
+func (s *store) missWhenClosing(found **entry) {
+	if s.closing.Load() && recover() != nil {
+		*found = nil
+	}
+}
+
+func (s *store) has(e *entry) (found bool) {
+	defer func() {
+		if s.closing.Load() && recover() != nil {
+			found = false
+		}
+	}()
 	cur, ok := s.c.Get(e.hash)
 	return ok && cur == e
 }
@@ -278,7 +297,16 @@ func (s *store) set(e *entry) bool {
 	prevEntry := s.tagged[e.hash]
 	e.displaced = s.addLocked(e)
 	s.mu.Unlock()
+	if testHookIndexed != nil {
+		testHookIndexed(e)
+	}
 	if s.c.Set(e.hash, e, 0) {
+		if e.linked() && !s.indexed(e.hash) {
+			// A purge (of a tag, or a variant's URL) took e out of the
+			// index after it was indexed and queued its deletion before
+			// this Set: e would be stored where no purge finds it.
+			s.c.Del(e.hash)
+		}
 		s.stores.Add(1)
 		if e.firstUse {
 			s.firstUses.record(1, 0)
@@ -301,6 +329,18 @@ func (s *store) set(e *entry) bool {
 }
 
 func (s *store) wait() { s.c.Wait() }
+
+// testHookIndexed, when set by a test, runs in set between indexing an
+// entry and offering it to ristretto.
+var testHookIndexed func(*entry)
+
+// indexed reports whether the index has an entry under hash.
+func (s *store) indexed(hash uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.byHash[hash]
+	return ok
+}
 
 // addLocked indexes e if it is linked, replacing whatever was indexed
 // under its hash, and reports whether it replaced something.

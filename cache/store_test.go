@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -472,5 +473,56 @@ func TestStoreDestructWhileStoring(t *testing.T) {
 	wg.Wait()
 	if st := s.bodies.stats(); st.Used != 0 || st.Mapped != 0 || st.FallbackBytes != 0 {
 		t.Errorf("after closing: %+v; want every body released and the arena unmapped", st)
+	}
+}
+
+// TestStoreLookupsWhileClosing: lookups racing the store's close (the last
+// handler of a store cleaned up while hits or background refreshes are in
+// flight) are misses, never ristretto's "send on closed channel" panic.
+func TestStoreLookupsWhileClosing(t *testing.T) {
+	rounds := 300
+	if testing.Short() {
+		rounds = 50
+	}
+	probe := &entry{entryData: entryData{hash: keyHash([]byte("k"))}}
+	for round := range rounds {
+		s, err := newStore(fmt.Sprintf("closing-%d", round), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Go(func() {
+				for !stop.Load() {
+					s.get(keyHash([]byte("k")), []byte("k"))
+					s.has(probe)
+				}
+			})
+		}
+		_ = s.Destruct()
+		stop.Store(true)
+		wg.Wait()
+	}
+}
+
+// TestStorePurgeTagDuringSet: a tag purged between a tagged entry's
+// indexing and its offer to ristretto (whose Del is then queued before the
+// Set) leaves nothing stored: later purges of the tag could not find it.
+func TestStorePurgeTagDuringSet(t *testing.T) {
+	s := newTestStore(t, 1<<20)
+	testHookIndexed = func(e *entry) { s.purgeTag("t") }
+	defer func() { testHookIndexed = nil }()
+	s.set(testEntry("http://a/tagged?", 10, "t"))
+	testHookIndexed = nil
+	s.wait()
+	if e := s.get(keyHash([]byte("http://a/tagged?")), []byte("http://a/tagged?")); e != nil {
+		t.Fatalf("entry purged while being set is stored, outside the tag index (indexed: %v)", s.indexed(e.hash))
+	}
+	// Without a purge in between, the entry is stored and purgeable.
+	s.set(testEntry("http://a/kept?", 10, "t"))
+	s.wait()
+	if n := s.purgeTag("t"); n != 1 {
+		t.Errorf("purgeTag removed %d, want 1", n)
 	}
 }
