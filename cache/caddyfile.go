@@ -7,6 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/dustin/go-humanize"
+
+	"github.com/f06cdff9/caddy-affinity-cache/internal/placeholder"
 )
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -56,6 +58,9 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			arg, err := singleArg(d)
 			if err != nil {
 				return err
+			}
+			if err := checkKey(placeholder.Expand(arg)); err != nil {
+				return d.Errf("key: %v", err)
 			}
 			c.Key = arg
 		case "default_ttl":

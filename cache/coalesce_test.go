@@ -41,7 +41,7 @@ func concurrent(t *testing.T, h *Handler, o *origin, release chan struct{}, n in
 			}
 		}()
 	}
-	key := string(h.appendKey(nil, newRequest(http.MethodGet, target)))
+	key := keyOf(t, h, newRequest(http.MethodGet, target))
 	until(t, "waiters to join", func() bool { return h.flights.waiting(key) == waiters })
 	close(release)
 	wg.Wait()

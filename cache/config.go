@@ -23,11 +23,14 @@ type Config struct {
 
 	// Key is the template of the primary cache key; it may use any request
 	// placeholders. The default,
-	// `{http.request.scheme}://{http.request.hostport}{http.request.uri.path}?{http.request.uri.query}`,
-	// covers scheme, host, port, path and query; GET and HEAD share a key,
-	// because only GET responses are stored and HEAD is answered from them.
-	// A custom key always has the scheme and host:port prepended, so that
-	// two sites can never share an entry.
+	// `{http.request.scheme}://{http.request.hostport}{http.request.orig_uri.path}?{http.request.orig_uri.query}`,
+	// covers scheme, host, port, and the path and query the client sent
+	// (before any rewrite); GET and HEAD share a key, because only GET
+	// responses are stored and HEAD is answered from them. A custom key
+	// always has the scheme and host:port prepended, so that two sites can
+	// never share an entry; it must contain a placeholder, and Caddyfile
+	// shorthands are expanded. A request for which one of its placeholders
+	// is unknown bypasses the cache.
 	Key string `json:"key,omitempty"`
 
 	// DefaultTTL is the freshness lifetime given to storable responses that

@@ -12,6 +12,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/f06cdff9/caddy-affinity-cache/internal/placeholder"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -30,7 +32,7 @@ const (
 	// blocks) in range.
 	maxMaxSize = 512 << 30
 	// DefaultKey is the default cache key template.
-	DefaultKey = "{http.request.scheme}://{http.request.hostport}{http.request.uri.path}?{http.request.uri.query}"
+	DefaultKey = "{http.request.scheme}://{http.request.hostport}{http.request.orig_uri.path}?{http.request.orig_uri.query}"
 	// backgroundTimeout bounds a background revalidation.
 	backgroundTimeout = 30 * time.Second
 )
@@ -74,7 +76,8 @@ type Handler struct {
 	logger    *zap.Logger
 	store     storage
 	poolKey   string
-	customKey bool // Key is not DefaultKey: expand it through the replacer
+	customKey bool       // Key is not DefaultKey: expand it through the replacer
+	badKey    *sync.Once // logs the first request whose key cannot be made
 	coalesce  bool
 	targeted  string
 
@@ -126,13 +129,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Key == "" {
 		h.Key = DefaultKey
 	}
+	h.Key = placeholder.Expand(h.Key) // JSON may use Caddyfile shorthands too
+	h.badKey = new(sync.Once)
 	h.customKey = h.Key != DefaultKey
 	if err := h.Validate(); err != nil {
 		return err
-	}
-	if h.customKey && !strings.Contains(h.Key, "{") {
-		h.logger.Warn("key has no placeholders: every request to a host shares one cache entry",
-			zap.String("key", h.Key))
 	}
 	h.flights = new(flightGroup)
 	h.bg = &background{keys: make(map[string]struct{})}
@@ -177,8 +178,38 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("provisioning response_cache: cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got %q", c.CacheName)
 	case c.TargetedField != "" && c.TargetedField != "-" && !isFieldName(c.TargetedField):
 		return fmt.Errorf("provisioning response_cache: targeted_field must be a header field name or \"-\", got %q", c.TargetedField)
-	case strings.Count(c.Key, "{") != strings.Count(c.Key, "}"):
-		return fmt.Errorf("provisioning response_cache: key has unbalanced braces: %q", c.Key)
+	}
+	if c.Key != "" && c.Key != DefaultKey {
+		if err := checkKey(c.Key); err != nil {
+			return fmt.Errorf("provisioning response_cache: key: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkKey reports a custom key that cannot tell requests apart: one that
+// fails placeholder.Check, or names a placeholder under http.request.
+// that Caddy does not know (a typo, which would be the same for every
+// request). Placeholders other handlers set (vars, regexp captures, map
+// outputs) can only be checked per request.
+func checkKey(key string) error {
+	if err := placeholder.Check(key); err != nil {
+		return err
+	}
+	sample := &http.Request{
+		Method: http.MethodGet, URL: &url.URL{Path: "/"}, Header: make(http.Header), Host: "example.com",
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RemoteAddr: "192.0.2.1:1234",
+	}
+	repl := caddy.NewReplacer()
+	sample = caddyhttp.PrepareRequest(sample.WithContext(context.Background()), repl, nil, nil)
+	for _, name := range placeholder.Names(key) {
+		if !strings.HasPrefix(name, "http.request.") ||
+			strings.HasPrefix(name, "http.request.tls.") || strings.HasPrefix(name, "http.request.body") {
+			continue
+		}
+		if _, ok := repl.Get(name); !ok {
+			return fmt.Errorf("%q names {%s}, which Caddy does not know (a typo would make every URL share one entry)", key, name)
+		}
 	}
 	return nil
 }
@@ -233,23 +264,52 @@ var keyBufs = sync.Pool{New: func() any { return &keyBuf{url: make([]byte, 0, 25
 
 // appendKey appends the URL cache key of r. The default template is built
 // by hand (it is what the replacer would produce, with the host
-// lower-cased); a custom one goes through the request's replacer, after
-// scheme://host:port.
-func (h *Handler) appendKey(dst []byte, r *http.Request) []byte {
+// lower-cased) from the URI the client sent: a rewrite before the cache
+// (handle_path, try_files) maps different URIs to one path, and their
+// responses differ. A custom one goes through the request's replacer,
+// after scheme://host:port; ok is false when it names a placeholder the
+// request does not know, which would make unrelated requests share a key.
+func (h *Handler) appendKey(dst []byte, r *http.Request) (key []byte, ok bool) {
+	if !h.customKey {
+		u := r.URL
+		if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+			u = orig.URL
+		}
+		return appendURLKey(dst, r, u), true
+	}
+	dst = appendOrigin(dst, r)
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		return dst, false
+	}
+	v, err := repl.ReplaceOrErr(h.Key, false, true)
+	if err != nil {
+		h.badKey.Do(func() {
+			h.logger.Error("key names a placeholder this request does not know: such requests bypass the cache",
+				zap.String("key", h.Key), zap.Error(err))
+		})
+		return dst, false
+	}
+	return append(dst, v...), true
+}
+
+// appendURLKey appends the default key of u, on r's origin.
+func appendURLKey(dst []byte, r *http.Request, u *url.URL) []byte {
+	dst = appendOrigin(dst, r)
+	dst = append(dst, u.Path...)
+	dst = append(dst, '?')
+	return append(dst, u.RawQuery...)
+}
+
+// appendOrigin appends r's scheme://host:port, the host lower-cased
+// ({http.request.hostport}: sites on other ports are other origins).
+func appendOrigin(dst []byte, r *http.Request) []byte {
 	if r.TLS != nil {
 		dst = append(dst, "https://"...)
 	} else {
 		dst = append(dst, "http://"...)
 	}
-	dst = appendLower(dst, r.Host) // {http.request.hostport}: sites on other ports are other origins
-	if h.customKey {
-		if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-			return append(dst, repl.ReplaceAll(h.Key, "")...)
-		}
-	}
-	dst = append(dst, r.URL.Path...)
-	dst = append(dst, '?')
-	return append(dst, r.URL.RawQuery...)
+	return appendLower(dst, r.Host)
 }
 
 func appendLower(dst []byte, s string) []byte {
@@ -305,7 +365,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	kb := keyBufs.Get().(*keyBuf)
 	defer keyBufs.Put(kb)
-	kb.url = h.appendKey(kb.url[:0], r)
+	var keyed bool
+	kb.url, keyed = h.appendKey(kb.url[:0], r)
+	if !keyed {
+		h.m.bypass.Inc()
+		return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h, fwd: "bypass"}, r)
+	}
 	urlHash := keyHash(kb.url)
 	rq := requestControl(r.Header)
 	now := h.now()
@@ -530,7 +595,10 @@ func (h *Handler) serveUnsafe(w http.ResponseWriter, r *http.Request, next caddy
 // invalidate removes the stored responses for r's URI and the same-origin
 // URIs in resp's Location and Content-Location.
 func (h *Handler) invalidate(r *http.Request, resp http.Header) {
-	n := h.store.dropKey(string(h.appendKey(nil, r)))
+	var n int
+	if key, ok := h.appendKey(nil, r); ok {
+		n = h.store.dropKey(string(key))
+	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -545,13 +613,20 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 		if err != nil || u.Scheme != scheme || !sameHost(u.Host, r.Host, scheme) {
 			continue
 		}
+		if !h.customKey {
+			n += h.store.dropKey(string(appendURLKey(nil, r, u)))
+			continue
+		}
+		// A GET of u, as the custom key would see it.
 		r2 := r.WithContext(context.WithoutCancel(r.Context()))
+		r2.Method = http.MethodGet
 		r2.URL = u
 		r2.Host = r.Host // the form the request's keys were made with
-		if h.customKey {
-			r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), nil, nil)
+		r2.RequestURI = u.RequestURI()
+		r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), nil, nil)
+		if key, ok := h.appendKey(nil, r2); ok {
+			n += h.store.dropKey(string(key))
 		}
-		n += h.store.dropKey(string(h.appendKey(nil, r2)))
 	}
 	if ce := h.logger.Check(zapcore.DebugLevel, "invalidated after unsafe method"); ce != nil {
 		ce.Write(zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Int("entries", n))

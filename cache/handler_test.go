@@ -38,10 +38,16 @@ func TestDefaultKeyMatchesTemplate(t *testing.T) {
 			if tc.tls {
 				r.TLS = &tls.ConnectionState{}
 			}
-			repl := caddyhttp.NewTestReplacer(r)
+			repl := caddy.NewReplacer()
+			r = caddyhttp.PrepareRequest(r, repl, nil, nil)
 			want := repl.ReplaceAll(DefaultKey, "")
-			if got := string(h.appendKey(nil, r)); got != want {
+			if got := keyOf(t, h, r); got != want {
 				t.Errorf("key %q, template gives %q", got, want)
+			}
+			// A rewrite after the request arrived does not change it.
+			r.URL.Path, r.URL.RawQuery = "/index.php", "rewritten"
+			if got := keyOf(t, h, r); got != want {
+				t.Errorf("key after a rewrite %q, want the original URI's %q", got, want)
 			}
 		})
 	}
@@ -51,8 +57,61 @@ func TestKeyLowercasesHost(t *testing.T) {
 	h := &Handler{Config: Config{Key: DefaultKey}}
 	r := httptest.NewRequest(http.MethodGet, "/A?B", nil)
 	r.Host = "ExAmple.COM"
-	if got, want := string(h.appendKey(nil, r)), "http://example.com/A?B"; got != want {
+	if got, want := keyOf(t, h, r), "http://example.com/A?B"; got != want {
 		t.Errorf("key %q, want %q", got, want)
+	}
+}
+
+// TestKeyIsTheOriginalURI: requests rewritten to one path before the cache
+// (handle_path, try_files to an index) keep their own entries.
+func TestKeyIsTheOriginalURI(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		orig, _ := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
+		_, _ = io.WriteString(w, "page for "+orig.URL.Path)
+		return nil
+	}}
+	rewritten := func(target string) *http.Request {
+		r := newRequest(http.MethodGet, target)
+		r.URL.Path, r.URL.RawQuery = "/index.php", ""
+		return r
+	}
+	for range 2 {
+		for _, p := range []string{"/blog/post-1", "/about"} {
+			w := serve(t, h, o, rewritten("http://example.com"+p))
+			if w.Body.String() != "page for "+p {
+				t.Errorf("%s: %q (%s)", p, w.Body.String(), w.Header().Get("Cache-Status"))
+			}
+		}
+	}
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times, want 2", n)
+	}
+}
+
+// TestCustomKeyUnknownPlaceholderBypasses: a request for which a custom
+// key names an unknown placeholder is not cached, rather than sharing the
+// entry of every other such request.
+func TestCustomKeyUnknownPlaceholderBypasses(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{Key: "{http.request.uri.path}/{tenant}"}, c)
+	o := static(c, 200, "x", "Cache-Control", "max-age=60")
+	for range 2 {
+		w := get(t, h, o, "http://example.com/t")
+		wantStatus(t, w, []string{"fwd=bypass", "fwd-status=200"})
+	}
+	r := newRequest(http.MethodGet, "http://example.com/t")
+	r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).Set("tenant", "acme")
+	serve(t, h, o, r)
+	r = newRequest(http.MethodGet, "http://example.com/t")
+	r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).Set("tenant", "acme")
+	wantStatus(t, serve(t, h, o, r), []string{"hit"})
+	// JSON may use Caddyfile shorthands.
+	h2 := newTestHandler(t, Config{Key: "{path}"}, c)
+	if got := keyOf(t, h2, newRequest(http.MethodGet, "http://example.com/s?q")); got != "http://example.com/s" {
+		t.Errorf("key {path}: %q", got)
 	}
 }
 
@@ -61,7 +120,7 @@ func TestCustomKeyTemplate(t *testing.T) {
 	h := newTestHandler(t, Config{Key: "{http.request.uri.path}"}, c)
 	o := static(c, 200, "shared", "Cache-Control", "max-age=60")
 	r := newRequest(http.MethodGet, "http://example.com/p?x=1")
-	if got, want := string(h.appendKey(nil, r)), "http://example.com/p"; got != want {
+	if got, want := keyOf(t, h, r), "http://example.com/p"; got != want {
 		t.Fatalf("custom key %q, want %q (scheme://host prepended)", got, want)
 	}
 	get(t, h, o, "http://example.com/p?x=1")
@@ -298,7 +357,7 @@ func TestHitWritesStoredBodyWithoutCopy(t *testing.T) {
 	o := static(c, 200, strings.Repeat("b", 4096), "Cache-Control", "max-age=60")
 	get(t, h, o, "http://example.com/nc")
 	r := newRequest(http.MethodGet, "http://example.com/nc")
-	key := h.appendKey(nil, r)
+	key := []byte(keyOf(t, h, r))
 	e := h.store.get(keyHash(key), key)
 	if e == nil {
 		t.Fatal("entry not stored")
@@ -1102,8 +1161,15 @@ func TestValidate(t *testing.T) {
 		{name: "bad name", modify: func(c *Config) { c.CacheName = "my cache" }, err: "cache_name must be a structured-field token"},
 		{name: "bad targeted", modify: func(c *Config) { c.TargetedField = "CDN Cache" }, err: "targeted_field must be a header field name"},
 		{name: "targeted off", modify: func(c *Config) { c.TargetedField = "-" }},
-		{name: "key without placeholders", modify: func(c *Config) { c.Key = "/static" }},
-		{name: "key unbalanced", modify: func(c *Config) { c.Key = "{http.request.uri.path" }, err: "key has unbalanced braces"},
+		{name: "key without placeholders", modify: func(c *Config) { c.Key = "/static" }, err: `key: "/static" has no placeholder`},
+		{name: "key unbalanced", modify: func(c *Config) { c.Key = "{http.request.uri.path" }, err: `key: "{http.request.uri.path" has an unclosed {`},
+		{name: "key typo", modify: func(c *Config) { c.Key = "{http.request.uri.pth}" }, err: `names {http.request.uri.pth}, which Caddy does not know`},
+		{name: "key of request placeholders", modify: func(c *Config) {
+			c.Key = "{http.request.uri}{http.request.uri.path.0}{http.request.uri.query.x}{http.request.header.X}{http.request.cookie.c}" +
+				"{http.request.host}{http.request.host.labels.0}{http.request.method}{http.request.orig_uri}{http.request.remote.host}" +
+				"{http.request.tls.client.subject}{http.request.uri.path.file}"
+		}},
+		{name: "key of runtime placeholders", modify: func(c *Config) { c.Key = "{http.vars.tenant}{http.regexp.ver.1}{my_map_output}{env.HOME}" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &Handler{Config: valid}

@@ -245,3 +245,13 @@ var mmapAvailable = func() bool {
 // raceEnabled is set by race_test.go when built with -race; allocation
 // assertions are skipped then.
 var raceEnabled bool
+
+// keyOf is the URL cache key h makes for r.
+func keyOf(t testing.TB, h *Handler, r *http.Request) string {
+	t.Helper()
+	key, ok := h.appendKey(nil, r)
+	if !ok {
+		t.Fatalf("no key for %s", r.URL)
+	}
+	return string(key)
+}

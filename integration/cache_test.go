@@ -728,3 +728,45 @@ func TestCacheUpgradePassesThrough(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheKeyIsTheOriginalURI: two handle_path blocks strip their prefix
+// before their caches (which share one store), so /api/logo and
+// /static/logo both reach the cache as /logo; each keeps its own entry.
+func TestCacheKeyIsTheOriginalURI(t *testing.T) {
+	frontPort := freePort(t)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	handle_path /api/* {
+		response_cache {
+			cache_name itest
+			default_ttl 1m
+		}
+		respond "API resource {path}"
+	}
+	handle_path /static/* {
+		response_cache {
+			cache_name itest
+			default_ttl 1m
+		}
+		respond "STATIC file {path}"
+	}
+}
+`, frontPort))
+	c := newClient()
+	base := fmt.Sprintf("http://127.0.0.1:%d", frontPort)
+	want := map[string]string{"/api/logo": "API resource /logo", "/static/logo": "STATIC file /logo"}
+	for _, p := range []string{"/api/logo", "/static/logo"} {
+		if r := do(t, c, "GET", base+p, nil); r.body != want[p] {
+			t.Errorf("%s: %q (%s)", p, r.body, cacheStatus(r))
+		}
+	}
+	for _, p := range []string{"/api/logo", "/static/logo"} {
+		waitFor(t, p+" to be stored", 5*time.Second, func() bool {
+			r := do(t, c, "GET", base+p, nil)
+			if r.body != want[p] {
+				t.Fatalf("%s: %q (%s), another URI's response", p, r.body, cacheStatus(r))
+			}
+			return isHit(r)
+		})
+	}
+}
