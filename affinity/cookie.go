@@ -39,8 +39,8 @@ type CookieConfig struct {
 	// to another upstream) on their next request.
 	Secret string `json:"secret,omitempty"` //nolint:gosec // it must round-trip through JSON config
 
-	// Max-Age of the cookie. Zero (the default) makes a session cookie;
-	// negative values are invalid.
+	// Max-Age of the cookie, rounded up to whole seconds. Zero (the
+	// default) makes a session cookie; negative values are invalid.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 
 	// Path attribute of the cookie. Default: `/`.
@@ -129,6 +129,9 @@ func (c *CookieConfig) validate() error {
 	}
 	if c.MaxAge < 0 {
 		return fmt.Errorf("cookie max_age must not be negative, got %s", time.Duration(c.MaxAge))
+	}
+	if c.Path != "" && !strings.HasPrefix(c.Path, "/") {
+		return fmt.Errorf("cookie path must start with /, got %q (browsers ignore such a path and use the request's directory)", c.Path)
 	}
 	ss, err := parseSameSite(c.SameSite)
 	if err != nil {
@@ -237,10 +240,9 @@ func (j *cookieJar) set(w http.ResponseWriter, r *http.Request, value string) {
 		c.Secure = requestIsHTTPS(r)
 	}
 	if j.cfg.MaxAge > 0 {
-		c.MaxAge = int(time.Duration(j.cfg.MaxAge).Seconds())
-		if c.MaxAge == 0 { // under a second: round up, 0 would mean "no Max-Age"
-			c.MaxAge = 1
-		}
+		// Max-Age counts seconds: a part second rounds up (0 would mean
+		// no Max-Age at all).
+		c.MaxAge = int((time.Duration(j.cfg.MaxAge) + time.Second - 1) / time.Second)
 	}
 	line := c.String()
 	if line == "" {

@@ -242,6 +242,11 @@ func TestCookieAttributes(t *testing.T) {
 				t.Errorf("Max-Age = %d, want 1", c.MaxAge)
 			}
 		}},
+		{"part seconds round up", CookieConfig{MaxAge: caddy.Duration(1500 * time.Millisecond)}, nil, func(t *testing.T, c *http.Cookie) {
+			if c.MaxAge != 2 {
+				t.Errorf("Max-Age = %d, want 2", c.MaxAge)
+			}
+		}},
 	}
 	pool := fakePool(3)
 	for _, tt := range tests {

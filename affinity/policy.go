@@ -553,7 +553,8 @@ func loadCap(pool []*reverseproxy.Upstream, bound float64) int {
 	if n == 0 {
 		return 0
 	}
-	return int(math.Ceil(bound * float64(sum+1) / float64(n)))
+	// A huge bound means no bound; converting past MaxInt would not.
+	return int(min(math.Ceil(bound*float64(sum+1)/float64(n)), math.MaxInt32))
 }
 
 // Interface guards

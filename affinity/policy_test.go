@@ -570,6 +570,10 @@ func TestLoadCap(t *testing.T) {
 	if got := loadCap(pool, f.policy.Bound); got != 2 {
 		t.Errorf("loadCap = %d, want 2", got)
 	}
+	// A huge bound is no bound, not an overflow to a negative cap.
+	if got := loadCap(pool, 1e300); got < 1<<30 {
+		t.Errorf("loadCap with bound 1e300 = %d, want a cap nothing reaches", got)
+	}
 }
 
 // ---- rule 7: fallback ----
@@ -792,6 +796,7 @@ func TestValidate(t *testing.T) {
 		{"JSON shorthand key", &AffinitySelection{Keys: []string{"{header.X-User}x}"}}, "without a matching {"},
 		{"empty secret", &AffinitySelection{Cookie: &CookieConfig{}}, "cookie secret is required"},
 		{"negative max_age", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", MaxAge: -1}}, "cookie max_age must not be negative"},
+		{"relative cookie path", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Path: "app"}}, `cookie path must start with /, got "app"`},
 		{"bad same_site", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", SameSite: "loose"}}, `cookie same_site must be lax, strict or none, got "loose"`},
 		{"same_site none insecure", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", SameSite: "none", Secure: &no}}, "same_site none requires secure"},
 		{"bad cookie name", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Name: "my cookie"}}, `cookie: http: invalid Cookie.Name`},
@@ -834,6 +839,10 @@ func TestCompatMatchesCaddy(t *testing.T) {
 	if err := header.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
+	hostHeader := &reverseproxy.HeaderHashSelection{Field: "Host"}
+	if err := hostHeader.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
 	policies := []struct {
 		name  string
 		key   string
@@ -852,6 +861,12 @@ func TestCompatMatchesCaddy(t *testing.T) {
 		}},
 		{"header", "{header.X-User}", header, func(i int) (*http.Request, *httptest.ResponseRecorder) {
 			return newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("X-User", fmt.Sprintf("user%d", i)) })
+		}},
+		{"ip_hash", "{http.request.remote.host}", reverseproxy.IPHashSelection{}, func(i int) (*http.Request, *httptest.ResponseRecorder) {
+			return newReq(ipAddr(i), nil)
+		}},
+		{"header Host", "{http.request.hostport}", hostHeader, func(i int) (*http.Request, *httptest.ResponseRecorder) {
+			return newReq(ipAddr(1), func(r *http.Request) { r.Host = fmt.Sprintf("site%d.example:8443", i) })
 		}},
 	}
 	n := 3000

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -72,10 +73,20 @@ func (AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("purging response_cache: method %s not allowed, use POST", r.Method)}
 	}
 	var req PurgeRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxPurgeBody))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxPurgeBody+1))
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: reading request body: %w", err)}
+	}
+	if len(body) > maxPurgeBody {
+		return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("purging response_cache: request body larger than %d bytes", maxPurgeBody)}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: decoding request body: %w", err)}
+	}
+	if len(bytes.TrimSpace(body[dec.InputOffset():])) > 0 {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: request body has data after the JSON object; send one object")}
 	}
 	n := 0
 	for _, set := range []bool{req.Key != "", req.Prefix != "", req.Tag != "", req.All} {

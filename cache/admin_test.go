@@ -36,7 +36,7 @@ func TestAdminPurge(t *testing.T) {
 	}{
 		{name: "key", body: `{"key":"http://example.com/a?"}`, purged: 1, missed: []string{"/a"}, hit: []string{"/a/b", "/c"}},
 		{name: "prefix", body: `{"cache":"admin-test","prefix":"http://example.com/a"}`, purged: 2, missed: []string{"/a", "/a/b"}, hit: []string{"/c"}},
-		{name: "tag", body: `{"tag":"c"}`, purged: 1, missed: []string{"/c"}, hit: []string{"/a"}},
+		{name: "tag", body: "{\"tag\":\"c\"}\n", purged: 1, missed: []string{"/c"}, hit: []string{"/a"}},
 		{name: "all", body: `{"cache":"admin-test","all":true}`, purged: 3, missed: []string{"/a", "/a/b", "/c"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,6 +78,10 @@ func TestAdminErrors(t *testing.T) {
 		{name: "unknown field", method: "POST", path: "/response_cache/purge", body: `{"keys":"x"}`, code: 400},
 		{name: "nothing", method: "POST", path: "/response_cache/purge", body: `{}`, code: 400},
 		{name: "two", method: "POST", path: "/response_cache/purge", body: `{"key":"a","all":true}`, code: 400},
+		{name: "trailing data", method: "POST", path: "/response_cache/purge", body: `{"all":true} garbage`, code: 400},
+		{name: "stray brace", method: "POST", path: "/response_cache/purge", body: `{"all":true}}`, code: 400},
+		{name: "two objects", method: "POST", path: "/response_cache/purge", body: `{"key":"a"}{"all":true}`, code: 400},
+		{name: "too large", method: "POST", path: "/response_cache/purge", body: `{"key":"` + strings.Repeat("a", maxPurgeBody) + `"}`, code: 413},
 		{name: "unknown cache", method: "POST", path: "/response_cache/purge", body: `{"cache":"nope","all":true}`, code: 404},
 		{name: "stats POST", method: "POST", path: "/response_cache/stats", code: 405},
 	} {

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cmp"
 	"strconv"
 	"strings"
 
@@ -46,6 +47,9 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			n, err := parseSize(d)
 			if err != nil {
 				return err
+			}
+			if err := checkMaxSize(n); err != nil {
+				return d.Errf("response_cache: %v", err)
 			}
 			c.MaxSize = n
 		case "max_item_size":
@@ -134,8 +138,9 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("response_cache: unrecognized option '%s'", opt)
 		}
 	}
-	if c.MaxSize > 0 && c.MaxItemSize > c.MaxSize {
-		return d.Errf("response_cache: max_item_size (%d) must not be larger than max_size (%d)", c.MaxItemSize, c.MaxSize)
+	if size := cmp.Or(c.MaxSize, defaultMaxSize); c.MaxItemSize > size {
+		return d.Errf("response_cache: max_item_size (%d) must not be larger than max_size (%d%s)", c.MaxItemSize, size,
+			map[bool]string{true: ", the default"}[c.MaxSize == 0])
 	}
 	return nil
 }
@@ -165,6 +170,9 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 	n, err := humanize.ParseBytes(arg)
 	if err != nil {
 		return 0, d.Errf("response_cache: %s: invalid size '%s' (use e.g. 64MiB or 1048576): %v", opt, arg, err)
+	}
+	if unit := strings.TrimLeft(arg, "0123456789. "); strings.Contains(arg, ".") && (unit == "" || strings.EqualFold(unit, "b")) {
+		return 0, d.Errf("response_cache: %s: '%s' is not a whole number of bytes", opt, arg)
 	}
 	if n == 0 || n > 1<<62 {
 		return 0, d.Errf("response_cache: %s must be between 1 byte and 4 EiB, got '%s'", opt, arg)

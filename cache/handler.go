@@ -31,6 +31,7 @@ const (
 	// maxMaxSize keeps the body arena's block numbers (int32, 512-byte
 	// blocks) in range.
 	maxMaxSize = 512 << 30
+	minMaxSize = 64 << 10 // the arena's smallest chunk
 	// DefaultKey is the default cache key template.
 	DefaultKey = "{http.request.scheme}://{http.request.hostport}{http.request.orig_uri.path}?{http.request.orig_uri.query}"
 	// backgroundTimeout bounds a background revalidation.
@@ -158,10 +159,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) Validate() error {
 	c := &h.Config
 	switch {
-	case c.MaxSize <= 0:
-		return fmt.Errorf("provisioning response_cache: max_size must be positive, got %d", c.MaxSize)
-	case c.MaxSize > maxMaxSize:
-		return fmt.Errorf("provisioning response_cache: max_size must be at most 512GiB, got %d; run more cache nodes behind lb_policy affinity to hold more", c.MaxSize)
+	case checkMaxSize(c.MaxSize) != nil:
+		return fmt.Errorf("provisioning response_cache: %w", checkMaxSize(c.MaxSize))
 	case c.MaxItemSize <= 0:
 		return fmt.Errorf("provisioning response_cache: max_item_size must be positive, got %d", c.MaxItemSize)
 	case c.MaxItemSize > c.MaxSize:
@@ -183,6 +182,17 @@ func (h *Handler) Validate() error {
 		if err := checkKey(c.Key); err != nil {
 			return fmt.Errorf("provisioning response_cache: key: %w", err)
 		}
+	}
+	return nil
+}
+
+// checkMaxSize reports a max_size the cache cannot work with.
+func checkMaxSize(n int64) error {
+	switch {
+	case n < minMaxSize:
+		return fmt.Errorf("max_size must be at least 64KiB, got %d", n)
+	case n > maxMaxSize:
+		return fmt.Errorf("max_size must be at most 512GiB, got %d; run more cache nodes behind lb_policy affinity to hold more", n)
 	}
 	return nil
 }

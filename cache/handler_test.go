@@ -1129,7 +1129,7 @@ func TestProvisionDefaults(t *testing.T) {
 		t.Errorf("max_item_size default %d for 1 GiB, want 64 MiB", big.MaxItemSize)
 	}
 	var named Handler
-	named.MaxSize, named.MaxItemSize = 1, 1
+	named.MaxSize, named.MaxItemSize = 64<<10, 1
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	if err := named.Provision(ctx); err != nil {
@@ -1149,7 +1149,8 @@ func TestValidate(t *testing.T) {
 		err    string
 	}{
 		{name: "valid", modify: func(*Config) {}},
-		{name: "negative max_size", modify: func(c *Config) { c.MaxSize = -1 }, err: "max_size must be positive, got -1"},
+		{name: "negative max_size", modify: func(c *Config) { c.MaxSize = -1 }, err: "max_size must be at least 64KiB, got -1"},
+		{name: "tiny max_size", modify: func(c *Config) { c.MaxSize, c.MaxItemSize = 1, 1 }, err: "max_size must be at least 64KiB, got 1"},
 		{name: "zero max_item_size", modify: func(c *Config) { c.MaxItemSize = 0 }, err: "max_item_size must be positive, got 0"},
 		{name: "item larger", modify: func(c *Config) { c.MaxItemSize = 2 << 20 }, err: "max_item_size (2097152) must not be larger than max_size (1048576)"},
 		{name: "negative ttl", modify: func(c *Config) { c.DefaultTTL = -1 }, err: "default_ttl must not be negative"},
@@ -1189,7 +1190,7 @@ func TestProvisionRejectsInvalid(t *testing.T) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	h := &Handler{Config: Config{MaxSize: -1}}
-	if err := h.Provision(ctx); err == nil || !strings.Contains(err.Error(), "max_size must be positive, got -1") {
+	if err := h.Provision(ctx); err == nil || !strings.Contains(err.Error(), "max_size must be at least 64KiB, got -1") {
 		t.Errorf("Provision error %v", err)
 	}
 }
