@@ -83,6 +83,8 @@ func BenchmarkMiss(b *testing.B) {
 		h := newTestHandler(b, cfg, c)
 		o := static(c, 200, body, "Cache-Control", "max-age=60", "Content-Length", strconv.Itoa(size))
 		r := newRequest(http.MethodGet, "http://example.com/miss")
+		// The key is the URI as the client sent it: vary that one too.
+		sent := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request).URL
 		w := &resetWriter{h: make(http.Header)}
 		b.SetBytes(size)
 		b.ReportAllocs()
@@ -90,8 +92,12 @@ func BenchmarkMiss(b *testing.B) {
 		for b.Loop() {
 			i++
 			r.URL.RawQuery = strconv.Itoa(i)
+			sent.RawQuery = r.URL.RawQuery
 			clear(w.h)
 			_ = h.ServeHTTP(w, r, o)
+		}
+		if cs := w.h.Get("Cache-Status"); !strings.Contains(cs, "fwd=uri-miss") {
+			b.Fatalf("measured something other than misses: Cache-Status %q", cs)
 		}
 	}
 	// Unique URLs into a full cache: fill stores every miss (min_uses 1),
