@@ -652,6 +652,21 @@ func TestRevalidation304(t *testing.T) {
 	}
 }
 
+// movedOn answers like an origin serving etag and body (max-age=60) that
+// answers every conditional request with a 304, whatever it asked about.
+func movedOn(etag, body string) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", etag)
+		if r.Header.Get("If-None-Match") != "" {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		_, _ = io.WriteString(w, body)
+		return nil
+	}
+}
+
 // TestRevalidation304OtherValidator: a 304 whose ETag is not the stored
 // one cannot refresh the stored response (RFC 9111 §4.3.4); the cache
 // drops it and sends the client's request again, unconditionally.
@@ -662,17 +677,7 @@ func TestRevalidation304OtherValidator(t *testing.T) {
 	c.Advance(2 * time.Minute)
 	// An origin (or a pool of replicas) that has moved on to v2 and
 	// answers every conditional request with a 304 for it.
-	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Date", c.date())
-		w.Header().Set("Cache-Control", "max-age=60")
-		w.Header().Set("Etag", `"v2"`)
-		if r.Header.Get("If-None-Match") != "" {
-			w.WriteHeader(http.StatusNotModified)
-			return nil
-		}
-		_, _ = io.WriteString(w, "new body")
-		return nil
-	}}
+	o := &origin{fn: movedOn(`"v2"`, "new body")}
 	w := get(t, h, o, "http://example.com/ov")
 	if w.Code != 200 || w.Body.String() != "new body" || w.Header().Get("Etag") != `"v2"` {
 		t.Fatalf("answer %d %q ETag %q, want the v2 200", w.Code, w.Body.String(), w.Header().Get("Etag"))
@@ -695,16 +700,7 @@ func TestRevalidation304OtherValidator(t *testing.T) {
 	}
 	// A no-store request asked again stores nothing.
 	c.Advance(2 * time.Minute)
-	o.fn = func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Cache-Control", "max-age=60")
-		w.Header().Set("Etag", `"v9"`)
-		if r.Header.Get("If-None-Match") != "" {
-			w.WriteHeader(http.StatusNotModified)
-			return nil
-		}
-		_, _ = io.WriteString(w, "v9 body")
-		return nil
-	}
+	o.fn = movedOn(`"v9"`, "v9 body")
 	if w = get(t, h, o, "http://example.com/ov", "Cache-Control", "no-store"); w.Body.String() != "v9 body" {
 		t.Errorf("no-store request asked again: %q", w.Body.String())
 	}
