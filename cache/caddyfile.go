@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"cmp"
 	"strconv"
 	"strings"
 
@@ -64,7 +63,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if err := checkKey(placeholder.Expand(arg)); err != nil {
-				return d.Errf("key: %v", err)
+				return d.Errf("response_cache: key: %v", err)
 			}
 			c.Key = arg
 		case "default_ttl":
@@ -138,9 +137,11 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("response_cache: unrecognized option '%s'", opt)
 		}
 	}
-	if size := cmp.Or(c.MaxSize, defaultMaxSize); c.MaxItemSize > size {
-		return d.Errf("response_cache: max_item_size (%d) must not be larger than max_size (%d%s)", c.MaxItemSize, size,
-			map[bool]string{true: ", the default"}[c.MaxSize == 0])
+	if c.MaxSize == 0 && c.MaxItemSize > defaultMaxSize {
+		return d.Errf("response_cache: max_item_size (%d) must not be larger than max_size (%d, the default)", c.MaxItemSize, defaultMaxSize)
+	}
+	if c.MaxSize > 0 && c.MaxItemSize > c.MaxSize {
+		return d.Errf("response_cache: max_item_size (%d) must not be larger than max_size (%d)", c.MaxItemSize, c.MaxSize)
 	}
 	return nil
 }
