@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // blocking answers after release is closed, with the given fields.
@@ -400,5 +402,51 @@ func TestCoalescedRefreshShared(t *testing.T) {
 	}
 	if collapsed != 4 {
 		t.Errorf("%d collapsed answers, want 4", collapsed)
+	}
+}
+
+// TestCoalescedStaleOnArrivalReleasesWaiters: waiters of a response that is
+// stale on arrival (no-cache: it could answer none of them) go to the
+// origin at its header, not at its end, which for a live stream such as
+// server-sent events never comes.
+func TestCoalescedStaleOnArrivalReleasesWaiters(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{DefaultTTL: caddy.Duration(10 * time.Second)}, c)
+	release, streaming, stop := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	o := &origin{}
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		if o.calls.Load() > 1 {
+			_, _ = io.WriteString(w, "own stream")
+			return nil
+		}
+		<-release
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = io.WriteString(w, "data: tick\n\n")
+		close(streaming)
+		<-stop // the stream goes on until the test ends
+		return nil
+	}
+	leader := make(chan struct{})
+	go func() {
+		defer close(leader)
+		_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, "http://example.com/events"), o)
+	}()
+	key := keyOf(t, h, newRequest(http.MethodGet, "http://example.com/events"))
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	waiter := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		w := httptest.NewRecorder()
+		_ = h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/events"), o)
+		waiter <- w
+	}()
+	until(t, "the second client to wait", func() bool { return h.flights.waiting(key) == 1 })
+	defer func() { close(stop); <-leader }()
+	close(release)
+	<-streaming
+	// The stream goes on: the waiter must be answered before it ends.
+	w := untilValue(t, "the waiter to be answered while the leader streams", waiter)
+	if w.Body.String() != "own stream" {
+		t.Errorf("waiter got %q, want its own answer from the origin", w.Body.String())
 	}
 }

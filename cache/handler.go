@@ -438,8 +438,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if rq.NoCache || ttl > 0 {
 			fwd = "request"
 		}
-		h.m.revalidate.Inc()
-		x := &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url}
+		x := &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, result: h.m.revalidate}
 		if record != nil {
 			x.variantKey = kb.variant
 		}
@@ -449,8 +448,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if rq.OnlyIfCached {
 		return h.gatewayTimeout(w, "only-if-cached")
 	}
-	h.m.miss.Inc()
-	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url}
+	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, result: h.m.miss}
 	if record != nil {
 		x.variantKey = kb.variant
 	}

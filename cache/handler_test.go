@@ -731,6 +731,33 @@ func TestRevalidation304OtherValidator(t *testing.T) {
 	}
 }
 
+// TestTrailersNotStored: a response with trailers, announced in Trailer
+// or set after the body with http.TrailerPrefix, is not stored (the
+// trailers would be lost on hits).
+func TestTrailersNotStored(t *testing.T) {
+	for _, announced := range []bool{true, false} {
+		c := newClock()
+		h := newTestHandler(t, Config{}, c)
+		o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Cache-Control", "max-age=60")
+			if announced {
+				w.Header().Set("Trailer", "Checksum")
+			}
+			_, _ = io.WriteString(w, "body")
+			if announced {
+				w.Header().Set("Checksum", "xyz")
+			} else {
+				w.Header().Set(http.TrailerPrefix+"Checksum", "xyz")
+			}
+			return nil
+		}}
+		get(t, h, o, "http://example.com/tr")
+		if w := get(t, h, o, "http://example.com/tr"); hasParam(w.Header().Get("Cache-Status"), "hit") {
+			t.Errorf("announced %v: a response with trailers was stored", announced)
+		}
+	}
+}
+
 // TestStoredWithoutDate: a response stored without Date is dated when it
 // was received (RFC 9110 §6.6.1): hits carry that Date and their Age.
 func TestStoredWithoutDate(t *testing.T) {
@@ -769,6 +796,28 @@ func TestRevalidationOfGETWithBody(t *testing.T) {
 		t.Errorf("If-None-Match %q, body %q: want an unconditional request", inm, w.Body.String())
 	}
 	wantStatus(t, w, []string{"fwd=stale", "fwd-status=200"})
+}
+
+// TestRevalidationBehindEncode: a compressed entry stored with the ETag
+// Caddy's encode rewrote ("v1-gzip") is refreshed by the 304 the origin
+// answers with its own tag ("v1"; encode strips the suffix from the
+// conditional request and leaves the 304 alone), and keeps its tag.
+func TestRevalidationBehindEncode(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	get(t, h, static(c, 200, "gz", "Cache-Control", "max-age=60", "Etag", `"v1-gzip"`, "Content-Encoding", "gzip"), "http://example.com/enc")
+	c.Advance(2 * time.Minute)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v1"`)
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}}
+	w := get(t, h, o, "http://example.com/enc")
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=304", "ttl=60"})
+	if o.calls.Load() != 1 || w.Body.String() != "gz" || w.Header().Get("Etag") != `"v1-gzip"` {
+		t.Errorf("origin calls %d, body %q, ETag %q: want one 304 and the stored gzip entry with its tag", o.calls.Load(), w.Body.String(), w.Header().Get("Etag"))
+	}
 }
 
 // TestRevalidation304WithoutDate: a 304 without Date is dated when it is

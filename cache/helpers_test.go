@@ -182,6 +182,19 @@ func until(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// untilValue receives from ch, failing the test if nothing comes within
+// the same time until allows (a guard against a hang, not a timing).
+func untilValue[T any](t testing.TB, what string, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(5 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
 // writer is a ResponseWriter that records every status (1xx included),
 // the slices it was given, flushes, and can fail writes.
 type writer struct {

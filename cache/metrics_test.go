@@ -2,8 +2,12 @@ package cache
 
 import (
 	"context"
+	"errors"
+	"maps"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	dto "github.com/prometheus/client_model/go"
@@ -126,4 +130,49 @@ func labelString(m map[string]string) string {
 		}
 	}
 	return b.String()
+}
+
+// resultCounts returns requests_total by result for h's cache.
+func resultCounts(h *Handler) map[string]float64 {
+	counts := map[string]float64{}
+	for _, r := range []string{resultHit, resultStale, resultMiss, resultRevalidate, resultCollapsed, resultBypass, resultError} {
+		var m dto.Metric
+		if err := cacheMetrics.requests.WithLabelValues(h.CacheName, r).Write(&m); err == nil && m.GetCounter().GetValue() > 0 {
+			counts[r] = m.GetCounter().GetValue()
+		}
+	}
+	return counts
+}
+
+// TestMetricsCountEachRequestOnce: requests_total counts every request
+// under exactly one result: a collapsed waiter as collapsed (not also a
+// miss), stale-if-error as stale (not also a revalidation), a 504 for a
+// must-revalidate entry as an error.
+func TestMetricsCountEachRequestOnce(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	release := make(chan struct{})
+	concurrent(t, h, blocking(c, release, "x", "Cache-Control", "max-age=60"), release, 3, "http://example.com/c", 2)
+	if got, want := resultCounts(h), map[string]float64{"miss": 1, "collapsed": 2}; !maps.Equal(got, want) {
+		t.Errorf("3 coalesced misses counted %v, want %v", got, want)
+	}
+
+	h = newTestHandler(t, Config{}, c)
+	get(t, h, static(c, 200, "x", "Cache-Control", "max-age=1, stale-if-error=60"), "http://example.com/s")
+	get(t, h, static(c, 200, "x", "Cache-Control", "max-age=1, must-revalidate"), "http://example.com/m")
+	c.Advance(5 * time.Second)
+	failing := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if r.URL.Path == "/m" {
+			return errors.New("unreachable")
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return nil
+	}}
+	wantStatus(t, get(t, h, failing, "http://example.com/s"), []string{"detail=stale-if-error"})
+	if w := get(t, h, failing, "http://example.com/m"); w.Code != http.StatusGatewayTimeout {
+		t.Fatalf("must-revalidate with the origin down: %d", w.Code)
+	}
+	if got, want := resultCounts(h), map[string]float64{"miss": 2, "stale": 1, "error": 1}; !maps.Equal(got, want) {
+		t.Errorf("counted %v, want %v", got, want)
+	}
 }

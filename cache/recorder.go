@@ -81,6 +81,21 @@ func (rec *recorder) reset() {
 	*rec = recorder{w: rec.w, header: make(http.Header), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit}
 }
 
+// hasTrailers reports whether the next handler set trailers, announced in
+// a Trailer field or not (http.TrailerPrefix): the cache does not store
+// them, so it does not store their response either.
+func (rec *recorder) hasTrailers() bool {
+	if len(rec.header["Trailer"]) > 0 {
+		return true
+	}
+	for k := range rec.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
 // Header returns the next handler's header map.
 func (rec *recorder) Header() http.Header { return rec.header }
 

@@ -7,12 +7,14 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -47,6 +49,10 @@ type exchange struct {
 
 	h   *Handler
 	rec recorder // records the origin's response
+
+	// result is the requests_total counter the exchange is counted under,
+	// once, when it ends; nil for a background refresh (no request).
+	result prometheus.Counter
 }
 
 func (x *exchange) onHeader(rec *recorder) { x.h.onHeader(x, rec) }
@@ -72,6 +78,13 @@ func (x *exchange) release(h *Handler, e *entry) {
 // forward sends r (or the cache's conditional version of it) to next
 // through a recorder, streams the answer to w, and stores it if allowed.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, x *exchange) error {
+	if x.result != nil {
+		defer func() {
+			if x.result != nil {
+				x.result.Inc()
+			}
+		}()
+	}
 	x.r = r
 	out := r
 	// A GET with a body (rare) is not made conditional: a 304 that does
@@ -107,7 +120,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			now := h.now()
 			if e != nil && collapsible(e, r, x.rq, now) && e.body.acquire() {
 				defer e.body.release()
-				h.m.collapsed.Inc()
+				x.result = h.m.collapsed
 				st := Status{Fwd: x.fwd, FwdStatus: f.status, Collapsed: true, Stored: h.store.has(e), TTL: e.ttl(now), HasTTL: true}
 				h.serveEntry(w, r, e, nil, st, now)
 				return nil
@@ -228,6 +241,13 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			rec.buffer = true
 			x.rc, x.vary = rc, fields
 			x.fresh = freshnessWith(lifetime, hdr, rc, x.requestTime, rec.responseTime)
+			if x.fresh.TTL(rec.responseTime) <= 0 {
+				// Stale on arrival (no-cache, max-age=0): no waiter could
+				// be answered with it, so they go to the origin now
+				// rather than wait for its end, which for a live stream
+				// (server-sent events) may never come.
+				x.release(h, nil)
+			}
 		} else {
 			x.release(h, nil)
 			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
@@ -282,13 +302,14 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			x.release(h, nil)
 			if x.stale != nil && !x.background {
 				if h.staleIfErrorOK(x, now) {
-					h.m.stale.Inc()
+					x.result = h.m.stale
 					h.serveEntry(w, x.r, x.stale, x.record, Status{Fwd: "stale", TTL: x.stale.ttl(now), HasTTL: true, Detail: "stale-if-error"}, now)
 					return nil
 				}
 				if !x.stale.rc.MayServeStale() {
 					// RFC 9111 §4.2.4, §5.2.2.2: a response that must be
 					// revalidated yields 504 when validation fails.
+					x.result = nil // counted as an error
 					return h.gatewayTimeout(w, "must-revalidate")
 				}
 			}
@@ -312,14 +333,14 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 	case outStaleIfError:
 		x.release(h, nil)
 		if !x.background {
-			h.m.stale.Inc()
+			x.result = h.m.stale
 			st := Status{Fwd: "stale", FwdStatus: rec.status, TTL: x.stale.ttl(now), HasTTL: true, Detail: "stale-if-error"}
 			h.serveEntry(w, x.r, x.stale, x.record, st, now)
 		}
 		return nil
 	}
 
-	if rec.buffer && !rec.overflow && err == nil && rec.complete() {
+	if rec.buffer && !rec.overflow && err == nil && rec.complete() && !rec.hasTrailers() {
 		e := h.newEntry(x, rec)
 		if !h.store.set(e) {
 			if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
@@ -427,11 +448,20 @@ func equalFields(a, b []string) bool {
 func (h *Handler) refresh(x *exchange, rec *recorder) (e *entry, shared bool) {
 	old := x.stale
 	notModified := withoutProxyCookie(x.r, rec.header)
-	if notModified.Get("Date") == "" {
+	undated := notModified.Get("Date") == ""
+	encoded := encodedETag(&old.header, strings.TrimSpace(notModified.Get("Etag")))
+	if undated || encoded {
+		notModified = notModified.Clone()
+	}
+	if undated {
 		// The 304 is the new response: a Date it lacks is its time of
 		// receipt (RFC 9110 §6.6.1), not the stored response's Date.
-		notModified = notModified.Clone()
 		notModified["Date"] = []string{rec.responseTime.UTC().Format(http.TimeFormat)}
+	}
+	if encoded {
+		// The origin's tag for the compressed representation the entry
+		// holds: keep the stored one, which encode made distinct.
+		delete(notModified, "Etag")
 	}
 	hdr := UpdateFrom304(old.header.header(), notModified)
 	rc := ParseResponseControl(hdr, h.targeted)

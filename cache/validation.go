@@ -141,10 +141,15 @@ func opaqueTag(etag string) (string, bool) {
 // the request asked about: an origin must send the ETag it would send
 // with a 200 (RFC 9110 §15.4.5), so nothing contradicts the stored one.
 // Values that are not well formed select only when identical.
+//
+// A stored response that Caddy's encode compressed carries the origin's
+// strong ETag with "-<coding>" appended; encode strips it from the
+// conditional request and leaves the 304's ETag alone, so that ETag
+// selects the stored one too (see encodedETag).
 func Selects304(stored HeaderReader, notModified http.Header) bool {
 	if vs := notModified["Etag"]; len(vs) > 0 {
 		got, have := strings.TrimSpace(vs[0]), strings.TrimSpace(stored.Get("Etag"))
-		if got == have {
+		if got == have || encodedETag(stored, got) {
 			return true
 		}
 		gotTag, ok1 := opaqueTag(got)
@@ -167,6 +172,16 @@ func Selects304(stored HeaderReader, notModified http.Header) bool {
 		return err1 == nil && err2 == nil && t1.Equal(t2)
 	}
 	return true
+}
+
+// encodedETag reports whether the stored ETag is etag as Caddy's encode
+// rewrites it for the stored Content-Encoding: "x" becomes "x-gzip".
+func encodedETag(stored HeaderReader, etag string) bool {
+	coding := strings.TrimSpace(stored.Get("Content-Encoding"))
+	if coding == "" || len(etag) < 2 || etag[0] != '"' || etag[len(etag)-1] != '"' {
+		return false
+	}
+	return strings.TrimSpace(stored.Get("Etag")) == etag[:len(etag)-1]+"-"+coding+`"`
 }
 
 // UpdateFrom304 returns a new header: stored updated with the fields of a

@@ -98,6 +98,10 @@ func TestRule13_Selects304(t *testing.T) {
 		{"other last-modified", rh("Last-Modified", lm), rh("Last-Modified", lm2), false},
 		{"last-modified where none was stored", rh("Etag", `"v1"`), rh("Last-Modified", lm), false},
 		{"no validators", rh("Etag", `"v1"`, "Last-Modified", lm), rh("Cache-Control", "max-age=60"), true},
+		{"encode's suffix for the stored coding", rh("Etag", `"v1-gzip"`, "Content-Encoding", "gzip"), rh("Etag", `"v1"`), true},
+		{"encode's suffix, other coding", rh("Etag", `"v1-gzip"`, "Content-Encoding", "zstd"), rh("Etag", `"v1"`), false},
+		{"suffix without Content-Encoding", rh("Etag", `"v1-gzip"`), rh("Etag", `"v1"`), false},
+		{"suffix on another tag", rh("Etag", `"v1-gzip"`, "Content-Encoding", "gzip"), rh("Etag", `"v2"`), false},
 	} {
 		if got := Selects304(tc.stored, tc.resp); got != tc.want {
 			t.Errorf("%s: Selects304 = %v, want %v", tc.name, got, tc.want)
