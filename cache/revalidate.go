@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"runtime/debug"
 	"slices"
@@ -144,6 +145,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	x.h = h
 	rec.events = x
 	x.requestTime = h.now()
+	var vars map[string]any // the request's vars before the first send
+	if x.cond {
+		vars, _ = r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+		vars = maps.Clone(vars)
+	}
 	err := next.ServeHTTP(rec, out)
 	rec.finishTrailers()
 	if x.outcome == outRetry && err == nil {
@@ -158,7 +164,15 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		x.store = x.store && len(r.Header["Range"]) == 0
 		rec.reset()
 		x.requestTime = h.now()
-		err = next.ServeHTTP(rec, r.WithContext(out.Context()))
+		// With the vars as they were: the handlers after the cache see a
+		// new request, not a retry (lb_policy affinity records its picks
+		// and the cookie it issued there, and the cookie went with the
+		// recorder's header).
+		ctx := out.Context()
+		if vars != nil {
+			ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
+		}
+		err = next.ServeHTTP(rec, r.WithContext(ctx))
 		rec.finishTrailers()
 	}
 	return h.finish(w, x, rec, err)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -769,4 +770,83 @@ http://127.0.0.1:%d {
 			return isHit(r)
 		})
 	}
+}
+
+// TestCacheAskAgainThroughAffinity: when a 304 does not select the stored
+// response and the cache sends the request again, lb_policy affinity sees
+// a new request, not a retry: a keyed client reaches the same upstream
+// twice, and a client without a cookie still gets exactly one.
+func TestCacheAskAgainThroughAffinity(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string // backend(If-None-Match) per origin request
+	backends := make([]*backend, 3)
+	for i := range backends {
+		name := fmt.Sprintf("b%d", i)
+		backends[i] = startBackend(t, name, func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			seen = append(seen, fmt.Sprintf("%s(%s)", name, r.Header.Get("If-None-Match")))
+			mu.Unlock()
+			if r.Header.Get("If-None-Match") != "" {
+				w.Header().Set("Etag", `"other"`) // replicas out of step
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			w.Header().Set("Etag", `"a"`)
+			w.Header().Set("Cache-Control", "max-age=0") // stored, revalidated on every use
+			fmt.Fprint(w, "body")
+		})
+	}
+	frontPort := freePort(t)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		cache_name itest
+		min_uses 1
+	}
+	reverse_proxy %s %s %s {
+		lb_policy affinity {http.request.header.X-Key} {
+			cookie aff {
+				secret integration-test-secret-0123456789
+			}
+		}
+	}
+}
+`, frontPort, backends[0].addr, backends[1].addr, backends[2].addr))
+	c := newClient()
+	// askedAgain repeats a request until one is a revalidation answered by
+	// the cache's second send, and returns it with what the origin saw.
+	askedAgain := func(url string, header map[string]string) (result, []string) {
+		var r result
+		var got []string
+		waitFor(t, "a revalidation asked again", 5*time.Second, func() bool {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			r = do(t, c, "GET", url, header)
+			mu.Lock()
+			defer mu.Unlock()
+			got = seen
+			return len(got) == 2
+		})
+		return r, got
+	}
+
+	url := fmt.Sprintf("http://127.0.0.1:%d/obj", frontPort)
+	alice := map[string]string{"X-Key": "alice"}
+	home := do(t, c, "GET", url, alice).header.Get("X-Backend")
+	r, got := askedAgain(url, alice)
+	if want := []string{home + `("a")`, home + "()"}; !slices.Equal(got, want) || r.body != "body" {
+		t.Errorf("alice (upstream %s): origin saw %v, want %v; body %q", home, got, want, r.body)
+	}
+
+	url2 := fmt.Sprintf("http://127.0.0.1:%d/obj2", frontPort)
+	do(t, c, "GET", url2, alice)
+	r, got = askedAgain(url2, nil) // no key, no cookie: the policy issues one
+	if cookies := r.header.Values("Set-Cookie"); len(cookies) != 1 || !strings.HasPrefix(cookies[0], "aff=") {
+		t.Errorf("cookie-less client asked again (origin saw %v): Set-Cookie %q, want one affinity cookie", got, cookies)
+	}
+	// Each send issues a fresh id (the first one's cookie went with the
+	// response that was not used), so the two may reach different
+	// upstreams; the cookie the client keeps is the one for the upstream
+	// that answered.
 }
