@@ -1,6 +1,7 @@
 package affinity
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -15,10 +16,13 @@ import (
 // order, never by *Upstream pointers: dynamic upstream sources return fresh
 // Upstream values on every call, with the same dials.
 
-// maxRecentSets bounds how many distinct upstream sets are remembered.
-// Static upstreams need one; dynamic sources that alternate between a few
-// sets (per-host SRV lookups, a source and the static fallback) need a few.
-const maxRecentSets = 8
+// maxRecentSets bounds how many distinct upstream lists are remembered.
+// Static upstreams need one; dynamic sources that alternate between sets
+// (per-host SRV lookups across sites, a source and the static fallback,
+// DNS answers in rotating order) need more. A list that only reorders a
+// remembered one shares its Table (see viewOf), so it costs an index, not
+// a build.
+const maxRecentSets = 64
 
 // upstreamSet is an immutable Table over one list of dial addresses.
 type upstreamSet struct {
@@ -33,9 +37,14 @@ type upstreamSet struct {
 	table  *Table
 	toPool []int32
 
-	// index maps a dial to its table index; used only on retries, to turn
-	// the upstreams already tried into table indices.
+	// index maps a dial to its table index; used on retries, to turn the
+	// upstreams already tried into table indices, and to map a reordered
+	// list onto the table.
 	index map[string]int32
+
+	// members is the sorted list of distinct dials: the set itself,
+	// whatever the order of the pool.
+	members []string
 }
 
 // poolIndex returns the pool index of table index i.
@@ -110,9 +119,12 @@ func (c *setCache) get(pool []*reverseproxy.Upstream) (*upstreamSet, error) {
 	if s := c.lookup(pool, h); s != nil { // built while we waited
 		return s, nil
 	}
-	s, err := c.newSet(pool, h)
-	if err != nil {
-		return nil, err
+	s := c.viewOf(pool, h)
+	if s == nil {
+		var err error
+		if s, err = c.newSet(pool, h); err != nil {
+			return nil, err
+		}
 	}
 	c.remember(s)
 	c.pin.Store(&slicePin{base: base, n: n, first: pool[0], last: pool[n-1], set: s})
@@ -157,6 +169,55 @@ func (c *setCache) remember(s *upstreamSet) {
 	c.recent.Store(next)
 }
 
+// viewOf returns a set for pool sharing the Table of a remembered set with
+// the same dials in another order (the mapping never depends on order),
+// or nil. Callers hold c.mu.
+func (c *setCache) viewOf(pool []*reverseproxy.Upstream, h uint64) *upstreamSet {
+	r := c.recent.Load()
+	if r == nil {
+		return nil
+	}
+	members := sortedMembers(pool)
+	for _, hash := range r.order {
+		base := r.byHash[hash]
+		if !slices.Equal(base.members, members) {
+			continue
+		}
+		s := &upstreamSet{dials: dialsOf(pool), hash: h, table: base.table, index: base.index, members: base.members}
+		toPool := make([]int32, len(base.index))
+		for i := range toPool {
+			toPool[i] = -1
+		}
+		identity := len(pool) == len(toPool)
+		for j, u := range pool {
+			if t := base.index[u.Dial]; toPool[t] < 0 {
+				toPool[t] = int32(j)
+				identity = identity && int(t) == j
+			}
+		}
+		if !identity {
+			s.toPool = toPool
+		}
+		return s
+	}
+	return nil
+}
+
+// sortedMembers returns pool's distinct dials, sorted.
+func sortedMembers(pool []*reverseproxy.Upstream) []string {
+	m := dialsOf(pool)
+	slices.Sort(m)
+	return slices.Compact(m)
+}
+
+func dialsOf(pool []*reverseproxy.Upstream) []string {
+	dials := make([]string, len(pool))
+	for i, u := range pool {
+		dials[i] = u.Dial
+	}
+	return dials
+}
+
 // newSet builds the set for pool.
 func (c *setCache) newSet(pool []*reverseproxy.Upstream, h uint64) (*upstreamSet, error) {
 	s := &upstreamSet{
@@ -181,6 +242,7 @@ func (c *setCache) newSet(pool []*reverseproxy.Upstream, h uint64) (*upstreamSet
 	if len(nodes) < len(pool) {
 		s.toPool = toPool
 	}
+	s.members = sortedMembers(pool)
 	t, err := c.build(nodes)
 	if err != nil {
 		return nil, err

@@ -2,7 +2,10 @@ package affinity
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -48,7 +51,7 @@ func TestSetCacheReuse(t *testing.T) {
 		{"sub-slice (different set)", pool[:9], 2, false},
 		{"an upstream added", append(freshCopy(pool), &reverseproxy.Upstream{Dial: "10.9.9.9:80"}), 3, false},
 		{"back to the first set", freshCopy(pool), 3, true},
-		{"reordered (a different list)", reversed(pool), 4, false},
+		{"reordered (another list, the same Table)", reversed(pool), 3, false},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -200,5 +203,36 @@ func TestSetCacheConcurrent(t *testing.T) {
 	}
 	if got := c.builds.Load(); got != int64(len(pools)) {
 		t.Errorf("builds = %d, want %d (one per set)", got, len(pools))
+	}
+}
+
+// TestSetCacheReorderedPools: the same dials in any order (DNS answers
+// rotate; Caddy looks them up again on retries) share one Table, and every
+// order picks the same dial for a key, a duplicate dial included.
+func TestSetCacheReorderedPools(t *testing.T) {
+	for _, algorithm := range []string{"rendezvous", "ring", "maglev"} {
+		t.Run(algorithm, func(t *testing.T) {
+			s := provisioned(t, &AffinitySelection{Algorithm: algorithm, Keys: []string{"{http.request.header.X-Key}"}})
+			pool := fakePool(7)
+			pool = append(pool, &reverseproxy.Upstream{Host: new(reverseproxy.Host), Dial: pool[2].Dial}) // a duplicate
+			want := map[string]string{}
+			for k := range 300 {
+				r, w := newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("X-Key", strconv.Itoa(k)) })
+				want[strconv.Itoa(k)] = dialOf(s.Select(pool, r, w))
+			}
+			rng := rand.New(rand.NewPCG(1, 2))
+			for range 200 {
+				shuffled := slices.Clone(pool)
+				rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+				k := strconv.Itoa(rng.IntN(300))
+				r, w := newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("X-Key", k) })
+				if got := dialOf(s.Select(shuffled, r, w)); got != want[k] {
+					t.Fatalf("key %s: %s in a shuffled pool, %s in the original", k, got, want[k])
+				}
+			}
+			if n := s.sets.builds.Load(); n != 1 {
+				t.Errorf("%d tables built for one set of dials in 201 orders, want 1", n)
+			}
+		})
 	}
 }
