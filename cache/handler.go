@@ -525,8 +525,15 @@ func ifRangeMatches(r *http.Request, stored HeaderReader) bool {
 	if strings.HasPrefix(ir, "W/") {
 		return false
 	}
+	// A date is a strong validator only when the response was generated
+	// at least a second after it (RFC 9110 §8.8.2.2, §13.1.5).
 	lm := stored.Get("Last-Modified")
-	return lm != "" && lm == ir
+	if lm == "" || lm != ir {
+		return false
+	}
+	modified, err1 := parseHTTPDate(lm)
+	date, err2 := parseHTTPDate(stored.Get("Date"))
+	return err1 == nil && err2 == nil && date.Sub(modified) >= time.Second
 }
 
 // appendCacheStatus appends the Cache-Status value: the members already

@@ -312,6 +312,8 @@ func TestHitConditionalAndRanges(t *testing.T) {
 		{name: "multi-range is full", fields: []string{"Range", "bytes=0-1,4-5"}, status: 200, body: "0123456789"},
 		{name: "If-Range match", fields: []string{"Range", "bytes=0-0", "If-Range", `"abc"`}, status: 206, body: "0", contentRange: "bytes 0-0/10"},
 		{name: "If-Range mismatch", fields: []string{"Range", "bytes=0-0", "If-Range", `"old"`}, status: 200, body: "0123456789"},
+		{name: "If-Range date match", fields: []string{"Range", "bytes=0-0", "If-Range", "Mon, 01 Jan 2024 00:00:00 GMT"}, status: 206, body: "0", contentRange: "bytes 0-0/10"},
+		{name: "If-Range other date", fields: []string{"Range", "bytes=0-0", "If-Range", "Tue, 02 Jan 2024 00:00:00 GMT"}, status: 200, body: "0123456789"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := get(t, h, o, "http://example.com/r", tc.fields...)
@@ -334,6 +336,18 @@ func TestHitConditionalAndRanges(t *testing.T) {
 	}
 	if n := o.calls.Load(); n != 1 {
 		t.Errorf("origin called %d times, want 1", n)
+	}
+}
+
+// TestIfRangeWeakDate: a Last-Modified within a second of Date is a weak
+// validator, which If-Range may not use (RFC 9110 §13.1.5): the full 200.
+func TestIfRangeWeakDate(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	get(t, h, static(c, 200, "0123456789", "Cache-Control", "max-age=60", "Last-Modified", c.date()), "http://example.com/wd")
+	w := get(t, h, nil, "http://example.com/wd", "Range", "bytes=0-0", "If-Range", c.date())
+	if w.Code != http.StatusOK || w.Body.String() != "0123456789" {
+		t.Errorf("If-Range with a weak date: %d %q, want the full 200", w.Code, w.Body.String())
 	}
 }
 
