@@ -90,6 +90,8 @@ type Handler struct {
 	firstUses *firstUseStats
 
 	m handlerMetrics
+	// metricsName is the cache name h's counters are under, until Cleanup.
+	metricsName string
 }
 
 // CaddyModule returns the Caddy module information.
@@ -152,6 +154,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.firstUses = &v.(*store).firstUses
 	h.m = newHandlerMetrics(ctx.GetMetricsRegistry(), h.CacheName)
+	h.metricsName = h.CacheName
 	return nil
 }
 
@@ -226,6 +229,10 @@ func checkKey(key string) error {
 
 // Cleanup releases the store; the last handler using it closes it.
 func (h *Handler) Cleanup() error {
+	if h.metricsName != "" {
+		releaseMetrics(h.metricsName)
+		h.metricsName = ""
+	}
 	if h.poolKey == "" {
 		return nil
 	}

@@ -74,6 +74,9 @@ func newHandlerMetrics(reg *prometheus.Registry, cache string) handlerMetrics {
 	c := func(result string) prometheus.Counter {
 		return cacheMetrics.requests.WithLabelValues(cache, result)
 	}
+	metricUsers.Lock()
+	metricUsers.n[cache]++
+	metricUsers.Unlock()
 	return handlerMetrics{
 		hit:        c(resultHit),
 		stale:      c(resultStale),
@@ -85,6 +88,28 @@ func newHandlerMetrics(reg *prometheus.Registry, cache string) handlerMetrics {
 
 		minUsesSkips: cacheMetrics.skips.WithLabelValues(cache),
 	}
+}
+
+// metricUsers counts the handlers counting under each cache name.
+var metricUsers = struct {
+	sync.Mutex
+	n map[string]int
+}{n: make(map[string]int)}
+
+// releaseMetrics is newHandlerMetrics undone when a handler is cleaned up:
+// once no handler counts under a cache name (it was renamed or removed),
+// its series stop being exported.
+func releaseMetrics(cache string) {
+	metricUsers.Lock()
+	defer metricUsers.Unlock()
+	if metricUsers.n[cache]--; metricUsers.n[cache] > 0 {
+		return
+	}
+	delete(metricUsers.n, cache)
+	for _, r := range []string{resultHit, resultStale, resultMiss, resultRevalidate, resultCollapsed, resultBypass, resultError} {
+		cacheMetrics.requests.DeleteLabelValues(cache, r)
+	}
+	cacheMetrics.skips.DeleteLabelValues(cache)
 }
 
 // storeCollector reports the live stores when scraped: size gauges and

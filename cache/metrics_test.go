@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 )
@@ -174,5 +175,47 @@ func TestMetricsCountEachRequestOnce(t *testing.T) {
 	}
 	if got, want := resultCounts(h), map[string]float64{"miss": 2, "stale": 1, "error": 1}; !maps.Equal(got, want) {
 		t.Errorf("counted %v, want %v", got, want)
+	}
+}
+
+// TestMetricsOfARemovedCacheName: once no handler counts under a cache
+// name (a reload renamed the cache), its requests_total series are no
+// longer exported; while one does, they stay.
+func TestMetricsOfARemovedCacheName(t *testing.T) {
+	exported := func(cache string) bool {
+		ch := make(chan prometheus.Metric, 64)
+		cacheMetrics.requests.Collect(ch)
+		close(ch)
+		for m := range ch {
+			var d dto.Metric
+			_ = m.Write(&d)
+			for _, l := range d.GetLabel() {
+				if l.GetName() == "cache" && l.GetValue() == cache {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	c := newClock()
+	provision := func() *Handler {
+		h := &Handler{Config: Config{CacheName: "renamed-away"}, now: c.Now}
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		t.Cleanup(cancel)
+		if err := h.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		h.logger = zap.NewNop()
+		return h
+	}
+	old, next := provision(), provision() // a reload: the new config first
+	get(t, old, static(c, 200, "x", "Cache-Control", "max-age=60"), "http://example.com/x")
+	_ = old.Cleanup()
+	if !exported("renamed-away") {
+		t.Fatal("series gone while a handler still counts under the name")
+	}
+	_ = next.Cleanup()
+	if exported("renamed-away") {
+		t.Error("series of a cache name no handler uses are still exported")
 	}
 }
