@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // flight is one origin request that concurrent misses for the same key
@@ -75,16 +76,26 @@ func (g *flightGroup) joined(f *flight) bool {
 	return f.done != nil
 }
 
-// wait blocks until the leader publishes or ctx ends, and returns the
-// published entry (nil: go to the origin).
-func (f *flight) wait(ctx context.Context) (*entry, error) {
+// maxCoalesceWait bounds how long a request waits for another's response
+// (nginx's proxy_cache_lock_timeout, which defaults to 5s): past it, it
+// goes to the origin itself, so that a fresh response that streams for
+// minutes, or never ends, holds nobody but its own client.
+const maxCoalesceWait = 10 * time.Second
+
+// wait blocks until the leader publishes, ctx ends or limit passes, and
+// returns the published entry (nil: go to the origin).
+func (f *flight) wait(ctx context.Context, limit time.Duration) (*entry, error) {
 	f.waiters.Add(1)
 	defer f.waiters.Add(-1)
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
 	select {
 	case <-f.done:
 		return f.e, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-timer.C:
+		return nil, nil
 	}
 }
 

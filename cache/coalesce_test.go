@@ -229,7 +229,7 @@ func TestFlightGroup(t *testing.T) {
 	e := &entry{entryData: entryData{key: "k"}}
 	g.finish("k", f, e, 200)
 	g.finish("k", f, nil, 0) // only the first finish counts
-	if got, err := f.wait(context.Background()); got != e || err != nil {
+	if got, err := f.wait(context.Background(), time.Minute); got != e || err != nil {
 		t.Errorf("wait = %v, %v", got, err)
 	}
 	if _, leader := g.join("k", new(flight)); !leader {
@@ -238,7 +238,7 @@ func TestFlightGroup(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	f3, _ := g.join("other", new(flight))
-	if _, err := f3.wait(ctx); err == nil {
+	if _, err := f3.wait(ctx, time.Minute); err == nil {
 		t.Error("wait ignores its context")
 	}
 }
@@ -447,6 +447,43 @@ func TestCoalescedStaleOnArrivalReleasesWaiters(t *testing.T) {
 	// The stream goes on: the waiter must be answered before it ends.
 	w := untilValue(t, "the waiter to be answered while the leader streams", waiter)
 	if w.Body.String() != "own stream" {
+		t.Errorf("waiter got %q, want its own answer from the origin", w.Body.String())
+	}
+}
+
+// TestCoalescedWaitIsBounded: a waiter behind a fresh response that keeps
+// streaming goes to the origin itself once the wait limit passes.
+func TestCoalescedWaitIsBounded(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	h.coalesceWait = 20 * time.Millisecond
+	streaming, stop := make(chan struct{}), make(chan struct{})
+	o := &origin{}
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		if o.calls.Load() > 1 {
+			_, _ = io.WriteString(w, "own answer")
+			return nil
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = io.WriteString(w, "part of a long download")
+		close(streaming)
+		<-stop
+		return nil
+	}
+	leader := make(chan struct{})
+	go func() {
+		defer close(leader)
+		_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, "http://example.com/long"), o)
+	}()
+	defer func() { close(stop); <-leader }()
+	<-streaming
+	waiter := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		w := httptest.NewRecorder()
+		_ = h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/long"), o)
+		waiter <- w
+	}()
+	if w := untilValue(t, "the waiter to give up waiting", waiter); w.Body.String() != "own answer" {
 		t.Errorf("waiter got %q, want its own answer from the origin", w.Body.String())
 	}
 }

@@ -92,6 +92,9 @@ type Handler struct {
 	m handlerMetrics
 	// metricsName is the cache name h's counters are under, until Cleanup.
 	metricsName string
+	// coalesceWait bounds a coalesced request's wait (maxCoalesceWait;
+	// tests shorten it).
+	coalesceWait time.Duration
 }
 
 // CaddyModule returns the Caddy module information.
@@ -129,6 +132,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.targeted = ""
 	}
 	h.coalesce = h.Coalesce == nil || *h.Coalesce
+	h.coalesceWait = maxCoalesceWait
 	if h.Key == "" {
 		h.Key = DefaultKey
 	}

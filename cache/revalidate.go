@@ -114,7 +114,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 		f, leader := h.flights.join(x.flightKey, &x.lead)
 		if !leader {
-			e, err := f.wait(r.Context())
+			e, err := f.wait(r.Context(), h.coalesceWait)
 			if err != nil {
 				return nil // the client is gone
 			}
