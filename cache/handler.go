@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -58,10 +59,14 @@ const (
 //     validation (stale, or the client asked: no-cache, max-age,
 //     min-fresh); S is 304 when the stored body was confirmed; with
 //     detail=stale-if-error the stale response replaced an origin error;
-//   - `fwd=miss; fwd-status=S; collapsed`: answered from a concurrent
-//     miss's response; `stored` is added when that response is known to
-//     be in the store by then;
-//   - `fwd=method`: a method the cache does not answer.
+//   - `fwd=uri-miss|vary-miss|stale|request; fwd-status=S; collapsed`:
+//     answered from a concurrent request's response (fwd is this
+//     request's own reason, S the status the other one got: 304 for a
+//     refresh); `stored` is added when that response is known to be in
+//     the store by then;
+//   - `fwd=method`: a method the cache does not answer;
+//   - `fwd=bypass`: a request to switch protocols (Upgrade), or one for
+//     which a custom key names an unknown placeholder.
 //
 // A miss never says `stored`: its header leaves before its body is
 // complete, and ristretto admits entries asynchronously (it may still
@@ -209,16 +214,24 @@ func checkMaxSize(n int64) error {
 // that Caddy does not know (a typo, which would be the same for every
 // request). Placeholders other handlers set (vars, regexp captures, map
 // outputs) can only be checked per request.
-func checkKey(key string) error {
+func checkKey(key string) (err error) {
 	if err := placeholder.Check(key); err != nil {
 		return err
 	}
+	defer func() {
+		// A placeholder that needs more than the sample request has is
+		// checked per request instead.
+		if recover() != nil {
+			err = nil
+		}
+	}()
 	sample := &http.Request{
 		Method: http.MethodGet, URL: &url.URL{Path: "/"}, Header: make(http.Header), Host: "example.com",
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RemoteAddr: "192.0.2.1:1234",
 	}
 	repl := caddy.NewReplacer()
-	sample = caddyhttp.PrepareRequest(sample.WithContext(context.Background()), repl, nil, nil)
+	local := context.WithValue(context.Background(), http.LocalAddrContextKey, net.Addr(&net.TCPAddr{IP: net.IPv4(192, 0, 2, 2), Port: 443}))
+	sample = caddyhttp.PrepareRequest(sample.WithContext(local), repl, nil, nil)
 	for _, name := range placeholder.Names(key) {
 		if !strings.HasPrefix(name, "http.request.") ||
 			strings.HasPrefix(name, "http.request.tls.") || strings.HasPrefix(name, "http.request.body") {
@@ -629,7 +642,13 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	base := &url.URL{Scheme: scheme, Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
+	// Relative references resolve against the URI the client sent, which
+	// the keys are made of, not the one a rewrite left.
+	sent := r.URL
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		sent = orig.URL
+	}
+	base := &url.URL{Scheme: scheme, Host: r.Host, Path: sent.Path, RawQuery: sent.RawQuery}
 	for _, field := range [...]string{"Location", "Content-Location"} {
 		v := resp.Get(field)
 		if v == "" {

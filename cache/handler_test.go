@@ -181,6 +181,7 @@ func TestUnsafeMethodsInvalidate(t *testing.T) {
 		fields      []string
 		invalidated []string // paths that must miss afterwards
 		kept        []string // paths that must still hit
+		rewrite     string   // the path after a rewrite before the cache
 	}{
 		{name: "POST 200 target", method: "POST", status: 200, invalidated: []string{"/t"}, kept: []string{"/loc", "/cl"}},
 		{name: "DELETE 204 target", method: "DELETE", status: 204, invalidated: []string{"/t"}},
@@ -192,19 +193,24 @@ func TestUnsafeMethodsInvalidate(t *testing.T) {
 		{name: "POST 201 Location with default port", method: "POST", status: 201, fields: []string{"Location", "http://EXAMPLE.com:80/loc"}, invalidated: []string{"/t", "/loc"}},
 		{name: "POST 201 Location other port", method: "POST", status: 201, fields: []string{"Location", "http://example.com:8080/loc"}, invalidated: []string{"/t"}, kept: []string{"/loc"}},
 		{name: "DELETE, nothing written", method: "DELETE", status: 0, invalidated: []string{"/t"}},
+		{name: "POST 201 relative Location after a rewrite", method: "POST", status: 201, fields: []string{"Location", "t2"}, rewrite: "/x/t", invalidated: []string{"/t", "/t2"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, Config{}, c)
 			o := static(c, 200, "body", "Cache-Control", "max-age=600")
-			for _, p := range []string{"/t", "/loc", "/cl"} {
+			for _, p := range []string{"/t", "/loc", "/cl", "/t2"} {
 				get(t, h, o, "http://example.com"+p)
 			}
 			unsafe := static(c, tc.status, "", tc.fields...)
 			if tc.status == 0 {
 				unsafe = &origin{fn: func(http.ResponseWriter, *http.Request) error { return nil }}
 			}
-			w := serve(t, h, unsafe, newRequest(tc.method, "http://example.com/t"))
+			r := newRequest(tc.method, "http://example.com/t")
+			if tc.rewrite != "" {
+				r.URL.Path = tc.rewrite // handle_path and the like
+			}
+			w := serve(t, h, unsafe, r)
 			if tc.status != 0 {
 				wantStatus(t, w, []string{"fwd=method"})
 			}
@@ -834,6 +840,42 @@ func TestRevalidationBehindEncode(t *testing.T) {
 	}
 }
 
+// TestRevalidationOverHTTP3: HTTP/2 and HTTP/3 requests without
+// Content-Length have -1 there, body or not; they are revalidated
+// conditionally all the same.
+func TestRevalidationOverHTTP3(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60")
+	get(t, h, o, "http://example.com/h3")
+	c.Advance(2 * time.Minute)
+	r := newRequest(http.MethodGet, "http://example.com/h3")
+	r.ContentLength = -1
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
+	wantStatus(t, serve(t, h, o, r), []string{"fwd=stale", "fwd-status=304"})
+}
+
+// TestRevalidationWeakenedByTheOrigin: nginx weakens the ETag of a
+// response it compresses but not of its 304: the strong 304 refreshes the
+// stored response, which keeps its weak tag.
+func TestRevalidationWeakenedByTheOrigin(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	get(t, h, static(c, 200, "gz", "Cache-Control", "max-age=60", "Etag", `W/"v1"`, "Content-Encoding", "gzip"), "http://example.com/ng")
+	c.Advance(2 * time.Minute)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v1"`)
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}}
+	w := get(t, h, o, "http://example.com/ng")
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"})
+	if o.calls.Load() != 1 || w.Header().Get("Etag") != `W/"v1"` {
+		t.Errorf("origin calls %d, ETag %q: want one 304 and the stored weak tag", o.calls.Load(), w.Header().Get("Etag"))
+	}
+}
+
 // TestRevalidation304WithoutDate: a 304 without Date is dated when it is
 // received (RFC 9110 §6.6.1), so the refreshed entry is fresh, not aged
 // from the old Date.
@@ -1229,6 +1271,7 @@ func TestValidate(t *testing.T) {
 				"{http.request.host}{http.request.host.labels.0}{http.request.method}{http.request.orig_uri}{http.request.remote.host}" +
 				"{http.request.tls.client.subject}{http.request.uri.path.file}"
 		}},
+		{name: "key of local address placeholders", modify: func(c *Config) { c.Key = "{http.request.local.port}{http.request.local}{http.request.uri}" }},
 		{name: "key of runtime placeholders", modify: func(c *Config) { c.Key = "{http.vars.tenant}{http.regexp.ver.1}{my_map_output}{env.HOME}" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -90,8 +90,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	out := r
 	// A GET with a body (rare) is not made conditional: a 304 that does
 	// not select the stored response is answered by sending the request
-	// again, which needs its body.
-	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator && r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
+	// again, which needs its body. (HTTP/2 and HTTP/3 requests without
+	// Content-Length have -1 there, body or not.)
+	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator && r.ContentLength <= 0 && len(r.TransferEncoding) == 0 {
 		out = revalidationRequest(r, x.stale)
 		x.cond = true
 	}
@@ -463,7 +464,12 @@ func (h *Handler) refresh(x *exchange, rec *recorder) (e *entry, shared bool) {
 	old := x.stale
 	notModified := withoutProxyCookie(x.r, rec.header)
 	undated := notModified.Get("Date") == ""
-	encoded := encodedETag(&old.header, strings.TrimSpace(notModified.Get("Etag")))
+	// The 304 selected the entry (Selects304) with a tag that differs
+	// only in weakness (nginx weakens the tag of what it compresses, not
+	// of its 304s) or by encode's suffix: keep the stored one, which
+	// names the representation the entry holds.
+	etag := strings.TrimSpace(notModified.Get("Etag"))
+	encoded := etag != "" && etag != strings.TrimSpace(old.header.Get("Etag"))
 	if undated || encoded {
 		notModified = notModified.Clone()
 	}
@@ -473,8 +479,6 @@ func (h *Handler) refresh(x *exchange, rec *recorder) (e *entry, shared bool) {
 		notModified["Date"] = []string{rec.responseTime.UTC().Format(http.TimeFormat)}
 	}
 	if encoded {
-		// The origin's tag for the compressed representation the entry
-		// holds: keep the stored one, which encode made distinct.
 		delete(notModified, "Etag")
 	}
 	hdr := UpdateFrom304(old.header.header(), notModified)

@@ -134,9 +134,10 @@ func opaqueTag(etag string) (string, bool) {
 }
 
 // Selects304 reports whether a 304 answering the cache's conditional
-// request identifies the stored response for update (RFC 9111 §4.3.4). A
-// strong ETag in the 304 must equal the stored ETag by strong comparison,
-// a weak one by weak comparison; without an ETag, a Last-Modified in the
+// request identifies the stored response for update (RFC 9111 §4.3.4). An
+// ETag in the 304 must have the stored ETag's opaque-tag (the conditional
+// request named only that tag, so a difference in weakness is the
+// origin's labelling, not another representation); without an ETag, a Last-Modified in the
 // 304 must equal the stored one. A 304 with neither updates the response
 // the request asked about: an origin must send the ETag it would send
 // with a 200 (RFC 9110 §15.4.5), so nothing contradicts the stored one.
@@ -154,13 +155,12 @@ func Selects304(stored HeaderReader, notModified http.Header) bool {
 		}
 		gotTag, ok1 := opaqueTag(got)
 		haveTag, ok2 := opaqueTag(have)
-		if !ok1 || !ok2 || gotTag != haveTag {
-			return false
-		}
-		// Same opaque-tag, different weakness: a weak 304 matches either,
-		// a strong one only a strong stored tag (which would be
-		// identical).
-		return strings.HasPrefix(got, "W/")
+		// Same opaque-tag, different weakness: the 304 answers the
+		// cache's own If-None-Match, which named only the stored tag.
+		// (A strong 304 for a weak stored tag is what nginx sends for a
+		// response it compressed: it weakens the 200's tag, not the
+		// 304's.)
+		return ok1 && ok2 && gotTag == haveTag
 	}
 	if vs := notModified["Last-Modified"]; len(vs) > 0 {
 		got, have := strings.TrimSpace(vs[0]), strings.TrimSpace(stored.Get("Last-Modified"))
