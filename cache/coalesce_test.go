@@ -218,28 +218,64 @@ func TestCoalesceOff(t *testing.T) {
 
 func TestFlightGroup(t *testing.T) {
 	var g flightGroup
-	f, leader := g.join("k", new(flight))
+	f, leader, _ := g.join("k", new(flight))
 	if !leader {
 		t.Fatal("first join does not lead")
 	}
-	f2, leader2 := g.join("k", new(flight))
-	if leader2 || f2 != f {
-		t.Fatal("second join leads or gets another flight")
+	f2, leader2, answering := g.join("k", new(flight))
+	if leader2 || f2 != f || answering == nil {
+		t.Fatal("second join leads, gets another flight or no answering channel")
+	}
+	g.answered(f)
+	if _, _, late := g.join("k", new(flight)); late != nil {
+		t.Error("a join after the answer began waits for it to begin")
 	}
 	e := &entry{entryData: entryData{key: "k"}}
 	g.finish("k", f, e, 200)
 	g.finish("k", f, nil, 0) // only the first finish counts
-	if got, err := f.wait(context.Background(), time.Minute); got != e || err != nil {
+	if got, err := f.wait(context.Background(), answering, time.Minute); got != e || err != nil {
 		t.Errorf("wait = %v, %v", got, err)
 	}
-	if _, leader := g.join("k", new(flight)); !leader {
+	if _, leader, _ := g.join("k", new(flight)); !leader {
 		t.Error("a join after finish does not lead a new flight")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	f3, _ := g.join("other", new(flight))
-	if _, err := f3.wait(ctx, time.Minute); err == nil {
+	g.join("other", new(flight))
+	f3, _, answering3 := g.join("other", new(flight))
+	if _, err := f3.wait(ctx, answering3, time.Minute); err == nil {
 		t.Error("wait ignores its context")
+	}
+}
+
+// TestCoalescedWaitNotBoundedBeforeTheAnswer: the wait bound counts from
+// the leader's response header: an origin slower than the bound to answer
+// still gets one request.
+func TestCoalescedWaitNotBoundedBeforeTheAnswer(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	h.coalesceWait = time.Millisecond
+	release := make(chan struct{})
+	o := blocking(c, release, "slow", "Cache-Control", "max-age=60")
+	out := make(chan *httptest.ResponseRecorder, 2)
+	for range 2 {
+		go func() {
+			w := httptest.NewRecorder()
+			_ = h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/slow"), o)
+			out <- w
+		}()
+	}
+	key := keyOf(t, h, newRequest(http.MethodGet, "http://example.com/slow"))
+	until(t, "the second request to wait", func() bool { return h.flights.waiting(key) == 1 })
+	time.Sleep(50 * time.Millisecond) // far past the bound: the waiter must still wait
+	close(release)
+	for range 2 {
+		if w := untilValue(t, "an answer", out); w.Body.String() != "slow" {
+			t.Errorf("body %q", w.Body.String())
+		}
+	}
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1: the waiter gave up before the origin answered", n)
 	}
 }
 

@@ -113,9 +113,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		} else {
 			x.flightKey = string(x.urlKey)
 		}
-		f, leader := h.flights.join(x.flightKey, &x.lead)
+		f, leader, answering := h.flights.join(x.flightKey, &x.lead)
 		if !leader {
-			e, err := f.wait(r.Context(), h.coalesceWait)
+			e, err := f.wait(r.Context(), answering, h.coalesceWait)
 			if err != nil {
 				return nil // the client is gone
 			}
@@ -216,6 +216,9 @@ func collapsible(e *entry, r *http.Request, rq RequestControl, now time.Time) bo
 // onHeader decides, at the origin's final status, what becomes of the
 // response.
 func (h *Handler) onHeader(x *exchange, rec *recorder) {
+	if x.leading {
+		h.flights.answered(&x.lead)
+	}
 	status := rec.status
 	if x.cond && status == http.StatusNotModified {
 		rec.pass = false
