@@ -392,6 +392,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case http.MethodOptions, http.MethodTrace:
 		h.m.bypass.Inc()
 		return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h, fwd: "method"}, r)
+	case http.MethodConnect:
+		// A tunnel (HTTP/2 and HTTP/3 WebSockets use extended CONNECT):
+		// like an Upgrade, nothing to store, and nothing it changes.
+		h.m.bypass.Inc()
+		return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h, fwd: "bypass"}, r)
 	default:
 		h.m.bypass.Inc()
 		return h.serveUnsafe(w, r, next)

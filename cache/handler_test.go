@@ -238,6 +238,11 @@ func TestUpgradeBypasses(t *testing.T) {
 		t.Errorf("upgrade answered %d, origin called %d times", w.Code, up.calls.Load())
 	}
 	wantStatus(t, w, []string{"fwd=bypass", "fwd-status=101"})
+	// HTTP/2 and HTTP/3 WebSockets: extended CONNECT, which invalidates
+	// nothing.
+	w = serve(t, h, static(c, 200, ""), newRequest(http.MethodConnect, "http://example.com/ws"))
+	wantStatus(t, w, []string{"fwd=bypass", "fwd-status=200"})
+	wantStatus(t, get(t, h, o, "http://example.com/ws"), []string{"hit"})
 	w = get(t, h, o, "http://example.com/fresh-ws", "Connection", "Upgrade", "Upgrade", "websocket")
 	wantStatus(t, w, []string{"fwd=bypass", "fwd-status=200"})
 	h.store.wait()
