@@ -179,28 +179,33 @@ func (c *setCache) viewOf(pool []*reverseproxy.Upstream, h uint64) *upstreamSet 
 	}
 	members := sortedMembers(pool)
 	for _, hash := range r.order {
-		base := r.byHash[hash]
-		if !slices.Equal(base.members, members) {
-			continue
+		if base := r.byHash[hash]; slices.Equal(base.members, members) {
+			return &upstreamSet{dials: dialsOf(pool), hash: h, table: base.table, index: base.index,
+				toPool: poolPositions(base.index, pool), members: base.members}
 		}
-		s := &upstreamSet{dials: dialsOf(pool), hash: h, table: base.table, index: base.index, members: base.members}
-		toPool := make([]int32, len(base.index))
-		for i := range toPool {
-			toPool[i] = -1
-		}
-		identity := len(pool) == len(toPool)
-		for j, u := range pool {
-			if t := base.index[u.Dial]; toPool[t] < 0 {
-				toPool[t] = int32(j)
-				identity = identity && int(t) == j
-			}
-		}
-		if !identity {
-			s.toPool = toPool
-		}
-		return s
 	}
 	return nil
+}
+
+// poolPositions maps each table index of index to the position in pool
+// of the first upstream with that dial (Caddy's own hash policies let the
+// first of two equal dials win), or returns nil when the two coincide.
+func poolPositions(index map[string]int32, pool []*reverseproxy.Upstream) []int32 {
+	toPool := make([]int32, len(index))
+	for i := range toPool {
+		toPool[i] = -1
+	}
+	identity := len(pool) == len(toPool)
+	for j, u := range pool {
+		if t := index[u.Dial]; toPool[t] < 0 {
+			toPool[t] = int32(j)
+			identity = identity && int(t) == j
+		}
+	}
+	if identity {
+		return nil
+	}
+	return toPool
 }
 
 // sortedMembers returns pool's distinct dials, sorted.
@@ -218,38 +223,24 @@ func dialsOf(pool []*reverseproxy.Upstream) []string {
 	return dials
 }
 
-// newSet builds the set for pool.
+// newSet builds the set for pool: a Table over its distinct dials, in
+// the order they first appear.
 func (c *setCache) newSet(pool []*reverseproxy.Upstream, h uint64) (*upstreamSet, error) {
-	s := &upstreamSet{
-		dials: make([]string, len(pool)),
-		hash:  h,
-		index: make(map[string]int32, len(pool)),
-	}
+	index := make(map[string]int32, len(pool))
 	nodes := make([]Node, 0, len(pool))
-	toPool := make([]int32, 0, len(pool))
-	for i, u := range pool {
-		s.dials[i] = u.Dial
-		if _, dup := s.index[u.Dial]; dup {
-			// Caddy's own hash policies let the first of two equal dials
-			// win; a Table needs distinct names, so later copies are not
-			// nodes at all.
-			continue
+	for _, u := range pool {
+		if _, dup := index[u.Dial]; !dup {
+			index[u.Dial] = int32(len(nodes))
+			nodes = append(nodes, Node{Name: u.Dial})
 		}
-		s.index[u.Dial] = int32(len(nodes))
-		nodes = append(nodes, Node{Name: u.Dial})
-		toPool = append(toPool, int32(i))
 	}
-	if len(nodes) < len(pool) {
-		s.toPool = toPool
-	}
-	s.members = sortedMembers(pool)
 	t, err := c.build(nodes)
 	if err != nil {
 		return nil, err
 	}
 	c.builds.Add(1)
-	s.table = t
-	return s, nil
+	return &upstreamSet{dials: dialsOf(pool), hash: h, table: t, index: index,
+		toPool: poolPositions(index, pool), members: sortedMembers(pool)}, nil
 }
 
 // setHash hashes pool's dial addresses in order. A zero byte separates them

@@ -170,9 +170,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Validate checks the configuration; errors name the field.
 func (h *Handler) Validate() error {
 	c := &h.Config
+	if err := checkMaxSize(c.MaxSize); err != nil {
+		return fmt.Errorf("provisioning response_cache: %w", err)
+	}
 	switch {
-	case checkMaxSize(c.MaxSize) != nil:
-		return fmt.Errorf("provisioning response_cache: %w", checkMaxSize(c.MaxSize))
 	case c.MaxItemSize <= 0:
 		return fmt.Errorf("provisioning response_cache: max_item_size must be positive, got %d", c.MaxItemSize)
 	case c.MaxItemSize > c.MaxSize:
@@ -305,11 +306,7 @@ var keyBufs = sync.Pool{New: func() any { return &keyBuf{url: make([]byte, 0, 25
 // request does not know, which would make unrelated requests share a key.
 func (h *Handler) appendKey(dst []byte, r *http.Request) (key []byte, ok bool) {
 	if !h.customKey {
-		u := r.URL
-		if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
-			u = orig.URL
-		}
-		return appendURLKey(dst, r, u), true
+		return appendURLKey(dst, r, sentURL(r)), true
 	}
 	dst = appendOrigin(dst, r)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -325,6 +322,14 @@ func (h *Handler) appendKey(dst []byte, r *http.Request) (key []byte, ok bool) {
 		return dst, false
 	}
 	return append(dst, v...), true
+}
+
+// sentURL is r's URL as the client sent it, before any rewrite.
+func sentURL(r *http.Request) *url.URL {
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		return orig.URL
+	}
+	return r.URL
 }
 
 // appendURLKey appends the default key of u, on r's origin.
@@ -386,17 +391,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if len(r.Header["Upgrade"]) > 0 {
 			// A protocol switch (WebSocket): not a response to store or
 			// to wait for another client's.
-			h.m.bypass.Inc()
-			return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h, fwd: "bypass"}, r)
+			return h.pass(w, r, next, "bypass")
 		}
 	case http.MethodOptions, http.MethodTrace:
-		h.m.bypass.Inc()
-		return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h, fwd: "method"}, r)
+		return h.pass(w, r, next, "method")
 	case http.MethodConnect:
 		// A tunnel (HTTP/2 and HTTP/3 WebSockets use extended CONNECT):
 		// like an Upgrade, nothing to store, and nothing it changes.
-		h.m.bypass.Inc()
-		return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h, fwd: "bypass"}, r)
+		return h.pass(w, r, next, "bypass")
 	default:
 		h.m.bypass.Inc()
 		return h.serveUnsafe(w, r, next)
@@ -407,8 +409,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var keyed bool
 	kb.url, keyed = h.appendKey(kb.url[:0], r)
 	if !keyed {
-		h.m.bypass.Inc()
-		return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h, fwd: "bypass"}, r)
+		return h.pass(w, r, next, "bypass")
 	}
 	urlHash := keyHash(kb.url)
 	rq := requestControl(r.Header)
@@ -593,6 +594,13 @@ func (h *Handler) gatewayTimeout(w http.ResponseWriter, detail string) error {
 	return nil
 }
 
+// pass forwards r, which the cache does not handle, with Cache-Status
+// fwd=<fwd>, counted as a bypass.
+func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, fwd string) error {
+	h.m.bypass.Inc()
+	return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h, fwd: fwd}, r)
+}
+
 // passWriter forwards a response the cache does not handle, adding
 // Cache-Status with fwd (method or bypass).
 type passWriter struct {
@@ -649,10 +657,7 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 	}
 	// Relative references resolve against the URI the client sent, which
 	// the keys are made of, not the one a rewrite left.
-	sent := r.URL
-	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
-		sent = orig.URL
-	}
+	sent := sentURL(r)
 	base := &url.URL{Scheme: scheme, Host: r.Host, Path: sent.Path, RawQuery: sent.RawQuery}
 	for _, field := range [...]string{"Location", "Content-Location"} {
 		v := resp.Get(field)

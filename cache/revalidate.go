@@ -79,13 +79,7 @@ func (x *exchange) release(h *Handler, e *entry) {
 // forward sends r (or the cache's conditional version of it) to next
 // through a recorder, streams the answer to w, and stores it if allowed.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, x *exchange) error {
-	if x.result != nil {
-		defer func() {
-			if x.result != nil {
-				x.result.Inc()
-			}
-		}()
-	}
+	defer x.count()
 	x.r = r
 	out := r
 	// A GET with a body (rare) is not made conditional: a 304 that does
@@ -154,29 +148,41 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	err := next.ServeHTTP(rec, out)
 	rec.finishTrailers()
 	if x.outcome == outRetry && err == nil {
-		// A 304 with validators other than the stored response's cannot
-		// refresh it (RFC 9111 §4.3.4), nor answer the client: the entry
-		// is dropped and the client's request goes out as it came.
-		if ce := h.logger.Check(zapcore.DebugLevel, "304 does not match the stored response; asking again"); ce != nil {
-			ce.Write(zap.String("key", x.stale.key), zap.String("etag", rec.header.Get("Etag")))
-		}
-		h.store.dropKey(x.stale.key)
-		x.stale, x.cond, x.outcome = nil, false, outPass
-		x.store = x.store && len(r.Header["Range"]) == 0
-		rec.reset()
-		x.requestTime = h.now()
-		// With the vars as they were: the handlers after the cache see a
-		// new request, not a retry (lb_policy affinity records its picks
-		// and the cookie it issued there, and the cookie went with the
-		// recorder's header).
-		ctx := out.Context()
-		if vars != nil {
-			ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
-		}
-		err = next.ServeHTTP(rec, r.WithContext(ctx))
-		rec.finishTrailers()
+		err = h.askAgain(out.Context(), r, vars, next, x)
 	}
 	return h.finish(w, x, rec, err)
+}
+
+// askAgain answers a 304 with validators other than the stored
+// response's, which can neither refresh it (RFC 9111 §4.3.4) nor answer
+// the client: the entry is dropped and the client's request r goes out
+// as it came, on ctx (the first send's context) with vars as they were
+// before the first send, so that the handlers after the cache see a new
+// request, not a retry (lb_policy affinity records its picks and the
+// cookie it issued there, and the cookie went with the discarded 304).
+func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string]any, next caddyhttp.Handler, x *exchange) error {
+	rec := &x.rec
+	if ce := h.logger.Check(zapcore.DebugLevel, "304 does not match the stored response; asking again"); ce != nil {
+		ce.Write(zap.String("key", x.stale.key), zap.String("etag", rec.header.Get("Etag")))
+	}
+	h.store.dropKey(x.stale.key)
+	x.stale, x.cond, x.outcome = nil, false, outPass
+	x.store = x.store && len(r.Header["Range"]) == 0
+	rec.reset()
+	x.requestTime = h.now()
+	if vars != nil {
+		ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
+	}
+	err := next.ServeHTTP(rec, r.WithContext(ctx))
+	rec.finishTrailers()
+	return err
+}
+
+// count counts the exchange under its result, if it is a request's.
+func (x *exchange) count() {
+	if x.result != nil {
+		x.result.Inc()
+	}
 }
 
 // detached is the context of a fill others may wait for: it has the
@@ -472,8 +478,8 @@ func (h *Handler) refresh(x *exchange, rec *recorder) (e *entry, shared bool) {
 	// of its 304s) or by encode's suffix: keep the stored one, which
 	// names the representation the entry holds.
 	etag := strings.TrimSpace(notModified.Get("Etag"))
-	encoded := etag != "" && etag != strings.TrimSpace(old.header.Get("Etag"))
-	if undated || encoded {
+	keepTag := etag != "" && etag != strings.TrimSpace(old.header.Get("Etag"))
+	if undated || keepTag {
 		notModified = notModified.Clone()
 	}
 	if undated {
@@ -481,7 +487,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder) (e *entry, shared bool) {
 		// receipt (RFC 9110 §6.6.1), not the stored response's Date.
 		notModified["Date"] = []string{rec.responseTime.UTC().Format(http.TimeFormat)}
 	}
-	if encoded {
+	if keepTag {
 		delete(notModified, "Etag")
 	}
 	hdr := UpdateFrom304(old.header.header(), notModified)

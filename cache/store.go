@@ -246,31 +246,28 @@ func (s *store) arena() *arena { return s.bodies }
 
 func keyHash(key []byte) uint64 { return xxhash.Sum64(key) }
 
-func (s *store) get(hash uint64, key []byte) (found *entry) {
-	defer s.missWhenClosing(&found)
-	e, ok := s.c.Get(hash)
+func (s *store) get(hash uint64, key []byte) *entry {
+	e, ok := s.lookup(hash)
 	if !ok || e == nil || e.key != string(key) {
 		return nil
 	}
 	return e
 }
 
-// missWhenClosing, deferred by a lookup, turns the panic of a Get racing
-// ristretto's Close into a miss (see closing); any other panic goes on.
-func (s *store) missWhenClosing(found **entry) {
-	if s.closing.Load() && recover() != nil {
-		*found = nil
-	}
+func (s *store) has(e *entry) bool {
+	cur, ok := s.lookup(e.hash)
+	return ok && cur == e
 }
 
-func (s *store) has(e *entry) (found bool) {
+// lookup is ristretto's Get, but the panic of a Get racing ristretto's
+// Close is a miss (see closing); any other panic goes on.
+func (s *store) lookup(hash uint64) (e *entry, ok bool) {
 	defer func() {
 		if s.closing.Load() && recover() != nil {
-			found = false
+			e, ok = nil, false
 		}
 	}()
-	cur, ok := s.c.Get(e.hash)
-	return ok && cur == e
+	return s.c.Get(hash)
 }
 
 func (s *store) set(e *entry) bool {
