@@ -59,6 +59,8 @@ const (
 //     validation (stale, or the client asked: no-cache, max-age,
 //     min-fresh); S is 304 when the stored body was confirmed; with
 //     detail=stale-if-error the stale response replaced an origin error;
+//     for a HEAD, the origin's 200 freshens or drops the stored GET
+//     response (RFC 9111 §4.3.5);
 //   - `fwd=uri-miss|vary-miss|stale|request; fwd-status=S; collapsed`:
 //     answered from a concurrent request's response (fwd is this
 //     request's own reason, S the status the other one got: 304 for a

@@ -160,6 +160,73 @@ func TestHeadMissIsNotStored(t *testing.T) {
 	wantStatus(t, w, []string{"fwd=uri-miss"})
 }
 
+// TestHeadFreshensStoredGET: a HEAD that goes to the origin while a GET
+// response is stored (stale, or the client asked for validation) updates
+// the stored response with the 200's fields when they match it, and drops
+// it when they do not (RFC 9111 §4.3.5). The HEAD's own answer goes to
+// the client as it came.
+func TestHeadFreshensStoredGET(t *testing.T) {
+	lm := rDateAt(-time.Hour)
+	for _, tc := range []struct {
+		name        string
+		storedCode  int
+		head        []string // the HEAD's 200 fields
+		headStatus  int
+		headRequest []string // the HEAD request's fields
+		want        string   // "updated", "dropped" or "unchanged"
+	}{
+		{"same validators and length", 200, []string{"Etag", `"v1"`, "Last-Modified", lm, "Content-Length", "5"}, 200, nil, "updated"},
+		{"no validators, no length", 200, nil, 200, nil, "updated"},
+		{"fresh entry, client asked for validation", 200, []string{"Etag", `"v1"`}, 200, []string{"Cache-Control", "no-cache"}, "updated"},
+		{"other etag", 200, []string{"Etag", `"v2"`}, 200, nil, "dropped"},
+		{"other last-modified", 200, []string{"Last-Modified", rDateAt(-time.Minute)}, 200, nil, "dropped"},
+		{"other length", 200, []string{"Etag", `"v1"`, "Content-Length", "9"}, 200, nil, "dropped"},
+		{"a 200 where a 404 is stored", 404, []string{"Etag", `"v1"`}, 200, nil, "dropped"},
+		{"not storable: Set-Cookie", 200, []string{"Etag", `"v1"`, "Set-Cookie", "a=b"}, 200, nil, "dropped"},
+		{"not storable: no-store", 200, []string{"Etag", `"v1"`, "Cache-Control", "no-store"}, 200, nil, "dropped"},
+		{"not a 200", 200, []string{"Etag", `"v2"`}, 404, nil, "unchanged"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			const url = "http://example.com/head"
+			stored := static(c, tc.storedCode, "hello", "Cache-Control", "max-age=60", "Etag", `"v1"`, "Last-Modified", lm, "X-Version", "1")
+			get(t, h, stored, url)
+			if tc.headRequest == nil {
+				c.Advance(2 * time.Minute) // stale
+			}
+			o := static(c, tc.headStatus, "", append([]string{"Cache-Control", "max-age=600", "X-Version", "2"}, tc.head...)...)
+			w := serve(t, h, o, newRequest(http.MethodHead, url, tc.headRequest...))
+			if w.Code != tc.headStatus || w.Header().Get("X-Version") != "2" {
+				t.Fatalf("HEAD answered %d X-Version %q, want the origin's %d", w.Code, w.Header().Get("X-Version"), tc.headStatus)
+			}
+			wantStatus(t, w, []string{"fwd-status=" + strconv.Itoa(tc.headStatus)}, "hit")
+			c.Advance(time.Minute) // stale again unless updated to max-age=600
+			w = get(t, h, stored, url, "Cache-Control", "only-if-cached, max-stale")
+			var got string
+			switch {
+			case w.Code == http.StatusGatewayTimeout:
+				got = "dropped"
+			case w.Header().Get("X-Version") == "2" && hasParam(w.Header().Get("Cache-Status"), "hit"):
+				got = "updated"
+				if w.Body.String() != "hello" || w.Header().Get("Content-Length") != "5" {
+					t.Errorf("updated entry serves %q, Content-Length %q", w.Body.String(), w.Header().Get("Content-Length"))
+				}
+			case w.Header().Get("X-Version") == "1":
+				got = "unchanged"
+			default:
+				got = strconv.Itoa(w.Code) + " X-Version " + w.Header().Get("X-Version") + " " + w.Header().Get("Cache-Status")
+			}
+			if got != tc.want {
+				t.Errorf("stored GET response after the HEAD: %s, want %s", got, tc.want)
+			}
+			if n := stored.calls.Load(); n != 1 {
+				t.Errorf("origin asked for the GET %d times, want 1", n)
+			}
+		})
+	}
+}
+
 func TestOtherMethodsBypass(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)

@@ -66,6 +66,7 @@ const (
 	outRefresh                     // 304 to our conditional: serve the updated entry
 	outStaleIfError                // 5xx: serve the stale entry (RFC 5861 §4)
 	outRetry                       // 304 not selecting the stored response: ask again
+	outFreshen                     // 200 to a HEAD: update or invalidate the stored GET (RFC 9111 §4.3.5)
 )
 
 // release publishes e to the waiters of a coalesced miss (nil: they go to
@@ -239,6 +240,9 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		x.outcome = outStaleIfError
 		return
 	}
+	if x.stale != nil && x.r.Method == http.MethodHead && status == http.StatusOK {
+		x.outcome = outFreshen // the 200 goes to the client as it is
+	}
 	var detail string
 	if x.store {
 		hdr := withoutProxyCookie(x.r, rec.header)
@@ -344,7 +348,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 
 	switch x.outcome {
 	case outRefresh:
-		e, shared := h.refresh(x, rec)
+		e, shared := h.refresh(x, rec, withoutProxyCookie(x.r, rec.header))
 		if shared {
 			x.release(h, e)
 		}
@@ -364,6 +368,9 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		return nil
 	}
 
+	if x.outcome == outFreshen && err == nil {
+		h.freshen(x, rec)
+	}
 	if rec.buffer && !rec.overflow && err == nil && rec.complete() && !rec.hasTrailers() {
 		e := h.newEntry(x, rec)
 		if !h.store.set(e) {
@@ -465,13 +472,13 @@ func equalFields(a, b []string) bool {
 	return true
 }
 
-// refresh builds and stores the entry updated by a 304 (RFC 9111 §4.3.4):
-// the stored fields updated with the 304's, freshness from the 304's
-// times, the same body. shared reports whether the updated response may
-// go to other clients: it is storable and this request allows storing.
-func (h *Handler) refresh(x *exchange, rec *recorder) (e *entry, shared bool) {
+// refresh builds and stores the entry updated by a 304 (RFC 9111 §4.3.4)
+// or by a HEAD's 200 (§4.3.5), whose header is notModified: the stored
+// fields updated with its fields, freshness from its times, the same
+// body. shared reports whether the updated response may go to other
+// clients: it is storable and this request allows storing.
+func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (e *entry, shared bool) {
 	old := x.stale
-	notModified := withoutProxyCookie(x.r, rec.header)
 	undated := notModified.Get("Date") == ""
 	// The 304 selected the entry (Selects304) with a tag that differs
 	// only in weakness (nginx weakens the tag of what it compresses, not
@@ -508,13 +515,41 @@ func (h *Handler) refresh(x *exchange, rec *recorder) (e *entry, shared bool) {
 		e.exited.Store(true)
 		return e, false
 	}
-	if reason := Storable(x.r, old.status, hdr, rc, has, false); reason != "" || !e.body.acquire() {
+	if reason := Storable(asGET(x.r), old.status, hdr, rc, has, false); reason != "" || !e.body.acquire() {
 		e.exited.Store(true) // holds no reference
 		h.store.dropKey(old.key)
 		return e, false
 	}
 	h.store.set(e)
 	return e, true
+}
+
+// freshen updates the stored GET response x.stale with the 200 answering
+// the client's HEAD request, or drops it when the two differ (RFC 9111
+// §4.3.5): the HEAD response is what a GET would have got, less the body.
+// It runs after the 200 went to the client.
+func (h *Handler) freshen(x *exchange, rec *recorder) {
+	old := x.stale
+	head := withoutProxyCookie(x.r, rec.header)
+	if old.status != http.StatusOK || !HeadSelects(&old.header, old.body.Len(), head) {
+		if ce := h.logger.Check(zapcore.DebugLevel, "HEAD response differs from the stored GET response; dropping it"); ce != nil {
+			ce.Write(zap.String("key", old.key), zap.String("etag", head.Get("Etag")), zap.String("content_length", head.Get("Content-Length")))
+		}
+		h.store.dropKey(old.key)
+		return
+	}
+	h.refresh(x, rec, head)
+}
+
+// asGET returns r, or a shallow copy of it with the method GET: the
+// request a stored GET response answered, for Storable.
+func asGET(r *http.Request) *http.Request {
+	if r.Method == http.MethodGet {
+		return r
+	}
+	r2 := r.WithContext(r.Context())
+	r2.Method = http.MethodGet
+	return r2
 }
 
 // revalidationRequest is r turned into the cache's conditional request for

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -149,29 +150,64 @@ func opaqueTag(etag string) (string, bool) {
 // selects the stored one too (see encodedETag).
 func Selects304(stored HeaderReader, notModified http.Header) bool {
 	if vs := notModified["Etag"]; len(vs) > 0 {
-		got, have := strings.TrimSpace(vs[0]), strings.TrimSpace(stored.Get("Etag"))
-		if got == have || encodedETag(stored, got) {
-			return true
-		}
-		gotTag, ok1 := opaqueTag(got)
-		haveTag, ok2 := opaqueTag(have)
-		// Same opaque-tag, different weakness: the 304 answers the
-		// cache's own If-None-Match, which named only the stored tag.
-		// (A strong 304 for a weak stored tag is what nginx sends for a
-		// response it compressed: it weakens the 200's tag, not the
-		// 304's.)
-		return ok1 && ok2 && gotTag == haveTag
+		return selectsByETag(stored, vs[0])
 	}
 	if vs := notModified["Last-Modified"]; len(vs) > 0 {
-		got, have := strings.TrimSpace(vs[0]), strings.TrimSpace(stored.Get("Last-Modified"))
-		if got == have {
-			return true
-		}
-		t1, err1 := parseHTTPDate(got)
-		t2, err2 := parseHTTPDate(have)
-		return err1 == nil && err2 == nil && t1.Equal(t2)
+		return selectsByDate(stored, vs[0])
 	}
 	return true
+}
+
+// HeadSelects reports whether a 200 answering a HEAD request matches the
+// stored GET response with a body of bodyLen bytes, so that its fields
+// update it (RFC 9111 §4.3.5): each validator it has selects the stored
+// response as a 304's would (Selects304), and its Content-Length, if
+// any, is the stored body's length. A stored response it does not match
+// is out of date.
+func HeadSelects(stored HeaderReader, bodyLen int, head http.Header) bool {
+	if vs := head["Content-Length"]; len(vs) > 0 {
+		n, err := strconv.ParseInt(strings.TrimSpace(vs[0]), 10, 64)
+		if err != nil || n != int64(bodyLen) {
+			return false
+		}
+	}
+	if vs := head["Etag"]; len(vs) > 0 && !selectsByETag(stored, vs[0]) {
+		return false
+	}
+	if vs := head["Last-Modified"]; len(vs) > 0 && !selectsByDate(stored, vs[0]) {
+		return false
+	}
+	return true
+}
+
+// selectsByETag reports whether etag, received from the origin, names the
+// stored response: its ETag, or the same opaque-tag with another
+// weakness, or the tag encode rewrote into the stored one.
+func selectsByETag(stored HeaderReader, etag string) bool {
+	got, have := strings.TrimSpace(etag), strings.TrimSpace(stored.Get("Etag"))
+	if got == have || encodedETag(stored, got) {
+		return true
+	}
+	gotTag, ok1 := opaqueTag(got)
+	haveTag, ok2 := opaqueTag(have)
+	// Same opaque-tag, different weakness: the 304 answers the
+	// cache's own If-None-Match, which named only the stored tag.
+	// (A strong 304 for a weak stored tag is what nginx sends for a
+	// response it compressed: it weakens the 200's tag, not the
+	// 304's.)
+	return ok1 && ok2 && gotTag == haveTag
+}
+
+// selectsByDate reports whether lastModified, received from the origin,
+// is the stored response's Last-Modified.
+func selectsByDate(stored HeaderReader, lastModified string) bool {
+	got, have := strings.TrimSpace(lastModified), strings.TrimSpace(stored.Get("Last-Modified"))
+	if got == have {
+		return true
+	}
+	t1, err1 := parseHTTPDate(got)
+	t2, err2 := parseHTTPDate(have)
+	return err1 == nil && err2 == nil && t1.Equal(t2)
 }
 
 // encodedETag reports whether the stored ETag is etag as Caddy's encode

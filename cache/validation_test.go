@@ -155,3 +155,32 @@ func TestRule14_ClientConditional(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadSelects: a HEAD's 200 updates the stored GET response only if
+// each validator it has and its Content-Length match (RFC 9111 §4.3.5).
+func TestHeadSelects(t *testing.T) {
+	lm, lm2 := rDateAt(-time.Hour), rDateAt(-time.Minute)
+	stored := rh("Etag", `"v1"`, "Last-Modified", lm, "Content-Length", "5")
+	for _, tc := range []struct {
+		name string
+		head http.Header
+		want bool
+	}{
+		{"same etag, last-modified and length", rh("Etag", `"v1"`, "Last-Modified", lm, "Content-Length", "5"), true},
+		{"nothing to compare", rh("Cache-Control", "max-age=60"), true},
+		{"same etag only", rh("Etag", `"v1"`), true},
+		{"weak form of the stored etag", rh("Etag", `W/"v1"`), true},
+		{"other etag", rh("Etag", `"v2"`, "Last-Modified", lm, "Content-Length", "5"), false},
+		{"other last-modified", rh("Etag", `"v1"`, "Last-Modified", lm2), false},
+		{"other length", rh("Etag", `"v1"`, "Content-Length", "6"), false},
+		{"invalid length", rh("Content-Length", "five"), false},
+		{"zero length", rh("Content-Length", "0"), false},
+	} {
+		if got := HeadSelects(stored, 5, tc.head); got != tc.want {
+			t.Errorf("%s: HeadSelects = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if !HeadSelects(rh("Etag", `"v1-gzip"`, "Content-Encoding", "gzip"), 3, rh("Etag", `"v1"`)) {
+		t.Error("the origin's tag for a response encode compressed does not select it")
+	}
+}

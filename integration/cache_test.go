@@ -670,6 +670,69 @@ func TestCacheRevalidationThroughProxy(t *testing.T) {
 	}
 }
 
+// TestCacheHeadFreshensThroughProxy: a HEAD that reaches the origin
+// through reverse_proxy while a GET response is stored updates that
+// response when the origin's 200 matches it, and drops it when the
+// origin's ETag has moved on (RFC 9111 §4.3.5).
+func TestCacheHeadFreshensThroughProxy(t *testing.T) {
+	var mu sync.Mutex
+	version, control := "v1", "max-age=0"
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		v, cc := version, control
+		mu.Unlock()
+		w.Header().Set("Cache-Control", cc)
+		w.Header().Set("Etag", `"`+v+`"`)
+		if r.Header.Get("If-None-Match") == `"`+v+`"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprintf(w, "body %s", v) // net/http sends its length, not the body, for a HEAD
+	})
+	frontPort := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/head", frontPort)
+	startCaddy(t, cacheFront(frontPort, origin, ""))
+	c := newClient()
+	do(t, c, "GET", url, nil)
+	waitFor(t, "the entry to be stored", 5*time.Second, func() bool {
+		return strings.HasPrefix(cacheStatus(do(t, c, "GET", url, nil)), "itest; fwd=stale; fwd-status=304")
+	})
+
+	// The stored response is stale; the origin's HEAD answer matches it
+	// and makes it fresh for a minute.
+	mu.Lock()
+	control = "max-age=60"
+	mu.Unlock()
+	r := do(t, c, "HEAD", url, nil)
+	if r.status != 200 || r.header.Get("Content-Length") != "7" || !strings.HasPrefix(cacheStatus(r), "itest; fwd=stale; fwd-status=200") {
+		t.Fatalf("HEAD: %d Content-Length %q Cache-Status %q", r.status, r.header.Get("Content-Length"), cacheStatus(r))
+	}
+	before := origin.hits.Load()
+	waitFor(t, "the HEAD's update to be stored", 5*time.Second, func() bool {
+		r = do(t, c, "GET", url, map[string]string{"Cache-Control": "only-if-cached"})
+		return r.status == 200
+	})
+	if r.body != "body v1" || !strings.HasPrefix(cacheStatus(r), "itest; hit") || origin.hits.Load() != before {
+		t.Errorf("after the HEAD: %d %q Cache-Status %q, origin asked %d more times; want a fresh hit",
+			r.status, r.body, cacheStatus(r), origin.hits.Load()-before)
+	}
+
+	// The origin moves on; a HEAD that asks for validation learns it.
+	mu.Lock()
+	version = "v2"
+	mu.Unlock()
+	r = do(t, c, "HEAD", url, map[string]string{"Cache-Control": "no-cache"})
+	if r.status != 200 || r.header.Get("Etag") != `"v2"` || !strings.HasPrefix(cacheStatus(r), "itest; fwd=request; fwd-status=200") {
+		t.Fatalf("HEAD with no-cache: %d ETag %q Cache-Status %q", r.status, r.header.Get("Etag"), cacheStatus(r))
+	}
+	if r = do(t, c, "GET", url, map[string]string{"Cache-Control": "only-if-cached, max-stale"}); r.status != http.StatusGatewayTimeout {
+		t.Errorf("after a HEAD with another ETag: %d %q Cache-Status %q, want the v1 response dropped", r.status, r.body, cacheStatus(r))
+	}
+	if r = do(t, c, "GET", url, nil); r.body != "body v2" {
+		t.Errorf("GET after the drop: %q", r.body)
+	}
+}
+
 // TestCacheUpgradePassesThrough: a connection upgrade (WebSocket and the
 // like) through response_cache bypasses the cache, reaches the backend and
 // carries data both ways; two at once to one URL do not wait on each
