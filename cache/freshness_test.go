@@ -84,6 +84,11 @@ func TestRule02_StoreNeedsFreshness(t *testing.T) {
 		{"default ttl 200", 200, rh("Date", rt0Date), time.Minute, ""},
 		{"default ttl not for 500", 500, rh("Date", rt0Date), time.Minute, "no-freshness"},
 		{"default ttl not for 302", 302, rh("Date", rt0Date), time.Minute, "no-freshness"},
+		{"no-cache with an etag, to revalidate", 200, rh("Date", rt0Date, "Cache-Control", "no-cache", "Etag", `"a"`), 0, ""},
+		{"no-cache with an etag, 404", 404, rh("Cache-Control", "no-cache", "Etag", `"a"`), 0, ""},
+		{"no-cache without a validator", 200, rh("Date", rt0Date, "Cache-Control", "no-cache"), 0, "no-freshness"},
+		{"no-cache with an etag, 500", 500, rh("Cache-Control", "no-cache", "Etag", `"a"`), 0, "no-freshness"},
+		{"etag without no-cache", 200, rh("Date", rt0Date, "Etag", `"a"`), 0, "no-freshness"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -759,6 +759,45 @@ func movedOn(etag, body string) func(http.ResponseWriter, *http.Request) error {
 	}
 }
 
+// TestNoCacheWithETagIsRevalidated: a response with no-cache and an ETag
+// but no lifetime is stored, and every use of it is a conditional request
+// whose 304 lets the cache send the stored body.
+func TestNoCacheWithETagIsRevalidated(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("Etag", `"a"`)
+		if r.Header.Get("If-None-Match") == `"a"` {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		_, _ = io.WriteString(w, "page")
+		return nil
+	}}
+	const url = "http://example.com/nc"
+	wantStatus(t, get(t, h, o, url), []string{"fwd=uri-miss", "fwd-status=200"})
+	for i := range 2 {
+		w := get(t, h, o, url)
+		if w.Code != 200 || w.Body.String() != "page" {
+			t.Fatalf("use %d: %d %q", i, w.Code, w.Body.String())
+		}
+		wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"})
+		if inm := o.last().Header.Get("If-None-Match"); inm != `"a"` {
+			t.Errorf("use %d went out with If-None-Match %q, want the stored tag", i, inm)
+		}
+	}
+	if n := o.calls.Load(); n != 3 {
+		t.Errorf("origin asked %d times, want 3 (every use validated)", n)
+	}
+	if w := get(t, h, o, url, "Cache-Control", "only-if-cached"); w.Code != http.StatusGatewayTimeout {
+		t.Errorf("only-if-cached: %d, want 504 (no use without validation)", w.Code)
+	}
+	if w := get(t, h, o, url, "If-None-Match", `"a"`); w.Code != http.StatusNotModified {
+		t.Errorf("the client's conditional request: %d, want 304", w.Code)
+	}
+}
+
 // TestRevalidation304OtherValidator: a 304 whose ETag is not the stored
 // one cannot refresh the stored response (RFC 9111 §4.3.4); the cache
 // drops it and sends the client's request again, unconditionally.
