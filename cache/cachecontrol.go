@@ -109,6 +109,15 @@ func (rc ResponseControl) MayServeStale() bool {
 	return rc.Targeted || rc.SMaxAge < 0
 }
 
+// MustRevalidateShared reports whether a shared cache that cannot
+// revalidate a stale copy must answer 504 rather than pass on the error
+// (must-revalidate, proxy-revalidate, and s-maxage, which implies
+// proxy-revalidate unless from a targeted field; RFC 9111 §5.2.2.2,
+// §5.2.2.8, §5.2.2.10).
+func (rc ResponseControl) MustRevalidateShared() bool {
+	return rc.MustRevalidate || rc.ProxyRevalidate || !rc.Targeted && rc.SMaxAge >= 0
+}
+
 // RequestControl is a request's parsed Cache-Control (RFC 9111 §5.2.1),
 // with Pragma: no-cache honoured when Cache-Control is absent. Durations
 // are -1 when absent; MaxStale is MaxStaleAny for a bare max-stale.

@@ -28,8 +28,8 @@ import (
 //   - "no-freshness": neither hasLifetime nor public (§3 also allows
 //     storing a heuristically cacheable status without freshness, but such
 //     an entry would be stale at once; DefaultTTL opts in to storing it),
-//     unless the response has no-cache and an ETag: stored to be
-//     revalidated on every use.
+//     unless the response has no-cache and a validator (ETag or
+//     Last-Modified): stored to be revalidated on every use.
 func Storable(req *http.Request, status int, h http.Header, rc ResponseControl, hasLifetime, allowSetCookie bool) string {
 	if req.Method != http.MethodGet {
 		return "method"
@@ -57,10 +57,9 @@ func Storable(req *http.Request, status int, h http.Header, rc ResponseControl, 
 	}
 	// A heuristically cacheable status may be stored with no lifetime
 	// (§3); it is then of use only to revalidate, so this cache stores
-	// it when the origin says so: no-cache, with an ETag to revalidate
-	// by (with Last-Modified it has a heuristic lifetime, which no-cache
-	// makes 0 all the same).
-	if !hasLifetime && !rc.Public && !(rc.NoCache && HeuristicallyCacheable(status) && len(h["Etag"]) > 0) {
+	// it when the origin says so: no-cache, with a validator to
+	// revalidate by.
+	if !hasLifetime && !rc.Public && !(rc.NoCache && HeuristicallyCacheable(status) && (len(h["Etag"]) > 0 || len(h["Last-Modified"]) > 0)) {
 		return "no-freshness"
 	}
 	return ""

@@ -87,6 +87,7 @@ func TestRule02_StoreNeedsFreshness(t *testing.T) {
 		{"no-cache with an etag, to revalidate", 200, rh("Date", rt0Date, "Cache-Control", "no-cache", "Etag", `"a"`), 0, ""},
 		{"no-cache with an etag, 404", 404, rh("Cache-Control", "no-cache", "Etag", `"a"`), 0, ""},
 		{"no-cache without a validator", 200, rh("Date", rt0Date, "Cache-Control", "no-cache"), 0, "no-freshness"},
+		{"no-cache with last-modified now (no heuristic lifetime)", 200, rh("Date", rt0Date, "Cache-Control", "no-cache", "Last-Modified", rt0Date), 0, ""},
 		{"no-cache with an etag, 500", 500, rh("Cache-Control", "no-cache", "Etag", `"a"`), 0, "no-freshness"},
 		{"etag without no-cache", 200, rh("Date", rt0Date, "Etag", `"a"`), 0, "no-freshness"},
 	}
@@ -346,6 +347,19 @@ func TestRule09_NoStaleWhenForbidden(t *testing.T) {
 	}
 	if rc := ParseResponseControl(rh("Cache-Control", "max-age=10"), ""); !rc.MayServeStale() {
 		t.Error("MayServeStale(max-age=10) = false")
+	}
+	// Which of them make a failed revalidation a 504 of the cache's own
+	// (§5.2.2.2, §5.2.2.8, §5.2.2.10) rather than the origin's error.
+	for cc, want := range map[string]bool{
+		"must-revalidate": true, "proxy-revalidate": true, "s-maxage=10": true,
+		"no-cache": false, "max-age=10": false,
+	} {
+		if got := ParseResponseControl(rh("Cache-Control", cc), "").MustRevalidateShared(); got != want {
+			t.Errorf("MustRevalidateShared(%s) = %v, want %v", cc, got, want)
+		}
+	}
+	if ParseResponseControl(rh("CDN-Cache-Control", "s-maxage=10"), "CDN-Cache-Control").MustRevalidateShared() {
+		t.Error("MustRevalidateShared(targeted s-maxage) = true")
 	}
 }
 

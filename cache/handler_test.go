@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -176,7 +178,7 @@ func TestHeadFreshensStoredGET(t *testing.T) {
 		want        string   // "updated", "dropped" or "unchanged"
 	}{
 		{"same validators and length", 200, []string{"Etag", `"v1"`, "Last-Modified", lm, "Content-Length", "5"}, 200, nil, "updated"},
-		{"no validators, no length", 200, nil, 200, nil, "updated"},
+		{"no validators, no length", 200, nil, 200, nil, "unchanged"},
 		{"fresh entry, client asked for validation", 200, []string{"Etag", `"v1"`}, 200, []string{"Cache-Control", "no-cache"}, "updated"},
 		{"other etag", 200, []string{"Etag", `"v2"`}, 200, nil, "dropped"},
 		{"other last-modified", 200, []string{"Last-Modified", rDateAt(-time.Minute)}, 200, nil, "dropped"},
@@ -224,6 +226,68 @@ func TestHeadFreshensStoredGET(t *testing.T) {
 				t.Errorf("origin asked for the GET %d times, want 1", n)
 			}
 		})
+	}
+}
+
+// TestRevalidationDoesNotBringBackWhatIsGone: a HEAD's 200 or a 304 that
+// arrives after the stored response was invalidated (POST), purged or
+// replaced by a newer one does not store the old body again.
+func TestRevalidationDoesNotBringBackWhatIsGone(t *testing.T) {
+	for _, method := range []string{http.MethodHead, http.MethodGet} {
+		for _, during := range []string{"post", "purge", "newer"} {
+			t.Run(method+" "+during, func(t *testing.T) {
+				c := newClock()
+				h := newTestHandler(t, Config{}, c)
+				const url = "http://example.com/gone"
+				get(t, h, static(c, 200, "v1 body", "Cache-Control", "max-age=60", "Etag", `"v1"`), url)
+				c.Advance(2 * time.Minute)
+				reached, release := make(chan struct{}), make(chan struct{})
+				slow := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+					w.Header().Set("Cache-Control", "max-age=600")
+					w.Header().Set("Etag", `"v1"`)
+					close(reached)
+					<-release
+					if r.Method == http.MethodGet {
+						w.WriteHeader(http.StatusNotModified)
+					}
+					return nil
+				}}
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					_ = h.ServeHTTP(newWriter(), newRequest(method, url), slow)
+				}()
+				<-reached
+				switch during {
+				case "post":
+					serve(t, h, static(c, 204, ""), newRequest(http.MethodPost, url))
+				case "purge":
+					h.store.purgeKey(keyOf(t, h, newRequest(http.MethodGet, url)))
+				case "newer":
+					// In a goroutine: before neverCollapsed, this no-cache
+					// GET waited for the slow revalidation of the GET case.
+					stored := make(chan struct{})
+					go func() {
+						defer close(stored)
+						_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, url, "Cache-Control", "no-cache"),
+							static(c, 200, "v2 body", "Cache-Control", "max-age=600", "Etag", `"v2"`))
+					}()
+					untilValue(t, "the newer response", stored)
+					h.store.wait()
+				}
+				close(release)
+				<-done
+				h.store.wait()
+				w := get(t, h, static(c, 500, ""), url, "Cache-Control", "only-if-cached")
+				want := http.StatusGatewayTimeout
+				if during == "newer" {
+					want = http.StatusOK
+				}
+				if w.Code != want || want == http.StatusOK && w.Body.String() != "v2 body" {
+					t.Errorf("after the late answer: %d %q %s, want %d", w.Code, w.Body.String(), w.Header().Get("Cache-Status"), want)
+				}
+			})
+		}
 	}
 }
 
@@ -798,6 +862,48 @@ func TestNoCacheWithETagIsRevalidated(t *testing.T) {
 	}
 }
 
+// TestNoCacheUsesDoNotWait: concurrent uses of a response that must be
+// validated on every use each send their own conditional request at once;
+// none waits for another's, whose answer it could not use.
+func TestNoCacheUsesDoNotWait(t *testing.T) {
+	for _, tc := range []struct{ name, cc, clientCC string }{
+		{"stored no-cache", "no-cache", ""},
+		{"stored max-age=0", "max-age=0", ""},
+		{"client no-cache", "max-age=60", "no-cache"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			const url = "http://example.com/each"
+			var atOrigin atomic.Int32
+			release := make(chan struct{})
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Cache-Control", tc.cc)
+				w.Header().Set("Etag", `"a"`)
+				if r.Header.Get("If-None-Match") == `"a"` {
+					atOrigin.Add(1)
+					<-release
+					w.WriteHeader(http.StatusNotModified)
+					return nil
+				}
+				_, _ = io.WriteString(w, "page")
+				return nil
+			}}
+			get(t, h, o, url)
+			const clients = 4
+			var wg sync.WaitGroup
+			for range clients {
+				wg.Go(func() {
+					_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, url, "Cache-Control", tc.clientCC), o)
+				})
+			}
+			until(t, "every use to reach the origin", func() bool { return atOrigin.Load() == clients })
+			close(release)
+			wg.Wait()
+		})
+	}
+}
+
 // TestRevalidation304OtherValidator: a 304 whose ETag is not the stored
 // one cannot refresh the stored response (RFC 9111 §4.3.4); the cache
 // drops it and sends the client's request again, unconditionally.
@@ -1183,7 +1289,7 @@ func TestStaleIfError(t *testing.T) {
 		{name: "must-revalidate 503 passes", cc: "max-age=60, stale-if-error=600, must-revalidate", status: 503, code: 503},
 		{name: "must-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, must-revalidate", code: 504, parts: []string{"detail=must-revalidate"}},
 		{name: "proxy-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, proxy-revalidate", code: 504, parts: []string{"detail=must-revalidate"}},
-		{name: "no-cache unreachable 504", cc: "max-age=60, stale-if-error=600, no-cache", code: 504, parts: []string{"detail=must-revalidate"}},
+		{name: "no-cache unreachable passes the error", cc: "max-age=60, stale-if-error=600, no-cache", err: boom},
 		{name: "s-maxage unreachable 504", cc: "s-maxage=60, stale-if-error=600", code: 504, parts: []string{"detail=must-revalidate"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

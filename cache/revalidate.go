@@ -102,7 +102,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 	}
 
-	if h.coalesce && x.store && !x.background {
+	if h.coalesce && x.store && !x.background && !x.neverCollapsed() {
 		if x.variantKey != nil {
 			x.flightKey = string(x.variantKey)
 		} else {
@@ -177,6 +177,15 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	err := next.ServeHTTP(rec, r.WithContext(ctx))
 	rec.finishTrailers()
 	return err
+}
+
+// neverCollapsed reports whether no response of a coalesced flight could
+// answer this request (see collapsible): the client asked for validation,
+// or the stored response it revalidates must be validated on every use
+// (no-cache, max-age=0), as the refreshed one will be. Waiting would only
+// delay its own request to the origin by one round trip.
+func (x *exchange) neverCollapsed() bool {
+	return x.rq.NoCache || x.stale != nil && x.stale.fresh.Lifetime <= 0
 }
 
 // count counts the exchange under its result, if it is a request's.
@@ -334,9 +343,10 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 					h.serveEntry(w, x.r, x.stale, x.record, Status{Fwd: "stale", TTL: x.stale.ttl(now), HasTTL: true, Detail: "stale-if-error"}, now)
 					return nil
 				}
-				if !x.stale.rc.MayServeStale() {
-					// RFC 9111 §4.2.4, §5.2.2.2: a response that must be
-					// revalidated yields 504 when validation fails.
+				if x.stale.rc.MustRevalidateShared() {
+					// RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10: a response
+					// that must be revalidated yields 504 when validation
+					// fails. (One with no-cache gets the origin's error.)
 					x.result = nil // counted as an error
 					return h.gatewayTimeout(w, "must-revalidate")
 				}
@@ -515,6 +525,13 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		e.exited.Store(true)
 		return e, false
 	}
+	if !h.store.has(old) {
+		// Purged, invalidated or replaced while this request was at the
+		// origin: storing e would bring back what is gone, or put an
+		// older response over a newer one.
+		e.exited.Store(true)
+		return e, false
+	}
 	if reason := Storable(asGET(x.r), old.status, hdr, rc, has, false); reason != "" || !e.body.acquire() {
 		e.exited.Store(true) // holds no reference
 		h.store.dropKey(old.key)
@@ -525,20 +542,31 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 }
 
 // freshen updates the stored GET response x.stale with the 200 answering
-// the client's HEAD request, or drops it when the two differ (RFC 9111
-// §4.3.5): the HEAD response is what a GET would have got, less the body.
-// It runs after the 200 went to the client.
+// the client's HEAD request, or drops it when the 200 shows it is out of
+// date (RFC 9111 §4.3.5; see judgeHead): the HEAD response is what a GET
+// would have got, less the body. It runs after the 200 went to the
+// client. A stored response that was purged or replaced while the HEAD
+// was at the origin is left alone.
+//
+// §4.3.5 says an out-of-date response should be considered stale; it is
+// dropped instead, like one a 304 does not select: the origin has shown
+// it is not its current response, which stale-while-revalidate or
+// stale-if-error would otherwise serve again.
 func (h *Handler) freshen(x *exchange, rec *recorder) {
 	old := x.stale
 	head := withoutProxyCookie(x.r, rec.header)
-	if old.status != http.StatusOK || !HeadSelects(&old.header, old.body.Len(), head) {
-		if ce := h.logger.Check(zapcore.DebugLevel, "HEAD response differs from the stored GET response; dropping it"); ce != nil {
+	switch judgeHead(old.status, &old.header, old.body.Len(), head) {
+	case headUpdates:
+		h.refresh(x, rec, head)
+	case headInvalidates:
+		if !h.store.has(old) {
+			return
+		}
+		if ce := h.logger.Check(zapcore.DebugLevel, "HEAD response shows the stored GET response is out of date; dropping it"); ce != nil {
 			ce.Write(zap.String("key", old.key), zap.String("etag", head.Get("Etag")), zap.String("content_length", head.Get("Content-Length")))
 		}
 		h.store.dropKey(old.key)
-		return
 	}
-	h.refresh(x, rec, head)
 }
 
 // asGET returns r, or a shallow copy of it with the method GET: the

@@ -158,26 +158,57 @@ func Selects304(stored HeaderReader, notModified http.Header) bool {
 	return true
 }
 
-// HeadSelects reports whether a 200 answering a HEAD request matches the
-// stored GET response with a body of bodyLen bytes, so that its fields
-// update it (RFC 9111 §4.3.5): each validator it has selects the stored
-// response as a 304's would (Selects304), and its Content-Length, if
-// any, is the stored body's length. A stored response it does not match
-// is out of date.
-func HeadSelects(stored HeaderReader, bodyLen int, head http.Header) bool {
+// headVerdict is what a 200 answering a HEAD request means for the stored
+// GET response it could have been served from (RFC 9111 §4.3.5).
+type headVerdict int
+
+const (
+	headKeeps       headVerdict = iota // says nothing of it: leave it as it is
+	headUpdates                        // describes it: its fields update it
+	headInvalidates                    // describes another version of it
+)
+
+// judgeHead compares head, the header of a 200 answering a HEAD request,
+// with the stored GET response (status, fields, body of bodyLen bytes).
+// A validator head has that does not select the stored response (as a
+// 304's would not, Selects304), or another Content-Length for the same
+// Content-Encoding, shows the stored response is out of date. Otherwise
+// head updates it if it carries a validator that selects it, or if the
+// stored response has none to compare; a head with another
+// Content-Encoding (Caddy's encode leaves a HEAD it cannot size
+// uncompressed) or without the validators the stored response has says
+// nothing of it.
+func judgeHead(status int, stored HeaderReader, bodyLen int, head http.Header) headVerdict {
+	if status != http.StatusOK {
+		return headInvalidates // the resource now answers 200
+	}
+	etag, lastModified := head["Etag"], head["Last-Modified"]
+	if len(etag) > 0 && !selectsByETag(stored, etag[0]) ||
+		len(lastModified) > 0 && !selectsByDate(stored, lastModified[0]) {
+		return headInvalidates
+	}
+	if !strings.EqualFold(contentCoding(head.Get("Content-Encoding")), contentCoding(stored.Get("Content-Encoding"))) {
+		return headKeeps
+	}
 	if vs := head["Content-Length"]; len(vs) > 0 {
 		n, err := strconv.ParseInt(strings.TrimSpace(vs[0]), 10, 64)
 		if err != nil || n != int64(bodyLen) {
-			return false
+			return headInvalidates
 		}
 	}
-	if vs := head["Etag"]; len(vs) > 0 && !selectsByETag(stored, vs[0]) {
-		return false
+	if len(etag) == 0 && len(lastModified) == 0 && (stored.Get("Etag") != "" || stored.Get("Last-Modified") != "") {
+		return headKeeps
 	}
-	if vs := head["Last-Modified"]; len(vs) > 0 && !selectsByDate(stored, vs[0]) {
-		return false
+	return headUpdates
+}
+
+// contentCoding is a Content-Encoding value with identity as "".
+func contentCoding(v string) string {
+	v = strings.TrimSpace(v)
+	if strings.EqualFold(v, "identity") {
+		return ""
 	}
-	return true
+	return v
 }
 
 // selectsByETag reports whether etag, received from the origin, names the

@@ -733,6 +733,47 @@ func TestCacheHeadFreshensThroughProxy(t *testing.T) {
 	}
 }
 
+// TestCacheHeadThroughEncode: behind encode, a HEAD that encode leaves
+// uncompressed (it cannot size it) says nothing of the stored gzip
+// response, whose fields (Vary: Accept-Encoding among them) stay as
+// they were.
+func TestCacheHeadThroughEncode(t *testing.T) {
+	page := strings.Repeat("a page to compress. ", 300) // over 2 KiB: no Content-Length from net/http
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v1"`)
+		w.Header().Set("Vary", "Origin")
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprint(w, page)
+	})
+	frontPort := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/enc", frontPort)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		cache_name itest
+		min_uses 1
+	}
+	encode gzip
+	reverse_proxy %s
+}
+`, frontPort, origin.addr))
+	c := newClient()
+	gz := map[string]string{"Accept-Encoding": "gzip"}
+	do(t, c, "GET", url, gz)
+	waitFor(t, "a hit", 5*time.Second, func() bool { return strings.Contains(cacheStatus(do(t, c, "GET", url, gz)), "; hit") })
+	head := do(t, c, "HEAD", url, map[string]string{"Accept-Encoding": "gzip", "Cache-Control": "no-cache"})
+	if head.status != 200 || head.header.Get("Content-Encoding") != "" {
+		t.Fatalf("HEAD: %d Content-Encoding %q; the test needs encode to leave it uncompressed", head.status, head.header.Get("Content-Encoding"))
+	}
+	r := do(t, c, "GET", url, gz)
+	vary := strings.Join(r.header.Values("Vary"), ", ")
+	if r.header.Get("Content-Encoding") != "gzip" || !strings.Contains(vary, "Accept-Encoding") || !strings.Contains(cacheStatus(r), "; hit") {
+		t.Errorf("after the HEAD: Content-Encoding %q, Vary %q, Cache-Status %q; want the stored gzip hit with Vary: Accept-Encoding",
+			r.header.Get("Content-Encoding"), vary, cacheStatus(r))
+	}
+}
+
 // TestCacheUpgradePassesThrough: a connection upgrade (WebSocket and the
 // like) through response_cache bypasses the cache, reaches the backend and
 // carries data both ways; two at once to one URL do not wait on each
