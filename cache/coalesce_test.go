@@ -254,7 +254,10 @@ func TestFlightGroup(t *testing.T) {
 func TestCoalescedWaitNotBoundedBeforeTheAnswer(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
-	h.coalesceWait = time.Millisecond
+	// The bound is long enough for the answer to arrive whole once begun,
+	// even under the race detector (a bound of 1 ms was not, now and
+	// then), and far shorter than the wait for the origin's header.
+	h.coalesceWait = 200 * time.Millisecond
 	release := make(chan struct{})
 	o := blocking(c, release, "slow", "Cache-Control", "max-age=60")
 	out := make(chan *httptest.ResponseRecorder, 2)
@@ -267,7 +270,7 @@ func TestCoalescedWaitNotBoundedBeforeTheAnswer(t *testing.T) {
 	}
 	key := keyOf(t, h, newRequest(http.MethodGet, "http://example.com/slow"))
 	until(t, "the second request to wait", func() bool { return h.flights.waiting(key) == 1 })
-	time.Sleep(50 * time.Millisecond) // far past the bound: the waiter must still wait
+	time.Sleep(500 * time.Millisecond) // far past the bound: the waiter must still wait
 	close(release)
 	for range 2 {
 		if w := untilValue(t, "an answer", out); w.Body.String() != "slow" {
@@ -279,67 +282,78 @@ func TestCoalescedWaitNotBoundedBeforeTheAnswer(t *testing.T) {
 	}
 }
 
-// TestCoalescedFillEndsWithConfig checks that a fill detached from its
-// client still ends when the handler's config is unloaded, and so do the
-// contexts derived from it (as the HTTP transport derives one per
-// request).
-func TestCoalescedFillEndsWithConfig(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{}, c)
-	life, unload := context.WithCancel(context.Background())
-	h.ctx.Context = life
-	h.life = h.ctx
-	derivedErr := make(chan error, 1)
-	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-		derived, cancel := context.WithCancelCause(r.Context())
-		defer cancel(nil)
-		<-derived.Done()
-		derivedErr <- r.Context().Err()
-		return derived.Err()
-	}}
-	client, leave := context.WithCancel(context.Background())
-	defer leave()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, "http://example.com/unload").WithContext(client), o)
-	}()
-	until(t, "the fill to reach the origin", func() bool { return o.calls.Load() == 1 })
-	leave() // the client going away does not end the fill...
-	select {
-	case err := <-derivedErr:
-		t.Fatalf("the fill ended with its client: %v", err)
-	case <-time.After(50 * time.Millisecond):
-	}
-	unload() // ...unloading the config does
-	select {
-	case err := <-derivedErr:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("fill context error %v, want context.Canceled", err)
+// TestCoalescedFillEndsWithClientAndConfig checks that a fill, through
+// the contexts derived from it (as the HTTP transport derives one per
+// request), outlives its client alone and a config unload alone, and ends
+// once both are gone, in either order.
+func TestCoalescedFillEndsWithClientAndConfig(t *testing.T) {
+	for _, unloadFirst := range []bool{false, true} {
+		name := "client leaves, then config unloads"
+		if unloadFirst {
+			name = "config unloads, then client leaves"
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the fill outlived its config")
+		t.Run(name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			life, unload := context.WithCancel(context.Background())
+			defer unload()
+			h.ctx.Context = life
+			h.life = h.ctx
+			derivedErr := make(chan error, 1)
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				derived, cancel := context.WithCancelCause(r.Context())
+				defer cancel(nil)
+				<-derived.Done()
+				derivedErr <- r.Context().Err()
+				return derived.Err()
+			}}
+			client, leave := context.WithCancel(context.Background())
+			defer leave()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, "http://example.com/unload").WithContext(client), o)
+			}()
+			until(t, "the fill to reach the origin", func() bool { return o.calls.Load() == 1 })
+			first, second := leave, unload
+			if unloadFirst {
+				first, second = unload, leave
+			}
+			first() // one of the two does not end the fill...
+			select {
+			case err := <-derivedErr:
+				t.Fatalf("the fill ended with the first: %v", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			second() // ...both do
+			err := untilValue(t, "the fill to end", derivedErr)
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("fill context error %v, want context.Canceled", err)
+			}
+			<-done
+		})
 	}
-	<-done
 }
 
-// TestDetachedContext checks the context of a fill: it keeps the request's
-// values but not its cancellation, ends with the config, and contexts
-// derived from it through WithValue (as the reverse proxy and the
-// transport derive them for every request) register with the config's
-// cancellation instead of starting a goroutine each to watch it.
-func TestDetachedContext(t *testing.T) {
+// TestFillContext checks the context of a fill: it keeps the request's
+// values but not its cancellation, ends when both its client and its
+// config are gone, and contexts derived from it through WithValue (as the
+// reverse proxy and the transport derive them for every request) register
+// with its cancellation instead of starting a goroutine each to watch it.
+// Once the fill is over, neither the client nor the config holds it.
+func TestFillContext(t *testing.T) {
 	type key struct{}
 	client, leave := context.WithCancel(context.WithValue(context.Background(), key{}, "request value"))
 	life, unload := context.WithCancel(context.Background())
 	defer unload()
-	d := &detached{Context: life, values: context.WithoutCancel(client)}
+	ctx, over := fillContext(client, life)
+	defer over()
 
-	if v := d.Value(key{}); v != "request value" {
+	if v := ctx.Value(key{}); v != "request value" {
 		t.Errorf("Value = %v, want the request's value", v)
 	}
 	leave()
-	if d.Err() != nil {
+	if ctx.Err() != nil {
 		t.Fatal("the fill ended with its client")
 	}
 
@@ -347,7 +361,7 @@ func TestDetachedContext(t *testing.T) {
 	before := runtime.NumGoroutine()
 	derived := make([]context.Context, n)
 	for i := range derived {
-		ctx, cancel := context.WithCancelCause(context.WithValue(d, i, i))
+		ctx, cancel := context.WithCancelCause(context.WithValue(ctx, i, i))
 		defer cancel(nil)
 		derived[i] = ctx
 	}
@@ -356,9 +370,19 @@ func TestDetachedContext(t *testing.T) {
 	}
 	unload()
 	for i, ctx := range derived {
+		untilValue(t, "a derived context to end with the fill", ctx.Done())
 		if !errors.Is(ctx.Err(), context.Canceled) {
-			t.Fatalf("derived context %d: Err = %v right after the config was unloaded, want context.Canceled", i, ctx.Err())
+			t.Fatalf("derived context %d: Err = %v after the client left and the config was unloaded, want context.Canceled", i, ctx.Err())
 		}
+	}
+
+	// A fill that is over ends and lets go of both.
+	client2, leave2 := context.WithCancel(context.Background())
+	defer leave2()
+	ctx2, over2 := fillContext(client2, life)
+	over2()
+	if ctx2.Err() == nil {
+		t.Error("the fill's context outlived the fill")
 	}
 }
 

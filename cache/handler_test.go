@@ -17,6 +17,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // --- 1. Keys, methods, invalidation ---
@@ -1229,6 +1232,65 @@ func TestStaleWhileRevalidateRefreshesTheGET(t *testing.T) {
 			}
 			wantStatus(t, get(t, h, o, "http://example.com/swrg"), []string{"hit", "ttl=60"})
 		})
+	}
+}
+
+// TestStaleWhileRevalidateSurvivesReload: a background refresh in flight
+// when the config is unloaded (a reload) completes and stores its answer,
+// rather than being cut off; and one that reverse_proxy aborts (it panics
+// with http.ErrAbortHandler) is not reported as a panic.
+func TestStaleWhileRevalidateSurvivesReload(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	life, unload := context.WithCancel(context.Background())
+	defer unload()
+	h.ctx.Context = life
+	h.life = h.ctx
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	const url = "http://example.com/swr-reload"
+	get(t, h, static(c, 200, "v1", "Cache-Control", "max-age=60, stale-while-revalidate=600"), url)
+	c.Advance(2 * time.Minute)
+	reached, release := make(chan struct{}), make(chan struct{})
+	var abort atomic.Bool
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		close(reached)
+		<-release
+		if abort.Load() {
+			panic(http.ErrAbortHandler)
+		}
+		select { // a refresh ended by the unload ends within this
+		case <-r.Context().Done():
+			return r.Context().Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		w.Header().Set("Cache-Control", "max-age=600, stale-while-revalidate=6000")
+		w.Header().Set("Date", c.date())
+		_, _ = io.WriteString(w, "v2")
+		return nil
+	}}
+	wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+	<-reached
+	unload()
+	close(release)
+	h.bg.wait()
+	h.store.wait()
+	if w := get(t, h, o, url, "Cache-Control", "only-if-cached"); w.Body.String() != "v2" {
+		t.Fatalf("after a reload during the refresh: %d %q %s, want the refreshed v2", w.Code, w.Body.String(), w.Header().Get("Cache-Status"))
+	}
+
+	c.Advance(20 * time.Minute)
+	reached, release = make(chan struct{}), make(chan struct{})
+	abort.Store(true)
+	get(t, h, o, url)
+	<-reached
+	close(release)
+	h.bg.wait()
+	if n := logs.FilterMessage("background revalidation panicked").Len(); n != 0 {
+		t.Errorf("an aborted refresh was logged as a panic (%d times)", n)
+	}
+	if n := logs.FilterMessage("background revalidation aborted").Len(); n != 1 {
+		t.Errorf("aborted refresh logged %d times, want 1", n)
 	}
 }
 

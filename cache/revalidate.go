@@ -126,10 +126,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			// The fill others wait for must survive its own client.
 			x.leading = true
 			defer x.release(h, nil)
-			// Its own object: a context pointing into the exchange kept
-			// the whole exchange reachable for as long as the transport
-			// held the context, and made BenchmarkMiss/fill 60% slower.
-			out = out.WithContext(&detached{Context: h.life, values: context.WithoutCancel(out.Context())})
+			ctx, over := fillContext(out.Context(), h.life)
+			defer over()
+			out = out.WithContext(ctx)
 		}
 	}
 
@@ -195,26 +194,55 @@ func (x *exchange) count() {
 	}
 }
 
-// detached is the context of a fill others may wait for: it has the
-// values of the client's request (values, without its cancellation) and
-// ends only when the handler's config is unloaded (Context, the handler's
-// life).
+// fillContext returns the context of a fill others may wait for, and the
+// function to call once the fill is over. The context has the values of
+// the client's request context, client, and ends only when both the
+// client has gone and the handler's config is unloaded (life ends): the
+// fill outlives its own client for the clients waiting for it, until the
+// config goes; and it outlives a config reload for its client, as a plain
+// reverse_proxy request does (Caddy lets the requests of the old config
+// finish, but ends its context at once).
 //
-// Value looks in the request's values first, then in Context. That is how
-// a context derived from a detached one, even through WithValue, finds
-// the cancellation of life and registers with it; one that finds none
-// starts a goroutine to watch Done, and the HTTP transport derives a
-// context for every request it sends.
-type detached struct {
-	context.Context
-	values context.Context
+// The context is a cancelCtx, so that the contexts the reverse proxy and
+// the HTTP transport derive from it register with it rather than start a
+// goroutine each to watch it; life is watched only once the client is
+// gone.
+func fillContext(client, life context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(client))
+	f := &fill{cancel: cancel, life: life}
+	f.stopClient = context.AfterFunc(client, f.clientGone)
+	return ctx, f.over
 }
 
-func (d *detached) Value(key any) any {
-	if v := d.values.Value(key); v != nil {
-		return v
+// fill ties a fill's context to the end of its client and then of its
+// config (see fillContext).
+type fill struct {
+	cancel     context.CancelFunc
+	life       context.Context
+	stopClient func() bool
+
+	mu       sync.Mutex // protects done and stopLife
+	done     bool
+	stopLife func() bool
+}
+
+func (f *fill) clientGone() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.done {
+		f.stopLife = context.AfterFunc(f.life, f.cancel)
 	}
-	return d.Context.Value(key)
+}
+
+func (f *fill) over() {
+	f.stopClient()
+	f.mu.Lock()
+	f.done = true
+	if f.stopLife != nil {
+		f.stopLife()
+	}
+	f.mu.Unlock()
+	f.cancel()
 }
 
 // collapsible reports whether a waiter's request r may be answered with
@@ -602,7 +630,10 @@ func revalidationRequest(r *http.Request, e *entry) *http.Request {
 // revalidateInBackground refreshes e once (per key at a time), on a request
 // of its own that outlives the client's: its context keeps the values of
 // the client's but not its cancellation, has a fresh replacer and vars,
-// a timeout, and ends when the config is unloaded.
+// and ends at its timeout. It outlives a config reload too, as the
+// requests of the old config do, so that frequent reloads do not keep
+// entries from being refreshed; what it stores goes to the store, which
+// the new config shares when its cache is configured alike.
 func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next caddyhttp.Handler) {
 	if !h.bg.start(e.key) {
 		return
@@ -610,7 +641,6 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 	e.body.acquire() // the caller holds one: this cannot fail
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), backgroundTimeout)
-	stop := context.AfterFunc(h.life, cancel)
 	r2 := r.Clone(ctx)
 	r2.Body = http.NoBody
 	r2.ContentLength = 0
@@ -641,9 +671,13 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		defer h.bg.done(e.key)
 		defer e.body.release()
 		defer cancel()
-		defer stop()
 		defer func() {
-			if v := recover(); v != nil {
+			v := recover()
+			if v == http.ErrAbortHandler {
+				// reverse_proxy gives up on a body it cannot finish
+				// reading (the origin went away, or the timeout).
+				h.logger.Debug("background revalidation aborted", zap.String("key", e.key))
+			} else if v != nil {
 				h.logger.Error("background revalidation panicked",
 					zap.Any("error", v), zap.ByteString("stack", debug.Stack()))
 			}

@@ -774,6 +774,48 @@ http://127.0.0.1:%d {
 	}
 }
 
+// TestCacheMissSurvivesReload: a miss still streaming from the origin
+// when the config is reloaded completes, as it does through a plain
+// reverse_proxy (Caddy lets the old config's requests finish but ends its
+// context at once, which used to end the cache's fill with it).
+func TestCacheMissSurvivesReload(t *testing.T) {
+	const chunks, chunk = 20, 4096
+	started := make(chan struct{}, 1)
+	resume := make(chan struct{})
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		for i := range chunks {
+			if i == chunks/2 {
+				select {
+				case started <- struct{}{}:
+				default:
+				}
+				<-resume
+			}
+			w.Write(bytes.Repeat([]byte{byte('a' + i)}, chunk))
+			w.(http.Flusher).Flush()
+		}
+	})
+	frontPort := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/reload", frontPort)
+	startCaddy(t, cacheFront(frontPort, origin, ""))
+	c := newClient()
+	answer := make(chan result, 1)
+	go func() { answer <- do(t, c, "GET", url, nil) }()
+	<-started
+	loadConfig(t, adminPort, cacheFront(frontPort, origin, "default_ttl 1s"))
+	close(resume)
+	var r result
+	select {
+	case r = <-answer:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the miss did not complete")
+	}
+	if r.status != 200 || len(r.body) != chunks*chunk {
+		t.Errorf("miss across a reload: %d with %d of %d bytes", r.status, len(r.body), chunks*chunk)
+	}
+}
+
 // TestCacheUpgradePassesThrough: a connection upgrade (WebSocket and the
 // like) through response_cache bypasses the cache, reaches the backend and
 // carries data both ways; two at once to one URL do not wait on each
