@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -158,6 +159,7 @@ func (s *AffinitySelection) addKeys(d *caddyfile.Dispenser, keys []string) error
 // unmarshalCookie parses `cookie [<name>] { ... }`; d is on `cookie`.
 func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 	c := new(CookieConfig)
+	file, line := d.File(), d.Line() // of `cookie`, for what the block lacks
 	args := d.RemainingArgs()
 	switch len(args) {
 	case 0:
@@ -186,6 +188,9 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 			case "secret":
 				c.Secret = v
 			case "path":
+				if err := checkCookiePath(v); err != nil {
+					return nil, d.Errf("%v", err)
+				}
 				c.Path = v
 			case "domain":
 				c.Domain = v
@@ -230,7 +235,7 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 		}
 	}
 	if c.Secret == "" {
-		return nil, d.Err("cookie requires a secret")
+		return nil, fmt.Errorf("cookie requires a secret (add `secret <text or placeholder>` to its block), at %s:%d", file, line)
 	}
 	if err := c.validate(); err != nil {
 		return nil, d.Errf("%v", err)

@@ -130,8 +130,8 @@ func (c *CookieConfig) validate() error {
 	if c.MaxAge < 0 {
 		return fmt.Errorf("cookie max_age must not be negative, got %s", time.Duration(c.MaxAge))
 	}
-	if c.Path != "" && !strings.HasPrefix(c.Path, "/") {
-		return fmt.Errorf("cookie path must start with /, got %q (browsers ignore such a path and use the request's directory)", c.Path)
+	if err := checkCookiePath(c.Path); err != nil {
+		return err
 	}
 	ss, err := parseSameSite(c.SameSite)
 	if err != nil {
@@ -298,4 +298,12 @@ func cookieValue(h http.Header, name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// checkCookiePath reports a cookie path browsers would not honour.
+func checkCookiePath(path string) error {
+	if path != "" && !strings.HasPrefix(path, "/") {
+		return fmt.Errorf("cookie path must start with /, got %q (browsers ignore such a path and use the request's directory)", path)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -35,6 +36,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Errf("response_cache takes no arguments besides a matcher, got '%s'; put options in a block", d.Val())
 	}
 	seen := make(map[string]bool)
+	var itemSizeAt string // where max_item_size was given, for the check against max_size
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if seen[opt] {
@@ -57,6 +59,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			c.MaxItemSize = n
+			itemSizeAt = fmt.Sprintf("%s:%d", d.File(), d.Line())
 		case "key":
 			arg, err := singleArg(d)
 			if err != nil {
@@ -138,10 +141,10 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	if c.MaxSize == 0 && c.MaxItemSize > defaultMaxSize {
-		return d.Errf("response_cache: max_item_size (%d) must not be larger than max_size (%d, the default)", c.MaxItemSize, defaultMaxSize)
+		return fmt.Errorf("response_cache: max_item_size (%d) must not be larger than max_size (%d, the default), at %s", c.MaxItemSize, defaultMaxSize, itemSizeAt)
 	}
 	if c.MaxSize > 0 && c.MaxItemSize > c.MaxSize {
-		return d.Errf("response_cache: max_item_size (%d) must not be larger than max_size (%d)", c.MaxItemSize, c.MaxSize)
+		return fmt.Errorf("response_cache: max_item_size (%d) must not be larger than max_size (%d), at %s", c.MaxItemSize, c.MaxSize, itemSizeAt)
 	}
 	return nil
 }

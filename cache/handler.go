@@ -135,7 +135,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.TargetedField = defaultTargetedField
 	}
 	h.targeted = h.TargetedField
-	if h.targeted == "-" {
+	if h.targeted == "-" || strings.EqualFold(h.targeted, "off") {
 		h.targeted = ""
 	}
 	h.coalesce = h.Coalesce == nil || *h.Coalesce

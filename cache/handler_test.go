@@ -1491,6 +1491,11 @@ func TestProvisionDefaults(t *testing.T) {
 	if h.MaxSize != 256<<20 || h.MaxItemSize != 32<<20 || h.TargetedField != "CDN-Cache-Control" || !h.coalesce || h.Key != DefaultKey || h.customKey {
 		t.Errorf("defaults: %+v", h.Config)
 	}
+	for _, off := range []string{"-", "off", "OFF"} {
+		if h := newTestHandler(t, Config{TargetedField: off}, nil); h.targeted != "" {
+			t.Errorf("targeted_field %q honours the field %q", off, h.targeted)
+		}
+	}
 	big := newTestHandler(t, Config{MaxSize: 1 << 30}, nil)
 	if big.MaxItemSize != 64<<20 {
 		t.Errorf("max_item_size default %d for 1 GiB, want 64 MiB", big.MaxItemSize)
