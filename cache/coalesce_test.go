@@ -340,14 +340,16 @@ func TestCoalescedFillEndsWithClientAndConfig(t *testing.T) {
 // config are gone, and contexts derived from it through WithValue (as the
 // reverse proxy and the transport derive them for every request) register
 // with its cancellation instead of starting a goroutine each to watch it.
-// Once the fill is over, neither the client nor the config holds it.
+// A fill that is over leaves the set; one started after the unload ends
+// with its client.
 func TestFillContext(t *testing.T) {
 	type key struct{}
 	client, leave := context.WithCancel(context.WithValue(context.Background(), key{}, "request value"))
 	life, unload := context.WithCancel(context.Background())
 	defer unload()
-	ctx, over := fillContext(client, life)
-	defer over()
+	fills := new(fillSet)
+	ctx, f := fills.start(client, life)
+	defer fills.end(f)
 
 	if v := ctx.Value(key{}); v != "request value" {
 		t.Errorf("Value = %v, want the request's value", v)
@@ -376,14 +378,21 @@ func TestFillContext(t *testing.T) {
 		}
 	}
 
-	// A fill that is over ends and lets go of both.
+	// A fill that is over ends, and leaves the set.
 	client2, leave2 := context.WithCancel(context.Background())
 	defer leave2()
-	ctx2, over2 := fillContext(client2, life)
-	over2()
-	if ctx2.Err() == nil {
-		t.Error("the fill's context outlived the fill")
+	fills2 := new(fillSet)
+	ctx2, f2 := fills2.start(client2, context.Background())
+	fills2.end(f2)
+	if ctx2.Err() == nil || len(fills2.inFlight) != 0 {
+		t.Errorf("after the fill: context error %v, %d fills in flight", ctx2.Err(), len(fills2.inFlight))
 	}
+	// A fill started after the unload ends with its client.
+	client3, leave3 := context.WithCancel(context.Background())
+	ctx3, f3 := fills.start(client3, life)
+	defer fills.end(f3)
+	leave3()
+	untilValue(t, "a fill started after the unload to end with its client", ctx3.Done())
 }
 
 // TestCoalescedRefreshNotShared: when the 304 answering a coalesced

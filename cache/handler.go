@@ -90,6 +90,7 @@ type Handler struct {
 	targeted  string
 
 	flights *flightGroup
+	fills   *fillSet
 	bg      *background
 	uses    *useSketch // the store's miss counts, unless MinUses is 1
 	// firstUses is the store's record of what became of entries stored
@@ -150,6 +151,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.flights = new(flightGroup)
+	h.fills = new(fillSet)
 	h.bg = &background{keys: make(map[string]struct{})}
 
 	h.poolKey = storePoolKey(&h.Config)
