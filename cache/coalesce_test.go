@@ -294,11 +294,7 @@ func TestCoalescedFillEndsWithClientAndConfig(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			c := newClock()
-			h := newTestHandler(t, Config{}, c)
-			life, unload := context.WithCancel(context.Background())
-			defer unload()
-			h.ctx.Context = life
-			h.life = h.ctx
+			h, unload := newUnloadableHandler(t, Config{}, c)
 			derivedErr := make(chan error, 1)
 			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
 				derived, cancel := context.WithCancelCause(r.Context())

@@ -1241,11 +1241,7 @@ func TestStaleWhileRevalidateRefreshesTheGET(t *testing.T) {
 // with http.ErrAbortHandler) is not reported as a panic.
 func TestStaleWhileRevalidateSurvivesReload(t *testing.T) {
 	c := newClock()
-	h := newTestHandler(t, Config{}, c)
-	life, unload := context.WithCancel(context.Background())
-	defer unload()
-	h.ctx.Context = life
-	h.life = h.ctx
+	h, unload := newUnloadableHandler(t, Config{}, c)
 	core, logs := observer.New(zapcore.DebugLevel)
 	h.logger = zap.New(core)
 	const url = "http://example.com/swr-reload"

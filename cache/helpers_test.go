@@ -110,6 +110,18 @@ func newTestHandler(t testing.TB, cfg Config, c *clock) *Handler {
 	return h
 }
 
+// newUnloadableHandler is newTestHandler with a config life the test ends
+// with unload, as a reload or a stop would.
+func newUnloadableHandler(t testing.TB, cfg Config, c *clock) (h *Handler, unload context.CancelFunc) {
+	t.Helper()
+	h = newTestHandler(t, cfg, c)
+	life, unload := context.WithCancel(context.Background())
+	t.Cleanup(unload)
+	h.ctx.Context = life
+	h.life = h.ctx
+	return h, unload
+}
+
 // newRequest makes a request prepared as Caddy's server does (with a
 // replacer and vars in its context); fields are name, value pairs.
 func newRequest(method, target string, fields ...string) *http.Request {
