@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // blocking answers after release is closed, with the given fields.
@@ -550,5 +551,42 @@ func TestCoalescedWaitIsBounded(t *testing.T) {
 	}()
 	if w := untilValue(t, "the waiter to give up waiting", waiter); w.Body.String() != "own answer" {
 		t.Errorf("waiter got %q, want its own answer from the origin", w.Body.String())
+	}
+}
+
+// TestOrphanedFillDoesNotHoldUpShutdown: a fill whose client has gone
+// (kept for the clients that might wait for it) ends when its HTTP server
+// starts to shut down. Caddy's stop waits for the handlers to return
+// before it ends the config's context, and such a fill on a slow origin
+// used to keep the process up until the origin finished.
+func TestOrphanedFillDoesNotHoldUpShutdown(t *testing.T) {
+	h, unload := newUnloadableHandler(t, Config{}, newClock())
+	reached := make(chan struct{})
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		close(reached)
+		<-r.Context().Done() // an origin that answers only when the fill ends
+		return r.Context().Err()
+	}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = h.ServeHTTP(w, caddyhttp.PrepareRequest(r, caddy.NewReplacer(), nil, nil), o)
+	}))
+	defer srv.Close()
+	defer unload() // before Close, which waits for the handler, if the test fails
+	client, leave := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(client, http.MethodGet, srv.URL+"/orphan", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		if res, err := srv.Client().Do(req); err == nil {
+			res.Body.Close()
+		}
+	}()
+	untilValue(t, "the fill to reach the origin", reached)
+	leave()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Config.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v: the orphaned fill held it up", err)
 	}
 }

@@ -230,8 +230,19 @@ func (f *fill) Value(key any) any           { return f.client.Value(key) }
 
 // start returns the context of a fill for the request context client,
 // under the config whose context is life; end ends it.
+//
+// The set unloads when life ends, and also when the HTTP server that
+// serves client starts to shut down: when Caddy stops, it waits for its
+// servers' handlers to return before it ends the config's context, and a
+// fill whose client has gone would hold that up until its origin
+// finished.
 func (s *fillSet) start(client, life context.Context) (context.Context, *fill) {
-	s.watch.Do(func() { context.AfterFunc(life, s.unload) })
+	s.watch.Do(func() {
+		context.AfterFunc(life, s.unload)
+		if srv, ok := client.Value(http.ServerContextKey).(*http.Server); ok {
+			srv.RegisterOnShutdown(s.unload)
+		}
+	})
 	f := &fill{client: client}
 	ctx, cancel := context.WithCancel(f)
 	f.cancel = cancel
@@ -258,7 +269,7 @@ func (s *fillSet) end(f *fill) {
 }
 
 // unload sets each fill in flight to end with its client (at once if the
-// client has gone).
+// client has gone). It may be called more than once.
 func (s *fillSet) unload() {
 	s.mu.Lock()
 	s.unloaded = true
