@@ -59,7 +59,8 @@ func Storable(req *http.Request, status int, h http.Header, rc ResponseControl, 
 	// (§3); it is then of use only to revalidate, so this cache stores
 	// it when the origin says so: no-cache, with a validator to
 	// revalidate by.
-	if !hasLifetime && !rc.Public && !(rc.NoCache && HeuristicallyCacheable(status) && (len(h["Etag"]) > 0 || len(h["Last-Modified"]) > 0)) {
+	revalidateOnly := rc.NoCache && HeuristicallyCacheable(status) && hasValidator(h)
+	if !hasLifetime && !rc.Public && !revalidateOnly {
 		return "no-freshness"
 	}
 	return ""

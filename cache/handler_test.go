@@ -1020,22 +1020,44 @@ func TestStoredWithoutDate(t *testing.T) {
 	}
 }
 
-// TestRevalidationOfGETWithBody: a GET with a body is not made
+// TestRevalidationOfRequestsWithBodies: a GET with a body is not made
 // conditional, since answering a 304 that does not select the stored
-// response would mean sending it (and its body) again.
-func TestRevalidationOfGETWithBody(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{}, c)
-	o := validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60")
-	get(t, h, o, "http://example.com/gb")
-	c.Advance(2 * time.Minute)
-	r := newRequest(http.MethodGet, "http://example.com/gb")
-	r.Body, r.ContentLength = io.NopCloser(strings.NewReader("q")), 1
-	w := serve(t, h, o, r)
-	if inm := o.last().Header.Get("If-None-Match"); inm != "" || w.Body.String() != "payload" {
-		t.Errorf("If-None-Match %q, body %q: want an unconditional request", inm, w.Body.String())
+// response would mean sending it (and its body) again. HTTP/2 and HTTP/3
+// requests without Content-Length have -1 there, body or not; they are
+// revalidated conditionally all the same.
+func TestRevalidationOfRequestsWithBodies(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		prepare     func(r *http.Request)
+		conditional bool
+	}{
+		{"GET with a body", func(r *http.Request) {
+			r.Body, r.ContentLength = io.NopCloser(strings.NewReader("q")), 1
+		}, false},
+		{"HTTP/3 without Content-Length", func(r *http.Request) {
+			r.ContentLength = -1
+			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			o := validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60")
+			get(t, h, o, "http://example.com/gb")
+			c.Advance(2 * time.Minute)
+			r := newRequest(http.MethodGet, "http://example.com/gb")
+			tc.prepare(r)
+			w := serve(t, h, o, r)
+			if !tc.conditional {
+				if inm := o.last().Header.Get("If-None-Match"); inm != "" || w.Body.String() != "payload" {
+					t.Errorf("If-None-Match %q, body %q: want an unconditional request", inm, w.Body.String())
+				}
+				wantStatus(t, w, []string{"fwd=stale", "fwd-status=200"})
+				return
+			}
+			wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"})
+		})
 	}
-	wantStatus(t, w, []string{"fwd=stale", "fwd-status=200"})
 }
 
 // TestRevalidationKeepsTheStoredTag: a 304 whose ETag names the stored
@@ -1066,21 +1088,6 @@ func TestRevalidationKeepsTheStoredTag(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestRevalidationOverHTTP3: HTTP/2 and HTTP/3 requests without
-// Content-Length have -1 there, body or not; they are revalidated
-// conditionally all the same.
-func TestRevalidationOverHTTP3(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{}, c)
-	o := validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60")
-	get(t, h, o, "http://example.com/h3")
-	c.Advance(2 * time.Minute)
-	r := newRequest(http.MethodGet, "http://example.com/h3")
-	r.ContentLength = -1
-	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
-	wantStatus(t, serve(t, h, o, r), []string{"fwd=stale", "fwd-status=304"})
 }
 
 // TestRevalidation304WithoutDate: a 304 without Date is dated when it is

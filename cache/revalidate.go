@@ -440,11 +440,12 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			h.serveEntry(w, x.r, x.stale, x.record, st, now)
 		}
 		return nil
+	case outFreshen:
+		if err == nil {
+			h.freshen(x, rec) // the 200 went to the client as it came
+		}
 	}
 
-	if x.outcome == outFreshen && err == nil {
-		h.freshen(x, rec)
-	}
 	if rec.buffer && !rec.overflow && err == nil && rec.complete() && !rec.hasTrailers() {
 		e := h.newEntry(x, rec)
 		if !h.store.set(e) {

@@ -196,10 +196,16 @@ func judgeHead(status int, stored HeaderReader, bodyLen int, head http.Header) h
 			return headInvalidates
 		}
 	}
-	if len(etag) == 0 && len(lastModified) == 0 && (stored.Get("Etag") != "" || stored.Get("Last-Modified") != "") {
+	if len(etag) == 0 && len(lastModified) == 0 && hasValidator(stored) {
 		return headKeeps
 	}
 	return headUpdates
+}
+
+// hasValidator reports whether h has an ETag or a Last-Modified to
+// revalidate with.
+func hasValidator(h HeaderReader) bool {
+	return len(h.Values("Etag")) > 0 || len(h.Values("Last-Modified")) > 0
 }
 
 // contentCoding is a Content-Encoding value with identity as "".
