@@ -11,7 +11,7 @@ type Config struct {
 	// MaxSize is the most bytes the cache holds, counting each entry's
 	// body, stored headers, key and a fixed per-entry overhead. Entries are
 	// evicted (ristretto's TinyLFU admission and sampled LFU eviction) to stay
-	// under it. Default: 256 MiB. Must be positive.
+	// under it. Default: 256 MiB. From 64 KiB to 512 GiB.
 	MaxSize int64 `json:"max_size,omitempty"`
 
 	// MaxItemSize is the largest response, in bytes, that is buffered for
@@ -54,7 +54,10 @@ type Config struct {
 	StaleIfError caddy.Duration `json:"stale_if_error,omitempty"`
 
 	// CacheName identifies this cache in the Cache-Status response header
-	// (RFC 9211). Default: "caddy".
+	// (RFC 9211), in metrics and in the admin API. Default: "caddy".
+	// Handlers with the same name and sizes share one store (across sites,
+	// and across config reloads that keep them); within one config, the
+	// same name with another MaxSize or MaxItemSize is an error.
 	CacheName string `json:"cache_name,omitempty"`
 
 	// Coalesce makes concurrent misses for one key send a single request to

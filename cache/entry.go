@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -44,6 +45,20 @@ type entry struct {
 	firstUse bool
 	used     atomic.Bool
 	id       uint64 // serial number, set when offered to the store
+}
+
+// urlKey is the key of e's URL: e's key, or for a variant the URL key
+// appendVariantKey began it with, before a NUL, the generation (digits),
+// a NUL and e's varyKey.
+func (e *entry) urlKey() string {
+	if e.parent == 0 || e.record || len(e.key) < len(e.varyKey)+1 {
+		return e.key
+	}
+	k := e.key[:len(e.key)-len(e.varyKey)-1]
+	if i := strings.LastIndexByte(k, 0); i >= 0 {
+		return k[:i]
+	}
+	return e.key
 }
 
 // entryData is the content of an entry: what a refreshed copy shares.

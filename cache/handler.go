@@ -84,8 +84,9 @@ type Handler struct {
 	logger    *zap.Logger
 	store     storage
 	poolKey   string
-	customKey bool       // Key is not DefaultKey: expand it through the replacer
-	badKey    *sync.Once // logs the first request whose key cannot be made
+	claimed   context.Context // the config whose claim on CacheName h holds, until Cleanup
+	customKey bool            // Key is not DefaultKey: expand it through the replacer
+	badKey    *sync.Once      // logs the first request whose key cannot be made
 	coalesce  bool
 	targeted  string
 
@@ -154,6 +155,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.fills = new(fillSet)
 	h.bg = &background{keys: make(map[string]struct{})}
 
+	if err := claimName(ctx.Context, &h.Config); err != nil {
+		return fmt.Errorf("provisioning response_cache: %w", err)
+	}
+	h.claimed = ctx.Context
 	h.poolKey = storePoolKey(&h.Config)
 	v, _, err := stores.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
 		return newStore(h.CacheName, h.MaxSize)
@@ -254,6 +259,10 @@ func (h *Handler) Cleanup() error {
 	if h.metricsName != "" {
 		releaseMetrics(h.metricsName)
 		h.metricsName = ""
+	}
+	if h.claimed != nil {
+		releaseName(h.claimed, h.CacheName)
+		h.claimed = nil
 	}
 	if h.poolKey == "" {
 		return nil
@@ -452,7 +461,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			} else {
 				h.m.hit.Inc()
 			}
-			h.serveEntry(w, r, e, record, st, now)
+			h.serveEntry(w, r, e, st, now)
 			return nil
 		}
 		// RFC 5861 §3: serve now, revalidate once in the background.
@@ -461,12 +470,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if swr > 0 && -ttl <= swr {
 				h.m.stale.Inc()
 				h.revalidateInBackground(r, e, record, next)
-				h.serveEntry(w, r, e, record, Status{Hit: true, TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, now)
+				h.serveEntry(w, r, e, Status{Hit: true, TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, now)
 				return nil
 			}
 		}
 		if rq.OnlyIfCached {
-			return h.gatewayTimeout(w, "only-if-cached")
+			return h.gatewayTimeout(w, "only-if-cached", kb.url)
 		}
 		fwd = "stale"
 		if rq.NoCache || ttl > 0 {
@@ -480,7 +489,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	if rq.OnlyIfCached {
-		return h.gatewayTimeout(w, "only-if-cached")
+		return h.gatewayTimeout(w, "only-if-cached", kb.url)
 	}
 	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, result: h.m.miss}
 	if record != nil {
@@ -495,15 +504,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // substrings, with one allocation for all their value slices and those of
 // Age and Cache-Status, which are rendered into one string (the other
 // allocation).
-func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e, record *entry, st Status, now time.Time) {
+func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, st Status, now time.Time) {
 	hdr := w.Header()
 	vals, prevStatus := e.header.addTo(hdr, 2)
 	if h.StatusKey {
-		if record != nil {
-			st.Key = record.key
-		} else {
-			st.Key = e.key
-		}
+		st.Key = e.urlKey()
 	}
 	var buf [512]byte
 	b := strconv.AppendInt(buf[:0], int64(e.currentAge(now)/time.Second), 10)
@@ -589,10 +594,18 @@ func (h *Handler) setCacheStatus(hdr http.Header, st Status) {
 	hdr["Cache-Status"] = []string{string(appendCacheStatus(buf[:0], hdr["Cache-Status"], h.CacheName, st))}
 }
 
+// statusKey is key as Cache-Status shows it: only with status_key.
+func (h *Handler) statusKey(key []byte) string {
+	if !h.StatusKey {
+		return ""
+	}
+	return string(key)
+}
+
 // gatewayTimeout answers 504 from the cache (RFC 9111 §5.2.1.7, §4.2.4).
-func (h *Handler) gatewayTimeout(w http.ResponseWriter, detail string) error {
+func (h *Handler) gatewayTimeout(w http.ResponseWriter, detail string, key []byte) error {
 	h.m.errors.Inc()
-	h.setCacheStatus(w.Header(), Status{Detail: detail})
+	h.setCacheStatus(w.Header(), Status{Key: h.statusKey(key), Detail: detail})
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusGatewayTimeout)
 	return nil

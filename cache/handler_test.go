@@ -307,7 +307,10 @@ func TestOtherMethodsBypass(t *testing.T) {
 	}
 }
 
-func TestUnsafeMethodsInvalidate(t *testing.T) {
+// TestRule16_UnsafeMethodsInvalidate: unsafe methods always reach the
+// origin; a 2xx or 3xx invalidates the target URI and same-origin
+// Location / Content-Location.
+func TestRule16_UnsafeMethodsInvalidate(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		method      string
@@ -347,6 +350,11 @@ func TestUnsafeMethodsInvalidate(t *testing.T) {
 			w := serve(t, h, unsafe, r)
 			if tc.status != 0 {
 				wantStatus(t, w, []string{"fwd=method"})
+			}
+			// The same request again is not answered from the store.
+			serve(t, h, unsafe, r)
+			if n := unsafe.calls.Load(); n != 2 {
+				t.Errorf("origin saw %d %s requests, want 2", n, tc.method)
 			}
 			for _, p := range tc.invalidated {
 				wantStatus(t, get(t, h, o, "http://example.com"+p), []string{"fwd=uri-miss"})
@@ -411,13 +419,89 @@ func TestFreshHit(t *testing.T) {
 	}
 }
 
+// TestStatusKey: with status_key, every response for which the cache made
+// a key says it (RFC 9211 §2.7), forwarded or not; without, none does.
 func TestStatusKey(t *testing.T) {
 	c := newClock()
+	const key = `key="http://example.com/k?a=b"`
+	for _, on := range []bool{true, false} {
+		h := newTestHandler(t, Config{StatusKey: on}, c)
+		o := static(c, 200, "k", "Cache-Control", "max-age=60")
+		want := func(w *httptest.ResponseRecorder, parts ...string) {
+			t.Helper()
+			if on {
+				wantStatus(t, w, append(parts, key))
+			} else {
+				wantStatus(t, w, parts, key)
+			}
+		}
+		want(serve(t, h, o, newRequest(http.MethodGet, "http://example.com/k?a=b", "Cache-Control", "only-if-cached")), "detail=only-if-cached")
+		want(get(t, h, o, "http://example.com/k?a=b"), "fwd=uri-miss", "fwd-status=200")
+		want(get(t, h, o, "http://example.com/k?a=b"), "hit")
+		want(get(t, h, o, "http://example.com/k?a=b", "Cache-Control", "no-cache"), "fwd=request", "fwd-status=200")
+		down := &origin{fn: func(http.ResponseWriter, *http.Request) error { return errors.New("dial tcp: connection refused") }}
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/k?a=b", "Cache-Control", "no-cache"), down); err == nil {
+			t.Fatal("the origin's error was not returned to Caddy")
+		}
+		want(w, "fwd=request")
+	}
+}
+
+// TestStatusKeyOfVariants: a variant's Cache-Status key is its URL's key
+// (as for the URL's other responses), even when that key holds a NUL (a
+// path with %00), which also separates a variant key's parts.
+func TestStatusKeyOfVariants(t *testing.T) {
+	for _, url := range []string{"http://example.com/v?a=b", "http://example.com/nul%00/v?a=b"} {
+		urlKey := DefaultKeyOf(t, url)
+		vk := VaryKey([]string{"Accept-Language"}, http.Header{"Accept-Language": {"de"}})
+		variant := &entry{entryData: entryData{key: string(appendVariantKey(nil, []byte(urlKey), 7, vk)), parent: keyHash([]byte(urlKey)), varyKey: vk}}
+		if got := variant.urlKey(); got != urlKey {
+			t.Errorf("variant of %q: urlKey %q", urlKey, got)
+		}
+		plain := &entry{entryData: entryData{key: urlKey}}
+		if got := plain.urlKey(); got != urlKey {
+			t.Errorf("entry %q: urlKey %q", urlKey, got)
+		}
+	}
+	c := newClock()
 	h := newTestHandler(t, Config{StatusKey: true}, c)
-	o := static(c, 200, "k", "Cache-Control", "max-age=60")
-	get(t, h, o, "http://example.com/k?a=b")
-	w := get(t, h, o, "http://example.com/k?a=b")
-	wantStatus(t, w, []string{"hit", `key="http://example.com/k?a=b"`})
+	o := static(c, 200, "v", "Cache-Control", "max-age=60", "Vary", "Accept-Language")
+	get(t, h, o, "http://example.com/v?a=b", "Accept-Language", "de")
+	wantStatus(t, get(t, h, o, "http://example.com/v?a=b", "Accept-Language", "de"), []string{"hit", `key="http://example.com/v?a=b"`})
+}
+
+// DefaultKeyOf is the default cache key of a GET of url.
+func DefaultKeyOf(t *testing.T, url string) string {
+	t.Helper()
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	key, ok := h.appendKey(nil, newRequest(http.MethodGet, url))
+	if !ok {
+		t.Fatalf("no key for %s", url)
+	}
+	return string(key)
+}
+
+// TestStatusOnOriginError: when the origin cannot be reached, the error
+// goes back to Caddy, whose error response (reverse_proxy's 502) carries
+// the cache's Cache-Status, without fwd-status (there was none).
+func TestStatusOnOriginError(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	down := &origin{fn: func(http.ResponseWriter, *http.Request) error {
+		return caddyhttp.Error(http.StatusBadGateway, errors.New("dial tcp: connection refused"))
+	}}
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/down"), down); err == nil {
+		t.Fatal("the origin's error was not returned to Caddy")
+	}
+	if got, want := w.Header().Get("Cache-Status"), h.CacheName+"; fwd=uri-miss"; got != want {
+		t.Errorf("Cache-Status %q, want %q", got, want)
+	}
+	if w.Code != http.StatusOK || w.Body.Len() != 0 || w.Result().Header.Get("Content-Length") != "" {
+		t.Errorf("the cache wrote a response itself (%d, %q); Caddy's error handling writes it", w.Code, w.Body)
+	}
 }
 
 func TestAppendsToUpstreamCacheStatus(t *testing.T) {

@@ -119,7 +119,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 				defer e.body.release()
 				x.result = h.m.collapsed
 				st := Status{Fwd: x.fwd, FwdStatus: f.status, Collapsed: true, Stored: h.store.has(e), TTL: e.ttl(now), HasTTL: true}
-				h.serveEntry(w, r, e, nil, st, now)
+				h.serveEntry(w, r, e, st, now)
 				return nil
 			}
 		} else {
@@ -359,7 +359,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		x.release(h, nil)
 	}
 	if rec.pass && !x.background {
-		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: status, Detail: detail})
+		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: status, Key: h.statusKey(x.urlKey), Detail: detail})
 	}
 }
 
@@ -404,7 +404,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			if x.stale != nil && !x.background {
 				if h.staleIfErrorOK(x, now) {
 					x.result = h.m.stale
-					h.serveEntry(w, x.r, x.stale, x.record, Status{Fwd: "stale", TTL: x.stale.ttl(now), HasTTL: true, Detail: "stale-if-error"}, now)
+					h.serveEntry(w, x.r, x.stale, Status{Fwd: "stale", TTL: x.stale.ttl(now), HasTTL: true, Detail: "stale-if-error"}, now)
 					return nil
 				}
 				if x.stale.rc.MustRevalidateShared() {
@@ -412,8 +412,13 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 					// that must be revalidated yields 504 when validation
 					// fails. (One with no-cache gets the origin's error.)
 					x.result = nil // counted as an error
-					return h.gatewayTimeout(w, "must-revalidate")
+					return h.gatewayTimeout(w, "must-revalidate", x.urlKey)
 				}
+			}
+			if !x.background {
+				// Caddy writes the error response (reverse_proxy's 502)
+				// with this header: say the cache forwarded the request.
+				h.setCacheStatus(w.Header(), Status{Fwd: x.fwd, Key: h.statusKey(x.urlKey)})
 			}
 			return err
 		}
@@ -429,7 +434,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		x.release(h, nil) // not storable: the waiters ask the origin themselves
 		if !x.background {
 			st := Status{Fwd: x.fwd, FwdStatus: http.StatusNotModified, TTL: e.ttl(now), HasTTL: true}
-			h.serveEntry(w, x.r, e, x.record, st, now)
+			h.serveEntry(w, x.r, e, st, now)
 		}
 		return nil
 	case outStaleIfError:
@@ -437,7 +442,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		if !x.background {
 			x.result = h.m.stale
 			st := Status{Fwd: "stale", FwdStatus: rec.status, TTL: x.stale.ttl(now), HasTTL: true, Detail: "stale-if-error"}
-			h.serveEntry(w, x.r, x.stale, x.record, st, now)
+			h.serveEntry(w, x.r, x.stale, st, now)
 		}
 		return nil
 	case outFreshen:

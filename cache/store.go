@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -636,6 +637,57 @@ func storePoolKey(c *Config) string {
 	h := xxhash.New()
 	fmt.Fprintf(h, "max_size=%d;max_item_size=%d", c.MaxSize, c.MaxItemSize)
 	return fmt.Sprintf("%s/%016x", c.CacheName, h.Sum64())
+}
+
+// names records, per config, the store each cache_name stands for, so that
+// one config cannot give a name two stores (two sets of entries that
+// metrics, stats and purges could not tell apart). A config is told by the
+// Done channel of the context Caddy provisions its modules with: the http
+// app wraps that context per server, the channel is the config's.
+var names = struct {
+	sync.Mutex
+	m map[configName]*nameClaim
+}{m: make(map[configName]*nameClaim)}
+
+type configName struct {
+	config <-chan struct{}
+	name   string
+}
+
+type nameClaim struct {
+	maxSize, maxItemSize int64
+	handlers             int
+}
+
+// claimName records that a handler of config uses c's cache name with c's
+// sizes, or reports that another handler of config uses it with others.
+// Each claim is released once with releaseName.
+func claimName(config context.Context, c *Config) error {
+	names.Lock()
+	defer names.Unlock()
+	k := configName{config.Done(), c.CacheName}
+	if n := names.m[k]; n != nil {
+		if n.maxSize != c.MaxSize || n.maxItemSize != c.MaxItemSize {
+			return fmt.Errorf("cache_name %q is also used with max_size %d and max_item_size %d in this config, here with %d and %d: "+
+				"response_cache handlers with one cache_name share one store, so give them the same sizes, or different names",
+				c.CacheName, n.maxSize, n.maxItemSize, c.MaxSize, c.MaxItemSize)
+		}
+		n.handlers++
+		return nil
+	}
+	names.m[k] = &nameClaim{maxSize: c.MaxSize, maxItemSize: c.MaxItemSize, handlers: 1}
+	return nil
+}
+
+func releaseName(config context.Context, name string) {
+	names.Lock()
+	defer names.Unlock()
+	k := configName{config.Done(), name}
+	if n := names.m[k]; n != nil {
+		if n.handlers--; n.handlers == 0 {
+			delete(names.m, k)
+		}
+	}
 }
 
 // liveStores calls f for every live store (for the admin API and the

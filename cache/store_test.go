@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -427,6 +428,52 @@ func TestStorePoolSurvivesReload(t *testing.T) {
 	}
 	if s.get(keyHash([]byte("http://example.com/reload?")), []byte("http://example.com/reload?")) != nil {
 		t.Error("closed store still answers")
+	}
+}
+
+// TestCacheNameOneStorePerConfig: within one config (one provisioning
+// context), handlers with one cache_name must agree on the sizes that
+// shape its store; across configs (a reload) they need not.
+func TestCacheNameOneStorePerConfig(t *testing.T) {
+	config, unload := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer unload()
+	provision := func(ctx caddy.Context, maxSize int64) (*Handler, error) {
+		h := &Handler{Config: Config{CacheName: "shared-name", MaxSize: maxSize}}
+		err := h.Provision(ctx)
+		if err != nil {
+			_ = h.Cleanup() // as Caddy does after a failed Provision
+		} else {
+			t.Cleanup(func() { _ = h.Cleanup() })
+		}
+		return h, err
+	}
+	a, err := provision(config, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := provision(config, 1<<20)
+	if err != nil {
+		t.Fatalf("same name and sizes in one config: %v", err)
+	}
+	if a.store != b.store {
+		t.Error("same name and sizes in one config: two stores")
+	}
+	_, err = provision(config, 2<<20)
+	if err == nil || !strings.Contains(err.Error(), `cache_name "shared-name" is also used with max_size 1048576`) {
+		t.Fatalf("another max_size under the same name in one config: got %v", err)
+	}
+
+	// The next config (a reload) may resize the store.
+	next, unloadNext := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer unloadNext()
+	if _, err := provision(next, 2<<20); err != nil {
+		t.Fatalf("a reload that resizes the store: %v", err)
+	}
+	// Once the first config's handlers are gone, its name is free.
+	_ = a.Cleanup()
+	_ = b.Cleanup()
+	if _, err := provision(config, 4<<20); err != nil {
+		t.Fatalf("after the config's handlers were cleaned up: %v", err)
 	}
 }
 

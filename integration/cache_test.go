@@ -306,6 +306,44 @@ func TestCacheEndToEnd(t *testing.T) {
 	})
 }
 
+// TestCacheConfigAndOriginErrors: one cache_name with two sizes in one
+// config is refused at load (the running config stays); an unreachable
+// origin's 502 says the cache forwarded the request.
+func TestCacheConfigAndOriginErrors(t *testing.T) {
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "up")
+	})
+	frontPort := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", frontPort)
+	c := newClient()
+	startCaddy(t, cacheFront(frontPort, origin, "max_size 1MiB"))
+
+	second := fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		cache_name itest
+		max_size 2MiB
+	}
+	reverse_proxy %s
+}
+`, freePort(t), origin.addr)
+	err := tryLoadConfig(adminPort, cacheFront(frontPort, origin, "max_size 1MiB")+second)
+	if err == nil || !strings.Contains(err.Error(), `cache_name \"itest\" is also used with max_size`) { // quoted in the admin API's JSON
+		t.Fatalf("loading one cache_name with two sizes: %v; want the cache_name error", err)
+	}
+	if r := do(t, c, "GET", base+"/still", nil); r.status != 200 || r.body != "up" {
+		t.Fatalf("after the refused load: %d %q; want the running config to answer", r.status, r.body)
+	}
+
+	// An origin that cannot be reached (a closed port).
+	startCaddy(t, cacheFront(frontPort, &backend{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}, "max_size 1MiB"))
+	r := do(t, c, "GET", base+"/down", nil)
+	if r.status != http.StatusBadGateway || cacheStatus(r) != "itest; fwd=uri-miss" {
+		t.Errorf("unreachable origin: %d, Cache-Status %q; want 502 with \"itest; fwd=uri-miss\"", r.status, cacheStatus(r))
+	}
+}
+
 // TestCacheCoalescing sends 200 concurrent requests for one uncached URL:
 // the origin must see one.
 func TestCacheCoalescing(t *testing.T) {
