@@ -33,7 +33,9 @@ const (
 	// blocks) in range.
 	maxMaxSize = 512 << 30
 	minMaxSize = 64 << 10 // the arena's smallest chunk
-	// DefaultKey is the default cache key template.
+	// DefaultKey is the default cache key template. It names the key the
+	// handler builds itself (appendURLKey), which keeps the path's
+	// percent-encoding where the placeholder decodes it.
 	DefaultKey = "{http.request.scheme}://{http.request.hostport}{http.request.orig_uri.path}?{http.request.orig_uri.query}"
 	// backgroundTimeout bounds a background revalidation.
 	backgroundTimeout = 30 * time.Second
@@ -311,8 +313,8 @@ type keyBuf struct{ url, variant []byte }
 var keyBufs = sync.Pool{New: func() any { return &keyBuf{url: make([]byte, 0, 256)} }}
 
 // appendKey appends the URL cache key of r. The default template is built
-// by hand (it is what the replacer would produce, with the host
-// lower-cased) from the URI the client sent: a rewrite before the cache
+// by hand (what the replacer would produce, with the host lower-cased and
+// the path as sent, still percent-encoded) from the URI the client sent: a rewrite before the cache
 // (handle_path, try_files) maps different URIs to one path, and their
 // responses differ. A custom one goes through the request's replacer,
 // after scheme://host:port; ok is false when it names a placeholder the
@@ -345,10 +347,13 @@ func sentURL(r *http.Request) *url.URL {
 	return r.URL
 }
 
-// appendURLKey appends the default key of u, on r's origin.
+// appendURLKey appends the default key of u, on r's origin. The path
+// keeps its percent-encoding (EscapedPath): decoded, /a%2Fb would share
+// /a/b's entry and /q%3Fy?z /q?y?z's, though the origin sees other
+// targets (RFC 3986 §6.2.2.2 makes only unreserved characters equivalent).
 func appendURLKey(dst []byte, r *http.Request, u *url.URL) []byte {
 	dst = appendOrigin(dst, r)
-	dst = append(dst, u.Path...)
+	dst = append(dst, u.EscapedPath()...)
 	dst = append(dst, '?')
 	return append(dst, u.RawQuery...)
 }
@@ -675,7 +680,7 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 	// Relative references resolve against the URI the client sent, which
 	// the keys are made of, not the one a rewrite left.
 	sent := sentURL(r)
-	base := &url.URL{Scheme: scheme, Host: r.Host, Path: sent.Path, RawQuery: sent.RawQuery}
+	base := &url.URL{Scheme: scheme, Host: r.Host, Path: sent.Path, RawPath: sent.RawPath, RawQuery: sent.RawQuery}
 	for _, field := range [...]string{"Location", "Content-Location"} {
 		v := resp.Get(field)
 		if v == "" {

@@ -24,18 +24,24 @@ import (
 
 // --- 1. Keys, methods, invalidation ---
 
+// TestDefaultKeyMatchesTemplate: the default key is what DefaultKey's
+// template gives, except that the path keeps the percent-encoding the
+// client sent (want).
 func TestDefaultKeyMatchesTemplate(t *testing.T) {
 	h := &Handler{Config: Config{Key: DefaultKey}}
 	for _, tc := range []struct {
 		name, target, host string
 		tls                bool
+		want               string // when not the template's
 	}{
 		{name: "plain", target: "/a/b?x=1&y=2", host: "example.com"},
 		{name: "no query", target: "/a", host: "example.com"},
 		{name: "port", target: "/a?q", host: "example.com:8080"},
 		{name: "tls", target: "/", host: "example.com", tls: true},
 		{name: "ipv6", target: "/v6", host: "[::1]:8443"},
-		{name: "escaped path", target: "/a%20b?c=%2F", host: "example.com"},
+		{name: "escaped path", target: "/a%20b?c=%2F", host: "example.com", want: "http://example.com/a%20b?c=%2F"},
+		{name: "encoded slash", target: "/enc/a%2Fb", host: "example.com", want: "http://example.com/enc/a%2Fb?"},
+		{name: "encoded question mark", target: "/q%3Fy?z", host: "example.com", want: "http://example.com/q%3Fy?z"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, tc.target, nil)
@@ -46,6 +52,9 @@ func TestDefaultKeyMatchesTemplate(t *testing.T) {
 			repl := caddy.NewReplacer()
 			r = caddyhttp.PrepareRequest(r, repl, nil, nil)
 			want := repl.ReplaceAll(DefaultKey, "")
+			if tc.want != "" {
+				want = tc.want
+			}
 			if got := keyOf(t, h, r); got != want {
 				t.Errorf("key %q, template gives %q", got, want)
 			}
@@ -65,6 +74,42 @@ func TestKeyLowercasesHost(t *testing.T) {
 	if got, want := keyOf(t, h, r), "http://example.com/A?B"; got != want {
 		t.Errorf("key %q, want %q", got, want)
 	}
+}
+
+// TestKeyKeepsPercentEncoding: URIs that differ only in what their
+// percent-encoding hides (an encoded / or ?) are other resources to the
+// origin, and get their own entries; an unsafe method on one leaves the
+// other stored.
+func TestKeyKeepsPercentEncoding(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = io.WriteString(w, "target "+r.URL.RequestURI())
+		return nil
+	}}
+	pairs := [][2]string{{"/enc/a%2Fb", "/enc/a/b"}, {"/q%3Fy?z", "/q?y?z"}}
+	for range 2 {
+		for _, pair := range pairs {
+			for _, target := range pair {
+				if w := get(t, h, o, "http://example.com"+target); w.Body.String() != "target "+target {
+					t.Errorf("GET %s: %q (%s)", target, w.Body.String(), w.Header().Get("Cache-Status"))
+				}
+			}
+		}
+	}
+	if n := o.calls.Load(); n != 4 {
+		t.Errorf("origin called %d times, want 4 (one per URI)", n)
+	}
+	post := static(c, 204, "")
+	serve(t, h, post, newRequest(http.MethodPost, "http://example.com/enc/a%2Fb"))
+	wantStatus(t, get(t, h, o, "http://example.com/enc/a/b"), []string{"hit"})
+	wantStatus(t, get(t, h, o, "http://example.com/enc/a%2Fb"), []string{"fwd=uri-miss"})
+	// A Location with an encoded slash invalidates that URI, not its decoded twin.
+	get(t, h, o, "http://example.com/enc/a%2Fb")
+	serve(t, h, static(c, 201, "", "Location", "/enc/a%2Fb"), newRequest(http.MethodPost, "http://example.com/new"))
+	wantStatus(t, get(t, h, o, "http://example.com/enc/a%2Fb"), []string{"fwd=uri-miss"})
+	wantStatus(t, get(t, h, o, "http://example.com/enc/a/b"), []string{"hit"})
 }
 
 // TestKeyIsTheOriginalURI: requests rewritten to one path before the cache
