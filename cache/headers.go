@@ -12,20 +12,21 @@ import (
 // obsolete Keep-Alive and Proxy-Connection) and the proxy authentication
 // fields (RFC 9111 §3.1).
 var unstorableFields = map[string]bool{
-	"Connection":          true,
-	"Keep-Alive":          true,
-	"Proxy-Connection":    true,
-	"Te":                  true,
-	"Transfer-Encoding":   true,
-	"Upgrade":             true,
-	"Trailer":             true,
-	"Proxy-Authenticate":  true,
-	"Proxy-Authorization": true,
+	"Connection":                true,
+	"Keep-Alive":                true,
+	"Proxy-Connection":          true,
+	"Te":                        true,
+	"Transfer-Encoding":         true,
+	"Upgrade":                   true,
+	"Trailer":                   true,
+	"Proxy-Authenticate":        true,
+	"Proxy-Authentication-Info": true,
+	"Proxy-Authorization":       true,
 }
 
 // StorableHeader returns a copy of h fit for storage: without hop-by-hop
 // fields, fields named in Connection, Proxy-Authenticate,
-// Proxy-Authorization, and the fields named in rc.NoCacheFields and
+// Proxy-Authentication-Info, Proxy-Authorization, and the fields named in rc.NoCacheFields and
 // rc.PrivateFields (RFC 9111 §3.1). The copy shares value slices with h.
 func StorableHeader(h http.Header, rc ResponseControl) http.Header {
 	named := connectionFields(h)

@@ -17,7 +17,7 @@ func TestRule04_StorableHeaderStripsFields(t *testing.T) {
 		"X-Hop", "1", "X-Other", "1",
 		"Keep-Alive", "timeout=5", "Proxy-Connection", "keep-alive", "Te", "trailers",
 		"Transfer-Encoding", "chunked", "Upgrade", "h2c", "Trailer", "X-T",
-		"Proxy-Authenticate", "Basic", "Proxy-Authorization", "Basic xx",
+		"Proxy-Authenticate", "Basic", "Proxy-Authorization", "Basic xx", "Proxy-Authentication-Info", `nextnonce="abc"`,
 		"Cache-Control", `max-age=60, no-cache="X-Secret", private="x-user"`,
 		"X-Secret", "s", "X-User", "u",
 		"Content-Type", "text/plain", "Vary", "Accept", "Vary", "Accept-Encoding", "Etag", `"v1"`,

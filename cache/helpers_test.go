@@ -207,11 +207,12 @@ func untilValue[T any](t testing.TB, what string, ch <-chan T) T {
 	}
 }
 
-// writer is a ResponseWriter that records every status (1xx included),
-// the slices it was given, flushes, and can fail writes.
+// writer is a ResponseWriter that records every status (1xx included)
+// with the header it went with, the slices it was given, flushes, and can fail writes.
 type writer struct {
 	h        http.Header
 	codes    []int
+	sent     []http.Header // a copy of h with each status
 	body     []byte
 	chunks   [][]byte
 	flushes  int
@@ -221,8 +222,11 @@ type writer struct {
 
 func newWriter() *writer { return &writer{h: make(http.Header)} }
 
-func (w *writer) Header() http.Header  { return w.h }
-func (w *writer) WriteHeader(code int) { w.codes = append(w.codes, code) }
+func (w *writer) Header() http.Header { return w.h }
+func (w *writer) WriteHeader(code int) {
+	w.codes = append(w.codes, code)
+	w.sent = append(w.sent, w.h.Clone())
+}
 func (w *writer) Write(p []byte) (int, error) {
 	if w.failFrom > 0 && len(w.body) >= w.failFrom {
 		return 0, io.ErrClosedPipe

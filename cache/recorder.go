@@ -107,8 +107,7 @@ func (rec *recorder) WriteHeader(status int) {
 	}
 	if status >= 100 && status <= 199 && status != http.StatusSwitchingProtocols {
 		if rec.w != nil {
-			copyHeader(rec.w.Header(), rec.header)
-			rec.w.WriteHeader(status)
+			rec.writeInformational(status)
 		}
 		return
 	}
@@ -143,6 +142,29 @@ func (rec *recorder) WriteHeader(status int) {
 			dst["Cache-Status"] = rec.cacheStatus
 		}
 		rec.w.WriteHeader(status)
+	}
+}
+
+// writeInformational sends a 1xx response (103 Early Hints) with the next
+// handler's fields to the client. Its fields are for it alone (RFC 9110
+// §15.2, RFC 8297 §2): net/http leaves them in the client's header map, so
+// the map is put back as it was for the final response.
+func (rec *recorder) writeInformational(status int) {
+	dst := rec.w.Header()
+	prev := make(http.Header, len(rec.header))
+	for k := range rec.header {
+		if v, ok := dst[k]; ok {
+			prev[k] = v
+		}
+	}
+	copyHeader(dst, rec.header)
+	rec.w.WriteHeader(status)
+	for k := range rec.header {
+		if v, ok := prev[k]; ok {
+			dst[k] = v
+		} else {
+			delete(dst, k)
+		}
 	}
 }
 

@@ -163,13 +163,23 @@ func TestRecorderClientGone(t *testing.T) {
 
 func TestRecorderInformationalAndFlush(t *testing.T) {
 	w := newWriter()
+	w.h.Set("X-Before", "client")
 	rec := newTestRecorder(w, 1<<20)
 	rec.Header().Set("Link", "</style.css>; rel=preload")
+	rec.Header().Set("X-Before", "hint")
 	rec.WriteHeader(http.StatusEarlyHints)
+	// reverse_proxy then puts its own map back as it was.
+	clear(rec.Header())
 	rec.Header().Set("X-Final", "1")
 	rec.WriteHeader(http.StatusOK)
 	if len(w.codes) != 2 || w.codes[0] != 103 || w.codes[1] != 200 {
 		t.Errorf("client saw %v, want [103 200]", w.codes)
+	}
+	// The 103's fields were for the 103 alone (RFC 8297 §2); a field the
+	// client's header had before keeps its value.
+	if len(w.sent) != 2 || w.sent[0].Get("Link") == "" || w.sent[0].Get("X-Before") != "hint" ||
+		w.sent[1].Get("Link") != "" || w.sent[1].Get("X-Final") != "1" || w.sent[1].Get("X-Before") != "client" {
+		t.Errorf("client's header with each status: %v; want Link on the 103 only", w.sent)
 	}
 	if err := http.NewResponseController(rec).Flush(); err != nil {
 		t.Fatalf("ResponseController.Flush: %v", err)

@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"os"
 	"runtime"
 	"slices"
@@ -341,6 +344,49 @@ http://127.0.0.1:%d {
 	r := do(t, c, "GET", base+"/down", nil)
 	if r.status != http.StatusBadGateway || cacheStatus(r) != "itest; fwd=uri-miss" {
 		t.Errorf("unreachable origin: %d, Cache-Status %q; want 502 with \"itest; fwd=uri-miss\"", r.status, cacheStatus(r))
+	}
+}
+
+// TestCacheEarlyHintsStayOnThe103: the fields of a 103 from the origin
+// reach the client with the 103, not with the final response, on a miss
+// and on the hit after it, as with plain reverse_proxy.
+func TestCacheEarlyHintsStayOnThe103(t *testing.T) {
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "final")
+	})
+	frontPort := freePort(t)
+	startCaddy(t, cacheFront(frontPort, origin, "max_size 1MiB"))
+	url := fmt.Sprintf("http://127.0.0.1:%d/early", frontPort)
+	c := newClient()
+	for i, want := range []string{"fwd=uri-miss", "hit"} {
+		var hints []string
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			hints = append(hints, fmt.Sprint(code, " ", h.Get("Link")))
+			return nil
+		}}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", url, nil)
+		if i == 1 {
+			waitFor(t, "the entry to be stored", 5*time.Second, func() bool { return isHit(do(t, c, "GET", url, nil)) })
+		}
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if cs := res.Header.Get("Cache-Status"); !strings.Contains(cs, want) || string(body) != "final" {
+			t.Fatalf("response %d: Cache-Status %q, body %q; want %s", i, cs, body, want)
+		}
+		if l := res.Header.Get("Link"); l != "" {
+			t.Errorf("%s: the final response carries the 103's Link %q", want, l)
+		}
+		if i == 0 && (len(hints) != 1 || hints[0] != "103 </style.css>; rel=preload") {
+			t.Errorf("miss: 1xx responses %q; want the 103 with its Link", hints)
+		}
 	}
 }
 
