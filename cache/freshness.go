@@ -34,7 +34,8 @@ func Storable(req *http.Request, status int, h http.Header, rc ResponseControl, 
 	if req.Method != http.MethodGet {
 		return "method"
 	}
-	if status < 200 || status > 999 || status == http.StatusPartialContent || status == http.StatusNotModified {
+	if status < 200 || status > 999 || status == http.StatusPartialContent || status == http.StatusNotModified ||
+		status == http.StatusPreconditionFailed { // answers this request's own preconditions (RFC 9110 §15.5.13)
 		return "status"
 	}
 	if rc.MustUnderstand {

@@ -59,7 +59,8 @@ const (
 //     asked for again);
 //   - `fwd=stale|request; fwd-status=S`: a stored response needed
 //     validation (stale, or the client asked: no-cache, max-age,
-//     min-fresh); S is 304 when the stored body was confirmed; with
+//     min-fresh, or a precondition for the origin: If-Match,
+//     If-Unmodified-Since); S is 304 when the stored body was confirmed; with
 //     detail=stale-if-error the stale response replaced an origin error;
 //     for a HEAD, the origin's 200 freshens or drops the stored GET
 //     response (RFC 9111 §4.3.5);
@@ -69,8 +70,8 @@ const (
 //     refresh); `stored` is added when that response is known to be in
 //     the store by then;
 //   - `fwd=method`: a method the cache does not answer;
-//   - `fwd=bypass`: a request to switch protocols (Upgrade), or one for
-//     which a custom key names an unknown placeholder.
+//   - `fwd=bypass`: a request to switch protocols (Upgrade), a GET with
+//     content, or one for which a custom key names an unknown placeholder.
 //
 // A miss never says `stored`: its header leaves before its body is
 // complete, and ristretto admits entries asynchronously (it may still
@@ -395,10 +396,17 @@ func appendVariantKey(dst, urlKey []byte, gen uint64, vk string) []byte {
 var noRequestControl = RequestControl{MaxAge: -1, MaxStale: -1, MinFresh: -1, StaleIfError: -1}
 
 func requestControl(h http.Header) RequestControl {
-	if len(h["Cache-Control"]) == 0 && len(h["Pragma"]) == 0 {
-		return noRequestControl
+	rq := noRequestControl
+	if len(h["Cache-Control"]) > 0 || len(h["Pragma"]) > 0 {
+		rq = ParseRequestControl(h)
 	}
-	return ParseRequestControl(h)
+	// If-Match and If-Unmodified-Since are the origin's to evaluate (RFC
+	// 9111 §4.3.2): such a request is forwarded like one with no-cache
+	// (revalidating a stored response, never waiting for another's).
+	if len(h["If-Match"]) > 0 || len(h["If-Unmodified-Since"]) > 0 {
+		rq.NoCache = true
+	}
+	return rq
 }
 
 // ServeHTTP answers r from the cache when it can and forwards it to next
@@ -409,6 +417,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if len(r.Header["Upgrade"]) > 0 {
 			// A protocol switch (WebSocket): not a response to store or
 			// to wait for another client's.
+			return h.pass(w, r, next, "bypass")
+		}
+		if r.ContentLength > 0 || len(r.TransferEncoding) > 0 {
+			// Content in a GET has no defined meaning (RFC 9110 §9.3.1),
+			// but the APIs that send it (search queries) answer by it,
+			// and the key cannot tell two bodies apart. (HTTP/2 and
+			// HTTP/3 requests without Content-Length say -1: taken as
+			// none.)
 			return h.pass(w, r, next, "bypass")
 		}
 	case http.MethodOptions, http.MethodTrace:
@@ -535,6 +551,12 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 		if rg := r.Header["Range"]; len(rg) == 1 && r.Method == http.MethodGet && ifRangeMatches(r, &e.header) {
 			size := int64(end)
 			br, ok, satisfiable := ParseRange(rg[0], size)
+			if ok {
+				// A digest of the whole content is wrong for a part (RFC
+				// 9530 §2: Content-Digest covers the message's content).
+				delete(hdr, "Content-Digest")
+				delete(hdr, "Content-Md5")
+			}
 			switch {
 			case ok && satisfiable:
 				start, end = int(br.Start), int(br.End+1)

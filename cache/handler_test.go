@@ -563,6 +563,81 @@ func TestAppendsToUpstreamCacheStatus(t *testing.T) {
 	}
 }
 
+// TestPreconditionsAreTheOrigins: If-Match and If-Unmodified-Since are
+// not evaluated by the cache (RFC 9111 §4.3.2) but forwarded, with the
+// cache's own validator, so that the origin's 304 still lets the stored
+// body answer; the origin's 412 reaches the client and is never stored or
+// served to anyone else.
+func TestPreconditionsAreTheOrigins(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"c1"`)
+		w.Header().Set("Date", c.Now().UTC().Format(http.TimeFormat))
+		if im := r.Header.Get("If-Match"); im != "" && im != `"c1"` || r.Header.Get("If-Unmodified-Since") != "" {
+			w.WriteHeader(http.StatusPreconditionFailed)
+			return nil
+		}
+		if r.Header.Get("If-None-Match") == `"c1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		_, _ = io.WriteString(w, "v1")
+		return nil
+	}}
+	get(t, h, o, "http://example.com/p")
+	for _, tc := range []struct {
+		name   string
+		fields []string
+		status int
+		body   string
+	}{
+		{"If-Match other", []string{"If-Match", `"bogus"`}, 412, ""},
+		{"If-Unmodified-Since", []string{"If-Unmodified-Since", "Mon, 01 Jan 2024 00:00:00 GMT"}, 412, ""},
+		{"If-Match the stored", []string{"If-Match", `"c1"`}, 200, "v1"},
+	} {
+		calls := o.calls.Load()
+		w := get(t, h, o, "http://example.com/p", tc.fields...)
+		if w.Code != tc.status || w.Body.String() != tc.body {
+			t.Errorf("%s: %d %q, want %d %q", tc.name, w.Code, w.Body, tc.status, tc.body)
+		}
+		wantStatus(t, w, []string{"fwd=request"})
+		if o.calls.Load() != calls+1 {
+			t.Errorf("%s: not forwarded", tc.name)
+		}
+		// Everyone else still gets the stored 200.
+		if w := get(t, h, o, "http://example.com/p"); w.Code != 200 || w.Body.String() != "v1" {
+			t.Errorf("after %s: %d %q (%s), want the stored 200", tc.name, w.Code, w.Body, w.Header().Get("Cache-Status"))
+		}
+	}
+	// A 412 on a miss is not stored either.
+	w := get(t, h, o, "http://example.com/p412", "If-Match", `"bogus"`)
+	wantStatus(t, w, []string{"fwd=uri-miss", "fwd-status=412"})
+	wantStatus(t, get(t, h, o, "http://example.com/p412"), []string{"fwd=uri-miss", "fwd-status=200"})
+}
+
+// TestRangeOfDigestedContent: a 206 from the store does not carry the
+// whole content's Content-Digest (RFC 9530 §2); Repr-Digest, about the
+// representation, stays; the full 200 keeps both.
+func TestRangeOfDigestedContent(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "0123456789", "Cache-Control", "max-age=60",
+		"Content-Digest", "sha-256=:hash-of-all:", "Repr-Digest", "sha-256=:hash-of-all:")
+	get(t, h, o, "http://example.com/d")
+	w := get(t, h, o, "http://example.com/d", "Range", "bytes=0-3")
+	if w.Code != http.StatusPartialContent || w.Body.String() != "0123" {
+		t.Fatalf("range: %d %q", w.Code, w.Body)
+	}
+	if w.Header().Get("Content-Digest") != "" || w.Header().Get("Repr-Digest") == "" {
+		t.Errorf("206 digests: Content-Digest %q, Repr-Digest %q; want only Repr-Digest", w.Header().Get("Content-Digest"), w.Header().Get("Repr-Digest"))
+	}
+	if w := get(t, h, o, "http://example.com/d"); w.Header().Get("Content-Digest") == "" {
+		t.Error("the full response lost its Content-Digest")
+	}
+}
+
 func TestHitConditionalAndRanges(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
@@ -1149,42 +1224,62 @@ func TestStoredWithoutDate(t *testing.T) {
 	}
 }
 
-// TestRevalidationOfRequestsWithBodies: a GET with a body is not made
-// conditional, since answering a 304 that does not select the stored
-// response would mean sending it (and its body) again. HTTP/2 and HTTP/3
-// requests without Content-Length have -1 there, body or not; they are
-// revalidated conditionally all the same.
-func TestRevalidationOfRequestsWithBodies(t *testing.T) {
+// TestRequestsWithBodies: a GET with content (Content-Length or chunked)
+// bypasses the cache: the key cannot tell two bodies apart, and the APIs
+// that send them answer by them. It is neither answered from the store,
+// fresh or stale, nor stored. HTTP/2 and HTTP/3 requests without
+// Content-Length have -1 there, body or not: they are cached, and
+// revalidated conditionally.
+func TestRequestsWithBodies(t *testing.T) {
+	withBody := func(r *http.Request) { r.Body, r.ContentLength = io.NopCloser(strings.NewReader("q")), 1 }
+	chunked := func(r *http.Request) {
+		r.Body, r.ContentLength, r.TransferEncoding = io.NopCloser(strings.NewReader("q")), -1, []string{"chunked"}
+	}
 	for _, tc := range []struct {
-		name        string
-		prepare     func(r *http.Request)
-		conditional bool
+		name    string
+		prepare func(r *http.Request)
+		stale   bool
+		want    []string
 	}{
-		{"GET with a body", func(r *http.Request) {
-			r.Body, r.ContentLength = io.NopCloser(strings.NewReader("q")), 1
-		}, false},
-		{"HTTP/3 without Content-Length", func(r *http.Request) {
+		{"GET with a body, fresh entry", withBody, false, []string{"fwd=bypass", "fwd-status=200"}},
+		{"GET with a body, stale entry", withBody, true, []string{"fwd=bypass", "fwd-status=200"}},
+		{"chunked GET", chunked, false, []string{"fwd=bypass", "fwd-status=200"}},
+		{"HTTP/3 without Content-Length, fresh", func(r *http.Request) {
 			r.ContentLength = -1
 			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
-		}, true},
+		}, false, []string{"hit"}},
+		{"HTTP/3 without Content-Length, stale", func(r *http.Request) {
+			r.ContentLength = -1
+			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
+		}, true, []string{"fwd=stale", "fwd-status=304"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, Config{}, c)
 			o := validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60")
 			get(t, h, o, "http://example.com/gb")
-			c.Advance(2 * time.Minute)
+			if tc.stale {
+				c.Advance(2 * time.Minute)
+			}
+			calls := o.calls.Load()
 			r := newRequest(http.MethodGet, "http://example.com/gb")
 			tc.prepare(r)
 			w := serve(t, h, o, r)
-			if !tc.conditional {
-				if inm := o.last().Header.Get("If-None-Match"); inm != "" || w.Body.String() != "payload" {
-					t.Errorf("If-None-Match %q, body %q: want an unconditional request", inm, w.Body.String())
-				}
-				wantStatus(t, w, []string{"fwd=stale", "fwd-status=200"})
-				return
+			wantStatus(t, w, tc.want)
+			if w.Body.String() != "payload" {
+				t.Errorf("body %q", w.Body.String())
 			}
-			wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"})
+			if bypass := tc.want[0] == "fwd=bypass"; bypass {
+				if o.calls.Load() != calls+1 || o.last().Header.Get("If-None-Match") != "" {
+					t.Errorf("origin calls %d → %d, If-None-Match %q: want the request forwarded as it came", calls, o.calls.Load(), o.last().Header.Get("If-None-Match"))
+				}
+				// The stored entry is as it was: stale stays stale.
+				want := "hit"
+				if tc.stale {
+					want = "fwd=stale"
+				}
+				wantStatus(t, get(t, h, o, "http://example.com/gb"), []string{want})
+			}
 		})
 	}
 }

@@ -83,11 +83,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	defer x.count()
 	x.r = r
 	out := r
-	// A GET with a body (rare) is not made conditional: a 304 that does
-	// not select the stored response is answered by sending the request
-	// again, which needs its body. (HTTP/2 and HTTP/3 requests without
-	// Content-Length have -1 there, body or not.)
-	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator && r.ContentLength <= 0 && len(r.TransferEncoding) == 0 {
+	// (A GET with a body never gets here: a 304 that does not select the
+	// stored response is answered by sending the request again, which
+	// could not send its body twice.)
+	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator {
 		out = revalidationRequest(r, x.stale)
 		x.cond = true
 	}
@@ -651,13 +650,15 @@ func asGET(r *http.Request) *http.Request {
 }
 
 // revalidationRequest is r turned into the cache's conditional request for
-// e (RFC 9111 §4.3.1): the client's own preconditions and Range removed,
-// the stored request's Vary fields, and the stored validators.
+// e (RFC 9111 §4.3.1): the client's If-None-Match, If-Modified-Since,
+// If-Range and Range removed (the cache evaluates them against what it
+// then holds), the stored request's Vary fields, and the stored
+// validators. The client's If-Match and If-Unmodified-Since stay: they
+// are the origin's to evaluate (§4.3.2), before the cache's If-None-Match
+// (RFC 9110 §13.2.2), so a 304 means they held and a 412 that they did not.
 func revalidationRequest(r *http.Request, e *entry) *http.Request {
 	r2 := r.Clone(r.Context())
-	for _, f := range [...]string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range", "Range"} {
-		delete(r2.Header, f)
-	}
+	delete(r2.Header, "Range")
 	for _, f := range e.vary {
 		if v := e.reqVary.Values(f); v != nil {
 			r2.Header[f] = v

@@ -21,14 +21,16 @@ type HeaderReader interface {
 // If-Modified-Since (from the stored Last-Modified) to out (RFC 9111 §4.3.1)
 // and reports whether it added any.
 //
-// The client's own preconditions (If-None-Match, If-Modified-Since,
-// If-Match, If-Unmodified-Since, If-Range) are removed from out first: the
-// origin's answer must be about the stored response, and a 304 meant for
-// the client's copy could not refresh ours. The client's conditions are
-// evaluated against the refreshed entry with ClientNotModified.
+// The client's own If-None-Match, If-Modified-Since and If-Range are
+// removed from out first: the origin's answer must be about the stored
+// response, and a 304 meant for the client's copy could not refresh ours.
+// The cache evaluates them against the refreshed entry (ClientNotModified).
+// If-Match and If-Unmodified-Since stay: the cache does not evaluate them
+// (RFC 9111 §4.3.2), the origin does, before If-None-Match (RFC 9110
+// §13.2.2), so its 304 still means the stored response is current.
 // Last-Modified is only sent when it is a valid HTTP-date.
 func SetConditionalHeaders(stored HeaderReader, out http.Header) bool {
-	for _, f := range [...]string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"} {
+	for _, f := range [...]string{"If-None-Match", "If-Modified-Since", "If-Range"} {
 		delete(out, f)
 	}
 	added := false

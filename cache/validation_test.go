@@ -24,9 +24,9 @@ func TestRule12_ConditionalRequest(t *testing.T) {
 		{"etag only", rh("Etag", `"v1"`), rh(), rh("If-None-Match", `"v1"`), true},
 		{"no validators", rh("Content-Type", "text/plain"), rh(), rh(), false},
 		{"invalid last-modified not sent", rh("Last-Modified", "yesterday"), rh(), rh(), false},
-		{"client preconditions replaced", rh("Etag", `"v2"`),
+		{"client's conditions for the cache replaced, the origin's kept", rh("Etag", `"v2"`),
 			rh("If-None-Match", `"client"`, "If-Modified-Since", lm, "If-Match", `"m"`, "If-Unmodified-Since", lm, "If-Range", `"r"`),
-			rh("If-None-Match", `"v2"`), true},
+			rh("If-None-Match", `"v2"`, "If-Match", `"m"`, "If-Unmodified-Since", lm), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
