@@ -22,6 +22,7 @@ import (
 //		bound      <factor>
 //		cookie     [<name>] {
 //			secret     <secret>
+//			previous_secrets <secret>...
 //			max_age    <duration>
 //			path       <path>
 //			domain     <domain>
@@ -176,6 +177,11 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 		}
 		seen[opt] = true
 		switch opt {
+		case "previous_secrets":
+			c.PreviousSecrets = d.RemainingArgs()
+			if len(c.PreviousSecrets) == 0 {
+				return nil, d.ArgErr()
+			}
 		case "secret", "path", "domain", "same_site", "max_age":
 			if !d.NextArg() {
 				return nil, d.ArgErr()

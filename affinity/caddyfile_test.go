@@ -61,6 +61,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			want:  `{"cookie":{"secret":"s"}}`,
 		},
 		{
+			name:  "cookie with previous secrets",
+			input: "affinity {\n cookie {\n secret s\n previous_secrets {env.OLD} older\n }\n}",
+			want:  `{"cookie":{"secret":"s","previous_secrets":["{env.OLD}","older"]}}`,
+		},
+		{
 			name:  "fallback with its own options",
 			input: "affinity {http.request.header.X-User} {\n fallback header X-Other {\n fallback first\n }\n}",
 			want: `{"keys":["{http.request.header.X-User}"],` +
@@ -107,6 +112,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "cookie same_site none insecure", input: "affinity {\n cookie {\n secret s\n same_site none\n secure off\n }\n}", wantErr: "same_site none requires secure"},
 		{name: "cookie bad secure", input: "affinity {\n cookie {\n secret s\n secure maybe\n }\n}", wantErr: "invalid cookie secure 'maybe': want on or off"},
 		{name: "cookie unknown option", input: "affinity {\n cookie {\n secret s\n flavour choc\n }\n}", wantErr: "unrecognized cookie option 'flavour', at Testfile:4"},
+		{name: "cookie previous_secrets without one", input: "affinity {\n cookie {\n secret s\n previous_secrets\n }\n}", wantErr: "wrong argument count or unexpected line ending after 'previous_secrets', at Testfile:4"},
+		{name: "cookie previous_secrets empty", input: "affinity {\n cookie {\n secret s\n previous_secrets \"\"\n }\n}", wantErr: "cookie previous_secrets[0] is empty"},
 		{name: "cookie option twice", input: "affinity {\n cookie {\n secret s\n secret t\n }\n}", wantErr: "cookie secret already specified, at Testfile:4"},
 		{name: "fallback twice", input: "affinity {\n fallback random\n fallback first\n}", wantErr: "fallback already specified, at Testfile:3"},
 		{name: "fallback unknown", input: "affinity {\n fallback nonesuch\n}", wantErr: "getting module named 'http.reverse_proxy.selection_policies.nonesuch'"},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,9 +36,17 @@ type CookieConfig struct {
 	// Caddyfile, `{$AFFINITY_SECRET}` is replaced as it is read); one that
 	// is unknown or empty then is an error. Use at least 32 random bytes:
 	// a short secret can be guessed offline from one cookie. Changing it
-	// invalidates every issued cookie: clients get new ids (and may move
-	// to another upstream) on their next request.
+	// invalidates every issued cookie (clients get new ids, and most move
+	// to another upstream) unless the old one is kept in PreviousSecrets.
 	Secret string `json:"secret,omitempty"` //nolint:gosec // it must round-trip through JSON config
+
+	// PreviousSecrets verify cookies but never sign them: to rotate the
+	// secret, set Secret to the new one and list the old one here. A
+	// cookie signed with a previous secret keeps its id, so its client
+	// stays on its upstream, and is issued again under Secret; remove the
+	// old secret once clients have been back (after MaxAge, or the longest
+	// session you care about). Placeholders as in Secret. Default: none.
+	PreviousSecrets []string `json:"previous_secrets,omitempty"` //nolint:gosec // idem
 
 	// Max-Age of the cookie, rounded up to whole seconds. Zero (the
 	// default) makes a session cookie; negative values are invalid.
@@ -89,7 +98,8 @@ var (
 type cookieJar struct {
 	cfg      CookieConfig
 	sameSite http.SameSite
-	macs     sync.Pool // of *macer
+	macs     sync.Pool    // of *macer, under cfg.Secret
+	previous []*sync.Pool // of *macer, under each of cfg.PreviousSecrets
 }
 
 // macer is a reusable HMAC state with scratch space, so that verifying a
@@ -119,6 +129,11 @@ func parseSameSite(s string) (http.SameSite, error) {
 func (c *CookieConfig) validate() error {
 	if c.Secret == "" {
 		return fmt.Errorf("cookie secret is required")
+	}
+	for i, p := range c.PreviousSecrets {
+		if p == "" {
+			return fmt.Errorf("cookie previous_secrets[%d] is empty", i)
+		}
 	}
 	probe := &http.Cookie{Name: c.Name, Value: "x", Path: c.Path, Domain: c.Domain}
 	if probe.Name == "" {
@@ -155,7 +170,8 @@ func newCookieJar(cfg CookieConfig) (*cookieJar, error) {
 	if cfg.Path == "" {
 		cfg.Path = "/"
 	}
-	secret, err := caddy.NewReplacer().ReplaceOrErr(cfg.Secret, true, true)
+	repl := caddy.NewReplacer()
+	secret, err := repl.ReplaceOrErr(cfg.Secret, true, true)
 	if err != nil {
 		// Taken literally, {env.SECRET} would be a secret anyone can read
 		// in the docs.
@@ -164,13 +180,27 @@ func newCookieJar(cfg CookieConfig) (*cookieJar, error) {
 	cfg.Secret = secret
 	ss, _ := parseSameSite(cfg.SameSite)
 	j := &cookieJar{cfg: cfg, sameSite: ss}
-	key := []byte(cfg.Secret)
-	j.macs.New = func() any { return &macer{h: hmac.New(sha256.New, key)} }
+	j.macs.New = newMacer(cfg.Secret)
+	cfg.PreviousSecrets = slices.Clone(cfg.PreviousSecrets)
+	for i, p := range cfg.PreviousSecrets {
+		if p, err = repl.ReplaceOrErr(p, true, true); err != nil {
+			return nil, fmt.Errorf("cookie previous_secrets[%d]: %w (global placeholders such as {env.NAME} are replaced when the config loads; write a literal brace as \\{)", i, err)
+		}
+		cfg.PreviousSecrets[i] = p
+		j.previous = append(j.previous, &sync.Pool{New: newMacer(p)})
+	}
+	j.cfg = cfg
 	return j, nil
 }
 
+// newMacer returns a sync.Pool New function making macers for secret.
+func newMacer(secret string) func() any {
+	key := []byte(secret)
+	return func() any { return &macer{h: hmac.New(sha256.New, key)} }
+}
+
 // mac writes the encoded MAC of id into m.enc and returns it.
-func (j *cookieJar) mac(m *macer, id string) []byte {
+func mac(m *macer, id string) []byte {
 	n := copy(m.in[:], id)
 	m.h.Reset()
 	m.h.Write(m.in[:n])
@@ -180,29 +210,41 @@ func (j *cookieJar) mac(m *macer, id string) []byte {
 }
 
 // verify returns the affinity id in value if value is a well-formed cookie
-// whose MAC checks out, or "".
-func (j *cookieJar) verify(value string) string {
+// whose MAC checks out under the secret or a previous one, or "". renew
+// is true for a previous one: the cookie should be issued again.
+func (j *cookieJar) verify(value string) (id string, renew bool) {
 	if len(value) != cookieLen || value[idLen] != '.' {
-		return ""
+		return "", false
 	}
 	id, given := value[:idLen], value[idLen+1:]
-	m := j.macs.Get().(*macer)
-	want := j.mac(m, id)
+	if macMatches(&j.macs, id, given) {
+		return id, false
+	}
+	for _, p := range j.previous {
+		if macMatches(p, id, given) {
+			return id, true
+		}
+	}
+	return "", false
+}
+
+// macMatches reports whether given is the MAC of id under the secret of
+// pool's macers.
+func macMatches(pool *sync.Pool, id, given string) bool {
+	m := pool.Get().(*macer)
+	want := mac(m, id)
 	copy(m.got[:], given)
 	ok := hmac.Equal(want, m.got[:macLen])
-	j.macs.Put(m)
-	if !ok {
-		return ""
-	}
-	return id
+	pool.Put(m)
+	return ok
 }
 
 // read returns the verified affinity id from r's cookie, or "" if there is
-// no such cookie or it does not verify.
-func (j *cookieJar) read(r *http.Request) string {
+// no such cookie or it does not verify; renew as verify.
+func (j *cookieJar) read(r *http.Request) (id string, renew bool) {
 	v, ok := cookieValue(r.Header, j.cfg.Name)
 	if !ok {
-		return ""
+		return "", false
 	}
 	return j.verify(v)
 }
@@ -215,10 +257,15 @@ func (j *cookieJar) issue() (id, value string) {
 	var buf [64]byte
 	b64.Encode(buf[:idLen], raw[:])
 	id = string(buf[:idLen])
+	return id, j.sign(id)
+}
+
+// sign returns the cookie value for id under the secret.
+func (j *cookieJar) sign(id string) string {
 	m := j.macs.Get().(*macer)
-	value = id + "." + string(j.mac(m, id))
+	value := id + "." + string(mac(m, id))
 	j.macs.Put(m)
-	return id, value
+	return value
 }
 
 // set adds the Set-Cookie header for value to w, with attributes for r.

@@ -309,11 +309,64 @@ func TestCookieVerifyAllocs(t *testing.T) {
 	s := cookiePolicy(t, CookieConfig{})
 	value := sign(testSecret, "AAAAAAAAAAAAAAAAAAAAAA")
 	r, _ := newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("Cookie", "x=1; lb_affinity="+value) })
-	if s.jar.read(r) == "" {
+	if id, _ := s.jar.read(r); id == "" {
 		t.Fatal("genuine cookie rejected")
 	}
 	if n := testing.AllocsPerRun(200, func() { s.jar.read(r) }); n != 0 {
 		t.Errorf("verifying a cookie: %v allocs, want 0", n)
+	}
+}
+
+// TestCookieSecretRotation: with the old secret in previous_secrets, a
+// cookie it signed keeps its id (and upstream) and is issued again under
+// the new secret, once per request, retries included; the new cookie
+// needs no renewal; without previous_secrets the old cookie is a
+// stranger's; a previous secret never signs.
+func TestCookieSecretRotation(t *testing.T) {
+	const oldSecret, newSecret = "the old secret, 32 bytes or so..", "the new secret, 32 bytes or so.."
+	pool := fakePool(20)
+	id := "AAAAAAAAAAAAAAAAAAAAAA"
+	old := sign(oldSecret, id)
+	before := cookiePolicy(t, CookieConfig{Secret: oldSecret})
+	r, w := newReq(ipAddr(1), func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "lb_affinity", Value: old}) })
+	up := before.Select(pool, r, w)
+
+	rotated := cookiePolicy(t, CookieConfig{Secret: newSecret, PreviousSecrets: []string{"another old one, long enough....", oldSecret}})
+	r, w = newReq(ipAddr(2), func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "lb_affinity", Value: old}) })
+	if got := rotated.Select(pool, r, w); got != up {
+		t.Errorf("after rotation the client went to %s, want %s", dialOf(got), up.Dial)
+	}
+	// A retry of the same request sets no second cookie.
+	rotated.Select(pool, r, w)
+	cs := setCookies(w.Header())
+	if len(cs) != 1 || cs[0].Value != sign(newSecret, id) {
+		t.Fatalf("Set-Cookie %v; want one, the same id under the new secret", w.Header()["Set-Cookie"])
+	}
+	r, w = newReq(ipAddr(3), func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "lb_affinity", Value: cs[0].Value}) })
+	if got := rotated.Select(pool, r, w); got != up || len(w.Header()["Set-Cookie"]) != 0 {
+		t.Errorf("with the renewed cookie: %s, Set-Cookie %v; want %s and none", dialOf(got), w.Header()["Set-Cookie"], up.Dial)
+	}
+	// New ids are signed with the new secret only.
+	r, w = newReq(ipAddr(4), nil)
+	rotated.Select(pool, r, w)
+	issued := setCookies(w.Header())[0].Value
+	newID, _, _ := strings.Cut(issued, ".")
+	if issued != sign(newSecret, newID) {
+		t.Errorf("new cookie %q not signed with the new secret", issued)
+	}
+
+	unrotated := cookiePolicy(t, CookieConfig{Secret: newSecret})
+	r, w = newReq(ipAddr(5), func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "lb_affinity", Value: old}) })
+	unrotated.Select(pool, r, w)
+	if cs := setCookies(w.Header()); len(cs) != 1 || strings.HasPrefix(cs[0].Value, id+".") {
+		t.Errorf("without previous_secrets, the old cookie kept its id: %v", w.Header()["Set-Cookie"])
+	}
+
+	if _, err := newCookieJar(CookieConfig{Secret: newSecret, PreviousSecrets: []string{""}}); err == nil || !strings.Contains(err.Error(), "previous_secrets[0] is empty") {
+		t.Errorf("empty previous secret: %v", err)
+	}
+	if _, err := newCookieJar(CookieConfig{Secret: newSecret, PreviousSecrets: []string{"{env.AFFINITY_UNSET_PREVIOUS}"}}); err == nil || !strings.Contains(err.Error(), "previous_secrets[0]") {
+		t.Errorf("unset placeholder in a previous secret: %v", err)
 	}
 }
 

@@ -383,8 +383,20 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 		case st != nil && st.issued != "":
 			key, src = st.issued, srcNewCookie // a retry: the cookie is already set
 		default:
-			if key = s.jar.read(r); key != "" {
+			var renew bool
+			if key, renew = s.jar.read(r); key != "" {
 				src = srcCookie
+				if renew {
+					// Signed with a previous secret: the same id, signed
+					// with the current one, once per request.
+					if w != nil {
+						s.jar.set(w, r, s.jar.sign(key))
+					}
+					if st == nil {
+						st = &attempts{tried: tried}
+					}
+					st.issued = key
+				}
 				break
 			}
 			id, value := s.jar.issue()

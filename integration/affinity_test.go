@@ -215,4 +215,37 @@ func TestAffinityCookie(t *testing.T) {
 	if len(seen) < 3 {
 		t.Errorf("40 new clients reached only %d of 5 backends: %v", len(seen), seen)
 	}
+
+	// Rotating the secret through a reload, with the old one kept as a
+	// previous secret: every client stays on its backend and gets its id
+	// under the new secret, which works once the old secret is gone.
+	type client struct{ cookie, backend string }
+	var clients []client
+	for range 30 {
+		r := do(t, c, "GET", url, nil)
+		clients = append(clients, client{(&http.Response{Header: r.header}).Cookies()[0].Value, r.header.Get("X-Backend")})
+	}
+	loadConfig(t, adminPort, affinityFront(frontPort, backends, `cookie sticky {
+				secret new-test-secret
+				previous_secrets test-secret
+				max_age 1h
+			}`))
+	for i, cl := range clients {
+		r := do(t, c, "GET", url, map[string]string{"Cookie": "sticky=" + cl.cookie})
+		renewed := (&http.Response{Header: r.header}).Cookies()
+		if r.header.Get("X-Backend") != cl.backend || len(renewed) != 1 || !strings.HasPrefix(renewed[0].Value, cl.cookie[:23]) {
+			t.Fatalf("client %d after rotation: %s (was %s), Set-Cookie %q; want the same backend and its id renewed", i, r.header.Get("X-Backend"), cl.backend, r.header.Values("Set-Cookie"))
+		}
+		clients[i].cookie = renewed[0].Value
+	}
+	loadConfig(t, adminPort, affinityFront(frontPort, backends, `cookie sticky {
+				secret new-test-secret
+				max_age 1h
+			}`))
+	for i, cl := range clients {
+		r := do(t, c, "GET", url, map[string]string{"Cookie": "sticky=" + cl.cookie})
+		if r.header.Get("X-Backend") != cl.backend || r.header.Get("Set-Cookie") != "" {
+			t.Fatalf("client %d with its renewed cookie: %s (was %s), Set-Cookie %q", i, r.header.Get("X-Backend"), cl.backend, r.header.Get("Set-Cookie"))
+		}
+	}
 }
