@@ -155,6 +155,16 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 			s.logger.Warn("affinity cookie secret is short: anyone holding one cookie can guess it offline and choose their upstream; use at least 32 random bytes",
 				zap.Int("bytes", n))
 		}
+		for i, p := range jar.cfg.PreviousSecrets {
+			switch {
+			case p == jar.cfg.Secret:
+				s.logger.Warn("affinity cookie previous secret is the current secret: it does nothing; list the secret you rotated away from",
+					zap.Int("previous_secrets_index", i))
+			case len(p) < minSecretLen:
+				s.logger.Warn("affinity cookie previous secret is short: a cookie forged with it would be renewed under the current secret; drop it as soon as clients have come back",
+					zap.Int("previous_secrets_index", i), zap.Int("bytes", len(p)))
+			}
+		}
 		s.jar = jar
 		// Never used for routing: with a cookie every request has a key.
 		// It only covers a Table that cannot be built, which Validate

@@ -124,6 +124,10 @@ func (rc ResponseControl) MustRevalidateShared() bool {
 type RequestControl struct {
 	MaxAge, MaxStale, MinFresh, StaleIfError time.Duration
 	NoCache, NoStore, OnlyIfCached           bool
+	// OriginPreconditions is set (by the handler, not by parsing) when the
+	// request has If-Match or If-Unmodified-Since, which only the origin
+	// evaluates: no stored response answers it, stale-if-error included.
+	OriginPreconditions bool
 }
 
 // MaxStaleAny is RequestControl.MaxStale for max-stale without a value.

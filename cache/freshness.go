@@ -19,8 +19,9 @@ import (
 // The reasons are short tokens fit for the Cache-Status detail parameter:
 //   - "method": the request method is not GET (HEAD is answered from a
 //     stored GET but its response is not stored);
-//   - "status": a 1xx, a 206 or 304 (ranges are not merged), or a status
-//     not understood under must-understand;
+//   - "status": a 1xx, a 206 or 304 (ranges are not merged), a 412 (it
+//     answers the request's own preconditions), or a status not
+//     understood under must-understand;
 //   - "no-store", "private" (bare; the qualified form only strips fields);
 //   - "authorization": the request had Authorization and the response none
 //     of public, s-maxage, must-revalidate (§3.5);

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -151,6 +152,32 @@ func FuzzVaryKey(f *testing.F) {
 		if VaryKey([]string{"X-Other", "X-Third"}, h) == VaryKey([]string{"X-Other", "X-Third"}, swapped) &&
 			normalizeVaryValue("X-Other", []string{a}) != normalizeVaryValue("X-Other", []string{b}) {
 			t.Fatal("different values, same key")
+		}
+	})
+}
+
+// FuzzAppendPath: the key's path names one decoded path (two request
+// paths with one key are one resource to the origin's router), and
+// normalising is idempotent (a key's path sent again gives the same key).
+func FuzzAppendPath(f *testing.F) {
+	for _, s := range []string{"/", "/a/b", "/a%2Fb", "/caf%c3%a9", "/%7e", "/a b", "/q%3F?x", "/%zz", "/!'()*", "/[x]", "/a%252F"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, sent string) {
+		u, err := url.ParseRequestURI(sent)
+		if err != nil || !strings.HasPrefix(sent, "/") { // origin-form, as requests arrive
+			return
+		}
+		key := string(appendPath(nil, u))
+		again, err := url.ParseRequestURI(key)
+		if err != nil {
+			t.Fatalf("%q: key path %q does not parse: %v", sent, key, err)
+		}
+		if again.Path != u.Path {
+			t.Fatalf("%q: key path %q decodes to %q, the request's path is %q", sent, key, again.Path, u.Path)
+		}
+		if k2 := string(appendPath(nil, again)); k2 != key {
+			t.Fatalf("%q: key path %q normalises again to %q", sent, key, k2)
 		}
 	})
 }

@@ -158,10 +158,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.fills = new(fillSet)
 	h.bg = &background{keys: make(map[string]struct{})}
 
-	if err := claimName(ctx.Context, &h.Config); err != nil {
-		return fmt.Errorf("provisioning response_cache: %w", err)
+	if ctx.Context != nil && ctx.Done() != nil { // a config's context (not a bare one in a test)
+		if err := claimName(ctx.Context, &h.Config); err != nil {
+			return fmt.Errorf("provisioning response_cache: %w", err)
+		}
+		h.claimed = ctx.Context
 	}
-	h.claimed = ctx.Context
 	h.poolKey = storePoolKey(&h.Config)
 	v, _, err := stores.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
 		return newStore(h.CacheName, h.MaxSize)
@@ -271,6 +273,7 @@ func (h *Handler) Cleanup() error {
 		return nil
 	}
 	_, err := stores.Delete(h.poolKey)
+	h.poolKey = "" // once: another handler may hold the same key
 	return err
 }
 
@@ -354,9 +357,71 @@ func sentURL(r *http.Request) *url.URL {
 // targets (RFC 3986 §6.2.2.2 makes only unreserved characters equivalent).
 func appendURLKey(dst []byte, r *http.Request, u *url.URL) []byte {
 	dst = appendOrigin(dst, r)
-	dst = append(dst, u.EscapedPath()...)
+	dst = appendPath(dst, u)
 	dst = append(dst, '?')
 	return append(dst, u.RawQuery...)
+}
+
+// appendPath appends u's path as the client sent it, normalised as RFC
+// 3986 §6.2.2 allows (hex digits upper-cased, percent-encoded unreserved
+// characters decoded, bytes a path cannot hold raw encoded), without
+// allocating. net/url keeps the path as sent
+// in RawPath unless it is what escaping Path gives (already normal).
+func appendPath(dst []byte, u *url.URL) []byte {
+	const hex = "0123456789ABCDEF"
+	if raw := u.RawPath; raw != "" {
+		for i := 0; i < len(raw); i++ {
+			c := raw[i]
+			if c == '%' && i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]) {
+				b := unhex(raw[i+1])<<4 | unhex(raw[i+2])
+				if isUnreserved(b) {
+					dst = append(dst, b)
+				} else {
+					dst = append(dst, '%', hex[b>>4], hex[b&15])
+				}
+				i += 2
+				continue
+			}
+			if isUnreserved(c) || strings.IndexByte("!$&'()*+,;=:@[]/", c) >= 0 {
+				dst = append(dst, c)
+			} else {
+				// Sent raw where it needs encoding (a space, UTF-8):
+				// as if sent encoded.
+				dst = append(dst, '%', hex[c>>4], hex[c&15])
+			}
+		}
+		return dst
+	}
+	if u.Path == "*" {
+		return append(dst, '*')
+	}
+	for i := 0; i < len(u.Path); i++ {
+		c := u.Path[i]
+		if isUnreserved(c) || strings.IndexByte("$&+,/:;=@", c) >= 0 {
+			dst = append(dst, c)
+		} else {
+			dst = append(dst, '%', hex[c>>4], hex[c&15])
+		}
+	}
+	return dst
+}
+
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
 }
 
 // appendOrigin appends r's scheme://host:port, the host lower-cased
@@ -404,7 +469,7 @@ func requestControl(h http.Header) RequestControl {
 	// 9111 §4.3.2): such a request is forwarded like one with no-cache
 	// (revalidating a stored response, never waiting for another's).
 	if len(h["If-Match"]) > 0 || len(h["If-Unmodified-Since"]) > 0 {
-		rq.NoCache = true
+		rq.NoCache, rq.OriginPreconditions = true, true
 	}
 	return rq
 }
@@ -419,12 +484,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			// to wait for another client's.
 			return h.pass(w, r, next, "bypass")
 		}
-		if r.ContentLength > 0 || len(r.TransferEncoding) > 0 {
+		if r.ContentLength > 0 || len(r.TransferEncoding) > 0 || r.ContentLength < 0 && r.ProtoMajor == 2 {
 			// Content in a GET has no defined meaning (RFC 9110 §9.3.1),
 			// but the APIs that send it (search queries) answer by it,
-			// and the key cannot tell two bodies apart. (HTTP/2 and
-			// HTTP/3 requests without Content-Length say -1: taken as
-			// none.)
+			// and the key cannot tell two bodies apart. HTTP/2 says -1
+			// when the stream stays open for content after the header
+			// (0 when it ends with it); HTTP/3 says -1 for every request
+			// without Content-Length, body or not: taken as none.
 			return h.pass(w, r, next, "bypass")
 		}
 	case http.MethodOptions, http.MethodTrace:
@@ -496,7 +562,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			}
 		}
 		if rq.OnlyIfCached {
-			return h.gatewayTimeout(w, "only-if-cached", kb.url)
+			return h.gatewayTimeout(w, "", "only-if-cached", kb.url)
 		}
 		fwd = "stale"
 		if rq.NoCache || ttl > 0 {
@@ -510,7 +576,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	if rq.OnlyIfCached {
-		return h.gatewayTimeout(w, "only-if-cached", kb.url)
+		return h.gatewayTimeout(w, "", "only-if-cached", kb.url)
 	}
 	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, result: h.m.miss}
 	if record != nil {
@@ -630,9 +696,11 @@ func (h *Handler) statusKey(key []byte) string {
 }
 
 // gatewayTimeout answers 504 from the cache (RFC 9111 §5.2.1.7, §4.2.4).
-func (h *Handler) gatewayTimeout(w http.ResponseWriter, detail string, key []byte) error {
+// fwd is the request's reason when it did go forward (must-revalidate),
+// "" when it did not (only-if-cached).
+func (h *Handler) gatewayTimeout(w http.ResponseWriter, fwd, detail string, key []byte) error {
 	h.m.errors.Inc()
-	h.setCacheStatus(w.Header(), Status{Key: h.statusKey(key), Detail: detail})
+	h.setCacheStatus(w.Header(), Status{Fwd: fwd, Key: h.statusKey(key), Detail: detail})
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusGatewayTimeout)
 	return nil

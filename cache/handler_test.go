@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -773,6 +774,52 @@ func TestHitAllocations(t *testing.T) {
 	if allocs > 2 {
 		t.Errorf("hit allocates %.1f times, want at most 2", allocs)
 	}
+	// Paths with percent-encoding, which the key keeps (normalised).
+	for _, target := range []string{"/caf%C3%A9", "/caf%c3%a9", "/a%2Fb", "/a%20b", "/%7Euser"} {
+		get(t, h, o, "http://example.com"+target)
+		r := newRequest(http.MethodGet, "http://example.com"+target)
+		allocs := testing.AllocsPerRun(100, func() {
+			clear(w.h)
+			_ = h.ServeHTTP(w, r, o)
+		})
+		if !strings.Contains(w.h.Get("Cache-Status"), "hit") || allocs > 2 {
+			t.Errorf("%s: %q, %.1f allocations; want a hit with at most 2", target, w.h.Get("Cache-Status"), allocs)
+		}
+	}
+}
+
+// TestAppendPath: the key's path is the path as sent, normalised as RFC
+// 3986 §6.2.2 allows (hex digits upper-cased, unreserved characters
+// decoded) and nothing else: it agrees with net/url's EscapedPath on
+// paths already in that form, and tells apart what the origin tells apart.
+func TestAppendPath(t *testing.T) {
+	for _, tc := range []struct{ sent, want string }{
+		{"/plain/path", "/plain/path"},
+		{"/caf%C3%A9", "/caf%C3%A9"},
+		{"/caf%c3%a9", "/caf%C3%A9"},
+		{"/caf\xc3\xa9", "/caf%C3%A9"},
+		{"/%7Euser/%41", "/~user/A"},
+		{"/a%2Fb", "/a%2Fb"},
+		{"/a%2fb", "/a%2Fb"},
+		{"/q%3Fy", "/q%3Fy"},
+		{"/a!b", "/a!b"},
+		{"/a%21b", "/a%21b"},
+		{"/a b", "/a%20b"},
+		{"/a%20b", "/a%20b"},
+		{"/$&+,:;=@", "/$&+,:;=@"},
+		{"*", "*"},
+	} {
+		u, err := url.ParseRequestURI(tc.sent)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.sent, err)
+		}
+		if got := string(appendPath(nil, u)); got != tc.want {
+			t.Errorf("%q: %q, want %q", tc.sent, got, tc.want)
+		}
+		if tc.sent == tc.want && u.EscapedPath() != tc.want {
+			t.Errorf("%q: EscapedPath %q disagrees", tc.sent, u.EscapedPath())
+		}
+	}
 }
 
 // --- 5. Request directives ---
@@ -1244,6 +1291,14 @@ func TestRequestsWithBodies(t *testing.T) {
 		{"GET with a body, fresh entry", withBody, false, []string{"fwd=bypass", "fwd-status=200"}},
 		{"GET with a body, stale entry", withBody, true, []string{"fwd=bypass", "fwd-status=200"}},
 		{"chunked GET", chunked, false, []string{"fwd=bypass", "fwd-status=200"}},
+		{"HTTP/2 GET whose stream stays open for content", func(r *http.Request) {
+			r.Body, r.ContentLength = io.NopCloser(strings.NewReader("q")), -1
+			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+		}, false, []string{"fwd=bypass", "fwd-status=200"}},
+		{"HTTP/2 GET ended with its header", func(r *http.Request) {
+			r.Body, r.ContentLength = http.NoBody, 0
+			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+		}, false, []string{"hit"}},
 		{"HTTP/3 without Content-Length, fresh", func(r *http.Request) {
 			r.ContentLength = -1
 			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
@@ -1576,10 +1631,13 @@ func TestStaleIfError(t *testing.T) {
 		{name: "none", cc: "max-age=60", status: 503, code: 503},
 		{name: "none unreachable", cc: "max-age=60", err: boom},
 		{name: "must-revalidate 503 passes", cc: "max-age=60, stale-if-error=600, must-revalidate", status: 503, code: 503},
-		{name: "must-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, must-revalidate", code: 504, parts: []string{"detail=must-revalidate"}},
-		{name: "proxy-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, proxy-revalidate", code: 504, parts: []string{"detail=must-revalidate"}},
+		{name: "must-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, must-revalidate", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
+		{name: "proxy-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, proxy-revalidate", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
 		{name: "no-cache unreachable passes the error", cc: "max-age=60, stale-if-error=600, no-cache", err: boom},
-		{name: "s-maxage unreachable 504", cc: "s-maxage=60, stale-if-error=600", code: 504, parts: []string{"detail=must-revalidate"}},
+		{name: "s-maxage unreachable 504", cc: "s-maxage=60, stale-if-error=600", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
+		// The client asked for the origin's verdict on its precondition.
+		{name: "If-Match 503 passes", cc: "max-age=60, stale-if-error=600", req: []string{"If-Match", `"c1"`}, status: 503, code: 503, parts: []string{"fwd=request", "fwd-status=503"}},
+		{name: "If-Unmodified-Since unreachable passes the error", cc: "max-age=60, stale-if-error=600", req: []string{"If-Unmodified-Since", "Mon, 01 Jan 2024 00:00:00 GMT"}, err: boom},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()

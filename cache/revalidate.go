@@ -383,6 +383,9 @@ func isServerError(status int) bool {
 // origin error at now (RFC 5861 §4; never past must-revalidate and the
 // like, RFC 9111 §4.2.4).
 func (h *Handler) staleIfErrorOK(x *exchange, now time.Time) bool {
+	if x.rq.OriginPreconditions {
+		return false // the client wants the origin's verdict, not a stored response
+	}
 	e := x.stale
 	ttl := e.ttl(now)
 	if ttl > 0 {
@@ -411,7 +414,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 					// that must be revalidated yields 504 when validation
 					// fails. (One with no-cache gets the origin's error.)
 					x.result = nil // counted as an error
-					return h.gatewayTimeout(w, "must-revalidate", x.urlKey)
+					return h.gatewayTimeout(w, x.fwd, "must-revalidate", x.urlKey)
 				}
 			}
 			if !x.background {

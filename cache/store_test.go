@@ -471,9 +471,19 @@ func TestCacheNameOneStorePerConfig(t *testing.T) {
 	}
 	// Once the first config's handlers are gone, its name is free.
 	_ = a.Cleanup()
-	_ = b.Cleanup()
+	_ = b.Cleanup() // and again by t.Cleanup: Cleanup is idempotent
 	if _, err := provision(config, 4<<20); err != nil {
 		t.Fatalf("after the config's handlers were cleaned up: %v", err)
+	}
+
+	// Contexts that are no config's (a zero one, a background one, as
+	// embedders and other modules' tests pass) claim nothing.
+	for _, ctx := range []caddy.Context{{}, {Context: context.Background()}} {
+		for _, size := range []int64{8 << 20, 16 << 20} {
+			if _, err := provision(ctx, size); err != nil {
+				t.Fatalf("provisioning with %#v: %v", ctx.Context, err)
+			}
+		}
 	}
 }
 
