@@ -318,9 +318,9 @@ var keyBufs = sync.Pool{New: func() any { return &keyBuf{url: make([]byte, 0, 25
 
 // appendKey appends the URL cache key of r. The default template is built
 // by hand (what the replacer would produce, with the host lower-cased and
-// the path as sent, still percent-encoded) from the URI the client sent: a rewrite before the cache
-// (handle_path, try_files) maps different URIs to one path, and their
-// responses differ. A custom one goes through the request's replacer,
+// the path as sent, still percent-encoded) from the URI the client sent:
+// a rewrite before the cache (handle_path, try_files) maps different URIs
+// to one path, and their responses differ. A custom one goes through the request's replacer,
 // after scheme://host:port; ok is false when it names a placeholder the
 // request does not know, which would make unrelated requests share a key.
 func (h *Handler) appendKey(dst []byte, r *http.Request) (key []byte, ok bool) {
@@ -352,7 +352,7 @@ func sentURL(r *http.Request) *url.URL {
 }
 
 // appendURLKey appends the default key of u, on r's origin. The path
-// keeps its percent-encoding (EscapedPath): decoded, /a%2Fb would share
+// keeps its percent-encoding (appendPath): decoded, /a%2Fb would share
 // /a/b's entry and /q%3Fy?z /q?y?z's, though the origin sees other
 // targets (RFC 3986 §6.2.2.2 makes only unreserved characters equivalent).
 func appendURLKey(dst []byte, r *http.Request, u *url.URL) []byte {
@@ -365,8 +365,8 @@ func appendURLKey(dst []byte, r *http.Request, u *url.URL) []byte {
 // appendPath appends u's path as the client sent it, normalised as RFC
 // 3986 §6.2.2 allows (hex digits upper-cased, percent-encoded unreserved
 // characters decoded, bytes a path cannot hold raw encoded), without
-// allocating. net/url keeps the path as sent
-// in RawPath unless it is what escaping Path gives (already normal).
+// allocating. net/url keeps the path as sent in RawPath unless it is what
+// escaping Path gives (then already normal).
 func appendPath(dst []byte, u *url.URL) []byte {
 	const hex = "0123456789ABCDEF"
 	if raw := u.RawPath; raw != "" {

@@ -83,9 +83,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	defer x.count()
 	x.r = r
 	out := r
-	// (A GET with a body never gets here: a 304 that does not select the
-	// stored response is answered by sending the request again, which
-	// could not send its body twice.)
+	// (A GET with content, as far as the request says, bypasses the cache:
+	// a 304 that does not select the stored response is answered by
+	// sending the request again, which could not send its body twice.)
 	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator {
 		out = revalidationRequest(r, x.stale)
 		x.cond = true
