@@ -103,8 +103,11 @@ const (
 type store struct {
 	name    string
 	maxCost int64
-	c       *ristretto.Cache[uint64, *entry]
-	bodies  *arena
+	// cache is ristretto, until Destruct: dropping it then lets its
+	// sketches go while a config Caddy has not yet let go of still
+	// holds the store. Load it with rc.
+	cache  atomic.Pointer[ristretto.Cache[uint64, *entry]]
+	bodies *arena
 
 	// mu protects the index maps. It is never held while calling into
 	// ristretto except Get (ristretto calls back into the index from its
@@ -226,7 +229,7 @@ func newStore(name string, maxCost int64) (*store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating store for cache %q: %w", name, err)
 	}
-	s.c = c
+	s.cache.Store(c)
 	return s, nil
 }
 
@@ -238,10 +241,15 @@ func (s *store) Destruct() error {
 	s.life.Lock()
 	s.closed = true
 	s.life.Unlock()
-	s.c.Close()
+	s.rc().Close()
+	s.cache.Store(nil)
 	s.bodies.close()
 	return nil
 }
+
+// rc is ristretto, or nil once the store is closed. Under life (read)
+// with closed false, it is not nil.
+func (s *store) rc() *ristretto.Cache[uint64, *entry] { return s.cache.Load() }
 
 func (s *store) arena() *arena { return s.bodies }
 
@@ -268,7 +276,11 @@ func (s *store) lookup(hash uint64) (e *entry, ok bool) {
 			e, ok = nil, false
 		}
 	}()
-	return s.c.Get(hash)
+	c := s.rc()
+	if c == nil {
+		return nil, false
+	}
+	return c.Get(hash)
 }
 
 func (s *store) set(e *entry) bool {
@@ -298,12 +310,13 @@ func (s *store) set(e *entry) bool {
 	if testHookIndexed != nil {
 		testHookIndexed(e)
 	}
-	if s.c.Set(e.hash, e, 0) {
+	c := s.rc()
+	if c.Set(e.hash, e, 0) {
 		if e.linked() && !s.indexed(e.hash) {
 			// A purge (of a tag, or a variant's URL) took e out of the
 			// index after it was indexed and queued its deletion before
 			// this Set: e would be stored where no purge finds it.
-			s.c.Del(e.hash)
+			c.Del(e.hash)
 		}
 		s.stores.Add(1)
 		if e.firstUse {
@@ -326,7 +339,11 @@ func (s *store) set(e *entry) bool {
 	return false
 }
 
-func (s *store) wait() { s.c.Wait() }
+func (s *store) wait() {
+	if c := s.rc(); c != nil {
+		c.Wait()
+	}
+}
 
 // testHookIndexed, when set by a test, runs in set between indexing an
 // entry and offering it to ristretto.
@@ -453,7 +470,7 @@ func (s *store) onReject(it *ristretto.Item[*entry]) {
 	s.mu.Lock()
 	_, other := s.byHash[e.hash]
 	if s.removeLocked(e) || !other {
-		if cur, ok := s.c.Get(it.Key); ok && cur != nil {
+		if cur, ok := s.lookup(it.Key); ok && cur != nil {
 			s.addLocked(cur)
 		}
 	}
@@ -484,8 +501,9 @@ func (s *store) del(hashes []uint64) {
 	if s.closed {
 		return
 	}
+	c := s.rc()
 	for _, h := range hashes {
-		s.c.Del(h)
+		c.Del(h)
 	}
 }
 
@@ -501,7 +519,7 @@ func (s *store) purged(n int) int {
 func (s *store) purgeKey(key string) int {
 	s.life.RLock()
 	if !s.closed {
-		s.c.Wait()
+		s.rc().Wait()
 	}
 	s.life.RUnlock()
 	return s.dropKey(key)
@@ -524,7 +542,10 @@ func (s *store) dropKey(key string) int {
 		// another was taken after it, already in the map.
 		pending := s.pending.Load() > 0
 		taking := s.lastTaken.Load() == h
-		_, found := s.c.GetTTL(h)
+		var found bool
+		if c := s.rc(); c != nil {
+			_, found = c.GetTTL(h)
+		}
 		if found {
 			n++
 		}
@@ -542,8 +563,9 @@ func (s *store) purgePrefix(prefix string) int {
 	var hashes []uint64
 	s.life.RLock()
 	if !s.closed {
-		s.c.Wait()
-		s.c.IterValues(func(e *entry) bool {
+		c := s.rc()
+		c.Wait()
+		c.IterValues(func(e *entry) bool {
 			if e != nil && strings.HasPrefix(e.key, prefix) {
 				hashes = append(hashes, e.hash)
 			}
@@ -581,10 +603,14 @@ func (s *store) purgeTag(tag string) int {
 func (s *store) purgeAll() int { return s.purgePrefix("") }
 
 func (s *store) stats() storeStats {
+	var bytes int64
+	if c := s.rc(); c != nil {
+		bytes = s.maxCost - c.RemainingCost()
+	}
 	return storeStats{
 		Cache:       s.name,
 		Entries:     int(max(0, s.held.Load())),
-		Bytes:       s.maxCost - s.c.RemainingCost(),
+		Bytes:       bytes,
 		MaxBytes:    s.maxCost,
 		Stores:      s.stores.Load(),
 		Drops:       s.drops.Load(),

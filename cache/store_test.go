@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+	"weak"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -82,16 +83,16 @@ func TestStoreIndexFollowsEvictions(t *testing.T) {
 	}
 	s.wait()
 	stored := 0
-	s.c.IterValues(func(*entry) bool { stored++; return false })
+	s.rc().IterValues(func(*entry) bool { stored++; return false })
 	s.mu.Lock()
 	indexed := len(s.byHash)
 	for h, x := range s.byHash {
-		if got, _ := s.c.Get(h); got == nil || got.id != x.id || got.parent != x.parent || x.tagged != (len(got.tags) > 0) {
+		if got, _ := s.rc().Get(h); got == nil || got.id != x.id || got.parent != x.parent || x.tagged != (len(got.tags) > 0) {
 			t.Errorf("indexed %x is not what is stored", h)
 			break
 		}
 	}
-	s.c.IterValues(func(e *entry) bool {
+	s.rc().IterValues(func(e *entry) bool {
 		if x, ok := s.byHash[e.hash]; !ok || x.id != e.id {
 			t.Errorf("stored %q is not indexed", e.key)
 			return true
@@ -168,7 +169,7 @@ func TestStorePurge(t *testing.T) {
 			}
 			s.mu.Lock()
 			for h, x := range s.byHash {
-				if got, _ := s.c.Get(h); got == nil || got.id != x.id {
+				if got, _ := s.rc().Get(h); got == nil || got.id != x.id {
 					t.Errorf("index holds %x, which is not stored", h)
 				}
 			}
@@ -180,7 +181,7 @@ func TestStorePurge(t *testing.T) {
 // countStored counts the values ristretto holds.
 func countStored(s *store) int {
 	n := 0
-	s.c.IterValues(func(*entry) bool { n++; return false })
+	s.rc().IterValues(func(*entry) bool { n++; return false })
 	return n
 }
 
@@ -376,7 +377,7 @@ func TestStorePurgeSeesPendingSets(t *testing.T) {
 		if st := s.stats(); st.Entries != 0 {
 			t.Fatalf("%d entries left after purging everything", st.Entries)
 		}
-		s.c.IterValues(func(e *entry) bool {
+		s.rc().IterValues(func(e *entry) bool {
 			t.Errorf("%s is still stored", e.key)
 			return false
 		})
@@ -488,6 +489,44 @@ func TestCacheNameOneStorePerConfig(t *testing.T) {
 }
 
 var _ caddy.Destructor = (*store)(nil)
+
+// TestStoreLetsGoOfRistrettoWhenClosed: a closed store that something
+// still holds (a config Caddy keeps reachable for a while after a reload)
+// no longer holds ristretto, whose sketches are about 1% of max_size.
+// Lookups, sets, purges and stats on it are misses and no-ops.
+func TestStoreLetsGoOfRistrettoWhenClosed(t *testing.T) {
+	s, err := newStore("closed-test", 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := []byte("http://example.com/x?")
+	e := testEntry(string(key), 4)
+	if !s.set(e) {
+		t.Fatal("set refused")
+	}
+	s.wait()
+	r := weak.Make(s.rc())
+	if err := s.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		runtime.GC()
+		if r.Value() == nil {
+			break
+		}
+	}
+	if r.Value() != nil {
+		t.Error("the closed store still holds ristretto")
+	}
+	if s.get(keyHash(key), key) != nil || s.set(testEntry(string(key), 5)) || s.purgeKey(string(key)) != 0 || s.purgeAll() != 0 {
+		t.Error("a closed store answered, stored or purged")
+	}
+	if st := s.stats(); st.Bytes != 0 || st.Entries != 0 {
+		t.Errorf("closed store stats %+v", st)
+	}
+	s.wait()
+	runtime.KeepAlive(s)
+}
 
 // TestStoreDestructWhileStoring closes a store while other goroutines
 // still store into it and purge it, as a request of an unloaded config
