@@ -156,11 +156,11 @@ func FuzzVaryKey(f *testing.F) {
 	})
 }
 
-// FuzzAppendPath: the key's path names one decoded path (two request
-// paths with one key are one resource to the origin's router), and
+// FuzzAppendPath: the key's path is what the request forwarded upstream
+// carries (EscapedPath), hex upper-cased; it names one decoded path; and
 // normalising is idempotent (a key's path sent again gives the same key).
 func FuzzAppendPath(f *testing.F) {
-	for _, s := range []string{"/", "/a/b", "/a%2Fb", "/caf%c3%a9", "/%7e", "/a b", "/q%3F?x", "/%zz", "/!'()*", "/[x]", "/a%252F"} {
+	for _, s := range []string{"/", "/a/b", "/a%2Fb", "/caf%c3%a9", "/%7e", "/a b", "/q%3F?x", "/%zz", "/!'()*", "/[x]", "/a%252F", "/a{%2F}", "/files/a|%2Fb"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, sent string) {
@@ -169,6 +169,9 @@ func FuzzAppendPath(f *testing.F) {
 			return
 		}
 		key := string(appendPath(nil, u))
+		if want := upperHexOf(u.EscapedPath()); key != want {
+			t.Fatalf("%q: key path %q, forwarded as %q", sent, key, want)
+		}
 		again, err := url.ParseRequestURI(key)
 		if err != nil {
 			t.Fatalf("%q: key path %q does not parse: %v", sent, key, err)

@@ -362,33 +362,22 @@ func appendURLKey(dst []byte, r *http.Request, u *url.URL) []byte {
 	return append(dst, u.RawQuery...)
 }
 
-// appendPath appends u's path as the client sent it, normalised as RFC
-// 3986 §6.2.2 allows (hex digits upper-cased, percent-encoded unreserved
-// characters decoded, bytes a path cannot hold raw encoded), without
-// allocating. net/url keeps the path as sent in RawPath unless it is what
-// escaping Path gives (then already normal).
+// appendPath appends u's path as the request forwarded upstream will
+// carry it (net/url's EscapedPath: the path as sent when that is a valid
+// encoding of it, else Path escaped) with its hex digits upper-cased, the
+// one normalisation (RFC 3986 §6.2.2.1) no origin can tell apart. It does
+// not allocate.
 func appendPath(dst []byte, u *url.URL) []byte {
 	const hex = "0123456789ABCDEF"
-	if raw := u.RawPath; raw != "" {
+	if raw := u.RawPath; raw != "" && validRawPath(raw) {
 		for i := 0; i < len(raw); i++ {
 			c := raw[i]
-			if c == '%' && i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]) {
-				b := unhex(raw[i+1])<<4 | unhex(raw[i+2])
-				if isUnreserved(b) {
-					dst = append(dst, b)
-				} else {
-					dst = append(dst, '%', hex[b>>4], hex[b&15])
-				}
+			if c == '%' && i+2 < len(raw) {
+				dst = append(dst, '%', upperHex(raw[i+1]), upperHex(raw[i+2]))
 				i += 2
 				continue
 			}
-			if isUnreserved(c) || strings.IndexByte("!$&'()*+,;=:@[]/", c) >= 0 {
-				dst = append(dst, c)
-			} else {
-				// Sent raw where it needs encoding (a space, UTF-8):
-				// as if sent encoded.
-				dst = append(dst, '%', hex[c>>4], hex[c&15])
-			}
+			dst = append(dst, c)
 		}
 		return dst
 	}
@@ -406,22 +395,28 @@ func appendPath(dst []byte, u *url.URL) []byte {
 	return dst
 }
 
+// validRawPath reports whether raw, a RawPath, holds only what a path may
+// hold unencoded, as net/url's EscapedPath requires to use it: a raw byte
+// that needs encoding ('|', UTF-8) makes it escape Path instead, where an
+// encoded / would become a real one.
+func validRawPath(raw string) bool {
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; !isUnreserved(c) && strings.IndexByte("%!$&'()*+,;=:@[]/", c) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func isUnreserved(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
 
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c >= 'a':
-		return c - 'a' + 10
-	case c >= 'A':
-		return c - 'A' + 10
+func upperHex(c byte) byte {
+	if 'a' <= c && c <= 'f' {
+		return c - 'a' + 'A'
 	}
-	return c - '0'
+	return c
 }
 
 // appendOrigin appends r's scheme://host:port, the host lower-cased

@@ -340,8 +340,10 @@ func (s *store) set(e *entry) bool {
 }
 
 func (s *store) wait() {
-	if c := s.rc(); c != nil {
-		c.Wait()
+	s.life.RLock()
+	defer s.life.RUnlock()
+	if !s.closed {
+		s.rc().Wait() // ristretto's Wait racing its Close can send on a closed channel
 	}
 }
 

@@ -490,6 +490,28 @@ func TestCacheNameOneStorePerConfig(t *testing.T) {
 
 var _ caddy.Destructor = (*store)(nil)
 
+// TestStoreWaitWhileClosing: wait (tests, admin purges) racing Destruct
+// neither panics nor hangs (ristretto's Wait racing its Close can send on
+// its closed buffer).
+func TestStoreWaitWhileClosing(t *testing.T) {
+	for range 50 {
+		s, err := newStore("wait-test", 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for range 20 {
+					s.wait()
+				}
+			})
+		}
+		_ = s.Destruct()
+		wg.Wait()
+	}
+}
+
 // TestStoreLetsGoOfRistrettoWhenClosed: a closed store that something
 // still holds (a config Caddy keeps reachable for a while after a reload)
 // no longer holds ristretto, whose sketches are about 1% of max_size.
