@@ -128,13 +128,27 @@ func loadConfig(t testing.TB, adminPort int, caddyfile string) {
 	}
 }
 
+// tryLoadConfig posts caddyfile to POST /load. A load replaces Caddy's
+// admin server, so a connection kept from the previous request may be
+// closed under this one (EOF): that is retried on a new connection
+// (loading the same config twice is harmless).
 func tryLoadConfig(adminPort int, caddyfile string) error {
-	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/load", adminPort), strings.NewReader(caddyfile))
-	if err != nil {
-		return err
+	var res *http.Response
+	var err error
+	for try := 1; try <= 10; try++ {
+		var req *http.Request
+		req, err = http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/load", adminPort), strings.NewReader(caddyfile))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "text/caddyfile")
+		req.Close = true // no kept connection for the next load to find closed
+		res, err = (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		if err == nil || !transient(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	req.Header.Set("Content-Type", "text/caddyfile")
-	res, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
 		return fmt.Errorf("POST /load: %v", err)
 	}
