@@ -486,6 +486,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			// when the stream stays open for content after the header
 			// (0 when it ends with it); HTTP/3 says -1 for every request
 			// without Content-Length, body or not: taken as none.
+			if ce := h.logger.Check(zapcore.DebugLevel, "request with content bypasses the cache"); ce != nil {
+				ce.Write(zap.String("uri", r.RequestURI), zap.Int64("content_length", r.ContentLength), zap.String("proto", r.Proto))
+			}
 			return h.pass(w, r, next, "bypass")
 		}
 	case http.MethodOptions, http.MethodTrace:

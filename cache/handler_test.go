@@ -1358,6 +1358,23 @@ func TestRequestsWithBodies(t *testing.T) {
 	}
 }
 
+// TestRequestWithContentLogsWhy: the bypass of a GET with content says
+// why at debug level (an HTTP/2 client that leaves streams open would
+// otherwise see only fwd=bypass).
+func TestRequestWithContentLogsWhy(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	r := newRequest(http.MethodGet, "http://example.com/search")
+	r.Body, r.ContentLength = io.NopCloser(strings.NewReader(`{"q":1}`)), 7
+	serve(t, h, static(c, 200, "hits", "Cache-Control", "max-age=60"), r)
+	entries := logs.FilterMessage("request with content bypasses the cache").All()
+	if len(entries) != 1 || entries[0].ContextMap()["content_length"] != int64(7) {
+		t.Errorf("debug log: %v", logs.All())
+	}
+}
+
 // TestRevalidationKeepsTheStoredTag: a 304 whose ETag names the stored
 // response in the origin's own form refreshes it, and the entry keeps its
 // tag. Caddy's encode appends -gzip to the 200's tag and strips it from
