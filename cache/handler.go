@@ -96,7 +96,7 @@ type Handler struct {
 	flights *flightGroup
 	fills   *fillSet
 	bg      *background
-	uses    *useSketch // the store's miss counts, unless MinUses is 1
+	uses    func() *useSketch // the store's miss counts (nil once it is closed); nil when MinUses is 1
 	// firstUses is the store's record of what became of entries stored
 	// on a first miss, kept by every handler and judged by min_uses auto.
 	firstUses *firstUseStats
@@ -173,7 +173,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.store = v.(*store)
 	if h.MinUses != 1 {
-		h.uses = v.(*store).uses()
+		h.uses = v.(*store).useCounts
 	}
 	h.firstUses = &v.(*store).firstUses
 	h.m = newHandlerMetrics(ctx.GetMetricsRegistry(), h.CacheName)

@@ -92,12 +92,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 	x.store = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 0
 	if x.store && h.uses != nil && x.stale == nil && !x.background {
-		n := h.uses.add(x.urlHash)
-		x.firstUse = n == 1
-		if h.MinUses == 0 {
-			x.untried = x.firstUse && h.firstUses.skipFirstUse()
-		} else {
-			x.untried = n < h.MinUses
+		if uses := h.uses(); uses != nil {
+			n := uses.add(x.urlHash)
+			x.firstUse = n == 1
+			if h.MinUses == 0 {
+				x.untried = x.firstUse && h.firstUses.skipFirstUse()
+			} else {
+				x.untried = n < h.MinUses
+			}
 		}
 	}
 

@@ -137,10 +137,13 @@ type store struct {
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
 
-	// uses returns the misses of each URL, counted by handlers with any
-	// min_uses but 1; made on the first call. It lives with the store, so
-	// the counts survive config reloads that keep it.
-	uses func() *useSketch
+	// counts holds the misses of each URL, counted by handlers with any
+	// min_uses but 1 (useCounts makes it on first use, once: countsOnce).
+	// It lives with the store, so the counts survive config reloads that
+	// keep it, and goes at Destruct, as ristretto does.
+	counts     atomic.Pointer[useSketch]
+	countsOnce sync.Once
+	items      int64 // the entries the store is sized for
 	// firstUses counts the entries offered on their URL's first miss and
 	// how many were used, for min_uses auto.
 	firstUses firstUseStats
@@ -188,7 +191,7 @@ func newStore(name string, maxCost int64) (*store, error) {
 		// At most an eighth of max_size waits in ristretto's buffer.
 		pendingLimit: max(maxCost/8, 64<<10),
 		bodies:       newArena(maxCost),
-		uses:         sync.OnceValue(func() *useSketch { return newUseSketch(items) }),
+		items:        items,
 	}
 	c, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		NumCounters:        items * countersPerItem,
@@ -243,8 +246,20 @@ func (s *store) Destruct() error {
 	s.life.Unlock()
 	s.rc().Close()
 	s.cache.Store(nil)
+	s.countsOnce.Do(func() {}) // none made from now on
+	s.counts.Store(nil)
 	s.bodies.close()
 	return nil
+}
+
+// useCounts returns the store's miss counts, made on the first call, or
+// nil once the store is closed.
+func (s *store) useCounts() *useSketch {
+	if u := s.counts.Load(); u != nil {
+		return u
+	}
+	s.countsOnce.Do(func() { s.counts.Store(newUseSketch(s.items)) })
+	return s.counts.Load()
 }
 
 // rc is ristretto, or nil once the store is closed. Under life (read)

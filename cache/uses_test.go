@@ -127,6 +127,29 @@ func TestMinUses(t *testing.T) {
 	}
 }
 
+// TestMinUsesAfterTheStoreClosed: a request still served by a handler
+// whose store has closed (its config was unloaded, a reload resized the
+// cache) goes to the origin as a plain miss: the counts are gone with the
+// store.
+func TestMinUsesAfterTheStoreClosed(t *testing.T) {
+	c := newClock()
+	for _, minUses := range []int{0, 2} {
+		h := newTestHandler(t, Config{MinUses: minUses}, c)
+		o := static(c, 200, "ok", "Cache-Control", "max-age=60")
+		get(t, h, o, "http://example.com/closed")
+		if err := h.store.(*store).Destruct(); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			w := get(t, h, o, "http://example.com/closed")
+			if w.Code != 200 || w.Body.String() != "ok" {
+				t.Fatalf("min_uses %d after close: %d %q", minUses, w.Code, w.Body)
+			}
+			wantStatus(t, w, []string{"fwd=uri-miss"}, "detail=min-uses")
+		}
+	}
+}
+
 func TestMinUsesSaysNothingOfUnstorable(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{MinUses: 2}, c)
@@ -174,7 +197,8 @@ func TestMinUsesRevalidates(t *testing.T) {
 			get(t, h, o, "http://example.com/r")
 			get(t, h, o, "http://example.com/r")
 			wantStatus(t, get(t, h, o, "http://example.com/r"), []string{"hit"})
-			h.uses = newUseSketch(1 << 10) // the counts forgotten
+			forgotten := newUseSketch(1 << 10)
+			h.uses = func() *useSketch { return forgotten }
 			c.Advance(2 * time.Minute)
 			w := get(t, h, o, "http://example.com/r")
 			wantStatus(t, w, []string{"fwd=stale", tc.status}, "detail=min-uses")
