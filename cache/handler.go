@@ -87,7 +87,7 @@ type Handler struct {
 	logger    *zap.Logger
 	store     storage
 	poolKey   string
-	claimed   context.Context // the config whose claim on CacheName h holds, until Cleanup
+	claimed   <-chan struct{} // Done of the config whose claim on CacheName h holds, until Cleanup
 	customKey bool            // Key is not DefaultKey: expand it through the replacer
 	badKey    *sync.Once      // logs the first request whose key cannot be made
 	coalesce  bool
@@ -159,10 +159,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.bg = &background{keys: make(map[string]struct{})}
 
 	if ctx.Context != nil && ctx.Done() != nil { // a config's context (not a bare one in a test)
-		if err := claimName(ctx.Context, &h.Config); err != nil {
+		if err := claimName(ctx.Done(), &h.Config); err != nil {
 			return fmt.Errorf("provisioning response_cache: %w", err)
 		}
-		h.claimed = ctx.Context
+		h.claimed = ctx.Done()
 	}
 	h.poolKey = storePoolKey(&h.Config)
 	v, _, err := stores.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {

@@ -24,10 +24,10 @@ var unstorableFields = map[string]bool{
 	"Proxy-Authorization":       true,
 }
 
-// StorableHeader returns a copy of h fit for storage: without hop-by-hop
-// fields, fields named in Connection, Proxy-Authenticate,
-// Proxy-Authentication-Info, Proxy-Authorization, and the fields named in rc.NoCacheFields and
-// rc.PrivateFields (RFC 9111 §3.1). The copy shares value slices with h.
+// StorableHeader returns a copy of h fit for storage: without
+// unstorableFields, the fields named in Connection, and the fields named
+// in rc.NoCacheFields and rc.PrivateFields (RFC 9111 §3.1). The copy
+// shares value slices with h.
 func StorableHeader(h http.Header, rc ResponseControl) http.Header {
 	named := connectionFields(h)
 	out := make(http.Header, len(h))

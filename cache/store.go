@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -702,13 +701,14 @@ type nameClaim struct {
 	handlers             int
 }
 
-// claimName records that a handler of config uses c's cache name with c's
-// sizes, or reports that another handler of config uses it with others.
-// Each claim is released once with releaseName.
-func claimName(config context.Context, c *Config) error {
+// claimName records that a handler of the config whose context's Done
+// channel is config uses c's cache name with c's sizes, or reports that
+// another handler of that config uses it with others. Each claim is
+// released once with releaseName.
+func claimName(config <-chan struct{}, c *Config) error {
 	names.Lock()
 	defer names.Unlock()
-	k := configName{config.Done(), c.CacheName}
+	k := configName{config, c.CacheName}
 	if n := names.m[k]; n != nil {
 		if n.maxSize != c.MaxSize || n.maxItemSize != c.MaxItemSize {
 			return fmt.Errorf("cache_name %q is also used with max_size %d and max_item_size %d in this config, here with %d and %d: "+
@@ -722,10 +722,10 @@ func claimName(config context.Context, c *Config) error {
 	return nil
 }
 
-func releaseName(config context.Context, name string) {
+func releaseName(config <-chan struct{}, name string) {
 	names.Lock()
 	defer names.Unlock()
-	k := configName{config.Done(), name}
+	k := configName{config, name}
 	if n := names.m[k]; n != nil {
 		if n.handlers--; n.handlers == 0 {
 			delete(names.m, k)
