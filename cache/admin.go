@@ -22,7 +22,7 @@ func init() {
 //	GET  /response_cache/stats
 //
 // A purge names exactly one of key (a full cache key, e.g.
-// "https://example.com/a?"), prefix, tag (Surrogate-Key / Cache-Tag) or
+// "https://example.com/a"), prefix, tag (Surrogate-Key / Cache-Tag) or
 // all; cache limits it to one cache_name (default: every cache). It
 // answers {"purged": n, "caches": m}.
 type AdminAPI struct{}

@@ -34,7 +34,7 @@ func TestAdminPurge(t *testing.T) {
 		missed []string
 		hit    []string
 	}{
-		{name: "key", body: `{"key":"http://example.com/a?"}`, purged: 1, missed: []string{"/a"}, hit: []string{"/a/b", "/c"}},
+		{name: "key", body: `{"key":"http://example.com/a"}`, purged: 1, missed: []string{"/a"}, hit: []string{"/a/b", "/c"}},
 		{name: "prefix", body: `{"cache":"admin-test","prefix":"http://example.com/a"}`, purged: 2, missed: []string{"/a", "/a/b"}, hit: []string{"/c"}},
 		{name: "tag", body: "{\"tag\":\"c\"}\n", purged: 1, missed: []string{"/c"}, hit: []string{"/a"}},
 		{name: "all", body: `{"cache":"admin-test","all":true}`, purged: 3, missed: []string{"/a", "/a/b", "/c"}},

@@ -125,7 +125,7 @@ func TestCoalescedOtherVariantGoesToOrigin(t *testing.T) {
 		defer close(waited)
 		_ = h.ServeHTTP(waiter, newRequest(http.MethodGet, "http://example.com/lang", "Accept-Language", "de"), o)
 	}()
-	until(t, "the waiter to join", func() bool { return h.flights.waiting("http://example.com/lang?") == 1 })
+	until(t, "the waiter to join", func() bool { return h.flights.waiting("http://example.com/lang") == 1 })
 	close(release)
 	<-done
 	<-waited
@@ -164,7 +164,7 @@ func TestCoalescedLeaderDisconnect(t *testing.T) {
 		defer close(waited)
 		_ = h.ServeHTTP(waiter, newRequest(http.MethodGet, "http://example.com/dc"), o)
 	}()
-	until(t, "the waiter to join", func() bool { return h.flights.waiting("http://example.com/dc?") == 1 })
+	until(t, "the waiter to join", func() bool { return h.flights.waiting("http://example.com/dc") == 1 })
 	cancel() // the leader's client goes away mid-body
 	close(cont)
 	<-leaderDone

@@ -51,7 +51,9 @@ func Storable(req *http.Request, status int, h http.Header, rc ResponseControl, 
 	if rc.Private {
 		return "private"
 	}
-	if req.Header.Get("Authorization") != "" && !rc.Public && !rc.MustRevalidate && (rc.SMaxAge < 0 || rc.Targeted) {
+	// Presence, not value: a first, empty Authorization line must not hide
+	// a second one that the origin reads.
+	if len(req.Header["Authorization"]) > 0 && !rc.Public && !rc.MustRevalidate && (rc.SMaxAge < 0 || rc.Targeted) {
 		return "authorization"
 	}
 	if !allowSetCookie && len(h["Set-Cookie"]) > 0 {

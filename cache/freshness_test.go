@@ -47,6 +47,8 @@ func TestRule01_StoreOnlyCacheableExchanges(t *testing.T) {
 		{"qualified private stores", rGet(), 200, rh("Cache-Control", `max-age=60, private="x-user"`), ""},
 		{"no-cache stores", rGet(), 200, rh("Cache-Control", "max-age=60, no-cache"), ""},
 		{"authorization", rGet("Authorization", "Bearer x"), 200, rh("Cache-Control", "max-age=60"), "authorization"},
+		{"authorization after an empty one", rGet("Authorization", "", "Authorization", "Bearer x"), 200, rh("Cache-Control", "max-age=60"), "authorization"},
+		{"empty authorization", rGet("Authorization", ""), 200, rh("Cache-Control", "max-age=60"), "authorization"},
 		{"authorization with public", rGet("Authorization", "Bearer x"), 200, rh("Cache-Control", "public, max-age=60"), ""},
 		{"authorization with s-maxage", rGet("Authorization", "Bearer x"), 200, rh("Cache-Control", "s-maxage=60"), ""},
 		{"authorization with must-revalidate", rGet("Authorization", "Bearer x"), 200, rh("Cache-Control", "must-revalidate, max-age=60"), ""},

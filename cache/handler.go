@@ -34,9 +34,14 @@ const (
 	maxMaxSize = 512 << 30
 	minMaxSize = 64 << 10 // the arena's smallest chunk
 	// DefaultKey is the default cache key template. It names the key the
-	// handler builds itself (appendURLKey), which keeps the path's
-	// percent-encoding where the placeholder decodes it.
-	DefaultKey = "{http.request.scheme}://{http.request.hostport}{http.request.orig_uri.path}?{http.request.orig_uri.query}"
+	// handler builds itself (appendURLKey): the URI the client sent, on
+	// its origin, with the host lower-cased and the path's hex digits
+	// upper-cased.
+	DefaultKey = "{http.request.scheme}://{http.request.hostport}{http.request.orig_uri}"
+	// earlierDefaultKey was DefaultKey until keys told /a? from /a; a
+	// config that spells it out still gets the default key
+	// (whose path keeps its encoding, which this template's decodes).
+	earlierDefaultKey = "{http.request.scheme}://{http.request.hostport}{http.request.orig_uri.path}?{http.request.orig_uri.query}"
 	// backgroundTimeout bounds a background revalidation.
 	backgroundTimeout = 30 * time.Second
 )
@@ -149,6 +154,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Key = DefaultKey
 	}
 	h.Key = placeholder.Expand(h.Key) // JSON may use Caddyfile shorthands too
+	if h.Key == earlierDefaultKey {
+		h.Key = DefaultKey
+	}
 	h.badKey = new(sync.Once)
 	h.customKey = h.Key != DefaultKey
 	if err := h.Validate(); err != nil {
@@ -340,6 +348,13 @@ func (h *Handler) appendKey(dst []byte, r *http.Request) (key []byte, ok bool) {
 		})
 		return dst, false
 	}
+	// The template follows the origin directly only where it starts
+	// with a path; else a space, which no host holds (appendOrigin), so
+	// that no Host and template can spell another's key: Host
+	// a.testx with {header.X} empty is not Host a.test with X: x.
+	if len(v) == 0 || v[0] != '/' {
+		dst = append(dst, ' ')
+	}
 	return append(dst, v...), true
 }
 
@@ -358,6 +373,10 @@ func sentURL(r *http.Request) *url.URL {
 func appendURLKey(dst []byte, r *http.Request, u *url.URL) []byte {
 	dst = appendOrigin(dst, r)
 	dst = appendPath(dst, u)
+	if u.RawQuery == "" && !u.ForceQuery {
+		return dst
+	}
+	// /a? is not /a (RFC 3986 §6.2.3): an origin may answer it apart.
 	dst = append(dst, '?')
 	return append(dst, u.RawQuery...)
 }
@@ -427,16 +446,25 @@ func appendOrigin(dst []byte, r *http.Request) []byte {
 	} else {
 		dst = append(dst, "http://"...)
 	}
-	return appendLower(dst, r.Host)
+	return appendHost(dst, r.Host)
 }
 
-func appendLower(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
+// appendHost appends host lower-cased, with any byte a host cannot hold
+// unencoded ('/', '?', '#', '%', space, controls, non-ASCII)
+// percent-encoded, so that the origin's end in a key is unambiguous
+// whatever a server let through as Host.
+func appendHost(dst []byte, host string) []byte {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		switch {
+		case c >= 'A' && c <= 'Z':
+			dst = append(dst, c+'a'-'A')
+		case c <= ' ' || c >= 0x7f || c == '/' || c == '?' || c == '#' || c == '%':
+			dst = append(dst, '%', hex[c>>4], hex[c&15])
+		default:
+			dst = append(dst, c)
 		}
-		dst = append(dst, c)
 	}
 	return dst
 }

@@ -27,8 +27,8 @@ import (
 // --- 1. Keys, methods, invalidation ---
 
 // TestDefaultKeyMatchesTemplate: the default key is what DefaultKey's
-// template gives, except that the path keeps the percent-encoding the
-// client sent (want).
+// template gives, except that the path is as the request forwarded
+// upstream carries it, hex digits upper-cased (want).
 func TestDefaultKeyMatchesTemplate(t *testing.T) {
 	h := &Handler{Config: Config{Key: DefaultKey}}
 	for _, tc := range []struct {
@@ -41,9 +41,12 @@ func TestDefaultKeyMatchesTemplate(t *testing.T) {
 		{name: "port", target: "/a?q", host: "example.com:8080"},
 		{name: "tls", target: "/", host: "example.com", tls: true},
 		{name: "ipv6", target: "/v6", host: "[::1]:8443"},
-		{name: "escaped path", target: "/a%20b?c=%2F", host: "example.com", want: "http://example.com/a%20b?c=%2F"},
-		{name: "encoded slash", target: "/enc/a%2Fb", host: "example.com", want: "http://example.com/enc/a%2Fb?"},
-		{name: "encoded question mark", target: "/q%3Fy?z", host: "example.com", want: "http://example.com/q%3Fy?z"},
+		{name: "escaped path", target: "/a%20b?c=%2F", host: "example.com"},
+		{name: "encoded slash", target: "/enc/a%2Fb", host: "example.com"},
+		{name: "encoded question mark", target: "/q%3Fy?z", host: "example.com"},
+		{name: "empty query", target: "/canon?", host: "example.com"},
+		{name: "lower-case hex", target: "/caf%c3%a9", host: "example.com", want: "http://example.com/caf%C3%A9"},
+		{name: "raw UTF-8", target: "/café", host: "example.com", want: "http://example.com/caf%C3%A9"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, tc.target, nil)
@@ -90,7 +93,7 @@ func TestKeyKeepsPercentEncoding(t *testing.T) {
 		_, _ = io.WriteString(w, "target "+r.URL.RequestURI())
 		return nil
 	}}
-	pairs := [][2]string{{"/enc/a%2Fb", "/enc/a/b"}, {"/q%3Fy?z", "/q?y?z"}}
+	pairs := [][2]string{{"/enc/a%2Fb", "/enc/a/b"}, {"/q%3Fy?z", "/q?y?z"}, {"/canon?", "/canon"}}
 	for range 2 {
 		for _, pair := range pairs {
 			for _, target := range pair {
@@ -100,8 +103,8 @@ func TestKeyKeepsPercentEncoding(t *testing.T) {
 			}
 		}
 	}
-	if n := o.calls.Load(); n != 4 {
-		t.Errorf("origin called %d times, want 4 (one per URI)", n)
+	if n := o.calls.Load(); n != 6 {
+		t.Errorf("origin called %d times, want 6 (one per URI)", n)
 	}
 	post := static(c, 204, "")
 	serve(t, h, post, newRequest(http.MethodPost, "http://example.com/enc/a%2Fb"))
@@ -183,6 +186,53 @@ func TestCustomKeyTemplate(t *testing.T) {
 	}
 	w = get(t, h, o, "http://other.example/p?x=1")
 	wantStatus(t, w, []string{"fwd=uri-miss"})
+}
+
+// TestCustomKeyKeepsOriginsApart: whatever a custom key expands to, no
+// Host and template can spell another Host's key (Host a.testx with an
+// empty header is not Host a.test with the header "x"), and no Host can
+// hold the byte that ends the origin.
+func TestCustomKeyKeepsOriginsApart(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{Key: "{http.request.header.X-K}{uri}"}, c)
+	keyFor := func(host, xk, target string) string {
+		r := newRequest(http.MethodGet, "http://example.com"+target)
+		r.Host = host // as a server may let it through, unchecked
+		if xk != "" {
+			r.Header.Set("X-K", xk)
+		}
+		return keyOf(t, h, r)
+	}
+	for _, tc := range []struct{ a, b [3]string }{
+		{[3]string{"a.testx", "", "/p"}, [3]string{"a.test", "x", "/p"}},
+		{[3]string{"a.test", "", "/p"}, [3]string{"a.test", "/p", ""}},
+		{[3]string{"a.test", " /p", "/q"}, [3]string{"a.test ", "/p", "/q"}},
+		{[3]string{"a.test/p", "", "/q"}, [3]string{"a.test", "/p", "/q"}},
+		{[3]string{"a.test%2Fp", "", "/q"}, [3]string{"a.test/p", "", "/q"}},
+		{[3]string{"a.test?", "", "/q"}, [3]string{"a.test", "?", "/q"}},
+	} {
+		ka, kb := keyFor(tc.a[0], tc.a[1], tc.a[2]), keyFor(tc.b[0], tc.b[1], tc.b[2])
+		if ka == kb {
+			t.Errorf("Host %q X-K %q %s and Host %q X-K %q %s share the key %q", tc.a[0], tc.a[1], tc.a[2], tc.b[0], tc.b[1], tc.b[2], ka)
+		}
+	}
+	// Served: the second host's request is a miss, not the first's response.
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = io.WriteString(w, "for "+r.Host)
+		return nil
+	}}
+	get(t, h, o, "http://a.testx/p")
+	if w := get(t, h, o, "http://a.test/p", "X-K", "x"); w.Body.String() != "for a.test" {
+		t.Errorf("a.test got %q (%s)", w.Body.String(), w.Header().Get("Cache-Status"))
+	}
+	// A template that starts with a path reads as before.
+	if got := keyFor("a.test", "/k", "/p"); got != "http://a.test/k/p" {
+		t.Errorf("key %q, want http://a.test/k/p", got)
+	}
+	if got := keyFor("a.test", "k", "/p"); got != "http://a.test k/p" {
+		t.Errorf("key %q, want %q", got, "http://a.test k/p")
+	}
 }
 
 func TestGetAndHeadShareKey(t *testing.T) {
@@ -1747,7 +1797,7 @@ func TestVariants(t *testing.T) {
 		})
 	}
 	// Purging the URL purges every variant.
-	if n := h.store.purgeKey("http://example.com/vary?"); n < 4 {
+	if n := h.store.purgeKey("http://example.com/vary"); n < 4 {
 		t.Errorf("purged %d entries, want the record and its variants", n)
 	}
 	h.store.wait()
