@@ -3,6 +3,7 @@ package affinity
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -57,7 +58,7 @@ func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "key":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
-				return d.ArgErr()
+				return argsErr(d, "key <template>...")
 			}
 			if err := s.addKeys(d, args); err != nil {
 				return err
@@ -65,7 +66,7 @@ func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 		case "algorithm":
 			if !d.NextArg() {
-				return d.ArgErr()
+				return argsErr(d, "algorithm rendezvous|maglev|ring|compat")
 			}
 			alg, err := ParseAlgorithm(d.Val())
 			if err != nil {
@@ -75,14 +76,14 @@ func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("algorithm compat does not support weights")
 			}
 			if d.NextArg() {
-				return d.ArgErr()
+				return argsErr(d, "algorithm rendezvous|maglev|ring|compat")
 			}
 			s.Algorithm = string(alg)
 
 		case "weight":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return d.ArgErr()
+				return argsErr(d, "weight <upstream> <n>")
 			}
 			dial, ns := args[0], args[1]
 			n, err := strconv.Atoi(ns)
@@ -102,7 +103,7 @@ func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 		case "bound":
 			if !d.NextArg() {
-				return d.ArgErr()
+				return argsErr(d, "bound <factor>")
 			}
 			f, err := strconv.ParseFloat(d.Val(), 64)
 			if err != nil {
@@ -112,7 +113,7 @@ func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("invalid bound '%s': must be a number >= 1", d.Val())
 			}
 			if d.NextArg() {
-				return d.ArgErr()
+				return argsErr(d, "bound <factor>")
 			}
 			s.Bound = f
 
@@ -131,7 +132,7 @@ func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("cookie and fallback exclude each other: with a cookie, every request has a key")
 			}
 			if !d.NextArg() {
-				return d.ArgErr()
+				return argsErr(d, "fallback <policy> [{ ... }]")
 			}
 			raw, err := loadFallbackPolicy(d)
 			if err != nil {
@@ -149,11 +150,14 @@ func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // addKeys adds keys, reporting a bad one at its line.
 func (s *AffinitySelection) addKeys(d *caddyfile.Dispenser, keys []string) error {
 	for _, k := range keys {
-		if err := placeholder.Check(k); err != nil {
+		if err := placeholder.CheckKey(placeholder.Expand(k)); err != nil {
 			return d.Errf("key: %v", err)
 		}
+		if slices.Contains(s.Keys, k) {
+			return d.Errf("key %q is listed twice; a key is tried once", k)
+		}
+		s.Keys = append(s.Keys, k)
 	}
-	s.Keys = append(s.Keys, keys...)
 	return nil
 }
 
@@ -167,7 +171,7 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 	case 1:
 		c.Name = args[0]
 	default:
-		return nil, d.ArgErr()
+		return nil, argsErr(d, "cookie [<name>] { ... }")
 	}
 	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -180,15 +184,15 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 		case "previous_secrets":
 			c.PreviousSecrets = d.RemainingArgs()
 			if len(c.PreviousSecrets) == 0 {
-				return nil, d.ArgErr()
+				return nil, argsErr(d, "cookie previous_secrets <secret>...")
 			}
 		case "secret", "path", "domain", "same_site", "max_age":
 			if !d.NextArg() {
-				return nil, d.ArgErr()
+				return nil, argsErr(d, "cookie "+opt+" <value>")
 			}
 			v := d.Val()
 			if d.NextArg() {
-				return nil, d.ArgErr()
+				return nil, argsErr(d, "cookie "+opt+" <value>")
 			}
 			switch opt {
 			case "secret":
@@ -227,7 +231,7 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 					return nil, d.Errf("invalid cookie %s '%s': want on or off", opt, d.Val())
 				}
 				if d.NextArg() {
-					return nil, d.ArgErr()
+					return nil, argsErr(d, "cookie "+opt+" [on|off]")
 				}
 			}
 			if opt == "secure" {
@@ -263,4 +267,10 @@ func loadFallbackPolicy(d *caddyfile.Dispenser) (json.RawMessage, error) {
 		return nil, d.Errf("module %s (%T) is not a reverseproxy.Selector", modID, unm)
 	}
 	return caddyconfig.JSONModuleObject(sel, "policy", name, nil), nil
+}
+
+// argsErr reports a wrong number of arguments, with the syntax of the
+// option being parsed (which it names).
+func argsErr(d *caddyfile.Dispenser, syntax string) error {
+	return d.Errf("wrong number of arguments; syntax: %s", syntax)
 }

@@ -238,10 +238,13 @@ func (s *AffinitySelection) Validate() error {
 }
 
 func (s *AffinitySelection) validate() error {
-	for _, k := range s.Keys {
+	for i, k := range s.Keys {
 		// Every request would go to the same upstream.
-		if err := placeholder.Check(placeholder.Expand(k)); err != nil {
+		if err := placeholder.CheckKey(placeholder.Expand(k)); err != nil {
 			return fmt.Errorf("key: %w", err)
+		}
+		if slices.ContainsFunc(s.Keys[:i], func(o string) bool { return placeholder.Expand(o) == placeholder.Expand(k) }) {
+			return fmt.Errorf("key %q is listed twice; a key is tried once", k)
 		}
 	}
 	alg := Rendezvous

@@ -311,7 +311,7 @@ func TestKeyParsing(t *testing.T) {
 }
 
 func TestCompositeKeyNeedsEveryPart(t *testing.T) {
-	s := provisioned(t, &AffinitySelection{Keys: []string{"{header.X-A}-{header.X-B}", "{http.request.nonexistent}-{header.X-A}"}})
+	s := provisioned(t, &AffinitySelection{Keys: []string{"{header.X-A}-{header.X-B}", "{http.vars.never_set}-{header.X-A}"}})
 	pool := fakePool(3)
 	tests := []struct {
 		name string
@@ -793,6 +793,9 @@ func TestValidate(t *testing.T) {
 		{"unknown algorithm", &AffinitySelection{Algorithm: "jump"}, `algorithm: unknown algorithm "jump"`},
 		{"literal key", &AffinitySelection{Keys: []string{"static"}}, `key: "static" has no placeholder`},
 		{"unclosed key", &AffinitySelection{Keys: []string{"{http.request.header.X-User"}}, `key: "{http.request.header.X-User" has an unclosed {`},
+		{"key twice", &AffinitySelection{Keys: []string{"{uri}", "{http.request.uri}"}}, `key "{http.request.uri}" is listed twice`},
+		{"key typo", &AffinitySelection{Keys: []string{"{http.request.hedaer.X}"}}, "which Caddy does not know"},
+		{"global key", &AffinitySelection{Keys: []string{"{system.hostname}"}}, "do not depend on the request"},
 		{"JSON shorthand key", &AffinitySelection{Keys: []string{"{header.X-User}x}"}}, "without a matching {"},
 		{"empty secret", &AffinitySelection{Cookie: &CookieConfig{}}, "cookie secret is required"},
 		{"negative max_age", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", MaxAge: -1}}, "cookie max_age must not be negative"},

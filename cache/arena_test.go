@@ -39,9 +39,7 @@ func blockOrdersSizes(a *arena) []int {
 		ns = append(ns, n)
 	}
 	for p := minBlock; p <= 3*cs; p <<= 1 {
-		for _, m := range []int{p - 1, p, p + 1, p * 7 / 8, p*7/8 + 1, p * 8 / 9, p*8/9 + 1} {
-			ns = append(ns, m)
-		}
+		ns = append(ns, p-1, p, p+1, p*7/8, p*7/8+1, p*8/9, p*8/9+1)
 	}
 	for c := 1; c <= 3; c++ {
 		for _, d := range []int{-minBlock - 1, -minBlock, -1, 0, 1, minBlock, minBlock + 1} {

@@ -7,9 +7,9 @@ import (
 	"time"
 )
 
-// maxDeltaSeconds is the value a cache must use for a delta-seconds value
+// maxDelta is the value a cache must use for a delta-seconds value
 // it cannot represent (RFC 9111 §1.2.2): 2^31 seconds.
-const maxDeltaSeconds = 2147483648 * time.Second
+const maxDelta = 2147483648 * time.Second
 
 // ResponseControl is a response's parsed Cache-Control (RFC 9111 §5.2.2,
 // RFC 5861), or its targeted field (RFC 9213) when that was present and
@@ -228,12 +228,12 @@ func parseDeltaSeconds(s string) (time.Duration, bool) {
 		if c < '0' || c > '9' {
 			return 0, false
 		}
-		if n <= int64(maxDeltaSeconds/time.Second) {
+		if n <= int64(maxDelta/time.Second) {
 			n = n*10 + int64(c-'0')
 		}
 	}
-	if n > int64(maxDeltaSeconds/time.Second) {
-		return maxDeltaSeconds, true
+	if n > int64(maxDelta/time.Second) {
+		return maxDelta, true
 	}
 	return time.Duration(n) * time.Second, true
 }

@@ -49,8 +49,8 @@ func TestParseResponseControl(t *testing.T) {
 		{"rfc 5861", rh("Cache-Control", "stale-while-revalidate=30, stale-if-error=600"), with(func(rc *ResponseControl) {
 			rc.StaleWhileRevalidate, rc.StaleIfError = 30*time.Second, 10*time.Minute
 		})},
-		{"overflow saturates", rh("Cache-Control", "max-age=99999999999999999999999"), with(func(rc *ResponseControl) { rc.MaxAge = maxDeltaSeconds })},
-		{"2^31 exactly", rh("Cache-Control", "max-age=2147483648"), with(func(rc *ResponseControl) { rc.MaxAge = maxDeltaSeconds })},
+		{"overflow saturates", rh("Cache-Control", "max-age=99999999999999999999999"), with(func(rc *ResponseControl) { rc.MaxAge = maxDelta })},
+		{"2^31 exactly", rh("Cache-Control", "max-age=2147483648"), with(func(rc *ResponseControl) { rc.MaxAge = maxDelta })},
 		{"negative max-age invalid", rh("Cache-Control", "max-age=-1"), with(func(rc *ResponseControl) { rc.Invalid = true })},
 		{"non-integer max-age invalid", rh("Cache-Control", "max-age=1.5"), with(func(rc *ResponseControl) { rc.Invalid = true })},
 		{"empty max-age invalid", rh("Cache-Control", "max-age="), with(func(rc *ResponseControl) { rc.Invalid = true })},

@@ -17,7 +17,7 @@ import (
 //	response_cache [<matcher>] {
 //	    max_size       <size>      # total bytes held, e.g. 256MiB
 //	    max_item_size  <size>      # larger responses are streamed, not stored
-//	    key            <template>  # placeholders; scheme://host is always prepended
+//	    key            <template>  # placeholders; scheme://host:port (and a space, unless it starts with /) is always prepended
 //	    default_ttl    <duration>  # freshness when the response gives none
 //	    stale_while_revalidate <duration>
 //	    stale_if_error         <duration>
@@ -25,7 +25,7 @@ import (
 //	    coalesce       on|off      # default on
 //	    min_uses       auto|<n>    # store on the n-th miss of a URL; default auto
 //	    targeted_field <field>|off # default CDN-Cache-Control
-//	    status_key                 # add key= to Cache-Status
+//	    status_key     [on|off]    # add key= to Cache-Status; default off
 //	}
 //
 // The matcher is handled by the Caddyfile adapter before this runs.
@@ -57,6 +57,9 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			n, err := parseSize(d)
 			if err != nil {
 				return err
+			}
+			if n == 0 {
+				return d.Errf("response_cache: max_item_size must be at least 1 byte, got '%s'", d.Val())
 			}
 			c.MaxItemSize = n
 			itemSizeAt = fmt.Sprintf("%s:%d", d.File(), d.Line())
@@ -125,17 +128,25 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if arg == "off" {
+			if strings.EqualFold(arg, "off") {
 				arg = "-"
 			} else if !isFieldName(arg) {
 				return d.Errf("response_cache: targeted_field must be a header field name or off, got '%s'", arg)
 			}
 			c.TargetedField = arg
 		case "status_key":
-			if d.NextArg() {
-				return d.ArgErr()
+			on := true
+			switch args := d.RemainingArgs(); len(args) {
+			case 0:
+			case 1:
+				var err error
+				if on, err = parseOnOff(d, "status_key", args[0]); err != nil {
+					return err
+				}
+			default:
+				return d.Errf("response_cache: status_key takes at most one argument (on or off), got %d", len(args))
 			}
-			c.StatusKey = true
+			c.StatusKey = on
 		default:
 			return d.Errf("response_cache: unrecognized option '%s'", opt)
 		}
@@ -178,8 +189,8 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 	if unit := strings.TrimLeft(arg, "0123456789. "); strings.Contains(arg, ".") && (unit == "" || strings.EqualFold(unit, "b")) {
 		return 0, d.Errf("response_cache: %s: '%s' is not a whole number of bytes", opt, arg)
 	}
-	if n == 0 || n > 1<<62 {
-		return 0, d.Errf("response_cache: %s must be between 1 byte and 4 EiB, got '%s'", opt, arg)
+	if n > 1<<62 {
+		return 0, d.Errf("response_cache: %s must be at most 4EiB, got '%s'", opt, arg)
 	}
 	return int64(n), nil
 }

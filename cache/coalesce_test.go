@@ -360,7 +360,7 @@ func TestFillContext(t *testing.T) {
 	before := runtime.NumGoroutine()
 	derived := make([]context.Context, n)
 	for i := range derived {
-		ctx, cancel := context.WithCancelCause(context.WithValue(ctx, i, i))
+		ctx, cancel := context.WithCancelCause(context.WithValue(ctx, derivedKey(i), i))
 		defer cancel(nil)
 		derived[i] = ctx
 	}
@@ -590,3 +590,6 @@ func TestOrphanedFillDoesNotHoldUpShutdown(t *testing.T) {
 		t.Fatalf("Shutdown: %v: the orphaned fill held it up", err)
 	}
 }
+
+// derivedKey keys the values of contexts derived in tests.
+type derivedKey int

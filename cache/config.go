@@ -23,16 +23,20 @@ type Config struct {
 
 	// Key is the template of the primary cache key; it may use any request
 	// placeholders. The default,
-	// `{http.request.scheme}://{http.request.hostport}{http.request.orig_uri.path}?{http.request.orig_uri.query}`,
-	// covers scheme, host, port, and the path and query the client sent
-	// (before any rewrite), the path with its percent-encoding as sent (so
-	// /a%2Fb and /a/b are two entries); GET and HEAD share a key, because only GET
-	// responses are stored and HEAD is answered from them. A custom key
-	// always has the scheme and host:port prepended, so that two sites can
-	// never share an entry; it must contain a placeholder, and Caddyfile
-	// shorthands are expanded. A request for which one of its placeholders
-	// is unknown bypasses the cache. Path placeholders such as {path} are
-	// decoded: prefer {uri} or {http.request.orig_uri} in a custom key.
+	// `{http.request.scheme}://{http.request.hostport}{http.request.orig_uri}`,
+	// covers scheme, host (lower-cased), port, and the path and query the
+	// client sent (before any rewrite), the path with its percent-encoding
+	// as sent (so /a%2Fb and /a/b are two entries, as are /a? and /a); GET
+	// and HEAD share a key, because only GET responses are stored and HEAD
+	// is answered from them. A custom key always has the scheme and
+	// host:port prepended, then a space unless the template's value starts
+	// with "/", so that two sites can never share an entry. It must name a
+	// placeholder that depends on the request (not only {env.*} or
+	// {system.*}), Caddy must know its {http.request.*} names, and
+	// Caddyfile shorthands are expanded. A request for which one of its
+	// placeholders is unknown bypasses the cache. Path placeholders such as
+	// {path} are decoded: prefer {uri} or {http.request.orig_uri} in a
+	// custom key.
 	Key string `json:"key,omitempty"`
 
 	// DefaultTTL is the freshness lifetime given to storable responses that

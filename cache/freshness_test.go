@@ -283,7 +283,7 @@ func TestRule08_Age(t *testing.T) {
 		{"first of an age list", rh("Age", "10, 50"), rt0, rt0, 10 * time.Second, true},
 		{"invalid age", rh("Age", "ten"), rt0, rt0, 0, false},
 		{"negative age", rh("Age", "-5"), rt0, rt0, 0, false},
-		{"huge age saturates", rh("Age", "99999999999999999999"), rt0, rt0, maxDeltaSeconds, true},
+		{"huge age saturates", rh("Age", "99999999999999999999"), rt0, rt0, maxDelta, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

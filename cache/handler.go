@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/f06cdff9/caddy-affinity-cache/internal/placeholder"
@@ -232,40 +232,9 @@ func checkMaxSize(n int64) error {
 	return nil
 }
 
-// checkKey reports a custom key that cannot tell requests apart: one that
-// fails placeholder.Check, or names a placeholder under http.request.
-// that Caddy does not know (a typo, which would be the same for every
-// request). Placeholders other handlers set (vars, regexp captures, map
-// outputs) can only be checked per request.
-func checkKey(key string) (err error) {
-	if err := placeholder.Check(key); err != nil {
-		return err
-	}
-	defer func() {
-		// A placeholder that needs more than the sample request has is
-		// checked per request instead.
-		if recover() != nil {
-			err = nil
-		}
-	}()
-	sample := &http.Request{
-		Method: http.MethodGet, URL: &url.URL{Path: "/"}, Header: make(http.Header), Host: "example.com",
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RemoteAddr: "192.0.2.1:1234",
-	}
-	repl := caddy.NewReplacer()
-	local := context.WithValue(context.Background(), http.LocalAddrContextKey, net.Addr(&net.TCPAddr{IP: net.IPv4(192, 0, 2, 2), Port: 443}))
-	sample = caddyhttp.PrepareRequest(sample.WithContext(local), repl, nil, nil)
-	for _, name := range placeholder.Names(key) {
-		if !strings.HasPrefix(name, "http.request.") ||
-			strings.HasPrefix(name, "http.request.tls.") || strings.HasPrefix(name, "http.request.body") {
-			continue
-		}
-		if _, ok := repl.Get(name); !ok {
-			return fmt.Errorf("%q names {%s}, which Caddy does not know (a typo would make every URL share one entry)", key, name)
-		}
-	}
-	return nil
-}
+// checkKey reports a custom key that cannot tell requests apart (see
+// placeholder.CheckKey).
+func checkKey(key string) error { return placeholder.CheckKey(key) }
 
 // Cleanup releases the store; the last handler using it closes it.
 func (h *Handler) Cleanup() error {
@@ -843,4 +812,5 @@ var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
 )

@@ -129,8 +129,8 @@ func targetedFieldList(m sfMember) (bare bool, fields []string) {
 // sfSeconds converts a non-negative sf-integer number of seconds,
 // saturating like delta-seconds.
 func sfSeconds(n int64) time.Duration {
-	if n > int64(maxDeltaSeconds/time.Second) {
-		return maxDeltaSeconds
+	if n > int64(maxDelta/time.Second) {
+		return maxDelta
 	}
 	return time.Duration(n) * time.Second
 }

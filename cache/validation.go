@@ -116,9 +116,7 @@ func etagListMatches(lines []string, stored HeaderReader) bool {
 // nextEntityTag reads one entity-tag ([W/] DQUOTE *etagc DQUOTE) at the
 // start of s and returns its opaque-tag (with quotes) and the rest.
 func nextEntityTag(s string) (opaque, rest string) {
-	if strings.HasPrefix(s, "W/") {
-		s = s[2:]
-	}
+	s = strings.TrimPrefix(s, "W/")
 	if len(s) < 2 || s[0] != '"' {
 		return "", ""
 	}

@@ -7,11 +7,17 @@
 package placeholder
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"net/url"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // Expand expands Caddyfile shorthands (`{path}`, `{header.X-User}`, ...)
@@ -65,4 +71,65 @@ func scan(s string, placeholder func(name string)) error {
 		}
 	}
 	return nil
+}
+
+// CheckKey reports why template, with its shorthands expanded, cannot be
+// a per-request key: Check's reasons; placeholders that are all the same
+// for every request (environment, system, files, time: Caddy's global
+// ones); or one under http.request. that Caddy does not know, a typo that
+// would be the same (unknown) for every request. Placeholders that other
+// handlers set (vars, regexp captures, map outputs, other modules') can
+// only be checked per request.
+func CheckKey(template string) error {
+	if err := Check(template); err != nil {
+		return err
+	}
+	names := Names(template)
+	global := caddy.NewReplacer()
+	varies := false
+	for _, name := range names {
+		if _, ok := global.Get(name); !ok {
+			varies = true
+			break
+		}
+	}
+	if !varies {
+		return fmt.Errorf("%q names only placeholders that do not depend on the request (%s), so it is the same for every request; name a part of the request, such as {uri} or {header.X-User}", template, "{"+strings.Join(names, "}, {")+"}")
+	}
+	repl := sampleReplacer()
+	for _, name := range names {
+		if !strings.HasPrefix(name, "http.request.") ||
+			strings.HasPrefix(name, "http.request.tls.") || strings.HasPrefix(name, "http.request.body") {
+			continue // TLS needs a TLS request; the body is read per request
+		}
+		if _, ok := known(repl, name); !ok {
+			return fmt.Errorf("%q names {%s}, which Caddy does not know (a typo would give every request the same key)", template, name)
+		}
+	}
+	return nil
+}
+
+// sampleReplacer is the replacer of a plain GET, with Caddy's request
+// placeholders.
+func sampleReplacer() *caddy.Replacer {
+	sample := &http.Request{
+		Method: http.MethodGet, URL: &url.URL{Path: "/"}, Header: make(http.Header), Host: "example.com",
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RemoteAddr: "192.0.2.1:1234",
+	}
+	local := context.WithValue(context.Background(), http.LocalAddrContextKey, net.Addr(&net.TCPAddr{IP: net.IPv4(192, 0, 2, 2), Port: 443}))
+	repl := caddy.NewReplacer()
+	caddyhttp.PrepareRequest(sample.WithContext(local), repl, nil, nil)
+	return repl
+}
+
+// known looks name up in repl; a provider that panics on the sample
+// request counts as knowing it (it is then checked per request), not as
+// a typo.
+func known(repl *caddy.Replacer, name string) (v any, ok bool) {
+	defer func() {
+		if recover() != nil {
+			v, ok = nil, true
+		}
+	}()
+	return repl.Get(name)
 }

@@ -69,3 +69,34 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckKey: a key must depend on the request, and its http.request.
+// placeholders must be ones Caddy knows.
+func TestCheckKey(t *testing.T) {
+	for _, tc := range []struct{ in, err string }{
+		{in: "{http.request.uri}"},
+		{in: "{http.request.header.X-User}"},
+		{in: "{http.request.cookie.session}"},
+		{in: "{http.request.remote.host}"},
+		{in: "{env.HOME}{http.request.uri}"},
+		{in: "{http.vars.tenant}"},                     // set by another handler
+		{in: "{http.reverse_proxy.upstream.hostport}"}, // another module's
+		{in: "{http.regexp.name.1}"},                   // a matcher's capture
+		{in: "{http.request.tls.client.fingerprint}"},  // needs TLS to check
+		{in: "no placeholder", err: "no placeholder"},
+		{in: "{env.HOME}", err: "do not depend on the request"},
+		{in: "{system.hostname}", err: "do not depend on the request"},
+		{in: "{env.HOME}-{system.os}", err: "{env.HOME}, {system.os}"},
+		{in: "{time.now.unix}", err: "do not depend on the request"},
+		{in: "{http.request.uri.pth}", err: "which Caddy does not know"},
+		{in: "{http.request.hedaer.X}", err: "which Caddy does not know"},
+	} {
+		err := CheckKey(tc.in)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("CheckKey(%q) = %v", tc.in, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("CheckKey(%q) = %v, want an error with %q", tc.in, err, tc.err)
+		}
+	}
+}
