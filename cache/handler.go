@@ -466,23 +466,43 @@ func requestControl(h http.Header) RequestControl {
 	return rq
 }
 
+// onlyH2C reports whether the Upgrade field values offer only h2c.
+func onlyH2C(values []string) bool {
+	for _, v := range values {
+		for tok := range strings.SplitSeq(v, ",") {
+			if !strings.EqualFold(strings.TrimSpace(tok), "h2c") {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // ServeHTTP answers r from the cache when it can and forwards it to next
 // otherwise.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		if len(r.Header["Upgrade"]) > 0 {
-			// A protocol switch (WebSocket): not a response to store or
-			// to wait for another client's.
-			return h.pass(w, r, next, "bypass")
+		if up := r.Header["Upgrade"]; len(up) > 0 {
+			if !onlyH2C(up) {
+				// A protocol switch (WebSocket): not a response to store
+				// or to wait for another client's.
+				return h.pass(w, r, next, "bypass")
+			}
+			// An offer to switch this connection to HTTP/2 (curl
+			// --http2, Java's client on http://), which Caddy did not
+			// take: declined here too (RFC 9110 §7.8), rather than
+			// passed on for the origin to switch the tunnel.
+			r.Header.Del("Upgrade")
+			r.Header.Del("Http2-Settings")
 		}
-		if r.ContentLength > 0 || len(r.TransferEncoding) > 0 || r.ContentLength < 0 && r.ProtoMajor == 2 {
+		if r.ContentLength > 0 || len(r.TransferEncoding) > 0 || r.ContentLength < 0 && probeContent(r) {
 			// Content in a GET has no defined meaning (RFC 9110 §9.3.1),
 			// but the APIs that send it (search queries) answer by it,
 			// and the key cannot tell two bodies apart. HTTP/2 says -1
-			// when the stream stays open for content after the header
-			// (0 when it ends with it); HTTP/3 says -1 for every request
-			// without Content-Length, body or not: taken as none.
+			// when the stream stays open after the header (0 when it
+			// ends with it), HTTP/3 for every request without
+			// Content-Length: those are probed.
 			if ce := h.logger.Check(zapcore.DebugLevel, "request with content bypasses the cache"); ce != nil {
 				ce.Write(zap.String("uri", r.RequestURI), zap.Int64("content_length", r.ContentLength), zap.String("proto", r.Proto))
 			}

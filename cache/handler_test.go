@@ -486,6 +486,19 @@ func TestUpgradeBypasses(t *testing.T) {
 	wantStatus(t, w, []string{"fwd=bypass", "fwd-status=200"})
 	h.store.wait()
 	wantStatus(t, get(t, h, o, "http://example.com/fresh-ws"), []string{"fwd=uri-miss"})
+	// An offer of h2c (curl --http2 on http://), which Caddy did not take,
+	// is declined here too: answered from the store, and not passed on.
+	w = get(t, h, o, "http://example.com/ws", "Connection", "Upgrade, HTTP2-Settings", "Upgrade", "h2c", "HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA")
+	wantStatus(t, w, []string{"hit"})
+	calls := o.calls.Load()
+	get(t, h, o, "http://example.com/h2c", "Connection", "Upgrade, HTTP2-Settings", "Upgrade", "H2C", "HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA")
+	if o.calls.Load() != calls+1 || o.last().Header.Get("Upgrade") != "" || o.last().Header.Get("Http2-Settings") != "" {
+		t.Errorf("the h2c offer reached the origin: Upgrade %q", o.last().Header.Get("Upgrade"))
+	}
+	wantStatus(t, get(t, h, o, "http://example.com/h2c"), []string{"hit"})
+	// h2c among other protocols is a switch the origin may take.
+	w = get(t, h, o, "http://example.com/ws", "Connection", "Upgrade", "Upgrade", "h2c, websocket")
+	wantStatus(t, w, []string{"fwd=bypass"})
 }
 
 // --- 4. Hits ---
@@ -1368,6 +1381,22 @@ func TestRequestsWithBodies(t *testing.T) {
 			r.Body, r.ContentLength = http.NoBody, 0
 			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
 		}, false, []string{"hit"}},
+		{"HTTP/3 GET with content but no Content-Length", func(r *http.Request) {
+			r.Body, r.ContentLength = io.NopCloser(strings.NewReader("POISON")), -1
+			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
+		}, false, []string{"fwd=bypass", "fwd-status=200"}},
+		{"HTTP/3 GET whose content comes late", func(r *http.Request) {
+			r.Body, r.ContentLength = io.NopCloser(&lateReader{delay: 3 * contentProbeWait, data: "q"}), -1
+			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
+		}, false, []string{"fwd=bypass", "fwd-status=200"}},
+		{"HTTP/3 GET whose stream ends after the header", func(r *http.Request) {
+			r.Body, r.ContentLength = io.NopCloser(strings.NewReader("")), -1
+			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
+		}, false, []string{"hit"}},
+		{"HTTP/2 GET whose stream ends with an empty DATA frame", func(r *http.Request) {
+			r.Body, r.ContentLength = io.NopCloser(&lateReader{delay: contentProbeWait / 10}), -1
+			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+		}, false, []string{"hit"}},
 		{"HTTP/3 without Content-Length, fresh", func(r *http.Request) {
 			r.ContentLength = -1
 			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
@@ -1405,6 +1434,63 @@ func TestRequestsWithBodies(t *testing.T) {
 				wantStatus(t, get(t, h, o, "http://example.com/gb"), []string{want})
 			}
 		})
+	}
+}
+
+// lateReader is a request body whose data (possibly none) comes after
+// delay, then ends.
+type lateReader struct {
+	delay time.Duration
+	data  string
+	read  bool
+}
+
+func (l *lateReader) Read(p []byte) (int, error) {
+	if !l.read {
+		time.Sleep(l.delay)
+		l.read = true
+	}
+	if l.data == "" {
+		return 0, io.EOF
+	}
+	n := copy(p, l.data)
+	l.data = l.data[n:]
+	return n, nil
+}
+
+// TestProbedContentReachesTheOrigin: a GET of unknown length whose content
+// the cache probed, in time or late, is forwarded with all of it.
+func TestProbedContentReachesTheOrigin(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = io.WriteString(w, "body="+string(b))
+		return nil
+	}}
+	for _, tc := range []struct {
+		body io.Reader
+		want string
+	}{
+		{strings.NewReader("POISON"), "POISON"},
+		{&lateReader{delay: 2 * contentProbeWait, data: "late"}, "late"},
+		{strings.NewReader("x"), "x"},
+	} {
+		r := newRequest(http.MethodGet, "http://example.com/probe")
+		r.Body, r.ContentLength = io.NopCloser(tc.body), -1
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
+		w := serve(t, h, o, r)
+		wantStatus(t, w, []string{"fwd=bypass"})
+		if got := w.Body.String(); got != "body="+tc.want {
+			t.Errorf("origin answered %q, want body=%s: the content did not reach it whole", got, tc.want)
+		}
+	}
+	if w := get(t, h, o, "http://example.com/probe"); w.Body.String() != "body=" {
+		t.Errorf("a GET without content got %q (%s): a body-specific response was stored", w.Body.String(), w.Header().Get("Cache-Status"))
 	}
 }
 

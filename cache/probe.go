@@ -1,0 +1,82 @@
+package cache
+
+import (
+	"io"
+	"net/http"
+	"time"
+)
+
+// contentProbeWait bounds how long a request of unknown length is waited
+// on to tell whether it has content.
+const contentProbeWait = 100 * time.Millisecond
+
+// probed is what the probe's one-byte read returned.
+type probed struct {
+	b   byte
+	n   int
+	err error
+}
+
+// probeContent reports whether r, whose length is unknown (an HTTP/2
+// stream left open after its header; any HTTP/3 request without
+// Content-Length), carries content, by reading one byte of it for at most
+// contentProbeWait. An immediate end means none: r then has http.NoBody
+// and a length of 0, so that it is forwarded as a request without
+// content. A byte, an error, or no answer in time (a stream held open may
+// still send some) means content; r.Body then replays what the probe
+// read, so the next handler gets all of it.
+func probeContent(r *http.Request) bool {
+	body := r.Body
+	if body == nil || body == http.NoBody {
+		r.ContentLength = 0
+		return false
+	}
+	res := make(chan probed, 1)
+	go func() {
+		var b [1]byte
+		n, err := body.Read(b[:])
+		res <- probed{b: b[0], n: n, err: err}
+	}()
+	t := time.NewTimer(contentProbeWait)
+	defer t.Stop()
+	select {
+	case p := <-res:
+		if p.n == 0 && p.err == io.EOF {
+			r.Body, r.ContentLength = http.NoBody, 0
+			return false
+		}
+		r.Body = &probedBody{rest: body, first: p, got: true}
+	case <-t.C:
+		r.Body = &probedBody{rest: body, res: res}
+	}
+	return true
+}
+
+// probedBody is a request body whose first read was the probe's.
+type probedBody struct {
+	rest  io.ReadCloser
+	res   <-chan probed // the probe's result, until got
+	first probed
+	got   bool
+}
+
+func (b *probedBody) Read(p []byte) (int, error) {
+	if !b.got {
+		b.first, b.got = <-b.res, true
+	}
+	if b.first.n > 0 {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		p[0], b.first.n = b.first.b, 0
+		return 1, nil
+	}
+	if err := b.first.err; err != nil {
+		b.first.err = nil
+		return 0, err
+	}
+	return b.rest.Read(p)
+}
+
+// Close closes the body, which also ends a probe still waiting on it.
+func (b *probedBody) Close() error { return b.rest.Close() }
