@@ -3,6 +3,7 @@ package cache
 import (
 	"io"
 	"net/http"
+	"runtime"
 	"time"
 )
 
@@ -37,18 +38,33 @@ func probeContent(r *http.Request) bool {
 		n, err := body.Read(b[:])
 		res <- probed{b: b[0], n: n, err: err}
 	}()
+	// Mostly the stream has ended already: let the probe run at once,
+	// and wait with a timer only when it has not answered.
+	runtime.Gosched()
+	select {
+	case p := <-res:
+		return probeAnswered(r, body, p)
+	default:
+	}
 	t := time.NewTimer(contentProbeWait)
 	defer t.Stop()
 	select {
 	case p := <-res:
-		if p.n == 0 && p.err == io.EOF {
-			r.Body, r.ContentLength = http.NoBody, 0
-			return false
-		}
-		r.Body = &probedBody{rest: body, first: p, got: true}
+		return probeAnswered(r, body, p)
 	case <-t.C:
 		r.Body = &probedBody{rest: body, res: res}
+		return true
 	}
+}
+
+// probeAnswered sets r up after the probe of body read p, and reports
+// whether r has content.
+func probeAnswered(r *http.Request, body io.ReadCloser, p probed) bool {
+	if p.n == 0 && p.err == io.EOF {
+		r.Body, r.ContentLength = http.NoBody, 0
+		return false
+	}
+	r.Body = &probedBody{rest: body, first: p, got: true}
 	return true
 }
 
