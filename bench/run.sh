@@ -4,6 +4,7 @@
 #
 #   bench/run.sh            # throughput: respond (ceiling) vs reverse_proxy (floor) vs cache hits and misses
 #   bench/run.sh memory     # RSS after filling the cache with 10x max_size of unique URLs (MAX_MIB, LIMITS)
+#   bench/run.sh profile    # CPU per request of a stored miss against a reverse_proxy miss, with CPU profiles (SIZE, PDUR)
 #
 # Needs wrk (apt-get install wrk). DURATION (default 3s), CONNS (default 32)
 # and ROUNDS (default 7; medians are reported) tune the throughput runs.
@@ -261,8 +262,56 @@ LUA
 	done
 }
 
+# cpu_ticks prints the Caddy process's user+system CPU time, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$caddy_pid/stat"; }
+
+# profile measures the CPU a stored miss costs Caddy against a plain
+# reverse_proxy miss: unique 1 KiB URLs (SIZE bytes) into a full 256 MiB
+# store with min_uses 1, and the same stream through reverse_proxy, in
+# alternating runs of PDUR (default 20s). It prints the process's CPU time
+# per request of each and keeps a CPU profile of each run in bench/out/
+# (go tool pprof -top bench/out/caddy bench/out/profile-stored-1.pb).
+profile() {
+	local size=${SIZE:-1024} dur=${PDUR:-20} tck
+	tck=$(getconf CLK_TCK)
+	body=$(head -c "$size" /dev/zero | tr '\0' 'a')
+	cfg="$out/profile.Caddyfile"
+	{ preamble; cat <<CFG
+http://127.0.0.1:$FLOOR {
+	reverse_proxy 127.0.0.1:$ORIGIN
+}
+http://127.0.0.1:$EVERY {
+	response_cache {
+		cache_name every
+		max_size 256MiB
+		min_uses 1
+	}
+	reverse_proxy 127.0.0.1:$ORIGIN
+}
+CFG
+	} > "$cfg"
+	start_caddy "$cfg"
+	fill_until_full "$EVERY" every
+	local round name port t0 t1 n prof
+	for round in 1 2; do
+		for name in proxy stored; do
+			port=$FLOOR
+			[ "$name" = stored ] && port=$EVERY
+			curl -fs "http://localhost:$ADMIN/debug/pprof/profile?seconds=$((dur - 2))" -o "$out/profile-$name-$round.pb" &
+			prof=$!
+			t0=$(cpu_ticks)
+			n=$("${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"${dur}s" -s "$out/unique.lua" "http://127.0.0.1:$port" -- "p$RANDOM$RANDOM" | awk '/requests in/ {print $1}')
+			t1=$(cpu_ticks)
+			wait "$prof"
+			printf '%-6s round %d: %6d requests, %6.1f us of Caddy CPU per request\n' "$name" "$round" "$n" "$(echo "($t1 - $t0) * 1000000 / $tck / $n" | bc -l)"
+		done
+	done
+	stop_caddy
+}
+
 case "${1:-throughput}" in
 	throughput) throughput ;;
 	memory) memory ;;
-	*) echo "usage: bench/run.sh [throughput|memory]" >&2; exit 2 ;;
+	profile) profile ;;
+	*) echo "usage: bench/run.sh [throughput|memory|profile]" >&2; exit 2 ;;
 esac
