@@ -80,6 +80,30 @@ http://127.0.0.1:$ORIGIN {
 CFG
 }
 
+# floor_site prints the plain reverse_proxy site on $FLOOR.
+floor_site() {
+	cat <<CFG
+http://127.0.0.1:$FLOOR {
+	reverse_proxy 127.0.0.1:$ORIGIN
+}
+CFG
+}
+
+# every_site prints the site on $EVERY: a 256 MiB store of its own
+# (cache_name every) that stores every miss (min_uses 1).
+every_site() {
+	cat <<CFG
+http://127.0.0.1:$EVERY {
+	response_cache {
+		cache_name every
+		max_size 256MiB
+		min_uses 1
+	}
+	reverse_proxy 127.0.0.1:$ORIGIN
+}
+CFG
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # spread prints the lowest and highest of its input, as "lo-hi".
 spread() { sort -n | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.2f-%.2f", lo, hi}'; }
@@ -124,9 +148,6 @@ http://127.0.0.1:$CEIL {
 	header Content-Type "text/plain"
 	respond "$body"
 }
-http://127.0.0.1:$FLOOR {
-	reverse_proxy 127.0.0.1:$ORIGIN
-}
 http://127.0.0.1:$CACHE {
 	response_cache {
 		max_size 256MiB
@@ -147,15 +168,8 @@ http://127.0.0.1:$FILLER {
 	}
 	reverse_proxy 127.0.0.1:$ORIGIN
 }
-http://127.0.0.1:$EVERY {
-	response_cache {
-		cache_name every
-		max_size 256MiB
-		min_uses 1
-	}
-	reverse_proxy 127.0.0.1:$ORIGIN
-}
 CFG
+			floor_site; every_site
 		} > "$cfg"
 		start_caddy "$cfg"
 		curl -fs "http://127.0.0.1:$CACHE/hit" -o /dev/null; sleep 0.2; curl -fs "http://127.0.0.1:$CACHE/hit" -o /dev/null
@@ -276,20 +290,7 @@ profile() {
 	tck=$(getconf CLK_TCK)
 	body=$(head -c "$size" /dev/zero | tr '\0' 'a')
 	cfg="$out/profile.Caddyfile"
-	{ preamble; cat <<CFG
-http://127.0.0.1:$FLOOR {
-	reverse_proxy 127.0.0.1:$ORIGIN
-}
-http://127.0.0.1:$EVERY {
-	response_cache {
-		cache_name every
-		max_size 256MiB
-		min_uses 1
-	}
-	reverse_proxy 127.0.0.1:$ORIGIN
-}
-CFG
-	} > "$cfg"
+	{ preamble; floor_site; every_site; } > "$cfg"
 	start_caddy "$cfg"
 	fill_until_full "$EVERY" every
 	local round name port t0 t1 n prof
