@@ -282,7 +282,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$caddy_pid/stat"; }
 # profile measures the CPU a stored miss costs Caddy against a plain
 # reverse_proxy miss: unique 1 KiB URLs (SIZE bytes) into a full 256 MiB
 # store with min_uses 1, and the same stream through reverse_proxy, in
-# alternating runs of PDUR (default 20s). It prints the process's CPU time
+# alternating runs of PDUR seconds (default 20). It prints the process's CPU time
 # per request of each and keeps a CPU profile of each run in bench/out/
 # (go tool pprof -top bench/out/caddy bench/out/profile-stored-1.pb).
 profile() {

@@ -17,7 +17,7 @@ import (
 //	response_cache [<matcher>] {
 //	    max_size       <size>      # total bytes held, e.g. 256MiB
 //	    max_item_size  <size>      # larger responses are streamed, not stored
-//	    key            <template>  # placeholders; scheme://host:port (and a space, unless it starts with /) is always prepended
+//	    key            <template>  # placeholders; "scheme://host:port " is always prepended
 //	    default_ttl    <duration>  # freshness when the response gives none
 //	    stale_while_revalidate <duration>
 //	    stale_if_error         <duration>

@@ -29,8 +29,8 @@ type Config struct {
 	// as sent (so /a%2Fb and /a/b are two entries, as are /a? and /a); GET
 	// and HEAD share a key, because only GET responses are stored and HEAD
 	// is answered from them. A custom key always has the scheme and
-	// host:port prepended, then a space unless the template's value starts
-	// with "/", so that two sites can never share an entry. It must name a
+	// host:port and a space prepended, so that two sites never share an
+	// entry and a custom key is never a default one. It must name a
 	// placeholder that depends on the request (not only {env.*} or
 	// {system.*}), Caddy must know its {http.request.*} names, and
 	// Caddyfile shorthands are expanded. A request for which one of its

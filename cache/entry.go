@@ -48,17 +48,19 @@ type entry struct {
 }
 
 // urlKey is the key of e's URL: e's key, or for a variant the URL key
-// appendVariantKey began it with, before a NUL, the generation (digits),
-// a NUL and e's varyKey.
+// appendVariantKey put in it, after a NUL, the generation (digits) and a
+// NUL, and before a NUL and e's varyKey.
 func (e *entry) urlKey() string {
-	if e.parent == 0 || e.record || len(e.key) < len(e.varyKey)+1 {
+	if e.parent == 0 || e.record || len(e.key) < 2 || e.key[0] != 0 {
 		return e.key
 	}
-	k := e.key[:len(e.key)-len(e.varyKey)-1]
-	if i := strings.LastIndexByte(k, 0); i >= 0 {
-		return k[:i]
+	k := e.key[1:]
+	i := strings.IndexByte(k, 0)
+	if i < 0 || len(k)-i-1 < len(e.varyKey)+1 {
+		return e.key
 	}
-	return e.key
+	k = k[i+1:]
+	return k[:len(k)-len(e.varyKey)-1]
 }
 
 // entryData is the content of an entry: what a refreshed copy shares.

@@ -317,13 +317,13 @@ func (h *Handler) appendKey(dst []byte, r *http.Request) (key []byte, ok bool) {
 		})
 		return dst, false
 	}
-	// The template follows the origin directly only where it starts
-	// with a path; else a space, which no host holds (appendOrigin), so
-	// that no Host and template can spell another's key: Host
-	// a.testx with {header.X} empty is not Host a.test with X: x.
-	if len(v) == 0 || v[0] != '/' {
-		dst = append(dst, ' ')
-	}
+	// The template follows the origin after a space, which no host holds
+	// (appendHost) and no default key has there: no Host and template
+	// spell another's key (Host a.testx with {header.X} empty is not Host
+	// a.test with X: x), and no custom key is a default one (key {path}
+	// under handle_path /static/* is not the default key of the stripped
+	// path, in a store the two blocks share).
+	dst = append(dst, ' ')
 	return append(dst, v...), true
 }
 
@@ -439,11 +439,16 @@ func appendHost(dst []byte, host string) []byte {
 }
 
 // appendVariantKey appends the key of the variant of urlKey, in the
-// record generation gen, selected by the Vary values vk.
+// record generation gen, selected by the Vary values vk: a NUL, gen, a
+// NUL, urlKey, a NUL and vk. Every URL key starts with its scheme, so no
+// URL key (whatever bytes a custom key's placeholders decode) spells a
+// variant's; and gen, unique to a record and so to a URL key, tells where
+// urlKey ends.
 func appendVariantKey(dst, urlKey []byte, gen uint64, vk string) []byte {
-	dst = append(dst, urlKey...)
 	dst = append(dst, 0)
 	dst = strconv.AppendUint(dst, gen, 10)
+	dst = append(dst, 0)
+	dst = append(dst, urlKey...)
 	dst = append(dst, 0)
 	return append(dst, vk...)
 }

@@ -165,7 +165,7 @@ func TestCustomKeyUnknownPlaceholderBypasses(t *testing.T) {
 	wantStatus(t, serve(t, h, o, r), []string{"hit"})
 	// JSON may use Caddyfile shorthands.
 	h2 := newTestHandler(t, Config{Key: "{path}"}, c)
-	if got := keyOf(t, h2, newRequest(http.MethodGet, "http://example.com/s?q")); got != "http://example.com/s" {
+	if got := keyOf(t, h2, newRequest(http.MethodGet, "http://example.com/s?q")); got != "http://example.com /s" {
 		t.Errorf("key {path}: %q", got)
 	}
 }
@@ -175,8 +175,8 @@ func TestCustomKeyTemplate(t *testing.T) {
 	h := newTestHandler(t, Config{Key: "{http.request.uri.path}"}, c)
 	o := static(c, 200, "shared", "Cache-Control", "max-age=60")
 	r := newRequest(http.MethodGet, "http://example.com/p?x=1")
-	if got, want := keyOf(t, h, r), "http://example.com/p"; got != want {
-		t.Fatalf("custom key %q, want %q (scheme://host prepended)", got, want)
+	if got, want := keyOf(t, h, r), "http://example.com /p"; got != want {
+		t.Fatalf("custom key %q, want %q (scheme://host and a space prepended)", got, want)
 	}
 	get(t, h, o, "http://example.com/p?x=1")
 	w := get(t, h, o, "http://example.com/p?x=2")
@@ -226,12 +226,66 @@ func TestCustomKeyKeepsOriginsApart(t *testing.T) {
 	if w := get(t, h, o, "http://a.test/p", "X-K", "x"); w.Body.String() != "for a.test" {
 		t.Errorf("a.test got %q (%s)", w.Body.String(), w.Header().Get("Cache-Status"))
 	}
-	// A template that starts with a path reads as before.
-	if got := keyFor("a.test", "/k", "/p"); got != "http://a.test/k/p" {
-		t.Errorf("key %q, want http://a.test/k/p", got)
+	if got := keyFor("a.test", "/k", "/p"); got != "http://a.test /k/p" {
+		t.Errorf("key %q, want %q", got, "http://a.test /k/p")
 	}
 	if got := keyFor("a.test", "k", "/p"); got != "http://a.test k/p" {
 		t.Errorf("key %q, want %q", got, "http://a.test k/p")
+	}
+}
+
+// TestCustomKeyIsNoVariantKey: a custom key built from a placeholder that
+// decodes (%00 is a NUL) cannot spell another URL's variant key, so an
+// attacker's response (one that varies on nothing) is not served as that
+// variant.
+func TestCustomKeyIsNoVariantKey(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{Key: "{query.u}", MinUses: 1}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		if r.URL.Query().Get("u") == "x" {
+			w.Header().Set("Vary", "Accept-Encoding")
+		}
+		_, _ = io.WriteString(w, "for u="+r.URL.Query().Get("u"))
+		return nil
+	}}
+	get(t, h, o, "http://example.com/?u=x", "Accept-Encoding", "gzip") // the victim's record
+	gen := strconv.FormatUint(generations.Load(), 10)
+	br := VaryKey([]string{"Accept-Encoding"}, http.Header{"Accept-Encoding": {"br"}})
+	// What the attacker would have the origin answer under the key of
+	// ?u=x's br variant, in the variant key's layout before and after it
+	// began with a NUL.
+	for _, forged := range []string{"x\x00" + gen + "\x00" + br, "\x00" + gen + "\x00http://example.com x\x00" + br} {
+		get(t, h, o, "http://example.com/?u="+url.QueryEscape(forged))
+	}
+	if w := get(t, h, o, "http://example.com/?u=x", "Accept-Encoding", "br"); w.Body.String() != "for u=x" {
+		t.Errorf("the br variant of ?u=x got %q (%s): the attacker's response", w.Body.String(), w.Header().Get("Cache-Status"))
+	}
+	if k := appendVariantKey(nil, []byte("http://example.com x"), 1, br); k[0] != 0 {
+		t.Errorf("variant key %q does not begin with a NUL, which no URL key begins with", k)
+	}
+}
+
+// TestCustomKeyIsNoDefaultKey: blocks sharing a store, one keyed by a
+// custom template whose value is a path, one by the default key, do not
+// share entries: handle_path /static/* with key {path} stores
+// /static/app.js, and the app's /app.js is another resource.
+func TestCustomKeyIsNoDefaultKey(t *testing.T) {
+	c := newClock()
+	custom := newTestHandler(t, Config{CacheName: "shared-keys", Key: "{path}"}, c)
+	def := newTestHandler(t, Config{CacheName: "shared-keys"}, c)
+	answer := func(what string) *origin {
+		return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Cache-Control", "max-age=60")
+			_, _ = io.WriteString(w, what+" "+r.URL.Path)
+			return nil
+		}}
+	}
+	r := newRequest(http.MethodGet, "http://example.com/static/app.js")
+	r.URL.Path = "/app.js" // what handle_path leaves
+	serve(t, custom, answer("static file"), r)
+	if w := get(t, def, answer("app page"), "http://example.com/app.js"); w.Body.String() != "app page /app.js" {
+		t.Errorf("GET /app.js got %q (%s): the static file's entry", w.Body.String(), w.Header().Get("Cache-Status"))
 	}
 }
 

@@ -582,7 +582,7 @@ func (s *store) purgePrefix(prefix string) int {
 		c := s.rc()
 		c.Wait()
 		c.IterValues(func(e *entry) bool {
-			if e != nil && strings.HasPrefix(e.key, prefix) {
+			if e != nil && strings.HasPrefix(e.urlKey(), prefix) {
 				hashes = append(hashes, e.hash)
 			}
 			return false
