@@ -2078,3 +2078,25 @@ func TestProvisionRejectsInvalid(t *testing.T) {
 		t.Errorf("Provision error %v", err)
 	}
 }
+
+// emptyFramesReader reads as nothing, without an error, a few times (empty
+// HTTP/3 DATA frames), then ends.
+type emptyFramesReader struct{ left int }
+
+func (e *emptyFramesReader) Read([]byte) (int, error) {
+	if e.left == 0 {
+		return 0, io.EOF
+	}
+	e.left--
+	return 0, nil
+}
+
+// TestProbeReadsPastEmptyFrames: a stream of empty DATA frames that ends
+// is a request without content, cached as usual.
+func TestProbeReadsPastEmptyFrames(t *testing.T) {
+	r := newRequest(http.MethodGet, "http://example.com/empty-frames")
+	r.Body, r.ContentLength = io.NopCloser(&emptyFramesReader{left: 2}), -1
+	if has := probeContent(r); has || r.Body != http.NoBody || r.ContentLength != 0 {
+		t.Errorf("empty frames then the end: content %v, body %T, length %d; want none", has, r.Body, r.ContentLength)
+	}
+}

@@ -36,6 +36,11 @@ func probeContent(r *http.Request) bool {
 	go func() {
 		var b [1]byte
 		n, err := body.Read(b[:])
+		// An empty DATA frame (HTTP/3) reads as nothing and no error:
+		// read on, a few times, for what follows it.
+		for i := 0; n == 0 && err == nil && i < 8; i++ {
+			n, err = body.Read(b[:])
+		}
 		res <- probed{b: b[0], n: n, err: err}
 	}()
 	// Mostly the stream has ended already: let the probe run at once,
