@@ -1,17 +1,12 @@
 package integration
 
 import (
-	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // TestCacheHTTP2RequestsOfUnknownLength: over HTTP/2 (h2c here), a GET
@@ -47,13 +42,10 @@ http://127.0.0.1:%d {
 	reverse_proxy %s
 }
 `, adminPort, frontPort, origin.addr))
-	h2c := &http.Client{Transport: &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}}
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+	defer tr.CloseIdleConnections()
+	h2c := &http.Client{Transport: tr}
 	get := func(path, content string) (status, body string) {
 		t.Helper()
 		req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", frontPort, path), nil)
