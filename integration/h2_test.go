@@ -22,18 +22,7 @@ func TestCacheHTTP2RequestsOfUnknownLength(t *testing.T) {
 		fmt.Fprintf(w, "body=%s", body)
 	})
 	frontPort := freePort(t)
-	startCaddy(t, fmt.Sprintf(`{
-	admin localhost:%d
-	auto_https off
-	skip_install_trust
-	persist_config off
-	log {
-		level ERROR
-	}
-	servers {
-		protocols h1 h2c
-	}
-}
+	startCaddy(t, globalsWith("\tservers {\n\t\tprotocols h1 h2c\n\t}\n")+fmt.Sprintf(`
 http://127.0.0.1:%d {
 	response_cache {
 		cache_name itest
@@ -41,7 +30,7 @@ http://127.0.0.1:%d {
 	}
 	reverse_proxy %s
 }
-`, adminPort, frontPort, origin.addr))
+`, frontPort, origin.addr))
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 	defer tr.CloseIdleConnections()

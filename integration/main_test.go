@@ -50,7 +50,10 @@ func startCaddy(t *testing.T, caddyfile string) *caddytest.Tester {
 
 // globals is the global options block every test Caddyfile starts with: the
 // test's admin port, no automatic HTTPS, no certificates, quiet logs.
-func globals() string {
+func globals() string { return globalsWith("") }
+
+// globalsWith is globals with more global options (tab-indented lines).
+func globalsWith(options string) string {
 	return fmt.Sprintf(`{
 	admin localhost:%d
 	auto_https off
@@ -59,6 +62,6 @@ func globals() string {
 	log {
 		level ERROR
 	}
-}
-`, adminPort)
+%s}
+`, adminPort, options)
 }
