@@ -184,3 +184,37 @@ func FuzzAppendPath(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAppendHost: whatever a server lets through as Host, its part of a
+// key holds no byte that ends an origin in a key (space, '/', '?', '#',
+// controls) and decodes to the host lower-cased, so two hosts share a key
+// part only when they differ in case alone.
+func FuzzAppendHost(f *testing.F) {
+	for _, s := range []string{"example.com", "Example.COM:8080", "[::1]:443", "[fe80::1%25eth0]", "a.test x", "a/b", "a?b", "caf\xc3\xa9.test", "%41"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, host string) {
+		got := string(appendHost(nil, host))
+		for i := 0; i < len(got); i++ {
+			if c := got[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("/?#", c) >= 0 {
+				t.Fatalf("%q: key part %q holds %q", host, got, c)
+			}
+		}
+		dec, err := url.PathUnescape(got)
+		if err != nil || dec != lowerASCIIBytes(host) {
+			t.Fatalf("%q: key part %q decodes to %q (%v)", host, got, dec, err)
+		}
+	})
+}
+
+
+// lowerASCIIBytes lower-cases the ASCII letters of s, byte by byte.
+func lowerASCIIBytes(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
