@@ -207,7 +207,6 @@ func FuzzAppendHost(f *testing.F) {
 	})
 }
 
-
 // lowerASCIIBytes lower-cases the ASCII letters of s, byte by byte.
 func lowerASCIIBytes(s string) string {
 	b := []byte(s)
