@@ -1747,6 +1747,59 @@ func TestStaleWhileRevalidateRefreshesTheGET(t *testing.T) {
 	}
 }
 
+// TestStaleWhileRevalidateKeepsTheRequestsState: the background refresh
+// goes through the handlers after the cache with what those before it set
+// (a site's root in vars, a replacer value such as a map output, the URI
+// before a rewrite), so it makes the response the client's request made,
+// not one from the process's working directory or the rewritten path; and
+// what it sets stays its own.
+func TestStaleWhileRevalidateKeepsTheRequestsState(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		w.Header().Set("Cache-Control", "max-age=60, stale-while-revalidate=600")
+		_, _ = io.WriteString(w, repl.ReplaceAll("root={http.vars.root} tenant={tenant} orig={http.request.orig_uri.path} path={http.request.uri.path}", "-"))
+		caddyhttp.SetVar(r.Context(), "root", "/set/after/the/cache")
+		repl.Set("tenant", "set-after")
+		return nil
+	}}
+	// The client's request, as the handlers before the cache leave it: a
+	// root, a map output, and a rewrite (handle_path /app/*).
+	client := func() *http.Request {
+		r := newRequest(http.MethodGet, "http://example.com/app/page")
+		caddyhttp.SetVar(r.Context(), "root", "/srv/site")
+		r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).Set("tenant", "acme")
+		r.URL.Path = "/page"
+		return r
+	}
+	want := "root=/srv/site tenant=acme orig=/app/page path=/page"
+	if w := serve(t, h, o, client()); w.Body.String() != want {
+		t.Fatalf("miss: %q, want %q", w.Body.String(), want)
+	}
+	c.Advance(70 * time.Second)
+	r := client()
+	w := serve(t, h, o, r)
+	wantStatus(t, w, []string{"hit", "detail=stale-while-revalidate"})
+	h.bg.wait()
+	h.store.wait()
+	if n := o.calls.Load(); n != 2 {
+		t.Fatalf("origin called %d times, want 2 (the background refresh)", n)
+	}
+	w = serve(t, h, o, client())
+	wantStatus(t, w, []string{"hit", "ttl=60"})
+	if w.Body.String() != want {
+		t.Errorf("after the background refresh: %q, want %q", w.Body.String(), want)
+	}
+	// What the refresh set did not reach the client's request.
+	if root := caddyhttp.GetVar(r.Context(), "root"); root != "/srv/site" {
+		t.Errorf("the client's root became %v", root)
+	}
+	if v, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).GetString("tenant"); v != "acme" {
+		t.Errorf("the client's tenant became %q", v)
+	}
+}
+
 // TestStaleWhileRevalidateSurvivesReload: a background refresh in flight
 // when the config is unloaded (a reload) completes and stores its answer,
 // rather than being cut off; and one that reverse_proxy aborts (it panics

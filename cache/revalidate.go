@@ -699,8 +699,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 	for _, f := range [...]string{"Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
 		delete(r2.Header, f)
 	}
-	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), nil, srv)
+	r2 = backgroundRequest(r2)
 
 	urlKey := e.key
 	if record != nil {
@@ -735,6 +734,39 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			ce.Write(zap.String("key", e.key), zap.Error(err))
 		}
 	}()
+}
+
+// backgroundRequest readies r2, a clone of a client's request on a
+// context that keeps the client's values, to go through the handlers
+// after the cache again after the client's request is over. It keeps
+// what the handlers before the cache set, which those after it build the
+// response from (the site's root for file_server and php_fastcgi, vars,
+// map outputs, the URI before a rewrite), and gives it its own copies of
+// what the handlers after the cache may write (vars, replacer values, log
+// fields), so that nothing it does reaches the client's request, which
+// Caddy may still be logging.
+func backgroundRequest(r2 *http.Request) *http.Request {
+	ctx := r2.Context()
+	vars, _ := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
+	vars = maps.Clone(vars)
+	if vars == nil {
+		vars = make(map[string]any)
+	}
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
+	ctx = context.WithValue(ctx, caddyhttp.ExtraLogFieldsCtxKey, new(caddyhttp.ExtraLogFields))
+	orig, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl := caddy.NewEmptyReplacer() // its own values first (what it sets)
+	repl.Map(func(key string) (any, bool) {
+		if name, ok := strings.CutPrefix(key, "http.vars."); ok {
+			return vars[name], true // every variable is known, as in Caddy
+		}
+		if orig == nil {
+			return nil, false
+		}
+		return orig.Get(key) // the client's request's, read only
+	})
+	ctx = context.WithValue(ctx, caddy.ReplacerCtxKey, repl)
+	return r2.WithContext(ctx)
 }
 
 // background tracks the background revalidations of a handler: at most
