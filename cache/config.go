@@ -35,8 +35,8 @@ type Config struct {
 	// {system.*}), Caddy must know its {http.request.*} names, and
 	// Caddyfile shorthands are expanded. A request for which one of its
 	// placeholders is unknown bypasses the cache. Path placeholders such as
-	// {path} are decoded: prefer {uri} or {http.request.orig_uri} in a
-	// custom key.
+	// {path} are decoded, and {uri} is read after rewrites: prefer
+	// {http.request.orig_uri}, last in the template and after a space.
 	Key string `json:"key,omitempty"`
 
 	// DefaultTTL is the freshness lifetime given to storable responses that
