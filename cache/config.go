@@ -24,8 +24,9 @@ type Config struct {
 	// Key is the template of the primary cache key; it may use any request
 	// placeholders. The default,
 	// `{http.request.scheme}://{http.request.hostport}{http.request.orig_uri}`,
-	// covers scheme, host (lower-cased), port, and the path and query the
-	// client sent (before any rewrite), the path with its percent-encoding
+	// covers scheme, host (lower-cased), port (the scheme's default left
+	// out), and the path and query the client sent (before any rewrite),
+	// the path with its percent-encoding
 	// as sent (so /a%2Fb and /a/b are two entries, as are /a? and /a); GET
 	// and HEAD share a key, because only GET responses are stored and HEAD
 	// is answered from them. A custom key always has the scheme and

@@ -408,14 +408,20 @@ func upperHex(c byte) byte {
 }
 
 // appendOrigin appends r's scheme://host:port, the host lower-cased
-// ({http.request.hostport}: sites on other ports are other origins).
+// ({http.request.hostport}: sites on other ports are other origins), and
+// the scheme's default port left out, as RFC 9110 §4.2.3 makes
+// http://a.test:80/ and http://a.test/ one URI: one entry, which an
+// unsafe method on either spelling invalidates.
 func appendOrigin(dst []byte, r *http.Request) []byte {
+	host := r.Host
 	if r.TLS != nil {
 		dst = append(dst, "https://"...)
+		host = strings.TrimSuffix(host, ":443")
 	} else {
 		dst = append(dst, "http://"...)
+		host = strings.TrimSuffix(host, ":80")
 	}
-	return appendHost(dst, r.Host)
+	return appendHost(dst, host)
 }
 
 // appendHost appends host lower-cased, with any byte a host cannot hold

@@ -81,6 +81,43 @@ func TestKeyLowercasesHost(t *testing.T) {
 	}
 }
 
+// TestKeyLeavesOutTheDefaultPort: a.test:80 and a.test are one origin
+// over http (RFC 9110 §4.2.3), as a.test:443 and a.test over https; other
+// ports are other origins.
+func TestKeyLeavesOutTheDefaultPort(t *testing.T) {
+	h := &Handler{Config: Config{Key: DefaultKey}}
+	for _, tc := range []struct {
+		host string
+		tls  bool
+		want string
+	}{
+		{"a.test:80", false, "http://a.test/p"},
+		{"a.test", false, "http://a.test/p"},
+		{"a.test:443", true, "https://a.test/p"},
+		{"a.test:443", false, "http://a.test:443/p"},
+		{"a.test:80", true, "https://a.test:80/p"},
+		{"a.test:8080", false, "http://a.test:8080/p"},
+		{"[::1]:80", false, "http://[::1]/p"},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/p", nil)
+		r.Host = tc.host
+		if tc.tls {
+			r.TLS = &tls.ConnectionState{}
+		}
+		if got := keyOf(t, h, r); got != tc.want {
+			t.Errorf("Host %q (TLS %v): key %q, want %q", tc.host, tc.tls, got, tc.want)
+		}
+	}
+	// An unsafe method on one spelling invalidates the other's entry.
+	c := newClock()
+	hc := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "page", "Cache-Control", "max-age=60")
+	get(t, hc, o, "http://a.test:80/q")
+	wantStatus(t, get(t, hc, o, "http://a.test/q"), []string{"hit"})
+	serve(t, hc, static(c, 204, ""), newRequest(http.MethodPost, "http://a.test/q"))
+	wantStatus(t, get(t, hc, o, "http://a.test:80/q"), []string{"fwd=uri-miss"})
+}
+
 // TestKeyKeepsPercentEncoding: URIs that differ only in what their
 // percent-encoding hides (an encoded / or ?) are other resources to the
 // origin, and get their own entries; an unsafe method on one leaves the
