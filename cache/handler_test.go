@@ -1837,6 +1837,47 @@ func TestStaleWhileRevalidateKeepsTheRequestsState(t *testing.T) {
 	}
 }
 
+// TestStaleWhileRevalidateHasItsOwnRequest: the background refresh's
+// placeholders read its own request (a GET, as the handlers after the
+// cache rewrite it: uri strip_prefix), not the client's HEAD with a Range;
+// and it writes nothing of the client's request: no request ID in its
+// vars, no log fields, and it has no hold on the client's connection
+// (idle timeouts), which may be serving another request by then.
+func TestStaleWhileRevalidateHasItsOwnRequest(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	var bgIdleWriter *caddyhttp.IdleTimeoutWriter
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		r.URL.Path = strings.TrimPrefix(r.URL.Path, "/api") // uri strip_prefix /api
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		_, bgIdleWriter = caddyhttp.IdleTimeoutsFromContext(r.Context())
+		_ = repl.ReplaceAll("{http.request.uuid}", "") // sets the request's ID var and log field
+		w.Header().Set("Cache-Control", "max-age=60, stale-while-revalidate=600")
+		_, _ = io.WriteString(w, repl.ReplaceAll("path={http.request.uri.path} method={http.request.method} range={http.request.header.Range}", "-"))
+		return nil
+	}}
+	want := "path=/page method=GET range=-"
+	if w := serve(t, h, o, newRequest(http.MethodGet, "http://example.com/api/page")); w.Body.String() != want {
+		t.Fatalf("miss: %q, want %q", w.Body.String(), want)
+	}
+	c.Advance(70 * time.Second)
+	client := newRequest(http.MethodHead, "http://example.com/api/page", "Range", "bytes=0-1")
+	clientWriter := &caddyhttp.IdleTimeoutWriter{}
+	client = client.WithContext(caddyhttp.ContextWithIdleTimeouts(client.Context(), nil, clientWriter))
+	wantStatus(t, serve(t, h, o, client), []string{"hit", "detail=stale-while-revalidate"})
+	h.bg.wait()
+	h.store.wait()
+	if w := serve(t, h, o, newRequest(http.MethodGet, "http://example.com/api/page")); w.Body.String() != want {
+		t.Errorf("after the background refresh every client gets %q, want %q", w.Body.String(), want)
+	}
+	if id := caddyhttp.GetVar(client.Context(), "uuid"); id != nil {
+		t.Errorf("the refresh set the client's request ID var: %v", id)
+	}
+	if bgIdleWriter != nil {
+		t.Errorf("the refresh holds the client's idle-timeout writer")
+	}
+}
+
 // TestStaleWhileRevalidateSurvivesReload: a background refresh in flight
 // when the config is unloaded (a reload) completes and stores its answer,
 // rather than being cut off; and one that reverse_proxy aborts (it panics

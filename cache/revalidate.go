@@ -736,37 +736,51 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 	}()
 }
 
-// backgroundRequest readies r2, a clone of a client's request on a
-// context that keeps the client's values, to go through the handlers
-// after the cache again after the client's request is over. It keeps
-// what the handlers before the cache set, which those after it build the
-// response from (the site's root for file_server and php_fastcgi, vars,
-// map outputs, the URI before a rewrite), and gives it its own copies of
-// what the handlers after the cache may write (vars, replacer values, log
-// fields), so that nothing it does reaches the client's request, which
-// Caddy may still be logging.
+// backgroundRequest readies r2, a clone of a client's request (a GET,
+// on a context that keeps the client's values), to go through the
+// handlers after the cache after the client's request is over. It is a
+// request of its own, as Caddy prepares one: its placeholders read r2
+// (what the handlers after the cache rewrite in it), and it has its own
+// vars, log fields and route groups, and no hold on the client's
+// connection (idle timeouts). It keeps what the handlers before the cache
+// set, which those after it build the response from: the URI before any
+// rewrite ({http.request.orig_uri}), a copy of the vars (the site's root
+// for file_server and php_fastcgi), and, read only, the client's other
+// replacer values (map outputs, matcher captures). Nothing it does
+// reaches the client's request, which Caddy may still be logging.
 func backgroundRequest(r2 *http.Request) *http.Request {
-	ctx := r2.Context()
-	vars, _ := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
-	vars = maps.Clone(vars)
-	if vars == nil {
-		vars = make(map[string]any)
+	ctx := caddyhttp.ContextWithIdleTimeouts(r2.Context(), nil, nil)
+	clientVars, _ := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
+	clientRepl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+
+	// PrepareRequest takes the request it is given as the original: give
+	// it the client's, then put the refresh's method and URI back.
+	method, u, uri := r2.Method, r2.URL, r2.RequestURI
+	if orig, ok := ctx.Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		r2.Method, r2.URL, r2.RequestURI = orig.Method, orig.URL, orig.RequestURI
 	}
-	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
-	ctx = context.WithValue(ctx, caddyhttp.ExtraLogFieldsCtxKey, new(caddyhttp.ExtraLogFields))
-	orig, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl := caddy.NewEmptyReplacer() // its own values first (what it sets)
-	repl.Map(func(key string) (any, bool) {
-		if name, ok := strings.CutPrefix(key, "http.vars."); ok {
-			return vars[name], true // every variable is known, as in Caddy
+	repl := caddy.NewReplacer()
+	r3 := caddyhttp.PrepareRequest(r2.WithContext(ctx), repl, nil, srv)
+	r3.Method, r3.URL, r3.RequestURI = method, u, uri
+
+	vars, _ := r3.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	for k, v := range clientVars {
+		if _, set := vars[k]; !set && k != "uuid" { // a request ID is the request's own
+			vars[k] = v
 		}
-		if orig == nil {
-			return nil, false
-		}
-		return orig.Get(key) // the client's request's, read only
-	})
-	ctx = context.WithValue(ctx, caddy.ReplacerCtxKey, repl)
-	return r2.WithContext(ctx)
+	}
+	if clientRepl != nil {
+		repl.Map(func(key string) (any, bool) {
+			for _, own := range [...]string{"http.request.", "http.response.", "http.vars."} {
+				if strings.HasPrefix(key, own) {
+					return nil, false
+				}
+			}
+			return clientRepl.Get(key)
+		})
+	}
+	return r3
 }
 
 // background tracks the background revalidations of a handler: at most
