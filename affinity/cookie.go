@@ -98,8 +98,9 @@ var (
 type cookieJar struct {
 	cfg      CookieConfig
 	sameSite http.SameSite
-	macs     sync.Pool    // of *macer, under cfg.Secret
-	previous []*sync.Pool // of *macer, under each of cfg.PreviousSecrets
+	// macs holds pools of *macer: under cfg.Secret first, then under
+	// each of cfg.PreviousSecrets.
+	macs []*sync.Pool
 }
 
 // macer is a reusable HMAC state with scratch space, so that verifying a
@@ -179,24 +180,23 @@ func newCookieJar(cfg CookieConfig) (*cookieJar, error) {
 	}
 	cfg.Secret = secret
 	ss, _ := parseSameSite(cfg.SameSite)
-	j := &cookieJar{cfg: cfg, sameSite: ss}
-	j.macs.New = newMacer(cfg.Secret)
+	j := &cookieJar{sameSite: ss, macs: []*sync.Pool{macers(cfg.Secret)}}
 	cfg.PreviousSecrets = slices.Clone(cfg.PreviousSecrets)
 	for i, p := range cfg.PreviousSecrets {
 		if p, err = repl.ReplaceOrErr(p, true, true); err != nil {
 			return nil, fmt.Errorf("cookie previous_secrets[%d]: %w (global placeholders such as {env.NAME} are replaced when the config loads; write a literal brace as \\{)", i, err)
 		}
 		cfg.PreviousSecrets[i] = p
-		j.previous = append(j.previous, &sync.Pool{New: newMacer(p)})
+		j.macs = append(j.macs, macers(p))
 	}
 	j.cfg = cfg
 	return j, nil
 }
 
-// newMacer returns a sync.Pool New function making macers for secret.
-func newMacer(secret string) func() any {
+// macers returns a pool of macers for secret.
+func macers(secret string) *sync.Pool {
 	key := []byte(secret)
-	return func() any { return &macer{h: hmac.New(sha256.New, key)} }
+	return &sync.Pool{New: func() any { return &macer{h: hmac.New(sha256.New, key)} }}
 }
 
 // mac writes the encoded MAC of id into m.enc and returns it.
@@ -217,12 +217,9 @@ func (j *cookieJar) verify(value string) (id string, renew bool) {
 		return "", false
 	}
 	id, given := value[:idLen], value[idLen+1:]
-	if macMatches(&j.macs, id, given) {
-		return id, false
-	}
-	for _, p := range j.previous {
-		if macMatches(p, id, given) {
-			return id, true
+	for i, pool := range j.macs {
+		if macMatches(pool, id, given) {
+			return id, i > 0
 		}
 	}
 	return "", false
@@ -262,9 +259,9 @@ func (j *cookieJar) issue() (id, value string) {
 
 // sign returns the cookie value for id under the secret.
 func (j *cookieJar) sign(id string) string {
-	m := j.macs.Get().(*macer)
+	m := j.macs[0].Get().(*macer)
 	value := id + "." + string(mac(m, id))
-	j.macs.Put(m)
+	j.macs[0].Put(m)
 	return value
 }
 

@@ -238,14 +238,17 @@ func (s *AffinitySelection) Validate() error {
 }
 
 func (s *AffinitySelection) validate() error {
-	for i, k := range s.Keys {
+	seen := make(map[string]bool, len(s.Keys))
+	for _, k := range s.Keys {
+		k = placeholder.Expand(k)
 		// Every request would go to the same upstream.
-		if err := placeholder.CheckKey(placeholder.Expand(k)); err != nil {
+		if err := placeholder.CheckKey(k); err != nil {
 			return fmt.Errorf("key: %w", err)
 		}
-		if slices.ContainsFunc(s.Keys[:i], func(o string) bool { return placeholder.Expand(o) == placeholder.Expand(k) }) {
+		if seen[k] {
 			return fmt.Errorf("key %q is listed twice; a key is tried once", k)
 		}
+		seen[k] = true
 	}
 	alg := Rendezvous
 	if s.Algorithm != "" {
