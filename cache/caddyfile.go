@@ -68,7 +68,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if err := checkKey(placeholder.Expand(arg)); err != nil {
+			if err := placeholder.CheckKey(placeholder.Expand(arg)); err != nil {
 				return d.Errf("response_cache: key: %v", err)
 			}
 			c.Key = arg

@@ -214,7 +214,7 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("provisioning response_cache: targeted_field must be a header field name or \"-\", got %q", c.TargetedField)
 	}
 	if c.Key != "" && c.Key != DefaultKey {
-		if err := checkKey(c.Key); err != nil {
+		if err := placeholder.CheckKey(c.Key); err != nil {
 			return fmt.Errorf("provisioning response_cache: key: %w", err)
 		}
 	}
@@ -231,10 +231,6 @@ func checkMaxSize(n int64) error {
 	}
 	return nil
 }
-
-// checkKey reports a custom key that cannot tell requests apart (see
-// placeholder.CheckKey).
-func checkKey(key string) error { return placeholder.CheckKey(key) }
 
 // Cleanup releases the store; the last handler using it closes it.
 func (h *Handler) Cleanup() error {
@@ -356,7 +352,6 @@ func appendURLKey(dst []byte, r *http.Request, u *url.URL) []byte {
 // one normalisation (RFC 3986 §6.2.2.1) no origin can tell apart. It does
 // not allocate.
 func appendPath(dst []byte, u *url.URL) []byte {
-	const hex = "0123456789ABCDEF"
 	if raw := u.RawPath; raw != "" && validRawPath(raw) {
 		for i := 0; i < len(raw); i++ {
 			c := raw[i]
@@ -377,10 +372,16 @@ func appendPath(dst []byte, u *url.URL) []byte {
 		if isUnreserved(c) || strings.IndexByte("$&+,/:;=@", c) >= 0 {
 			dst = append(dst, c)
 		} else {
-			dst = append(dst, '%', hex[c>>4], hex[c&15])
+			dst = appendPercent(dst, c)
 		}
 	}
 	return dst
+}
+
+// appendPercent appends c percent-encoded, in upper-case hex.
+func appendPercent(dst []byte, c byte) []byte {
+	const hex = "0123456789ABCDEF"
+	return append(dst, '%', hex[c>>4], hex[c&15])
 }
 
 // validRawPath reports whether raw, a RawPath, holds only what a path may
@@ -413,15 +414,26 @@ func upperHex(c byte) byte {
 // http://a.test:80/ and http://a.test/ one URI: one entry, which an
 // unsafe method on either spelling invalidates.
 func appendOrigin(dst []byte, r *http.Request) []byte {
-	host := r.Host
+	scheme := schemeOf(r)
+	dst = append(dst, scheme...)
+	dst = append(dst, "://"...)
+	return appendHost(dst, withoutDefaultPort(r.Host, scheme))
+}
+
+// schemeOf is r's scheme, as {http.request.scheme} says.
+func schemeOf(r *http.Request) string {
 	if r.TLS != nil {
-		dst = append(dst, "https://"...)
-		host = strings.TrimSuffix(host, ":443")
-	} else {
-		dst = append(dst, "http://"...)
-		host = strings.TrimSuffix(host, ":80")
+		return "https"
 	}
-	return appendHost(dst, host)
+	return "http"
+}
+
+// withoutDefaultPort is host without scheme's default port.
+func withoutDefaultPort(host, scheme string) string {
+	if scheme == "https" {
+		return strings.TrimSuffix(host, ":443")
+	}
+	return strings.TrimSuffix(host, ":80")
 }
 
 // appendHost appends host lower-cased, with any byte a host cannot hold
@@ -429,14 +441,13 @@ func appendOrigin(dst []byte, r *http.Request) []byte {
 // percent-encoded, so that the origin's end in a key is unambiguous
 // whatever a server let through as Host.
 func appendHost(dst []byte, host string) []byte {
-	const hex = "0123456789ABCDEF"
 	for i := 0; i < len(host); i++ {
 		c := host[i]
 		switch {
 		case c >= 'A' && c <= 'Z':
 			dst = append(dst, c+'a'-'A')
 		case c <= ' ' || c >= 0x7f || c == '/' || c == '?' || c == '#' || c == '%':
-			dst = append(dst, '%', hex[c>>4], hex[c&15])
+			dst = appendPercent(dst, c)
 		default:
 			dst = append(dst, c)
 		}
@@ -789,10 +800,7 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 	if key, ok := h.appendKey(nil, r); ok {
 		n = h.store.dropKey(string(key))
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
+	scheme := schemeOf(r)
 	// Relative references resolve against the URI the client sent, which
 	// the keys are made of, not the one a rewrite left.
 	sent := sentURL(r)
@@ -829,12 +837,7 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 // sameHost reports whether the hosts a and b (host or host:port) name the
 // same origin for scheme, the default port written or not.
 func sameHost(a, b, scheme string) bool {
-	port := ":80"
-	if scheme == "https" {
-		port = ":443"
-	}
-	a, b = strings.TrimSuffix(a, port), strings.TrimSuffix(b, port)
-	return strings.EqualFold(a, b)
+	return strings.EqualFold(withoutDefaultPort(a, scheme), withoutDefaultPort(b, scheme))
 }
 
 // Interface guards

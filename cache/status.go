@@ -97,14 +97,13 @@ func isSFToken(v string) bool {
 // appendSFString appends v as an RFC 8941 sf-string, escaping `"` and
 // `\` and percent-encoding bytes outside printable ASCII.
 func appendSFString(dst []byte, v string) []byte {
-	const hex = "0123456789ABCDEF"
 	dst = append(dst, '"')
 	for i := 0; i < len(v); i++ {
 		switch c := v[i]; {
 		case c == '"' || c == '\\':
 			dst = append(dst, '\\', c)
 		case c < 0x20 || c > 0x7e:
-			dst = append(dst, '%', hex[c>>4], hex[c&0xf])
+			dst = appendPercent(dst, c)
 		default:
 			dst = append(dst, c)
 		}
