@@ -686,51 +686,36 @@ func storePoolKey(c *Config) string {
 // metrics, stats and purges could not tell apart). A config is told by the
 // Done channel of the context Caddy provisions its modules with: the http
 // app wraps that context per server, the channel is the config's.
-var names = struct {
-	sync.Mutex
-	m map[configName]*nameClaim
-}{m: make(map[configName]*nameClaim)}
+var names = caddy.NewUsagePool()
 
+// configName is a cache_name in a config.
 type configName struct {
 	config <-chan struct{}
 	name   string
 }
 
-type nameClaim struct {
-	maxSize, maxItemSize int64
-	handlers             int
-}
+// nameSizes are the sizes a config's handlers give a cache_name.
+type nameSizes struct{ maxSize, maxItemSize int64 }
 
-// claimName records that a handler of the config whose context's Done
-// channel is config uses c's cache name with c's sizes, or reports that
-// another handler of that config uses it with others. Each claim is
-// released once with releaseName.
+// claimName records that a handler of config uses c's cache_name with c's
+// sizes, or reports that another handler of config uses it with others.
+// Each claim that succeeds is released with releaseName.
 func claimName(config <-chan struct{}, c *Config) error {
-	names.Lock()
-	defer names.Unlock()
-	k := configName{config, c.CacheName}
-	if n := names.m[k]; n != nil {
-		if n.maxSize != c.MaxSize || n.maxItemSize != c.MaxItemSize {
+	k, want := configName{config, c.CacheName}, nameSizes{c.MaxSize, c.MaxItemSize}
+	if v, loaded := names.LoadOrStore(k, want); loaded {
+		if have := v.(nameSizes); have != want {
+			_, _ = names.Delete(k) // LoadOrStore counted this handler
 			return fmt.Errorf("cache_name %q is also used with max_size %d and max_item_size %d in this config, here with %d and %d: "+
 				"response_cache handlers with one cache_name share one store, so give them the same sizes, or different names",
-				c.CacheName, n.maxSize, n.maxItemSize, c.MaxSize, c.MaxItemSize)
+				c.CacheName, have.maxSize, have.maxItemSize, c.MaxSize, c.MaxItemSize)
 		}
-		n.handlers++
-		return nil
 	}
-	names.m[k] = &nameClaim{maxSize: c.MaxSize, maxItemSize: c.MaxItemSize, handlers: 1}
 	return nil
 }
 
+// releaseName releases a claim of claimName.
 func releaseName(config <-chan struct{}, name string) {
-	names.Lock()
-	defer names.Unlock()
-	k := configName{config, name}
-	if n := names.m[k]; n != nil {
-		if n.handlers--; n.handlers == 0 {
-			delete(names.m, k)
-		}
-	}
+	_, _ = names.Delete(configName{config, name})
 }
 
 // liveStores calls f for every live store (for the admin API and the
