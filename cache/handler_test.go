@@ -2231,3 +2231,27 @@ func TestProbeReadsPastEmptyFrames(t *testing.T) {
 		t.Errorf("empty frames then the end: content %v, body %T, length %d; want none", has, r.Body, r.ContentLength)
 	}
 }
+
+// TestFillIsFoundBeforeRistrettoTakesIt: a request right after a fill is
+// a hit, even while ristretto has not yet taken the fill off its buffer
+// (its goroutine is held here; under load it takes milliseconds).
+func TestFillIsFoundBeforeRistrettoTakesIt(t *testing.T) {
+	release := blockFirstTake(t)
+	defer close(release)
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "body", "Cache-Control", "max-age=60")
+	for i, want := range []string{"fwd=uri-miss", "hit"} {
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/a"), o); err != nil {
+			t.Fatal(err)
+		}
+		if w.Code != 200 || w.Body.String() != "body" {
+			t.Fatalf("request %d: %d %q", i+1, w.Code, w.Body.String())
+		}
+		wantStatus(t, w, []string{want})
+	}
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1", n)
+	}
+}

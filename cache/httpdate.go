@@ -2,30 +2,43 @@ package cache
 
 import (
 	"net/http"
+	"strings"
 	"time"
 )
 
 // parseHTTPDate parses an HTTP-date (RFC 9110 §5.6.7) as http.ParseTime
-// does, with the same result for every input. The preferred form,
-// IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"), which is what origins
-// send, is read directly; time.Parse costs several hundred nanoseconds
-// on every stored miss, and the rest goes to http.ParseTime.
+// does, except that it also matches the time zone's name in any case, as
+// it does the day's and the month's: a cache SHOULD match dates
+// case-insensitively (RFC 9111 §4.2), and "gmt" is no less clear than
+// "jan". The preferred form, IMF-fixdate ("Sun, 06 Nov 1994 08:49:37
+// GMT"), which is what origins send, is read directly; time.Parse costs
+// several hundred nanoseconds on every stored miss, and the rest goes to
+// http.ParseTime.
 func parseHTTPDate(s string) (time.Time, error) {
 	if t, ok := parseIMFFixdate(s); ok {
 		return t, nil
 	}
-	return http.ParseTime(s)
+	return http.ParseTime(withUpperGMT(s))
+}
+
+// withUpperGMT returns s with a final " GMT" in any case spelt in upper
+// case, which is how time.Parse needs it.
+func withUpperGMT(s string) string {
+	if n := len(s) - len(" GMT"); n >= 0 && strings.EqualFold(s[n:], " GMT") && s[n:] != " GMT" {
+		return s[:n] + " GMT"
+	}
+	return s
 }
 
 // parseIMFFixdate reads s if it is exactly an IMF-fixdate with a valid
-// calendar date and time of day; ok is false for anything else, which
-// may still be an HTTP-date in another form.
+// calendar date and time of day, its names in any case; ok is false for
+// anything else, which may still be an HTTP-date in another form.
 func parseIMFFixdate(s string) (t time.Time, ok bool) {
 	// Mon, 02 Jan 2006 15:04:05 GMT
 	// 0123456789012345678901234567
 	if len(s) != len("Mon, 02 Jan 2006 15:04:05 GMT") ||
 		s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
-		s[19] != ':' || s[22] != ':' || s[25:] != " GMT" || !isDayName(s[:3]) {
+		s[19] != ':' || s[22] != ':' || !strings.EqualFold(s[25:], " GMT") || !isDayName(s[:3]) {
 		return time.Time{}, false
 	}
 	month := monthNumber(s[8:11])
@@ -45,43 +58,56 @@ func parseIMFFixdate(s string) (t time.Time, ok bool) {
 	return time.Date(year, month, day, hour, minute, second, 0, time.UTC), true
 }
 
+// isDayName reports whether s (three bytes) is a day's short name, in any
+// case.
 func isDayName(s string) bool {
-	switch s {
-	case "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun":
+	switch lower3(s) {
+	case "mon", "tue", "wed", "thu", "fri", "sat", "sun":
 		return true
 	}
 	return false
 }
 
-// monthNumber is the month named by s, or 0.
+// monthNumber is the month named by s (three bytes) in any case, or 0.
 func monthNumber(s string) time.Month {
-	switch s {
-	case "Jan":
+	switch lower3(s) {
+	case "jan":
 		return time.January
-	case "Feb":
+	case "feb":
 		return time.February
-	case "Mar":
+	case "mar":
 		return time.March
-	case "Apr":
+	case "apr":
 		return time.April
-	case "May":
+	case "may":
 		return time.May
-	case "Jun":
+	case "jun":
 		return time.June
-	case "Jul":
+	case "jul":
 		return time.July
-	case "Aug":
+	case "aug":
 		return time.August
-	case "Sep":
+	case "sep":
 		return time.September
-	case "Oct":
+	case "oct":
 		return time.October
-	case "Nov":
+	case "nov":
 		return time.November
-	case "Dec":
+	case "dec":
 		return time.December
 	}
 	return 0
+}
+
+// lower3 returns the three bytes of s with ASCII letters in lower case.
+// Setting bit 0x20 turns no byte but an upper-case letter into a
+// lower-case one, so only names match.
+func lower3(s string) string {
+	var b [3]byte
+	for i := range b {
+		b[i] = s[i] | 0x20
+	}
+	return string(b[:])
 }
 
 func twoDigits(s string) (int, bool) {

@@ -64,7 +64,7 @@ func TestBodiesReturnToTheArena(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 300; i++ {
-				path := fmt.Sprintf("/o/%d", (i*7+g)%40)
+				path := fmt.Sprintf("/o/%d", (i*7+g)%80)
 				want := bodyFor(path)
 				r := newRequest(http.MethodGet, "http://example.com"+path, "Accept-Language", []string{"en", "de"}[i%2])
 				switch i % 5 {

@@ -80,6 +80,7 @@ const (
 	maxTagsPerEntry   = 64
 	maxTagLength      = 256
 	maxVariantsPerURL = 1024
+	queuedSlots       = 256 // store.queued
 )
 
 // store is the ristretto-backed storage. Ristretto keeps values by 64-bit
@@ -131,8 +132,20 @@ type store struct {
 	lastTaken atomic.Uint64
 
 	// held counts the entries ristretto holds: taken off its buffer (the
-	// Cost function) and not yet exited (OnExit).
-	held atomic.Int64
+	// Cost function) and not yet exited (OnExit); heldCost is their cost,
+	// what ristretto counts against maxCost.
+	held, heldCost atomic.Int64
+
+	// queued holds the latest offers, a slot each by hash. Ristretto puts
+	// a new key in its map only once its goroutine has taken the set off
+	// its buffer and admitted it, so a request right after a fill (a
+	// page's second reference to a script; the cache-tests suite's second
+	// request) would miss and go to the origin again, for up to
+	// milliseconds under load. Get looks here when ristretto misses. An
+	// offer leaves its slot when it leaves the store (OnExit), is dropped
+	// or purged, or when a later offer takes the slot (then it is a miss,
+	// as it was without this).
+	queued [queuedSlots]atomic.Pointer[entry]
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
 
@@ -206,9 +219,11 @@ func newStore(name string, maxCost int64) (*store, error) {
 			if e == nil {
 				return
 			}
+			s.queued[e.hash%queuedSlots].CompareAndSwap(e, nil)
 			switch e.counted.Swap(countGone) {
 			case countHeld:
 				s.held.Add(-1)
+				s.heldCost.Add(-e.cost)
 			case countNew:
 				// Never taken off the buffer: a replacement that
 				// ristretto put in place while its buffer was full, or
@@ -220,10 +235,14 @@ func newStore(name string, maxCost int64) (*store, error) {
 		// Sets pass cost 0 so that this runs, on ristretto's goroutine,
 		// for every set taken off the buffer.
 		Cost: func(e *entry) int64 {
+			if testHookTaken != nil {
+				testHookTaken(e)
+			}
 			s.lastTaken.Store(e.hash)
 			if e.counted.CompareAndSwap(countNew, countHeld) {
 				s.pending.Add(-e.cost)
 				s.held.Add(1)
+				s.heldCost.Add(e.cost)
 			}
 			return e.cost
 		},
@@ -232,7 +251,15 @@ func newStore(name string, maxCost int64) (*store, error) {
 		return nil, fmt.Errorf("creating store for cache %q: %w", name, err)
 	}
 	s.cache.Store(c)
+	s.firstUses.full = s.nearlyFull
 	return s, nil
+}
+
+// nearlyFull reports whether the entries held and offered take 7/8 of
+// maxCost or more: a new entry then soon takes another's place, or is
+// refused.
+func (s *store) nearlyFull() bool {
+	return s.heldCost.Load()+s.pending.Load() >= s.maxCost-s.maxCost/8
 }
 
 // Destruct closes ristretto when the last handler using the store goes
@@ -243,6 +270,9 @@ func (s *store) Destruct() error {
 	s.life.Lock()
 	s.closed = true
 	s.life.Unlock()
+	for i := range s.queued {
+		s.queued[i].Store(nil)
+	}
 	s.rc().Close()
 	s.cache.Store(nil)
 	s.countsOnce.Do(func() {}) // none made from now on
@@ -271,10 +301,33 @@ func keyHash(key []byte) uint64 { return xxhash.Sum64(key) }
 
 func (s *store) get(hash uint64, key []byte) *entry {
 	e, ok := s.lookup(hash)
-	if !ok || e == nil || e.key != string(key) {
+	if !ok {
+		e = s.queuedEntry(hash)
+	}
+	if e == nil || e.key != string(key) {
 		return nil
 	}
 	return e
+}
+
+// queuedEntry returns the latest offer under hash, if its slot still
+// holds it and it has not left the store: one still in ristretto's
+// buffer, or taken and not yet in its map. Its body may be released
+// meanwhile (ristretto refused it), which acquire tells.
+func (s *store) queuedEntry(hash uint64) *entry {
+	e := s.queued[hash%queuedSlots].Load()
+	if e == nil || e.hash != hash || e.counted.Load() == countGone || s.closing.Load() {
+		return nil
+	}
+	return e
+}
+
+// unqueue empties the slot of hash if it holds an offer under hash.
+func (s *store) unqueue(hash uint64) {
+	slot := &s.queued[hash%queuedSlots]
+	if e := slot.Load(); e != nil && e.hash == hash {
+		slot.CompareAndSwap(e, nil)
+	}
 }
 
 func (s *store) has(e *entry) bool {
@@ -324,6 +377,8 @@ func (s *store) set(e *entry) bool {
 	if testHookIndexed != nil {
 		testHookIndexed(e)
 	}
+	slot := &s.queued[e.hash%queuedSlots]
+	slot.Store(e)
 	c := s.rc()
 	if c.Set(e.hash, e, 0) {
 		if e.linked() && !s.indexed(e.hash) {
@@ -342,6 +397,7 @@ func (s *store) set(e *entry) bool {
 	// succeeds), so what was indexed before, if anything, is again.
 	s.pending.Add(-e.cost)
 	e.counted.Store(countGone)
+	slot.CompareAndSwap(e, nil)
 	s.mu.Lock()
 	_, other := s.byHash[e.hash]
 	if (s.removeLocked(e) || !other) && hadPrev {
@@ -364,6 +420,10 @@ func (s *store) wait() {
 // testHookIndexed, when set by a test, runs in set between indexing an
 // entry and offering it to ristretto.
 var testHookIndexed func(*entry)
+
+// testHookTaken, when set by a test, runs on ristretto's goroutine as it
+// takes an offer off its buffer.
+var testHookTaken func(*entry)
 
 // indexed reports whether the index has an entry under hash.
 func (s *store) indexed(hash uint64) bool {
@@ -510,7 +570,8 @@ func (s *store) collectLocked(h uint64, out []uint64) []uint64 {
 	return out
 }
 
-// del removes hashes from ristretto, outside the lock.
+// del removes hashes from ristretto and from the queued offers, outside
+// the lock.
 func (s *store) del(hashes []uint64) {
 	s.life.RLock()
 	defer s.life.RUnlock()
@@ -519,6 +580,7 @@ func (s *store) del(hashes []uint64) {
 	}
 	c := s.rc()
 	for _, h := range hashes {
+		s.unqueue(h)
 		c.Del(h)
 	}
 }
@@ -548,6 +610,7 @@ func (s *store) purgeKey(key string) int {
 // in the index.
 func (s *store) dropKey(key string) int {
 	h := xxhash.Sum64String(key)
+	s.unqueue(h)
 	s.mu.Lock()
 	hashes := s.collectLocked(h, nil)
 	s.mu.Unlock()

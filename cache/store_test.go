@@ -647,3 +647,73 @@ func TestStorePurgeTagDuringSet(t *testing.T) {
 		t.Errorf("purgeTag removed %d, want 1", n)
 	}
 }
+
+// blockFirstTake makes ristretto's goroutine stop as it takes the first
+// offer off its buffer, of any store made after it, until release is
+// closed (the test closes it before its stores are destructed: ristretto's
+// Close waits for that goroutine).
+func blockFirstTake(t *testing.T) (release chan struct{}) {
+	release = make(chan struct{})
+	var once sync.Once
+	testHookTaken = func(*entry) { once.Do(func() { <-release }) }
+	// Registered before the test's stores, so run after they are closed.
+	t.Cleanup(func() { testHookTaken = nil })
+	return release
+}
+
+// TestStoreFindsOffersStillQueued: ristretto puts a new key in its map
+// only once its goroutine has taken the set off its buffer and admitted
+// it; until then get finds the offer among the queued ones, and a drop or
+// a purge removes it from there too.
+func TestStoreFindsOffersStillQueued(t *testing.T) {
+	release := blockFirstTake(t)
+	s := newTestStore(t, 1<<20)
+	a, b, c := testEntry("http://a/x?", 10), testEntry("http://a/y?", 10), testEntry("http://a/z?", 10, "tag")
+	slots := map[uint64]bool{}
+	for _, e := range []*entry{a, b, c} {
+		slots[e.hash%queuedSlots] = true
+	}
+	if len(slots) != 3 {
+		t.Fatal("test keys share a queued slot; pick others")
+	}
+	func() {
+		defer close(release)
+		for _, e := range []*entry{a, b, c} {
+			if !s.set(e) {
+				t.Fatalf("set %s dropped", e.key)
+			}
+		}
+		for _, e := range []*entry{a, b, c} {
+			if got := s.get(e.hash, []byte(e.key)); got != e {
+				t.Errorf("get %s before ristretto took it: %v", e.key, got)
+			}
+		}
+		if got := s.get(a.hash, []byte("http://a/other?")); got != nil {
+			t.Error("a queued offer was found under another key with its hash")
+		}
+		if s.has(a) {
+			t.Error("has reports an offer ristretto has not taken as stored")
+		}
+		s.dropKey(b.key)
+		s.purgeTag("tag")
+		if s.get(b.hash, []byte(b.key)) != nil || s.get(c.hash, []byte(c.key)) != nil {
+			t.Error("a dropped or purged offer is still found")
+		}
+	}()
+	s.wait()
+	if got := s.get(a.hash, []byte(a.key)); got != a {
+		t.Errorf("get %s once taken: %v", a.key, got)
+	}
+	if s.get(b.hash, []byte(b.key)) != nil || s.get(c.hash, []byte(c.key)) != nil {
+		t.Error("a dropped or purged offer was stored")
+	}
+	s.purgeKey(a.key)
+	if s.get(a.hash, []byte(a.key)) != nil {
+		t.Error("a purged entry is still found")
+	}
+	for i := range s.queued {
+		if e := s.queued[i].Load(); e != nil {
+			t.Errorf("slot %d still holds %s, which left the store", i, e.key)
+		}
+	}
+}

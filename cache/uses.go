@@ -98,6 +98,12 @@ type firstUseStats struct {
 	// offers so that they follow the traffic.
 	counts atomic.Uint64
 	probes atomic.Uint64 // first misses seen while skipping
+	// full reports whether the store is nearly full (nil: it is). Only
+	// then does an entry nobody uses cost another its place, and only
+	// then are first misses skipped: in a store with room, the uses of
+	// a burst of new URLs may come long after the burst (a cold start),
+	// and storing costs no one anything.
+	full func() bool
 }
 
 const (
@@ -131,8 +137,10 @@ func (a *firstUseStats) load() (offers, used uint64) {
 }
 
 // wasteful reports whether fewer than one in usefulEvery of the recent
-// first-use entries was used.
-func (a *firstUseStats) wasteful() bool { return wasteful(a.load()) }
+// first-use entries was used, in a store that is nearly full.
+func (a *firstUseStats) wasteful() bool {
+	return wasteful(a.load()) && (a.full == nil || a.full())
+}
 
 func wasteful(offers, used uint64) bool {
 	return offers >= firstUseMin && used*usefulEvery < offers
@@ -151,11 +159,12 @@ type firstUseReport struct {
 
 func (a *firstUseStats) report() firstUseReport {
 	o, u := a.load()
-	return firstUseReport{Stored: o, Used: u, Skipping: wasteful(o, u)}
+	return firstUseReport{Stored: o, Used: u, Skipping: wasteful(o, u) && (a.full == nil || a.full())}
 }
 
 // skipFirstUse reports whether a URL's first miss should not be stored:
-// storing first misses has been wasteful, and this one is not a probe
+// storing first misses has been wasteful in a nearly full store, and
+// this one is not a probe
 // (one in probeEvery is still stored, so that the counts see when the
 // traffic changes).
 func (a *firstUseStats) skipFirstUse() bool {
