@@ -101,7 +101,10 @@ type Handler struct {
 	flights *flightGroup
 	fills   *fillSet
 	bg      *background
-	uses    func() *useSketch // the store's miss counts (nil once it is closed); nil when MinUses is 1
+	// clientKeys are the placeholders background refreshes read from
+	// their clients' requests (see backgroundRequest).
+	clientKeys *clientKeys
+	uses       func() *useSketch // the store's miss counts (nil once it is closed); nil when MinUses is 1
 	// firstUses is the store's record of what became of entries stored
 	// on a first miss, kept by every handler and judged by min_uses auto.
 	firstUses *firstUseStats
@@ -165,6 +168,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.flights = new(flightGroup)
 	h.fills = new(fillSet)
 	h.bg = &background{keys: make(map[string]struct{})}
+	h.clientKeys = new(clientKeys)
 
 	if ctx.Context != nil && ctx.Done() != nil { // a config's context (not a bare one in a test)
 		if err := claimName(ctx.Done(), &h.Config); err != nil {
@@ -528,6 +532,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if ce := h.logger.Check(zapcore.DebugLevel, "request with content bypasses the cache"); ce != nil {
 				ce.Write(zap.String("uri", r.RequestURI), zap.Int64("content_length", r.ContentLength), zap.String("proto", r.Proto))
 			}
+			defer settleProbe(r.Body)
 			return h.pass(w, r, next, "bypass")
 		}
 	case http.MethodOptions, http.MethodTrace:

@@ -1585,6 +1585,47 @@ func TestProbedContentReachesTheOrigin(t *testing.T) {
 	}
 }
 
+// heldBody is a request body whose stream is held open: a read waits
+// until the body is closed, as an HTTP/2 or HTTP/3 body's does.
+type heldBody struct {
+	closed   chan struct{}
+	once     sync.Once
+	readDone atomic.Bool
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	<-b.closed
+	b.readDone.Store(true)
+	return 0, errors.New("body closed")
+}
+
+func (b *heldBody) Close() error {
+	b.once.Do(func() { close(b.closed) })
+	return nil
+}
+
+// TestProbeEndsBeforeServeHTTPReturns: a probe that did not answer in
+// time is still reading the body when the handlers after the cache
+// return without reading it (an upstream that is down); it must be done
+// before ServeHTTP returns, since nothing may read a request body after
+// that (Caddy's access log reads its length then: a data race).
+func TestProbeEndsBeforeServeHTTPReturns(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	b := &heldBody{closed: make(chan struct{})}
+	r := newRequest(http.MethodGet, "http://example.com/held")
+	r.Body, r.ContentLength = b, -1
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r, static(c, 502, "no upstreams", "Cache-Control", "no-store")); err != nil {
+		t.Fatal(err)
+	}
+	if !b.readDone.Load() {
+		t.Error("the probe was still reading the request body after ServeHTTP returned")
+	}
+	wantStatus(t, w, []string{"fwd=bypass"})
+}
+
 // TestRequestWithContentLogsWhy: the bypass of a GET with content says
 // why at debug level (an HTTP/2 client that leaves streams open would
 // otherwise see only fwd=bypass).
@@ -1815,15 +1856,20 @@ func TestStaleWhileRevalidateKeepsTheRequestsState(t *testing.T) {
 		t.Fatalf("miss: %q, want %q", w.Body.String(), want)
 	}
 	c.Advance(70 * time.Second)
+	// The first refresh asks for {tenant}, which only the client's request
+	// knows: its answer is not stored; the next refresh reads the client's
+	// tenant before it starts.
 	r := client()
-	w := serve(t, h, o, r)
-	wantStatus(t, w, []string{"hit", "detail=stale-while-revalidate"})
-	h.bg.wait()
-	h.store.wait()
-	if n := o.calls.Load(); n != 2 {
-		t.Fatalf("origin called %d times, want 2 (the background refresh)", n)
+	for i := range 2 {
+		w := serve(t, h, o, r)
+		wantStatus(t, w, []string{"hit", "detail=stale-while-revalidate"})
+		h.bg.wait()
+		h.store.wait()
+		if n := o.calls.Load(); n != int32(2+i) {
+			t.Fatalf("origin called %d times, want %d (the background refreshes)", n, 2+i)
+		}
 	}
-	w = serve(t, h, o, client())
+	w := serve(t, h, o, client())
 	wantStatus(t, w, []string{"hit", "ttl=60"})
 	if w.Body.String() != want {
 		t.Errorf("after the background refresh: %q, want %q", w.Body.String(), want)
@@ -1834,6 +1880,70 @@ func TestStaleWhileRevalidateKeepsTheRequestsState(t *testing.T) {
 	}
 	if v, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).GetString("tenant"); v != "acme" {
 		t.Errorf("the client's tenant became %q", v)
+	}
+}
+
+// TestStaleWhileRevalidateLeavesTheClientsReplacerAlone: a refresh never
+// asks the client's replacer from its own goroutine. Its providers run on
+// the client's request: a map output whose source reads
+// {http.request.uuid} writes the client's vars and log fields, which
+// Caddy reads as it logs the client (a data race; a fatal concurrent map
+// write). A value only the client's request has is read on the client's
+// goroutine, by the refreshes after the one that first asked for it.
+func TestStaleWhileRevalidateLeavesTheClientsReplacerAlone(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	var refreshing atomic.Bool
+	start := make(chan struct{}, 4)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if refreshing.Load() {
+			<-start // after the client's ServeHTTP returned
+		}
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		w.Header().Set("Cache-Control", "max-age=60, stale-while-revalidate=600")
+		_, _ = io.WriteString(w, repl.ReplaceAll("tier={tier}", "-"))
+		return nil
+	}}
+	var returned, late atomic.Bool
+	client := func() *http.Request {
+		r := newRequest(http.MethodGet, "http://example.com/tiered")
+		// map {client_ip} {tier}: a provider on the client's replacer.
+		r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).Map(func(key string) (any, bool) {
+			if key != "tier" {
+				return nil, false
+			}
+			if returned.Load() {
+				late.Store(true)
+			}
+			return "gold", true
+		})
+		return r
+	}
+	if w := serve(t, h, o, client()); w.Body.String() != "tier=gold" {
+		t.Fatalf("miss: %q", w.Body.String())
+	}
+	c.Advance(70 * time.Second)
+	refreshing.Store(true)
+	for i := range 2 {
+		returned.Store(false)
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, client(), o); err != nil {
+			t.Fatal(err)
+		}
+		returned.Store(true)
+		start <- struct{}{}
+		wantStatus(t, w, []string{"hit", "detail=stale-while-revalidate"})
+		h.bg.wait()
+		h.store.wait()
+		if late.Load() {
+			t.Fatalf("refresh %d asked the client's replacer after the client's request was over", i+1)
+		}
+	}
+	refreshing.Store(false)
+	w := serve(t, h, o, client())
+	wantStatus(t, w, []string{"hit", "ttl=60"})
+	if w.Body.String() != "tier=gold" {
+		t.Errorf("after the refreshes: %q, want the client's tier", w.Body.String())
 	}
 }
 

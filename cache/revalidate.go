@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -31,6 +32,9 @@ type exchange struct {
 	urlKey     []byte // valid for the duration of the request only
 	variantKey []byte // idem; set when the variant record is known
 	background bool   // no client: a stale-while-revalidate refresh
+	// client is what a background refresh has of its client's replacer
+	// values; nil otherwise.
+	client *clientValues
 
 	r           *http.Request // the client's request
 	cond        bool          // the forwarded request is the cache's conditional
@@ -300,6 +304,15 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 	if x.leading {
 		h.flights.answered(&x.lead)
 	}
+	if x.client.lacking() {
+		// A refresh that asked for what only its client's request knew
+		// was not the request the client's would have been: its answer
+		// is not stored, and the next refresh has those values.
+		if ce := h.logger.Check(zapcore.DebugLevel, "background revalidation lacked placeholders of the client's request; its response is not stored, the next one will have them"); ce != nil {
+			ce.Write(zap.String("uri", x.r.RequestURI), zap.Strings("placeholders", x.client.missed()))
+		}
+		return
+	}
 	status := rec.status
 	if x.cond && status == http.StatusNotModified {
 		rec.pass = false
@@ -429,6 +442,11 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		rec.WriteHeader(http.StatusOK) // nothing written: net/http would send an empty 200
 	}
 
+	if x.client.lacking() {
+		// Asked for after the header (see onHeader): nothing is stored
+		// either, and the deferred dropBody releases what was recorded.
+		x.outcome, rec.buffer = outPass, false
+	}
 	switch x.outcome {
 	case outRefresh:
 		e, shared := h.refresh(x, rec, withoutProxyCookie(x.r, rec.header))
@@ -699,7 +717,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 	for _, f := range [...]string{"Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
 		delete(r2.Header, f)
 	}
-	r2 = backgroundRequest(r2)
+	r2, client := backgroundRequest(r2, h.clientKeys)
 
 	urlKey := e.key
 	if record != nil {
@@ -713,6 +731,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		urlHash:    xxhash.Sum64String(urlKey),
 		urlKey:     []byte(urlKey),
 		background: true,
+		client:     client,
 	}
 	go func() {
 		defer h.bg.done(e.key)
@@ -745,10 +764,16 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 // connection (idle timeouts). It keeps what the handlers before the cache
 // set, which those after it build the response from: the URI before any
 // rewrite ({http.request.orig_uri}), a copy of the vars (the site's root
-// for file_server and php_fastcgi), and, read only, the client's other
-// replacer values (map outputs, matcher captures). Nothing it does
-// reaches the client's request, which Caddy may still be logging.
-func backgroundRequest(r2 *http.Request) *http.Request {
+// for file_server and php_fastcgi), and the client's values of the
+// placeholders in keys (map outputs, matcher captures, the authenticated
+// user), read here, on the client's goroutine. The client's replacer is
+// not asked from the refresh's goroutine: its providers run on the
+// client's request (a map output reads {http.request.uuid}, which writes
+// the client's vars and log fields while Caddy logs the client). A
+// placeholder the refresh asks for that neither it nor keys knows is
+// learned into keys, and the refresh is not stored (see clientValues).
+// Nothing it does reaches the client's request.
+func backgroundRequest(r2 *http.Request, keys *clientKeys) (*http.Request, *clientValues) {
 	ctx := caddyhttp.ContextWithIdleTimeouts(r2.Context(), nil, nil)
 	clientVars, _ := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
 	clientRepl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -770,17 +795,91 @@ func backgroundRequest(r2 *http.Request) *http.Request {
 			vars[k] = v
 		}
 	}
+	client := &clientValues{keys: keys, values: make(map[string]clientValue)}
 	if clientRepl != nil {
-		repl.Map(func(key string) (any, bool) {
-			for _, own := range [...]string{"http.request.", "http.response.", "http.vars."} {
-				if strings.HasPrefix(key, own) {
-					return nil, false
-				}
-			}
-			return clientRepl.Get(key)
-		})
+		for _, k := range keys.list() {
+			v, known := clientRepl.Get(k)
+			client.values[k] = clientValue{v, known}
+		}
 	}
-	return r3
+	repl.Map(client.get)
+	return r3, client
+}
+
+// clientValues is what a background refresh has of its client's replacer
+// values: those of the placeholders earlier refreshes of the handler
+// asked for, read on the client's goroutine when the refresh began.
+type clientValues struct {
+	keys   *clientKeys
+	values map[string]clientValue // read only once made
+	lacked atomic.Bool
+	mu     sync.Mutex
+	lack   []string // the placeholders asked for and not in values
+}
+
+type clientValue struct {
+	v     any
+	known bool
+}
+
+// get provides the client's value of key to the refresh's replacer,
+// after the refresh's own values. A key not read from the client is
+// learned, and the refresh marked as lacking it.
+func (c *clientValues) get(key string) (any, bool) {
+	for _, own := range [...]string{"http.request.", "http.response.", "http.vars."} {
+		if strings.HasPrefix(key, own) {
+			return nil, false // the refresh's own, or unknown
+		}
+	}
+	if v, ok := c.values[key]; ok {
+		return v.v, v.known
+	}
+	c.keys.learn(key)
+	c.lacked.Store(true)
+	c.mu.Lock()
+	if len(c.lack) < maxClientKeys {
+		c.lack = append(c.lack, key)
+	}
+	c.mu.Unlock()
+	return nil, false
+}
+
+// lacking reports whether the refresh asked for a client value it did
+// not have (false for nil: not a refresh).
+func (c *clientValues) lacking() bool { return c != nil && c.lacked.Load() }
+
+func (c *clientValues) missed() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.lack)
+}
+
+// maxClientKeys bounds the placeholders a handler learns (a config names
+// a few; a placeholder name built per request would otherwise grow the
+// list without end). Past it, refreshes that ask for others are never
+// stored, and their clients' requests revalidate in the foreground once
+// stale-while-revalidate runs out.
+const maxClientKeys = 64
+
+// clientKeys are the placeholders background refreshes of a handler have
+// asked for that only a client's request knows.
+type clientKeys struct {
+	mu   sync.Mutex
+	keys []string
+}
+
+func (k *clientKeys) learn(key string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.keys) < maxClientKeys && !slices.Contains(k.keys, key) {
+		k.keys = append(k.keys, key)
+	}
+}
+
+func (k *clientKeys) list() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.keys)
 }
 
 // background tracks the background revalidations of a handler: at most
