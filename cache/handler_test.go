@@ -2365,3 +2365,34 @@ func TestFillIsFoundBeforeRistrettoTakesIt(t *testing.T) {
 		t.Errorf("origin called %d times, want 1", n)
 	}
 }
+
+// TestLaterFillWins: a fill still queued in ristretto, then a request with
+// no-cache fills v2; hits get v2, also once ristretto has taken both
+// (RFC 9111 §4: the most recent response), not v2 and then v1 again.
+func TestLaterFillWins(t *testing.T) {
+	release := blockFirstTake(t)
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	var n atomic.Int32
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Date", c.date())
+		_, _ = io.WriteString(w, "v"+strconv.Itoa(int(n.Add(1))))
+		return nil
+	}}
+	do := func(fields ...string) string {
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/a", fields...), o); err != nil {
+			t.Fatal(err)
+		}
+		return w.Body.String() + " [" + w.Header().Get("Cache-Status") + "]"
+	}
+	var seq []string
+	seq = append(seq, do(), do("Cache-Control", "no-cache"), do())
+	close(release)
+	h.store.wait()
+	seq = append(seq, do())
+	if !strings.HasPrefix(seq[2], "v2") || !strings.HasPrefix(seq[3], "v2") {
+		t.Errorf("after a refill: %q, want v2 hits before and after ristretto took both fills", seq)
+	}
+}

@@ -243,6 +243,12 @@ func newStore(name string, maxCost int64) (*store, error) {
 				s.pending.Add(-e.cost)
 				s.held.Add(1)
 				s.heldCost.Add(e.cost)
+				// A new offer superseded by a later one for its hash
+				// still queued: refuse it (a cost over maxCost), or
+				// ristretto would admit it and refuse the later one.
+				if q := s.queued[e.hash%queuedSlots].Load(); q != nil && q != e && q.hash == e.hash && q.id > e.id {
+					return s.maxCost + 1
+				}
 			}
 			return e.cost
 		},
@@ -385,6 +391,7 @@ func (s *store) set(e *entry) bool {
 			// A purge (of a tag, or a variant's URL) took e out of the
 			// index after it was indexed and queued its deletion before
 			// this Set: e would be stored where no purge finds it.
+			slot.CompareAndSwap(e, nil)
 			c.Del(e.hash)
 		}
 		s.stores.Add(1)

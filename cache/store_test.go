@@ -717,3 +717,148 @@ func TestStoreFindsOffersStillQueued(t *testing.T) {
 		}
 	}
 }
+
+// holdTake makes ristretto's goroutine stop as it takes e off its buffer
+// (for stores made after the call) until the returned func is called.
+func holdTake(t *testing.T, e *entry) (release func()) {
+	ch := make(chan struct{})
+	var once sync.Once
+	testHookTaken = func(x *entry) {
+		if x == e {
+			<-ch
+		}
+	}
+	t.Cleanup(func() { testHookTaken = nil })
+	return func() { once.Do(func() { close(ch) }) }
+}
+
+// TestStoreQueuedOfferPurgedByTagDuringSet: a tag purged while a tagged
+// entry is being set (between indexing and the offer): set sees the
+// entry is no longer indexed and deletes it, from ristretto and from its
+// queued slot, so that get does not serve it after purgeTag said it was
+// purged.
+func TestStoreQueuedOfferPurgedByTagDuringSet(t *testing.T) {
+	e := testEntry("http://a/tagged?", 10, "t")
+	release := holdTake(t, e)
+	s := newTestStore(t, 1<<20)
+	defer release()
+	purged := -1
+	testHookIndexed = func(*entry) { purged = s.purgeTag("t") }
+	s.set(e)
+	testHookIndexed = nil
+	got := s.get(e.hash, []byte(e.key))
+	release()
+	s.wait()
+	if purged != 1 {
+		t.Fatalf("purgeTag during set removed %d, want 1", purged)
+	}
+	if got != nil {
+		t.Error("entry purged by tag (purgeTag returned 1) is served from its queued slot after set returned")
+	}
+	if s.get(e.hash, []byte(e.key)) != nil {
+		t.Error("stored after all")
+	}
+}
+
+// TestStoreQueuedVariantPurgedDuringSet: the same for a variant whose URL
+// is dropped while the variant is being set.
+func TestStoreQueuedVariantPurgedDuringSet(t *testing.T) {
+	url := "http://a/v?"
+	parent := keyHash([]byte(url))
+	v := testEntry("\x00"+url+"\x001\x00\x00gzip", 10)
+	v.parent = parent
+	release := holdTake(t, v)
+	s := newTestStore(t, 1<<20)
+	defer release()
+	testHookIndexed = func(*entry) { s.dropKey(url) }
+	s.set(v)
+	testHookIndexed = nil
+	got := s.get(v.hash, []byte(v.key))
+	release()
+	s.wait()
+	if got != nil {
+		t.Error("variant whose URL was dropped during its set is served from its queued slot")
+	}
+}
+
+// TestStoreAccountingMatchesRistretto: after concurrent sets, updates,
+// drops and purges, once ristretto is idle, held and heldCost (which
+// nearlyFull reads) are the count and cost of what it holds taken,
+// pending the cost of what it holds untaken, and every queued slot holds
+// an entry ristretto holds.
+func TestStoreAccountingMatchesRistretto(t *testing.T) {
+	s := newTestStore(t, 256<<10)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 20000 {
+				k := (i*7 + g*13) % 300
+				key := "http://a/" + string(rune('a'+k%26)) + "/" + string(rune('a'+k/26)) + "?"
+				switch i % 23 {
+				case 5:
+					s.dropKey(key)
+				case 11:
+					s.purgeTag("t")
+				case 17:
+					if i%(23*40) == 17 {
+						s.purgeAll()
+					}
+				default:
+					var tags []string
+					if k%5 == 0 {
+						tags = []string{"t"}
+					}
+					s.set(testEntry(key, 100+(i%7)*400, tags...))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	s.wait()
+	var n, heldCost, pendingCost int64
+	s.rc().IterValues(func(e *entry) bool {
+		switch e.counted.Load() {
+		case countHeld:
+			n++
+			heldCost += e.cost
+		case countNew:
+			pendingCost += e.cost
+		default:
+			t.Errorf("gone entry in ristretto: %s", e.key)
+		}
+		return false
+	})
+	if s.held.Load() != n || s.heldCost.Load() != heldCost || s.pending.Load() != pendingCost {
+		t.Errorf("held %d/%d heldCost %d/%d pending %d/%d (counters/actual)", s.held.Load(), n, s.heldCost.Load(), heldCost, s.pending.Load(), pendingCost)
+	}
+	used := s.maxCost - s.rc().RemainingCost()
+	t.Logf("ristretto used %d, heldCost %d, pending %d, nearlyFull %v", used, s.heldCost.Load(), s.pending.Load(), s.nearlyFull())
+	for i := range s.queued {
+		if e := s.queued[i].Load(); e != nil {
+			if got, ok := s.lookup(e.hash); !ok || got != e {
+				t.Errorf("slot %d holds %s, which ristretto does not hold", i, e.key)
+			}
+		}
+	}
+}
+
+// TestStoreLaterOfferWins: two offers for one key while ristretto has not
+// taken the first. Left to itself, ristretto admits the first and refuses
+// the second (a set of a key it has by then); get served the second from
+// its queued slot, then the first. The first is refused instead.
+func TestStoreLaterOfferWins(t *testing.T) {
+	key := "http://a/x?"
+	a1, a2 := testEntry(key, 10), testEntry(key, 20)
+	release := holdTake(t, a1)
+	s := newTestStore(t, 1<<20)
+	defer release()
+	s.set(a1)
+	s.set(a2)
+	before := s.get(a2.hash, []byte(key))
+	release()
+	s.wait()
+	after := s.get(a2.hash, []byte(key))
+	if before != a2 || after != a2 {
+		t.Errorf("served the newer offer from its slot, then the older one once ristretto took both")
+	}
+}
