@@ -4,7 +4,7 @@
 #
 #   bench/run.sh            # throughput: respond (ceiling) vs reverse_proxy (floor) vs cache hits and misses
 #   bench/run.sh memory     # RSS after filling the cache with 10x max_size of unique URLs (MAX_MIB, LIMITS)
-#   bench/run.sh profile    # CPU per request of a stored miss against a reverse_proxy miss, with CPU profiles (SIZE, PDUR)
+#   bench/run.sh profile    # CPU per request of misses and pass-through against reverse_proxy, with CPU profiles (SIZE, PDUR, PMODES)
 #
 # Needs wrk (apt-get install wrk). DURATION (default 3s), CONNS (default 32)
 # and ROUNDS (default 7; medians are reported) tune the throughput runs.
@@ -104,6 +104,34 @@ http://127.0.0.1:$EVERY {
 CFG
 }
 
+# default_sites prints three sites sharing the default store (256 MiB):
+# $CACHE with the default min_uses (auto), $ONCE with min_uses 2 and
+# $FILLER with min_uses 1, which fills the store.
+default_sites() {
+	cat <<CFG
+http://127.0.0.1:$CACHE {
+	response_cache {
+		max_size 256MiB
+	}
+	reverse_proxy 127.0.0.1:$ORIGIN
+}
+http://127.0.0.1:$ONCE {
+	response_cache {
+		max_size 256MiB
+		min_uses 2
+	}
+	reverse_proxy 127.0.0.1:$ORIGIN
+}
+http://127.0.0.1:$FILLER {
+	response_cache {
+		max_size 256MiB
+		min_uses 1
+	}
+	reverse_proxy 127.0.0.1:$ORIGIN
+}
+CFG
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # spread prints the lowest and highest of its input, as "lo-hi".
 spread() { sort -n | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.2f-%.2f", lo, hi}'; }
@@ -148,28 +176,8 @@ http://127.0.0.1:$CEIL {
 	header Content-Type "text/plain"
 	respond "$body"
 }
-http://127.0.0.1:$CACHE {
-	response_cache {
-		max_size 256MiB
-	}
-	reverse_proxy 127.0.0.1:$ORIGIN
-}
-http://127.0.0.1:$ONCE {
-	response_cache {
-		max_size 256MiB
-		min_uses 2
-	}
-	reverse_proxy 127.0.0.1:$ORIGIN
-}
-http://127.0.0.1:$FILLER {
-	response_cache {
-		max_size 256MiB
-		min_uses 1
-	}
-	reverse_proxy 127.0.0.1:$ORIGIN
-}
 CFG
-			floor_site; every_site
+			default_sites; floor_site; every_site
 		} > "$cfg"
 		start_caddy "$cfg"
 		curl -fs "http://127.0.0.1:$CACHE/hit" -o /dev/null; sleep 0.2; curl -fs "http://127.0.0.1:$CACHE/hit" -o /dev/null
@@ -279,32 +287,51 @@ LUA
 # cpu_ticks prints the Caddy process's user+system CPU time, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$caddy_pid/stat"; }
 
-# profile measures the CPU a stored miss costs Caddy against a plain
-# reverse_proxy miss: unique 1 KiB URLs (SIZE bytes) into a full 256 MiB
-# store with min_uses 1, and the same stream through reverse_proxy, in
-# alternating runs of PDUR seconds (default 20). It prints the process's CPU time
-# per request of each and keeps a CPU profile of each run in bench/out/
+# profile measures the CPU each kind of request costs Caddy, against its
+# plain reverse_proxy floor: unique SIZE-byte URLs (default 1 KiB) stored
+# into a full 256 MiB store (stored: min_uses 1), missed under the default
+# min_uses (auto) and under min_uses 2 (untried), each against the same
+# stream through reverse_proxy (proxy); and one no-store URL through the
+# cache (pass) against reverse_proxy (proxy-nostore). PMODES picks the runs
+# (default: proxy stored auto untried proxy-nostore pass), made in turn for
+# PROUNDS rounds (default 2) of PDUR seconds (default 20). It prints the process's CPU time
+# per request of each run and keeps a CPU profile of each in bench/out/
 # (go tool pprof -top bench/out/caddy bench/out/profile-stored-1.pb).
 profile() {
 	local size=${SIZE:-1024} dur=${PDUR:-20} tck
 	tck=$(getconf CLK_TCK)
 	body=$(head -c "$size" /dev/zero | tr '\0' 'a')
 	cfg="$out/profile.Caddyfile"
-	{ preamble; floor_site; every_site; } > "$cfg"
+	{ preamble; default_sites; floor_site; every_site; } > "$cfg"
 	start_caddy "$cfg"
+	fill_until_full "$FILLER" caddy
 	fill_until_full "$EVERY" every
-	local round name port t0 t1 n prof
-	for round in 1 2; do
-		for name in proxy stored; do
-			port=$FLOOR
-			[ "$name" = stored ] && port=$EVERY
+	# Let auto see that the full default store refuses one-off URLs.
+	"${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d4s -s "$out/unique.lua" "http://127.0.0.1:$CACHE" -- "auto$RANDOM" >/dev/null
+	local round name url script t0 t1 n prof
+	for round in $(seq "${PROUNDS:-2}"); do
+		for name in ${PMODES:-proxy stored auto untried proxy-nostore pass}; do
+			script=(-s "$out/unique.lua")
+			case $name in
+			proxy) url=http://127.0.0.1:$FLOOR ;;
+			stored) url=http://127.0.0.1:$EVERY ;;
+			auto) url=http://127.0.0.1:$CACHE ;;
+			untried) url=http://127.0.0.1:$ONCE ;;
+			proxy-nostore) url=http://127.0.0.1:$FLOOR/nostore/x script=() ;;
+			pass) url=http://127.0.0.1:$CACHE/nostore/x script=() ;;
+			*) echo "bench: unknown PMODES entry $name" >&2; exit 2 ;;
+			esac
 			curl -fs "http://localhost:$ADMIN/debug/pprof/profile?seconds=$((dur - 2))" -o "$out/profile-$name-$round.pb" &
 			prof=$!
 			t0=$(cpu_ticks)
-			n=$("${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"${dur}s" -s "$out/unique.lua" "http://127.0.0.1:$port" -- "p$RANDOM$RANDOM" | awk '/requests in/ {print $1}')
+			if [ ${#script[@]} -gt 0 ]; then
+				n=$("${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"${dur}s" "${script[@]}" "$url" -- "p$RANDOM$RANDOM" | awk '/requests in/ {print $1}')
+			else
+				n=$("${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"${dur}s" "$url" | awk '/requests in/ {print $1}')
+			fi
 			t1=$(cpu_ticks)
 			wait "$prof"
-			printf '%-6s round %d: %6d requests, %6.1f us of Caddy CPU per request\n' "$name" "$round" "$n" "$(echo "($t1 - $t0) * 1000000 / $tck / $n" | bc -l)"
+			printf '%-13s round %d: %7d requests, %6.1f us of Caddy CPU per request\n' "$name" "$round" "$n" "$(echo "($t1 - $t0) * 1000000 / $tck / $n" | bc -l)"
 		done
 	done
 	stop_caddy
