@@ -144,3 +144,57 @@ func (g *flightGroup) waiting(key string) int {
 	}
 	return 0
 }
+
+// uncacheableHints remembers, for a while, the URLs whose last response
+// was not storable (private, no-store, Set-Cookie, no freshness...), so
+// that their requests do not coalesce: a request that joins a flight
+// waits for the leader's response header before it learns it must go to
+// the origin itself, which doubles its time to first byte, and for a busy
+// URL that is never stored (a per-user page, an API) that would be every
+// concurrent request (Varnish's hit-for-miss). A hint only skips the
+// wait: the response is still stored if it turns out storable, and a
+// stored response clears the hint. A slot per URL key hash, packed with
+// its expiry; a hint another URL overwrites is simply lost (that URL
+// coalesces again).
+type uncacheableHints struct {
+	slots [hintSlots]atomic.Uint64
+}
+
+const (
+	hintSlots = 1024
+	// hintTTL is how long a URL's requests go to the origin without
+	// waiting for one another after an uncacheable response.
+	hintTTL = 2 * time.Minute
+	// A slot holds the key hash's top 40 bits and the expiry, in seconds,
+	// in the low 24 (wrapping every 194 days).
+	hintTimeBits = 24
+	hintTimeMask = 1<<hintTimeBits - 1
+)
+
+// set remembers that the URL whose key hashes to h had an uncacheable
+// response at now.
+func (u *uncacheableHints) set(h uint64, now time.Time) {
+	exp := uint64(now.Add(hintTTL).Unix()) & hintTimeMask
+	u.slots[h%hintSlots].Store(h&^hintTimeMask | exp)
+}
+
+// has reports whether the URL whose key hashes to h had an uncacheable
+// response less than hintTTL before now.
+func (u *uncacheableHints) has(h uint64, now time.Time) bool {
+	v := u.slots[h%hintSlots].Load()
+	if v == 0 || v&^hintTimeMask != h&^hintTimeMask {
+		return false
+	}
+	// Seconds left, in 24-bit wrapping arithmetic.
+	left := int32((v-uint64(now.Unix()))&hintTimeMask<<(32-hintTimeBits)) >> (32 - hintTimeBits)
+	return left > 0
+}
+
+// clear forgets the hint of the URL whose key hashes to h, if its slot
+// holds one.
+func (u *uncacheableHints) clear(h uint64) {
+	slot := &u.slots[h%hintSlots]
+	if v := slot.Load(); v != 0 && v&^hintTimeMask == h&^hintTimeMask {
+		slot.CompareAndSwap(v, 0)
+	}
+}

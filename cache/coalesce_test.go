@@ -593,3 +593,105 @@ func TestOrphanedFillDoesNotHoldUpShutdown(t *testing.T) {
 
 // derivedKey keys the values of contexts derived in tests.
 type derivedKey int
+
+// TestUncacheableURLsSkipCoalescing: once a URL's response was not
+// storable, its concurrent requests go to the origin at once for a while,
+// rather than each waiting for another's response header to learn it must
+// (twice the time to first byte); a storable response ends that, and a
+// server error does not start it.
+func TestUncacheableURLsSkipCoalescing(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	var cacheable atomic.Bool
+	var status atomic.Int32
+	status.Store(200)
+	gate := make(chan struct{})
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if r.Header.Get("X-Hold") != "" {
+			<-gate
+		}
+		if cacheable.Load() {
+			w.Header().Set("Cache-Control", "max-age=60")
+		} else {
+			w.Header().Set("Cache-Control", "private")
+		}
+		w.WriteHeader(int(status.Load()))
+		_, _ = io.WriteString(w, "body")
+		return nil
+	}}
+	const url = "http://example.com/account"
+	// concurrentPair runs a request the origin holds and a second one, and
+	// reports whether the second reached the origin while the first was
+	// held (it did not wait for it).
+	concurrentPair := func() bool {
+		t.Helper()
+		before := o.calls.Load()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, url, "X-Hold", "1"), o)
+		}()
+		until(t, "the first request to reach the origin", func() bool { return o.calls.Load() == before+1 })
+		second := make(chan struct{})
+		go func() {
+			defer close(second)
+			_ = h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, url), o)
+		}()
+		key := keyOf(t, h, newRequest(http.MethodGet, url))
+		until(t, "the second request to reach the origin or wait for the first", func() bool {
+			return o.calls.Load() == before+2 || h.flights.waiting(key) == 1
+		})
+		reached := o.calls.Load() == before+2
+		gate <- struct{}{}
+		<-done
+		<-second
+		h.store.wait()
+		return reached
+	}
+	get(t, h, o, url) // private: not storable
+	if !concurrentPair() {
+		t.Error("after a private response, a request waited for another's")
+	}
+	cacheable.Store(true)
+	c.Advance(time.Second)
+	if !concurrentPair() { // still hinted; this one stores and clears the hint
+		t.Error("while hinted, a request waited for another's")
+	}
+	c.Advance(2 * time.Minute) // the stored response goes stale, the hint is gone
+	if concurrentPair() {
+		t.Error("after a storable response, a request did not wait for the fill")
+	}
+	// A server error does not make requests skip coalescing.
+	const other = "http://example.com/flaky"
+	cacheable.Store(false)
+	status.Store(503)
+	get(t, h, o, other)
+	status.Store(200)
+	if key := keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, other)))); h.hints.has(key, c.Now()) {
+		t.Error("a 503 made the URL skip coalescing")
+	}
+	if key := keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))); h.hints.has(key, c.Now()) {
+		t.Error("a storable response left the hint in place")
+	}
+}
+
+func TestUncacheableHintsExpire(t *testing.T) {
+	var u uncacheableHints
+	now := time.Unix(1<<24-30, 0) // the packed expiry wraps within the TTL
+	for _, h := range []uint64{0xdeadbeefcafef00d, 1 << 40, 12345 << 24} {
+		u.set(h, now)
+		if !u.has(h, now) || !u.has(h, now.Add(hintTTL-time.Second)) {
+			t.Errorf("%x: no hint within its TTL", h)
+		}
+		if u.has(h, now.Add(hintTTL)) || u.has(h, now.Add(hintTTL+time.Hour)) {
+			t.Errorf("%x: hint past its TTL", h)
+		}
+		if u.has(h^(1<<50), now) {
+			t.Errorf("%x: another hash in the same slot has the hint", h)
+		}
+		u.clear(h)
+		if u.has(h, now) {
+			t.Errorf("%x: hint after clear", h)
+		}
+	}
+}
