@@ -104,9 +104,7 @@ type Handler struct {
 	// clientKeys are the placeholders background refreshes read from
 	// their clients' requests (see backgroundRequest).
 	clientKeys *clientKeys
-	// hints are the URLs whose requests skip coalescing for a while.
-	hints *uncacheableHints
-	uses  func() *useSketch // the store's miss counts (nil once it is closed); nil when MinUses is 1
+	uses       func() *useSketch // the store's miss counts (nil once it is closed); nil when MinUses is 1
 	// firstUses is the store's record of what became of entries stored
 	// on a first miss, kept by every handler and judged by min_uses auto.
 	firstUses *firstUseStats
@@ -171,7 +169,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.fills = new(fillSet)
 	h.bg = &background{keys: make(map[string]struct{})}
 	h.clientKeys = new(clientKeys)
-	h.hints = new(uncacheableHints)
 
 	if ctx.Context != nil && ctx.Done() != nil { // a config's context (not a bare one in a test)
 		if err := claimName(ctx.Done(), &h.Config); err != nil {

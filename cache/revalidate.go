@@ -107,7 +107,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 	}
 
-	if h.coalesce && x.store && !x.background && !x.neverCollapsed() && !h.hints.has(x.urlHash, h.now()) {
+	if h.coalesce && x.store && !x.background && !x.neverCollapsed() {
 		if x.variantKey != nil {
 			x.flightKey = string(x.variantKey)
 		} else {
@@ -351,19 +351,6 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			// waits for it: streamed without being buffered.
 			reason, detail = "min_uses", "min-uses"
 			h.m.minUsesSkips.Inc()
-		}
-		switch reason {
-		case "":
-			h.hints.clear(x.urlHash)
-		case "min_uses":
-		default:
-			// Not storable by its own doing: the URL's next requests go
-			// to the origin without waiting for one another. (Not for a
-			// server error: it may pass, and a popular URL's requests
-			// should then still wait for one fill.)
-			if status < 500 {
-				h.hints.set(x.urlHash, rec.responseTime)
-			}
 		}
 		if reason == "" {
 			rec.buffer = true
