@@ -2346,8 +2346,8 @@ func TestProbeReadsPastEmptyFrames(t *testing.T) {
 // a hit, even while ristretto has not yet taken the fill off its buffer
 // (its goroutine is held here; under load it takes milliseconds).
 func TestFillIsFoundBeforeRistrettoTakesIt(t *testing.T) {
-	release := blockFirstTake(t)
-	defer close(release)
+	release := holdTake(t, anyOffer)
+	defer release()
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
 	o := static(c, 200, "body", "Cache-Control", "max-age=60")
@@ -2370,7 +2370,7 @@ func TestFillIsFoundBeforeRistrettoTakesIt(t *testing.T) {
 // no-cache fills v2; hits get v2, also once ristretto has taken both
 // (RFC 9111 §4: the most recent response), not v2 and then v1 again.
 func TestLaterFillWins(t *testing.T) {
-	release := blockFirstTake(t)
+	release := holdTake(t, anyOffer)
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
 	var n atomic.Int32
@@ -2389,7 +2389,7 @@ func TestLaterFillWins(t *testing.T) {
 	}
 	var seq []string
 	seq = append(seq, do(), do("Cache-Control", "no-cache"), do())
-	close(release)
+	release()
 	h.store.wait()
 	seq = append(seq, do())
 	if !strings.HasPrefix(seq[2], "v2") || !strings.HasPrefix(seq[3], "v2") {

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -812,7 +811,6 @@ func backgroundRequest(r2 *http.Request, keys *clientKeys) (*http.Request, *clie
 type clientValues struct {
 	keys   *clientKeys
 	values map[string]clientValue // read only once made
-	lacked atomic.Bool
 	mu     sync.Mutex
 	lack   []string // the placeholders asked for and not in values
 }
@@ -835,7 +833,6 @@ func (c *clientValues) get(key string) (any, bool) {
 		return v.v, v.known
 	}
 	c.keys.learn(key)
-	c.lacked.Store(true)
 	c.mu.Lock()
 	if len(c.lack) < maxClientKeys {
 		c.lack = append(c.lack, key)
@@ -846,7 +843,14 @@ func (c *clientValues) get(key string) (any, bool) {
 
 // lacking reports whether the refresh asked for a client value it did
 // not have (false for nil: not a refresh).
-func (c *clientValues) lacking() bool { return c != nil && c.lacked.Load() }
+func (c *clientValues) lacking() bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.lack) > 0
+}
 
 func (c *clientValues) missed() []string {
 	c.mu.Lock()

@@ -648,25 +648,32 @@ func TestStorePurgeTagDuringSet(t *testing.T) {
 	}
 }
 
-// blockFirstTake makes ristretto's goroutine stop as it takes the first
-// offer off its buffer, of any store made after it, until release is
-// closed (the test closes it before its stores are destructed: ristretto's
-// Close waits for that goroutine).
-func blockFirstTake(t *testing.T) (release chan struct{}) {
-	release = make(chan struct{})
-	var once sync.Once
-	testHookTaken = func(*entry) { once.Do(func() { <-release }) }
+// holdTake makes ristretto's goroutine stop as it takes off its buffer
+// the first offer hold matches (of any store made after the call), until
+// release is called. The test calls release before its stores are
+// destructed: ristretto's Close waits for that goroutine.
+func holdTake(t *testing.T, hold func(*entry) bool) (release func()) {
+	ch := make(chan struct{})
+	var held, closed sync.Once
+	testHookTaken = func(e *entry) {
+		if hold(e) {
+			held.Do(func() { <-ch })
+		}
+	}
 	// Registered before the test's stores, so run after they are closed.
 	t.Cleanup(func() { testHookTaken = nil })
-	return release
+	return func() { closed.Do(func() { close(ch) }) }
 }
+
+// anyOffer matches every offer, for holdTake.
+func anyOffer(*entry) bool { return true }
 
 // TestStoreFindsOffersStillQueued: ristretto puts a new key in its map
 // only once its goroutine has taken the set off its buffer and admitted
 // it; until then get finds the offer among the queued ones, and a drop or
 // a purge removes it from there too.
 func TestStoreFindsOffersStillQueued(t *testing.T) {
-	release := blockFirstTake(t)
+	release := holdTake(t, anyOffer)
 	s := newTestStore(t, 1<<20)
 	a, b, c := testEntry("http://a/x?", 10), testEntry("http://a/y?", 10), testEntry("http://a/z?", 10, "tag")
 	slots := map[uint64]bool{}
@@ -677,7 +684,7 @@ func TestStoreFindsOffersStillQueued(t *testing.T) {
 		t.Fatal("test keys share a queued slot; pick others")
 	}
 	func() {
-		defer close(release)
+		defer release()
 		for _, e := range []*entry{a, b, c} {
 			if !s.set(e) {
 				t.Fatalf("set %s dropped", e.key)
@@ -718,20 +725,6 @@ func TestStoreFindsOffersStillQueued(t *testing.T) {
 	}
 }
 
-// holdTake makes ristretto's goroutine stop as it takes e off its buffer
-// (for stores made after the call) until the returned func is called.
-func holdTake(t *testing.T, e *entry) (release func()) {
-	ch := make(chan struct{})
-	var once sync.Once
-	testHookTaken = func(x *entry) {
-		if x == e {
-			<-ch
-		}
-	}
-	t.Cleanup(func() { testHookTaken = nil })
-	return func() { once.Do(func() { close(ch) }) }
-}
-
 // TestStoreQueuedOfferPurgedByTagDuringSet: a tag purged while a tagged
 // entry is being set (between indexing and the offer): set sees the
 // entry is no longer indexed and deletes it, from ristretto and from its
@@ -739,7 +732,7 @@ func holdTake(t *testing.T, e *entry) (release func()) {
 // purged.
 func TestStoreQueuedOfferPurgedByTagDuringSet(t *testing.T) {
 	e := testEntry("http://a/tagged?", 10, "t")
-	release := holdTake(t, e)
+	release := holdTake(t, func(x *entry) bool { return x == e })
 	s := newTestStore(t, 1<<20)
 	defer release()
 	purged := -1
@@ -767,7 +760,7 @@ func TestStoreQueuedVariantPurgedDuringSet(t *testing.T) {
 	parent := keyHash([]byte(url))
 	v := testEntry("\x00"+url+"\x001\x00\x00gzip", 10)
 	v.parent = parent
-	release := holdTake(t, v)
+	release := holdTake(t, func(x *entry) bool { return x == v })
 	s := newTestStore(t, 1<<20)
 	defer release()
 	testHookIndexed = func(*entry) { s.dropKey(url) }
@@ -849,7 +842,7 @@ func TestStoreAccountingMatchesRistretto(t *testing.T) {
 func TestStoreLaterOfferWins(t *testing.T) {
 	key := "http://a/x?"
 	a1, a2 := testEntry(key, 10), testEntry(key, 20)
-	release := holdTake(t, a1)
+	release := holdTake(t, func(x *entry) bool { return x == a1 })
 	s := newTestStore(t, 1<<20)
 	defer release()
 	s.set(a1)

@@ -138,9 +138,10 @@ func (a *firstUseStats) load() (offers, used uint64) {
 
 // wasteful reports whether fewer than one in usefulEvery of the recent
 // first-use entries was used, in a store that is nearly full.
-func (a *firstUseStats) wasteful() bool {
-	return wasteful(a.load()) && (a.full == nil || a.full())
-}
+func (a *firstUseStats) wasteful() bool { return wasteful(a.load()) && a.storeFull() }
+
+// storeFull reports whether the store is nearly full (see full).
+func (a *firstUseStats) storeFull() bool { return a.full == nil || a.full() }
 
 func wasteful(offers, used uint64) bool {
 	return offers >= firstUseMin && used*usefulEvery < offers
@@ -159,7 +160,7 @@ type firstUseReport struct {
 
 func (a *firstUseStats) report() firstUseReport {
 	o, u := a.load()
-	return firstUseReport{Stored: o, Used: u, Skipping: wasteful(o, u) && (a.full == nil || a.full())}
+	return firstUseReport{Stored: o, Used: u, Skipping: wasteful(o, u) && a.storeFull()}
 }
 
 // skipFirstUse reports whether a URL's first miss should not be stored:

@@ -102,7 +102,7 @@ func CheckKey(template string) error {
 			strings.HasPrefix(name, "http.request.tls.") || strings.HasPrefix(name, "http.request.body") {
 			continue // TLS needs a TLS request; the body is read per request
 		}
-		if _, ok := known(repl, name); !ok {
+		if !known(repl, name) {
 			return fmt.Errorf("%q names {%s}, which Caddy does not know (a typo would give every request the same key)", template, name)
 		}
 	}
@@ -125,11 +125,12 @@ func sampleReplacer() *caddy.Replacer {
 // known looks name up in repl; a provider that panics on the sample
 // request counts as knowing it (it is then checked per request), not as
 // a typo.
-func known(repl *caddy.Replacer, name string) (v any, ok bool) {
+func known(repl *caddy.Replacer, name string) (ok bool) {
 	defer func() {
 		if recover() != nil {
-			v, ok = nil, true
+			ok = true
 		}
 	}()
-	return repl.Get(name)
+	_, ok = repl.Get(name)
+	return ok
 }
