@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,4 +144,71 @@ func (g *flightGroup) waiting(key string) int {
 		return int(f.waiters.Load())
 	}
 	return 0
+}
+
+// uncacheableHints remember, for a while, the flight keys whose last
+// response was not storable for a reason of its own (private, no-store,
+// no freshness, Vary: *), so that their next requests do not coalesce: a
+// request that joins a flight waits for the leader's response header
+// before it learns it must go to the origin itself, which doubles its
+// time to first byte, and for a busy URL that is never stored (an API
+// answering without Cache-Control, a per-user page) that would be every
+// concurrent request (Varnish's hit-for-miss). A hint only skips the wait:
+// a response that turns out storable is stored, and storing anything under
+// the key, or purging it, clears the hint. Hints are not consulted when a
+// stale entry is revalidated: its URL was storable, and its refresh is
+// what coalescing keeps from stampeding the origin.
+//
+// A slot per key hash, packed with its expiry; a hint another key
+// overwrites is lost (that key coalesces again).
+type uncacheableHints struct {
+	slots [hintSlots]atomic.Uint64
+}
+
+const (
+	hintSlots = 1024
+	// hintTTL is how long a key's requests go to the origin without
+	// waiting for one another after an uncacheable response.
+	hintTTL = 2 * time.Minute
+)
+
+// hintEpoch is where hint expiries count from: a slot holds the top 32
+// bits of the key hash and the expiry in seconds since hintEpoch in the
+// low 32 (until 2156).
+var hintEpoch = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+
+// set remembers that the key hashing to h had an uncacheable response at
+// now.
+func (u *uncacheableHints) set(h uint64, now time.Time) {
+	exp := now.Add(hintTTL).Unix() - hintEpoch
+	if exp <= 0 || exp > math.MaxUint32 {
+		return // a clock this cache cannot count with: no hint
+	}
+	u.slots[h%hintSlots].Store(h&^math.MaxUint32 | uint64(exp))
+}
+
+// has reports whether the key hashing to h had an uncacheable response
+// less than hintTTL before the time now returns (read only when the
+// slot holds a hint for h).
+func (u *uncacheableHints) has(h uint64, now func() time.Time) bool {
+	v := u.slots[h%hintSlots].Load()
+	if v == 0 || v&^math.MaxUint32 != h&^math.MaxUint32 {
+		return false
+	}
+	return now().Unix()-hintEpoch < int64(v&math.MaxUint32)
+}
+
+// clear forgets the hint of the key hashing to h, if its slot holds one.
+func (u *uncacheableHints) clear(h uint64) {
+	slot := &u.slots[h%hintSlots]
+	if v := slot.Load(); v != 0 && v&^math.MaxUint32 == h&^math.MaxUint32 {
+		slot.CompareAndSwap(v, 0)
+	}
+}
+
+// clearAll forgets every hint.
+func (u *uncacheableHints) clearAll() {
+	for i := range u.slots {
+		u.slots[i].Store(0)
+	}
 }

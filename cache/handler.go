@@ -108,6 +108,9 @@ type Handler struct {
 	// firstUses is the store's record of what became of entries stored
 	// on a first miss, kept by every handler and judged by min_uses auto.
 	firstUses *firstUseStats
+	// hints are the store's keys whose requests skip coalescing for a
+	// while (see uncacheableHints).
+	hints *uncacheableHints
 
 	m handlerMetrics
 	// metricsName is the cache name h's counters are under, until Cleanup.
@@ -188,6 +191,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.uses = v.(*store).useCounts
 	}
 	h.firstUses = &v.(*store).firstUses
+	h.hints = &v.(*store).hints
 	h.m = newHandlerMetrics(ctx.GetMetricsRegistry(), h.CacheName)
 	h.metricsName = h.CacheName
 	return nil
@@ -559,11 +563,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	fwd := "uri-miss"
 	var record *entry
+	var variantHash uint64
 	e := h.store.get(urlHash, kb.url)
 	if e != nil && e.record {
 		record = e
 		kb.variant = appendVariantKey(kb.variant[:0], kb.url, e.gen, VaryKey(e.vary, r.Header))
-		e = h.store.get(keyHash(kb.variant), kb.variant)
+		variantHash = keyHash(kb.variant)
+		e = h.store.get(variantHash, kb.variant)
 		if e == nil {
 			fwd = "vary-miss"
 		}
@@ -612,7 +618,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		x := &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, result: h.m.revalidate}
 		if record != nil {
-			x.variantKey = kb.variant
+			x.variantKey, x.variantHash = kb.variant, variantHash
 		}
 		return h.forward(w, r, next, x)
 	}
@@ -622,7 +628,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, result: h.m.miss}
 	if record != nil {
-		x.variantKey = kb.variant
+		x.variantKey, x.variantHash = kb.variant, variantHash
 	}
 	return h.forward(w, r, next, x)
 }

@@ -23,14 +23,15 @@ import (
 // exchange is one request forwarded to the origin: a miss, a
 // revalidation of a stored entry, or a background refresh.
 type exchange struct {
-	fwd        string         // Cache-Status fwd: uri-miss, vary-miss, stale, request
-	stale      *entry         // the stored entry being revalidated; nil on a miss
-	record     *entry         // the URL's variant record, when known
-	rq         RequestControl // the client's directives
-	urlHash    uint64
-	urlKey     []byte // valid for the duration of the request only
-	variantKey []byte // idem; set when the variant record is known
-	background bool   // no client: a stale-while-revalidate refresh
+	fwd         string         // Cache-Status fwd: uri-miss, vary-miss, stale, request
+	stale       *entry         // the stored entry being revalidated; nil on a miss
+	record      *entry         // the URL's variant record, when known
+	rq          RequestControl // the client's directives
+	urlHash     uint64
+	urlKey      []byte // valid for the duration of the request only
+	variantKey  []byte // idem; set when the variant record is known
+	variantHash uint64
+	background  bool // no client: a stale-while-revalidate refresh
 	// client is what a background refresh has of its client's replacer
 	// values; nil otherwise.
 	client *clientValues
@@ -106,7 +107,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 	}
 
-	if h.coalesce && x.store && !x.background && !x.neverCollapsed() {
+	if h.coalesce && x.store && !x.background && !x.neverCollapsed() && !x.hinted(h) {
 		if x.variantKey != nil {
 			x.flightKey = string(x.variantKey)
 		} else {
@@ -189,6 +190,41 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 // delay its own request to the origin by one round trip.
 func (x *exchange) neverCollapsed() bool {
 	return x.rq.NoCache || x.stale != nil && x.stale.fresh.Lifetime <= 0
+}
+
+// flightHash is the hash of the key a coalesced miss of x flies under:
+// the variant's, when the URL's responses are known to vary.
+func (x *exchange) flightHash() uint64 {
+	if x.variantKey != nil {
+		return x.variantHash
+	}
+	return x.urlHash
+}
+
+// hinted reports whether the last response under x's flight key was not
+// storable, for a reason of its own, within the last hintTTL, so that x
+// does not wait for another request's response to learn it must go to
+// the origin. Never when x revalidates a stale entry (see
+// uncacheableHints).
+func (x *exchange) hinted(h *Handler) bool {
+	return x.stale == nil && h.hints != nil && h.hints.has(x.flightHash(), h.now)
+}
+
+// hintsUncacheable reports whether a response of status, with header
+// hdr, not storable for reason, tells that the next responses under the
+// same key will not be storable either, whoever asks: not when the reason
+// may lie with the request (Authorization; a cookie being set, as for a
+// first visit; a client's own conditional), with the traffic (min_uses)
+// or with an error that may pass (4xx and 5xx statuses: a 429, an
+// outage), and not for a revalidation, whose URL was storable.
+func (x *exchange) hintsUncacheable(reason string, status int, hdr http.Header) bool {
+	switch reason {
+	case "private", "no-store", "no-freshness", "Vary: *", "trailers":
+	default:
+		return false
+	}
+	return x.stale == nil && status >= 200 && status < 400 &&
+		len(x.r.Header["Authorization"]) == 0 && len(hdr["Set-Cookie"]) == 0
 }
 
 // count counts the exchange under its result, if it is a request's.
@@ -345,6 +381,10 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if reason == "" && len(rec.header["Trailer"]) > 0 {
 			reason = "trailers"
 		}
+		hint := h.hints != nil && x.hintsUncacheable(reason, status, hdr)
+		if hint {
+			h.hints.set(x.flightHash(), rec.responseTime)
+		}
 		if reason == "" && x.untried && !(x.leading && h.flights.joined(&x.lead)) {
 			// Storable, but asked for too seldom so far, and nobody
 			// waits for it: streamed without being buffered.
@@ -365,7 +405,8 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		} else {
 			x.release(h, nil)
 			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
-				ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", status), zap.String("reason", reason))
+				ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", status), zap.String("reason", reason),
+					zap.Bool("skip_coalescing", hint)) // its key's next requests, for hintTTL
 			}
 		}
 	} else {

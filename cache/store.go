@@ -146,6 +146,9 @@ type store struct {
 	// or purged, or when a later offer takes the slot (then it is a miss,
 	// as it was without this).
 	queued [queuedSlots]atomic.Pointer[entry]
+	// hints are the keys whose requests skip coalescing for a while; an
+	// offer or a purge under a key clears its hint.
+	hints uncacheableHints
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
 
@@ -375,6 +378,10 @@ func (s *store) set(e *entry) bool {
 	// when the update is taken off the buffer (or by OnExit, when the
 	// buffer was full or the slot was evicted first).
 	e.id = serials.Add(1)
+	s.hints.clear(e.hash)
+	if e.parent != 0 {
+		s.hints.clear(e.parent)
+	}
 	s.mu.Lock()
 	prev, hadPrev := s.byHash[e.hash]
 	prevEntry := s.tagged[e.hash]
@@ -617,6 +624,7 @@ func (s *store) purgeKey(key string) int {
 // in the index.
 func (s *store) dropKey(key string) int {
 	h := xxhash.Sum64String(key)
+	s.hints.clear(h)
 	s.unqueue(h)
 	s.mu.Lock()
 	hashes := s.collectLocked(h, nil)
@@ -646,6 +654,7 @@ func (s *store) dropKey(key string) int {
 // purgePrefix walks ristretto's values, as the index keeps no keys, once
 // the sets still buffered are applied (an admin operation may wait).
 func (s *store) purgePrefix(prefix string) int {
+	s.hints.clearAll()
 	var hashes []uint64
 	s.life.RLock()
 	if !s.closed {
@@ -671,6 +680,7 @@ func (s *store) purgePrefix(prefix string) int {
 }
 
 func (s *store) purgeTag(tag string) int {
+	s.hints.clearAll()
 	s.mu.Lock()
 	var hashes []uint64
 	for h := range s.tags[tag] {

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -440,6 +441,56 @@ func testCoalescing(t *testing.T, options string) {
 	}
 	if r := do(t, c, "GET", url, nil); !isHit(r) {
 		t.Errorf("after the coalesced fill: Cache-Status %q, want a hit", cacheStatus(r))
+	}
+}
+
+// TestCacheUncacheableURLsSkipCoalescing: after a URL's response was not
+// storable (here, no Cache-Control at all), its concurrent requests reach
+// the origin together rather than one after another's response header.
+func TestCacheUncacheableURLsSkipCoalescing(t *testing.T) {
+	const clients = 8
+	var inFlight, most atomic.Int32
+	var armed atomic.Bool
+	all := make(chan struct{})
+	var once sync.Once
+	origin := startBackend(t, "api", func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		if n == clients {
+			once.Do(func() { close(all) })
+		}
+		if armed.Load() {
+			// Answer once every client is here; bounded, so that a
+			// request held behind another's header ends the test.
+			select {
+			case <-all:
+			case <-time.After(3 * time.Second):
+			}
+		}
+		fmt.Fprint(w, `{"user":"ann"}`)
+	})
+	frontPort := freePort(t)
+	startCaddy(t, cacheFront(frontPort, origin, ""))
+	c := newClient()
+	url := fmt.Sprintf("http://127.0.0.1:%d/api/me", frontPort)
+	if r := do(t, c, "GET", url, nil); r.status != 200 || !strings.Contains(cacheStatus(r), "fwd=uri-miss") {
+		t.Fatalf("first request: %d, Cache-Status %q", r.status, cacheStatus(r))
+	}
+	most.Store(0)
+	armed.Store(true)
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			if r := do(t, c, "GET", url, nil); r.status != 200 || strings.Contains(cacheStatus(r), "collapsed") {
+				t.Errorf("%d, Cache-Status %q", r.status, cacheStatus(r))
+			}
+		})
+	}
+	wg.Wait()
+	if got := most.Load(); got != clients {
+		t.Errorf("the origin saw at most %d of %d concurrent requests for a URL never stored at once; want all", got, clients)
 	}
 }
 

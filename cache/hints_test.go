@@ -1,0 +1,321 @@
+package cache
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// hintOrigin answers with the header fields its answer function gives
+// for each request, and holds the requests carrying X-Hold until the
+// test lets one go.
+type hintOrigin struct {
+	*origin
+	gate chan struct{}
+	mu   sync.Mutex
+	// answer returns the status and fields for r; set by the test.
+	answer func(r *http.Request) (int, []string)
+}
+
+func newHintOrigin() *hintOrigin {
+	o := &hintOrigin{gate: make(chan struct{})}
+	o.answer = func(*http.Request) (int, []string) { return 200, nil }
+	o.origin = &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if r.Header.Get("X-Hold") != "" {
+			<-o.gate
+		}
+		o.mu.Lock()
+		status, fields := o.answer(r)
+		o.mu.Unlock()
+		for i := 0; i+1 < len(fields); i += 2 {
+			w.Header().Add(fields[i], fields[i+1])
+		}
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, "body")
+		return nil
+	}}
+	return o
+}
+
+func (o *hintOrigin) answerWith(f func(r *http.Request) (int, []string)) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.answer = f
+}
+
+// anyWaiting reports whether a request waits on any flight of g.
+func (g *flightGroup) anyWaiting() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, f := range g.m {
+		if f.waiters.Load() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// concurrentPair sends a request the origin holds and, while it is held,
+// a second one for the same URL with the same fields, and reports whether
+// the second reached the origin without waiting for the first.
+func concurrentPair(t *testing.T, h *Handler, o *hintOrigin, url string, fields ...string) bool {
+	t.Helper()
+	before := o.calls.Load()
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		_ = h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, url, append([]string{"X-Hold", "1"}, fields...)...), o)
+	}()
+	until(t, "the first request to reach the origin", func() bool { return o.calls.Load() == before+1 })
+	second := make(chan struct{})
+	go func() {
+		defer close(second)
+		_ = h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, url, fields...), o)
+	}()
+	until(t, "the second request to reach the origin or wait for the first", func() bool {
+		return o.calls.Load() == before+2 || h.flights.anyWaiting()
+	})
+	reached := o.calls.Load() == before+2
+	o.gate <- struct{}{}
+	<-first
+	<-second
+	h.store.wait()
+	return reached
+}
+
+// TestUncacheableKeysSkipCoalescing: once a key's response was not
+// storable for a reason of its own, its concurrent requests go to the
+// origin at once, rather than each waiting for another's response header
+// to learn it must (twice the time to first byte), until a response is
+// stored under the key or hintTTL passes.
+func TestUncacheableKeysSkipCoalescing(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		fields []string
+	}{
+		{"no freshness", nil},
+		{"private", []string{"Cache-Control", "private, max-age=60"}},
+		{"no-store", []string{"Cache-Control", "no-store"}},
+		{"Vary: *", []string{"Cache-Control", "max-age=60", "Vary", "*"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			o := newHintOrigin()
+			const url = "http://example.com/api"
+			if concurrentPair(t, h, o, url) {
+				t.Fatal("with no hint, the second request did not wait for the first")
+			}
+			o.answerWith(func(*http.Request) (int, []string) { return 200, tc.fields })
+			get(t, h, o, url)
+			if !concurrentPair(t, h, o, url) {
+				t.Error("after an uncacheable response, a request waited for another's")
+			}
+			c.Advance(hintTTL - time.Second)
+			if !concurrentPair(t, h, o, url) { // each response renews the hint
+				t.Error("within hintTTL of the last uncacheable response, a request waited for another's")
+			}
+			c.Advance(hintTTL)
+			o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=60"} })
+			if concurrentPair(t, h, o, url) {
+				t.Error("past hintTTL, a request did not wait for the fill")
+			}
+		})
+	}
+}
+
+// TestStoringClearsTheHint: a storable response under a hinted key is
+// stored, and its next miss coalesces again.
+func TestStoringClearsTheHint(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/page"
+	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "private"} })
+	get(t, h, o, url)
+	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=60"} })
+	if !concurrentPair(t, h, o, url) {
+		t.Fatal("after a private response, a request waited for another's")
+	}
+	wantStatus(t, get(t, h, o, url), []string{"hit"})
+	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), c.Now) {
+		t.Error("the stored response left the hint in place")
+	}
+	h.store.purgeKey(keyOf(t, h, newRequest(http.MethodGet, url)))
+	if concurrentPair(t, h, o, url) {
+		t.Error("after the stored response was purged, a miss did not wait for the fill")
+	}
+}
+
+// TestHintsOnlyFromTheResponse: a response that is not storable for a
+// reason that may lie with the request, the traffic or a passing error
+// leaves the key's next misses coalescing.
+func TestHintsOnlyFromTheResponse(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		config  Config
+		status  int
+		fields  []string
+		request []string
+	}{
+		{name: "server error", status: 503},
+		{name: "too many requests", status: 429},
+		{name: "not found", status: 404, fields: []string{"Cache-Control", "private"}},
+		{name: "authorization", status: 200, fields: []string{"Cache-Control", "private"}, request: []string{"Authorization", "Bearer x"}},
+		{name: "set-cookie", status: 200, fields: []string{"Cache-Control", "max-age=60", "Set-Cookie", "s=1"}},
+		{name: "private with set-cookie", status: 200, fields: []string{"Cache-Control", "private", "Set-Cookie", "s=1"}},
+		{name: "min_uses", config: Config{MinUses: 2}, status: 200, fields: []string{"Cache-Control", "max-age=60"}},
+		{name: "client's conditional", status: 200, fields: []string{"Cache-Control", "max-age=60"}, request: []string{"If-None-Match", `"v1"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, tc.config, c)
+			o := newHintOrigin()
+			url := "http://example.com/x"
+			o.answerWith(func(r *http.Request) (int, []string) {
+				if r.Header.Get("If-None-Match") != "" {
+					return http.StatusNotModified, []string{"Etag", `"v1"`}
+				}
+				return tc.status, tc.fields
+			})
+			get(t, h, o, url, tc.request...)
+			if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), c.Now) {
+				t.Fatal("the response left a hint")
+			}
+			o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=60"} })
+			if concurrentPair(t, h, o, url) {
+				t.Error("the next miss did not wait for the fill")
+			}
+		})
+	}
+}
+
+// TestHintsAreNotForRevalidations: a stale entry's revalidations
+// coalesce whatever the hints say: its URL was storable, and its refresh
+// is what keeps a popular URL from stampeding the origin when it expires.
+func TestHintsAreNotForRevalidations(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/popular"
+	o.answerWith(func(*http.Request) (int, []string) {
+		return 200, []string{"Cache-Control", "max-age=10", "Etag", `"v1"`}
+	})
+	get(t, h, o, url)
+	// A hint set after the entry was stored, as by a private response to
+	// a request that missed while the entry was being filled.
+	h.hints.set(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), c.Now())
+	c.Advance(20 * time.Second)
+	if concurrentPair(t, h, o, url) {
+		t.Error("a hint made a revalidation of a stale entry skip coalescing")
+	}
+	if got := o.last().Header.Get("If-None-Match"); got != `"v1"` {
+		t.Errorf("the origin's last request was not the revalidation (If-None-Match %q)", got)
+	}
+}
+
+// TestHintsAreByVariant: with a URL's variants known, a private response
+// for one variant hints only that variant's key; another variant's
+// misses still coalesce.
+func TestHintsAreByVariant(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/home"
+	o.answerWith(func(r *http.Request) (int, []string) {
+		if r.Header.Get("X-User") == "bob" {
+			return 200, []string{"Cache-Control", "private", "Vary", "X-User"}
+		}
+		return 200, []string{"Cache-Control", "max-age=60", "Vary", "X-User"}
+	})
+	get(t, h, o, url, "X-User", "ann")
+	wantStatus(t, get(t, h, o, url, "X-User", "ann"), []string{"hit"})
+	get(t, h, o, url, "X-User", "bob")
+	if !concurrentPair(t, h, o, url, "X-User", "bob") {
+		t.Error("after a private response for a variant, its requests waited for one another")
+	}
+	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), c.Now) {
+		t.Error("a variant's private response hinted its URL's key")
+	}
+	if concurrentPair(t, h, o, url, "X-User", "cat") {
+		t.Error("another variant's misses did not coalesce")
+	}
+}
+
+// TestPurgesClearHints: a purge by key clears that key's hint, one by
+// prefix or tag every hint (they keep no keys).
+func TestPurgesClearHints(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	urls := []string{"http://example.com/a", "http://example.com/b"}
+	hashes := make([]uint64, len(urls))
+	hintAll := func() {
+		t.Helper()
+		for i, u := range urls {
+			get(t, h, o, u)
+			hashes[i] = keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, u))))
+			if !h.hints.has(hashes[i], c.Now) {
+				t.Fatalf("%s: no hint after a response without freshness", u)
+			}
+		}
+	}
+	hintAll()
+	h.store.purgeKey(keyOf(t, h, newRequest(http.MethodGet, urls[0])))
+	if h.hints.has(hashes[0], c.Now) || !h.hints.has(hashes[1], c.Now) {
+		t.Error("a purge by key did not clear exactly its key's hint")
+	}
+	for name, purge := range map[string]func(){
+		"prefix": func() { h.store.purgePrefix("http://example.com/") },
+		"tag":    func() { h.store.purgeTag("t") },
+		"all":    func() { h.store.purgeAll() },
+	} {
+		hintAll()
+		purge()
+		for i := range urls {
+			if h.hints.has(hashes[i], c.Now) {
+				t.Errorf("purge by %s left the hint of %s", name, urls[i])
+			}
+		}
+	}
+}
+
+func TestUncacheableHintsExpire(t *testing.T) {
+	var u uncacheableHints
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	clock := func(t time.Time) func() time.Time { return func() time.Time { return t } }
+	for _, h := range []uint64{0xdeadbeefcafef00d, 1 << 40, 12345 << 32, 7} {
+		u.set(h, now)
+		if !u.has(h, clock(now)) || !u.has(h, clock(now.Add(hintTTL-time.Second))) {
+			t.Errorf("%x: no hint within its TTL", h)
+		}
+		for _, later := range []time.Duration{hintTTL, hintTTL + time.Hour, 1 << 24 * time.Second, 1 << 32 * time.Second} {
+			if u.has(h, clock(now.Add(later))) {
+				t.Errorf("%x: hint %v later", h, later)
+			}
+		}
+		if u.has(h^(1<<50), clock(now)) {
+			t.Errorf("%x: another hash in the same slot has the hint", h)
+		}
+		u.clear(h ^ (1 << 50))
+		if !u.has(h, clock(now)) {
+			t.Errorf("%x: clearing another hash in the same slot cleared the hint", h)
+		}
+		u.clear(h)
+		if u.has(h, clock(now)) {
+			t.Errorf("%x: hint after clear", h)
+		}
+	}
+	var called atomic.Bool
+	if u.has(1, func() time.Time { called.Store(true); return now }) || called.Load() {
+		t.Error("an empty slot read the clock or had a hint")
+	}
+	u.set(1, time.Unix(0, 0)) // a clock before hintEpoch: no hint
+	if u.has(1, clock(time.Unix(0, 0))) {
+		t.Error("a hint from before hintEpoch")
+	}
+}
