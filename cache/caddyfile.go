@@ -184,7 +184,7 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 	}
 	n, err := humanize.ParseBytes(arg)
 	if err != nil {
-		return 0, d.Errf("response_cache: %s: invalid size '%s' (use e.g. 64MiB or 1048576): %v", opt, arg, err)
+		return 0, d.Errf("response_cache: %s: invalid size '%s' (use e.g. 64MiB or 1048576)", opt, arg)
 	}
 	if unit := strings.TrimLeft(arg, "0123456789. "); strings.Contains(arg, ".") && (unit == "" || strings.EqualFold(unit, "b")) {
 		return 0, d.Errf("response_cache: %s: '%s' is not a whole number of bytes", opt, arg)

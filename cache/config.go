@@ -32,10 +32,11 @@ type Config struct {
 	// is answered from them. A custom key always has the scheme and
 	// host:port and a space prepended, so that two sites never share an
 	// entry and a custom key is never a default one. It must name a
-	// placeholder that depends on the request (not only {env.*} or
-	// {system.*}), Caddy must know its {http.request.*} names, and
-	// Caddyfile shorthands are expanded. A request for which one of its
-	// placeholders is unknown bypasses the cache. Path placeholders such as
+	// placeholder that depends on the request (not only {env.*},
+	// {system.*}, {file.*} or {time.*}), Caddy must know its
+	// {http.request.*} names, and Caddyfile shorthands are expanded. A
+	// request for which one of its placeholders is unknown bypasses the
+	// cache. Path placeholders such as
 	// {path} are decoded, and {uri} is read after rewrites: prefer
 	// {http.request.orig_uri}, last in the template and after a space.
 	Key string `json:"key,omitempty"`
@@ -88,10 +89,11 @@ type Config struct {
 	// neither the work of storing them nor the space of what they would
 	// evict: such a miss costs what an uncacheable one does.
 	//
-	// Auto stores on the first miss, except while fewer than 1 in 16 of
-	// the recent responses stored on a first miss were asked for again
-	// (a flood of one-off URLs): then it acts as 2, still storing one
-	// first miss in 16 to see when URLs start coming back.
+	// Auto stores on the first miss, except while the store is nearly
+	// full (7/8 of MaxSize) and fewer than 1 in 16 of the recent
+	// responses stored on a first miss were asked for again (a flood of
+	// one-off URLs): then it acts as 2, still storing one first miss in
+	// 16 to see when URLs start coming back.
 	//
 	// A miss that other requests joined while it was in flight (see
 	// coalesce) is stored whatever its count. Stale entries are

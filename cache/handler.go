@@ -59,9 +59,9 @@ const (
 //   - `fwd=uri-miss|vary-miss; fwd-status=S`: nothing stored for the URL,
 //     or not for this variant; the response was streamed from the origin;
 //     with detail=min-uses it was storable but its URL has not missed
-//     min_uses times yet (under auto: this was its first miss, and the
-//     responses stored on a first miss have lately almost never been
-//     asked for again);
+//     min_uses times yet (under auto: this was its first miss, the store
+//     is nearly full, and the responses stored on a first miss have
+//     lately almost never been asked for again);
 //   - `fwd=stale|request; fwd-status=S`: a stored response needed
 //     validation (stale, or the client asked: no-cache, max-age,
 //     min-fresh, or a precondition for the origin: If-Match,

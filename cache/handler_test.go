@@ -1643,6 +1643,34 @@ func TestRequestWithContentLogsWhy(t *testing.T) {
 	}
 }
 
+// TestOversizedResponseLogsWhy: a storable response larger than
+// max_item_size, by its Content-Length or as it streams, says at debug
+// level why it was not stored, as every other reason does.
+func TestOversizedResponseLogsWhy(t *testing.T) {
+	for _, declared := range []bool{true, false} {
+		c := newClock()
+		h := newTestHandler(t, Config{MaxItemSize: 64 << 10}, c)
+		core, logs := observer.New(zapcore.DebugLevel)
+		h.logger = zap.New(core)
+		body := strings.Repeat("x", 100<<10)
+		o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Cache-Control", "max-age=60")
+			if declared {
+				w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			}
+			_, err := io.WriteString(w, body)
+			return err
+		}}
+		if w := get(t, h, o, "http://example.com/big"); w.Body.Len() != len(body) {
+			t.Fatalf("declared %v: client got %d bytes of %d", declared, w.Body.Len(), len(body))
+		}
+		entries := logs.FilterMessage("response not stored").All()
+		if len(entries) != 1 || entries[0].ContextMap()["reason"] != "max_item_size" {
+			t.Errorf("declared %v: debug log: %v", declared, logs.All())
+		}
+	}
+}
+
 // TestRevalidationKeepsTheStoredTag: a 304 whose ETag names the stored
 // response in the origin's own form refreshes it, and the entry keeps its
 // tag. Caddy's encode appends -gzip to the 200's tag and strips it from

@@ -61,7 +61,13 @@ type exchange struct {
 }
 
 func (x *exchange) onHeader(rec *recorder) { x.h.onHeader(x, rec) }
-func (x *exchange) onOverflow()            { x.release(x.h, nil) }
+func (x *exchange) onOverflow() {
+	x.release(x.h, nil)
+	if ce := x.h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
+		ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", "max_item_size"),
+			zap.Int64("max_item_size", x.rec.limit))
+	}
+}
 
 type outcome int
 
