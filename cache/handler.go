@@ -192,6 +192,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.firstUses = &v.(*store).firstUses
 	h.hints = &v.(*store).hints
+	// The hints were the old config's judgement (default_ttl, targeted
+	// fields): a new config starts without them.
+	h.hints.clearAll()
 	h.m = newHandlerMetrics(ctx.GetMetricsRegistry(), h.CacheName)
 	h.metricsName = h.CacheName
 	return nil

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // hintOrigin answers with the header fields its answer function gives
@@ -317,5 +319,116 @@ func TestUncacheableHintsExpire(t *testing.T) {
 	u.set(1, time.Unix(0, 0)) // a clock before hintEpoch: no hint
 	if u.has(1, clock(time.Unix(0, 0))) {
 		t.Error("a hint from before hintEpoch")
+	}
+}
+
+// TestVaryingPrivateResponseWithoutRecordHintsNoURL: a logged-in user's
+// `private, Vary: Cookie` response, while the URL has no variant record
+// (cold cache, after a purge or the record's eviction), must not stop the
+// anonymous misses of the URL, which fly under the URL key, from
+// coalescing on their (storable) fill.
+func TestVaryingPrivateResponseWithoutRecordHintsNoURL(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/home"
+	o.answerWith(func(r *http.Request) (int, []string) {
+		if r.Header.Get("Cookie") != "" {
+			return 200, []string{"Cache-Control", "private", "Vary", "Cookie"}
+		}
+		return 200, []string{"Cache-Control", "public, max-age=60", "Vary", "Cookie"}
+	})
+	check := func(when string) {
+		t.Helper()
+		get(t, h, o, url, "Cookie", "session=bob")
+		if concurrentPair(t, h, o, url) {
+			t.Errorf("%s: after a logged-in user's private variant, anonymous misses of the URL skipped coalescing", when)
+		}
+	}
+	check("cold cache")
+	wantStatus(t, get(t, h, o, url), []string{"hit"})
+	h.store.purgeAll()
+	check("after a purge")
+}
+
+// TestReloadedConfigIgnoresOldHints: the store, and its hints, outlive a
+// config reload. After the old config found a URL without Cache-Control
+// not storable, a new one with default_ttl stores it; its misses must
+// still coalesce on the first one's fill, not all go to the origin.
+func TestReloadedConfigIgnoresOldHints(t *testing.T) {
+	c := newClock()
+	old := newTestHandler(t, Config{CacheName: "reload-hints"}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/api"
+	get(t, old, o, url) // no Cache-Control: not storable, hinted
+	reloaded := newTestHandler(t, Config{CacheName: "reload-hints", DefaultTTL: caddy.Duration(time.Minute)}, c)
+	if reloaded.store != old.store {
+		t.Fatal("the handlers do not share a store")
+	}
+	if concurrentPair(t, reloaded, o, url) {
+		t.Error("a miss the reloaded config stores did not wait for the first one's fill")
+	}
+	wantStatus(t, get(t, reloaded, o, url), []string{"hit"})
+}
+
+// TestPrivateResponseVaryingOnMoreHintsNoSharedVariant: with the URL's
+// record varying on Accept-Encoding (the anonymous responses'), a
+// logged-in user's `private, Vary: Cookie, Accept-Encoding` response (as
+// Django sends once the session is read) flies under the same variant as
+// the anonymous requests: it must not hint that variant.
+func TestPrivateResponseVaryingOnMoreHintsNoSharedVariant(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/home"
+	o.answerWith(func(r *http.Request) (int, []string) {
+		if r.Header.Get("Cookie") != "" {
+			return 200, []string{"Cache-Control", "private", "Vary", "Cookie, Accept-Encoding"}
+		}
+		return 200, []string{"Cache-Control", "public, max-age=60", "Vary", "Accept-Encoding"}
+	})
+	get(t, h, o, url, "Accept-Encoding", "gzip")
+	wantStatus(t, get(t, h, o, url, "Accept-Encoding", "gzip"), []string{"hit"})
+	get(t, h, o, url, "Accept-Encoding", "br", "Cookie", "sessionid=bob")
+	if concurrentPair(t, h, o, url, "Accept-Encoding", "br") {
+		t.Error("after a logged-in user's private response, anonymous misses of its variant skipped coalescing")
+	}
+}
+
+// TestRevalidationsSetNoHint: a stale entry's revalidation answered
+// `private` leaves no hint: its URL was storable.
+func TestRevalidationsSetNoHint(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/popular"
+	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=10"} })
+	get(t, h, o, url)
+	c.Advance(20 * time.Second)
+	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "private"} })
+	wantStatus(t, get(t, h, o, url), []string{"fwd=stale"})
+	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), c.Now) {
+		t.Error("a revalidation's private response left a hint")
+	}
+}
+
+// TestCompressedUncacheableResponsesHint: a response not storable that
+// varies on Accept-Encoding alone (as encode makes every response it may
+// compress) hints its URL all the same.
+func TestCompressedUncacheableResponsesHint(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/api/items"
+	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Vary", "Accept-Encoding"} })
+	get(t, h, o, url, "Accept-Encoding", "gzip")
+	if !concurrentPair(t, h, o, url, "Accept-Encoding", "gzip") {
+		t.Error("after a response without freshness varying on Accept-Encoding, a request waited for another's")
+	}
+	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Vary", "Accept-Encoding, Origin"} })
+	h.store.purgeAll()
+	get(t, h, o, url, "Accept-Encoding", "gzip")
+	if concurrentPair(t, h, o, url, "Accept-Encoding", "gzip") {
+		t.Error("a response varying on Origin, which the key does not tell apart, hinted the URL")
 	}
 }

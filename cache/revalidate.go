@@ -229,8 +229,36 @@ func (x *exchange) hintsUncacheable(reason string, status int, hdr http.Header) 
 	default:
 		return false
 	}
+	if !x.varyKeyed(hdr) {
+		return false
+	}
 	return x.stale == nil && status >= 200 && status < 400 &&
 		len(x.r.Header["Authorization"]) == 0 && len(hdr["Set-Cookie"]) == 0
+}
+
+// varyKeyed reports whether the flight key of x tells apart every
+// request the response with header hdr varies on (by its own Vary
+// field), but for Accept-Encoding: a response that varies on a field the
+// key does not (a logged-in user's `private` under `Vary: Cookie`, while
+// anonymous requests share the key) speaks for its own variant only, and
+// a hint on the key would reach the others. Compression (Accept-Encoding,
+// which encode adds to every response it may compress) never decides
+// whether a response can be stored.
+func (x *exchange) varyKeyed(hdr http.Header) bool {
+	fields, star := ParseVary(hdr)
+	if star {
+		return true // Vary: * matches no request: nothing to tell apart
+	}
+	var keyed []string
+	if x.variantKey != nil {
+		keyed = x.record.vary
+	}
+	for _, f := range fields {
+		if f != "Accept-Encoding" && !slices.Contains(keyed, f) {
+			return false
+		}
+	}
+	return true
 }
 
 // count counts the exchange under its result, if it is a request's.
