@@ -118,6 +118,7 @@ func releaseMetrics(cache string) {
 type storeCollector struct {
 	bytes, maxBytes, entries           *prometheus.Desc
 	stores, rejects, evictions, drop   *prometheus.Desc
+	purges                             *prometheus.Desc
 	arenaMapped, arenaUsed, heapBodies *prometheus.Desc
 }
 
@@ -133,6 +134,7 @@ func newStoreCollector() *storeCollector {
 		rejects:   d("rejects_total", "Entries the store's admission policy refused."),
 		evictions: d("evictions_total", "Entries evicted to make room."),
 		drop:      d("drops_total", "Entries dropped because the store's buffer was full."),
+		purges:    d("purges_total", "Entries removed by purges and by unsafe requests' invalidations."),
 
 		arenaMapped: d("arena_mapped_bytes", "Bytes of memory mapped for bodies, outside the Go heap."),
 		arenaUsed:   d("arena_used_bytes", "Bytes of the body arena in use by bodies."),
@@ -142,7 +144,7 @@ func newStoreCollector() *storeCollector {
 
 // Describe implements prometheus.Collector.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop, c.arenaMapped, c.arenaUsed, c.heapBodies} {
+	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop, c.purges, c.arenaMapped, c.arenaUsed, c.heapBodies} {
 		ch <- d
 	}
 }
@@ -160,6 +162,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		t.Rejects += st.Rejects
 		t.Evictions += st.Evictions
 		t.Drops += st.Drops
+		t.Purges += st.Purges
 		t.Bodies.Mapped += st.Bodies.Mapped
 		t.Bodies.Used += st.Bodies.Used
 		t.Bodies.FallbackBytes += st.Bodies.FallbackBytes
@@ -173,6 +176,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.rejects, prometheus.CounterValue, float64(t.Rejects), name)
 		ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(t.Evictions), name)
 		ch <- prometheus.MustNewConstMetric(c.drop, prometheus.CounterValue, float64(t.Drops), name)
+		ch <- prometheus.MustNewConstMetric(c.purges, prometheus.CounterValue, float64(t.Purges), name)
 		ch <- prometheus.MustNewConstMetric(c.arenaMapped, prometheus.GaugeValue, float64(t.Bodies.Mapped), name)
 		ch <- prometheus.MustNewConstMetric(c.arenaUsed, prometheus.GaugeValue, float64(t.Bodies.Used), name)
 		ch <- prometheus.MustNewConstMetric(c.heapBodies, prometheus.GaugeValue, float64(t.Bodies.FallbackBytes), name)

@@ -85,6 +85,8 @@ func TestMetrics(t *testing.T) {
 	serve(t, h, o, newRequest("POST", "http://example.com/m2"))
 	get(t, h3, o, "http://example.com/m3")
 	get(t, h3, o, "http://example.com/m4")
+	get(t, h, o, "http://example.com/m5")
+	serve(t, h, o, newRequest("DELETE", "http://example.com/m5")) // invalidates m5
 
 	mfs := gather(t, ctx)
 	for _, tc := range []struct {
@@ -94,11 +96,12 @@ func TestMetrics(t *testing.T) {
 	}{
 		{"caddy_response_cache_requests_total", map[string]string{"cache": "metrics-test", "result": "hit"}, 2},
 		{"caddy_response_cache_requests_total", map[string]string{"cache": "metrics-test", "result": "miss"}, 1},
-		{"caddy_response_cache_requests_total", map[string]string{"cache": "metrics-test", "result": "bypass"}, 1},
+		{"caddy_response_cache_requests_total", map[string]string{"cache": "metrics-test", "result": "bypass"}, 2},
 		{"caddy_response_cache_entries", map[string]string{"cache": "metrics-test"}, 1},
 		{"caddy_response_cache_bytes", map[string]string{"cache": "metrics-test"}, 1},
 		{"caddy_response_cache_max_bytes", map[string]string{"cache": "metrics-test"}, defaultMaxSize},
-		{"caddy_response_cache_stores_total", map[string]string{"cache": "metrics-test"}, 1},
+		{"caddy_response_cache_stores_total", map[string]string{"cache": "metrics-test"}, 2},
+		{"caddy_response_cache_purges_total", map[string]string{"cache": "metrics-test"}, 1},
 		{"caddy_response_cache_min_uses_skips_total", map[string]string{"cache": "metrics-test"}, 2},
 	} {
 		t.Run(tc.metric+labelString(tc.labels), func(t *testing.T) {
