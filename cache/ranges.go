@@ -28,7 +28,9 @@ func ParseRange(header string, size int64) (r ByteRange, ok, satisfiable bool) {
 		return ByteRange{}, false, false
 	}
 	unit, set, found := strings.Cut(strings.TrimSpace(header), "=")
-	if !found || !strings.EqualFold(unit, "bytes") {
+	// Only ASCII case folds: EqualFold alone would also take "byteſ"
+	// (U+017F folds to 's'), which is no range-unit (RFC 9110 §14.1).
+	if !found || len(unit) != len("bytes") || !strings.EqualFold(unit, "bytes") {
 		return ByteRange{}, false, false
 	}
 	var spec string

@@ -55,7 +55,9 @@ func scan(s string, placeholder func(name string)) error {
 	for i := 0; i < len(s); i++ {
 		switch s[i] {
 		case '\\':
-			i++ // the next character is literal
+			if i+1 < len(s) && (s[i+1] == '{' || s[i+1] == '}') {
+				i++ // an escaped brace; Caddy's replacer looks only at the byte before a brace
+			}
 		case '}':
 			return fmt.Errorf("%q has a } without a matching { at offset %d", s, i)
 		case '{':
@@ -65,6 +67,11 @@ func scan(s string, placeholder func(name string)) error {
 			}
 			if end == 0 {
 				return fmt.Errorf("%q has an empty placeholder {} at offset %d", s, i)
+			}
+			if strings.Contains(s[i+1:i+1+end], `\`) {
+				// Caddy reads "\}" inside a placeholder as an escaped
+				// brace and may then find the placeholder unclosed.
+				return fmt.Errorf("%q has a backslash in the placeholder at offset %d", s, i)
 			}
 			placeholder(s[i+1 : i+1+end])
 			i += end + 1

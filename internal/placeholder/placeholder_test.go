@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 func TestCheck(t *testing.T) {
@@ -24,6 +26,9 @@ func TestCheck(t *testing.T) {
 		{in: "x}{", err: "} without a matching {"},
 		{in: "{a}}", err: "} without a matching {"},
 		{in: "{}", err: "empty placeholder"},
+		{in: `a\\{x}`, err: "} without a matching {"},      // Caddy: "\{" is an escaped brace
+		{in: `{x\}y`, err: "backslash in the placeholder"}, // Caddy: unclosed
+		{in: `\a{x}`, names: []string{"x"}},
 	} {
 		err := Check(tc.in)
 		switch {
@@ -54,6 +59,8 @@ func FuzzCheck(f *testing.F) {
 	for _, s := range []string{"{a}", "a{b", "}{", `\{x\}{y}`, "{}", "{a}{b}"} {
 		f.Add(s)
 	}
+	f.Add(`a\\{x}`)
+	f.Add(`{x\}y`)
 	f.Fuzz(func(t *testing.T, s string) {
 		if Check(s) != nil {
 			return
@@ -66,6 +73,14 @@ func FuzzCheck(f *testing.F) {
 			if n == "" || strings.ContainsAny(n, "{}") {
 				t.Fatalf("Check(%q) passed with placeholder %q", s, n)
 			}
+		}
+		// Reference: the placeholders Caddy's replacer looks up.
+		var asked []string
+		r := caddy.NewEmptyReplacer()
+		r.Map(func(k string) (any, bool) { asked = append(asked, k); return "", true })
+		r.ReplaceAll(s, "")
+		if !slices.Equal(asked, names) {
+			t.Fatalf("Check(%q) passed with placeholders %q; Caddy's replacer reads %q", s, names, asked)
 		}
 	})
 }
