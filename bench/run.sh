@@ -5,6 +5,7 @@
 #   bench/run.sh            # throughput: respond (ceiling) vs reverse_proxy (floor) vs cache hits and misses
 #   bench/run.sh memory     # RSS after filling the cache with 10x max_size of unique URLs (MAX_MIB, LIMITS)
 #   bench/run.sh profile    # CPU per request of misses and pass-through against reverse_proxy, with CPU profiles (SIZE, PDUR, PMODES)
+#   bench/run.sh latency    # latency of concurrent requests to one uncacheable URL of a slow origin (DELAY, LCONNS, LROUNDS)
 #
 # Needs wrk (apt-get install wrk). DURATION (default 3s), CONNS (default 32)
 # and ROUNDS (default 7; medians are reported) tune the throughput runs.
@@ -337,9 +338,48 @@ profile() {
 	stop_caddy
 }
 
+# latency measures what coalescing costs concurrent requests to one URL
+# whose responses are never stored: LCONNS connections (default 16) on one
+# URL of bench/slow-origin, which answers after DELAY (default 20ms)
+# without Cache-Control, through plain reverse_proxy and through the cache
+# with its defaults, alternating for LROUNDS rounds (default 3) of 5 s. It
+# prints wrk's median and 99th percentile latency and rate of each run.
+latency() {
+	local slow round name port
+	slow=$(freeport)
+	go build -o "$out/slow-origin" ./bench/slow-origin
+	"$out/slow-origin" -port "$slow" -delay "${DELAY:-20ms}" &
+	local origin_pid=$!
+	body=latency
+	cfg="$out/latency.Caddyfile"
+	{ preamble; cat <<CFG
+http://127.0.0.1:$FLOOR {
+	reverse_proxy 127.0.0.1:$slow
+}
+http://127.0.0.1:$CACHE {
+	response_cache
+	reverse_proxy 127.0.0.1:$slow
+}
+CFG
+	} > "$cfg"
+	start_caddy "$cfg"
+	for round in $(seq "${LROUNDS:-3}"); do
+		for name in reverse_proxy cache; do
+			port=$FLOOR
+			[ "$name" = cache ] && port=$CACHE
+			"${PIN_WRK[@]}" wrk -t1 -c"${LCONNS:-16}" -d5s --latency "http://127.0.0.1:$port/api/items" |
+				awk -v n="$name" -v r="$round" '/^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Requests\/sec/ {rate=$2}
+					END {printf "%-13s round %d: median %s, 99%% %s, %s requests/s\n", n, r, p50, p99, rate}'
+		done
+	done
+	stop_caddy
+	kill "$origin_pid" 2>/dev/null; wait "$origin_pid" 2>/dev/null || true
+}
+
 case "${1:-throughput}" in
 	throughput) throughput ;;
 	memory) memory ;;
 	profile) profile ;;
-	*) echo "usage: bench/run.sh [throughput|memory|profile]" >&2; exit 2 ;;
+	latency) latency ;;
+	*) echo "usage: bench/run.sh [throughput|memory|profile|latency]" >&2; exit 2 ;;
 esac

@@ -1,0 +1,35 @@
+// Command slow-origin is the origin of bench/run.sh latency: it answers
+// every request after a fixed delay, without Cache-Control (a typical API
+// response, which a cache cannot store), with a Cache-Control given in the
+// cc query parameter otherwise. It listens on 127.0.0.1 only.
+//
+//	go run ./bench/slow-origin -port 9000 -delay 20ms
+package main
+
+import (
+	"flag"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	port := flag.Int("port", 0, "port to listen on, on 127.0.0.1")
+	delay := flag.Duration("delay", 20*time.Millisecond, "time before each response")
+	size := flag.Int("size", 512, "body size in bytes")
+	flag.Parse()
+	body := []byte(strings.Repeat("x", *size))
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(*delay)
+		w.Header().Set("Content-Type", "application/json")
+		if cc := r.URL.Query().Get("cc"); cc != "" {
+			w.Header().Set("Cache-Control", cc)
+		}
+		_, _ = w.Write(body)
+	})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(*port))
+	log.Fatal(http.ListenAndServe(addr, h))
+}
