@@ -159,8 +159,15 @@ func (g *flightGroup) waiting(key string) int {
 // stale entry is revalidated: its URL was storable, and its refresh is
 // what coalescing keeps from stampeding the origin.
 //
-// A slot per key hash, packed with its expiry; a hint another key
-// overwrites is lost (that key coalesces again).
+// The table is the store's, but each handler sees only its own hints (by
+// its generation): whether a response is storable depends on the
+// handler's config (default_ttl, targeted fields), and the handlers of a
+// config being replaced go on answering, and setting hints, until the
+// new config takes over. Coalescing is per handler too.
+//
+// A slot per key hash holds the hash's top 24 bits, the generation (8
+// bits) and the expiry in seconds since hintEpoch (32 bits, until 2156);
+// a hint another key overwrites is lost (that key coalesces again).
 type uncacheableHints struct {
 	slots [hintSlots]atomic.Uint64
 }
@@ -170,38 +177,46 @@ const (
 	// hintTTL is how long a key's requests go to the origin without
 	// waiting for one another after an uncacheable response.
 	hintTTL = 2 * time.Minute
+
+	hintTagMask = 1<<64 - 1<<40
 )
 
-// hintEpoch is where hint expiries count from: a slot holds the top 32
-// bits of the key hash and the expiry in seconds since hintEpoch in the
-// low 32 (until 2156).
+// hintEpoch is where hint expiries count from.
 var hintEpoch = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
 
-// set remembers that the key hashing to h had an uncacheable response at
-// now.
-func (u *uncacheableHints) set(h uint64, now time.Time) {
+// hintGenerations numbers handlers for their hints (see
+// uncacheableHints); the 8 bits a slot keeps wrap after 256 handlers,
+// long after the first of them has been unloaded.
+var hintGenerations atomic.Uint32
+
+func nextHintGeneration() uint8 { return uint8(hintGenerations.Add(1)) }
+
+// set remembers, for the handler of generation gen, that the key hashing
+// to h had an uncacheable response at now.
+func (u *uncacheableHints) set(h uint64, gen uint8, now time.Time) {
 	exp := now.Add(hintTTL).Unix() - hintEpoch
 	if exp <= 0 || exp > math.MaxUint32 {
 		return // a clock this cache cannot count with: no hint
 	}
-	u.slots[h%hintSlots].Store(h&^math.MaxUint32 | uint64(exp))
+	u.slots[h%hintSlots].Store(h&hintTagMask | uint64(gen)<<32 | uint64(exp))
 }
 
-// has reports whether the key hashing to h had an uncacheable response
-// less than hintTTL before the time now returns (read only when the
-// slot holds a hint for h).
-func (u *uncacheableHints) has(h uint64, now func() time.Time) bool {
+// has reports whether the handler of generation gen found the key hashing
+// to h uncacheable less than hintTTL before the time now returns (read
+// only when the slot holds such a hint).
+func (u *uncacheableHints) has(h uint64, gen uint8, now func() time.Time) bool {
 	v := u.slots[h%hintSlots].Load()
-	if v == 0 || v&^math.MaxUint32 != h&^math.MaxUint32 {
+	if v == 0 || v&hintTagMask != h&hintTagMask || uint8(v>>32) != gen {
 		return false
 	}
 	return now().Unix()-hintEpoch < int64(v&math.MaxUint32)
 }
 
-// clear forgets the hint of the key hashing to h, if its slot holds one.
+// clear forgets every handler's hint for the key hashing to h, if its
+// slot holds one.
 func (u *uncacheableHints) clear(h uint64) {
 	slot := &u.slots[h%hintSlots]
-	if v := slot.Load(); v != 0 && v&^math.MaxUint32 == h&^math.MaxUint32 {
+	if v := slot.Load(); v != 0 && v&hintTagMask == h&hintTagMask {
 		slot.CompareAndSwap(v, 0)
 	}
 }

@@ -110,7 +110,8 @@ type Handler struct {
 	firstUses *firstUseStats
 	// hints are the store's keys whose requests skip coalescing for a
 	// while (see uncacheableHints).
-	hints *uncacheableHints
+	hints   *uncacheableHints
+	hintGen uint8 // which of the hints are this handler's
 
 	m handlerMetrics
 	// metricsName is the cache name h's counters are under, until Cleanup.
@@ -192,9 +193,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.firstUses = &v.(*store).firstUses
 	h.hints = &v.(*store).hints
-	// The hints were the old config's judgement (default_ttl, targeted
-	// fields): a new config starts without them.
-	h.hints.clearAll()
+	h.hintGen = nextHintGeneration()
 	h.m = newHandlerMetrics(ctx.GetMetricsRegistry(), h.CacheName)
 	h.metricsName = h.CacheName
 	return nil

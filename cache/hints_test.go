@@ -144,7 +144,7 @@ func TestStoringClearsTheHint(t *testing.T) {
 		t.Fatal("after a private response, a request waited for another's")
 	}
 	wantStatus(t, get(t, h, o, url), []string{"hit"})
-	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), c.Now) {
+	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), h.hintGen, c.Now) {
 		t.Error("the stored response left the hint in place")
 	}
 	h.store.purgeKey(keyOf(t, h, newRequest(http.MethodGet, url)))
@@ -185,7 +185,7 @@ func TestHintsOnlyFromTheResponse(t *testing.T) {
 				return tc.status, tc.fields
 			})
 			get(t, h, o, url, tc.request...)
-			if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), c.Now) {
+			if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), h.hintGen, c.Now) {
 				t.Fatal("the response left a hint")
 			}
 			o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=60"} })
@@ -210,7 +210,7 @@ func TestHintsAreNotForRevalidations(t *testing.T) {
 	get(t, h, o, url)
 	// A hint set after the entry was stored, as by a private response to
 	// a request that missed while the entry was being filled.
-	h.hints.set(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), c.Now())
+	h.hints.set(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), h.hintGen, c.Now())
 	c.Advance(20 * time.Second)
 	if concurrentPair(t, h, o, url) {
 		t.Error("a hint made a revalidation of a stale entry skip coalescing")
@@ -240,7 +240,7 @@ func TestHintsAreByVariant(t *testing.T) {
 	if !concurrentPair(t, h, o, url, "X-User", "bob") {
 		t.Error("after a private response for a variant, its requests waited for one another")
 	}
-	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), c.Now) {
+	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), h.hintGen, c.Now) {
 		t.Error("a variant's private response hinted its URL's key")
 	}
 	if concurrentPair(t, h, o, url, "X-User", "cat") {
@@ -261,14 +261,14 @@ func TestPurgesClearHints(t *testing.T) {
 		for i, u := range urls {
 			get(t, h, o, u)
 			hashes[i] = keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, u))))
-			if !h.hints.has(hashes[i], c.Now) {
+			if !h.hints.has(hashes[i], h.hintGen, c.Now) {
 				t.Fatalf("%s: no hint after a response without freshness", u)
 			}
 		}
 	}
 	hintAll()
 	h.store.purgeKey(keyOf(t, h, newRequest(http.MethodGet, urls[0])))
-	if h.hints.has(hashes[0], c.Now) || !h.hints.has(hashes[1], c.Now) {
+	if h.hints.has(hashes[0], h.hintGen, c.Now) || !h.hints.has(hashes[1], h.hintGen, c.Now) {
 		t.Error("a purge by key did not clear exactly its key's hint")
 	}
 	for name, purge := range map[string]func(){
@@ -279,7 +279,7 @@ func TestPurgesClearHints(t *testing.T) {
 		hintAll()
 		purge()
 		for i := range urls {
-			if h.hints.has(hashes[i], c.Now) {
+			if h.hints.has(hashes[i], h.hintGen, c.Now) {
 				t.Errorf("purge by %s left the hint of %s", name, urls[i])
 			}
 		}
@@ -291,33 +291,36 @@ func TestUncacheableHintsExpire(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	clock := func(t time.Time) func() time.Time { return func() time.Time { return t } }
 	for _, h := range []uint64{0xdeadbeefcafef00d, 1 << 40, 12345 << 32, 7} {
-		u.set(h, now)
-		if !u.has(h, clock(now)) || !u.has(h, clock(now.Add(hintTTL-time.Second))) {
+		u.set(h, 7, now)
+		if !u.has(h, 7, clock(now)) || !u.has(h, 7, clock(now.Add(hintTTL-time.Second))) {
 			t.Errorf("%x: no hint within its TTL", h)
 		}
 		for _, later := range []time.Duration{hintTTL, hintTTL + time.Hour, 1 << 24 * time.Second, 1 << 32 * time.Second} {
-			if u.has(h, clock(now.Add(later))) {
+			if u.has(h, 7, clock(now.Add(later))) {
 				t.Errorf("%x: hint %v later", h, later)
 			}
 		}
-		if u.has(h^(1<<50), clock(now)) {
+		if u.has(h^(1<<50), 7, clock(now)) {
 			t.Errorf("%x: another hash in the same slot has the hint", h)
 		}
+		if u.has(h, 8, clock(now)) {
+			t.Errorf("%x: another handler's generation has the hint", h)
+		}
 		u.clear(h ^ (1 << 50))
-		if !u.has(h, clock(now)) {
+		if !u.has(h, 7, clock(now)) {
 			t.Errorf("%x: clearing another hash in the same slot cleared the hint", h)
 		}
 		u.clear(h)
-		if u.has(h, clock(now)) {
+		if u.has(h, 7, clock(now)) {
 			t.Errorf("%x: hint after clear", h)
 		}
 	}
 	var called atomic.Bool
-	if u.has(1, func() time.Time { called.Store(true); return now }) || called.Load() {
+	if u.has(1, 7, func() time.Time { called.Store(true); return now }) || called.Load() {
 		t.Error("an empty slot read the clock or had a hint")
 	}
-	u.set(1, time.Unix(0, 0)) // a clock before hintEpoch: no hint
-	if u.has(1, clock(time.Unix(0, 0))) {
+	u.set(1, 7, time.Unix(0, 0)) // a clock before hintEpoch: no hint
+	if u.has(1, 7, clock(time.Unix(0, 0))) {
 		t.Error("a hint from before hintEpoch")
 	}
 }
@@ -352,9 +355,11 @@ func TestVaryingPrivateResponseWithoutRecordHintsNoURL(t *testing.T) {
 }
 
 // TestReloadedConfigIgnoresOldHints: the store, and its hints, outlive a
-// config reload. After the old config found a URL without Cache-Control
-// not storable, a new one with default_ttl stores it; its misses must
-// still coalesce on the first one's fill, not all go to the origin.
+// config reload, and the old config's handlers go on answering (and
+// finding responses not storable) until the new one takes over. After
+// the old config found a URL without Cache-Control not storable, a new
+// one with default_ttl stores it; its misses must coalesce on the first
+// one's fill, not all go to the origin.
 func TestReloadedConfigIgnoresOldHints(t *testing.T) {
 	c := newClock()
 	old := newTestHandler(t, Config{CacheName: "reload-hints"}, c)
@@ -364,6 +369,10 @@ func TestReloadedConfigIgnoresOldHints(t *testing.T) {
 	reloaded := newTestHandler(t, Config{CacheName: "reload-hints", DefaultTTL: caddy.Duration(time.Minute)}, c)
 	if reloaded.store != old.store {
 		t.Fatal("the handlers do not share a store")
+	}
+	get(t, old, o, url) // the old config, still serving, hints again
+	if !concurrentPair(t, old, o, url) {
+		t.Error("the old config's handler lost its own hint")
 	}
 	if concurrentPair(t, reloaded, o, url) {
 		t.Error("a miss the reloaded config stores did not wait for the first one's fill")
@@ -407,7 +416,7 @@ func TestRevalidationsSetNoHint(t *testing.T) {
 	c.Advance(20 * time.Second)
 	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "private"} })
 	wantStatus(t, get(t, h, o, url), []string{"fwd=stale"})
-	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), c.Now) {
+	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), h.hintGen, c.Now) {
 		t.Error("a revalidation's private response left a hint")
 	}
 }
@@ -430,5 +439,32 @@ func TestCompressedUncacheableResponsesHint(t *testing.T) {
 	get(t, h, o, url, "Accept-Encoding", "gzip")
 	if concurrentPair(t, h, o, url, "Accept-Encoding", "gzip") {
 		t.Error("a response varying on Origin, which the key does not tell apart, hinted the URL")
+	}
+}
+
+// TestNoLongerStorableDropsTheEntry: a stored URL whose origin now
+// answers uncacheably (a deploy dropped its Cache-Control) loses its
+// entry at the first revalidation, so that its next misses are hinted
+// rather than each revalidating, coalesced, for as long as the entry
+// stays; not when the revalidation carried a cookie (its user's answer).
+func TestNoLongerStorableDropsTheEntry(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/was-cached"
+	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=1"} })
+	get(t, h, o, url)
+	c.Advance(5 * time.Second)
+	o.answerWith(func(r *http.Request) (int, []string) {
+		if r.Header.Get("Cookie") != "" {
+			return 200, []string{"Cache-Control", "private"}
+		}
+		return 200, nil
+	})
+	wantStatus(t, get(t, h, o, url, "Cookie", "s=1"), []string{"fwd=stale", "fwd-status=200"})
+	wantStatus(t, get(t, h, o, url), []string{"fwd=stale", "fwd-status=200"}) // kept after the cookie's answer
+	wantStatus(t, get(t, h, o, url), []string{"fwd=uri-miss"})                // dropped after the anonymous one
+	if !concurrentPair(t, h, o, url) {
+		t.Error("after the entry was dropped and a miss answered uncacheably, a request waited for another's")
 	}
 }

@@ -213,27 +213,47 @@ func (x *exchange) flightHash() uint64 {
 // the origin. Never when x revalidates a stale entry (see
 // uncacheableHints).
 func (x *exchange) hinted(h *Handler) bool {
-	return x.stale == nil && h.hints != nil && h.hints.has(x.flightHash(), h.now)
+	return x.stale == nil && h.hints != nil && h.hints.has(x.flightHash(), h.hintGen, h.now)
 }
 
-// hintsUncacheable reports whether a response of status, with header
+// tellsUncacheable reports whether a response of status, with header
 // hdr, not storable for reason, tells that the next responses under the
 // same key will not be storable either, whoever asks: not when the reason
 // may lie with the request (Authorization; a cookie being set, as for a
 // first visit; a client's own conditional), with the traffic (min_uses)
 // or with an error that may pass (4xx and 5xx statuses: a 429, an
-// outage), and not for a revalidation, whose URL was storable.
-func (x *exchange) hintsUncacheable(reason string, status int, hdr http.Header) bool {
+// outage).
+func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header) bool {
 	switch reason {
 	case "private", "no-store", "no-freshness", "Vary: *", "trailers":
 	default:
 		return false
 	}
-	if !x.varyKeyed(hdr) {
-		return false
-	}
-	return x.stale == nil && status >= 200 && status < 400 &&
+	return status >= 200 && status < 400 && x.varyKeyed(hdr) &&
 		len(x.r.Header["Authorization"]) == 0 && len(hdr["Set-Cookie"]) == 0
+}
+
+// noLongerStored handles a response that tells its key is no longer
+// storable (see tellsUncacheable) on a miss or a revalidation. A miss
+// hints the key. A revalidation's stored entry is dropped when the
+// request carries no cookie: kept, every later request would revalidate
+// it, coalesced, and wait for another's response header to learn it must
+// go to the origin (two round trips each, until the entry is evicted);
+// without it the next miss hints the key. (A cookie's request may be
+// answered `private` for its user only, by an origin that sends no Vary
+// to tell, while anonymous requests still get the stored response.)
+func (h *Handler) noLongerStored(x *exchange, at time.Time) {
+	switch {
+	case x.stale == nil:
+		if h.hints != nil {
+			h.hints.set(x.flightHash(), h.hintGen, at)
+		}
+	case len(x.r.Header["Cookie"]) == 0:
+		h.store.dropKey(x.stale.key)
+		if ce := h.logger.Check(zapcore.DebugLevel, "the origin's response is no longer storable; stored response dropped"); ce != nil {
+			ce.Write(zap.String("key", x.stale.key))
+		}
+	}
 }
 
 // varyKeyed reports whether the flight key of x tells apart every
@@ -415,9 +435,9 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if reason == "" && len(rec.header["Trailer"]) > 0 {
 			reason = "trailers"
 		}
-		hint := h.hints != nil && x.hintsUncacheable(reason, status, hdr)
-		if hint {
-			h.hints.set(x.flightHash(), rec.responseTime)
+		uncacheable := x.tellsUncacheable(reason, status, hdr)
+		if uncacheable {
+			h.noLongerStored(x, rec.responseTime)
 		}
 		if reason == "" && x.untried && !(x.leading && h.flights.joined(&x.lead)) {
 			// Storable, but asked for too seldom so far, and nobody
@@ -440,7 +460,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			x.release(h, nil)
 			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
 				ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", status), zap.String("reason", reason),
-					zap.Bool("skip_coalescing", hint)) // its key's next requests, for hintTTL
+					zap.Bool("skip_coalescing", uncacheable && x.stale == nil)) // its key's next requests, for hintTTL
 			}
 		}
 	} else {
