@@ -165,7 +165,7 @@ func (g *flightGroup) waiting(key string) int {
 // config being replaced go on answering, and setting hints, until the
 // new config takes over. Coalescing is per handler too.
 //
-// A slot per key hash holds the hash's top 24 bits, the generation (8
+// A slot per key hash holds the hash's top 16 bits, the generation (16
 // bits) and the expiry in seconds since hintEpoch (32 bits, until 2156);
 // a hint another key overwrites is lost (that key coalesces again).
 type uncacheableHints struct {
@@ -178,22 +178,24 @@ const (
 	// waiting for one another after an uncacheable response.
 	hintTTL = 2 * time.Minute
 
-	hintTagMask = 1<<64 - 1<<40
+	hintTagMask = 1<<64 - 1<<48
 )
 
 // hintEpoch is where hint expiries count from.
 var hintEpoch = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
 
 // hintGenerations numbers handlers for their hints (see
-// uncacheableHints); the 8 bits a slot keeps wrap after 256 handlers,
-// long after the first of them has been unloaded.
+// uncacheableHints); the 16 bits a slot keeps wrap after 65536 handlers,
+// long after the first of them has been unloaded (8 bits would not be: a
+// config of 256 handlers would give each, at every reload, its
+// predecessor's generation).
 var hintGenerations atomic.Uint32
 
-func nextHintGeneration() uint8 { return uint8(hintGenerations.Add(1)) }
+func nextHintGeneration() uint16 { return uint16(hintGenerations.Add(1)) }
 
 // set remembers, for the handler of generation gen, that the key hashing
 // to h had an uncacheable response at now.
-func (u *uncacheableHints) set(h uint64, gen uint8, now time.Time) {
+func (u *uncacheableHints) set(h uint64, gen uint16, now time.Time) {
 	exp := now.Add(hintTTL).Unix() - hintEpoch
 	if exp <= 0 || exp > math.MaxUint32 {
 		return // a clock this cache cannot count with: no hint
@@ -204,9 +206,9 @@ func (u *uncacheableHints) set(h uint64, gen uint8, now time.Time) {
 // has reports whether the handler of generation gen found the key hashing
 // to h uncacheable less than hintTTL before the time now returns (read
 // only when the slot holds such a hint).
-func (u *uncacheableHints) has(h uint64, gen uint8, now func() time.Time) bool {
+func (u *uncacheableHints) has(h uint64, gen uint16, now func() time.Time) bool {
 	v := u.slots[h%hintSlots].Load()
-	if v == 0 || v&hintTagMask != h&hintTagMask || uint8(v>>32) != gen {
+	if v == 0 || v&hintTagMask != h&hintTagMask || uint16(v>>32) != gen {
 		return false
 	}
 	return now().Unix()-hintEpoch < int64(v&math.MaxUint32)

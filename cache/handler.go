@@ -111,7 +111,7 @@ type Handler struct {
 	// hints are the store's keys whose requests skip coalescing for a
 	// while (see uncacheableHints).
 	hints   *uncacheableHints
-	hintGen uint8 // which of the hints are this handler's
+	hintGen uint16 // which of the hints are this handler's
 
 	m handlerMetrics
 	// metricsName is the cache name h's counters are under, until Cleanup.

@@ -415,7 +415,9 @@ func TestRevalidationsSetNoHint(t *testing.T) {
 	get(t, h, o, url)
 	c.Advance(20 * time.Second)
 	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "private"} })
-	wantStatus(t, get(t, h, o, url), []string{"fwd=stale"})
+	// With a cookie, so that the entry is kept: dropping it clears the
+	// key's hints, which would hide one the revalidation set.
+	wantStatus(t, get(t, h, o, url, "Cookie", "s=1"), []string{"fwd=stale"})
 	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), h.hintGen, c.Now) {
 		t.Error("a revalidation's private response left a hint")
 	}
@@ -466,5 +468,77 @@ func TestNoLongerStorableDropsTheEntry(t *testing.T) {
 	wantStatus(t, get(t, h, o, url), []string{"fwd=uri-miss"})                // dropped after the anonymous one
 	if !concurrentPair(t, h, o, url) {
 		t.Error("after the entry was dropped and a miss answered uncacheably, a request waited for another's")
+	}
+}
+
+// TestForcedRevalidationKeepsTheSharedEntry: one cookie-less client's
+// forced revalidation of a fresh entry (a reload: max-age=0, a hard
+// reload: no-cache) answered `private` for that client alone (an API key,
+// a client certificate, its address: nothing the cache sees as a
+// credential) must not evict the response every other client shares.
+func TestForcedRevalidationKeepsTheSharedEntry(t *testing.T) {
+	for _, cc := range []string{"no-cache", "max-age=0"} {
+		t.Run(cc, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			o := newHintOrigin()
+			const url = "http://example.com/catalog"
+			o.answerWith(func(r *http.Request) (int, []string) {
+				if r.Header.Get("X-Api-Key") != "" {
+					return 200, []string{"Cache-Control", "private"}
+				}
+				return 200, []string{"Cache-Control", "public, max-age=600", "Etag", `"v1"`}
+			})
+			get(t, h, o, url)
+			c.Advance(time.Second)
+			wantStatus(t, get(t, h, o, url, "X-Api-Key", "k", "Cache-Control", cc), []string{"fwd=request"})
+			before := o.calls.Load()
+			wantStatus(t, get(t, h, o, url), []string{"hit"})
+			if n := o.calls.Load() - before; n != 0 {
+				t.Errorf("one client's private answer evicted the fresh shared entry: %d origin request(s) for an anonymous GET", n)
+			}
+		})
+	}
+}
+
+// TestUncacheableBackgroundRefreshKeepsServingStale: with
+// stale_while_revalidate, a background refresh answered no-store once (a
+// deploy's bad instance) must not take the entry clients are being served
+// from: kept, they get it at once while the next refresh tries again;
+// dropped, every request waits for the origin (and, hinted, stampedes it).
+func TestUncacheableBackgroundRefreshKeepsServingStale(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{StaleWhileRevalidate: caddy.Duration(time.Hour)}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/popular"
+	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=1"} })
+	get(t, h, o, url)
+	c.Advance(5 * time.Second)
+	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "no-store"} })
+	wantStatus(t, get(t, h, o, url), []string{"hit"}) // stale, refreshed in the background
+	h.bg.wait()
+	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=1"} })
+	wantStatus(t, get(t, h, o, url), []string{"hit"}) // still within stale_while_revalidate
+	h.bg.wait()
+}
+
+// TestReloadOf256HandlersIgnoresOldHints: a config with 256
+// response_cache handlers (a snippet imported by 256 sites) gives each
+// handler, at every reload, the generation its predecessor had: the
+// predecessor's hints (still being set until the switch) are the new
+// handler's, as before generations. Simulated here by the 255 other
+// handlers provisioned between the two.
+func TestReloadOf256HandlersIgnoresOldHints(t *testing.T) {
+	c := newClock()
+	old := newTestHandler(t, Config{CacheName: "reload-hints-256"}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/api"
+	for range 255 {
+		nextHintGeneration() // the config's other handlers
+	}
+	reloaded := newTestHandler(t, Config{CacheName: "reload-hints-256", DefaultTTL: caddy.Duration(time.Minute)}, c)
+	get(t, old, o, url) // the old config, still serving, hints
+	if concurrentPair(t, reloaded, o, url) {
+		t.Errorf("the reloaded handler (generation %d) took the old one's hint (generation %d)", reloaded.hintGen, old.hintGen)
 	}
 }

@@ -242,13 +242,21 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header) 
 // without it the next miss hints the key. (A cookie's request may be
 // answered `private` for its user only, by an origin that sends no Vary
 // to tell, while anonymous requests still get the stored response.)
+//
+// Only a stale entry's foreground revalidation drops it: a fresh entry
+// a client forced to be revalidated (no-cache, max-age=0) is what every
+// other client is served, and the answer may be that client's alone (an
+// API key, a client certificate, its address); a background refresh's
+// entry is being served under stale-while-revalidate, whose point is
+// that one uncacheable answer does not send every client to the origin.
 func (h *Handler) noLongerStored(x *exchange, at time.Time) {
 	switch {
 	case x.stale == nil:
 		if h.hints != nil {
 			h.hints.set(x.flightHash(), h.hintGen, at)
 		}
-	case len(x.r.Header["Cookie"]) == 0:
+	case !x.background && len(x.r.Header["Cookie"]) == 0 &&
+		x.stale.ttl(x.requestTime) <= 0:
 		h.store.dropKey(x.stale.key)
 		if ce := h.logger.Check(zapcore.DebugLevel, "the origin's response is no longer storable; stored response dropped"); ce != nil {
 			ce.Write(zap.String("key", x.stale.key))
