@@ -153,7 +153,9 @@ func (s *AffinitySelection) addKeys(d *caddyfile.Dispenser, keys []string) error
 		if err := placeholder.CheckKey(placeholder.Expand(k)); err != nil {
 			return d.Errf("key: %v", err)
 		}
-		if slices.Contains(s.Keys, k) {
+		// Compare as Validate does, shorthands expanded: {client_ip}
+		// and {http.vars.client_ip} are one key.
+		if slices.ContainsFunc(s.Keys, func(have string) bool { return placeholder.Expand(have) == placeholder.Expand(k) }) {
 			return d.Errf("key %q is listed twice; a key is tried once", k)
 		}
 		s.Keys = append(s.Keys, k)

@@ -1,9 +1,12 @@
 package affinity
 
 import (
+	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -81,6 +84,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "key without args", input: "affinity {\n key\n}", wantErr: "wrong number of arguments; syntax: key <template>..., at Testfile:2"},
 		{name: "inline key unclosed", input: "affinity {http.request.header.X-User", wantErr: `key: "{http.request.header.X-User" has an unclosed { at offset 0, which would be taken literally, at Testfile:1`},
 		{name: "key without placeholder", input: "affinity {\n key {http.request.cookie.sid}\n key user\n}", wantErr: `key: "user" has no placeholder, so it is the same for every request, at Testfile:3`},
+		{name: "key twice, once as a shorthand", input: "affinity {client_ip} {\n key {http.vars.client_ip}\n}", wantErr: `key "{http.vars.client_ip}" is listed twice; a key is tried once, at Testfile:2`},
 		{name: "key stray brace", input: "affinity {\n key x}{\n}", wantErr: "} without a matching {"},
 		{name: "algorithm twice", input: "affinity {\n algorithm ring\n algorithm maglev\n}", wantErr: "algorithm already specified, at Testfile:3"},
 		{name: "unknown algorithm", input: "affinity {\n algorithm jump\n}", wantErr: `algorithm: unknown algorithm "jump": want rendezvous, ring, maglev or compat, at Testfile:2`},
@@ -179,6 +183,8 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		"affinity {\n fallback header X {\n fallback affinity {\n bound 2\n }\n }\n}",
 		"affinity {\n cookie {\n}\n weight\n bound NaN\n}",
 		"affinity { { } }",
+		"affinity {header.X} {\n key {http.request.header.X}\n}",
+		"affinity {\n bound 1\n weight a:1 1000000\n cookie {\n secret s\n path /\n }\n}",
 	} {
 		f.Add(seed)
 	}
@@ -193,10 +199,36 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		if err := s.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens)); err != nil {
 			return
 		}
-		// Whatever parses must marshal; and validation must not panic.
-		if _, err := json.Marshal(s); err != nil {
+		// Whatever parses is a valid config: the parser checks every
+		// option as it reads it, so Validate, which is what a JSON config
+		// gets, must agree.
+		if err := s.Validate(); err != nil {
+			t.Fatalf("%q parses but does not validate: %v", input, err)
+		}
+		// The adapter hands Caddy the parsed config as JSON: it must read
+		// back as the same config, with the same verdict.
+		j, err := json.Marshal(s)
+		if err != nil {
 			t.Fatalf("marshaling parsed config: %v", err)
 		}
-		_ = s.Validate()
+		back := new(AffinitySelection)
+		if err := json.Unmarshal(j, back); err != nil {
+			t.Fatalf("unmarshaling %s: %v", j, err)
+		}
+		j2, err := json.Marshal(back)
+		if err != nil {
+			t.Fatalf("marshaling the config read back: %v", err)
+		}
+		if !bytes.Equal(j, j2) {
+			t.Fatalf("JSON round trip changed the config:\n%s\n%s", j, j2)
+		}
+		// encoding/json writes invalid UTF-8 as U+FFFD, so only valid
+		// text reads back as the very same values.
+		if utf8.ValidString(input) && !reflect.DeepEqual(s, back) {
+			t.Fatalf("JSON round trip changed the config:\n%#v\n%#v", s, back)
+		}
+		if err := back.Validate(); err != nil {
+			t.Fatalf("validates, but not after a JSON round trip: %v", err)
+		}
 	})
 }

@@ -248,12 +248,12 @@ func checkArena(t *testing.T, a *arena, live *liveSet) {
 
 	type iv struct {
 		lo, hi uintptr
-		what   string
+		what   blockDesc
 	}
 	var ivs []iv
 	var usedBlocks, heapBytes int64
 	owner := make([]int8, len(a.freeOrder)) // per min block: 0 none, 1 live, 2 free
-	mark := func(b int32, k int8, v int8, what string) {
+	mark := func(b int32, k int8, v int8, what blockDesc) {
 		for i := b; i < b+1<<k; i++ {
 			if int(i) >= len(owner) {
 				t.Fatalf("%s: block %d order %d is past the %d mapped blocks", what, b, k, len(owner))
@@ -266,7 +266,7 @@ func checkArena(t *testing.T, a *arena, live *liveSet) {
 	}
 	for id, ss := range live.spans {
 		for i, s := range ss {
-			what := fmt.Sprintf("alloc %d span %d", id, i)
+			what := blockDesc{id: id, n: i}
 			if s.order < 0 {
 				heapBytes += int64(len(s.b))
 			} else {
@@ -302,7 +302,7 @@ func checkArena(t *testing.T, a *arena, live *liveSet) {
 	for k := range a.head {
 		prev := int32(-1)
 		for b := a.head[k]; b >= 0; b = a.next[b] {
-			what := fmt.Sprintf("free block %d order %d", b, k)
+			what := blockDesc{free: true, id: int(b), n: k}
 			if a.freeOrder[b] != int8(k) {
 				t.Fatalf("%s: freeOrder %d", what, a.freeOrder[b])
 			}
@@ -355,6 +355,21 @@ func checkArena(t *testing.T, a *arena, live *liveSet) {
 			t.Fatalf("%s [%#x,%#x) overlaps %s [%#x,%#x)", ivs[i].what, ivs[i].lo, ivs[i].hi, ivs[i-1].what, ivs[i-1].lo, ivs[i-1].hi)
 		}
 	}
+}
+
+// blockDesc names what checkArena is looking at in a failure message: a
+// live allocation's span, or a free block. It is formatted only when a
+// check fails, not for every span on every step of a fuzz input.
+type blockDesc struct {
+	free  bool
+	id, n int // allocation id and span index, or free block and order
+}
+
+func (d blockDesc) String() string {
+	if d.free {
+		return fmt.Sprintf("free block %d order %d", d.id, d.n)
+	}
+	return fmt.Sprintf("alloc %d span %d", d.id, d.n)
 }
 
 // checkAllFree checks that an arena with nothing live has merged every
@@ -757,7 +772,8 @@ func BenchmarkArenaAllocFree(b *testing.B) {
 }
 
 // FuzzArenaOps runs a sequence of allocations and frees read from the
-// input (three bytes per operation: kind, then a size or an index) on a
+// input (three bytes per operation: kind (bit 0: free; bits 1-3: size
+// shift), then a size or an index) on a
 // small arena, checking the allocator's invariants and every live
 // allocation's content after each step, and that everything merges back
 // at the end.
@@ -766,8 +782,13 @@ func FuzzArenaOps(f *testing.F) {
 	f.Add([]byte{0, 255, 255, 0, 128, 0, 0, 16, 0, 1, 1, 0, 0, 1, 1, 1, 0, 0})
 	f.Add(bytes.Repeat([]byte{0, 200, 1}, 40))
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		if len(ops) > 600 {
-			ops = ops[:600]
+		// 32 operations are enough to fill and fragment the 1 MiB arena
+		// (an unshifted allocation averages ~96 KiB); longer inputs
+		// mostly slow every exec down (each step fills its bytes and
+		// re-checks the whole arena), and with it the minimisation of
+		// each new input, during which the fuzzer explores nothing.
+		if len(ops) > 3*32 {
+			ops = ops[:3*32]
 		}
 		a := newArena(1 << 20) // 64 KiB chunks, 17 of them
 		defer a.close()
@@ -777,7 +798,11 @@ func FuzzArenaOps(f *testing.F) {
 			if ops[op]%2 == 1 && len(run.ids) > 0 {
 				run.free(t, op, arg%len(run.ids))
 			} else {
-				run.alloc(t, op, 1+arg*3) // up to 3 chunks
+				// Up to 3 chunks, divided by 2^(bits 1-3 of the kind
+				// byte): small sizes, which split and merge deep in
+				// the buddy tree, are as likely as big ones, and an
+				// exec touches (page-faults and fills) fewer bytes.
+				run.alloc(t, op, 1+arg*3>>(ops[op]>>1&7))
 			}
 		}
 		run.freeAll()

@@ -364,11 +364,20 @@ func readQuotedString(s string, i int) (string, int, bool) {
 	return s[start:], len(s), false
 }
 
-// asciiLower lowercases s without allocating when it already is.
+// asciiLower lowercases the ASCII letters of s, without allocating when
+// it has none in upper case. Only ASCII folds: directive names are
+// tokens (RFC 9110 §5.6.2), and strings.ToLower would turn "PUBL\u0130C"
+// into "public" (U+0130 lower-cases to 'i').
 func asciiLower(s string) string {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; 'A' <= c && c <= 'Z' {
-			return strings.ToLower(s)
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; 'A' <= c && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
 		}
 	}
 	return s

@@ -35,6 +35,11 @@ func TestParseResponseControl(t *testing.T) {
 		{"case-insensitive names", rh("Cache-Control", "Max-Age=60, PUBLIC, No-Store"), with(func(rc *ResponseControl) {
 			rc.MaxAge, rc.Public, rc.NoStore = time.Minute, true, true
 		})},
+		// A directive name is a token, ASCII (RFC 9110 §5.6.2): U+0130
+		// is no 'i', though Unicode lower-cases it to one.
+		{"names fold ASCII only", rh("Cache-Control", "PUBL\u0130C, MUST-REVAL\u0130DATE, \u0130MMUTABLE, Max-Age=5"), with(func(rc *ResponseControl) {
+			rc.MaxAge = 5 * time.Second
+		})},
 		{"quoted delta", rh("Cache-Control", `max-age="60"`), with(func(rc *ResponseControl) { rc.MaxAge = time.Minute })},
 		{"spaces and empty members", rh("Cache-Control", " ,, max-age = 5 ,public,"), with(func(rc *ResponseControl) {
 			rc.MaxAge, rc.Public = 5*time.Second, true

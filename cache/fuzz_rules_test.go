@@ -1,8 +1,13 @@
 package cache
 
 import (
+	"math"
+	"math/big"
 	"net/http"
+	"net/textproto"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,12 +15,16 @@ import (
 
 // FuzzParseResponseControl: parsing never panics, gives -1 or a duration in
 // [0, 2^31 s] for every directive, keeps qualified field lists only
-// without the bare form, and does not depend on how directives are split
-// across field lines.
+// without the bare form, does not depend on how directives are split
+// across field lines, and, for values without quoted strings, agrees with
+// modelResponseControl (values, duplicates, flags).
 func FuzzParseResponseControl(f *testing.F) {
 	for _, s := range []string{
 		"max-age=60", "public, s-maxage=10, stale-while-revalidate=5", `no-cache="set-cookie", private="a, b"`,
 		`max-age="10`, "max-age=99999999999999999999", `foo="\"", bar`, "max-age=1, max-age=2", ",,,", "",
+		"max-age=2147483648", "s-maxage=2147483649", "max-age=0", "S-MaxAge=007, s-maxage=7", "max-age=5, max-age=-5",
+		"max-age=9, max-age", "max-age=1 2", "PUBLİC", "publİc, immutable", "MUST-REVALİDATE", "no-cache=, private=x",
+		"stale-while-revalidate=9, stale-while-revalidate=x",
 	} {
 		f.Add(s, "")
 		f.Add(s, "max-age=5, no-store")
@@ -42,6 +51,12 @@ func FuzzParseResponseControl(f *testing.F) {
 				t.Fatalf("split lines parse differently:\n %+v\n %+v", got, rc)
 			}
 		}
+		if !strings.Contains(cc, "\"") {
+			got := ParseResponseControl(http.Header{"Cache-Control": {cc}}, "")
+			if want := modelResponseControl(cc); !rcEqual(got, want) {
+				t.Fatalf("Cache-Control %q parses as\n %+v\nthe model says\n %+v", cc, got, want)
+			}
+		}
 		req := ParseRequestControl(h)
 		for _, d := range []time.Duration{req.MaxAge, req.MinFresh, req.StaleIfError} {
 			if d < -1 || d > maxDelta {
@@ -53,6 +68,128 @@ func FuzzParseResponseControl(f *testing.F) {
 			t.Fatalf("negative lifetime %v", life)
 		}
 	})
+}
+
+// modelResponseControl reads a Cache-Control value without quoted strings
+// independently of the parser, by RFC 9111 §5.2 and what
+// ParseResponseControl documents: directives are comma-separated (empty
+// members ignored), OWS around a directive and its "=" is tolerated, and
+// names are tokens compared case-insensitively, which for a token (ASCII,
+// RFC 9110 §5.6.2) is ASCII case folding only. max-age and s-maxage take
+// delta-seconds (§1.2.2: 1*DIGIT, beyond 2^31 taken as 2^31); a missing,
+// malformed or second different value sets Invalid (§4.2.1), and the
+// value kept is the smallest valid one (the most restrictive reading).
+// stale-while-revalidate and stale-if-error keep the smallest, an unusable
+// value counting as 0. Bare no-cache and private (or with an empty
+// argument) are the unqualified forms.
+func modelResponseControl(cc string) ResponseControl {
+	want := ResponseControl{MaxAge: -1, SMaxAge: -1, StaleWhileRevalidate: -1, StaleIfError: -1}
+	var noCacheFields, privateFields []string
+	delta := func(arg string) (time.Duration, bool) {
+		if arg == "" || strings.Trim(arg, "0123456789") != "" {
+			return 0, false
+		}
+		if digits := strings.TrimLeft(arg, "0"); len(digits) > 10 {
+			return maxDelta, true
+		}
+		n, err := strconv.ParseInt(arg, 10, 64)
+		if err != nil {
+			panic(err)
+		}
+		return min(time.Duration(n)*time.Second, maxDelta), true
+	}
+	seen := map[string]time.Duration{} // max-age / s-maxage values
+	fresh := func(dst *time.Duration, name, arg string, hasArg bool) {
+		d, ok := delta(arg)
+		if !hasArg || !ok {
+			want.Invalid = true
+			return
+		}
+		if prev, dup := seen[name]; dup && prev != d {
+			want.Invalid = true
+		}
+		seen[name] = d
+		if *dst < 0 || d < *dst {
+			*dst = d
+		}
+	}
+	window := func(dst *time.Duration, arg string, hasArg bool) {
+		d, ok := delta(arg)
+		if !hasArg || !ok {
+			d = 0
+		}
+		if *dst < 0 || d < *dst {
+			*dst = d
+		}
+	}
+	for member := range strings.SplitSeq(cc, ",") {
+		name, arg, hasArg := strings.Cut(member, "=")
+		name = strings.Trim(name, " \t")
+		arg = strings.Trim(arg, " \t")
+		if name == "" && !hasArg {
+			continue
+		}
+		lower := []byte(name)
+		for i, c := range lower {
+			if 'A' <= c && c <= 'Z' {
+				lower[i] = c + 'a' - 'A'
+			}
+		}
+		switch string(lower) {
+		case "max-age":
+			fresh(&want.MaxAge, "max-age", arg, hasArg)
+		case "s-maxage":
+			fresh(&want.SMaxAge, "s-maxage", arg, hasArg)
+		case "stale-while-revalidate":
+			window(&want.StaleWhileRevalidate, arg, hasArg)
+		case "stale-if-error":
+			window(&want.StaleIfError, arg, hasArg)
+		case "no-store":
+			want.NoStore = true
+		case "no-cache":
+			if f := fieldArg(arg); f == "" {
+				want.NoCache = true
+			} else if !slices.Contains(noCacheFields, f) {
+				noCacheFields = append(noCacheFields, f)
+			}
+		case "private":
+			if f := fieldArg(arg); f == "" {
+				want.Private = true
+			} else if !slices.Contains(privateFields, f) {
+				privateFields = append(privateFields, f)
+			}
+		case "public":
+			want.Public = true
+		case "must-revalidate":
+			want.MustRevalidate = true
+		case "proxy-revalidate":
+			want.ProxyRevalidate = true
+		case "must-understand":
+			want.MustUnderstand = true
+		case "immutable":
+			want.Immutable = true
+		}
+	}
+	if !want.NoCache {
+		want.NoCacheFields = noCacheFields
+	}
+	if !want.Private {
+		want.PrivateFields = privateFields
+	}
+	return want
+}
+
+// fieldArg is the field named by an unquoted no-cache or private argument
+// (which holds no comma), canonicalised, or "" when it names none and the
+// directive counts as bare. This mirrors the parser (Unicode spaces
+// trimmed, a NUL taken as naming no field): only the freshness values
+// and the directive names are modelled independently.
+func fieldArg(arg string) string {
+	f := strings.TrimSpace(arg)
+	if strings.IndexByte(f, 0) >= 0 {
+		return ""
+	}
+	return textproto.CanonicalMIMEHeaderKey(f)
 }
 
 // FuzzParseSFDictionary: the dictionary parser never panics, member keys
@@ -91,9 +228,11 @@ func FuzzParseSFDictionary(f *testing.F) {
 }
 
 // FuzzParseRange: never panics; a satisfiable range lies within the body;
-// ok is false whenever the header is not a byte range.
+// ok is false whenever the header is not a byte range; and the result is
+// what modelRange, an independent reading of RFC 9110, says.
 func FuzzParseRange(f *testing.F) {
-	for _, s := range []string{"bytes=0-9", "bytes=-5", "bytes=5-", "bytes=0-1,2-3", "bytes=99999999999999999999-", "items=1-2", "bytes=,-0", "byte\u017f=0-1"} {
+	for _, s := range []string{"bytes=0-9", "bytes=-5", "bytes=5-", "bytes=0-1,2-3", "bytes=99999999999999999999-", "items=1-2", "bytes=,-0", "byte\u017f=0-1",
+		"bytes=0-1\u00a0", "\u0085bytes=5-", "bytes=\u0661-2", "bYtEs= 10-20 ,", "bytes=-0", "bytes=5-4", "bytes=0-99999999999999999999", "b\u00ffytes=0-1"} {
 		f.Add(s, int64(100))
 		f.Add(s, int64(0))
 	}
@@ -111,7 +250,88 @@ func FuzzParseRange(f *testing.F) {
 		if ok && !strings.HasPrefix(strings.ToLower(strings.TrimSpace(header)), "bytes=") {
 			t.Fatalf("ok for non-bytes header %q", header)
 		}
+		wr, wok, wsat := modelRange(header, size)
+		if r != wr || ok != wok || sat != wsat {
+			t.Fatalf("ParseRange(%q, %d) = %+v, %v, %v; the model says %+v, %v, %v", header, size, r, ok, sat, wr, wok, wsat)
+		}
 	})
+}
+
+// modelRange reads a Range header by RFC 9110 §14.1.1-§14.2, restricted
+// to what ParseRange documents: only the bytes unit (an ASCII token,
+// case-insensitive) and exactly one range-spec (empty list members
+// ignored, OWS around members); anything else, multi-range included, is
+// ok=false (serve 200, which §14.2 allows for any Range). Leading and
+// trailing OWS (SP, HTAB) of the field value is not part of it (§5.5).
+// An int-range is first-pos "-" [last-pos], last-pos >= first-pos,
+// satisfiable when first-pos < size (last-pos clamped to size-1); a
+// suffix-range is "-" suffix-length, satisfiable when suffix-length > 0
+// (the last suffix-length bytes, all when larger). Documented deviations:
+// positions beyond int64 saturate at MaxInt64, and a suffix-range of an
+// empty body is ok=false (200) rather than satisfiable with no bytes.
+func modelRange(header string, size int64) (ByteRange, bool, bool) {
+	if size < 0 {
+		return ByteRange{}, false, false
+	}
+	v := strings.Trim(header, " \t")
+	if len(v) < len("bytes=") || lowerASCIIBytes(v[:len("bytes=")]) != "bytes=" {
+		return ByteRange{}, false, false
+	}
+	var specs []string
+	for m := range strings.SplitSeq(v[len("bytes="):], ",") {
+		if m = strings.Trim(m, " \t"); m != "" {
+			specs = append(specs, m)
+		}
+	}
+	if len(specs) != 1 {
+		return ByteRange{}, false, false
+	}
+	pos := func(s string) (*big.Int, bool) {
+		if s == "" || strings.Trim(s, "0123456789") != "" {
+			return nil, false
+		}
+		n, _ := new(big.Int).SetString(s, 10)
+		if n.Cmp(big.NewInt(math.MaxInt64)) > 0 {
+			n.SetInt64(math.MaxInt64) // documented saturation
+		}
+		return n, true
+	}
+	bigSize := big.NewInt(size)
+	first, last, _ := strings.Cut(specs[0], "-")
+	if !strings.Contains(specs[0], "-") {
+		return ByteRange{}, false, false
+	}
+	if first == "" {
+		n, ok := pos(last)
+		switch {
+		case !ok:
+			return ByteRange{}, false, false
+		case n.Sign() == 0:
+			return ByteRange{}, true, false
+		case size == 0:
+			return ByteRange{}, false, false
+		case n.Cmp(bigSize) >= 0:
+			return ByteRange{Start: 0, End: size - 1}, true, true
+		}
+		return ByteRange{Start: size - n.Int64(), End: size - 1}, true, true
+	}
+	start, ok := pos(first)
+	if !ok {
+		return ByteRange{}, false, false
+	}
+	end := big.NewInt(math.MaxInt64)
+	if last != "" {
+		if end, ok = pos(last); !ok || end.Cmp(start) < 0 {
+			return ByteRange{}, false, false
+		}
+	}
+	if start.Cmp(bigSize) >= 0 {
+		return ByteRange{}, true, false
+	}
+	if end.Cmp(bigSize) >= 0 {
+		end.SetInt64(size - 1)
+	}
+	return ByteRange{Start: start.Int64(), End: end.Int64()}, true, true
 }
 
 // FuzzVaryKey: never panics; idempotent (presenting the normalised value

@@ -27,7 +27,9 @@ func ParseRange(header string, size int64) (r ByteRange, ok, satisfiable bool) {
 	if size < 0 {
 		return ByteRange{}, false, false
 	}
-	unit, set, found := strings.Cut(strings.TrimSpace(header), "=")
+	// Only OWS (SP, HTAB) surrounds a field value (RFC 9110 §5.5):
+	// TrimSpace would also drop U+00A0 and U+0085, which are not.
+	unit, set, found := strings.Cut(strings.Trim(header, " \t"), "=")
 	// Only ASCII case folds: EqualFold alone would also take "byteſ"
 	// (U+017F folds to 's'), which is no range-unit (RFC 9110 §14.1).
 	if !found || len(unit) != len("bytes") || !strings.EqualFold(unit, "bytes") {

@@ -35,6 +35,10 @@ func TestRule19_Ranges(t *testing.T) {
 		{"suffix of empty body", "bytes=-5", 0, ByteRange{}, false, false},
 		{"multi-range", "bytes=0-1, 5-6", 100, ByteRange{}, false, false},
 		{"other unit", "items=0-1", 100, ByteRange{}, false, false},
+		// Only SP and HTAB are whitespace around a field value (RFC 9110
+		// §5.5); NBSP and NEL are obs-text bytes, which net/http passes.
+		{"trailing NBSP", "bytes=0-1\u00a0", 100, ByteRange{}, false, false},
+		{"leading NEL", "\u0085bytes=5-", 100, ByteRange{}, false, false},
 		{"unit folding only in Unicode", "byte\u017f=0-1", 100, ByteRange{}, false, false},
 		{"no unit", "0-1", 100, ByteRange{}, false, false},
 		{"reversed", "bytes=9-0", 100, ByteRange{}, false, false},
