@@ -43,6 +43,17 @@ func newHintOrigin() *hintOrigin {
 	return o
 }
 
+// always makes o answer every request with status and fields.
+func (o *hintOrigin) always(status int, fields ...string) {
+	o.answerWith(func(*http.Request) (int, []string) { return status, fields })
+}
+
+// hinted reports whether h holds its hint for url's key.
+func hinted(t *testing.T, h *Handler, url string) bool {
+	t.Helper()
+	return h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), h.hintGen, h.now)
+}
+
 func (o *hintOrigin) answerWith(f func(r *http.Request) (int, []string)) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -112,7 +123,7 @@ func TestUncacheableKeysSkipCoalescing(t *testing.T) {
 			if concurrentPair(t, h, o, url) {
 				t.Fatal("with no hint, the second request did not wait for the first")
 			}
-			o.answerWith(func(*http.Request) (int, []string) { return 200, tc.fields })
+			o.always(200, tc.fields...)
 			get(t, h, o, url)
 			if !concurrentPair(t, h, o, url) {
 				t.Error("after an uncacheable response, a request waited for another's")
@@ -122,7 +133,7 @@ func TestUncacheableKeysSkipCoalescing(t *testing.T) {
 				t.Error("within hintTTL of the last uncacheable response, a request waited for another's")
 			}
 			c.Advance(hintTTL)
-			o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=60"} })
+			o.always(200, "Cache-Control", "max-age=60")
 			if concurrentPair(t, h, o, url) {
 				t.Error("past hintTTL, a request did not wait for the fill")
 			}
@@ -137,14 +148,14 @@ func TestStoringClearsTheHint(t *testing.T) {
 	h := newTestHandler(t, Config{}, c)
 	o := newHintOrigin()
 	const url = "http://example.com/page"
-	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "private"} })
+	o.always(200, "Cache-Control", "private")
 	get(t, h, o, url)
-	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=60"} })
+	o.always(200, "Cache-Control", "max-age=60")
 	if !concurrentPair(t, h, o, url) {
 		t.Fatal("after a private response, a request waited for another's")
 	}
 	wantStatus(t, get(t, h, o, url), []string{"hit"})
-	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), h.hintGen, c.Now) {
+	if hinted(t, h, url) {
 		t.Error("the stored response left the hint in place")
 	}
 	h.store.purgeKey(keyOf(t, h, newRequest(http.MethodGet, url)))
@@ -185,10 +196,10 @@ func TestHintsOnlyFromTheResponse(t *testing.T) {
 				return tc.status, tc.fields
 			})
 			get(t, h, o, url, tc.request...)
-			if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), h.hintGen, c.Now) {
+			if hinted(t, h, url) {
 				t.Fatal("the response left a hint")
 			}
-			o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=60"} })
+			o.always(200, "Cache-Control", "max-age=60")
 			if concurrentPair(t, h, o, url) {
 				t.Error("the next miss did not wait for the fill")
 			}
@@ -240,7 +251,7 @@ func TestHintsAreByVariant(t *testing.T) {
 	if !concurrentPair(t, h, o, url, "X-User", "bob") {
 		t.Error("after a private response for a variant, its requests waited for one another")
 	}
-	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), h.hintGen, c.Now) {
+	if hinted(t, h, url) {
 		t.Error("a variant's private response hinted its URL's key")
 	}
 	if concurrentPair(t, h, o, url, "X-User", "cat") {
@@ -411,14 +422,14 @@ func TestRevalidationsSetNoHint(t *testing.T) {
 	h := newTestHandler(t, Config{}, c)
 	o := newHintOrigin()
 	const url = "http://example.com/popular"
-	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=10"} })
+	o.always(200, "Cache-Control", "max-age=10")
 	get(t, h, o, url)
 	c.Advance(20 * time.Second)
-	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "private"} })
+	o.always(200, "Cache-Control", "private")
 	// With a cookie, so that the entry is kept: dropping it clears the
 	// key's hints, which would hide one the revalidation set.
 	wantStatus(t, get(t, h, o, url, "Cookie", "s=1"), []string{"fwd=stale"})
-	if h.hints.has(keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url)))), h.hintGen, c.Now) {
+	if hinted(t, h, url) {
 		t.Error("a revalidation's private response left a hint")
 	}
 }
@@ -431,12 +442,12 @@ func TestCompressedUncacheableResponsesHint(t *testing.T) {
 	h := newTestHandler(t, Config{}, c)
 	o := newHintOrigin()
 	const url = "http://example.com/api/items"
-	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Vary", "Accept-Encoding"} })
+	o.always(200, "Vary", "Accept-Encoding")
 	get(t, h, o, url, "Accept-Encoding", "gzip")
 	if !concurrentPair(t, h, o, url, "Accept-Encoding", "gzip") {
 		t.Error("after a response without freshness varying on Accept-Encoding, a request waited for another's")
 	}
-	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Vary", "Accept-Encoding, Origin"} })
+	o.always(200, "Vary", "Accept-Encoding, Origin")
 	h.store.purgeAll()
 	get(t, h, o, url, "Accept-Encoding", "gzip")
 	if concurrentPair(t, h, o, url, "Accept-Encoding", "gzip") {
@@ -454,7 +465,7 @@ func TestNoLongerStorableDropsTheEntry(t *testing.T) {
 	h := newTestHandler(t, Config{}, c)
 	o := newHintOrigin()
 	const url = "http://example.com/was-cached"
-	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=1"} })
+	o.always(200, "Cache-Control", "max-age=1")
 	get(t, h, o, url)
 	c.Advance(5 * time.Second)
 	o.answerWith(func(r *http.Request) (int, []string) {
@@ -511,13 +522,13 @@ func TestUncacheableBackgroundRefreshKeepsServingStale(t *testing.T) {
 	h := newTestHandler(t, Config{StaleWhileRevalidate: caddy.Duration(time.Hour)}, c)
 	o := newHintOrigin()
 	const url = "http://example.com/popular"
-	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=1"} })
+	o.always(200, "Cache-Control", "max-age=1")
 	get(t, h, o, url)
 	c.Advance(5 * time.Second)
-	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "no-store"} })
+	o.always(200, "Cache-Control", "no-store")
 	wantStatus(t, get(t, h, o, url), []string{"hit"}) // stale, refreshed in the background
 	h.bg.wait()
-	o.answerWith(func(*http.Request) (int, []string) { return 200, []string{"Cache-Control", "max-age=1"} })
+	o.always(200, "Cache-Control", "max-age=1")
 	wantStatus(t, get(t, h, o, url), []string{"hit"}) // still within stale_while_revalidate
 	h.bg.wait()
 }
