@@ -553,3 +553,72 @@ func TestReloadOf256HandlersIgnoresOldHints(t *testing.T) {
 		t.Errorf("the reloaded handler (generation %d) took the old one's hint (generation %d)", reloaded.hintGen, old.hintGen)
 	}
 }
+
+// TestForcedRevalidationWithinSWRKeepsTheEntry: within the
+// stale-while-revalidate window the entry is what every other client is
+// served (README: "nor a stale-while-revalidate refresh ... the entry keeps
+// being served until its window ends"); one client's forced revalidation
+// (a browser reload: max-age=0; no-cache) answered private for that client
+// alone must not drop it, any more than for a fresh entry.
+func TestForcedRevalidationWithinSWRKeepsTheEntry(t *testing.T) {
+	for _, cc := range []string{"no-cache", "max-age=0"} {
+		t.Run(cc, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{StaleWhileRevalidate: caddy.Duration(time.Hour)}, c)
+			o := newHintOrigin()
+			const url = "http://example.com/catalog"
+			o.answerWith(func(r *http.Request) (int, []string) {
+				if r.Header.Get("X-Api-Key") != "" {
+					return 200, []string{"Cache-Control", "private"}
+				}
+				return 200, []string{"Cache-Control", "public, max-age=1", "Etag", `"v1"`}
+			})
+			get(t, h, o, url)
+			c.Advance(5 * time.Second) // stale, well within the window
+			get(t, h, o, url, "X-Api-Key", "k", "Cache-Control", cc)
+			wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+			h.bg.wait()
+		})
+	}
+}
+
+// TestUncacheableRevalidationKeepsANewerEntry: a stale entry's
+// revalidation answered private must drop the entry it revalidated, not
+// the newer response another request stored under the key while it was
+// at the origin (refresh and freshen check store.has(old) for this).
+func TestUncacheableRevalidationKeepsANewerEntry(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/page"
+	o.answerWith(func(r *http.Request) (int, []string) {
+		if r.Header.Get("X-Api-Key") != "" {
+			return 200, []string{"Cache-Control", "private"}
+		}
+		return 200, []string{"Cache-Control", "public, max-age=1", "Etag", `"v1"`}
+	})
+	get(t, h, o, url)
+	c.Advance(5 * time.Second) // stale
+	o.answerWith(func(r *http.Request) (int, []string) {
+		if r.Header.Get("X-Api-Key") != "" {
+			return 200, []string{"Cache-Control", "private"}
+		}
+		return 200, []string{"Cache-Control", "public, max-age=600", "Etag", `"v2"`}
+	})
+	before := o.calls.Load()
+	done := make(chan struct{})
+	go func() { // held at the origin
+		defer close(done)
+		_ = h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, url, "X-Hold", "1", "X-Api-Key", "k", "Cache-Control", "no-cache"), o)
+	}()
+	until(t, "the held revalidation to reach the origin", func() bool { return o.calls.Load() == before+1 })
+	wantStatus(t, get(t, h, o, url), []string{"fwd=stale"}) // stores v2, fresh for 600 s
+	wantStatus(t, get(t, h, o, url), []string{"hit"})
+	o.gate <- struct{}{}
+	<-done
+	before = o.calls.Load()
+	wantStatus(t, get(t, h, o, url), []string{"hit"})
+	if n := o.calls.Load() - before; n != 0 {
+		t.Errorf("the old entry's private revalidation dropped the newer fresh entry: %d origin request(s)", n)
+	}
+}

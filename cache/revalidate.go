@@ -243,12 +243,15 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header) 
 // answered `private` for its user only, by an origin that sends no Vary
 // to tell, while anonymous requests still get the stored response.)
 //
-// Only a stale entry's foreground revalidation drops it: a fresh entry
-// a client forced to be revalidated (no-cache, max-age=0) is what every
-// other client is served, and the answer may be that client's alone (an
-// API key, a client certificate, its address); a background refresh's
-// entry is being served under stale-while-revalidate, whose point is
-// that one uncacheable answer does not send every client to the origin.
+// Only a foreground revalidation of an entry no client could be served
+// without one (stale, past its stale-while-revalidate window) drops it,
+// and only while it is still the stored one (a request stored since
+// wins): a fresh entry, or one within its window, that a client forced
+// to be revalidated (no-cache, max-age=0) is what every other client is
+// served, and the answer may be that client's alone (an API key, a
+// client certificate, its address); a background refresh's entry is being
+// served under stale-while-revalidate, whose point is that one
+// uncacheable answer does not send every client to the origin.
 func (h *Handler) noLongerStored(x *exchange, at time.Time) {
 	switch {
 	case x.stale == nil:
@@ -256,12 +259,23 @@ func (h *Handler) noLongerStored(x *exchange, at time.Time) {
 			h.hints.set(x.flightHash(), h.hintGen, at)
 		}
 	case !x.background && len(x.r.Header["Cookie"]) == 0 &&
-		x.stale.ttl(x.requestTime) <= 0:
+		h.pastStaleWindow(x.stale, x.requestTime) && h.store.has(x.stale):
 		h.store.dropKey(x.stale.key)
 		if ce := h.logger.Check(zapcore.DebugLevel, "the origin's response is no longer storable; stored response dropped"); ce != nil {
 			ce.Write(zap.String("key", x.stale.key))
 		}
 	}
+}
+
+// pastStaleWindow reports whether e, at t, could not be served to a
+// request without directives: stale and past stale-while-revalidate.
+func (h *Handler) pastStaleWindow(e *entry, t time.Time) bool {
+	ttl := e.ttl(t)
+	if ttl > 0 {
+		return false
+	}
+	swr, _ := StaleAllowance(e.rc, noRequestControl, time.Duration(h.StaleWhileRevalidate), time.Duration(h.StaleIfError))
+	return !(swr > 0 && -ttl <= swr)
 }
 
 // varyKeyed reports whether the flight key of x tells apart every
