@@ -593,3 +593,60 @@ func TestOrphanedFillDoesNotHoldUpShutdown(t *testing.T) {
 
 // derivedKey keys the values of contexts derived in tests.
 type derivedKey int
+
+// TestWaitersOfAnotherVariantCoalesce: misses that waited under the URL's
+// key for a response that turned out to vary, and that do not match it
+// (another Accept-Encoding), wait for one fill of their own variant
+// rather than each going to the origin: one origin request per variant.
+func TestWaitersOfAnotherVariantCoalesce(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	gate := make(chan struct{})
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if r.Header.Get("X-Hold") != "" {
+			<-gate
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Vary", "Accept-Encoding")
+		_, err := io.WriteString(w, "body for "+r.Header.Get("Accept-Encoding"))
+		return err
+	}}
+	const url = "http://example.com/styles.css"
+	type answer struct {
+		enc  string
+		body string
+		cs   string
+	}
+	answers := make(chan answer, 8)
+	send := func(enc string, fields ...string) {
+		go func() {
+			w := httptest.NewRecorder()
+			_ = h.ServeHTTP(w, newRequest(http.MethodGet, url, append([]string{"Accept-Encoding", enc}, fields...)...), o)
+			answers <- answer{enc, w.Body.String(), w.Header().Get("Cache-Status")}
+		}()
+	}
+	send("gzip", "X-Hold", "1")
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	for _, enc := range []string{"br", "br", "br", "gzip", "gzip"} {
+		send(enc)
+	}
+	key := keyOf(t, h, newRequest(http.MethodGet, url))
+	until(t, "five requests to wait for the leader", func() bool { return h.flights.waiting(key) == 5 })
+	close(gate)
+	collapsed := 0
+	for range 6 {
+		a := untilValue(t, "an answer", answers)
+		if a.body != "body for "+a.enc {
+			t.Errorf("%s: body %q", a.enc, a.body)
+		}
+		if hasParam(a.cs, "collapsed") {
+			collapsed++
+		}
+	}
+	if collapsed != 4 {
+		t.Errorf("%d of 6 answers collapsed; want all but the two that reached the origin", collapsed)
+	}
+	if got := o.calls.Load(); got != 2 {
+		t.Errorf("origin saw %d requests for 6 concurrent misses of 2 variants; want 2", got)
+	}
+}

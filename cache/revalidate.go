@@ -114,26 +114,35 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 
 	if h.coalesce && x.store && !x.background && !x.neverCollapsed() && !x.hinted(h) {
-		if x.variantKey != nil {
-			x.flightKey = string(x.variantKey)
-		} else {
-			x.flightKey = string(x.urlKey)
-		}
-		f, leader, answering := h.flights.join(x.flightKey, &x.lead)
-		if !leader {
+		var leader bool
+		for rejoin := true; ; rejoin = false {
+			if x.variantKey != nil {
+				x.flightKey = string(x.variantKey)
+			} else {
+				x.flightKey = string(x.urlKey)
+			}
+			var f *flight
+			var answering <-chan struct{}
+			f, leader, answering = h.flights.join(x.flightKey, &x.lead)
+			if leader {
+				break
+			}
 			e, err := f.wait(r.Context(), answering, h.coalesceWait)
 			if err != nil {
 				return nil // the client is gone
 			}
-			now := h.now()
-			if e != nil && collapsible(e, r, x.rq, now) && e.body.acquire() {
-				defer e.body.release()
-				x.result = h.m.collapsed
-				st := Status{Fwd: x.fwd, FwdStatus: f.status, Collapsed: true, Stored: h.store.has(e), TTL: e.ttl(now), HasTTL: true}
-				h.serveEntry(w, r, e, st, now)
+			if h.serveCollapsed(w, x, e, f.status) {
 				return nil
 			}
-		} else {
+			if !rejoin || !h.learnVariant(x, e) {
+				break
+			}
+			// Another waiter of this variant may have filled it already.
+			if v := h.store.get(x.variantHash, x.variantKey); v != nil && h.serveCollapsed(w, x, v, v.status) {
+				return nil
+			}
+		}
+		if leader {
 			// The fill others wait for must survive its own client.
 			x.leading = true
 			defer x.release(h, nil)
@@ -187,6 +196,42 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	err := next.ServeHTTP(rec, r.WithContext(ctx))
 	rec.finishTrailers()
 	return err
+}
+
+// serveCollapsed answers x's request with e, an entry another request
+// fetched (with the origin's status), when e can answer it.
+func (h *Handler) serveCollapsed(w http.ResponseWriter, x *exchange, e *entry, status int) bool {
+	now := h.now()
+	if e == nil || !collapsible(e, x.r, x.rq, now) || !e.body.acquire() {
+		return false
+	}
+	defer e.body.release()
+	x.result = h.m.collapsed
+	st := Status{Fwd: x.fwd, FwdStatus: status, Collapsed: true, Stored: h.store.has(e), TTL: e.ttl(now), HasTTL: true}
+	h.serveEntry(w, x.r, e, st, now)
+	return true
+}
+
+// learnVariant makes x, a miss that waited under its URL's key for a
+// response that turned out to vary and that x's request does not match
+// (another Accept-Encoding than the leader's, say), a miss of its own
+// variant, now that the leader has stored the URL's variant record, so
+// that the requests of each variant wait for one fill rather than each
+// going to the origin (a cold cache, or a purged URL, under mixed
+// clients). It reports whether x has a new flight key to join.
+func (h *Handler) learnVariant(x *exchange, e *entry) bool {
+	if e == nil || x.variantKey != nil || len(e.vary) == 0 || VaryKey(e.vary, x.r.Header) == e.varyKey {
+		return false
+	}
+	record := h.store.get(x.urlHash, x.urlKey)
+	if record == nil || !record.record {
+		return false
+	}
+	x.record = record
+	x.variantKey = appendVariantKey(nil, x.urlKey, record.gen, VaryKey(record.vary, x.r.Header))
+	x.variantHash = keyHash(x.variantKey)
+	x.fwd = "vary-miss"
+	return true
 }
 
 // neverCollapsed reports whether no response of a coalesced flight could
