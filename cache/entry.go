@@ -76,7 +76,7 @@ type entryData struct {
 	// record marks a variant record: vary and gen are set, nothing else.
 	record bool
 	vary   []string // canonical Vary field names (record and its variants)
-	gen    uint64   // generation of a record
+	gen    uint64   // generation of a record, and of a variant's record
 	// varyKey is the normalised request values of vary (a variant).
 	varyKey string
 

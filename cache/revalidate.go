@@ -125,6 +125,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			var answering <-chan struct{}
 			f, leader, answering = h.flights.join(x.flightKey, &x.lead)
 			if leader {
+				// A fellow waiter of the variant may have filled it
+				// between the lookup below and this join.
+				if !rejoin {
+					if v := h.store.get(x.variantHash, x.variantKey); v != nil && h.serveCollapsed(w, x, v, v.status) {
+						h.flights.finish(x.flightKey, &x.lead, v, v.status)
+						return nil
+					}
+				}
 				break
 			}
 			e, err := f.wait(r.Context(), answering, h.coalesceWait)
@@ -215,20 +223,19 @@ func (h *Handler) serveCollapsed(w http.ResponseWriter, x *exchange, e *entry, s
 // learnVariant makes x, a miss that waited under its URL's key for a
 // response that turned out to vary and that x's request does not match
 // (another Accept-Encoding than the leader's, say), a miss of its own
-// variant, now that the leader has stored the URL's variant record, so
-// that the requests of each variant wait for one fill rather than each
-// going to the origin (a cold cache, or a purged URL, under mixed
-// clients). It reports whether x has a new flight key to join.
+// variant, keyed under the record generation the leader's variant was
+// stored with, so that the requests of each variant wait for one fill
+// rather than each going to the origin (a cold cache, or a purged URL,
+// under mixed clients). The record itself is not looked up: the store
+// may not show it yet (ristretto applies sets asynchronously) or may
+// have refused it. It reports whether x has a new flight key to join.
 func (h *Handler) learnVariant(x *exchange, e *entry) bool {
-	if e == nil || x.variantKey != nil || len(e.vary) == 0 || VaryKey(e.vary, x.r.Header) == e.varyKey {
+	if e == nil || x.stale != nil || x.variantKey != nil || len(e.vary) == 0 || e.gen == 0 ||
+		VaryKey(e.vary, x.r.Header) == e.varyKey {
 		return false
 	}
-	record := h.store.get(x.urlHash, x.urlKey)
-	if record == nil || !record.record {
-		return false
-	}
-	x.record = record
-	x.variantKey = appendVariantKey(nil, x.urlKey, record.gen, VaryKey(record.vary, x.r.Header))
+	x.record = &entry{entryData: entryData{key: string(x.urlKey), hash: x.urlHash, record: true, vary: e.vary, gen: e.gen}}
+	x.variantKey = appendVariantKey(nil, x.urlKey, e.gen, VaryKey(e.vary, x.r.Header))
 	x.variantHash = keyHash(x.variantKey)
 	x.fwd = "vary-miss"
 	return true
@@ -697,9 +704,10 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 		urlKey = string(x.urlKey)
 	}
 	if len(e.vary) > 0 {
-		record := h.varyRecord(urlKey, x.urlHash, e.vary)
+		record := h.varyRecord(urlKey, x.urlHash, e.vary, x.record)
 		e.varyKey = VaryKey(e.vary, x.r.Header)
 		e.key = string(appendVariantKey(nil, x.urlKey, record.gen, e.varyKey))
+		e.gen = record.gen // for waiters of other variants (learnVariant)
 		e.parent = x.urlHash
 		// A copy: the request's own strings are not kept alive.
 		e.reqVary = packFields(x.r.Header, func(f string) bool { return !slices.Contains(e.vary, f) })
@@ -710,14 +718,22 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 	e.computeCost()
 }
 
-// varyRecord returns the variant record of a URL, storing a new one (a new
-// generation, orphaning the variants of the old) when there is none or its
-// Vary fields differ.
-func (h *Handler) varyRecord(urlKey string, urlHash uint64, fields []string) *entry {
+// varyRecord returns the variant record of a URL, storing a new one when
+// the store shows none or its Vary fields differ: of the generation of
+// known (the record the request was keyed by, if any) when its fields are
+// the same, so that the variants keyed by it stay reachable (the store may
+// not show a record it was just offered: ristretto applies sets
+// asynchronously, and a later offer can take its queued slot), otherwise
+// of a new generation, orphaning the variants of the old.
+func (h *Handler) varyRecord(urlKey string, urlHash uint64, fields []string, known *entry) *entry {
 	if cur := h.store.get(urlHash, []byte(urlKey)); cur != nil && cur.record && equalFields(cur.vary, fields) {
 		return cur
 	}
-	r := &entry{entryData: entryData{key: urlKey, hash: urlHash, record: true, vary: fields, gen: generations.Add(1)}}
+	gen := generations.Add(1)
+	if known != nil && known.gen != 0 && equalFields(known.vary, fields) {
+		gen = known.gen
+	}
+	r := &entry{entryData: entryData{key: urlKey, hash: urlHash, record: true, vary: fields, gen: gen}}
 	r.computeCost()
 	h.store.set(r)
 	return r
