@@ -125,8 +125,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			var answering <-chan struct{}
 			f, leader, answering = h.flights.join(x.flightKey, &x.lead)
 			if leader {
-				// A fellow waiter of the variant may have filled it
-				// between the lookup below and this join.
+				// Leading a variant's flight: a fellow waiter of the
+				// variant may have filled it already; its waiters get that.
 				if !rejoin {
 					if v := h.store.get(x.variantHash, x.variantKey); v != nil && h.serveCollapsed(w, x, v, v.status) {
 						h.flights.finish(x.flightKey, &x.lead, v, v.status)
@@ -144,10 +144,6 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			}
 			if !rejoin || !h.learnVariant(x, e) {
 				break
-			}
-			// Another waiter of this variant may have filled it already.
-			if v := h.store.get(x.variantHash, x.variantKey); v != nil && h.serveCollapsed(w, x, v, v.status) {
-				return nil
 			}
 		}
 		if leader {
@@ -265,7 +261,7 @@ func (x *exchange) flightHash() uint64 {
 // the origin. Never when x revalidates a stale entry (see
 // uncacheableHints).
 func (x *exchange) hinted(h *Handler) bool {
-	return x.stale == nil && h.hints != nil && h.hints.has(x.flightHash(), h.hintGen, h.now)
+	return x.stale == nil && h.hints.has(x.flightHash(), h.hintGen, h.now)
 }
 
 // tellsUncacheable reports whether a response of status, with header
@@ -307,9 +303,7 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header) 
 func (h *Handler) noLongerStored(x *exchange, at time.Time) {
 	switch {
 	case x.stale == nil:
-		if h.hints != nil {
-			h.hints.set(x.flightHash(), h.hintGen, at)
-		}
+		h.hints.set(x.flightHash(), h.hintGen, at)
 	case !x.background && len(x.r.Header["Cookie"]) == 0 &&
 		h.pastStaleWindow(x.stale, x.requestTime) && h.store.has(x.stale):
 		h.store.dropKey(x.stale.key)
