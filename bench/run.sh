@@ -5,7 +5,7 @@
 #   bench/run.sh            # throughput: respond (ceiling) vs reverse_proxy (floor) vs cache hits and misses
 #   bench/run.sh memory     # RSS after filling the cache with 10x max_size of unique URLs (MAX_MIB, LIMITS)
 #   bench/run.sh profile    # CPU per request of misses and pass-through against reverse_proxy, with CPU profiles (SIZE, PDUR, PMODES)
-#   bench/run.sh latency    # latency of concurrent requests to one uncacheable URL of a slow origin (DELAY, LCONNS, LROUNDS)
+#   bench/run.sh latency    # latency of concurrent requests to one uncacheable URL of a slow origin (DELAY, LCONNS, LROUNDS, LQUERY, LHEADER)
 #
 # Needs wrk (apt-get install wrk). DURATION (default 3s), CONNS (default 32)
 # and ROUNDS (default 7; medians are reported) tune the throughput runs.
@@ -344,8 +344,13 @@ profile() {
 # without Cache-Control, through plain reverse_proxy and through the cache
 # with its defaults, alternating for LROUNDS rounds (default 3) of 5 s. It
 # prints wrk's median and 99th percentile latency and rate of each run.
+# LQUERY is added to the URL's query (vary=Origin: the origin varies on
+# Origin, like CORS middleware) and LHEADER, if set, sent with every
+# request (e.g. "Origin: https://app.example.com").
 latency() {
 	local slow round name port
+	local hdr=()
+	[ -n "${LHEADER:-}" ] && hdr=(-H "$LHEADER")
 	slow=$(freeport)
 	go build -o "$out/slow-origin" ./bench/slow-origin
 	"$out/slow-origin" -port "$slow" -delay "${DELAY:-20ms}" &
@@ -367,7 +372,7 @@ CFG
 		for name in reverse_proxy cache; do
 			port=$FLOOR
 			[ "$name" = cache ] && port=$CACHE
-			"${PIN_WRK[@]}" wrk -t1 -c"${LCONNS:-16}" -d5s --latency "http://127.0.0.1:$port/api/items" |
+			"${PIN_WRK[@]}" wrk -t1 -c"${LCONNS:-16}" -d5s --latency "${hdr[@]}" "http://127.0.0.1:$port/api/items?${LQUERY:-}" |
 				awk -v n="$name" -v r="$round" '/^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Requests\/sec/ {rate=$2}
 					END {printf "%-13s round %d: median %s, 99%% %s, %s requests/s\n", n, r, p50, p99, rate}'
 		done

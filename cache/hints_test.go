@@ -447,11 +447,40 @@ func TestCompressedUncacheableResponsesHint(t *testing.T) {
 	if !concurrentPair(t, h, o, url, "Accept-Encoding", "gzip") {
 		t.Error("after a response without freshness varying on Accept-Encoding, a request waited for another's")
 	}
-	o.always(200, "Vary", "Accept-Encoding, Origin")
-	h.store.purgeAll()
-	get(t, h, o, url, "Accept-Encoding", "gzip")
-	if concurrentPair(t, h, o, url, "Accept-Encoding", "gzip") {
-		t.Error("a response varying on Origin, which the key does not tell apart, hinted the URL")
+}
+
+// TestVaryingUncacheableResponsesHint: a response not storable that
+// varies on a field the key does not tell apart hints its key when the
+// request did not carry that field (it got what every request without
+// it gets), or when the field is Origin (CORS middleware varies every
+// response on it, storable or not); not when the request carried
+// another such field (a cookie, an API key: its answer may be its own).
+func TestVaryingUncacheableResponsesHint(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		vary    string
+		request []string
+		hints   bool
+	}{
+		{"CORS, cross-origin request", "Origin, Accept-Encoding", []string{"Origin", "https://app.example.com", "Accept-Encoding", "gzip"}, true},
+		{"CORS, same-origin request", "Origin", nil, true},
+		{"Vary: Cookie, anonymous request", "Cookie", nil, true},
+		{"Vary: Cookie, logged-in request", "Cookie", []string{"Cookie", "session=bob"}, false},
+		{"Vary: Cookie, Origin, logged-in request", "Cookie, Origin", []string{"Cookie", "session=bob", "Origin", "https://app.example.com"}, false},
+		{"API key, request without it", "X-Api-Key", []string{"Origin", "https://app.example.com"}, true},
+		{"API key, request with it", "x-api-key", []string{"X-Api-Key", "k1"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			o := newHintOrigin()
+			const url = "http://example.com/api/items"
+			o.always(200, "Cache-Control", "no-store", "Vary", tc.vary)
+			get(t, h, o, url, tc.request...)
+			if got := concurrentPair(t, h, o, url, tc.request...); got != tc.hints {
+				t.Errorf("after a no-store response with Vary: %s, the next request skipped coalescing: %v, want %v", tc.vary, got, tc.hints)
+			}
+		})
 	}
 }
 

@@ -277,7 +277,7 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header) 
 	default:
 		return false
 	}
-	return status >= 200 && status < 400 && x.varyKeyed(hdr) &&
+	return status >= 200 && status < 400 && x.speaksForKey(hdr) &&
 		len(x.r.Header["Authorization"]) == 0 && len(hdr["Set-Cookie"]) == 0
 }
 
@@ -324,15 +324,18 @@ func (h *Handler) pastStaleWindow(e *entry, t time.Time) bool {
 	return !(swr > 0 && -ttl <= swr)
 }
 
-// varyKeyed reports whether the flight key of x tells apart every
-// request the response with header hdr varies on (by its own Vary
-// field), but for Accept-Encoding: a response that varies on a field the
-// key does not (a logged-in user's `private` under `Vary: Cookie`, while
-// anonymous requests share the key) speaks for its own variant only, and
-// a hint on the key would reach the others. Compression (Accept-Encoding,
-// which encode adds to every response it may compress) never decides
-// whether a response can be stored.
-func (x *exchange) varyKeyed(hdr http.Header) bool {
+// speaksForKey reports whether a response with header hdr speaks for
+// every request under x's flight key: its Vary names no field beyond the
+// key's that x's request carried. A logged-in user's `private` under
+// `Vary: Cookie`, while anonymous requests share the key, speaks for its
+// user only, and a hint on the key would reach the others; a request
+// without the field gets what every request without it gets. Two fields
+// never count, as middleware adds them to responses whatever their
+// storability: Accept-Encoding (encode, on every response it may
+// compress) and Origin (CORS middleware, whose answers differ in their
+// Access-Control fields only). A wrong guess costs little: the key's
+// misses skip coalescing until a response is stored under it.
+func (x *exchange) speaksForKey(hdr http.Header) bool {
 	fields, star := ParseVary(hdr)
 	if star {
 		return true // Vary: * matches no request: nothing to tell apart
@@ -342,7 +345,9 @@ func (x *exchange) varyKeyed(hdr http.Header) bool {
 		keyed = x.record.vary
 	}
 	for _, f := range fields {
-		if f != "Accept-Encoding" && !slices.Contains(keyed, f) {
+		switch {
+		case f == "Accept-Encoding", f == "Origin", slices.Contains(keyed, f):
+		case len(x.r.Header[f]) > 0:
 			return false
 		}
 	}

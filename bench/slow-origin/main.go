@@ -1,7 +1,9 @@
 // Command slow-origin is the origin of bench/run.sh latency: it answers
 // every request after a fixed delay, without Cache-Control (a typical API
 // response, which a cache cannot store), with a Cache-Control given in the
-// cc query parameter otherwise. It listens on 127.0.0.1 only.
+// cc query parameter otherwise, and a Vary given in the vary parameter
+// (with vary=Origin it answers like CORS middleware, echoing the Origin
+// in Access-Control-Allow-Origin). It listens on 127.0.0.1 only.
 //
 //	go run ./bench/slow-origin -port 9000 -delay 20ms
 package main
@@ -27,6 +29,12 @@ func main() {
 		w.Header().Set("Content-Type", "application/json")
 		if cc := r.URL.Query().Get("cc"); cc != "" {
 			w.Header().Set("Cache-Control", cc)
+		}
+		if vary := r.URL.Query().Get("vary"); vary != "" {
+			w.Header().Set("Vary", vary)
+			if o := r.Header.Get("Origin"); o != "" {
+				w.Header().Set("Access-Control-Allow-Origin", o)
+			}
 		}
 		_, _ = w.Write(body)
 	})
