@@ -372,7 +372,7 @@ CFG
 		for name in reverse_proxy cache; do
 			port=$FLOOR
 			[ "$name" = cache ] && port=$CACHE
-			"${PIN_WRK[@]}" wrk -t1 -c"${LCONNS:-16}" -d5s --latency "${hdr[@]}" "http://127.0.0.1:$port/api/items?${LQUERY:-}" |
+			"${PIN_WRK[@]}" wrk -t1 -c"${LCONNS:-16}" -d5s --latency ${hdr[@]+"${hdr[@]}"} "http://127.0.0.1:$port/api/items?${LQUERY:-}" |
 				awk -v n="$name" -v r="$round" '/^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Requests\/sec/ {rate=$2}
 					END {printf "%-13s round %d: median %s, 99%% %s, %s requests/s\n", n, r, p50, p99, rate}'
 		done

@@ -452,35 +452,128 @@ func TestCompressedUncacheableResponsesHint(t *testing.T) {
 // TestVaryingUncacheableResponsesHint: a response not storable that
 // varies on a field the key does not tell apart hints its key when the
 // request did not carry that field (it got what every request without
-// it gets), or when the field is Origin (CORS middleware varies every
-// response on it, storable or not); not when the request carried
-// another such field (a cookie, an API key: its answer may be its own).
+// it gets) and the answer is not `private` (meant for its requester
+// alone), or when the field is Origin (CORS middleware varies every
+// response on it, storable or not; Rails answers APIs `private`); not
+// when the request carried another such field (a cookie, an API key:
+// its answer may be its own).
 func TestVaryingUncacheableResponsesHint(t *testing.T) {
+	const crossOrigin = "https://app.example.com"
 	for _, tc := range []struct {
 		name    string
+		cc      string
 		vary    string
 		request []string
 		hints   bool
 	}{
-		{"CORS, cross-origin request", "Origin, Accept-Encoding", []string{"Origin", "https://app.example.com", "Accept-Encoding", "gzip"}, true},
-		{"CORS, same-origin request", "Origin", nil, true},
-		{"Vary: Cookie, anonymous request", "Cookie", nil, true},
-		{"Vary: Cookie, logged-in request", "Cookie", []string{"Cookie", "session=bob"}, false},
-		{"Vary: Cookie, Origin, logged-in request", "Cookie, Origin", []string{"Cookie", "session=bob", "Origin", "https://app.example.com"}, false},
-		{"API key, request without it", "X-Api-Key", []string{"Origin", "https://app.example.com"}, true},
-		{"API key, request with it", "x-api-key", []string{"X-Api-Key", "k1"}, false},
+		{"CORS, cross-origin request", "no-store", "Origin, Accept-Encoding", []string{"Origin", crossOrigin, "Accept-Encoding", "gzip"}, true},
+		{"CORS, same-origin request", "", "Origin", nil, true},
+		{"CORS, private (Rails)", "max-age=0, private, must-revalidate", "Origin", []string{"Origin", crossOrigin}, true},
+		{"Vary: Cookie, anonymous request", "no-store", "Cookie", nil, true},
+		{"Vary: Cookie, anonymous request, private", "private", "Cookie", nil, false},
+		{"Vary: Cookie, logged-in request", "no-store", "Cookie", []string{"Cookie", "session=bob"}, false},
+		{"Vary: Cookie, Origin, logged-in request", "no-store", "Cookie, Origin", []string{"Cookie", "session=bob", "Origin", crossOrigin}, false},
+		{"API key, request without it", "no-store", "X-Api-Key", []string{"Origin", crossOrigin}, true},
+		{"API key, request without it, private", "private", "X-Api-Key", nil, false},
+		{"API key, request with it", "no-store", "x-api-key", []string{"X-Api-Key", "k1"}, false},
+		{"API key, request with it empty", "no-store", "X-Api-Key", []string{"X-Api-Key", ""}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, Config{}, c)
 			o := newHintOrigin()
 			const url = "http://example.com/api/items"
-			o.always(200, "Cache-Control", "no-store", "Vary", tc.vary)
+			fields := []string{"Vary", tc.vary}
+			if tc.cc != "" {
+				fields = append(fields, "Cache-Control", tc.cc)
+			}
+			o.always(200, fields...)
 			get(t, h, o, url, tc.request...)
 			if got := concurrentPair(t, h, o, url, tc.request...); got != tc.hints {
-				t.Errorf("after a no-store response with Vary: %s, the next request skipped coalescing: %v, want %v", tc.vary, got, tc.hints)
+				t.Errorf("after a response (%s) with Vary: %s, the next request skipped coalescing: %v, want %v", tc.cc, tc.vary, got, tc.hints)
 			}
 		})
+	}
+}
+
+// TestVariantOfCORSAPIHints: once the URL's responses are known to vary
+// (a variant record), a variant's miss answered `no-store` under a Vary
+// naming Origin too hints that variant, as on a cold cache.
+func TestVariantOfCORSAPIHints(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/api/items"
+	o.always(200, "Cache-Control", "max-age=60", "Vary", "Accept-Encoding")
+	get(t, h, o, url, "Accept-Encoding", "gzip")
+	wantStatus(t, get(t, h, o, url, "Accept-Encoding", "gzip"), []string{"hit"})
+	o.always(200, "Cache-Control", "no-store", "Vary", "Accept-Encoding, Origin")
+	cors := []string{"Accept-Encoding", "br", "Origin", "https://app.example.com"}
+	wantStatus(t, get(t, h, o, url, cors...), []string{"fwd=vary-miss"})
+	if !concurrentPair(t, h, o, url, cors...) {
+		t.Error("after a variant's no-store answer varying on Origin, its next request waited for another's")
+	}
+}
+
+// TestPrivateAnswerToARequestWithoutTheFieldHintsNoOthers: a request
+// without the API key answered `private` (its own answer) must not stop
+// the keyed requests, whose answers are storable, from coalescing.
+func TestPrivateAnswerToARequestWithoutTheFieldHintsNoOthers(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/api/catalog"
+	o.answerWith(func(r *http.Request) (int, []string) {
+		if r.Header.Get("X-Api-Key") == "" {
+			return 200, []string{"Cache-Control", "private", "Vary", "X-Api-Key"}
+		}
+		return 200, []string{"Cache-Control", "public, max-age=60", "Vary", "X-Api-Key"}
+	})
+	get(t, h, o, url)
+	if concurrentPair(t, h, o, url, "X-Api-Key", "k1") {
+		t.Error("after a keyless request's private answer, keyed (storable) misses skipped coalescing")
+	}
+}
+
+// TestRevalidationAnsweredForAnotherOriginKeepsTheEntry: a shared
+// variant's revalidation by a partner site's request, answered `private`
+// under a Vary naming Origin (which the variant's key does not tell
+// apart), must neither drop the entry (the other clients would lose it,
+// and its stale-if-error with it) nor, at each expiry, hint the variant
+// so that its misses stop coalescing.
+func TestRevalidationAnsweredForAnotherOriginKeepsTheEntry(t *testing.T) {
+	const partner = "https://partner.example.com"
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/page"
+	down := false
+	o.answerWith(func(r *http.Request) (int, []string) {
+		if r.Header.Get("Origin") != "" {
+			return 200, []string{"Cache-Control", "private", "Vary", "Accept-Encoding, Origin", "Access-Control-Allow-Origin", partner}
+		}
+		if down {
+			return 503, nil
+		}
+		return 200, []string{"Cache-Control", "max-age=10, stale-if-error=3600", "Vary", "Accept-Encoding", "Etag", `"v1"`}
+	})
+	get(t, h, o, url, "Accept-Encoding", "gzip")
+	for cycle := 1; cycle <= 3; cycle++ {
+		c.Advance(30 * time.Second)
+		wantStatus(t, get(t, h, o, url, "Accept-Encoding", "gzip", "Origin", partner), []string{"fwd=stale"})
+		get(t, h, o, url, "Accept-Encoding", "gzip", "Origin", partner)
+		if concurrentPair(t, h, o, url, "Accept-Encoding", "gzip") {
+			t.Errorf("expiry %d: the shared variant's misses skipped coalescing", cycle)
+		}
+		wantStatus(t, get(t, h, o, url, "Accept-Encoding", "gzip"), []string{"hit"})
+	}
+	c.Advance(30 * time.Second)
+	get(t, h, o, url, "Accept-Encoding", "gzip", "Origin", partner)
+	o.mu.Lock()
+	down = true
+	o.mu.Unlock()
+	if w := get(t, h, o, url, "Accept-Encoding", "gzip"); w.Code != 200 {
+		t.Errorf("during an outage the shared variant's client got %d (Cache-Status %q): a partner's private answer dropped the entry", w.Code, w.Header().Get("Cache-Status"))
 	}
 }
 

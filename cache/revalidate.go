@@ -277,7 +277,7 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header) 
 	default:
 		return false
 	}
-	return status >= 200 && status < 400 && x.speaksForKey(hdr) &&
+	return status >= 200 && status < 400 && x.speaksForKey(hdr, reason) &&
 		len(x.r.Header["Authorization"]) == 0 && len(hdr["Set-Cookie"]) == 0
 }
 
@@ -324,18 +324,28 @@ func (h *Handler) pastStaleWindow(e *entry, t time.Time) bool {
 	return !(swr > 0 && -ttl <= swr)
 }
 
-// speaksForKey reports whether a response with header hdr speaks for
-// every request under x's flight key: its Vary names no field beyond the
-// key's that x's request carried. A logged-in user's `private` under
-// `Vary: Cookie`, while anonymous requests share the key, speaks for its
-// user only, and a hint on the key would reach the others; a request
-// without the field gets what every request without it gets. Two fields
-// never count, as middleware adds them to responses whatever their
-// storability: Accept-Encoding (encode, on every response it may
-// compress) and Origin (CORS middleware, whose answers differ in their
-// Access-Control fields only). A wrong guess costs little: the key's
-// misses skip coalescing until a response is stored under it.
-func (x *exchange) speaksForKey(hdr http.Header) bool {
+// speaksForKey reports whether a response with header hdr, not
+// storable for reason, speaks for every request under x's flight key:
+// its Vary names no field beyond the key's that could set its requests
+// apart. A logged-in user's `private` under `Vary: Cookie`, while
+// anonymous requests share the key, speaks for its user only, and a hint
+// on the key would reach the others.
+//
+// Accept-Encoding never counts: encode adds it to every response it may
+// compress, storable or not. On a miss, what may be hinted, a field also
+// does not count when the request did not carry it (its answer is what
+// every request without it gets), unless the answer is `private` (meant
+// for that one requester, who may differ from the others in what the
+// key does not show), and Origin never does: CORS middleware adds it to
+// APIs' responses, and their answers differ in their Access-Control
+// fields, seldom in whether they can be stored (Rails and Laravel answer
+// `private` to every API request). A wrong guess costs one burst of
+// misses that do not coalesce, until a response is stored under the key.
+// On a revalidation, whose answer drops the stored entry, the key must
+// tell apart every field but Accept-Encoding: a partner site's `private`
+// answer must not take a response shared by every other client away from
+// them (and with it their stale-if-error).
+func (x *exchange) speaksForKey(hdr http.Header, reason string) bool {
 	fields, star := ParseVary(hdr)
 	if star {
 		return true // Vary: * matches no request: nothing to tell apart
@@ -346,8 +356,11 @@ func (x *exchange) speaksForKey(hdr http.Header) bool {
 	}
 	for _, f := range fields {
 		switch {
-		case f == "Accept-Encoding", f == "Origin", slices.Contains(keyed, f):
-		case len(x.r.Header[f]) > 0:
+		case f == "Accept-Encoding", slices.Contains(keyed, f):
+		case x.stale != nil:
+			return false
+		case f == "Origin":
+		case reason == "private", len(x.r.Header[f]) > 0:
 			return false
 		}
 	}
