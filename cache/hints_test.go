@@ -120,8 +120,12 @@ func TestUncacheableKeysSkipCoalescing(t *testing.T) {
 			h := newTestHandler(t, Config{}, c)
 			o := newHintOrigin()
 			const url = "http://example.com/api"
+			o.always(500) // neither stored nor hinted
 			if concurrentPair(t, h, o, url) {
 				t.Fatal("with no hint, the second request did not wait for the first")
+			}
+			if hinted(t, h, url) {
+				t.Fatal("a 500 hinted its key")
 			}
 			o.always(200, tc.fields...)
 			get(t, h, o, url)
@@ -743,4 +747,93 @@ func TestUncacheableRevalidationKeepsANewerEntry(t *testing.T) {
 	if n := o.calls.Load() - before; n != 0 {
 		t.Errorf("the old entry's private revalidation dropped the newer fresh entry: %d origin request(s)", n)
 	}
+}
+
+// TestPrivateNoStoreAnswerToARequestWithoutTheFieldHintsNoOthers: the
+// rule for `private` answers holds for one that is also `no-store`
+// (Django's never_cache: "max-age=0, no-cache, no-store,
+// must-revalidate, private"), for which Storable reports "no-store".
+func TestPrivateNoStoreAnswerToARequestWithoutTheFieldHintsNoOthers(t *testing.T) {
+	for _, cc := range []string{
+		"private, no-store",
+		"max-age=0, no-cache, no-store, must-revalidate, private",
+	} {
+		t.Run(cc, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			o := newHintOrigin()
+			const url = "http://example.com/api/catalog"
+			o.answerWith(func(r *http.Request) (int, []string) {
+				if r.Header.Get("X-Api-Key") == "" {
+					return 200, []string{"Cache-Control", cc, "Vary", "X-Api-Key"}
+				}
+				return 200, []string{"Cache-Control", "public, max-age=60", "Vary", "X-Api-Key"}
+			})
+			get(t, h, o, url)
+			if concurrentPair(t, h, o, url, "X-Api-Key", "k1") {
+				t.Errorf("after a keyless request's %q answer, keyed (storable) misses skipped coalescing", cc)
+			}
+		})
+	}
+}
+
+// TestTargetedNoStorePrivateAnswerHintsNoOthers: with targeted_field,
+// `CDN-Cache-Control: no-store` decides storability (reason "no-store"),
+// but `Cache-Control: private` still says the answer was its requester's
+// alone.
+func TestTargetedNoStorePrivateAnswerHintsNoOthers(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{TargetedField: "CDN-Cache-Control"}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/api/catalog"
+	o.answerWith(func(r *http.Request) (int, []string) {
+		if r.Header.Get("X-Api-Key") == "" {
+			return 200, []string{"Cache-Control", "private", "CDN-Cache-Control", "no-store", "Vary", "X-Api-Key"}
+		}
+		return 200, []string{"Cache-Control", "public, max-age=60", "Vary", "X-Api-Key"}
+	})
+	get(t, h, o, url)
+	if concurrentPair(t, h, o, url, "X-Api-Key", "k1") {
+		t.Error("after a keyless request's private (CDN no-store) answer, keyed (storable) misses skipped coalescing")
+	}
+}
+
+// TestPrivateVaryStarAnswerToALoggedInUserHintsNoOthers: a logged-in
+// user's `private` answer under `Vary: Cookie, *` must not hint the URL
+// key its anonymous (storable) misses fly under: `Vary: *` does not lift
+// the rules for private answers and fields the request carried.
+func TestPrivateVaryStarAnswerToALoggedInUserHintsNoOthers(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/home"
+	o.answerWith(func(r *http.Request) (int, []string) {
+		if r.Header.Get("Cookie") != "" {
+			return 200, []string{"Cache-Control", "private", "Vary", "Cookie, *"}
+		}
+		return 200, []string{"Cache-Control", "public, max-age=60", "Vary", "Cookie"}
+	})
+	get(t, h, o, url, "Cookie", "session=bob")
+	if concurrentPair(t, h, o, url) {
+		t.Error("after a logged-in user's private answer under Vary: Cookie, *, anonymous misses skipped coalescing")
+	}
+}
+
+// TestNoLongerStorableVariantKeyedByOriginDropsTheEntry: on a
+// revalidation a field the variant's key tells apart does not keep the
+// entry: a variant keyed by Origin whose revalidation is answered
+// no-store under Vary: Origin is dropped.
+func TestNoLongerStorableVariantKeyedByOriginDropsTheEntry(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/api/items"
+	const site = "https://app.example.com"
+	o.always(200, "Cache-Control", "max-age=1", "Vary", "Origin")
+	get(t, h, o, url, "Origin", site)
+	wantStatus(t, get(t, h, o, url, "Origin", site), []string{"hit"})
+	c.Advance(5 * time.Second)
+	o.always(200, "Cache-Control", "no-store", "Vary", "Origin")
+	wantStatus(t, get(t, h, o, url, "Origin", site), []string{"fwd=stale"})
+	wantStatus(t, get(t, h, o, url, "Origin", site), []string{"fwd=vary-miss"})
 }

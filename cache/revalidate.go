@@ -271,14 +271,20 @@ func (x *exchange) hinted(h *Handler) bool {
 // first visit; a client's own conditional), with the traffic (min_uses)
 // or with an error that may pass (4xx and 5xx statuses: a 429, an
 // outage).
-func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header) bool {
+func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, rc ResponseControl) bool {
 	switch reason {
 	case "private", "no-store", "no-freshness", "Vary: *", "trailers":
 	default:
 		return false
 	}
-	return status >= 200 && status < 400 && x.speaksForKey(hdr, reason) &&
-		len(x.r.Header["Authorization"]) == 0 && len(hdr["Set-Cookie"]) == 0
+	if status < 200 || status >= 400 || len(x.r.Header["Authorization"]) > 0 || len(hdr["Set-Cookie"]) > 0 {
+		return false
+	}
+	// Private whatever reason Storable gave first (no-store comes before
+	// private: Django's never_cache sends both), and whatever a targeted
+	// field overrides.
+	private := rc.Private || rc.Targeted && ParseResponseControl(hdr, "").Private
+	return x.speaksForKey(hdr, private)
 }
 
 // noLongerStored handles a response that tells its key is no longer
@@ -345,10 +351,10 @@ func (h *Handler) pastStaleWindow(e *entry, t time.Time) bool {
 // tell apart every field but Accept-Encoding: a partner site's `private`
 // answer must not take a response shared by every other client away from
 // them (and with it their stale-if-error).
-func (x *exchange) speaksForKey(hdr http.Header, reason string) bool {
+func (x *exchange) speaksForKey(hdr http.Header, private bool) bool {
 	fields, star := ParseVary(hdr)
-	if star {
-		return true // Vary: * matches no request: nothing to tell apart
+	if star && private && x.stale == nil {
+		return false // varies on what no key shows, meant for its requester
 	}
 	var keyed []string
 	if x.variantKey != nil {
@@ -360,7 +366,7 @@ func (x *exchange) speaksForKey(hdr http.Header, reason string) bool {
 		case x.stale != nil:
 			return false
 		case f == "Origin":
-		case reason == "private", len(x.r.Header[f]) > 0:
+		case private, len(x.r.Header[f]) > 0:
 			return false
 		}
 	}
@@ -521,7 +527,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if reason == "" && len(rec.header["Trailer"]) > 0 {
 			reason = "trailers"
 		}
-		uncacheable := x.tellsUncacheable(reason, status, hdr)
+		uncacheable := x.tellsUncacheable(reason, status, hdr, rc)
 		if uncacheable {
 			h.noLongerStored(x, rec.responseTime)
 		}
