@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/f06cdff9/caddy-affinity-cache/affinity"
 )
 
 // affinityFront is a Caddyfile: one front site proxying to backends with
@@ -48,6 +50,35 @@ func testKeys(n int) []string {
 	return keys
 }
 
+// predict maps keys the way an affinity table over backends' dial addresses
+// does: what Caddy must answer with that pool loaded.
+func predict(t *testing.T, alg string, backends []*backend, keys []string) map[string]string {
+	t.Helper()
+	nodes := make([]affinity.Node, len(backends))
+	for i, b := range backends {
+		nodes[i] = affinity.Node{Name: b.addr, Weight: 1}
+	}
+	tab, err := affinity.NewTable(affinity.Algorithm(alg), nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make(map[string]string, len(keys))
+	for _, k := range keys {
+		want[k] = backends[tab.Pick(k, nil)].name
+	}
+	return want
+}
+
+// checkMapping fails the test unless every key went where the table says.
+func checkMapping(t *testing.T, phase string, got, want map[string]string) {
+	t.Helper()
+	for k, w := range want {
+		if got[k] != w {
+			t.Fatalf("%s: key %s went to %s; the table for this pool picks %s", phase, k, got[k], w)
+		}
+	}
+}
+
 func okHandler(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }
 
 // TestAffinityMovesOnlyTheRemovedUpstreamsKeys maps keys, then removes one
@@ -68,6 +99,7 @@ func TestAffinityMovesOnlyTheRemovedUpstreamsKeys(t *testing.T) {
 
 			startCaddy(t, affinityFront(frontPort, backends[:5], opts))
 			before := mapKeys(t, c, url, keys)
+			checkMapping(t, "5 backends", before, predict(t, alg, backends[:5], keys))
 			again := mapKeys(t, c, url, keys)
 			for _, k := range keys {
 				if before[k] != again[k] {
@@ -84,9 +116,11 @@ func TestAffinityMovesOnlyTheRemovedUpstreamsKeys(t *testing.T) {
 
 			// Remove b2: only its keys may move.
 			removed := backends[2].name
-			loadConfig(t, adminPort, affinityFront(frontPort, []*backend{backends[0], backends[1], backends[3], backends[4]}, opts))
+			shrunk := []*backend{backends[0], backends[1], backends[3], backends[4]}
+			loadConfig(t, adminPort, affinityFront(frontPort, shrunk, opts))
 			c.CloseIdleConnections() // the old config's connections are closing
 			after := mapKeys(t, c, url, keys)
+			checkMapping(t, "b2 removed", after, predict(t, alg, shrunk, keys))
 			moved, collateral := 0, 0
 			for _, k := range keys {
 				if before[k] != after[k] {
@@ -101,18 +135,21 @@ func TestAffinityMovesOnlyTheRemovedUpstreamsKeys(t *testing.T) {
 			}
 			t.Logf("%s: removing 1 of 5 moved %d/%d keys (%.3f; its share was %.3f), %d not on it",
 				alg, moved, len(keys), float64(moved)/float64(len(keys)), float64(perBackend[removed])/float64(len(keys)), collateral)
-			maxCollateral := 0
-			if alg == "maglev" {
-				maxCollateral = len(keys) / 50 // Maglev trades a little disruption for O(1) picks
-			}
-			if collateral > maxCollateral {
-				t.Errorf("%d keys not on the removed backend moved; want at most %d", collateral, maxCollateral)
+			// Maglev trades a little disruption for O(1) picks. How much
+			// depends on the dial addresses, i.e. on this run's random
+			// ports (0 to 7% of keys measured): checkMapping pins it to
+			// the table's exact answer, and affinity's
+			// TestRemoveNodeMovement bounds it on fixed names.
+			if collateral > 0 && alg != "maglev" {
+				t.Errorf("%d keys not on the removed backend moved; want 0", collateral)
 			}
 
 			// Add b5: keys move only to it, about 1/5 of them.
-			loadConfig(t, adminPort, affinityFront(frontPort, []*backend{backends[0], backends[1], backends[3], backends[4], backends[5]}, opts))
+			grownPool := []*backend{backends[0], backends[1], backends[3], backends[4], backends[5]}
+			loadConfig(t, adminPort, affinityFront(frontPort, grownPool, opts))
 			c.CloseIdleConnections() // the old config's connections are closing
 			grown := mapKeys(t, c, url, keys)
+			checkMapping(t, "b5 added", grown, predict(t, alg, grownPool, keys))
 			moved, collateral = 0, 0
 			for _, k := range keys {
 				if grown[k] != after[k] {
@@ -123,8 +160,8 @@ func TestAffinityMovesOnlyTheRemovedUpstreamsKeys(t *testing.T) {
 				}
 			}
 			t.Logf("%s: adding a 5th moved %d/%d keys (%.3f), %d not to it", alg, moved, len(keys), float64(moved)/float64(len(keys)), collateral)
-			if collateral > maxCollateral {
-				t.Errorf("%d keys moved between old backends; want at most %d", collateral, maxCollateral)
+			if collateral > 0 && alg != "maglev" {
+				t.Errorf("%d keys moved between old backends; want 0", collateral)
 			}
 			if moved < len(keys)/10 || moved > len(keys)*3/10 {
 				t.Errorf("adding 1 to 4 backends moved %d of %d keys; want about 1/5", moved, len(keys))
