@@ -445,9 +445,25 @@ func testCoalescing(t *testing.T, options string) {
 }
 
 // TestCacheUncacheableURLsSkipCoalescing: after a URL's response was not
-// storable (here, no Cache-Control at all), its concurrent requests reach
-// the origin together rather than one after another's response header.
+// storable (no Cache-Control at all; or `private` from an API behind CORS
+// middleware, which varies every response on Origin), its concurrent
+// requests reach the origin together rather than one after another's
+// response header.
 func TestCacheUncacheableURLsSkipCoalescing(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		fields  []string // the origin's
+		request map[string]string
+	}{
+		{"no Cache-Control", nil, nil},
+		{"CORS API, private", []string{"Cache-Control", "max-age=0, private, must-revalidate", "Vary", "Origin"},
+			map[string]string{"Origin": "https://app.example.com"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { uncacheableURLSkipsCoalescing(t, tc.fields, tc.request) })
+	}
+}
+
+func uncacheableURLSkipsCoalescing(t *testing.T, fields []string, request map[string]string) {
 	const clients = 8
 	var inFlight, most atomic.Int32
 	var armed atomic.Bool
@@ -469,13 +485,19 @@ func TestCacheUncacheableURLsSkipCoalescing(t *testing.T) {
 			case <-time.After(3 * time.Second):
 			}
 		}
+		for i := 0; i+1 < len(fields); i += 2 {
+			w.Header().Set(fields[i], fields[i+1])
+		}
+		if o := r.Header.Get("Origin"); o != "" {
+			w.Header().Set("Access-Control-Allow-Origin", o)
+		}
 		fmt.Fprint(w, `{"user":"ann"}`)
 	})
 	frontPort := freePort(t)
 	startCaddy(t, cacheFront(frontPort, origin, ""))
 	c := newClient()
 	url := fmt.Sprintf("http://127.0.0.1:%d/api/me", frontPort)
-	if r := do(t, c, "GET", url, nil); r.status != 200 || !strings.Contains(cacheStatus(r), "fwd=uri-miss") {
+	if r := do(t, c, "GET", url, request); r.status != 200 || !strings.Contains(cacheStatus(r), "fwd=uri-miss") {
 		t.Fatalf("first request: %d, Cache-Status %q", r.status, cacheStatus(r))
 	}
 	most.Store(0)
@@ -483,7 +505,7 @@ func TestCacheUncacheableURLsSkipCoalescing(t *testing.T) {
 	var wg sync.WaitGroup
 	for range clients {
 		wg.Go(func() {
-			if r := do(t, c, "GET", url, nil); r.status != 200 || strings.Contains(cacheStatus(r), "collapsed") {
+			if r := do(t, c, "GET", url, request); r.status != 200 || strings.Contains(cacheStatus(r), "collapsed") {
 				t.Errorf("%d, Cache-Status %q", r.status, cacheStatus(r))
 			}
 		})
