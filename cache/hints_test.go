@@ -519,23 +519,57 @@ func TestVariantOfCORSAPIHints(t *testing.T) {
 	}
 }
 
-// TestPrivateAnswerToARequestWithoutTheFieldHintsNoOthers: a request
-// without the API key answered `private` (its own answer) must not stop
-// the keyed requests, whose answers are storable, from coalescing.
-func TestPrivateAnswerToARequestWithoutTheFieldHintsNoOthers(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{}, c)
-	o := newHintOrigin()
-	const url = "http://example.com/api/catalog"
-	o.answerWith(func(r *http.Request) (int, []string) {
-		if r.Header.Get("X-Api-Key") == "" {
-			return 200, []string{"Cache-Control", "private", "Vary", "X-Api-Key"}
-		}
-		return 200, []string{"Cache-Control", "public, max-age=60", "Vary", "X-Api-Key"}
-	})
-	get(t, h, o, url)
-	if concurrentPair(t, h, o, url, "X-Api-Key", "k1") {
-		t.Error("after a keyless request's private answer, keyed (storable) misses skipped coalescing")
+// TestPrivateAnswersHintNoOthers: a `private` answer to a request
+// without a field the response varies on (or with a cookie, under
+// `Vary: Cookie, *`) was meant for its requester alone: it must not stop
+// the other requests of its key, whose answers are storable, from
+// coalescing; whichever reason decides first that it is not stored
+// (no-store comes before private; a targeted field overrides
+// Cache-Control).
+func TestPrivateAnswersHintNoOthers(t *testing.T) {
+	apiKey := func(r *http.Request) bool { return r.Header.Get("X-Api-Key") != "" }
+	cookie := func(r *http.Request) bool { return r.Header.Get("Cookie") != "" }
+	for _, tc := range []struct {
+		name     string
+		targeted string
+		// own tells the requests answered private (with private's
+		// fields) from the others (answered public, with shared's).
+		own             func(r *http.Request) bool
+		private, shared []string
+		first, pair     []string // the first request's fields, the pair's
+	}{
+		{"keyless request", "", func(r *http.Request) bool { return !apiKey(r) },
+			[]string{"Cache-Control", "private", "Vary", "X-Api-Key"}, []string{"Vary", "X-Api-Key"},
+			nil, []string{"X-Api-Key", "k1"}},
+		{"keyless request, private and no-store", "", func(r *http.Request) bool { return !apiKey(r) },
+			[]string{"Cache-Control", "private, no-store", "Vary", "X-Api-Key"}, []string{"Vary", "X-Api-Key"},
+			nil, []string{"X-Api-Key", "k1"}},
+		{"keyless request, Django's never_cache", "", func(r *http.Request) bool { return !apiKey(r) },
+			[]string{"Cache-Control", "max-age=0, no-cache, no-store, must-revalidate, private", "Vary", "X-Api-Key"}, []string{"Vary", "X-Api-Key"},
+			nil, []string{"X-Api-Key", "k1"}},
+		{"keyless request, CDN-Cache-Control: no-store", "CDN-Cache-Control", func(r *http.Request) bool { return !apiKey(r) },
+			[]string{"Cache-Control", "private", "CDN-Cache-Control", "no-store", "Vary", "X-Api-Key"}, []string{"Vary", "X-Api-Key"},
+			nil, []string{"X-Api-Key", "k1"}},
+		{"logged-in request, Vary: Cookie, *", "", cookie,
+			[]string{"Cache-Control", "private", "Vary", "Cookie, *"}, []string{"Vary", "Cookie"},
+			[]string{"Cookie", "session=bob"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{TargetedField: tc.targeted}, c)
+			o := newHintOrigin()
+			const url = "http://example.com/api/catalog"
+			o.answerWith(func(r *http.Request) (int, []string) {
+				if tc.own(r) {
+					return 200, tc.private
+				}
+				return 200, append([]string{"Cache-Control", "public, max-age=60"}, tc.shared...)
+			})
+			get(t, h, o, url, tc.first...)
+			if concurrentPair(t, h, o, url, tc.pair...) {
+				t.Error("after another request's private answer, misses whose answers are storable skipped coalescing")
+			}
+		})
 	}
 }
 
@@ -746,76 +780,6 @@ func TestUncacheableRevalidationKeepsANewerEntry(t *testing.T) {
 	wantStatus(t, get(t, h, o, url), []string{"hit"})
 	if n := o.calls.Load() - before; n != 0 {
 		t.Errorf("the old entry's private revalidation dropped the newer fresh entry: %d origin request(s)", n)
-	}
-}
-
-// TestPrivateNoStoreAnswerToARequestWithoutTheFieldHintsNoOthers: the
-// rule for `private` answers holds for one that is also `no-store`
-// (Django's never_cache: "max-age=0, no-cache, no-store,
-// must-revalidate, private"), for which Storable reports "no-store".
-func TestPrivateNoStoreAnswerToARequestWithoutTheFieldHintsNoOthers(t *testing.T) {
-	for _, cc := range []string{
-		"private, no-store",
-		"max-age=0, no-cache, no-store, must-revalidate, private",
-	} {
-		t.Run(cc, func(t *testing.T) {
-			c := newClock()
-			h := newTestHandler(t, Config{}, c)
-			o := newHintOrigin()
-			const url = "http://example.com/api/catalog"
-			o.answerWith(func(r *http.Request) (int, []string) {
-				if r.Header.Get("X-Api-Key") == "" {
-					return 200, []string{"Cache-Control", cc, "Vary", "X-Api-Key"}
-				}
-				return 200, []string{"Cache-Control", "public, max-age=60", "Vary", "X-Api-Key"}
-			})
-			get(t, h, o, url)
-			if concurrentPair(t, h, o, url, "X-Api-Key", "k1") {
-				t.Errorf("after a keyless request's %q answer, keyed (storable) misses skipped coalescing", cc)
-			}
-		})
-	}
-}
-
-// TestTargetedNoStorePrivateAnswerHintsNoOthers: with targeted_field,
-// `CDN-Cache-Control: no-store` decides storability (reason "no-store"),
-// but `Cache-Control: private` still says the answer was its requester's
-// alone.
-func TestTargetedNoStorePrivateAnswerHintsNoOthers(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{TargetedField: "CDN-Cache-Control"}, c)
-	o := newHintOrigin()
-	const url = "http://example.com/api/catalog"
-	o.answerWith(func(r *http.Request) (int, []string) {
-		if r.Header.Get("X-Api-Key") == "" {
-			return 200, []string{"Cache-Control", "private", "CDN-Cache-Control", "no-store", "Vary", "X-Api-Key"}
-		}
-		return 200, []string{"Cache-Control", "public, max-age=60", "Vary", "X-Api-Key"}
-	})
-	get(t, h, o, url)
-	if concurrentPair(t, h, o, url, "X-Api-Key", "k1") {
-		t.Error("after a keyless request's private (CDN no-store) answer, keyed (storable) misses skipped coalescing")
-	}
-}
-
-// TestPrivateVaryStarAnswerToALoggedInUserHintsNoOthers: a logged-in
-// user's `private` answer under `Vary: Cookie, *` must not hint the URL
-// key its anonymous (storable) misses fly under: `Vary: *` does not lift
-// the rules for private answers and fields the request carried.
-func TestPrivateVaryStarAnswerToALoggedInUserHintsNoOthers(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{}, c)
-	o := newHintOrigin()
-	const url = "http://example.com/home"
-	o.answerWith(func(r *http.Request) (int, []string) {
-		if r.Header.Get("Cookie") != "" {
-			return 200, []string{"Cache-Control", "private", "Vary", "Cookie, *"}
-		}
-		return 200, []string{"Cache-Control", "public, max-age=60", "Vary", "Cookie"}
-	})
-	get(t, h, o, url, "Cookie", "session=bob")
-	if concurrentPair(t, h, o, url) {
-		t.Error("after a logged-in user's private answer under Vary: Cookie, *, anonymous misses skipped coalescing")
 	}
 }
 
