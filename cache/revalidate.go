@@ -330,10 +330,11 @@ func (h *Handler) pastStaleWindow(e *entry, t time.Time) bool {
 	return !(swr > 0 && -ttl <= swr)
 }
 
-// speaksForKey reports whether a response with header hdr, not
-// storable for reason, speaks for every request under x's flight key:
-// its Vary names no field beyond the key's that could set its requests
-// apart. A logged-in user's `private` under `Vary: Cookie`, while
+// speaksForKey reports whether a response with header hdr, not storable
+// (and meant for its requester alone if private), speaks for every
+// request under x's flight key: its Vary names no field beyond the key's
+// that could set its requests apart (`Vary: *` alone matches no request:
+// nothing to tell apart). A logged-in user's `private` under `Vary: Cookie`, while
 // anonymous requests share the key, speaks for its user only, and a hint
 // on the key would reach the others.
 //
