@@ -45,8 +45,13 @@ func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 
 	seen := make(map[string]bool)
+	prev := ""
 	for d.NextBlock(0) {
 		opt := d.Val()
+		if opt == "{" && prev != "" {
+			return d.Errf("%s takes no block", prev)
+		}
+		prev = opt
 		switch opt {
 		case "algorithm", "bound", "cookie", "fallback":
 			if seen[opt] {
@@ -106,7 +111,7 @@ func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return argsErr(d, "bound <factor>")
 			}
 			f, err := strconv.ParseFloat(d.Val(), 64)
-			if err != nil {
+			if err != nil || !isDecimal(d.Val()) {
 				return d.Errf("invalid bound '%s': must be a number >= 1", d.Val())
 			}
 			if err := checkBound(f); err != nil || f == 0 {
@@ -172,12 +177,23 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 	case 0:
 	case 1:
 		c.Name = args[0]
+		if c.Name == "" {
+			return nil, d.Err("cookie name must not be empty (leave it out for the default, " + defaultCookieName + ")")
+		}
+		if err := checkCookieField("name", c.Name); err != nil {
+			return nil, d.Errf("%v", err)
+		}
 	default:
 		return nil, argsErr(d, "cookie [<name>] { ... }")
 	}
 	seen := make(map[string]bool)
+	prev := ""
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
+		if opt == "{" && prev != "" {
+			return nil, d.Errf("cookie %s takes no block", prev)
+		}
+		prev = opt
 		if seen[opt] {
 			return nil, d.Errf("cookie %s already specified", opt)
 		}
@@ -196,16 +212,21 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 			if d.NextArg() {
 				return nil, argsErr(d, "cookie "+opt+" <value>")
 			}
+			if v == "" && opt != "secret" { // a secret is required: said below
+				return nil, d.Errf("cookie %s must not be empty (leave the option out for its default)", opt)
+			}
 			switch opt {
 			case "secret":
 				c.Secret = v
-			case "path":
-				if err := checkCookiePath(v); err != nil {
+			case "path", "domain":
+				if err := checkCookieField(opt, v); err != nil {
 					return nil, d.Errf("%v", err)
 				}
-				c.Path = v
-			case "domain":
-				c.Domain = v
+				if opt == "path" {
+					c.Path = v
+				} else {
+					c.Domain = v
+				}
 			case "same_site":
 				if _, err := parseSameSite(v); err != nil {
 					return nil, d.Errf("cookie %v", err)
@@ -250,7 +271,7 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 		return nil, fmt.Errorf("cookie requires a secret (add `secret <text or placeholder>` to its block), at %s:%d", file, line)
 	}
 	if err := c.validate(); err != nil {
-		return nil, d.Errf("%v", err)
+		return nil, fmt.Errorf("%v, at %s:%d", err, file, line) // a conflict within the block
 	}
 	return c, nil
 }
@@ -260,9 +281,22 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 func loadFallbackPolicy(d *caddyfile.Dispenser) (json.RawMessage, error) {
 	name := d.Val()
 	modID := "http.reverse_proxy.selection_policies." + name
-	unm, err := caddyfile.UnmarshalModule(d, modID)
+	mod, err := caddy.GetModule(modID)
 	if err != nil {
+		return nil, d.Errf("getting module named '%s': %v", modID, err)
+	}
+	unm, ok := mod.New().(caddyfile.Unmarshaler)
+	if !ok {
+		return nil, d.Errf("module %s is not a Caddyfile unmarshaler", modID)
+	}
+	// As caddyfile.UnmarshalModule, but what the policy leaves unread (a
+	// block that Caddy's random or first ignore) is an error, not dropped.
+	seg := d.NewFromNextSegment()
+	if err := unm.UnmarshalCaddyfile(seg); err != nil {
 		return nil, err
+	}
+	if seg.Next() {
+		return nil, seg.Errf("fallback %s: unexpected '%s' (the policy reads no more than that)", name, seg.Val())
 	}
 	sel, ok := unm.(reverseproxy.Selector)
 	if !ok {
@@ -275,4 +309,21 @@ func loadFallbackPolicy(d *caddyfile.Dispenser) (json.RawMessage, error) {
 // option being parsed (which it names).
 func argsErr(d *caddyfile.Dispenser, syntax string) error {
 	return d.Errf("wrong number of arguments; syntax: %s", syntax)
+}
+
+// isDecimal reports whether s is a plain decimal number (digits, at most
+// one point), not the rest of Go's float syntax (1_5, 0x1p1, 1e3, Inf).
+func isDecimal(s string) bool {
+	digits, points := 0, 0
+	for _, c := range s {
+		switch {
+		case c >= '0' && c <= '9':
+			digits++
+		case c == '.':
+			points++
+		default:
+			return false
+		}
+	}
+	return digits > 0 && points <= 1
 }

@@ -136,12 +136,10 @@ func (c *CookieConfig) validate() error {
 			return fmt.Errorf("cookie previous_secrets[%d] is empty", i)
 		}
 	}
-	probe := &http.Cookie{Name: c.Name, Value: "x", Path: c.Path, Domain: c.Domain}
-	if probe.Name == "" {
-		probe.Name = defaultCookieName
-	}
-	if err := probe.Valid(); err != nil {
-		return fmt.Errorf("cookie: %w", err)
+	for _, f := range []struct{ field, value string }{{"name", c.Name}, {"path", c.Path}, {"domain", c.Domain}} {
+		if err := checkCookieField(f.field, f.value); err != nil {
+			return err
+		}
 	}
 	if c.MaxAge < 0 {
 		return fmt.Errorf("cookie max_age must not be negative, got %s", time.Duration(c.MaxAge))
@@ -345,6 +343,30 @@ func cookieValue(h http.Header, name string) (string, bool) {
 }
 
 // checkCookiePath reports a cookie path browsers would not honour.
+// checkCookieField reports why value cannot be the cookie's field (name,
+// path or domain) as net/http would send it; empty means the default.
+func checkCookieField(field, value string) error {
+	if value == "" {
+		return nil
+	}
+	probe := &http.Cookie{Name: defaultCookieName, Value: "x"}
+	switch field {
+	case "name":
+		probe.Name = value
+	case "path":
+		probe.Path = value
+	case "domain":
+		probe.Domain = value
+	}
+	if err := probe.Valid(); err != nil {
+		return fmt.Errorf("invalid cookie %s %q: %v", field, value, err)
+	}
+	if field == "path" {
+		return checkCookiePath(value)
+	}
+	return nil
+}
+
 func checkCookiePath(path string) error {
 	if path != "" && !strings.HasPrefix(path, "/") {
 		return fmt.Errorf("cookie path must start with /, got %q (browsers ignore such a path and use the request's directory)", path)

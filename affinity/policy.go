@@ -171,7 +171,7 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 		// rules out.
 		s.fallback = reverseproxy.RandomSelection{}
 	} else {
-		if s.FallbackRaw == nil {
+		if !s.hasFallback() {
 			s.FallbackRaw = caddyconfig.JSONModuleObject(reverseproxy.RandomSelection{}, "policy", "random", nil)
 		}
 		mod, err := ctx.LoadModule(s, "FallbackRaw")
@@ -237,6 +237,12 @@ func (s *AffinitySelection) Validate() error {
 	return nil
 }
 
+// hasFallback reports whether a fallback policy is configured: JSON null
+// means none, as for the cookie.
+func (s *AffinitySelection) hasFallback() bool {
+	return len(s.FallbackRaw) > 0 && string(s.FallbackRaw) != "null"
+}
+
 func (s *AffinitySelection) validate() error {
 	seen := make(map[string]bool, len(s.Keys))
 	for _, k := range s.Keys {
@@ -259,6 +265,9 @@ func (s *AffinitySelection) validate() error {
 		alg = a
 	}
 	for _, d := range slices.Sorted(maps.Keys(s.Weights)) {
+		if strings.TrimSpace(d) == "" {
+			return fmt.Errorf("weight for an empty upstream address: name the upstream's dial address (host:port), as in reverse_proxy")
+		}
 		if w := s.Weights[d]; w < 1 || w > MaxWeight {
 			return fmt.Errorf("weight for %q must be an integer from 1 to %d, got %d", d, MaxWeight, w)
 		}
@@ -273,7 +282,7 @@ func (s *AffinitySelection) validate() error {
 		if err := s.Cookie.validate(); err != nil {
 			return err
 		}
-		if s.FallbackRaw != nil {
+		if s.hasFallback() {
 			return fmt.Errorf("fallback is never used when cookie is set (every request then has a key); remove one")
 		}
 	}

@@ -802,8 +802,11 @@ func TestValidate(t *testing.T) {
 		{"relative cookie path", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Path: "app"}}, `cookie path must start with /, got "app"`},
 		{"bad same_site", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", SameSite: "loose"}}, `cookie same_site must be lax, strict or none, got "loose"`},
 		{"same_site none insecure", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", SameSite: "none", Secure: &no}}, "same_site none requires secure"},
-		{"bad cookie name", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Name: "my cookie"}}, `cookie: http: invalid Cookie.Name`},
+		{"bad cookie name", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Name: "my cookie"}}, `invalid cookie name "my cookie"`},
 		{"cookie and fallback", &AffinitySelection{Cookie: &CookieConfig{Secret: "s"}, FallbackRaw: json.RawMessage(`{"policy":"first"}`)}, "fallback is never used when cookie is set"},
+		{"cookie and fallback null", &AffinitySelection{Cookie: &CookieConfig{Secret: "s"}, FallbackRaw: json.RawMessage(`null`)}, ""},
+		{"bad cookie domain", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Domain: "a b"}}, `invalid cookie domain "a b"`},
+		{"weight for no dial", &AffinitySelection{Weights: map[string]int{"": 3}}, "weight for an empty upstream address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

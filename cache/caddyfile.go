@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -37,8 +38,13 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	seen := make(map[string]bool)
 	var itemSizeAt string // where max_item_size was given, for the check against max_size
+	prev := ""
 	for d.NextBlock(0) {
 		opt := d.Val()
+		if opt == "{" && prev != "" {
+			return d.Errf("response_cache: %s takes no block", prev)
+		}
+		prev = opt
 		if seen[opt] {
 			return d.Errf("response_cache: option '%s' given more than once", opt)
 		}
@@ -186,13 +192,29 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 	if err != nil {
 		return 0, d.Errf("response_cache: %s: invalid size '%s' (use e.g. 64MiB or 1048576)", opt, arg)
 	}
-	if unit := strings.TrimLeft(arg, "0123456789. "); strings.Contains(arg, ".") && (unit == "" || strings.EqualFold(unit, "b")) {
+	if unit := strings.TrimLeft(arg, "0123456789. "); strings.Contains(arg, ".") && (unit == "" || strings.EqualFold(unit, "b") || !wholeBytes(arg, unit, n)) {
 		return 0, d.Errf("response_cache: %s: '%s' is not a whole number of bytes", opt, arg)
 	}
 	if n > 1<<62 {
 		return 0, d.Errf("response_cache: %s must be at most 4EiB, got '%s'", opt, arg)
 	}
 	return int64(n), nil
+}
+
+// wholeBytes reports whether arg, a number with a fraction and a unit
+// (0.5KiB), is the n bytes humanize made of it, not a fraction of a byte
+// that it dropped (0.0001GiB).
+func wholeBytes(arg, unit string, n uint64) bool {
+	num, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(arg, unit)), 64)
+	if err != nil {
+		return false
+	}
+	per, err := humanize.ParseBytes("1" + unit)
+	if err != nil {
+		return false
+	}
+	exact := num * float64(per)
+	return math.Abs(exact-float64(n)) <= 1e-9*max(1, exact)
 }
 
 func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {

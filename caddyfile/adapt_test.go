@@ -141,6 +141,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache max_size too large", ":80 {\n\tresponse_cache {\n\t\tmax_size 600GiB\n\t}\n}", "max_size must be at most 512GiB, got 644245094400; run more cache nodes behind lb_policy affinity to hold more, at Caddyfile:3"},
 		{"cache max_size tiny", ":80 {\n\tresponse_cache {\n\t\tmax_size 1KiB\n\t}\n}", "max_size must be at least 64KiB, got 1024, at Caddyfile:3"},
 		{"cache max_size fraction", ":80 {\n\tresponse_cache {\n\t\tmax_size 1.5\n\t}\n}", "max_size: '1.5' is not a whole number of bytes, at Caddyfile:3"},
+		{"cache max_size fraction of a byte", ":80 {\n\tresponse_cache {\n\t\tmax_size 0.0001GiB\n\t}\n}", "max_size: '0.0001GiB' is not a whole number of bytes, at Caddyfile:3"},
+		{"cache block after max_size", ":80 {\n\tresponse_cache {\n\t\tmax_size 1MiB {\n\t\t}\n\t}\n}", "response_cache: max_size takes no block, at Caddyfile:3"},
+		{"cache key of an unset variable", ":80 {\n\tresponse_cache {\n\t\tkey {header.{$CADDYFILE_TEST_UNSET}}\n\t}\n}", "names {http.request.header.}, whose last part is empty (an unset {$VAR}?), so it is the same for every request, at Caddyfile:3"},
+		{"affinity key of an unset variable", ":80 {\n\treverse_proxy a:1 b:1 {\n\t\tlb_policy affinity {http.request.cookie.{$CADDYFILE_TEST_UNSET}}\n\t}\n}", "whose last part is empty (an unset {$VAR}?), so it is the same for every request, at Caddyfile:3"},
+		{"affinity block after bound", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\tbound 1.25 {\n\t\t\t}\n\t\t}\n\t}\n}", "bound takes no block, at Caddyfile:4"},
 		{"cache max_item_size over default", ":80 {\n\tresponse_cache {\n\t\tmax_item_size 300MiB\n\t}\n}", "max_item_size (314572800) must not be larger than max_size (268435456, the default), at Caddyfile:3"},
 		{"cache key typo", ":80 {\n\tresponse_cache {\n\t\tkey {http.request.uri.pth}\n\t}\n}", "names {http.request.uri.pth}, which Caddy does not know (a typo would give every request the same key), at Caddyfile:3"},
 		{"cache key constant", ":80 {\n\tresponse_cache {\n\t\tkey /all\n\t}\n}", `key: "/all" has no placeholder, so it is the same for every request, at Caddyfile:3`},
@@ -173,5 +178,20 @@ func TestCaddyfileErrors(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestFractionalSizes: a fraction with a unit is accepted when it is a
+// whole number of bytes.
+func TestFractionalSizes(t *testing.T) {
+	for in, want := range map[string]string{"1.5GiB": "1610612736", "0.5MiB": "524288", "1.1MB": "1100000", "64.5KiB": "66048"} {
+		out, err := adapt(t, ":80 {\n\tresponse_cache {\n\t\tmax_size "+in+"\n\t}\n}")
+		if err != nil {
+			t.Errorf("max_size %s: %v", in, err)
+			continue
+		}
+		if !strings.Contains(out, `"max_size": `+want) {
+			t.Errorf("max_size %s: want %s bytes in %s", in, want, out)
+		}
 	}
 }

@@ -83,8 +83,10 @@ func scan(s string, placeholder func(name string)) error {
 // CheckKey reports why template, with its shorthands expanded, cannot be
 // a per-request key: Check's reasons; placeholders that are all the same
 // for every request (environment, system, files, time: Caddy's global
-// ones); or one under http.request. that Caddy does not know, a typo that
-// would be the same (unknown) for every request. Placeholders that other
+// ones); one whose last part is empty ({http.request.header.}, what
+// `{header.{$VAR}}` becomes with VAR unset), which Caddy knows and
+// answers with nothing; or one under http.request. that Caddy does not
+// know, a typo that would be the same (unknown) for every request. Placeholders that other
 // handlers set (vars, regexp captures, map outputs, other modules') can
 // only be checked per request.
 func CheckKey(template string) error {
@@ -102,6 +104,11 @@ func CheckKey(template string) error {
 	}
 	if !varies {
 		return fmt.Errorf("%q names only placeholders that do not depend on the request (%s), so it is the same for every request; name a part of the request, such as {uri} or {header.X-User}", template, "{"+strings.Join(names, "}, {")+"}")
+	}
+	for _, name := range names {
+		if strings.HasSuffix(name, ".") {
+			return fmt.Errorf("%q names {%s}, whose last part is empty (an unset {$VAR}?), so it is the same for every request", template, name)
+		}
 	}
 	repl := sampleReplacer()
 	for _, name := range names {

@@ -105,6 +105,11 @@ func TestCheckKey(t *testing.T) {
 		{in: "{time.now.unix}", err: "do not depend on the request"},
 		{in: "{http.request.uri.pth}", err: "which Caddy does not know"},
 		{in: "{http.request.hedaer.X}", err: "which Caddy does not know"},
+		// `{header.{$VAR}}` with VAR unset: known to Caddy, empty for all.
+		{in: "{http.request.header.}", err: "whose last part is empty"},
+		{in: "{http.request.cookie.}", err: "whose last part is empty"},
+		{in: "{http.request.uri.query.}", err: "whose last part is empty"},
+		{in: "{http.vars.}-{http.request.uri}", err: "whose last part is empty"},
 	} {
 		err := CheckKey(tc.in)
 		switch {
