@@ -107,7 +107,7 @@ func CheckKey(template string) error {
 	}
 	for _, name := range names {
 		if strings.HasSuffix(name, ".") {
-			return fmt.Errorf("%q names {%s}, whose last part is empty (an unset {$VAR}?), so it is the same for every request", template, name)
+			return fmt.Errorf("%q names {%s}, whose last part is empty (an unset {$VAR}?), so it is empty for every request", template, name)
 		}
 	}
 	repl := sampleReplacer()
