@@ -2,7 +2,6 @@ package affinity
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
 	"strconv"
 
@@ -112,7 +111,7 @@ func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			f, err := strconv.ParseFloat(d.Val(), 64)
 			if err != nil || !isDecimal(d.Val()) {
-				return d.Errf("invalid bound '%s': must be a number >= 1", d.Val())
+				return d.Errf("invalid bound '%s': must be a plain decimal number >= 1, such as 1.25", d.Val())
 			}
 			if err := checkBound(f); err != nil || f == 0 {
 				return d.Errf("invalid bound '%s': must be a number >= 1", d.Val())
@@ -171,7 +170,10 @@ func (s *AffinitySelection) addKeys(d *caddyfile.Dispenser, keys []string) error
 // unmarshalCookie parses `cookie [<name>] { ... }`; d is on `cookie`.
 func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 	c := new(CookieConfig)
-	file, line := d.File(), d.Line() // of `cookie`, for what the block lacks
+	// `cookie`'s token, to report what the block lacks or a conflict in
+	// it at that line, with the import chain as Caddy gives it.
+	at := caddyfile.NewDispenser([]caddyfile.Token{d.Token()})
+	at.Next()
 	args := d.RemainingArgs()
 	switch len(args) {
 	case 0:
@@ -268,10 +270,10 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 		}
 	}
 	if c.Secret == "" {
-		return nil, fmt.Errorf("cookie requires a secret (add `secret <text or placeholder>` to its block), at %s:%d", file, line)
+		return nil, at.Err("cookie requires a secret (add `secret <text or placeholder>` to its block)")
 	}
 	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("%v, at %s:%d", err, file, line) // a conflict within the block
+		return nil, at.WrapErr(err) // a conflict within the block
 	}
 	return c, nil
 }
@@ -295,7 +297,9 @@ func loadFallbackPolicy(d *caddyfile.Dispenser) (json.RawMessage, error) {
 	if err := unm.UnmarshalCaddyfile(seg); err != nil {
 		return nil, err
 	}
-	if seg.Next() {
+	// Only if the policy read its name: one that reads nothing (a
+	// third-party policy without options) cannot be judged.
+	if seg.Next() && seg.Prev() && seg.Next() {
 		return nil, seg.Errf("fallback %s: unexpected '%s' (the policy reads no more than that)", name, seg.Val())
 	}
 	sel, ok := unm.(reverseproxy.Selector)

@@ -2,7 +2,7 @@ package cache
 
 import (
 	"fmt"
-	"math"
+	"math/big"
 	"strconv"
 	"strings"
 
@@ -192,8 +192,15 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 	if err != nil {
 		return 0, d.Errf("response_cache: %s: invalid size '%s' (use e.g. 64MiB or 1048576)", opt, arg)
 	}
-	if unit := strings.TrimLeft(arg, "0123456789. "); strings.Contains(arg, ".") && (unit == "" || strings.EqualFold(unit, "b") || !wholeBytes(arg, unit, n)) {
-		return 0, d.Errf("response_cache: %s: '%s' is not a whole number of bytes", opt, arg)
+	if unit := strings.TrimLeft(arg, "0123456789., "); strings.Contains(arg, ".") {
+		// humanize multiplies in floating point and drops what is left:
+		// 4.1MB came out a byte short, 0.0001GiB a fraction of a byte
+		// less than what was written.
+		exact, whole := wholeBytes(arg, unit)
+		if unit == "" || strings.EqualFold(unit, "b") || !whole {
+			return 0, d.Errf("response_cache: %s: '%s' is not a whole number of bytes", opt, arg)
+		}
+		n = exact
 	}
 	if n > 1<<62 {
 		return 0, d.Errf("response_cache: %s must be at most 4EiB, got '%s'", opt, arg)
@@ -201,20 +208,24 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 	return int64(n), nil
 }
 
-// wholeBytes reports whether arg, a number with a fraction and a unit
-// (0.5KiB), is the n bytes humanize made of it, not a fraction of a byte
-// that it dropped (0.0001GiB).
-func wholeBytes(arg, unit string, n uint64) bool {
-	num, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(arg, unit)), 64)
-	if err != nil {
-		return false
+// wholeBytes returns the bytes arg, a number with a fraction and a unit
+// (0.5KiB, 4.1MB), stands for, computed exactly, and whether they are a
+// whole number (0.0001GiB is not).
+func wholeBytes(arg, unit string) (uint64, bool) {
+	num := strings.ReplaceAll(strings.TrimSpace(strings.TrimSuffix(arg, unit)), ",", "")
+	r, ok := new(big.Rat).SetString(num)
+	if !ok {
+		return 0, false
 	}
 	per, err := humanize.ParseBytes("1" + unit)
 	if err != nil {
-		return false
+		return 0, false
 	}
-	exact := num * float64(per)
-	return math.Abs(exact-float64(n)) <= 1e-9*max(1, exact)
+	r.Mul(r, new(big.Rat).SetUint64(per))
+	if !r.IsInt() || !r.Num().IsUint64() {
+		return 0, false
+	}
+	return r.Num().Uint64(), true
 }
 
 func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {

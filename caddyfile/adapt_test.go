@@ -146,6 +146,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache key of an unset variable", ":80 {\n\tresponse_cache {\n\t\tkey {header.{$CADDYFILE_TEST_UNSET}}\n\t}\n}", "names {http.request.header.}, whose last part is empty (an unset {$VAR}?), so it is empty for every request, at Caddyfile:3"},
 		{"affinity key of an unset variable", ":80 {\n\treverse_proxy a:1 b:1 {\n\t\tlb_policy affinity {http.request.cookie.{$CADDYFILE_TEST_UNSET}}\n\t}\n}", "whose last part is empty (an unset {$VAR}?), so it is empty for every request, at Caddyfile:3"},
 		{"affinity block after bound", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\tbound 1.25 {\n\t\t\t}\n\t\t}\n\t}\n}", "bound takes no block, at Caddyfile:4"},
+		{"affinity cookie conflict in a snippet", "(sticky) {\n\tcookie {\n\t\tsecret s\n\t\tsecure off\n\t\tsame_site none\n\t}\n}\n:80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\timport sticky\n\t\t}\n\t}\n}", "same_site none requires secure; browsers reject it otherwise, at Caddyfile:2 import chain ['Caddyfile:11 (import sticky)']"},
 		{"cache max_item_size over default", ":80 {\n\tresponse_cache {\n\t\tmax_item_size 300MiB\n\t}\n}", "max_item_size (314572800) must not be larger than max_size (268435456, the default), at Caddyfile:3"},
 		{"cache key typo", ":80 {\n\tresponse_cache {\n\t\tkey {http.request.uri.pth}\n\t}\n}", "names {http.request.uri.pth}, which Caddy does not know (a typo would give every request the same key), at Caddyfile:3"},
 		{"cache key constant", ":80 {\n\tresponse_cache {\n\t\tkey /all\n\t}\n}", `key: "/all" has no placeholder, so it is the same for every request, at Caddyfile:3`},
@@ -182,9 +183,10 @@ func TestCaddyfileErrors(t *testing.T) {
 }
 
 // TestFractionalSizes: a fraction with a unit is accepted when it is a
-// whole number of bytes.
+// whole number of bytes, and is that number exactly (humanize's floating
+// point made 4.1MB a byte short).
 func TestFractionalSizes(t *testing.T) {
-	for in, want := range map[string]string{"1.5GiB": "1610612736", "0.5MiB": "524288", "1.1MB": "1100000", "64.5KiB": "66048"} {
+	for in, want := range map[string]string{"1.5GiB": "1610612736", "0.5MiB": "524288", "1.1MB": "1100000", "4.1MB": "4100000", "2,500.5MiB": "2621964288", "64.5KiB": "66048"} {
 		out, err := adapt(t, ":80 {\n\tresponse_cache {\n\t\tmax_size "+in+"\n\t}\n}")
 		if err != nil {
 			t.Errorf("max_size %s: %v", in, err)

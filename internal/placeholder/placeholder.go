@@ -84,8 +84,8 @@ func scan(s string, placeholder func(name string)) error {
 // a per-request key: Check's reasons; placeholders that are all the same
 // for every request (environment, system, files, time: Caddy's global
 // ones); one whose last part is empty ({http.request.header.}, what
-// `{header.{$VAR}}` becomes with VAR unset), which Caddy knows and
-// answers with nothing; or one under http.request. that Caddy does not
+// `{header.{$VAR}}` becomes with VAR unset; see namedFamilies), which
+// Caddy knows and answers with nothing; or one under http.request. that Caddy does not
 // know, a typo that would be the same (unknown) for every request. Placeholders that other
 // handlers set (vars, regexp captures, map outputs, other modules') can
 // only be checked per request.
@@ -106,7 +106,7 @@ func CheckKey(template string) error {
 		return fmt.Errorf("%q names only placeholders that do not depend on the request (%s), so it is the same for every request; name a part of the request, such as {uri} or {header.X-User}", template, "{"+strings.Join(names, "}, {")+"}")
 	}
 	for _, name := range names {
-		if strings.HasSuffix(name, ".") {
+		if namedFamilies[name] {
 			return fmt.Errorf("%q names {%s}, whose last part is empty (an unset {$VAR}?), so it is empty for every request", template, name)
 		}
 	}
@@ -121,6 +121,21 @@ func CheckKey(template string) error {
 		}
 	}
 	return nil
+}
+
+// namedFamilies are the placeholders whose last part names a field, a
+// cookie, a query parameter or a variable, with that part empty: what
+// `{header.{$VAR}}` becomes with VAR unset. Caddy knows them, and answers
+// with nothing. (A name may itself end with a dot: {header.X-Foo.}.)
+var namedFamilies = map[string]bool{ // Caddy's prefixes (caddyhttp/replacer.go)
+	"http.request.cookie.":        true,
+	"http.request.header.":        true,
+	"http.request.host.labels.":   true,
+	"http.request.uri.path.":      true,
+	"http.request.uri.query.":     true,
+	"http.request.orig_uri.path.": true,
+	"http.response.header.":       true,
+	"http.vars.":                  true,
 }
 
 // sampleReplacer is the replacer of a plain GET, with Caddy's request

@@ -110,6 +110,8 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.request.cookie.}", err: "whose last part is empty"},
 		{in: "{http.request.uri.query.}", err: "whose last part is empty"},
 		{in: "{http.vars.}-{http.request.uri}", err: "whose last part is empty"},
+		{in: "{http.request.header.X-Foo.}"}, // a field name may end with a dot
+		{in: "{http.request.uri.query.a.}"},
 	} {
 		err := CheckKey(tc.in)
 		switch {
