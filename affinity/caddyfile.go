@@ -220,15 +220,16 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 			switch opt {
 			case "secret":
 				c.Secret = v
-			case "path", "domain":
+			case "path":
 				if err := checkCookieField(opt, v); err != nil {
 					return nil, d.Errf("%v", err)
 				}
-				if opt == "path" {
-					c.Path = v
-				} else {
-					c.Domain = v
+				c.Path = v
+			case "domain":
+				if err := checkCookieField(opt, v); err != nil {
+					return nil, d.Errf("%v", err)
 				}
+				c.Domain = v
 			case "same_site":
 				if _, err := parseSameSite(v); err != nil {
 					return nil, d.Errf("cookie %v", err)

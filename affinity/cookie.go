@@ -144,9 +144,6 @@ func (c *CookieConfig) validate() error {
 	if c.MaxAge < 0 {
 		return fmt.Errorf("cookie max_age must not be negative, got %s", time.Duration(c.MaxAge))
 	}
-	if err := checkCookiePath(c.Path); err != nil {
-		return err
-	}
 	ss, err := parseSameSite(c.SameSite)
 	if err != nil {
 		return fmt.Errorf("cookie %w", err)
@@ -342,7 +339,6 @@ func cookieValue(h http.Header, name string) (string, bool) {
 	return "", false
 }
 
-// checkCookiePath reports a cookie path browsers would not honour.
 // checkCookieField reports why value cannot be the cookie's field (name,
 // path or domain) as net/http would send it; empty means the default.
 func checkCookieField(field, value string) error {
@@ -367,6 +363,7 @@ func checkCookieField(field, value string) error {
 	return nil
 }
 
+// checkCookiePath reports a cookie path browsers would not honour.
 func checkCookiePath(path string) error {
 	if path != "" && !strings.HasPrefix(path, "/") {
 		return fmt.Errorf("cookie path must start with /, got %q (browsers ignore such a path and use the request's directory)", path)

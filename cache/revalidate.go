@@ -334,9 +334,9 @@ func (h *Handler) pastStaleWindow(e *entry, t time.Time) bool {
 // (and meant for its requester alone if private), speaks for every
 // request under x's flight key: its Vary names no field beyond the key's
 // that could set its requests apart (`Vary: *` alone matches no request:
-// nothing to tell apart). A logged-in user's `private` under `Vary: Cookie`, while
-// anonymous requests share the key, speaks for its user only, and a hint
-// on the key would reach the others.
+// nothing to tell apart). A logged-in user's `private` under
+// `Vary: Cookie`, while anonymous requests share the key, speaks for its
+// user only, and a hint on the key would reach the others.
 //
 // Accept-Encoding never counts: encode adds it to every response it may
 // compress, storable or not. On a miss, what may be hinted, a field also

@@ -85,10 +85,10 @@ func scan(s string, placeholder func(name string)) error {
 // for every request (environment, system, files, time: Caddy's global
 // ones); one whose last part is empty ({http.request.header.}, what
 // `{header.{$VAR}}` becomes with VAR unset; see namedFamilies), which
-// Caddy knows and answers with nothing; or one under http.request. that Caddy does not
-// know, a typo that would be the same (unknown) for every request. Placeholders that other
-// handlers set (vars, regexp captures, map outputs, other modules') can
-// only be checked per request.
+// Caddy knows and answers with nothing; or one under http.request. that
+// Caddy does not know, a typo that would be the same (unknown) for every
+// request. Placeholders that other handlers set (vars, regexp captures,
+// map outputs, other modules') can only be checked per request.
 func CheckKey(template string) error {
 	if err := Check(template); err != nil {
 		return err
@@ -105,13 +105,11 @@ func CheckKey(template string) error {
 	if !varies {
 		return fmt.Errorf("%q names only placeholders that do not depend on the request (%s), so it is the same for every request; name a part of the request, such as {uri} or {header.X-User}", template, "{"+strings.Join(names, "}, {")+"}")
 	}
+	repl := sampleReplacer()
 	for _, name := range names {
 		if namedFamilies[name] {
 			return fmt.Errorf("%q names {%s}, whose last part is empty (an unset {$VAR}?), so it is empty for every request", template, name)
 		}
-	}
-	repl := sampleReplacer()
-	for _, name := range names {
 		if !strings.HasPrefix(name, "http.request.") ||
 			strings.HasPrefix(name, "http.request.tls.") || strings.HasPrefix(name, "http.request.body") {
 			continue // TLS needs a TLS request; the body is read per request
