@@ -844,6 +844,129 @@ func TestHitConditionalAndRanges(t *testing.T) {
 	}
 }
 
+// TestRangeForWholeBodyOnMiss: a miss whose Range asks for the whole body
+// (bytes=0-, what browsers' media elements send first) goes to the origin
+// without Range and If-Range, so its 200 is stored, and answers the
+// client as the 206 the origin would have sent; a Range for less goes
+// out as it came and its 206 is not stored.
+func TestRangeForWholeBodyOnMiss(t *testing.T) {
+	const content = "0123456789"
+	c := newClock()
+	modified := c.Now().Add(-time.Hour)
+	// The origin honours Range as Go's file server does.
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v1"`)
+		w.Header().Set("Content-Digest", "sha-256=:whole:")
+		if strings.HasSuffix(r.URL.Path, "/chunked") {
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.WriteString(w, content) // no Content-Length
+			return nil
+		}
+		http.ServeContent(w, r, "", modified, strings.NewReader(content))
+		return nil
+	}}
+	for _, tc := range []struct {
+		name, path   string
+		fields       []string
+		status       int
+		body         string
+		contentRange string
+		sentRange    bool // the origin saw the client's Range
+		stored       bool
+	}{
+		{name: "bytes=0-", path: "/a", fields: []string{"Range", "bytes=0-"},
+			status: 206, body: content, contentRange: "bytes 0-9/10", stored: true},
+		{name: "end past the body", path: "/b", fields: []string{"Range", "bytes=0-99999999999999999999"},
+			status: 206, body: content, contentRange: "bytes 0-9/10", stored: true},
+		{name: "If-Range holds", path: "/c", fields: []string{"Range", "bytes=0-", "If-Range", `"v1"`},
+			status: 206, body: content, contentRange: "bytes 0-9/10", stored: true},
+		{name: "If-Range fails: the 200", path: "/d", fields: []string{"Range", "bytes=0-", "If-Range", `"v0"`},
+			status: 200, body: content, stored: true},
+		{name: "no Content-Length: the 200", path: "/chunked", fields: []string{"Range", "bytes=0-"},
+			status: 200, body: content, stored: true},
+		{name: "part of the body goes out as it came", path: "/e", fields: []string{"Range", "bytes=2-"},
+			status: 206, body: content[2:], contentRange: "bytes 2-9/10", sentRange: true},
+		{name: "closed range from 0", path: "/f", fields: []string{"Range", "bytes=0-4"},
+			status: 206, body: content[:5], contentRange: "bytes 0-4/10", sentRange: true},
+		{name: "suffix", path: "/g", fields: []string{"Range", "bytes=-100"},
+			status: 206, body: content, contentRange: "bytes 0-9/10", sentRange: true},
+		{name: "multi-range", path: "/h", fields: []string{"Range", "bytes=0-, 5-"}, sentRange: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, Config{}, c)
+			url := "http://example.com/media" + tc.path
+			w := get(t, h, o, url, tc.fields...)
+			sent := o.last().Header
+			if got := sent.Get("Range") != ""; got != tc.sentRange {
+				t.Errorf("origin saw Range %q", sent.Get("Range"))
+			}
+			if !tc.sentRange && sent.Get("If-Range") != "" {
+				t.Errorf("origin saw If-Range %q without the Range", sent.Get("If-Range"))
+			}
+			if tc.status == 0 {
+				return // whatever the origin answers a multi-range
+			}
+			if w.Code != tc.status || w.Body.String() != tc.body {
+				t.Fatalf("got %d %q, want %d %q", w.Code, w.Body, tc.status, tc.body)
+			}
+			if got := w.Header().Get("Content-Range"); got != tc.contentRange {
+				t.Errorf("Content-Range %q, want %q", got, tc.contentRange)
+			}
+			if tc.status == 206 && !tc.sentRange {
+				if got := w.Header().Get("Content-Length"); got != "10" {
+					t.Errorf("Content-Length %q, want 10", got)
+				}
+				if got := w.Header().Get("Content-Digest"); got != "" {
+					t.Errorf("the 206 carries the whole content's Content-Digest %q (a hit's does not)", got)
+				}
+			}
+			wantStatus(t, w, []string{"fwd=uri-miss"})
+			h.store.wait()
+			calls := o.calls.Load()
+			hit := get(t, h, o, url, "Range", "bytes=3-5")
+			if stored := hasParam(hit.Header().Get("Cache-Status"), "hit"); stored != tc.stored {
+				t.Fatalf("stored %v, want %v (Cache-Status %q)", stored, tc.stored, hit.Header().Get("Cache-Status"))
+			}
+			if tc.stored && (hit.Code != 206 || hit.Body.String() != "345" || o.calls.Load() != calls) {
+				t.Errorf("range hit: %d %q, origin calls %d -> %d", hit.Code, hit.Body, calls, o.calls.Load())
+			}
+		})
+	}
+}
+
+// TestRangeForWholeBodyRevalidated: a stale entry revalidated for a
+// client's bytes=0- and answered with a new 200 gives the client that 200
+// as a 206; a 304 gives it the refreshed entry's 206.
+func TestRangeForWholeBodyRevalidated(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	version := "v1"
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=1")
+		w.Header().Set("Etag", `"`+version+`"`)
+		if r.Header.Get("If-None-Match") == `"`+version+`"` {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		w.Header().Set("Content-Length", "7")
+		_, _ = io.WriteString(w, "body-"+version)
+		return nil
+	}}
+	get(t, h, o, "http://example.com/rv")
+	h.store.wait()
+	for _, v := range []string{"v1", "v2"} {
+		version = v
+		c.Advance(2 * time.Second)
+		w := get(t, h, o, "http://example.com/rv", "Range", "bytes=0-")
+		if w.Code != 206 || w.Body.String() != "body-"+v || w.Header().Get("Content-Range") != "bytes 0-6/7" {
+			t.Errorf("%s: %d %q Content-Range %q, want 206 %q bytes 0-6/7", v, w.Code, w.Body, w.Header().Get("Content-Range"), "body-"+v)
+		}
+		wantStatus(t, w, []string{"fwd=stale"})
+		h.store.wait()
+	}
+}
+
 // TestIfRangeWeakDate: a Last-Modified within a second of Date is a weak
 // validator, which If-Range may not use (RFC 9110 §13.1.5): the full 200.
 func TestIfRangeWeakDate(t *testing.T) {

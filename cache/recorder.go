@@ -36,6 +36,10 @@ type recorder struct {
 	// members plus ours); set by onHeader, usually to statusSlot[:].
 	cacheStatus []string
 	statusSlot  [1]string
+	// contentRange, when set, makes the client's response a 206 with
+	// this Content-Range: the client asked for a range that is the whole
+	// body (set by onHeader, see wholeContentRange).
+	contentRange string
 
 	pass   bool  // the response is written to the client
 	buffer bool  // the body is buffered for storage
@@ -140,6 +144,13 @@ func (rec *recorder) WriteHeader(status int) {
 		copyHeader(dst, rec.header)
 		if rec.cacheStatus != nil {
 			dst["Cache-Status"] = rec.cacheStatus
+		}
+		if rec.contentRange != "" {
+			status = http.StatusPartialContent
+			dst["Content-Range"] = []string{rec.contentRange}
+			// As for a 206 from the store (serveEntry).
+			delete(dst, "Content-Digest")
+			delete(dst, "Content-Md5")
 		}
 		rec.w.WriteHeader(status)
 	}

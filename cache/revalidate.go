@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"math"
 	"net/http"
 	"runtime/debug"
 	"slices"
@@ -45,6 +46,10 @@ type exchange struct {
 	flightKey   string
 	lead        flight
 	requestTime time.Time
+	// rangeDropped: the client's Range did not go to the origin (the
+	// cache's conditional, or a Range for the whole body), so a 200 may
+	// answer it as a 206 (see wholeContentRange).
+	rangeDropped bool
 
 	// Decided at the response's header.
 	outcome outcome
@@ -99,7 +104,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator {
 		out = revalidationRequest(r, x.stale)
 		x.cond = true
+	} else if r.Method == http.MethodGet && asksForWhole(r) {
+		// bytes=0-, what browsers' media elements send first: fetched
+		// whole, the response can be stored (a Range that asks for less
+		// goes out as it came: its 206 is not stored).
+		out = withoutRange(r)
 	}
+	x.rangeDropped = len(r.Header["Range"]) > 0 && len(out.Header["Range"]) == 0
 	x.store = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 0
 	if x.store && h.uses != nil && x.stale == nil && !x.background {
 		if uses := h.uses(); uses != nil {
@@ -192,6 +203,7 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	h.store.dropKey(x.stale.key)
 	x.stale, x.cond, x.outcome = nil, false, outPass
 	x.store = x.store && len(r.Header["Range"]) == 0
+	x.rangeDropped = false
 	rec.reset()
 	x.requestTime = h.now()
 	if vars != nil {
@@ -560,8 +572,53 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		x.release(h, nil)
 	}
 	if rec.pass && !x.background {
+		if x.rangeDropped && status == http.StatusOK {
+			rec.contentRange = wholeContentRange(x.r, rec.header)
+		}
 		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: status, Key: h.statusKey(x.urlKey), Detail: detail})
 	}
+}
+
+// asksForWhole reports whether r's Range asks for the whole body, from
+// its first byte to its end, whatever its length: a single range 0-.
+func asksForWhole(r *http.Request) bool {
+	rg := r.Header["Range"]
+	if len(rg) != 1 {
+		return false
+	}
+	br, ok, satisfiable := ParseRange(rg[0], math.MaxInt64)
+	return ok && satisfiable && br.Start == 0 && br.End == math.MaxInt64-1
+}
+
+// withoutRange is a copy of r without Range and If-Range, which the cache
+// evaluates against the 200 (see wholeContentRange).
+func withoutRange(r *http.Request) *http.Request {
+	r2 := r.Clone(r.Context())
+	delete(r2.Header, "Range")
+	delete(r2.Header, "If-Range")
+	return r2
+}
+
+// wholeContentRange returns the Content-Range with which a 200 (its
+// fields hdr) answers r as a 206, when r's Range, which did not go to the
+// origin, covers the whole body and its If-Range holds; "" when the 200
+// goes as it is (RFC 9110 §14.2 lets a server ignore Range): no
+// Content-Length, an empty body, or a Range for part of it.
+func wholeContentRange(r *http.Request, hdr http.Header) string {
+	rg, cl := r.Header["Range"], hdr["Content-Length"]
+	if len(rg) != 1 || len(cl) != 1 {
+		return ""
+	}
+	size, ok := parseRangePos(cl[0])
+	if !ok || size == math.MaxInt64 { // saturated: no real length
+		return ""
+	}
+	br, ok, satisfiable := ParseRange(rg[0], size)
+	if !ok || !satisfiable || br.Start != 0 || br.End != size-1 || !ifRangeMatches(r, hdr) {
+		return ""
+	}
+	last := strconv.FormatInt(size-1, 10)
+	return "bytes 0-" + last + "/" + strconv.FormatInt(size, 10)
 }
 
 // setStatusAfterCopy makes the recorder add our Cache-Status member to

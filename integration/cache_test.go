@@ -444,6 +444,81 @@ func testCoalescing(t *testing.T, options string) {
 	}
 }
 
+// TestCacheRangeForWholeBody: browsers' media elements ask for a video
+// with Range: bytes=0-. Through a real Caddy in front of an origin that
+// serves ranges (Go's ServeContent, as a file server), concurrent such
+// misses reach the origin once, without Range, get the whole body as a
+// 206, and fill the cache that later ranges (a seek, Safari's probe) hit.
+// A probe for part of an uncached object goes out as it came.
+func TestCacheRangeForWholeBody(t *testing.T) {
+	content := strings.Repeat("0123456789abcdef", 4096) // 64 KiB
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var sentRanges []string
+	origin := startBackend(t, "media", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		sentRanges = append(sentRanges, r.URL.Path+" "+r.Header.Get("Range"))
+		mu.Unlock()
+		if r.URL.Path == "/video" {
+			<-release
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Type", "video/mp4")
+		http.ServeContent(w, r, "", time.Unix(1e9, 0), strings.NewReader(content))
+	})
+	frontPort := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", frontPort)
+	startCaddy(t, cacheFront(frontPort, origin, ""))
+	c := newClient()
+
+	const clients = 20
+	results := make([]result, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() { results[i] = do(t, c, "GET", base+"/video", map[string]string{"Range": "bytes=0-"}) })
+	}
+	waitFor(t, "the first request to reach the origin", 10*time.Second, func() bool { return origin.hits.Load() >= 1 })
+	time.Sleep(300 * time.Millisecond) // let the others arrive; only affects how many collapse
+	close(release)
+	wg.Wait()
+	wantRange := fmt.Sprintf("bytes 0-%d/%d", len(content)-1, len(content))
+	for i, r := range results {
+		if r.status != http.StatusPartialContent || r.body != content || r.header.Get("Content-Range") != wantRange {
+			t.Fatalf("client %d: %d, %d bytes, Content-Range %q; want 206, %d bytes, %q", i, r.status, len(r.body), r.header.Get("Content-Range"), len(content), wantRange)
+		}
+	}
+	if got := origin.hits.Load(); got != 1 {
+		t.Errorf("origin saw %d requests for %d concurrent bytes=0- misses; want 1", got, clients)
+	}
+	mu.Lock()
+	if len(sentRanges) == 0 || sentRanges[0] != "/video " {
+		t.Errorf("origin requests (path, Range): %q; want /video without Range", sentRanges)
+	}
+	mu.Unlock()
+
+	waitFor(t, "the video to be stored", 5*time.Second, func() bool {
+		return isHit(do(t, c, "GET", base+"/video", map[string]string{"Range": "bytes=0-1"}))
+	})
+	n := origin.hits.Load()
+	seek := do(t, c, "GET", base+"/video", map[string]string{"Range": "bytes=1000-1999"})
+	if seek.status != http.StatusPartialContent || seek.body != content[1000:2000] || !isHit(seek) {
+		t.Errorf("seek: %d, %d bytes, Cache-Status %q; want a 206 hit of 1000 bytes", seek.status, len(seek.body), cacheStatus(seek))
+	}
+	if origin.hits.Load() != n {
+		t.Error("a range of the stored video reached the origin")
+	}
+
+	probe := do(t, c, "GET", base+"/other", map[string]string{"Range": "bytes=0-1"})
+	if probe.status != http.StatusPartialContent || probe.body != "01" || probe.header.Get("Content-Range") != fmt.Sprintf("bytes 0-1/%d", len(content)) {
+		t.Errorf("probe of an uncached object: %d %q Content-Range %q", probe.status, probe.body, probe.header.Get("Content-Range"))
+	}
+	mu.Lock()
+	if last := sentRanges[len(sentRanges)-1]; last != "/other bytes=0-1" {
+		t.Errorf("the probe reached the origin as %q, want its Range", last)
+	}
+	mu.Unlock()
+}
+
 // TestCacheUncacheableURLsSkipCoalescing: after a URL's response was not
 // storable (no Cache-Control at all; or `private` from an API behind CORS
 // middleware, which varies every response on Origin), its concurrent
