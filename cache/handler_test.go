@@ -935,6 +935,85 @@ func TestRangeForWholeBodyOnMiss(t *testing.T) {
 	}
 }
 
+// TestRangeForWholeBodyAfterProbe: Safari asks for bytes=0-1 first and
+// then for bytes 0 to the length minus one. The probe goes out as it came;
+// the length in its 206 makes the second request one for the whole body,
+// fetched without Range and stored, for a minute and for bodies up to
+// max_item_size.
+func TestRangeForWholeBodyAfterProbe(t *testing.T) {
+	const content = "0123456789"
+	c := newClock()
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(content))
+		return nil
+	}}
+	sentRange := func() string { return o.last().Header.Get("Range") }
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		wait    time.Duration
+		follow  string // the Range after the probe
+		fetched bool   // it went without Range
+	}{
+		{name: "the length", follow: "bytes=0-9", fetched: true},
+		{name: "past the length", follow: "bytes=0-20", fetched: true},
+		{name: "short of the length", follow: "bytes=0-8"},
+		{name: "not from the first byte", follow: "bytes=1-9"},
+		{name: "a minute later", wait: lengthTTL, follow: "bytes=0-9"},
+		{name: "longer than max_item_size", cfg: Config{MaxSize: 1 << 20, MaxItemSize: 9}, follow: "bytes=0-9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, tc.cfg, c)
+			probe := get(t, h, o, "http://example.com/v", "Range", "bytes=0-1")
+			if probe.Code != 206 || probe.Body.String() != "01" || sentRange() != "bytes=0-1" {
+				t.Fatalf("probe: %d %q, origin saw Range %q", probe.Code, probe.Body, sentRange())
+			}
+			c.Advance(tc.wait)
+			w := get(t, h, o, "http://example.com/v", "Range", tc.follow)
+			if fetched := sentRange() == ""; fetched != tc.fetched {
+				t.Fatalf("origin saw Range %q after the probe", sentRange())
+			}
+			br, _, _ := ParseRange(tc.follow, int64(len(content)))
+			wantRange := "bytes " + strconv.FormatInt(br.Start, 10) + "-" + strconv.FormatInt(br.End, 10) + "/10"
+			if w.Code != 206 || w.Body.String() != content[br.Start:br.End+1] || w.Header().Get("Content-Range") != wantRange {
+				t.Errorf("%s: %d %q Content-Range %q, want 206 %q", tc.follow, w.Code, w.Body, w.Header().Get("Content-Range"), wantRange)
+			}
+			h.store.wait()
+			hit := get(t, h, o, "http://example.com/v", "Range", "bytes=4-5")
+			if stored := hasParam(hit.Header().Get("Cache-Status"), "hit"); stored != tc.fetched {
+				t.Errorf("stored %v, want %v", stored, tc.fetched)
+			}
+		})
+	}
+}
+
+func TestCompleteLength(t *testing.T) {
+	for _, tc := range []struct {
+		v  string
+		n  int64
+		ok bool
+	}{
+		{"bytes 0-1/10", 10, true},
+		{"Bytes 9-9/10", 10, true},
+		{"bytes 0-9/10", 10, true},
+		{"bytes 0-10/10", 0, false},
+		{"bytes 5-4/10", 0, false},
+		{"bytes */10", 0, false},
+		{"bytes 0-1/*", 0, false},
+		{"bytes 0-1/", 0, false},
+		{"bytes=0-1/10", 0, false},
+		{"items 0-1/10", 0, false},
+		{"bytes 0-1/+10", 0, false},
+		{"bytes  0-1/10", 0, false},
+		{"bytes 0-1/99999999999999999999", 0, false},
+	} {
+		if n, ok := completeLength(tc.v); n != tc.n || ok != tc.ok {
+			t.Errorf("completeLength(%q) = %d, %v; want %d, %v", tc.v, n, ok, tc.n, tc.ok)
+		}
+	}
+}
+
 // TestRangeForWholeBodyRevalidated: a stale entry revalidated for a
 // client's bytes=0- and answered with a new 200 gives the client that 200
 // as a 206; a 304 gives it the refreshed entry's 206.

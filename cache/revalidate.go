@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"math"
 	"net/http"
 	"runtime/debug"
 	"slices"
@@ -104,10 +103,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator {
 		out = revalidationRequest(r, x.stale)
 		x.cond = true
-	} else if r.Method == http.MethodGet && asksForWhole(r) {
-		// bytes=0-, what browsers' media elements send first: fetched
-		// whole, the response can be stored (a Range that asks for less
-		// goes out as it came: its 206 is not stored).
+	} else if r.Method == http.MethodGet && h.asksForWhole(r, x.flightHash()) {
+		// Fetched whole, the response can be stored (a Range that asks
+		// for less goes out as it came: its 206 is not stored).
 		out = withoutRange(r)
 	}
 	x.rangeDropped = len(r.Header["Range"]) > 0 && len(out.Header["Range"]) == 0
@@ -508,6 +506,9 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		return
 	}
 	status := rec.status
+	if status == http.StatusPartialContent && !x.rangeDropped {
+		h.lengths.note(x.flightHash(), rec.header["Content-Range"], h.MaxItemSize, rec.responseTime)
+	}
 	if x.cond && status == http.StatusNotModified {
 		rec.pass = false
 		x.outcome = outRefresh
@@ -577,48 +578,6 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		}
 		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: status, Key: h.statusKey(x.urlKey), Detail: detail})
 	}
-}
-
-// asksForWhole reports whether r's Range asks for the whole body, from
-// its first byte to its end, whatever its length: a single range 0-.
-func asksForWhole(r *http.Request) bool {
-	rg := r.Header["Range"]
-	if len(rg) != 1 {
-		return false
-	}
-	br, ok, satisfiable := ParseRange(rg[0], math.MaxInt64)
-	return ok && satisfiable && br.Start == 0 && br.End == math.MaxInt64-1
-}
-
-// withoutRange is a copy of r without Range and If-Range, which the cache
-// evaluates against the 200 (see wholeContentRange).
-func withoutRange(r *http.Request) *http.Request {
-	r2 := r.Clone(r.Context())
-	delete(r2.Header, "Range")
-	delete(r2.Header, "If-Range")
-	return r2
-}
-
-// wholeContentRange returns the Content-Range with which a 200 (its
-// fields hdr) answers r as a 206, when r's Range, which did not go to the
-// origin, covers the whole body and its If-Range holds; "" when the 200
-// goes as it is (RFC 9110 §14.2 lets a server ignore Range): no
-// Content-Length, an empty body, or a Range for part of it.
-func wholeContentRange(r *http.Request, hdr http.Header) string {
-	rg, cl := r.Header["Range"], hdr["Content-Length"]
-	if len(rg) != 1 || len(cl) != 1 {
-		return ""
-	}
-	size, ok := parseRangePos(cl[0])
-	if !ok || size == math.MaxInt64 { // saturated: no real length
-		return ""
-	}
-	br, ok, satisfiable := ParseRange(rg[0], size)
-	if !ok || !satisfiable || br.Start != 0 || br.End != size-1 || !ifRangeMatches(r, hdr) {
-		return ""
-	}
-	last := strconv.FormatInt(size-1, 10)
-	return "bytes 0-" + last + "/" + strconv.FormatInt(size, 10)
 }
 
 // setStatusAfterCopy makes the recorder add our Cache-Status member to

@@ -149,6 +149,8 @@ type store struct {
 	// hints are the keys whose requests skip coalescing for a while; an
 	// offer or a purge under a key clears its hint.
 	hints uncacheableHints
+	// lengths are the complete lengths of recent 206 responses.
+	lengths knownLengths
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
 
