@@ -72,6 +72,13 @@ type storeStats struct {
 // (ristretto's guidance), the number of items estimated from max_size and
 // an assumed mean object of 4 KiB, at least 1024 and at most 4 Mi items
 // (about 120 MB of counters, for caches of 16 GiB and more).
+// pendingSlack is what may wait in ristretto's buffer before an offer of
+// any size (up to max_item_size) still goes: a variant's record, offered
+// just before the variant, or a few small responses. With none, a
+// response near max_item_size, or over max_size/8 when max_item_size is
+// raised, was dropped on its URL's first fill whenever its record waited.
+const pendingSlack = 64 << 10
+
 const (
 	assumedMeanObject = 4 << 10
 	minExpectedItems  = 1 << 10
@@ -122,7 +129,8 @@ type store struct {
 	// taken off its set buffer (ristretto calls the Cost function as it
 	// takes each one). The buffer holds up to 32768 items whatever their
 	// size, so under a burst of misses it could hold many times max_size;
-	// set drops offers beyond pendingLimit instead.
+	// set drops offers beyond pendingLimit instead, unless what waits
+	// before the offer is at most pendingSlack.
 	pending      atomic.Int64
 	pendingLimit int64
 	// lastTaken is the hash of the entry ristretto took off its buffer
@@ -368,7 +376,7 @@ func (s *store) set(e *entry) bool {
 		e.exit()
 		return false
 	}
-	if p := s.pending.Add(e.cost); p > s.pendingLimit && p != e.cost {
+	if p := s.pending.Add(e.cost); p > s.pendingLimit && p-e.cost > pendingSlack {
 		s.pending.Add(-e.cost)
 		s.drops.Add(1)
 		e.exit()

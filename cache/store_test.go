@@ -57,6 +57,61 @@ func TestStoreGetComparesFullKey(t *testing.T) {
 	}
 }
 
+// TestStorePendingLimit: an offer is dropped when what waits in
+// ristretto's buffer with it passes pendingLimit, unless what waited
+// before it is at most pendingSlack (a variant's record). The waiting
+// cost is set by hand: ristretto's goroutine takes offers too fast for
+// a test to catch it lagging.
+func TestStorePendingLimit(t *testing.T) {
+	s := newTestStore(t, 8<<20) // pendingLimit 1 MiB
+	big := func(key string) *entry { return testEntry("http://a/"+key+"?", int(s.pendingLimit)) }
+	for _, tc := range []struct {
+		name    string
+		waiting int64
+		stored  bool
+	}{
+		{"alone", 0, true},
+		{"after a record", 300, true},
+		{"after the slack", pendingSlack, true},
+		{"past the slack", pendingSlack + 1, false},
+		{"past the limit", s.pendingLimit, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s.wait()
+			s.pending.Add(tc.waiting)
+			stored := s.set(big(tc.name))
+			s.pending.Add(-tc.waiting)
+			if stored != tc.stored {
+				t.Errorf("set with %d bytes waiting = %v, want %v", tc.waiting, stored, tc.stored)
+			}
+		})
+	}
+	s.wait()
+	if p := s.pending.Load(); p != 0 {
+		t.Errorf("%d bytes still pending", p)
+	}
+}
+
+// TestLargeVariantStoredOnFirstFill: a response near max_item_size that
+// varies is stored on its URL's first miss, with its record (offered just
+// before it) still waiting in ristretto's buffer; before pendingSlack it
+// was dropped, and stored only on the next miss.
+func TestLargeVariantStoredOnFirstFill(t *testing.T) {
+	c := newClock()
+	for _, cfg := range []Config{
+		{MaxSize: 64 << 20},                        // max_item_size 8 MiB, the pending limit
+		{MaxSize: 64 << 20, MaxItemSize: 32 << 20}, // a raised max_item_size
+	} {
+		h := newTestHandler(t, cfg, c)
+		o := static(c, 200, strings.Repeat("v", int(h.MaxItemSize)-1024), "Cache-Control", "max-age=60", "Vary", "Accept-Encoding")
+		get(t, h, o, "http://example.com/big")
+		h.store.wait()
+		if w := get(t, h, o, "http://example.com/big"); !hasParam(w.Header().Get("Cache-Status"), "hit") {
+			t.Errorf("max_item_size %d: second request %q, %d drops", h.MaxItemSize, w.Header().Get("Cache-Status"), h.store.stats().Drops)
+		}
+	}
+}
+
 func TestStoreRejectsOversizedEntry(t *testing.T) {
 	s := newTestStore(t, 4096)
 	e := testEntry("http://a/big?", 8192)
