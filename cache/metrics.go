@@ -133,7 +133,7 @@ func newStoreCollector() *storeCollector {
 		stores:    d("stores_total", "Entries offered to the store."),
 		rejects:   d("rejects_total", "Entries the store's admission policy refused."),
 		evictions: d("evictions_total", "Entries evicted to make room."),
-		drop:      d("drops_total", "Entries dropped because the store's buffer was full."),
+		drop:      d("drops_total", "Entries dropped because the store's buffer was full, or held too much."),
 		purges:    d("purges_total", "Entries removed by purges and by unsafe requests' invalidations."),
 
 		arenaMapped: d("arena_mapped_bytes", "Bytes of memory mapped for bodies, outside the Go heap."),
