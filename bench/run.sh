@@ -6,6 +6,7 @@
 #   bench/run.sh memory     # RSS after filling the cache with 10x max_size of unique URLs (MAX_MIB, LIMITS)
 #   bench/run.sh profile    # CPU per request of misses and pass-through against reverse_proxy, with CPU profiles (SIZE, PDUR, PMODES)
 #   bench/run.sh latency    # latency of concurrent requests to one uncacheable URL of a slow origin (DELAY, LCONNS, LROUNDS, LQUERY, LHEADER)
+#   bench/run.sh media      # what the origin sends while browsers play videos with Range requests (PLAYS)
 #
 # Needs wrk (apt-get install wrk). DURATION (default 3s), CONNS (default 32)
 # and ROUNDS (default 7; medians are reported) tune the throughput runs.
@@ -381,10 +382,68 @@ CFG
 	kill "$origin_pid" 2>/dev/null; wait "$origin_pid" 2>/dev/null || true
 }
 
+# media counts what the origin sends while browsers play two 8 MiB videos
+# through response_cache (max_size 64MiB), PLAYS times each (default 5):
+# Chrome and Firefox ask for bytes=0-, then seek with bytes=N-; Safari asks
+# for bytes=0-1, then bytes=0-(length-1), then a closed range. The origin
+# is Caddy's file_server, which answers ranges itself.
+media() {
+	local files="$out/media" files_port plays=${PLAYS:-5} len=8388608
+	mkdir -p "$files"
+	head -c "$len" /dev/urandom > "$files/chrome.mp4"
+	cp "$files/chrome.mp4" "$files/safari.mp4"
+	files_port=$(freeport)
+	body=media
+	cfg="$out/media.Caddyfile"
+	{ preamble; cat <<CFG
+http://127.0.0.1:$files_port {
+	header Cache-Control "public, max-age=3600"
+	root * $PWD/$files
+	file_server
+	log {
+		output file $PWD/$out/media-origin.log
+		format json
+	}
+}
+http://127.0.0.1:$CACHE {
+	response_cache {
+		max_size 64MiB
+	}
+	reverse_proxy 127.0.0.1:$files_port
+}
+CFG
+	} > "$cfg"
+	rm -f "$out/media-origin.log"
+	start_caddy "$cfg"
+	local u="http://127.0.0.1:$CACHE"
+	for _ in $(seq "$plays"); do
+		curl -fsS -o /dev/null -H 'Range: bytes=0-' "$u/chrome.mp4"
+		curl -fsS -o /dev/null -H 'Range: bytes=4000000-' "$u/chrome.mp4"
+		curl -fsS -o /dev/null -H 'Range: bytes=0-1' "$u/safari.mp4"
+		curl -fsS -o /dev/null -H "Range: bytes=0-$((len - 1))" "$u/safari.mp4"
+		curl -fsS -o /dev/null -H 'Range: bytes=6000000-6999999' "$u/safari.mp4"
+	done
+	stop_caddy
+	python3 - "$out/media-origin.log" "$plays" <<'PY'
+import json, sys
+seen = {}
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    if d.get("msg") == "handled request":
+        n, b = seen.get(d["request"]["uri"], (0, 0))
+        seen[d["request"]["uri"]] = (n + 1, b + d.get("size", 0))
+plays = int(sys.argv[2])
+for uri, per in (("/chrome.mp4", 2), ("/safari.mp4", 3)):
+    n, b = seen.get(uri, (0, 0))
+    print(f"{uri}: {plays * per} client requests, origin {n} requests, {b / 1048576:.1f} MiB")
+PY
+}
+
 case "${1:-throughput}" in
 	throughput) throughput ;;
 	memory) memory ;;
 	profile) profile ;;
 	latency) latency ;;
-	*) echo "usage: bench/run.sh [throughput|memory|profile|latency]" >&2; exit 2 ;;
+	media) media ;;
+	*) echo "usage: bench/run.sh [throughput|memory|profile|latency|media]" >&2; exit 2 ;;
 esac
