@@ -68,10 +68,6 @@ type storeStats struct {
 	FirstMisses firstUseReport `json:"first_misses"`
 }
 
-// Sizing of ristretto's admission counters: ten per expected item
-// (ristretto's guidance), the number of items estimated from max_size and
-// an assumed mean object of 4 KiB, at least 1024 and at most 4 Mi items
-// (about 120 MB of counters, for caches of 16 GiB and more).
 // pendingSlack is what may wait in ristretto's buffer before an offer of
 // any size (up to max_item_size) still goes: a variant's record, offered
 // just before the variant, or a few small responses. With none, a
@@ -79,6 +75,10 @@ type storeStats struct {
 // raised, was dropped on its URL's first fill whenever its record waited.
 const pendingSlack = 64 << 10
 
+// Sizing of ristretto's admission counters: ten per expected item
+// (ristretto's guidance), the number of items estimated from max_size and
+// an assumed mean object of 4 KiB, at least 1024 and at most 4 Mi items
+// (about 120 MB of counters, for caches of 16 GiB and more).
 const (
 	assumedMeanObject = 4 << 10
 	minExpectedItems  = 1 << 10
