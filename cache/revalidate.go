@@ -189,7 +189,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 // askAgain answers a 304 with validators other than the stored
 // response's, which can neither refresh it (RFC 9111 §4.3.4) nor answer
 // the client: the entry is dropped and the client's request r goes out
-// as it came, on ctx (the first send's context) with vars as they were
+// as it came (without a Range for the whole body, as a miss's), on ctx
+// (the first send's context) with vars as they were
 // before the first send, so that the handlers after the cache see a new
 // request, not a retry (lb_policy affinity records its picks and the
 // cookie it issued there, and the cookie went with the discarded 304).
@@ -200,14 +201,18 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	}
 	h.store.dropKey(x.stale.key)
 	x.stale, x.cond, x.outcome = nil, false, outPass
-	x.store = x.store && len(r.Header["Range"]) == 0
-	x.rangeDropped = false
+	out := r
+	if h.asksForWhole(r, x.flightHash()) {
+		out = withoutRange(r)
+	}
+	x.store = x.store && len(out.Header["Range"]) == 0
+	x.rangeDropped = len(r.Header["Range"]) > 0 && len(out.Header["Range"]) == 0
 	rec.reset()
 	x.requestTime = h.now()
 	if vars != nil {
 		ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
 	}
-	err := next.ServeHTTP(rec, r.WithContext(ctx))
+	err := next.ServeHTTP(rec, out.WithContext(ctx))
 	rec.finishTrailers()
 	return err
 }
