@@ -112,9 +112,6 @@ type Handler struct {
 	// while (see uncacheableHints).
 	hints   *uncacheableHints
 	hintGen uint16 // which of the hints are this handler's
-	// lengths are the store's complete lengths of recent 206 responses
-	// (see knownLengths).
-	lengths *knownLengths
 
 	m handlerMetrics
 	// metricsName is the cache name h's counters are under, until Cleanup.
@@ -197,7 +194,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.firstUses = &v.(*store).firstUses
 	h.hints = &v.(*store).hints
 	h.hintGen = nextHintGeneration()
-	h.lengths = &v.(*store).lengths
 	h.m = newHandlerMetrics(ctx.GetMetricsRegistry(), h.CacheName)
 	h.metricsName = h.CacheName
 	return nil

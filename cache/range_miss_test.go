@@ -54,8 +54,8 @@ func TestRangeForWholeBodyOnMiss(t *testing.T) {
 			status: 206, body: content[2:], contentRange: "bytes 2-9/10", sentRange: true},
 		{name: "closed range from 0", path: "/f", fields: []string{"Range", "bytes=0-4"},
 			status: 206, body: content[:5], contentRange: "bytes 0-4/10", sentRange: true},
-		{name: "suffix", path: "/g", fields: []string{"Range", "bytes=-100"},
-			status: 206, body: content, contentRange: "bytes 0-9/10", sentRange: true},
+		{name: "suffix longer than the body: the origin's 206 of all of it", path: "/g", fields: []string{"Range", "bytes=-100"},
+			status: 206, body: content, contentRange: "bytes 0-9/10", sentRange: true, stored: true},
 		{name: "multi-range", path: "/h", fields: []string{"Range", "bytes=0-, 5-"}, sentRange: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -100,82 +100,149 @@ func TestRangeForWholeBodyOnMiss(t *testing.T) {
 	}
 }
 
-// TestRangeForWholeBodyAfterProbe: Safari asks for bytes=0-1 first and
-// then for bytes 0 to the length minus one. The probe goes out as it came;
-// the length in its 206 makes the second request one for the whole body,
-// fetched without Range and stored, for a minute and for bodies up to
-// max_item_size.
-func TestRangeForWholeBodyAfterProbe(t *testing.T) {
+// TestRangeWholePartStored: a Range other than bytes=0- goes out as it
+// came; when the origin's answer is the whole body anyway (Safari asks
+// for bytes=0-1, then for bytes 0 to the length minus one; a suffix longer
+// than the body; an origin that ignores Range and sends the 200), it is
+// stored as the 200 it amounts to, by the usual rules.
+func TestRangeWholePartStored(t *testing.T) {
 	const content = "0123456789"
 	c := newClock()
-	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Cache-Control", "max-age=60")
-		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(content))
-		return nil
-	}}
-	sentRange := func() string { return o.last().Header.Get("Range") }
+	ranged := func(cc string) *origin {
+		return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Cache-Control", cc)
+			w.Header().Set("Etag", `"e"`)
+			http.ServeContent(w, r, "", time.Time{}, strings.NewReader(content))
+			return nil
+		}}
+	}
+	ignoring := static(c, 200, content, "Cache-Control", "max-age=60", "Content-Length", "10")
 	for _, tc := range []struct {
-		name    string
-		cfg     Config
-		wait    time.Duration
-		follow  string // the Range after the probe
-		fetched bool   // it went without Range
+		name   string
+		cfg    Config
+		o      *origin
+		ranges []string // asked in turn, each going out as it came
+		stored bool
 	}{
-		{name: "the length", follow: "bytes=0-9", fetched: true},
-		{name: "past the length", follow: "bytes=0-20", fetched: true},
-		{name: "short of the length", follow: "bytes=0-8"},
-		{name: "not from the first byte", follow: "bytes=1-9"},
-		{name: "a minute later", wait: lengthTTL, follow: "bytes=0-9"},
-		{name: "longer than max_item_size", cfg: Config{MaxSize: 1 << 20, MaxItemSize: 9}, follow: "bytes=0-9"},
+		{name: "Safari", o: ranged("max-age=60"), ranges: []string{"bytes=0-1", "bytes=0-9"}, stored: true},
+		{name: "past the length", o: ranged("max-age=60"), ranges: []string{"bytes=0-20"}, stored: true},
+		{name: "suffix of all", o: ranged("max-age=60"), ranges: []string{"bytes=-10"}, stored: true},
+		{name: "origin ignores Range", o: ignoring, ranges: []string{"bytes=3-4"}, stored: true},
+		{name: "short of the length", o: ranged("max-age=60"), ranges: []string{"bytes=0-8"}},
+		{name: "not from the first byte", o: ranged("max-age=60"), ranges: []string{"bytes=1-9"}},
+		{name: "private", o: ranged("private, max-age=60"), ranges: []string{"bytes=0-9"}},
+		{name: "longer than max_item_size", cfg: Config{MaxSize: 1 << 20, MaxItemSize: 9}, o: ranged("max-age=60"), ranges: []string{"bytes=0-9"}},
+		{name: "min_uses 2, first use", cfg: Config{MinUses: 2}, o: ranged("max-age=60"), ranges: []string{"bytes=0-9"}},
+		{name: "min_uses 2, second use", cfg: Config{MinUses: 2}, o: ranged("max-age=60"), ranges: []string{"bytes=0-1", "bytes=0-9"}, stored: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newTestHandler(t, tc.cfg, c)
-			probe := get(t, h, o, "http://example.com/v", "Range", "bytes=0-1")
-			if probe.Code != 206 || probe.Body.String() != "01" || sentRange() != "bytes=0-1" {
-				t.Fatalf("probe: %d %q, origin saw Range %q", probe.Code, probe.Body, sentRange())
-			}
-			c.Advance(tc.wait)
-			w := get(t, h, o, "http://example.com/v", "Range", tc.follow)
-			if fetched := sentRange() == ""; fetched != tc.fetched {
-				t.Fatalf("origin saw Range %q after the probe", sentRange())
-			}
-			br, _, _ := ParseRange(tc.follow, int64(len(content)))
-			wantRange := "bytes " + strconv.FormatInt(br.Start, 10) + "-" + strconv.FormatInt(br.End, 10) + "/10"
-			if w.Code != 206 || w.Body.String() != content[br.Start:br.End+1] || w.Header().Get("Content-Range") != wantRange {
-				t.Errorf("%s: %d %q Content-Range %q, want 206 %q", tc.follow, w.Code, w.Body, w.Header().Get("Content-Range"), wantRange)
+			for _, rg := range tc.ranges {
+				w := get(t, h, tc.o, "http://example.com/v", "Range", rg)
+				if got := tc.o.last().Header.Get("Range"); got != rg {
+					t.Errorf("origin saw Range %q, want %q", got, rg)
+				}
+				if tc.o == ignoring {
+					if w.Code != 200 || w.Body.String() != content {
+						t.Errorf("%s: %d %q, want the origin's 200", rg, w.Code, w.Body)
+					}
+					continue
+				}
+				br, _, _ := ParseRange(rg, int64(len(content)))
+				want := "bytes " + strconv.FormatInt(br.Start, 10) + "-" + strconv.FormatInt(br.End, 10) + "/10"
+				if w.Code != 206 || w.Body.String() != content[br.Start:br.End+1] || w.Header().Get("Content-Range") != want {
+					t.Errorf("%s: %d %q Content-Range %q, want the origin's 206 %s", rg, w.Code, w.Body, w.Header().Get("Content-Range"), want)
+				}
+				wantStatus(t, w, []string{"fwd=uri-miss", "fwd-status=" + strconv.Itoa(w.Code)})
 			}
 			h.store.wait()
-			hit := get(t, h, o, "http://example.com/v", "Range", "bytes=4-5")
-			if stored := hasParam(hit.Header().Get("Cache-Status"), "hit"); stored != tc.fetched {
-				t.Errorf("stored %v, want %v", stored, tc.fetched)
+			calls := tc.o.calls.Load()
+			w := get(t, h, tc.o, "http://example.com/v")
+			if stored := hasParam(w.Header().Get("Cache-Status"), "hit"); stored != tc.stored {
+				t.Fatalf("stored %v, want %v (Cache-Status %q)", stored, tc.stored, w.Header().Get("Cache-Status"))
+			}
+			if !tc.stored {
+				return
+			}
+			// Stored as the 200: no Content-Range, the whole length.
+			if w.Code != 200 || w.Body.String() != content || w.Header().Get("Content-Range") != "" || w.Header().Get("Content-Length") != "10" {
+				t.Errorf("hit: %d %q Content-Range %q Content-Length %q", w.Code, w.Body, w.Header().Get("Content-Range"), w.Header().Get("Content-Length"))
+			}
+			if part := get(t, h, tc.o, "http://example.com/v", "Range", "bytes=4-5"); part.Code != 206 || part.Body.String() != "45" {
+				t.Errorf("range hit: %d %q", part.Code, part.Body)
+			}
+			if n := tc.o.calls.Load(); n != calls {
+				t.Errorf("hits reached the origin %d times", n-calls)
 			}
 		})
 	}
 }
 
-func TestCompleteLength(t *testing.T) {
-	for _, tc := range []struct {
-		v  string
-		n  int64
-		ok bool
-	}{
-		{"bytes 0-1/10", 10, true},
-		{"Bytes 9-9/10", 10, true},
-		{"bytes 0-9/10", 10, true},
-		{"bytes 0-10/10", 0, false},
-		{"bytes 5-4/10", 0, false},
-		{"bytes */10", 0, false},
-		{"bytes 0-1/*", 0, false},
-		{"bytes 0-1/", 0, false},
-		{"bytes=0-1/10", 0, false},
-		{"items 0-1/10", 0, false},
-		{"bytes 0-1/+10", 0, false},
-		{"bytes  0-1/10", 0, false},
-		{"bytes 0-1/99999999999999999999", 0, false},
-	} {
-		if n, ok := completeLength(tc.v); n != tc.n || ok != tc.ok {
-			t.Errorf("completeLength(%q) = %d, %v; want %d, %v", tc.v, n, ok, tc.n, tc.ok)
+// TestRangeOfOtherVariantGoesAsItCame: a gzip client's whole 206 stored as
+// its variant's 200 does not answer an identity client's range, which goes
+// to the origin as it came (a review's case against a design that guessed
+// lengths from earlier 206s).
+func TestRangeOfOtherVariantGoesAsItCame(t *testing.T) {
+	c := newClock()
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Vary", "Accept-Encoding")
+		body := strings.Repeat("i", 256<<10)
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			w.Header().Set("Content-Encoding", "gzip")
+			body = strings.Repeat("g", 100)
 		}
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(body))
+		return nil
+	}}
+	h := newTestHandler(t, Config{MaxSize: 1 << 20, MaxItemSize: 64 << 10}, c)
+	get(t, h, o, "http://example.com/v", "Range", "bytes=0-99", "Accept-Encoding", "gzip")
+	h.store.wait()
+	w := get(t, h, o, "http://example.com/v", "Range", "bytes=0-99", "Accept-Encoding", "identity")
+	if got := o.last().Header.Get("Range"); got != "bytes=0-99" || w.Code != 206 || w.Body.Len() != 100 || strings.Trim(w.Body.String(), "i") != "" {
+		t.Errorf("identity client: origin saw Range %q; got %d, %d bytes", got, w.Code, w.Body.Len())
+	}
+	if w := get(t, h, o, "http://example.com/v", "Accept-Encoding", "gzip"); !hasParam(w.Header().Get("Cache-Status"), "hit") || w.Body.Len() != 100 {
+		t.Errorf("gzip variant: %q, %d bytes; want its stored 200", w.Header().Get("Cache-Status"), w.Body.Len())
+	}
+}
+
+func TestIsWholePart(t *testing.T) {
+	for _, tc := range []struct {
+		cr, cl string
+		whole  bool
+	}{
+		{"bytes 0-9/10", "10", true},
+		{"bytes 0-9/10", "", true},
+		{"Bytes 0-0/1", "1", true},
+		{"bytes 0-9/10", "9", false},
+		{"bytes 0-8/10", "9", false},
+		{"bytes 1-9/10", "9", false},
+		{"bytes 0-10/10", "11", false},
+		{"bytes 5-4/10", "", false},
+		{"bytes */10", "", false},
+		{"bytes 0-9/*", "10", false},
+		{"bytes 0-9/", "10", false},
+		{"bytes=0-9/10", "10", false},
+		{"items 0-9/10", "10", false},
+		{"bytes 0-9/+10", "10", false},
+		{"bytes  0-9/10", "10", false},
+		{"bytes 0-99999999999999999998/99999999999999999999", "", false},
+		{"", "", false},
+	} {
+		hdr := http.Header{}
+		if tc.cr != "" {
+			hdr.Set("Content-Range", tc.cr)
+		}
+		if tc.cl != "" {
+			hdr.Set("Content-Length", tc.cl)
+		}
+		if got := isWholePart(hdr); got != tc.whole {
+			t.Errorf("isWholePart(Content-Range %q, Content-Length %q) = %v", tc.cr, tc.cl, got)
+		}
+	}
+	if isWholePart(http.Header{"Content-Range": {"bytes 0-9/10", "bytes 0-9/10"}}) {
+		t.Error("two Content-Range fields taken for a whole part")
 	}
 }
 
@@ -294,36 +361,42 @@ func TestRangeOfEmptyBody(t *testing.T) {
 }
 
 // TestRangeForWholeBodyAskedAgain: when the revalidation of a stale entry
-// for a bytes=0- client gets a 304 for another response, the request the
-// cache sends again is a miss's: without Range, stored, answered as a 206.
+// for a client's Range gets a 304 for another response, the request the
+// cache sends again is a miss's: bytes=0- without Range, stored, answered
+// as a 206; another Range as it came, stored when the origin's 206 is of
+// the whole body.
 func TestRangeForWholeBodyAskedAgain(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{}, c)
-	version := "v1"
-	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Cache-Control", "max-age=1")
-		if r.Header.Get("If-None-Match") != "" {
-			w.Header().Set("Etag", `"other"`) // selects nothing stored
-			w.WriteHeader(http.StatusNotModified)
-			return nil
-		}
-		w.Header().Set("Etag", `"`+version+`"`)
-		http.ServeContent(w, r, "", time.Time{}, strings.NewReader("body-"+version))
-		return nil
-	}}
-	get(t, h, o, "http://example.com/again")
-	h.store.wait()
-	version = "v2"
-	c.Advance(2 * time.Second)
-	w := get(t, h, o, "http://example.com/again", "Range", "bytes=0-")
-	if got := o.last().Header.Get("Range"); got != "" {
-		t.Errorf("asked again with Range %q", got)
-	}
-	if w.Code != 206 || w.Body.String() != "body-v2" || w.Header().Get("Content-Range") != "bytes 0-6/7" {
-		t.Errorf("got %d %q Content-Range %q, want 206 body-v2 bytes 0-6/7", w.Code, w.Body, w.Header().Get("Content-Range"))
-	}
-	h.store.wait()
-	if w := get(t, h, o, "http://example.com/again", "Range", "bytes=5-"); w.Code != 206 || w.Body.String() != "v2" || !hasParam(w.Header().Get("Cache-Status"), "hit") {
-		t.Errorf("after: %d %q %q, want a 206 hit", w.Code, w.Body, w.Header().Get("Cache-Status"))
+	for _, tc := range []struct{ rg, sent string }{{"bytes=0-", ""}, {"bytes=0-99", "bytes=0-99"}} {
+		t.Run(tc.rg, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			version := "v1"
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Cache-Control", "max-age=1")
+				if r.Header.Get("If-None-Match") != "" {
+					w.Header().Set("Etag", `"other"`) // selects nothing stored
+					w.WriteHeader(http.StatusNotModified)
+					return nil
+				}
+				w.Header().Set("Etag", `"`+version+`"`)
+				http.ServeContent(w, r, "", time.Time{}, strings.NewReader("body-"+version))
+				return nil
+			}}
+			get(t, h, o, "http://example.com/again")
+			h.store.wait()
+			version = "v2"
+			c.Advance(2 * time.Second)
+			w := get(t, h, o, "http://example.com/again", "Range", tc.rg)
+			if got := o.last().Header.Get("Range"); got != tc.sent {
+				t.Errorf("asked again with Range %q, want %q", got, tc.sent)
+			}
+			if w.Code != 206 || w.Body.String() != "body-v2" || w.Header().Get("Content-Range") != "bytes 0-6/7" {
+				t.Errorf("got %d %q Content-Range %q, want 206 body-v2 bytes 0-6/7", w.Code, w.Body, w.Header().Get("Content-Range"))
+			}
+			h.store.wait()
+			if w := get(t, h, o, "http://example.com/again", "Range", "bytes=5-"); w.Code != 206 || w.Body.String() != "v2" || !hasParam(w.Header().Get("Cache-Status"), "hit") {
+				t.Errorf("after: %d %q %q, want a 206 hit", w.Code, w.Body, w.Header().Get("Cache-Status"))
+			}
+		})
 	}
 }

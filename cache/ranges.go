@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 )
 
 // ByteRange is one satisfiable range of a representation, [Start, End].
@@ -103,26 +101,16 @@ func parseRangePos(s string) (int64, bool) {
 	return n, true
 }
 
-// asksForWhole reports whether r's Range asks for the whole body of the
-// response under the key hashing to hash: a single range from the first
-// byte to the end (bytes=0-, what browsers' media elements ask for
-// first), or to the last byte of the length the origin gave in a recent
-// 206 for the key (Safari asks for bytes=0-1 first, then for bytes 0 to
-// the length minus one).
-func (h *Handler) asksForWhole(r *http.Request, hash uint64) bool {
+// asksForWhole reports whether r's Range asks for the whole body, from its
+// first byte to its end, whatever its length: a single range 0- (what
+// browsers' media elements ask for first).
+func asksForWhole(r *http.Request) bool {
 	rg := r.Header["Range"]
 	if len(rg) != 1 {
 		return false
 	}
 	br, ok, satisfiable := ParseRange(rg[0], math.MaxInt64)
-	if !ok || !satisfiable || br.Start != 0 {
-		return false
-	}
-	if br.End == math.MaxInt64-1 {
-		return true
-	}
-	n, known := h.lengths.get(hash, h.now())
-	return known && br.End >= n-1
+	return ok && satisfiable && br.Start == 0 && br.End == math.MaxInt64-1
 }
 
 // withoutRange is a copy of r without Range and If-Range, which the cache
@@ -156,74 +144,44 @@ func wholeContentRange(r *http.Request, hdr http.Header) string {
 	return "bytes 0-" + last + "/" + strconv.FormatInt(size, 10)
 }
 
-// knownLengths remembers, for a while, the complete lengths the origin
-// gave in 206 responses (Content-Range: bytes a-b/length), by key hash,
-// so that a later Range that turns out to cover the whole body (Safari's
-// bytes=0-(length-1) after its bytes=0-1 probe) is fetched whole and
-// stored (see asksForWhole). Only lengths up to max_item_size are noted:
-// a longer body would not be stored. A length that is no longer right
-// costs the client a 200 instead of its 206 (see wholeContentRange).
-type knownLengths struct {
-	mu    sync.Mutex
-	slots [lengthSlots]knownLength
-}
-
-type knownLength struct {
-	hash    uint64
-	length  int64
-	expires int64 // Unix seconds
-}
-
-const (
-	lengthSlots = 256
-	// lengthTTL is how long a noted length is used: Safari's requests
-	// after its probe come within a second.
-	lengthTTL = time.Minute
-)
-
-// note remembers the complete length in the Content-Range values cr of a
-// 206 for the key hashing to hash, when it is at most limit.
-func (k *knownLengths) note(hash uint64, cr []string, limit int64, now time.Time) {
+// isWholePart reports whether hdr, the fields of a 206, describe a part
+// that is the whole representation (RFC 9110 §14.4): one Content-Range
+// "bytes 0-(length-1)/length", and a Content-Length, if any, of length.
+// Such a 206 (Safari's request for bytes 0 to the length its probe learnt
+// minus one gets one) is stored as the 200 it amounts to.
+func isWholePart(hdr http.Header) bool {
+	cr := hdr["Content-Range"]
 	if len(cr) != 1 {
-		return
+		return false
 	}
-	n, ok := completeLength(cr[0])
-	if !ok || n > limit {
-		return
+	first, last, n, ok := parseContentRange(cr[0])
+	if !ok || first != 0 || last != n-1 {
+		return false
 	}
-	k.mu.Lock()
-	k.slots[hash%lengthSlots] = knownLength{hash: hash, length: n, expires: now.Add(lengthTTL).Unix()}
-	k.mu.Unlock()
+	cl := hdr["Content-Length"]
+	return len(cl) == 0 || len(cl) == 1 && cl[0] == strconv.FormatInt(n, 10)
 }
 
-// get returns the length noted for the key hashing to hash, if any.
-func (k *knownLengths) get(hash uint64, now time.Time) (int64, bool) {
-	k.mu.Lock()
-	s := k.slots[hash%lengthSlots]
-	k.mu.Unlock()
-	return s.length, s.hash == hash && s.length > 0 && now.Unix() < s.expires
-}
-
-// completeLength parses the complete length of a satisfied Content-Range
-// (RFC 9110 §14.4): "bytes first-last/length", last < length.
-func completeLength(v string) (int64, bool) {
-	unit, rest, ok := strings.Cut(v, " ")
-	if !ok || len(unit) != len("bytes") || !strings.EqualFold(unit, "bytes") {
-		return 0, false
+// parseContentRange parses a satisfied Content-Range (RFC 9110 §14.4):
+// "bytes first-last/length", first <= last < length.
+func parseContentRange(v string) (first, last, length int64, ok bool) {
+	unit, rest, found := strings.Cut(v, " ")
+	if !found || len(unit) != len("bytes") || !strings.EqualFold(unit, "bytes") {
+		return 0, 0, 0, false
 	}
-	span, size, ok := strings.Cut(rest, "/")
-	if !ok {
-		return 0, false
+	span, size, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, 0, false
 	}
-	first, last, ok := strings.Cut(span, "-")
-	if !ok {
-		return 0, false
+	a, b, found := strings.Cut(span, "-")
+	if !found {
+		return 0, 0, 0, false
 	}
-	a, ok1 := parseRangePos(first)
-	b, ok2 := parseRangePos(last)
-	n, ok3 := parseRangePos(size)
-	if !ok1 || !ok2 || !ok3 || a > b || b >= n || n == math.MaxInt64 {
-		return 0, false
+	first, ok1 := parseRangePos(a)
+	last, ok2 := parseRangePos(b)
+	length, ok3 := parseRangePos(size)
+	if !ok1 || !ok2 || !ok3 || first > last || last >= length || length == math.MaxInt64 {
+		return 0, 0, 0, false
 	}
-	return n, true
+	return first, last, length, true
 }

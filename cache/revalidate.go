@@ -49,6 +49,10 @@ type exchange struct {
 	// cache's conditional, or a Range for the whole body), so a 200 may
 	// answer it as a 206 (see wholeContentRange).
 	rangeDropped bool
+	// wholePart: the client's Range went out as it came, and an answer
+	// with the whole body may be stored; wholeAs200: it came as a 206 of
+	// all of the body, stored as the 200 it amounts to.
+	wholePart, wholeAs200 bool
 
 	// Decided at the response's header.
 	outcome outcome
@@ -103,14 +107,17 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator {
 		out = revalidationRequest(r, x.stale)
 		x.cond = true
-	} else if r.Method == http.MethodGet && h.asksForWhole(r, x.flightHash()) {
-		// Fetched whole, the response can be stored (a Range that asks
-		// for less goes out as it came: its 206 is not stored).
+	} else if r.Method == http.MethodGet && asksForWhole(r) {
+		// Fetched whole, the response can be stored (and coalesced).
 		out = withoutRange(r)
 	}
 	x.rangeDropped = len(r.Header["Range"]) > 0 && len(out.Header["Range"]) == 0
 	x.store = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 0
-	if x.store && h.uses != nil && x.stale == nil && !x.background {
+	// Another Range goes out as it came; an answer with the whole body (a
+	// 206 of all of it, or a 200) is then stored as a 200 (see onHeader).
+	x.wholePart = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 1 &&
+		x.stale == nil && !x.background
+	if (x.store || x.wholePart) && h.uses != nil && x.stale == nil && !x.background {
 		if uses := h.uses(); uses != nil {
 			n := uses.add(x.urlHash)
 			x.firstUse = n == 1
@@ -202,9 +209,10 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	h.store.dropKey(x.stale.key)
 	x.stale, x.cond, x.outcome = nil, false, outPass
 	out := r
-	if h.asksForWhole(r, x.flightHash()) {
+	if asksForWhole(r) {
 		out = withoutRange(r)
 	}
+	x.wholePart = x.store && len(out.Header["Range"]) == 1
 	x.store = x.store && len(out.Header["Range"]) == 0
 	x.rangeDropped = len(r.Header["Range"]) > 0 && len(out.Header["Range"]) == 0
 	rec.reset()
@@ -511,8 +519,14 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		return
 	}
 	status := rec.status
-	if status == http.StatusPartialContent && !x.rangeDropped {
-		h.lengths.note(x.flightHash(), rec.header["Content-Range"], h.MaxItemSize, rec.responseTime)
+	if x.wholePart && !x.store {
+		switch {
+		case status == http.StatusOK: // the origin ignored the Range
+			x.store = true
+		case status == http.StatusPartialContent && isWholePart(rec.header):
+			x.store, x.wholeAs200 = true, true
+			status = http.StatusOK // as stored; the client gets the 206
+		}
 	}
 	if x.cond && status == http.StatusNotModified {
 		rec.pass = false
@@ -581,7 +595,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if x.rangeDropped && status == http.StatusOK {
 			rec.contentRange = wholeContentRange(x.r, rec.header)
 		}
-		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: status, Key: h.statusKey(x.urlKey), Detail: detail})
+		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: rec.status, Key: h.statusKey(x.urlKey), Detail: detail})
 	}
 }
 
@@ -700,7 +714,12 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 // newEntry builds the entry for a complete, storable response.
 func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 	body := rec.takeBody()
-	if hasBody(rec.status) && !declaresLength(rec.header, body.Len()) {
+	status := rec.status
+	if x.wholeAs200 {
+		status = http.StatusOK
+		delete(rec.header, "Content-Range")
+	}
+	if hasBody(status) && !declaresLength(rec.header, body.Len()) {
 		// The client's header map has its own entry: replacing this one
 		// does not touch it.
 		rec.header["Content-Length"] = []string{strconv.Itoa(body.Len())}
@@ -711,7 +730,7 @@ func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 		rec.header["Date"] = []string{rec.responseTime.UTC().Format(http.TimeFormat)}
 	}
 	e := &entry{entryData: entryData{
-		status: rec.status,
+		status: status,
 		header: packStorable(withoutProxyCookie(x.r, rec.header), x.rc),
 		body:   body,
 		fresh:  x.fresh,

@@ -157,8 +157,6 @@ type store struct {
 	// hints are the keys whose requests skip coalescing for a while; an
 	// offer or a purge under a key clears its hint.
 	hints uncacheableHints
-	// lengths are the complete lengths of recent 206 responses.
-	lengths knownLengths
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
 
@@ -213,7 +211,8 @@ func newStore(name string, maxCost int64) (*store, error) {
 		tagged:   make(map[uint64]*entry),
 		children: make(map[uint64]map[uint64]struct{}),
 		tags:     make(map[string]map[uint64]struct{}),
-		// At most an eighth of max_size waits in ristretto's buffer.
+		// About an eighth of max_size at most waits in ristretto's buffer
+		// (one offer more when at most pendingSlack waited before it).
 		pendingLimit: max(maxCost/8, 64<<10),
 		bodies:       newArena(maxCost),
 		items:        items,

@@ -64,22 +64,24 @@ func TestStoreGetComparesFullKey(t *testing.T) {
 // a test to catch it lagging.
 func TestStorePendingLimit(t *testing.T) {
 	s := newTestStore(t, 8<<20) // pendingLimit 1 MiB
-	big := func(key string) *entry { return testEntry("http://a/"+key+"?", int(s.pendingLimit)) }
 	for _, tc := range []struct {
 		name    string
 		waiting int64
+		size    int64
 		stored  bool
 	}{
-		{"alone", 0, true},
-		{"after a record", 300, true},
-		{"after the slack", pendingSlack, true},
-		{"past the slack", pendingSlack + 1, false},
-		{"past the limit", s.pendingLimit, false},
+		{"alone", 0, s.pendingLimit, true},
+		{"after a record", 300, s.pendingLimit, true},
+		{"after the slack", pendingSlack, s.pendingLimit, true},
+		{"past the slack", pendingSlack + 1, s.pendingLimit, false},
+		{"past the limit", s.pendingLimit, s.pendingLimit, false},
+		{"small, within the limit", pendingSlack + 1, 1 << 10, true},
+		{"small, past the limit", s.pendingLimit, 1 << 10, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s.wait()
 			s.pending.Add(tc.waiting)
-			stored := s.set(big(tc.name))
+			stored := s.set(testEntry("http://a/"+tc.name+"?", int(tc.size)))
 			s.pending.Add(-tc.waiting)
 			if stored != tc.stored {
 				t.Errorf("set with %d bytes waiting = %v, want %v", tc.waiting, stored, tc.stored)
