@@ -207,7 +207,7 @@ func TestRangeOfOtherVariantGoesAsItCame(t *testing.T) {
 	}
 }
 
-func TestIsWholePart(t *testing.T) {
+func TestWholePartLength(t *testing.T) {
 	for _, tc := range []struct {
 		cr, cl string
 		whole  bool
@@ -216,6 +216,8 @@ func TestIsWholePart(t *testing.T) {
 		{"bytes 0-9/10", "", true},
 		{"Bytes 0-0/1", "1", true},
 		{"bytes 0-9/10", "9", false},
+		{"bytes 1-9/10", "", false},
+		{"bytes 0-8/10", "", false},
 		{"bytes 0-8/10", "9", false},
 		{"bytes 1-9/10", "9", false},
 		{"bytes 0-10/10", "11", false},
@@ -237,11 +239,12 @@ func TestIsWholePart(t *testing.T) {
 		if tc.cl != "" {
 			hdr.Set("Content-Length", tc.cl)
 		}
-		if got := isWholePart(hdr); got != tc.whole {
-			t.Errorf("isWholePart(Content-Range %q, Content-Length %q) = %v", tc.cr, tc.cl, got)
+		n, got := wholePartLength(hdr)
+		if got != tc.whole || got && n != 10 && n != 1 {
+			t.Errorf("wholePartLength(Content-Range %q, Content-Length %q) = %d, %v", tc.cr, tc.cl, n, got)
 		}
 	}
-	if isWholePart(http.Header{"Content-Range": {"bytes 0-9/10", "bytes 0-9/10"}}) {
+	if _, ok := wholePartLength(http.Header{"Content-Range": {"bytes 0-9/10", "bytes 0-9/10"}}); ok {
 		t.Error("two Content-Range fields taken for a whole part")
 	}
 }
@@ -364,10 +367,17 @@ func TestRangeOfEmptyBody(t *testing.T) {
 // for a client's Range gets a 304 for another response, the request the
 // cache sends again is a miss's: bytes=0- without Range, stored, answered
 // as a 206; another Range as it came, stored when the origin's 206 is of
-// the whole body.
+// the whole body, unless it answered If-Range.
 func TestRangeForWholeBodyAskedAgain(t *testing.T) {
-	for _, tc := range []struct{ rg, sent string }{{"bytes=0-", ""}, {"bytes=0-99", "bytes=0-99"}} {
-		t.Run(tc.rg, func(t *testing.T) {
+	for _, tc := range []struct {
+		rg, ifRange, sent string
+		stored            bool
+	}{
+		{"bytes=0-", "", "", true},
+		{"bytes=0-99", "", "bytes=0-99", true},
+		{"bytes=0-99", `"v2"`, "bytes=0-99", false},
+	} {
+		t.Run(tc.rg+" "+tc.ifRange, func(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, Config{}, c)
 			version := "v1"
@@ -386,7 +396,11 @@ func TestRangeForWholeBodyAskedAgain(t *testing.T) {
 			h.store.wait()
 			version = "v2"
 			c.Advance(2 * time.Second)
-			w := get(t, h, o, "http://example.com/again", "Range", tc.rg)
+			fields := []string{"Range", tc.rg}
+			if tc.ifRange != "" {
+				fields = append(fields, "If-Range", tc.ifRange)
+			}
+			w := get(t, h, o, "http://example.com/again", fields...)
 			if got := o.last().Header.Get("Range"); got != tc.sent {
 				t.Errorf("asked again with Range %q, want %q", got, tc.sent)
 			}
@@ -394,9 +408,229 @@ func TestRangeForWholeBodyAskedAgain(t *testing.T) {
 				t.Errorf("got %d %q Content-Range %q, want 206 body-v2 bytes 0-6/7", w.Code, w.Body, w.Header().Get("Content-Range"))
 			}
 			h.store.wait()
-			if w := get(t, h, o, "http://example.com/again", "Range", "bytes=5-"); w.Code != 206 || w.Body.String() != "v2" || !hasParam(w.Header().Get("Cache-Status"), "hit") {
-				t.Errorf("after: %d %q %q, want a 206 hit", w.Code, w.Body, w.Header().Get("Cache-Status"))
+			if w := get(t, h, o, "http://example.com/again", "Range", "bytes=5-"); w.Code != 206 || w.Body.String() != "v2" || hasParam(w.Header().Get("Cache-Status"), "hit") != tc.stored {
+				t.Errorf("after: %d %q %q, want a 206, a hit: %v", w.Code, w.Body, w.Header().Get("Cache-Status"), tc.stored)
 			}
 		})
+	}
+}
+
+// TestRangeWholePartWithIfRangeNotStored: a 206 to a request with
+// If-Range may leave out the representation's
+// fields beyond those required (RFC 9110 §15.3.7: Date, Cache-Control,
+// ETag, Expires, Content-Location, Vary): the client has them already.
+// Stored as the 200 it amounts to, it makes hits without Content-Type,
+// Content-Encoding or Last-Modified.
+func TestRangeWholePartWithIfRangeNotStored(t *testing.T) {
+	c := newClock()
+	const content = "0123456789"
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		h := w.Header()
+		h.Set("Cache-Control", "max-age=60")
+		h.Set("Etag", `"e"`)
+		h.Set("Date", c.date())
+		if r.Header.Get("Range") == "bytes=0-9" && r.Header.Get("If-Range") == `"e"` {
+			// Only what §15.3.7 requires: the client has the rest.
+			h.Set("Content-Range", "bytes 0-9/10")
+			h.Set("Content-Length", "10")
+			w.WriteHeader(http.StatusPartialContent)
+			_, _ = io.WriteString(w, content)
+			return nil
+		}
+		h.Set("Content-Type", "application/json")
+		h.Set("Content-Encoding", "br")
+		h.Set("Content-Length", "10")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, content)
+		return nil
+	}}
+	h := newTestHandler(t, Config{}, c)
+	w := get(t, h, o, "http://example.com/if-range", "Range", "bytes=0-9", "If-Range", `"e"`)
+	if w.Code != 206 {
+		t.Fatalf("setup: %d", w.Code)
+	}
+	h.store.wait()
+	hit := get(t, h, o, "http://example.com/if-range")
+	if hasParam(hit.Header().Get("Cache-Status"), "hit") &&
+		(hit.Header().Get("Content-Encoding") != "br" || hit.Header().Get("Content-Type") != "application/json") {
+		t.Errorf("hit stored from the If-Range 206: Content-Encoding %q Content-Type %q, want br, application/json (or not stored)",
+			hit.Header().Get("Content-Encoding"), hit.Header().Get("Content-Type"))
+	}
+}
+
+// TestRangeWholePartWithIfRangeSetsNoHint: the same, with heuristic freshness: the 200 carries Last-Modified, the
+// If-Range 206 need not. The 206 judged as a 200 is "no-freshness", which
+// hints the URL: its plain misses then skip coalescing for a while,
+// though its 200s are storable.
+func TestRangeWholePartWithIfRangeSetsNoHint(t *testing.T) {
+	c := newClock()
+	const content = "0123456789"
+	lm := c.Now().Add(-24 * time.Hour).Format(http.TimeFormat)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		h := w.Header()
+		h.Set("Etag", `"e"`)
+		h.Set("Date", c.date())
+		if r.Header.Get("If-Range") == `"e"` {
+			h.Set("Content-Range", "bytes 0-9/10")
+			h.Set("Content-Length", "10")
+			w.WriteHeader(http.StatusPartialContent)
+			_, _ = io.WriteString(w, content)
+			return nil
+		}
+		h.Set("Last-Modified", lm)
+		h.Set("Content-Length", "10")
+		_, _ = io.WriteString(w, content)
+		return nil
+	}}
+	h := newTestHandler(t, Config{}, c)
+	get(t, h, o, "http://example.com/hint", "Range", "bytes=0-9", "If-Range", `"e"`)
+	if h.hints.has(keyHash([]byte(mustKey(t, h, "http://example.com/hint"))), h.hintGen, h.now) {
+		t.Errorf("a client's If-Range request hinted the URL uncacheable: its plain misses skip coalescing")
+	}
+}
+
+func mustKey(t *testing.T, h *Handler, url string) string {
+	t.Helper()
+	k, ok := h.appendKey(nil, newRequest("GET", url))
+	if !ok {
+		t.Fatal("no key")
+	}
+	return string(k)
+}
+
+// TestRangeWholePartBodyOfItsLength: a 206 without Content-Length whose
+// body ends short of (or past) the length its Content-Range declares is
+// not stored.
+func TestRangeWholePartBodyOfItsLength(t *testing.T) {
+	c := newClock()
+	for _, body := range []string{"01234", "0123456789ABC"} {
+		t.Run(body, func(t *testing.T) {
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				h := w.Header()
+				h.Set("Cache-Control", "max-age=60")
+				h.Set("Date", c.date())
+				h.Set("Content-Range", "bytes 0-9/10") // no Content-Length: chunked
+				w.WriteHeader(http.StatusPartialContent)
+				_, _ = io.WriteString(w, body)
+				return nil
+			}}
+			h := newTestHandler(t, Config{}, c)
+			get(t, h, o, "http://example.com/short", "Range", "bytes=0-9")
+			h.store.wait()
+			hit := get(t, h, o, "http://example.com/short", "Range", "bytes=0-9")
+			if hasParam(hit.Header().Get("Cache-Status"), "hit") {
+				t.Errorf("stored a %d-byte body for Content-Range bytes 0-9/10: hit %d Content-Range %q body %q",
+					len(body), hit.Code, hit.Header().Get("Content-Range"), hit.Body)
+			}
+		})
+	}
+}
+
+// TestRangeWholePartKeepsVariants: encode after the cache compresses 200s (adding Vary: Accept-Encoding)
+// and leaves 206s alone (no Vary). A whole 206 stored as the 200 has no
+// Vary: stored under the URL key, it would replace the URL's variant
+// record, and every client would get the identity body. It is not stored.
+func TestRangeWholePartKeepsVariants(t *testing.T) {
+	c := newClock()
+	content := strings.Repeat("x", 1000)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		h := w.Header()
+		h.Set("Cache-Control", "max-age=60")
+		h.Set("Etag", `"e"`)
+		h.Set("Date", c.date())
+		h.Set("Content-Type", "text/plain")
+		if r.Header.Get("Range") != "" {
+			http.ServeContent(w, r, "", time.Time{}, strings.NewReader(content)) // a 206: encode passes it as is
+			return nil
+		}
+		h.Set("Vary", "Accept-Encoding")
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			h.Set("Content-Encoding", "gzip")
+			h.Set("Etag", `"e-gzip"`)
+			_, _ = io.WriteString(w, "GZ")
+			return nil
+		}
+		_, _ = io.WriteString(w, content)
+		return nil
+	}}
+	h := newTestHandler(t, Config{}, c)
+	gz := []string{"Accept-Encoding", "gzip"}
+	get(t, h, o, "http://example.com/enc", gz...)
+	h.store.wait()
+	if w := get(t, h, o, "http://example.com/enc", gz...); !hasParam(w.Header().Get("Cache-Status"), "hit") {
+		t.Fatalf("setup: gzip variant not stored")
+	}
+	get(t, h, o, "http://example.com/enc", "Range", "bytes=0-999")
+	h.store.wait()
+	w := get(t, h, o, "http://example.com/enc", gz...)
+	if w.Header().Get("Content-Encoding") != "gzip" {
+		t.Errorf("gzip client after an identity client's whole-range request: Content-Encoding %q Vary %q Cache-Status %q, %d bytes; want the stored gzip variant",
+			w.Header().Get("Content-Encoding"), w.Header().Get("Vary"), w.Header().Get("Cache-Status"), w.Body.Len())
+	}
+}
+
+// TestRangeWholePartEntryServes: HEAD, If-None-Match and stale
+// revalidation of an entry stored from a whole 206.
+func TestRangeWholePartEntryServes(t *testing.T) {
+	c := newClock()
+	const content = "0123456789"
+	var sawINM []string
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("Etag", `"e"`)
+		w.Header().Set("Content-Type", "video/mp4")
+		w.Header().Set("Date", c.date())
+		sawINM = append(sawINM, r.Header.Get("If-None-Match"))
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(content))
+		return nil
+	}}
+	h := newTestHandler(t, Config{}, c)
+	w := get(t, h, o, "http://example.com/v", "Range", "bytes=0-9")
+	if w.Code != 206 || w.Header().Get("Content-Range") != "bytes 0-9/10" {
+		t.Fatalf("miss: %d %q", w.Code, w.Header().Get("Content-Range"))
+	}
+	wantStatus(t, w, []string{"fwd=uri-miss", "fwd-status=206"})
+	head := serve(t, h, o, newRequest("HEAD", "http://example.com/v"))
+	if head.Code != 200 || head.Header().Get("Content-Length") != "10" || head.Header().Get("Content-Range") != "" || head.Body.Len() != 0 {
+		t.Errorf("HEAD hit: %d CL %q CR %q body %d", head.Code, head.Header().Get("Content-Length"), head.Header().Get("Content-Range"), head.Body.Len())
+	}
+	wantStatus(t, head, []string{"hit"})
+	inm := get(t, h, o, "http://example.com/v", "If-None-Match", `"e"`)
+	if inm.Code != 304 || inm.Header().Get("Content-Range") != "" {
+		t.Errorf("INM hit: %d CR %q", inm.Code, inm.Header().Get("Content-Range"))
+	}
+	inmr := get(t, h, o, "http://example.com/v", "If-None-Match", `"e"`, "Range", "bytes=0-1")
+	if inmr.Code != 304 {
+		t.Errorf("INM+Range hit: %d", inmr.Code)
+	}
+	ir := get(t, h, o, "http://example.com/v", "If-Range", `"x"`, "Range", "bytes=0-1")
+	if ir.Code != 200 || ir.Body.String() != content {
+		t.Errorf("If-Range mismatch hit: %d %q", ir.Code, ir.Body)
+	}
+	c.Advance(20 * time.Second)
+	n := len(sawINM)
+	re := get(t, h, o, "http://example.com/v", "Range", "bytes=2-3")
+	if sawINM[n] != `"e"` || re.Code != 206 || re.Body.String() != "23" {
+		t.Errorf("revalidation: INM %q, %d %q", sawINM[n], re.Code, re.Body)
+	}
+	wantStatus(t, re, []string{"fwd=stale", "fwd-status=304"})
+	hit := get(t, h, o, "http://example.com/v")
+	wantStatus(t, hit, []string{"hit"})
+}
+
+// TestRangeWholePartNoStoreRequest: a client's no-store keeps a whole 206
+// out of the store.
+func TestRangeWholePartNoStoreRequest(t *testing.T) {
+	c := newClock()
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader("0123456789"))
+		return nil
+	}}
+	h := newTestHandler(t, Config{}, c)
+	get(t, h, o, "http://example.com/ns", "Range", "bytes=0-9", "Cache-Control", "no-store")
+	h.store.wait()
+	if w := get(t, h, o, "http://example.com/ns"); hasParam(w.Header().Get("Cache-Status"), "hit") {
+		t.Errorf("a no-store request's whole 206 was stored")
 	}
 }

@@ -144,22 +144,22 @@ func wholeContentRange(r *http.Request, hdr http.Header) string {
 	return "bytes 0-" + last + "/" + strconv.FormatInt(size, 10)
 }
 
-// isWholePart reports whether hdr, the fields of a 206, describe a part
-// that is the whole representation (RFC 9110 §14.4): one Content-Range
-// "bytes 0-(length-1)/length", and a Content-Length, if any, of length.
-// Such a 206 (Safari's request for bytes 0 to the length its probe learnt
-// minus one gets one) is stored as the 200 it amounts to.
-func isWholePart(hdr http.Header) bool {
+// wholePartLength reports whether hdr, the fields of a 206, describe a
+// part that is the whole representation (RFC 9110 §14.4), and its length:
+// one Content-Range "bytes 0-(length-1)/length", and a Content-Length, if
+// any, of length. Such a 206 (Safari's request for bytes 0 to the length
+// its probe learnt minus one gets one) is stored as the 200 it amounts to.
+func wholePartLength(hdr http.Header) (int64, bool) {
 	cr := hdr["Content-Range"]
 	if len(cr) != 1 {
-		return false
+		return 0, false
 	}
 	first, last, n, ok := parseContentRange(cr[0])
 	if !ok || first != 0 || last != n-1 {
-		return false
+		return 0, false
 	}
 	cl := hdr["Content-Length"]
-	return len(cl) == 0 || len(cl) == 1 && cl[0] == strconv.FormatInt(n, 10)
+	return n, len(cl) == 0 || len(cl) == 1 && cl[0] == strconv.FormatInt(n, 10)
 }
 
 // parseContentRange parses a satisfied Content-Range (RFC 9110 §14.4):

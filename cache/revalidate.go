@@ -53,6 +53,7 @@ type exchange struct {
 	// with the whole body may be stored; wholeAs200: it came as a 206 of
 	// all of the body, stored as the 200 it amounts to.
 	wholePart, wholeAs200 bool
+	wholeLen              int64 // the length a whole 206 declared, which its body must have
 
 	// Decided at the response's header.
 	outcome outcome
@@ -116,7 +117,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// Another Range goes out as it came; an answer with the whole body (a
 	// 206 of all of it, or a 200) is then stored as a 200 (see onHeader).
 	x.wholePart = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 1 &&
-		x.stale == nil && !x.background
+		len(r.Header["If-Range"]) == 0 && x.stale == nil && !x.background
 	if (x.store || x.wholePart) && h.uses != nil && x.stale == nil && !x.background {
 		if uses := h.uses(); uses != nil {
 			n := uses.add(x.urlHash)
@@ -212,7 +213,7 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	if asksForWhole(r) {
 		out = withoutRange(r)
 	}
-	x.wholePart = x.store && len(out.Header["Range"]) == 1
+	x.wholePart = x.store && len(out.Header["Range"]) == 1 && len(r.Header["If-Range"]) == 0
 	x.store = x.store && len(out.Header["Range"]) == 0
 	x.rangeDropped = len(r.Header["Range"]) > 0 && len(out.Header["Range"]) == 0
 	rec.reset()
@@ -523,9 +524,11 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		switch {
 		case status == http.StatusOK: // the origin ignored the Range
 			x.store = true
-		case status == http.StatusPartialContent && isWholePart(rec.header):
-			x.store, x.wholeAs200 = true, true
-			status = http.StatusOK // as stored; the client gets the 206
+		case status == http.StatusPartialContent:
+			if n, ok := wholePartLength(rec.header); ok {
+				x.store, x.wholeAs200, x.wholeLen = true, true, n
+				status = http.StatusOK // as stored; the client gets the 206
+			}
 		}
 	}
 	if x.cond && status == http.StatusNotModified {
@@ -556,6 +559,11 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			if fields, star = ParseVary(rec.header); star {
 				reason = "Vary: *"
 			}
+		}
+		if reason == "" && x.wholeAs200 && x.record != nil && !equalFields(fields, x.record.vary) {
+			// encode leaves a 206 as it is, without the Vary it puts on
+			// a 200: stored, it would replace the URL's variants.
+			reason = "vary"
 		}
 		if reason == "" && len(rec.header["Trailer"]) > 0 {
 			reason = "trailers"
@@ -695,7 +703,8 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		}
 	}
 
-	if rec.buffer && !rec.overflow && err == nil && rec.complete() && !rec.hasTrailers() {
+	if rec.buffer && !rec.overflow && err == nil && rec.complete() && !rec.hasTrailers() &&
+		(!x.wholeAs200 || rec.written == x.wholeLen) {
 		e := h.newEntry(x, rec)
 		if !h.store.set(e) {
 			if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {

@@ -537,6 +537,47 @@ func TestCacheRangeForWholeBody(t *testing.T) {
 	})
 }
 
+// TestCacheWholeRangeThroughEncodeKeepsVariants: behind encode, which
+// leaves 206s alone (no compression, no Vary), a 206 of the whole body is
+// not stored over the URL's gzip variant (found by a review: it was, and
+// gzip clients then got the identity body).
+func TestCacheWholeRangeThroughEncodeKeepsVariants(t *testing.T) {
+	page := strings.Repeat("a page to compress. ", 300)
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v1"`)
+		w.Header().Set("Content-Type", "text/html")
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(page))
+	})
+	frontPort := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/enc", frontPort)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		cache_name itest-encode-range
+	}
+	encode gzip
+	reverse_proxy %s
+}
+`, frontPort, origin.addr))
+	c := newClient()
+	gz := map[string]string{"Accept-Encoding": "gzip"}
+	do(t, c, "GET", url, gz)
+	waitFor(t, "the gzip variant to be stored", 5*time.Second, func() bool { return isHitOf(do(t, c, "GET", url, gz)) })
+	whole := do(t, c, "GET", url, map[string]string{"Range": fmt.Sprintf("bytes=0-%d", len(page)-1), "Accept-Encoding": "identity"})
+	if whole.status != http.StatusPartialContent || whole.body != page {
+		t.Fatalf("whole range: %d, %d bytes", whole.status, len(whole.body))
+	}
+	time.Sleep(200 * time.Millisecond) // time for a wrong store to be applied, were it offered
+	r := do(t, c, "GET", url, gz)
+	if r.header.Get("Content-Encoding") != "gzip" || !isHitOf(r) {
+		t.Errorf("gzip client after a whole range: Content-Encoding %q Vary %q Cache-Status %q; want the stored gzip variant",
+			r.header.Get("Content-Encoding"), r.header.Values("Vary"), cacheStatus(r))
+	}
+}
+
+func isHitOf(r result) bool { return strings.Contains(cacheStatus(r), "; hit") }
+
 // TestCacheUncacheableURLsSkipCoalescing: after a URL's response was not
 // storable (no Cache-Control at all; or `private` from an API behind CORS
 // middleware, which varies every response on Origin), its concurrent
