@@ -537,6 +537,32 @@ func TestCacheRangeForWholeBody(t *testing.T) {
 	})
 }
 
+// gzipFront starts a Caddy that serves origin on a free port through
+// response_cache (with options), then encode gzip, then reverse_proxy,
+// and returns the URL of /enc on it, with a gzip GET of it stored.
+func gzipFront(t *testing.T, origin *backend, options string) (url string, c *http.Client) {
+	t.Helper()
+	frontPort := freePort(t)
+	url = fmt.Sprintf("http://127.0.0.1:%d/enc", frontPort)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		%s
+	}
+	encode gzip
+	reverse_proxy %s
+}
+`, frontPort, options, origin.addr))
+	c = newClient()
+	gz := map[string]string{"Accept-Encoding": "gzip"}
+	do(t, c, "GET", url, gz)
+	waitFor(t, "the gzip response to be stored", 5*time.Second, func() bool { return isHitOf(do(t, c, "GET", url, gz)) })
+	return url, c
+}
+
+// isHitOf reports whether r was a hit, of whichever cache_name.
+func isHitOf(r result) bool { return strings.Contains(cacheStatus(r), "; hit") }
+
 // TestCacheWholeRangeThroughEncodeKeepsVariants: behind encode, which
 // leaves 206s alone (no compression, no Vary), a 206 of the whole body is
 // not stored over the URL's gzip variant (found by a review: it was, and
@@ -549,21 +575,8 @@ func TestCacheWholeRangeThroughEncodeKeepsVariants(t *testing.T) {
 		w.Header().Set("Content-Type", "text/html")
 		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(page))
 	})
-	frontPort := freePort(t)
-	url := fmt.Sprintf("http://127.0.0.1:%d/enc", frontPort)
-	startCaddy(t, globals()+fmt.Sprintf(`
-http://127.0.0.1:%d {
-	response_cache {
-		cache_name itest-encode-range
-	}
-	encode gzip
-	reverse_proxy %s
-}
-`, frontPort, origin.addr))
-	c := newClient()
+	url, c := gzipFront(t, origin, "cache_name itest-encode-range")
 	gz := map[string]string{"Accept-Encoding": "gzip"}
-	do(t, c, "GET", url, gz)
-	waitFor(t, "the gzip variant to be stored", 5*time.Second, func() bool { return isHitOf(do(t, c, "GET", url, gz)) })
 	whole := do(t, c, "GET", url, map[string]string{"Range": fmt.Sprintf("bytes=0-%d", len(page)-1), "Accept-Encoding": "identity"})
 	if whole.status != http.StatusPartialContent || whole.body != page {
 		t.Fatalf("whole range: %d, %d bytes", whole.status, len(whole.body))
@@ -575,8 +588,6 @@ http://127.0.0.1:%d {
 			r.header.Get("Content-Encoding"), r.header.Values("Vary"), cacheStatus(r))
 	}
 }
-
-func isHitOf(r result) bool { return strings.Contains(cacheStatus(r), "; hit") }
 
 // TestCacheUncacheableURLsSkipCoalescing: after a URL's response was not
 // storable (no Cache-Control at all; or `private` from an API behind CORS
@@ -1044,29 +1055,15 @@ func TestCacheHeadThroughEncode(t *testing.T) {
 		w.Header().Set("Content-Type", "text/html")
 		fmt.Fprint(w, page)
 	})
-	frontPort := freePort(t)
-	url := fmt.Sprintf("http://127.0.0.1:%d/enc", frontPort)
-	startCaddy(t, globals()+fmt.Sprintf(`
-http://127.0.0.1:%d {
-	response_cache {
-		cache_name itest
-		min_uses 1
-	}
-	encode gzip
-	reverse_proxy %s
-}
-`, frontPort, origin.addr))
-	c := newClient()
+	url, c := gzipFront(t, origin, "cache_name itest\n\t\tmin_uses 1")
 	gz := map[string]string{"Accept-Encoding": "gzip"}
-	do(t, c, "GET", url, gz)
-	waitFor(t, "a hit", 5*time.Second, func() bool { return strings.Contains(cacheStatus(do(t, c, "GET", url, gz)), "; hit") })
 	head := do(t, c, "HEAD", url, map[string]string{"Accept-Encoding": "gzip", "Cache-Control": "no-cache"})
 	if head.status != 200 || head.header.Get("Content-Encoding") != "" {
 		t.Fatalf("HEAD: %d Content-Encoding %q; the test needs encode to leave it uncompressed", head.status, head.header.Get("Content-Encoding"))
 	}
 	r := do(t, c, "GET", url, gz)
 	vary := strings.Join(r.header.Values("Vary"), ", ")
-	if r.header.Get("Content-Encoding") != "gzip" || !strings.Contains(vary, "Accept-Encoding") || !strings.Contains(cacheStatus(r), "; hit") {
+	if r.header.Get("Content-Encoding") != "gzip" || !strings.Contains(vary, "Accept-Encoding") || !isHitOf(r) {
 		t.Errorf("after the HEAD: Content-Encoding %q, Vary %q, Cache-Status %q; want the stored gzip hit with Vary: Accept-Encoding",
 			r.header.Get("Content-Encoding"), vary, cacheStatus(r))
 	}
