@@ -19,7 +19,9 @@ CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-7}
 CADDY=${CADDY:-$out/caddy}
 
-command -v wrk >/dev/null || { echo "bench: wrk not found; apt-get install wrk" >&2; exit 1; }
+if [ "${1:-throughput}" != media ]; then
+	command -v wrk >/dev/null || { echo "bench: wrk not found; apt-get install wrk" >&2; exit 1; }
+fi
 if [ ! -x "$CADDY" ]; then
 	go run github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5 build v2.11.9 --output "$CADDY" \
 		--with github.com/f06cdff9/caddy-affinity-cache@v0.0.0-00010101000000-000000000000=.

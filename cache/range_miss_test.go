@@ -305,7 +305,7 @@ func TestRangeForWholeBodyOnlyWhenWhole(t *testing.T) {
 			t.Errorf("got %d Content-Range %q", w.Code, w.Header().Get("Content-Range"))
 		}
 	})
-	t.Run("revalidated partial range gets the 200", func(t *testing.T) {
+	t.Run("revalidated partial range, the origin ignoring it: its 200, stored", func(t *testing.T) {
 		for _, rg := range []string{"bytes=0-4", "bytes=5-", "bytes=3-9"} {
 			h := newTestHandler(t, Config{}, c)
 			v := "v1"
@@ -323,6 +323,14 @@ func TestRangeForWholeBodyOnlyWhenWhole(t *testing.T) {
 			w := get(t, h, o, "http://example.com/rv", "Range", rg)
 			if w.Code != 200 || w.Header().Get("Content-Range") != "" || w.Body.String() != "0123456789" {
 				t.Errorf("%s answered by a new 200: got %d Content-Range %q body %q", rg, w.Code, w.Header().Get("Content-Range"), w.Body)
+			}
+			if got := o.last().Header.Get("Range"); got != rg {
+				t.Errorf("%s revalidated with Range %q", rg, got)
+			}
+			h.store.wait()
+			// The 200 (the origin ignored the Range) replaced the entry.
+			if w := get(t, h, o, "http://example.com/rv"); !hasParam(w.Header().Get("Cache-Status"), "hit") || w.Header().Get("Etag") != `"v2"` {
+				t.Errorf("after: Cache-Status %q Etag %q, want a hit of v2", w.Header().Get("Cache-Status"), w.Header().Get("Etag"))
 			}
 		}
 	})
@@ -632,5 +640,114 @@ func TestRangeWholePartNoStoreRequest(t *testing.T) {
 	h.store.wait()
 	if w := get(t, h, o, "http://example.com/ns"); hasParam(w.Header().Get("Cache-Status"), "hit") {
 		t.Errorf("a no-store request's whole 206 was stored")
+	}
+}
+
+// TestRangeOfStaleEntryGoesWithItsRange: a 2-byte probe of a stale entry
+// whose object changed is revalidated with its Range, so the origin sends
+// the 2 bytes of the new version, not all of it (found by a review: the
+// revalidation dropped every Range, and the client got the whole 200).
+func TestRangeOfStaleEntryGoesWithItsRange(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	body := "small"
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=1")
+		w.Header().Set("Etag", `"`+strconv.Itoa(len(body))+`"`)
+		if r.Header.Get("If-None-Match") == w.Header().Get("Etag") {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(body))
+		return nil
+	}}
+	get(t, h, o, "http://example.com/v")
+	h.store.wait()
+	body = strings.Repeat("x", 1<<20) // the object grew
+	c.Advance(2 * time.Second)
+	w := get(t, h, o, "http://example.com/v", "Range", "bytes=0-1")
+	n := w.Body.Len()
+	if w.Code != 206 || n != 2 || o.last().Header.Get("Range") != "bytes=0-1" {
+		t.Errorf("probe bytes=0-1 on a stale entry: %d, %d bytes to the client (origin saw Range %q)", w.Code, n, o.last().Header.Get("Range"))
+	}
+	// Unchanged, the entry is refreshed by the 304 and answers the range.
+	c.Advance(2 * time.Second)
+	get(t, h, o, "http://example.com/v") // the new version, stored
+	h.store.wait()
+	c.Advance(2 * time.Second)
+	w = get(t, h, o, "http://example.com/v", "Range", "bytes=1-2", "If-Range", `"1048576"`)
+	if w.Code != 206 || w.Body.String() != "xx" || o.last().Header.Get("If-None-Match") != `"1048576"` || o.last().Header.Get("If-Range") != `"1048576"` {
+		t.Errorf("stale, unchanged: %d %q; origin saw If-None-Match %q If-Range %q", w.Code, w.Body, o.last().Header.Get("If-None-Match"), o.last().Header.Get("If-Range"))
+	}
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"})
+}
+
+// TestRangeWholePartForCodingClients: a whole 206 without Content-Encoding
+// to a request that accepts a coding is not stored as the 200: behind
+// encode (which leaves 206s alone) it would answer gzip clients
+// uncompressed until it expired (a review saw it with file_server, whose
+// 206s carry Vary: Accept-Encoding). Media requests, which accept only
+// identity, and requests without Accept-Encoding, store it.
+func TestRangeWholePartForCodingClients(t *testing.T) {
+	c := newClock()
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Vary", "Accept-Encoding")
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "br") && r.Header.Get("Range") == "" {
+			w.Header().Set("Content-Encoding", "br")
+		}
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader("0123456789"))
+		return nil
+	}}
+	for _, tc := range []struct {
+		ae     string
+		stored bool
+	}{
+		{"gzip, deflate, br", false},
+		{"identity;q=1, *;q=0", true}, // Chrome's media requests
+		{"identity", true},
+		{"", true},
+		{"gzip;q=0", true},
+	} {
+		t.Run(tc.ae, func(t *testing.T) {
+			h := newTestHandler(t, Config{}, c)
+			fields := []string{"Range", "bytes=0-9"}
+			if tc.ae != "" {
+				fields = append(fields, "Accept-Encoding", tc.ae)
+			}
+			if w := get(t, h, o, "http://example.com/t", fields...); w.Code != 206 {
+				t.Fatalf("%d", w.Code)
+			}
+			h.store.wait()
+			w := get(t, h, o, "http://example.com/t", fields[2:]...)
+			if hit := hasParam(w.Header().Get("Cache-Status"), "hit"); hit != tc.stored {
+				t.Errorf("Accept-Encoding %q: stored %v, want %v", tc.ae, hit, tc.stored)
+			}
+		})
+	}
+}
+
+func TestAcceptsCoding(t *testing.T) {
+	for _, tc := range []struct {
+		v    string
+		want bool
+	}{
+		{"", false},
+		{"identity", false},
+		{"IDENTITY ;q=1", false},
+		{"identity;q=1, *;q=0", false},
+		{"gzip;q=0, br; q=0.000", false},
+		{" , ", false},
+		{"gzip", true},
+		{"identity, GZip;q=0.5", true},
+		{"*", true},
+		{"br;q=0.001", true},
+	} {
+		if got := acceptsCoding(http.Header{"Accept-Encoding": {tc.v}}); got != tc.want {
+			t.Errorf("acceptsCoding(%q) = %v, want %v", tc.v, got, tc.want)
+		}
+	}
+	if acceptsCoding(http.Header{}) {
+		t.Error("no Accept-Encoding accepts a coding")
 	}
 }

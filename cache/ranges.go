@@ -162,6 +162,29 @@ func wholePartLength(hdr http.Header) (int64, bool) {
 	return n, len(cl) == 0 || len(cl) == 1 && cl[0] == strconv.FormatInt(n, 10)
 }
 
+// acceptsCoding reports whether a request's Accept-Encoding lists a
+// content coding other than identity with a weight above 0. A 206 without
+// Content-Encoding to such a request is not stored as the 200: encode
+// leaves 206s uncompressed, and the stored response would answer, as
+// identity, the clients it would have compressed for (browsers' media
+// requests send Accept-Encoding: identity).
+func acceptsCoding(h http.Header) bool {
+	for _, line := range h["Accept-Encoding"] {
+		for m := range strings.SplitSeq(line, ",") {
+			coding, params, _ := strings.Cut(m, ";")
+			coding = strings.ToLower(strings.Trim(coding, " \t"))
+			if coding == "" || coding == "identity" {
+				continue
+			}
+			if q, ok := strings.CutPrefix(strings.ToLower(strings.ReplaceAll(params, " ", "")), "q="); ok && strings.Trim(q, "0.") == "" {
+				continue // q=0: not acceptable
+			}
+			return true
+		}
+	}
+	return false
+}
+
 // parseContentRange parses a satisfied Content-Range (RFC 9110 §14.4):
 // "bytes first-last/length", first <= last < length.
 func parseContentRange(v string) (first, last, length int64, ok bool) {

@@ -116,8 +116,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	x.store = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 0
 	// Another Range goes out as it came; an answer with the whole body (a
 	// 206 of all of it, or a 200) is then stored as a 200 (see onHeader).
-	x.wholePart = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 1 &&
-		len(r.Header["If-Range"]) == 0 && x.stale == nil && !x.background
+	x.wholePart = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 1 && !x.background
 	if (x.store || x.wholePart) && h.uses != nil && x.stale == nil && !x.background {
 		if uses := h.uses(); uses != nil {
 			n := uses.add(x.urlHash)
@@ -213,8 +212,8 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	if asksForWhole(r) {
 		out = withoutRange(r)
 	}
-	x.wholePart = x.store && len(out.Header["Range"]) == 1 && len(r.Header["If-Range"]) == 0
-	x.store = x.store && len(out.Header["Range"]) == 0
+	x.store = !x.rq.NoStore && len(out.Header["Range"]) == 0 // r is a GET
+	x.wholePart = !x.rq.NoStore && len(out.Header["Range"]) == 1
 	x.rangeDropped = len(r.Header["Range"]) > 0 && len(out.Header["Range"]) == 0
 	rec.reset()
 	x.requestTime = h.now()
@@ -524,8 +523,13 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		switch {
 		case status == http.StatusOK: // the origin ignored the Range
 			x.store = true
-		case status == http.StatusPartialContent:
-			if n, ok := wholePartLength(rec.header); ok {
+		case status == http.StatusPartialContent && len(x.r.Header["If-Range"]) == 0:
+			// A 206 of the whole body, but not one answering If-Range,
+			// which may leave out the fields the client has (RFC 9110
+			// §15.3.7: Content-Type, Content-Encoding), nor one encode
+			// did not compress for a client it would have (acceptsCoding).
+			n, ok := wholePartLength(rec.header)
+			if ok && (len(rec.header["Content-Encoding"]) > 0 || !acceptsCoding(x.r.Header)) {
 				x.store, x.wholeAs200, x.wholeLen = true, true, n
 				status = http.StatusOK // as stored; the client gets the 206
 			}
@@ -918,15 +922,24 @@ func asGET(r *http.Request) *http.Request {
 }
 
 // revalidationRequest is r turned into the cache's conditional request for
-// e (RFC 9111 §4.3.1): the client's If-None-Match, If-Modified-Since,
-// If-Range and Range removed (the cache evaluates them against what it
-// then holds), the stored request's Vary fields, and the stored
-// validators. The client's If-Match and If-Unmodified-Since stay: they
-// are the origin's to evaluate (§4.3.2), before the cache's If-None-Match
-// (RFC 9110 §13.2.2), so a 304 means they held and a 412 that they did not.
+// e (RFC 9111 §4.3.1): the client's If-None-Match and If-Modified-Since
+// removed (the cache evaluates them against what it then holds), the
+// stored request's Vary fields, and the stored validators. The client's
+// If-Match and If-Unmodified-Since stay: they are the origin's to evaluate
+// (§4.3.2), before the cache's If-None-Match (RFC 9110 §13.2.2), so a 304
+// means they held and a 412 that they did not. A Range for the whole body
+// is removed with its If-Range (a new 200 answers it as a 206); another
+// Range stays, with its If-Range, so that a new version of a large object
+// is not sent whole for a small range: the origin answers the range (a
+// 206 of a new version goes to the client as it is), or 304.
 func revalidationRequest(r *http.Request, e *entry) *http.Request {
 	r2 := r.Clone(r.Context())
-	delete(r2.Header, "Range")
+	var ifRange []string
+	if asksForWhole(r) {
+		delete(r2.Header, "Range")
+	} else if len(r.Header["Range"]) > 0 {
+		ifRange = r.Header["If-Range"]
+	}
 	for _, f := range e.vary {
 		if v := e.reqVary.Values(f); v != nil {
 			r2.Header[f] = v
@@ -935,6 +948,9 @@ func revalidationRequest(r *http.Request, e *entry) *http.Request {
 		}
 	}
 	SetConditionalHeaders(&e.header, r2.Header)
+	if ifRange != nil {
+		r2.Header["If-Range"] = ifRange
+	}
 	return r2
 }
 
