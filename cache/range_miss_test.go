@@ -384,6 +384,7 @@ func TestRangeForWholeBodyAskedAgain(t *testing.T) {
 		{"bytes=0-", "", "", true},
 		{"bytes=0-99", "", "bytes=0-99", true},
 		{"bytes=0-99", `"v2"`, "bytes=0-99", false},
+		{"bytes=0-99", "", "bytes=0-99 no-store", false},
 	} {
 		t.Run(tc.rg+" "+tc.ifRange, func(t *testing.T) {
 			c := newClock()
@@ -408,9 +409,13 @@ func TestRangeForWholeBodyAskedAgain(t *testing.T) {
 			if tc.ifRange != "" {
 				fields = append(fields, "If-Range", tc.ifRange)
 			}
+			sent, noStore := strings.CutSuffix(tc.sent, " no-store")
+			if noStore {
+				fields = append(fields, "Cache-Control", "no-store")
+			}
 			w := get(t, h, o, "http://example.com/again", fields...)
-			if got := o.last().Header.Get("Range"); got != tc.sent {
-				t.Errorf("asked again with Range %q, want %q", got, tc.sent)
+			if got := o.last().Header.Get("Range"); got != sent {
+				t.Errorf("asked again with Range %q, want %q", got, sent)
 			}
 			if w.Code != 206 || w.Body.String() != "body-v2" || w.Header().Get("Content-Range") != "bytes 0-6/7" {
 				t.Errorf("got %d %q Content-Range %q, want 206 body-v2 bytes 0-6/7", w.Code, w.Body, w.Header().Get("Content-Range"))
@@ -749,5 +754,95 @@ func TestAcceptsCoding(t *testing.T) {
 	}
 	if acceptsCoding(http.Header{}) {
 		t.Error("no Accept-Encoding accepts a coding")
+	}
+}
+
+// TestRangeRevalidationNewVersionDropsOldEntry: a 206 answering a
+// revalidation with a Range, with a validator that does not select the
+// stored response, shows the stored response outdated (as a 304 that does
+// not select it does, for askAgain, and a HEAD's 200, for freshen): it is
+// dropped, so that the same client does not get bytes of two versions on
+// two consecutive range requests (found by a review: it was kept).
+func TestRangeRevalidationNewVersionDropsOldEntry(t *testing.T) {
+	c := newClock()
+	type version struct{ tag, body, cc string }
+	newOrigin := func(v *version, fail *int) *origin {
+		return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+			if *fail != 0 {
+				w.WriteHeader(*fail)
+				return nil
+			}
+			w.Header().Set("Cache-Control", v.cc)
+			w.Header().Set("Date", c.date())
+			w.Header().Set("Etag", `"`+v.tag+`"`)
+			http.ServeContent(w, r, "", time.Time{}, strings.NewReader(v.body))
+			return nil
+		}}
+	}
+	t.Run("stale-if-error after a 206 of the new version", func(t *testing.T) {
+		h := newTestHandler(t, Config{StaleIfError: 3600e9}, c)
+		v, fail := &version{"v1", "aaaaaaaaaa", "max-age=1"}, 0
+		o := newOrigin(v, &fail)
+		get(t, h, o, "http://example.com/obj")
+		c.Advance(2 * time.Second)
+		v.tag, v.body = "v2", "bbbbbbbbbb" // same length: a client resumes by offset
+		w := get(t, h, o, "http://example.com/obj", "Range", "bytes=0-4")
+		if w.Code != 206 || w.Body.String() != "bbbbb" {
+			t.Fatalf("first half: %d %q", w.Code, w.Body)
+		}
+		fail = http.StatusServiceUnavailable
+		w = get(t, h, o, "http://example.com/obj", "Range", "bytes=5-9")
+		if w.Code == 206 && w.Header().Get("Etag") == `"v1"` {
+			t.Errorf("second half: 206 %q of v1 (Cache-Status %q) after the origin's 206 of v2 showed v1 outdated; the client now holds %q",
+				w.Body, w.Header().Get("Cache-Status"), "bbbbb"+w.Body.String())
+		}
+	})
+	t.Run("a reload's range sees the new version, the next hit the old", func(t *testing.T) {
+		h := newTestHandler(t, Config{}, c)
+		v, fail := &version{"v1", "aaaaaaaaaa", "max-age=600"}, 0
+		o := newOrigin(v, &fail)
+		get(t, h, o, "http://example.com/obj")
+		v.tag, v.body = "v2", "bbbbbbbbbb"
+		w := get(t, h, o, "http://example.com/obj", "Range", "bytes=0-4", "Cache-Control", "no-cache")
+		if w.Code != 206 || w.Body.String() != "bbbbb" {
+			t.Fatalf("reload: %d %q", w.Code, w.Body)
+		}
+		w = get(t, h, o, "http://example.com/obj", "Range", "bytes=5-9")
+		if w.Header().Get("Etag") == `"v1"` {
+			t.Errorf("after the reload's 206 of v2: %d %q of v1 (Cache-Status %q), fresh for 10 more minutes",
+				w.Code, w.Body, w.Header().Get("Cache-Status"))
+		}
+	})
+}
+
+// TestRangeRevalidationIfRangeNotShared: the If-Range re-added to the
+// revalidation request is a copy: a handler after the cache that rewrites
+// a request field in place (Caddy's request_header replace does
+// hdr[name][i] = ...) must not rewrite the client's, by which serveEntry
+// answers the origin's 304 (found by a review: it shared the slice).
+func TestRangeRevalidationIfRangeNotShared(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		for i, v := range r.Header["If-Range"] { // request_header If-Range v V
+			r.Header["If-Range"][i] = strings.ReplaceAll(v, "v", "V")
+		}
+		w.Header().Set("Cache-Control", "max-age=1")
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Etag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader("0123456789"))
+		return nil
+	}}
+	get(t, h, o, "http://example.com/ir")
+	c.Advance(2 * time.Second)
+	r := newRequest(http.MethodGet, "http://example.com/ir", "Range", "bytes=0-1", "If-Range", `"v1"`)
+	w := serve(t, h, o, r)
+	if w.Code != 206 || w.Body.String() != "01" || r.Header.Get("If-Range") != `"v1"` {
+		t.Errorf("stale, unchanged (304), client's If-Range \"v1\": got %d %q; the client's If-Range is now %q",
+			w.Code, w.Body, r.Header.Get("If-Range"))
 	}
 }

@@ -543,6 +543,11 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		}
 		return
 	}
+	if x.stale != nil && !x.background && status == http.StatusPartialContent &&
+		!Selects304(&x.stale.header, rec.header) && h.store.has(x.stale) {
+		// A part of another version: the stored response is outdated.
+		h.store.dropKey(x.stale.key)
+	}
 	if x.stale != nil && isServerError(status) && h.staleIfErrorOK(x, rec.responseTime) {
 		rec.pass = false
 		x.outcome = outStaleIfError
@@ -938,7 +943,7 @@ func revalidationRequest(r *http.Request, e *entry) *http.Request {
 	if asksForWhole(r) {
 		delete(r2.Header, "Range")
 	} else if len(r.Header["Range"]) > 0 {
-		ifRange = r.Header["If-Range"]
+		ifRange = slices.Clone(r.Header["If-Range"])
 	}
 	for _, f := range e.vary {
 		if v := e.reqVary.Values(f); v != nil {
