@@ -196,11 +196,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 // askAgain answers a 304 with validators other than the stored
 // response's, which can neither refresh it (RFC 9111 §4.3.4) nor answer
 // the client: the entry is dropped and the client's request r goes out
-// as it came (without a Range for the whole body, as a miss's), on ctx
-// (the first send's context) with vars as they were
-// before the first send, so that the handlers after the cache see a new
-// request, not a retry (lb_policy affinity records its picks and the
-// cookie it issued there, and the cookie went with the discarded 304).
+// as a miss's would (as it came, but for a Range for the whole body), on
+// ctx (the first send's context) with vars as they were before the first
+// send, so that the handlers after the cache see a new request, not a
+// retry (lb_policy affinity records its picks and the cookie it issued
+// there, and the cookie went with the discarded 304).
 func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string]any, next caddyhttp.Handler, x *exchange) error {
 	rec := &x.rec
 	if ce := h.logger.Check(zapcore.DebugLevel, "304 does not match the stored response; asking again"); ce != nil {
