@@ -846,3 +846,54 @@ func TestRangeRevalidationIfRangeNotShared(t *testing.T) {
 			w.Code, w.Body, r.Header.Get("If-Range"))
 	}
 }
+
+// TestRangeRevalidationWholeNewVersionNotStoredDropsOldEntry: a whole 206
+// of a new version that is then not stored (here: encode's 206 has no
+// Vary while the URL's record has Accept-Encoding) drops the old version
+// too (found by a review: the drop read the status as rewritten to 200 for
+// storing, and the old version was served again by stale-if-error).
+func TestRangeRevalidationWholeNewVersionNotStoredDropsOldEntry(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{StaleIfError: 3600e9}, c)
+	tag, body, fail := "v1", "aaaaaaaaaa", 0
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if fail != 0 {
+			w.WriteHeader(fail)
+			return nil
+		}
+		hd := w.Header()
+		hd.Set("Cache-Control", "max-age=1")
+		hd.Set("Date", c.date())
+		hd.Set("Etag", `"`+tag+`"`)
+		if r.Header.Get("If-None-Match") == `"`+tag+`"` {
+			hd.Set("Vary", "Accept-Encoding")
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		var a, b int
+		if br, ok, _ := ParseRange(r.Header.Get("Range"), int64(len(body))); ok {
+			a, b = int(br.Start), int(br.End)
+			// As encode leaves a 206: without the Vary it puts on a 200.
+			hd.Set("Content-Range", "bytes "+strconv.Itoa(a)+"-"+strconv.Itoa(b)+"/"+strconv.Itoa(len(body)))
+			w.WriteHeader(http.StatusPartialContent)
+			_, _ = io.WriteString(w, body[a:b+1])
+			return nil
+		}
+		hd.Set("Vary", "Accept-Encoding")
+		_, _ = io.WriteString(w, body)
+		return nil
+	}}
+	get(t, h, o, "http://example.com/obj")
+	c.Advance(2 * time.Second)
+	tag, body = "v2", "bbbbbbbbbb"
+	w := get(t, h, o, "http://example.com/obj", "Range", "bytes=0-9")
+	if w.Code != 206 || w.Body.String() != "bbbbbbbbbb" {
+		t.Fatalf("whole range of v2: %d %q", w.Code, w.Body)
+	}
+	fail = http.StatusServiceUnavailable
+	w = get(t, h, o, "http://example.com/obj", "Range", "bytes=5-9")
+	if w.Header().Get("Etag") == `"v1"` {
+		t.Errorf("after the origin's whole 206 of v2: %d %q of v1 (Cache-Status %q)",
+			w.Code, w.Body, w.Header().Get("Cache-Status"))
+	}
+}

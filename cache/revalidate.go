@@ -543,7 +543,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		}
 		return
 	}
-	if x.stale != nil && !x.background && status == http.StatusPartialContent &&
+	if x.stale != nil && !x.background && rec.status == http.StatusPartialContent &&
 		!Selects304(&x.stale.header, rec.header) && h.store.has(x.stale) {
 		// A part of another version: the stored response is outdated.
 		h.store.dropKey(x.stale.key)
