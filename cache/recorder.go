@@ -53,11 +53,14 @@ type recorder struct {
 	overflow  bool  // the body passed limit: it was dropped
 	written   int64 // body bytes the next handler wrote
 	clientErr error // first error writing to the client
+	// discard: the client is a background refresh's discardWriter, which
+	// reads nothing (see Write).
+	discard bool
 }
 
-// errClientGone aborts a response that is neither reaching its client nor
+// errUnread aborts a response that is neither reaching its client nor
 // being buffered any more.
-var errClientGone = errors.New("response_cache: client gone and response too large to store")
+var errUnread = errors.New("response_cache: nobody reads the rest of the response (the client is gone, or it is a background refresh) and it will not be stored")
 
 // recorderEvents is what a recorder reports to its owner (an exchange).
 type recorderEvents interface {
@@ -77,12 +80,13 @@ func newRecorder(w http.ResponseWriter, now func() time.Time) *recorder {
 // init readies a zero recorder writing to w.
 func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 	rec.w, rec.header, rec.now = w, make(http.Header), now
+	_, rec.discard = w.(*discardWriter)
 }
 
 // reset readies rec, which passed nothing to its client and holds no
 // body, for another response to the same client.
 func (rec *recorder) reset() {
-	*rec = recorder{w: rec.w, header: make(http.Header), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit}
+	*rec = recorder{w: rec.w, discard: rec.discard, header: make(http.Header), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit}
 }
 
 // hasTrailers reports whether the next handler set trailers, announced in
@@ -198,8 +202,12 @@ func (rec *recorder) Write(p []byte) (int, error) {
 			rec.clientErr = err
 		}
 	}
-	if rec.clientErr != nil && !rec.buffer {
-		return 0, errClientGone
+	// A background refresh reads on what it will not store only as far as
+	// max_item_size: aborting costs a reverse_proxy warning in the log,
+	// not worth it for a small body, and reading on, for a large one, an
+	// origin's whole object for nothing (to the refresh's 30 s timeout).
+	if !rec.buffer && (rec.clientErr != nil || rec.discard && rec.written > rec.limit) {
+		return 0, errUnread
 	}
 	return len(p), nil
 }

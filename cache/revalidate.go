@@ -723,7 +723,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		x.release(h, e)
 	}
 	x.release(h, nil)
-	if errors.Is(err, errClientGone) {
+	if errors.Is(err, errUnread) {
 		return nil
 	}
 	return err
