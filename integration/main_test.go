@@ -36,16 +36,34 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// caddyStarted is set once caddytest has started the in-process Caddy.
+var caddyStarted bool
+
 // startCaddy loads a Caddyfile into the in-process Caddy (starting it on
 // first use). The Caddyfile's global options must come from globals().
-func startCaddy(t *testing.T, caddyfile string) *caddytest.Tester {
+//
+// Only the first call goes through caddytest, which starts Caddy. Later
+// loads go through loadConfig: caddytest probes GET /config/ and posts
+// POST /load over http.DefaultTransport's kept connections, without
+// retrying. Each load replaces the admin server and stops the old one
+// asynchronously (a refused load twice: Caddy rolls back), so such a
+// connection may be closed under the POST (EOF or reset: caddytest then
+// polls for ten seconds and fails with "POSTed configuration isn't
+// active") or under the GET (caddytest then thinks Caddy is down and runs
+// caddycmd.Main again in this process, which skips the test, loads its
+// bare config over the test's, or exits the process).
+func startCaddy(t *testing.T, caddyfile string) {
 	t.Helper()
+	if caddyStarted {
+		loadConfig(t, adminPort, caddyfile)
+		return
+	}
 	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort})
 	tester.InitServer(caddyfile, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
-	return tester
+	caddyStarted = true
 }
 
 // globals is the global options block every test Caddyfile starts with: the

@@ -15,7 +15,8 @@ func TestShardedCacheTier(t *testing.T) {
 		w.Header().Set("Cache-Control", "max-age=300")
 		fmt.Fprintf(w, "object %s", r.URL.Path)
 	})
-	front, node1, node2 := freePort(t), freePort(t), freePort(t)
+	ports := freePorts(t, 3) // distinct: two equal would be an ambiguous site definition
+	front, node1, node2 := ports[0], ports[1], ports[2]
 	cfg := globals() + fmt.Sprintf(`
 http://127.0.0.1:%[1]d {
 	reverse_proxy 127.0.0.1:%[2]d 127.0.0.1:%[3]d {
