@@ -679,7 +679,7 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 			case ok && satisfiable:
 				start, end = int(br.Start), int(br.End+1)
 				status = http.StatusPartialContent
-				hdr["Content-Range"] = []string{"bytes " + strconv.FormatInt(br.Start, 10) + "-" + strconv.FormatInt(br.End, 10) + "/" + strconv.FormatInt(size, 10)}
+				hdr["Content-Range"] = []string{br.ContentRange(size)}
 				hdr["Content-Length"] = []string{strconv.Itoa(end - start)}
 			case ok:
 				hdr["Content-Range"] = []string{"bytes */" + strconv.FormatInt(size, 10)}

@@ -748,11 +748,11 @@ func TestAcceptsCoding(t *testing.T) {
 		{"*", true},
 		{"br;q=0.001", true},
 	} {
-		if got := acceptsCoding(http.Header{"Accept-Encoding": {tc.v}}); got != tc.want {
+		if got := acceptsCoding(newRequest(http.MethodGet, "http://example.com/", "Accept-Encoding", tc.v)); got != tc.want {
 			t.Errorf("acceptsCoding(%q) = %v, want %v", tc.v, got, tc.want)
 		}
 	}
-	if acceptsCoding(http.Header{}) {
+	if acceptsCoding(newRequest(http.MethodGet, "http://example.com/")) {
 		t.Error("no Accept-Encoding accepts a coding")
 	}
 }

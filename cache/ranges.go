@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/encode"
 )
 
 // ByteRange is one satisfiable range of a representation, [Start, End].
@@ -12,6 +14,12 @@ type ByteRange struct{ Start, End int64 }
 
 // Length is the number of bytes in r.
 func (r ByteRange) Length() int64 { return r.End - r.Start + 1 }
+
+// ContentRange is the Content-Range of r, a part of size bytes (RFC 9110
+// §14.4): "bytes first-last/size".
+func (r ByteRange) ContentRange(size int64) string {
+	return "bytes " + strconv.FormatInt(r.Start, 10) + "-" + strconv.FormatInt(r.End, 10) + "/" + strconv.FormatInt(size, 10)
+}
 
 // ParseRange parses a single-range Range header against a representation
 // of size bytes (RFC 9110 §14.2). ok is false when the header is absent,
@@ -140,8 +148,7 @@ func wholeContentRange(r *http.Request, hdr http.Header) string {
 	if !ok || !satisfiable || br.Start != 0 || br.End != size-1 || !ifRangeMatches(r, hdr) {
 		return ""
 	}
-	last := strconv.FormatInt(size-1, 10)
-	return "bytes 0-" + last + "/" + strconv.FormatInt(size, 10)
+	return br.ContentRange(size)
 }
 
 // wholePartLength reports whether hdr, the fields of a 206, describe a
@@ -162,23 +169,15 @@ func wholePartLength(hdr http.Header) (int64, bool) {
 	return n, len(cl) == 0 || len(cl) == 1 && cl[0] == strconv.FormatInt(n, 10)
 }
 
-// acceptsCoding reports whether a request's Accept-Encoding lists a
-// content coding other than identity with a weight above 0. A 206 without
+// acceptsCoding reports whether r accepts a content coding other than
+// identity, as encode reads Accept-Encoding. A 206 without
 // Content-Encoding to such a request is not stored as the 200: encode
 // leaves 206s uncompressed, and the stored response would answer, as
 // identity, the clients it would have compressed for (browsers' media
 // requests send Accept-Encoding: identity).
-func acceptsCoding(h http.Header) bool {
-	for _, line := range h["Accept-Encoding"] {
-		for m := range strings.SplitSeq(line, ",") {
-			coding, params, _ := strings.Cut(m, ";")
-			coding = strings.ToLower(strings.Trim(coding, " \t"))
-			if coding == "" || coding == "identity" {
-				continue
-			}
-			if q, ok := strings.CutPrefix(strings.ToLower(strings.ReplaceAll(params, " ", "")), "q="); ok && strings.Trim(q, "0.") == "" {
-				continue // q=0: not acceptable
-			}
+func acceptsCoding(r *http.Request) bool {
+	for _, coding := range encode.AcceptedEncodings(r, nil) {
+		if coding != "identity" {
 			return true
 		}
 	}

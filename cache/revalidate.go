@@ -108,15 +108,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator {
 		out = revalidationRequest(r, x.stale)
 		x.cond = true
-	} else if r.Method == http.MethodGet && asksForWhole(r) {
-		// Fetched whole, the response can be stored (and coalesced).
-		out = withoutRange(r)
+	} else {
+		out = missRequest(r)
 	}
-	x.rangeDropped = len(r.Header["Range"]) > 0 && len(out.Header["Range"]) == 0
-	x.store = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 0
-	// Another Range goes out as it came; an answer with the whole body (a
-	// 206 of all of it, or a 200) is then stored as a 200 (see onHeader).
-	x.wholePart = r.Method == http.MethodGet && !x.rq.NoStore && len(out.Header["Range"]) == 1 && !x.background
+	x.sends(r, out)
 	if (x.store || x.wholePart) && h.uses != nil && x.stale == nil && !x.background {
 		if uses := h.uses(); uses != nil {
 			n := uses.add(x.urlHash)
@@ -193,6 +188,29 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	return h.finish(w, x, rec, err)
 }
 
+// missRequest is what a miss of r sends: r, but a GET without a Range for
+// the whole body, fetched whole so that the response can be stored (and
+// coalesced); a Range that asks for less goes out as it came.
+func missRequest(r *http.Request) *http.Request {
+	if r.Method == http.MethodGet && asksForWhole(r) {
+		return withoutRange(r)
+	}
+	return r
+}
+
+// sends records what x may store of the answer to out, the request sent
+// for the client's r: any storable answer when out has no Range; when it
+// has one, an answer with the whole body (a 206 of all of it, or a 200),
+// stored as a 200 (see onHeader); and whether the client's Range was left
+// out (a 200 may then answer it as a 206, see wholeContentRange).
+func (x *exchange) sends(r, out *http.Request) {
+	ranges := len(out.Header["Range"])
+	storable := r.Method == http.MethodGet && !x.rq.NoStore
+	x.store = storable && ranges == 0
+	x.wholePart = storable && ranges == 1
+	x.rangeDropped = len(r.Header["Range"]) > 0 && ranges == 0
+}
+
 // askAgain answers a 304 with validators other than the stored
 // response's, which can neither refresh it (RFC 9111 §4.3.4) nor answer
 // the client: the entry is dropped and the client's request r goes out
@@ -208,13 +226,8 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	}
 	h.store.dropKey(x.stale.key)
 	x.stale, x.cond, x.outcome = nil, false, outPass
-	out := r
-	if asksForWhole(r) {
-		out = withoutRange(r)
-	}
-	x.store = !x.rq.NoStore && len(out.Header["Range"]) == 0 // r is a GET
-	x.wholePart = !x.rq.NoStore && len(out.Header["Range"]) == 1
-	x.rangeDropped = len(r.Header["Range"]) > 0 && len(out.Header["Range"]) == 0
+	out := missRequest(r)
+	x.sends(r, out)
 	rec.reset()
 	x.requestTime = h.now()
 	if vars != nil {
@@ -529,7 +542,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			// §15.3.7: Content-Type, Content-Encoding), nor one encode
 			// did not compress for a client it would have (acceptsCoding).
 			n, ok := wholePartLength(rec.header)
-			if ok && (len(rec.header["Content-Encoding"]) > 0 || !acceptsCoding(x.r.Header)) {
+			if ok && (len(rec.header["Content-Encoding"]) > 0 || !acceptsCoding(x.r)) {
 				x.store, x.wholeAs200, x.wholeLen = true, true, n
 				status = http.StatusOK // as stored; the client gets the 206
 			}
