@@ -224,7 +224,7 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	if ce := h.logger.Check(zapcore.DebugLevel, "304 does not match the stored response; asking again"); ce != nil {
 		ce.Write(zap.String("key", x.stale.key), zap.String("etag", rec.header.Get("Etag")))
 	}
-	h.store.dropKey(x.stale.key)
+	h.store.dropIfStored(x.stale)
 	x.stale, x.cond, x.outcome = nil, false, outPass
 	out := missRequest(r)
 	x.sends(r, out)
@@ -347,8 +347,7 @@ func (h *Handler) noLongerStored(x *exchange, at time.Time) {
 	case x.stale == nil:
 		h.hints.set(x.flightHash(), h.hintGen, at)
 	case !x.background && len(x.r.Header["Cookie"]) == 0 &&
-		h.pastStaleWindow(x.stale, x.requestTime) && h.store.has(x.stale):
-		h.store.dropKey(x.stale.key)
+		h.pastStaleWindow(x.stale, x.requestTime) && h.store.dropIfStored(x.stale):
 		if ce := h.logger.Check(zapcore.DebugLevel, "the origin's response is no longer storable; stored response dropped"); ce != nil {
 			ce.Write(zap.String("key", x.stale.key))
 		}
@@ -557,9 +556,9 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		return
 	}
 	if x.stale != nil && !x.background && rec.status == http.StatusPartialContent &&
-		!Selects304(&x.stale.header, rec.header) && h.store.has(x.stale) {
+		!Selects304(&x.stale.header, rec.header) {
 		// A part of another version: the stored response is outdated.
-		h.store.dropKey(x.stale.key)
+		h.store.dropIfStored(x.stale)
 	}
 	if x.stale != nil && isServerError(status) && h.staleIfErrorOK(x, rec.responseTime) {
 		rec.pass = false
@@ -884,20 +883,15 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		e.exited.Store(true)
 		return e, false
 	}
-	if !h.store.has(old) {
-		// Purged, invalidated or replaced while this request was at the
-		// origin: storing e would bring back what is gone, or put an
-		// older response over a newer one.
-		e.exited.Store(true)
-		return e, false
-	}
 	if reason := Storable(asGET(x.r), old.status, hdr, rc, has, false); reason != "" || !e.body.acquire() {
 		e.exited.Store(true) // holds no reference
-		h.store.dropKey(old.key)
+		h.store.dropIfStored(old)
 		return e, false
 	}
-	h.store.set(e)
-	return e, true
+	// Not if old was purged, invalidated or replaced while this request
+	// was at the origin: storing e would bring back what is gone, or put
+	// an older response over a newer one.
+	return e, h.store.replaceIfStored(old, e)
 }
 
 // freshen updates the stored GET response x.stale with the 200 answering
@@ -918,13 +912,12 @@ func (h *Handler) freshen(x *exchange, rec *recorder) {
 	case headUpdates:
 		h.refresh(x, rec, head)
 	case headInvalidates:
-		if !h.store.has(old) {
+		if !h.store.dropIfStored(old) {
 			return
 		}
-		if ce := h.logger.Check(zapcore.DebugLevel, "HEAD response shows the stored GET response is out of date; dropping it"); ce != nil {
+		if ce := h.logger.Check(zapcore.DebugLevel, "HEAD response shows the stored GET response is out of date; dropped it"); ce != nil {
 			ce.Write(zap.String("key", old.key), zap.String("etag", head.Get("Etag")), zap.String("content_length", head.Get("Content-Length")))
 		}
-		h.store.dropKey(old.key)
 	}
 }
 

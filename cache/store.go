@@ -29,6 +29,14 @@ type storage interface {
 	// has reports whether e itself (not a newer entry for its key) is
 	// stored right now.
 	has(e *entry) bool
+	// dropIfStored removes e's key, as dropKey does, if e itself is what
+	// the store holds under it, and reports whether it did. replaceIfStored
+	// offers e in old's place (as set does) if old is what the store
+	// holds, and reports whether it was; it takes over e's reference to
+	// its body either way. Neither acts on a newer entry another request
+	// offered meanwhile.
+	dropIfStored(e *entry) bool
+	replaceIfStored(old, e *entry) bool
 	// purgeKey removes the entry for key and, when key is a URL whose
 	// responses vary, all its variants; purgePrefix every entry whose key
 	// starts with prefix; purgeTag every entry tagged tag; purgeAll
@@ -88,6 +96,7 @@ const (
 	maxTagLength      = 256
 	maxVariantsPerURL = 1024
 	queuedSlots       = 256 // store.queued
+	swapStripes       = 64  // store.swaps
 )
 
 // store is the ristretto-backed storage. Ristretto keeps values by 64-bit
@@ -154,6 +163,14 @@ type store struct {
 	// or purged, or when a later offer takes the slot (then it is a miss,
 	// as it was without this).
 	queued [queuedSlots]atomic.Pointer[entry]
+	// swaps serialises, a stripe of hashes each, every offer (set) with
+	// the checks-then-acts on what is stored under a hash (dropIfStored,
+	// replaceIfStored), so that a newer response another request offers
+	// between the check and the act is neither dropped nor overwritten
+	// by an older one. Ristretto applies a replacement at once and queues
+	// a new key behind any deletion already queued, so the order of the
+	// calls is the order of their effects.
+	swaps [swapStripes]sync.Mutex
 	// hints are the keys whose requests skip coalescing for a while; an
 	// offer or a purge under a key clears its hint.
 	hints uncacheableHints
@@ -369,6 +386,49 @@ func (s *store) lookup(hash uint64) (e *entry, ok bool) {
 }
 
 func (s *store) set(e *entry) bool {
+	mu := &s.swaps[e.hash%swapStripes]
+	mu.Lock()
+	defer mu.Unlock()
+	return s.setLocked(e)
+}
+
+// holds reports whether e itself is under its hash, in ristretto's map or
+// as the latest offer not yet in it.
+func (s *store) holds(e *entry) bool {
+	return s.has(e) || s.queuedEntry(e.hash) == e
+}
+
+func (s *store) dropIfStored(e *entry) bool {
+	mu := &s.swaps[e.hash%swapStripes]
+	mu.Lock()
+	defer mu.Unlock()
+	if !s.holds(e) {
+		return false
+	}
+	if testHookChecked != nil {
+		testHookChecked(e)
+	}
+	s.dropKey(e.key)
+	return true
+}
+
+func (s *store) replaceIfStored(old, e *entry) bool {
+	mu := &s.swaps[old.hash%swapStripes]
+	mu.Lock()
+	defer mu.Unlock()
+	if e.hash != old.hash || !s.holds(old) {
+		e.exit()
+		return false
+	}
+	if testHookChecked != nil {
+		testHookChecked(old)
+	}
+	s.setLocked(e)
+	return true
+}
+
+// setLocked is set, under the stripe of e's hash.
+func (s *store) setLocked(e *entry) bool {
 	s.life.RLock()
 	defer s.life.RUnlock()
 	if s.closed {
@@ -443,6 +503,10 @@ func (s *store) wait() {
 // testHookIndexed, when set by a test, runs in set between indexing an
 // entry and offering it to ristretto.
 var testHookIndexed func(*entry)
+
+// testHookChecked, when set by a test, runs in dropIfStored and
+// replaceIfStored between the check that the entry is stored and the act.
+var testHookChecked func(*entry)
 
 // testHookTaken, when set by a test, runs on ristretto's goroutine as it
 // takes an offer off its buffer.

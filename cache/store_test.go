@@ -912,3 +912,52 @@ func TestStoreLaterOfferWins(t *testing.T) {
 		t.Errorf("served the newer offer from its slot, then the older one once ristretto took both")
 	}
 }
+
+// TestStoreCheckThenActSparesANewerOffer: an entry another request
+// offers while dropIfStored or replaceIfStored acts on an older one under
+// its key (between the check that the older one is stored and the Del or
+// Set) stays stored. The hook gives the other offer time to go through
+// first; with the offer serialised behind the act, it goes after.
+func TestStoreCheckThenActSparesANewerOffer(t *testing.T) {
+	const key = "http://a/x?"
+	for _, tc := range []struct {
+		name string
+		act  func(s *store, old *entry)
+	}{
+		{"dropIfStored", func(s *store, old *entry) { s.dropIfStored(old) }},
+		{"replaceIfStored", func(s *store, old *entry) { s.replaceIfStored(old, testEntry(key, 30)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newTestStore(t, 1<<20)
+			old := testEntry(key, 10)
+			s.set(old)
+			s.wait()
+			if !s.has(old) {
+				t.Fatal("old entry not stored")
+			}
+			newer := testEntry(key, 20)
+			offered := make(chan struct{})
+			testHookChecked = func(*entry) {
+				go func() {
+					s.set(newer)
+					close(offered)
+				}()
+				select {
+				case <-offered:
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			defer func() { testHookChecked = nil }()
+			tc.act(s, old)
+			testHookChecked = nil
+			<-offered
+			s.wait()
+			switch got := s.get(old.hash, []byte(key)); {
+			case got == nil:
+				t.Fatal("nothing stored after the act and the other offer, want the other offer")
+			case got != newer:
+				t.Fatalf("stored after the act and the other offer: a body of %d bytes, want the other offer's %d", got.body.Len(), newer.body.Len())
+			}
+		})
+	}
+}
