@@ -40,6 +40,10 @@ type recorder struct {
 	// this Content-Range: the client asked for a range that is the whole
 	// body (set by onHeader, see wholeContentRange).
 	contentRange string
+	// notModified makes the client's response a 304 without the body,
+	// which is still recorded for storage: the client's own conditional
+	// did not go to the origin and the 200 satisfies it (set by onHeader).
+	notModified bool
 
 	pass   bool  // the response is written to the client
 	buffer bool  // the body is buffered for storage
@@ -60,7 +64,7 @@ type recorder struct {
 
 // errUnread aborts a response that is neither reaching its client nor
 // being buffered any more.
-var errUnread = errors.New("response_cache: nobody reads the rest of the response (the client is gone, or it is a background refresh) and it will not be stored")
+var errUnread = errors.New("response_cache: nobody reads the rest of the response (the client is gone or was answered with a 304, or it is a background refresh) and it will not be stored")
 
 // recorderEvents is what a recorder reports to its owner (an exchange).
 type recorderEvents interface {
@@ -149,7 +153,10 @@ func (rec *recorder) WriteHeader(status int) {
 		if rec.cacheStatus != nil {
 			dst["Cache-Status"] = rec.cacheStatus
 		}
-		if rec.contentRange != "" {
+		if rec.notModified {
+			status = http.StatusNotModified
+			delete(dst, "Content-Length") // as for a 304 from the store (serveEntry)
+		} else if rec.contentRange != "" {
 			status = http.StatusPartialContent
 			dst["Content-Range"] = []string{rec.contentRange}
 			// As for a 206 from the store (serveEntry).
@@ -197,16 +204,17 @@ func (rec *recorder) Write(p []byte) (int, error) {
 			rec.stopBuffering() // longer than declared, or than the limit
 		}
 	}
-	if rec.pass && rec.clientErr == nil {
+	if rec.pass && !rec.notModified && rec.clientErr == nil {
 		if _, err := rec.w.Write(p); err != nil {
 			rec.clientErr = err
 		}
 	}
-	// A background refresh reads on what it will not store only as far as
-	// max_item_size: aborting costs a reverse_proxy warning in the log,
-	// not worth it for a small body, and reading on, for a large one, an
-	// origin's whole object for nothing (to the refresh's 30 s timeout).
-	if !rec.buffer && (rec.clientErr != nil || rec.discard && rec.written > rec.limit) {
+	// A background refresh, or a client answered with a 304, reads on
+	// what it will not store only as far as max_item_size: aborting costs
+	// a reverse_proxy warning in the log, not worth it for a small body,
+	// and reading on, for a large one, an origin's whole object for
+	// nothing (to the refresh's 30 s timeout, or the client's).
+	if !rec.buffer && (rec.clientErr != nil || (rec.discard || rec.notModified) && rec.written > rec.limit) {
 		return 0, errUnread
 	}
 	return len(p), nil

@@ -49,6 +49,11 @@ type exchange struct {
 	// cache's conditional, or a Range for the whole body), so a 200 may
 	// answer it as a 206 (see wholeContentRange).
 	rangeDropped bool
+	// condDropped: the client's If-None-Match or If-Modified-Since did not
+	// go to the origin (the cache's conditional, or a miss fetched whole
+	// to be stored), so the cache evaluates it against a 200 (see
+	// notModifiedBy).
+	condDropped bool
 	// wholePart: the client's Range went out as it came, and an answer
 	// with the whole body may be stored; wholeAs200: it came as a 206 of
 	// all of the body, stored as the 200 it amounts to.
@@ -107,7 +112,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// sending the request again, which could not send its body twice.)
 	if x.stale != nil && r.Method == http.MethodGet && x.stale.validator {
 		out = revalidationRequest(r, x.stale)
-		x.cond = true
+		x.cond, x.condDropped = true, hasCacheConditionals(r)
 	} else {
 		out = missRequest(r)
 	}
@@ -122,6 +127,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 				x.untried = n < h.MinUses
 			}
 		}
+	}
+	if x.store && !x.cond && !x.untried && !x.background && fetchWhole(r) && !x.hinted(h) {
+		out = withoutConditionals(out)
+		x.condDropped = true
 	}
 
 	if h.coalesce && x.store && !x.background && !x.neverCollapsed() && !x.hinted(h) {
@@ -196,6 +205,46 @@ func missRequest(r *http.Request) *http.Request {
 		return withoutRange(r)
 	}
 	return r
+}
+
+// fetchWhole reports whether a miss of r, a conditional GET whose answer
+// may be stored, goes to the origin without its conditionals: a 304 could
+// neither be stored nor answer the requests coalesced with it. Only
+// If-None-Match and If-Modified-Since, which the cache evaluates against
+// the 200 it gets (as nginx and Varnish do), and not for a request with
+// Authorization (its answer is seldom storable). The cache evaluates
+// If-None-Match before a Range for the whole body (RFC 9110 §13.2.2), which
+// a miss leaves out too (see missRequest).
+func fetchWhole(r *http.Request) bool {
+	return hasCacheConditionals(r) && len(r.Header["If-Match"]) == 0 && len(r.Header["If-Unmodified-Since"]) == 0 &&
+		len(r.Header["Authorization"]) == 0
+}
+
+// notModifiedBy reports whether a 200 with fields hdr satisfies r's
+// If-None-Match or If-Modified-Since, which did not go to the origin: the
+// client then gets a 304 (RFC 9110 §13.2.2). If-Modified-Since only
+// against a Last-Modified: the 200 is dated now, and an origin that sends
+// no Last-Modified would have answered with the 200.
+func notModifiedBy(r *http.Request, hdr http.Header) bool {
+	if len(r.Header["If-None-Match"]) == 0 && len(hdr["Last-Modified"]) == 0 {
+		return false
+	}
+	return ClientNotModified(r, hdr)
+}
+
+// hasCacheConditionals reports whether r carries the preconditions a cache
+// may evaluate itself (RFC 9111 §4.3.2).
+func hasCacheConditionals(r *http.Request) bool {
+	return len(r.Header["If-None-Match"]) > 0 || len(r.Header["If-Modified-Since"]) > 0
+}
+
+// withoutConditionals returns a copy of r without If-None-Match and
+// If-Modified-Since.
+func withoutConditionals(r *http.Request) *http.Request {
+	r2 := r.Clone(r.Context())
+	delete(r2.Header, "If-None-Match")
+	delete(r2.Header, "If-Modified-Since")
+	return r2
 }
 
 // sends records what x may store of the answer to out, the request sent
@@ -623,6 +672,9 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 	if rec.pass && !x.background {
 		if x.rangeDropped && status == http.StatusOK {
 			rec.contentRange = wholeContentRange(x.r, rec.header)
+		}
+		if x.condDropped && rec.status == http.StatusOK {
+			rec.notModified = notModifiedBy(x.r, rec.header)
 		}
 		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: rec.status, Key: h.statusKey(x.urlKey), Detail: detail})
 	}

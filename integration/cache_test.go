@@ -448,6 +448,58 @@ func testCoalescing(t *testing.T, options string) {
 	}
 }
 
+// TestCacheConditionalMissesFill: after a deploy purges a page, returning
+// browsers revalidate it with If-None-Match at once. Through a real Caddy,
+// those concurrent conditional misses reach the origin once, without the
+// conditional, every client gets its 304 from the cache, and the page is
+// stored for the next unconditional request.
+func TestCacheConditionalMissesFill(t *testing.T) {
+	release := make(chan struct{})
+	var conditional atomic.Int32
+	origin := startBackend(t, "etag", func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		if r.Header.Get("If-None-Match") != "" {
+			conditional.Add(1)
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprint(w, "the page")
+	})
+	frontPort := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/page", frontPort)
+	startCaddy(t, cacheFront(frontPort, origin, ""))
+	c := newClient()
+
+	const clients = 50
+	results := make([]result, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() { results[i] = do(t, c, "GET", url, map[string]string{"If-None-Match": `"v1"`}) })
+	}
+	waitFor(t, "the first request to reach the origin", 10*time.Second, func() bool { return origin.hits.Load() >= 1 })
+	time.Sleep(300 * time.Millisecond) // give the others time to arrive; only affects how many collapse
+	close(release)
+	wg.Wait()
+	for i, r := range results {
+		if r.status != http.StatusNotModified || r.body != "" {
+			t.Fatalf("client %d: %d %q (%s), want a 304", i, r.status, r.body, cacheStatus(r))
+		}
+	}
+	if got := origin.hits.Load(); got != 1 {
+		t.Errorf("origin saw %d requests for %d concurrent conditional misses; want 1", got, clients)
+	}
+	if n := conditional.Load(); n != 0 {
+		t.Errorf("%d requests reached the origin with If-None-Match; want the miss fetched whole", n)
+	}
+	if r := do(t, c, "GET", url, nil); !isHit(r) || r.body != "the page" {
+		t.Errorf("the next request: %q, Cache-Status %q; want a hit with the page", r.body, cacheStatus(r))
+	}
+}
+
 // TestCacheRangeForWholeBody: browsers' media elements ask for a video
 // with Range: bytes=0-. Through a real Caddy in front of an origin that
 // serves ranges (Go's ServeContent, as a file server), concurrent such

@@ -1,0 +1,287 @@
+package cache
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// validatorOrigin answers with a storable 200 carrying ETag "v1" and a
+// Last-Modified an hour before the clock, or with a 304 when the request
+// it gets is conditional and matches (as an origin would).
+func validatorOrigin(c *clock, fields ...string) *origin {
+	lastModified := c.Now().Add(-time.Hour).Format(http.TimeFormat)
+	return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		h := w.Header()
+		h.Set("Etag", `"v1"`)
+		h.Set("Last-Modified", lastModified)
+		h.Set("Date", c.date())
+		h.Set("Cache-Control", "max-age=60")
+		for i := 0; i+1 < len(fields); i += 2 {
+			if fields[i+1] == "" {
+				h.Del(fields[i])
+			} else {
+				h.Set(fields[i], fields[i+1])
+			}
+		}
+		if ClientNotModified(r, h) {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		h.Set("Content-Length", "4")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "body")
+		return nil
+	}}
+}
+
+// TestConditionalMissFetchesWhole: a conditional GET that misses goes to
+// the origin without If-None-Match and If-Modified-Since, the 200 is
+// stored, and the client gets a 304 when the 200 satisfies its
+// conditional (the 200 otherwise).
+func TestConditionalMissFetchesWhole(t *testing.T) {
+	c := newClock()
+	hourAgo := c.Now().Add(-time.Hour).Format(http.TimeFormat)
+	earlier := c.Now().Add(-2 * time.Hour).Format(http.TimeFormat)
+	for _, tc := range []struct {
+		name   string
+		fields []string // the client's conditional
+		origin []string // more fields of the origin's 200 ("": none)
+		want   int      // the client's status; 200 when 0
+	}{
+		{name: "If-None-Match matching", fields: []string{"If-None-Match", `"v1"`}, want: 304},
+		{name: "If-None-Match weakly matching", fields: []string{"If-None-Match", `"v0", W/"v1"`}, want: 304},
+		{name: "If-None-Match star", fields: []string{"If-None-Match", "*"}, want: 304},
+		{name: "If-None-Match other", fields: []string{"If-None-Match", `"v0"`}},
+		{name: "If-Modified-Since matching", fields: []string{"If-Modified-Since", hourAgo}, want: 304},
+		{name: "If-Modified-Since older", fields: []string{"If-Modified-Since", earlier}},
+		// If-None-Match takes precedence (RFC 9110 §13.2.2).
+		{name: "If-None-Match other, If-Modified-Since matching", fields: []string{"If-None-Match", `"v0"`, "If-Modified-Since", hourAgo}},
+		// Against no Last-Modified, If-Modified-Since is the origin's to
+		// ignore: the 200 goes.
+		{name: "If-Modified-Since, no Last-Modified", fields: []string{"If-Modified-Since", c.date()}, origin: []string{"Last-Modified", ""}},
+		// If-None-Match before Range (RFC 9110 §13.2.2): a Range for the
+		// whole body goes without it (see missRequest), and the client
+		// gets the 304, or the 200 as a 206.
+		{name: "whole Range, If-None-Match matching", fields: []string{"Range", "bytes=0-", "If-None-Match", `"v1"`}, want: 304},
+		{name: "whole Range, If-None-Match other", fields: []string{"Range", "bytes=0-", "If-None-Match", `"v0"`}, want: 206},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, Config{}, c)
+			o := validatorOrigin(c, tc.origin...)
+			const url = "http://example.com/page"
+			w := get(t, h, o, url, tc.fields...)
+			sent := o.last().Header
+			if sent.Get("If-None-Match") != "" || sent.Get("If-Modified-Since") != "" {
+				t.Errorf("the miss went out conditional: If-None-Match %q, If-Modified-Since %q", sent.Get("If-None-Match"), sent.Get("If-Modified-Since"))
+			}
+			wantStatus(t, w, []string{"fwd=uri-miss", "fwd-status=200"})
+			switch tc.want {
+			case http.StatusNotModified:
+				if w.Code != http.StatusNotModified || w.Body.Len() != 0 {
+					t.Errorf("client got %d with %d body bytes, want a 304 without a body", w.Code, w.Body.Len())
+				}
+				if w.Header().Get("Content-Length") != "" || w.Header().Get("Etag") != `"v1"` {
+					t.Errorf("304 fields: Content-Length %q, ETag %q; want none and the 200's", w.Header().Get("Content-Length"), w.Header().Get("Etag"))
+				}
+			case http.StatusPartialContent:
+				if w.Code != tc.want || w.Body.String() != "body" || w.Header().Get("Content-Range") != "bytes 0-3/4" {
+					t.Errorf("client got %d %q (Content-Range %q), want the 200 as a 206", w.Code, w.Body.String(), w.Header().Get("Content-Range"))
+				}
+			default:
+				if w.Code != http.StatusOK || w.Body.String() != "body" {
+					t.Errorf("client got %d %q, want the 200", w.Code, w.Body.String())
+				}
+			}
+			w = get(t, h, o, url)
+			wantStatus(t, w, []string{"hit"})
+			if w.Code != http.StatusOK || w.Body.String() != "body" {
+				t.Errorf("the hit after it: %d %q", w.Code, w.Body.String())
+			}
+			if n := o.calls.Load(); n != 1 {
+				t.Errorf("origin called %d times, want 1", n)
+			}
+		})
+	}
+}
+
+// TestConditionalMissAsItCame: a conditional miss whose answer will not be
+// stored, or with preconditions the cache leaves to the origin, goes as
+// it came, and the client gets the origin's 304.
+func TestConditionalMissAsItCame(t *testing.T) {
+	c := newClock()
+	for _, tc := range []struct {
+		name   string
+		config Config
+		fields []string
+		before func(t *testing.T, h *Handler, o *origin) // requests before the conditional one
+	}{
+		{name: "If-Match", fields: []string{"If-Match", `"v1"`}},
+		{name: "If-Unmodified-Since", fields: []string{"If-Unmodified-Since", c.date()}},
+		{name: "Authorization", fields: []string{"Authorization", "Bearer x"}},
+		{name: "request no-store", fields: []string{"Cache-Control", "no-store"}},
+		{name: "min_uses", config: Config{MinUses: 2}},
+		{name: "hinted uncacheable", before: func(t *testing.T, h *Handler, o *origin) {
+			private := static(c, 200, "mine", "Cache-Control", "private")
+			get(t, h, private, "http://example.com/page")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, tc.config, c)
+			o := validatorOrigin(c)
+			if tc.before != nil {
+				tc.before(t, h, o)
+			}
+			w := get(t, h, o, "http://example.com/page", append([]string{"If-None-Match", `"v1"`}, tc.fields...)...)
+			if inm := o.last().Header.Get("If-None-Match"); inm != `"v1"` {
+				t.Errorf("the miss went out with If-None-Match %q, want the client's", inm)
+			}
+			if w.Code != http.StatusNotModified {
+				t.Errorf("client got %d, want the origin's 304", w.Code)
+			}
+			wantStatus(t, w, []string{"fwd-status=304"}, "stored")
+		})
+	}
+}
+
+// TestConditionalMissNotStorable: the 200 a conditional miss fetched whole
+// turns out not storable (the URL's first response): the client still gets
+// a 304, without the body, and the URL's next conditional misses go as they
+// came.
+func TestConditionalMissNotStorable(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := validatorOrigin(c, "Cache-Control", "private")
+	const url = "http://example.com/account"
+	w := get(t, h, o, url, "If-None-Match", `"v1"`)
+	if o.last().Header.Get("If-None-Match") != "" {
+		t.Error("the first miss went out conditional")
+	}
+	if w.Code != http.StatusNotModified || w.Body.Len() != 0 {
+		t.Errorf("client got %d with %d body bytes, want a 304 without a body", w.Code, w.Body.Len())
+	}
+	wantStatus(t, w, []string{"fwd-status=200"}, "stored")
+	w = get(t, h, o, url, "If-None-Match", `"v1"`)
+	if o.last().Header.Get("If-None-Match") != `"v1"` || w.Code != http.StatusNotModified {
+		t.Errorf("the next miss: origin saw If-None-Match %q, client got %d; want the client's and the origin's 304", o.last().Header.Get("If-None-Match"), w.Code)
+	}
+}
+
+// TestConditionalMissLargeBody: a 200 too large to store, satisfying the
+// client's conditional, is read only as far as max_item_size, as a
+// background refresh reads what it will not store: the client has its
+// 304 and nobody reads the rest.
+func TestConditionalMissLargeBody(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxItemSize: 1 << 10}, c)
+	chunk := []byte(strings.Repeat("x", 256))
+	var written int
+	var writeErr error
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Etag", `"big"`)
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.WriteHeader(http.StatusOK)
+		for range 64 { // 16 KiB
+			n, err := w.Write(chunk)
+			written += n
+			if err != nil {
+				writeErr = err
+				return err
+			}
+		}
+		return nil
+	}}
+	w := get(t, h, o, "http://example.com/big", "If-None-Match", `"big"`)
+	if w.Code != http.StatusNotModified || w.Body.Len() != 0 {
+		t.Errorf("client got %d with %d body bytes, want a 304 without a body", w.Code, w.Body.Len())
+	}
+	if !errors.Is(writeErr, errUnread) || written > 2<<10 {
+		t.Errorf("the origin wrote %d bytes (error %v), want the writes refused past max_item_size", written, writeErr)
+	}
+}
+
+// TestConditionalMissLeadsAFill: concurrent misses behind a conditional
+// one are answered from the 200 it fetched: one origin request.
+func TestConditionalMissLeadsAFill(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	release := make(chan struct{})
+	inner := validatorOrigin(c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		<-release
+		return inner.fn(w, r)
+	}}
+	const url = "http://example.com/hot"
+	lead := httptest.NewRecorder()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := h.ServeHTTP(lead, newRequest(http.MethodGet, url, "If-None-Match", `"v1"`), o); err != nil {
+			t.Error(err)
+		}
+	})
+	until(t, "the conditional miss to reach the origin", func() bool { return o.calls.Load() == 1 })
+	out := make([]*httptest.ResponseRecorder, 8)
+	for i := range out {
+		out[i] = httptest.NewRecorder()
+		wg.Go(func() {
+			if err := h.ServeHTTP(out[i], newRequest(http.MethodGet, url), o); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	key := keyOf(t, h, newRequest(http.MethodGet, url))
+	until(t, "the misses to wait for the first", func() bool { return h.flights.waiting(key) == len(out) })
+	close(release)
+	wg.Wait()
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1", n)
+	}
+	if lead.Code != http.StatusNotModified {
+		t.Errorf("the conditional request got %d, want 304", lead.Code)
+	}
+	for i, w := range out {
+		if w.Code != http.StatusOK || w.Body.String() != "body" || !hasParam(w.Header().Get("Cache-Status"), "collapsed") {
+			t.Errorf("waiter %d: %d %q %q, want the collapsed 200", i, w.Code, w.Body.String(), w.Header().Get("Cache-Status"))
+		}
+	}
+}
+
+// TestRevalidationAnswersTheClientsConditional: a stale entry's
+// revalidation (the cache's conditional, without the client's) gets a new
+// 200 whose ETag the client already has: the client gets a 304.
+func TestRevalidationAnswersTheClientsConditional(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	tag := `"v1"`
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Etag", tag)
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("Date", c.date())
+		if r.Header.Get("If-None-Match") == tag {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		_, _ = io.WriteString(w, "version "+tag)
+		return nil
+	}}
+	const url = "http://example.com/doc"
+	get(t, h, o, url)
+	c.Advance(20 * time.Second)
+	tag = `"v2"`
+	w := get(t, h, o, url, "If-None-Match", `"v2"`)
+	if inm := o.last().Header.Get("If-None-Match"); inm != `"v1"` {
+		t.Errorf("revalidation If-None-Match %q, want the stored tag alone", inm)
+	}
+	if w.Code != http.StatusNotModified || w.Body.Len() != 0 {
+		t.Errorf("client got %d with %q, want a 304: the new version is the one it has", w.Code, w.Body.String())
+	}
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=200"})
+	if w := get(t, h, o, url); w.Body.String() != `version "v2"` {
+		t.Errorf("stored after the revalidation: %q", w.Body.String())
+	}
+}
