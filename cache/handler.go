@@ -606,7 +606,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			swr, _ := StaleAllowance(e.rc, rq, time.Duration(h.StaleWhileRevalidate), time.Duration(h.StaleIfError))
 			if swr > 0 && -ttl <= swr {
 				h.m.stale.Inc()
-				h.revalidateInBackground(r, e, record, next)
+				if !rq.NoStore {
+					// A refresh is for storing, which this request forbids
+					// (RFC 9111 §5.2.1.5): the next request starts it.
+					h.revalidateInBackground(r, e, record, next)
+				}
 				h.serveEntry(w, r, e, Status{Hit: true, TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, now)
 				return nil
 			}
@@ -614,8 +618,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if rq.OnlyIfCached {
 			return h.gatewayTimeout(w, "", "only-if-cached", kb.url)
 		}
+		// RFC 9211 §2.2.2: "request" when the request kept a fresh
+		// response from being used, "stale" for a stale one, whatever
+		// the request said.
 		fwd = "stale"
-		if rq.NoCache || ttl > 0 {
+		if ttl > 0 {
 			fwd = "request"
 		}
 		x := &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, result: h.m.revalidate}

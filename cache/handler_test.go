@@ -1015,6 +1015,8 @@ func TestRequestDirectives(t *testing.T) {
 		{name: "min-fresh unmet", age: 50 * time.Second, fields: []string{"Cache-Control", "min-fresh=20"}, status: 200, parts: []string{"fwd=request"}, origins: 1},
 		{name: "min-fresh met", age: 10 * time.Second, fields: []string{"Cache-Control", "min-fresh=20"}, status: 200, parts: []string{"hit"}},
 		{name: "stale", age: 70 * time.Second, status: 200, parts: []string{"fwd=stale"}, origins: 1},
+		// RFC 9211 §2.2.2: "request" is for a fresh response only.
+		{name: "no-cache, stale", age: 70 * time.Second, fields: []string{"Cache-Control", "no-cache"}, status: 200, parts: []string{"fwd=stale"}, origins: 1},
 		{name: "max-stale within", age: 70 * time.Second, fields: []string{"Cache-Control", "max-stale=30"}, status: 200, parts: []string{"hit", "ttl=-10"}},
 		{name: "max-stale beyond", age: 100 * time.Second, fields: []string{"Cache-Control", "max-stale=30"}, status: 200, parts: []string{"fwd=stale"}, origins: 1},
 		{name: "max-stale any", age: time.Hour, fields: []string{"Cache-Control", "max-stale"}, status: 200, parts: []string{"hit"}},
@@ -1811,6 +1813,33 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	}
 }
 
+// TestStaleWhileRevalidateNoStoreRequest: a request with no-store is
+// served the stale entry within stale-while-revalidate but starts no
+// refresh, whose only point is to store (RFC 9111 §5.2.1.5); the next
+// request does.
+func TestStaleWhileRevalidateNoStoreRequest(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := validating(c, `"s"`, "body", "Cache-Control", "max-age=60, stale-while-revalidate=30")
+	const url = "http://example.com/swr-ns"
+	get(t, h, o, url)
+	c.Advance(70 * time.Second)
+	w := get(t, h, o, url, "Cache-Control", "no-store")
+	h.bg.wait()
+	h.store.wait()
+	wantStatus(t, w, []string{"hit", "detail=stale-while-revalidate"})
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times after the no-store request, want 1 (no refresh)", n)
+	}
+	wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+	h.bg.wait()
+	h.store.wait()
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times after the next request, want 2 (its refresh)", n)
+	}
+	wantStatus(t, get(t, h, o, url), []string{"hit", "ttl=60"})
+}
+
 // TestStaleWhileRevalidateRefreshesTheGET: whatever request finds the
 // entry stale (a HEAD, a Range, the client's own precondition), the
 // background request is a plain GET that refreshes the stored response.
@@ -2131,7 +2160,7 @@ func TestStaleIfError(t *testing.T) {
 		{name: "no-cache unreachable passes the error", cc: "max-age=60, stale-if-error=600, no-cache", err: boom},
 		{name: "s-maxage unreachable 504", cc: "s-maxage=60, stale-if-error=600", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
 		// The client asked for the origin's verdict on its precondition.
-		{name: "If-Match 503 passes", cc: "max-age=60, stale-if-error=600", req: []string{"If-Match", `"c1"`}, status: 503, code: 503, parts: []string{"fwd=request", "fwd-status=503"}},
+		{name: "If-Match 503 passes", cc: "max-age=60, stale-if-error=600", req: []string{"If-Match", `"c1"`}, status: 503, code: 503, parts: []string{"fwd=stale", "fwd-status=503"}},
 		{name: "If-Unmodified-Since unreachable passes the error", cc: "max-age=60, stale-if-error=600", req: []string{"If-Unmodified-Since", "Mon, 01 Jan 2024 00:00:00 GMT"}, err: boom},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
