@@ -61,7 +61,9 @@ type CookieConfig struct {
 	// Secure attribute of the cookie. Default (null): set when the
 	// request came over TLS, or from a trusted proxy whose last
 	// X-Forwarded-Proto is `https` (as Caddy's `cookie` policy decides).
-	// Always set when same_site is `none`, which browsers require.
+	// Always set when same_site is `none`, or when Name begins with
+	// `__Secure-` or `__Host-`, which browsers require (`__Host-` also
+	// requires Path `/` and no Domain).
 	Secure *bool `json:"secure,omitempty"`
 
 	// HttpOnly attribute of the cookie. Default (null): true, since
@@ -151,7 +153,24 @@ func (c *CookieConfig) validate() error {
 	if ss == http.SameSiteNoneMode && c.Secure != nil && !*c.Secure {
 		return fmt.Errorf("cookie same_site none requires secure; browsers reject it otherwise")
 	}
+	if securePrefixed(c.Name) && c.Secure != nil && !*c.Secure {
+		return fmt.Errorf("cookie name %q requires secure (its prefix does); browsers reject it otherwise", c.Name)
+	}
+	if hasPrefixFold(c.Name, "__Host-") && (c.Domain != "" || c.Path != "" && c.Path != "/") {
+		return fmt.Errorf("cookie name %q requires path / and no domain (its prefix does); browsers reject it otherwise", c.Name)
+	}
 	return nil
+}
+
+// securePrefixed reports whether a cookie name has a prefix that browsers
+// accept only on a cookie with the Secure attribute (RFC 6265bis §4.1.3,
+// matched without regard to case).
+func securePrefixed(name string) bool {
+	return hasPrefixFold(name, "__Secure-") || hasPrefixFold(name, "__Host-")
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // newCookieJar returns a jar for cfg, with defaults applied. cfg must have
@@ -271,7 +290,7 @@ func (j *cookieJar) set(w http.ResponseWriter, r *http.Request, value string) {
 		SameSite: j.sameSite,
 	}
 	switch {
-	case j.sameSite == http.SameSiteNoneMode:
+	case j.sameSite == http.SameSiteNoneMode || securePrefixed(j.cfg.Name):
 		c.Secure = true
 	case j.cfg.Secure != nil:
 		c.Secure = *j.cfg.Secure

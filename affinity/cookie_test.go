@@ -231,6 +231,16 @@ func TestCookieAttributes(t *testing.T) {
 				t.Errorf("cookie = %+v", c)
 			}
 		}},
+		{"__Secure- prefix implies secure", CookieConfig{Name: "__Secure-aff"}, nil, func(t *testing.T, c *http.Cookie) {
+			if !c.Secure {
+				t.Errorf("cookie = %+v, want Secure", c)
+			}
+		}},
+		{"__Host- prefix implies secure", CookieConfig{Name: "__Host-aff"}, nil, func(t *testing.T, c *http.Cookie) {
+			if !c.Secure || c.Path != "/" || c.Domain != "" {
+				t.Errorf("cookie = %+v, want Secure, Path /, no Domain", c)
+			}
+		}},
 		{"all set", CookieConfig{Name: "aff", Path: "/app", Domain: "example.com", HTTPOnly: &no, SameSite: "strict", MaxAge: caddy.Duration(time.Hour)}, nil,
 			func(t *testing.T, c *http.Cookie) {
 				if c.Name != "aff" || c.Path != "/app" || c.Domain != "example.com" || c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.MaxAge != 3600 {

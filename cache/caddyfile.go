@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"math/big"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -188,6 +189,10 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 	if strings.HasPrefix(arg, "-") {
 		return 0, d.Errf("response_cache: %s must be positive, got '%s'", opt, arg)
 	}
+	if strings.Contains(arg, ",") && !thousands.MatchString(arg) {
+		// humanize drops commas wherever they are: 1,5GiB would be 15GiB.
+		return 0, d.Errf("response_cache: %s: '%s' has a comma that does not separate thousands; write a fraction with a point (1.5GiB)", opt, arg)
+	}
 	n, err := humanize.ParseBytes(arg)
 	if err != nil {
 		return 0, d.Errf("response_cache: %s: invalid size '%s' (use e.g. 64MiB or 1048576)", opt, arg)
@@ -202,11 +207,16 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 		}
 		n = exact
 	}
-	if n > 1<<62 {
-		return 0, d.Errf("response_cache: %s must be at most 4EiB, got '%s'", opt, arg)
+	if n > maxMaxSize {
+		// max_size's limit, and so max_item_size's.
+		return 0, d.Errf("response_cache: %s must be at most 512GiB, got '%s'; run more cache nodes behind lb_policy affinity to hold more", opt, arg)
 	}
 	return int64(n), nil
 }
+
+// thousands matches a size whose commas separate groups of three digits
+// (2,500.5MiB, 1,048,576), the only commas a size may have.
+var thousands = regexp.MustCompile(`^[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)? *[A-Za-z]*$`)
 
 // wholeBytes returns the bytes arg, a number with a fraction and a unit
 // (0.5KiB, 4.1MB), stands for, computed exactly, and whether they are a

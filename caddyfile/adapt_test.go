@@ -138,7 +138,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache min_uses too many", ":80 {\n\tresponse_cache {\n\t\tmin_uses 16\n\t}\n}", "Caddyfile:3"},
 		{"cache min_uses word", ":80 {\n\tresponse_cache {\n\t\tmin_uses twice\n\t}\n}", "Caddyfile:3"},
 		{"cache min_uses missing", ":80 {\n\tresponse_cache {\n\t\tmin_uses\n\t}\n}", "min_uses needs a value"},
-		{"cache max_size too large", ":80 {\n\tresponse_cache {\n\t\tmax_size 600GiB\n\t}\n}", "max_size must be at most 512GiB, got 644245094400; run more cache nodes behind lb_policy affinity to hold more, at Caddyfile:3"},
+		{"cache max_size too large", ":80 {\n\tresponse_cache {\n\t\tmax_size 600GiB\n\t}\n}", "max_size must be at most 512GiB, got '600GiB'; run more cache nodes behind lb_policy affinity to hold more, at Caddyfile:3"},
 		{"cache max_size tiny", ":80 {\n\tresponse_cache {\n\t\tmax_size 1KiB\n\t}\n}", "max_size must be at least 64KiB, got 1024, at Caddyfile:3"},
 		{"cache max_size fraction", ":80 {\n\tresponse_cache {\n\t\tmax_size 1.5\n\t}\n}", "max_size: '1.5' is not a whole number of bytes, at Caddyfile:3"},
 		{"cache max_size fraction of a byte", ":80 {\n\tresponse_cache {\n\t\tmax_size 0.0001GiB\n\t}\n}", "max_size: '0.0001GiB' is not a whole number of bytes, at Caddyfile:3"},
@@ -157,6 +157,12 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache status_key two", ":80 {\n\tresponse_cache {\n\t\tstatus_key on off\n\t}\n}", "status_key takes at most one argument (on or off), got 2, at Caddyfile:3"},
 		{"affinity key twice", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {uri} {\n\t\t\tkey {uri}\n\t\t}\n\t}\n}", "key \"{http.request.uri}\" is listed twice; a key is tried once, at Caddyfile:4"},
 		{"cache max_item_size zero", ":80 {\n\tresponse_cache {\n\t\tmax_item_size 0KiB\n\t}\n}", "max_item_size must be at least 1 byte, got '0KiB', at Caddyfile:3"},
+		{"cache decimal comma", ":80 {\n\tresponse_cache {\n\t\tmax_size 1,5GiB\n\t}\n}", "max_size: '1,5GiB' has a comma that does not separate thousands; write a fraction with a point (1.5GiB), at Caddyfile:3"},
+		{"cache stray comma", ":80 {\n\tresponse_cache {\n\t\tmax_item_size ,1MiB\n\t}\n}", "max_item_size: ',1MiB' has a comma"},
+		{"cache comma in fraction", ":80 {\n\tresponse_cache {\n\t\tmax_size 1.000,5MiB\n\t}\n}", "has a comma"},
+		{"cache size overflow", ":80 {\n\tresponse_cache {\n\t\tmax_size 18446744073709551615\n\t}\n}", "max_size must be at most 512GiB, got '18446744073709551615'"},
+		{"cache key Host header", ":80 {\n\tresponse_cache {\n\t\tkey {header.Host}\n\t}\n}", "use {http.request.host} or {http.request.hostport}, at Caddyfile:3"},
+		{"affinity key response header", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {http.response.header.X-Nope}\n\t}\n}", "a placeholder of the response, which does not exist yet when the key is read, at Caddyfile:3"},
 		{"cache max_size zero", ":80 {\n\tresponse_cache {\n\t\tmax_size 0\n\t}\n}", "max_size must be at least 64KiB, got 0, at Caddyfile:3"},
 		{"affinity key unclosed", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\tkey {http.request.header.X-User\n\t\t}\n\t}\n}", "has an unclosed {"},
 		{"cache item larger than cache", ":80 {\n\tresponse_cache {\n\t\tmax_size 1MiB\n\t\tmax_item_size 2MiB\n\t}\n}", "must not be larger than max_size (1048576), at Caddyfile:4"},
@@ -186,7 +192,7 @@ func TestCaddyfileErrors(t *testing.T) {
 // whole number of bytes, and is that number exactly (humanize's floating
 // point made 4.1MB a byte short).
 func TestFractionalSizes(t *testing.T) {
-	for in, want := range map[string]string{"1.5GiB": "1610612736", "0.5MiB": "524288", "1.1MB": "1100000", "4.1MB": "4100000", "2,500.5MiB": "2621964288", "64.5KiB": "66048"} {
+	for in, want := range map[string]string{"1.5GiB": "1610612736", "0.5MiB": "524288", "1.1MB": "1100000", "4.1MB": "4100000", "2,500.5MiB": "2621964288", "1,048,576": "1048576", "64.5KiB": "66048"} {
 		out, err := adapt(t, ":80 {\n\tresponse_cache {\n\t\tmax_size "+in+"\n\t}\n}")
 		if err != nil {
 			t.Errorf("max_size %s: %v", in, err)

@@ -85,7 +85,9 @@ func scan(s string, placeholder func(name string)) error {
 // for every request (environment, system, files, time: Caddy's global
 // ones); one whose last part is empty ({http.request.header.}, what
 // `{header.{$VAR}}` becomes with VAR unset; see namedFamilies), which
-// Caddy knows and answers with nothing; or one under http.request. that
+// Caddy knows and answers with nothing; {http.request.header.Host}, which
+// is always empty; any of the response's (http.response.*), read before
+// there is a response; or one under http.request. that
 // Caddy does not know, a typo that would be the same (unknown) for every
 // request. Placeholders that other handlers set (vars, regexp captures,
 // map outputs, other modules') can only be checked per request.
@@ -107,6 +109,12 @@ func CheckKey(template string) error {
 	}
 	repl := sampleReplacer()
 	for _, name := range names {
+		if strings.EqualFold(name, "http.request.header.Host") {
+			return fmt.Errorf("%q names {%s}, which is empty for every request (Go moves Host out of the request's header fields); use {http.request.host} or {http.request.hostport}", template, name)
+		}
+		if strings.HasPrefix(name, "http.response.") {
+			return fmt.Errorf("%q names {%s}, a placeholder of the response, which does not exist yet when the key is read", template, name)
+		}
 		if namedFamilies[name] {
 			return fmt.Errorf("%q names {%s}, whose last part is empty (an unset {$VAR}?), so it is empty for every request", template, name)
 		}

@@ -111,6 +111,10 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.request.uri.query.}", err: "whose last part is empty"},
 		{in: "{http.vars.}-{http.request.uri}", err: "whose last part is empty"},
 		{in: "{http.request.header.X-Foo.}"}, // a field name may end with a dot
+		{in: "{http.request.header.Host}", err: "use {http.request.host}"},
+		{in: "{http.request.header.host}{http.request.uri}", err: "empty for every request"},
+		{in: "{http.response.header.X-Id}", err: "a placeholder of the response"},
+		{in: "{http.response.status}{http.request.uri}", err: "a placeholder of the response"},
 		{in: "{http.request.uri.query.a.}"},
 	} {
 		err := CheckKey(tc.in)
