@@ -39,8 +39,9 @@ func init() {
 //
 // An upstream that is not available (health checks, max_requests) is
 // skipped: its keys go to their next choice and come back when it
-// recovers. Retries within one request go to the key's next choice, never
-// back to an upstream already tried. With Bound set, an upstream already
+// recovers. Retries within one request go to the key's next choice; once
+// every available upstream was tried, they start over in the same order.
+// With Bound set, an upstream already
 // carrying its share of the in-flight requests is skipped the same way
 // (consistent hashing with bounded loads).
 //
@@ -374,8 +375,9 @@ const (
 )
 
 // Select returns the upstream for r: the first available upstream in the
-// key's preference order that this request has not tried yet (and that is
-// under its load cap when Bound is set), or nil.
+// key's preference order that this request has not tried yet in this round
+// of its retries (and that is under its load cap when Bound is set), or
+// nil (see choose).
 func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
 	if len(pool) == 0 {
 		return nil
@@ -498,45 +500,61 @@ func (s *AffinitySelection) keyHash(key string) string {
 	return strconv.FormatUint(d.Sum64(), 16)
 }
 
-// choose returns the pool index for key, or -1. In order, it tries the
-// first upstream in key's preference order that is: available, untried and
-// under the load cap; available and untried; and, if that finds none (every
-// available upstream was tried), available and not the last one tried, with
-// and without the cap again.
+// choose returns the pool index for key, or -1: the first upstream in
+// key's preference order that is available and not tried in this round of
+// the request's attempts (under the load cap if there is one, then
+// without). A round ends when every available upstream was tried; the
+// next starts over in the same order, from the first choice that is not
+// the last one tried (or from the first choice, when that is the only one
+// available), so that lb_try_duration can wait for an upstream that is
+// restarting.
 func (s *AffinitySelection) choose(set *upstreamSet, pool []*reverseproxy.Upstream, key string, tried []*reverseproxy.Upstream) int {
 	c := chooser{pool: pool, set: set, bound: s.Bound}
 	last := int32(-1)
 	if len(tried) > 0 {
-		c.skip = make([]int32, 0, len(tried))
-		for _, u := range tried {
-			if i, ok := set.index[u.Dial]; ok {
-				c.skip = append(c.skip, i)
-			}
-		}
+		c.skip = currentRound(set, tried)
 		if i, ok := set.index[tried[len(tried)-1].Dial]; ok {
 			last = i
 		}
 	}
-	eligible := c.eligible
 	for pass := 0; ; pass++ {
 		if s.Bound > 0 {
 			c.bounded = true
-			if i := set.table.Pick(key, eligible); i >= 0 {
+			if i := set.table.Pick(key, c.eligible); i >= 0 {
 				return set.poolIndex(i)
 			}
 			c.bounded = false
 		}
-		if i := set.table.Pick(key, eligible); i >= 0 {
+		if i := set.table.Pick(key, c.eligible); i >= 0 {
 			return set.poolIndex(i)
 		}
-		if pass > 0 || len(c.skip) == 0 || (len(c.skip) == 1 && c.skip[0] == last) {
-			return -1
-		}
-		c.skip = c.skip[:0]
-		if last >= 0 {
-			c.skip = append(c.skip, last)
+		switch {
+		case len(c.skip) == 0:
+			return -1 // none available
+		case pass == 0 && last >= 0 && !(len(c.skip) == 1 && c.skip[0] == last):
+			c.skip = append(c.skip[:0], last) // a new round
+		default:
+			c.skip = c.skip[:0] // a new round, and the last one tried is the only one left
 		}
 	}
+}
+
+// currentRound returns the table indices of the upstreams tried in the
+// current round: replaying tried, a round ends where an upstream it
+// already has is tried again (choose started over).
+func currentRound(set *upstreamSet, tried []*reverseproxy.Upstream) []int32 {
+	round := make([]int32, 0, len(tried))
+	for _, u := range tried {
+		i, ok := set.index[u.Dial]
+		if !ok {
+			continue // no longer in the pool
+		}
+		if slices.Contains(round, i) {
+			round = round[:0]
+		}
+		round = append(round, i)
+	}
+	return round
 }
 
 // chooser holds what eligibility depends on during one choose.

@@ -461,15 +461,44 @@ func TestRetriesWalkPreferenceOrder(t *testing.T) {
 	}
 }
 
-func TestRetryWithNothingLeft(t *testing.T) {
-	s := provisioned(t, &AffinitySelection{})
-	pool := fakePool(1)
-	r, w := newReq(ipAddr(1), nil)
-	if s.Select(pool, r, w) != pool[0] {
-		t.Fatal("first attempt did not pick the only upstream")
+// TestRetryStartsOver: once every available upstream was tried, retries
+// (lb_try_duration waiting for an upstream that restarts) go round the
+// key's preference order again, each in turn; with one upstream, to it.
+func TestRetryStartsOver(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 5} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			s := provisioned(t, &AffinitySelection{})
+			pool := fakePool(n)
+			r, w := newReq(ipAddr(7), nil)
+			ip, _, _ := net.SplitHostPort(ipAddr(7))
+			want := preference(t, s, pool, ip)
+			var got []string
+			for range 3*n + 1 {
+				got = append(got, dialOf(s.Select(pool, r, w)))
+			}
+			for i, d := range got {
+				if d != want[i%n] {
+					t.Fatalf("attempts %v, want %v over and over", got, want)
+				}
+			}
+		})
 	}
-	if up := s.Select(pool, r, w); up != nil {
-		t.Errorf("retry with the only upstream tried: got %s, want nil", up.Dial)
+}
+
+// TestRetryOnlyAvailableUpstream: with the key's other upstreams full
+// (max_requests), a retry goes back to the one that is available.
+func TestRetryOnlyAvailableUpstream(t *testing.T) {
+	f := newProxyFixture(t, 2, 0, `{"policy":"affinity"}`, "", 1)
+	pool := f.h.Upstreams
+	r, w := newReq(ipAddr(1), nil)
+	first := f.policy.Select(pool, r, w)
+	other := 1 - f.index(first.Dial)
+	release := f.hold(other, 1)
+	defer release()
+	for i := range 3 {
+		if up := f.policy.Select(pool, r, w); up != first {
+			t.Fatalf("retry %d: got %s, want %s, the only one available", i+1, dialOf(up), first.Dial)
+		}
 	}
 }
 
