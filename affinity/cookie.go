@@ -250,14 +250,23 @@ func macMatches(pool *sync.Pool, id, given string) bool {
 	return ok
 }
 
-// read returns the verified affinity id from r's cookie, or "" if there is
-// no such cookie or it does not verify; renew as verify.
+// maxCookieCandidates is how many cookies of the jar's name read verifies
+// at most, so that a crafted Cookie field cannot cost thousands of MACs.
+const maxCookieCandidates = 4
+
+// read returns the verified affinity id from r's cookies, or "" if none
+// has one; renew as verify. A browser sends every cookie of the name whose
+// domain and path match (another site's on a parent domain, one left by an
+// earlier path or domain setting), the most specific path first: the first
+// that verifies counts, so a foreign cookie cannot hide the client's own.
 func (j *cookieJar) read(r *http.Request) (id string, renew bool) {
-	v, ok := cookieValue(r.Header, j.cfg.Name)
-	if !ok {
-		return "", false
-	}
-	return j.verify(v)
+	n := 0
+	cookieValues(r.Header, j.cfg.Name, func(v string) bool {
+		id, renew = j.verify(v)
+		n++
+		return id == "" && n < maxCookieCandidates
+	})
+	return id, renew
 }
 
 // issue makes a new signed affinity id and returns the id and the cookie
@@ -332,10 +341,11 @@ func requestIsHTTPS(r *http.Request) bool {
 	return len(v) > 0 && v[len(v)-1] == "https"
 }
 
-// cookieValue finds the value of the first cookie called name in h's Cookie
-// fields without allocating (http.Request.Cookie parses every cookie into
-// new values). Surrounding double quotes are removed, as net/http does.
-func cookieValue(h http.Header, name string) (string, bool) {
+// cookieValues calls yield with the value of each cookie called name in
+// h's Cookie fields, in order, until yield returns false, without
+// allocating (http.Request.Cookie parses every cookie into new values).
+// Surrounding double quotes are removed, as net/http does.
+func cookieValues(h http.Header, name string, yield func(string) bool) {
 	for _, line := range h["Cookie"] {
 		for len(line) > 0 {
 			var part string
@@ -352,10 +362,11 @@ func cookieValue(h http.Header, name string) (string, bool) {
 			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
 				v = v[1 : len(v)-1]
 			}
-			return v, true
+			if !yield(v) {
+				return
+			}
 		}
 	}
-	return "", false
 }
 
 // checkCookieField reports why value cannot be the cookie's field (name,

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -284,29 +285,58 @@ func trustProxy(r *http.Request) {
 	}
 }
 
-func TestCookieValue(t *testing.T) {
+func TestCookieValues(t *testing.T) {
 	tests := []struct {
 		name   string
 		header []string
-		want   string
-		found  bool
+		want   []string
 	}{
-		{"only", []string{"lb_affinity=abc"}, "abc", true},
-		{"among others", []string{"a=1; lb_affinity=abc; b=2"}, "abc", true},
-		{"second line", []string{"a=1", "lb_affinity=abc"}, "abc", true},
-		{"first wins", []string{"lb_affinity=one; lb_affinity=two"}, "one", true},
-		{"quoted", []string{`lb_affinity="abc"`}, "abc", true},
-		{"prefix of another name", []string{"lb_affinity2=x; xlb_affinity=y"}, "", false},
-		{"empty value", []string{"lb_affinity="}, "", true},
-		{"absent", []string{"a=1"}, "", false},
-		{"no header", nil, "", false},
-		{"stray semicolons", []string{";; lb_affinity=abc ;"}, "abc", true},
+		{"only", []string{"lb_affinity=abc"}, []string{"abc"}},
+		{"among others", []string{"a=1; lb_affinity=abc; b=2"}, []string{"abc"}},
+		{"second line", []string{"a=1", "lb_affinity=abc"}, []string{"abc"}},
+		{"in order", []string{"lb_affinity=one; lb_affinity=two", "lb_affinity=three"}, []string{"one", "two", "three"}},
+		{"quoted", []string{`lb_affinity="abc"`}, []string{"abc"}},
+		{"prefix of another name", []string{"lb_affinity2=x; xlb_affinity=y"}, nil},
+		{"empty value", []string{"lb_affinity="}, []string{""}},
+		{"absent", []string{"a=1"}, nil},
+		{"no header", nil, nil},
+		{"stray semicolons", []string{";; lb_affinity=abc ;"}, []string{"abc"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, found := cookieValue(http.Header{"Cookie": tt.header}, "lb_affinity")
-			if got != tt.want || found != tt.found {
-				t.Errorf("cookieValue = %q, %v; want %q, %v", got, found, tt.want, tt.found)
+			var got []string
+			cookieValues(http.Header{"Cookie": tt.header}, "lb_affinity", func(v string) bool {
+				got = append(got, v)
+				return true
+			})
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("cookieValues = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestCookieNotHiddenByAForeignOne: a cookie of the same name that does not
+// verify (another site's on a parent domain, with its own secret), sent
+// before the client's own, neither hides it nor gets the client a new id;
+// past maxCookieCandidates, cookies are not checked.
+func TestCookieNotHiddenByAForeignOne(t *testing.T) {
+	s := cookiePolicy(t, CookieConfig{})
+	const id = "AAAAAAAAAAAAAAAAAAAAAA"
+	own, foreign := sign(testSecret, id), sign("another site's secret", "BBBBBBBBBBBBBBBBBBBBBB")
+	for _, tc := range []struct {
+		name   string
+		cookie string
+		want   string
+	}{
+		{"foreign first", "lb_affinity=" + foreign + "; lb_affinity=" + own, id},
+		{"garbage first", "lb_affinity=x; a=1; lb_affinity=" + own, id},
+		{"past the candidates", strings.Repeat("lb_affinity="+foreign+"; ", maxCookieCandidates) + "lb_affinity=" + own, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("Cookie", tc.cookie) })
+			if got, _ := s.jar.read(r); got != tc.want {
+				t.Errorf("read = %q, want %q", got, tc.want)
 			}
 		})
 	}
