@@ -17,16 +17,20 @@ import "math/bits"
 // O(M log n + M ln M) however skewed the weights are.
 //
 // Size: M is the smallest prime of a fixed ladder (maglevSizes: 65537,
-// 262139, 1048573, 2097143) that is >= 100 * max(n, sum(w)/min(w)): every
-// node, and with unequal weights the lightest one, gets >= 100 slots, so
-// shares are within 1% of the weights. A ladder rather than "the smallest
-// prime >= 100n": M is part of every key's slot and every permutation, so a
-// table whose size followed n exactly would remap ~all keys whenever a node
-// joined or left (we measured 90% moved on removing 1 of 10). With the
-// ladder M stays put until the pool crosses 655, 2621 or 10485 nodes, and
-// only that crossing remaps. Weighted sizes past the top rung are capped:
-// light nodes then get fewer slots (at least one each) and a coarser share.
-//
+// 262139, 1048573, 2097143) that is >= 100 * n: every node of equal weight
+// gets >= 100 slots, so shares are within 1% of equal. A ladder rather than
+// "the smallest prime >= 100n": M is part of every key's slot and every
+// permutation, so a table whose size followed n exactly would remap ~all
+// keys whenever a node joined or left (we measured 90% moved on removing 1
+// of 10). With the ladder M stays put until the pool crosses 655, 2621 or
+// 10485 nodes, and only that crossing remaps. Weights do not size the
+// table: sizing for the lightest node (100 * sum(w) / min(w)) made a change
+// of one weight, or the removal of the lightest node, cross a rung and
+// remap nearly every key (a canary ramped from weight 1 to 5 among ten
+// nodes of weight 100 moved 89% of the other nodes' keys). A node of
+// weight w gets about M * w / sum(w) slots instead, and at least one: at
+// 1:1000 against ten others, 65; past that, a coarser share.
+
 // Failover: the key's own probe sequence s_0 = its slot, s_{k+1} = s_k +
 // step mod M, step = 1 + fastrange(mix64(h ^ phi64), M-1), visits every
 // slot; the key's preference order is the distinct owners met along it.
@@ -42,12 +46,9 @@ var maglevSizes = []int64{65537, 262139, 1048573, MaxMaglevSlots}
 
 func (t *Table) buildMaglev() {
 	n := len(t.order)
-	w, sum := t.weights()
-	wmin, wmax := minMax(w)
+	w, _ := t.weights()
+	_, wmax := minMax(w)
 	target := int64(100 * n)
-	if wmin != wmax {
-		target = max(target, 100*((sum+wmin-1)/wmin))
-	}
 	m := maglevSizes[len(maglevSizes)-1]
 	for _, p := range maglevSizes {
 		if p >= target {

@@ -29,8 +29,9 @@ func TestMaglevSizes(t *testing.T) {
 			}
 			return n // sum 500, min 1: 100*500 = 50000 slots
 		}(), want: 65537},
-		{name: "weights 1:1000", nodes: weightedNodes(1, 1000), want: 262139},
-		{name: "weights capped", nodes: weightedNodes(1, MaxWeight), want: MaxMaglevSlots},
+		// Weights do not size the table (TestMaglevWeightChangeMovesFew).
+		{name: "weights 1:1000", nodes: weightedNodes(1, 1000), want: 65537},
+		{name: "weights 1:max", nodes: weightedNodes(1, MaxWeight), want: 65537},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := len(mustTable(t, Maglev, tc.nodes).lookup); got != tc.want {
@@ -101,6 +102,55 @@ func TestMaglevFailoverSpread(t *testing.T) {
 				if d := math.Abs(float64(c) - mean); d > 5*math.Sqrt(mean)+0.02*mean {
 					t.Errorf("node %d received %d displaced keys, mean %.0f", i, c, mean)
 				}
+			}
+		})
+	}
+}
+
+// TestMaglevWeightChangeMovesFew: changing one node's weight (a canary
+// ramped up), or removing the lightest node, moves the keys to or from
+// that node and few others: the table keeps its size, so other keys keep
+// their slots.
+func TestMaglevWeightChangeMovesFew(t *testing.T) {
+	canary := func(w int) []Node {
+		nodes := testNodes(11)
+		for i := range nodes {
+			nodes[i].Weight = 100
+		}
+		nodes[10].Weight = w
+		return nodes
+	}
+	mixed := func() []Node {
+		nodes := testNodes(201)
+		for i := range nodes {
+			nodes[i].Weight = 2 + i%6
+		}
+		nodes[200].Weight = 1
+		return nodes
+	}
+	for _, tc := range []struct {
+		name          string
+		before, after []Node
+		node          string // the node whose keys may move
+	}{
+		{"canary 1 to 5", canary(1), canary(5), canary(1)[10].Name},
+		{"canary 5 to 100", canary(5), canary(100), canary(1)[10].Name},
+		{"lightest removed", mixed(), mixed()[:200], mixed()[200].Name},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, after := mustTable(t, Maglev, tc.before), mustTable(t, Maglev, tc.after)
+			keys := testKeys(sizeFor(200_000, 20_000))
+			other := 0
+			for _, k := range keys {
+				b, a := pickName(before, k, nil), pickName(after, k, nil)
+				if b != a && b != tc.node && a != tc.node {
+					other++
+				}
+			}
+			if share := float64(other) / float64(len(keys)); share > 0.05 {
+				t.Errorf("%.1f%% of keys moved between other nodes, want under 5%%", 100*share)
+			} else {
+				t.Logf("%.2f%% of keys moved between other nodes", 100*share)
 			}
 		})
 	}
