@@ -146,6 +146,17 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 		s.Keys = []string{defaultKey}
 	}
 	s.keys = parseKeys(s.Keys)
+	if alg == Compat {
+		for i := range s.keys {
+			k := &s.keys[i]
+			switch field, isField := strings.CutPrefix(k.name, "http.request.header."); {
+			case k.name == "http.request.uri":
+				k.rawTarget = true
+			case isField && field != "":
+				k.field = field
+			}
+		}
+	}
 
 	if s.Cookie != nil {
 		jar, err := newCookieJar(*s.Cookie)
@@ -309,6 +320,14 @@ type keyExpr struct {
 	// from the vars map, skipping the HTTP placeholder provider's dozens of
 	// prefix checks (this is the default key, {http.vars.client_ip}).
 	varName string
+	// With compat, the request target ({http.request.uri}) and a header
+	// field ({http.request.header.X}) are read from the request Select
+	// is given, as Caddy's uri_hash and header policies read them: the
+	// raw target (the placeholder is the parsed URL's), and the fields
+	// after reverse_proxy rewrote X-Forwarded-* and removed hop-by-hop
+	// fields, first line only.
+	rawTarget bool
+	field     string
 }
 
 // parseKeys expands Caddyfile shorthands (the Caddyfile adapter already has;
@@ -330,9 +349,15 @@ func parseKeys(keys []string) []keyExpr {
 	return out
 }
 
-// resolve returns k's value for the request, or "" if it does not resolve.
-// vars is the request's vars map, or nil.
-func (k *keyExpr) resolve(repl *caddy.Replacer, vars map[string]any) string {
+// resolve returns k's value for the request r, or "" if it does not
+// resolve. vars is the request's vars map, or nil.
+func (k *keyExpr) resolve(r *http.Request, repl *caddy.Replacer, vars map[string]any) string {
+	switch {
+	case k.rawTarget:
+		return r.RequestURI
+	case k.field != "":
+		return r.Header.Get(k.field)
+	}
 	if k.varName != "" && vars != nil {
 		if s, ok := vars[k.varName].(string); ok {
 			return s
@@ -399,7 +424,7 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 	repl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {
 		for i := range s.keys {
-			if key = s.keys[i].resolve(repl, vars); key != "" {
+			if key = s.keys[i].resolve(r, repl, vars); key != "" {
 				src = s.keys[i].expr
 				break
 			}

@@ -292,14 +292,14 @@ func TestKeyParsing(t *testing.T) {
 		in   string
 		want keyExpr
 	}{
-		{"{http.vars.client_ip}", keyExpr{"{http.vars.client_ip}", "http.vars.client_ip", "client_ip"}},
-		{"{client_ip}", keyExpr{"{http.vars.client_ip}", "http.vars.client_ip", "client_ip"}},
-		{"{vars.tenant}", keyExpr{"{http.vars.tenant}", "http.vars.tenant", "tenant"}},
-		{"{cookie.sid}", keyExpr{"{http.request.cookie.sid}", "http.request.cookie.sid", ""}},
-		{"{query.user}", keyExpr{"{http.request.uri.query.user}", "http.request.uri.query.user", ""}},
-		{"{host}{uri}", keyExpr{"{http.request.host}{http.request.uri}", "", ""}},
-		{"user-{header.X-User}", keyExpr{"user-{http.request.header.X-User}", "", ""}},
-		{`{a\}b}`, keyExpr{`{a\}b}`, "", ""}},
+		{"{http.vars.client_ip}", keyExpr{expr: "{http.vars.client_ip}", name: "http.vars.client_ip", varName: "client_ip"}},
+		{"{client_ip}", keyExpr{expr: "{http.vars.client_ip}", name: "http.vars.client_ip", varName: "client_ip"}},
+		{"{vars.tenant}", keyExpr{expr: "{http.vars.tenant}", name: "http.vars.tenant", varName: "tenant"}},
+		{"{cookie.sid}", keyExpr{expr: "{http.request.cookie.sid}", name: "http.request.cookie.sid", varName: ""}},
+		{"{query.user}", keyExpr{expr: "{http.request.uri.query.user}", name: "http.request.uri.query.user", varName: ""}},
+		{"{host}{uri}", keyExpr{expr: "{http.request.host}{http.request.uri}", name: "", varName: ""}},
+		{"user-{header.X-User}", keyExpr{expr: "user-{http.request.header.X-User}", name: "", varName: ""}},
+		{`{a\}b}`, keyExpr{expr: `{a\}b}`, name: "", varName: ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -900,8 +900,27 @@ func TestCompatMatchesCaddy(t *testing.T) {
 				r.RequestURI = r.URL.RequestURI()
 			})
 		}},
+		// uri_hash hashes the raw target, which the placeholder does not
+		// give: an absolute-form target, raw UTF-8 in the path.
+		{"uri_hash, raw target", "{uri}", reverseproxy.URIHashSelection{}, func(i int) (*http.Request, *httptest.ResponseRecorder) {
+			return newReq(ipAddr(1), func(r *http.Request) {
+				r.URL.Path = fmt.Sprintf("/é%d", i)
+				r.RequestURI = fmt.Sprintf("/é%d", i)
+				if i%2 == 0 {
+					r.RequestURI = "http://example.com" + r.RequestURI
+				}
+			})
+		}},
 		{"header", "{header.X-User}", header, func(i int) (*http.Request, *httptest.ResponseRecorder) {
 			return newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("X-User", fmt.Sprintf("user%d", i)) })
+		}},
+		// Caddy's header policy hashes the first line; the placeholder
+		// joins the lines.
+		{"header on two lines", "{header.X-User}", header, func(i int) (*http.Request, *httptest.ResponseRecorder) {
+			return newReq(ipAddr(1), func(r *http.Request) {
+				r.Header.Add("X-User", fmt.Sprintf("user%d", i))
+				r.Header.Add("X-User", "other")
+			})
 		}},
 		{"ip_hash", "{http.request.remote.host}", reverseproxy.IPHashSelection{}, func(i int) (*http.Request, *httptest.ResponseRecorder) {
 			return newReq(ipAddr(i), nil)
@@ -949,7 +968,7 @@ func TestSelectAllocs(t *testing.T) {
 			delete(vars, s.stateKey)
 
 			pick := testing.AllocsPerRun(200, func() {
-				key := s.keys[0].resolve(repl, vars)
+				key := s.keys[0].resolve(r, repl, vars)
 				set, _ := s.sets.get(pool)
 				if s.choose(set, pool, key, nil) < 0 {
 					t.Fatal("no pick")
