@@ -52,7 +52,7 @@ func init() {
 //
 // At debug level each pick is logged with the key's source, a hash of the
 // key (never the key: keys are often personal data; the hash is seeded per
-// process), the chosen dial and the attempt number.
+// policy, anew at each config load), the chosen dial and the attempt number.
 type AffinitySelection struct {
 	// Keys are placeholder expressions tried in order; the first that
 	// resolves to a non-empty value is the request's key. A key that is
@@ -101,7 +101,9 @@ type AffinitySelection struct {
 	sets     setCache
 	stateKey string // vars key of this instance's attempts for a request
 	logSeed  uint64 // seeds key hashes in debug logs
-	logger   *zap.Logger
+	// ownFallback: the config names a fallback (not the default one).
+	ownFallback bool
+	logger      *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -146,6 +148,10 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 		s.Keys = []string{defaultKey}
 	}
 	s.keys = parseKeys(s.Keys)
+	s.ownFallback = s.hasFallback()
+	for _, w := range s.keyWarnings() {
+		s.logger.Warn(w.msg, w.fields...)
+	}
 	if alg == Compat {
 		for i := range s.keys {
 			k := &s.keys[i]
@@ -251,6 +257,41 @@ func (s *AffinitySelection) Validate() error {
 
 // hasFallback reports whether a fallback policy is configured: JSON null
 // means none, as for the cookie.
+// warning is a message for the log at config load.
+type warning struct {
+	msg    string
+	fields []zap.Field
+}
+
+// alwaysResolves are placeholders that have a value for every request.
+var alwaysResolves = map[string]bool{
+	"http.vars.client_ip": true, "http.request.remote": true, "http.request.remote.host": true,
+	"http.request.remote.port": true, "http.request.uri": true, "http.request.uri.path": true,
+	"http.request.method": true, "http.request.proto": true, "http.request.scheme": true,
+}
+
+// keyWarnings reports keys, parsed, that are valid but probably not what
+// was meant: placeholders no request has unless a plugin provides them (a
+// misspelt shorthand), and a key that resolves for every request ahead of
+// keys, a cookie or a fallback that are then never used.
+func (s *AffinitySelection) keyWarnings() []warning {
+	var out []warning
+	for _, k := range s.keys {
+		if names := placeholder.Foreign(k.expr); len(names) > 0 {
+			out = append(out, warning{"affinity key names placeholders that are neither Caddy's nor under http.; unless a plugin provides them, the key never resolves (a misspelt shorthand?)",
+				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})
+		}
+	}
+	for i, k := range s.keys {
+		if alwaysResolves[k.name] && (i < len(s.keys)-1 || s.Cookie != nil || s.ownFallback) {
+			out = append(out, warning{"affinity key resolves for every request: the keys after it, the cookie and the fallback are never used",
+				[]zap.Field{zap.String("key", k.expr)}})
+			break
+		}
+	}
+	return out
+}
+
 func (s *AffinitySelection) hasFallback() bool {
 	return len(s.FallbackRaw) > 0 && string(s.FallbackRaw) != "null"
 }
@@ -286,6 +327,18 @@ func (s *AffinitySelection) validate() error {
 	}
 	if alg == Compat && len(s.Weights) > 0 {
 		return fmt.Errorf("algorithm compat does not support weights (Caddy's hash policies have none)")
+	}
+	if alg == Ring {
+		// The listed weights alone may pass the ring's limit; with static
+		// upstreams Provision would say so, with dynamic ones only the
+		// requests would (each then going to the fallback).
+		var sum int64
+		for _, w := range s.Weights {
+			sum += int64(w)
+		}
+		if total := sum * RingPointsPerWeight; total > MaxRingPoints {
+			return fmt.Errorf("weights: %w", errRingTooBig(total))
+		}
 	}
 	if err := checkBound(s.Bound); err != nil {
 		return err
@@ -513,9 +566,10 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 }
 
 // keyHash identifies key in logs without logging it: keys are often
-// personal data (client IPs, user ids). The hash is seeded per process, so
-// it correlates log lines of one run but cannot be looked up from a list of,
-// say, all IPv4 addresses without the seed.
+// personal data (client IPs, user ids). The hash is seeded per policy when
+// it is provisioned, so it correlates the log lines of one config (not
+// across reloads, nor between two reverse_proxy handlers) but cannot be
+// looked up from a list of, say, all IPv4 addresses without the seed.
 func (s *AffinitySelection) keyHash(key string) string {
 	if key == "" {
 		return ""

@@ -841,6 +841,7 @@ func TestValidate(t *testing.T) {
 		{"cookie and fallback", &AffinitySelection{Cookie: &CookieConfig{Secret: "s"}, FallbackRaw: json.RawMessage(`{"policy":"first"}`)}, "fallback is never used when cookie is set"},
 		{"cookie and fallback null", &AffinitySelection{Cookie: &CookieConfig{Secret: "s"}, FallbackRaw: json.RawMessage(`null`)}, ""},
 		{"bad cookie domain", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Domain: "a b"}}, `invalid cookie domain "a b"`},
+		{"ring weights too large", &AffinitySelection{Algorithm: "ring", Weights: map[string]int{"10.0.0.1:80": 20000}}, "weights: ring would need 3200000 points"},
 		{"weight for no dial", &AffinitySelection{Weights: map[string]int{"": 3}}, "weight for an empty upstream address"},
 	}
 	for _, tt := range tests {
@@ -987,6 +988,38 @@ func TestSelectAllocs(t *testing.T) {
 				t.Errorf("Select: %v allocs, want <= 1", full)
 			}
 			t.Logf("%s: pick %v allocs, Select %v allocs", alg, pick, full)
+		})
+	}
+}
+
+// TestKeyWarnings: keys that load but are probably not what was meant are
+// logged at load.
+func TestKeyWarnings(t *testing.T) {
+	fallback := json.RawMessage(`{"policy":"first"}`)
+	for _, tc := range []struct {
+		name string
+		s    *AffinitySelection
+		want string // a part of the one warning; "" for none
+	}{
+		{"default", &AffinitySelection{}, ""},
+		{"header then client_ip", &AffinitySelection{Keys: []string{"{header.X-User}", "{client_ip}"}}, ""},
+		{"cookie alone", &AffinitySelection{Cookie: &CookieConfig{Secret: "s"}}, ""},
+		{"header with cookie", &AffinitySelection{Keys: []string{"{header.X-User}"}, Cookie: &CookieConfig{Secret: "s"}}, ""},
+		{"plugin placeholder", &AffinitySelection{Keys: []string{"{remote_ip}"}}, "neither Caddy's nor under http."},
+		{"misspelt shorthand", &AffinitySelection{Keys: []string{"{headers.X-User}"}}, "neither Caddy's nor under http."},
+		{"client_ip with cookie", &AffinitySelection{Keys: []string{"{client_ip}"}, Cookie: &CookieConfig{Secret: "s"}}, "resolves for every request"},
+		{"default key with fallback", &AffinitySelection{FallbackRaw: fallback}, "resolves for every request"},
+		{"uri before a header", &AffinitySelection{Keys: []string{"{uri}", "{header.X-User}"}}, "resolves for every request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := provisioned(t, tc.s)
+			ws := s.keyWarnings()
+			switch {
+			case tc.want == "" && len(ws) > 0:
+				t.Errorf("warnings %q, want none", ws[0].msg)
+			case tc.want != "" && (len(ws) != 1 || !strings.Contains(ws[0].msg, tc.want)):
+				t.Errorf("warnings %+v, want one containing %q", ws, tc.want)
+			}
 		})
 	}
 }

@@ -169,3 +169,23 @@ func known(repl *caddy.Replacer, name string) (ok bool) {
 	_, ok = repl.Get(name)
 	return ok
 }
+
+// Foreign returns the names in template, which must be well formed, that
+// are neither under http. nor Caddy's global placeholders: a misspelt
+// shorthand ({remote_ip}, {headers.X-User}), unless a plugin provides the
+// name (geolocation modules do), is unknown for every request. It is not
+// an error, as a plugin's name cannot be told from a typo, but worth a
+// warning when the config loads.
+func Foreign(template string) []string {
+	global := caddy.NewReplacer()
+	var out []string
+	for _, name := range Names(template) {
+		if strings.HasPrefix(name, "http.") {
+			continue
+		}
+		if _, ok := global.Get(name); !ok && !strings.HasPrefix(name, "file.") {
+			out = append(out, name)
+		}
+	}
+	return out
+}

@@ -126,3 +126,20 @@ func TestCheckKey(t *testing.T) {
 		}
 	}
 }
+
+func TestForeign(t *testing.T) {
+	for in, want := range map[string][]string{
+		"{http.request.uri}":                      nil,
+		"{http.vars.client_ip}":                   nil,
+		"{env.HOME}{http.request.uri}":            nil,
+		"{system.hostname}{http.request.uri}":     nil,
+		"{file./no/such/file}{http.request.uri}":  nil,
+		"{remote_ip}":                             {"remote_ip"},
+		"{headers.X-User}-{http.request.uri}":     {"headers.X-User"},
+		"{geoip2.country_code}{http.request.uri}": {"geoip2.country_code"},
+	} {
+		if got := Foreign(in); !slices.Equal(got, want) {
+			t.Errorf("Foreign(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
