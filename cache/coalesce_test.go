@@ -559,8 +559,21 @@ func TestCoalescedWaitIsBounded(t *testing.T) {
 // starts to shut down. Caddy's stop waits for the handlers to return
 // before it ends the config's context, and such a fill on a slow origin
 // used to keep the process up until the origin finished.
+//
+// Also when the handler's first fill came over HTTP/3, whose requests
+// carry no *http.Server (quic-go's server has its own): the hook was
+// registered with the first fill's server only.
 func TestOrphanedFillDoesNotHoldUpShutdown(t *testing.T) {
+	t.Run("first fill", func(t *testing.T) { orphanedFillDoesNotHoldUpShutdown(t, false) })
+	t.Run("after an HTTP/3 fill", func(t *testing.T) { orphanedFillDoesNotHoldUpShutdown(t, true) })
+}
+
+func orphanedFillDoesNotHoldUpShutdown(t *testing.T, afterHTTP3 bool) {
 	h, unload := newUnloadableHandler(t, Config{}, newClock())
+	if afterHTTP3 {
+		// A request as http3 hands it over: no http.ServerContextKey.
+		get(t, h, static(newClock(), 200, "x", "Cache-Control", "max-age=60"), "https://example.com/first")
+	}
 	reached := make(chan struct{})
 	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
 		close(reached)

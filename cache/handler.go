@@ -804,6 +804,17 @@ func (p *passWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 // Location and Content-Location (RFC 9111 §4.4).
 func (h *Handler) serveUnsafe(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	pw := &passWriter{ResponseWriter: w, h: h, fwd: "method"}
+	defer func() {
+		// reverse_proxy panics with http.ErrAbortHandler when the origin's
+		// body breaks off after its status: the origin acted on the
+		// request all the same.
+		if v := recover(); v != nil {
+			if pw.status >= 200 && pw.status < 400 {
+				h.invalidate(r, w.Header())
+			}
+			panic(v)
+		}
+	}()
 	err := next.ServeHTTP(pw, r)
 	status := pw.status
 	if status == 0 && err == nil {

@@ -2199,6 +2199,41 @@ func TestStaleIfError(t *testing.T) {
 	}
 }
 
+// TestUnsafeMethodAbortedInvalidates: reverse_proxy panics with
+// http.ErrAbortHandler when the origin's body breaks off after a 2xx: the
+// origin acted on the request, so its URI is invalidated all the same,
+// and the panic goes on to Caddy; after a 5xx nothing is.
+func TestUnsafeMethodAbortedInvalidates(t *testing.T) {
+	for _, tc := range []struct {
+		status      int
+		invalidated bool
+	}{{200, true}, {303, true}, {500, false}} {
+		t.Run(strconv.Itoa(tc.status), func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			get(t, h, static(c, 200, "body", "Cache-Control", "max-age=600"), "http://example.com/u")
+			aborting := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				w.WriteHeader(tc.status)
+				_, _ = io.WriteString(w, "part")
+				panic(http.ErrAbortHandler)
+			}}
+			func() {
+				defer func() {
+					if v := recover(); v != http.ErrAbortHandler {
+						t.Errorf("recovered %v, want the handler's http.ErrAbortHandler", v)
+					}
+				}()
+				_ = h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodPost, "http://example.com/u"), aborting)
+			}()
+			h.store.wait()
+			hit := hasParam(get(t, h, static(c, 200, "new", "Cache-Control", "max-age=600"), "http://example.com/u").Header().Get("Cache-Status"), "hit")
+			if hit == tc.invalidated {
+				t.Errorf("after an aborted POST answered %d: hit %v, want %v", tc.status, hit, !tc.invalidated)
+			}
+		})
+	}
+}
+
 // --- 2. Variants ---
 
 func TestVariants(t *testing.T) {

@@ -287,8 +287,14 @@ func (rec *recorder) finishTrailers() {
 	}
 }
 
-// complete reports whether the whole declared body arrived.
+// complete reports whether the whole declared body arrived: into a body
+// sized at the status by the Content-Length then declared (a handler may
+// change the field after the status, which net/http ignores), and as the
+// field declares now.
 func (rec *recorder) complete() bool {
+	if b := rec.body; b != nil && b.limit == 0 && b.w != b.n {
+		return false
+	}
 	cl := rec.header.Get("Content-Length")
 	if cl == "" {
 		return true

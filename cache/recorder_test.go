@@ -238,3 +238,30 @@ func TestTruncatedResponseIsNotStored(t *testing.T) {
 	get(t, h, o, "http://example.com/trunc")
 	wantStatus(t, get(t, h, o, "http://example.com/trunc"), []string{"fwd=uri-miss"})
 }
+
+// TestContentLengthDroppedAfterTheStatus: a handler after the cache that
+// declares a length, writes less and then drops the field (net/http
+// ignores the change: its client gets a short body, an error) leaves
+// nothing stored, so no hit serves the rest of the arena block, which may
+// hold bytes of another response.
+func TestContentLengthDroppedAfterTheStatus(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	secret := strings.Repeat("another response; ", 60)
+	get(t, h, static(c, 200, secret, "Cache-Control", "max-age=600", "Content-Length", strconv.Itoa(len(secret))), "http://example.com/other")
+	h.store.purgeKey("http://example.com/other")
+	h.store.wait()
+	short := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Content-Length", strconv.Itoa(len(secret)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "short")
+		w.Header().Del("Content-Length")
+		return nil
+	}}
+	get(t, h, short, "http://example.com/short")
+	w := get(t, h, short, "http://example.com/short")
+	if hasParam(w.Header().Get("Cache-Status"), "hit") {
+		t.Errorf("the short response was stored: a hit of %d bytes, %.40q", w.Body.Len(), w.Body.String())
+	}
+}

@@ -485,6 +485,10 @@ type fillSet struct {
 	mu       sync.Mutex
 	inFlight map[*fill]struct{}
 	unloaded bool
+	// servers are the HTTP servers unload is registered with, each at
+	// its first fill (an HTTP/3 request carries none: quic-go's server
+	// is not an *http.Server).
+	servers map[*http.Server]struct{}
 }
 
 // fill is the parent of a fill's context: the values of the client's
@@ -508,16 +512,19 @@ func (f *fill) Value(key any) any           { return f.client.Value(key) }
 // fill whose client has gone would hold that up until its origin
 // finished.
 func (s *fillSet) start(client, life context.Context) (context.Context, *fill) {
-	s.watch.Do(func() {
-		context.AfterFunc(life, s.unload)
-		if srv, ok := client.Value(http.ServerContextKey).(*http.Server); ok {
-			srv.RegisterOnShutdown(s.unload)
-		}
-	})
+	s.watch.Do(func() { context.AfterFunc(life, s.unload) })
+	srv, _ := client.Value(http.ServerContextKey).(*http.Server)
 	f := &fill{client: client}
 	ctx, cancel := context.WithCancel(f)
 	f.cancel = cancel
 	s.mu.Lock()
+	if _, ok := s.servers[srv]; srv != nil && !ok {
+		if s.servers == nil {
+			s.servers = make(map[*http.Server]struct{})
+		}
+		s.servers[srv] = struct{}{}
+		srv.RegisterOnShutdown(s.unload)
+	}
 	if s.unloaded {
 		s.mu.Unlock()
 		context.AfterFunc(client, cancel)

@@ -275,8 +275,15 @@ func newStore(name string, maxCost int64) (*store, error) {
 				// A new offer superseded by a later one for its hash
 				// still queued: refuse it (a cost over maxCost), or
 				// ristretto would admit it and refuse the later one.
+				// Not a replacement (its hash is in ristretto's map):
+				// ristretto put it in place at Set, and takes the cost
+				// of an update as the entry's cost in its policy, so a
+				// refusal would count max_size more than is held and
+				// evict or refuse other entries until the next update.
 				if q := s.queued[e.hash%queuedSlots].Load(); q != nil && q != e && q.hash == e.hash && q.id > e.id {
-					return s.maxCost + 1
+					if _, replacing := s.lookup(e.hash); !replacing {
+						return s.maxCost + 1
+					}
 				}
 			}
 			return e.cost

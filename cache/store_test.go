@@ -961,3 +961,59 @@ func TestStoreCheckThenActSparesANewerOffer(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreConcurrentReplacementsEvictNothing: concurrent offers under one
+// hash already stored (304 refreshes of a no-cache page, HEAD freshens)
+// beside new entries, in a store far from full, evict and refuse nothing,
+// and ristretto never counts more than max_size: a superseded replacement
+// is not refused with a cost over max_size, which ristretto would take as
+// the entry's cost.
+func TestStoreConcurrentReplacementsEvictNothing(t *testing.T) {
+	s := newTestStore(t, 4<<20) // the entries below take about 1 MiB
+	for i := range 50 {
+		s.set(testEntry(fmt.Sprintf("http://a/base%d?", i), 4000))
+	}
+	s.set(testEntry("http://a/hot?", 3000))
+	s.wait()
+	var stop atomic.Bool
+	var over atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for !stop.Load() {
+			if used := s.maxCost - s.rc().RemainingCost(); used > s.maxCost {
+				over.Add(1)
+			}
+			runtime.Gosched()
+		}
+	})
+	var writers sync.WaitGroup
+	for range 4 {
+		writers.Go(func() {
+			for range 20_000 {
+				s.set(testEntry("http://a/hot?", 3000))
+			}
+		})
+	}
+	writers.Go(func() {
+		for i := range 2_000 {
+			s.set(testEntry(fmt.Sprintf("http://a/n%d?", i%100), 2000))
+			runtime.Gosched()
+		}
+	})
+	writers.Wait()
+	stop.Store(true)
+	wg.Wait()
+	s.wait()
+	st := s.stats()
+	missing := 0
+	for i := range 50 {
+		if k := fmt.Sprintf("http://a/base%d?", i); s.get(keyHash([]byte(k)), []byte(k)) == nil {
+			missing++
+		}
+	}
+	// (A new offer superseded by a later one still queued is refused, and
+	// counted as a reject: not a loss.)
+	if st.Evictions > 0 || missing > 0 || over.Load() > 0 {
+		t.Errorf("store of %d bytes (max %d): %d evictions, %d of 50 older entries gone; ristretto counted more than max_size %d times", st.Bytes, st.MaxBytes, st.Evictions, missing, over.Load())
+	}
+}
