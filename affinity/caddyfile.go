@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
 
@@ -37,7 +38,17 @@ import (
 // order written. `weight` repeats, once per upstream dial address. The
 // other options may appear once each; `cookie` and `fallback` exclude each
 // other, as do `algorithm compat` and `weight`.
+//
+// Errors begin with "lb_policy affinity:", so that they are not taken for
+// reverse_proxy's own.
 func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if err := s.unmarshalCaddyfile(d); err != nil {
+		return fmt.Errorf("lb_policy affinity: %w", err)
+	}
+	return nil
+}
+
+func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume policy name
 	if err := s.addKeys(d, d.RemainingArgs()); err != nil {
 		return err

@@ -168,7 +168,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache item larger than cache", ":80 {\n\tresponse_cache {\n\t\tmax_size 1MiB\n\t\tmax_item_size 2MiB\n\t}\n}", "must not be larger than max_size (1048576), at Caddyfile:4"},
 		{"cache bad name", ":80 {\n\tresponse_cache {\n\t\tcache_name \"my cache\"\n\t}\n}", "Caddyfile:3"},
 		{"cache argument", ":80 {\n\tresponse_cache 5\n}", "Caddyfile:2"},
-		{"affinity unknown option", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\tbogus 1\n\t\t}\n\t}\n}", "Caddyfile:4"},
+		{"affinity unknown option", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\tbogus 1\n\t\t}\n\t}\n}", "lb_policy affinity: unrecognized option 'bogus', at Caddyfile:4"},
 		{"affinity bad bound", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\tbound 0.5\n\t\t}\n\t}\n}", "Caddyfile:4"},
 		{"affinity bad algorithm", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\talgorithm fastest\n\t\t}\n\t}\n}", "Caddyfile:4"},
 		{"affinity bad weight", ":80 {\n\treverse_proxy 127.0.0.1:9000 {\n\t\tlb_policy affinity {\n\t\t\tweight 127.0.0.1:9000 -2\n\t\t}\n\t}\n}", "Caddyfile:4"},
