@@ -97,6 +97,10 @@ type Handler struct {
 	badKey    *sync.Once      // logs the first request whose key cannot be made
 	coalesce  bool
 	targeted  string
+	// presetNames are the fields that decide caching (Cache-Control,
+	// Expires, the targeted field), canonical: handlers before the cache
+	// that set them (see presetFields) set them for the cache too.
+	presetNames []string
 
 	flights *flightGroup
 	fills   *fillSet
@@ -154,6 +158,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.targeted = h.TargetedField
 	if h.targeted == "-" || strings.EqualFold(h.targeted, "off") {
 		h.targeted = ""
+	}
+	h.presetNames = []string{"Cache-Control", "Expires"}
+	if h.targeted != "" {
+		h.presetNames = append(h.presetNames, http.CanonicalHeaderKey(h.targeted))
 	}
 	h.coalesce = h.Coalesce == nil || *h.Coalesce
 	h.coalesceWait = maxCoalesceWait
@@ -609,7 +617,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				if !rq.NoStore {
 					// A refresh is for storing, which this request forbids
 					// (RFC 9111 §5.2.1.5): the next request starts it.
-					h.revalidateInBackground(r, e, record, next)
+					h.revalidateInBackground(r, h.presetFields(w.Header()), e, record, next)
 				}
 				h.serveEntry(w, r, e, Status{Hit: true, TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, now)
 				return nil

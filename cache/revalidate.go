@@ -59,6 +59,9 @@ type exchange struct {
 	// all of the body, stored as the 200 it amounts to.
 	wholePart, wholeAs200 bool
 	wholeLen              int64 // the length a whole 206 declared, which its body must have
+	// preset are the caching fields handlers before the cache set on the
+	// client's response (see presetFields); nil for none.
+	preset http.Header
 
 	// Decided at the response's header.
 	outcome outcome
@@ -106,6 +109,9 @@ func (x *exchange) release(h *Handler, e *entry) {
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, x *exchange) error {
 	defer x.count()
 	x.r = r
+	if !x.background {
+		x.preset = h.presetFields(w.Header())
+	}
 	out := r
 	// (A GET with content, as far as the request says, bypasses the cache:
 	// a 304 that does not select the stored response is answered by
@@ -205,6 +211,43 @@ func missRequest(r *http.Request) *http.Request {
 		return withoutRange(r)
 	}
 	return r
+}
+
+// presetFields returns the fields that decide caching (presetNames) that
+// handlers before the cache set on the client's response dst, nil if none:
+// Caddy orders `header` before response_cache, and `header /account/*
+// Cache-Control "private, no-store"` reaches the client with the origin's
+// own Cache-Control, as through reverse_proxy alone, so the cache decides
+// by both. Deferred header operations apply after the cache and are not
+// seen here.
+func (h *Handler) presetFields(dst http.Header) http.Header {
+	var out http.Header
+	for _, f := range h.presetNames {
+		if v := dst[f]; len(v) > 0 {
+			if out == nil {
+				out = make(http.Header, len(h.presetNames))
+			}
+			out[f] = slices.Clone(v)
+		}
+	}
+	return out
+}
+
+// withPreset puts the values of preset in front of hdr's own values of
+// each of its fields, leaving out those equal to one of preset's: the
+// order and lines the client gets (reverse_proxy adds the origin's lines
+// after those set before it), kept in the stored response so that hits
+// and refreshes decide by them too.
+func withPreset(hdr, preset http.Header) {
+	for f, pv := range preset {
+		merged := slices.Clip(pv)
+		for _, v := range hdr[f] {
+			if !slices.Contains(pv, v) {
+				merged = append(merged, v)
+			}
+		}
+		hdr[f] = merged
+	}
 }
 
 // fetchWhole reports whether a miss of r, a conditional GET whose answer
@@ -577,6 +620,11 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 	if x.leading {
 		h.flights.answered(&x.lead)
 	}
+	if x.preset != nil && !(x.cond && rec.status == http.StatusNotModified) {
+		// A 304 to the cache's conditional updates the stored fields,
+		// which have them already: refresh puts them back after.
+		withPreset(rec.header, x.preset)
+	}
 	if x.client.lacking() {
 		// A refresh that asked for what only its client's request knew
 		// was not the request the client's would have been: its answer
@@ -925,6 +973,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		delete(notModified, "Etag")
 	}
 	hdr := UpdateFrom304(old.header.header(), notModified)
+	withPreset(hdr, x.preset)
 	rc := ParseResponseControl(hdr, h.targeted)
 	fresh, has := NewFreshness(old.status, hdr, rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
 	if hasBody(old.status) {
@@ -1031,7 +1080,7 @@ func revalidationRequest(r *http.Request, e *entry) *http.Request {
 // requests of the old config do, so that frequent reloads do not keep
 // entries from being refreshed; what it stores goes to the store, which
 // the new config shares when its cache is configured alike.
-func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next caddyhttp.Handler) {
+func (h *Handler) revalidateInBackground(r *http.Request, preset http.Header, e, record *entry, next caddyhttp.Handler) {
 	if !h.bg.start(e.key) {
 		return
 	}
@@ -1063,6 +1112,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		urlKey:     []byte(urlKey),
 		background: true,
 		client:     client,
+		preset:     preset,
 	}
 	go func() {
 		defer h.bg.done(e.key)

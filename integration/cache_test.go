@@ -500,6 +500,52 @@ func TestCacheConditionalMissesFill(t *testing.T) {
 	}
 }
 
+// TestCacheHeaderDirectiveBeforeTheCache: Caddy orders header before
+// response_cache, and the Cache-Control it sets reaches the client with
+// the origin's: the cache decides by both. A path the site marks private
+// is not stored though its origin says max-age; a path the site marks
+// public with a max-age is, though its origin says nothing.
+func TestCacheHeaderDirectiveBeforeTheCache(t *testing.T) {
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/account") {
+			w.Header().Set("Cache-Control", "max-age=60")
+		}
+		fmt.Fprintf(w, "%s %d", r.URL.Path, time.Now().UnixNano())
+	})
+	frontPort := freePort(t)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	header /account/* Cache-Control "private, no-store"
+	header /static/* Cache-Control "public, max-age=3600"
+	response_cache {
+		cache_name itest
+	}
+	reverse_proxy %s
+}
+`, frontPort, origin.addr))
+	c := newClient()
+	base := fmt.Sprintf("http://127.0.0.1:%d", frontPort)
+	for _, tc := range []struct {
+		path   string
+		stored bool
+		cc     []string
+	}{
+		{"/account/me", false, []string{"private, no-store", "max-age=60"}},
+		{"/static/app.js", true, []string{"public, max-age=3600"}},
+	} {
+		first := do(t, c, "GET", base+tc.path, nil)
+		second := do(t, c, "GET", base+tc.path, nil)
+		if isHit(second) != tc.stored || (second.body == first.body) != tc.stored {
+			t.Errorf("%s: second request %q (%s), want stored %v", tc.path, second.body, cacheStatus(second), tc.stored)
+		}
+		for _, r := range []result{first, second} {
+			if got := r.header.Values("Cache-Control"); !slices.Equal(got, tc.cc) {
+				t.Errorf("%s: Cache-Control %q, want %q", tc.path, got, tc.cc)
+			}
+		}
+	}
+}
+
 // TestCacheRangeForWholeBody: browsers' media elements ask for a video
 // with Range: bytes=0-. Through a real Caddy in front of an origin that
 // serves ranges (Go's ServeContent, as a file server), concurrent such
