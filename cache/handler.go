@@ -658,7 +658,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // allocation).
 func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, st Status, now time.Time) {
 	hdr := w.Header()
+	// The caching fields handlers before the cache set for this request
+	// go first, as on a miss (withPreset); the stored response has those
+	// its filling request had.
+	var preset [3][]string // presetNames has at most three
+	anyPreset := false
+	for i, f := range h.presetNames {
+		if v := hdr[f]; len(v) > 0 {
+			preset[i], anyPreset = v, true
+		}
+	}
 	vals, prevStatus := e.header.addTo(hdr, 2)
+	if anyPreset {
+		for i, f := range h.presetNames {
+			if pv := preset[i]; pv != nil {
+				hdr[f] = prependPreset(pv, hdr[f])
+			}
+		}
+	}
 	if h.StatusKey {
 		st.Key = e.urlKey()
 	}

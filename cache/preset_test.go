@@ -119,3 +119,24 @@ func TestPresetCachingFieldsAcrossRefreshes(t *testing.T) {
 		t.Errorf("origin called %d times, want 4", n)
 	}
 }
+
+// TestPresetCachingFieldsOnHits: a hit's request whose handlers before the
+// cache set other caching fields than the request that stored the response
+// (a matcher on the request: a logged-in user's responses marked private)
+// gets its own first, then the stored ones, as through reverse_proxy.
+func TestPresetCachingFieldsOnHits(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 200, "body", "Cache-Control", "max-age=60")
+	const url = "http://example.com/page"
+	presetting(t, h, o, url)
+	w := presetting(t, h, o, url, "Cache-Control", "private")
+	wantStatus(t, w, []string{"hit"})
+	if got, want := w.Header().Values("Cache-Control"), []string{"private", "max-age=60"}; !slices.Equal(got, want) {
+		t.Errorf("hit: Cache-Control %q, want %q", got, want)
+	}
+	w = presetting(t, h, o, url, "Expires", "0")
+	if got := w.Header().Values("Expires"); !slices.Equal(got, []string{"0"}) {
+		t.Errorf("hit: Expires %q, want the one set before the cache", got)
+	}
+}

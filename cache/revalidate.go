@@ -240,14 +240,20 @@ func (h *Handler) presetFields(dst http.Header) http.Header {
 // and refreshes decide by them too.
 func withPreset(hdr, preset http.Header) {
 	for f, pv := range preset {
-		merged := slices.Clip(pv)
-		for _, v := range hdr[f] {
-			if !slices.Contains(pv, v) {
-				merged = append(merged, v)
-			}
-		}
-		hdr[f] = merged
+		hdr[f] = prependPreset(pv, hdr[f])
 	}
+}
+
+// prependPreset returns the values preset followed by those of own that
+// are not among them; preset itself when there are none.
+func prependPreset(preset, own []string) []string {
+	merged := slices.Clip(preset)
+	for _, v := range own {
+		if !slices.Contains(preset, v) {
+			merged = append(merged, v)
+		}
+	}
+	return merged
 }
 
 // fetchWhole reports whether a miss of r, a conditional GET whose answer
