@@ -1,12 +1,14 @@
 package cache
 
 import (
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -172,36 +174,119 @@ func TestConditionalMissNotStorable(t *testing.T) {
 	}
 }
 
-// TestConditionalMissLargeBody: a 200 too large to store, satisfying the
-// client's conditional, is read only as far as max_item_size, as a
-// background refresh reads what it will not store: the client has its
-// 304 and nobody reads the rest.
-func TestConditionalMissLargeBody(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{MaxItemSize: 1 << 10}, c)
-	chunk := []byte(strings.Repeat("x", 256))
-	var written int
-	var writeErr error
-	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Etag", `"big"`)
-		w.Header().Set("Cache-Control", "max-age=60")
+// proxyLike answers as reverse_proxy does: the header, then the body in
+// chunks, flushed; a write error after the header aborts the handler
+// (panic(http.ErrAbortHandler)). It records how much was written.
+type proxyLike struct {
+	origin
+	written atomic.Int64
+}
+
+func newProxyLike(size int, release <-chan struct{}, fields ...string) *proxyLike {
+	p := &proxyLike{}
+	chunk := []byte(strings.Repeat("x", 1024))
+	p.fn = func(w http.ResponseWriter, r *http.Request) error {
+		for i := 0; i+1 < len(fields); i += 2 {
+			w.Header().Set(fields[i], fields[i+1])
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(size))
 		w.WriteHeader(http.StatusOK)
-		for range 64 { // 16 KiB
-			n, err := w.Write(chunk)
-			written += n
-			if err != nil {
-				writeErr = err
-				return err
+		for n := 0; n < size; n += len(chunk) {
+			if n == len(chunk) && release != nil {
+				<-release
 			}
+			k, err := w.Write(chunk[:min(len(chunk), size-n)])
+			if err != nil {
+				p.written.Add(int64(k))
+				panic(http.ErrAbortHandler)
+			}
+			_ = http.NewResponseController(w).Flush()
+			p.written.Add(int64(k)) // after the flush: a test reading it may read the writer
 		}
 		return nil
-	}}
-	w := get(t, h, o, "http://example.com/big", "If-None-Match", `"big"`)
-	if w.Code != http.StatusNotModified || w.Body.Len() != 0 {
-		t.Errorf("client got %d with %d body bytes, want a 304 without a body", w.Code, w.Body.Len())
 	}
-	if !errors.Is(writeErr, errUnread) || written > 2<<10 {
-		t.Errorf("the origin wrote %d bytes (error %v), want the writes refused past max_item_size", written, writeErr)
+	return p
+}
+
+// TestConditionalMissNotStored: a conditional miss fetched whole whose 200
+// will not be stored (larger than max_item_size; with Set-Cookie) gives
+// the client its 304 at once and cleanly: the cache reads no more of the
+// body, and the handler ends without reverse_proxy's abort reaching the
+// client (which would reset its finished response). The key's next
+// conditional miss goes as it came.
+func TestConditionalMissNotStored(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		size   int
+		fields []string
+	}{
+		{"larger than max_item_size", 64 << 10, []string{"Etag", `"big"`, "Cache-Control", "max-age=60"}},
+		{"Set-Cookie", 4 << 10, []string{"Etag", `"big"`, "Cache-Control", "max-age=60", "Set-Cookie", "s=1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, Config{MaxItemSize: 16 << 10}, newClock())
+			o := newProxyLike(tc.size, nil, tc.fields...)
+			w := newWriter()
+			if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/big", "If-None-Match", `"big"`), o); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(w.codes, []int{http.StatusNotModified}) || len(w.body) != 0 || w.flushes == 0 {
+				t.Errorf("client got %v with %d body bytes and %d flushes, want a 304 flushed, no body", w.codes, len(w.body), w.flushes)
+			}
+			if n := o.written.Load(); n > 1024 {
+				t.Errorf("the origin wrote %d bytes, want the cache to stop at the first", n)
+			}
+			if inm := o.last().Header.Get("If-None-Match"); inm != "" {
+				t.Errorf("the first miss went out with If-None-Match %q", inm)
+			}
+			get(t, h, o, "http://example.com/big", "If-None-Match", `"big"`)
+			if inm := o.last().Header.Get("If-None-Match"); inm != `"big"` {
+				t.Errorf("the next conditional miss went out with If-None-Match %q, want the client's", inm)
+			}
+		})
+	}
+}
+
+// TestConditionalMiss304BeforeTheBody: the client's 304 is flushed at the
+// origin's header, not when the body being stored ends; a body the origin
+// then breaks off ends the request cleanly, and nothing is stored.
+func TestConditionalMiss304BeforeTheBody(t *testing.T) {
+	h := newTestHandler(t, Config{}, newClock())
+	release := make(chan struct{})
+	o := newProxyLike(8<<10, release, "Etag", `"v1"`, "Cache-Control", "max-age=60")
+	w := newWriter()
+	done := make(chan error, 1)
+	go func() {
+		done <- h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/slow", "If-None-Match", `"v1"`), o)
+	}()
+	until(t, "the origin's first chunk", func() bool { return o.written.Load() >= 1024 })
+	if !slices.Equal(w.codes, []int{http.StatusNotModified}) || w.flushes == 0 {
+		t.Errorf("while the body comes: client got %v, %d flushes; want the 304 flushed", w.codes, w.flushes)
+	}
+	close(release)
+	if err := untilValue(t, "the request to end", done); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, get(t, h, o, "http://example.com/slow"), []string{"hit"})
+
+	broken := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Etag", `"v1"`)
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Length", "8192")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(make([]byte, 1024))
+		panic(http.ErrAbortHandler) // as reverse_proxy does when the origin's body breaks off
+	}}
+	w = newWriter()
+	if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/broken", "If-None-Match", `"v1"`), broken); err != nil {
+		t.Fatal(err)
+	}
+	h.store.wait()
+	if !slices.Equal(w.codes, []int{http.StatusNotModified}) {
+		t.Errorf("broken body: client got %v, want its 304", w.codes)
+	}
+	if e := h.store.get(keyHash([]byte("http://example.com/broken?")), []byte("http://example.com/broken?")); e != nil {
+		t.Error("a broken body was stored")
 	}
 }
 

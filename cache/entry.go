@@ -90,6 +90,11 @@ type entryData struct {
 	// reqVary holds the request's values of the Vary fields, replayed on a
 	// conditional request (RFC 9111 §4.3.1).
 	reqVary fields
+	// preset holds the caching fields that handlers before the cache set
+	// for the request that stored the response (see presetFields): with
+	// header, the fields decide freshness and storability (rc, fresh),
+	// again after a 304; hits send their own request's instead.
+	preset fields
 
 	// fresh holds the freshness inputs (RFC 9111 §4.2): lifetime, corrected
 	// initial age, response time; rc the response's directives.
@@ -152,7 +157,7 @@ func (e *entry) heapBytes() int64 {
 	if e.linked() {
 		c += linkedOverhead
 	}
-	c += e.header.heapBytes() + e.reqVary.heapBytes()
+	c += e.header.heapBytes() + e.reqVary.heapBytes() + e.preset.heapBytes()
 	for _, f := range e.vary {
 		c += stringOverhead + int64(len(f))
 	}

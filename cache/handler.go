@@ -116,6 +116,9 @@ type Handler struct {
 	// while (see uncacheableHints).
 	hints   *uncacheableHints
 	hintGen uint16 // which of the hints are this handler's
+	// asIs are the store's keys whose conditional misses go as they came
+	// (see fetchWhole), under hintGen too.
+	asIs *uncacheableHints
 
 	m handlerMetrics
 	// metricsName is the cache name h's counters are under, until Cleanup.
@@ -201,6 +204,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.firstUses = &v.(*store).firstUses
 	h.hints = &v.(*store).hints
+	h.asIs = &v.(*store).asIs
 	h.hintGen = nextHintGeneration()
 	h.m = newHandlerMetrics(ctx.GetMetricsRegistry(), h.CacheName)
 	h.metricsName = h.CacheName
@@ -617,7 +621,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				if !rq.NoStore {
 					// A refresh is for storing, which this request forbids
 					// (RFC 9111 §5.2.1.5): the next request starts it.
-					h.revalidateInBackground(r, h.presetFields(w.Header()), e, record, next)
+					h.revalidateInBackground(r, e, record, next)
 				}
 				h.serveEntry(w, r, e, Status{Hit: true, TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, now)
 				return nil

@@ -1,10 +1,12 @@
 package cache
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,5 +140,70 @@ func TestPresetCachingFieldsOnHits(t *testing.T) {
 	w = presetting(t, h, o, url, "Expires", "0")
 	if got := w.Header().Values("Expires"); !slices.Equal(got, []string{"0"}) {
 		t.Errorf("hit: Expires %q, want the one set before the cache", got)
+	}
+}
+
+// TestPresetPrivateRequestRevalidatesSharedEntry: a request whose handlers
+// mark it private (header @loggedin Cache-Control "private, no-store")
+// revalidates a stale entry stored for others: the 304 refreshes the
+// entry, judged by the fields of the request that stored it, in the
+// foreground and in a stale-while-revalidate refresh; the request itself
+// gets its own fields first.
+func TestPresetPrivateRequestRevalidatesSharedEntry(t *testing.T) {
+	private := []string{"Cache-Control", "private, no-store"}
+	for _, tc := range []struct {
+		name, cc string
+		wantCS   []string
+	}{
+		{"foreground", "max-age=2", []string{"fwd=stale", "fwd-status=304"}},
+		{"stale-while-revalidate", "max-age=2, stale-while-revalidate=60", []string{"hit", "detail=stale-while-revalidate"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			o := validating(c, `"v1"`, "body", "Cache-Control", tc.cc)
+			const url = "http://example.com/page"
+			presetting(t, h, o, url)
+			c.Advance(3 * time.Second)
+			w := presetting(t, h, o, url, private...)
+			wantStatus(t, w, tc.wantCS)
+			if got := w.Header().Values("Cache-Control"); len(got) == 0 || got[0] != "private, no-store" {
+				t.Errorf("the private request's Cache-Control %q, want its own first", got)
+			}
+			h.bg.wait()
+			h.store.wait()
+			w = presetting(t, h, o, url)
+			wantStatus(t, w, []string{"hit", "ttl=2"})
+			if got, want := w.Header().Values("Cache-Control"), []string{tc.cc}; !slices.Equal(got, want) {
+				t.Errorf("an anonymous hit's Cache-Control %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestPresetBackgroundRefreshNewResponse: a stale-while-revalidate refresh
+// (which runs without the handlers before the cache) that gets a new 200
+// judges it with the fields of the request that stored the entry: a
+// response made cacheable by header alone stays cached.
+func TestPresetBackgroundRefreshNewResponse(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	var n atomic.Int32
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Date", c.date())
+		_, _ = fmt.Fprintf(w, "version %d", n.Add(1))
+		return nil
+	}}
+	const url = "http://example.com/static/app.js"
+	preset := []string{"Cache-Control", "public, max-age=10, stale-while-revalidate=60"}
+	presetting(t, h, o, url, preset...)
+	c.Advance(20 * time.Second)
+	wantStatus(t, presetting(t, h, o, url, preset...), []string{"hit", "detail=stale-while-revalidate"})
+	h.bg.wait()
+	h.store.wait()
+	w := presetting(t, h, o, url, preset...)
+	wantStatus(t, w, []string{"hit", "ttl=10"})
+	if w.Body.String() != "version 2" {
+		t.Errorf("after the refresh: %q, want the new version", w.Body.String())
 	}
 }

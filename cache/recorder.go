@@ -40,6 +40,10 @@ type recorder struct {
 	// this Content-Range: the client asked for a range that is the whole
 	// body (set by onHeader, see wholeContentRange).
 	contentRange string
+	// preset are the caching fields handlers before the cache set on the
+	// client's response: they stay in front of the origin's lines (see
+	// withPreset).
+	preset http.Header
 	// notModified makes the client's response a 304 without the body,
 	// which is still recorded for storage: the client's own conditional
 	// did not go to the origin and the 200 satisfies it (set by onHeader).
@@ -64,7 +68,7 @@ type recorder struct {
 
 // errUnread aborts a response that is neither reaching its client nor
 // being buffered any more.
-var errUnread = errors.New("response_cache: nobody reads the rest of the response (the client is gone or was answered with a 304, or it is a background refresh) and it will not be stored")
+var errUnread = errors.New("response_cache: nobody reads the rest of the response (the client is gone or has its 304, or it is a background refresh) and it will not be stored")
 
 // recorderEvents is what a recorder reports to its owner (an exchange).
 type recorderEvents interface {
@@ -150,6 +154,9 @@ func (rec *recorder) WriteHeader(status int) {
 	if rec.pass {
 		dst := rec.w.Header()
 		copyHeader(dst, rec.header)
+		for f, pv := range rec.preset {
+			dst[f] = prependPreset(pv, rec.header[f])
+		}
 		if rec.cacheStatus != nil {
 			dst["Cache-Status"] = rec.cacheStatus
 		}
@@ -164,6 +171,11 @@ func (rec *recorder) WriteHeader(status int) {
 			delete(dst, "Content-Md5")
 		}
 		rec.w.WriteHeader(status)
+		if rec.notModified {
+			// The client has all it gets; net/http would send the 304
+			// only when the handler returns, after the body is stored.
+			_ = http.NewResponseController(rec.w).Flush()
+		}
 	}
 }
 
@@ -209,12 +221,13 @@ func (rec *recorder) Write(p []byte) (int, error) {
 			rec.clientErr = err
 		}
 	}
-	// A background refresh, or a client answered with a 304, reads on
-	// what it will not store only as far as max_item_size: aborting costs
-	// a reverse_proxy warning in the log, not worth it for a small body,
-	// and reading on, for a large one, an origin's whole object for
-	// nothing (to the refresh's 30 s timeout, or the client's).
-	if !rec.buffer && (rec.clientErr != nil || (rec.discard || rec.notModified) && rec.written > rec.limit) {
+	// A background refresh reads on what it will not store only as far
+	// as max_item_size: aborting costs a reverse_proxy warning in the log,
+	// not worth it for a small body, and reading on, for a large one, an
+	// origin's whole object for nothing (to the refresh's 30 s timeout).
+	// A client answered with a 304 would wait for the end: stop at once
+	// (its key's next conditional misses go as they came).
+	if !rec.buffer && (rec.clientErr != nil || rec.notModified || rec.discard && rec.written > rec.limit) {
 		return 0, errUnread
 	}
 	return len(p), nil

@@ -54,13 +54,16 @@ type exchange struct {
 	// to be stored), so the cache evaluates it against a 200 (see
 	// notModifiedBy).
 	condDropped bool
+	// fetchedWhole: condDropped on a miss (see fetchWhole).
+	fetchedWhole bool
 	// wholePart: the client's Range went out as it came, and an answer
 	// with the whole body may be stored; wholeAs200: it came as a 206 of
 	// all of the body, stored as the 200 it amounts to.
 	wholePart, wholeAs200 bool
 	wholeLen              int64 // the length a whole 206 declared, which its body must have
 	// preset are the caching fields handlers before the cache set on the
-	// client's response (see presetFields); nil for none.
+	// client's response (see presetFields), or, for a background refresh,
+	// those of the request that stored its entry; nil for none.
 	preset http.Header
 
 	// Decided at the response's header.
@@ -80,6 +83,7 @@ type exchange struct {
 func (x *exchange) onHeader(rec *recorder) { x.h.onHeader(x, rec) }
 func (x *exchange) onOverflow() {
 	x.release(x.h, nil)
+	x.notFetchedWhole()
 	if ce := x.h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
 		ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", "max_item_size"),
 			zap.Int64("max_item_size", x.rec.limit))
@@ -134,9 +138,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			}
 		}
 	}
-	if x.store && !x.cond && !x.untried && !x.background && fetchWhole(r) && !x.hinted(h) {
+	if x.store && !x.cond && !x.untried && !x.background && fetchWhole(r) && !x.hinted(h) &&
+		!h.asIs.has(x.flightHash(), h.hintGen, h.now) {
 		out = withoutConditionals(out)
-		x.condDropped = true
+		x.condDropped, x.fetchedWhole = true, true
 	}
 
 	if h.coalesce && x.store && !x.background && !x.neverCollapsed() && !x.hinted(h) {
@@ -195,12 +200,40 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		vars, _ = r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 		vars = maps.Clone(vars)
 	}
-	err := next.ServeHTTP(rec, out)
+	err := h.serveNext(next, rec, out)
 	rec.finishTrailers()
 	if x.outcome == outRetry && err == nil {
 		err = h.askAgain(out.Context(), r, vars, next, x)
 	}
 	return h.finish(w, x, rec, err)
+}
+
+// serveNext runs next for the forwarded request. A client that has its
+// 304 (recorder.notModified) has all it gets: when the recorder stops the
+// rest of a body it will not store, or the origin breaks it off,
+// reverse_proxy panics with http.ErrAbortHandler, which would reset the
+// client's finished response (HTTP/2) or its connection; the request ends
+// as the recorder's errUnread instead, and nothing is stored.
+func (h *Handler) serveNext(next caddyhttp.Handler, rec *recorder, out *http.Request) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler || !rec.notModified {
+				panic(v)
+			}
+			err = errUnread
+		}
+	}()
+	return next.ServeHTTP(rec, out)
+}
+
+// notFetchedWhole remembers a conditional miss fetched whole (fetchWhole)
+// whose response is not stored: for hintTTL, the key's conditional misses
+// go as they came, rather than make the origin send a body again for a
+// 304 the origin could have sent itself.
+func (x *exchange) notFetchedWhole() {
+	if x.fetchedWhole {
+		x.h.asIs.set(x.flightHash(), x.h.hintGen, x.h.now())
+	}
 }
 
 // missRequest is what a miss of r sends: r, but a GET without a Range for
@@ -233,15 +266,22 @@ func (h *Handler) presetFields(dst http.Header) http.Header {
 	return out
 }
 
-// withPreset puts the values of preset in front of hdr's own values of
-// each of its fields, leaving out those equal to one of preset's: the
-// order and lines the client gets (reverse_proxy adds the origin's lines
-// after those set before it), kept in the stored response so that hits
-// and refreshes decide by them too.
-func withPreset(hdr, preset http.Header) {
-	for f, pv := range preset {
-		hdr[f] = prependPreset(pv, hdr[f])
+// withPresetCopy returns hdr with the values of preset in front of its
+// own values of each of their fields, leaving out those equal to one of
+// preset's: the lines the client gets (reverse_proxy adds the origin's
+// lines after those set before it), by which the cache decides. hdr
+// itself when preset is empty; otherwise a copy (hdr is stored as the
+// origin sent it, and each request puts its own preset in front).
+func withPresetCopy(hdr, preset http.Header) http.Header {
+	if len(preset) == 0 {
+		return hdr
 	}
+	out := make(http.Header, len(hdr)+len(preset))
+	copyHeader(out, hdr)
+	for f, pv := range preset {
+		out[f] = prependPreset(pv, hdr[f])
+	}
+	return out
 }
 
 // prependPreset returns the values preset followed by those of own that
@@ -626,10 +666,8 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 	if x.leading {
 		h.flights.answered(&x.lead)
 	}
-	if x.preset != nil && !(x.cond && rec.status == http.StatusNotModified) {
-		// A 304 to the cache's conditional updates the stored fields,
-		// which have them already: refresh puts them back after.
-		withPreset(rec.header, x.preset)
+	if !x.background {
+		rec.preset = x.preset
 	}
 	if x.client.lacking() {
 		// A refresh that asked for what only its client's request knew
@@ -680,7 +718,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 	}
 	var detail string
 	if x.store {
-		hdr := withoutProxyCookie(x.r, rec.header)
+		hdr := withPresetCopy(withoutProxyCookie(x.r, rec.header), x.preset)
 		rc := ParseResponseControl(hdr, h.targeted)
 		lifetime, has := LifetimeAt(status, hdr, rc, time.Duration(h.DefaultTTL), rec.responseTime)
 		reason := Storable(x.r, status, hdr, rc, has, false)
@@ -736,6 +774,9 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		}
 		if x.condDropped && rec.status == http.StatusOK {
 			rec.notModified = notModifiedBy(x.r, rec.header)
+		}
+		if !rec.buffer {
+			x.notFetchedWhole()
 		}
 		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: rec.status, Key: h.statusKey(x.urlKey), Detail: detail})
 	}
@@ -880,6 +921,9 @@ func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 		rc:     x.rc,
 		vary:   x.vary,
 	}, firstUse: x.firstUse}
+	if x.preset != nil {
+		e.preset = packFields(x.preset, nil)
+	}
 	h.finishEntry(e, x)
 	return e
 }
@@ -979,9 +1023,15 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		delete(notModified, "Etag")
 	}
 	hdr := UpdateFrom304(old.header.header(), notModified)
-	withPreset(hdr, x.preset)
-	rc := ParseResponseControl(hdr, h.targeted)
-	fresh, has := NewFreshness(old.status, hdr, rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
+	// Judged with the preset fields of the request that stored the entry,
+	// not this one's: a request whose handlers mark it private (a
+	// logged-in user) may still refresh the response shared by others.
+	view := hdr
+	if len(old.preset.s) > 0 {
+		view = withPresetCopy(hdr, old.preset.header())
+	}
+	rc := ParseResponseControl(view, h.targeted)
+	fresh, has := NewFreshness(old.status, view, rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
 	if hasBody(old.status) {
 		hdr["Content-Length"] = []string{strconv.Itoa(old.body.Len())}
 	}
@@ -997,7 +1047,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		e.exited.Store(true)
 		return e, false
 	}
-	if reason := Storable(asGET(x.r), old.status, hdr, rc, has, false); reason != "" || !e.body.acquire() {
+	if reason := Storable(asGET(x.r), old.status, view, rc, has, false); reason != "" || !e.body.acquire() {
 		e.exited.Store(true) // holds no reference
 		h.store.dropIfStored(old)
 		return e, false
@@ -1086,7 +1136,7 @@ func revalidationRequest(r *http.Request, e *entry) *http.Request {
 // requests of the old config do, so that frequent reloads do not keep
 // entries from being refreshed; what it stores goes to the store, which
 // the new config shares when its cache is configured alike.
-func (h *Handler) revalidateInBackground(r *http.Request, preset http.Header, e, record *entry, next caddyhttp.Handler) {
+func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next caddyhttp.Handler) {
 	if !h.bg.start(e.key) {
 		return
 	}
@@ -1118,7 +1168,9 @@ func (h *Handler) revalidateInBackground(r *http.Request, preset http.Header, e,
 		urlKey:     []byte(urlKey),
 		background: true,
 		client:     client,
-		preset:     preset,
+	}
+	if len(e.preset.s) > 0 {
+		x.preset = e.preset.header()
 	}
 	go func() {
 		defer h.bg.done(e.key)

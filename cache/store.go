@@ -174,6 +174,10 @@ type store struct {
 	// hints are the keys whose requests skip coalescing for a while; an
 	// offer or a purge under a key clears its hint.
 	hints uncacheableHints
+	// asIs are the keys whose conditional misses go to the origin as they
+	// came for a while: the last one fetched whole was not stored (see
+	// fetchWhole).
+	asIs uncacheableHints
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
 

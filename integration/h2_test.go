@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -65,5 +66,63 @@ http://127.0.0.1:%d {
 	}
 	if cs, body := get("/data", ""); !strings.Contains(cs, "fwd=uri-miss") || body != "body=" {
 		t.Errorf("GET without data after one with: %q, %q; want a miss, not the other's response", cs, body)
+	}
+}
+
+// TestCacheConditionalMissOfALargeBody: a browser revalidates an object
+// larger than max_item_size that the cache does not hold. The miss goes
+// to the origin without If-None-Match (to be stored), the 200 turns out
+// too large to store, and the client, over HTTP/2 and HTTP/1.1, gets a
+// clean 304 at once (not a reset stream, not a cut connection); the next
+// conditional miss of the URL goes to the origin as it came.
+func TestCacheConditionalMissOfALargeBody(t *testing.T) {
+	body := strings.Repeat("x", 2<<20)
+	var conditional atomic.Int32
+	origin := startBackend(t, "large", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Etag", `"big"`)
+		w.Header().Set("Cache-Control", "max-age=60")
+		if r.Header.Get("If-None-Match") == `"big"` {
+			conditional.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		io.WriteString(w, body)
+	})
+	frontPort := freePort(t)
+	startCaddy(t, globalsWith("\tservers {\n\t\tprotocols h1 h2c\n\t}\n")+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		cache_name itest
+		max_item_size 64KiB
+	}
+	reverse_proxy %s
+}
+`, frontPort, origin.addr))
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+	}{{"h2c", &http.Client{Transport: tr}}, {"HTTP/1.1", newClient()}} {
+		req, err := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/%s", frontPort, c.name), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("If-None-Match", `"big"`)
+		for i := range 2 {
+			before := conditional.Load()
+			res, err := c.client.Do(req)
+			if err != nil {
+				t.Fatalf("%s, request %d: %v", c.name, i+1, err)
+			}
+			n, err := io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if err != nil || res.StatusCode != http.StatusNotModified || n != 0 {
+				t.Errorf("%s, request %d: %d, %d body bytes, %v; want a clean 304", c.name, i+1, res.StatusCode, n, err)
+			}
+			if asItCame := conditional.Load() > before; asItCame != (i == 1) {
+				t.Errorf("%s, request %d: went to the origin conditional %v, want %v", c.name, i+1, asItCame, i == 1)
+			}
+		}
 	}
 }
