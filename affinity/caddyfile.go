@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -42,11 +43,15 @@ import (
 // Errors begin with "lb_policy affinity:", so that they are not taken for
 // reverse_proxy's own.
 func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	if err := s.unmarshalCaddyfile(d); err != nil {
-		return fmt.Errorf("lb_policy affinity: %w", err)
+	if err := s.unmarshalCaddyfile(d); err != nil && !strings.HasPrefix(err.Error(), errPrefix) {
+		return fmt.Errorf("%s%w", errPrefix, err) // not again for an affinity fallback's
+	} else if err != nil {
+		return err
 	}
 	return nil
 }
+
+const errPrefix = "lb_policy affinity: "
 
 func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume policy name

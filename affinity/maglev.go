@@ -28,8 +28,9 @@ import "math/bits"
 // of one weight, or the removal of the lightest node, cross a rung and
 // remap nearly every key (a canary ramped from weight 1 to 5 among ten
 // nodes of weight 100 moved 89% of the other nodes' keys). A node of
-// weight w gets about M * w / sum(w) slots instead, and at least one: at
-// 1:1000 against ten others, 65; past that, a coarser share.
+// weight w gets about M * w / sum(w) slots instead, and at least one: one
+// of weight 1 beside ten of weight 100 gets 65; lighter still, a coarser
+// share.
 
 // Failover: the key's own probe sequence s_0 = its slot, s_{k+1} = s_k +
 // step mod M, step = 1 + fastrange(mix64(h ^ phi64), M-1), visits every

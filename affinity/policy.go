@@ -277,8 +277,8 @@ var alwaysResolves = map[string]bool{
 func (s *AffinitySelection) keyWarnings() []warning {
 	var out []warning
 	for _, k := range s.keys {
-		if names := placeholder.Foreign(k.expr); len(names) > 0 {
-			out = append(out, warning{"affinity key names placeholders that are neither Caddy's nor under http.; unless a plugin provides them, the key never resolves (a misspelt shorthand?)",
+		if names := placeholder.Misspelt(k.expr); len(names) > 0 {
+			out = append(out, warning{"affinity key names placeholders that look like a misspelt shorthand (such as {remote_ip} for {client_ip}); unless a map or a plugin sets them, the key never resolves",
 				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})
 		}
 	}

@@ -215,8 +215,9 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 }
 
 // thousands matches a size whose commas separate groups of three digits
-// (2,500.5MiB, 1,048,576), the only commas a size may have.
-var thousands = regexp.MustCompile(`^[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)? *[A-Za-z]*$`)
+// (2,500.5MiB, 1,048,576), the only commas a size may have; not after a
+// leading 0 (0,500MiB is a decimal comma).
+var thousands = regexp.MustCompile(`^[1-9][0-9]{0,2}(,[0-9]{3})+(\.[0-9]+)? *[A-Za-z]*$`)
 
 // wholeBytes returns the bytes arg, a number with a fraction and a unit
 // (0.5KiB, 4.1MB), stands for, computed exactly, and whether they are a

@@ -159,10 +159,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache max_item_size zero", ":80 {\n\tresponse_cache {\n\t\tmax_item_size 0KiB\n\t}\n}", "max_item_size must be at least 1 byte, got '0KiB', at Caddyfile:3"},
 		{"cache decimal comma", ":80 {\n\tresponse_cache {\n\t\tmax_size 1,5GiB\n\t}\n}", "max_size: '1,5GiB' has a comma that does not separate thousands; write a fraction with a point (1.5GiB), at Caddyfile:3"},
 		{"cache stray comma", ":80 {\n\tresponse_cache {\n\t\tmax_item_size ,1MiB\n\t}\n}", "max_item_size: ',1MiB' has a comma"},
+		{"cache decimal comma after 0", ":80 {\n\tresponse_cache {\n\t\tmax_size 0,500MiB\n\t}\n}", "has a comma"},
 		{"cache comma in fraction", ":80 {\n\tresponse_cache {\n\t\tmax_size 1.000,5MiB\n\t}\n}", "has a comma"},
 		{"cache size overflow", ":80 {\n\tresponse_cache {\n\t\tmax_size 18446744073709551615\n\t}\n}", "max_size must be at most 512GiB, got '18446744073709551615'"},
 		{"cache key Host header", ":80 {\n\tresponse_cache {\n\t\tkey {header.Host}\n\t}\n}", "use {http.request.host} or {http.request.hostport}, at Caddyfile:3"},
-		{"affinity key response header", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {http.response.header.X-Nope}\n\t}\n}", "a placeholder of the response, which does not exist yet when the key is read, at Caddyfile:3"},
+		{"affinity key response status", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {http.response.status}\n\t}\n}", "a placeholder of the response, which does not exist yet when the key is read, at Caddyfile:3"},
 		{"cache max_size zero", ":80 {\n\tresponse_cache {\n\t\tmax_size 0\n\t}\n}", "max_size must be at least 64KiB, got 0, at Caddyfile:3"},
 		{"affinity key unclosed", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\tkey {http.request.header.X-User\n\t\t}\n\t}\n}", "has an unclosed {"},
 		{"cache item larger than cache", ":80 {\n\tresponse_cache {\n\t\tmax_size 1MiB\n\t\tmax_item_size 2MiB\n\t}\n}", "must not be larger than max_size (1048576), at Caddyfile:4"},
@@ -201,5 +202,14 @@ func TestFractionalSizes(t *testing.T) {
 		if !strings.Contains(out, `"max_size": `+want) {
 			t.Errorf("max_size %s: want %s bytes in %s", in, want, out)
 		}
+	}
+}
+
+// TestNestedAffinityErrorPrefix: an affinity policy as another's fallback
+// names itself once in its errors.
+func TestNestedAffinityErrorPrefix(t *testing.T) {
+	_, err := adapt(t, ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {header.X-A} {\n\t\t\tfallback affinity {header.X-B} {\n\t\t\t\tbogus\n\t\t\t}\n\t\t}\n\t}\n}")
+	if err == nil || strings.Count(err.Error(), "lb_policy affinity:") != 1 || !strings.Contains(err.Error(), "unrecognized option 'bogus'") {
+		t.Errorf("error %v, want one lb_policy affinity: prefix and the option", err)
 	}
 }

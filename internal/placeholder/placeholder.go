@@ -86,8 +86,10 @@ func scan(s string, placeholder func(name string)) error {
 // ones); one whose last part is empty ({http.request.header.}, what
 // `{header.{$VAR}}` becomes with VAR unset; see namedFamilies), which
 // Caddy knows and answers with nothing; {http.request.header.Host}, which
-// is always empty; any of the response's (http.response.*), read before
-// there is a response; or one under http.request. that
+// is always empty; the response's status, size and timings
+// (http.response.*, but for the header fields handlers before may have
+// set; http.intercept.*), read before there is a response; or one under
+// http.request. that
 // Caddy does not know, a typo that would be the same (unknown) for every
 // request. Placeholders that other handlers set (vars, regexp captures,
 // map outputs, other modules') can only be checked per request.
@@ -112,7 +114,9 @@ func CheckKey(template string) error {
 		if strings.EqualFold(name, "http.request.header.Host") {
 			return fmt.Errorf("%q names {%s}, which is empty for every request (Go moves Host out of the request's header fields); use {http.request.host} or {http.request.hostport}", template, name)
 		}
-		if strings.HasPrefix(name, "http.response.") {
+		if strings.HasPrefix(name, "http.response.") && !strings.HasPrefix(name, "http.response.header.") ||
+			strings.HasPrefix(name, "http.intercept.") {
+			// (Response header fields are those handlers before set.)
 			return fmt.Errorf("%q names {%s}, a placeholder of the response, which does not exist yet when the key is read", template, name)
 		}
 		if namedFamilies[name] {
@@ -170,22 +174,38 @@ func known(repl *caddy.Replacer, name string) (ok bool) {
 	return ok
 }
 
-// Foreign returns the names in template, which must be well formed, that
-// are neither under http. nor Caddy's global placeholders: a misspelt
-// shorthand ({remote_ip}, {headers.X-User}), unless a plugin provides the
-// name (geolocation modules do), is unknown for every request. It is not
-// an error, as a plugin's name cannot be told from a typo, but worth a
-// warning when the config loads.
-func Foreign(template string) []string {
+// Misspelt returns the names in template, which must be well formed, that
+// look like a misspelt Caddyfile shorthand for a part of the request
+// ({remote_ip}, {headers.X-User}, {query_user}): neither under http. nor
+// Caddy's global placeholders, and named like a part of the request.
+// Other such names are those map and plugins set ({tenant},
+// {geoip2.country_code}); these are not errors either, as a handler may
+// set any name, but worth a warning when the config loads.
+func Misspelt(template string) []string {
 	global := caddy.NewReplacer()
 	var out []string
 	for _, name := range Names(template) {
-		if strings.HasPrefix(name, "http.") {
+		if strings.HasPrefix(name, "http.") || strings.HasPrefix(name, "file.") {
 			continue
 		}
-		if _, ok := global.Get(name); !ok && !strings.HasPrefix(name, "file.") {
+		if _, ok := global.Get(name); ok {
+			continue
+		}
+		first, _, _ := strings.Cut(name, ".")
+		first, _, _ = strings.Cut(strings.ToLower(first), "_")
+		if requestParts[first] {
 			out = append(out, name)
 		}
 	}
 	return out
+}
+
+// requestParts are words a name for a part of the request begins with
+// (up to a dot or an underscore): Caddy's shorthands and their likely
+// misspellings.
+var requestParts = map[string]bool{
+	"header": true, "headers": true, "cookie": true, "cookies": true, "query": true, "queries": true,
+	"querys": true, "remote": true, "client": true, "clientip": true, "ip": true, "host": true,
+	"hostname": true, "hostport": true, "uri": true, "url": true, "path": true, "method": true,
+	"scheme": true, "request": true, "req": true, "label": true, "labels": true, "tls": true,
 }

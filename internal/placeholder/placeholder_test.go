@@ -113,7 +113,8 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.request.header.X-Foo.}"}, // a field name may end with a dot
 		{in: "{http.request.header.Host}", err: "use {http.request.host}"},
 		{in: "{http.request.header.host}{http.request.uri}", err: "empty for every request"},
-		{in: "{http.response.header.X-Id}", err: "a placeholder of the response"},
+		{in: "{http.response.header.X-Shard}"}, // set by a handler before
+		{in: "{http.intercept.status}{http.request.uri}", err: "a placeholder of the response"},
 		{in: "{http.response.status}{http.request.uri}", err: "a placeholder of the response"},
 		{in: "{http.request.uri.query.a.}"},
 	} {
@@ -127,19 +128,22 @@ func TestCheckKey(t *testing.T) {
 	}
 }
 
-func TestForeign(t *testing.T) {
+func TestMisspelt(t *testing.T) {
 	for in, want := range map[string][]string{
 		"{http.request.uri}":                      nil,
 		"{http.vars.client_ip}":                   nil,
 		"{env.HOME}{http.request.uri}":            nil,
 		"{system.hostname}{http.request.uri}":     nil,
 		"{file./no/such/file}{http.request.uri}":  nil,
+		"{tenant}":                                nil, // a map's output
+		"{geoip2.country_code}{http.request.uri}": nil, // a plugin's
 		"{remote_ip}":                             {"remote_ip"},
 		"{headers.X-User}-{http.request.uri}":     {"headers.X-User"},
-		"{geoip2.country_code}{http.request.uri}": {"geoip2.country_code"},
+		"{Query_user}":                            {"Query_user"},
+		"{client_ip.v4}":                          {"client_ip.v4"},
 	} {
-		if got := Foreign(in); !slices.Equal(got, want) {
-			t.Errorf("Foreign(%q) = %q, want %q", in, got, want)
+		if got := Misspelt(in); !slices.Equal(got, want) {
+			t.Errorf("Misspelt(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
