@@ -22,20 +22,7 @@ func TestCacheHTTP2RequestsOfUnknownLength(t *testing.T) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		fmt.Fprintf(w, "body=%s", body)
 	})
-	frontPort := freePort(t)
-	startCaddy(t, globalsWith("\tservers {\n\t\tprotocols h1 h2c\n\t}\n")+fmt.Sprintf(`
-http://127.0.0.1:%d {
-	response_cache {
-		cache_name itest
-		max_size 1MiB
-	}
-	reverse_proxy %s
-}
-`, frontPort, origin.addr))
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
-	defer tr.CloseIdleConnections()
-	h2c := &http.Client{Transport: tr}
+	frontPort, h2c := h2cCacheFront(t, origin, "max_size 1MiB")
 	get := func(path, content string) (status, body string) {
 		t.Helper()
 		req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", frontPort, path), nil)
@@ -88,22 +75,11 @@ func TestCacheConditionalMissOfALargeBody(t *testing.T) {
 		}
 		io.WriteString(w, body)
 	})
-	frontPort := freePort(t)
-	startCaddy(t, globalsWith("\tservers {\n\t\tprotocols h1 h2c\n\t}\n")+fmt.Sprintf(`
-http://127.0.0.1:%d {
-	response_cache {
-		cache_name itest
-		max_item_size 64KiB
-	}
-	reverse_proxy %s
-}
-`, frontPort, origin.addr))
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
+	frontPort, h2c := h2cCacheFront(t, origin, "max_item_size 64KiB")
 	for _, c := range []struct {
 		name   string
 		client *http.Client
-	}{{"h2c", &http.Client{Transport: tr}}, {"HTTP/1.1", newClient()}} {
+	}{{"h2c", h2c}, {"HTTP/1.1", newClient()}} {
 		req, err := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/%s", frontPort, c.name), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -125,4 +101,25 @@ http://127.0.0.1:%d {
 			}
 		}
 	}
+}
+
+// h2cCacheFront starts a Caddy serving HTTP/1.1 and h2c, with
+// response_cache (cache_name itest, then options) in front of origin, and
+// returns its port and a client speaking h2c with prior knowledge.
+func h2cCacheFront(t *testing.T, origin *backend, options string) (port int, h2c *http.Client) {
+	t.Helper()
+	port = freePort(t)
+	startCaddy(t, globalsWith("\tservers {\n\t\tprotocols h1 h2c\n\t}\n")+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		cache_name itest
+		%s
+	}
+	reverse_proxy %s
+}
+`, port, options, origin.addr))
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	return port, &http.Client{Transport: tr}
 }
