@@ -413,7 +413,7 @@ func (s *store) dropIfStored(e *entry) bool {
 	mu := &s.swaps[e.hash%swapStripes]
 	mu.Lock()
 	defer mu.Unlock()
-	if !s.holds(e) {
+	if !s.holds(e) && !s.mayHold(e) {
 		return false
 	}
 	if testHookChecked != nil {
@@ -421,6 +421,15 @@ func (s *store) dropIfStored(e *entry) bool {
 	}
 	s.dropKey(e.key)
 	return true
+}
+
+// mayHold reports whether e may still be in ristretto's buffer though its
+// queued slot went to another hash's offer: nothing is in ristretto's map
+// under its hash and some offer is pending. A drop then goes ahead, as a
+// drop of a newer offer costs a miss and keeping a disowned one serves it.
+func (s *store) mayHold(e *entry) bool {
+	_, inMap := s.lookup(e.hash)
+	return !inMap && e.counted.Load() == countNew && s.pending.Load() > 0
 }
 
 func (s *store) replaceIfStored(old, e *entry) bool {

@@ -913,6 +913,36 @@ func TestStoreLaterOfferWins(t *testing.T) {
 	}
 }
 
+// collidingKey returns a key whose hash takes the queued slot of hash h.
+func collidingKey(h uint64) string {
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("http://z/%d?", i)
+		if kh := keyHash([]byte(k)); kh%queuedSlots == h%queuedSlots && kh != h {
+			return k
+		}
+	}
+}
+
+// TestDropIfStoredFindsAQueuedOfferWithoutItsSlot: an entry still in
+// ristretto's buffer whose queued slot another hash's offer took is
+// dropped all the same (a 304 disowned it).
+func TestDropIfStoredFindsAQueuedOfferWithoutItsSlot(t *testing.T) {
+	const key = "http://a/x?"
+	old := testEntry(key, 10)
+	release := holdTake(t, anyOffer)
+	s := newTestStore(t, 1<<20)
+	defer release()
+	s.set(testEntry("http://a/other?", 10)) // taken first, and held there
+	s.set(old)
+	s.set(testEntry(collidingKey(old.hash), 10))
+	dropped := s.dropIfStored(old)
+	release()
+	s.wait()
+	if got := s.get(old.hash, []byte(key)); got != nil || !dropped {
+		t.Errorf("dropIfStored = %v; stored after it: %v", dropped, got != nil)
+	}
+}
+
 // TestStoreCheckThenActSparesANewerOffer: an entry another request
 // offers while dropIfStored or replaceIfStored acts on an older one under
 // its key (between the check that the older one is stored and the Del or
