@@ -370,3 +370,93 @@ func TestRevalidationAnswersTheClientsConditional(t *testing.T) {
 		t.Errorf("stored after the revalidation: %q", w.Body.String())
 	}
 }
+
+// TestConditionalMissAfterAskAgain: a revalidation whose 304 does not
+// select the stored response sends the client's request again (askAgain);
+// its 200 satisfies the client's own conditional and is not stored
+// (Set-Cookie): the client gets a clean 304, not reverse_proxy's abort.
+// (The origin honours only If-Modified-Since, with a content-hash ETag.)
+func TestConditionalMissAfterAskAgain(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	lm := c.Now().Add(-time.Hour).Format(http.TimeFormat)
+	etag, cookie := `"v1"`, false
+	chunk := []byte(strings.Repeat("x", 1024))
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Etag", etag)
+		w.Header().Set("Last-Modified", lm)
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Cache-Control", "max-age=10")
+		if r.Header.Get("If-Modified-Since") != "" {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		if cookie {
+			w.Header().Set("Set-Cookie", "s=1")
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(4*len(chunk)))
+		w.WriteHeader(http.StatusOK)
+		for range 4 {
+			if _, err := w.Write(chunk); err != nil {
+				panic(http.ErrAbortHandler) // as reverse_proxy does
+			}
+		}
+		return nil
+	}}
+	const url = "http://example.com/a"
+	get(t, h, o, url)
+	c.Advance(20 * time.Second)
+	etag, cookie = `"v2"`, true
+	w := newWriter()
+	func() {
+		defer func() {
+			if v := recover(); v != nil {
+				t.Fatalf("panic %v reached the server after the client got %v", v, w.codes)
+			}
+		}()
+		if err := h.ServeHTTP(w, newRequest(http.MethodGet, url, "If-None-Match", `"v2"`), o); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	if !slices.Equal(w.codes, []int{http.StatusNotModified}) {
+		t.Errorf("client got %v, want a 304", w.codes)
+	}
+}
+
+// TestConditionalMissAsIsCleared: a purge, like a stored response, clears
+// the key's mark that its conditional misses go as they came.
+func TestConditionalMissAsIsCleared(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const url = "http://example.com/p"
+	get(t, h, validatorOrigin(c, "Cache-Control", "no-store"), url, "If-None-Match", `"v1"`) // not stored: marked
+	h.store.purgeKey(keyOf(t, h, newRequest(http.MethodGet, url)))
+	o := validatorOrigin(c)
+	get(t, h, o, url, "If-None-Match", `"v1"`)
+	if inm := o.last().Header.Get("If-None-Match"); inm != "" {
+		t.Errorf("after the purge the conditional miss went out with If-None-Match %q", inm)
+	}
+	wantStatus(t, get(t, h, o, url, "If-None-Match", `"v1"`), []string{"hit"})
+}
+
+// TestConditionalMissOwnPreset: a request with a cookie whose handlers
+// before the cache mark it private (header @loggedin Cache-Control
+// private) is not stored, but tells nothing of the URL's other requests:
+// the next anonymous conditional miss is fetched whole and stored.
+func TestConditionalMissOwnPreset(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := validatorOrigin(c)
+	const url = "http://example.com/q"
+	w := newWriter()
+	w.Header().Set("Cache-Control", "private")
+	if err := h.ServeHTTP(w, newRequest(http.MethodGet, url, "If-None-Match", `"v1"`, "Cookie", "session=1"), o); err != nil {
+		t.Fatal(err)
+	}
+	h.store.wait()
+	get(t, h, o, url, "If-None-Match", `"v1"`)
+	if inm := o.last().Header.Get("If-None-Match"); inm != "" {
+		t.Errorf("the anonymous conditional miss went out with If-None-Match %q", inm)
+	}
+	wantStatus(t, get(t, h, o, url, "If-None-Match", `"v1"`), []string{"hit"})
+}

@@ -56,6 +56,10 @@ type exchange struct {
 	condDropped bool
 	// fetchedWhole: condDropped on a miss (see fetchWhole).
 	fetchedWhole bool
+	// ownPreset: the response is not storable only for the caching
+	// fields handlers before the cache set for this request, which
+	// carries a cookie: it hints nothing for the key (see onHeader).
+	ownPreset bool
 	// wholePart: the client's Range went out as it came, and an answer
 	// with the whole body may be stored; wholeAs200: it came as a 206 of
 	// all of the body, stored as the 200 it amounts to.
@@ -231,7 +235,7 @@ func (h *Handler) serveNext(next caddyhttp.Handler, rec *recorder, out *http.Req
 // go as they came, rather than make the origin send a body again for a
 // 304 the origin could have sent itself.
 func (x *exchange) notFetchedWhole() {
-	if x.fetchedWhole {
+	if x.fetchedWhole && !x.ownPreset {
 		x.h.asIs.set(x.flightHash(), x.h.hintGen, x.h.now())
 	}
 }
@@ -309,6 +313,16 @@ func fetchWhole(r *http.Request) bool {
 		len(r.Header["Authorization"]) == 0
 }
 
+// storableAsSent reports whether the response x got, with fields hdr as
+// the origin sent them (without the request's preset fields), would be
+// storable.
+func (h *Handler) storableAsSent(x *exchange, status int, hdr http.Header) bool {
+	sent := withoutProxyCookie(x.r, hdr)
+	rc := ParseResponseControl(sent, h.targeted)
+	_, has := LifetimeAt(status, sent, rc, time.Duration(h.DefaultTTL), x.rec.responseTime)
+	return Storable(x.r, status, sent, rc, has, false) == ""
+}
+
 // notModifiedBy reports whether a 200 with fields hdr satisfies r's
 // If-None-Match or If-Modified-Since, which did not go to the origin: the
 // client then gets a 304 (RFC 9110 §13.2.2). If-Modified-Since only
@@ -371,7 +385,7 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	if vars != nil {
 		ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
 	}
-	err := next.ServeHTTP(rec, out.WithContext(ctx))
+	err := h.serveNext(next, rec, out.WithContext(ctx))
 	rec.finishTrailers()
 	return err
 }
@@ -737,7 +751,12 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if reason == "" && len(rec.header["Trailer"]) > 0 {
 			reason = "trailers"
 		}
-		uncacheable := x.tellsUncacheable(reason, status, hdr, rc)
+		// A request whose handlers before the cache made the answer not
+		// storable for it alone (header @loggedin Cache-Control private,
+		// matching its cookie) tells nothing of the key's other requests.
+		x.ownPreset = reason != "" && x.preset != nil && len(x.r.Header["Cookie"]) > 0 &&
+			h.storableAsSent(x, status, rec.header)
+		uncacheable := !x.ownPreset && x.tellsUncacheable(reason, status, hdr, rc)
 		if uncacheable {
 			h.noLongerStored(x, rec.responseTime)
 		}

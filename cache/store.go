@@ -468,8 +468,10 @@ func (s *store) setLocked(e *entry) bool {
 	// buffer was full or the slot was evicted first).
 	e.id = serials.Add(1)
 	s.hints.clear(e.hash)
+	s.asIs.clear(e.hash)
 	if e.parent != 0 {
 		s.hints.clear(e.parent)
+		s.asIs.clear(e.parent)
 	}
 	s.mu.Lock()
 	prev, hadPrev := s.byHash[e.hash]
@@ -718,6 +720,7 @@ func (s *store) purgeKey(key string) int {
 func (s *store) dropKey(key string) int {
 	h := xxhash.Sum64String(key)
 	s.hints.clear(h)
+	s.asIs.clear(h)
 	s.unqueue(h)
 	s.mu.Lock()
 	hashes := s.collectLocked(h, nil)
@@ -748,6 +751,7 @@ func (s *store) dropKey(key string) int {
 // the sets still buffered are applied (an admin operation may wait).
 func (s *store) purgePrefix(prefix string) int {
 	s.hints.clearAll()
+	s.asIs.clearAll()
 	var hashes []uint64
 	s.life.RLock()
 	if !s.closed {
@@ -774,6 +778,7 @@ func (s *store) purgePrefix(prefix string) int {
 
 func (s *store) purgeTag(tag string) int {
 	s.hints.clearAll()
+	s.asIs.clearAll()
 	s.mu.Lock()
 	var hashes []uint64
 	for h := range s.tags[tag] {
