@@ -133,6 +133,12 @@ type store struct {
 	tagged   map[uint64]*entry              // the indexed entries with tags
 	children map[uint64]map[uint64]struct{} // URL key hash → variant hashes
 	tags     map[string]map[uint64]struct{} // tag → entry hashes
+	// newest is, by hash, the id of the latest offer still in ristretto's
+	// buffer (until its Cost is taken, or it is dropped): the Cost
+	// function refuses an older new offer under the hash, which
+	// ristretto would otherwise admit and then refuse the newer one as
+	// an update of it, keeping the older response and the newer's cost.
+	newest map[uint64]uint64
 
 	// pending is the cost of the entries offered to ristretto and not yet
 	// taken off its set buffer (ristretto calls the Cost function as it
@@ -232,6 +238,7 @@ func newStore(name string, maxCost int64) (*store, error) {
 		tagged:   make(map[uint64]*entry),
 		children: make(map[uint64]map[uint64]struct{}),
 		tags:     make(map[string]map[uint64]struct{}),
+		newest:   make(map[uint64]uint64),
 		// About an eighth of max_size at most waits in ristretto's buffer
 		// (one offer more when at most pendingSlack waited before it).
 		pendingLimit: max(maxCost/8, 64<<10),
@@ -262,6 +269,9 @@ func newStore(name string, maxCost int64) (*store, error) {
 				// ristretto put in place while its buffer was full, or
 				// one evicted before its update was taken.
 				s.pending.Add(-e.cost)
+				s.mu.Lock()
+				s.untrackLocked(e)
+				s.mu.Unlock()
 			}
 			e.exit()
 		},
@@ -284,7 +294,11 @@ func newStore(name string, maxCost int64) (*store, error) {
 				// of an update as the entry's cost in its policy, so a
 				// refusal would count max_size more than is held and
 				// evict or refuse other entries until the next update.
-				if q := s.queued[e.hash%queuedSlots].Load(); q != nil && q != e && q.hash == e.hash && q.id > e.id {
+				s.mu.Lock()
+				newest, queued := s.newest[e.hash]
+				s.untrackLocked(e)
+				s.mu.Unlock()
+				if queued && newest > e.id {
 					if _, replacing := s.lookup(e.hash); !replacing {
 						return s.maxCost + 1
 					}
@@ -477,6 +491,7 @@ func (s *store) setLocked(e *entry) bool {
 	prev, hadPrev := s.byHash[e.hash]
 	prevEntry := s.tagged[e.hash]
 	e.displaced = s.addLocked(e)
+	s.newest[e.hash] = e.id
 	s.mu.Unlock()
 	if testHookIndexed != nil {
 		testHookIndexed(e)
@@ -508,6 +523,7 @@ func (s *store) setLocked(e *entry) bool {
 	if (s.removeLocked(e) || !other) && hadPrev {
 		s.indexLocked(e.hash, prev, prevEntry)
 	}
+	s.untrackLocked(e)
 	s.mu.Unlock()
 	s.drops.Add(1)
 	e.exit() // ristretto calls OnExit only for what it accepted
@@ -623,6 +639,14 @@ func (s *store) unindexLocked(h uint64, x indexed) {
 				delete(s.tags, t)
 			}
 		}
+	}
+}
+
+// untrackLocked forgets e as the latest offer under its hash (see
+// newest), if it is.
+func (s *store) untrackLocked(e *entry) {
+	if id, ok := s.newest[e.hash]; ok && id == e.id {
+		delete(s.newest, e.hash)
 	}
 }
 

@@ -1047,3 +1047,27 @@ func TestStoreConcurrentReplacementsEvictNothing(t *testing.T) {
 		t.Errorf("store of %d bytes (max %d): %d evictions, %d of 50 older entries gone; ristretto counted more than max_size %d times", st.Bytes, st.MaxBytes, st.Evictions, missing, over.Load())
 	}
 }
+
+// TestStoreNewerOfferWinsWithoutItsSlot: of two new offers for one key
+// both in ristretto's buffer, the newer is stored, also when a third
+// key's offer took their queued slot between them; and ristretto counts
+// what is held (an older, larger offer admitted, the newer's cost taken
+// for it, let the store pass max_size).
+func TestStoreNewerOfferWinsWithoutItsSlot(t *testing.T) {
+	const key = "http://a/x?"
+	older, newer := testEntry(key, 400<<10), testEntry(key, 10)
+	release := holdTake(t, anyOffer)
+	s := newTestStore(t, 8<<20)
+	defer release()
+	s.set(older)
+	s.set(newer)
+	s.set(testEntry(collidingKey(older.hash), 10))
+	release()
+	s.wait()
+	if got := s.get(older.hash, []byte(key)); got != newer {
+		t.Fatalf("stored the older offer (%v), want the newer", got == older)
+	}
+	if policy, held := s.maxCost-s.rc().RemainingCost(), s.heldCost.Load(); policy != held {
+		t.Errorf("ristretto counts %d bytes, the store holds %d", policy, held)
+	}
+}
