@@ -460,3 +460,24 @@ func TestConditionalMissOwnPreset(t *testing.T) {
 	}
 	wantStatus(t, get(t, h, o, url, "If-None-Match", `"v1"`), []string{"hit"})
 }
+
+// TestConditionalMissOwnPresetVaryStar: a response that is not storable
+// for anyone (Vary: *) marks its URL whatever caching fields the request's
+// handlers set: its next conditional miss goes as it came.
+func TestConditionalMissOwnPresetVaryStar(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := validatorOrigin(c, "Vary", "*")
+	const url = "http://example.com/v"
+	for range 2 {
+		w := newWriter()
+		w.Header().Set("Cache-Control", "max-age=60")
+		if err := h.ServeHTTP(w, newRequest(http.MethodGet, url, "If-None-Match", `"v1"`, "Cookie", "a=1"), o); err != nil {
+			t.Fatal(err)
+		}
+		h.store.wait()
+	}
+	if inm := o.last().Header.Get("If-None-Match"); inm != `"v1"` {
+		t.Errorf("the second conditional miss went out with If-None-Match %q, want the client's", inm)
+	}
+}

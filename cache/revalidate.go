@@ -317,6 +317,9 @@ func fetchWhole(r *http.Request) bool {
 // the origin sent them (without the request's preset fields), would be
 // storable.
 func (h *Handler) storableAsSent(x *exchange, status int, hdr http.Header) bool {
+	if _, star := ParseVary(hdr); star || len(hdr["Trailer"]) > 0 {
+		return false // not storable for anyone, whatever the preset said (see onHeader)
+	}
 	sent := withoutProxyCookie(x.r, hdr)
 	rc := ParseResponseControl(sent, h.targeted)
 	_, has := LifetimeAt(status, sent, rc, time.Duration(h.DefaultTTL), x.rec.responseTime)

@@ -437,13 +437,16 @@ func (s *store) dropIfStored(e *entry) bool {
 	return true
 }
 
-// mayHold reports whether e may still be in ristretto's buffer though its
-// queued slot went to another hash's offer: nothing is in ristretto's map
-// under its hash and some offer is pending. A drop then goes ahead, as a
-// drop of a newer offer costs a miss and keeping a disowned one serves it.
+// mayHold reports whether e may still be on its way into ristretto's map
+// though its queued slot went to another hash's offer: nothing is in the
+// map under its hash, and e is in the buffer (some offer is pending) or
+// taken off it and not yet put in the map (held, not yet exited). A drop
+// then goes ahead, as a drop of a newer offer costs a miss and keeping a
+// disowned one serves it.
 func (s *store) mayHold(e *entry) bool {
 	_, inMap := s.lookup(e.hash)
-	return !inMap && e.counted.Load() == countNew && s.pending.Load() > 0
+	c := e.counted.Load()
+	return !inMap && (c == countNew && s.pending.Load() > 0 || c == countHeld)
 }
 
 func (s *store) replaceIfStored(old, e *entry) bool {

@@ -1071,3 +1071,40 @@ func TestStoreNewerOfferWinsWithoutItsSlot(t *testing.T) {
 		t.Errorf("ristretto counts %d bytes, the store holds %d", policy, held)
 	}
 }
+
+// TestDropIfStoredFindsAnOfferBeingTaken: an entry ristretto has taken off
+// its buffer and not yet put in its map, whose queued slot another hash's
+// offer took, is dropped all the same.
+func TestDropIfStoredFindsAnOfferBeingTaken(t *testing.T) {
+	const key = "http://a/x?"
+	old := testEntry(key, 10)
+	atOld, locked := make(chan struct{}), make(chan struct{})
+	testHookTaken = func(e *entry) {
+		if e == old {
+			close(atOld)
+			<-locked
+		}
+	}
+	t.Cleanup(func() { testHookTaken = nil })
+	s := newTestStore(t, 1<<20)
+	s.set(old)
+	s.set(testEntry(collidingKey(old.hash), 10)) // takes old's queued slot
+	<-atOld
+	s.mu.Lock() // Cost(old) marks it held, then waits for the lock
+	close(locked)
+	until(t, "old to be held", func() bool { return old.counted.Load() == countHeld })
+	res := make(chan bool, 1)
+	go func() { res <- s.dropIfStored(old) }()
+	var dropped bool
+	select {
+	case dropped = <-res: // decided without the lock
+		s.mu.Unlock()
+	case <-time.After(200 * time.Millisecond): // waits for the lock: let Cost go on
+		s.mu.Unlock()
+		dropped = <-res
+	}
+	s.wait()
+	if got := s.get(old.hash, []byte(key)); got != nil || !dropped {
+		t.Errorf("dropIfStored = %v; stored after it: %v", dropped, got != nil)
+	}
+}
