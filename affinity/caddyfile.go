@@ -43,12 +43,11 @@ import (
 // Errors begin with "lb_policy affinity:", so that they are not taken for
 // reverse_proxy's own.
 func (s *AffinitySelection) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	if err := s.unmarshalCaddyfile(d); err != nil && !strings.HasPrefix(err.Error(), errPrefix) {
-		return fmt.Errorf("%s%w", errPrefix, err) // not again for an affinity fallback's
-	} else if err != nil {
-		return err
+	err := s.unmarshalCaddyfile(d)
+	if err != nil && !strings.HasPrefix(err.Error(), errPrefix) { // not again for an affinity fallback's
+		err = fmt.Errorf("%s%w", errPrefix, err)
 	}
-	return nil
+	return err
 }
 
 const errPrefix = "lb_policy affinity: "

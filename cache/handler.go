@@ -663,15 +663,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, st Status, now time.Time) {
 	hdr := w.Header()
 	// The caching fields handlers before the cache set for this request
-	// go first, as on a miss (withPreset); the stored response has those
-	// its filling request had.
-	var preset [3][]string // presetNames has at most three
-	anyPreset := false
-	for i, f := range h.presetNames {
-		if v := hdr[f]; len(v) > 0 {
-			preset[i], anyPreset = v, true
-		}
-	}
+	// go first, as on a miss (prependPreset); the stored response keeps
+	// those of its filling request apart (entry.preset).
+	preset, anyPreset := h.presetValues(hdr)
 	vals, prevStatus := e.header.addTo(hdr, 2)
 	if anyPreset {
 		for i, f := range h.presetNames {

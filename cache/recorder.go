@@ -42,7 +42,7 @@ type recorder struct {
 	contentRange string
 	// preset are the caching fields handlers before the cache set on the
 	// client's response: they stay in front of the origin's lines (see
-	// withPreset).
+	// prependPreset).
 	preset http.Header
 	// notModified makes the client's response a 304 without the body,
 	// which is still recorded for storage: the client's own conditional

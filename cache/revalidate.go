@@ -258,16 +258,29 @@ func missRequest(r *http.Request) *http.Request {
 // by both. Deferred header operations apply after the cache and are not
 // seen here.
 func (h *Handler) presetFields(dst http.Header) http.Header {
-	var out http.Header
-	for _, f := range h.presetNames {
-		if v := dst[f]; len(v) > 0 {
-			if out == nil {
-				out = make(http.Header, len(h.presetNames))
-			}
-			out[f] = slices.Clone(v)
+	vals, found := h.presetValues(dst)
+	if !found {
+		return nil
+	}
+	out := make(http.Header, len(h.presetNames))
+	for i, f := range h.presetNames {
+		if vals[i] != nil {
+			out[f] = slices.Clone(vals[i]) // kept past handlers that may edit dst's in place
 		}
 	}
 	return out
+}
+
+// presetValues returns the values of presetNames (at most three) in dst,
+// in that order, and whether there are any, without allocating (for the
+// hit path).
+func (h *Handler) presetValues(dst http.Header) (vals [3][]string, found bool) {
+	for i, f := range h.presetNames {
+		if v := dst[f]; len(v) > 0 {
+			vals[i], found = v, true
+		}
+	}
+	return vals, found
 }
 
 // withPresetCopy returns hdr with the values of preset in front of its
@@ -313,17 +326,27 @@ func fetchWhole(r *http.Request) bool {
 		len(r.Header["Authorization"]) == 0
 }
 
-// storableAsSent reports whether the response x got, with fields hdr as
-// the origin sent them (without the request's preset fields), would be
-// storable.
-func (h *Handler) storableAsSent(x *exchange, status int, hdr http.Header) bool {
-	if _, star := ParseVary(hdr); star || len(hdr["Trailer"]) > 0 {
-		return false // not storable for anyone, whatever the preset said (see onHeader)
+// whyNotStored judges the response x got, of status, with fields hdr:
+// the reason it may not be stored ("" if it may), its directives, its
+// lifetime and its Vary fields.
+func (h *Handler) whyNotStored(x *exchange, status int, hdr http.Header) (reason string, rc ResponseControl, lifetime time.Duration, fields []string) {
+	rc = ParseResponseControl(hdr, h.targeted)
+	lifetime, has := LifetimeAt(status, hdr, rc, time.Duration(h.DefaultTTL), x.rec.responseTime)
+	if reason = Storable(x.r, status, hdr, rc, has, false); reason != "" {
+		return reason, rc, lifetime, nil
 	}
-	sent := withoutProxyCookie(x.r, hdr)
-	rc := ParseResponseControl(sent, h.targeted)
-	_, has := LifetimeAt(status, sent, rc, time.Duration(h.DefaultTTL), x.rec.responseTime)
-	return Storable(x.r, status, sent, rc, has, false) == ""
+	fields, star := ParseVary(hdr)
+	switch {
+	case star:
+		reason = "Vary: *"
+	case x.wholeAs200 && x.record != nil && !equalFields(fields, x.record.vary):
+		// encode leaves a 206 as it is, without the Vary it puts on a
+		// 200: stored, it would replace the URL's variants.
+		reason = "vary"
+	case len(hdr["Trailer"]) > 0:
+		reason = "trailers"
+	}
+	return reason, rc, lifetime, fields
 }
 
 // notModifiedBy reports whether a 200 with fields hdr satisfies r's
@@ -735,30 +758,16 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 	}
 	var detail string
 	if x.store {
-		hdr := withPresetCopy(withoutProxyCookie(x.r, rec.header), x.preset)
-		rc := ParseResponseControl(hdr, h.targeted)
-		lifetime, has := LifetimeAt(status, hdr, rc, time.Duration(h.DefaultTTL), rec.responseTime)
-		reason := Storable(x.r, status, hdr, rc, has, false)
-		var fields []string
-		if reason == "" {
-			var star bool
-			if fields, star = ParseVary(rec.header); star {
-				reason = "Vary: *"
-			}
-		}
-		if reason == "" && x.wholeAs200 && x.record != nil && !equalFields(fields, x.record.vary) {
-			// encode leaves a 206 as it is, without the Vary it puts on
-			// a 200: stored, it would replace the URL's variants.
-			reason = "vary"
-		}
-		if reason == "" && len(rec.header["Trailer"]) > 0 {
-			reason = "trailers"
-		}
+		origin := withoutProxyCookie(x.r, rec.header)
+		hdr := withPresetCopy(origin, x.preset)
+		reason, rc, lifetime, fields := h.whyNotStored(x, status, hdr)
 		// A request whose handlers before the cache made the answer not
 		// storable for it alone (header @loggedin Cache-Control private,
 		// matching its cookie) tells nothing of the key's other requests.
-		x.ownPreset = reason != "" && x.preset != nil && len(x.r.Header["Cookie"]) > 0 &&
-			h.storableAsSent(x, status, rec.header)
+		if reason != "" && x.preset != nil && len(x.r.Header["Cookie"]) > 0 {
+			asSent, _, _, _ := h.whyNotStored(x, status, origin)
+			x.ownPreset = asSent == ""
+		}
 		uncacheable := !x.ownPreset && x.tellsUncacheable(reason, status, hdr, rc)
 		if uncacheable {
 			h.noLongerStored(x, rec.responseTime)

@@ -411,23 +411,38 @@ func (s *store) lookup(hash uint64) (e *entry, ok bool) {
 }
 
 func (s *store) set(e *entry) bool {
-	mu := &s.swaps[e.hash%swapStripes]
+	mu := s.stripe(e.hash)
 	mu.Lock()
 	defer mu.Unlock()
 	return s.setLocked(e)
 }
 
-// holds reports whether e itself is under its hash, in ristretto's map or
-// as the latest offer not yet in it.
+// stripe is the lock of swaps that hash is under.
+func (s *store) stripe(hash uint64) *sync.Mutex { return &s.swaps[hash%swapStripes] }
+
+// holds reports whether e itself is what the store has under its hash: in
+// ristretto's map, or on its way there, as the latest offer still in the
+// buffer (newest) or taken off it and not yet in the map (held, not yet
+// exited). Called under the hash's stripe, so no offer for it comes
+// between.
 func (s *store) holds(e *entry) bool {
-	return s.has(e) || s.queuedEntry(e.hash) == e
+	if cur, inMap := s.lookup(e.hash); inMap {
+		return cur == e
+	}
+	if e.counted.Load() == countHeld {
+		return true
+	}
+	s.mu.Lock()
+	id, queued := s.newest[e.hash]
+	s.mu.Unlock()
+	return queued && id == e.id
 }
 
 func (s *store) dropIfStored(e *entry) bool {
-	mu := &s.swaps[e.hash%swapStripes]
+	mu := s.stripe(e.hash)
 	mu.Lock()
 	defer mu.Unlock()
-	if !s.holds(e) && !s.mayHold(e) {
+	if !s.holds(e) {
 		return false
 	}
 	if testHookChecked != nil {
@@ -437,20 +452,8 @@ func (s *store) dropIfStored(e *entry) bool {
 	return true
 }
 
-// mayHold reports whether e may still be on its way into ristretto's map
-// though its queued slot went to another hash's offer: nothing is in the
-// map under its hash, and e is in the buffer (some offer is pending) or
-// taken off it and not yet put in the map (held, not yet exited). A drop
-// then goes ahead, as a drop of a newer offer costs a miss and keeping a
-// disowned one serves it.
-func (s *store) mayHold(e *entry) bool {
-	_, inMap := s.lookup(e.hash)
-	c := e.counted.Load()
-	return !inMap && (c == countNew && s.pending.Load() > 0 || c == countHeld)
-}
-
 func (s *store) replaceIfStored(old, e *entry) bool {
-	mu := &s.swaps[old.hash%swapStripes]
+	mu := s.stripe(old.hash)
 	mu.Lock()
 	defer mu.Unlock()
 	if e.hash != old.hash || !s.holds(old) {
@@ -484,11 +487,9 @@ func (s *store) setLocked(e *entry) bool {
 	// when the update is taken off the buffer (or by OnExit, when the
 	// buffer was full or the slot was evicted first).
 	e.id = serials.Add(1)
-	s.hints.clear(e.hash)
-	s.asIs.clear(e.hash)
+	s.clearHints(e.hash)
 	if e.parent != 0 {
-		s.hints.clear(e.parent)
-		s.asIs.clear(e.parent)
+		s.clearHints(e.parent)
 	}
 	s.mu.Lock()
 	prev, hadPrev := s.byHash[e.hash]
@@ -645,6 +646,19 @@ func (s *store) unindexLocked(h uint64, x indexed) {
 	}
 }
 
+// clearHints clears both kinds of hint (hints, asIs) of the key hashing
+// to h, which an offer or a purge under it ends; clearAllHints all of
+// them.
+func (s *store) clearHints(h uint64) {
+	s.hints.clear(h)
+	s.asIs.clear(h)
+}
+
+func (s *store) clearAllHints() {
+	s.hints.clearAll()
+	s.asIs.clearAll()
+}
+
 // untrackLocked forgets e as the latest offer under its hash (see
 // newest), if it is.
 func (s *store) untrackLocked(e *entry) {
@@ -746,8 +760,7 @@ func (s *store) purgeKey(key string) int {
 // in the index.
 func (s *store) dropKey(key string) int {
 	h := xxhash.Sum64String(key)
-	s.hints.clear(h)
-	s.asIs.clear(h)
+	s.clearHints(h)
 	s.unqueue(h)
 	s.mu.Lock()
 	hashes := s.collectLocked(h, nil)
@@ -777,8 +790,7 @@ func (s *store) dropKey(key string) int {
 // purgePrefix walks ristretto's values, as the index keeps no keys, once
 // the sets still buffered are applied (an admin operation may wait).
 func (s *store) purgePrefix(prefix string) int {
-	s.hints.clearAll()
-	s.asIs.clearAll()
+	s.clearAllHints()
 	var hashes []uint64
 	s.life.RLock()
 	if !s.closed {
@@ -804,8 +816,7 @@ func (s *store) purgePrefix(prefix string) int {
 }
 
 func (s *store) purgeTag(tag string) int {
-	s.hints.clearAll()
-	s.asIs.clearAll()
+	s.clearAllHints()
 	s.mu.Lock()
 	var hashes []uint64
 	for h := range s.tags[tag] {
