@@ -1,7 +1,10 @@
 package cache
 
 import (
+	"context"
+	"errors"
 	"io"
+	"net/http"
 	"sync"
 	"sync/atomic"
 )
@@ -33,6 +36,10 @@ type body struct {
 	// inline holds the spans of a body below a chunk, so that the body
 	// is one object for the garbage collector instead of two.
 	inline [3]span
+	// fill is set while a body of declared length that coalesced misses
+	// are answered with is still arriving (see bodyFill); nil once it
+	// is complete, and for every other body.
+	fill atomic.Pointer[bodyFill]
 }
 
 // newBody returns a body of n bytes to be filled with Write, holding one
@@ -219,4 +226,110 @@ func (b *body) cost() int64 {
 		return 0
 	}
 	return spanCost(b.spans)
+}
+
+// filling returns the fill of a body still arriving; nil when the body is
+// complete.
+func (b *body) filling() *bodyFill {
+	if b == nil {
+		return nil
+	}
+	return b.fill.Load()
+}
+
+// bodyFill lets the requests that waited for a fill read its body while it
+// arrives: the leader's recorder writes the body in order and publishes
+// how much of it is there; readers write out what is there and wait for
+// more. A fill that ends short (the origin broke it off, the config was
+// unloaded) fails, and its readers abort their responses, as reverse_proxy
+// aborts one whose origin breaks off.
+type bodyFill struct {
+	filled atomic.Int64 // bytes written and readable
+	mu     sync.Mutex
+	failed bool
+	// wake is made by a reader that waits for more, and closed (then
+	// cleared) by the next advance or by fail.
+	wake chan struct{}
+}
+
+// errFillFailed ends a reader of a fill that ended short.
+var errFillFailed = errors.New("response_cache: the response being filled broke off")
+
+// advance publishes that the first n bytes are written.
+func (f *bodyFill) advance(n int) {
+	f.filled.Store(int64(n))
+	f.mu.Lock()
+	if f.wake != nil {
+		close(f.wake)
+		f.wake = nil
+	}
+	f.mu.Unlock()
+}
+
+// fail ends the fill short: its readers stop.
+func (f *bodyFill) fail() {
+	f.mu.Lock()
+	f.failed = true
+	if f.wake != nil {
+		close(f.wake)
+		f.wake = nil
+	}
+	f.mu.Unlock()
+}
+
+// broken reports whether the fill failed.
+func (f *bodyFill) broken() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failed
+}
+
+// await returns how many bytes are written once more than have are, or
+// an error when the fill fails or ctx ends first.
+func (f *bodyFill) await(ctx context.Context, have int) (int, error) {
+	for {
+		if n := int(f.filled.Load()); n > have {
+			return n, nil
+		}
+		f.mu.Lock()
+		if n := int(f.filled.Load()); n > have {
+			f.mu.Unlock()
+			return n, nil
+		}
+		if f.failed {
+			f.mu.Unlock()
+			return 0, errFillFailed
+		}
+		if f.wake == nil {
+			f.wake = make(chan struct{})
+		}
+		wake := f.wake
+		f.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// writeFilling writes bytes [start, end) of b, whose fill is f, to w as
+// they arrive, flushing w before each wait so that its client is not
+// left without what has arrived.
+func (b *body) writeFilling(ctx context.Context, w http.ResponseWriter, f *bodyFill, start, end int) error {
+	for start < end {
+		n, err := f.await(ctx, start)
+		if err != nil {
+			return err
+		}
+		n = min(n, end)
+		if err := b.writeRange(w, start, n); err != nil {
+			return err
+		}
+		start = n
+		if start < end && int(f.filled.Load()) <= start {
+			_ = http.NewResponseController(w).Flush()
+		}
+	}
+	return nil
 }

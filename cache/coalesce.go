@@ -30,6 +30,9 @@ type flight struct {
 	// under the group's lock. The wait bound counts from there.
 	answered  bool
 	answering chan struct{}
+	// published is set when the leader answers the waiters with an entry
+	// whose body is still arriving (see publish); under the group's lock.
+	published bool
 }
 
 // flightGroup coalesces requests by key. The zero value is ready to use.
@@ -48,6 +51,9 @@ func (g *flightGroup) join(key string, lead *flight) (f *flight, leader bool, an
 	if f, ok := g.m[key]; ok {
 		if f.done == nil {
 			f.done = make(chan struct{})
+			if f.published {
+				close(f.done) // answered already: wait returns at once
+			}
 		}
 		if !f.answered {
 			if f.answering == nil {
@@ -78,12 +84,17 @@ func (g *flightGroup) answered(f *flight) {
 
 // finish publishes e, fetched with the origin's status, to the waiters
 // of f and ends the flight, so that later requests look in the store
-// again. Only the first call counts.
+// again. Only the first call counts; after publish, it only ends the
+// flight.
 func (g *flightGroup) finish(key string, f *flight, e *entry, status int) {
 	f.once.Do(func() {
 		g.mu.Lock()
 		if g.m[key] == f {
 			delete(g.m, key)
+		}
+		if f.published {
+			g.mu.Unlock()
+			return
 		}
 		f.e, f.status = e, status
 		done := f.done
@@ -92,6 +103,25 @@ func (g *flightGroup) finish(key string, f *flight, e *entry, status int) {
 			close(done)
 		}
 	})
+}
+
+// publish answers the waiters of f, and the requests that join it until
+// it ends, with e, whose body is still arriving (body.fill), fetched with
+// the origin's status: they need not wait for its end. The flight stays
+// in the group until finish, so that requests that come meanwhile, which
+// would not find e in the store yet, join it rather than go to the
+// origin. It reports false, doing nothing, when the flight has ended.
+func (g *flightGroup) publish(key string, f *flight, e *entry, status int) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m[key] != f {
+		return false
+	}
+	f.e, f.status, f.published = e, status, true
+	if f.done != nil {
+		close(f.done)
+	}
+	return true
 }
 
 // joined reports whether any request joined f (a flight of g).

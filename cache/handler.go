@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -720,9 +721,19 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 		}
 	}
 	w.WriteHeader(status)
-	if r.Method != http.MethodHead {
-		_ = e.body.writeRange(w, start, end)
+	if r.Method == http.MethodHead {
+		return
 	}
+	if f := e.body.filling(); f != nil {
+		// A waiter of a fill whose body is still arriving.
+		if err := e.body.writeFilling(r.Context(), w, f, start, end); errors.Is(err, errFillFailed) {
+			// As reverse_proxy ends a response whose origin broke off:
+			// the client must not take it for whole.
+			panic(http.ErrAbortHandler)
+		}
+		return
+	}
+	_ = e.body.writeRange(w, start, end)
 }
 
 // ifRangeMatches evaluates If-Range (RFC 9110 §13.1.5) against the stored

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -57,6 +58,16 @@ type recorder struct {
 	// and moved there when it ends (see newGrowingBody).
 	arena *arena
 	body  *body
+	// fill, when set, is told of the body's progress: requests that
+	// waited for this response read it as it arrives (see bodyFill).
+	fill *bodyFill
+	// writer, once the body outlasts one Write, gets the result of the
+	// goroutine that writes this response's own client from fill, so
+	// that a client slower than the origin holds up only itself, not
+	// the fill others read (see decouple); clientCtx is that client's
+	// request context.
+	writer    chan error
+	clientCtx context.Context
 
 	overflow  bool  // the body passed limit: it was dropped
 	written   int64 // body bytes the next handler wrote
@@ -77,6 +88,10 @@ type recorderEvents interface {
 	onHeader(rec *recorder)
 	// onOverflow runs once, when buffering stops because of the limit.
 	onOverflow()
+	// onBody runs once, after the client's header is written, when the
+	// body is recorded into a body of its declared length. It may set
+	// the recorder's fill.
+	onBody(rec *recorder)
 }
 
 func newRecorder(w http.ResponseWriter, now func() time.Time) *recorder {
@@ -94,7 +109,7 @@ func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 // reset readies rec, which passed nothing to its client and holds no
 // body, for another response to the same client.
 func (rec *recorder) reset() {
-	*rec = recorder{w: rec.w, discard: rec.discard, header: make(http.Header), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit}
+	*rec = recorder{w: rec.w, discard: rec.discard, header: make(http.Header), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx}
 }
 
 // hasTrailers reports whether the next handler set trailers, announced in
@@ -177,6 +192,9 @@ func (rec *recorder) WriteHeader(status int) {
 			_ = http.NewResponseController(rec.w).Flush()
 		}
 	}
+	if rec.buffer && rec.body != nil && rec.body.limit == 0 && rec.events != nil {
+		rec.events.onBody(rec)
+	}
 }
 
 // writeInformational sends a 1xx response (103 Early Hints) with the next
@@ -212,9 +230,19 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	}
 	rec.written += int64(len(p))
 	if rec.buffer {
-		if _, err := rec.body.Write(p); err != nil {
+		_, err := rec.body.Write(p)
+		if rec.fill != nil {
+			rec.fill.advance(rec.body.w)
+			if rec.writer == nil && len(p) > 0 && rec.body.w < rec.body.n && rec.pass && !rec.notModified && rec.clientErr == nil {
+				rec.decouple(int(rec.written) - len(p))
+			}
+		}
+		if err != nil {
 			rec.stopBuffering() // longer than declared, or than the limit
 		}
+	}
+	if rec.writer != nil {
+		return len(p), nil // the client gets it from the fill
 	}
 	if rec.pass && !rec.notModified && rec.clientErr == nil {
 		if _, err := rec.w.Write(p); err != nil {
@@ -231,6 +259,37 @@ func (rec *recorder) Write(p []byte) (int, error) {
 		return 0, errUnread
 	}
 	return len(p), nil
+}
+
+// decouple hands the writing of the body to the client, from byte from
+// on, to a goroutine that reads it from the fill as it arrives, as the
+// requests waiting for this response do: the origin's body is then
+// recorded at the origin's pace, not at this client's (whose writes may
+// block: a slow reader, an HTTP/2 window it keeps closed). It is done
+// only for a body that does not arrive in one Write (a small one never
+// pays for a goroutine). joinWriter waits for the goroutine.
+func (rec *recorder) decouple(from int) {
+	b, f, w, ctx := rec.body, rec.fill, rec.w, rec.clientCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	b.acquire() // its own reference: it may outlast the recorder's
+	done := make(chan error, 1)
+	rec.writer = done
+	go func() {
+		defer b.release()
+		done <- b.writeFilling(ctx, w, f, from, b.Len())
+	}()
+}
+
+// joinWriter waits for the goroutine decouple started, once the fill has
+// ended (complete or failed, else it would wait for ever); clientErr is
+// then what it ended with. The handler must not return before.
+func (rec *recorder) joinWriter() {
+	if rec.writer != nil {
+		rec.clientErr = <-rec.writer
+		rec.writer = nil
+	}
 }
 
 // stopBuffering drops the buffer: the response is too large to store.
@@ -265,8 +324,8 @@ func (rec *recorder) FlushError() error {
 	if !rec.wroteHeader {
 		rec.WriteHeader(http.StatusOK)
 	}
-	if !rec.pass || rec.clientErr != nil {
-		return nil
+	if !rec.pass || rec.clientErr != nil || rec.writer != nil {
+		return nil // (the writer goroutine flushes what it writes)
 	}
 	return http.NewResponseController(rec.w).Flush()
 }
@@ -283,6 +342,9 @@ func (rec *recorder) Unwrap() http.ResponseWriter { return rec.w }
 func (rec *recorder) finishTrailers() {
 	if !rec.pass || !rec.wroteHeader {
 		return
+	}
+	if rec.writer != nil && rec.hasTrailers() {
+		rec.joinWriter() // trailers go after the body
 	}
 	dst := rec.w.Header()
 	for k, v := range rec.header {

@@ -35,6 +35,8 @@ func (e *testEvents) onOverflow() {
 	}
 }
 
+func (e *testEvents) onBody(*recorder) {}
+
 // recorded is what rec has buffered so far.
 func recorded(rec *recorder) string {
 	if rec.body == nil {

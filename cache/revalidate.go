@@ -36,14 +36,19 @@ type exchange struct {
 	// values; nil otherwise.
 	client *clientValues
 
-	r           *http.Request // the client's request
-	cond        bool          // the forwarded request is the cache's conditional
-	store       bool          // the response may be stored if it allows
-	untried     bool          // not to be stored for min_uses, unless others joined
-	firstUse    bool          // the URL's first miss, as far as the use counts tell
-	leading     bool          // leads the coalesced miss lead, under flightKey
-	flightKey   string
-	lead        flight
+	r         *http.Request // the client's request
+	cond      bool          // the forwarded request is the cache's conditional
+	store     bool          // the response may be stored if it allows
+	untried   bool          // not to be stored for min_uses, unless others joined
+	firstUse  bool          // the URL's first miss, as far as the use counts tell
+	leading   bool          // leads the coalesced miss lead, under flightKey
+	flightKey string
+	lead      flight
+	// filling is the entry a leader answered its waiters with while its
+	// body arrives (see streamToWaiters); fill is that body's progress.
+	filling     *entry
+	fill        bodyFill
+	fillEnded   bool
 	requestTime time.Time
 	// rangeDropped: the client's Range did not go to the origin (the
 	// cache's conditional, or a Range for the whole body), so a 200 may
@@ -85,7 +90,11 @@ type exchange struct {
 }
 
 func (x *exchange) onHeader(rec *recorder) { x.h.onHeader(x, rec) }
+func (x *exchange) onBody(rec *recorder)   { x.h.streamToWaiters(x, rec) }
 func (x *exchange) onOverflow() {
+	if x.rec.fill != nil {
+		x.rec.fill.fail()
+	}
 	x.release(x.h, nil)
 	x.notFetchedWhole()
 	if ce := x.h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
@@ -193,6 +202,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 	rec := &x.rec
 	rec.init(w, h.now)
+	rec.clientCtx = r.Context()
+	// Last: the client's writer (see decouple) may still be writing once
+	// the response is stored.
+	defer rec.joinWriter()
 	defer rec.dropBody()
 	rec.arena = h.store.arena()
 	rec.limit = h.MaxItemSize
@@ -204,7 +217,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		vars, _ = r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 		vars = maps.Clone(vars)
 	}
-	err := h.serveNext(next, rec, out)
+	err := h.serveNext(next, x, out)
 	rec.finishTrailers()
 	if x.outcome == outRetry && err == nil {
 		err = h.askAgain(out.Context(), r, vars, next, x)
@@ -218,9 +231,15 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 // reverse_proxy panics with http.ErrAbortHandler, which would reset the
 // client's finished response (HTTP/2) or its connection; the request ends
 // as the recorder's errUnread instead, and nothing is stored.
-func (h *Handler) serveNext(next caddyhttp.Handler, rec *recorder, out *http.Request) (err error) {
+//
+// When it returns, the body others read as it arrived is complete or
+// broken off (endFill).
+func (h *Handler) serveNext(next caddyhttp.Handler, x *exchange, out *http.Request) (err error) {
+	rec := &x.rec
 	defer func() {
-		if v := recover(); v != nil {
+		v := recover()
+		x.endFill()
+		if v != nil {
 			if v != http.ErrAbortHandler || !rec.notModified {
 				panic(v)
 			}
@@ -411,7 +430,7 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	if vars != nil {
 		ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
 	}
-	err := h.serveNext(next, rec, out.WithContext(ctx))
+	err := h.serveNext(next, x, out.WithContext(ctx))
 	rec.finishTrailers()
 	return err
 }
@@ -424,6 +443,9 @@ func (h *Handler) serveCollapsed(w http.ResponseWriter, x *exchange, e *entry, s
 		return false
 	}
 	defer e.body.release()
+	if f := e.body.filling(); f != nil && f.broken() {
+		return false // its body broke off: this request asks the origin
+	}
 	x.result = h.m.collapsed
 	st := Status{Fwd: x.fwd, FwdStatus: status, Collapsed: true, Stored: h.store.has(e), TTL: e.ttl(now), HasTTL: true}
 	h.serveEntry(w, x.r, e, st, now)
@@ -911,7 +933,12 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 
 	if rec.buffer && !rec.overflow && err == nil && rec.complete() && !rec.hasTrailers() &&
 		(!x.wholeAs200 || rec.written == x.wholeLen) {
-		e := h.newEntry(x, rec)
+		e := x.filling
+		if e != nil {
+			rec.takeBody() // e's body, complete (see endFill)
+		} else {
+			e = h.newEntry(x, rec)
+		}
 		if !h.store.set(e) {
 			if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
 				ce.Write(zap.String("key", e.key))
@@ -926,9 +953,49 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 	return err
 }
 
+// streamToWaiters answers the requests waiting for x's response, and those
+// that join its flight until it ends, with the entry it is to become,
+// whose body they read as it arrives (bodyFill): a large object from a
+// slow origin would otherwise keep them waiting for its end, and past
+// maxCoalesceWait send each to the origin for all of it. For a leader's
+// response to be stored as it comes, recorded straight into a body of its
+// declared length; not with a Trailer field, which waiters would not get.
+func (h *Handler) streamToWaiters(x *exchange, rec *recorder) {
+	if !x.leading || x.background || x.outcome != outPass || x.wholeAs200 || len(rec.header["Trailer"]) > 0 {
+		return
+	}
+	e := h.newEntryWith(x, rec, rec.body)
+	rec.body.fill.Store(&x.fill)
+	if !h.flights.publish(x.flightKey, &x.lead, e, rec.status) {
+		rec.body.fill.Store(nil)
+		return
+	}
+	x.filling, rec.fill = e, &x.fill
+}
+
+// endFill ends what streamToWaiters began, once the origin's response
+// has ended: the body is complete, or its readers stop (x's own client
+// among them, see decouple).
+func (x *exchange) endFill() {
+	e := x.filling
+	if e == nil || x.fillEnded {
+		return
+	}
+	x.fillEnded = true
+	if int(x.fill.filled.Load()) >= e.body.Len() {
+		e.body.fill.Store(nil)
+	} else {
+		x.fill.fail()
+	}
+}
+
 // newEntry builds the entry for a complete, storable response.
 func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
-	body := rec.takeBody()
+	return h.newEntryWith(x, rec, rec.takeBody())
+}
+
+// newEntryWith builds the entry for a storable response with body.
+func (h *Handler) newEntryWith(x *exchange, rec *recorder, body *body) *entry {
 	status := rec.status
 	if x.wholeAs200 {
 		status = http.StatusOK

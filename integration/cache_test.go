@@ -1394,3 +1394,107 @@ http://127.0.0.1:%d {
 	// upstreams; the cookie the client keeps is the one for the upstream
 	// that answered.
 }
+
+// TestCacheWaitersStreamAnArrivingBody: concurrent misses of a large
+// object (a video on its release) read it as it arrives from the one
+// origin request, even when the first client, whose request that is,
+// reads nothing. They used to wait for the whole body and, past the
+// coalescing bound (10 s after the header), each asked the origin for all
+// of it; a first client that stopped reading held them all that long.
+func TestCacheWaitersStreamAnArrivingBody(t *testing.T) {
+	const size, half, clients = 8 << 20, 4 << 20, 20
+	chunk := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(release) })
+	origin := startBackend(t, "video", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		for sent := 0; sent < size; sent += len(chunk) {
+			if sent == half {
+				w.(http.Flusher).Flush()
+				<-release
+			}
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	frontPort := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/video.mp4", frontPort)
+	startCaddy(t, cacheFront(frontPort, origin, "max_size 64MiB\n\t\tmax_item_size 32MiB"))
+
+	// The first client sends its request and reads nothing.
+	stalled, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", frontPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	if err := stalled.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(stalled, "GET /video.mp4 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", frontPort)
+	waitFor(t, "the first request to reach the origin", 10*time.Second, func() bool { return origin.hits.Load() == 1 })
+
+	c := newClient()
+	var read [clients]atomic.Int64
+	sums := make([][]byte, clients)
+	statuses := make([]string, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			res, err := c.Get(url)
+			if err != nil {
+				t.Errorf("client %d: %v", i, err)
+				return
+			}
+			defer res.Body.Close()
+			statuses[i] = res.Header.Get("Cache-Status")
+			h := sha256.New()
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := res.Body.Read(buf)
+				h.Write(buf[:n])
+				read[i].Add(int64(n))
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Errorf("client %d after %d bytes: %v", i, read[i].Load(), err)
+					return
+				}
+			}
+			sums[i] = h.Sum(nil)
+		})
+	}
+	// The origin has sent half and waits: every client has that half.
+	waitFor(t, "every client to read the half that has arrived", 20*time.Second, func() bool {
+		for i := range read {
+			if read[i].Load() < half {
+				return false
+			}
+		}
+		return true
+	})
+	releaseOnce.Do(func() { close(release) })
+	wg.Wait()
+
+	want := sha256.New()
+	for sent := 0; sent < size; sent += len(chunk) {
+		want.Write(chunk)
+	}
+	for i := range clients {
+		if read[i].Load() != size || !bytes.Equal(sums[i], want.Sum(nil)) {
+			t.Errorf("client %d read %d bytes (intact: %v), want %d", i, read[i].Load(), bytes.Equal(sums[i], want.Sum(nil)), size)
+		}
+		if !strings.Contains(statuses[i], "collapsed") {
+			t.Errorf("client %d: Cache-Status %q, want collapsed", i, statuses[i])
+		}
+	}
+	if n := origin.hits.Load(); n != 1 {
+		t.Errorf("origin saw %d requests for %d concurrent misses; want 1", n, clients+1)
+	}
+	if r := do(t, c, "GET", url, nil); !isHit(r) || len(r.body) != size {
+		t.Errorf("after the fill: Cache-Status %q, %d bytes; want a hit of %d", cacheStatus(r), len(r.body), size)
+	}
+}

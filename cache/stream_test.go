@@ -1,0 +1,284 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+)
+
+// syncWriter is a ResponseWriter safe to read from another goroutine
+// while a handler writes to it.
+type syncWriter struct {
+	mu     sync.Mutex
+	h      http.Header
+	sent   http.Header // the header as it was at WriteHeader
+	code   int
+	body   []byte
+	writes int
+}
+
+func newSyncWriter() *syncWriter { return &syncWriter{h: make(http.Header)} }
+
+func (w *syncWriter) Header() http.Header { return w.h }
+func (w *syncWriter) WriteHeader(code int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.code == 0 {
+		w.code, w.sent = code, w.h.Clone()
+	}
+}
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.code == 0 {
+		w.code, w.sent = http.StatusOK, w.h.Clone()
+	}
+	w.body = append(w.body, p...)
+	w.writes++
+	return len(p), nil
+}
+func (w *syncWriter) Flush() {}
+
+func (w *syncWriter) got() (code int, body string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.code, string(w.body)
+}
+
+func (w *syncWriter) field(name string) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sent.Get(name)
+}
+
+// gatedOrigin answers its first request with a body of declared length in
+// two parts: the header and first part once start is closed, the second
+// once more is closed; then end, if set, ends the response (to break it
+// off, say). Later requests get the whole body at once.
+type gatedOrigin struct {
+	*origin
+	start, more chan struct{}
+	first, rest string
+	end         func(w http.ResponseWriter) error
+}
+
+func newGatedOrigin(c *clock, first, rest string) *gatedOrigin {
+	g := &gatedOrigin{origin: &origin{}, start: make(chan struct{}), more: make(chan struct{}), first: first, rest: rest}
+	g.fn = func(w http.ResponseWriter, r *http.Request) error {
+		hd := w.Header()
+		hd.Set("Cache-Control", "max-age=60")
+		hd.Set("Date", c.date())
+		hd.Set("Content-Length", strconv.Itoa(len(g.first)+len(g.rest)))
+		if g.calls.Load() > 1 {
+			_, err := io.WriteString(w, g.first+g.rest)
+			return err
+		}
+		<-g.start
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, g.first)
+		<-g.more
+		if g.end != nil {
+			return g.end(w)
+		}
+		_, err := io.WriteString(w, g.rest)
+		return err
+	}
+	return g
+}
+
+// serveAsync runs h on r in the background; the channel gets what the
+// handler panicked with (nil when it returned).
+func serveAsync(h *Handler, w http.ResponseWriter, r *http.Request, o *gatedOrigin) <-chan any {
+	done := make(chan any, 1)
+	go func() {
+		defer func() { done <- recover() }()
+		_ = h.ServeHTTP(w, r, o)
+	}()
+	return done
+}
+
+// TestWaitersReadAFillAsItArrives: the requests that wait for a miss's
+// response, and those that come while its body arrives, get the body as
+// it arrives (with a declared length), not at its end: a large object
+// from a slow origin kept them waiting for all of it, and past the wait
+// bound sent each to the origin for the whole object.
+func TestWaitersReadAFillAsItArrives(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const target = "http://example.com/video"
+	first, rest := "the first part, ", "and the rest"
+	o := newGatedOrigin(c, first, rest)
+	leader := newSyncWriter()
+	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	early := newSyncWriter()
+	earlyDone := serveAsync(h, early, newRequest(http.MethodGet, target), o)
+	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	close(o.start)
+
+	// The origin has sent its first part and waits: the waiter has it.
+	until(t, "the waiter to get the first part", func() bool { _, b := early.got(); return b == first })
+	// A request that comes now reads the same fill, from its start.
+	late := newSyncWriter()
+	lateDone := serveAsync(h, late, newRequest(http.MethodGet, target), o)
+	until(t, "the later request to get the first part", func() bool { _, b := late.got(); return b == first })
+	close(o.more)
+	for _, done := range []<-chan any{leaderDone, earlyDone, lateDone} {
+		if p := <-done; p != nil {
+			t.Fatalf("a request panicked: %v", p)
+		}
+	}
+	for name, w := range map[string]*syncWriter{"leader": leader, "waiter": early, "later request": late} {
+		if code, b := w.got(); code != http.StatusOK || b != first+rest {
+			t.Errorf("%s got %d %q", name, code, b)
+		}
+	}
+	for name, w := range map[string]*syncWriter{"waiter": early, "later request": late} {
+		cs := w.field("Cache-Status")
+		// Not stored yet when its header went out: it does not say so.
+		if !hasParam(cs, "collapsed") || !hasParam(cs, "fwd=uri-miss") || hasParam(cs, "stored") {
+			t.Errorf("%s: Cache-Status %q", name, cs)
+		}
+		if cl := w.field("Content-Length"); cl != strconv.Itoa(len(first+rest)) {
+			t.Errorf("%s: Content-Length %q", name, cl)
+		}
+	}
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1", n)
+	}
+	h.store.wait()
+	w := get(t, h, o, target)
+	wantStatus(t, w, []string{"hit"})
+	if w.Body.String() != first+rest {
+		t.Errorf("hit body %q", w.Body.String())
+	}
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1", n)
+	}
+}
+
+// TestFillThatBreaksOffEndsItsReaders: when the origin breaks off a body
+// that waiters read as it arrives, their responses are aborted (as
+// reverse_proxy aborts its own), never completed with what another
+// response left in the arena; nothing is stored, and the next request
+// asks the origin.
+func TestFillThatBreaksOffEndsItsReaders(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const target = "http://example.com/broken"
+	first := "only this much"
+	o := newGatedOrigin(c, first, " and never the rest")
+	o.end = func(http.ResponseWriter) error { return errors.New("origin connection reset") }
+	leaderDone := serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, target), o)
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	waiter := newSyncWriter()
+	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target), o)
+	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	close(o.start)
+	until(t, "the waiter to get the first part", func() bool { _, b := waiter.got(); return b == first })
+	close(o.more)
+	untilValue(t, "the leader to return", leaderDone)
+	if p := untilValue(t, "the waiter to return", waiterDone); p != http.ErrAbortHandler {
+		t.Errorf("waiter of a broken fill ended with %v, want a panic with http.ErrAbortHandler", p)
+	}
+	if _, b := waiter.got(); b != first {
+		t.Errorf("waiter got %q", b)
+	}
+	h.store.wait()
+	w := get(t, h, o, target)
+	wantStatus(t, w, []string{"fwd=uri-miss"}, "hit")
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times, want 2", n)
+	}
+}
+
+// TestFillReaderWhoseClientLeaves: a waiter reading an arriving body
+// returns when its client goes, without waiting for the rest, and the
+// fill goes on for the others.
+func TestFillReaderWhoseClientLeaves(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const target = "http://example.com/leaves"
+	o := newGatedOrigin(c, "first, ", "rest")
+	leader := newSyncWriter()
+	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	waiter := newSyncWriter()
+	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target).WithContext(ctx), o)
+	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	close(o.start)
+	until(t, "the waiter to get the first part", func() bool { _, b := waiter.got(); return b == "first, " })
+	cancel()
+	if p := untilValue(t, "the waiter to return", waiterDone); p != nil {
+		t.Errorf("waiter panicked: %v", p)
+	}
+	close(o.more)
+	<-leaderDone
+	if _, b := leader.got(); b != "first, rest" {
+		t.Errorf("leader got %q", b)
+	}
+	h.store.wait()
+	wantStatus(t, get(t, h, o, target), []string{"hit"})
+}
+
+// stalledWriter blocks its first body write until release is closed: a
+// client that does not read (or keeps its HTTP/2 window closed).
+type stalledWriter struct {
+	*syncWriter
+	release chan struct{}
+	once    sync.Once
+}
+
+func (w *stalledWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { <-w.release })
+	return w.syncWriter.Write(p)
+}
+
+// TestSlowLeaderDoesNotHoldUpTheFill: the leader's own client reading
+// slowly (or not at all) does not slow the fill the others read: its body
+// is recorded at the origin's pace, and the leader's client gets it at
+// its own. A leader that stopped reading held every waiter for the
+// coalescing bound, then sent each to the origin.
+func TestSlowLeaderDoesNotHoldUpTheFill(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const target = "http://example.com/slow-reader"
+	first, rest := "the first part, ", "and the rest"
+	o := newGatedOrigin(c, first, rest)
+	leader := &stalledWriter{syncWriter: newSyncWriter(), release: make(chan struct{})}
+	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	waiter := newSyncWriter()
+	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target), o)
+	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	close(o.start)
+	close(o.more)
+	if p := untilValue(t, "the waiter to get the whole body while the leader's client reads nothing", waiterDone); p != nil {
+		t.Fatalf("waiter panicked: %v", p)
+	}
+	if _, b := waiter.got(); b != first+rest {
+		t.Errorf("waiter got %q", b)
+	}
+	select {
+	case <-leaderDone:
+		t.Fatal("the leader returned before its client got the body")
+	default:
+	}
+	close(leader.release)
+	if p := untilValue(t, "the leader to return", leaderDone); p != nil {
+		t.Fatalf("leader panicked: %v", p)
+	}
+	if code, b := leader.got(); code != http.StatusOK || b != first+rest {
+		t.Errorf("leader got %d %q", code, b)
+	}
+	h.store.wait()
+	wantStatus(t, get(t, h, o, target), []string{"hit"})
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1", n)
+	}
+}
