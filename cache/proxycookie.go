@@ -2,6 +2,7 @@ package cache
 
 import (
 	"net/http"
+	"slices"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -44,4 +45,17 @@ func withoutProxyCookie(r *http.Request, h http.Header) http.Header {
 		view["Set-Cookie"] = kept
 	}
 	return view
+}
+
+// passProxyCookie adds to dst, the header of a response the cache answers
+// from a stored entry after forwarding the request (a revalidation's 304,
+// a 5xx replaced by a stale entry), the Set-Cookie value r's handlers
+// declared their own in the origin's answer src: it is for this client,
+// as when the answer passes (lb_policy affinity pins a client on its first
+// request, which for a page revalidated on every use is such a one).
+func passProxyCookie(dst http.Header, r *http.Request, src http.Header) {
+	own, _ := caddyhttp.GetVar(r.Context(), ProxySetCookieVar).(string)
+	if own != "" && slices.Contains(src["Set-Cookie"], own) {
+		dst.Add("Set-Cookie", own)
+	}
 }

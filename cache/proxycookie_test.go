@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -56,6 +57,61 @@ func TestProxySetCookieIsNotStored(t *testing.T) {
 				if sc := again.Header().Values("Set-Cookie"); len(sc) != 0 {
 					t.Errorf("hit replayed Set-Cookie %q", sc)
 				}
+			}
+		})
+	}
+}
+
+// TestProxySetCookieOnAnswersFromTheEntry: when the cache answers from its
+// entry after forwarding (a revalidation's 304, a 5xx replaced by the
+// stale entry), the cookie a proxy-side handler declared its own still
+// reaches the client: lb_policy affinity's cookie was lost for pages
+// revalidated on every use (no-cache with an ETag), so such clients were
+// never pinned. It is not stored.
+func TestProxySetCookieOnAnswersFromTheEntry(t *testing.T) {
+	const affinityCookie = "lb_affinity=abc.def; Path=/; HttpOnly"
+	for _, tt := range []struct {
+		name, cc string
+		second   int // the origin's status on the second request
+		want     []string
+	}{
+		{"revalidated", "no-cache", http.StatusNotModified, []string{"fwd=stale", "fwd-status=304"}},
+		{"stale-if-error", "max-age=0, stale-if-error=60", http.StatusBadGateway, []string{"fwd=stale", "fwd-status=502", "detail=stale-if-error"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			next := &origin{}
+			next.fn = func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Add("Set-Cookie", affinityCookie)
+				caddyhttp.SetVar(r.Context(), ProxySetCookieVar, affinityCookie)
+				w.Header().Set("Cache-Control", tt.cc)
+				w.Header().Set("Etag", `"v1"`)
+				w.Header().Set("Date", c.date())
+				if next.calls.Load() > 1 {
+					w.WriteHeader(tt.second)
+					return nil
+				}
+				_, _ = io.WriteString(w, "page")
+				return nil
+			}
+			get(t, h, next, "http://example.com/page")
+			c.Advance(time.Second)
+			w := get(t, h, next, "http://example.com/page")
+			wantStatus(t, w, tt.want)
+			if w.Body.String() != "page" {
+				t.Errorf("body %q", w.Body.String())
+			}
+			if sc := w.Header().Values("Set-Cookie"); len(sc) != 1 || sc[0] != affinityCookie {
+				t.Errorf("Set-Cookie %q, want the proxy's cookie once", sc)
+			}
+			h.store.wait()
+			e := h.store.get(keyHash([]byte("http://example.com/page")), []byte("http://example.com/page"))
+			if e == nil {
+				t.Fatal("the entry is gone")
+			}
+			if e.header.has("Set-Cookie") {
+				t.Errorf("stored Set-Cookie %q", e.header.Values("Set-Cookie"))
 			}
 		})
 	}

@@ -913,6 +913,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		}
 		x.release(h, nil) // not storable: the waiters ask the origin themselves
 		if !x.background {
+			passProxyCookie(w.Header(), x.r, rec.header)
 			st := Status{Fwd: x.fwd, FwdStatus: http.StatusNotModified, TTL: e.ttl(now), HasTTL: true}
 			h.serveEntry(w, x.r, e, st, now)
 		}
@@ -921,6 +922,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		x.release(h, nil)
 		if !x.background {
 			x.result = h.m.stale
+			passProxyCookie(w.Header(), x.r, rec.header)
 			st := Status{Fwd: "stale", FwdStatus: rec.status, TTL: x.stale.ttl(now), HasTTL: true, Detail: "stale-if-error"}
 			h.serveEntry(w, x.r, x.stale, st, now)
 		}

@@ -1498,3 +1498,56 @@ func TestCacheWaitersStreamAnArrivingBody(t *testing.T) {
 		t.Errorf("after the fill: Cache-Status %q, %d bytes; want a hit of %d", cacheStatus(r), len(r.body), size)
 	}
 }
+
+// TestCacheRevalidationKeepsTheAffinityCookie: a page revalidated on every
+// use (no-cache with an ETag, typical of HTML) is answered from the entry
+// after the origin's 304; the affinity cookie lb_policy affinity issued
+// for that request reaches the client with it, and pins it. It was lost,
+// so such clients were never pinned.
+func TestCacheRevalidationKeepsTheAffinityCookie(t *testing.T) {
+	backends := make([]*backend, 3)
+	for i := range backends {
+		backends[i] = startBackend(t, fmt.Sprintf("b%d", i), func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Etag", `"v1"`)
+			w.Header().Set("Cache-Control", "no-cache")
+			if r.Header.Get("If-None-Match") == `"v1"` {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			fmt.Fprint(w, "page")
+		})
+	}
+	frontPort := freePort(t)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		cache_name itest
+	}
+	reverse_proxy %s %s %s {
+		lb_policy affinity {
+			cookie aff {
+				secret integration-test-secret-0123456789
+			}
+		}
+	}
+}
+`, frontPort, backends[0].addr, backends[1].addr, backends[2].addr))
+	c := newClient()
+	url := fmt.Sprintf("http://127.0.0.1:%d/index.html", frontPort)
+	do(t, c, "GET", url, nil) // stores the page
+	r := do(t, c, "GET", url, nil)
+	if !strings.Contains(cacheStatus(r), "fwd-status=304") || r.body != "page" {
+		t.Fatalf("second request: %q %s; want the entry after a 304", r.body, cacheStatus(r))
+	}
+	cookies := r.header.Values("Set-Cookie")
+	if len(cookies) != 1 || !strings.HasPrefix(cookies[0], "aff=") {
+		t.Fatalf("revalidated answer's Set-Cookie %q; want the affinity cookie", cookies)
+	}
+	pinned := r.header.Get("X-Backend")
+	cookie := strings.SplitN(cookies[0], ";", 2)[0]
+	for range 5 {
+		if r := do(t, c, "GET", url, map[string]string{"Cookie": cookie}); r.header.Get("X-Backend") != pinned {
+			t.Fatalf("with its cookie the client went to %s, not %s", r.header.Get("X-Backend"), pinned)
+		}
+	}
+}
