@@ -20,7 +20,7 @@ import (
 //	    max_size       <size>      # total bytes held, e.g. 256MiB
 //	    max_item_size  <size>      # larger responses are streamed, not stored
 //	    key            <template>  # placeholders; "scheme://host:port " is always prepended
-//	    default_ttl    <duration>  # freshness when the response gives none
+//	    default_ttl    <duration>  # freshness when the response gives none (see Config.DefaultTTL)
 //	    stale_while_revalidate <duration>
 //	    stale_if_error         <duration>
 //	    cache_name     <name>      # the identifier in Cache-Status

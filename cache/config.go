@@ -43,8 +43,11 @@ type Config struct {
 
 	// DefaultTTL is the freshness lifetime given to storable responses that
 	// carry neither explicit freshness (max-age, s-maxage, Expires) nor
-	// heuristic freshness (Last-Modified). Default: 0, which stores nothing
-	// without freshness information (RFC 9111 strict).
+	// heuristic freshness (Last-Modified), of status 200, 203, 204, 206,
+	// 300, 301, 308, 404, 405 or 410, or marked public by the origin (see
+	// OperatorFreshness): not an error a client can provoke for a URL
+	// whose answer is a 200. Default: 0, which stores nothing without
+	// freshness information (RFC 9111 strict).
 	DefaultTTL caddy.Duration `json:"default_ttl,omitempty"`
 
 	// StaleWhileRevalidate is the RFC 5861 stale-while-revalidate window used

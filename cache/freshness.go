@@ -28,9 +28,10 @@ import (
 //   - "set-cookie": the response sets a cookie and allowSetCookie is false;
 //   - "no-freshness": neither hasLifetime nor public (§3 also allows
 //     storing a heuristically cacheable status without freshness, but such
-//     an entry would be stale at once; DefaultTTL opts in to storing it),
-//     unless the response has no-cache and a validator (ETag or
-//     Last-Modified): stored to be revalidated on every use.
+//     an entry would be stale at once; DefaultTTL opts in to storing it,
+//     except a 414 or 501: see OperatorFreshness), unless the response has
+//     no-cache and a validator (ETag or Last-Modified): stored to be
+//     revalidated on every use.
 func Storable(req *http.Request, status int, h http.Header, rc ResponseControl, hasLifetime, allowSetCookie bool) string {
 	if req.Method != http.MethodGet {
 		return "method"
@@ -90,10 +91,33 @@ func HeuristicallyCacheable(status int) bool {
 	return false
 }
 
+// OperatorFreshness reports whether freshness that the operator rather
+// than the origin gives may apply to a response of status: default_ttl,
+// and what the caching fields set by handlers before the cache allow
+// (`header /static/* Cache-Control "public, max-age=3600"`). These are the
+// heuristically cacheable statuses (RFC 9110 §15.1) that tell of the
+// target resource, the same whoever asks for it: 200, 203, 204, 206, 300,
+// 301, 308, 404, 405 and 410. Not 414 and 501, which tell of the request
+// (a URI too long, under a key without the query; a feature the origin
+// does not implement), nor any other status (400, 413, 431, 5xx; 302,
+// 303, 307, which may depend on a cookie, a language or a device): a
+// client can provoke those for a URL whose answer is a 200, and stored
+// under that URL they would answer everyone else. The origin's own fields
+// decide for them alone (default_ttl applies to them only when the origin
+// says public); those set before the cache may only restrict.
+func OperatorFreshness(status int) bool {
+	switch status {
+	case 200, 203, 204, 206, 300, 301, 308, 404, 405, 410:
+		return true
+	}
+	return false
+}
+
 // Lifetime returns the freshness lifetime of a response (RFC 9111 §4.2.1:
 // s-maxage over max-age over Expires-Date; §4.2.2 heuristic at most 10% of
 // Date-Last-Modified for heuristically cacheable statuses; else
-// defaultTTL) and whether it has any (false: nothing gave it a lifetime).
+// defaultTTL, for the statuses of OperatorFreshness or a public response)
+// and whether it has any (false: nothing gave it a lifetime).
 // An invalid or duplicated freshness value gives lifetime 0, true (stale).
 //
 // It is LifetimeAt with the response's Date as the time received; use
@@ -114,8 +138,11 @@ func Lifetime(status int, h http.Header, rc ResponseControl, defaultTTL time.Dur
 // already expired (0, true). Without explicit freshness, for a
 // heuristically cacheable status or a public response: 10% of Date -
 // Last-Modified when Last-Modified is valid and earlier (§4.2.2), else
-// defaultTTL when positive, the operator's stand-in for a heuristic.
-// Nothing gives a lifetime to other statuses: (0, false).
+// defaultTTL when positive, the operator's stand-in for a heuristic: for
+// the statuses of OperatorFreshness, and for others only when rc is
+// public (§4.2.2 lets a cache give a public response a heuristic
+// lifetime), so not for a 414 or 501 that does not say public. Nothing
+// gives a lifetime to other statuses: (0, false).
 func LifetimeAt(status int, h http.Header, rc ResponseControl, defaultTTL time.Duration, responseTime time.Time) (time.Duration, bool) {
 	if rc.Invalid {
 		return 0, true
@@ -148,7 +175,7 @@ func LifetimeAt(status int, h http.Header, rc ResponseControl, defaultTTL time.D
 	if lm, ok := headerDate(h, "Last-Modified"); ok && !lm.IsZero() && !date.IsZero() && lm.Before(date) {
 		return date.Sub(lm) / 10, true
 	}
-	if defaultTTL > 0 {
+	if defaultTTL > 0 && (OperatorFreshness(status) || rc.Public) {
 		return defaultTTL, true
 	}
 	return 0, false

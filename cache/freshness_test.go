@@ -86,6 +86,11 @@ func TestRule02_StoreNeedsFreshness(t *testing.T) {
 		{"default ttl 200", 200, rh("Date", rt0Date), time.Minute, ""},
 		{"default ttl not for 500", 500, rh("Date", rt0Date), time.Minute, "no-freshness"},
 		{"default ttl not for 302", 302, rh("Date", rt0Date), time.Minute, "no-freshness"},
+		{"default ttl 404", 404, rh("Date", rt0Date), time.Minute, ""},
+		{"default ttl 410", 410, rh("Date", rt0Date), time.Minute, ""},
+		{"default ttl not for 414", 414, rh("Date", rt0Date), time.Minute, "no-freshness"},
+		{"default ttl not for 501", 501, rh("Date", rt0Date), time.Minute, "no-freshness"},
+		{"heuristic 501 (the origin's Last-Modified)", 501, rh("Date", rt0Date, "Last-Modified", lm), time.Minute, ""},
 		{"no-cache with an etag, to revalidate", 200, rh("Date", rt0Date, "Cache-Control", "no-cache", "Etag", `"a"`), 0, ""},
 		{"no-cache with an etag, 404", 404, rh("Cache-Control", "no-cache", "Etag", `"a"`), 0, ""},
 		{"no-cache without a validator", 200, rh("Date", rt0Date, "Cache-Control", "no-cache"), 0, "no-freshness"},
@@ -110,6 +115,18 @@ func TestRule02_StoreNeedsFreshness(t *testing.T) {
 	for _, s := range []int{201, 302, 303, 304, 307, 400, 403, 500, 502, 503, 504} {
 		if HeuristicallyCacheable(s) {
 			t.Errorf("HeuristicallyCacheable(%d) = true", s)
+		}
+	}
+	// Operator freshness (default_ttl, fields set before the cache): the
+	// heuristically cacheable statuses but those a client can provoke.
+	for _, s := range []int{200, 203, 204, 206, 300, 301, 308, 404, 405, 410} {
+		if !OperatorFreshness(s) {
+			t.Errorf("OperatorFreshness(%d) = false", s)
+		}
+	}
+	for _, s := range []int{201, 302, 303, 304, 307, 400, 403, 413, 414, 429, 431, 500, 501, 502, 503, 504} {
+		if OperatorFreshness(s) {
+			t.Errorf("OperatorFreshness(%d) = true", s)
 		}
 	}
 }
@@ -250,6 +267,9 @@ func TestRule07_HeuristicFreshness(t *testing.T) {
 		{"not for 500", 500, rh("Date", rt0Date, "Last-Modified", lm), rt0, 0, 0, false},
 		{"public 500", 500, rh("Date", rt0Date, "Last-Modified", lm, "Cache-Control", "public"), rt0, 0, time.Hour, true},
 		{"public without last-modified: default ttl", 500, rh("Date", rt0Date, "Cache-Control", "public"), rt0, time.Minute, time.Minute, true},
+		{"no default ttl for 414", 414, rh("Date", rt0Date), rt0, time.Minute, 0, false},
+		{"no default ttl for 501", 501, rh("Date", rt0Date), rt0, time.Minute, 0, false},
+		{"default ttl for 404", 404, rh("Date", rt0Date), rt0, time.Minute, time.Minute, true},
 		{"last-modified in the future: default ttl", 200, rh("Date", rt0Date, "Last-Modified", rDateAt(time.Hour)), rt0, time.Minute, time.Minute, true},
 		{"invalid last-modified: nothing", 200, rh("Date", rt0Date, "Last-Modified", "yesterday"), rt0, 0, 0, false},
 		{"heuristic beats default ttl", 200, rh("Date", rt0Date, "Last-Modified", lm), rt0, 24 * time.Hour, time.Hour, true},

@@ -5,11 +5,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -205,5 +208,169 @@ func TestPresetBackgroundRefreshNewResponse(t *testing.T) {
 	wantStatus(t, w, []string{"hit", "ttl=10"})
 	if w.Body.String() != "version 2" {
 		t.Errorf("after the refresh: %q, want the new version", w.Body.String())
+	}
+}
+
+// presettingRequest is presetting for a request of the caller's.
+func presettingRequest(t *testing.T, h *Handler, next caddyhttp.Handler, r *http.Request, preset ...string) *httptest.ResponseRecorder {
+	t.Helper()
+	w := httptest.NewRecorder()
+	for i := 0; i+1 < len(preset); i += 2 {
+		w.Header().Add(preset[i], preset[i+1])
+	}
+	if err := h.ServeHTTP(w, r, next); err != nil {
+		t.Fatal(err)
+	}
+	h.store.wait()
+	return w
+}
+
+// TestPresetDoesNotStoreProvokedError: `header /static/*
+// Cache-Control "public, max-age=3600"` before the cache makes a static
+// file the origin sends without Cache-Control cacheable, but not the 431
+// one client provokes for its URL with a 9 KB header field (nginx's and
+// Node's limit is 8 KB; Caddy takes 1 MB): stored, it would answer every
+// other client for an hour.
+func TestPresetDoesNotStoreProvokedError(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Date", c.date())
+		if len(r.Header.Get("X-Junk")) > 8<<10 {
+			w.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
+			_, _ = w.Write([]byte("431 Request Header Fields Too Large"))
+			return nil
+		}
+		_, _ = w.Write([]byte("console.log('app')"))
+		return nil
+	}}
+	const url = "http://example.com/static/app.js"
+	preset := []string{"Cache-Control", "public, max-age=3600"}
+	attacker := presettingRequest(t, h, o, newRequest(http.MethodGet, url, "X-Junk", strings.Repeat("a", 9000)), preset...)
+	if attacker.Code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("attacker got %d, want the origin's 431", attacker.Code)
+	}
+	wantStatus(t, attacker, []string{"fwd=uri-miss", "fwd-status=431"})
+	victim := presetting(t, h, o, url, preset...)
+	if victim.Code != http.StatusOK || victim.Body.String() != "console.log('app')" {
+		t.Fatalf("victim got %d %q (%s): the 431 another client provoked was stored", victim.Code, victim.Body.String(), victim.Header().Get("Cache-Status"))
+	}
+	wantStatus(t, victim, []string{"fwd=uri-miss", "fwd-status=200"})
+	w := presetting(t, h, o, url, preset...)
+	wantStatus(t, w, []string{"hit", "ttl=3600"})
+	if w.Code != http.StatusOK {
+		t.Errorf("third request got %d, want the stored 200", w.Code)
+	}
+}
+
+// TestPresetFreshnessByStatus: the caching fields set before the cache
+// count in full only for the statuses of OperatorFreshness (200, 203, 204,
+// 206, 300, 301, 308, 404, 405, 410). For any other they only restrict: a
+// response is stored when the origin's own fields allow it, for no longer
+// than they say, and not when a field set before the cache forbids it.
+// default_ttl follows the same rule.
+func TestPresetFreshnessByStatus(t *testing.T) {
+	const hour = "public, max-age=3600"
+	ttl := Config{DefaultTTL: caddy.Duration(time.Minute)}
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		status int
+		preset []string
+		origin []string
+		ttl    string // the hit's Cache-Status ttl; "" when not a hit
+	}{
+		// Freshness set before the cache alone stores none of these.
+		{name: "400", status: 400, preset: []string{"Cache-Control", hour}},
+		{name: "413", status: 413, preset: []string{"Cache-Control", hour}},
+		{name: "414", status: 414, preset: []string{"Cache-Control", hour}},
+		{name: "431", status: 431, preset: []string{"Cache-Control", hour}},
+		{name: "500", status: 500, preset: []string{"Cache-Control", hour}},
+		{name: "501", status: 501, preset: []string{"Cache-Control", hour}},
+		{name: "503 s-maxage", status: 503, preset: []string{"Cache-Control", "s-maxage=3600"}},
+		{name: "302", status: 302, preset: []string{"Cache-Control", hour}, origin: []string{"Location", "/login"}},
+		{name: "431 CDN-Cache-Control", status: 431, preset: []string{"CDN-Cache-Control", "max-age=3600"}},
+		{name: "431 Expires", status: 431, preset: []string{"Expires", "Fri, 02 Jan 2026 04:04:05 GMT"}},
+		{name: "431 Last-Modified from the origin", status: 431, preset: []string{"Cache-Control", "public"},
+			origin: []string{"Last-Modified", "Thu, 01 Jan 2026 03:04:05 GMT"}},
+		{name: "500 public and default_ttl", cfg: ttl, status: 500, preset: []string{"Cache-Control", "public"}},
+		// default_ttl likewise.
+		{name: "414 default_ttl", cfg: ttl, status: 414},
+		{name: "501 default_ttl", cfg: ttl, status: 501},
+		{name: "404 default_ttl", cfg: ttl, status: 404, ttl: "60"},
+		{name: "500 public from the origin and default_ttl", cfg: ttl, status: 500, origin: []string{"Cache-Control", "public"}, ttl: "60"},
+		// The statuses of OperatorFreshness are stored as set.
+		{name: "200", status: 200, preset: []string{"Cache-Control", hour}, ttl: "3600"},
+		{name: "301", status: 301, preset: []string{"Cache-Control", hour}, origin: []string{"Location", "/new"}, ttl: "3600"},
+		{name: "404", status: 404, preset: []string{"Cache-Control", hour}, ttl: "3600"},
+		{name: "410", status: 410, preset: []string{"Cache-Control", hour}, ttl: "3600"},
+		{name: "404 public and default_ttl", cfg: ttl, status: 404, preset: []string{"Cache-Control", "public"}, ttl: "60"},
+		// The origin's own freshness is obeyed, for no longer with what
+		// is set before the cache, and what restricts still does.
+		{name: "500 origin max-age", status: 500, origin: []string{"Cache-Control", "max-age=60"}, ttl: "60"},
+		{name: "500 origin Expires, longer max-age set", status: 500, preset: []string{"Cache-Control", hour},
+			origin: []string{"Expires", "Fri, 02 Jan 2026 03:05:05 GMT"}, ttl: "60"},
+		{name: "500 origin Expires, shorter max-age set", status: 500, preset: []string{"Cache-Control", "max-age=10"},
+			origin: []string{"Expires", "Fri, 02 Jan 2026 03:05:05 GMT"}, ttl: "10"},
+		{name: "500 origin max-age, no-store set", status: 500, preset: []string{"Cache-Control", "no-store"},
+			origin: []string{"Cache-Control", "max-age=60"}},
+		{name: "500 origin max-age, private set", status: 500, preset: []string{"Cache-Control", "private"},
+			origin: []string{"Cache-Control", "max-age=60"}},
+		{name: "500 origin max-age, no-cache set", status: 500, preset: []string{"Cache-Control", "no-cache"},
+			origin: []string{"Cache-Control", "max-age=60"}},
+		{name: "404 origin max-age, no-store set", status: 404, preset: []string{"Cache-Control", "no-store"},
+			origin: []string{"Cache-Control", "max-age=60"}},
+		{name: "200 origin max-age, private set", status: 200, preset: []string{"Cache-Control", "private"},
+			origin: []string{"Cache-Control", "max-age=60"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock() // 2026-01-02 03:04:05 UTC
+			h := newTestHandler(t, tc.cfg, c)
+			o := static(c, tc.status, "body", tc.origin...)
+			const url = "http://example.com/static/x"
+			w := presetting(t, h, o, url, tc.preset...)
+			wantStatus(t, w, []string{"fwd=uri-miss", "fwd-status=" + strconv.Itoa(tc.status)})
+			w = presetting(t, h, o, url, tc.preset...)
+			if tc.ttl == "" {
+				wantStatus(t, w, []string{"fwd-status=" + strconv.Itoa(tc.status)}, "hit")
+				return
+			}
+			wantStatus(t, w, []string{"hit", "ttl=" + tc.ttl})
+			if w.Code != tc.status {
+				t.Errorf("hit answered %d, want %d", w.Code, tc.status)
+			}
+		})
+	}
+}
+
+// TestPresetFreshnessOfErrorOnRefresh: a 304 that refreshes a stored
+// error (stored because the origin's Expires allowed it) judges it by
+// the same rule as the miss did: the max-age set before the cache does
+// not make it fresh for longer than the origin's Expires.
+func TestPresetFreshnessOfErrorOnRefresh(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Expires", c.Now().Add(time.Minute).Format(http.TimeFormat))
+		w.Header().Set("Etag", `"e1"`)
+		if r.Header.Get("If-None-Match") == `"e1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte("error page"))
+		return nil
+	}}
+	const url = "http://example.com/static/y"
+	preset := []string{"Cache-Control", "public, max-age=3600"}
+	presetting(t, h, o, url, preset...)
+	wantStatus(t, presetting(t, h, o, url, preset...), []string{"hit", "ttl=60"})
+	c.Advance(2 * time.Minute)
+	wantStatus(t, presetting(t, h, o, url, preset...), []string{"fwd=stale", "fwd-status=304", "ttl=60"})
+	w := presetting(t, h, o, url, preset...)
+	wantStatus(t, w, []string{"hit", "ttl=60"})
+	if w.Code != http.StatusInternalServerError {
+		t.Errorf("hit answered %d, want the stored 500", w.Code)
 	}
 }

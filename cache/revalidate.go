@@ -274,8 +274,9 @@ func missRequest(r *http.Request) *http.Request {
 // Caddy orders `header` before response_cache, and `header /account/*
 // Cache-Control "private, no-store"` reaches the client with the origin's
 // own Cache-Control, as through reverse_proxy alone, so the cache decides
-// by both. Deferred header operations apply after the cache and are not
-// seen here.
+// by both (what they allow only for the statuses of OperatorFreshness:
+// see judge). Deferred header operations apply after the cache and are
+// not seen here.
 func (h *Handler) presetFields(dst http.Header) http.Header {
 	vals, found := h.presetValues(dst)
 	if !found {
@@ -345,13 +346,16 @@ func fetchWhole(r *http.Request) bool {
 		len(r.Header["Authorization"]) == 0
 }
 
-// whyNotStored judges the response x got, of status, with fields hdr:
-// the reason it may not be stored ("" if it may), its directives, its
-// lifetime and its Vary fields.
-func (h *Handler) whyNotStored(x *exchange, status int, hdr http.Header) (reason string, rc ResponseControl, lifetime time.Duration, fields []string) {
-	rc = ParseResponseControl(hdr, h.targeted)
-	lifetime, has := LifetimeAt(status, hdr, rc, time.Duration(h.DefaultTTL), x.rec.responseTime)
-	if reason = Storable(x.r, status, hdr, rc, has, false); reason != "" {
+// whyNotStored judges the response x got, of status, with fields hdr
+// (as the client gets them: origin with x's preset fields in front, see
+// withPresetCopy) and origin (the origin's own; nil when hdr is the
+// origin's own): the reason it may not be stored ("" if it may), its
+// directives, its lifetime and its Vary fields.
+func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header) (reason string, rc ResponseControl, lifetime time.Duration, fields []string) {
+	if len(x.preset) == 0 {
+		origin = nil
+	}
+	if reason, rc, lifetime = h.judge(x.r, status, hdr, origin, x.rec.responseTime); reason != "" {
 		return reason, rc, lifetime, nil
 	}
 	fields, star := ParseVary(hdr)
@@ -366,6 +370,36 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr http.Header) (reason
 		reason = "trailers"
 	}
 	return reason, rc, lifetime, fields
+}
+
+// judge applies Storable and LifetimeAt to a response to r of status,
+// received at responseTime, with fields view as the client gets them
+// (the caching fields handlers before the cache set, then the origin's:
+// withPresetCopy) and origin, the origin's own (nil when view is the
+// origin's own): the reason it may not be stored ("" if it may), its
+// directives and its lifetime.
+//
+// The fields set before the cache count as the origin's for the statuses
+// of OperatorFreshness. For any other status they may only restrict
+// (private, no-store, no-cache, a shorter lifetime): such a response is
+// stored only when the origin's own fields allow it too, and it is fresh
+// no longer than they make it. Otherwise `header /static/* Cache-Control
+// "public, max-age=3600"` would store, under a static file's URL, the 431
+// an origin answers one client's 9 KB header with, and answer everyone
+// with it for an hour.
+func (h *Handler) judge(r *http.Request, status int, view, origin http.Header, responseTime time.Time) (reason string, rc ResponseControl, lifetime time.Duration) {
+	ttl := time.Duration(h.DefaultTTL)
+	rc = ParseResponseControl(view, h.targeted)
+	lifetime, has := LifetimeAt(status, view, rc, ttl, responseTime)
+	if reason = Storable(r, status, view, rc, has, false); reason != "" || origin == nil || OperatorFreshness(status) {
+		return reason, rc, lifetime
+	}
+	own := ParseResponseControl(origin, h.targeted)
+	ownLifetime, ownHas := LifetimeAt(status, origin, own, ttl, responseTime)
+	if reason = Storable(r, status, origin, own, ownHas, false); reason != "" {
+		return reason, rc, lifetime
+	}
+	return "", rc, min(lifetime, ownLifetime)
 }
 
 // notModifiedBy reports whether a 200 with fields hdr satisfies r's
@@ -782,12 +816,12 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 	if x.store {
 		origin := withoutProxyCookie(x.r, rec.header)
 		hdr := withPresetCopy(origin, x.preset)
-		reason, rc, lifetime, fields := h.whyNotStored(x, status, hdr)
+		reason, rc, lifetime, fields := h.whyNotStored(x, status, hdr, origin)
 		// A request whose handlers before the cache made the answer not
 		// storable for it alone (header @loggedin Cache-Control private,
 		// matching its cookie) tells nothing of the key's other requests.
 		if reason != "" && x.preset != nil && len(x.r.Header["Cookie"]) > 0 {
-			asSent, _, _, _ := h.whyNotStored(x, status, origin)
+			asSent, _, _, _ := h.whyNotStored(x, status, origin, nil)
 			x.ownPreset = asSent == ""
 		}
 		uncacheable := !x.ownPreset && x.tellsUncacheable(reason, status, hdr, rc)
@@ -1126,12 +1160,12 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 	// Judged with the preset fields of the request that stored the entry,
 	// not this one's: a request whose handlers mark it private (a
 	// logged-in user) may still refresh the response shared by others.
-	view := hdr
+	view, own := hdr, http.Header(nil)
 	if len(old.preset.s) > 0 {
-		view = withPresetCopy(hdr, old.preset.header())
+		view, own = withPresetCopy(hdr, old.preset.header()), hdr
 	}
-	rc := ParseResponseControl(view, h.targeted)
-	fresh, has := NewFreshness(old.status, view, rc, time.Duration(h.DefaultTTL), x.requestTime, rec.responseTime)
+	reason, rc, lifetime := h.judge(asGET(x.r), old.status, view, own, rec.responseTime)
+	fresh := freshnessWith(lifetime, view, rc, x.requestTime, rec.responseTime)
 	if hasBody(old.status) {
 		hdr["Content-Length"] = []string{strconv.Itoa(old.body.Len())}
 	}
@@ -1147,7 +1181,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		e.exited.Store(true)
 		return e, false
 	}
-	if reason := Storable(asGET(x.r), old.status, view, rc, has, false); reason != "" || !e.body.acquire() {
+	if reason != "" || !e.body.acquire() {
 		e.exited.Store(true) // holds no reference
 		h.store.dropIfStored(old)
 		return e, false
