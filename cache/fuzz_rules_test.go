@@ -334,43 +334,60 @@ func modelRange(header string, size int64) (ByteRange, bool, bool) {
 	return ByteRange{Start: start.Int64(), End: end.Int64()}, true, true
 }
 
-// FuzzVaryKey: never panics; idempotent (presenting the normalised value
-// again gives the same key); absent differs from any present value; two
-// fields never produce the key of their values swapped unless equal.
+// FuzzVaryKey: never panics; for the list fields it normalises,
+// idempotent (presenting the normalised value again gives the same key);
+// any other field shares a key only with the same lines; absent differs
+// from any present value; two fields never produce the key of their
+// values swapped unless equal.
 func FuzzVaryKey(f *testing.F) {
 	for _, s := range [][2]string{{"gzip, br", "x"}, {" a ,, b ", `"q, r"`}, {"BR,Gzip;Q=1", ""}, {`"unterminated, x`, "\t"},
-		{"00", `" `}, {`",`, `",`}, {`"a\`, "b"}} {
+		{"00", `" `}, {`",`, `",`}, {`"a\`, "b"}, {"lang=en,", "lang=en"}, {"a, b", "a,b"}} {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, a, b string) {
-		fields := []string{"Accept-Encoding", "X-Other"}
-		for _, name := range fields {
+		lists := []string{"Accept-Encoding", "Accept-Language"}
+		for _, name := range lists {
 			for _, v := range []string{a, b} {
-				n := normalizeVaryValue(name, []string{v})
-				if again := normalizeVaryValue(name, []string{n}); again != n {
+				n := normalizeListValue(name, []string{v})
+				if again := normalizeListValue(name, []string{n}); again != n {
 					t.Fatalf("%s: not idempotent: %q -> %q -> %q", name, v, n, again)
 				}
-				n2 := normalizeVaryValue(name, []string{v, b})
-				if again := normalizeVaryValue(name, []string{n2}); again != n2 {
+				n2 := normalizeListValue(name, []string{v, b})
+				if again := normalizeListValue(name, []string{n2}); again != n2 {
 					t.Fatalf("%s: two lines not idempotent: %q, %q -> %q -> %q", name, v, b, n2, again)
 				}
 			}
 		}
-		h := http.Header{"Accept-Encoding": {a}, "X-Other": {b}}
-		k := VaryKey(fields, h)
+		h := http.Header{"Accept-Encoding": {a}, "Accept-Language": {b}}
+		k := VaryKey(lists, h)
 		norm := http.Header{
-			"Accept-Encoding": {normalizeVaryValue("Accept-Encoding", []string{a})},
-			"X-Other":         {normalizeVaryValue("X-Other", []string{b})},
+			"Accept-Encoding": {normalizeListValue("Accept-Encoding", []string{a})},
+			"Accept-Language": {normalizeListValue("Accept-Language", []string{b})},
 		}
-		if k2 := VaryKey(fields, norm); k2 != k {
+		if k2 := VaryKey(lists, norm); k2 != k {
 			t.Fatalf("normalised request gives another key: %q vs %q", k, k2)
 		}
-		if VaryKey(fields, http.Header{"X-Other": {b}}) == k {
+		if VaryKey(lists, http.Header{"Accept-Language": {b}}) == k {
 			t.Fatalf("absent Accept-Encoding matches %q", a)
 		}
-		swapped := http.Header{"Accept-Encoding": {b}, "X-Other": {a}}
-		if VaryKey([]string{"X-Other", "X-Third"}, h) == VaryKey([]string{"X-Other", "X-Third"}, swapped) &&
-			normalizeVaryValue("X-Other", []string{a}) != normalizeVaryValue("X-Other", []string{b}) {
+		// Any other field: the same lines, or another key.
+		other := []string{"X-Other"}
+		key := func(lines ...string) string { return VaryKey(other, http.Header{"X-Other": lines}) }
+		if (key(a) == key(b)) != (a == b) {
+			t.Fatalf("X-Other %q and %q: keys equal %v", a, b, a == b)
+		}
+		if key(a, b) == key(a+", "+b) || key(a, b) == key(a+b) {
+			t.Fatalf("X-Other lines %q, %q share a key with one line", a, b)
+		}
+		if (key(a, b) == key(b, a)) != (a == b) {
+			t.Fatalf("X-Other lines %q, %q: keys of either order equal %v", a, b, a == b)
+		}
+		if VaryKey(other, http.Header{}) == key(a) {
+			t.Fatalf("absent X-Other matches %q", a)
+		}
+		x := http.Header{"X-Other": {a}, "X-Third": {b}}
+		swapped := http.Header{"X-Other": {b}, "X-Third": {a}}
+		if VaryKey([]string{"X-Other", "X-Third"}, x) == VaryKey([]string{"X-Other", "X-Third"}, swapped) && a != b {
 			t.Fatal("different values, same key")
 		}
 	})

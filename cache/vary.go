@@ -27,19 +27,31 @@ func ParseVary(h http.Header) (fields []string, star bool) {
 	return slices.Compact(fields), star
 }
 
-// VaryKey returns the normalised values of fields in req (RFC 9111 §4.1):
-// whitespace collapsed, combined field lines joined; an absent field is
-// distinct from an empty one.
+// VaryKey returns the values of fields in req that select a variant (RFC
+// 9111 §4.1), in a form where two requests share a key only when the
+// origin cannot tell their values apart; an absent field is distinct from
+// an empty one.
 //
 // Fields are taken in the order given (ParseVary's sorted order) under
-// their canonical names. A field's lines are combined as one list: list
-// members are trimmed, runs of spaces and tabs outside quoted strings
-// become one space, empty members are dropped (RFC 9110 §5.6.1), and the
-// members are joined with ", ". An unterminated quoted string is closed
-// at the end of its line. Accept-Encoding members are also
-// lowercased, stripped of all whitespace and sorted, so "gzip, br" matches
-// "br,gzip". The encoding, name length:name then "-" for absent or value
-// length:value, cannot be confused between different inputs.
+// their canonical names. Only the fields isListField names, whose values
+// RFC 9110 defines as comma-separated lists in which spacing and empty
+// members mean nothing, are normalised (normalizeListValue): their lines
+// are combined as one list, members trimmed, runs of spaces and tabs
+// outside quoted strings made one space, empty members dropped (RFC 9110
+// §5.6.1), an unterminated quoted string closed at the end of its line,
+// and Accept-Encoding's codings also lowercased, stripped of whitespace
+// and sorted. Every other field (Cookie, User-Agent, Origin, X-…) is kept
+// as it came, byte for byte and line by line: most are not lists, so a
+// comma, a space or an empty member may change what the origin makes of
+// them ("lang=en," is not "lang=en"), and reverse_proxy forwards a
+// field's lines as separate lines, of which many origins read only the
+// first (Go's Header.Get does, and Go's transport sends only the first
+// User-Agent line).
+//
+// The encoding, name length:name then "-" for absent, value length:value
+// for one value (a list field's, or the one line of another field), or
+// "*" line count ":" then each line's length:value for a field of several
+// lines, cannot be confused between different inputs.
 func VaryKey(fields []string, req http.Header) string {
 	var b []byte
 	for _, f := range fields {
@@ -48,21 +60,54 @@ func VaryKey(fields []string, req http.Header) string {
 		b = append(b, ':')
 		b = append(b, name...)
 		lines, present := req[name]
-		if !present {
+		switch {
+		case !present:
 			b = append(b, '-')
-			continue
+		case isListField(name):
+			b = appendLenValue(b, normalizeListValue(name, lines))
+		case len(lines) == 1:
+			b = appendLenValue(b, lines[0])
+		default:
+			b = append(b, '*')
+			b = strconv.AppendInt(b, int64(len(lines)), 10)
+			b = append(b, ':')
+			for _, line := range lines {
+				b = appendLenValue(b, line)
+			}
 		}
-		v := normalizeVaryValue(name, lines)
-		b = strconv.AppendInt(b, int64(len(v)), 10)
-		b = append(b, ':')
-		b = append(b, v...)
 	}
 	return string(b)
 }
 
-// normalizeVaryValue combines the lines of field name into one normalised
-// value as VaryKey describes.
-func normalizeVaryValue(name string, lines []string) string {
+// appendLenValue appends v's length, ':' and v.
+func appendLenValue(b []byte, v string) []byte {
+	b = strconv.AppendInt(b, int64(len(v)), 10)
+	b = append(b, ':')
+	return append(b, v...)
+}
+
+// isListField reports whether VaryKey normalises the canonical request
+// field name: the proactive negotiation fields of RFC 9110 §12.5, each a
+// #( member ) list of media ranges, charsets, codings or language ranges
+// with their weights. Spacing around their commas and empty members carry
+// no meaning there (§5.6.1), and an origin that negotiates reads them as
+// lists. Other fields are compared as they came, lists or not: responses
+// rarely vary on the other lists of RFC 9110 (Cache-Control,
+// If-None-Match, Via…), an origin may read them loosely, and the
+// structured fields of client hints (Sec-CH-*) fail to parse as a whole
+// with an empty member (RFC 8941 §4.2.1), so there a trailing comma does
+// change what the origin sees.
+func isListField(name string) bool {
+	switch name {
+	case "Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language":
+		return true
+	}
+	return false
+}
+
+// normalizeListValue combines the lines of the list field name (one of
+// isListField) into one normalised value as VaryKey describes.
+func normalizeListValue(name string, lines []string) string {
 	var members []string
 	if name == "Accept-Encoding" {
 		// Codings and their weights are tokens: no quoted strings, and

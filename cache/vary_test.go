@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"testing"
@@ -29,10 +31,13 @@ func TestParseVary(t *testing.T) {
 }
 
 // TestRule15_VaryNormalisation pins RFC 9111 §4.1: the selecting header
-// fields match after normalising whitespace, field-name case and combined
-// field lines; absent matches only absent; the key is unambiguous. (Vary:
-// * never matching and "most recent of several" are the handler's: it
-// does not store a Vary: * response, and a variant key holds one entry.)
+// fields match after normalising field-name case and, for the list fields
+// of proactive negotiation (Accept, Accept-Charset, Accept-Encoding,
+// Accept-Language), whitespace, empty members and combined field lines;
+// any other field matches only the same lines, byte for byte; absent
+// matches only absent; the key is unambiguous. (Vary: * never matching
+// and "most recent of several" are the handler's: it does not store a
+// Vary: * response, and a variant key holds one entry.)
 func TestRule15_VaryNormalisation(t *testing.T) {
 	same := []struct {
 		name   string
@@ -40,9 +45,12 @@ func TestRule15_VaryNormalisation(t *testing.T) {
 		a, b   http.Header
 	}{
 		{"whitespace runs", []string{"Accept-Language"}, rh("Accept-Language", "en-US,  en;q=0.5"), rh("Accept-Language", " en-US , en;q=0.5 ")},
-		{"tabs", []string{"User-Agent"}, rh("User-Agent", "a\t\tb"), rh("User-Agent", "a b")},
+		{"tabs", []string{"Accept"}, rh("Accept", "text/html;\t\tq=0.5"), rh("Accept", "text/html; q=0.5")},
 		{"combined lines", []string{"Accept"}, rh("Accept", "text/html", "Accept", "application/json"), rh("Accept", "text/html, application/json")},
 		{"empty members", []string{"Accept"}, rh("Accept", "text/html,,"), rh("Accept", "text/html")},
+		{"accept-charset", []string{"Accept-Charset"}, rh("Accept-Charset", "utf-8 ,iso-8859-1;q=0.5,"), rh("Accept-Charset", "utf-8, iso-8859-1;q=0.5")},
+		{"same value of another field", []string{"Cookie"}, rh("Cookie", "lang=en; theme=dark"), rh("Cookie", "lang=en; theme=dark")},
+		{"same lines of another field", []string{"X-Q"}, rh("X-Q", "a", "X-Q", "b"), rh("X-Q", "a", "X-Q", "b")},
 		{"field name case", []string{"accept-language"}, rh("Accept-Language", "de"), rh("accept-language", "de")},
 		{"accept-encoding order and case", []string{"Accept-Encoding"}, rh("Accept-Encoding", "gzip, br"), rh("Accept-Encoding", "BR,gzip")},
 		{"accept-encoding lines", []string{"Accept-Encoding"}, rh("Accept-Encoding", "br", "Accept-Encoding", "gzip;q=0.5"), rh("Accept-Encoding", "gzip; q=0.5, br")},
@@ -65,8 +73,24 @@ func TestRule15_VaryNormalisation(t *testing.T) {
 		{"values", []string{"Accept-Language"}, rh("Accept-Language", "en"), rh("Accept-Language", "de")},
 		{"value case outside accept-encoding", []string{"Accept-Language"}, rh("Accept-Language", "en"), rh("Accept-Language", "EN")},
 		{"accept-encoding members", []string{"Accept-Encoding"}, rh("Accept-Encoding", "gzip"), rh("Accept-Encoding", "gzip, br")},
-		{"quoted whitespace kept", []string{"X-Q"}, rh("X-Q", `"a  b"`), rh("X-Q", `"a b"`)},
-		{"quoted comma kept", []string{"X-Q"}, rh("X-Q", `"a,b"`), rh("X-Q", `"a, b"`)},
+		{"quoted whitespace kept", []string{"Accept"}, rh("Accept", `text/html;x="a  b"`), rh("Accept", `text/html;x="a b"`)},
+		{"quoted comma kept", []string{"Accept"}, rh("Accept", `text/html;x="a,b"`), rh("Accept", `text/html;x="a, b"`)},
+		{"member order outside accept-encoding", []string{"Accept-Language"}, rh("Accept-Language", "en, de"), rh("Accept-Language", "de, en")},
+		// Fields that are not lists of the negotiation fields are kept
+		// as they came: to the origin, "lang=en," is not "lang=en".
+		{"trailing comma in a cookie", []string{"Cookie"}, rh("Cookie", "lang=en,"), rh("Cookie", "lang=en")},
+		{"empty member elsewhere", []string{"X-Q"}, rh("X-Q", "a,,b"), rh("X-Q", "a,b")},
+		{"space after a comma elsewhere", []string{"X-Q"}, rh("X-Q", "a,b"), rh("X-Q", "a, b")},
+		{"whitespace runs elsewhere", []string{"User-Agent"}, rh("User-Agent", "a\t\tb"), rh("User-Agent", "a b")},
+		{"unterminated quote elsewhere", []string{"X-Q"}, rh("X-Q", `"a`), rh("X-Q", `"a"`)},
+		{"case elsewhere", []string{"X-Q"}, rh("X-Q", "a"), rh("X-Q", "A")},
+		// An origin may read only a field's first line (Go's Header.Get
+		// does), so lines are not joined outside the list fields.
+		{"lines vs one joined line", []string{"User-Agent"}, rh("User-Agent", "Mozilla/5.0 (KHTML", "User-Agent", "like Gecko)"), rh("User-Agent", "Mozilla/5.0 (KHTML, like Gecko)")},
+		{"lines in another order", []string{"X-Q"}, rh("X-Q", "a", "X-Q", "b"), rh("X-Q", "b", "X-Q", "a")},
+		{"one line vs two", []string{"X-Q"}, rh("X-Q", "a"), rh("X-Q", "a", "X-Q", "")},
+		{"no line vs an empty one", []string{"X-Q"}, http.Header{"X-Q": {}}, rh("X-Q", "")},
+		{"line boundary moved", []string{"X-Q"}, rh("X-Q", "1:a", "X-Q", "b"), rh("X-Q", "1", "X-Q", "a1:b")},
 		{"no separator confusion", []string{"A", "B"}, rh("A", "1-1:B-"), rh("A", "1", "B", "")},
 		{"value moved between fields", []string{"A", "B"}, rh("A", "x", "B", ""), rh("A", "", "B", "x")},
 	}
@@ -80,4 +104,63 @@ func TestRule15_VaryNormalisation(t *testing.T) {
 	if got := VaryKey(nil, rh("Accept", "x")); got != "" {
 		t.Errorf("VaryKey(no fields) = %q, want \"\"", got)
 	}
+}
+
+// TestVaryFieldsNotListsKeptAsSent: under Vary: Cookie, a request whose
+// cookie the origin reads differently ("lang=en," is the language "en,")
+// does not store its answer for the requests with "lang=en"; under Vary:
+// User-Agent, a field sent in two lines (an origin may read only the
+// first) does not share a variant with the one line they join to; under
+// Vary: Accept-Language, a list, values that differ only in spacing and
+// empty members still share one.
+func TestVaryFieldsNotListsKeptAsSent(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		w.Header().Set("Date", c.date())
+		switch r.URL.Path {
+		case "/cookie":
+			w.Header().Set("Vary", "Cookie")
+			lang := "none"
+			if ck, err := r.Cookie("lang"); err == nil {
+				lang = ck.Value
+			}
+			switch lang {
+			case "en":
+				_, _ = io.WriteString(w, "Welcome")
+			default:
+				_, _ = fmt.Fprintf(w, "unsupported language %q", lang)
+			}
+		case "/ua":
+			w.Header().Set("Vary", "User-Agent")
+			_, _ = io.WriteString(w, "ua="+r.Header.Get("User-Agent"))
+		case "/lang":
+			w.Header().Set("Vary", "Accept-Language")
+			_, _ = io.WriteString(w, "al="+r.Header.Get("Accept-Language"))
+		}
+		return nil
+	}}
+	step := func(target, want string, parts []string, fields ...string) {
+		t.Helper()
+		w := get(t, h, o, "http://example.com"+target, fields...)
+		wantStatus(t, w, parts)
+		if got := w.Body.String(); got != want {
+			t.Errorf("%s %q: body %q, want %q", target, fields, got, want)
+		}
+	}
+
+	step("/cookie", `unsupported language "en,"`, []string{"fwd=uri-miss"}, "Cookie", "lang=en,")
+	step("/cookie", "Welcome", []string{"fwd=vary-miss"}, "Cookie", "lang=en")
+	step("/cookie", "Welcome", []string{"hit"}, "Cookie", "lang=en")
+	step("/cookie", `unsupported language "en,"`, []string{"hit"}, "Cookie", "lang=en,")
+
+	const ua = "Mozilla/5.0 (KHTML, like Gecko)"
+	step("/ua", "ua=Mozilla/5.0 (KHTML", []string{"fwd=uri-miss"}, "User-Agent", "Mozilla/5.0 (KHTML", "User-Agent", "like Gecko)")
+	step("/ua", "ua="+ua, []string{"fwd=vary-miss"}, "User-Agent", ua)
+	step("/ua", "ua="+ua, []string{"hit"}, "User-Agent", ua)
+
+	step("/lang", "al=en-US,en;q=0.9", []string{"fwd=uri-miss"}, "Accept-Language", "en-US,en;q=0.9")
+	step("/lang", "al=en-US,en;q=0.9", []string{"hit"}, "Accept-Language", "en-US ,  en;q=0.9,")
+	step("/lang", "al=en;q=0.9,en-US", []string{"fwd=vary-miss"}, "Accept-Language", "en;q=0.9,en-US")
 }
