@@ -124,6 +124,20 @@ func (g *flightGroup) publish(key string, f *flight, e *entry, status int) bool 
 	return true
 }
 
+// abandon ends f, a flight of g under key whose leader's client has gone,
+// if nobody has joined it and its response has not begun: the fill is
+// then for nobody, and the caller cancels it. Requests that come later
+// start a flight of their own.
+func (g *flightGroup) abandon(key string, f *flight) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f.done != nil || f.answered || g.m[key] != f {
+		return false
+	}
+	delete(g.m, key)
+	return true
+}
+
 // joined reports whether any request joined f (a flight of g).
 func (g *flightGroup) joined(f *flight) bool {
 	g.mu.Lock()

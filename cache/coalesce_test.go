@@ -297,13 +297,17 @@ func TestCoalescedFillEndsWithClientAndConfig(t *testing.T) {
 			c := newClock()
 			h, unload := newUnloadableHandler(t, Config{}, c)
 			derivedErr := make(chan error, 1)
-			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+			o := &origin{}
+			o.fn = func(w http.ResponseWriter, r *http.Request) error {
+				if o.calls.Load() > 1 {
+					return nil // the waiter's own request, once the fill has ended
+				}
 				derived, cancel := context.WithCancelCause(r.Context())
 				defer cancel(nil)
 				<-derived.Done()
 				derivedErr <- r.Context().Err()
 				return derived.Err()
-			}}
+			}
 			client, leave := context.WithCancel(context.Background())
 			defer leave()
 			done := make(chan struct{})
@@ -312,6 +316,14 @@ func TestCoalescedFillEndsWithClientAndConfig(t *testing.T) {
 				_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, "http://example.com/unload").WithContext(client), o)
 			}()
 			until(t, "the fill to reach the origin", func() bool { return o.calls.Load() == 1 })
+			// Somebody waits for it (a fill nobody waits for ends with
+			// its client: TestAbandonedMissEndsWithItsClient).
+			waited := make(chan struct{})
+			go func() {
+				defer close(waited)
+				_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, "http://example.com/unload"), o)
+			}()
+			until(t, "a request to wait for the fill", func() bool { return h.flights.waiting("http://example.com/unload") == 1 })
 			first, second := leave, unload
 			if unloadFirst {
 				first, second = unload, leave
@@ -328,7 +340,73 @@ func TestCoalescedFillEndsWithClientAndConfig(t *testing.T) {
 				t.Errorf("fill context error %v, want context.Canceled", err)
 			}
 			<-done
+			<-waited
 		})
+	}
+}
+
+// TestAbandonedMissEndsWithItsClient: a miss whose client leaves before
+// the origin answers, while nobody waits for it, ends its origin request,
+// as through plain reverse_proxy: clients that leave (on purpose, or after
+// a timeout of their own, with unique URLs of a slow endpoint) left an
+// origin request behind each. Once the origin has answered with a
+// response to store, the fill goes on without its client, and is stored.
+func TestAbandonedMissEndsWithItsClient(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	ended := make(chan error, 1)
+	answered, leave := make(chan struct{}), make(chan struct{})
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if r.URL.Path == "/hangs" {
+			<-r.Context().Done()
+			ended <- r.Context().Err()
+			return r.Context().Err()
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Length", "10")
+		w.Header().Set("Date", c.date())
+		_, _ = io.WriteString(w, "first")
+		close(answered)
+		<-leave
+		if err := r.Context().Err(); err != nil {
+			return err // (as the transport would stop reading)
+		}
+		_, err := io.WriteString(w, "-rest")
+		return err
+	}}
+	client, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, "http://example.com/hangs").WithContext(client), o)
+	}()
+	until(t, "the miss to reach the origin", func() bool { return o.calls.Load() == 1 })
+	cancel()
+	if err := untilValue(t, "the origin request to end with its client", ended); !errors.Is(err, context.Canceled) {
+		t.Errorf("origin request ended with %v", err)
+	}
+	<-done
+
+	client, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, "http://example.com/answers").WithContext(client), o)
+	}()
+	<-answered
+	cancel()
+	// Not a condition to wait for: time for a wrong cancellation (it runs
+	// on a goroutine of its own) to reach the origin's context, so that
+	// the check above would see it. Passing does not depend on it.
+	time.Sleep(20 * time.Millisecond)
+	close(leave)
+	<-done
+	h.store.wait()
+	w := get(t, h, o, "http://example.com/answers")
+	wantStatus(t, w, []string{"hit"})
+	if w.Body.String() != "first-rest" {
+		t.Errorf("stored body %q", w.Body.String())
 	}
 }
 

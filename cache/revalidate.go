@@ -191,11 +191,22 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			}
 		}
 		if leader {
-			// The fill others wait for must survive its own client.
+			// The fill others wait for must survive its own client;
+			// while nobody waits and the origin has not answered, it
+			// ends with it, as a plain reverse_proxy request does, so
+			// that clients that leave (after a timeout of their own, or
+			// on purpose) do not leave origin requests behind.
 			x.leading = true
 			defer x.release(h, nil)
 			ctx, f := h.fills.start(out.Context(), h.life)
 			defer h.fills.end(f)
+			key := x.flightKey
+			stop := context.AfterFunc(r.Context(), func() {
+				if h.flights.abandon(key, &x.lead) {
+					f.cancel()
+				}
+			})
+			defer stop()
 			out = out.WithContext(ctx)
 		}
 	}
