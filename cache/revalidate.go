@@ -1114,14 +1114,16 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 // known (the record the request was keyed by, if any) when its fields are
 // the same, so that the variants keyed by it stay reachable (the store may
 // not show a record it was just offered: ristretto applies sets
-// asynchronously, and a later offer can take its queued slot), otherwise
-// of a new generation, orphaning the variants of the old.
+// asynchronously, and a later offer can take its queued slot), unless the
+// URL was purged or invalidated since (droppedSince: its variants that a
+// purge by key could not list must stay unreachable), otherwise of a new
+// generation, orphaning the variants of the old.
 func (h *Handler) varyRecord(urlKey string, urlHash uint64, fields []string, known *entry) *entry {
 	if cur := h.store.get(urlHash, []byte(urlKey)); cur != nil && cur.record && equalFields(cur.vary, fields) {
 		return cur
 	}
 	gen := generations.Add(1)
-	if known != nil && known.gen != 0 && equalFields(known.vary, fields) {
+	if known != nil && known.gen != 0 && equalFields(known.vary, fields) && !h.store.droppedSince(urlHash, known.gen) {
 		gen = known.gen
 	}
 	r := &entry{entryData: entryData{key: urlKey, hash: urlHash, record: true, vary: fields, gen: gen}}

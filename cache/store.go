@@ -47,6 +47,10 @@ type storage interface {
 	// still in ristretto's buffer (it is called on the request path); the
 	// count it returns may miss those sets, which it removes all the same.
 	dropKey(key string) int
+	// droppedSince reports whether the URL whose key hashes to h was
+	// purged or invalidated (purgeKey, dropKey) after variant record
+	// generation gen was issued.
+	droppedSince(h, gen uint64) bool
 	purgePrefix(prefix string) int
 	purgeTag(tag string) int
 	purgeAll() int
@@ -95,6 +99,7 @@ const (
 	maxTagsPerEntry   = 64
 	maxTagLength      = 256
 	maxVariantsPerURL = 1024
+	droppedSlots      = 1024
 	queuedSlots       = 256 // store.queued
 	swapStripes       = 64  // store.swaps
 )
@@ -133,6 +138,11 @@ type store struct {
 	tagged   map[uint64]*entry              // the indexed entries with tags
 	children map[uint64]map[uint64]struct{} // URL key hash → variant hashes
 	tags     map[string]map[uint64]struct{} // tag → entry hashes
+	// dropped remembers, by URL key hash (one slot per hash modulo its
+	// size), the last generation issued when the URL was purged or
+	// invalidated: a variant record of that generation or older is gone
+	// for good (see droppedSince).
+	dropped [droppedSlots]droppedURL
 	// newest is, by hash, the id of the latest offer still in ristretto's
 	// buffer (until its Cost is taken, or it is dropped): the Cost
 	// function refuses an older new offer under the hash, which
@@ -703,6 +713,23 @@ func (s *store) onReject(it *ristretto.Item[*entry]) {
 	s.mu.Unlock()
 }
 
+// droppedURL is a slot of store.dropped.
+type droppedURL struct{ hash, gen uint64 }
+
+// droppedSince reports whether the URL whose key hashes to h was purged
+// or invalidated after variant record generation gen was issued: the
+// variants of gen are then not to be made reachable again. The index
+// lists at most maxVariantsPerURL variants of a URL, and a purge by key
+// deletes only those; the others stay until evicted, unreachable, unless
+// a request keyed by the old record (in flight during the purge) stored
+// the record again under its generation (see varyRecord).
+func (s *store) droppedSince(h, gen uint64) bool {
+	s.mu.Lock()
+	d := s.dropped[h%droppedSlots]
+	s.mu.Unlock()
+	return d.hash == h && d.gen >= gen
+}
+
 // collectLocked removes the entry under h and, when it is a URL with
 // variants, the variants, from the index, appending their hashes to out.
 func (s *store) collectLocked(h uint64, out []uint64) []uint64 {
@@ -763,6 +790,7 @@ func (s *store) dropKey(key string) int {
 	s.clearHints(h)
 	s.unqueue(h)
 	s.mu.Lock()
+	s.dropped[h%droppedSlots] = droppedURL{hash: h, gen: generations.Load()}
 	hashes := s.collectLocked(h, nil)
 	s.mu.Unlock()
 	n := len(hashes)

@@ -3,8 +3,10 @@ package cache
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1107,4 +1109,51 @@ func TestDropIfStoredFindsAnOfferBeingTaken(t *testing.T) {
 	if got := s.get(old.hash, []byte(key)); got != nil || !dropped {
 		t.Errorf("dropIfStored = %v; stored after it: %v", dropped, got != nil)
 	}
+}
+
+// TestPurgedVariantsStayUnreachable: a purge by key removes the variants
+// the index lists (at most maxVariantsPerURL of a URL); the others stay in
+// ristretto under the old generation, unreachable. A miss keyed by the old
+// record, in flight during the purge, used to store the record again under
+// that generation, and every variant the purge had missed was served again.
+func TestPurgedVariantsStayUnreachable(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 64 << 20, MinUses: 1}, c)
+	release := make(chan struct{})
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		v := r.Header.Get("X-V")
+		if v == "slow" {
+			<-release
+		}
+		w.Header().Set("Cache-Control", "max-age=300")
+		w.Header().Set("Vary", "X-V")
+		w.Header().Set("Date", c.date())
+		_, _ = io.WriteString(w, "before the purge: "+v)
+		return nil
+	}}
+	const page, n = "http://example.com/page", maxVariantsPerURL + 10
+	for i := range n {
+		get(t, h, o, page, "X-V", strconv.Itoa(i))
+	}
+	unlisted := strconv.Itoa(n - 1) // past the index's cap
+	wantStatus(t, get(t, h, o, page, "X-V", unlisted), []string{"hit"})
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, page, "X-V", "slow"), o)
+	}()
+	until(t, "the slow miss to reach the origin", func() bool { return o.calls.Load() == n+1 })
+	h.store.purgeKey(page)
+	close(release)
+	<-done
+	h.store.wait()
+
+	w := get(t, h, o, page, "X-V", unlisted)
+	wantStatus(t, w, []string{"fwd=vary-miss"}, "hit")
+	if n := o.calls.Load(); n != maxVariantsPerURL+12 {
+		t.Errorf("origin called %d times", n)
+	}
+	// The in-flight miss's own variant is stored under the new record.
+	wantStatus(t, get(t, h, o, page, "X-V", "slow"), []string{"hit"})
 }
