@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // body is a stored response body: its bytes in one or more spans of an
@@ -245,8 +246,11 @@ func (b *body) filling() *bodyFill {
 // aborts one whose origin breaks off.
 type bodyFill struct {
 	filled atomic.Int64 // bytes written and readable
-	mu     sync.Mutex
-	failed bool
+	// progressed is when bytes last arrived (UnixNano; the response's
+	// header, before the first).
+	progressed atomic.Int64
+	mu         sync.Mutex
+	failed     bool
 	// wake is made by a reader that waits for more, and closed (then
 	// cleared) by the next advance or by fail.
 	wake chan struct{}
@@ -255,8 +259,9 @@ type bodyFill struct {
 // errFillFailed ends a reader of a fill that ended short.
 var errFillFailed = errors.New("response_cache: the response being filled broke off")
 
-// advance publishes that the first n bytes are written.
-func (f *bodyFill) advance(n int) {
+// advance publishes that the first n bytes are written, at now.
+func (f *bodyFill) advance(n int, now time.Time) {
+	f.progressed.Store(now.UnixNano())
 	f.filled.Store(int64(n))
 	f.mu.Lock()
 	if f.wake != nil {
@@ -275,6 +280,14 @@ func (f *bodyFill) fail() {
 		f.wake = nil
 	}
 	f.mu.Unlock()
+}
+
+// stalled reports whether the fill of a body of n bytes is still short
+// and no byte of it arrived for limit before now: a request that comes
+// then asks the origin itself rather than wait on an origin that may
+// never go on (as it would have after the coalescing bound).
+func (f *bodyFill) stalled(n int, now time.Time, limit time.Duration) bool {
+	return int(f.filled.Load()) < n && now.UnixNano()-f.progressed.Load() > int64(limit)
 }
 
 // broken reports whether the fill failed.

@@ -138,6 +138,23 @@ func (g *flightGroup) abandon(key string, f *flight) bool {
 	return true
 }
 
+// dropStalled ends f, the flight of g under key answered with e, if e's
+// body stopped arriving for limit before now (bodyFill.stalled), so that
+// the requests that come next start a flight of their own rather than
+// each ask the origin alone; it reports whether f is no longer g's.
+func (g *flightGroup) dropStalled(key string, f *flight, e *entry, now time.Time, limit time.Duration) bool {
+	fill := e.body.filling()
+	if fill == nil || !fill.stalled(e.body.Len(), now, limit) {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m[key] == f {
+		delete(g.m, key)
+	}
+	return true
+}
+
 // joined reports whether any request joined f (a flight of g).
 func (g *flightGroup) joined(f *flight) bool {
 	g.mu.Lock()

@@ -751,14 +751,14 @@ func TestVaryRecordKeepsTheKnownGeneration(t *testing.T) {
 	h := newTestHandler(t, Config{}, newClock())
 	const url = "http://example.com/v"
 	known := &entry{entryData: entryData{key: url, record: true, vary: []string{"Accept-Encoding"}, gen: 12345}}
-	if r := h.varyRecord(url, keyHash([]byte(url)), []string{"Accept-Encoding"}, known); r.gen != known.gen {
+	if r, _ := h.varyRecord(url, keyHash([]byte(url)), []string{"Accept-Encoding"}, known); r.gen != known.gen {
 		t.Errorf("same fields: generation %d, want the known %d", r.gen, known.gen)
 	}
 	h.store.wait()
-	if r := h.varyRecord(url+"2", keyHash([]byte(url+"2")), []string{"Accept-Language"}, known); r.gen == known.gen {
+	if r, _ := h.varyRecord(url+"2", keyHash([]byte(url+"2")), []string{"Accept-Language"}, known); r.gen == known.gen {
 		t.Error("other fields: the known generation was reused")
 	}
-	if r := h.varyRecord(url+"3", keyHash([]byte(url+"3")), []string{"Accept-Encoding"}, nil); r.gen == known.gen || r.gen == 0 {
+	if r, _ := h.varyRecord(url+"3", keyHash([]byte(url+"3")), []string{"Accept-Encoding"}, nil); r.gen == known.gen || r.gen == 0 {
 		t.Errorf("no known record: generation %d", r.gen)
 	}
 }

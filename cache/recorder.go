@@ -232,7 +232,7 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	if rec.buffer {
 		_, err := rec.body.Write(p)
 		if rec.fill != nil {
-			rec.fill.advance(rec.body.w)
+			rec.fill.advance(rec.body.w, rec.now())
 			if rec.writer == nil && len(p) > 0 && rec.body.w < rec.body.n && rec.pass && !rec.notModified && rec.clientErr == nil {
 				rec.decouple(int(rec.written) - len(p))
 			}

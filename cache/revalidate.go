@@ -46,9 +46,12 @@ type exchange struct {
 	lead      flight
 	// filling is the entry a leader answered its waiters with while its
 	// body arrives (see streamToWaiters); fill is that body's progress.
-	filling     *entry
-	fill        bodyFill
-	fillEnded   bool
+	filling   *entry
+	fill      bodyFill
+	fillEnded bool
+	// newRecord is the variant record finishEntry made for the entry,
+	// when the store had none for its Vary fields; stored with it.
+	newRecord   *entry
 	requestTime time.Time
 	// rangeDropped: the client's Range did not go to the origin (the
 	// cache's conditional, or a Range for the whole body), so a 200 may
@@ -185,6 +188,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			}
 			if h.serveCollapsed(w, x, e, f.status) {
 				return nil
+			}
+			if rejoin && e != nil && h.flights.dropStalled(x.flightKey, f, e, h.now(), h.coalesceWait) {
+				continue // lead a new flight, or join the one another started
 			}
 			if !rejoin || !h.learnVariant(x, e) {
 				break
@@ -488,8 +494,8 @@ func (h *Handler) serveCollapsed(w http.ResponseWriter, x *exchange, e *entry, s
 		return false
 	}
 	defer e.body.release()
-	if f := e.body.filling(); f != nil && f.broken() {
-		return false // its body broke off: this request asks the origin
+	if f := e.body.filling(); f != nil && (f.broken() || f.stalled(e.body.Len(), now, h.coalesceWait)) {
+		return false // its body broke off, or stopped coming: this request asks the origin
 	}
 	x.result = h.m.collapsed
 	st := Status{Fwd: x.fwd, FwdStatus: status, Collapsed: true, Stored: h.store.has(e), TTL: e.ttl(now), HasTTL: true}
@@ -986,6 +992,11 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		} else {
 			e = h.newEntry(x, rec)
 		}
+		if x.newRecord != nil {
+			// Only with a variant to store: a record of a response that
+			// broke off would orphan the variants of the one it replaced.
+			h.store.set(x.newRecord)
+		}
 		if !h.store.set(e) {
 			if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
 				ce.Write(zap.String("key", e.key))
@@ -1012,6 +1023,7 @@ func (h *Handler) streamToWaiters(x *exchange, rec *recorder) {
 		return
 	}
 	e := h.newEntryWith(x, rec, rec.body)
+	x.fill.progressed.Store(rec.responseTime.UnixNano())
 	rec.body.fill.Store(&x.fill)
 	if !h.flights.publish(x.flightKey, &x.lead, e, rec.status) {
 		rec.body.fill.Store(nil)
@@ -1033,6 +1045,9 @@ func (x *exchange) endFill() {
 		e.body.fill.Store(nil)
 	} else {
 		x.fill.fail()
+		// Now, not once x's own client has what it gets (see decouple):
+		// the requests that come meanwhile start a flight of their own.
+		x.release(x.h, nil)
 	}
 }
 
@@ -1095,7 +1110,10 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 		urlKey = string(x.urlKey)
 	}
 	if len(e.vary) > 0 {
-		record := h.varyRecord(urlKey, x.urlHash, e.vary, x.record)
+		record, isNew := h.varyRecord(urlKey, x.urlHash, e.vary, x.record)
+		if isNew {
+			x.newRecord = record // stored with e (finish)
+		}
 		e.varyKey = VaryKey(e.vary, x.r.Header)
 		e.key = string(appendVariantKey(nil, x.urlKey, record.gen, e.varyKey))
 		e.gen = record.gen // for waiters of other variants (learnVariant)
@@ -1109,8 +1127,9 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 	e.computeCost()
 }
 
-// varyRecord returns the variant record of a URL, storing a new one when
-// the store shows none or its Vary fields differ: of the generation of
+// varyRecord returns the variant record of a URL, and whether it is a new
+// one (not stored: the caller stores it with the variant), made when the
+// store shows none or its Vary fields differ: of the generation of
 // known (the record the request was keyed by, if any) when its fields are
 // the same, so that the variants keyed by it stay reachable (the store may
 // not show a record it was just offered: ristretto applies sets
@@ -1118,9 +1137,9 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 // URL was purged or invalidated since (droppedSince: its variants that a
 // purge by key could not list must stay unreachable), otherwise of a new
 // generation, orphaning the variants of the old.
-func (h *Handler) varyRecord(urlKey string, urlHash uint64, fields []string, known *entry) *entry {
+func (h *Handler) varyRecord(urlKey string, urlHash uint64, fields []string, known *entry) (record *entry, isNew bool) {
 	if cur := h.store.get(urlHash, []byte(urlKey)); cur != nil && cur.record && equalFields(cur.vary, fields) {
-		return cur
+		return cur, false
 	}
 	gen := generations.Add(1)
 	if known != nil && known.gen != 0 && equalFields(known.vary, fields) && !h.store.droppedSince(urlHash, known.gen) {
@@ -1128,8 +1147,7 @@ func (h *Handler) varyRecord(urlKey string, urlHash uint64, fields []string, kno
 	}
 	r := &entry{entryData: entryData{key: urlKey, hash: urlHash, record: true, vary: fields, gen: gen}}
 	r.computeCost()
-	h.store.set(r)
-	return r
+	return r, true
 }
 
 func equalFields(a, b []string) bool {

@@ -8,6 +8,9 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // syncWriter is a ResponseWriter safe to read from another goroutine
@@ -92,7 +95,7 @@ func newGatedOrigin(c *clock, first, rest string) *gatedOrigin {
 
 // serveAsync runs h on r in the background; the channel gets what the
 // handler panicked with (nil when it returned).
-func serveAsync(h *Handler, w http.ResponseWriter, r *http.Request, o *gatedOrigin) <-chan any {
+func serveAsync(h *Handler, w http.ResponseWriter, r *http.Request, o caddyhttp.Handler) <-chan any {
 	done := make(chan any, 1)
 	go func() {
 		defer func() { done <- recover() }()
@@ -280,5 +283,148 @@ func TestSlowLeaderDoesNotHoldUpTheFill(t *testing.T) {
 	wantStatus(t, get(t, h, o, target), []string{"hit"})
 	if n := o.calls.Load(); n != 1 {
 		t.Errorf("origin called %d times, want 1", n)
+	}
+}
+
+// TestBrokenFillEndsItsFlightAtOnce: once a fill breaks off, the requests
+// that come next start a flight of their own, even while its first
+// client (reading slowly) still gets what arrived: they joined the broken
+// flight and each asked the origin alone.
+func TestBrokenFillEndsItsFlightAtOnce(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const target = "http://example.com/broken-slow-reader"
+	o := newGatedOrigin(c, "first part", " and the rest")
+	o.end = func(http.ResponseWriter) error { panic(http.ErrAbortHandler) }
+	again := make(chan struct{})
+	gated := o.fn
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		if o.calls.Load() > 1 {
+			<-again
+		}
+		return gated(w, r)
+	}
+	leader := &stalledWriter{syncWriter: newSyncWriter(), release: make(chan struct{})}
+	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	close(o.start)
+	close(o.more)
+	until(t, "the fill to break off", func() bool {
+		h.flights.mu.Lock()
+		defer h.flights.mu.Unlock()
+		f := h.flights.m[target]
+		return f == nil || f.e != nil && f.e.body.filling() != nil && f.e.body.filling().broken()
+	})
+	var next [5]<-chan any
+	for i := range next {
+		next[i] = serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, target), o)
+	}
+	until(t, "one new origin request, the others waiting for it", func() bool {
+		return o.calls.Load() == 2 && h.flights.waiting(target) == len(next)-1
+	})
+	close(again)
+	for _, done := range next {
+		if p := untilValue(t, "a request to return", done); p != nil {
+			t.Errorf("request panicked: %v", p)
+		}
+	}
+	close(leader.release)
+	if p := untilValue(t, "the leader to return", leaderDone); p != http.ErrAbortHandler {
+		t.Errorf("leader ended with %v, want its response aborted", p)
+	}
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times, want 2", n)
+	}
+}
+
+// TestStalledFillIsNotJoined: a request that comes when a fill's body has
+// not advanced for the coalescing bound asks the origin (leading a flight
+// of its own) rather than wait on an origin that may never go on, as it
+// would have past the bound before waiters read fills as they arrive.
+func TestStalledFillIsNotJoined(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const target = "http://example.com/stalls"
+	o := newGatedOrigin(c, "first, ", "rest")
+	leaderDone := serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, target), o)
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	close(o.start)
+	reader := newSyncWriter()
+	readerDone := serveAsync(h, reader, newRequest(http.MethodGet, target), o)
+	until(t, "a request to read the arriving body", func() bool { _, b := reader.got(); return b == "first, " })
+
+	c.Advance(h.coalesceWait + time.Second) // and the origin sends nothing more
+	// The requests that come now: one asks the origin, the others wait
+	// for its answer.
+	again := make(chan struct{})
+	gated := o.fn
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		if o.calls.Load() > 1 {
+			<-again
+		}
+		return gated(w, r)
+	}
+	late := make([]*syncWriter, 3)
+	lateDone := make([]<-chan any, len(late))
+	for i := range late {
+		late[i] = newSyncWriter()
+		lateDone[i] = serveAsync(h, late[i], newRequest(http.MethodGet, target), o)
+	}
+	until(t, "one new origin request, the others waiting for it", func() bool {
+		return o.calls.Load() == 2 && h.flights.waiting(target) == len(late)-1
+	})
+	close(again)
+	for i, w := range late {
+		if p := untilValue(t, "a request after the stall to be answered", lateDone[i]); p != nil {
+			t.Fatalf("panicked: %v", p)
+		}
+		if _, b := w.got(); b != "first, rest" {
+			t.Errorf("request after the stall got %q", b)
+		}
+	}
+	close(o.more)
+	for _, done := range []<-chan any{leaderDone, readerDone} {
+		if p := untilValue(t, "the first fill's requests to end", done); p != nil {
+			t.Errorf("panicked: %v", p)
+		}
+	}
+	if _, b := reader.got(); b != "first, rest" {
+		t.Errorf("reader got %q", b)
+	}
+}
+
+// TestBrokenFillLeavesTheVariantRecord: a miss whose response varies on
+// other fields than the stored ones, and breaks off, leaves the URL's
+// variant record as it was: it used to store its new record at the
+// header, orphaning the variants stored under the old one.
+func TestBrokenFillLeavesTheVariantRecord(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const target = "http://example.com/varies"
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Date", c.date())
+		if r.Header.Get("Accept-Encoding") == "gzip" {
+			w.Header().Set("Vary", "Accept-Encoding")
+			_, err := io.WriteString(w, "gzip variant")
+			return err
+		}
+		w.Header().Set("Vary", "Accept-Language")
+		w.Header().Set("Content-Length", "100")
+		_, _ = io.WriteString(w, "part of it")
+		return errors.New("origin connection reset")
+	}}
+	get(t, h, o, target, "Accept-Encoding", "gzip")
+	h.store.wait()
+	wantStatus(t, get(t, h, o, target, "Accept-Encoding", "gzip"), []string{"hit"})
+
+	if p := <-serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, target, "Accept-Encoding", "br"), o); p != nil {
+		t.Fatalf("panicked: %v", p)
+	}
+	h.store.wait()
+	w := get(t, h, o, target, "Accept-Encoding", "gzip")
+	wantStatus(t, w, []string{"hit"})
+	if w.Body.String() != "gzip variant" {
+		t.Errorf("body %q", w.Body.String())
 	}
 }
