@@ -45,6 +45,9 @@ type entry struct {
 	firstUse bool
 	used     atomic.Bool
 	id       uint64 // serial number, set when offered to the store
+	// epoch is the store's purge count when the fill that made e began
+	// (store.epoch); 0 for entries that are not checked against purges.
+	epoch uint64
 }
 
 // urlKey is the key of e's URL: e's key, or for a variant the URL key

@@ -579,6 +579,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	fwd := "uri-miss"
 	var record *entry
 	var variantHash uint64
+	// Read before the lookups: a response fetched on what they found is
+	// not stored past a purge that came after them (store.purgedSince).
+	epoch := h.store.epoch()
 	e := h.store.get(urlHash, kb.url)
 	if e != nil && e.record {
 		record = e
@@ -622,7 +625,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				if !rq.NoStore {
 					// A refresh is for storing, which this request forbids
 					// (RFC 9111 §5.2.1.5): the next request starts it.
-					h.revalidateInBackground(r, e, record, next)
+					h.revalidateInBackground(r, e, record, next, epoch)
 				}
 				h.serveEntry(w, r, e, Status{Hit: true, TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, now)
 				return nil
@@ -638,7 +641,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if ttl > 0 {
 			fwd = "request"
 		}
-		x := &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, result: h.m.revalidate}
+		x := &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, epoch: epoch, result: h.m.revalidate}
 		if record != nil {
 			x.variantKey, x.variantHash = kb.variant, variantHash
 		}
@@ -648,7 +651,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if rq.OnlyIfCached {
 		return h.gatewayTimeout(w, "", "only-if-cached", kb.url)
 	}
-	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, result: h.m.miss}
+	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, epoch: epoch, result: h.m.miss}
 	if record != nil {
 		x.variantKey, x.variantHash = kb.variant, variantHash
 	}
@@ -865,7 +868,7 @@ func (h *Handler) serveUnsafe(w http.ResponseWriter, r *http.Request, next caddy
 func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 	var n int
 	if key, ok := h.appendKey(nil, r); ok {
-		n = h.store.dropKey(string(key))
+		n = h.store.invalidateKey(string(key))
 	}
 	scheme := schemeOf(r)
 	// Relative references resolve against the URI the client sent, which
@@ -882,7 +885,7 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 			continue
 		}
 		if !h.customKey {
-			n += h.store.dropKey(string(appendURLKey(nil, r, u)))
+			n += h.store.invalidateKey(string(appendURLKey(nil, r, u)))
 			continue
 		}
 		// A GET of u, as the custom key would see it.
@@ -893,7 +896,7 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 		r2.RequestURI = u.RequestURI()
 		r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), nil, nil)
 		if key, ok := h.appendKey(nil, r2); ok {
-			n += h.store.dropKey(string(key))
+			n += h.store.invalidateKey(string(key))
 		}
 	}
 	if ce := h.logger.Check(zapcore.DebugLevel, "invalidated after unsafe method"); ce != nil {

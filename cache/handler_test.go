@@ -1160,6 +1160,7 @@ func (failingStore) set(e *entry) bool         { e.exit(); return false }
 func (failingStore) arena() *arena             { return nil }
 func (failingStore) has(*entry) bool           { return false }
 func (failingStore) wait()                     {}
+func (failingStore) epoch() uint64             { return 0 }
 
 func TestStoreFailureFailsOpen(t *testing.T) {
 	c := newClock()

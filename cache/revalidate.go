@@ -53,6 +53,9 @@ type exchange struct {
 	// when the store had none for its Vary fields; stored with it.
 	newRecord   *entry
 	requestTime time.Time
+	// epoch is the store's purge count when the request looked in the
+	// store: what it fetches is not stored past a purge after that.
+	epoch uint64
 	// rangeDropped: the client's Range did not go to the origin (the
 	// cache's conditional, or a Range for the whole body), so a 200 may
 	// answer it as a 206 (see wholeContentRange).
@@ -1084,6 +1087,7 @@ func (h *Handler) newEntryWith(x *exchange, rec *recorder, body *body) *entry {
 	if x.preset != nil {
 		e.preset = packFields(x.preset, nil)
 	}
+	e.epoch = x.epoch
 	h.finishEntry(e, x)
 	return e
 }
@@ -1112,6 +1116,7 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 	if len(e.vary) > 0 {
 		record, isNew := h.varyRecord(urlKey, x.urlHash, e.vary, x.record)
 		if isNew {
+			record.epoch = x.epoch
 			x.newRecord = record // stored with e (finish)
 		}
 		e.varyKey = VaryKey(e.vary, x.r.Header)
@@ -1133,16 +1138,16 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 // known (the record the request was keyed by, if any) when its fields are
 // the same, so that the variants keyed by it stay reachable (the store may
 // not show a record it was just offered: ristretto applies sets
-// asynchronously, and a later offer can take its queued slot), unless the
-// URL was purged or invalidated since (droppedSince: its variants that a
-// purge by key could not list must stay unreachable), otherwise of a new
-// generation, orphaning the variants of the old.
+// asynchronously, and a later offer can take its queued slot; the store
+// refuses the record if the URL was purged since known was looked up:
+// store.purgedSince), otherwise of a new generation, orphaning the
+// variants of the old.
 func (h *Handler) varyRecord(urlKey string, urlHash uint64, fields []string, known *entry) (record *entry, isNew bool) {
 	if cur := h.store.get(urlHash, []byte(urlKey)); cur != nil && cur.record && equalFields(cur.vary, fields) {
 		return cur, false
 	}
 	gen := generations.Add(1)
-	if known != nil && known.gen != 0 && equalFields(known.vary, fields) && !h.store.droppedSince(urlHash, known.gen) {
+	if known != nil && known.gen != 0 && equalFields(known.vary, fields) {
 		gen = known.gen
 	}
 	r := &entry{entryData: entryData{key: urlKey, hash: urlHash, record: true, vary: fields, gen: gen}}
@@ -1301,7 +1306,7 @@ func revalidationRequest(r *http.Request, e *entry) *http.Request {
 // requests of the old config do, so that frequent reloads do not keep
 // entries from being refreshed; what it stores goes to the store, which
 // the new config shares when its cache is configured alike.
-func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next caddyhttp.Handler) {
+func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next caddyhttp.Handler, epoch uint64) {
 	if !h.bg.start(e.key) {
 		return
 	}
@@ -1333,6 +1338,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		urlKey:     []byte(urlKey),
 		background: true,
 		client:     client,
+		epoch:      epoch,
 	}
 	if len(e.preset.s) > 0 {
 		x.preset = e.preset.header()

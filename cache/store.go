@@ -47,10 +47,12 @@ type storage interface {
 	// still in ristretto's buffer (it is called on the request path); the
 	// count it returns may miss those sets, which it removes all the same.
 	dropKey(key string) int
-	// droppedSince reports whether the URL whose key hashes to h was
-	// purged or invalidated (purgeKey, dropKey) after variant record
-	// generation gen was issued.
-	droppedSince(h, gen uint64) bool
+	// invalidateKey is dropKey for an unsafe method's invalidation: like
+	// a purge, it also keeps fills that began before it from storing.
+	invalidateKey(key string) int
+	// epoch is what a fill records as it begins; set refuses an entry
+	// whose epoch is older than a purge or invalidation of its key.
+	epoch() uint64
 	purgePrefix(prefix string) int
 	purgeTag(tag string) int
 	purgeAll() int
@@ -99,9 +101,9 @@ const (
 	maxTagsPerEntry   = 64
 	maxTagLength      = 256
 	maxVariantsPerURL = 1024
-	droppedSlots      = 1024
 	queuedSlots       = 256 // store.queued
 	swapStripes       = 64  // store.swaps
+	purgeSlots        = 4096
 )
 
 // store is the ristretto-backed storage. Ristretto keeps values by 64-bit
@@ -138,11 +140,6 @@ type store struct {
 	tagged   map[uint64]*entry              // the indexed entries with tags
 	children map[uint64]map[uint64]struct{} // URL key hash → variant hashes
 	tags     map[string]map[uint64]struct{} // tag → entry hashes
-	// dropped remembers, by URL key hash (one slot per hash modulo its
-	// size), the last generation issued when the URL was purged or
-	// invalidated: a variant record of that generation or older is gone
-	// for good (see droppedSince).
-	dropped [droppedSlots]droppedURL
 	// newest is, by hash, the id of the latest offer still in ristretto's
 	// buffer (until its Cost is taken, or it is dropped): the Cost
 	// function refuses an older new offer under the hash, which
@@ -196,6 +193,15 @@ type store struct {
 	asIs uncacheableHints
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
+
+	// purgeSeq numbers purges and invalidations (from 1); marks holds,
+	// per slot of key hashes, the number of the last that removed a key
+	// hashing there, allMark the last purge by prefix, tag or everything.
+	// A fill that began before either (its entry's epoch) is not stored:
+	// it may be what the purge was meant to remove.
+	purgeSeq atomic.Uint64
+	marks    [purgeSlots]atomic.Uint64
+	allMark  atomic.Uint64
 
 	// counts holds the misses of each URL, counted by handlers with any
 	// min_uses but 1 (useCounts makes it on first use, once: countsOnce).
@@ -321,6 +327,7 @@ func newStore(name string, maxCost int64) (*store, error) {
 		return nil, fmt.Errorf("creating store for cache %q: %w", name, err)
 	}
 	s.cache.Store(c)
+	s.purgeSeq.Store(1) // epochs start at 1; 0 means an entry not checked
 	s.firstUses.full = s.nearlyFull
 	return s, nil
 }
@@ -481,7 +488,7 @@ func (s *store) replaceIfStored(old, e *entry) bool {
 func (s *store) setLocked(e *entry) bool {
 	s.life.RLock()
 	defer s.life.RUnlock()
-	if s.closed {
+	if s.closed || (e.epoch != 0 && s.purgedSince(e)) {
 		e.exit()
 		return false
 	}
@@ -713,23 +720,6 @@ func (s *store) onReject(it *ristretto.Item[*entry]) {
 	s.mu.Unlock()
 }
 
-// droppedURL is a slot of store.dropped.
-type droppedURL struct{ hash, gen uint64 }
-
-// droppedSince reports whether the URL whose key hashes to h was purged
-// or invalidated after variant record generation gen was issued: the
-// variants of gen are then not to be made reachable again. The index
-// lists at most maxVariantsPerURL variants of a URL, and a purge by key
-// deletes only those; the others stay until evicted, unreachable, unless
-// a request keyed by the old record (in flight during the purge) stored
-// the record again under its generation (see varyRecord).
-func (s *store) droppedSince(h, gen uint64) bool {
-	s.mu.Lock()
-	d := s.dropped[h%droppedSlots]
-	s.mu.Unlock()
-	return d.hash == h && d.gen >= gen
-}
-
 // collectLocked removes the entry under h and, when it is a URL with
 // variants, the variants, from the index, appending their hashes to out.
 func (s *store) collectLocked(h uint64, out []uint64) []uint64 {
@@ -768,10 +758,31 @@ func (s *store) purged(n int) int {
 	return n
 }
 
+func (s *store) epoch() uint64 { return s.purgeSeq.Load() }
+
+// mark records a purge or invalidation of the key hashing to h.
+func (s *store) mark(h uint64) { s.marks[h%purgeSlots].Store(s.purgeSeq.Add(1)) }
+
+// purgedSince reports whether e's key, or its URL's for a variant, was
+// purged or invalidated after e's fill began (or a key sharing its slot
+// was: that costs a store, never a wrong answer).
+func (s *store) purgedSince(e *entry) bool {
+	if s.allMark.Load() > e.epoch || s.marks[e.hash%purgeSlots].Load() > e.epoch {
+		return true
+	}
+	return e.parent != 0 && s.marks[e.parent%purgeSlots].Load() > e.epoch
+}
+
+func (s *store) invalidateKey(key string) int {
+	s.mark(xxhash.Sum64String(key))
+	return s.dropKey(key)
+}
+
 // purgeKey and dropKey go by the key's hash alone, as the index keeps no
 // keys: a different key with the same 64-bit hash would be purged too,
 // which costs it a miss.
 func (s *store) purgeKey(key string) int {
+	s.mark(xxhash.Sum64String(key))
 	s.life.RLock()
 	if !s.closed {
 		s.rc().Wait()
@@ -790,7 +801,6 @@ func (s *store) dropKey(key string) int {
 	s.clearHints(h)
 	s.unqueue(h)
 	s.mu.Lock()
-	s.dropped[h%droppedSlots] = droppedURL{hash: h, gen: generations.Load()}
 	hashes := s.collectLocked(h, nil)
 	s.mu.Unlock()
 	n := len(hashes)
@@ -818,6 +828,7 @@ func (s *store) dropKey(key string) int {
 // purgePrefix walks ristretto's values, as the index keeps no keys, once
 // the sets still buffered are applied (an admin operation may wait).
 func (s *store) purgePrefix(prefix string) int {
+	s.allMark.Store(s.purgeSeq.Add(1))
 	s.clearAllHints()
 	var hashes []uint64
 	s.life.RLock()
@@ -844,6 +855,7 @@ func (s *store) purgePrefix(prefix string) int {
 }
 
 func (s *store) purgeTag(tag string) int {
+	s.allMark.Store(s.purgeSeq.Add(1))
 	s.clearAllHints()
 	s.mu.Lock()
 	var hashes []uint64

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"strings"
@@ -1115,7 +1116,9 @@ func TestDropIfStoredFindsAnOfferBeingTaken(t *testing.T) {
 // the index lists (at most maxVariantsPerURL of a URL); the others stay in
 // ristretto under the old generation, unreachable. A miss keyed by the old
 // record, in flight during the purge, used to store the record again under
-// that generation, and every variant the purge had missed was served again.
+// that generation, and every variant the purge had missed was served
+// again. What a request fetched on lookups made before a purge is not
+// stored (store.purgedSince), its record included.
 func TestPurgedVariantsStayUnreachable(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{MaxSize: 64 << 20, MinUses: 1}, c)
@@ -1150,10 +1153,74 @@ func TestPurgedVariantsStayUnreachable(t *testing.T) {
 	h.store.wait()
 
 	w := get(t, h, o, page, "X-V", unlisted)
-	wantStatus(t, w, []string{"fwd=vary-miss"}, "hit")
+	wantStatus(t, w, []string{"fwd=uri-miss"}, "hit")
 	if n := o.calls.Load(); n != maxVariantsPerURL+12 {
 		t.Errorf("origin called %d times", n)
 	}
-	// The in-flight miss's own variant is stored under the new record.
-	wantStatus(t, get(t, h, o, page, "X-V", "slow"), []string{"hit"})
+	// Nor was the in-flight miss's own variant stored.
+	wantStatus(t, get(t, h, o, page, "X-V", "slow"), []string{"fwd=vary-miss"}, "hit")
+}
+
+// TestPurgeDuringAFillIsKept: a purge (by key, prefix, tag or of all) or
+// an unsafe method's invalidation that comes while a response is being
+// fetched keeps that response from being stored: it was fetched before,
+// and may be what the purge was meant to remove. It used to be stored
+// after the purge and served for its whole lifetime ("I published, then
+// purged, and still get the old page").
+func TestPurgeDuringAFillIsKept(t *testing.T) {
+	const page = "http://example.com/doc"
+	for _, tt := range []struct {
+		name  string
+		purge func(h *Handler, o *origin)
+	}{
+		{"key", func(h *Handler, _ *origin) { h.store.purgeKey(page) }},
+		{"prefix", func(h *Handler, _ *origin) { h.store.purgePrefix("http://example.com/") }},
+		{"tag", func(h *Handler, _ *origin) { h.store.purgeTag("docs") }},
+		{"all", func(h *Handler, _ *origin) { h.store.purgeAll() }},
+		{"unsafe method", func(h *Handler, o *origin) {
+			if w := serve(t, h, o, newRequest(http.MethodPost, page)); w.Code != http.StatusNoContent {
+				t.Fatalf("POST answered %d", w.Code)
+			}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			var version atomic.Int32
+			version.Store(1)
+			started, resume := make(chan struct{}), make(chan struct{})
+			o := &origin{}
+			o.fn = func(w http.ResponseWriter, r *http.Request) error {
+				if r.Method != http.MethodGet {
+					w.WriteHeader(http.StatusNoContent)
+					return nil
+				}
+				v := version.Load()
+				w.Header().Set("Cache-Control", "max-age=600")
+				w.Header().Set("Surrogate-Key", "docs")
+				w.Header().Set("Date", c.date())
+				if o.calls.Load() == 1 {
+					close(started)
+					<-resume
+				}
+				_, err := fmt.Fprintf(w, "v%d", v)
+				return err
+			}
+			first := make(chan *httptest.ResponseRecorder, 1)
+			go func() { first <- get(t, h, o, page) }()
+			<-started
+			version.Store(2) // the resource changes at the origin, then it is purged
+			tt.purge(h, o)
+			close(resume)
+			if w := untilValue(t, "the fill to end", first); w.Body.String() != "v1" {
+				t.Fatalf("the fill got %q", w.Body.String())
+			}
+			h.store.wait()
+			w := get(t, h, o, page)
+			wantStatus(t, w, []string{"fwd=uri-miss"}, "hit")
+			if w.Body.String() != "v2" {
+				t.Errorf("after the purge: %q, want the origin's v2", w.Body.String())
+			}
+		})
+	}
 }

@@ -1551,3 +1551,52 @@ http://127.0.0.1:%d {
 		}
 	}
 }
+
+// TestCachePurgeDuringAFill: a purge through the admin API that comes
+// while a response is being fetched keeps that response out of the
+// store: "I published, then purged, and still got the old page" happened
+// whenever the purge landed during a fetch.
+func TestCachePurgeDuringAFill(t *testing.T) {
+	var version atomic.Int32
+	version.Store(1)
+	started, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		v := version.Load()
+		body := bytes.Repeat([]byte(fmt.Sprintf("v%d ", v)), 4096)
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body[:1024])
+		w.(http.Flusher).Flush()
+		if v == 1 {
+			once.Do(func() { close(started) })
+			<-resume
+		}
+		_, _ = w.Write(body[1024:])
+	})
+	frontPort := freePort(t)
+	startCaddy(t, cacheFront(frontPort, origin, "min_uses 1"))
+	c := newClient()
+	url := fmt.Sprintf("http://127.0.0.1:%d/doc", frontPort)
+	first := make(chan result, 1)
+	go func() { first <- do(t, c, "GET", url, nil) }()
+	<-started
+	version.Store(2) // the resource changes at the origin, then it is purged
+	res, err := c.Post(fmt.Sprintf("http://127.0.0.1:%d/response_cache/purge", adminPort), "application/json",
+		strings.NewReader(fmt.Sprintf(`{"key":%q}`, url)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("purge: %d", res.StatusCode)
+	}
+	close(resume)
+	if r := <-first; r.status != 200 || !strings.HasPrefix(r.body, "v1 ") {
+		t.Fatalf("the fill: %d %.10q", r.status, r.body)
+	}
+	after := do(t, c, "GET", url, nil)
+	if isHit(after) || !strings.HasPrefix(after.body, "v2 ") {
+		t.Errorf("after a purge during the fill: %q, body %.10q; want a miss with the origin's v2", cacheStatus(after), after.body)
+	}
+}
