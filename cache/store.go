@@ -930,11 +930,12 @@ func parseTags(h HeaderReader) []string {
 // Cleanup; the last Delete closes ristretto).
 var stores = caddy.NewUsagePool()
 
-// storePoolKey names the store a handler with config c uses.
+// storePoolKey names the store a handler with config c uses: its
+// cache_name and max_size, which shapes it (max_item_size bounds what a
+// handler buffers, not the store, so a reload that changes it keeps the
+// entries).
 func storePoolKey(c *Config) string {
-	h := xxhash.New()
-	fmt.Fprintf(h, "max_size=%d;max_item_size=%d", c.MaxSize, c.MaxItemSize)
-	return fmt.Sprintf("%s/%016x", c.CacheName, h.Sum64())
+	return fmt.Sprintf("%s/max_size=%d", c.CacheName, c.MaxSize)
 }
 
 // names records, per config, the store each cache_name stands for, so that

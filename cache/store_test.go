@@ -471,6 +471,15 @@ func TestStorePoolSurvivesReload(t *testing.T) {
 	w := get(t, h2, o, "http://example.com/reload")
 	wantStatus(t, w, []string{"hit"})
 
+	// Another max_item_size keeps it (it bounds what a handler buffers).
+	cfg2 := cfg
+	cfg2.MaxItemSize = cfg.MaxSize / 2
+	h4 := newTestHandler(t, cfg2, c)
+	wantStatus(t, get(t, h4, o, "http://example.com/reload"), []string{"hit"})
+	if err := h4.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+
 	// A different size makes a different store.
 	cfg3 := cfg
 	cfg3.MaxSize = 2 << 20
