@@ -104,6 +104,18 @@ func serveAsync(h *Handler, w http.ResponseWriter, r *http.Request, o caddyhttp.
 	return done
 }
 
+// leadAndWait starts a GET of target through h with writer leader and,
+// once it has reached o, the request waiter (writing to w), once it waits
+// for the leader; it returns what each ends with (see serveAsync).
+func leadAndWait(t *testing.T, h *Handler, o *gatedOrigin, target string, leader, w http.ResponseWriter, waiter *http.Request) (leaderDone, waiterDone <-chan any) {
+	t.Helper()
+	leaderDone = serveAsync(h, leader, newRequest(http.MethodGet, target), o)
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	waiterDone = serveAsync(h, w, waiter, o)
+	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	return leaderDone, waiterDone
+}
+
 // TestWaitersReadAFillAsItArrives: the requests that wait for a miss's
 // response, and those that come while its body arrives, get the body as
 // it arrives (with a declared length), not at its end: a large object
@@ -115,12 +127,8 @@ func TestWaitersReadAFillAsItArrives(t *testing.T) {
 	const target = "http://example.com/video"
 	first, rest := "the first part, ", "and the rest"
 	o := newGatedOrigin(c, first, rest)
-	leader := newSyncWriter()
-	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
-	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
-	early := newSyncWriter()
-	earlyDone := serveAsync(h, early, newRequest(http.MethodGet, target), o)
-	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	leader, early := newSyncWriter(), newSyncWriter()
+	leaderDone, earlyDone := leadAndWait(t, h, o, target, leader, early, newRequest(http.MethodGet, target))
 	close(o.start)
 
 	// The origin has sent its first part and waits: the waiter has it.
@@ -176,11 +184,8 @@ func TestFillThatBreaksOffEndsItsReaders(t *testing.T) {
 	first := "only this much"
 	o := newGatedOrigin(c, first, " and never the rest")
 	o.end = func(http.ResponseWriter) error { return errors.New("origin connection reset") }
-	leaderDone := serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, target), o)
-	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
 	waiter := newSyncWriter()
-	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target), o)
-	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	leaderDone, waiterDone := leadAndWait(t, h, o, target, newSyncWriter(), waiter, newRequest(http.MethodGet, target))
 	close(o.start)
 	until(t, "the waiter to get the first part", func() bool { _, b := waiter.got(); return b == first })
 	close(o.more)
@@ -207,13 +212,9 @@ func TestFillReaderWhoseClientLeaves(t *testing.T) {
 	h := newTestHandler(t, Config{}, c)
 	const target = "http://example.com/leaves"
 	o := newGatedOrigin(c, "first, ", "rest")
-	leader := newSyncWriter()
-	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
-	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
 	ctx, cancel := context.WithCancel(context.Background())
-	waiter := newSyncWriter()
-	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target).WithContext(ctx), o)
-	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	leader, waiter := newSyncWriter(), newSyncWriter()
+	leaderDone, waiterDone := leadAndWait(t, h, o, target, leader, waiter, newRequest(http.MethodGet, target).WithContext(ctx))
 	close(o.start)
 	until(t, "the waiter to get the first part", func() bool { _, b := waiter.got(); return b == "first, " })
 	cancel()
@@ -254,11 +255,8 @@ func TestSlowLeaderDoesNotHoldUpTheFill(t *testing.T) {
 	first, rest := "the first part, ", "and the rest"
 	o := newGatedOrigin(c, first, rest)
 	leader := &stalledWriter{syncWriter: newSyncWriter(), release: make(chan struct{})}
-	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
-	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
 	waiter := newSyncWriter()
-	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target), o)
-	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	leaderDone, waiterDone := leadAndWait(t, h, o, target, leader, waiter, newRequest(http.MethodGet, target))
 	close(o.start)
 	close(o.more)
 	if p := untilValue(t, "the waiter to get the whole body while the leader's client reads nothing", waiterDone); p != nil {
