@@ -330,6 +330,7 @@ func (f *bodyFill) await(ctx context.Context, have int) (int, error) {
 // they arrive, flushing w before each wait so that its client is not
 // left without what has arrived.
 func (b *body) writeFilling(ctx context.Context, w http.ResponseWriter, f *bodyFill, start, end int) error {
+	var rc *http.ResponseController
 	for start < end {
 		n, err := f.await(ctx, start)
 		if err != nil {
@@ -341,7 +342,10 @@ func (b *body) writeFilling(ctx context.Context, w http.ResponseWriter, f *bodyF
 		}
 		start = n
 		if start < end && int(f.filled.Load()) <= start {
-			_ = http.NewResponseController(w).Flush()
+			if rc == nil {
+				rc = http.NewResponseController(w)
+			}
+			_ = rc.Flush()
 		}
 	}
 	return nil

@@ -23,8 +23,14 @@ type flight struct {
 	// status is the origin's status for e (304 for a refresh), written
 	// and read like e.
 	status int
-	// waiters counts the requests waiting (for metrics and tests).
+	// waiters counts the requests waiting: counted by join, under the
+	// group's lock, until wait returns.
 	waiters atomic.Int32
+	// leaderGone is set when the leader's client has gone while requests
+	// waited; cancel ends the fill (set by its leader). Both under the
+	// group's lock.
+	leaderGone bool
+	cancel     func()
 	// answered is set when the leader's response header arrives, and
 	// answering (made by a waiter that joins before) closed then; both
 	// under the group's lock. The wait bound counts from there.
@@ -49,6 +55,7 @@ func (g *flightGroup) join(key string, lead *flight) (f *flight, leader bool, an
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if f, ok := g.m[key]; ok {
+		f.waiters.Add(1) // until wait returns
 		if f.done == nil {
 			f.done = make(chan struct{})
 			if f.published {
@@ -125,34 +132,56 @@ func (g *flightGroup) publish(key string, f *flight, e *entry, status int) bool 
 }
 
 // abandon ends f, a flight of g under key whose leader's client has gone,
-// if nobody has joined it and its response has not begun: the fill is
-// then for nobody, and the caller cancels it. Requests that come later
-// start a flight of their own.
+// if nobody waits for it and its response has not begun: the fill is then
+// for nobody, and the caller cancels it. Requests that come later start a
+// flight of their own. While some wait, the last to leave ends it (left).
 func (g *flightGroup) abandon(key string, f *flight) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if f.done != nil || f.answered || g.m[key] != f {
+	if f.answered || g.m[key] != f {
+		return false
+	}
+	if f.waiters.Load() > 0 {
+		f.leaderGone = true
 		return false
 	}
 	delete(g.m, key)
 	return true
 }
 
-// dropStalled ends f, the flight of g under key answered with e, if e's
-// body stopped arriving for limit before now (bodyFill.stalled), so that
-// the requests that come next start a flight of their own rather than
-// each ask the origin alone; it reports whether f is no longer g's.
-func (g *flightGroup) dropStalled(key string, f *flight, e *entry, now time.Time, limit time.Duration) bool {
-	fill := e.body.filling()
-	if fill == nil || !fill.stalled(e.body.Len(), now, limit) {
-		return false
+// setCancel records how to end f's fill (see left).
+func (g *flightGroup) setCancel(f *flight, cancel func()) {
+	g.mu.Lock()
+	f.cancel = cancel
+	g.mu.Unlock()
+}
+
+// left is called by a request that stopped waiting for f, a flight of g
+// under key: when it was the last, the leader's client has gone and the
+// response has not begun, it ends the fill, as abandon would have.
+func (g *flightGroup) left(key string, f *flight) {
+	g.mu.Lock()
+	var cancel func()
+	if f.leaderGone && f.waiters.Load() == 0 && !f.answered && g.m[key] == f {
+		delete(g.m, key)
+		cancel = f.cancel
 	}
+	g.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// drop ends f, a flight of g under key answered with an entry no request
+// is to be answered with any more (Handler.outdatedFill), so that the
+// requests that come next start a flight of their own rather than each
+// ask the origin alone.
+func (g *flightGroup) drop(key string, f *flight) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.m[key] == f {
 		delete(g.m, key)
 	}
-	return true
 }
 
 // joined reports whether any request joined f (a flight of g).
@@ -174,8 +203,7 @@ const maxCoalesceWait = 10 * time.Second
 // answering is closed (at once if it is nil), and returns the published
 // entry (nil: go to the origin).
 func (f *flight) wait(ctx context.Context, answering <-chan struct{}, limit time.Duration) (*entry, error) {
-	f.waiters.Add(1)
-	defer f.waiters.Add(-1)
+	defer f.waiters.Add(-1) // counted by join
 	if answering != nil {
 		select {
 		case <-f.done:

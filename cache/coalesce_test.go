@@ -762,3 +762,51 @@ func TestVaryRecordKeepsTheKnownGeneration(t *testing.T) {
 		t.Errorf("no known record: generation %d", r.gen)
 	}
 }
+
+// TestAbandonedMissEndsWhenItsWaitersLeaveToo: a miss of a hanging URL
+// whose leader and waiters all leave before the origin answers ends its
+// origin request, whichever leaves last: once a request had joined, it
+// went on (two requests per URL undid TestAbandonedMissEndsWithItsClient).
+func TestAbandonedMissEndsWhenItsWaitersLeaveToo(t *testing.T) {
+	for _, leaderFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("leader leaves first: %v", leaderFirst), func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			ended := make(chan error, 1)
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				select {
+				case <-r.Context().Done():
+				case <-time.After(5 * time.Second): // (a bound: the test fails below)
+				}
+				ended <- r.Context().Err()
+				return r.Context().Err()
+			}}
+			const target = "http://example.com/hangs"
+			lctx, leaderLeaves := context.WithCancel(context.Background())
+			wctx, waiterLeaves := context.WithCancel(context.Background())
+			ldone := serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, target).WithContext(lctx), o)
+			until(t, "the miss to reach the origin", func() bool { return o.calls.Load() == 1 })
+			wdone := serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, target).WithContext(wctx), o)
+			until(t, "the waiter to wait", func() bool { return h.flights.waiting(target) == 1 })
+			first, second := waiterLeaves, leaderLeaves
+			if leaderFirst {
+				first, second = leaderLeaves, waiterLeaves
+			}
+			first()
+			if leaderFirst {
+				until(t, "the fill to know its leader left", func() bool {
+					h.flights.mu.Lock()
+					defer h.flights.mu.Unlock()
+					f := h.flights.m[target]
+					return f != nil && f.leaderGone
+				})
+			}
+			second()
+			if err := untilValue(t, "the origin request to end", ended); err == nil {
+				t.Error("the origin request went on after the leader and its only waiter had left")
+			}
+			untilValue(t, "the waiter to return", wdone)
+			untilValue(t, "the leader to return", ldone)
+		})
+	}
+}

@@ -186,13 +186,15 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 				break
 			}
 			e, err := f.wait(r.Context(), answering, h.coalesceWait)
+			h.flights.left(x.flightKey, f)
 			if err != nil {
 				return nil // the client is gone
 			}
 			if h.serveCollapsed(w, x, e, f.status) {
 				return nil
 			}
-			if rejoin && e != nil && h.flights.dropStalled(x.flightKey, f, e, h.now(), h.coalesceWait) {
+			if rejoin && h.outdatedFill(e, h.now()) {
+				h.flights.drop(x.flightKey, f)
 				continue // lead a new flight, or join the one another started
 			}
 			if !rejoin || !h.learnVariant(x, e) {
@@ -209,6 +211,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			defer x.release(h, nil)
 			ctx, f := h.fills.start(out.Context(), h.life)
 			defer h.fills.end(f)
+			h.flights.setCancel(&x.lead, f.cancel)
 			key := x.flightKey
 			stop := context.AfterFunc(r.Context(), func() {
 				if h.flights.abandon(key, &x.lead) {
@@ -489,6 +492,19 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	return err
 }
 
+// outdatedFill reports whether e is an entry whose body is still arriving
+// that no more requests are to read: it has not advanced for the
+// coalescing bound (an origin that hangs mid-body), or its key was purged
+// or invalidated after its fetch began (a request that comes after a
+// purge must not get what the purge was meant to remove).
+func (h *Handler) outdatedFill(e *entry, now time.Time) bool {
+	if e == nil {
+		return false
+	}
+	f := e.body.filling()
+	return f != nil && (f.stalled(e.body.Len(), now, h.coalesceWait) || e.epoch != 0 && h.store.purgedSince(e))
+}
+
 // serveCollapsed answers x's request with e, an entry another request
 // fetched (with the origin's status), when e can answer it.
 func (h *Handler) serveCollapsed(w http.ResponseWriter, x *exchange, e *entry, status int) bool {
@@ -497,8 +513,8 @@ func (h *Handler) serveCollapsed(w http.ResponseWriter, x *exchange, e *entry, s
 		return false
 	}
 	defer e.body.release()
-	if f := e.body.filling(); f != nil && (f.broken() || f.stalled(e.body.Len(), now, h.coalesceWait)) {
-		return false // its body broke off, or stopped coming: this request asks the origin
+	if f := e.body.filling(); f != nil && (f.broken() || h.outdatedFill(e, now)) {
+		return false // its body broke off, stopped coming or was purged: this request asks the origin
 	}
 	x.result = h.m.collapsed
 	st := Status{Fwd: x.fwd, FwdStatus: status, Collapsed: true, Stored: h.store.has(e), TTL: e.ttl(now), HasTTL: true}
@@ -1022,7 +1038,8 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 // response to be stored as it comes, recorded straight into a body of its
 // declared length; not with a Trailer field, which waiters would not get.
 func (h *Handler) streamToWaiters(x *exchange, rec *recorder) {
-	if !x.leading || x.background || x.outcome != outPass || x.wholeAs200 || len(rec.header["Trailer"]) > 0 {
+	if !x.leading || x.background || x.outcome != outPass || x.wholeAs200 || len(rec.header["Trailer"]) > 0 ||
+		x.fresh.TTL(rec.responseTime) <= 0 { // stale on arrival: its flight has ended (onHeader)
 		return
 	}
 	e := h.newEntryWith(x, rec, rec.body)
@@ -1206,7 +1223,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		hdr["Content-Length"] = []string{strconv.Itoa(old.body.Len())}
 	}
 	e = old.withHeader(packStorable(hdr, rc))
-	e.rc, e.fresh = rc, fresh
+	e.rc, e.fresh, e.epoch = rc, fresh, x.epoch
 	e.readHeader()
 	e.computeCost()
 	// e is served by the caller under the reference it holds to old's

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,8 +52,10 @@ type storage interface {
 	// a purge, it also keeps fills that began before it from storing.
 	invalidateKey(key string) int
 	// epoch is what a fill records as it begins; set refuses an entry
-	// whose epoch is older than a purge or invalidation of its key.
+	// whose epoch is older than a purge or invalidation of its key
+	// (purgedSince).
 	epoch() uint64
+	purgedSince(e *entry) bool
 	purgePrefix(prefix string) int
 	purgeTag(tag string) int
 	purgeAll() int
@@ -104,6 +107,7 @@ const (
 	queuedSlots       = 256 // store.queued
 	swapStripes       = 64  // store.swaps
 	purgeSlots        = 4096
+	recentPurges      = 64
 )
 
 // store is the ristretto-backed storage. Ristretto keeps values by 64-bit
@@ -202,6 +206,13 @@ type store struct {
 	purgeSeq atomic.Uint64
 	marks    [purgeSlots]atomic.Uint64
 	allMark  atomic.Uint64
+	// recent are the latest purges by prefix or tag (at most
+	// recentPurges; older ones are folded into allMark), and recentSeq
+	// the number of the newest, so that a purge of /blog/ or of a tag
+	// does not keep out every fetch in flight.
+	recentMu  sync.Mutex
+	recent    []recentPurge
+	recentSeq atomic.Uint64
 
 	// counts holds the misses of each URL, counted by handlers with any
 	// min_uses but 1 (useCounts makes it on first use, once: countsOnce).
@@ -521,10 +532,12 @@ func (s *store) setLocked(e *entry) bool {
 	slot.Store(e)
 	c := s.rc()
 	if c.Set(e.hash, e, 0) {
-		if e.linked() && !s.indexed(e.hash) {
+		if e.linked() && !s.indexed(e.hash) || e.epoch != 0 && s.purgedSince(e) {
 			// A purge (of a tag, or a variant's URL) took e out of the
 			// index after it was indexed and queued its deletion before
-			// this Set: e would be stored where no purge finds it.
+			// this Set: e would be stored where no purge finds it. Or a
+			// purge came since the check above, and its deletion may
+			// have gone before this Set.
 			slot.CompareAndSwap(e, nil)
 			c.Del(e.hash)
 		}
@@ -761,16 +774,63 @@ func (s *store) purged(n int) int {
 func (s *store) epoch() uint64 { return s.purgeSeq.Load() }
 
 // mark records a purge or invalidation of the key hashing to h.
-func (s *store) mark(h uint64) { s.marks[h%purgeSlots].Store(s.purgeSeq.Add(1)) }
+func (s *store) mark(h uint64) { raise(&s.marks[h%purgeSlots], s.purgeSeq.Add(1)) }
 
 // purgedSince reports whether e's key, or its URL's for a variant, was
-// purged or invalidated after e's fill began (or a key sharing its slot
-// was: that costs a store, never a wrong answer).
+// purged or invalidated after e's fill began, by key (or a key sharing its
+// slot was: that costs a store, never a wrong answer), prefix or tag, or
+// everything was.
 func (s *store) purgedSince(e *entry) bool {
-	if s.allMark.Load() > e.epoch || s.marks[e.hash%purgeSlots].Load() > e.epoch {
+	if s.allMark.Load() > e.epoch || s.marks[e.hash%purgeSlots].Load() > e.epoch ||
+		e.parent != 0 && s.marks[e.parent%purgeSlots].Load() > e.epoch {
 		return true
 	}
-	return e.parent != 0 && s.marks[e.parent%purgeSlots].Load() > e.epoch
+	if s.recentSeq.Load() <= e.epoch {
+		return false
+	}
+	s.recentMu.Lock()
+	defer s.recentMu.Unlock()
+	for _, p := range s.recent {
+		if p.seq > e.epoch && (p.tag != "" && slices.Contains(e.tags, p.tag) || p.tag == "" && strings.HasPrefix(e.urlKey(), p.prefix)) {
+			return true
+		}
+	}
+	return false
+}
+
+// raise sets a to v unless it holds more.
+func raise(a *atomic.Uint64, v uint64) {
+	for {
+		cur := a.Load()
+		if cur >= v || a.CompareAndSwap(cur, v) {
+			return
+		}
+	}
+}
+
+// recentPurge is a purge by prefix or by tag (tag set).
+type recentPurge struct {
+	seq         uint64
+	prefix, tag string
+}
+
+// markRecent numbers a purge by prefix or tag ("" and "": everything).
+func (s *store) markRecent(prefix, tag string) {
+	seq := s.purgeSeq.Add(1)
+	if prefix == "" && tag == "" {
+		raise(&s.allMark, seq)
+		return
+	}
+	s.recentMu.Lock()
+	defer s.recentMu.Unlock()
+	if len(s.recent) == recentPurges {
+		// The oldest is folded into allMark: what began before it is
+		// kept out whatever its key.
+		raise(&s.allMark, s.recent[0].seq)
+		s.recent = append(s.recent[:0], s.recent[1:]...)
+	}
+	s.recent = append(s.recent, recentPurge{seq: seq, prefix: prefix, tag: tag})
+	s.recentSeq.Store(seq)
 }
 
 func (s *store) invalidateKey(key string) int {
@@ -828,7 +888,7 @@ func (s *store) dropKey(key string) int {
 // purgePrefix walks ristretto's values, as the index keeps no keys, once
 // the sets still buffered are applied (an admin operation may wait).
 func (s *store) purgePrefix(prefix string) int {
-	s.allMark.Store(s.purgeSeq.Add(1))
+	s.markRecent(prefix, "")
 	s.clearAllHints()
 	var hashes []uint64
 	s.life.RLock()
@@ -855,7 +915,7 @@ func (s *store) purgePrefix(prefix string) int {
 }
 
 func (s *store) purgeTag(tag string) int {
-	s.allMark.Store(s.purgeSeq.Add(1))
+	s.markRecent("", tag)
 	s.clearAllHints()
 	s.mu.Lock()
 	var hashes []uint64
