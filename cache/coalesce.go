@@ -31,6 +31,12 @@ type flight struct {
 	// group's lock.
 	leaderGone bool
 	cancel     func()
+	// drained is closed by the last waiter to stop waiting once the
+	// leader is in drain (draining set), so that the leader may let go of
+	// the body it kept for them.
+	drained   chan struct{}
+	draining  atomic.Bool
+	drainOnce sync.Once
 	// answered is set when the leader's response header arrives, and
 	// answering (made by a waiter that joins before) closed then; both
 	// under the group's lock. The wait bound counts from there.
@@ -173,7 +179,7 @@ func (g *flightGroup) left(key string, f *flight) {
 }
 
 // drop ends f, a flight of g under key answered with an entry no request
-// is to be answered with any more (Handler.outdatedFill), so that the
+// is to be answered with any more (Handler.outdated), so that the
 // requests that come next start a flight of their own rather than each
 // ask the origin alone.
 func (g *flightGroup) drop(key string, f *flight) {
@@ -201,13 +207,16 @@ const maxCoalesceWait = 10 * time.Second
 
 // wait blocks until the leader publishes, ctx ends or limit passes after
 // answering is closed (at once if it is nil), and returns the published
-// entry (nil: go to the origin).
+// entry (nil: go to the origin) with a reference to its body, which the
+// caller releases: the leader keeps the body until its waiters have taken
+// theirs (drain), so that a response the store refused, and freed, still
+// answers them.
 func (f *flight) wait(ctx context.Context, answering <-chan struct{}, limit time.Duration) (*entry, error) {
-	defer f.waiters.Add(-1) // counted by join
+	defer f.stopWaiting() // counted by join
 	if answering != nil {
 		select {
 		case <-f.done:
-			return f.e, nil
+			return f.take(), nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-answering:
@@ -217,11 +226,43 @@ func (f *flight) wait(ctx context.Context, answering <-chan struct{}, limit time
 	defer timer.Stop()
 	select {
 	case <-f.done:
-		return f.e, nil
+		return f.take(), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-timer.C:
 		return nil, nil
+	}
+}
+
+// take returns the published entry with a reference to its body; nil if
+// there is none, or its body is gone.
+func (f *flight) take() *entry {
+	if e := f.e; e != nil && e.body.acquire() {
+		return e
+	}
+	return nil
+}
+
+// stopWaiting uncounts a waiter; the last tells a draining leader.
+func (f *flight) stopWaiting() {
+	if f.waiters.Add(-1) == 0 && f.draining.Load() {
+		f.drainOnce.Do(func() { close(f.drained) })
+	}
+}
+
+// drain waits, at most limit, until the waiters of f, which has ended
+// (finish), have taken what it answered them with.
+func (f *flight) drain(limit time.Duration) {
+	f.drained = make(chan struct{})
+	f.draining.Store(true)
+	if f.waiters.Load() == 0 {
+		return
+	}
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-f.drained:
+	case <-t.C:
 	}
 }
 

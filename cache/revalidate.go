@@ -178,7 +178,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 				// Leading a variant's flight: a fellow waiter of the
 				// variant may have filled it already; its waiters get that.
 				if !rejoin {
-					if v := h.store.get(x.variantHash, x.variantKey); v != nil && h.serveCollapsed(w, x, v, v.status) {
+					if v := h.store.get(x.variantHash, x.variantKey); v != nil && h.serveCollapsed(w, x, v, v.status, false) {
 						h.flights.finish(x.flightKey, &x.lead, v, v.status)
 						return nil
 					}
@@ -190,10 +190,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			if err != nil {
 				return nil // the client is gone
 			}
-			if h.serveCollapsed(w, x, e, f.status) {
+			if h.serveCollapsed(w, x, e, f.status, true) {
 				return nil
 			}
-			if rejoin && h.outdatedFill(e, h.now()) {
+			if rejoin && h.outdated(x, e, h.now()) {
 				h.flights.drop(x.flightKey, f)
 				continue // lead a new flight, or join the one another started
 			}
@@ -492,28 +492,37 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	return err
 }
 
-// outdatedFill reports whether e is an entry whose body is still arriving
-// that no more requests are to read: it has not advanced for the
-// coalescing bound (an origin that hangs mid-body), or its key was purged
-// or invalidated after its fetch began (a request that comes after a
-// purge must not get what the purge was meant to remove).
-func (h *Handler) outdatedFill(e *entry, now time.Time) bool {
+// outdated reports whether e, the answer of the flight x waited for, is
+// not to answer x: its body, still arriving, has not advanced for the
+// coalescing bound (an origin that hangs mid-body); or its key was purged
+// or invalidated after its fetch began, and x came after a purge (or e's
+// body is still arriving: such a flight stays joinable), since a request
+// that comes after a purge must not get what the purge was meant to
+// remove. The requests that waited before it get the answer once.
+func (h *Handler) outdated(x *exchange, e *entry, now time.Time) bool {
 	if e == nil {
 		return false
 	}
 	f := e.body.filling()
-	return f != nil && (f.stalled(e.body.Len(), now, h.coalesceWait) || e.epoch != 0 && h.store.purgedSince(e))
+	if f != nil && f.stalled(e.body.Len(), now, h.coalesceWait) {
+		return true
+	}
+	return e.epoch != 0 && (f != nil || x.epoch > e.epoch) && h.store.purgedSince(e)
 }
 
 // serveCollapsed answers x's request with e, an entry another request
-// fetched (with the origin's status), when e can answer it.
-func (h *Handler) serveCollapsed(w http.ResponseWriter, x *exchange, e *entry, status int) bool {
+// fetched (with the origin's status), when e can answer it; held tells
+// that the caller holds a reference to e's body, which it hands over.
+func (h *Handler) serveCollapsed(w http.ResponseWriter, x *exchange, e *entry, status int, held bool) bool {
 	now := h.now()
-	if e == nil || !collapsible(e, x.r, x.rq, now) || !e.body.acquire() {
+	if e == nil || !held && !e.body.acquire() {
 		return false
 	}
 	defer e.body.release()
-	if f := e.body.filling(); f != nil && (f.broken() || h.outdatedFill(e, now)) {
+	if !collapsible(e, x.r, x.rq, now) {
+		return false
+	}
+	if f := e.body.filling(); f != nil && f.broken() || h.outdated(x, e, now) {
 		return false // its body broke off, stopped coming or was purged: this request asks the origin
 	}
 	x.result = h.m.collapsed
@@ -1016,12 +1025,19 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			// broke off would orphan the variants of the one it replaced.
 			h.store.set(x.newRecord)
 		}
+		// The waiters get e even if the store drops it (frees its body)
+		// at once: this keeps the body until they have taken theirs.
+		e.body.acquire()
 		if !h.store.set(e) {
 			if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
 				ce.Write(zap.String("key", e.key))
 			}
 		}
 		x.release(h, e)
+		if x.leading {
+			x.lead.drain(time.Second)
+		}
+		e.body.release()
 	}
 	x.release(h, nil)
 	if errors.Is(err, errUnread) {
