@@ -253,6 +253,9 @@ func (f *flight) stopWaiting() {
 // drain waits, at most limit, until the waiters of f, which has ended
 // (finish), have taken what it answered them with.
 func (f *flight) drain(limit time.Duration) {
+	if f.waiters.Load() == 0 {
+		return // finished: nobody joins any more
+	}
 	f.drained = make(chan struct{})
 	f.draining.Store(true)
 	if f.waiters.Load() == 0 {

@@ -1161,6 +1161,7 @@ func (failingStore) arena() *arena             { return nil }
 func (failingStore) has(*entry) bool           { return false }
 func (failingStore) wait()                     {}
 func (failingStore) epoch() uint64             { return 0 }
+func (failingStore) keyMark(uint64) uint64     { return 0 }
 
 func TestStoreFailureFailsOpen(t *testing.T) {
 	c := newClock()

@@ -56,6 +56,10 @@ type exchange struct {
 	// epoch is the store's purge count when the request looked in the
 	// store: what it fetches is not stored past a purge after that.
 	epoch uint64
+	// mark is the latest purge mark of its URL's key when it looked
+	// (store.keyMark; read after the lookups, which errs on the side of
+	// taking a purge for one that came before the request).
+	mark uint64
 	// rangeDropped: the client's Range did not go to the origin (the
 	// cache's conditional, or a Range for the whole body), so a 200 may
 	// answer it as a 206 (see wholeContentRange).
@@ -495,10 +499,11 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 // outdated reports whether e, the answer of the flight x waited for, is
 // not to answer x: its body, still arriving, has not advanced for the
 // coalescing bound (an origin that hangs mid-body); or its key was purged
-// or invalidated after its fetch began, and x came after a purge (or e's
-// body is still arriving: such a flight stays joinable), since a request
-// that comes after a purge must not get what the purge was meant to
-// remove. The requests that waited before it get the answer once.
+// or invalidated after its fetch began, and before x looked in the store
+// (or at all, while e's body is still arriving: such a flight stays
+// joinable), since a request that comes after a purge must not get what
+// the purge was meant to remove. The requests that waited before it get
+// the answer once.
 func (h *Handler) outdated(x *exchange, e *entry, now time.Time) bool {
 	if e == nil {
 		return false
@@ -507,7 +512,7 @@ func (h *Handler) outdated(x *exchange, e *entry, now time.Time) bool {
 	if f != nil && f.stalled(e.body.Len(), now, h.coalesceWait) {
 		return true
 	}
-	return e.epoch != 0 && (f != nil || x.epoch > e.epoch) && h.store.purgedSince(e)
+	return e.epoch != 0 && (f != nil && h.store.purgedSince(e) || h.store.purgedBefore(e, x.epoch, x.mark))
 }
 
 // serveCollapsed answers x's request with e, an entry another request

@@ -56,6 +56,12 @@ type storage interface {
 	// (purgedSince).
 	epoch() uint64
 	purgedSince(e *entry) bool
+	// keyMark is the latest purge mark of the key hashing to h (with
+	// the mark for all): what a request that looks it up came after.
+	keyMark(h uint64) uint64
+	// purgedBefore reports whether e's key was purged after e's fill
+	// began and before a request that read epoch and mark began.
+	purgedBefore(e *entry, epoch, mark uint64) bool
 	purgePrefix(prefix string) int
 	purgeTag(tag string) int
 	purgeAll() int
@@ -798,6 +804,27 @@ func (s *store) purgedSince(e *entry) bool {
 	return false
 }
 
+func (s *store) keyMark(h uint64) uint64 {
+	return max(s.marks[h%purgeSlots].Load(), s.allMark.Load())
+}
+
+func (s *store) purgedBefore(e *entry, epoch, mark uint64) bool {
+	if mark > e.epoch {
+		return true
+	}
+	if s.recentSeq.Load() <= e.epoch {
+		return false
+	}
+	s.recentMu.Lock()
+	defer s.recentMu.Unlock()
+	for _, p := range s.recent {
+		if p.seq > e.epoch && p.seq <= epoch && (p.tag != "" && slices.Contains(e.tags, p.tag) || p.tag == "" && strings.HasPrefix(e.urlKey(), p.prefix)) {
+			return true
+		}
+	}
+	return false
+}
+
 // raise sets a to v unless it holds more.
 func raise(a *atomic.Uint64, v uint64) {
 	for {
@@ -830,7 +857,7 @@ func (s *store) markRecent(prefix, tag string) {
 		s.recent = append(s.recent[:0], s.recent[1:]...)
 	}
 	s.recent = append(s.recent, recentPurge{seq: seq, prefix: prefix, tag: tag})
-	s.recentSeq.Store(seq)
+	raise(&s.recentSeq, seq)
 }
 
 func (s *store) invalidateKey(key string) int {
