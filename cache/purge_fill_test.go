@@ -1,12 +1,17 @@
 package cache
 
 import (
+	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -157,26 +162,7 @@ func TestUnrelatedPurgeKeepsTheFill(t *testing.T) {
 
 func unrelatedPurgeDuringAFill(t *testing.T, purge func(h *Handler, o *origin), wantStored bool) {
 	const page = "http://example.com/busy"
-	c := newClock()
-	h := newTestHandler(t, Config{}, c)
-	started, resume := make(chan struct{}), make(chan struct{})
-	o := &origin{}
-	o.fn = func(w http.ResponseWriter, r *http.Request) error {
-		if r.Method == http.MethodPost {
-			w.WriteHeader(http.StatusNoContent)
-			return nil
-		}
-		w.Header().Set("Cache-Control", "max-age=600")
-		w.Header().Set("Date", c.date())
-		if o.calls.Load() == 1 {
-			close(started)
-			<-resume
-		}
-		_, err := w.Write([]byte("page"))
-		return err
-	}
-	first := serveAsync(h, httptest.NewRecorder(), newRequest(http.MethodGet, page), o)
-	<-started
+	h, o, first, resume := busyPage(t, page)
 	const waiters = 5
 	var done []<-chan any
 	for range waiters {
@@ -198,6 +184,35 @@ func unrelatedPurgeDuringAFill(t *testing.T, purge func(h *Handler, o *origin), 
 	}
 }
 
+// busyPage starts a GET of page through a new handler whose origin holds
+// its first answer (a stored page) until resume is closed, and answers
+// unsafe requests 204; it returns once that GET is at the origin.
+func busyPage(t *testing.T, page string) (h *Handler, o *origin, first <-chan any, resume chan struct{}) {
+	t.Helper()
+	c := newClock()
+	h = newTestHandler(t, Config{}, c)
+	started := make(chan struct{})
+	resume = make(chan struct{})
+	o = &origin{}
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Date", c.date())
+		if o.calls.Load() == 1 {
+			close(started)
+			<-resume
+		}
+		_, err := w.Write([]byte("page"))
+		return err
+	}
+	first = serveAsync(h, httptest.NewRecorder(), newRequest(http.MethodGet, page), o)
+	<-started
+	return h, o, first, resume
+}
+
 func posts(o *origin) int32 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -208,4 +223,185 @@ func posts(o *origin) int32 {
 		}
 	}
 	return n
+}
+
+// TestConcurrentPrefixPurgesKeepOutTheFill: concurrent purges by prefix
+// each keep out a fill of their prefix that began before them. They number
+// themselves (purgeSeq) before taking recentMu, so one numbered first could
+// take the lock last and lower recentSeq, and purgedSince's fast path
+// missed the later purge; recentSeq only rises now.
+func TestConcurrentPrefixPurgesKeepOutTheFill(t *testing.T) {
+	s := newTestStore(t, 1<<20)
+	for trial := 0; trial < 20000; trial++ {
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				s.markRecent(fmt.Sprintf("http://p%d/", g), "")
+			}()
+		}
+		close(start)
+		wg.Wait()
+		last := s.purgeSeq.Load()
+		if got := s.recentSeq.Load(); got != last {
+			// The fill of the later purge's prefix that began just before it.
+			var later recentPurge
+			s.recentMu.Lock()
+			for _, p := range s.recent {
+				if p.seq == last {
+					later = p
+				}
+			}
+			s.recentMu.Unlock()
+			e := testEntry(later.prefix+"doc", 10)
+			e.epoch = last - 1
+			if !s.purgedSince(e) {
+				e.body.acquire()
+				s.set(e)
+				s.wait()
+				stored := s.get(e.hash, []byte(e.key)) != nil
+				t.Fatalf("stored after the purge: %v; "+"trial %d: recentSeq %d after purge %d: a fill of %s begun before its purge is not kept out", stored, trial, got, last, later.prefix)
+			}
+		}
+	}
+}
+
+// TestCoalescedBodiesReturnToTheArena stresses the coalesced paths that
+// take a body reference after f.wait (held answers, kept bodies the store
+// refused, clients that leave, variants, streaming fills, purges, drops
+// by outdated), then purges everything: the arena must be empty.
+func TestCoalescedBodiesReturnToTheArena(t *testing.T) {
+	before := overReleases.Load()
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 128 << 10}, c)
+	s := h.store.(*store)
+	bodyFor := func(path string) string {
+		n, _ := strconv.Atoi(strings.TrimPrefix(path, "/c/"))
+		return strings.Repeat(string(rune('a'+n%26)), 200+n%5*7000)
+	}
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+		b := bodyFor(r.URL.Path)
+		hdr := w.Header()
+		hdr.Set("Date", c.date())
+		hdr.Set("Cache-Control", "max-age=600")
+		hdr.Set("Surrogate-Key", "t"+r.URL.Path[len(r.URL.Path)-1:])
+		if strings.HasSuffix(r.URL.Path, "3") {
+			hdr.Set("Vary", "Accept-Language")
+		}
+		if !strings.HasSuffix(r.URL.Path, "7") {
+			hdr.Set("Content-Length", strconv.Itoa(len(b)))
+		}
+		time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond)
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(b[:len(b)/2]))
+		time.Sleep(time.Duration(rand.IntN(2)) * time.Millisecond)
+		_, err := w.Write([]byte(b[len(b)/2:]))
+		return err
+	}}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			switch i % 4 {
+			case 0:
+				s.purgeKey(fmt.Sprintf("http://example.com/c/%d", i%8))
+			case 1:
+				s.purgePrefix("http://example.com/c/1")
+			case 2:
+				s.purgeTag(fmt.Sprintf("t%d", i%10))
+			case 3:
+				_ = h.ServeHTTP(&captureWriter{h: make(http.Header)}, newRequest(http.MethodPost, fmt.Sprintf("http://example.com/c/%d", i%8)), o)
+			}
+			time.Sleep(500 * time.Microsecond)
+		}
+	}()
+	deadline := time.Now().Add(8 * time.Second)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 400 && time.Now().Before(deadline); i++ {
+				path := fmt.Sprintf("/c/%d", rand.IntN(8))
+				r := newRequest(http.MethodGet, "http://example.com"+path, "Accept-Language", []string{"en", "de"}[rand.IntN(2)])
+				var cancel context.CancelFunc = func() {}
+				if rand.IntN(3) == 0 {
+					var ctx context.Context
+					ctx, cancel = context.WithTimeout(r.Context(), time.Duration(rand.IntN(3000))*time.Microsecond)
+					r = r.WithContext(ctx)
+				}
+				w := &captureWriter{h: make(http.Header)}
+				func() {
+					defer func() { _ = recover() }()
+					_ = h.ServeHTTP(w, r, o)
+				}()
+				cancel()
+				if w.code == http.StatusOK && r.Context().Err() == nil && w.body.String() != bodyFor(path) {
+					t.Errorf("%s: got %d bytes, want %d", path, w.body.Len(), len(bodyFor(path)))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	time.Sleep(50 * time.Millisecond)
+	h.bg.wait()
+	s.wait()
+	t.Logf("collapsed %v", h.m)
+	s.purgeAll()
+	s.wait()
+	if st := s.bodies.stats(); st.Used != 0 || st.FallbackBytes != 0 {
+		t.Errorf("after purging everything the arena still holds %d bytes (%d on the heap): a body reference leaked", st.Used, st.FallbackBytes)
+	}
+	if n := overReleases.Load() - before; n != 0 {
+		t.Errorf("%d bodies released more often than acquired", n)
+	}
+}
+
+// TestWaitedBeforeThePurgeGetsTheAnswer: a request that waited for a fill
+// before its key was purged gets the fill's answer once (Handler.outdated's
+// contract), whatever other keys were purged or invalidated meanwhile: an
+// unrelated POST between the fill's start and the wait must not make it
+// ask the origin again.
+func TestWaitedBeforeThePurgeGetsTheAnswer(t *testing.T) {
+	const page = "http://example.com/busy"
+	h, o, first, resume := busyPage(t, page)
+	// An unrelated unsafe request (its own key, another slot).
+	serve(t, h, o, newRequest(http.MethodPost, "http://example.com/api/comment"))
+	w := httptest.NewRecorder()
+	waiter := serveAsync(h, w, newRequest(http.MethodGet, page), o)
+	until(t, "the request to wait", func() bool { return h.flights.waiting(page) == 1 })
+	h.store.purgeKey(page) // after the request began to wait
+	close(resume)
+	untilValue(t, "the fill", first)
+	untilValue(t, "the waiter", waiter)
+	if n := o.calls.Load() - posts(o); n != 1 {
+		t.Errorf("origin asked %d times: the request that waited before the purge did not get the fill's answer", n)
+	}
+	if !strings.Contains(w.Header().Get("Cache-Status"), "collapsed") {
+		t.Errorf("Cache-Status %q, want the collapsed answer", w.Header().Get("Cache-Status"))
+	}
+}
+
+// TestDrainWithoutWaitersAllocatesNothing: drain runs at the end of every
+// stored miss a request leads, almost always with nobody waiting, and then
+// allocates nothing (it made a channel each time: one more allocation per
+// stored miss).
+func TestDrainWithoutWaitersAllocatesNothing(t *testing.T) {
+	fs := make([]flight, 300)
+	i := 0
+	if n := testing.AllocsPerRun(100, func() { fs[i].drain(time.Second); i++ }); n != 0 {
+		t.Errorf("drain with no waiters: %v allocs, want 0", n)
+	}
 }

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -791,34 +792,31 @@ func (s *store) purgedSince(e *entry) bool {
 		e.parent != 0 && s.marks[e.parent%purgeSlots].Load() > e.epoch {
 		return true
 	}
-	if s.recentSeq.Load() <= e.epoch {
-		return false
-	}
-	s.recentMu.Lock()
-	defer s.recentMu.Unlock()
-	for _, p := range s.recent {
-		if p.seq > e.epoch && (p.tag != "" && slices.Contains(e.tags, p.tag) || p.tag == "" && strings.HasPrefix(e.urlKey(), p.prefix)) {
-			return true
-		}
-	}
-	return false
+	return s.recentMatch(e, math.MaxUint64)
 }
 
+// keyMark is the latest purge mark of the key hashing to h, or of all.
 func (s *store) keyMark(h uint64) uint64 {
 	return max(s.marks[h%purgeSlots].Load(), s.allMark.Load())
 }
 
+// purgedBefore reports whether e's key was purged after e's fill began and
+// before a request that read epoch and mark (keyMark) looked it up.
 func (s *store) purgedBefore(e *entry, epoch, mark uint64) bool {
-	if mark > e.epoch {
-		return true
-	}
+	return mark > e.epoch || s.recentMatch(e, epoch)
+}
+
+// recentMatch reports whether a recent purge by prefix or tag numbered
+// after e's epoch and up to upTo matches e.
+func (s *store) recentMatch(e *entry, upTo uint64) bool {
 	if s.recentSeq.Load() <= e.epoch {
 		return false
 	}
 	s.recentMu.Lock()
 	defer s.recentMu.Unlock()
 	for _, p := range s.recent {
-		if p.seq > e.epoch && p.seq <= epoch && (p.tag != "" && slices.Contains(e.tags, p.tag) || p.tag == "" && strings.HasPrefix(e.urlKey(), p.prefix)) {
+		if p.seq > e.epoch && p.seq <= upTo &&
+			(p.tag != "" && slices.Contains(e.tags, p.tag) || p.tag == "" && strings.HasPrefix(e.urlKey(), p.prefix)) {
 			return true
 		}
 	}
