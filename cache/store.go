@@ -114,6 +114,7 @@ const (
 	queuedSlots       = 256 // store.queued
 	swapStripes       = 64  // store.swaps
 	purgeSlots        = 4096
+	purgeKeys         = 4096
 	recentPurges      = 64
 )
 
@@ -207,12 +208,18 @@ type store struct {
 
 	// purgeSeq numbers purges and invalidations (from 1); marks holds,
 	// per slot of key hashes, the number of the last that removed a key
-	// hashing there, allMark the last purge by prefix, tag or everything.
-	// A fill that began before either (its entry's epoch) is not stored:
-	// it may be what the purge was meant to remove.
-	purgeSeq atomic.Uint64
-	marks    [purgeSlots]atomic.Uint64
-	allMark  atomic.Uint64
+	// hashing there (a filter: most keys' slots show no purge since their
+	// fill began), keyPurges that of the last purge of each key (the
+	// latest purgeKeys of them, in keyOrder; older ones are folded into
+	// allMark), allMark the last purge of everything. A fill that began
+	// before a purge of its key (its entry's epoch) is not stored: it may
+	// be what the purge was meant to remove.
+	purgeSeq  atomic.Uint64
+	marks     [purgeSlots]atomic.Uint64
+	keysMu    sync.RWMutex
+	keyPurges map[uint64]uint64
+	keyOrder  []keyPurge
+	allMark   atomic.Uint64
 	// recent are the latest purges by prefix or tag (at most
 	// recentPurges; older ones are folded into allMark), and recentSeq
 	// the number of the newest, so that a purge of /blog/ or of a tag
@@ -780,24 +787,61 @@ func (s *store) purged(n int) int {
 
 func (s *store) epoch() uint64 { return s.purgeSeq.Load() }
 
+// keyPurge is an entry of store.keyOrder.
+type keyPurge struct{ hash, seq uint64 }
+
 // mark records a purge or invalidation of the key hashing to h.
-func (s *store) mark(h uint64) { raise(&s.marks[h%purgeSlots], s.purgeSeq.Add(1)) }
+func (s *store) mark(h uint64) {
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
+	seq := s.purgeSeq.Add(1)
+	if s.keyPurges == nil {
+		s.keyPurges = make(map[uint64]uint64)
+	}
+	if len(s.keyOrder) == purgeKeys {
+		// The oldest is folded into allMark: what began before it is
+		// kept out whatever its key.
+		old := s.keyOrder[0]
+		if s.keyPurges[old.hash] == old.seq {
+			delete(s.keyPurges, old.hash)
+		}
+		raise(&s.allMark, old.seq)
+		s.keyOrder = append(s.keyOrder[:0], s.keyOrder[1:]...)
+	}
+	s.keyPurges[h] = seq
+	s.keyOrder = append(s.keyOrder, keyPurge{h, seq})
+	raise(&s.marks[h%purgeSlots], seq)
+}
+
+// keyPurged is the number of the last purge of the key hashing to h that
+// is remembered (0: none): marks' slot first, without a lock.
+func (s *store) keyPurged(h uint64) uint64 {
+	if s.marks[h%purgeSlots].Load() == 0 {
+		return 0
+	}
+	s.keysMu.RLock()
+	defer s.keysMu.RUnlock()
+	return s.keyPurges[h]
+}
 
 // purgedSince reports whether e's key, or its URL's for a variant, was
-// purged or invalidated after e's fill began, by key (or a key sharing its
-// slot was: that costs a store, never a wrong answer), prefix or tag, or
+// purged or invalidated after e's fill began, by key, prefix or tag, or
 // everything was.
 func (s *store) purgedSince(e *entry) bool {
-	if s.allMark.Load() > e.epoch || s.marks[e.hash%purgeSlots].Load() > e.epoch ||
-		e.parent != 0 && s.marks[e.parent%purgeSlots].Load() > e.epoch {
+	if s.allMark.Load() > e.epoch {
 		return true
+	}
+	for _, h := range [2]uint64{e.hash, e.parent} {
+		if h != 0 && s.marks[h%purgeSlots].Load() > e.epoch && s.keyPurged(h) > e.epoch {
+			return true
+		}
 	}
 	return s.recentMatch(e, math.MaxUint64)
 }
 
 // keyMark is the latest purge mark of the key hashing to h, or of all.
 func (s *store) keyMark(h uint64) uint64 {
-	return max(s.marks[h%purgeSlots].Load(), s.allMark.Load())
+	return max(s.keyPurged(h), s.allMark.Load())
 }
 
 // purgedBefore reports whether e's key was purged after e's fill began and
