@@ -410,3 +410,27 @@ func TestDrainWithoutWaitersAllocatesNothing(t *testing.T) {
 		t.Errorf("drain with no waiters: %v allocs, want 0", n)
 	}
 }
+
+// TestPurgedKeysAreBounded: the store remembers the latest purgeKeys
+// purged keys; an older one counts as a purge of everything, so a fill
+// that began before it is still kept out.
+func TestPurgedKeysAreBounded(t *testing.T) {
+	s := newTestStore(t, 1<<20)
+	e := testEntry("http://a/doc", 10)
+	e.epoch = s.epoch() // began before the purges
+	s.mark(e.hash)
+	for i := range purgeKeys + 10 {
+		s.mark(uint64(i) + 1<<40)
+	}
+	if len(s.keyPurges) > purgeKeys || len(s.keyOrder) > purgeKeys {
+		t.Errorf("%d keys remembered, in a ring of %d; want at most %d", len(s.keyPurges), len(s.keyOrder), purgeKeys)
+	}
+	if !s.purgedSince(e) {
+		t.Error("a fill that began before a purge of its key, since forgotten, is not kept out")
+	}
+	later := testEntry("http://a/other", 10)
+	later.epoch = s.epoch() // began after every purge
+	if s.purgedSince(later) {
+		t.Error("a fill that began after the purges is kept out")
+	}
+}

@@ -218,7 +218,8 @@ type store struct {
 	marks     [purgeSlots]atomic.Uint64
 	keysMu    sync.RWMutex
 	keyPurges map[uint64]uint64
-	keyOrder  []keyPurge
+	keyOrder  []keyPurge // a ring of purgeKeys, from keyNext once full
+	keyNext   int
 	allMark   atomic.Uint64
 	// recent are the latest purges by prefix or tag (at most
 	// recentPurges; older ones are folded into allMark), and recentSeq
@@ -798,18 +799,20 @@ func (s *store) mark(h uint64) {
 	if s.keyPurges == nil {
 		s.keyPurges = make(map[uint64]uint64)
 	}
-	if len(s.keyOrder) == purgeKeys {
+	s.keyPurges[h] = seq
+	if len(s.keyOrder) < purgeKeys {
+		s.keyOrder = append(s.keyOrder, keyPurge{h, seq})
+	} else {
 		// The oldest is folded into allMark: what began before it is
 		// kept out whatever its key.
-		old := s.keyOrder[0]
+		old := s.keyOrder[s.keyNext]
 		if s.keyPurges[old.hash] == old.seq {
 			delete(s.keyPurges, old.hash)
 		}
 		raise(&s.allMark, old.seq)
-		s.keyOrder = append(s.keyOrder[:0], s.keyOrder[1:]...)
+		s.keyOrder[s.keyNext] = keyPurge{h, seq}
+		s.keyNext = (s.keyNext + 1) % purgeKeys
 	}
-	s.keyPurges[h] = seq
-	s.keyOrder = append(s.keyOrder, keyPurge{h, seq})
 	raise(&s.marks[h%purgeSlots], seq)
 }
 
