@@ -434,3 +434,56 @@ func TestPurgedKeysAreBounded(t *testing.T) {
 		t.Error("a fill that began after the purges is kept out")
 	}
 }
+
+// TestForgottenPurgeFoldRace: a purge of an entry's key that another
+// purge folds into the mark for everything (the ring is full) while
+// purgedSince looks is still seen: purgedSince read that mark first, then
+// the keys, and missed it in between (a race: it tries many times).
+func TestForgottenPurgeFoldRace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a race it tries thousands of times to lose")
+	}
+	s := newTestStore(t, 1<<20)
+	e := testEntry("http://a/doc", 10)
+	other := uint64(1 << 40)
+	for range purgeKeys {
+		other++
+		s.mark(other)
+	}
+	misses := 0
+	for trial := 0; trial < 6000 && misses == 0; trial++ {
+		e.epoch = s.epoch() // the fill begins
+		s.mark(e.hash)      // its key is purged
+		for range purgeKeys - 1 {
+			other++
+			s.mark(other)
+		}
+		// The key's purge is now the oldest in the ring: the next mark
+		// folds it into allMark.
+		var done atomic.Bool
+		var go1 atomic.Bool
+		other++
+		o := other
+		go func() {
+			for !go1.Load() {
+			}
+			s.mark(o)
+			done.Store(true)
+		}()
+		go1.Store(true)
+		for !done.Load() {
+			if !s.purgedSince(e) {
+				misses++
+				break
+			}
+		}
+		for !done.Load() {
+		}
+		if !s.purgedSince(e) {
+			t.Fatal("after the fold: not kept out")
+		}
+	}
+	if misses > 0 {
+		t.Errorf("purgedSince missed a purge of the entry's own key while it was folded into allMark")
+	}
+}

@@ -830,16 +830,16 @@ func (s *store) keyPurged(h uint64) uint64 {
 // purgedSince reports whether e's key, or its URL's for a variant, was
 // purged or invalidated after e's fill began, by key, prefix or tag, or
 // everything was.
+//
+// The mark for everything is read last: a purge of a key, prefix or tag
+// that is folded into it (forgotten) meanwhile is then still seen.
 func (s *store) purgedSince(e *entry) bool {
-	if s.allMark.Load() > e.epoch {
-		return true
-	}
 	for _, h := range [2]uint64{e.hash, e.parent} {
 		if h != 0 && s.marks[h%purgeSlots].Load() > e.epoch && s.keyPurged(h) > e.epoch {
 			return true
 		}
 	}
-	return s.recentMatch(e, math.MaxUint64)
+	return s.recentMatch(e, math.MaxUint64) || s.allMark.Load() > e.epoch
 }
 
 // keyMark is the latest purge mark of the key hashing to h, or of all.
