@@ -113,6 +113,14 @@ func TestBodiesReturnToTheArena(t *testing.T) {
 	if st := s.stats(); st.Evictions+st.Rejects == 0 || st.Bodies.Used+st.Bodies.FallbackBytes == 0 {
 		t.Errorf("the run neither evicted nor held anything (%+v): it proves nothing", st)
 	}
+	wantNoBodyLeaked(t, s, before)
+}
+
+// wantNoBodyLeaked purges everything from s and fails t unless its arena
+// is then empty and no body was released more often than acquired since
+// overReleases was before.
+func wantNoBodyLeaked(t *testing.T, s *store, before uint64) {
+	t.Helper()
 	s.purgeAll()
 	s.wait()
 	if st := s.bodies.stats(); st.Used != 0 || st.FallbackBytes != 0 {

@@ -363,15 +363,7 @@ func TestCoalescedBodiesReturnToTheArena(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	h.bg.wait()
 	s.wait()
-	t.Logf("collapsed %v", h.m)
-	s.purgeAll()
-	s.wait()
-	if st := s.bodies.stats(); st.Used != 0 || st.FallbackBytes != 0 {
-		t.Errorf("after purging everything the arena still holds %d bytes (%d on the heap): a body reference leaked", st.Used, st.FallbackBytes)
-	}
-	if n := overReleases.Load() - before; n != 0 {
-		t.Errorf("%d bodies released more often than acquired", n)
-	}
+	wantNoBodyLeaked(t, s, before)
 }
 
 // TestWaitedBeforeThePurgeGetsTheAnswer: a request that waited for a fill
