@@ -53,6 +53,14 @@ type arena struct {
 
 	fallbacks     atomic.Uint64 // bodies (or parts) placed on the Go heap
 	fallbackBytes atomic.Int64  // their bytes now live
+
+	// Responses being recorded are not charged to the store until they
+	// are stored: their bytes are reserved here first (see reserve), up
+	// to recordLimit in all, so that a burst of concurrent misses of
+	// large responses cannot take memory without bound.
+	recording   atomic.Int64  // bytes reserved by bodies being recorded
+	recordLimit int64         // the most reserved at once (but see reserve)
+	refusals    atomic.Uint64 // reservations refused
 }
 
 const (
@@ -65,17 +73,19 @@ const (
 )
 
 // newArena returns an arena for a cache of maxCost bytes. Its chunks add
-// up to maxCost and a sixteenth, the slack that keeps fragmentation from
-// pushing bodies to the heap.
+// up to maxCost, a sixteenth (the slack that keeps fragmentation from
+// pushing bodies to the heap) and the recording budget (an eighth), so
+// that bodies being recorded live in the arena too.
 func newArena(maxCost int64) *arena {
 	shift := uint(maxChunkShift)
 	for shift > minChunkShift && int64(1)<<shift > maxCost/16 {
 		shift--
 	}
 	size := int64(1) << shift
-	n := (maxCost + maxCost/16 + size - 1) / size
+	limit := recordingBudget(maxCost)
+	n := (maxCost + maxCost/16 + limit + size - 1) / size
 	orders := int(shift-minBlockShift) + 1
-	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), spare: -1}
+	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), spare: -1, recordLimit: limit}
 	// The free lists' side arrays take 9 bytes per 512-byte block (under
 	// 2% of max_size). For caches up to 512 MiB they are sized once, so
 	// growing them leaves no garbage and no slack; larger ones grow them
@@ -91,6 +101,39 @@ func newArena(maxCost int64) *arena {
 }
 
 func (a *arena) chunkSize() int { return 1 << a.chunkShift }
+
+// recordingBudget is how many bytes of responses a cache of maxCost bytes
+// records at once: an eighth of it.
+func recordingBudget(maxCost int64) int64 { return maxCost / 8 }
+
+// reserve takes n bytes of the recording budget for a body about to be
+// recorded, and reports whether it could: while other bodies are being
+// recorded, only as long as all of them fit in the budget; alone, a body
+// of any size (up to max_item_size), so that no response is too large to
+// be stored ever; always, with anyway (a response others wait for). A nil
+// arena (no store) has no budget.
+func (a *arena) reserve(n int64, anyway bool) bool {
+	if a == nil || n <= 0 {
+		return true
+	}
+	for {
+		cur := a.recording.Load()
+		if !anyway && cur > 0 && cur+n > a.recordLimit {
+			a.refusals.Add(1)
+			return false
+		}
+		if a.recording.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
+}
+
+// unreserve gives back n bytes reserve took.
+func (a *arena) unreserve(n int64) {
+	if a != nil && n > 0 {
+		a.recording.Add(-n)
+	}
+}
 
 // topOrder is the order of a whole chunk.
 func (a *arena) topOrder() int8 { return int8(a.chunkShift - minBlockShift) }
@@ -341,15 +384,27 @@ type arenaStats struct {
 	Fallbacks uint64 `json:"heap_fallbacks"`
 	// FallbackBytes is the heap those hold now.
 	FallbackBytes int64 `json:"heap_bytes"`
+	// Recording is the bytes reserved by responses being recorded, not
+	// yet stored (each its declared length, or what it has so far).
+	Recording int64 `json:"recording_bytes"`
+	// RecordingLimit is the most Recording takes (an eighth of
+	// max_size), unless a single response is larger.
+	RecordingLimit int64 `json:"recording_limit_bytes"`
+	// RecordingRefusals counts responses streamed without being
+	// stored because RecordingLimit was taken by others.
+	RecordingRefusals uint64 `json:"recording_refusals"`
 }
 
 func (a *arena) stats() arenaStats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return arenaStats{
-		Mapped:        int64(len(a.chunks)) << a.chunkShift,
-		Used:          a.used,
-		Fallbacks:     a.fallbacks.Load(),
-		FallbackBytes: a.fallbackBytes.Load(),
+		Mapped:            int64(len(a.chunks)) << a.chunkShift,
+		Used:              a.used,
+		Fallbacks:         a.fallbacks.Load(),
+		FallbackBytes:     a.fallbackBytes.Load(),
+		Recording:         a.recording.Load(),
+		RecordingLimit:    a.recordLimit,
+		RecordingRefusals: a.refusals.Load(),
 	}
 }

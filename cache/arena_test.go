@@ -152,10 +152,12 @@ func TestNewArenaGeometry(t *testing.T) {
 	}{
 		{"zero", 0, minChunkShift, 1},
 		{"negative", -1, minChunkShift, 1},
-		{"1 MiB", 1 << 20, 16, 17},
-		{"4 MiB", 4 << 20, 18, 17},
-		{"64 MiB", 64 << 20, 22, 17},
-		{"1 GiB", 1 << 30, 22, 272},
+		// max_size, a sixteenth of slack and an eighth for bodies being
+		// recorded: 19 sixteenths.
+		{"1 MiB", 1 << 20, 16, 19},
+		{"4 MiB", 4 << 20, 18, 19},
+		{"64 MiB", 64 << 20, 22, 19},
+		{"1 GiB", 1 << 30, 22, 304},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,7 +11,11 @@ type Config struct {
 	// MaxSize is the most bytes the cache holds, counting each entry's
 	// body, stored headers, key and a fixed per-entry overhead. Entries are
 	// evicted (ristretto's TinyLFU admission and sampled LFU eviction) to stay
-	// under it. Default: 256 MiB. From 64 KiB to 512 GiB.
+	// under it. Responses being recorded for storage take at most an eighth
+	// of it more, all together (one alone up to MaxItemSize, and any that
+	// other requests wait for); a storable miss that would pass that is
+	// streamed and not stored (Cache-Status detail=recording-budget).
+	// Default: 256 MiB. From 64 KiB to 512 GiB.
 	MaxSize int64 `json:"max_size,omitempty"`
 
 	// MaxItemSize is the largest response, in bytes, that is buffered for

@@ -126,6 +126,9 @@ func wantNoBodyLeaked(t *testing.T, s *store, before uint64) {
 	if st := s.bodies.stats(); st.Used != 0 || st.FallbackBytes != 0 {
 		t.Errorf("after purging everything the arena still holds %d bytes (%d on the heap): a body reference leaked", st.Used, st.FallbackBytes)
 	}
+	if st := s.bodies.stats(); st.Recording != 0 {
+		t.Errorf("with nothing in flight %d bytes of the recording budget are still reserved", st.Recording)
+	}
 	if n := overReleases.Load() - before; n != 0 {
 		t.Errorf("%d bodies released more often than acquired", n)
 	}

@@ -120,6 +120,7 @@ type storeCollector struct {
 	stores, rejects, evictions, drop   *prometheus.Desc
 	purges                             *prometheus.Desc
 	arenaMapped, arenaUsed, heapBodies *prometheus.Desc
+	recording, refusals                *prometheus.Desc
 }
 
 func newStoreCollector() *storeCollector {
@@ -139,12 +140,14 @@ func newStoreCollector() *storeCollector {
 		arenaMapped: d("arena_mapped_bytes", "Bytes of memory mapped for bodies, outside the Go heap."),
 		arenaUsed:   d("arena_used_bytes", "Bytes of the body arena in use by bodies."),
 		heapBodies:  d("heap_body_bytes", "Bytes of bodies that did not fit in the arena and live on the Go heap."),
+		recording:   d("recording_bytes", "Bytes reserved by responses being recorded, not yet stored."),
+		refusals:    d("recording_refusals_total", "Storable responses streamed without being stored because others being recorded took the recording budget (an eighth of max_size)."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop, c.purges, c.arenaMapped, c.arenaUsed, c.heapBodies} {
+	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop, c.purges, c.arenaMapped, c.arenaUsed, c.heapBodies, c.recording, c.refusals} {
 		ch <- d
 	}
 }
@@ -166,6 +169,8 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		t.Bodies.Mapped += st.Bodies.Mapped
 		t.Bodies.Used += st.Bodies.Used
 		t.Bodies.FallbackBytes += st.Bodies.FallbackBytes
+		t.Bodies.Recording += st.Bodies.Recording
+		t.Bodies.RecordingRefusals += st.Bodies.RecordingRefusals
 		sum[st.Cache] = t
 	}
 	for name, t := range sum {
@@ -180,6 +185,8 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.arenaMapped, prometheus.GaugeValue, float64(t.Bodies.Mapped), name)
 		ch <- prometheus.MustNewConstMetric(c.arenaUsed, prometheus.GaugeValue, float64(t.Bodies.Used), name)
 		ch <- prometheus.MustNewConstMetric(c.heapBodies, prometheus.GaugeValue, float64(t.Bodies.FallbackBytes), name)
+		ch <- prometheus.MustNewConstMetric(c.recording, prometheus.GaugeValue, float64(t.Bodies.Recording), name)
+		ch <- prometheus.MustNewConstMetric(c.refusals, prometheus.CounterValue, float64(t.Bodies.RecordingRefusals), name)
 	}
 }
 

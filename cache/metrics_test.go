@@ -87,6 +87,11 @@ func TestMetrics(t *testing.T) {
 	get(t, h3, o, "http://example.com/m4")
 	get(t, h, o, "http://example.com/m5")
 	serve(t, h, o, newRequest("DELETE", "http://example.com/m5")) // invalidates m5
+	// A response being recorded, and one refused beside it.
+	bodies := h.store.(*store).bodies
+	bodies.reserve(1000, false)
+	defer bodies.unreserve(1000)
+	bodies.reserve(bodies.recordLimit, false)
 
 	mfs := gather(t, ctx)
 	for _, tc := range []struct {
@@ -103,6 +108,8 @@ func TestMetrics(t *testing.T) {
 		{"caddy_response_cache_stores_total", map[string]string{"cache": "metrics-test"}, 2},
 		{"caddy_response_cache_purges_total", map[string]string{"cache": "metrics-test"}, 1},
 		{"caddy_response_cache_min_uses_skips_total", map[string]string{"cache": "metrics-test"}, 2},
+		{"caddy_response_cache_recording_bytes", map[string]string{"cache": "metrics-test"}, 1000},
+		{"caddy_response_cache_recording_refusals_total", map[string]string{"cache": "metrics-test"}, 1},
 	} {
 		t.Run(tc.metric+labelString(tc.labels), func(t *testing.T) {
 			got, ok := value(mfs[tc.metric], tc.labels)

@@ -69,6 +69,16 @@ type recorder struct {
 	writer    chan error
 	clientCtx context.Context
 
+	// reserved is what this response took of the arena's recording
+	// budget (see arena.reserve), given back by dropBody.
+	reserved int64
+	// refused: buffering stopped because the recording budget was taken
+	// by other responses, not because of limit.
+	refused bool
+	// awaited: others wait for this response; it is recorded whatever
+	// the budget (see arena.reserve).
+	awaited bool
+
 	overflow  bool  // the body passed limit: it was dropped
 	written   int64 // body bytes the next handler wrote
 	clientErr error // first error writing to the client
@@ -109,6 +119,7 @@ func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 // reset readies rec, which passed nothing to its client and holds no
 // body, for another response to the same client.
 func (rec *recorder) reset() {
+	rec.unreserve()
 	*rec = recorder{w: rec.w, discard: rec.discard, header: make(http.Header), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx}
 }
 
@@ -152,13 +163,10 @@ func (rec *recorder) WriteHeader(status int) {
 	if rec.buffer {
 		// A known length within the limit is allocated once, in the
 		// arena; a longer declared length is not buffered at all.
-		if cl := rec.header.Get("Content-Length"); cl != "" {
-			n, err := strconv.ParseInt(cl, 10, 64)
-			switch {
-			case err != nil || n < 0:
-			case n > rec.limit:
+		if n, ok := rec.declaredLength(); ok {
+			if n > rec.limit {
 				rec.stopBuffering()
-			default:
+			} else {
 				rec.body = rec.arena.newBody(int(n))
 			}
 		}
@@ -229,6 +237,10 @@ func (rec *recorder) Write(p []byte) (int, error) {
 		rec.WriteHeader(http.StatusOK)
 	}
 	rec.written += int64(len(p))
+	if rec.buffer && rec.body.limit > 0 && !rec.reserveGrowth(len(p)) {
+		rec.refused = true
+		rec.stopBuffering()
+	}
 	if rec.buffer {
 		_, err := rec.body.Write(p)
 		if rec.fill != nil {
@@ -313,10 +325,62 @@ func (rec *recorder) takeBody() *body {
 	return b
 }
 
-// dropBody releases whatever body was recorded and not taken.
+// dropBody releases whatever body was recorded and not taken, and gives
+// back the recording budget (the exchange's last act: what was recorded
+// is now stored, and charged, or dropped).
 func (rec *recorder) dropBody() {
 	rec.body.release()
 	rec.body = nil
+	rec.unreserve()
+}
+
+// declaredLength returns the body length the Content-Length field
+// declares, if it declares one.
+func (rec *recorder) declaredLength() (int64, bool) {
+	cl := rec.header.Get("Content-Length")
+	if cl == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(cl, 10, 64)
+	return n, err == nil && n >= 0
+}
+
+// reserveDeclared takes the recording budget for a body of declared
+// length within the limit, which is recorded into a body of that length
+// (whatever the budget when awaited), and reports whether it could;
+// other bodies reserve as they grow (reserveGrowth).
+func (rec *recorder) reserveDeclared(awaited bool) bool {
+	rec.awaited = awaited
+	n, ok := rec.declaredLength()
+	if !ok || n > rec.limit {
+		return true
+	}
+	if !rec.arena.reserve(n, awaited) {
+		return false
+	}
+	rec.reserved += n
+	return true
+}
+
+// reserveGrowth takes the recording budget for n more bytes of a body of
+// unknown length, in whole scratch pieces (what it takes on the heap).
+func (rec *recorder) reserveGrowth(n int) bool {
+	want := int64(min(rec.body.w+n, rec.body.limit))
+	if want <= rec.reserved {
+		return true
+	}
+	step := (want - rec.reserved + scratchSize - 1) / scratchSize * scratchSize
+	if !rec.arena.reserve(step, rec.awaited) {
+		return false
+	}
+	rec.reserved += step
+	return true
+}
+
+// unreserve gives back the recording budget rec took.
+func (rec *recorder) unreserve() {
+	rec.arena.unreserve(rec.reserved)
+	rec.reserved = 0
 }
 
 // FlushError flushes the client connection (http.ResponseController).

@@ -106,6 +106,14 @@ func (x *exchange) onOverflow() {
 		x.rec.fill.fail()
 	}
 	x.release(x.h, nil)
+	if x.rec.refused {
+		// Others took the recording budget: the key's next miss may be
+		// stored, and its conditional misses are not sent as they come.
+		if ce := x.h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
+			ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", "recording budget"))
+		}
+		return
+	}
 	x.notFetchedWhole()
 	if ce := x.h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
 		ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", "max_item_size"),
@@ -878,11 +886,18 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if uncacheable {
 			h.noLongerStored(x, rec.responseTime)
 		}
-		if reason == "" && x.untried && !(x.leading && h.flights.joined(&x.lead)) {
+		awaited := x.leading && h.flights.joined(&x.lead)
+		if reason == "" && x.untried && !awaited {
 			// Storable, but asked for too seldom so far, and nobody
 			// waits for it: streamed without being buffered.
 			reason, detail = "min_uses", "min-uses"
 			h.m.minUsesSkips.Inc()
+		}
+		if reason == "" && !rec.reserveDeclared(awaited) {
+			// Other responses being recorded take the budget: streamed
+			// without being buffered; the next miss may be stored.
+			reason, detail = "recording budget", "recording-budget"
+			rec.refused = true
 		}
 		if reason == "" {
 			rec.buffer = true
@@ -912,7 +927,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if x.condDropped && rec.status == http.StatusOK {
 			rec.notModified = notModifiedBy(x.r, rec.header)
 		}
-		if !rec.buffer {
+		if !rec.buffer && !rec.refused {
 			x.notFetchedWhole()
 		}
 		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: rec.status, Key: h.statusKey(x.urlKey), Detail: detail})

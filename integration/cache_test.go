@@ -894,6 +894,117 @@ func TestCacheMinUsesAuto(t *testing.T) {
 	t.Logf("first misses not stored: %d of 400 asked for once", skipped)
 }
 
+// TestCacheRecordingBudgetUnderABurst: many concurrent misses of distinct
+// large responses take at most an eighth of max_size while they are being
+// recorded (the others are streamed, not stored), every client gets its
+// whole body, and the budget is free again once they end.
+func TestCacheRecordingBudgetUnderABurst(t *testing.T) {
+	const clients, size = 20, 1 << 20
+	release := make(chan struct{})
+	var once sync.Once
+	defer once.Do(func() { close(release) })
+	origin := startBackend(t, "burst", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		body := bytes.Repeat([]byte(r.URL.Path[len(r.URL.Path)-1:]), size)
+		_, _ = w.Write(body[:64<<10])
+		w.(http.Flusher).Flush()
+		<-release
+		_, _ = w.Write(body[64<<10:])
+	})
+	frontPort := freePort(t)
+	maxSize := int64(16<<20 + 4096) // its own: an eighth is 2 MiB
+	startCaddy(t, cacheFront(frontPort, origin, fmt.Sprintf("max_size %d", maxSize)))
+	c := newClient()
+	type bodies struct {
+		Recording, Limit int64
+		Refusals         uint64
+	}
+	stats := func() bodies {
+		t.Helper()
+		var st []struct {
+			MaxBytes int64 `json:"max_bytes"`
+			Bodies   struct {
+				Recording int64  `json:"recording_bytes"`
+				Limit     int64  `json:"recording_limit_bytes"`
+				Refusals  uint64 `json:"recording_refusals"`
+			} `json:"bodies"`
+		}
+		cacheStats(t, c, &st)
+		for _, s := range st {
+			if s.MaxBytes == maxSize {
+				return bodies(s.Bodies)
+			}
+		}
+		t.Fatalf("stats: no store of max_size %d in %+v", maxSize, st)
+		return bodies{}
+	}
+
+	type answer struct {
+		path, status string
+		res          *http.Response
+		err          error
+	}
+	answers := make(chan answer, clients)
+	for i := range clients {
+		go func() {
+			path := fmt.Sprintf("/burst/%d", i%10)
+			if i >= 10 {
+				path += "x"
+			}
+			res, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", frontPort, path))
+			a := answer{path: path, res: res, err: err}
+			if err == nil {
+				a.status = res.Header.Get("Cache-Status")
+			}
+			answers <- a
+		}()
+	}
+	var got []answer
+	for range clients {
+		a := <-answers
+		if a.err != nil {
+			t.Fatalf("GET %s: %v", a.path, a.err)
+		}
+		got = append(got, a)
+	}
+	// Every client has its header; every origin response is held after
+	// its first 64 KiB.
+	st := stats()
+	t.Logf("during the burst: %+v", st)
+	if st.Limit != maxSize/8 {
+		t.Errorf("recording limit = %d, want %d (an eighth of max_size)", st.Limit, maxSize/8)
+	}
+	if st.Recording > st.Limit {
+		t.Errorf("%d bytes being recorded at once, over the budget of %d", st.Recording, st.Limit)
+	}
+	refused := 0
+	for _, a := range got {
+		if strings.Contains(a.status, "detail=recording-budget") {
+			refused++
+		}
+	}
+	if want := clients - int(st.Limit/size); refused < want || uint64(refused) != st.Refusals {
+		t.Errorf("%d responses say detail=recording-budget, stats count %d refusals; want at least %d", refused, st.Refusals, want)
+	}
+	once.Do(func() { close(release) })
+	for _, a := range got {
+		b, err := io.ReadAll(a.res.Body)
+		a.res.Body.Close()
+		if err != nil || len(b) != size || !bytes.Equal(b, bytes.Repeat(b[:1], size)) || b[0] != a.path[len(a.path)-1] {
+			t.Errorf("%s: %d bytes (%v); want its %d bytes intact", a.path, len(b), err, size)
+		}
+	}
+	waitFor(t, "the recording budget to be free", 5*time.Second, func() bool { return stats().Recording == 0 })
+	// Those refused were not marked uncacheable: their next miss is stored.
+	for _, a := range got {
+		if strings.Contains(a.status, "detail=recording-budget") {
+			untilHit(t, c, fmt.Sprintf("http://127.0.0.1:%d%s", frontPort, a.path))
+			break
+		}
+	}
+}
+
 // TestCacheStreamsLargeBodies sends a body far larger than max_item_size
 // through the cache: it must arrive whole and intact, not be stored, and not
 // be held in memory.

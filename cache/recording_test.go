@@ -1,0 +1,201 @@
+package cache
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestArenaRecordingBudget(t *testing.T) {
+	a := newArena(8 << 20) // a budget of 1 MiB
+	if a.recordLimit != 1<<20 {
+		t.Fatalf("recording budget of an 8 MiB cache = %d, want 1 MiB", a.recordLimit)
+	}
+	if !a.reserve(2<<20, false) {
+		t.Fatal("a body larger than the budget was refused while nothing else was recorded")
+	}
+	if a.reserve(1, false) {
+		t.Fatal("a body was reserved past the budget while another was recorded")
+	}
+	a.unreserve(2 << 20)
+	if !a.reserve(600<<10, false) || !a.reserve(424<<10, false) {
+		t.Fatal("bodies that fit in the budget together were refused")
+	}
+	if a.reserve(1, false) {
+		t.Fatal("a body was reserved past a full budget")
+	}
+	if !a.reserve(100<<10, true) {
+		t.Fatal("a body reserved anyway was refused")
+	}
+	st := a.stats()
+	if st.Recording != 1124<<10 || st.RecordingLimit != 1<<20 || st.RecordingRefusals != 2 {
+		t.Errorf("stats: recording %d, limit %d, refusals %d; want %d, %d, 2", st.Recording, st.RecordingLimit, st.RecordingRefusals, 1124<<10, 1<<20)
+	}
+	var none *arena
+	if !none.reserve(1<<40, false) {
+		t.Error("a nil arena (no store) refused a body")
+	}
+}
+
+// budgetOrigin serves /slow (declared length, its rest held until more
+// is closed) and, at once, any other /<n>[u] as n bytes (u: of unknown
+// length, in 8 KiB writes).
+func budgetOrigin(c *clock, slowSize int, more <-chan struct{}) *origin {
+	return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		hd := w.Header()
+		hd.Set("Cache-Control", "max-age=60")
+		hd.Set("Date", c.date())
+		name := strings.TrimPrefix(r.URL.Path, "/")
+		if name == "slow" {
+			hd.Set("Content-Length", strconv.Itoa(slowSize))
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.WriteString(w, strings.Repeat("s", 1024))
+			<-more
+			_, err := io.WriteString(w, strings.Repeat("s", slowSize-1024))
+			return err
+		}
+		unknown := strings.HasSuffix(name, "u")
+		n, _ := strconv.Atoi(strings.TrimSuffix(name, "u"))
+		body := strings.Repeat(name[:1], n)
+		if !unknown {
+			hd.Set("Content-Length", strconv.Itoa(n))
+			_, err := io.WriteString(w, body)
+			return err
+		}
+		for len(body) > 0 {
+			k := min(len(body), 8<<10)
+			if _, err := io.WriteString(w, body[:k]); err != nil {
+				return err
+			}
+			body = body[k:]
+		}
+		return nil
+	}}
+}
+
+// TestRecordingBudgetBoundsConcurrentFills: responses being recorded take
+// at most an eighth of max_size at once; a storable miss that would pass
+// it while others are recorded is streamed whole to its client and not
+// stored (60 concurrent misses of 8 MiB into a 64 MiB cache took 520 MB
+// of RSS), and the next miss of its URL is stored.
+func TestRecordingBudgetBoundsConcurrentFills(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 1 << 20}, c) // budget and max_item_size 128 KiB
+	s := h.store.(*store)
+	more := make(chan struct{})
+	o := budgetOrigin(c, 100<<10, more)
+
+	slow := serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, "http://example.com/slow"), o)
+	until(t, "the slow fill to reserve its length", func() bool { return s.bodies.recording.Load() == 100<<10 })
+
+	// 10 KiB fits beside it; 60 KiB does not, declared or not.
+	wantStatus(t, get(t, h, o, "http://example.com/10240"), []string{"fwd=uri-miss"}, "detail=recording-budget")
+	wantStatus(t, get(t, h, o, "http://example.com/10240"), []string{"hit"})
+	for _, target := range []string{"http://example.com/61440", "http://example.com/61440u"} {
+		w := get(t, h, o, target)
+		name := strings.TrimPrefix(target, "http://example.com/")
+		n, _ := strconv.Atoi(strings.TrimSuffix(name, "u"))
+		if w.Code != http.StatusOK || w.Body.String() != strings.Repeat(name[:1], n) {
+			t.Errorf("%s over the budget: %d, %d bytes; want 200 with its %d bytes", target, w.Code, w.Body.Len(), n)
+		}
+		if strings.HasSuffix(name, "u") {
+			wantStatus(t, w, []string{"fwd=uri-miss"}) // refused after its header
+		} else {
+			wantStatus(t, w, []string{"fwd=uri-miss", "detail=recording-budget"})
+		}
+		if got := s.bodies.recording.Load(); got != 100<<10 {
+			t.Errorf("after %s the budget holds %d bytes, want the slow fill's %d", target, got, 100<<10)
+		}
+	}
+	if st := s.bodies.stats(); st.RecordingRefusals != 2 {
+		t.Errorf("recording refusals = %d, want 2", st.RecordingRefusals)
+	}
+
+	close(more)
+	if v := untilValue(t, "the slow fill to end", slow); v != nil {
+		t.Fatalf("slow fill panicked: %v", v)
+	}
+	s.wait()
+	if got := s.bodies.recording.Load(); got != 0 {
+		t.Errorf("with nothing in flight the budget holds %d bytes", got)
+	}
+	// Not stored, nor marked uncacheable: the next misses are stored.
+	for _, target := range []string{"http://example.com/61440", "http://example.com/61440u"} {
+		wantStatus(t, get(t, h, o, target), []string{"fwd=uri-miss"}, "detail=recording-budget")
+		wantStatus(t, get(t, h, o, target), []string{"hit"})
+	}
+	wantStatus(t, get(t, h, o, "http://example.com/slow"), []string{"hit"})
+}
+
+// TestRecordingBudgetYieldsToWaiters: a response others wait for is
+// recorded whatever the budget, so a crowd on one new URL still makes one
+// origin request, whether its length is declared or not.
+func TestRecordingBudgetYieldsToWaiters(t *testing.T) {
+	for _, declared := range []bool{true, false} {
+		t.Run(map[bool]string{true: "declared", false: "unknown length"}[declared], func(t *testing.T) {
+			testRecordingBudgetYieldsToWaiters(t, declared)
+		})
+	}
+}
+
+// lengthDropper leaves out the Content-Length its handler declares.
+type lengthDropper struct{ http.ResponseWriter }
+
+func (w lengthDropper) WriteHeader(code int) {
+	w.Header().Del("Content-Length")
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w lengthDropper) Write(p []byte) (int, error) {
+	w.Header().Del("Content-Length")
+	return w.ResponseWriter.Write(p)
+}
+
+func (w lengthDropper) Flush() { w.ResponseWriter.(http.Flusher).Flush() }
+
+func testRecordingBudgetYieldsToWaiters(t *testing.T, declared bool) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 1 << 20}, c)
+	s := h.store.(*store)
+	hold := make(chan struct{})
+	defer close(hold)
+	go func() {
+		_ = h.ServeHTTP(newSyncWriter(), newRequest(http.MethodGet, "http://example.com/slow"), budgetOrigin(c, 100<<10, hold))
+	}()
+	until(t, "the slow fill to reserve its length", func() bool { return s.bodies.recording.Load() == 100<<10 })
+
+	o := newGatedOrigin(c, strings.Repeat("g", 30<<10), strings.Repeat("h", 30<<10))
+	if !declared {
+		fn := o.fn
+		o.fn = func(w http.ResponseWriter, r *http.Request) error { return fn(lengthDropper{w}, r) }
+	}
+	target := "http://example.com/crowd"
+	leader, waiter := newSyncWriter(), newSyncWriter()
+	leaderDone, waiterDone := leadAndWait(t, h, o, target, leader, waiter, newRequest(http.MethodGet, target))
+	close(o.start)
+	close(o.more)
+	for _, done := range []<-chan any{leaderDone, waiterDone} {
+		if v := untilValue(t, "a request of the crowd to end", done); v != nil {
+			t.Fatalf("panicked: %v", v)
+		}
+	}
+	want := strings.Repeat("g", 30<<10) + strings.Repeat("h", 30<<10)
+	for name, w := range map[string]*syncWriter{"leader": leader, "waiter": waiter} {
+		if code, body := w.got(); code != http.StatusOK || body != want {
+			t.Errorf("%s got %d, %d bytes; want 200 with the %d bytes", name, code, len(body), len(want))
+		}
+	}
+	if !hasParam(waiter.field("Cache-Status"), "collapsed") {
+		t.Errorf("waiter's Cache-Status %q: want collapsed", waiter.field("Cache-Status"))
+	}
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin requests for the crowd = %d, want 1", n)
+	}
+	if st := s.bodies.stats(); st.RecordingRefusals != 0 {
+		t.Errorf("recording refusals = %d, want 0", st.RecordingRefusals)
+	}
+	s.wait()
+	wantStatus(t, get(t, h, o, target), []string{"hit"})
+}
