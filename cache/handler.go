@@ -641,7 +641,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if ttl > 0 {
 			fwd = "request"
 		}
-		x := &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, epoch: epoch, mark: h.store.keyMark(urlHash), result: h.m.revalidate}
+		x := &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, epoch: epoch, result: h.m.revalidate}
 		if record != nil {
 			x.variantKey, x.variantHash = kb.variant, variantHash
 		}
@@ -651,7 +651,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if rq.OnlyIfCached {
 		return h.gatewayTimeout(w, "", "only-if-cached", kb.url)
 	}
-	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, epoch: epoch, mark: h.store.keyMark(urlHash), result: h.m.miss}
+	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, epoch: epoch, result: h.m.miss}
 	if record != nil {
 		x.variantKey, x.variantHash = kb.variant, variantHash
 	}

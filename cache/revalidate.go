@@ -56,9 +56,11 @@ type exchange struct {
 	// epoch is the store's purge count when the request looked in the
 	// store: what it fetches is not stored past a purge after that.
 	epoch uint64
-	// mark is the latest purge mark of its URL's key when it looked
-	// (store.keyMark; read after the lookups, which errs on the side of
-	// taking a purge for one that came before the request).
+	// mark is the latest purge mark of its URL's key when it joined a
+	// flight as a waiter (store.keyMark; read after the lookups, which
+	// errs on the side of taking a purge for one that came before the
+	// request; not read by the misses that lead or do not coalesce, so
+	// that they take no lock of the purge marks).
 	mark uint64
 	// rangeDropped: the client's Range did not go to the origin (the
 	// cache's conditional, or a Range for the whole body), so a 200 may
@@ -186,6 +188,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			var f *flight
 			var answering <-chan struct{}
 			f, leader, answering = h.flights.join(x.flightKey, &x.lead)
+			if !leader && rejoin {
+				x.mark = h.store.keyMark(x.urlHash) // for outdated
+			}
 			if leader {
 				// Leading a variant's flight: a fellow waiter of the
 				// variant may have filled it already; its waiters get that.
