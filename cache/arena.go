@@ -108,25 +108,32 @@ func recordingBudget(maxCost int64) int64 { return maxCost / 8 }
 
 // reserve takes n bytes of the recording budget for a body about to be
 // recorded, and reports whether it could: while other bodies are being
-// recorded, only as long as all of them fit in the budget; alone, a body
-// of any size (up to max_item_size), so that no response is too large to
-// be stored ever; always, with anyway (a response others wait for). A nil
-// arena (no store) has no budget.
-func (a *arena) reserve(n int64, anyway bool) bool {
+// recorded, only as long as all of them fit in the budget, or past it
+// when r (if not nil) says others wait for the response; alone, a body of
+// any size (up to max_item_size), so that no response is too large to be
+// stored ever. A nil arena (no store) has no budget.
+func (a *arena) reserve(n int64, r awaitable) bool {
 	if a == nil || n <= 0 {
 		return true
 	}
 	for {
 		cur := a.recording.Load()
-		if !anyway && cur > 0 && cur+n > a.recordLimit {
-			a.refusals.Add(1)
-			return false
+		if cur > 0 && cur+n > a.recordLimit {
+			if r == nil || !r.awaited() {
+				a.refusals.Add(1)
+				return false
+			}
+			a.recording.Add(n)
+			return true
 		}
 		if a.recording.CompareAndSwap(cur, cur+n) {
 			return true
 		}
 	}
 }
+
+// awaitable tells whether other requests wait for a response.
+type awaitable interface{ awaited() bool }
 
 // unreserve gives back n bytes reserve took.
 func (a *arena) unreserve(n int64) {

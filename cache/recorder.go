@@ -75,9 +75,6 @@ type recorder struct {
 	// refused: buffering stopped because the recording budget was taken
 	// by other responses, not because of limit.
 	refused bool
-	// awaited: others wait for this response; it is recorded whatever
-	// the budget (see arena.reserve).
-	awaited bool
 
 	overflow  bool  // the body passed limit: it was dropped
 	written   int64 // body bytes the next handler wrote
@@ -102,6 +99,9 @@ type recorderEvents interface {
 	// body is recorded into a body of its declared length. It may set
 	// the recorder's fill.
 	onBody(rec *recorder)
+	// awaited tells whether other requests wait for the response: it is
+	// then recorded whatever the recording budget (see arena.reserve).
+	awaitable
 }
 
 func newRecorder(w http.ResponseWriter, now func() time.Time) *recorder {
@@ -346,20 +346,15 @@ func (rec *recorder) declaredLength() (int64, bool) {
 }
 
 // reserveDeclared takes the recording budget for a body of declared
-// length within the limit, which is recorded into a body of that length
-// (whatever the budget when awaited), and reports whether it could;
-// other bodies reserve as they grow (reserveGrowth).
-func (rec *recorder) reserveDeclared(awaited bool) bool {
-	rec.awaited = awaited
+// length within the limit, which is recorded into a body of that length,
+// and reports whether it could; other bodies reserve as they grow
+// (reserveGrowth).
+func (rec *recorder) reserveDeclared() bool {
 	n, ok := rec.declaredLength()
 	if !ok || n > rec.limit {
 		return true
 	}
-	if !rec.arena.reserve(n, awaited) {
-		return false
-	}
-	rec.reserved += n
-	return true
+	return rec.reserve(n)
 }
 
 // reserveGrowth takes the recording budget for n more bytes of a body of
@@ -369,11 +364,15 @@ func (rec *recorder) reserveGrowth(n int) bool {
 	if want <= rec.reserved {
 		return true
 	}
-	step := (want - rec.reserved + scratchSize - 1) / scratchSize * scratchSize
-	if !rec.arena.reserve(step, rec.awaited) {
+	return rec.reserve((want - rec.reserved + scratchSize - 1) / scratchSize * scratchSize)
+}
+
+// reserve takes n bytes of the recording budget (see arena.reserve).
+func (rec *recorder) reserve(n int64) bool {
+	if !rec.arena.reserve(n, rec.events) {
 		return false
 	}
-	rec.reserved += step
+	rec.reserved += n
 	return true
 }
 

@@ -36,6 +36,7 @@ func (e *testEvents) onOverflow() {
 }
 
 func (e *testEvents) onBody(*recorder) {}
+func (e *testEvents) awaited() bool    { return false }
 
 // recorded is what rec has buffered so far.
 func recorded(rec *recorder) string {

@@ -13,31 +13,39 @@ func TestArenaRecordingBudget(t *testing.T) {
 	if a.recordLimit != 1<<20 {
 		t.Fatalf("recording budget of an 8 MiB cache = %d, want 1 MiB", a.recordLimit)
 	}
-	if !a.reserve(2<<20, false) {
+	if !a.reserve(2<<20, nil) {
 		t.Fatal("a body larger than the budget was refused while nothing else was recorded")
 	}
-	if a.reserve(1, false) {
+	if a.reserve(1, nil) {
 		t.Fatal("a body was reserved past the budget while another was recorded")
 	}
 	a.unreserve(2 << 20)
-	if !a.reserve(600<<10, false) || !a.reserve(424<<10, false) {
+	if !a.reserve(600<<10, nil) || !a.reserve(424<<10, nil) {
 		t.Fatal("bodies that fit in the budget together were refused")
 	}
-	if a.reserve(1, false) {
+	if a.reserve(1, nil) {
 		t.Fatal("a body was reserved past a full budget")
 	}
-	if !a.reserve(100<<10, true) {
-		t.Fatal("a body reserved anyway was refused")
+	if a.reserve(100<<10, awaitedResponse(false)) {
+		t.Fatal("a body nobody waits for was reserved past a full budget")
+	}
+	if !a.reserve(100<<10, awaitedResponse(true)) {
+		t.Fatal("a body others wait for was refused")
 	}
 	st := a.stats()
-	if st.Recording != 1124<<10 || st.RecordingLimit != 1<<20 || st.RecordingRefusals != 2 {
-		t.Errorf("stats: recording %d, limit %d, refusals %d; want %d, %d, 2", st.Recording, st.RecordingLimit, st.RecordingRefusals, 1124<<10, 1<<20)
+	if st.Recording != 1124<<10 || st.RecordingLimit != 1<<20 || st.RecordingRefusals != 3 {
+		t.Errorf("stats: recording %d, limit %d, refusals %d; want %d, %d, 3", st.Recording, st.RecordingLimit, st.RecordingRefusals, 1124<<10, 1<<20)
 	}
 	var none *arena
-	if !none.reserve(1<<40, false) {
+	if !none.reserve(1<<40, nil) {
 		t.Error("a nil arena (no store) refused a body")
 	}
 }
+
+// awaitedResponse says whether others wait for a response.
+type awaitedResponse bool
+
+func (a awaitedResponse) awaited() bool { return bool(a) }
 
 // budgetOrigin serves /slow (declared length, its rest held until more
 // is closed) and, at once, any other /<n>[u] as n bytes (u: of unknown

@@ -102,6 +102,7 @@ type exchange struct {
 }
 
 func (x *exchange) onHeader(rec *recorder) { x.h.onHeader(x, rec) }
+func (x *exchange) awaited() bool          { return x.leading && x.h.flights.joined(&x.lead) }
 func (x *exchange) onBody(rec *recorder)   { x.h.streamToWaiters(x, rec) }
 func (x *exchange) onOverflow() {
 	if x.rec.fill != nil {
@@ -891,14 +892,13 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if uncacheable {
 			h.noLongerStored(x, rec.responseTime)
 		}
-		awaited := x.leading && h.flights.joined(&x.lead)
-		if reason == "" && x.untried && !awaited {
+		if reason == "" && x.untried && !x.awaited() {
 			// Storable, but asked for too seldom so far, and nobody
 			// waits for it: streamed without being buffered.
 			reason, detail = "min_uses", "min-uses"
 			h.m.minUsesSkips.Inc()
 		}
-		if reason == "" && !rec.reserveDeclared(awaited) {
+		if reason == "" && !rec.reserveDeclared() {
 			// Other responses being recorded take the budget: streamed
 			// without being buffered; the next miss may be stored.
 			reason, detail = "recording budget", "recording-budget"
