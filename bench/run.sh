@@ -7,6 +7,7 @@
 #   bench/run.sh profile    # CPU per request of misses and pass-through against reverse_proxy, with CPU profiles (SIZE, PDUR, PMODES)
 #   bench/run.sh latency    # latency of concurrent requests to one uncacheable URL of a slow origin (DELAY, LCONNS, LROUNDS, LQUERY, LHEADER)
 #   bench/run.sh media      # what the origin sends while browsers play videos with Range requests (PLAYS)
+#   bench/run.sh burst      # peak RSS while BURST concurrent misses of distinct BURST_MIB objects arrive slowly (MAX_MIB)
 #
 # Needs wrk (apt-get install wrk). DURATION (default 3s), CONNS (default 32)
 # and ROUNDS (default 7; medians are reported) tune the throughput runs.
@@ -441,11 +442,50 @@ for uri, per in (("/chrome.mp4", 2), ("/safari.mp4", 3)):
 PY
 }
 
+# burst measures the memory of responses being recorded: BURST (default
+# 60) concurrent misses of distinct URLs whose BURST_MIB (default 8) MiB
+# bodies the origin sends over 5 s, through a MAX_MIB (default 64) MiB
+# cache. It prints Caddy's RSS when idle and its peak (VmHWM), what the
+# clients got, and the store's stats (recording_refusals).
+burst() {
+	local n=${BURST:-60} mib=${BURST_MIB:-8} max_mib=${MAX_MIB:-64} slow i pids=()
+	slow=$(freeport)
+	go build -o "$out/slow-origin" ./bench/slow-origin
+	"$out/slow-origin" -port "$slow" -delay 0s -size $((mib << 20)) -pace 5s &
+	local origin_pid=$!
+	body=burst
+	cfg="$out/burst.Caddyfile"
+	{ preamble; cat <<CFG
+http://127.0.0.1:$CACHE {
+	response_cache {
+		max_size ${max_mib}MiB
+	}
+	reverse_proxy 127.0.0.1:$slow
+}
+CFG
+	} > "$cfg"
+	start_caddy "$cfg"
+	echo "idle: RSS $(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$caddy_pid/status") MiB"
+	for i in $(seq "$n"); do
+		curl -s -o /dev/null -w '%{http_code} %{size_download}\n' "http://127.0.0.1:$CACHE/burst/$RANDOM-$i?cc=public,max-age=600" > "$out/burst-$i.out" &
+		pids+=($!)
+	done
+	wait "${pids[@]}"
+	echo "$n concurrent misses of $mib MiB into a $max_mib MiB cache: peak RSS $(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$caddy_pid/status") MiB"
+	echo "clients got (count, status, bytes):"
+	cat "$out"/burst-*.out | sort | uniq -c
+	rm -f "$out"/burst-*.out
+	echo "store: $(curl -fs "http://localhost:$ADMIN/response_cache/stats")"
+	stop_caddy
+	kill "$origin_pid"
+}
+
 case "${1:-throughput}" in
 	throughput) throughput ;;
 	memory) memory ;;
 	profile) profile ;;
 	latency) latency ;;
 	media) media ;;
-	*) echo "usage: bench/run.sh [throughput|memory|profile|latency|media]" >&2; exit 2 ;;
+	burst) burst ;;
+	*) echo "usage: bench/run.sh [throughput|memory|profile|latency|media|burst]" >&2; exit 2 ;;
 esac

@@ -3,7 +3,10 @@
 // response, which a cache cannot store), with a Cache-Control given in the
 // cc query parameter otherwise, and a Vary given in the vary parameter
 // (with vary=Origin it answers like CORS middleware, echoing the Origin
-// in Access-Control-Allow-Origin). It listens on 127.0.0.1 only.
+// in Access-Control-Allow-Origin). With -pace it declares the body's
+// length and sends it in 64 KiB pieces spread over that time (the origin
+// of bench/run.sh burst, whose responses stay in flight). It listens on
+// 127.0.0.1 only.
 //
 //	go run ./bench/slow-origin -port 9000 -delay 20ms
 package main
@@ -22,6 +25,7 @@ func main() {
 	port := flag.Int("port", 0, "port to listen on, on 127.0.0.1")
 	delay := flag.Duration("delay", 20*time.Millisecond, "time before each response")
 	size := flag.Int("size", 512, "body size in bytes")
+	pace := flag.Duration("pace", 0, "time over which the body is sent, with its length declared (0: at once)")
 	flag.Parse()
 	body := []byte(strings.Repeat("x", *size))
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -36,7 +40,20 @@ func main() {
 				w.Header().Set("Access-Control-Allow-Origin", o)
 			}
 		}
-		_, _ = w.Write(body)
+		if *pace <= 0 {
+			_, _ = w.Write(body)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		const piece = 64 << 10
+		pieces := (len(body) + piece - 1) / piece
+		for i := 0; i < len(body); i += piece {
+			if _, err := w.Write(body[i:min(i+piece, len(body))]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(*pace / time.Duration(pieces))
+		}
 	})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(*port))
 	log.Fatal(http.ListenAndServe(addr, h))
