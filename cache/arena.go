@@ -107,18 +107,19 @@ func (a *arena) chunkSize() int { return 1 << a.chunkShift }
 func recordingBudget(maxCost int64) int64 { return maxCost / 8 }
 
 // reserve takes n bytes of the recording budget for a body about to be
-// recorded, and reports whether it could: while other bodies are being
-// recorded, only as long as all of them fit in the budget, or past it
-// when r (if not nil) says others wait for the response; alone, a body of
-// any size (up to max_item_size), so that no response is too large to be
-// stored ever. A nil arena (no store) has no budget.
-func (a *arena) reserve(n int64, r awaitable) bool {
+// recorded, or that holds held bytes of it already and grows, and reports
+// whether it could: while other bodies are being recorded, only as long
+// as all of them fit in the budget, or past it when r (if not nil) says
+// others wait for the response; alone, a body of any size (up to
+// max_item_size), so that no response is too large to be stored ever. A
+// nil arena (no store) has no budget.
+func (a *arena) reserve(n, held int64, r awaitable) bool {
 	if a == nil || n <= 0 {
 		return true
 	}
 	for {
 		cur := a.recording.Load()
-		if cur > 0 && cur+n > a.recordLimit {
+		if cur > held && cur+n > a.recordLimit {
 			if r == nil || !r.awaited() {
 				a.refusals.Add(1)
 				return false

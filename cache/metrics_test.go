@@ -89,9 +89,9 @@ func TestMetrics(t *testing.T) {
 	serve(t, h, o, newRequest("DELETE", "http://example.com/m5")) // invalidates m5
 	// A response being recorded, and one refused beside it.
 	bodies := h.store.(*store).bodies
-	bodies.reserve(1000, nil)
+	bodies.reserve(1000, 0, nil)
 	defer bodies.unreserve(1000)
-	bodies.reserve(bodies.recordLimit, nil)
+	bodies.reserve(bodies.recordLimit, 0, nil)
 
 	mfs := gather(t, ctx)
 	for _, tc := range []struct {

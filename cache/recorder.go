@@ -70,7 +70,8 @@ type recorder struct {
 	clientCtx context.Context
 
 	// reserved is what this response took of the arena's recording
-	// budget (see arena.reserve), given back by dropBody.
+	// budget (see arena.reserve), given back once it is stored or
+	// dropped (finish, dropBody).
 	reserved int64
 	// refused: buffering stopped because the recording budget was taken
 	// by other responses, not because of limit.
@@ -369,7 +370,7 @@ func (rec *recorder) reserveGrowth(n int) bool {
 
 // reserve takes n bytes of the recording budget (see arena.reserve).
 func (rec *recorder) reserve(n int64) bool {
-	if !rec.arena.reserve(n, rec.events) {
+	if !rec.arena.reserve(n, rec.reserved, rec.events) {
 		return false
 	}
 	rec.reserved += n

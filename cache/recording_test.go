@@ -1,11 +1,15 @@
 package cache
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestArenaRecordingBudget(t *testing.T) {
@@ -13,31 +17,43 @@ func TestArenaRecordingBudget(t *testing.T) {
 	if a.recordLimit != 1<<20 {
 		t.Fatalf("recording budget of an 8 MiB cache = %d, want 1 MiB", a.recordLimit)
 	}
-	if !a.reserve(2<<20, nil) {
+	if !a.reserve(2<<20, 0, nil) {
 		t.Fatal("a body larger than the budget was refused while nothing else was recorded")
 	}
-	if a.reserve(1, nil) {
+	if a.reserve(1, 0, nil) {
 		t.Fatal("a body was reserved past the budget while another was recorded")
 	}
 	a.unreserve(2 << 20)
-	if !a.reserve(600<<10, nil) || !a.reserve(424<<10, nil) {
+	if !a.reserve(600<<10, 0, nil) || !a.reserve(424<<10, 0, nil) {
 		t.Fatal("bodies that fit in the budget together were refused")
 	}
-	if a.reserve(1, nil) {
+	if a.reserve(1, 0, nil) {
 		t.Fatal("a body was reserved past a full budget")
 	}
-	if a.reserve(100<<10, awaitedResponse(false)) {
+	if a.reserve(100<<10, 0, awaitedResponse(false)) {
 		t.Fatal("a body nobody waits for was reserved past a full budget")
 	}
-	if !a.reserve(100<<10, awaitedResponse(true)) {
+	if !a.reserve(100<<10, 0, awaitedResponse(true)) {
 		t.Fatal("a body others wait for was refused")
 	}
 	st := a.stats()
 	if st.Recording != 1124<<10 || st.RecordingLimit != 1<<20 || st.RecordingRefusals != 3 {
 		t.Errorf("stats: recording %d, limit %d, refusals %d; want %d, %d, 3", st.Recording, st.RecordingLimit, st.RecordingRefusals, 1124<<10, 1<<20)
 	}
+	// A body that grows is alone while nobody else holds any budget.
+	g := newArena(8 << 20)
+	if !g.reserve(1<<20, 0, nil) || !g.reserve(16<<10, 1<<20, nil) {
+		t.Fatal("a body growing past the budget alone was refused")
+	}
+	g.unreserve(1<<20 + 16<<10)
+	if !g.reserve(10, 0, nil) || !g.reserve(1<<20-10, 0, nil) {
+		t.Fatal("two bodies filling the budget exactly were refused")
+	}
+	if g.reserve(16<<10, 1<<20-10, nil) {
+		t.Fatal("a body grew past the budget while another held some of it")
+	}
 	var none *arena
-	if !none.reserve(1<<40, nil) {
+	if !none.reserve(1<<40, 0, nil) {
 		t.Error("a nil arena (no store) refused a body")
 	}
 }
@@ -206,4 +222,181 @@ func testRecordingBudgetYieldsToWaiters(t *testing.T, declared bool) {
 	}
 	s.wait()
 	wantStatus(t, get(t, h, o, target), []string{"hit"})
+}
+
+// unknownLength serves n bytes of unknown length, in 8 KiB writes.
+func unknownLength(c *clock, n int) *origin {
+	return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Date", c.date())
+		body := strings.Repeat("u", n)
+		for len(body) > 0 {
+			k := min(len(body), 8<<10)
+			if _, err := io.WriteString(w, body[:k]); err != nil {
+				return err
+			}
+			body = body[k:]
+		}
+		return nil
+	}}
+}
+
+// TestRecordingBudgetAloneUnknownLength: a response alone in flight is
+// recorded past the budget, up to max_item_size, also when its length is
+// unknown and it reserves as it grows (its own reservation is not
+// another's): with max_item_size over the budget, and with defaults whose
+// budget is not a whole number of 16 KiB pieces.
+func TestRecordingBudgetAloneUnknownLength(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		n    int
+	}{
+		{"max_item_size over the budget", Config{MaxSize: 1 << 20, MaxItemSize: 512 << 10}, 300 << 10},
+		{"max_size 1000000", Config{MaxSize: 1000000}, 120000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, tc.cfg, c)
+			o := unknownLength(c, tc.n)
+			if w := get(t, h, o, "http://example.com/big"); w.Body.Len() != tc.n {
+				t.Fatalf("client got %d bytes, want %d", w.Body.Len(), tc.n)
+			}
+			if st := h.store.(*store).bodies.stats(); st.RecordingRefusals != 0 {
+				t.Errorf("recording refusals = %d for a response alone in flight, want 0", st.RecordingRefusals)
+			}
+			wantStatus(t, get(t, h, o, "http://example.com/big"), []string{"hit"})
+		})
+	}
+}
+
+// TestRecordingBudgetWaitersJoiningAfterTheHeader: requests that join the
+// flight of a response of unknown length after its header count when it
+// would pass the budget, so a crowd still makes one origin request.
+func TestRecordingBudgetWaitersJoiningAfterTheHeader(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 1 << 20}, c) // budget 128 KiB
+	s := h.store.(*store)
+	hold := make(chan struct{})
+	defer close(hold)
+	go func() {
+		_ = h.ServeHTTP(newSyncWriter(), newRequest(http.MethodGet, "http://example.com/slow"), budgetOrigin(c, 100<<10, hold))
+	}()
+	until(t, "the slow fill to reserve its length", func() bool { return s.bodies.recording.Load() == 100<<10 })
+	o := newGatedOrigin(c, strings.Repeat("g", 8<<10), strings.Repeat("h", 30<<10))
+	fn := o.fn
+	o.fn = func(w http.ResponseWriter, r *http.Request) error { return fn(lengthDropper{w}, r) }
+	target := "http://example.com/crowd"
+	leader := newSyncWriter()
+	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	close(o.start)
+	until(t, "the leader's client to get the first part", func() bool { _, b := leader.got(); return len(b) == 8<<10 })
+	const n = 5
+	writers := []*syncWriter{leader}
+	dones := []<-chan any{leaderDone}
+	for range n {
+		w := newSyncWriter()
+		writers = append(writers, w)
+		dones = append(dones, serveAsync(h, w, newRequest(http.MethodGet, target), o))
+	}
+	until(t, "the crowd to wait", func() bool { return h.flights.waiting(target) == n })
+	close(o.more)
+	for _, d := range dones {
+		if v := untilValue(t, "a request of the crowd to end", d); v != nil {
+			t.Fatalf("panicked: %v", v)
+		}
+	}
+	want := strings.Repeat("g", 8<<10) + strings.Repeat("h", 30<<10)
+	for i, w := range writers {
+		if code, body := w.got(); code != http.StatusOK || body != want {
+			t.Errorf("client %d got %d, %d bytes; want 200 with %d", i, code, len(body), len(want))
+		}
+	}
+	if got := o.calls.Load(); got != 1 {
+		t.Errorf("origin requests for the crowd = %d, want 1 (refusals %d)", got, s.bodies.stats().RecordingRefusals)
+	}
+}
+
+// TestRecordingBudgetIsGivenBack runs, concurrently into a small cache
+// whose budget is mostly taken, misses of declared and unknown length
+// with 304s that do not select (asked again), 502s, responses that break
+// off (http.ErrAbortHandler), Range, conditional and HEAD requests and
+// background refreshes: once all end, nothing of the budget is reserved.
+func TestRecordingBudgetIsGivenBack(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 512 << 10, StaleIfError: 3600_000_000_000}, c)
+	s := h.store.(*store)
+	var seq atomic.Int64
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		k := seq.Add(1)
+		n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/o/"))
+		size := 1000 + n%9*9000
+		hdr := w.Header()
+		hdr.Set("Date", c.date())
+		hdr.Set("Etag", fmt.Sprintf(`"%d-%d"`, n, k%3))
+		hdr.Set("Cache-Control", "max-age=1, stale-while-revalidate=5")
+		if r.Header.Get("If-None-Match") != "" && k%2 == 0 {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		if k%5 == 0 {
+			w.WriteHeader(http.StatusBadGateway)
+			return nil
+		}
+		if n%2 == 0 {
+			hdr.Set("Content-Length", strconv.Itoa(size))
+		}
+		w.WriteHeader(http.StatusOK)
+		b := strings.Repeat("x", size)
+		for len(b) > 0 {
+			m := min(len(b), 4096)
+			if _, err := io.WriteString(w, b[:m]); err != nil {
+				return err
+			}
+			b = b[m:]
+			if k%7 == 0 && len(b) < size/2 {
+				panic(http.ErrAbortHandler)
+			}
+		}
+		return nil
+	}}
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 300 {
+				target := fmt.Sprintf("http://example.com/o/%d", (g*31+i)%40)
+				var f []string
+				switch i % 4 {
+				case 1:
+					f = []string{"If-None-Match", `"x"`}
+				case 2:
+					f = []string{"Range", "bytes=0-"}
+				case 3:
+					f = []string{"Range", "bytes=5-10"}
+				}
+				r := newRequest(http.MethodGet, target, f...)
+				if i%11 == 0 {
+					r = newRequest(http.MethodHead, target)
+				}
+				func() {
+					defer func() { _ = recover() }() // the origin's aborts
+					_ = h.ServeHTTP(newSyncWriter(), r, o)
+				}()
+				if i%50 == 0 {
+					c.Advance(2 * time.Second)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	h.bg.wait()
+	s.wait()
+	st := s.bodies.stats()
+	if st.RecordingRefusals == 0 {
+		t.Error("no response was refused: the run did not test the budget")
+	}
+	if st.Recording != 0 {
+		t.Errorf("%d bytes of the budget reserved with nothing in flight (%d refusals)", st.Recording, st.RecordingRefusals)
+	}
 }

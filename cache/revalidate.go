@@ -1058,6 +1058,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 				ce.Write(zap.String("key", e.key))
 			}
 		}
+		rec.unreserve() // stored (and charged) or dropped: no longer recorded
 		x.release(h, e)
 		if x.leading {
 			x.lead.drain(time.Second)
