@@ -164,6 +164,23 @@ func TestRecordingBudgetYieldsToWaiters(t *testing.T) {
 	}
 }
 
+// budgetHeldBySlowFill returns a handler of a 1 MiB cache (a budget of
+// 128 KiB) of which a fill of 100 KiB that does not end before the test
+// holds 100 KiB.
+func budgetHeldBySlowFill(t *testing.T) (*clock, *Handler, *store) {
+	t.Helper()
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 1 << 20}, c)
+	s := h.store.(*store)
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	go func() {
+		_ = h.ServeHTTP(newSyncWriter(), newRequest(http.MethodGet, "http://example.com/slow"), budgetOrigin(c, 100<<10, hold))
+	}()
+	until(t, "the slow fill to reserve its length", func() bool { return s.bodies.recording.Load() == 100<<10 })
+	return c, h, s
+}
+
 // lengthDropper leaves out the Content-Length its handler declares.
 type lengthDropper struct{ http.ResponseWriter }
 
@@ -180,15 +197,7 @@ func (w lengthDropper) Write(p []byte) (int, error) {
 func (w lengthDropper) Flush() { w.ResponseWriter.(http.Flusher).Flush() }
 
 func testRecordingBudgetYieldsToWaiters(t *testing.T, declared bool) {
-	c := newClock()
-	h := newTestHandler(t, Config{MaxSize: 1 << 20}, c)
-	s := h.store.(*store)
-	hold := make(chan struct{})
-	defer close(hold)
-	go func() {
-		_ = h.ServeHTTP(newSyncWriter(), newRequest(http.MethodGet, "http://example.com/slow"), budgetOrigin(c, 100<<10, hold))
-	}()
-	until(t, "the slow fill to reserve its length", func() bool { return s.bodies.recording.Load() == 100<<10 })
+	c, h, s := budgetHeldBySlowFill(t)
 
 	o := newGatedOrigin(c, strings.Repeat("g", 30<<10), strings.Repeat("h", 30<<10))
 	if !declared {
@@ -224,23 +233,6 @@ func testRecordingBudgetYieldsToWaiters(t *testing.T, declared bool) {
 	wantStatus(t, get(t, h, o, target), []string{"hit"})
 }
 
-// unknownLength serves n bytes of unknown length, in 8 KiB writes.
-func unknownLength(c *clock, n int) *origin {
-	return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Cache-Control", "max-age=60")
-		w.Header().Set("Date", c.date())
-		body := strings.Repeat("u", n)
-		for len(body) > 0 {
-			k := min(len(body), 8<<10)
-			if _, err := io.WriteString(w, body[:k]); err != nil {
-				return err
-			}
-			body = body[k:]
-		}
-		return nil
-	}}
-}
-
 // TestRecordingBudgetAloneUnknownLength: a response alone in flight is
 // recorded past the budget, up to max_item_size, also when its length is
 // unknown and it reserves as it grows (its own reservation is not
@@ -258,14 +250,15 @@ func TestRecordingBudgetAloneUnknownLength(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, tc.cfg, c)
-			o := unknownLength(c, tc.n)
-			if w := get(t, h, o, "http://example.com/big"); w.Body.Len() != tc.n {
+			o := budgetOrigin(c, 0, nil)
+			target := fmt.Sprintf("http://example.com/%du", tc.n) // of unknown length
+			if w := get(t, h, o, target); w.Body.Len() != tc.n {
 				t.Fatalf("client got %d bytes, want %d", w.Body.Len(), tc.n)
 			}
 			if st := h.store.(*store).bodies.stats(); st.RecordingRefusals != 0 {
 				t.Errorf("recording refusals = %d for a response alone in flight, want 0", st.RecordingRefusals)
 			}
-			wantStatus(t, get(t, h, o, "http://example.com/big"), []string{"hit"})
+			wantStatus(t, get(t, h, o, target), []string{"hit"})
 		})
 	}
 }
@@ -274,15 +267,7 @@ func TestRecordingBudgetAloneUnknownLength(t *testing.T) {
 // flight of a response of unknown length after its header count when it
 // would pass the budget, so a crowd still makes one origin request.
 func TestRecordingBudgetWaitersJoiningAfterTheHeader(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{MaxSize: 1 << 20}, c) // budget 128 KiB
-	s := h.store.(*store)
-	hold := make(chan struct{})
-	defer close(hold)
-	go func() {
-		_ = h.ServeHTTP(newSyncWriter(), newRequest(http.MethodGet, "http://example.com/slow"), budgetOrigin(c, 100<<10, hold))
-	}()
-	until(t, "the slow fill to reserve its length", func() bool { return s.bodies.recording.Load() == 100<<10 })
+	c, h, s := budgetHeldBySlowFill(t)
 	o := newGatedOrigin(c, strings.Repeat("g", 8<<10), strings.Repeat("h", 30<<10))
 	fn := o.fn
 	o.fn = func(w http.ResponseWriter, r *http.Request) error { return fn(lengthDropper{w}, r) }
