@@ -190,11 +190,11 @@ func (g *flightGroup) drop(key string, f *flight) {
 	}
 }
 
-// joined reports whether any request joined f (a flight of g).
+// joined reports whether requests wait for f (a flight of g) now: not
+// those that joined and left (their client gone, the wait bound passed,
+// or released by an answer they could not use).
 func (g *flightGroup) joined(f *flight) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return f.done != nil
+	return f.waiters.Load() > 0
 }
 
 // maxCoalesceWait bounds how long a request waits for another's response

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -383,5 +384,38 @@ func TestRecordingBudgetIsGivenBack(t *testing.T) {
 	}
 	if st.Recording != 0 {
 		t.Errorf("%d bytes of the budget reserved with nothing in flight (%d refusals)", st.Recording, st.RecordingRefusals)
+	}
+}
+
+// TestRecordingBudgetWaiterThatLeftDoesNotCount: a response of unknown
+// length that would pass the budget is refused when the requests that
+// joined its flight have left: it is recorded past the budget only for
+// requests that still wait for it.
+func TestRecordingBudgetWaiterThatLeftDoesNotCount(t *testing.T) {
+	c, h, s := budgetHeldBySlowFill(t)
+	o := newGatedOrigin(c, strings.Repeat("g", 8<<10), strings.Repeat("h", 30<<10))
+	fn := o.fn
+	o.fn = func(w http.ResponseWriter, r *http.Request) error { return fn(lengthDropper{w}, r) }
+	target := "http://example.com/crowd"
+	leader := newSyncWriter()
+	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	close(o.start)
+	until(t, "the leader's client to get the first part", func() bool { _, b := leader.got(); return len(b) == 8<<10 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	waiterDone := serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, target).WithContext(ctx), o)
+	until(t, "the waiter to join", func() bool { return h.flights.waiting(target) == 1 })
+	cancel()
+	untilValue(t, "the waiter to leave", waiterDone)
+	close(o.more) // 30 KiB more: 100 + 48 KiB pass the 128 KiB budget
+	if v := untilValue(t, "the leader to end", leaderDone); v != nil {
+		t.Fatalf("panicked: %v", v)
+	}
+	if code, body := leader.got(); code != http.StatusOK || len(body) != 38<<10 {
+		t.Errorf("leader's client got %d, %d bytes; want 200 with %d", code, len(body), 38<<10)
+	}
+	if st := s.bodies.stats(); st.RecordingRefusals != 1 {
+		t.Errorf("recording refusals = %d, want 1: nobody waited when the fill grew past the budget", st.RecordingRefusals)
 	}
 }
