@@ -74,8 +74,9 @@ const (
 
 // newArena returns an arena for a cache of maxCost bytes. Its chunks add
 // up to maxCost, a sixteenth (the slack that keeps fragmentation from
-// pushing bodies to the heap) and the recording budget (an eighth), so
-// that bodies being recorded live in the arena too.
+// pushing bodies to the heap) and twice the recording budget (an eighth,
+// and one more for responses others wait for), so that bodies being
+// recorded live in the arena too.
 func newArena(maxCost int64) *arena {
 	shift := uint(maxChunkShift)
 	for shift > minChunkShift && int64(1)<<shift > maxCost/16 {
@@ -83,7 +84,7 @@ func newArena(maxCost int64) *arena {
 	}
 	size := int64(1) << shift
 	limit := recordingBudget(maxCost)
-	n := (maxCost + maxCost/16 + limit + size - 1) / size
+	n := (maxCost + maxCost/16 + 2*limit + size - 1) / size
 	orders := int(shift-minBlockShift) + 1
 	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), spare: -1, recordLimit: limit}
 	// The free lists' side arrays take 9 bytes per 512-byte block (under
@@ -109,23 +110,21 @@ func recordingBudget(maxCost int64) int64 { return maxCost / 8 }
 // reserve takes n bytes of the recording budget for a body about to be
 // recorded, or that holds held bytes of it already and grows, and reports
 // whether it could: while other bodies are being recorded, only as long
-// as all of them fit in the budget, or past it when r (if not nil) says
-// others wait for the response; alone, a body of any size (up to
-// max_item_size), so that no response is too large to be stored ever. A
-// nil arena (no store) has no budget.
+// as all of them fit in the budget, or, when r (if not nil) says others
+// wait for the response, in twice the budget (a crowd on one new URL
+// still makes one origin request, but crowds on every URL of a burst do
+// not lift the bound); alone, a body of any size (up to max_item_size),
+// so that no response is too large to be stored ever. A nil arena (no
+// store) has no budget.
 func (a *arena) reserve(n, held int64, r awaitable) bool {
 	if a == nil || n <= 0 {
 		return true
 	}
 	for {
 		cur := a.recording.Load()
-		if cur > held && cur+n > a.recordLimit {
-			if r == nil || !r.awaited() {
-				a.refusals.Add(1)
-				return false
-			}
-			a.recording.Add(n)
-			return true
+		if cur > held && cur+n > a.recordLimit && (cur+n > 2*a.recordLimit || r == nil || !r.awaited()) {
+			a.refusals.Add(1)
+			return false
 		}
 		if a.recording.CompareAndSwap(cur, cur+n) {
 			return true

@@ -152,12 +152,12 @@ func TestNewArenaGeometry(t *testing.T) {
 	}{
 		{"zero", 0, minChunkShift, 1},
 		{"negative", -1, minChunkShift, 1},
-		// max_size, a sixteenth of slack and an eighth for bodies being
-		// recorded: 19 sixteenths.
-		{"1 MiB", 1 << 20, 16, 19},
-		{"4 MiB", 4 << 20, 18, 19},
-		{"64 MiB", 64 << 20, 22, 19},
-		{"1 GiB", 1 << 30, 22, 304},
+		// max_size, a sixteenth of slack and two eighths for bodies being
+		// recorded: 21 sixteenths.
+		{"1 MiB", 1 << 20, 16, 21},
+		{"4 MiB", 4 << 20, 18, 21},
+		{"64 MiB", 64 << 20, 22, 21},
+		{"1 GiB", 1 << 30, 22, 336},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,9 +12,10 @@ type Config struct {
 	// body, stored headers, key and a fixed per-entry overhead. Entries are
 	// evicted (ristretto's TinyLFU admission and sampled LFU eviction) to stay
 	// under it. Responses being recorded for storage take at most an eighth
-	// of it more, all together (one alone up to MaxItemSize, and any that
-	// other requests wait for); a storable miss that would pass that is
-	// streamed and not stored (Cache-Status detail=recording-budget).
+	// of it more, all together (one alone up to MaxItemSize, and those
+	// other requests wait for a second eighth); a storable miss that would
+	// pass that is streamed and not stored (Cache-Status
+	// detail=recording-budget).
 	// Default: 256 MiB. From 64 KiB to 512 GiB.
 	MaxSize int64 `json:"max_size,omitempty"`
 

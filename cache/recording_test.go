@@ -37,9 +37,16 @@ func TestArenaRecordingBudget(t *testing.T) {
 	if !a.reserve(100<<10, 0, awaitedResponse(true)) {
 		t.Fatal("a body others wait for was refused")
 	}
+	// Those others wait for take at most a second budget.
+	if !a.reserve(924<<10, 0, awaitedResponse(true)) {
+		t.Fatal("a body others wait for was refused within twice the budget")
+	}
+	if a.reserve(1, 0, awaitedResponse(true)) {
+		t.Fatal("a body others wait for was reserved past twice the budget")
+	}
 	st := a.stats()
-	if st.Recording != 1124<<10 || st.RecordingLimit != 1<<20 || st.RecordingRefusals != 3 {
-		t.Errorf("stats: recording %d, limit %d, refusals %d; want %d, %d, 3", st.Recording, st.RecordingLimit, st.RecordingRefusals, 1124<<10, 1<<20)
+	if st.Recording != 2<<20 || st.RecordingLimit != 1<<20 || st.RecordingRefusals != 4 {
+		t.Errorf("stats: recording %d, limit %d, refusals %d; want %d, %d, 4", st.Recording, st.RecordingLimit, st.RecordingRefusals, 2<<20, 1<<20)
 	}
 	// A body that grows is alone while nobody else holds any budget.
 	g := newArena(8 << 20)
@@ -417,5 +424,54 @@ func TestRecordingBudgetWaiterThatLeftDoesNotCount(t *testing.T) {
 	}
 	if st := s.bodies.stats(); st.RecordingRefusals != 1 {
 		t.Errorf("recording refusals = %d, want 1: nobody waited when the fill grew past the budget", st.RecordingRefusals)
+	}
+}
+
+// TestRecordingBudgetCrowdsDoNotLiftIt: responses others wait for are
+// recorded past the budget only up to twice it; past that, a crowd's
+// leader is refused too and its waiters ask the origin themselves, so
+// that a burst with a waiter on every URL stays bounded (60 URLs asked
+// twice at once into a 64 MiB cache peaked at 720 MB).
+func TestRecordingBudgetCrowdsDoNotLiftIt(t *testing.T) {
+	c, h, s := budgetHeldBySlowFill(t) // 100 of 128 KiB
+	const part = 30 << 10
+	var origins []*gatedOrigin
+	var done []<-chan any
+	var writers []*syncWriter
+	for i := range 3 {
+		o := newGatedOrigin(c, strings.Repeat("a", part), strings.Repeat("b", part))
+		target := fmt.Sprintf("http://example.com/crowd%d", i)
+		leader, waiter := newSyncWriter(), newSyncWriter()
+		leaderDone, waiterDone := leadAndWait(t, h, o, target, leader, waiter, newRequest(http.MethodGet, target))
+		close(o.start) // the header: 60 KiB to reserve
+		until(t, "the leader's client to get the first part", func() bool { _, b := leader.got(); return len(b) >= part })
+		origins = append(origins, o)
+		done = append(done, leaderDone, waiterDone)
+		writers = append(writers, leader, waiter)
+	}
+	// 100 + 60 + 60 fit in twice the budget (256 KiB); the third crowd's
+	// 60 do not (nor, once its waiter asks itself, its waiter's).
+	if st := s.bodies.stats(); st.Recording != 220<<10 || st.RecordingRefusals < 1 {
+		t.Errorf("recording %d KiB with %d refusals; want 220 KiB and at least 1", st.Recording>>10, st.RecordingRefusals)
+	}
+	for _, o := range origins {
+		close(o.more)
+	}
+	for _, d := range done {
+		if v := untilValue(t, "a request of the crowds to end", d); v != nil {
+			t.Fatalf("panicked: %v", v)
+		}
+	}
+	want := strings.Repeat("a", part) + strings.Repeat("b", part)
+	for i, w := range writers {
+		if code, body := w.got(); code != http.StatusOK || body != want {
+			t.Errorf("client %d got %d, %d bytes; want 200 with %d", i, code, len(body), len(want))
+		}
+	}
+	if n := origins[2].calls.Load(); n != 2 {
+		t.Errorf("origin requests of the refused crowd = %d, want 2 (its waiter asks itself)", n)
+	}
+	if st := s.bodies.stats(); st.RecordingRefusals != 2 {
+		t.Errorf("recording refusals = %d, want 2 (the third leader, then its waiter's own miss)", st.RecordingRefusals)
 	}
 }
