@@ -254,6 +254,26 @@ type bodyFill struct {
 	// wake is made by a reader that waits for more, and closed (then
 	// cleared) by the next advance or by fail.
 	wake chan struct{}
+	// readers count the requests reading the fill (writeFilling); when
+	// the last leaves, it calls end, if orphan set it.
+	readers atomic.Int32
+	end     atomic.Pointer[func()]
+}
+
+// orphan makes the last reader of f end it with end, and reports whether
+// any reads it now (if not, the caller ends it itself).
+func (f *bodyFill) orphan(end func()) bool {
+	f.end.Store(&end)
+	return f.readers.Load() > 0
+}
+
+// leave uncounts a reader; the last to leave an orphaned fill ends it.
+func (f *bodyFill) leave() {
+	if f.readers.Add(-1) == 0 {
+		if end := f.end.Load(); end != nil {
+			(*end)()
+		}
+	}
 }
 
 // errFillFailed ends a reader of a fill that ended short.
@@ -330,6 +350,8 @@ func (f *bodyFill) await(ctx context.Context, have int) (int, error) {
 // they arrive, flushing w before each wait so that its client is not
 // left without what has arrived.
 func (b *body) writeFilling(ctx context.Context, w http.ResponseWriter, f *bodyFill, start, end int) error {
+	f.readers.Add(1)
+	defer f.leave()
 	var rc *http.ResponseController
 	for start < end {
 		n, err := f.await(ctx, start)

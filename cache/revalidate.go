@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -49,6 +50,8 @@ type exchange struct {
 	filling   *entry
 	fill      bodyFill
 	fillEnded bool
+	// fillCtx is the parent of the context of the fill x leads.
+	fillCtx *fill
 	// newRecord is the variant record finishEntry made for the entry,
 	// when the store had none for its Vary fields; stored with it.
 	newRecord   *entry
@@ -229,6 +232,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			defer x.release(h, nil)
 			ctx, f := h.fills.start(out.Context(), h.life)
 			defer h.fills.end(f)
+			x.fillCtx = f
 			h.flights.setCancel(&x.lead, f.cancel)
 			key := x.flightKey
 			stop := context.AfterFunc(r.Context(), func() {
@@ -745,6 +749,21 @@ type fillSet struct {
 type fill struct {
 	client context.Context
 	cancel context.CancelFunc
+	// body is the fill others read as it arrives, once published (see
+	// streamToWaiters): after the unload it outlives its client while
+	// they read it (see clientGone).
+	body atomic.Pointer[bodyFill]
+}
+
+// clientGone ends the fill, whose client has gone after the unload,
+// unless requests read its body as it arrives: then the last of them
+// ends it (bodyFill.orphan), as Caddy lets them, requests of the old
+// config, finish.
+func (f *fill) clientGone() {
+	if b := f.body.Load(); b != nil && b.orphan(f.cancel) {
+		return
+	}
+	f.cancel()
 }
 
 func (f *fill) Deadline() (time.Time, bool) { return time.Time{}, false }
@@ -776,7 +795,7 @@ func (s *fillSet) start(client, life context.Context) (context.Context, *fill) {
 	}
 	if s.unloaded {
 		s.mu.Unlock()
-		context.AfterFunc(client, cancel)
+		context.AfterFunc(client, f.clientGone)
 		return ctx, f
 	}
 	if s.inFlight == nil {
@@ -796,7 +815,8 @@ func (s *fillSet) end(f *fill) {
 }
 
 // unload sets each fill in flight to end with its client (at once if the
-// client has gone). It may be called more than once.
+// client has gone), or after it with the last request that reads it (see
+// clientGone). It may be called more than once.
 func (s *fillSet) unload() {
 	s.mu.Lock()
 	s.unloaded = true
@@ -804,7 +824,7 @@ func (s *fillSet) unload() {
 	s.inFlight = nil
 	s.mu.Unlock()
 	for f := range fills {
-		context.AfterFunc(f.client, f.cancel)
+		context.AfterFunc(f.client, f.clientGone)
 	}
 }
 
@@ -1092,6 +1112,7 @@ func (h *Handler) streamToWaiters(x *exchange, rec *recorder) {
 		return
 	}
 	x.filling, rec.fill = e, &x.fill
+	x.fillCtx.body.Store(&x.fill)
 }
 
 // endFill ends what streamToWaiters began, once the origin's response

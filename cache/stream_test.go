@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -424,5 +425,80 @@ func TestBrokenFillLeavesTheVariantRecord(t *testing.T) {
 	wantStatus(t, w, []string{"hit"})
 	if w.Body.String() != "gzip variant" {
 		t.Errorf("body %q", w.Body.String())
+	}
+}
+
+// TestFillOutlivesItsClientForItsReadersAfterAReload: after a config
+// reload, a fill ends with its client, as a plain reverse_proxy request
+// does, but not while requests read its body as it arrives: they are
+// requests of the old config too, and were cut off (curl: 512 KiB of 2
+// MiB, then "partial file"). The last of them to leave ends it.
+func TestFillOutlivesItsClientForItsReadersAfterAReload(t *testing.T) {
+	for _, readerLeaves := range []bool{false, true} {
+		t.Run(map[bool]string{false: "reader reads it all", true: "reader leaves too"}[readerLeaves], func(t *testing.T) {
+			testFillAfterAReload(t, readerLeaves)
+		})
+	}
+}
+
+func testFillAfterAReload(t *testing.T, readerLeaves bool) {
+	c := newClock()
+	h, unload := newUnloadableHandler(t, Config{}, c)
+	const target = "http://example.com/reload"
+	more := make(chan struct{})
+	var moreOnce sync.Once
+	defer moreOnce.Do(func() { close(more) })
+	var cancelled atomic.Bool
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Content-Length", strconv.Itoa(len("first, rest")))
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "first, ")
+		select { // as reverse_proxy, whose upstream request ends with its context
+		case <-more:
+		case <-r.Context().Done():
+			cancelled.Store(true)
+			return r.Context().Err()
+		}
+		_, err := io.WriteString(w, "rest")
+		return err
+	}}
+	ctx, leave := context.WithCancel(context.Background())
+	leaderDone := serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, target).WithContext(ctx), o)
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	waiterCtx, waiterLeaves := context.WithCancel(context.Background())
+	defer waiterLeaves()
+	waiter := newSyncWriter()
+	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target).WithContext(waiterCtx), o)
+	until(t, "the waiter to get the first part", func() bool { _, b := waiter.got(); return b == "first, " })
+
+	unload() // a reload: the old config's fills end with their clients
+	until(t, "the unload", func() bool { h.fills.mu.Lock(); defer h.fills.mu.Unlock(); return h.fills.unloaded })
+	leave() // the leader's client goes
+	orphaned := func() bool {
+		h.flights.mu.Lock()
+		defer h.flights.mu.Unlock()
+		f := h.flights.m[target]
+		return f != nil && f.e != nil && f.e.body.filling() != nil && f.e.body.filling().end.Load() != nil
+	}
+	until(t, "the fill to see its client gone", func() bool { return cancelled.Load() || orphaned() })
+	if readerLeaves {
+		waiterLeaves()
+		until(t, "the origin request to end with the last reader", cancelled.Load)
+		untilValue(t, "the waiter to return", waiterDone)
+		<-leaderDone
+		return
+	}
+	moreOnce.Do(func() { close(more) })
+	if p := untilValue(t, "the waiter to return", waiterDone); p != nil {
+		t.Errorf("waiter panicked: %v", p)
+	}
+	if code, b := waiter.got(); code != http.StatusOK || b != "first, rest" {
+		t.Errorf("waiter got %d %q; want 200 %q", code, b, "first, rest")
+	}
+	<-leaderDone
+	if cancelled.Load() {
+		t.Error("the origin request was cancelled while a request read its body")
 	}
 }
