@@ -141,7 +141,7 @@ func newStoreCollector() *storeCollector {
 		arenaUsed:   d("arena_used_bytes", "Bytes of the body arena in use by bodies."),
 		heapBodies:  d("heap_body_bytes", "Bytes of bodies that did not fit in the arena and live on the Go heap."),
 		recording:   d("recording_bytes", "Bytes reserved by responses being recorded, not yet stored."),
-		refusals:    d("recording_refusals_total", "Storable responses streamed without being stored because others being recorded took the recording budget (an eighth of max_size)."),
+		refusals:    d("recording_refusals_total", "Storable responses streamed without being stored because others being recorded took the recording budget (an eighth of max_size; a quarter for responses others wait for)."),
 	}
 }
 

@@ -542,6 +542,10 @@ func (h *Handler) serveCollapsed(w http.ResponseWriter, x *exchange, e *entry, s
 		return false
 	}
 	defer e.body.release()
+	if f := e.body.filling(); f != nil {
+		f.readers.Add(1) // a reader from here, not only once it writes (see fill.clientGone)
+		defer f.leave()
+	}
 	if !collapsible(e, x.r, x.rq, now) {
 		return false
 	}

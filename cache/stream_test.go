@@ -434,14 +434,27 @@ func TestBrokenFillLeavesTheVariantRecord(t *testing.T) {
 // requests of the old config too, and were cut off (curl: 512 KiB of 2
 // MiB, then "partial file"). The last of them to leave ends it.
 func TestFillOutlivesItsClientForItsReadersAfterAReload(t *testing.T) {
-	for _, readerLeaves := range []bool{false, true} {
-		t.Run(map[bool]string{false: "reader reads it all", true: "reader leaves too"}[readerLeaves], func(t *testing.T) {
-			testFillAfterAReload(t, readerLeaves)
-		})
-	}
+	t.Run("reader reads it all", func(t *testing.T) { testFillAfterAReload(t, false, false) })
+	t.Run("reader leaves too", func(t *testing.T) { testFillAfterAReload(t, true, false) })
+	// A waiter that has the fill but has not begun to write it (its
+	// header not yet written) is a reader too.
+	t.Run("reader about to read", func(t *testing.T) { testFillAfterAReload(t, false, true) })
 }
 
-func testFillAfterAReload(t *testing.T, readerLeaves bool) {
+// gatedHeaderWriter blocks its first WriteHeader, once entered is closed,
+// until release is closed.
+type gatedHeaderWriter struct {
+	*syncWriter
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (w *gatedHeaderWriter) WriteHeader(code int) {
+	w.once.Do(func() { close(w.entered); <-w.release })
+	w.syncWriter.WriteHeader(code)
+}
+
+func testFillAfterAReload(t *testing.T, readerLeaves, aboutToRead bool) {
 	c := newClock()
 	h, unload := newUnloadableHandler(t, Config{}, c)
 	const target = "http://example.com/reload"
@@ -470,8 +483,18 @@ func testFillAfterAReload(t *testing.T, readerLeaves bool) {
 	waiterCtx, waiterLeaves := context.WithCancel(context.Background())
 	defer waiterLeaves()
 	waiter := newSyncWriter()
-	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target).WithContext(waiterCtx), o)
-	until(t, "the waiter to get the first part", func() bool { _, b := waiter.got(); return b == "first, " })
+	gated := &gatedHeaderWriter{syncWriter: waiter, entered: make(chan struct{}), release: make(chan struct{})}
+	var w http.ResponseWriter = waiter
+	if aboutToRead {
+		w = gated
+		defer close(gated.release)
+	}
+	waiterDone := serveAsync(h, w, newRequest(http.MethodGet, target).WithContext(waiterCtx), o)
+	if aboutToRead {
+		untilValue(t, "the waiter to take the fill", gated.entered)
+	} else {
+		until(t, "the waiter to get the first part", func() bool { _, b := waiter.got(); return b == "first, " })
+	}
 
 	unload() // a reload: the old config's fills end with their clients
 	until(t, "the unload", func() bool { h.fills.mu.Lock(); defer h.fills.mu.Unlock(); return h.fills.unloaded })
@@ -489,6 +512,9 @@ func testFillAfterAReload(t *testing.T, readerLeaves bool) {
 		untilValue(t, "the waiter to return", waiterDone)
 		<-leaderDone
 		return
+	}
+	if aboutToRead {
+		gated.release <- struct{}{} // (the deferred close ends nothing more)
 	}
 	moreOnce.Do(func() { close(more) })
 	if p := untilValue(t, "the waiter to return", waiterDone); p != nil {
