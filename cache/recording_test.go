@@ -271,20 +271,30 @@ func TestRecordingBudgetAloneUnknownLength(t *testing.T) {
 	}
 }
 
+// leadUnknownLength starts a miss of http://example.com/crowd through h,
+// whose origin o answers 8 KiB of unknown length and holds the other
+// 30 KiB until o.more is closed, and returns once the leader's client has
+// the first 8 KiB.
+func leadUnknownLength(t *testing.T, c *clock, h *Handler) (o *gatedOrigin, target string, leader *syncWriter, leaderDone <-chan any) {
+	t.Helper()
+	o = newGatedOrigin(c, strings.Repeat("g", 8<<10), strings.Repeat("h", 30<<10))
+	fn := o.fn
+	o.fn = func(w http.ResponseWriter, r *http.Request) error { return fn(lengthDropper{w}, r) }
+	target = "http://example.com/crowd"
+	leader = newSyncWriter()
+	leaderDone = serveAsync(h, leader, newRequest(http.MethodGet, target), o)
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	close(o.start)
+	until(t, "the leader's client to get the first part", func() bool { _, b := leader.got(); return len(b) == 8<<10 })
+	return o, target, leader, leaderDone
+}
+
 // TestRecordingBudgetWaitersJoiningAfterTheHeader: requests that join the
 // flight of a response of unknown length after its header count when it
 // would pass the budget, so a crowd still makes one origin request.
 func TestRecordingBudgetWaitersJoiningAfterTheHeader(t *testing.T) {
 	c, h, s := budgetHeldBySlowFill(t)
-	o := newGatedOrigin(c, strings.Repeat("g", 8<<10), strings.Repeat("h", 30<<10))
-	fn := o.fn
-	o.fn = func(w http.ResponseWriter, r *http.Request) error { return fn(lengthDropper{w}, r) }
-	target := "http://example.com/crowd"
-	leader := newSyncWriter()
-	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
-	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
-	close(o.start)
-	until(t, "the leader's client to get the first part", func() bool { _, b := leader.got(); return len(b) == 8<<10 })
+	o, target, leader, leaderDone := leadUnknownLength(t, c, h)
 	const n = 5
 	writers := []*syncWriter{leader}
 	dones := []<-chan any{leaderDone}
@@ -400,15 +410,7 @@ func TestRecordingBudgetIsGivenBack(t *testing.T) {
 // requests that still wait for it.
 func TestRecordingBudgetWaiterThatLeftDoesNotCount(t *testing.T) {
 	c, h, s := budgetHeldBySlowFill(t)
-	o := newGatedOrigin(c, strings.Repeat("g", 8<<10), strings.Repeat("h", 30<<10))
-	fn := o.fn
-	o.fn = func(w http.ResponseWriter, r *http.Request) error { return fn(lengthDropper{w}, r) }
-	target := "http://example.com/crowd"
-	leader := newSyncWriter()
-	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
-	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
-	close(o.start)
-	until(t, "the leader's client to get the first part", func() bool { _, b := leader.got(); return len(b) == 8<<10 })
+	o, target, leader, leaderDone := leadUnknownLength(t, c, h)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	waiterDone := serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, target).WithContext(ctx), o)
