@@ -254,8 +254,9 @@ type bodyFill struct {
 	// wake is made by a reader that waits for more, and closed (then
 	// cleared) by the next advance or by fail.
 	wake chan struct{}
-	// readers count the requests reading the fill (writeFilling); when
-	// the last leaves, it calls end, if orphan set it.
+	// readers count the requests reading the fill (from serveCollapsed,
+	// or writeFilling); when the last leaves, it calls end, if orphan set
+	// it (see fill.clientGone).
 	readers atomic.Int32
 	end     atomic.Pointer[func()]
 }
