@@ -1111,12 +1111,14 @@ func (h *Handler) streamToWaiters(x *exchange, rec *recorder) {
 	e := h.newEntryWith(x, rec, rec.body)
 	x.fill.progressed.Store(rec.responseTime.UnixNano())
 	rec.body.fill.Store(&x.fill)
+	// Before it is published, so that a reader is never without it (see
+	// fill.clientGone); unpublished, nobody reads it.
+	x.fillCtx.body.Store(&x.fill)
 	if !h.flights.publish(x.flightKey, &x.lead, e, rec.status) {
 		rec.body.fill.Store(nil)
 		return
 	}
 	x.filling, rec.fill = e, &x.fill
-	x.fillCtx.body.Store(&x.fill)
 }
 
 // endFill ends what streamToWaiters began, once the origin's response
