@@ -542,14 +542,15 @@ func (h *Handler) serveCollapsed(w http.ResponseWriter, x *exchange, e *entry, s
 		return false
 	}
 	defer e.body.release()
-	if f := e.body.filling(); f != nil {
+	f := e.body.filling()
+	if f != nil {
 		f.readers.Add(1) // a reader from here, not only once it writes (see fill.clientGone)
 		defer f.leave()
 	}
 	if !collapsible(e, x.r, x.rq, now) {
 		return false
 	}
-	if f := e.body.filling(); f != nil && f.broken() || h.outdated(x, e, now) {
+	if f != nil && f.broken() || h.outdated(x, e, now) {
 		return false // its body broke off, stopped coming or was purged: this request asks the origin
 	}
 	x.result = h.m.collapsed
