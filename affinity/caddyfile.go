@@ -98,6 +98,11 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return argsErr(d, "algorithm rendezvous|maglev|ring|compat")
 			}
 			s.Algorithm = string(alg)
+			if alg == Ring {
+				if err := ringWeights(s.Weights); err != nil {
+					return d.Err(err.Error())
+				}
+			}
 
 		case "weight":
 			args := d.RemainingArgs()
@@ -119,6 +124,11 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				s.Weights = make(map[string]int)
 			}
 			s.Weights[dial] = n
+			if s.Algorithm == string(Ring) {
+				if err := ringWeights(s.Weights); err != nil {
+					return d.Err(err.Error())
+				}
+			}
 
 		case "bound":
 			if !d.NextArg() {
@@ -169,7 +179,7 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // addKeys adds keys, reporting a bad one at its line.
 func (s *AffinitySelection) addKeys(d *caddyfile.Dispenser, keys []string) error {
 	for _, k := range keys {
-		if err := placeholder.CheckKey(placeholder.Expand(k)); err != nil {
+		if err := checkKey(placeholder.Expand(k)); err != nil {
 			return d.Errf("key: %v", err)
 		}
 		// Compare as Validate does, shorthands expanded: {client_ip}

@@ -1,6 +1,7 @@
 package affinity
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -8,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // silentPolicy is a third-party selection policy whose Caddyfile
@@ -36,5 +39,61 @@ func TestFallbackThatReadsNothing(t *testing.T) {
 	}
 	if !strings.Contains(string(s.FallbackRaw), `"policy":"affinity_test_silent"`) {
 		t.Errorf("fallback = %s", s.FallbackRaw)
+	}
+}
+
+// TestCookieAsFallbackOfCaddysPolicies: Caddy's header and query policies
+// call their fallback without the response, so cookie mode there could
+// never set its cookie; Caddy's cookie policy passes it on, as does
+// affinity itself.
+func TestCookieAsFallbackOfCaddysPolicies(t *testing.T) {
+	const cookie = `{"policy":"affinity","cookie":{"secret":"` + testSecret + `"}}`
+	tests := []struct {
+		name, policy, wantErr string
+	}{
+		{"header", `{"policy":"header","field":"X-User","fallback":` + cookie + `}`,
+			"cookie: as the fallback of lb_policy header it can never set its cookie (Caddy's header policy calls its fallback without the response); use lb_policy affinity with the key first and the cookie after it"},
+		{"query", `{"policy":"query","key":"user","fallback":` + cookie + `}`,
+			"cookie: as the fallback of lb_policy query it can never set its cookie"},
+		{"cookie", `{"policy":"cookie","fallback":` + cookie + `}`, ""},
+		{"affinity", `{"policy":"affinity","keys":["{http.request.header.X-User}"],"fallback":` + cookie + `}`, ""},
+		{"itself", cookie, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := `{"upstreams":[{"dial":"10.0.0.1:80"}],"load_balancing":{"selection_policy":` + tt.policy + `}}`
+			_, err := caddyCtx(t).LoadModuleByID("http.handlers.reverse_proxy", json.RawMessage(cfg))
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("unexpected error: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("error = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestCookieWithoutAWriterWarnsOnce: a plugin's policy that calls cookie
+// mode without the response still gets an upstream for each request, and
+// the log says, once, why its clients keep getting new ids.
+func TestCookieWithoutAWriterWarnsOnce(t *testing.T) {
+	s := cookiePolicy(t, CookieConfig{})
+	core, logs := observer.New(zap.WarnLevel)
+	s.logger = zap.New(core)
+	pool := fakePool(5)
+	for i := range 3 {
+		r, _ := newReq(ipAddr(i), nil)
+		if s.Select(pool, r, nil) == nil {
+			t.Fatal("no upstream without a writer")
+		}
+	}
+	got := logs.FilterMessageSnippet("affinity cookie cannot be set").Len()
+	if got != 1 {
+		t.Errorf("%d warnings for 3 requests without a writer, want 1: %v", got, logs.All())
+	}
+	r, w := newReq(ipAddr(9), nil)
+	s.Select(pool, r, w)
+	if len(setCookies(w.Header())) != 1 {
+		t.Error("with a writer, no cookie set")
 	}
 }

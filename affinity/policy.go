@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
@@ -104,6 +105,9 @@ type AffinitySelection struct {
 	// ownFallback: the config names a fallback (not the default one).
 	ownFallback bool
 	logger      *zap.Logger
+	// noWriter warns, once, that a policy calling this one as its
+	// fallback gave it no response to set the cookie on.
+	noWriter sync.Once
 }
 
 // CaddyModule returns the Caddy module information.
@@ -165,6 +169,9 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 	}
 
 	if s.Cookie != nil {
+		if err := cookieReachesResponse(ctx); err != nil {
+			return fmt.Errorf("provisioning affinity policy: %w", err)
+		}
 		jar, err := newCookieJar(*s.Cookie)
 		if err != nil {
 			return fmt.Errorf("provisioning affinity policy: %w", err)
@@ -212,6 +219,27 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 	return s.prepareStatic(ctx)
 }
 
+// cookieReachesResponse rejects cookie mode as the fallback of Caddy's
+// header and query policies: they call their fallback without the
+// response, so the cookie would never be set and every request without
+// their key would go to a random upstream.
+func cookieReachesResponse(ctx caddy.Context) error {
+	mods := ctx.Modules() // the last is this policy
+	if len(mods) < 2 {
+		return nil
+	}
+	var parent string
+	switch mods[len(mods)-2].(type) {
+	case reverseproxy.HeaderHashSelection, *reverseproxy.HeaderHashSelection:
+		parent = "header"
+	case reverseproxy.QueryHashSelection, *reverseproxy.QueryHashSelection:
+		parent = "query"
+	default:
+		return nil
+	}
+	return fmt.Errorf("cookie: as the fallback of lb_policy %s it can never set its cookie (Caddy's %s policy calls its fallback without the response); use lb_policy affinity with the key first and the cookie after it, such as `lb_policy affinity {http.request.header.X-User} { cookie { ... } }`", parent, parent)
+}
+
 // prepareStatic looks for the reverse_proxy handler that owns this policy.
 // If it has only static upstreams, it rejects a weight for a dial that is
 // none of them (a typo there would silently do nothing), and builds the
@@ -228,6 +256,9 @@ func (s *AffinitySelection) prepareStatic(ctx caddy.Context) error {
 	if h == nil || len(h.Upstreams) == 0 || h.DynamicUpstreamsRaw != nil || h.DynamicUpstreams != nil {
 		return nil
 	}
+	if s.Validate() != nil {
+		return nil // reported by Validate, which runs next
+	}
 	dials := make([]string, len(h.Upstreams))
 	for i, u := range h.Upstreams {
 		dials[i] = u.Dial
@@ -237,9 +268,6 @@ func (s *AffinitySelection) prepareStatic(ctx caddy.Context) error {
 			return fmt.Errorf("provisioning affinity policy: weight for %q matches no upstream; upstreams are %s",
 				d, strings.Join(dials, ", "))
 		}
-	}
-	if s.Validate() != nil {
-		return nil // reported by Validate, which runs next
 	}
 	if _, err := s.sets.get(h.Upstreams); err != nil {
 		return fmt.Errorf("provisioning affinity policy: %w", err)
@@ -300,8 +328,7 @@ func (s *AffinitySelection) validate() error {
 	seen := make(map[string]bool, len(s.Keys))
 	for _, k := range s.Keys {
 		k = placeholder.Expand(k)
-		// Every request would go to the same upstream.
-		if err := placeholder.CheckKey(k); err != nil {
+		if err := checkKey(k); err != nil {
 			return fmt.Errorf("key: %w", err)
 		}
 		if seen[k] {
@@ -329,15 +356,8 @@ func (s *AffinitySelection) validate() error {
 		return fmt.Errorf("algorithm compat does not support weights (Caddy's hash policies have none)")
 	}
 	if alg == Ring {
-		// The listed weights alone may pass the ring's limit; with static
-		// upstreams Provision would say so, with dynamic ones only the
-		// requests would (each then going to the fallback).
-		var sum int64
-		for _, w := range s.Weights {
-			sum += int64(w)
-		}
-		if total := sum * RingPointsPerWeight; total > MaxRingPoints {
-			return fmt.Errorf("weights: %w", errRingTooBig(total))
+		if err := ringWeights(s.Weights); err != nil {
+			return err
 		}
 	}
 	if err := checkBound(s.Bound); err != nil {
@@ -350,6 +370,36 @@ func (s *AffinitySelection) validate() error {
 		if s.hasFallback() {
 			return fmt.Errorf("fallback is never used when cookie is set (every request then has a key); remove one")
 		}
+	}
+	return nil
+}
+
+// checkKey checks an expanded key template: CheckKey's rules, and no
+// request body. reverse_proxy hands the policy its copy of the request,
+// whose body the replacer cannot buffer (it buffers the original's): the
+// upstream would get an empty or truncated body.
+func checkKey(k string) error {
+	if err := placeholder.CheckKey(k); err != nil {
+		return err
+	}
+	for _, name := range placeholder.Names(k) {
+		if name == "http.request.body" || name == "http.request.body_base64" {
+			return fmt.Errorf("%q names {%s}: reverse_proxy has copied the request when the policy reads its key, and reading the body there would send the upstream an empty body; key on a header, a cookie or the URI instead", k, name)
+		}
+	}
+	return nil
+}
+
+// ringWeights reports listed weights that alone pass the ring's limit;
+// with static upstreams Provision would say so, with dynamic ones only
+// the requests would (each then going to the fallback).
+func ringWeights(weights map[string]int) error {
+	var sum int64
+	for _, w := range weights {
+		sum += int64(w)
+	}
+	if total := sum * RingPointsPerWeight; total > MaxRingPoints {
+		return fmt.Errorf("weights: %w", errRingTooBig(total))
 	}
 	return nil
 }
@@ -436,6 +486,42 @@ func (k *keyExpr) resolve(r *http.Request, repl *caddy.Replacer, vars map[string
 	return v
 }
 
+// upperEscapes returns key with the hex digits of its percent-escapes in
+// upper case (%2f as %2F), as response_cache's key has them: one URL
+// written both ways then picks one caching node of a tier, where it is
+// one entry. Keys without a lower-case escape come back as they are,
+// without allocating. (Keys that differ only there share an upstream,
+// which costs affinity nothing.)
+func upperEscapes(key string) string {
+	i := strings.IndexByte(key, '%')
+	if i < 0 {
+		return key
+	}
+	var b []byte
+	for ; i+2 < len(key); i++ {
+		if key[i] != '%' || !isHex(key[i+1]) || !isHex(key[i+2]) {
+			continue
+		}
+		for j := i + 1; j <= i+2; j++ {
+			if c := key[j]; 'a' <= c && c <= 'f' {
+				if b == nil {
+					b = []byte(key)
+				}
+				b[j] = c - 'a' + 'A'
+			}
+		}
+		i += 2
+	}
+	if b == nil {
+		return key
+	}
+	return string(b)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
 // attempts records, for one request, the upstreams this policy already
 // picked. The first pick is stored in the vars map as a bare
 // *reverseproxy.Upstream (which costs no allocation); a retry or a freshly
@@ -479,6 +565,9 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 		for i := range s.keys {
 			if key = s.keys[i].resolve(r, repl, vars); key != "" {
 				src = s.keys[i].expr
+				if s.alg != Compat {
+					key = upperEscapes(key)
+				}
 				break
 			}
 		}
@@ -496,6 +585,8 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 					// with the current one, once per request.
 					if w != nil {
 						s.jar.set(w, r, s.jar.sign(key))
+					} else {
+						s.warnNoWriter()
 					}
 					if st == nil {
 						st = &attempts{tried: tried}
@@ -507,6 +598,8 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 			id, value := s.jar.issue()
 			if w != nil {
 				s.jar.set(w, r, value)
+			} else {
+				s.warnNoWriter()
 			}
 			if st == nil {
 				st = &attempts{tried: tried}
@@ -563,6 +656,15 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 		)
 	}
 	return up
+}
+
+// warnNoWriter logs, once, that the cookie could not be set: the policy
+// that called this one as its fallback (a plugin's; Provision rejects
+// Caddy's header and query policies) passed no ResponseWriter.
+func (s *AffinitySelection) warnNoWriter() {
+	s.noWriter.Do(func() {
+		s.logger.Warn("affinity cookie cannot be set: the policy calling this one as its fallback passed no response, so clients without the cookie keep getting new random ids; use lb_policy affinity itself, with the other policy's key as its key before the cookie")
+	})
 }
 
 // keyHash identifies key in logs without logging it: keys are often

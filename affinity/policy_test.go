@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -431,6 +432,38 @@ func TestUnavailableUpstreamMovesOnlyItsKeys(t *testing.T) {
 	}
 }
 
+// TestFailoverIsWhereRemovalGoes: with rendezvous and ring, the keys of an
+// upstream that is down go where they go once it is removed from the
+// config, so they move once; maglev rebuilds its table without it, and
+// most move again (the README says so; the share is logged).
+func TestFailoverIsWhereRemovalGoes(t *testing.T) {
+	pool := fakePool(5)
+	for _, alg := range []Algorithm{Rendezvous, Ring, Maglev} {
+		s := provisioned(t, &AffinitySelection{Algorithm: string(alg)})
+		gone := pool[2]
+		rest := slices.DeleteFunc(slices.Clone(pool), func(u *reverseproxy.Upstream) bool { return u == gone })
+		its, again := 0, 0
+		for i := range 2000 {
+			key := fmt.Sprintf("user-%d", i)
+			pref := preference(t, s, pool, key)
+			if pref[0] != gone.Dial {
+				continue
+			}
+			its++
+			if preference(t, s, rest, key)[0] != pref[1] {
+				again++
+			}
+		}
+		if its == 0 {
+			t.Fatalf("%s: no key on the upstream", alg)
+		}
+		if alg != Maglev && again != 0 {
+			t.Errorf("%s: %d of the %d keys of an upstream that is down move again when it is removed", alg, again, its)
+		}
+		t.Logf("%s: %d of %d keys move again on removal", alg, again, its)
+	}
+}
+
 // ---- rule 4: retries ----
 
 func TestRetriesWalkPreferenceOrder(t *testing.T) {
@@ -762,6 +795,12 @@ func TestWeightsMustMatchStaticUpstreams(t *testing.T) {
 				"load_balancing":{"selection_policy":{"policy":"affinity","weights":{"10.0.0.9:80":2}}}}`,
 		},
 		{
+			name: "empty dial",
+			cfg: `{"upstreams":[{"dial":"10.0.0.1:80"}],
+				"load_balancing":{"selection_policy":{"policy":"affinity","weights":{"":2}}}}`,
+			wantErr: "validating affinity policy: weight for an empty upstream address",
+		},
+		{
 			name: "nested as a fallback",
 			cfg: `{"upstreams":[{"dial":"10.0.0.1:80"}],
 				"load_balancing":{"selection_policy":{"policy":"header","field":"X-A",
@@ -843,6 +882,8 @@ func TestValidate(t *testing.T) {
 		{"bad cookie domain", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Domain: "a b"}}, `invalid cookie domain "a b"`},
 		{"ring weights too large", &AffinitySelection{Algorithm: "ring", Weights: map[string]int{"10.0.0.1:80": 20000}}, "weights: ring would need 3200000 points"},
 		{"weight for no dial", &AffinitySelection{Weights: map[string]int{"": 3}}, "weight for an empty upstream address"},
+		{"key on the body", &AffinitySelection{Keys: []string{"{http.request.body}"}}, `key: "{http.request.body}" names {http.request.body}: reverse_proxy has copied the request`},
+		{"key on the body, shorthand in a composite", &AffinitySelection{Keys: []string{"{host}:{http.request.body_base64}"}}, "names {http.request.body_base64}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -912,6 +953,18 @@ func TestCompatMatchesCaddy(t *testing.T) {
 				}
 			})
 		}},
+		// Caddy hashes the target as sent: compat does not fold the case
+		// of percent-escapes as the other algorithms do.
+		{"uri_hash, lower-case escapes", "{uri}", reverseproxy.URIHashSelection{}, func(i int) (*http.Request, *httptest.ResponseRecorder) {
+			return newReq(ipAddr(1), func(r *http.Request) {
+				target := fmt.Sprintf("/a%%2fb/%d?q=%%e9%d", i/2, i%2)
+				if i%4 >= 2 {
+					target = strings.ToUpper(target)
+				}
+				r.URL, _ = url.ParseRequestURI(target)
+				r.RequestURI = target
+			})
+		}},
 		{"header", "{header.X-User}", header, func(i int) (*http.Request, *httptest.ResponseRecorder) {
 			return newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("X-User", fmt.Sprintf("user%d", i)) })
 		}},
@@ -952,6 +1005,49 @@ func TestCompatMatchesCaddy(t *testing.T) {
 			defer release()
 			check("one unavailable")
 		})
+	}
+}
+
+// TestKeysFoldEscapeCase: a URL written with lower- and upper-case
+// percent-escapes is one key, as it is one entry of response_cache, so a
+// tier caches it on one node.
+func TestKeysFoldEscapeCase(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"", ""}, {"abc", "abc"}, {"%", "%"}, {"%2", "%2"}, {"a%2", "a%2"}, {"%zz", "%zz"}, {"%2g", "%2g"},
+		{"%2f", "%2F"}, {"/a%2fb%3a?q=%e9", "/a%2Fb%3A?q=%E9"}, {"%2F%3A", "%2F%3A"}, {"%%2f", "%%2F"},
+		{"%af%Bc%d", "%AF%BC%d"}, {"100%-f", "100%-f"},
+	} {
+		if got := upperEscapes(tt.in); got != tt.want {
+			t.Errorf("upperEscapes(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = upperEscapes("/a%2Fb/%E9?q=%20") }); n != 0 {
+		t.Errorf("a key without lower-case escapes: %v allocs, want 0", n)
+	}
+
+	for _, alg := range []Algorithm{Rendezvous, Ring, Maglev} {
+		s := provisioned(t, &AffinitySelection{Algorithm: string(alg), Keys: []string{"{uri}"}})
+		pool := fakePool(10)
+		moved := 0
+		for i := range 300 {
+			pick := func(target string) *reverseproxy.Upstream {
+				r, w := newReq(ipAddr(1), func(r *http.Request) {
+					r.URL, _ = url.ParseRequestURI(target)
+					r.RequestURI = target
+				})
+				return s.Select(pool, r, w)
+			}
+			lower := pick(fmt.Sprintf("/a%%2fb/%d?c=%%e9", i))
+			if upper := pick(fmt.Sprintf("/a%%2Fb/%d?c=%%E9", i)); upper != lower {
+				t.Fatalf("%s: /a%%2fb/%d went to %s, /a%%2Fb/%d to %s", alg, i, dialOf(lower), i, dialOf(upper))
+			}
+			if lower != pick(fmt.Sprintf("/a/b/%d?c=%%e9", i)) {
+				moved++
+			}
+		}
+		if moved == 0 {
+			t.Errorf("%s: /a%%2fb and /a/b always picked the same upstream: the escapes were decoded", alg)
+		}
 	}
 }
 
