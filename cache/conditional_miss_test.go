@@ -481,3 +481,44 @@ func TestConditionalMissOwnPresetVaryStar(t *testing.T) {
 		t.Errorf("the second conditional miss went out with If-None-Match %q, want the client's", inm)
 	}
 }
+
+// TestNotModifiedCarriesNoContentFields: the 304s the cache makes itself,
+// for a conditional miss and for a hit, leave out the fields that describe
+// the content (RFC 9110 §15.4.5) and keep those that guide caches.
+func TestNotModifiedCarriesNoContentFields(t *testing.T) {
+	c := newClock()
+	content := []string{"Content-Type", "Content-Encoding", "Content-Language", "Content-Digest", "Content-Md5"}
+	kept := []string{"Etag", "Last-Modified", "Cache-Control", "Date", "Content-Location", "Content-Disposition", "X-App"}
+	h := newTestHandler(t, Config{}, c)
+	o := validatorOrigin(c, "Content-Type", "text/plain", "Content-Encoding", "br", "Content-Language", "de",
+		"Content-Digest", "sha-256=:AAAA:", "Content-Md5", "AAAA", "Content-Location", "/page.de",
+		"Content-Disposition", `attachment; filename="a.txt"`, "X-App", "1")
+	const url = "http://example.com/page"
+	for _, step := range []struct{ name, status string }{{"conditional miss", "fwd=uri-miss"}, {"hit", "hit"}} {
+		w := get(t, h, o, url, "If-None-Match", `"v1"`)
+		if w.Code != http.StatusNotModified {
+			t.Fatalf("%s: status %d, want 304", step.name, w.Code)
+		}
+		wantStatus(t, w, []string{step.status})
+		for _, f := range append(content, "Content-Length") {
+			if v, ok := w.Header()[f]; ok {
+				t.Errorf("%s: 304 carries %s: %q", step.name, f, v)
+			}
+		}
+		for _, f := range kept {
+			if w.Header().Get(f) == "" {
+				t.Errorf("%s: 304 lacks %s", step.name, f)
+			}
+		}
+	}
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin asked %d times, want 1", n)
+	}
+	// The stored response keeps them all.
+	w := get(t, h, o, url)
+	for _, f := range content {
+		if w.Header().Get(f) == "" {
+			t.Errorf("the stored 200 lost %s", f)
+		}
+	}
+}

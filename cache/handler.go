@@ -694,7 +694,7 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 	start, end := 0, e.body.Len()
 	if status == http.StatusOK {
 		if (len(r.Header["If-None-Match"]) > 0 || len(r.Header["If-Modified-Since"]) > 0) && ClientNotModified(r, &e.header) {
-			delete(hdr, "Content-Length")
+			notModifiedHeader(hdr)
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}

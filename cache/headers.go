@@ -65,3 +65,17 @@ func unstorable(name string, named []string, rc *ResponseControl) bool {
 	return unstorableFields[name] || slices.Contains(named, name) ||
 		slices.Contains(rc.NoCacheFields, name) || slices.Contains(rc.PrivateFields, name)
 }
+
+// notModifiedHeader trims h, the stored response's fields copied for a 304
+// the cache answers itself, of those describing content, which a 304 has
+// none of: a sender SHOULD NOT send representation metadata there beyond
+// the fields that guide caches (RFC 9110 §15.4.5), and a cache downstream
+// updating its stored response from the 304 (RFC 9111 §4.3.4) would take
+// them over. Kept as Go's file server keeps them: Content-Location, Date,
+// ETag, Vary, Cache-Control, Expires, Last-Modified and the rest.
+func notModifiedHeader(h http.Header) {
+	for _, f := range [...]string{"Content-Length", "Content-Type", "Content-Encoding", "Content-Language",
+		"Content-Range", "Content-Digest", "Content-Md5"} {
+		delete(h, f)
+	}
+}

@@ -186,7 +186,7 @@ func (rec *recorder) WriteHeader(status int) {
 		}
 		if rec.notModified {
 			status = http.StatusNotModified
-			delete(dst, "Content-Length") // as for a 304 from the store (serveEntry)
+			notModifiedHeader(dst) // as for a 304 from the store (serveEntry)
 		} else if rec.contentRange != "" {
 			status = http.StatusPartialContent
 			dst["Content-Range"] = []string{rec.contentRange}
