@@ -231,6 +231,11 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 			if len(c.PreviousSecrets) == 0 {
 				return nil, argsErr(d, "cookie previous_secrets <secret>...")
 			}
+			for i, p := range c.PreviousSecrets {
+				if err := placeholder.Balanced(p); err != nil {
+					return nil, d.Errf("cookie previous_secrets[%d] %v; write a literal brace as \\{", i, err)
+				}
+			}
 		case "secret", "path", "domain", "same_site", "max_age":
 			if !d.NextArg() {
 				return nil, argsErr(d, "cookie "+opt+" <value>")
@@ -244,6 +249,9 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 			}
 			switch opt {
 			case "secret":
+				if err := placeholder.Balanced(v); err != nil {
+					return nil, d.Errf("cookie secret %v; write a literal brace as \\{", err)
+				}
 				c.Secret = v
 			case "path":
 				if err := checkCookieField(opt, v); err != nil {

@@ -122,6 +122,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "bound with underscore", input: "affinity {\n bound 1_5\n}", wantErr: "invalid bound '1_5': must be a plain decimal number >= 1, such as 1.25, at Testfile:2"},
 		{name: "bound in hex", input: "affinity {\n bound 0x1p1\n}", wantErr: "invalid bound '0x1p1'"},
 		{name: "fallback with a block it ignores", input: "affinity {\n fallback random {\n nonsense 1\n }\n}", wantErr: "fallback random: unexpected '{' (the policy reads no more than that), at Testfile:2"},
+		{name: "cookie secret placeholder unclosed", input: "affinity {\n cookie {\n secret {env.AFFINITY_SECRET\n }\n}", wantErr: "cookie secret has an unclosed { at offset 0, which would be taken literally; write a literal brace as \\{, at Testfile:3"},
+		{name: "cookie previous secret stray brace", input: "affinity {\n cookie {\n secret s\n previous_secrets t {file./old}x}\n }\n}", wantErr: "cookie previous_secrets[1] has a } without a matching { at offset 12; write a literal brace as \\{, at Testfile:4"},
 		{name: "cookie empty secret", input: "affinity {\n cookie {\n secret \"\"\n }\n}", wantErr: "cookie requires a secret"},
 		{name: "cookie two names", input: "affinity {\n cookie a b {\n secret s\n }\n}", wantErr: "wrong number of arguments; syntax: "},
 		{name: "cookie negative max_age", input: "affinity {\n cookie {\n secret s\n max_age -5m\n }\n}", wantErr: "invalid cookie max_age '-5m': must not be negative, at Testfile:4"},

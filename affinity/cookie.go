@@ -15,6 +15,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/f06cdff9/caddy-affinity-cache/internal/placeholder"
 )
 
 // This file implements cookie mode: when no configured key resolves, the
@@ -133,9 +135,17 @@ func (c *CookieConfig) validate() error {
 	if c.Secret == "" {
 		return fmt.Errorf("cookie secret is required")
 	}
+	// An unclosed { is left in the secret as it is: {env.SECRET without
+	// its } would be a secret anyone can read in the docs.
+	if err := placeholder.Balanced(c.Secret); err != nil {
+		return fmt.Errorf("cookie secret %w; write a literal brace as \\{", err)
+	}
 	for i, p := range c.PreviousSecrets {
 		if p == "" {
 			return fmt.Errorf("cookie previous_secrets[%d] is empty", i)
+		}
+		if err := placeholder.Balanced(p); err != nil {
+			return fmt.Errorf("cookie previous_secrets[%d] %w; write a literal brace as \\{", i, err)
 		}
 	}
 	for _, f := range []struct{ field, value string }{{"name", c.Name}, {"path", c.Path}, {"domain", c.Domain}} {

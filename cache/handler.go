@@ -181,6 +181,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
+	if h.customKey {
+		h.warnKey()
+	}
 	h.flights = new(flightGroup)
 	h.fills = new(fillSet)
 	h.bg = &background{keys: make(map[string]struct{})}
@@ -242,6 +245,22 @@ func (h *Handler) Validate() error {
 		}
 	}
 	return nil
+}
+
+// warnKey logs, at load, a custom key that is valid but probably not what
+// was meant: one naming a placeholder that looks like a misspelt
+// shorthand (never set unless a map or a plugin sets it: every request
+// then bypasses the cache), and one naming no part of the URL (each value
+// then shares one entry across every URL of a host).
+func (h *Handler) warnKey() {
+	if names := placeholder.Misspelt(h.Key); len(names) > 0 {
+		h.logger.Warn("response_cache key names placeholders that look like a misspelt shorthand (such as {remote_ip} for {client_ip}); unless a map or a plugin sets them, requests bypass the cache",
+			zap.String("key", h.Key), zap.Strings("placeholders", names))
+	}
+	if placeholder.NamesNoURL(h.Key) {
+		h.logger.Warn("response_cache key names no part of the URL ({uri}, {path}, {query}...): every URL of a host with the same key shares one entry; add {uri} unless one response fits them all",
+			zap.String("key", h.Key))
+	}
 }
 
 // checkMaxSize reports a max_size the cache cannot work with.

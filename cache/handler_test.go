@@ -22,6 +22,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/f06cdff9/caddy-affinity-cache/internal/placeholder"
 )
 
 // --- 1. Keys, methods, invalidation ---
@@ -2488,5 +2490,39 @@ func TestLaterFillWins(t *testing.T) {
 	seq = append(seq, do())
 	if !strings.HasPrefix(seq[2], "v2") || !strings.HasPrefix(seq[3], "v2") {
 		t.Errorf("after a refill: %q, want v2 hits before and after ristretto took both fills", seq)
+	}
+}
+
+// TestKeyWarnings: a custom key that loads but is probably not what was
+// meant is logged when the config loads.
+func TestKeyWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		want []string // snippets of the warnings, in order
+	}{
+		{key: "{http.request.uri} {http.request.header.X-Tenant}"},
+		{key: "{path}"},
+		{key: "{http.vars.route}"},
+		{key: "{http.request.method}", want: []string{"names no part of the URL"}},
+		{key: "{http.request.header.X-Tenant}", want: []string{"names no part of the URL"}},
+		{key: "{remote_ip}{http.request.uri}", want: []string{"misspelt shorthand"}},
+		{key: "{client-ip}", want: []string{"misspelt shorthand"}},
+	} {
+		core, logs := observer.New(zap.WarnLevel)
+		h := &Handler{Config: Config{Key: placeholder.Expand(tc.key)}, logger: zap.New(core)}
+		h.warnKey()
+		var got []string
+		for _, e := range logs.All() {
+			got = append(got, e.Message)
+		}
+		if len(got) != len(tc.want) {
+			t.Errorf("key %q: warnings %q, want %d", tc.key, got, len(tc.want))
+			continue
+		}
+		for i, w := range tc.want {
+			if !strings.Contains(got[i], w) {
+				t.Errorf("key %q: warning %q, want one with %q", tc.key, got[i], w)
+			}
+		}
 	}
 }

@@ -51,6 +51,29 @@ func Check(template string) error {
 	return nil
 }
 
+// Balanced reports an unclosed `{`, a stray `}`, an empty `{}` or a
+// backslash in a placeholder in s, as Check does, without quoting s: for
+// secrets, which Caddy's replacer would otherwise take in part literally.
+func Balanced(s string) error {
+	if err := scan(s, func(string) {}); err != nil {
+		e := err.(*syntaxError)
+		return fmt.Errorf("has %s at offset %d%s", e.problem, e.offset, e.note)
+	}
+	return nil
+}
+
+// syntaxError is a template scan cannot read as Caddy's replacer would
+// be meant to.
+type syntaxError struct {
+	template, problem string
+	offset            int
+	note              string // after the offset
+}
+
+func (e *syntaxError) Error() string {
+	return fmt.Sprintf("%q has %s at offset %d%s", e.template, e.problem, e.offset, e.note)
+}
+
 func scan(s string, placeholder func(name string)) error {
 	for i := 0; i < len(s); i++ {
 		switch s[i] {
@@ -59,19 +82,19 @@ func scan(s string, placeholder func(name string)) error {
 				i++ // an escaped brace; Caddy's replacer looks only at the byte before a brace
 			}
 		case '}':
-			return fmt.Errorf("%q has a } without a matching { at offset %d", s, i)
+			return &syntaxError{s, "a } without a matching {", i, ""}
 		case '{':
 			end := strings.IndexAny(s[i+1:], "{}")
 			if end < 0 || s[i+1+end] == '{' {
-				return fmt.Errorf("%q has an unclosed { at offset %d, which would be taken literally", s, i)
+				return &syntaxError{s, "an unclosed {", i, ", which would be taken literally"}
 			}
 			if end == 0 {
-				return fmt.Errorf("%q has an empty placeholder {} at offset %d", s, i)
+				return &syntaxError{s, "an empty placeholder {}", i, ""}
 			}
 			if strings.Contains(s[i+1:i+1+end], `\`) {
 				// Caddy reads "\}" inside a placeholder as an escaped
 				// brace and may then find the placeholder unclosed.
-				return fmt.Errorf("%q has a backslash in the placeholder at offset %d", s, i)
+				return &syntaxError{s, "a backslash in the placeholder", i, ""}
 			}
 			placeholder(s[i+1 : i+1+end])
 			i += end + 1
@@ -111,6 +134,12 @@ func CheckKey(template string) error {
 	}
 	repl := sampleReplacer()
 	for _, name := range names {
+		if strings.ContainsAny(name, " \t") {
+			return fmt.Errorf("%q names {%s}, with white space in the name, which Caddy looks up as written: no placeholder has it", template, name)
+		}
+		if !known(repl, name) && known(repl, strings.ToLower(name)) {
+			return fmt.Errorf("%q names {%s}, which Caddy does not know: placeholder names are case-sensitive (lower case, but for the field, cookie or parameter named at their end), as in {%s}", template, name, strings.ToLower(name))
+		}
 		if strings.EqualFold(name, "http.request.header.Host") {
 			return fmt.Errorf("%q names {%s}, which is empty for every request (Go moves Host out of the request's header fields); use {http.request.host} or {http.request.hostport}", template, name)
 		}
@@ -193,6 +222,7 @@ func Misspelt(template string) []string {
 		}
 		first, _, _ := strings.Cut(name, ".")
 		first, _, _ = strings.Cut(strings.ToLower(first), "_")
+		first, _, _ = strings.Cut(first, "-")
 		if requestParts[first] {
 			out = append(out, name)
 		}
@@ -208,4 +238,26 @@ var requestParts = map[string]bool{
 	"querys": true, "remote": true, "client": true, "clientip": true, "ip": true, "host": true,
 	"hostname": true, "hostport": true, "uri": true, "url": true, "path": true, "method": true,
 	"scheme": true, "request": true, "req": true, "label": true, "labels": true, "tls": true,
+}
+
+// NamesNoURL reports whether template, with its shorthands expanded,
+// names only Caddy's own placeholders and none of them holds a part of
+// the request's URL (uri, path, query, file): as a cache key it would give
+// every URL of a host one entry per value. Other names (vars, map
+// outputs, regexp captures, plugins') may hold one, so a template with
+// any of them is not reported.
+func NamesNoURL(template string) bool {
+	global := caddy.NewReplacer()
+	names := Names(template)
+	for _, name := range names {
+		for _, p := range []string{"http.request.uri", "http.request.orig_uri", "http.request.file"} {
+			if strings.HasPrefix(name, p) {
+				return false
+			}
+		}
+		if _, ok := global.Get(name); !ok && !strings.HasPrefix(name, "http.request.") {
+			return false
+		}
+	}
+	return len(names) > 0
 }

@@ -117,6 +117,16 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.intercept.status}{http.request.uri}", err: "a placeholder of the response"},
 		{in: "{http.response.status}{http.request.uri}", err: "a placeholder of the response"},
 		{in: "{http.request.uri.query.a.}"},
+		{in: "{ http.request.header.X-User }", err: `names { http.request.header.X-User }, with white space in the name`},
+		{in: "{http.request.header.X-User }", err: "with white space in the name"},
+		{in: "{tenant id}", err: "with white space in the name"},
+		{in: "{Http.Request.Uri}", err: "placeholder names are case-sensitive (lower case, but for the field, cookie or parameter named at their end), as in {http.request.uri}"},
+		{in: "{http.request.Header.X-User}", err: "case-sensitive"},
+		{in: "{ENV.HOME}{http.request.uri}", err: "case-sensitive"},
+		{in: "{http.request.cookie.SID}"},  // cookie names are case-sensitive
+		{in: "{http.request.uri.query.Q}"}, // so are parameters
+		{in: "{http.vars.UserID}"},         // and variables
+		{in: "{Tenant}{http.request.uri}"}, // a map's output
 	} {
 		err := CheckKey(tc.in)
 		switch {
@@ -141,9 +151,32 @@ func TestMisspelt(t *testing.T) {
 		"{headers.X-User}-{http.request.uri}":     {"headers.X-User"},
 		"{Query_user}":                            {"Query_user"},
 		"{client_ip.v4}":                          {"client_ip.v4"},
+		"{client-ip}":                             {"client-ip"},
+		"{Header-X-User}":                         {"Header-X-User"},
 	} {
 		if got := Misspelt(in); !slices.Equal(got, want) {
 			t.Errorf("Misspelt(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestNamesNoURL(t *testing.T) {
+	for in, want := range map[string]bool{
+		"{http.request.method}":                         true,
+		"{http.request.header.X-Tenant}":                true,
+		"{http.request.uri.query.zz}":                   false, // a part of the query: the user's choice
+		"{http.request.method} {http.request.uri}":      false,
+		"{http.request.uri.path}":                       false,
+		"{http.request.orig_uri}":                       false,
+		"{http.request.file.base}":                      false,
+		"{http.request.header.X-Proto} {env.HOME}":      true,
+		"{http.vars.route}":                             false, // may hold one
+		"{tenant}":                                      false, // a map's output
+		"{http.request.cookie.sid}{http.regexp.p.1}":    false,
+		"{http.request.host}{http.request.remote.host}": true,
+	} {
+		if got := NamesNoURL(in); got != want {
+			t.Errorf("NamesNoURL(%q) = %v, want %v", in, got, want)
 		}
 	}
 }
