@@ -22,10 +22,13 @@ import (
 // size. A body is held in up to a few blocks (see blockOrders), which
 // keeps the rounding waste below a seventh.
 //
-// When no block is free and every chunk is mapped (fragmentation), or
-// where memory cannot be mapped (platforms without mmap), a body is
-// allocated on the Go heap instead and counted in fallbacks; storing
-// never fails for want of arena space.
+// When no block is free and every chunk is mapped (fragmentation, or
+// blocks of evicted bodies still being sent to slow clients), a body is
+// allocated on the Go heap instead, up to a thirty-second of max_size
+// there, and counted in fallbacks; past that it is not stored (noRoom),
+// so that what bodies hold stays bounded however many clients read
+// evicted ones. Where memory cannot be mapped (platforms without mmap),
+// the heap takes what the arena would have held.
 //
 // Memory in the arena is never read or written after it is freed: bodies
 // are reference-counted (see body), and a block returns to the arena only
@@ -53,6 +56,8 @@ type arena struct {
 
 	fallbacks     atomic.Uint64 // bodies (or parts) placed on the Go heap
 	fallbackBytes atomic.Int64  // their bytes now live
+	heapLimit     int64         // the most fallbackBytes may reach
+	noRoom        atomic.Uint64 // bodies not allocated: no block, and heapLimit reached
 
 	// Responses being recorded are not charged to the store until they
 	// are stored: their bytes are reserved here first (see reserve), up
@@ -86,7 +91,8 @@ func newArena(maxCost int64) *arena {
 	limit := recordingBudget(maxCost)
 	n := (maxCost + maxCost/16 + 2*limit + size - 1) / size
 	orders := int(shift-minBlockShift) + 1
-	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), spare: -1, recordLimit: limit}
+	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), spare: -1, recordLimit: limit,
+		heapLimit: maxCost / 32}
 	// The free lists' side arrays take 9 bytes per 512-byte block (under
 	// 2% of max_size). For caches up to 512 MiB they are sized once, so
 	// growing them leaves no garbage and no slack; larger ones grow them
@@ -196,14 +202,16 @@ func ceilOrder(n int) int8 {
 }
 
 // appendAlloc appends to dst spans holding n bytes in all (each cut to
-// the length it holds). It never fails: what the arena cannot give comes
-// from the Go heap.
-func (a *arena) appendAlloc(dst []span, n int) []span {
+// the length it holds). What the arena cannot give comes from the Go
+// heap, up to heapLimit; past it, nothing is allocated, and it returns
+// dst and false.
+func (a *arena) appendAlloc(dst []span, n int) ([]span, bool) {
 	var plan [8]int8
 	orders := a.blockOrders(n, plan[:0])
 	spans := slices.Grow(dst, len(orders))
 	left := n
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	for _, k := range orders {
 		size := minBlock << k
 		want := min(size, left)
@@ -214,17 +222,29 @@ func (a *arena) appendAlloc(dst []span, n int) []span {
 			spans = append(spans, span{b: c[off : off+want : off+want], block: b, order: k})
 			continue
 		}
+		if a.fallbackBytes.Load()+int64(want) > a.heapLimit {
+			a.freeSpansLocked(spans[len(dst):])
+			a.noRoom.Add(1)
+			return dst, false
+		}
 		spans = append(spans, span{b: make([]byte, want), order: -1})
 		a.fallbacks.Add(1)
 		a.fallbackBytes.Add(int64(want))
 	}
-	a.mu.Unlock()
-	return spans
+	return spans, true
 }
 
 // free returns spans to the arena (heap spans to the garbage collector).
 func (a *arena) free(spans []span) {
 	a.mu.Lock()
+	a.freeSpansLocked(spans)
+	if a.closed && a.used == 0 {
+		a.unmapLocked()
+	}
+	a.mu.Unlock()
+}
+
+func (a *arena) freeSpansLocked(spans []span) {
 	for _, s := range spans {
 		if s.order < 0 {
 			a.fallbackBytes.Add(-int64(len(s.b)))
@@ -232,10 +252,6 @@ func (a *arena) free(spans []span) {
 		}
 		a.freeLocked(s.block, s.order)
 	}
-	if a.closed && a.used == 0 {
-		a.unmapLocked()
-	}
-	a.mu.Unlock()
 }
 
 // spanCost is the memory spans take: whole blocks, or heapFactor times
@@ -318,7 +334,9 @@ func (a *arena) growLocked() bool {
 	}
 	mem, err := mapChunk(a.chunkSize())
 	if err != nil {
-		a.maxChunks = len(a.chunks) // do not try again
+		// Do not try again; the heap holds what these chunks would have.
+		a.heapLimit += int64(a.maxChunks-len(a.chunks)) << a.chunkShift
+		a.maxChunks = len(a.chunks)
 		return false
 	}
 	c := len(a.chunks)
@@ -391,6 +409,11 @@ type arenaStats struct {
 	Fallbacks uint64 `json:"heap_fallbacks"`
 	// FallbackBytes is the heap those hold now.
 	FallbackBytes int64 `json:"heap_bytes"`
+	// NoRoom counts bodies not stored because the arena had no free
+	// block and the heap's allowance (a thirty-second of max_size) was
+	// taken: the arena is fragmented, or holds evicted bodies that slow
+	// clients are still being sent.
+	NoRoom uint64 `json:"no_room"`
 	// Recording is the bytes reserved by responses being recorded, not
 	// yet stored (each its declared length, or what it has so far).
 	Recording int64 `json:"recording_bytes"`
@@ -410,6 +433,7 @@ func (a *arena) stats() arenaStats {
 		Used:              a.used,
 		Fallbacks:         a.fallbacks.Load(),
 		FallbackBytes:     a.fallbackBytes.Load(),
+		NoRoom:            a.noRoom.Load(),
 		Recording:         a.recording.Load(),
 		RecordingLimit:    a.recordLimit,
 		RecordingRefusals: a.refusals.Load(),

@@ -176,8 +176,23 @@ func TestNewArenaGeometry(t *testing.T) {
 }
 
 // addr is the address of a span's first byte.
-// alloc returns spans holding n bytes in all.
-func (a *arena) alloc(n int) []span { return a.appendAlloc(nil, n) }
+// alloc returns spans holding n bytes in all; it panics when the arena
+// has no room (see appendAlloc).
+func (a *arena) alloc(n int) []span {
+	spans, ok := a.appendAlloc(nil, n)
+	if !ok {
+		panic("arena: no room")
+	}
+	return spans
+}
+
+// mustBody is a body newBody or seal returned, which must have had room.
+func mustBody(b *body, ok bool) *body {
+	if !ok {
+		panic("arena: no room for a body")
+	}
+	return b
+}
 
 // arenaRun drives an arena through allocations and frees, filling each
 // allocation with its own pattern and checking the arena's invariants
@@ -193,10 +208,19 @@ func newArenaRun(a *arena) *arenaRun {
 	return &arenaRun{a: a, live: newLiveSet(), sizes: map[int]int{}}
 }
 
-// alloc allocates n bytes as allocation id.
+// alloc allocates n bytes as allocation id, unless the arena has no room
+// for them, which must then leave it as it was.
 func (r *arenaRun) alloc(t *testing.T, id, n int) {
 	t.Helper()
-	ss := r.a.alloc(n)
+	before := r.a.stats()
+	ss, ok := r.a.appendAlloc(nil, n)
+	if !ok {
+		if st := r.a.stats(); st.Used != before.Used || st.FallbackBytes != before.FallbackBytes || st.NoRoom != before.NoRoom+1 {
+			t.Fatalf("op %d: alloc(%d) found no room but changed the arena: %+v, before %+v", id, n, st, before)
+		}
+		checkArena(t, r.a, r.live)
+		return
+	}
 	if got := spanLen(ss); got != n {
 		t.Fatalf("op %d: alloc(%d) holds %d bytes", id, n, got)
 	}
@@ -555,8 +579,8 @@ func TestArenaRandom(t *testing.T) {
 	}
 	st := a.stats()
 	t.Logf("after %d ops: %+v, %d live", ops, st, len(run.ids))
-	if st.Fallbacks == 0 {
-		t.Errorf("the run never filled the arena; fallbacks untested")
+	if st.Fallbacks == 0 || st.NoRoom == 0 {
+		t.Errorf("the run never filled the arena past its heap allowance; fallbacks or their limit untested")
 	}
 	run.freeAll()
 	checkAllFree(t, a)
@@ -597,6 +621,7 @@ func TestArenaFullFallsBackToHeap(t *testing.T) {
 			if a.chunkSize() != 1<<16 || a.maxChunks != 1 {
 				t.Fatalf("setup: %d chunks of %d", a.maxChunks, a.chunkSize())
 			}
+			a.heapLimit = 1 << 30 // where spans go; the limit is TestArenaHeapAllowance's
 			fill := map[int][]span{}
 			for i, n := range tt.fill {
 				fill[i] = a.alloc(n)
@@ -730,7 +755,10 @@ func TestArenaClose(t *testing.T) {
 	t.Run("alloc after close goes to the heap", func(t *testing.T) {
 		a := newArena(1 << 20)
 		a.close()
-		for _, n := range []int{1, 1000, a.chunkSize() + 1} {
+		if _, ok := a.appendAlloc(nil, a.chunkSize()+1); ok {
+			t.Fatal("a closed arena gave a chunk's worth past its heap allowance")
+		}
+		for _, n := range []int{1, 1000, int(a.heapLimit)} {
 			ss := a.alloc(n)
 			if spanLen(ss) != n {
 				t.Fatalf("alloc(%d) after close holds %d", n, spanLen(ss))
@@ -746,6 +774,55 @@ func TestArenaClose(t *testing.T) {
 			t.Fatalf("stats: %+v", st)
 		}
 	})
+}
+
+// TestArenaHeapAllowance: once every chunk is taken (by bodies still
+// being read, say), bodies go to the heap only up to a thirty-second of
+// max_size; past that nothing is allocated, and a body of several spans
+// gives back those it had.
+func TestArenaHeapAllowance(t *testing.T) {
+	a := newArena(1 << 20) // 64 KiB chunks; 32 KiB of heap
+	t.Cleanup(a.close)
+	if a.heapLimit != 32<<10 {
+		t.Fatalf("heapLimit = %d, want 32 KiB", a.heapLimit)
+	}
+	var chunks [][]span
+	for range a.maxChunks {
+		chunks = append(chunks, a.alloc(a.chunkSize()))
+	}
+	full := a.stats()
+	heap := [][]span{a.alloc(16 << 10), a.alloc(16 << 10)}
+	if st := a.stats(); st.FallbackBytes != 32<<10 || st.Used != full.Used {
+		t.Fatalf("two 16 KiB bodies in a full arena: %+v", st)
+	}
+	if _, ok := a.appendAlloc(nil, 1); ok {
+		t.Fatal("a byte past the heap allowance was allocated")
+	}
+	a.free(chunks[0])
+	before := a.stats()
+	if _, ok := a.appendAlloc(nil, a.chunkSize()+minBlock); ok {
+		t.Fatal("a chunk and a block past the heap allowance were allocated")
+	}
+	if st := a.stats(); st.Used != before.Used || st.FallbackBytes != before.FallbackBytes || st.NoRoom != 2 {
+		t.Fatalf("a refused allocation kept what it had taken: %+v, before %+v", st, before)
+	}
+	if b, ok := a.newBody(a.chunkSize()); !ok || b.spans[0].order < 0 {
+		t.Fatal("the freed chunk was not given to the next body")
+	} else {
+		b.release()
+	}
+	for _, ss := range heap {
+		a.free(ss)
+	}
+	if ss, ok := a.appendAlloc(nil, 30<<10); !ok {
+		t.Fatal("the heap allowance freed is not available again")
+	} else {
+		a.free(ss)
+	}
+	for _, ss := range chunks[1:] {
+		a.free(ss)
+	}
+	checkAllFree(t, a)
 }
 
 func BenchmarkArenaAllocFree(b *testing.B) {

@@ -44,19 +44,22 @@ type body struct {
 }
 
 // newBody returns a body of n bytes to be filled with Write, holding one
-// reference (the caller's). A nil arena puts it on the heap.
-func (a *arena) newBody(n int) *body {
+// reference (the caller's), or false when the arena has no room for it
+// (see appendAlloc). A nil arena puts it on the heap.
+func (a *arena) newBody(n int) (*body, bool) {
 	if n <= 0 {
-		return nil
+		return nil, true
 	}
 	b := &body{arena: a, n: n}
 	if a == nil {
 		b.spans = append(b.inline[:0], span{b: make([]byte, n), order: -1})
+	} else if spans, ok := a.appendAlloc(b.inline[:0], n); ok {
+		b.spans = spans
 	} else {
-		b.spans = a.appendAlloc(b.inline[:0], n)
+		return nil, false
 	}
 	b.refs.Store(1)
-	return b
+	return b, true
 }
 
 // scratchSize is the size of the heap pieces a body of unknown length
@@ -86,19 +89,23 @@ func (b *body) dropScratch() {
 }
 
 // seal ends a growing body: it returns a body of its length in the arena
-// (nil when empty) holding the caller's reference, and releases b.
-// Other bodies are returned as they are.
-func (b *body) seal() *body {
+// (nil when empty) holding the caller's reference, or false when the
+// arena has no room for it, and releases b. Other bodies are returned as
+// they are.
+func (b *body) seal() (*body, bool) {
 	if b == nil || b.limit == 0 {
-		return b
+		return b, true
 	}
-	out := b.arena.newBody(b.w)
+	defer b.release()
+	out, ok := b.arena.newBody(b.w)
+	if !ok {
+		return nil, false
+	}
 	for left, i := b.w, 0; left > 0; i++ {
 		n, _ := out.Write(b.scratch[i][:min(left, scratchSize)])
 		left -= n
 	}
-	b.release()
-	return out
+	return out, true
 }
 
 // Len is the body's length in bytes.

@@ -68,7 +68,7 @@ func TestBodyWriteAndWriteRange(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := tt.arena.newBody(tt.n)
+			b := mustBody(tt.arena.newBody(tt.n))
 			defer b.release()
 			var lens []int
 			for _, s := range b.spans {
@@ -188,7 +188,7 @@ func TestBodyWritePastLen(t *testing.T) {
 	t.Cleanup(a.close)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := a.newBody(tt.n)
+			b := mustBody(a.newBody(tt.n))
 			defer b.release()
 			src := patternFor(3, 4000)
 			off := 0
@@ -219,8 +219,8 @@ func TestNilBody(t *testing.T) {
 		b    *body
 	}{
 		{"nil", nil},
-		{"newBody(0)", newArena(1 << 20).newBody(0)},
-		{"newBody(-1)", newArena(1 << 20).newBody(-1)},
+		{"newBody(0)", mustBody(newArena(1 << 20).newBody(0))},
+		{"newBody(-1)", mustBody(newArena(1 << 20).newBody(-1))},
 		{"bodyOf(nil)", newArena(1 << 20).bodyOf(nil)},
 		{"nil arena bodyOf(empty)", (*arena)(nil).bodyOf([]byte{})},
 	} {
@@ -444,7 +444,7 @@ func TestGrowingBody(t *testing.T) {
 			if b.full() {
 				t.Fatal("growing body full below its limit")
 			}
-			sealed := b.seal()
+			sealed := mustBody(b.seal())
 			if sealed == nil || sealed == b || b.scratch != nil {
 				t.Fatal("seal did not move the body into the arena and drop its pieces")
 			}
@@ -498,7 +498,7 @@ func TestGrowingBodyLimit(t *testing.T) {
 			if tc.want < sumInts(tc.writes) && !errors.Is(err, io.ErrShortWrite) {
 				t.Errorf("write past the limit: err %v, want io.ErrShortWrite", err)
 			}
-			b = b.seal()
+			b = mustBody(b.seal())
 			if b.Len() != tc.want || !spansEqual(b.spans, append(patternFor(0, tc.writes[0]), patternFor(0, tc.want-tc.writes[0])...)[:tc.want]) {
 				t.Errorf("sealed body of %d bytes, want %d", b.Len(), tc.want)
 			}
@@ -521,7 +521,7 @@ func TestGrowingBodyEmpty(t *testing.T) {
 	a := newArena(1 << 20)
 	t.Cleanup(a.close)
 	b := a.newGrowingBody(1000)
-	if sealed := b.seal(); sealed != nil {
+	if sealed := mustBody(b.seal()); sealed != nil {
 		t.Errorf("an empty growing body sealed to %d bytes, want nil", sealed.Len())
 	}
 	if acquire := b.acquire(); acquire {

@@ -130,10 +130,11 @@ func (e *entry) ttl(now time.Time) time.Duration { return e.fresh.TTL(now) }
 //     handle and the rounding of small allocations to size classes.
 //
 // Linked entries (variants and tagged entries) also take a slot in the
-// store's index, linkedOverhead.
+// store's index, linkedOverhead: its byHash and children maps, about
+// 100 B per variant in that test's "variants" run (500 variants per URL).
 const (
 	entryOverhead  = 700
-	linkedOverhead = 64
+	linkedOverhead = 112
 )
 
 // stringOverhead is the string header kept for each string an entry holds.

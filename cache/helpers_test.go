@@ -244,7 +244,7 @@ func unsafeData(b []byte) *byte { return unsafe.SliceData(b) }
 
 // bodyOf copies p into a new body of a (one reference, the caller's).
 func (a *arena) bodyOf(p []byte) *body {
-	b := a.newBody(len(p))
+	b := mustBody(a.newBody(len(p)))
 	if b != nil {
 		_, _ = b.Write(p)
 	}

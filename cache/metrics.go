@@ -120,7 +120,7 @@ type storeCollector struct {
 	stores, rejects, evictions, drop   *prometheus.Desc
 	purges                             *prometheus.Desc
 	arenaMapped, arenaUsed, heapBodies *prometheus.Desc
-	recording, refusals                *prometheus.Desc
+	recording, refusals, noRoom        *prometheus.Desc
 }
 
 func newStoreCollector() *storeCollector {
@@ -142,12 +142,13 @@ func newStoreCollector() *storeCollector {
 		heapBodies:  d("heap_body_bytes", "Bytes of bodies that did not fit in the arena and live on the Go heap."),
 		recording:   d("recording_bytes", "Bytes reserved by responses being recorded, not yet stored."),
 		refusals:    d("recording_refusals_total", "Storable responses streamed without being stored because others being recorded took the recording budget (an eighth of max_size; a quarter for responses others wait for)."),
+		noRoom:      d("no_room_total", "Storable responses not stored because the body arena had no free block and the heap's allowance for bodies (a thirty-second of max_size) was taken: evicted bodies still being sent to slow clients, or fragmentation."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop, c.purges, c.arenaMapped, c.arenaUsed, c.heapBodies, c.recording, c.refusals} {
+	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop, c.purges, c.arenaMapped, c.arenaUsed, c.heapBodies, c.recording, c.refusals, c.noRoom} {
 		ch <- d
 	}
 }
@@ -171,6 +172,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		t.Bodies.FallbackBytes += st.Bodies.FallbackBytes
 		t.Bodies.Recording += st.Bodies.Recording
 		t.Bodies.RecordingRefusals += st.Bodies.RecordingRefusals
+		t.Bodies.NoRoom += st.Bodies.NoRoom
 		sum[st.Cache] = t
 	}
 	for name, t := range sum {
@@ -187,6 +189,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.heapBodies, prometheus.GaugeValue, float64(t.Bodies.FallbackBytes), name)
 		ch <- prometheus.MustNewConstMetric(c.recording, prometheus.GaugeValue, float64(t.Bodies.Recording), name)
 		ch <- prometheus.MustNewConstMetric(c.refusals, prometheus.CounterValue, float64(t.Bodies.RecordingRefusals), name)
+		ch <- prometheus.MustNewConstMetric(c.noRoom, prometheus.CounterValue, float64(t.Bodies.NoRoom), name)
 	}
 }
 

@@ -92,6 +92,7 @@ func TestMetrics(t *testing.T) {
 	bodies.reserve(1000, 0, nil)
 	defer bodies.unreserve(1000)
 	bodies.reserve(bodies.recordLimit, 0, nil)
+	bodies.noRoom.Add(1) // as when a body finds no room (TestSlowReadersOfEvictedBodiesBoundMemory)
 
 	mfs := gather(t, ctx)
 	for _, tc := range []struct {
@@ -110,6 +111,7 @@ func TestMetrics(t *testing.T) {
 		{"caddy_response_cache_min_uses_skips_total", map[string]string{"cache": "metrics-test"}, 2},
 		{"caddy_response_cache_recording_bytes", map[string]string{"cache": "metrics-test"}, 1000},
 		{"caddy_response_cache_recording_refusals_total", map[string]string{"cache": "metrics-test"}, 1},
+		{"caddy_response_cache_no_room_total", map[string]string{"cache": "metrics-test"}, 1},
 	} {
 		t.Run(tc.metric+labelString(tc.labels), func(t *testing.T) {
 			got, ok := value(mfs[tc.metric], tc.labels)

@@ -76,6 +76,8 @@ type recorder struct {
 	// refused: buffering stopped because the recording budget was taken
 	// by other responses, not because of limit.
 	refused bool
+	// noRoom: the arena had no room for the body (see appendAlloc).
+	noRoom bool
 
 	overflow  bool  // the body passed limit: it was dropped
 	written   int64 // body bytes the next handler wrote
@@ -167,8 +169,13 @@ func (rec *recorder) WriteHeader(status int) {
 		if n, ok := rec.declaredLength(); ok {
 			if n > rec.limit {
 				rec.stopBuffering()
+			} else if b, ok := rec.arena.newBody(int(n)); ok {
+				rec.body = b
 			} else {
-				rec.body = rec.arena.newBody(int(n))
+				// No room in memory: streamed, as when the recording
+				// budget is taken (not a mark against its URL).
+				rec.refused, rec.noRoom = true, true
+				rec.stopBuffering()
 			}
 		}
 		if rec.buffer && rec.body == nil {
@@ -319,11 +326,12 @@ func (rec *recorder) stopBuffering() {
 }
 
 // takeBody hands the recorded body over to the caller, with its
-// reference; nil for an empty body.
-func (rec *recorder) takeBody() *body {
-	b := rec.body.seal()
+// reference (nil for an empty body), or false when the arena has no room
+// for a body gathered in pieces.
+func (rec *recorder) takeBody() (*body, bool) {
+	b, ok := rec.body.seal()
 	rec.body = nil
-	return b
+	return b, ok
 }
 
 // dropBody releases whatever body was recorded and not taken, and gives

@@ -113,10 +113,15 @@ func (x *exchange) onOverflow() {
 	}
 	x.release(x.h, nil)
 	if x.rec.refused {
-		// Others took the recording budget: the key's next miss may be
-		// stored, and its conditional misses are not sent as they come.
+		// Others took the recording budget, or the arena's room: the
+		// key's next miss may be stored, and its conditional misses are
+		// not sent as they come.
 		if ce := x.h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
-			ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", "recording budget"))
+			reason := "recording budget"
+			if x.rec.noRoom {
+				reason = noRoomReason
+			}
+			ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", reason))
 		}
 		return
 	}
@@ -1070,31 +1075,43 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		} else {
 			e = h.newEntry(x, rec)
 		}
-		if x.newRecord != nil {
-			// Only with a variant to store: a record of a response that
-			// broke off would orphan the variants of the one it replaced.
-			h.store.set(x.newRecord)
-		}
-		// The waiters get e even if the store drops it (frees its body)
-		// at once: this keeps the body until they have taken theirs.
-		e.body.acquire()
-		if !h.store.set(e) {
-			if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
-				ce.Write(zap.String("key", e.key))
+		if e == nil {
+			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
+				ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", rec.status), zap.String("reason", noRoomReason))
 			}
+		} else {
+			h.storeFilled(x, rec, e)
 		}
-		rec.unreserve() // stored (and charged) or dropped: no longer recorded
-		x.release(h, e)
-		if x.leading {
-			x.lead.drain(time.Second)
-		}
-		e.body.release()
 	}
 	x.release(h, nil)
 	if errors.Is(err, errUnread) {
 		return nil
 	}
 	return err
+}
+
+// storeFilled offers e, the entry of x's complete response, to the store
+// and answers x's waiters with it.
+func (h *Handler) storeFilled(x *exchange, rec *recorder, e *entry) {
+	if x.newRecord != nil {
+		// Only with a variant to store: a record of a response that
+		// broke off would orphan the variants of the one it replaced.
+		h.store.set(x.newRecord)
+	}
+	// The waiters get e even if the store drops it (frees its body)
+	// at once: this keeps the body until they have taken theirs.
+	e.body.acquire()
+	if !h.store.set(e) {
+		if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
+			ce.Write(zap.String("key", e.key))
+		}
+	}
+	rec.unreserve() // stored (and charged) or dropped: no longer recorded
+	x.release(h, e)
+	if x.leading {
+		x.lead.drain(time.Second)
+	}
+	e.body.release()
 }
 
 // streamToWaiters answers the requests waiting for x's response, and those
@@ -1141,10 +1158,19 @@ func (x *exchange) endFill() {
 	}
 }
 
-// newEntry builds the entry for a complete, storable response.
+// newEntry builds the entry for a complete, storable response, or
+// returns nil when the arena has no room for its body.
 func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
-	return h.newEntryWith(x, rec, rec.takeBody())
+	b, ok := rec.takeBody()
+	if !ok {
+		return nil
+	}
+	return h.newEntryWith(x, rec, b)
 }
+
+// noRoomReason is why a response is not stored when the arena has no
+// room for its body (see appendAlloc).
+const noRoomReason = "no room in memory (the arena is full of bodies still being sent, or fragmented)"
 
 // newEntryWith builds the entry for a storable response with body.
 func (h *Handler) newEntryWith(x *exchange, rec *recorder, body *body) *entry {

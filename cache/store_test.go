@@ -370,6 +370,14 @@ func TestAllocSize(t *testing.T) {
 // the live heap growth (plus the arena blocks of the bodies) with the sum
 // of their costs.
 func TestEntryOverheadMatchesHeap(t *testing.T) {
+	t.Run("entries", func(t *testing.T) { testEntryOverhead(t, 0) })
+	// Variants also take a slot in the store's index (linkedOverhead).
+	t.Run("variants", func(t *testing.T) { testEntryOverhead(t, 500) })
+}
+
+// testEntryOverhead is TestEntryOverheadMatchesHeap with, when perURL is
+// positive, the entries variants of URLs perURL at a time.
+func testEntryOverhead(t *testing.T, perURL int) {
 	n := 20000
 	if testing.Short() {
 		n = 5000
@@ -396,6 +404,9 @@ func TestEntryOverheadMatchesHeap(t *testing.T) {
 		fh := hdr(i)
 		fh.Set("Content-Length", "64")
 		e := &entry{entryData: entryData{key: key, hash: keyHash([]byte(key)), status: 200, header: packStorable(fh, ResponseControl{}), body: s.bodies.bodyOf(make([]byte, 64))}}
+		if perURL > 0 {
+			e.parent = keyHash(fmt.Appendf(nil, "http://example.com/url/%d", i/perURL))
+		}
 		e.computeCost()
 		cost += e.heapBytes() + e.body.cost()
 		s.set(e)
@@ -405,7 +416,7 @@ func TestEntryOverheadMatchesHeap(t *testing.T) {
 	// Bodies live in the arena, outside the heap.
 	perEntryHeap := float64(int64(after-before)+s.bodies.stats().Used) / float64(n)
 	perEntryCost := float64(cost) / float64(n)
-	t.Logf("heap per entry %.0f B, cost per entry %.0f B (entryOverhead %d)", perEntryHeap, perEntryCost, entryOverhead)
+	t.Logf("heap per entry %.0f B, cost per entry %.0f B (entryOverhead %d, linkedOverhead %d)", perEntryHeap, perEntryCost, entryOverhead, linkedOverhead)
 	if perEntryHeap > 1.15*perEntryCost {
 		t.Errorf("an entry takes %.0f B of heap but costs %.0f B: entryOverhead too small", perEntryHeap, perEntryCost)
 	}

@@ -1,0 +1,122 @@
+package cache
+
+import (
+	"bytes"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+)
+
+// gatedBodyWriter blocks its first Write, once entered is closed, until
+// release is closed: a client that reads slowly.
+type gatedBodyWriter struct {
+	*syncWriter
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (w *gatedBodyWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.entered); <-w.release })
+	return w.syncWriter.Write(p)
+}
+
+// TestSlowReadersOfEvictedBodiesBoundMemory: bodies purged (or evicted)
+// while slow clients still read them keep their arena blocks; once those
+// fill the arena, further misses go to the heap only up to its allowance
+// and are then streamed whole without being stored, rather than held on
+// the heap however many slow clients there are. Once the readers are
+// done, misses are stored again. Bodies of declared length find no room at
+// their header; those of unknown length when they are moved into the
+// arena at their end.
+func TestSlowReadersOfEvictedBodiesBoundMemory(t *testing.T) {
+	t.Run("declared length", func(t *testing.T) { testSlowReadersBoundMemory(t, true) })
+	t.Run("unknown length", func(t *testing.T) { testSlowReadersBoundMemory(t, false) })
+}
+
+func testSlowReadersBoundMemory(t *testing.T, declared bool) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 1 << 20, MinUses: 1}, c)
+	const size = 48 << 10
+	content := func(path string) []byte { return bytes.Repeat([]byte(path+";"), size)[:size] }
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Date", c.date())
+		if declared {
+			w.Header().Set("Content-Length", strconv.Itoa(size))
+		}
+		w.WriteHeader(http.StatusOK)
+		_, err := w.Write(content(r.URL.Path))
+		return err
+	}}
+	a := h.store.arena()
+	release := make(chan struct{})
+	var readers sync.WaitGroup
+	var slow []*gatedBodyWriter
+	var paths []string
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+		readers.Wait()
+	}()
+	var noRoom uint64
+	for i := range 2 * a.maxChunks {
+		path := "/o" + strconv.Itoa(i)
+		url := "http://example.com" + path
+		w := get(t, h, o, url)
+		if w.Code != http.StatusOK || !bytes.Equal(w.Body.Bytes(), content(path)) {
+			t.Fatalf("miss %d: status %d, %d bytes, not the origin's", i, w.Code, w.Body.Len())
+		}
+		h.store.wait()
+		if n := a.stats().NoRoom; n > noRoom {
+			// Streamed, not stored: nothing to read slowly, and the next
+			// request has the whole body too.
+			if w := get(t, h, o, url); !bytes.Equal(w.Body.Bytes(), content(path)) {
+				t.Fatalf("after a miss not stored, %s gave %d bytes (%q)", path, w.Body.Len(), w.Header()["Cache-Status"])
+			}
+			h.store.wait()
+			noRoom = a.stats().NoRoom
+			continue
+		}
+		// A slow client starts reading the stored body, then the body
+		// leaves the store under it.
+		sw := &gatedBodyWriter{syncWriter: newSyncWriter(), entered: make(chan struct{}), release: release}
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			_ = h.ServeHTTP(sw, newRequest(http.MethodGet, url), o)
+		}()
+		<-sw.entered
+		slow, paths = append(slow, sw), append(paths, path)
+		h.store.purgeAll()
+		if st := a.stats(); st.FallbackBytes > a.heapLimit {
+			t.Fatalf("after %d slow readers the heap holds %d bytes of bodies, over its allowance of %d", len(slow), st.FallbackBytes, a.heapLimit)
+		}
+	}
+	st := a.stats()
+	t.Logf("%d slow readers, %d misses not stored for want of room: %+v", len(slow), noRoom, st)
+	if noRoom == 0 {
+		t.Fatal("the arena never ran out of room")
+	}
+	if st.Mapped > int64(a.maxChunks)<<a.chunkShift {
+		t.Errorf("mapped %d bytes, over the arena's %d chunks", st.Mapped, a.maxChunks)
+	}
+
+	close(release)
+	readers.Wait()
+	for i, sw := range slow {
+		if sw.code != http.StatusOK || !bytes.Equal(sw.body, content(paths[i])) {
+			t.Errorf("slow reader %d got %d bytes, not its body", i, len(sw.body))
+		}
+	}
+	if st := a.stats(); st.Used != 0 || st.FallbackBytes != 0 {
+		t.Errorf("readers done and the store empty, yet %+v", st)
+	}
+	const again = "http://example.com/again"
+	get(t, h, o, again)
+	h.store.wait()
+	wantStatus(t, get(t, h, o, again), []string{"hit"})
+}
