@@ -92,13 +92,26 @@ func TestDemoAdapts(t *testing.T) {
 	}
 }
 
-// TestDirectiveOrder checks response_cache sits after the auth directives
-// and before encode and reverse_proxy without an order line.
+// TestDirectiveOrder checks response_cache sits just before the proxy
+// without an order line: after access control, guards (abort, error,
+// respond), encode, intercept and templates, so that all of them apply to
+// hits as to misses.
 func TestDirectiveOrder(t *testing.T) {
 	got, err := adapt(t, `:8080 {
 	reverse_proxy 127.0.0.1:9000
-	encode gzip
 	response_cache
+	templates
+	encode gzip
+	@blocked remote_ip 192.0.2.0/24
+	respond @blocked 403
+	error /gone/* 410
+	abort /bad/*
+	intercept {
+		@err status 404
+		handle_response @err {
+			respond "not here" 404
+		}
+	}
 	basic_auth {
 		bob $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG
 	}
@@ -106,7 +119,8 @@ func TestDirectiveOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	order := []string{`"handler": "authentication"`, `"handler": "response_cache"`, `"handler": "encode"`, `"handler": "reverse_proxy"`}
+	order := []string{`"handler": "authentication"`, `"handler": "encode"`, `"handler": "intercept"`, `"handler": "templates"`,
+		`"abort": true`, `"handler": "error"`, `"status_code": 403`, `"handler": "response_cache"`, `"handler": "reverse_proxy"`}
 	last := -1
 	for _, h := range order {
 		i := strings.Index(got, h)
@@ -114,7 +128,7 @@ func TestDirectiveOrder(t *testing.T) {
 			t.Fatalf("adapted JSON lacks %s:\n%s", h, got)
 		}
 		if i < last {
-			t.Errorf("%s comes too early; want the order %v", h, order)
+			t.Errorf("%s comes too early; want the order %v:\n%s", h, order, got)
 		}
 		last = i
 	}

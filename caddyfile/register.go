@@ -9,11 +9,14 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("response_cache", parseResponseCache)
-	// Before encode: the cache runs after basic_auth, forward_auth and
-	// request_header (so access control still applies to hits) and outside
-	// encode, so it stores what encode produced, one variant per
-	// Accept-Encoding (encode sets Vary), and a hit costs no compression.
-	httpcaddyfile.RegisterDirectiveOrder("response_cache", httpcaddyfile.Before, "encode")
+	// Just before reverse_proxy (and php_fastcgi, file_server), where
+	// nginx's proxy_cache sits: every handler Caddy orders before the
+	// proxy runs for hits too. Access control (basic_auth, forward_auth),
+	// guards (abort, error, respond with a matcher), encode, intercept and
+	// templates all apply to a hit as to a miss, and handle and route
+	// blocks are not wrapped by a site-level cache (put one inside a block
+	// to cache it, after that block's own access control).
+	httpcaddyfile.RegisterDirectiveOrder("response_cache", httpcaddyfile.Before, "reverse_proxy")
 }
 
 // parseResponseCache sets up a response_cache handler from Caddyfile tokens;

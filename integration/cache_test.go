@@ -1405,23 +1405,28 @@ func TestCacheUpgradePassesThrough(t *testing.T) {
 // TestCacheKeyIsTheOriginalURI: two handle_path blocks strip their prefix
 // before their caches (which share one store), so /api/logo and
 // /static/logo both reach the cache as /logo; each keeps its own entry.
+// (respond, ordered before response_cache, is put after it in a route.)
 func TestCacheKeyIsTheOriginalURI(t *testing.T) {
 	frontPort := freePort(t)
 	startCaddy(t, globals()+fmt.Sprintf(`
 http://127.0.0.1:%d {
 	handle_path /api/* {
-		response_cache {
-			cache_name itest
-			default_ttl 1m
+		route {
+			response_cache {
+				cache_name itest
+				default_ttl 1m
+			}
+			respond "API resource {path}"
 		}
-		respond "API resource {path}"
 	}
 	handle_path /static/* {
-		response_cache {
-			cache_name itest
-			default_ttl 1m
+		route {
+			response_cache {
+				cache_name itest
+				default_ttl 1m
+			}
+			respond "STATIC file {path}"
 		}
-		respond "STATIC file {path}"
 	}
 }
 `, frontPort))
