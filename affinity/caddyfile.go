@@ -233,7 +233,7 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 			}
 			for i, p := range c.PreviousSecrets {
 				if err := placeholder.Balanced(p); err != nil {
-					return nil, d.Errf("cookie previous_secrets[%d] %v; write a literal brace as \\{", i, err)
+					return nil, d.Errf("cookie previous_secrets[%d] %v; write a literal brace as \\{ or \\}", i, err)
 				}
 			}
 		case "secret", "path", "domain", "same_site", "max_age":
@@ -250,7 +250,7 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 			switch opt {
 			case "secret":
 				if err := placeholder.Balanced(v); err != nil {
-					return nil, d.Errf("cookie secret %v; write a literal brace as \\{", err)
+					return nil, d.Errf("cookie secret %v; write a literal brace as \\{ or \\}", err)
 				}
 				c.Secret = v
 			case "path":

@@ -138,14 +138,14 @@ func (c *CookieConfig) validate() error {
 	// An unclosed { is left in the secret as it is: {env.SECRET without
 	// its } would be a secret anyone can read in the docs.
 	if err := placeholder.Balanced(c.Secret); err != nil {
-		return fmt.Errorf("cookie secret %w; write a literal brace as \\{", err)
+		return fmt.Errorf("cookie secret %w; write a literal brace as \\{ or \\}", err)
 	}
 	for i, p := range c.PreviousSecrets {
 		if p == "" {
 			return fmt.Errorf("cookie previous_secrets[%d] is empty", i)
 		}
 		if err := placeholder.Balanced(p); err != nil {
-			return fmt.Errorf("cookie previous_secrets[%d] %w; write a literal brace as \\{", i, err)
+			return fmt.Errorf("cookie previous_secrets[%d] %w; write a literal brace as \\{ or \\}", i, err)
 		}
 	}
 	for _, f := range []struct{ field, value string }{{"name", c.Name}, {"path", c.Path}, {"domain", c.Domain}} {
@@ -200,7 +200,7 @@ func newCookieJar(cfg CookieConfig) (*cookieJar, error) {
 	if err != nil {
 		// Taken literally, {env.SECRET} would be a secret anyone can read
 		// in the docs.
-		return nil, fmt.Errorf("cookie secret: %w (global placeholders such as {env.NAME} are replaced when the config loads; write a literal brace as \\{)", err)
+		return nil, fmt.Errorf("cookie secret: %w (global placeholders such as {env.NAME} are replaced when the config loads; write a literal brace as \\{ or \\})", err)
 	}
 	cfg.Secret = secret
 	ss, _ := parseSameSite(cfg.SameSite)
@@ -208,7 +208,7 @@ func newCookieJar(cfg CookieConfig) (*cookieJar, error) {
 	cfg.PreviousSecrets = slices.Clone(cfg.PreviousSecrets)
 	for i, p := range cfg.PreviousSecrets {
 		if p, err = repl.ReplaceOrErr(p, true, true); err != nil {
-			return nil, fmt.Errorf("cookie previous_secrets[%d]: %w (global placeholders such as {env.NAME} are replaced when the config loads; write a literal brace as \\{)", i, err)
+			return nil, fmt.Errorf("cookie previous_secrets[%d]: %w (global placeholders such as {env.NAME} are replaced when the config loads; write a literal brace as \\{ or \\})", i, err)
 		}
 		cfg.PreviousSecrets[i] = p
 		j.macs = append(j.macs, macers(p))

@@ -55,6 +55,8 @@ func TestCookieAsFallbackOfCaddysPolicies(t *testing.T) {
 			"cookie: as the fallback of lb_policy header it can never set its cookie (Caddy's header policy calls its fallback without the response); use lb_policy affinity with the key first and the cookie after it"},
 		{"query", `{"policy":"query","key":"user","fallback":` + cookie + `}`,
 			"cookie: as the fallback of lb_policy query it can never set its cookie"},
+		{"header, through another affinity", `{"policy":"header","field":"X-User","fallback":{"policy":"affinity","keys":["{http.request.header.X-Other}"],"fallback":` + cookie + `}}`,
+			"cookie: as the fallback of lb_policy header"},
 		{"cookie", `{"policy":"cookie","fallback":` + cookie + `}`, ""},
 		{"affinity", `{"policy":"affinity","keys":["{http.request.header.X-User}"],"fallback":` + cookie + `}`, ""},
 		{"itself", cookie, ""},

@@ -225,16 +225,21 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 // their key would go to a random upstream.
 func cookieReachesResponse(ctx caddy.Context) error {
 	mods := ctx.Modules() // the last is this policy
-	if len(mods) < 2 {
-		return nil
-	}
 	var parent string
-	switch mods[len(mods)-2].(type) {
-	case reverseproxy.HeaderHashSelection, *reverseproxy.HeaderHashSelection:
-		parent = "header"
-	case reverseproxy.QueryHashSelection, *reverseproxy.QueryHashSelection:
-		parent = "query"
-	default:
+	// An affinity policy in between passes on the writer it was given.
+	for i := len(mods) - 2; i >= 0 && parent == ""; i-- {
+		switch mods[i].(type) {
+		case *AffinitySelection:
+			continue
+		case reverseproxy.HeaderHashSelection, *reverseproxy.HeaderHashSelection:
+			parent = "header"
+		case reverseproxy.QueryHashSelection, *reverseproxy.QueryHashSelection:
+			parent = "query"
+		default:
+			return nil
+		}
+	}
+	if parent == "" {
 		return nil
 	}
 	return fmt.Errorf("cookie: as the fallback of lb_policy %s it can never set its cookie (Caddy's %s policy calls its fallback without the response); use lb_policy affinity with the key first and the cookie after it, such as `lb_policy affinity {http.request.header.X-User} { cookie { ... } }`", parent, parent)

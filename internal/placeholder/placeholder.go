@@ -134,7 +134,7 @@ func CheckKey(template string) error {
 	}
 	repl := sampleReplacer()
 	for _, name := range names {
-		if strings.ContainsAny(name, " \t") {
+		if strings.TrimSpace(name) != name || strings.ContainsAny(name, " \t") && !inNamedFamily(name) {
 			return fmt.Errorf("%q names {%s}, with white space in the name, which Caddy looks up as written: no placeholder has it", template, name)
 		}
 		if !known(repl, name) && known(repl, strings.ToLower(name)) {
@@ -160,6 +160,17 @@ func CheckKey(template string) error {
 		}
 	}
 	return nil
+}
+
+// inNamedFamily reports whether name ends with a part the user names (a
+// query parameter, a variable...), which may hold any character.
+func inNamedFamily(name string) bool {
+	for prefix := range namedFamilies {
+		if strings.HasPrefix(name, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // namedFamilies are the placeholders whose last part names a field, a

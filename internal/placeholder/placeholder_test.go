@@ -120,6 +120,9 @@ func TestCheckKey(t *testing.T) {
 		{in: "{ http.request.header.X-User }", err: `names { http.request.header.X-User }, with white space in the name`},
 		{in: "{http.request.header.X-User }", err: "with white space in the name"},
 		{in: "{tenant id}", err: "with white space in the name"},
+		{in: "{http.request.uri.query.a b}"}, // ?a+b=x
+		{in: "{http.vars.a b}"},
+		{in: "{http.request.uri.query.a }", err: "with white space in the name"},
 		{in: "{Http.Request.Uri}", err: "placeholder names are case-sensitive (lower case, but for the field, cookie or parameter named at their end), as in {http.request.uri}"},
 		{in: "{http.request.Header.X-User}", err: "case-sensitive"},
 		{in: "{ENV.HOME}{http.request.uri}", err: "case-sensitive"},
