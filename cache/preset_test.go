@@ -42,6 +42,7 @@ func TestPresetCachingFields(t *testing.T) {
 		origin []string // the origin's fields
 		stored bool
 		cc     []string // the client's Cache-Control lines, on the miss and on a hit
+		ttl    int      // the hit's ttl, when stored and not 0
 	}{
 		{name: "private keeps it out", preset: []string{"Cache-Control", "private, no-store"}, origin: []string{"Cache-Control", "max-age=60"},
 			cc: []string{"private, no-store", "max-age=60"}},
@@ -53,6 +54,16 @@ func TestPresetCachingFields(t *testing.T) {
 			cc: []string{"max-age=60"}},
 		{name: "other fields do not count", preset: []string{"X-Frame-Options", "DENY"}, origin: []string{"Cache-Control", "max-age=60"},
 			stored: true, cc: []string{"max-age=60"}},
+		// Two max-ages from two sources are no conflict: the shorter
+		// counts (a review found the README's example storing nothing).
+		{name: "a longer max-age than the origin's", preset: []string{"Cache-Control", "public, max-age=3600"}, origin: []string{"Cache-Control", "public, max-age=60"},
+			stored: true, cc: []string{"public, max-age=3600", "public, max-age=60"}, ttl: 60},
+		{name: "a shorter max-age than the origin's", preset: []string{"Cache-Control", "max-age=30"}, origin: []string{"Cache-Control", "max-age=60, s-maxage=120"},
+			stored: true, cc: []string{"max-age=30", "max-age=60, s-maxage=120"}, ttl: 120},
+		{name: "a shorter s-maxage than the origin's", preset: []string{"Cache-Control", "s-maxage=30"}, origin: []string{"Cache-Control", "max-age=60, s-maxage=120"},
+			stored: true, cc: []string{"s-maxage=30", "max-age=60, s-maxage=120"}, ttl: 30},
+		{name: "the origin's own conflict stays one", preset: []string{"Cache-Control", "max-age=30"}, origin: []string{"Cache-Control", "max-age=60, max-age=90"},
+			cc: []string{"max-age=30", "max-age=60, max-age=90"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
@@ -69,6 +80,9 @@ func TestPresetCachingFields(t *testing.T) {
 			}
 			if got := w.Header().Values("Cache-Control"); !slices.Equal(got, tc.cc) {
 				t.Errorf("second request: Cache-Control %q, want %q", got, tc.cc)
+			}
+			if want := fmt.Sprintf("ttl=%d", tc.ttl); tc.ttl != 0 && !hasParam(w.Header().Get("Cache-Status"), want) {
+				t.Errorf("hit %s, want %s", w.Header().Get("Cache-Status"), want)
 			}
 		})
 	}

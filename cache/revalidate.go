@@ -440,6 +440,9 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 func (h *Handler) judge(r *http.Request, status int, view, origin http.Header, responseTime time.Time) (reason string, rc ResponseControl, lifetime time.Duration) {
 	ttl := time.Duration(h.DefaultTTL)
 	rc = ParseResponseControl(view, h.targeted)
+	if rc.Invalid && origin != nil {
+		rc = shorterOfEach(rc, view, origin)
+	}
 	lifetime, has := LifetimeAt(status, view, rc, ttl, responseTime)
 	if reason = Storable(r, status, view, rc, has, false); reason != "" || origin == nil || OperatorFreshness(status) {
 		return reason, rc, lifetime
@@ -450,6 +453,38 @@ func (h *Handler) judge(r *http.Request, status int, view, origin http.Header, r
 		return reason, rc, lifetime
 	}
 	return "", rc, min(lifetime, ownLifetime)
+}
+
+// shorterOfEach mends rc, the directives of view (the Cache-Control lines
+// handlers before the cache set, in front of origin's: withPresetCopy),
+// when they are invalid only together: each side gives max-age (or
+// s-maxage) once, and the two differ. The shorter counts, as a lifetime
+// set before the cache may only shorten the origin's; not a conflict that
+// makes the response stale.
+func shorterOfEach(rc ResponseControl, view, origin http.Header) ResponseControl {
+	n := len(view["Cache-Control"]) - len(origin["Cache-Control"])
+	if n <= 0 {
+		return rc
+	}
+	set := ParseResponseControl(http.Header{"Cache-Control": view["Cache-Control"][:n]}, "-")
+	own := ParseResponseControl(http.Header{"Cache-Control": origin["Cache-Control"]}, "-")
+	if set.Invalid || own.Invalid {
+		return rc
+	}
+	rc.Invalid = false
+	rc.MaxAge, rc.SMaxAge = shorter(set.MaxAge, own.MaxAge), shorter(set.SMaxAge, own.SMaxAge)
+	return rc
+}
+
+// shorter is the shorter of two lifetimes, where -1 is none.
+func shorter(a, b time.Duration) time.Duration {
+	switch {
+	case a < 0:
+		return b
+	case b < 0:
+		return a
+	}
+	return min(a, b)
 }
 
 // notModifiedBy reports whether a 200 with fields hdr satisfies r's
