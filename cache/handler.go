@@ -99,8 +99,8 @@ type Handler struct {
 	coalesce  bool
 	targeted  string
 	// presetNames are the fields that decide caching (Cache-Control,
-	// Expires, the targeted field), canonical: handlers before the cache
-	// that set them (see presetFields) set them for the cache too.
+	// Expires, Vary, the targeted field), canonical: handlers before the
+	// cache that set them (see presetFields) set them for the cache too.
 	presetNames []string
 
 	flights *flightGroup
@@ -163,7 +163,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.targeted == "-" || strings.EqualFold(h.targeted, "off") {
 		h.targeted = ""
 	}
-	h.presetNames = []string{"Cache-Control", "Expires"}
+	h.presetNames = []string{"Cache-Control", "Expires", "Vary"}
 	if h.targeted != "" {
 		h.presetNames = append(h.presetNames, http.CanonicalHeaderKey(h.targeted))
 	}

@@ -388,3 +388,37 @@ func TestPresetFreshnessOfErrorOnRefresh(t *testing.T) {
 		t.Errorf("hit answered %d, want the stored 500", w.Code)
 	}
 }
+
+// TestPresetVary: a Vary that a handler before the cache set (`header
+// /v/* Vary Cookie`) selects variants as the origin's own would: another
+// cookie is a vary-miss, not a hit of someone else's response (found by a
+// review), and the client gets the field on misses and hits.
+func TestPresetVary(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MinUses: 1}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Vary", "Accept-Language")
+		_, err := fmt.Fprintf(w, "for %s", r.Header.Get("Cookie"))
+		return err
+	}}
+	const url = "http://example.com/v/page"
+	get := func(cookie string) *httptest.ResponseRecorder {
+		r := newRequest(http.MethodGet, url, "Cookie", cookie)
+		return presettingRequest(t, h, o, r, "Vary", "Cookie")
+	}
+	for i, step := range []struct{ cookie, status, body string }{
+		{"user=alice", "fwd=uri-miss", "for user=alice"},
+		{"user=bob", "fwd=vary-miss", "for user=bob"},
+		{"user=alice", "hit", "for user=alice"},
+		{"user=bob", "hit", "for user=bob"},
+	} {
+		w := get(step.cookie)
+		if w.Body.String() != step.body || !hasParam(w.Header().Get("Cache-Status"), step.status) {
+			t.Errorf("request %d (%s): %q, %s; want %q, %s", i, step.cookie, w.Body.String(), w.Header().Get("Cache-Status"), step.body, step.status)
+		}
+		if got := w.Header().Values("Vary"); !slices.Equal(got, []string{"Cookie", "Accept-Language"}) {
+			t.Errorf("request %d: Vary %q, want the one set before the cache, then the origin's", i, got)
+		}
+	}
+}

@@ -341,10 +341,10 @@ func (h *Handler) presetFields(dst http.Header) http.Header {
 	return out
 }
 
-// presetValues returns the values of presetNames (at most three) in dst,
+// presetValues returns the values of presetNames (at most four) in dst,
 // in that order, and whether there are any, without allocating (for the
 // hit path).
-func (h *Handler) presetValues(dst http.Header) (vals [3][]string, found bool) {
+func (h *Handler) presetValues(dst http.Header) (vals [4][]string, found bool) {
 	for i, f := range h.presetNames {
 		if v := dst[f]; len(v) > 0 {
 			vals[i], found = v, true
