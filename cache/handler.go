@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -913,7 +914,7 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 		r2.URL = u
 		r2.Host = r.Host // the form the request's keys were made with
 		r2.RequestURI = u.RequestURI()
-		r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), nil, nil)
+		r2 = h.locationRequest(r, r2)
 		if key, ok := h.appendKey(nil, r2); ok {
 			n += h.store.invalidateKey(string(key))
 		}
@@ -921,6 +922,29 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 	if ce := h.logger.Check(zapcore.DebugLevel, "invalidated after unsafe method"); ce != nil {
 		ce.Write(zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Int("entries", n))
 	}
+}
+
+// locationRequest prepares r2, a GET of a Location r's response named, for
+// its custom key: its own http.request placeholders, and r's variables and
+// other placeholders (map outputs, other modules'), which are the same
+// client's (a key "{tenant} {http.request.orig_uri}" keeps its tenant).
+func (h *Handler) locationRequest(r, r2 *http.Request) *http.Request {
+	repl := caddy.NewReplacer()
+	r2 = caddyhttp.PrepareRequest(r2, repl, nil, nil)
+	if vars, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
+		if own, ok := r2.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
+			maps.Copy(own, vars)
+		}
+	}
+	if orig, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Map(func(name string) (any, bool) {
+			if strings.HasPrefix(name, "http.request.") {
+				return nil, false
+			}
+			return orig.Get(name)
+		})
+	}
+	return r2
 }
 
 // sameHost reports whether the hosts a and b (host or host:port) name the

@@ -2526,3 +2526,37 @@ func TestKeyWarnings(t *testing.T) {
 		}
 	}
 }
+
+// TestLocationInvalidationWithClientPlaceholders: under a custom key made
+// with a map's output or a variable of the request, the Location of an
+// unsafe request's response is invalidated under that request's value
+// (found by a review: it was keyed without it, invalidated nothing, and
+// logged a false "placeholder this request does not know").
+func TestLocationInvalidationWithClientPlaceholders(t *testing.T) {
+	for _, key := range []string{"{tenant} {http.request.orig_uri}", "{http.vars.tenant} {http.request.orig_uri}"} {
+		t.Run(key, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{Key: key}, c)
+			core, logs := observer.New(zapcore.ErrorLevel)
+			h.logger = zap.New(core)
+			o := static(c, 200, "item", "Cache-Control", "max-age=60")
+			req := func(method, target string) *http.Request {
+				r := newRequest(method, target)
+				r.Header.Set("X-Tenant", "acme")
+				repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+				repl.Set("tenant", "acme") // as a map of X-Tenant would
+				caddyhttp.SetVar(r.Context(), "tenant", "acme")
+				return r
+			}
+			const item = "/item/5" // origin-form, as {http.request.orig_uri} has it from clients
+			serve(t, h, o, req(http.MethodGet, item))
+			wantStatus(t, serve(t, h, o, req(http.MethodGet, item)), []string{"hit"})
+			post := static(c, http.StatusSeeOther, "", "Location", "/item/5")
+			serve(t, h, post, req(http.MethodPost, "/item/edit"))
+			wantStatus(t, serve(t, h, o, req(http.MethodGet, item)), []string{"fwd=uri-miss"})
+			if logs.Len() != 0 {
+				t.Errorf("errors logged: %v", logs.All())
+			}
+		})
+	}
+}
