@@ -28,7 +28,8 @@ import (
 // there, and counted in fallbacks; past that it is not stored (noRoom),
 // so that what bodies hold stays bounded however many clients read
 // evicted ones. Where memory cannot be mapped (platforms without mmap),
-// the heap takes what the arena would have held.
+// the heap takes what the arena would have held; once the arena is closed
+// (a reload), the heap takes the responses still being recorded.
 //
 // Memory in the arena is never read or written after it is freed: bodies
 // are reference-counted (see body), and a block returns to the arena only
@@ -222,7 +223,10 @@ func (a *arena) appendAlloc(dst []span, n int) ([]span, bool) {
 			spans = append(spans, span{b: c[off : off+want : off+want], block: b, order: k})
 			continue
 		}
-		if a.fallbackBytes.Load()+int64(want) > a.heapLimit {
+		// A closed arena (its store gone in a reload) serves only the
+		// responses already being recorded, which the recording budget
+		// bounds: their waiters still get them from one origin request.
+		if !a.closed && a.fallbackBytes.Load()+int64(want) > a.heapLimit {
 			a.freeSpansLocked(spans[len(dst):])
 			a.noRoom.Add(1)
 			return dst, false

@@ -120,3 +120,56 @@ func testSlowReadersBoundMemory(t *testing.T, declared bool) {
 	h.store.wait()
 	wantStatus(t, get(t, h, o, again), []string{"hit"})
 }
+
+// TestStoreClosedMidFillStillCoalesces: a response being recorded when
+// its store closes (a reload) still answers the requests waiting for it,
+// however large: its arena then allocates on the heap past the allowance
+// (the recording budget bounds what is being recorded), as before that
+// allowance (found by a review of it: each waiter had gone to the origin).
+func TestStoreClosedMidFillStillCoalesces(t *testing.T) {
+	for _, declared := range []bool{true, false} {
+		t.Run("declared="+strconv.FormatBool(declared), func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{MaxSize: 1 << 20}, c)
+			const size = 100 << 10 // over the heap allowance of 32 KiB
+			content := bytes.Repeat([]byte("closed;"), size)[:size]
+			gate := make(chan struct{})
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				<-gate
+				w.Header().Set("Cache-Control", "max-age=60")
+				if declared {
+					w.Header().Set("Content-Length", strconv.Itoa(size))
+				}
+				w.WriteHeader(http.StatusOK)
+				_, err := w.Write(content)
+				return err
+			}}
+			const target = "http://example.com/closed"
+			out := make([]*syncWriter, 4)
+			var wg sync.WaitGroup
+			for i := range out {
+				out[i] = newSyncWriter()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_ = h.ServeHTTP(out[i], newRequest(http.MethodGet, target), o)
+				}()
+			}
+			until(t, "three waiters", func() bool { return h.flights.waiting(target) == 3 })
+			_ = h.store.(*store).Destruct()
+			close(gate)
+			wg.Wait()
+			for i, w := range out {
+				if w.code != http.StatusOK || !bytes.Equal(w.body, content) {
+					t.Errorf("client %d: %d, %d bytes", i, w.code, len(w.body))
+				}
+			}
+			if n := o.calls.Load(); n != 1 {
+				t.Errorf("%d origin requests, want 1", n)
+			}
+			if st := h.store.arena().stats(); st.Used != 0 || st.FallbackBytes != 0 || st.Recording != 0 || st.NoRoom != 0 {
+				t.Errorf("after: %+v", st)
+			}
+		})
+	}
+}
