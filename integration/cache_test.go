@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -1734,5 +1735,74 @@ func TestCachePurgeDuringAFill(t *testing.T) {
 	after := do(t, c, "GET", url, nil)
 	if isHit(after) || !strings.HasPrefix(after.body, "v2 ") {
 		t.Errorf("after a purge during the fill: %q, body %.10q; want a miss with the origin's v2", cacheStatus(after), after.body)
+	}
+}
+
+// TestCacheHitsGoThroughGuardsAndEncode: ordered just before
+// reverse_proxy, the cache answers hits inside what Caddy orders before
+// the proxy: a respond guard still refuses blocked clients once the
+// response is stored, encode compresses hits for the clients that accept
+// it (one entry for all), and a guard inside a handle block runs before
+// that block's cache (found by a review: ordered before encode, hits
+// skipped all of these).
+func TestCacheHitsGoThroughGuardsAndEncode(t *testing.T) {
+	page := strings.Repeat("a page to compress. ", 200)
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = io.WriteString(w, page)
+	})
+	frontPort, adminPort := freePort(t), freePort(t)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	@blocked header X-Blocked 1
+	respond @blocked "Forbidden" 403
+	encode gzip
+	response_cache {
+		cache_name itest-order
+	}
+	reverse_proxy %s
+}
+http://127.0.0.1:%d {
+	handle /admin/* {
+		@anonymous not header X-User *
+		respond @anonymous "Unauthorized" 401
+		response_cache {
+			cache_name itest-order
+		}
+		reverse_proxy %s
+	}
+}
+`, frontPort, origin.addr, adminPort, origin.addr))
+	c := newClient()
+	base := fmt.Sprintf("http://127.0.0.1:%d", frontPort)
+	admin := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
+
+	// Stored ...
+	do(t, c, "GET", base+"/page", nil)
+	waitFor(t, "/page to be stored", 5*time.Second, func() bool { return isHitOf(do(t, c, "GET", base+"/page", nil)) })
+	// ... the guard still answers blocked clients ...
+	if r := do(t, c, "GET", base+"/page", map[string]string{"X-Blocked": "1"}); r.status != http.StatusForbidden || r.body != "Forbidden" {
+		t.Errorf("a blocked client got %d %q (%s) once the page was stored", r.status, r.body, cacheStatus(r))
+	}
+	// ... and encode compresses the hit for gzip clients, not for others.
+	gz := do(t, c, "GET", base+"/page", map[string]string{"Accept-Encoding": "gzip"})
+	if !isHitOf(gz) || gz.header.Get("Content-Encoding") != "gzip" {
+		t.Errorf("gzip client: %s, Content-Encoding %q; want a compressed hit", cacheStatus(gz), gz.header.Get("Content-Encoding"))
+	} else if zr, err := gzip.NewReader(strings.NewReader(gz.body)); err != nil {
+		t.Errorf("gzip body: %v", err)
+	} else if b, err := io.ReadAll(zr); err != nil || string(b) != page {
+		t.Errorf("gzip hit decompressed to %d bytes (%v), not the page", len(b), err)
+	}
+	if id := do(t, c, "GET", base+"/page", map[string]string{"Accept-Encoding": "identity"}); !isHitOf(id) || id.body != page {
+		t.Errorf("identity client: %s, %d bytes", cacheStatus(id), len(id.body))
+	}
+
+	// A handle block's guard runs before its cache, for hits too.
+	user := map[string]string{"X-User": "alice"}
+	do(t, c, "GET", admin+"/admin/report", user)
+	waitFor(t, "/admin/report to be stored", 5*time.Second, func() bool { return isHitOf(do(t, c, "GET", admin+"/admin/report", user)) })
+	if r := do(t, c, "GET", admin+"/admin/report", nil); r.status != http.StatusUnauthorized {
+		t.Errorf("anonymous after alice: %d %q (%s)", r.status, r.body, cacheStatus(r))
 	}
 }
