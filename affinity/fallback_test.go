@@ -98,4 +98,19 @@ func TestCookieWithoutAWriterWarnsOnce(t *testing.T) {
 	if len(setCookies(w.Header())) != 1 {
 		t.Error("with a writer, no cookie set")
 	}
+
+	// A cookie signed with a previous secret, which would be issued again.
+	const old = "an old secret, long enough......"
+	rotated := cookiePolicy(t, CookieConfig{PreviousSecrets: []string{old}})
+	core, logs = observer.New(zap.WarnLevel)
+	rotated.logger = zap.New(core)
+	r, _ = newReq(ipAddr(10), func(r *http.Request) {
+		r.AddCookie(&http.Cookie{Name: defaultCookieName, Value: sign(old, "AAAAAAAAAAAAAAAAAAAAAA")})
+	})
+	if rotated.Select(pool, r, nil) == nil {
+		t.Fatal("no upstream for a renewed cookie without a writer")
+	}
+	if logs.FilterMessageSnippet("affinity cookie cannot be set").Len() != 1 {
+		t.Errorf("renewing without a writer: %v, want the warning", logs.All())
+	}
 }
