@@ -412,12 +412,13 @@ func (rec *recorder) Unwrap() http.ResponseWriter { return rec.w }
 // status into the client's header map, where net/http looks for them when
 // the handler returns.
 func (rec *recorder) finishTrailers() {
-	if !rec.pass || !rec.wroteHeader {
+	if !rec.pass || !rec.wroteHeader || !rec.hasTrailers() {
 		return
 	}
-	if rec.writer != nil && rec.hasTrailers() {
-		rec.joinWriter() // trailers go after the body
-	}
+	// Trailers go after the body; and the client's writer may be at work
+	// on its header map (encode, wrapping the cache, sets its fields at
+	// its first Write, which a decoupled writer makes).
+	rec.joinWriter()
 	dst := rec.w.Header()
 	for k, v := range rec.header {
 		if strings.HasPrefix(k, http.TrailerPrefix) {
