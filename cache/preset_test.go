@@ -64,6 +64,10 @@ func TestPresetCachingFields(t *testing.T) {
 			stored: true, cc: []string{"s-maxage=30", "max-age=60, s-maxage=120"}, ttl: 30},
 		{name: "the origin's own conflict stays one", preset: []string{"Cache-Control", "max-age=30"}, origin: []string{"Cache-Control", "max-age=60, max-age=90"},
 			cc: []string{"max-age=30", "max-age=60, max-age=90"}},
+		// The origin repeating a line set before the cache (shown once).
+		{name: "lines repeated by the origin", preset: []string{"Cache-Control", "public", "Cache-Control", "max-age=60"},
+			origin: []string{"Cache-Control", "public", "Cache-Control", "max-age=3600"},
+			stored: true, cc: []string{"public", "max-age=60", "max-age=3600"}, ttl: 60},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
@@ -420,5 +424,19 @@ func TestPresetVary(t *testing.T) {
 		if got := w.Header().Values("Vary"); !slices.Equal(got, []string{"Cookie", "Accept-Language"}) {
 			t.Errorf("request %d: Vary %q, want the one set before the cache, then the origin's", i, got)
 		}
+	}
+}
+
+// TestPresetDoesNotMendTheTargetedField: an invalid CDN-Cache-Control from
+// the origin stays invalid (stale) whatever Cache-Control handlers before
+// the cache set: only Cache-Control's two sources are mended.
+func TestPresetDoesNotMendTheTargetedField(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{TargetedField: "CDN-Cache-Control"}, c)
+	o := static(c, 200, "body", "Cache-Control", "max-age=60", "CDN-Cache-Control", "max-age=-1")
+	const url = "http://example.com/t"
+	presetting(t, h, o, url, "Cache-Control", "max-age=3600")
+	if w := presetting(t, h, o, url, "Cache-Control", "max-age=3600"); hasParam(w.Header().Get("Cache-Status"), "hit") {
+		t.Errorf("an invalid CDN-Cache-Control was mended: %s", w.Header().Get("Cache-Status"))
 	}
 }

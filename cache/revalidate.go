@@ -405,7 +405,7 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 	if len(x.preset) == 0 {
 		origin = nil
 	}
-	if reason, rc, lifetime = h.judge(x.r, status, hdr, origin, x.rec.responseTime); reason != "" {
+	if reason, rc, lifetime = h.judge(x.r, status, hdr, origin, x.preset, x.rec.responseTime); reason != "" {
 		return reason, rc, lifetime, nil
 	}
 	fields, star := ParseVary(hdr)
@@ -426,8 +426,8 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 // received at responseTime, with fields view as the client gets them
 // (the caching fields handlers before the cache set, then the origin's:
 // withPresetCopy) and origin, the origin's own (nil when view is the
-// origin's own): the reason it may not be stored ("" if it may), its
-// directives and its lifetime.
+// origin's own), and preset, the fields set before the cache: the reason
+// it may not be stored ("" if it may), its directives and its lifetime.
 //
 // The fields set before the cache count as the origin's for the statuses
 // of OperatorFreshness. For any other status they may only restrict
@@ -437,11 +437,11 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 // "public, max-age=3600"` would store, under a static file's URL, the 431
 // an origin answers one client's 9 KB header with, and answer everyone
 // with it for an hour.
-func (h *Handler) judge(r *http.Request, status int, view, origin http.Header, responseTime time.Time) (reason string, rc ResponseControl, lifetime time.Duration) {
+func (h *Handler) judge(r *http.Request, status int, view, origin, preset http.Header, responseTime time.Time) (reason string, rc ResponseControl, lifetime time.Duration) {
 	ttl := time.Duration(h.DefaultTTL)
 	rc = ParseResponseControl(view, h.targeted)
-	if rc.Invalid && origin != nil {
-		rc = shorterOfEach(rc, view, origin)
+	if rc.Invalid && !rc.Targeted && origin != nil {
+		rc = shorterOfEach(rc, preset, origin)
 	}
 	lifetime, has := LifetimeAt(status, view, rc, ttl, responseTime)
 	if reason = Storable(r, status, view, rc, has, false); reason != "" || origin == nil || OperatorFreshness(status) {
@@ -455,18 +455,18 @@ func (h *Handler) judge(r *http.Request, status int, view, origin http.Header, r
 	return "", rc, min(lifetime, ownLifetime)
 }
 
-// shorterOfEach mends rc, the directives of view (the Cache-Control lines
-// handlers before the cache set, in front of origin's: withPresetCopy),
-// when they are invalid only together: each side gives max-age (or
-// s-maxage) once, and the two differ. The shorter counts, as a lifetime
-// set before the cache may only shorten the origin's; not a conflict that
-// makes the response stale.
-func shorterOfEach(rc ResponseControl, view, origin http.Header) ResponseControl {
-	n := len(view["Cache-Control"]) - len(origin["Cache-Control"])
-	if n <= 0 {
+// shorterOfEach mends rc, the Cache-Control directives of the fields set
+// before the cache (preset) and of origin's together, when they are
+// invalid only together: each side gives max-age (or s-maxage) once, and
+// the two differ. The shorter counts, as a lifetime set before the cache
+// may only shorten the origin's; not a conflict that makes the response
+// stale. (A targeted field is a dictionary, whose last key wins: never
+// invalid for duplicates, and not mended here.)
+func shorterOfEach(rc ResponseControl, preset, origin http.Header) ResponseControl {
+	if len(preset["Cache-Control"]) == 0 {
 		return rc
 	}
-	set := ParseResponseControl(http.Header{"Cache-Control": view["Cache-Control"][:n]}, "-")
+	set := ParseResponseControl(http.Header{"Cache-Control": preset["Cache-Control"]}, "-")
 	own := ParseResponseControl(http.Header{"Cache-Control": origin["Cache-Control"]}, "-")
 	if set.Invalid || own.Invalid {
 		return rc
@@ -1344,11 +1344,12 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 	// Judged with the preset fields of the request that stored the entry,
 	// not this one's: a request whose handlers mark it private (a
 	// logged-in user) may still refresh the response shared by others.
-	view, own := hdr, http.Header(nil)
+	view, own, preset := hdr, http.Header(nil), http.Header(nil)
 	if len(old.preset.s) > 0 {
-		view, own = withPresetCopy(hdr, old.preset.header()), hdr
+		preset = old.preset.header()
+		view, own = withPresetCopy(hdr, preset), hdr
 	}
-	reason, rc, lifetime := h.judge(asGET(x.r), old.status, view, own, rec.responseTime)
+	reason, rc, lifetime := h.judge(asGET(x.r), old.status, view, own, preset, rec.responseTime)
 	fresh := freshnessWith(lifetime, view, rc, x.requestTime, rec.responseTime)
 	if hasBody(old.status) {
 		hdr["Content-Length"] = []string{strconv.Itoa(old.body.Len())}
