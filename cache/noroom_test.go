@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -72,8 +73,12 @@ func testSlowReadersBoundMemory(t *testing.T, declared bool) {
 		}
 		h.store.wait()
 		if n := a.stats().NoRoom; n > noRoom {
-			// Streamed, not stored: nothing to read slowly, and the next
-			// request has the whole body too.
+			// Streamed, not stored (said at the header when the length
+			// is declared): nothing to read slowly, and the next request
+			// has the whole body too.
+			if hasDetail := strings.Contains(w.Header().Get("Cache-Status"), "detail=no-room"); hasDetail != declared {
+				t.Errorf("a miss not stored for want of room: Cache-Status %q", w.Header().Get("Cache-Status"))
+			}
 			if w := get(t, h, o, url); !bytes.Equal(w.Body.Bytes(), content(path)) {
 				t.Fatalf("after a miss not stored, %s gave %d bytes (%q)", path, w.Body.Len(), w.Header()["Cache-Status"])
 			}

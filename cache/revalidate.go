@@ -116,6 +116,11 @@ func (x *exchange) onOverflow() {
 		// Others took the recording budget, or the arena's room: the
 		// key's next miss may be stored, and its conditional misses are
 		// not sent as they come.
+		if x.rec.noRoom && x.rec.pass && !x.background {
+			// Found at the header (WriteHeader's allocation), before the
+			// client's header is written: its Cache-Status says so.
+			x.h.setStatusAfterCopy(&x.rec, Status{Fwd: x.fwd, FwdStatus: x.rec.status, Key: x.h.statusKey(x.urlKey), Detail: "no-room"})
+		}
 		if ce := x.h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
 			reason := "recording budget"
 			if x.rec.noRoom {
