@@ -232,8 +232,8 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 				return nil, argsErr(d, "cookie previous_secrets <secret>...")
 			}
 			for i, p := range c.PreviousSecrets {
-				if err := placeholder.Balanced(p); err != nil {
-					return nil, d.Errf("cookie previous_secrets[%d] %v; write a literal brace as \\{ or \\}", i, err)
+				if err := secretBraces(fmt.Sprintf("previous_secrets[%d]", i), p); err != nil {
+					return nil, d.Err(err.Error())
 				}
 			}
 		case "secret", "path", "domain", "same_site", "max_age":
@@ -249,8 +249,8 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 			}
 			switch opt {
 			case "secret":
-				if err := placeholder.Balanced(v); err != nil {
-					return nil, d.Errf("cookie secret %v; write a literal brace as \\{ or \\}", err)
+				if err := secretBraces("secret", v); err != nil {
+					return nil, d.Err(err.Error())
 				}
 				c.Secret = v
 			case "path":

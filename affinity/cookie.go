@@ -135,17 +135,15 @@ func (c *CookieConfig) validate() error {
 	if c.Secret == "" {
 		return fmt.Errorf("cookie secret is required")
 	}
-	// An unclosed { is left in the secret as it is: {env.SECRET without
-	// its } would be a secret anyone can read in the docs.
-	if err := placeholder.Balanced(c.Secret); err != nil {
-		return fmt.Errorf("cookie secret %w; write a literal brace as \\{ or \\}", err)
+	if err := secretBraces("secret", c.Secret); err != nil {
+		return err
 	}
 	for i, p := range c.PreviousSecrets {
 		if p == "" {
 			return fmt.Errorf("cookie previous_secrets[%d] is empty", i)
 		}
-		if err := placeholder.Balanced(p); err != nil {
-			return fmt.Errorf("cookie previous_secrets[%d] %w; write a literal brace as \\{ or \\}", i, err)
+		if err := secretBraces(fmt.Sprintf("previous_secrets[%d]", i), p); err != nil {
+			return err
 		}
 	}
 	for _, f := range []struct{ field, value string }{{"name", c.Name}, {"path", c.Path}, {"domain", c.Domain}} {
@@ -177,6 +175,16 @@ func (c *CookieConfig) validate() error {
 // matched without regard to case).
 func securePrefixed(name string) bool {
 	return hasPrefixFold(name, "__Secure-") || hasPrefixFold(name, "__Host-")
+}
+
+// secretBraces reports an unclosed { or a stray } in the secret of field
+// (without quoting it): Caddy's replacer leaves such a brace as it is, and
+// {env.SECRET without its } would be a secret anyone can read in the docs.
+func secretBraces(field, secret string) error {
+	if err := placeholder.Balanced(secret); err != nil {
+		return fmt.Errorf("cookie %s %w; write a literal brace as \\{ or \\}", field, err)
+	}
+	return nil
 }
 
 func hasPrefixFold(s, prefix string) bool {

@@ -73,11 +73,11 @@ type recorder struct {
 	// budget (see arena.reserve), given back once it is stored or
 	// dropped (finish, dropBody).
 	reserved int64
-	// refused: buffering stopped because the recording budget was taken
-	// by other responses, not because of limit.
-	refused bool
-	// noRoom: the arena had no room for the body (see appendAlloc).
-	noRoom bool
+	// refused says why buffering stopped for want of memory, not because
+	// of limit: the Cache-Status detail, refusedBudget (other responses
+	// took the recording budget) or refusedNoRoom (the arena had no room
+	// for the body, see appendAlloc); "" otherwise.
+	refused string
 
 	overflow  bool  // the body passed limit: it was dropped
 	written   int64 // body bytes the next handler wrote
@@ -174,7 +174,7 @@ func (rec *recorder) WriteHeader(status int) {
 			} else {
 				// No room in memory: streamed, as when the recording
 				// budget is taken (not a mark against its URL).
-				rec.refused, rec.noRoom = true, true
+				rec.refused = refusedNoRoom
 				rec.stopBuffering()
 			}
 		}
@@ -246,7 +246,7 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	}
 	rec.written += int64(len(p))
 	if rec.buffer && rec.body.limit > 0 && !rec.reserveGrowth(len(p)) {
-		rec.refused = true
+		rec.refused = refusedBudget
 		rec.stopBuffering()
 	}
 	if rec.buffer {

@@ -112,20 +112,20 @@ func (x *exchange) onOverflow() {
 		x.rec.fill.fail()
 	}
 	x.release(x.h, nil)
-	if x.rec.refused {
+	if x.rec.refused != "" {
 		// Others took the recording budget, or the arena's room: the
 		// key's next miss may be stored, and its conditional misses are
 		// not sent as they come.
-		if x.rec.noRoom && x.rec.pass && !x.background {
-			// Found at the header (WriteHeader's allocation), before the
-			// client's header is written: its Cache-Status says so.
-			x.h.setStatusAfterCopy(&x.rec, Status{Fwd: x.fwd, FwdStatus: x.rec.status, Key: x.h.statusKey(x.urlKey), Detail: "no-room"})
+		reason := "recording budget"
+		if x.rec.refused == refusedNoRoom {
+			reason = noRoomReason
+			if x.rec.pass && !x.background {
+				// Found at the header (WriteHeader's allocation), before
+				// the client's header is written: its Cache-Status says so.
+				x.h.setStatusAfterCopy(&x.rec, Status{Fwd: x.fwd, FwdStatus: x.rec.status, Key: x.h.statusKey(x.urlKey), Detail: refusedNoRoom})
+			}
 		}
 		if ce := x.h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
-			reason := "recording budget"
-			if x.rec.noRoom {
-				reason = noRoomReason
-			}
 			ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", reason))
 		}
 		return
@@ -971,8 +971,8 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if reason == "" && !rec.reserveDeclared() {
 			// Other responses being recorded take the budget: streamed
 			// without being buffered; the next miss may be stored.
-			reason, detail = "recording budget", "recording-budget"
-			rec.refused = true
+			reason, detail = "recording budget", refusedBudget
+			rec.refused = refusedBudget
 		}
 		if reason == "" {
 			rec.buffer = true
@@ -1002,7 +1002,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if x.condDropped && rec.status == http.StatusOK {
 			rec.notModified = notModifiedBy(x.r, rec.header)
 		}
-		if !rec.buffer && !rec.refused {
+		if !rec.buffer && rec.refused == "" {
 			x.notFetchedWhole()
 		}
 		h.setStatusAfterCopy(rec, Status{Fwd: x.fwd, FwdStatus: rec.status, Key: h.statusKey(x.urlKey), Detail: detail})
@@ -1211,6 +1211,13 @@ func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
 // noRoomReason is why a response is not stored when the arena has no
 // room for its body (see appendAlloc).
 const noRoomReason = "no room in memory (the arena is full of bodies still being sent, or fragmented)"
+
+// The Cache-Status details of a storable response streamed without being
+// stored for want of memory (recorder.refused).
+const (
+	refusedBudget = "recording-budget"
+	refusedNoRoom = "no-room"
+)
 
 // newEntryWith builds the entry for a storable response with body.
 func (h *Handler) newEntryWith(x *exchange, rec *recorder, body *body) *entry {

@@ -253,7 +253,7 @@ var requestParts = map[string]bool{
 
 // NamesNoURL reports whether template, with its shorthands expanded,
 // names only Caddy's own placeholders and none of them holds a part of
-// the request's URL (uri, path, query, file): as a cache key it would give
+// the request's URL (uri, path, query): as a cache key it would give
 // every URL of a host one entry per value. Other names (vars, map
 // outputs, regexp captures, plugins') may hold one, so a template with
 // any of them is not reported.
@@ -261,10 +261,8 @@ func NamesNoURL(template string) bool {
 	global := caddy.NewReplacer()
 	names := Names(template)
 	for _, name := range names {
-		for _, p := range []string{"http.request.uri", "http.request.orig_uri", "http.request.file"} {
-			if strings.HasPrefix(name, p) {
-				return false
-			}
+		if strings.HasPrefix(name, "http.request.uri") || strings.HasPrefix(name, "http.request.orig_uri") {
+			return false
 		}
 		if _, ok := global.Get(name); !ok && !strings.HasPrefix(name, "http.request.") {
 			return false

@@ -171,7 +171,7 @@ func TestNamesNoURL(t *testing.T) {
 		"{http.request.method} {http.request.uri}":      false,
 		"{http.request.uri.path}":                       false,
 		"{http.request.orig_uri}":                       false,
-		"{http.request.file.base}":                      false,
+		"{http.request.uri.path.file.base}":             false,
 		"{http.request.header.X-Proto} {env.HOME}":      true,
 		"{http.vars.route}":                             false, // may hold one
 		"{tenant}":                                      false, // a map's output
