@@ -2,6 +2,7 @@ package cache
 
 import (
 	"math/bits"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,16 @@ import (
 // their buddy when freed, so freed space is reusable by bodies of any
 // size. A body is held in up to a few blocks (see blockOrders), which
 // keeps the rounding waste below a seventh.
+//
+// Mapped memory is in the process's RSS once written, and stays there
+// when freed unless given back: with bodies of mixed sizes, free blocks
+// between used ones would keep most of the mapped chunks resident. Free
+// pages are kept for reuse up to an eighth of max_size; past that, a
+// freed block of whole pages is given back (see releaseLocked), so that
+// RSS follows the bodies held rather than the chunks mapped. Bodies of
+// like sizes reuse each other's blocks and give nothing back; only a mix
+// of sizes far apart does, and the bodies stored into given-back pages
+// then fault them in again.
 //
 // When no block is free and every chunk is mapped (fragmentation, or
 // blocks of evicted bodies still being sent to slow clients), a body is
@@ -43,17 +54,29 @@ type arena struct {
 	// Free lists, one per order, doubly linked through next and prev,
 	// which are indexed by global block number (chunk << chunkOrder |
 	// offset / minBlock). freeOrder[b] is the order of the free block
-	// starting at b, or -1.
-	head      []int32
+	// starting at b, or -1. Blocks are taken from the head, where freed
+	// blocks go, so that the next bodies reuse pages still resident;
+	// blocks whose pages were given back go to the tail.
+	head, tail []int32
 	next      []int32
 	prev      []int32
 	freeOrder []int8
 	used      int64 // bytes in allocated blocks
 	closed    bool
-	// spare is a wholly free chunk whose pages were kept (-1: none), so
-	// that a cache whose use hovers around a chunk boundary does not give
-	// pages back and fault them in again on every body.
-	spare int
+
+	// Pages of freed blocks stay in the process's RSS until given back
+	// to the system, and a buddy allocator holding bodies of mixed sizes
+	// keeps many free blocks between used ones. resident tracks, page by
+	// page, which pages blocks have held since they were last given
+	// back (a bit each in residentBits); once the resident pages hold
+	// more than slack bytes besides the blocks in use, a freed block of
+	// whole pages is given back at once. Below that, freed pages are kept
+	// for the next bodies, which then need no page faults.
+	pageOrder    int8 // log2 of the page size in minimum blocks
+	residentBits []uint64
+	resident     int64         // bytes of the pages set in residentBits
+	slack        int64         // the most resident-used kept in pages not given back
+	released     atomic.Uint64 // bytes given back
 
 	fallbacks     atomic.Uint64 // bodies (or parts) placed on the Go heap
 	fallbackBytes atomic.Int64  // their bytes now live
@@ -92,8 +115,9 @@ func newArena(maxCost int64) *arena {
 	limit := recordingBudget(maxCost)
 	n := (maxCost + maxCost/16 + 2*limit + size - 1) / size
 	orders := int(shift-minBlockShift) + 1
-	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), spare: -1, recordLimit: limit,
-		heapLimit: maxCost / 32}
+	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), tail: make([]int32, orders), recordLimit: limit,
+		heapLimit: maxCost / 32, slack: max(maxCost/8, 0)}
+	a.pageOrder = min(max(int8(bits.Len(uint(os.Getpagesize()))-1-minBlockShift), 0), a.topOrder())
 	// The free lists' side arrays take 9 bytes per 512-byte block (under
 	// 2% of max_size). For caches up to 512 MiB they are sized once, so
 	// growing them leaves no garbage and no slack; larger ones grow them
@@ -103,7 +127,7 @@ func newArena(maxCost int64) *arena {
 	a.prev = make([]int32, 0, blocks)
 	a.freeOrder = make([]int8, 0, blocks)
 	for i := range a.head {
-		a.head[i] = -1
+		a.head[i], a.tail[i] = -1, -1
 	}
 	return a
 }
@@ -299,16 +323,63 @@ func (a *arena) allocLocked(k int8) (int32, bool) {
 		a.pushLocked(b+1<<j, j)
 	}
 	a.used += minBlock << k
-	if int(b)>>a.blockShift() == a.spare {
-		a.spare = -1
-	}
+	a.markResidentLocked(b, k)
 	return b, true
+}
+
+// pageBytes is the size of the pages residentBits tracks: the system's
+// page size, or a chunk if that is smaller.
+func (a *arena) pageBytes() int64 { return minBlock << a.pageOrder }
+
+// pageRange is the first page of block b of order k and how many pages
+// it touches.
+func (a *arena) pageRange(b int32, k int8) (first, n int) {
+	first = int(b) >> a.pageOrder
+	if k <= a.pageOrder {
+		return first, 1
+	}
+	return first, 1 << (k - a.pageOrder)
+}
+
+// markResidentLocked records the pages of block b of order k, about to
+// be written, as resident.
+func (a *arena) markResidentLocked(b int32, k int8) {
+	first, n := a.pageRange(b, k)
+	for p := first; p < first+n; {
+		w, bit := p/64, uint(p%64)
+		run := min(64-int(bit), first+n-p)
+		mask := ^uint64(0) >> (64 - run) << bit
+		a.resident += int64(bits.OnesCount64(mask&^a.residentBits[w])) * a.pageBytes()
+		a.residentBits[w] |= mask
+		p += run
+	}
+}
+
+// releaseLocked gives the pages of free block b of order k (whole pages)
+// back to the system.
+func (a *arena) releaseLocked(b int32, k int8) {
+	first, n := a.pageRange(b, k)
+	cleared := 0
+	for p := first; p < first+n; {
+		w, bit := p/64, uint(p%64)
+		run := min(64-int(bit), first+n-p)
+		mask := ^uint64(0) >> (64 - run) << bit
+		cleared += bits.OnesCount64(mask & a.residentBits[w])
+		a.residentBits[w] &^= mask
+		p += run
+	}
+	if cleared == 0 {
+		return
+	}
+	a.resident -= int64(cleared) * a.pageBytes()
+	a.released.Add(uint64(int64(cleared) * a.pageBytes()))
+	off := (int(b) & a.blockMask()) << minBlockShift
+	releasePages(a.chunks[int(b)>>a.blockShift()][off : off+minBlock<<k])
 }
 
 // freeLocked returns block b of order k, merging it with its free buddies.
 func (a *arena) freeLocked(b int32, k int8) {
 	a.used -= minBlock << k
-	c := int(b) >> a.blockShift()
 	for k < a.topOrder() {
 		buddy := b ^ 1<<k
 		if a.freeOrder[buddy] != k {
@@ -318,17 +389,14 @@ func (a *arena) freeLocked(b int32, k int8) {
 		b = min(b, buddy)
 		k++
 	}
-	a.pushLocked(b, k)
-	if k == a.topOrder() && !a.closed {
-		// A whole chunk is free: keep it as the spare, or give its pages
-		// back to the system. It stays mapped, and is faulted in again
-		// when used.
-		if a.spare < 0 {
-			a.spare = c
-		} else {
-			releasePages(a.chunks[c])
-		}
+	if k >= a.pageOrder && !a.closed && a.resident-a.used > a.slack {
+		// The block stays mapped, and is faulted in again when used:
+		// after the resident blocks of its order.
+		a.releaseLocked(b, k)
+		a.pushTailLocked(b, k)
+		return
 	}
+	a.pushLocked(b, k)
 }
 
 // growLocked maps one more chunk, if the arena may have one.
@@ -351,18 +419,38 @@ func (a *arena) growLocked() bool {
 		a.prev = append(a.prev, -1)
 		a.freeOrder = append(a.freeOrder, -1)
 	}
-	a.pushLocked(int32(c*per), a.topOrder())
+	a.pushTailLocked(int32(c*per), a.topOrder())
+	pages := len(a.chunks) << a.blockShift() >> a.pageOrder
+	for len(a.residentBits)*64 < pages {
+		a.residentBits = append(a.residentBits, 0)
+	}
 	return true
 }
 
+// pushLocked puts free block b of order k at the head of its list.
 func (a *arena) pushLocked(b int32, k int8) {
 	a.freeOrder[b] = k
 	a.prev[b] = -1
 	a.next[b] = a.head[k]
 	if h := a.head[k]; h >= 0 {
 		a.prev[h] = b
+	} else {
+		a.tail[k] = b
 	}
 	a.head[k] = b
+}
+
+// pushTailLocked puts free block b of order k at the tail of its list.
+func (a *arena) pushTailLocked(b int32, k int8) {
+	a.freeOrder[b] = k
+	a.next[b] = -1
+	a.prev[b] = a.tail[k]
+	if t := a.tail[k]; t >= 0 {
+		a.next[t] = b
+	} else {
+		a.head[k] = b
+	}
+	a.tail[k] = b
 }
 
 func (a *arena) unlinkLocked(b int32, k int8) {
@@ -373,6 +461,8 @@ func (a *arena) unlinkLocked(b int32, k int8) {
 	}
 	if n := a.next[b]; n >= 0 {
 		a.prev[n] = a.prev[b]
+	} else {
+		a.tail[k] = a.prev[b]
 	}
 	a.freeOrder[b] = -1
 	a.next[b], a.prev[b] = -1, -1
@@ -395,10 +485,10 @@ func (a *arena) unmapLocked() {
 		unmapChunk(c)
 	}
 	a.chunks = nil
-	a.spare = -1
 	a.next, a.prev, a.freeOrder = nil, nil, nil
+	a.residentBits, a.resident = nil, 0
 	for i := range a.head {
-		a.head[i] = -1
+		a.head[i], a.tail[i] = -1, -1
 	}
 }
 
@@ -408,6 +498,13 @@ type arenaStats struct {
 	Mapped int64 `json:"mapped_bytes"`
 	// Used is the part of it holding bodies (whole blocks).
 	Used int64 `json:"used_bytes"`
+	// Resident is the part of Mapped in the process's memory: Used, and
+	// free pages kept for the next bodies (at most an eighth of
+	// max_size more than Used, except for free parts of pages in use).
+	Resident int64 `json:"resident_bytes"`
+	// Released counts the bytes of freed blocks given back to the
+	// system, which the next bodies there fault in again.
+	Released uint64 `json:"released_bytes"`
 	// Fallbacks counts bodies (or parts) that found no free block and
 	// were put on the Go heap instead.
 	Fallbacks uint64 `json:"heap_fallbacks"`
@@ -435,6 +532,8 @@ func (a *arena) stats() arenaStats {
 	return arenaStats{
 		Mapped:            int64(len(a.chunks)) << a.chunkShift,
 		Used:              a.used,
+		Resident:          a.resident,
+		Released:          a.released.Load(),
 		Fallbacks:         a.fallbacks.Load(),
 		FallbackBytes:     a.fallbackBytes.Load(),
 		NoRoom:            a.noRoom.Load(),

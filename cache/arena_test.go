@@ -346,6 +346,9 @@ func checkArena(t *testing.T, a *arena, live *liveSet) {
 			listed++
 			prev = b
 		}
+		if a.tail[k] != prev {
+			t.Fatalf("free list of order %d ends at %d, its tail is %d", k, prev, a.tail[k])
+		}
 	}
 	for b, k := range a.freeOrder {
 		if k >= 0 {
@@ -366,6 +369,7 @@ func checkArena(t *testing.T, a *arena, live *liveSet) {
 			t.Fatalf("min block %d is neither live nor free: leaked", i)
 		}
 	}
+	checkResident(t, a, owner)
 
 	slices.SortFunc(ivs, func(x, y iv) int {
 		switch {
@@ -380,6 +384,34 @@ func checkArena(t *testing.T, a *arena, live *liveSet) {
 		if ivs[i].lo < ivs[i-1].hi {
 			t.Fatalf("%s [%#x,%#x) overlaps %s [%#x,%#x)", ivs[i].what, ivs[i].lo, ivs[i].hi, ivs[i-1].what, ivs[i-1].lo, ivs[i-1].hi)
 		}
+	}
+}
+
+// checkResident checks the arena's page accounting against its blocks
+// (owner: per minimum block, 1 live, 2 free): resident is what
+// residentBits says, every page of a live block is marked, and wholly
+// free pages kept resident hold at most slack bytes.
+func checkResident(t *testing.T, a *arena, owner []int8) {
+	t.Helper()
+	perPage := 1 << a.pageOrder
+	var marked, keptFree int64
+	for p := 0; p*perPage < len(owner); p++ {
+		isMarked := a.residentBits[p/64]&(1<<(p%64)) != 0
+		live := slices.Contains(owner[p*perPage:(p+1)*perPage], 1)
+		if isMarked {
+			marked += a.pageBytes()
+			if !live {
+				keptFree += a.pageBytes()
+			}
+		} else if live {
+			t.Fatalf("page %d holds a live block but is not marked resident", p)
+		}
+	}
+	if marked != a.resident {
+		t.Fatalf("resident = %d, its bits mark %d bytes", a.resident, marked)
+	}
+	if !a.closed && keptFree > a.slack {
+		t.Fatalf("%d bytes of wholly free pages kept resident, slack %d", keptFree, a.slack)
 	}
 }
 

@@ -5,9 +5,13 @@ package cache
 import "golang.org/x/sys/unix"
 
 // mapChunk maps size bytes of private anonymous memory, outside the Go
-// heap.
+// heap, in small pages.
 func mapChunk(size int) ([]byte, error) {
-	return unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err == nil {
+		smallPages(b)
+	}
+	return b, err
 }
 
 func unmapChunk(b []byte) { _ = unix.Munmap(b) }

@@ -120,6 +120,7 @@ type storeCollector struct {
 	stores, rejects, evictions, drop   *prometheus.Desc
 	purges                             *prometheus.Desc
 	arenaMapped, arenaUsed, heapBodies *prometheus.Desc
+	arenaResident, arenaReleased       *prometheus.Desc
 	recording, refusals, noRoom        *prometheus.Desc
 }
 
@@ -137,18 +138,20 @@ func newStoreCollector() *storeCollector {
 		drop:      d("drops_total", "Entries dropped because the store's buffer was full, or held too much."),
 		purges:    d("purges_total", "Entries removed by purges and by unsafe requests' invalidations."),
 
-		arenaMapped: d("arena_mapped_bytes", "Bytes of memory mapped for bodies, outside the Go heap."),
-		arenaUsed:   d("arena_used_bytes", "Bytes of the body arena in use by bodies."),
-		heapBodies:  d("heap_body_bytes", "Bytes of bodies that did not fit in the arena and live on the Go heap."),
-		recording:   d("recording_bytes", "Bytes reserved by responses being recorded, not yet stored."),
-		refusals:    d("recording_refusals_total", "Storable responses streamed without being stored because others being recorded took the recording budget (an eighth of max_size; a quarter for responses others wait for)."),
-		noRoom:      d("no_room_total", "Storable responses not stored because the body arena had no free block and the heap's allowance for bodies (a thirty-second of max_size) was taken: evicted bodies still being sent to slow clients, or fragmentation."),
+		arenaMapped:   d("arena_mapped_bytes", "Bytes of memory mapped for bodies, outside the Go heap."),
+		arenaUsed:     d("arena_used_bytes", "Bytes of the body arena in use by bodies."),
+		arenaResident: d("arena_resident_bytes", "Bytes of the body arena in the process's memory: those in use, and free pages kept for the next bodies (at most an eighth of max_size more)."),
+		arenaReleased: d("arena_released_bytes_total", "Bytes of freed arena blocks given back to the system, past the eighth of max_size kept; the bodies stored there next fault them in again."),
+		heapBodies:    d("heap_body_bytes", "Bytes of bodies that did not fit in the arena and live on the Go heap."),
+		recording:     d("recording_bytes", "Bytes reserved by responses being recorded, not yet stored."),
+		refusals:      d("recording_refusals_total", "Storable responses streamed without being stored because others being recorded took the recording budget (an eighth of max_size; a quarter for responses others wait for)."),
+		noRoom:        d("no_room_total", "Storable responses not stored because the body arena had no free block and the heap's allowance for bodies (a thirty-second of max_size) was taken: evicted bodies still being sent to slow clients, or fragmentation."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop, c.purges, c.arenaMapped, c.arenaUsed, c.heapBodies, c.recording, c.refusals, c.noRoom} {
+	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop, c.purges, c.arenaMapped, c.arenaUsed, c.arenaResident, c.arenaReleased, c.heapBodies, c.recording, c.refusals, c.noRoom} {
 		ch <- d
 	}
 }
@@ -169,6 +172,8 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		t.Purges += st.Purges
 		t.Bodies.Mapped += st.Bodies.Mapped
 		t.Bodies.Used += st.Bodies.Used
+		t.Bodies.Resident += st.Bodies.Resident
+		t.Bodies.Released += st.Bodies.Released
 		t.Bodies.FallbackBytes += st.Bodies.FallbackBytes
 		t.Bodies.Recording += st.Bodies.Recording
 		t.Bodies.RecordingRefusals += st.Bodies.RecordingRefusals
@@ -186,6 +191,8 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.purges, prometheus.CounterValue, float64(t.Purges), name)
 		ch <- prometheus.MustNewConstMetric(c.arenaMapped, prometheus.GaugeValue, float64(t.Bodies.Mapped), name)
 		ch <- prometheus.MustNewConstMetric(c.arenaUsed, prometheus.GaugeValue, float64(t.Bodies.Used), name)
+		ch <- prometheus.MustNewConstMetric(c.arenaResident, prometheus.GaugeValue, float64(t.Bodies.Resident), name)
+		ch <- prometheus.MustNewConstMetric(c.arenaReleased, prometheus.CounterValue, float64(t.Bodies.Released), name)
 		ch <- prometheus.MustNewConstMetric(c.heapBodies, prometheus.GaugeValue, float64(t.Bodies.FallbackBytes), name)
 		ch <- prometheus.MustNewConstMetric(c.recording, prometheus.GaugeValue, float64(t.Bodies.Recording), name)
 		ch <- prometheus.MustNewConstMetric(c.refusals, prometheus.CounterValue, float64(t.Bodies.RecordingRefusals), name)

@@ -112,6 +112,8 @@ func TestMetrics(t *testing.T) {
 		{"caddy_response_cache_recording_bytes", map[string]string{"cache": "metrics-test"}, 1000},
 		{"caddy_response_cache_recording_refusals_total", map[string]string{"cache": "metrics-test"}, 1},
 		{"caddy_response_cache_no_room_total", map[string]string{"cache": "metrics-test"}, 1},
+		{"caddy_response_cache_arena_resident_bytes", map[string]string{"cache": "metrics-test"}, minBlock},
+		{"caddy_response_cache_arena_released_bytes_total", map[string]string{"cache": "metrics-test"}, 0},
 	} {
 		t.Run(tc.metric+labelString(tc.labels), func(t *testing.T) {
 			got, ok := value(mfs[tc.metric], tc.labels)

@@ -1,0 +1,6 @@
+//go:build unix && !linux
+
+package cache
+
+// smallPages is a no-op: only Linux has transparent huge pages.
+func smallPages([]byte) {}
