@@ -150,9 +150,16 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if seen["fallback"] {
 				return d.Err("cookie and fallback exclude each other: with a cookie, every request has a key")
 			}
+			at := caddyfile.NewDispenser([]caddyfile.Token{d.Token()})
+			at.Next()
 			c, err := unmarshalCookie(d)
 			if err != nil {
 				return err
+			}
+			for _, k := range s.Keys {
+				if err := c.notKeyedBy(placeholder.Expand(k)); err != nil {
+					return at.Err(err.Error())
+				}
 			}
 			s.Cookie = c
 
@@ -181,6 +188,11 @@ func (s *AffinitySelection) addKeys(d *caddyfile.Dispenser, keys []string) error
 	for _, k := range keys {
 		if err := checkKey(placeholder.Expand(k)); err != nil {
 			return d.Errf("key: %v", err)
+		}
+		if s.Cookie != nil {
+			if err := s.Cookie.notKeyedBy(placeholder.Expand(k)); err != nil {
+				return d.Err(err.Error())
+			}
 		}
 		// Compare as Validate does, shorthands expanded: {client_ip}
 		// and {http.vars.client_ip} are one key.

@@ -130,6 +130,23 @@ func parseSameSite(s string) (http.SameSite, error) {
 	return 0, fmt.Errorf("same_site must be lax, strict or none, got %q", s)
 }
 
+// notKeyedBy reports a key that reads the policy's own cookie: the
+// cookie mode reads it, checks its signature and picks by the id in it;
+// a key before it would pick by the raw signed value instead, which
+// differs from the id (the first request, without a cookie, goes where
+// the id says; later ones elsewhere) and is never checked (a forged
+// value would be taken).
+func (c *CookieConfig) notKeyedBy(key string) error {
+	name := c.Name
+	if name == "" {
+		name = defaultCookieName
+	}
+	if slices.Contains(placeholder.Names(key), "http.request.cookie."+name) {
+		return fmt.Errorf("key %q reads the policy's own cookie %s; leave it out: with a cookie block the policy reads and checks that cookie itself", key, name)
+	}
+	return nil
+}
+
 // validate checks a CookieConfig as configured (before defaults).
 func (c *CookieConfig) validate() error {
 	if c.Secret == "" {
@@ -327,7 +344,13 @@ func (j *cookieJar) set(w http.ResponseWriter, r *http.Request, value string) {
 	if j.cfg.MaxAge > 0 {
 		// Max-Age counts seconds: a part second rounds up (0 would mean
 		// no Max-Age at all).
-		c.MaxAge = int((time.Duration(j.cfg.MaxAge) + time.Second - 1) / time.Second)
+		// Dividing first: adding a second to the largest durations would
+		// wrap them negative (Max-Age=0, a cookie deleted at once).
+		d := time.Duration(j.cfg.MaxAge)
+		c.MaxAge = int(d / time.Second)
+		if d%time.Second != 0 {
+			c.MaxAge++
+		}
 	}
 	line := c.String()
 	if line == "" {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
+	"math"
 	"net/http"
 	"regexp"
 	"slices"
@@ -256,6 +257,11 @@ func TestCookieAttributes(t *testing.T) {
 		{"part seconds round up", CookieConfig{MaxAge: caddy.Duration(1500 * time.Millisecond)}, nil, func(t *testing.T, c *http.Cookie) {
 			if c.MaxAge != 2 {
 				t.Errorf("Max-Age = %d, want 2", c.MaxAge)
+			}
+		}},
+		{"the largest max_age does not wrap", CookieConfig{MaxAge: caddy.Duration(math.MaxInt64)}, nil, func(t *testing.T, c *http.Cookie) {
+			if want := int(math.MaxInt64/int64(time.Second)) + 1; c.MaxAge != want {
+				t.Errorf("Max-Age = %d, want %d", c.MaxAge, want)
 			}
 		}},
 	}

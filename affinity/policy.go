@@ -242,7 +242,7 @@ func cookieReachesResponse(ctx caddy.Context) error {
 	if parent == "" {
 		return nil
 	}
-	return fmt.Errorf("cookie: as the fallback of lb_policy %s it can never set its cookie (Caddy's %s policy calls its fallback without the response); use lb_policy affinity with the key first and the cookie after it, such as `lb_policy affinity {http.request.header.X-User} { cookie { ... } }`", parent, parent)
+	return fmt.Errorf("cookie: as the fallback of lb_policy %s it can never set its cookie (Caddy's %s policy calls its fallback without the response); use lb_policy affinity with the key first and the cookie after it: `lb_policy affinity {http.request.header.X-User} {`, then a `cookie { ... }` block on the lines after it", parent, parent)
 }
 
 // prepareStatic looks for the reverse_proxy handler that owns this policy.
@@ -375,6 +375,11 @@ func (s *AffinitySelection) validate() error {
 		if s.hasFallback() {
 			return fmt.Errorf("fallback is never used when cookie is set (every request then has a key); remove one")
 		}
+		for _, k := range s.Keys {
+			if err := s.Cookie.notKeyedBy(placeholder.Expand(k)); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -388,6 +393,9 @@ func checkKey(k string) error {
 		return err
 	}
 	for _, name := range placeholder.Names(k) {
+		if strings.HasPrefix(name, "time.") {
+			return fmt.Errorf("%q names {%s}, which changes with the clock: a client's key would change and move it to another upstream; key on a header, a cookie or the client's address", k, name)
+		}
 		if name == "http.request.body" || name == "http.request.body_base64" {
 			return fmt.Errorf("%q names {%s}: reverse_proxy has copied the request when the policy reads its key, and reading the body there would send the upstream an empty body; key on a header, a cookie or the URI instead", k, name)
 		}
