@@ -58,11 +58,11 @@ type arena struct {
 	// blocks go, so that the next bodies reuse pages still resident;
 	// blocks whose pages were given back go to the tail.
 	head, tail []int32
-	next      []int32
-	prev      []int32
-	freeOrder []int8
-	used      int64 // bytes in allocated blocks
-	closed    bool
+	next       []int32
+	prev       []int32
+	freeOrder  []int8
+	used       int64 // bytes in allocated blocks
+	closed     bool
 
 	// Pages of freed blocks stay in the process's RSS until given back
 	// to the system, and a buddy allocator holding bodies of mixed sizes
