@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -70,6 +71,7 @@ const maxPurgeBody = 64 << 10
 
 func (AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("purging response_cache: method %s not allowed, use POST", r.Method)}
 	}
 	var req PurgeRequest
@@ -105,9 +107,9 @@ func (AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 		resp.Caches++
 		switch {
 		case req.Key != "":
-			resp.Purged += s.purgeKey(req.Key)
+			resp.Purged += s.purgeKey(normalKey(req.Key))
 		case req.Prefix != "":
-			resp.Purged += s.purgePrefix(req.Prefix)
+			resp.Purged += s.purgePrefix(normalKey(req.Prefix))
 		case req.Tag != "":
 			resp.Purged += s.purgeTag(req.Tag)
 		default:
@@ -122,7 +124,8 @@ func (AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (AdminAPI) handleStats(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodGet {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("response_cache stats: method %s not allowed, use GET", r.Method)}
 	}
 	stats := []storeStats{}
@@ -146,3 +149,34 @@ func snapshotStores() []*store {
 }
 
 var _ caddy.AdminRouter = (*AdminAPI)(nil)
+
+// normalKey spells a key (or a prefix of one) given to a purge as the
+// cache spells keys, so that one copied from a log or typed as a client
+// sent it finds its entry: the scheme and host lower-cased, the scheme's
+// default port left out, and the path's percent-escapes in upper-case
+// hex. The query, and a custom key's part after the space, are taken as
+// given, as the cache takes them.
+func normalKey(k string) string {
+	scheme, rest, ok := strings.Cut(k, "://")
+	if !ok {
+		return k
+	}
+	scheme = strings.ToLower(scheme)
+	end := strings.IndexAny(rest, "/? ")
+	if end < 0 {
+		end = len(rest)
+	}
+	host := withoutDefaultPort(strings.ToLower(rest[:end]), scheme)
+	b := append([]byte(scheme+"://"+host), rest[end:]...)
+	path := b[len(scheme)+3+len(host):]
+	if i := bytes.IndexAny(path, "? "); i >= 0 {
+		path = path[:i]
+	}
+	for i := 0; i+2 < len(path); i++ {
+		if path[i] == '%' {
+			path[i+1], path[i+2] = upperHex(path[i+1]), upperHex(path[i+2])
+			i += 2
+		}
+	}
+	return string(b)
+}

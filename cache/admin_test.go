@@ -22,7 +22,7 @@ func TestAdminPurge(t *testing.T) {
 		return nil
 	}}
 	fill := func() {
-		for _, p := range []string{"/a", "/a/b", "/c"} {
+		for _, p := range []string{"/a", "/a/b", "/c", "/d%2Fe?q=%2f"} {
 			get(t, h, o, "http://example.com"+p)
 		}
 	}
@@ -37,7 +37,12 @@ func TestAdminPurge(t *testing.T) {
 		{name: "key", body: `{"key":"http://example.com/a"}`, purged: 1, missed: []string{"/a"}, hit: []string{"/a/b", "/c"}},
 		{name: "prefix", body: `{"cache":"admin-test","prefix":"http://example.com/a"}`, purged: 2, missed: []string{"/a", "/a/b"}, hit: []string{"/c"}},
 		{name: "tag", body: "{\"tag\":\"c\"}\n", purged: 1, missed: []string{"/c"}, hit: []string{"/a"}},
-		{name: "all", body: `{"cache":"admin-test","all":true}`, purged: 3, missed: []string{"/a", "/a/b", "/c"}},
+		// Spelt as a client may send it: the cache's key has the host
+		// lower-cased, no default port and the path's escapes upper-cased
+		// (not the query's, which it keeps as sent).
+		{name: "key as a client spells it", body: `{"key":"HTTP://Example.COM:80/d%2fe?q=%2f"}`, purged: 1, missed: []string{"/d%2Fe?q=%2f"}, hit: []string{"/a"}},
+		{name: "prefix as a client spells it", body: `{"prefix":"http://EXAMPLE.com/d%2f"}`, purged: 1, missed: []string{"/d%2Fe?q=%2f"}, hit: []string{"/a"}},
+		{name: "all", body: `{"cache":"admin-test","all":true}`, purged: 4, missed: []string{"/a", "/a/b", "/c", "/d%2Fe?q=%2f"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fill()
@@ -72,8 +77,9 @@ func TestAdminErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, path, body string
 		code                     int
+		allow                    string // on a 405 (RFC 9110 §15.5.6)
 	}{
-		{name: "purge GET", method: "GET", path: "/response_cache/purge", code: 405},
+		{name: "purge GET", method: "GET", path: "/response_cache/purge", code: 405, allow: "POST"},
 		{name: "bad json", method: "POST", path: "/response_cache/purge", body: `{`, code: 400},
 		{name: "unknown field", method: "POST", path: "/response_cache/purge", body: `{"keys":"x"}`, code: 400},
 		{name: "nothing", method: "POST", path: "/response_cache/purge", body: `{}`, code: 400},
@@ -83,7 +89,7 @@ func TestAdminErrors(t *testing.T) {
 		{name: "two objects", method: "POST", path: "/response_cache/purge", body: `{"key":"a"}{"all":true}`, code: 400},
 		{name: "too large", method: "POST", path: "/response_cache/purge", body: `{"key":"` + strings.Repeat("a", maxPurgeBody) + `"}`, code: 413},
 		{name: "unknown cache", method: "POST", path: "/response_cache/purge", body: `{"cache":"nope","all":true}`, code: 404},
-		{name: "stats POST", method: "POST", path: "/response_cache/stats", code: 405},
+		{name: "stats POST", method: "POST", path: "/response_cache/stats", code: 405, allow: "GET, HEAD"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var handler caddy.AdminHandler
@@ -93,7 +99,11 @@ func TestAdminErrors(t *testing.T) {
 				}
 			}
 			r := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
-			err := handler.ServeHTTP(httptest.NewRecorder(), r)
+			w := httptest.NewRecorder()
+			err := handler.ServeHTTP(w, r)
+			if got := w.Header().Get("Allow"); got != tc.allow {
+				t.Errorf("Allow %q, want %q", got, tc.allow)
+			}
 			var apiErr caddy.APIError
 			if !errors.As(err, &apiErr) || apiErr.HTTPStatus != tc.code {
 				t.Errorf("error %v, want an APIError with status %d", err, tc.code)

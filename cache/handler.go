@@ -259,7 +259,7 @@ func (h *Handler) warnKey() {
 			zap.String("key", h.Key), zap.Strings("placeholders", names))
 	}
 	if placeholder.NamesNoURL(h.Key) {
-		h.logger.Warn("response_cache key names no part of the URL ({uri}, {path}, {query}...): every URL of a host with the same key shares one entry; add {uri} unless one response fits them all",
+		h.logger.Warn("response_cache key names no part of the URL ({uri}, {path}, {query}...): every URL of a host with the same key shares one entry; add {http.request.orig_uri} (the URI the client sent) unless one response fits them all",
 			zap.String("key", h.Key))
 	}
 }
