@@ -157,6 +157,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.CacheName == "" {
 		h.CacheName = defaultCacheName
 	}
+	// Several sites' caches log to one logger name: each line says which.
+	h.logger = h.logger.With(zap.String("cache", h.CacheName))
 	if h.TargetedField == "" {
 		h.TargetedField = defaultTargetedField
 	}

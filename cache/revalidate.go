@@ -126,13 +126,13 @@ func (x *exchange) onOverflow() {
 			}
 		}
 		if ce := x.h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
-			ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", reason))
+			ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", reason))
 		}
 		return
 	}
 	x.notFetchedWhole()
 	if ce := x.h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
-		ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", "max_item_size"),
+		ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", "max_item_size"),
 			zap.Int64("max_item_size", x.rec.limit))
 	}
 }
@@ -904,7 +904,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		// was not the request the client's would have been: its answer
 		// is not stored, and the next refresh has those values.
 		if ce := h.logger.Check(zapcore.DebugLevel, "background revalidation lacked placeholders of the client's request; its response is not stored, the next one will have them"); ce != nil {
-			ce.Write(zap.String("uri", x.r.RequestURI), zap.Strings("placeholders", x.client.missed()))
+			ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.Strings("placeholders", x.client.missed()))
 		}
 		return
 	}
@@ -988,7 +988,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		} else {
 			x.release(h, nil)
 			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
-				ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", status), zap.String("reason", reason),
+				ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.Int("status", status), zap.String("reason", reason),
 					zap.Bool("skip_coalescing", uncacheable && x.stale == nil)) // its key's next requests, for hintTTL
 			}
 		}
@@ -1117,7 +1117,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		}
 		if e == nil {
 			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
-				ce.Write(zap.String("uri", x.r.RequestURI), zap.Int("status", rec.status), zap.String("reason", noRoomReason))
+				ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.Int("status", rec.status), zap.String("reason", noRoomReason))
 			}
 		} else {
 			h.storeFilled(x, rec, e)
