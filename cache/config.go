@@ -52,7 +52,9 @@ type Config struct {
 	// 300, 301, 308, 404, 405 or 410, or marked public by the origin (see
 	// OperatorFreshness): not an error a client can provoke for a URL
 	// whose answer is a 200. Default: 0, which stores nothing without
-	// freshness information (RFC 9111 strict).
+	// freshness information (RFC 9111 strict). Responses stored with it
+	// are fresh for at most the DefaultTTL of the config serving them:
+	// a reload that lowers or removes it applies to them too.
 	DefaultTTL caddy.Duration `json:"default_ttl,omitempty"`
 
 	// StaleWhileRevalidate is the RFC 5861 stale-while-revalidate window used

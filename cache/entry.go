@@ -114,9 +114,6 @@ type entryData struct {
 // currentAge is the entry's age at now (RFC 9111 §4.2.3).
 func (e *entry) currentAge(now time.Time) time.Duration { return e.fresh.Age(now) }
 
-// ttl is the remaining freshness at now: positive while fresh, zero or
-// negative (the staleness) once stale.
-func (e *entry) ttl(now time.Time) time.Duration { return e.fresh.TTL(now) }
 
 // Per-entry memory the cost accounts for besides body, header and key
 // bytes. TestEntryOverheadMatchesHeap (store_test.go) stores 20k entries

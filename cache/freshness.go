@@ -250,6 +250,10 @@ type Freshness struct {
 	InitialAge time.Duration
 	// ResponseTime is when the response was received.
 	ResponseTime time.Time
+	// Defaulted marks a Lifetime that is the cache's default_ttl: the
+	// response had none of its own. A later config's shorter default_ttl
+	// (or none) then bounds it (see Handler.freshness).
+	Defaulted bool
 }
 
 // NewFreshness computes the Freshness of a response with header h and

@@ -625,10 +625,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	if e != nil {
-		ttl := e.ttl(now)
+		fresh := h.freshness(e)
+		ttl := fresh.TTL(now)
 		// RFC 9111 §4.2, §5.2.1: fresh enough for the client, or stale
 		// within its max-stale.
-		if e.fresh.Satisfies(now, rq, e.rc) {
+		if fresh.Satisfies(now, rq, e.rc) {
 			st := Status{Hit: true, TTL: ttl, HasTTL: true}
 			if ttl <= 0 {
 				st.Detail = "max-stale"
@@ -679,6 +680,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	return h.forward(w, r, next, x)
 }
+
+// freshness is e's freshness under this config: a lifetime that came
+// from default_ttl is at most the current default_ttl, so that a reload
+// lowering or removing it applies to the responses stored under the old
+// one (the store outlives reloads that keep its cache_name and max_size).
+func (h *Handler) freshness(e *entry) Freshness {
+	f := e.fresh
+	if f.Defaulted {
+		f.Lifetime = min(f.Lifetime, time.Duration(h.DefaultTTL))
+	}
+	return f
+}
+
+// ttl is e's remaining freshness at now under this config: positive
+// while fresh, zero or negative (the staleness) once stale.
+func (h *Handler) ttl(e *entry, now time.Time) time.Duration { return h.freshness(e).TTL(now) }
 
 // serveEntry writes e to w: a 304 when the client's conditional request is
 // satisfied, a 206 or 416 for a single Range of a stored 200, no body for

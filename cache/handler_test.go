@@ -2560,3 +2560,44 @@ func TestLocationInvalidationWithClientPlaceholders(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadedDefaultTTLBoundsStoredResponses: a response whose freshness
+// came from default_ttl is fresh for at most the default_ttl of the
+// config that serves it. The store outlives a reload that keeps its
+// cache_name and max_size; a review removed default_ttl (its README
+// warns it shares personal pages that say nothing) and the stored page
+// was still served as a hit for the rest of its hour. A response with a
+// lifetime of its own keeps it.
+func TestReloadedDefaultTTLBoundsStoredResponses(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		fields []string // the origin's
+		newTTL time.Duration
+		hit    bool
+	}{
+		{"default_ttl removed", nil, 0, false},
+		{"default_ttl lowered past the age", nil, 5 * time.Second, false},
+		{"default_ttl lowered, still fresh", nil, 30 * time.Second, true},
+		{"default_ttl raised", nil, 2 * time.Hour, true},
+		{"own max-age", []string{"Cache-Control", "max-age=3600"}, 0, true},
+		{"own max-age equal to the old default", []string{"Cache-Control", "max-age=3600"}, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			name := "reload-ttl-" + strconv.FormatInt(testCacheSeq.Add(1), 10)
+			before := newTestHandler(t, Config{CacheName: name, DefaultTTL: caddy.Duration(time.Hour)}, c)
+			o := static(c, 200, "page", tc.fields...)
+			wantStatus(t, get(t, before, o, "http://example.com/p"), []string{"fwd=uri-miss"})
+			wantStatus(t, get(t, before, o, "http://example.com/p"), []string{"hit"})
+			after := newTestHandler(t, Config{CacheName: name, DefaultTTL: caddy.Duration(tc.newTTL)}, c)
+			c.Advance(10 * time.Second)
+			w := get(t, after, o, "http://example.com/p")
+			if st := w.Header().Get("Cache-Status"); strings.Contains(st, "; hit") != tc.hit {
+				t.Errorf("after the reload: Cache-Status %q; want a hit: %v", st, tc.hit)
+			}
+			if w.Body.String() != "page" {
+				t.Errorf("body %q", w.Body.String())
+			}
+		})
+	}
+}

@@ -191,7 +191,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		x.condDropped, x.fetchedWhole = true, true
 	}
 
-	if h.coalesce && x.store && !x.background && !x.neverCollapsed() && !x.hinted(h) {
+	if h.coalesce && x.store && !x.background && !x.neverCollapsed(h) && !x.hinted(h) {
 		var leader bool
 		for rejoin := true; ; rejoin = false {
 			if x.variantKey != nil {
@@ -460,6 +460,17 @@ func (h *Handler) judge(r *http.Request, status int, view, origin, preset http.H
 	return "", rc, min(lifetime, ownLifetime)
 }
 
+// defaulted reports whether lifetime, judged for a response with fields
+// hdr and directives rc, is default_ttl because the response has no
+// lifetime of its own (explicit or heuristic).
+func (h *Handler) defaulted(status int, hdr http.Header, rc ResponseControl, lifetime time.Duration, responseTime time.Time) bool {
+	if ttl := time.Duration(h.DefaultTTL); ttl <= 0 || lifetime != ttl {
+		return false
+	}
+	_, own := LifetimeAt(status, hdr, rc, 0, responseTime)
+	return !own
+}
+
 // shorterOfEach mends rc, the Cache-Control directives of the fields set
 // before the cache (preset) and of origin's together, when they are
 // invalid only together: each side gives max-age (or s-maxage) once, and
@@ -592,14 +603,14 @@ func (h *Handler) serveCollapsed(w http.ResponseWriter, x *exchange, e *entry, s
 		f.readers.Add(1) // a reader from here, not only once it writes (see fill.clientGone)
 		defer f.leave()
 	}
-	if !collapsible(e, x.r, x.rq, now) {
+	if !h.collapsible(e, x.r, x.rq, now) {
 		return false
 	}
 	if f != nil && f.broken() || h.outdated(x, e, now) {
 		return false // its body broke off, stopped coming or was purged: this request asks the origin
 	}
 	x.result = h.m.collapsed
-	st := Status{Fwd: x.fwd, FwdStatus: status, Collapsed: true, Stored: h.store.has(e), TTL: e.ttl(now), HasTTL: true}
+	st := Status{Fwd: x.fwd, FwdStatus: status, Collapsed: true, Stored: h.store.has(e), TTL: h.ttl(e, now), HasTTL: true}
 	h.serveEntry(w, x.r, e, st, now)
 	return true
 }
@@ -630,8 +641,8 @@ func (h *Handler) learnVariant(x *exchange, e *entry) bool {
 // or the stored response it revalidates must be validated on every use
 // (no-cache, max-age=0), as the refreshed one will be. Waiting would only
 // delay its own request to the origin by one round trip.
-func (x *exchange) neverCollapsed() bool {
-	return x.rq.NoCache || x.stale != nil && x.stale.fresh.Lifetime <= 0
+func (x *exchange) neverCollapsed(h *Handler) bool {
+	return x.rq.NoCache || x.stale != nil && h.freshness(x.stale).Lifetime <= 0
 }
 
 // flightHash is the hash of the key a coalesced miss of x flies under:
@@ -709,7 +720,7 @@ func (h *Handler) noLongerStored(x *exchange, at time.Time) {
 // pastStaleWindow reports whether e, at t, could not be served to a
 // request without directives: stale and past stale-while-revalidate.
 func (h *Handler) pastStaleWindow(e *entry, t time.Time) bool {
-	ttl := e.ttl(t)
+	ttl := h.ttl(e, t)
 	if ttl > 0 {
 		return false
 	}
@@ -880,11 +891,11 @@ func (s *fillSet) unload() {
 
 // collapsible reports whether a waiter's request r may be answered with
 // the entry its leader fetched.
-func collapsible(e *entry, r *http.Request, rq RequestControl, now time.Time) bool {
+func (h *Handler) collapsible(e *entry, r *http.Request, rq RequestControl, now time.Time) bool {
 	if len(e.vary) > 0 && VaryKey(e.vary, r.Header) != e.varyKey {
 		return false
 	}
-	ttl := e.ttl(now)
+	ttl := h.ttl(e, now)
 	return ttl > 0 && !rq.NoCache &&
 		(rq.MaxAge < 0 || e.currentAge(now) <= rq.MaxAge) &&
 		(rq.MinFresh < 0 || ttl >= rq.MinFresh)
@@ -978,6 +989,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			rec.buffer = true
 			x.rc, x.vary = rc, fields
 			x.fresh = freshnessWith(lifetime, hdr, rc, x.requestTime, rec.responseTime)
+			x.fresh.Defaulted = h.defaulted(status, hdr, rc, lifetime, rec.responseTime)
 			if x.fresh.TTL(rec.responseTime) <= 0 {
 				// Stale on arrival (no-cache, max-age=0): no waiter could
 				// be answered with it, so they go to the origin now
@@ -1034,7 +1046,7 @@ func (h *Handler) staleIfErrorOK(x *exchange, now time.Time) bool {
 		return false // the client wants the origin's verdict, not a stored response
 	}
 	e := x.stale
-	ttl := e.ttl(now)
+	ttl := h.ttl(e, now)
 	if ttl > 0 {
 		return false // fresh, but the client asked for validation
 	}
@@ -1053,7 +1065,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			if x.stale != nil && !x.background {
 				if h.staleIfErrorOK(x, now) {
 					x.result = h.m.stale
-					h.serveEntry(w, x.r, x.stale, Status{Fwd: "stale", TTL: x.stale.ttl(now), HasTTL: true, Detail: "stale-if-error"}, now)
+					h.serveEntry(w, x.r, x.stale, Status{Fwd: "stale", TTL: h.ttl(x.stale, now), HasTTL: true, Detail: "stale-if-error"}, now)
 					return nil
 				}
 				if x.stale.rc.MustRevalidateShared() {
@@ -1088,7 +1100,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		x.release(h, nil) // not storable: the waiters ask the origin themselves
 		if !x.background {
 			passProxyCookie(w.Header(), x.r, rec.header)
-			st := Status{Fwd: x.fwd, FwdStatus: http.StatusNotModified, TTL: e.ttl(now), HasTTL: true}
+			st := Status{Fwd: x.fwd, FwdStatus: http.StatusNotModified, TTL: h.ttl(e, now), HasTTL: true}
 			h.serveEntry(w, x.r, e, st, now)
 		}
 		return nil
@@ -1097,7 +1109,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		if !x.background {
 			x.result = h.m.stale
 			passProxyCookie(w.Header(), x.r, rec.header)
-			st := Status{Fwd: "stale", FwdStatus: rec.status, TTL: x.stale.ttl(now), HasTTL: true, Detail: "stale-if-error"}
+			st := Status{Fwd: "stale", FwdStatus: rec.status, TTL: h.ttl(x.stale, now), HasTTL: true, Detail: "stale-if-error"}
 			h.serveEntry(w, x.r, x.stale, st, now)
 		}
 		return nil
@@ -1363,6 +1375,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 	}
 	reason, rc, lifetime := h.judge(asGET(x.r), old.status, view, own, preset, rec.responseTime)
 	fresh := freshnessWith(lifetime, view, rc, x.requestTime, rec.responseTime)
+	fresh.Defaulted = h.defaulted(old.status, view, rc, lifetime, rec.responseTime)
 	if hasBody(old.status) {
 		hdr["Content-Length"] = []string{strconv.Itoa(old.body.Len())}
 	}
