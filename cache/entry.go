@@ -114,7 +114,6 @@ type entryData struct {
 // currentAge is the entry's age at now (RFC 9111 §4.2.3).
 func (e *entry) currentAge(now time.Time) time.Duration { return e.fresh.Age(now) }
 
-
 // Per-entry memory the cost accounts for besides body, header and key
 // bytes. TestEntryOverheadMatchesHeap (store_test.go) stores 20k entries
 // with ten header fields and 64-byte bodies and finds the live heap per
