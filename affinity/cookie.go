@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"hash"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -141,8 +142,13 @@ func (c *CookieConfig) notKeyedBy(key string) error {
 	if name == "" {
 		name = defaultCookieName
 	}
-	if slices.Contains(placeholder.Names(key), "http.request.cookie."+name) {
-		return fmt.Errorf("key %q reads the policy's own cookie %s; leave it out: with a cookie block the policy reads and checks that cookie itself", key, name)
+	for _, n := range placeholder.Names(key) {
+		// Caddy matches cookie and header names without regard to case.
+		cookie, isCookie := strings.CutPrefix(n, "http.request.cookie.")
+		header, isHeader := strings.CutPrefix(n, "http.request.header.")
+		if isCookie && strings.EqualFold(cookie, name) || isHeader && strings.EqualFold(header, "Cookie") {
+			return fmt.Errorf("key %q reads the policy's own cookie %s; leave it out: with a cookie block the policy reads and checks that cookie itself", key, name)
+		}
 	}
 	return nil
 }
@@ -343,14 +349,16 @@ func (j *cookieJar) set(w http.ResponseWriter, r *http.Request, value string) {
 	}
 	if j.cfg.MaxAge > 0 {
 		// Max-Age counts seconds: a part second rounds up (0 would mean
-		// no Max-Age at all).
-		// Dividing first: adding a second to the largest durations would
-		// wrap them negative (Max-Age=0, a cookie deleted at once).
+		// no Max-Age at all), dividing first (adding a second to the
+		// largest durations would wrap them negative), and at most 68
+		// years, what an int holds on 32-bit platforms: a value that
+		// wrapped would be Max-Age=0, a cookie deleted at once.
 		d := time.Duration(j.cfg.MaxAge)
-		c.MaxAge = int(d / time.Second)
+		secs := int64(d / time.Second)
 		if d%time.Second != 0 {
-			c.MaxAge++
+			secs++
 		}
+		c.MaxAge = int(min(secs, math.MaxInt32))
 	}
 	line := c.String()
 	if line == "" {

@@ -107,9 +107,11 @@ func (AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 		resp.Caches++
 		switch {
 		case req.Key != "":
-			resp.Purged += s.purgeKey(normalKey(req.Key))
+			resp.Purged += s.purgeKey(purgedKey(req.Key))
 		case req.Prefix != "":
-			resp.Purged += s.purgePrefix(normalKey(req.Prefix))
+			for _, p := range purgePrefixes(req.Prefix) {
+				resp.Purged += s.purgePrefix(p)
+			}
 		case req.Tag != "":
 			resp.Purged += s.purgeTag(req.Tag)
 		default:
@@ -150,23 +152,44 @@ func snapshotStores() []*store {
 
 var _ caddy.AdminRouter = (*AdminAPI)(nil)
 
+// purgedKey is the key a purge's key k names (normalKey).
+func purgedKey(k string) string {
+	n, _ := normalKey(k)
+	return n
+}
+
+// purgePrefixes is what a purge's prefix p purges, spelt as the cache
+// spells keys (normalKey). A prefix that ends with a default port
+// (http://a.test:80) names one origin, but the cache's keys leave that
+// port out: its host must then end there, not run on into another host
+// (a.testing) or port (a.test:8080).
+func purgePrefixes(p string) []string {
+	n, endsAtPort := normalKey(p)
+	if !endsAtPort {
+		return []string{n}
+	}
+	return []string{n + "/", n + "?", n + " "}
+}
+
 // normalKey spells a key (or a prefix of one) given to a purge as the
 // cache spells keys, so that one copied from a log or typed as a client
 // sent it finds its entry: the scheme and host lower-cased, the scheme's
 // default port left out, and the path's percent-escapes in upper-case
 // hex. The query, and a custom key's part after the space, are taken as
-// given, as the cache takes them.
-func normalKey(k string) string {
+// given, as the cache takes them. endsAtPort reports a k that ends with
+// the default port left out.
+func normalKey(k string) (key string, endsAtPort bool) {
 	scheme, rest, ok := strings.Cut(k, "://")
 	if !ok {
-		return k
+		return k, false
 	}
 	scheme = strings.ToLower(scheme)
 	end := strings.IndexAny(rest, "/? ")
 	if end < 0 {
 		end = len(rest)
 	}
-	host := withoutDefaultPort(strings.ToLower(rest[:end]), scheme)
+	hostport := strings.ToLower(rest[:end])
+	host := withoutDefaultPort(hostport, scheme)
 	b := append([]byte(scheme+"://"+host), rest[end:]...)
 	path := b[len(scheme)+3+len(host):]
 	if i := bytes.IndexAny(path, "? "); i >= 0 {
@@ -178,5 +201,5 @@ func normalKey(k string) string {
 			i += 2
 		}
 	}
-	return string(b)
+	return string(b), end == len(rest) && host != hostport
 }

@@ -12,6 +12,12 @@ import (
 )
 
 func TestAdminPurge(t *testing.T) {
+	url := func(p string) string {
+		if strings.HasPrefix(p, "http") {
+			return p
+		}
+		return "http://example.com" + p
+	}
 	c := newClock()
 	h := newTestHandler(t, Config{CacheName: "admin-test"}, c)
 	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
@@ -22,11 +28,12 @@ func TestAdminPurge(t *testing.T) {
 		return nil
 	}}
 	fill := func() {
-		for _, p := range []string{"/a", "/a/b", "/c", "/d%2Fe?q=%2f"} {
-			get(t, h, o, "http://example.com"+p)
+		for _, p := range []string{"/a", "/a/b", "/c", "/d%2Fe?q=%2f", "http://example.com:8080/a", "http://example.community/a"} {
+			get(t, h, o, url(p))
 		}
 	}
 	api := AdminAPI{}
+	others := []string{"http://example.com:8080/a", "http://example.community/a"}
 	for _, tc := range []struct {
 		name   string
 		body   string
@@ -42,7 +49,11 @@ func TestAdminPurge(t *testing.T) {
 		// (not the query's, which it keeps as sent).
 		{name: "key as a client spells it", body: `{"key":"HTTP://Example.COM:80/d%2fe?q=%2f"}`, purged: 1, missed: []string{"/d%2Fe?q=%2f"}, hit: []string{"/a"}},
 		{name: "prefix as a client spells it", body: `{"prefix":"http://EXAMPLE.com/d%2f"}`, purged: 1, missed: []string{"/d%2Fe?q=%2f"}, hit: []string{"/a"}},
-		{name: "all", body: `{"cache":"admin-test","all":true}`, purged: 4, missed: []string{"/a", "/a/b", "/c", "/d%2Fe?q=%2f"}},
+		// A prefix ending with the default port names that origin only,
+		// not the hosts and ports its spelling without the port begins.
+		{name: "prefix of an origin with its default port", body: `{"prefix":"http://EXAMPLE.com:80"}`, purged: 4, missed: []string{"/a", "/a/b", "/c", "/d%2Fe?q=%2f"}, hit: others},
+		{name: "prefix of an origin", body: `{"prefix":"http://example.com:8080/"}`, purged: 1, missed: others[:1], hit: []string{"/a", others[1]}},
+		{name: "all", body: `{"cache":"admin-test","all":true}`, purged: 6, missed: append([]string{"/a", "/a/b", "/c", "/d%2Fe?q=%2f"}, others...)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fill()
@@ -62,10 +73,10 @@ func TestAdminPurge(t *testing.T) {
 			}
 			h.store.wait()
 			for _, p := range tc.missed {
-				wantStatus(t, get(t, h, o, "http://example.com"+p), []string{"fwd=uri-miss"})
+				wantStatus(t, get(t, h, o, url(p)), []string{"fwd=uri-miss"})
 			}
 			for _, p := range tc.hit {
-				wantStatus(t, get(t, h, o, "http://example.com"+p), []string{"hit"})
+				wantStatus(t, get(t, h, o, url(p)), []string{"hit"})
 			}
 		})
 	}
