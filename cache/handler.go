@@ -199,11 +199,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.claimed = ctx.Done()
 	}
 	h.poolKey = storePoolKey(&h.Config)
-	v, _, err := stores.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+	v, kept, err := stores.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
 		return newStore(h.CacheName, h.MaxSize)
 	})
 	if err != nil {
 		return fmt.Errorf("provisioning response_cache: %w", err)
+	}
+	if !kept {
+		// At a reload, the misses that refill it reach the origin: say why.
+		h.logger.Info("response_cache starts an empty store (a store is kept across reloads only while its cache_name and max_size stay the same)",
+			zap.Int64("max_size", h.MaxSize))
 	}
 	h.store = v.(*store)
 	if h.MinUses != 1 {
