@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -458,16 +459,58 @@ func upperHex(c byte) byte {
 	return c
 }
 
-// appendOrigin appends r's scheme://host:port, the host lower-cased
-// ({http.request.hostport}: sites on other ports are other origins), and
-// the scheme's default port left out, as RFC 9110 §4.2.3 makes
-// http://a.test:80/ and http://a.test/ one URI: one entry, which an
-// unsafe method on either spelling invalidates.
+// appendOrigin appends r's scheme://host:port: the host as the client
+// named it, lower-cased, and the port the connection came in on, left
+// out when it is the scheme's default, as RFC 9110 §4.2.3 makes
+// http://a.test:80/ and http://a.test/ one URI (one entry, which an
+// unsafe method on either spelling invalidates). Not the port in Host:
+// Caddy's host matchers ignore it, so a request to one site's port
+// naming another's (Host: a.test:8080 sent to :8081) would store its
+// site's response under the other site's key, in a store they share.
+// Without a port to go by (a Unix socket, or a request made in process),
+// Host's port counts.
 func appendOrigin(dst []byte, r *http.Request) []byte {
 	scheme := schemeOf(r)
 	dst = append(dst, scheme...)
 	dst = append(dst, "://"...)
-	return appendHost(dst, withoutDefaultPort(r.Host, scheme))
+	host, port := splitHostPort(r.Host)
+	dst = appendHost(dst, host)
+	def, defPort := 80, "80"
+	if scheme == "https" {
+		def, defPort = 443, "443"
+	}
+	if p := listenerPort(r); p > 0 {
+		if p == def {
+			return dst
+		}
+		return strconv.AppendInt(append(dst, ':'), int64(p), 10)
+	}
+	if port == "" || port == defPort {
+		return dst
+	}
+	return appendHost(append(dst, ':'), port)
+}
+
+// splitHostPort splits a Host value into its host and port (empty when
+// it has none), an IPv6 literal keeping its brackets.
+func splitHostPort(hostport string) (host, port string) {
+	i := strings.LastIndexByte(hostport, ':')
+	if i < 0 || i < strings.LastIndexByte(hostport, ']') {
+		return hostport, ""
+	}
+	return hostport[:i], hostport[i+1:]
+}
+
+// listenerPort is the port r's connection came in on, or 0 when it has
+// none (a Unix socket, a request made in process).
+func listenerPort(r *http.Request) int {
+	switch a := r.Context().Value(http.LocalAddrContextKey).(type) {
+	case *net.TCPAddr:
+		return a.Port
+	case *net.UDPAddr: // HTTP/3
+		return a.Port
+	}
+	return 0
 }
 
 // schemeOf is r's scheme, as {http.request.scheme} says.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -2597,6 +2598,50 @@ func TestReloadedDefaultTTLBoundsStoredResponses(t *testing.T) {
 			}
 			if w.Body.String() != "page" {
 				t.Errorf("body %q", w.Body.String())
+			}
+		})
+	}
+}
+
+// TestKeyPortIsTheListeners: the key's port is the one the connection
+// came in on, not the one Host names, which Caddy's host matchers
+// ignore. A security review stored origin B's page under site A's key
+// (two sites on ports 19080 and 19081 sharing the default store) by
+// sending Host: a.test:19080 to port 19081; every later client of site A
+// got B's page as a hit.
+func TestKeyPortIsTheListeners(t *testing.T) {
+	at := func(host string, local net.Addr, secure bool) *http.Request {
+		r := newRequest(http.MethodGet, "http://"+host+"/page")
+		if secure {
+			r.TLS = &tls.ConnectionState{}
+		}
+		if local != nil {
+			r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, local))
+		}
+		return r
+	}
+	tcp := func(port int) net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port} }
+	for _, tc := range []struct {
+		name string
+		r    *http.Request
+		want string
+	}{
+		{"Host naming the listener's port", at("A.test:19080", tcp(19080), false), "http://a.test:19080/page"},
+		{"Host naming another site's port", at("a.test:19080", tcp(19081), false), "http://a.test:19081/page"},
+		{"Host without a port, on another port", at("a.test", tcp(19081), false), "http://a.test:19081/page"},
+		{"Host naming port 80, on another port", at("a.test:80", tcp(8080), false), "http://a.test:8080/page"},
+		{"the default port", at("a.test:8080", tcp(80), false), "http://a.test/page"},
+		{"HTTPS on 443", at("a.test:8443", tcp(443), true), "https://a.test/page"},
+		{"HTTP/3", at("a.test", &net.UDPAddr{Port: 8443}, true), "https://a.test:8443/page"},
+		{"IPv6", at("[::1]:19080", tcp(19081), false), "http://[::1]:19081/page"},
+		{"no listener: Host's port", at("a.test:8080", nil, false), "http://a.test:8080/page"},
+		{"no listener: Host's default port", at("a.test:80", nil, false), "http://a.test/page"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, Config{}, newClock())
+			got, ok := h.appendKey(nil, tc.r)
+			if !ok || string(got) != tc.want {
+				t.Errorf("key %q (%v), want %q", got, ok, tc.want)
 			}
 		})
 	}
