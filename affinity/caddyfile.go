@@ -186,17 +186,18 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // addKeys adds keys, reporting a bad one at its line.
 func (s *AffinitySelection) addKeys(d *caddyfile.Dispenser, keys []string) error {
 	for _, k := range keys {
-		if err := checkKey(placeholder.Expand(k)); err != nil {
+		expanded := placeholder.Expand(k)
+		if err := checkKey(expanded); err != nil {
 			return d.Errf("key: %v", err)
 		}
 		if s.Cookie != nil {
-			if err := s.Cookie.notKeyedBy(placeholder.Expand(k)); err != nil {
+			if err := s.Cookie.notKeyedBy(expanded); err != nil {
 				return d.Err(err.Error())
 			}
 		}
 		// Compare as Validate does, shorthands expanded: {client_ip}
 		// and {http.vars.client_ip} are one key.
-		if slices.ContainsFunc(s.Keys, func(have string) bool { return placeholder.Expand(have) == placeholder.Expand(k) }) {
+		if slices.ContainsFunc(s.Keys, func(have string) bool { return placeholder.Expand(have) == expanded }) {
 			return d.Errf("key %q is listed twice; a key is tried once", k)
 		}
 		s.Keys = append(s.Keys, k)

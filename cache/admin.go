@@ -172,12 +172,12 @@ func purgePrefixes(p string) []string {
 }
 
 // normalKey spells a key (or a prefix of one) given to a purge as the
-// cache spells keys, so that one copied from a log or typed as a client
-// sent it finds its entry: the scheme and host lower-cased, the scheme's
-// default port left out, and the path's percent-escapes in upper-case
-// hex. The query, and a custom key's part after the space, are taken as
-// given, as the cache takes them. endsAtPort reports a k that ends with
-// the default port left out.
+// cache spells keys (appendOrigin, appendPath), so that one copied from a
+// log or typed as a client sent it finds its entry: the scheme and host
+// lower-cased, the scheme's default port left out, and the path's
+// percent-escapes in upper-case hex. The query, and a custom key's part
+// after the space, are taken as given, as the cache takes them.
+// endsAtPort reports a k that ends with the default port left out.
 func normalKey(k string) (key string, endsAtPort bool) {
 	scheme, rest, ok := strings.Cut(k, "://")
 	if !ok {
@@ -188,18 +188,19 @@ func normalKey(k string) (key string, endsAtPort bool) {
 	if end < 0 {
 		end = len(rest)
 	}
-	hostport := strings.ToLower(rest[:end])
-	host := withoutDefaultPort(hostport, scheme)
-	b := append([]byte(scheme+"://"+host), rest[end:]...)
-	path := b[len(scheme)+3+len(host):]
-	if i := bytes.IndexAny(path, "? "); i >= 0 {
-		path = path[:i]
+	host, port := splitHostPort(strings.ToLower(rest[:end]))
+	_, def := defaultPort(scheme)
+	b := append([]byte(scheme), "://"...)
+	b = append(b, host...)
+	if port != "" && port != def {
+		b = append(append(b, ':'), port...)
 	}
-	for i := 0; i+2 < len(path); i++ {
-		if path[i] == '%' {
-			path[i+1], path[i+2] = upperHex(path[i+1]), upperHex(path[i+2])
-			i += 2
-		}
+	rest = rest[end:]
+	path := strings.IndexAny(rest, "? ")
+	if path < 0 {
+		path = len(rest)
 	}
-	return string(b), end == len(rest) && host != hostport
+	b = appendUpperEscapes(b, rest[:path])
+	b = append(b, rest[path:]...)
+	return string(b), rest == "" && port == def
 }

@@ -404,16 +404,7 @@ func appendURLKey(dst []byte, r *http.Request, u *url.URL) []byte {
 // not allocate.
 func appendPath(dst []byte, u *url.URL) []byte {
 	if raw := u.RawPath; raw != "" && validRawPath(raw) {
-		for i := 0; i < len(raw); i++ {
-			c := raw[i]
-			if c == '%' && i+2 < len(raw) {
-				dst = append(dst, '%', upperHex(raw[i+1]), upperHex(raw[i+2]))
-				i += 2
-				continue
-			}
-			dst = append(dst, c)
-		}
-		return dst
+		return appendUpperEscapes(dst, raw)
 	}
 	if u.Path == "*" {
 		return append(dst, '*')
@@ -452,6 +443,21 @@ func isUnreserved(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
 
+// appendUpperEscapes appends s with the hex digits of its
+// percent-escapes in upper case.
+func appendUpperEscapes(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '%' && i+2 < len(s) {
+			dst = append(dst, '%', upperHex(s[i+1]), upperHex(s[i+2]))
+			i += 2
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
 func upperHex(c byte) byte {
 	if 'a' <= c && c <= 'f' {
 		return c - 'a' + 'A'
@@ -475,10 +481,7 @@ func appendOrigin(dst []byte, r *http.Request) []byte {
 	dst = append(dst, "://"...)
 	host, port := splitHostPort(r.Host)
 	dst = appendHost(dst, host)
-	def, defPort := 80, "80"
-	if scheme == "https" {
-		def, defPort = 443, "443"
-	}
+	def, defPort := defaultPort(scheme)
 	if p := listenerPort(r); p > 0 {
 		if p == def {
 			return dst
@@ -489,6 +492,14 @@ func appendOrigin(dst []byte, r *http.Request) []byte {
 		return dst
 	}
 	return appendHost(append(dst, ':'), port)
+}
+
+// defaultPort is scheme's default port, as a number and as written.
+func defaultPort(scheme string) (int, string) {
+	if scheme == "https" {
+		return 443, "443"
+	}
+	return 80, "80"
 }
 
 // splitHostPort splits a Host value into its host and port (empty when
