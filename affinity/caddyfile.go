@@ -245,24 +245,30 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 				return nil, argsErr(d, "cookie previous_secrets <secret>...")
 			}
 			for i, p := range c.PreviousSecrets {
-				if err := secretBraces(fmt.Sprintf("previous_secrets[%d]", i), p); err != nil {
+				if err := checkSecret(fmt.Sprintf("previous_secrets[%d]", i), p); err != nil {
 					return nil, d.Err(err.Error())
 				}
 			}
 		case "secret", "path", "domain", "same_site", "max_age":
 			if !d.NextArg() {
+				if opt == "secret" {
+					return nil, d.Err("cookie secret needs a value (an unset {$VAR} leaves none)")
+				}
 				return nil, argsErr(d, "cookie "+opt+" <value>")
 			}
 			v := d.Val()
 			if d.NextArg() {
 				return nil, argsErr(d, "cookie "+opt+" <value>")
 			}
-			if v == "" && opt != "secret" { // a secret is required: said below
+			if v == "" && opt == "secret" {
+				return nil, d.Err("cookie secret must not be empty")
+			}
+			if v == "" {
 				return nil, d.Errf("cookie %s must not be empty (leave the option out for its default)", opt)
 			}
 			switch opt {
 			case "secret":
-				if err := secretBraces("secret", v); err != nil {
+				if err := checkSecret("secret", v); err != nil {
 					return nil, d.Err(err.Error())
 				}
 				c.Secret = v

@@ -158,14 +158,11 @@ func (c *CookieConfig) validate() error {
 	if c.Secret == "" {
 		return fmt.Errorf("cookie secret is required")
 	}
-	if err := secretBraces("secret", c.Secret); err != nil {
+	if err := checkSecret("secret", c.Secret); err != nil {
 		return err
 	}
 	for i, p := range c.PreviousSecrets {
-		if p == "" {
-			return fmt.Errorf("cookie previous_secrets[%d] is empty", i)
-		}
-		if err := secretBraces(fmt.Sprintf("previous_secrets[%d]", i), p); err != nil {
+		if err := checkSecret(fmt.Sprintf("previous_secrets[%d]", i), p); err != nil {
 			return err
 		}
 	}
@@ -200,12 +197,30 @@ func securePrefixed(name string) bool {
 	return hasPrefixFold(name, "__Secure-") || hasPrefixFold(name, "__Host-")
 }
 
-// secretBraces reports an unclosed { or a stray } in the secret of field
-// (without quoting it): Caddy's replacer leaves such a brace as it is, and
-// {env.SECRET without its } would be a secret anyone can read in the docs.
-func secretBraces(field, secret string) error {
+// checkSecret reports, without quoting the secret of field, that it is
+// empty, has an unclosed { or a stray } (Caddy's replacer leaves such a
+// brace as it is, and {env.SECRET without its } would be a secret anyone
+// can read in the docs), or names a placeholder that is not replaced when
+// the config loads: only Caddy's global ones are ({env.*}, {file.*}),
+// and a request's, such as {header.X}, would fail the load.
+func checkSecret(field, secret string) error {
+	if secret == "" {
+		return fmt.Errorf("cookie %s is empty", field)
+	}
 	if err := placeholder.Balanced(secret); err != nil {
 		return fmt.Errorf("cookie %s %w; write a literal brace as \\{ or \\}", field, err)
+	}
+	global := caddy.NewReplacer()
+	for _, name := range placeholder.Names(secret) {
+		if strings.HasPrefix(name, "time.") {
+			return fmt.Errorf("cookie %s names {%s}, which changes with the clock: each load, and each node, would sign with another secret", field, name)
+		}
+		if strings.HasPrefix(name, "file.") {
+			continue // read when the config loads, not now (the file may be the deployed host's)
+		}
+		if _, ok := global.Get(name); !ok {
+			return fmt.Errorf("cookie %s names {%s}, which is not replaced when the config loads: only global placeholders are, such as {env.NAME} or {file./path}; write a literal brace as \\{ or \\}", field, name)
+		}
 	}
 	return nil
 }
@@ -442,10 +457,15 @@ func checkCookieField(field, value string) error {
 	return nil
 }
 
-// checkCookiePath reports a cookie path browsers would not honour.
+// checkCookiePath reports a cookie path browsers would not honour, and
+// one with a brace: the path is sent as written, and a placeholder there
+// would never match a request's path.
 func checkCookiePath(path string) error {
 	if path != "" && !strings.HasPrefix(path, "/") {
 		return fmt.Errorf("cookie path must start with /, got %q (browsers ignore such a path and use the request's directory)", path)
+	}
+	if strings.ContainsAny(path, "{}") {
+		return fmt.Errorf("cookie path %q has a brace: the path is sent as written (placeholders are not replaced in it), and browsers would send the cookie back to no page", path)
 	}
 	return nil
 }

@@ -268,6 +268,12 @@ func (s *AffinitySelection) prepareStatic(ctx caddy.Context) error {
 	for i, u := range h.Upstreams {
 		dials[i] = u.Dial
 	}
+	for _, d := range repeatedDials(dials) {
+		// Caddy's round_robin sends such an upstream more requests; here
+		// it is one node of the table.
+		s.logger.Warn("affinity: upstream listed more than once counts once; to give it a larger share of keys, list it once and set its weight",
+			zap.String("upstream", d))
+	}
 	for _, d := range slices.Sorted(maps.Keys(s.Weights)) {
 		if !slices.Contains(dials, d) {
 			return fmt.Errorf("provisioning affinity policy: weight for %q matches no upstream; upstreams are %s",
@@ -278,6 +284,18 @@ func (s *AffinitySelection) prepareStatic(ctx caddy.Context) error {
 		return fmt.Errorf("provisioning affinity policy: %w", err)
 	}
 	return nil
+}
+
+// repeatedDials returns the dials listed more than once, in their order.
+func repeatedDials(dials []string) []string {
+	var repeated []string
+	seen := make(map[string]int, len(dials))
+	for _, d := range dials {
+		if seen[d]++; seen[d] == 2 {
+			repeated = append(repeated, d)
+		}
+	}
+	return repeated
 }
 
 // Validate checks the configuration.
@@ -393,9 +411,6 @@ func checkKey(k string) error {
 		return err
 	}
 	for _, name := range placeholder.Names(k) {
-		if strings.HasPrefix(name, "time.") {
-			return fmt.Errorf("%q names {%s}, which changes with the clock: a client's key would change and move it to another upstream; key on a header, a cookie or the client's address", k, name)
-		}
 		if name == "http.request.body" || name == "http.request.body_base64" {
 			return fmt.Errorf("%q names {%s}: reverse_proxy has copied the request when the policy reads its key, and reading the body there would send the upstream an empty body; key on a header, a cookie or the URI instead", k, name)
 		}

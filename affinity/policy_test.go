@@ -821,6 +821,16 @@ func TestWeightsMustMatchStaticUpstreams(t *testing.T) {
 	}
 }
 
+func TestRepeatedDials(t *testing.T) {
+	got := repeatedDials([]string{"a:1", "b:1", "a:1", "c:1", "b:1", "a:1"})
+	if !slices.Equal(got, []string{"a:1", "b:1"}) {
+		t.Errorf("repeatedDials = %q, want [a:1 b:1]", got)
+	}
+	if got := repeatedDials([]string{"a:1", "b:1"}); got != nil {
+		t.Errorf("repeatedDials of distinct dials = %q", got)
+	}
+}
+
 func TestStaticTableBuiltAtProvision(t *testing.T) {
 	h := loadProxy(t, caddyCtx(t), `{"upstreams":[{"dial":"10.0.0.1:80"},{"dial":"10.0.0.2:80"},{"dial":"10.0.0.3:80"}],
 		"load_balancing":{"selection_policy":{"policy":"affinity","algorithm":"maglev"}}}`)

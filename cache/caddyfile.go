@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"fmt"
 	"math/big"
 	"regexp"
 	"strconv"
@@ -38,7 +37,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Errf("response_cache takes no arguments besides a matcher, got '%s'; put options in a block", d.Val())
 	}
 	seen := make(map[string]bool)
-	var itemSizeAt string // where max_item_size was given, for the check against max_size
+	var itemSizeAt caddyfile.Token // where max_item_size was given, for the check against max_size
 	prev := ""
 	for d.NextBlock(0) {
 		opt := d.Val()
@@ -69,7 +68,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("response_cache: max_item_size must be at least 1 byte, got '%s'", d.Val())
 			}
 			c.MaxItemSize = n
-			itemSizeAt = fmt.Sprintf("%s:%d", d.File(), d.Line())
+			itemSizeAt = d.Token()
 		case "key":
 			arg, err := singleArg(d)
 			if err != nil {
@@ -126,7 +125,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				break
 			}
 			n, err := strconv.Atoi(arg)
-			if err != nil || n < 1 || n > maxMinUses {
+			if err != nil || n < 1 || n > maxMinUses || arg[0] == '+' {
 				return d.Errf("response_cache: min_uses must be auto or a whole number from 1 to %d, got '%s'", maxMinUses, arg)
 			}
 			c.MinUses = n
@@ -159,12 +158,21 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	if c.MaxSize == 0 && c.MaxItemSize > defaultMaxSize {
-		return fmt.Errorf("response_cache: max_item_size (%d) must not be larger than max_size (%d, the default), at %s", c.MaxItemSize, defaultMaxSize, itemSizeAt)
+		return errAt(itemSizeAt, "response_cache: max_item_size (%d) must not be larger than max_size (%d, the default)", c.MaxItemSize, defaultMaxSize)
 	}
 	if c.MaxSize > 0 && c.MaxItemSize > c.MaxSize {
-		return fmt.Errorf("response_cache: max_item_size (%d) must not be larger than max_size (%d), at %s", c.MaxItemSize, c.MaxSize, itemSizeAt)
+		return errAt(itemSizeAt, "response_cache: max_item_size (%d) must not be larger than max_size (%d)", c.MaxItemSize, c.MaxSize)
 	}
 	return nil
+}
+
+// errAt is an error at tok, with its file, line and import chain, as
+// Dispenser.Errf gives one at the current token: for a check that can be
+// made only once the block has been read.
+func errAt(tok caddyfile.Token, format string, args ...any) error {
+	d := caddyfile.NewDispenser([]caddyfile.Token{tok})
+	d.Next()
+	return d.Errf(format, args...)
 }
 
 // singleArg returns the one argument of the current option.
@@ -193,25 +201,37 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 		// humanize drops commas wherever they are: 1,5GiB would be 15GiB.
 		return 0, d.Errf("response_cache: %s: '%s' has a comma that does not separate thousands; write a fraction with a point (1.5GiB)", opt, arg)
 	}
+	unit := strings.TrimLeft(arg, "0123456789., ")
 	n, err := humanize.ParseBytes(arg)
 	if err != nil {
+		if exact, ok := bigBytes(arg, unit); ok && exact.Cmp(new(big.Int).SetUint64(maxMaxSize)) > 0 {
+			return 0, tooLarge(d, opt, arg) // more bytes than 64 bits hold
+		}
 		return 0, d.Errf("response_cache: %s: invalid size '%s' (use e.g. 64MiB or 1048576)", opt, arg)
 	}
-	if unit := strings.TrimLeft(arg, "0123456789., "); strings.Contains(arg, ".") {
+	if strings.Contains(arg, ".") {
 		// humanize multiplies in floating point and drops what is left:
 		// 4.1MB came out a byte short, 0.0001GiB a fraction of a byte
 		// less than what was written.
 		exact, whole := wholeBytes(arg, unit)
-		if unit == "" || strings.EqualFold(unit, "b") || !whole {
+		if !whole {
 			return 0, d.Errf("response_cache: %s: '%s' is not a whole number of bytes", opt, arg)
 		}
 		n = exact
 	}
 	if n > maxMaxSize {
-		// max_size's limit, and so max_item_size's.
-		return 0, d.Errf("response_cache: %s must be at most 512GiB, got '%s'; run more cache nodes behind lb_policy affinity to hold more", opt, arg)
+		return 0, tooLarge(d, opt, arg)
 	}
 	return int64(n), nil
+}
+
+// tooLarge is the error for a size past max_size's limit (and so
+// max_item_size's).
+func tooLarge(d *caddyfile.Dispenser, opt, arg string) error {
+	if opt == "max_size" {
+		return d.Errf("response_cache: max_size must be at most 512GiB, got '%s'; run more cache nodes behind lb_policy affinity to hold more", arg)
+	}
+	return d.Errf("response_cache: %s must be at most 512GiB (and at most max_size), got '%s'", opt, arg)
 }
 
 // thousands matches a size whose commas separate groups of three digits
@@ -223,20 +243,31 @@ var thousands = regexp.MustCompile(`^[1-9][0-9]{0,2}(,[0-9]{3})+(\.[0-9]+)? *[A-
 // (0.5KiB, 4.1MB), stands for, computed exactly, and whether they are a
 // whole number (0.0001GiB is not).
 func wholeBytes(arg, unit string) (uint64, bool) {
+	n, ok := bigBytes(arg, unit)
+	if !ok || !n.IsUint64() {
+		return 0, false
+	}
+	return n.Uint64(), true
+}
+
+// bigBytes returns the whole number of bytes arg, a number and a unit,
+// stands for, computed exactly, or false when it is no whole number (or
+// not a number and a unit humanize knows).
+func bigBytes(arg, unit string) (*big.Int, bool) {
 	num := strings.ReplaceAll(strings.TrimSpace(strings.TrimSuffix(arg, unit)), ",", "")
 	r, ok := new(big.Rat).SetString(num)
-	if !ok {
-		return 0, false
+	if !ok || r.Sign() < 0 || strings.ContainsAny(num, "eE/") {
+		return nil, false
 	}
 	per, err := humanize.ParseBytes("1" + unit)
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
 	r.Mul(r, new(big.Rat).SetUint64(per))
-	if !r.IsInt() || !r.Num().IsUint64() {
-		return 0, false
+	if !r.IsInt() {
+		return nil, false
 	}
-	return r.Num().Uint64(), true
+	return r.Num(), true
 }
 
 func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {

@@ -80,6 +80,49 @@ func TestCoalescedMisses(t *testing.T) {
 	}
 }
 
+// TestCoalescedAcrossReload: a config loaded while a miss is in flight
+// shares its predecessor's store, and its misses of that key join the fill
+// in flight rather than ask the origin again.
+func TestCoalescedAcrossReload(t *testing.T) {
+	c := newClock()
+	old := newTestHandler(t, Config{}, c)
+	reloaded := newTestHandler(t, Config{CacheName: old.CacheName}, c)
+	if old.store != reloaded.store {
+		t.Fatal("the handlers do not share a store")
+	}
+	release := make(chan struct{})
+	o := blocking(c, release, "shared body", "Cache-Control", "max-age=60")
+	const target = "http://example.com/slow"
+	first := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := old.ServeHTTP(first, newRequest(http.MethodGet, target), o); err != nil {
+			t.Error(err)
+		}
+	}()
+	key := keyOf(t, old, newRequest(http.MethodGet, target))
+	until(t, "the old config's miss to lead", func() bool { return old.flights.leading(key) })
+	second := httptest.NewRecorder()
+	joined := make(chan struct{})
+	go func() {
+		defer close(joined)
+		if err := reloaded.ServeHTTP(second, newRequest(http.MethodGet, target), o); err != nil {
+			t.Error(err)
+		}
+	}()
+	until(t, "the new config's miss to wait", func() bool { return reloaded.flights.waiting(key) == 1 })
+	close(release)
+	<-done
+	<-joined
+	if calls := o.calls.Load(); calls != 1 {
+		t.Errorf("origin called %d times, want 1: the reloaded config's miss should join the fill in flight", calls)
+	}
+	if second.Body.String() != "shared body" || !hasParam(second.Header().Get("Cache-Status"), "collapsed") {
+		t.Errorf("second answer %q, Cache-Status %q; want the shared body, collapsed", second.Body.String(), second.Header().Get("Cache-Status"))
+	}
+}
+
 func TestCoalescedUncacheableGoesToOrigin(t *testing.T) {
 	const n = 20
 	c := newClock()
@@ -552,46 +595,59 @@ func TestCoalescedRefreshShared(t *testing.T) {
 // TestCoalescedStaleOnArrivalReleasesWaiters: waiters of a response that is
 // stale on arrival (no-cache: it could answer none of them) go to the
 // origin at its header, not at its end, which for a live stream such as
-// server-sent events never comes.
+// server-sent events never comes. So do those of an event stream with a
+// lifetime (its own or default_ttl's), which is never stored: a waiter
+// would get its events only at its end, a hit would replay old ones.
 func TestCoalescedStaleOnArrivalReleasesWaiters(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{DefaultTTL: caddy.Duration(10 * time.Second)}, c)
-	release, streaming, stop := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	o := &origin{}
-	o.fn = func(w http.ResponseWriter, r *http.Request) error {
-		if o.calls.Load() > 1 {
-			_, _ = io.WriteString(w, "own stream")
-			return nil
-		}
-		<-release
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-cache")
-		_, _ = io.WriteString(w, "data: tick\n\n")
-		close(streaming)
-		<-stop // the stream goes on until the test ends
-		return nil
-	}
-	leader := make(chan struct{})
-	go func() {
-		defer close(leader)
-		_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, "http://example.com/events"), o)
-	}()
-	key := keyOf(t, h, newRequest(http.MethodGet, "http://example.com/events"))
-	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
-	waiter := make(chan *httptest.ResponseRecorder, 1)
-	go func() {
-		w := httptest.NewRecorder()
-		_ = h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/events"), o)
-		waiter <- w
-	}()
-	until(t, "the second client to wait", func() bool { return h.flights.waiting(key) == 1 })
-	defer func() { close(stop); <-leader }()
-	close(release)
-	<-streaming
-	// The stream goes on: the waiter must be answered before it ends.
-	w := untilValue(t, "the waiter to be answered while the leader streams", waiter)
-	if w.Body.String() != "own stream" {
-		t.Errorf("waiter got %q, want its own answer from the origin", w.Body.String())
+	for _, cc := range []string{"no-cache", "max-age=60", ""} {
+		t.Run("Cache-Control "+cc, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{DefaultTTL: caddy.Duration(10 * time.Second)}, c)
+			release, streaming, stop := make(chan struct{}), make(chan struct{}), make(chan struct{})
+			o := &origin{}
+			o.fn = func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
+				if cc != "" {
+					w.Header().Set("Cache-Control", cc)
+				}
+				if o.calls.Load() > 1 {
+					_, _ = io.WriteString(w, "data: own stream\n\n")
+					return nil
+				}
+				<-release
+				_, _ = io.WriteString(w, "data: tick\n\n")
+				close(streaming)
+				<-stop // the stream goes on until the test ends
+				return nil
+			}
+			leader := make(chan struct{})
+			go func() {
+				defer close(leader)
+				_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, "http://example.com/events"), o)
+			}()
+			key := keyOf(t, h, newRequest(http.MethodGet, "http://example.com/events"))
+			until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+			waiter := make(chan *httptest.ResponseRecorder, 1)
+			go func() {
+				w := httptest.NewRecorder()
+				_ = h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/events"), o)
+				waiter <- w
+			}()
+			until(t, "the second client to wait", func() bool { return h.flights.waiting(key) == 1 })
+			close(release)
+			<-streaming
+			// The stream goes on: the waiter must be answered before it ends.
+			w := untilValue(t, "the waiter to be answered while the leader streams", waiter)
+			if w.Body.String() != "data: own stream\n\n" {
+				t.Errorf("waiter got %q, want its own answer from the origin", w.Body.String())
+			}
+			close(stop)
+			<-leader
+			h.store.wait()
+			if w := get(t, h, o, "http://example.com/events"); hasParam(w.Header().Get("Cache-Status"), "hit") {
+				t.Errorf("an event stream was stored: Cache-Status %q", w.Header().Get("Cache-Status"))
+			}
+		})
 	}
 }
 
@@ -809,4 +865,12 @@ func TestAbandonedMissEndsWhenItsWaitersLeaveToo(t *testing.T) {
 			untilValue(t, "the leader to return", ldone)
 		})
 	}
+}
+
+// leading reports whether a miss leads a flight for key.
+func (g *flightGroup) leading(key string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.m[key]
+	return ok
 }

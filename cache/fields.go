@@ -127,8 +127,9 @@ func (c *fieldCursor) str() string {
 // slices, each at len == cap so that a later handler's append reallocates
 // instead of writing into another field. The allocation has room for
 // spare more values, returned in rest for the caller's own fields; also
-// returned are the values of Cache-Status, which the caller extends.
-func (f *fields) addTo(dst http.Header, spare int) (rest, cacheStatus []string) {
+// returned are the values of Cache-Status, which the caller extends, and
+// whether there is a Server field.
+func (f *fields) addTo(dst http.Header, spare int) (rest, cacheStatus []string, server bool) {
 	vals := make([]string, f.nvalues+spare)
 	for c := f.cursor(); c.next(); {
 		n := c.left
@@ -138,11 +139,14 @@ func (f *fields) addTo(dst http.Header, spare int) (rest, cacheStatus []string) 
 		vv := vals[:n:n]
 		vals = vals[n:]
 		dst[c.name] = vv
-		if c.name == "Cache-Status" {
+		switch c.name {
+		case "Cache-Status":
 			cacheStatus = vv
+		case "Server":
+			server = true
 		}
 	}
-	return vals, cacheStatus
+	return vals, cacheStatus, server
 }
 
 // find returns a cursor at the field name (canonical), and whether there
@@ -187,7 +191,7 @@ func (f *fields) has(name string) bool {
 // header unpacks the fields into a new http.Header.
 func (f *fields) header() http.Header {
 	h := make(http.Header)
-	f.addTo(h, 0)
+	_, _, _ = f.addTo(h, 0)
 	return h
 }
 

@@ -74,8 +74,8 @@ func TestFieldsDropAndIndependence(t *testing.T) {
 func TestFieldsAddToSharesNothingWritable(t *testing.T) {
 	f := packFields(http.Header{"A": {"1"}, "B": {"2", "3"}, "Cache-Status": {"up; hit"}}, nil)
 	dst := make(http.Header)
-	rest, status := f.addTo(dst, 2)
-	if len(rest) != 2 || !reflect.DeepEqual(status, []string{"up; hit"}) {
+	rest, status, server := f.addTo(dst, 2)
+	if server || len(rest) != 2 || !reflect.DeepEqual(status, []string{"up; hit"}) {
 		t.Fatalf("addTo returned %d spare slots and Cache-Status %q", len(rest), status)
 	}
 	rest[0], rest[1] = "age", "status"

@@ -98,6 +98,7 @@ type Handler struct {
 	claimed   <-chan struct{} // Done of the config whose claim on CacheName h holds, until Cleanup
 	customKey bool            // Key is not DefaultKey: expand it through the replacer
 	badKey    *sync.Once      // logs the first request whose key cannot be made
+	nested    *sync.Once      // logs the first request that came through another response_cache
 	coalesce  bool
 	targeted  string
 	// presetNames are the fields that decide caching (Cache-Control,
@@ -181,6 +182,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Key = DefaultKey
 	}
 	h.badKey = new(sync.Once)
+	h.nested = new(sync.Once)
 	h.customKey = h.Key != DefaultKey
 	if err := h.Validate(); err != nil {
 		return err
@@ -188,7 +190,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.customKey {
 		h.warnKey()
 	}
-	h.flights = new(flightGroup)
 	h.fills = new(fillSet)
 	h.bg = &background{keys: make(map[string]struct{})}
 	h.clientKeys = new(clientKeys)
@@ -212,6 +213,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			zap.Int64("max_size", h.MaxSize))
 	}
 	h.store = v.(*store)
+	h.flights = &v.(*store).flights
 	if h.MinUses != 1 {
 		h.uses = v.(*store).useCounts
 	}
@@ -607,6 +609,15 @@ func onlyH2C(values []string) bool {
 // ServeHTTP answers r from the cache when it can and forwards it to next
 // otherwise.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if underCache(w) {
+		// One request, one cache: the outer one stores what this one
+		// would, and two would each answer and record it.
+		h.nested.Do(func() {
+			h.logger.Warn("response_cache runs inside another response_cache for this request and passes it on untouched; keep one of them (the directive is given twice in a block, or a route the other wraps has its own)",
+				zap.String("uri", r.RequestURI))
+		})
+		return next.ServeHTTP(w, r)
+	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 		if up := r.Header["Upgrade"]; len(up) > 0 {
@@ -768,7 +779,13 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 	// go first, as on a miss (prependPreset); the stored response keeps
 	// those of its filling request apart (entry.preset).
 	preset, anyPreset := h.presetValues(hdr)
-	vals, prevStatus := e.header.addTo(hdr, 2)
+	vals, prevStatus, server := e.header.addTo(hdr, 2)
+	if !server {
+		// The Server field Caddy set is not the response's: a miss
+		// leaves it out when the next handler drops it (reverse_proxy
+		// does, for Via), and the stored response then has none.
+		delete(hdr, "Server")
+	}
 	if anyPreset {
 		for i, f := range h.presetNames {
 			if pv := preset[i]; pv != nil {
@@ -905,6 +922,22 @@ func (h *Handler) gatewayTimeout(w http.ResponseWriter, fwd, detail string, key 
 func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, fwd string) error {
 	h.m.bypass.Inc()
 	return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h, fwd: fwd}, r)
+}
+
+// underCache reports whether w is, or wraps, the writer a response_cache
+// handed the next handler: the request already passed through one.
+func underCache(w http.ResponseWriter) bool {
+	for range 32 { // wrappers that wrap themselves, if any, end the search
+		switch v := w.(type) {
+		case *recorder, *passWriter:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // passWriter forwards a response the cache does not handle, adding

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -2642,6 +2643,82 @@ func TestKeyPortIsTheListeners(t *testing.T) {
 			got, ok := h.appendKey(nil, tc.r)
 			if !ok || string(got) != tc.want {
 				t.Errorf("key %q (%v), want %q", got, ok, tc.want)
+			}
+		})
+	}
+}
+
+// TestNestedCachePassesThrough: a response_cache that a request reaches
+// through another (the directive given twice in a block) passes it on
+// untouched, with a warning once: one answer per request, one
+// Cache-Status member, one entry.
+func TestNestedCachePassesThrough(t *testing.T) {
+	c := newClock()
+	outer := newTestHandler(t, Config{}, c)
+	inner := newTestHandler(t, Config{}, c)
+	core, logs := observer.New(zapcore.WarnLevel)
+	inner.logger = zap.New(core)
+	o := static(c, 200, "page", "Cache-Control", "max-age=60")
+	chain := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error { return inner.ServeHTTP(w, r, o) })
+	for i, want := range []string{"fwd=uri-miss", "hit"} {
+		w := httptest.NewRecorder()
+		if err := outer.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/twice"), chain); err != nil {
+			t.Fatal(err)
+		}
+		outer.store.wait()
+		cs := w.Header().Values("Cache-Status")
+		if w.Body.String() != "page" || len(cs) != 1 || strings.Count(cs[0], ";") < 1 || strings.Contains(cs[0], ",") || !strings.Contains(cs[0], want) {
+			t.Errorf("request %d: body %q, Cache-Status %q; want one member with %s", i+1, w.Body.String(), cs, want)
+		}
+	}
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1", n)
+	}
+	if got := inner.store.stats().Entries; got != 0 {
+		t.Errorf("the inner cache's store holds %d entries, want 0", got)
+	}
+	w := httptest.NewRecorder()
+	_ = outer.ServeHTTP(w, newRequest(http.MethodPost, "http://example.com/form"), chain)
+	if n := logs.FilterMessageSnippet("inside another response_cache").Len(); n != 1 {
+		t.Errorf("%d warnings, want 1: %v", n, logs.All())
+	}
+}
+
+// TestServerFieldAsWithoutTheCache: the Server field Caddy puts on every
+// response is the next handler's to drop (reverse_proxy drops it, for
+// Via) or keep (file_server); misses and hits then carry what the same
+// handler sends without the cache, and an origin's own replaces it.
+func TestServerFieldAsWithoutTheCache(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		next func(http.Header) // what the next handler does to its header
+		want []string
+	}{
+		{"dropped, as by reverse_proxy", func(h http.Header) { delete(h, "Server") }, nil},
+		{"kept, as by file_server", func(http.Header) {}, []string{"Caddy"}},
+		{"the origin's", func(h http.Header) { delete(h, "Server"); h.Set("Server", "nginx") }, []string{"nginx"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			inner := static(c, 200, "page", "Cache-Control", "max-age=60")
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				tc.next(w.Header())
+				return inner.fn(w, r)
+			}}
+			for _, want := range []string{"fwd=uri-miss", "hit"} {
+				w := httptest.NewRecorder()
+				w.Header().Set("Server", "Caddy") // as Caddy's server does
+				if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/server"), o); err != nil {
+					t.Fatal(err)
+				}
+				h.store.wait()
+				if cs := w.Header().Get("Cache-Status"); !strings.Contains(cs, want) {
+					t.Fatalf("Cache-Status %q, want %s", cs, want)
+				}
+				if got := w.Header().Values("Server"); !slices.Equal(got, tc.want) {
+					t.Errorf("%s: Server %q, want %q", want, got, tc.want)
+				}
 			}
 		})
 	}

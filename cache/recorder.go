@@ -115,7 +115,7 @@ func newRecorder(w http.ResponseWriter, now func() time.Time) *recorder {
 
 // init readies a zero recorder writing to w.
 func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
-	rec.w, rec.header, rec.now = w, make(http.Header), now
+	rec.w, rec.header, rec.now = w, newRecordedHeader(w), now
 	_, rec.discard = w.(*discardWriter)
 }
 
@@ -123,7 +123,23 @@ func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 // body, for another response to the same client.
 func (rec *recorder) reset() {
 	rec.unreserve()
-	*rec = recorder{w: rec.w, discard: rec.discard, header: make(http.Header), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx}
+	*rec = recorder{w: rec.w, discard: rec.discard, header: newRecordedHeader(rec.w), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx}
+}
+
+// newRecordedHeader returns the header map the next handler writes its
+// response's fields into, holding the client's Server field (Caddy's):
+// the next handler may drop it, as reverse_proxy does (it says Via
+// instead), and WriteHeader then drops it from the client's header too,
+// as without the cache.
+func newRecordedHeader(w http.ResponseWriter) http.Header {
+	h := make(http.Header)
+	if w == nil {
+		return h
+	}
+	if v, ok := w.Header()["Server"]; ok {
+		h["Server"] = v
+	}
+	return h
 }
 
 // hasTrailers reports whether the next handler set trailers, announced in
@@ -185,6 +201,9 @@ func (rec *recorder) WriteHeader(status int) {
 	if rec.pass {
 		dst := rec.w.Header()
 		copyHeader(dst, rec.header)
+		if _, ok := rec.header["Server"]; !ok {
+			delete(dst, "Server")
+		}
 		for f, pv := range rec.preset {
 			dst[f] = prependPreset(pv, rec.header[f])
 		}

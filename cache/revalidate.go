@@ -423,8 +423,24 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 		reason = "vary"
 	case len(hdr["Trailer"]) > 0:
 		reason = "trailers"
+	case isEventStream(hdr):
+		reason = "event-stream"
 	}
 	return reason, rc, lifetime, fields
+}
+
+// isEventStream reports whether hdr is that of a server-sent event
+// stream (text/event-stream), a live stream whatever its lifetime says: a
+// waiter would get its events only at its end, which may never come, and
+// a stored copy would replay old events. reverse_proxy flushes such a
+// response at every write; the cache passes it on as it comes.
+func isEventStream(hdr http.Header) bool {
+	ct := hdr["Content-Type"]
+	if len(ct) == 0 {
+		return false
+	}
+	mt, _, _ := strings.Cut(ct[0], ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // judge applies Storable and LifetimeAt to a response to r of status,
@@ -672,7 +688,7 @@ func (x *exchange) hinted(h *Handler) bool {
 // outage).
 func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, rc ResponseControl) bool {
 	switch reason {
-	case "private", "no-store", "no-freshness", "Vary: *", "trailers":
+	case "private", "no-store", "no-freshness", "Vary: *", "trailers", "event-stream":
 	default:
 		return false
 	}

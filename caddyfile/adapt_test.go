@@ -178,6 +178,13 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache size overflow", ":80 {\n\tresponse_cache {\n\t\tmax_size 18446744073709551615\n\t}\n}", "max_size must be at most 512GiB, got '18446744073709551615'"},
 		{"cache key Host header", ":80 {\n\tresponse_cache {\n\t\tkey {header.Host}\n\t}\n}", "use {http.request.host} or {http.request.hostport}, at Caddyfile:3"},
 		{"affinity key response status", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {http.response.status}\n\t}\n}", "a placeholder of the response, which does not exist yet when the key is read, at Caddyfile:3"},
+		{"cache size overflowing 64 bits", ":80 {\n\tresponse_cache {\n\t\tmax_size 99999999999999999999\n\t}\n}", "max_size must be at most 512GiB, got '99999999999999999999'; run more cache nodes"},
+		{"cache item size too large", ":80 {\n\tresponse_cache {\n\t\tmax_item_size 1EiB\n\t}\n}", "max_item_size must be at most 512GiB (and at most max_size), got '1EiB', at Caddyfile:3"},
+		{"cache item larger than cache in a snippet", "(c) {\n\tmax_item_size 2MiB\n}\n:80 {\n\tresponse_cache {\n\t\tmax_size 1MiB\n\t\timport c\n\t}\n}", "max_item_size (2097152) must not be larger than max_size (1048576), at Caddyfile:2 import chain ['Caddyfile:7 (import c)']"},
+		{"cache min_uses with a sign", ":80 {\n\tresponse_cache {\n\t\tmin_uses +3\n\t}\n}", "min_uses must be auto or a whole number from 1 to 15, got '+3', at Caddyfile:3"},
+		{"cache key with the clock", ":80 {\n\tresponse_cache {\n\t\tkey \"{time.now.unix_ms} {uri}\"\n\t}\n}", "names {time.now.unix_ms}, which changes with the clock, not with the request"},
+		{"cache key of the upstream", ":80 {\n\tresponse_cache {\n\t\tkey \"{http.reverse_proxy.upstream.hostport} {uri}\"\n\t}\n}", "which reverse_proxy sets after it has picked an upstream: it has no value when the key is read"},
+		{"affinity key of its own output", ":80 {\n\treverse_proxy a:1 b:1 {\n\t\tlb_policy affinity {http.reverse_proxy.affinity.key}\n\t}\n}", "every request would bypass the cache or go to the fallback, at Caddyfile:3"},
 		{"cache max_size zero", ":80 {\n\tresponse_cache {\n\t\tmax_size 0\n\t}\n}", "max_size must be at least 64KiB, got 0, at Caddyfile:3"},
 		{"affinity key unclosed", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\tkey {http.request.header.X-User\n\t\t}\n\t}\n}", "has an unclosed {"},
 		{"cache item larger than cache", ":80 {\n\tresponse_cache {\n\t\tmax_size 1MiB\n\t\tmax_item_size 2MiB\n\t}\n}", "must not be larger than max_size (1048576), at Caddyfile:4"},
@@ -207,7 +214,7 @@ func TestCaddyfileErrors(t *testing.T) {
 // whole number of bytes, and is that number exactly (humanize's floating
 // point made 4.1MB a byte short).
 func TestFractionalSizes(t *testing.T) {
-	for in, want := range map[string]string{"1.5GiB": "1610612736", "0.5MiB": "524288", "1.1MB": "1100000", "4.1MB": "4100000", "2,500.5MiB": "2621964288", "1,048,576": "1048576", "64.5KiB": "66048"} {
+	for in, want := range map[string]string{"1.5GiB": "1610612736", "0.5MiB": "524288", "1.1MB": "1100000", "4.1MB": "4100000", "2,500.5MiB": "2621964288", "1,048,576": "1048576", "64.5KiB": "66048", "1048576.0": "1048576", "1048576.000b": "1048576"} {
 		out, err := adapt(t, ":80 {\n\tresponse_cache {\n\t\tmax_size "+in+"\n\t}\n}")
 		if err != nil {
 			t.Errorf("max_size %s: %v", in, err)

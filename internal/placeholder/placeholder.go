@@ -111,7 +111,9 @@ func scan(s string, placeholder func(name string)) error {
 // Caddy knows and answers with nothing; {http.request.header.Host}, which
 // is always empty; the response's status, size and timings
 // (http.response.*, but for the header fields handlers before may have
-// set; http.intercept.*), read before there is a response; or one under
+// set; http.intercept.*), read before there is a response; the clock
+// (time.*), which moves keys between requests; reverse_proxy's own
+// (http.reverse_proxy.*), set after the key is read; or one under
 // http.request. that
 // Caddy does not know, a typo that would be the same (unknown) for every
 // request. Placeholders that other handlers set (vars, regexp captures,
@@ -147,6 +149,12 @@ func CheckKey(template string) error {
 			strings.HasPrefix(name, "http.intercept.") {
 			// (Response header fields are those handlers before set.)
 			return fmt.Errorf("%q names {%s}, a placeholder of the response, which does not exist yet when the key is read", template, name)
+		}
+		if strings.HasPrefix(name, "time.") {
+			return fmt.Errorf("%q names {%s}, which changes with the clock, not with the request: requests moments apart would get different keys (a cache would store entries nobody finds again, a sticky client would move between upstreams); key on the request only, and bound how long responses are kept with default_ttl or the origin's Cache-Control", template, name)
+		}
+		if strings.HasPrefix(name, "http.reverse_proxy.") {
+			return fmt.Errorf("%q names {%s}, which reverse_proxy sets after it has picked an upstream: it has no value when the key is read, so every request would bypass the cache or go to the fallback", template, name)
 		}
 		if namedFamilies[name] {
 			return fmt.Errorf("%q names {%s}, whose last part is empty (an unset {$VAR}?), so it is empty for every request", template, name)
