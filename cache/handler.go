@@ -146,7 +146,9 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.ctx = ctx
 	h.life = ctx
-	h.logger = ctx.Logger()
+	if h.logger == nil { // a test may have set one
+		h.logger = ctx.Logger()
+	}
 	if h.now == nil {
 		h.now = time.Now
 	}

@@ -94,7 +94,7 @@ func newTestHandler(t testing.TB, cfg Config, c *clock) *Handler {
 		cfg.CacheName = fmt.Sprintf("test-%d", testCacheSeq.Add(1))
 	}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	h := &Handler{Config: cfg}
+	h := &Handler{Config: cfg, logger: zap.NewNop()}
 	if c != nil {
 		h.now = c.Now
 	}
