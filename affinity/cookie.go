@@ -213,13 +213,13 @@ func checkSecret(field, secret string) error {
 	global := caddy.NewReplacer()
 	for _, name := range placeholder.Names(secret) {
 		if strings.HasPrefix(name, "time.") {
-			return fmt.Errorf("cookie %s names {%s}, which changes with the clock: each load, and each node, would sign with another secret", field, name)
+			return fmt.Errorf("cookie %s names a {time.*} placeholder, which changes with the clock: each load, and each node, would sign with another secret", field)
 		}
 		if strings.HasPrefix(name, "file.") {
 			continue // read when the config loads, not now (the file may be the deployed host's)
 		}
 		if _, ok := global.Get(name); !ok {
-			return fmt.Errorf("cookie %s names {%s}, which is not replaced when the config loads: only global placeholders are, such as {env.NAME} or {file./path}; write a literal brace as \\{ or \\}", field, name)
+			return fmt.Errorf("cookie %s names a placeholder that is not replaced when the config loads (only global ones are, such as {env.NAME} or {file./path}; a request's, such as {header.X}, is not); write a literal brace as \\{ or \\}", field)
 		}
 	}
 	return nil

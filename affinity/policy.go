@@ -333,6 +333,12 @@ func (s *AffinitySelection) keyWarnings() []warning {
 				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})
 		}
 	}
+	for _, k := range s.keys {
+		if names := placeholder.AfterProxy(k.expr); len(names) > 0 {
+			out = append(out, warning{"affinity key names placeholders reverse_proxy sets once it has picked an upstream: they have a value only where another reverse_proxy ran before for the request (after forward_auth, in handle_response); elsewhere the key never resolves",
+				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})
+		}
+	}
 	for i, k := range s.keys {
 		if alwaysResolves[k.name] && (i < len(s.keys)-1 || s.Cookie != nil || s.ownFallback) {
 			out = append(out, warning{"affinity key resolves for every request: the keys after it, the cookie and the fallback are never used",

@@ -1127,6 +1127,8 @@ func TestKeyWarnings(t *testing.T) {
 		{"client_ip with cookie", &AffinitySelection{Keys: []string{"{client_ip}"}, Cookie: &CookieConfig{Secret: "s"}}, "resolves for every request"},
 		{"default key with fallback", &AffinitySelection{FallbackRaw: fallback}, "resolves for every request"},
 		{"uri before a header", &AffinitySelection{Keys: []string{"{uri}", "{header.X-User}"}}, "resolves for every request"},
+		{"the upstream's header", &AffinitySelection{Keys: []string{"{rp.header.X-User}"}}, "placeholders reverse_proxy sets"},
+		{"its own output", &AffinitySelection{Keys: []string{"{http.reverse_proxy.affinity.key}"}}, "placeholders reverse_proxy sets"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := provisioned(t, tc.s)

@@ -80,49 +80,6 @@ func TestCoalescedMisses(t *testing.T) {
 	}
 }
 
-// TestCoalescedAcrossReload: a config loaded while a miss is in flight
-// shares its predecessor's store, and its misses of that key join the fill
-// in flight rather than ask the origin again.
-func TestCoalescedAcrossReload(t *testing.T) {
-	c := newClock()
-	old := newTestHandler(t, Config{}, c)
-	reloaded := newTestHandler(t, Config{CacheName: old.CacheName}, c)
-	if old.store != reloaded.store {
-		t.Fatal("the handlers do not share a store")
-	}
-	release := make(chan struct{})
-	o := blocking(c, release, "shared body", "Cache-Control", "max-age=60")
-	const target = "http://example.com/slow"
-	first := httptest.NewRecorder()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := old.ServeHTTP(first, newRequest(http.MethodGet, target), o); err != nil {
-			t.Error(err)
-		}
-	}()
-	key := keyOf(t, old, newRequest(http.MethodGet, target))
-	until(t, "the old config's miss to lead", func() bool { return old.flights.leading(key) })
-	second := httptest.NewRecorder()
-	joined := make(chan struct{})
-	go func() {
-		defer close(joined)
-		if err := reloaded.ServeHTTP(second, newRequest(http.MethodGet, target), o); err != nil {
-			t.Error(err)
-		}
-	}()
-	until(t, "the new config's miss to wait", func() bool { return reloaded.flights.waiting(key) == 1 })
-	close(release)
-	<-done
-	<-joined
-	if calls := o.calls.Load(); calls != 1 {
-		t.Errorf("origin called %d times, want 1: the reloaded config's miss should join the fill in flight", calls)
-	}
-	if second.Body.String() != "shared body" || !hasParam(second.Header().Get("Cache-Status"), "collapsed") {
-		t.Errorf("second answer %q, Cache-Status %q; want the shared body, collapsed", second.Body.String(), second.Header().Get("Cache-Status"))
-	}
-}
-
 func TestCoalescedUncacheableGoesToOrigin(t *testing.T) {
 	const n = 20
 	c := newClock()
@@ -865,12 +822,4 @@ func TestAbandonedMissEndsWhenItsWaitersLeaveToo(t *testing.T) {
 			untilValue(t, "the leader to return", ldone)
 		})
 	}
-}
-
-// leading reports whether a miss leads a flight for key.
-func (g *flightGroup) leading(key string) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	_, ok := g.m[key]
-	return ok
 }

@@ -106,6 +106,10 @@ type entryData struct {
 
 	// validator reports an ETag or Last-Modified to revalidate with.
 	validator bool
+	// dropsServer: the handler after the cache dropped Caddy's Server
+	// field (reverse_proxy does): a hit drops it too, unless the stored
+	// response has the origin's.
+	dropsServer bool
 
 	tags []string // surrogate keys (Surrogate-Key / Cache-Tag)
 	cost int64

@@ -192,6 +192,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.customKey {
 		h.warnKey()
 	}
+	h.flights = new(flightGroup)
 	h.fills = new(fillSet)
 	h.bg = &background{keys: make(map[string]struct{})}
 	h.clientKeys = new(clientKeys)
@@ -215,7 +216,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			zap.Int64("max_size", h.MaxSize))
 	}
 	h.store = v.(*store)
-	h.flights = &v.(*store).flights
 	if h.MinUses != 1 {
 		h.uses = v.(*store).useCounts
 	}
@@ -268,6 +268,10 @@ func (h *Handler) Validate() error {
 func (h *Handler) warnKey() {
 	if names := placeholder.Misspelt(h.Key); len(names) > 0 {
 		h.logger.Warn("response_cache key names placeholders that look like a misspelt shorthand (such as {remote_ip} for {client_ip}); unless a map or a plugin sets them, requests bypass the cache",
+			zap.String("key", h.Key), zap.Strings("placeholders", names))
+	}
+	if names := placeholder.AfterProxy(h.Key); len(names) > 0 {
+		h.logger.Warn("response_cache key names placeholders reverse_proxy sets: they have a value only where a reverse_proxy ran before the cache for the request (in handle_response, after forward_auth); elsewhere every request bypasses the cache",
 			zap.String("key", h.Key), zap.Strings("placeholders", names))
 	}
 	if placeholder.NamesNoURL(h.Key) {
@@ -782,10 +786,10 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 	// those of its filling request apart (entry.preset).
 	preset, anyPreset := h.presetValues(hdr)
 	vals, prevStatus, server := e.header.addTo(hdr, 2)
-	if !server {
-		// The Server field Caddy set is not the response's: a miss
-		// leaves it out when the next handler drops it (reverse_proxy
-		// does, for Via), and the stored response then has none.
+	if e.dropsServer && !server {
+		// As on its miss: the handler after the cache dropped the
+		// client's Server field (reverse_proxy does, for Via), and the
+		// origin sent none.
 		delete(hdr, "Server")
 	}
 	if anyPreset {

@@ -2509,6 +2509,7 @@ func TestKeyWarnings(t *testing.T) {
 		{key: "{http.request.header.X-Tenant}", want: []string{"names no part of the URL"}},
 		{key: "{remote_ip}{http.request.uri}", want: []string{"misspelt shorthand"}},
 		{key: "{client-ip}", want: []string{"misspelt shorthand"}},
+		{key: "{rp.header.X-Accel-Redirect} {http.request.orig_uri}", want: []string{"placeholders reverse_proxy sets"}},
 	} {
 		core, logs := observer.New(zap.WarnLevel)
 		h := &Handler{Config: Config{Key: placeholder.Expand(tc.key)}, logger: zap.New(core)}
@@ -2686,13 +2687,15 @@ func TestNestedCachePassesThrough(t *testing.T) {
 
 // TestServerFieldAsWithoutTheCache: the Server field Caddy puts on every
 // response is the next handler's to drop (reverse_proxy drops it, for
-// Via) or keep (file_server); misses and hits then carry what the same
-// handler sends without the cache, and an origin's own replaces it.
+// Via) or keep (file_server); misses and hits, also after a background
+// refresh stored a new response, carry what the same handler sends
+// without the cache, and an origin's own replaces it. A Server field set
+// for one request before the cache is that request's: never stored.
 func TestServerFieldAsWithoutTheCache(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		next func(http.Header) // what the next handler does to its header
-		want []string
+		want []string          // for a client whose Server is Caddy's
 	}{
 		{"dropped, as by reverse_proxy", func(h http.Header) { delete(h, "Server") }, nil},
 		{"kept, as by file_server", func(http.Header) {}, []string{"Caddy"}},
@@ -2700,25 +2703,39 @@ func TestServerFieldAsWithoutTheCache(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
-			h := newTestHandler(t, Config{}, c)
-			inner := static(c, 200, "page", "Cache-Control", "max-age=60")
+			h := newTestHandler(t, Config{StaleWhileRevalidate: caddy.Duration(time.Hour)}, c)
 			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
 				tc.next(w.Header())
-				return inner.fn(w, r)
+				return static(c, 200, "page", "Cache-Control", "max-age=60").fn(w, r)
 			}}
-			for _, want := range []string{"fwd=uri-miss", "hit"} {
+			request := func(server, want string) {
+				t.Helper()
 				w := httptest.NewRecorder()
-				w.Header().Set("Server", "Caddy") // as Caddy's server does
+				w.Header().Set("Server", server) // as Caddy's server, or a header directive, does
 				if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/server"), o); err != nil {
 					t.Fatal(err)
 				}
 				h.store.wait()
+				h.bg.wait()
+				h.store.wait()
 				if cs := w.Header().Get("Cache-Status"); !strings.Contains(cs, want) {
 					t.Fatalf("Cache-Status %q, want %s", cs, want)
 				}
-				if got := w.Header().Values("Server"); !slices.Equal(got, tc.want) {
-					t.Errorf("%s: Server %q, want %q", want, got, tc.want)
+				wantServer := tc.want
+				if len(wantServer) > 0 && wantServer[0] == "Caddy" {
+					wantServer = []string{server}
 				}
+				if got := w.Header().Values("Server"); !slices.Equal(got, wantServer) {
+					t.Errorf("%s with Server %q: Server %q, want %q", want, server, got, wantServer)
+				}
+			}
+			request("debug-node-7", "fwd=uri-miss") // a header directive's, for this request
+			request("Caddy", "hit")
+			c.Advance(2 * time.Minute)
+			request("Caddy", "hit") // stale: refreshed in the background
+			request("Caddy", "hit")
+			if n := o.calls.Load(); n != 2 {
+				t.Fatalf("origin called %d times, want 2 (the miss, the refresh)", n)
 			}
 		})
 	}

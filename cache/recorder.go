@@ -24,6 +24,10 @@ import (
 type recorder struct {
 	w      http.ResponseWriter // the client (a discardWriter for background work)
 	header http.Header
+	// dropsServer: the next handler dropped the Server field the
+	// recorder's header started with (see newRecordedHeader).
+	dropsServer bool
+	seed        []string // the Server field the header started with
 
 	// events is told of the final status and of an overflow.
 	events recorderEvents
@@ -116,6 +120,7 @@ func newRecorder(w http.ResponseWriter, now func() time.Time) *recorder {
 // init readies a zero recorder writing to w.
 func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 	rec.w, rec.header, rec.now = w, newRecordedHeader(w), now
+	rec.seed = rec.header["Server"]
 	_, rec.discard = w.(*discardWriter)
 }
 
@@ -124,22 +129,44 @@ func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 func (rec *recorder) reset() {
 	rec.unreserve()
 	*rec = recorder{w: rec.w, discard: rec.discard, header: newRecordedHeader(rec.w), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx}
+	rec.seed = rec.header["Server"]
 }
 
 // newRecordedHeader returns the header map the next handler writes its
-// response's fields into, holding the client's Server field (Caddy's):
-// the next handler may drop it, as reverse_proxy does (it says Via
-// instead), and WriteHeader then drops it from the client's header too,
-// as without the cache.
+// response's fields into. It starts with a Server field, the client's
+// (Caddy's, or one a handler before the cache set) or serverSeed, which
+// the next handler may drop, as reverse_proxy does (it says Via
+// instead), keep, or replace with the origin's; WriteHeader tells which
+// (takeServerSeed, with the value kept in rec.seed). Only an origin's is stored: the client's is the
+// client's, and what a hit does with its own is in entry.dropsServer.
 func newRecordedHeader(w http.ResponseWriter) http.Header {
 	h := make(http.Header)
-	if w == nil {
-		return h
-	}
-	if v, ok := w.Header()["Server"]; ok {
-		h["Server"] = v
+	h["Server"] = noServer
+	if w != nil {
+		if v := w.Header()["Server"]; len(v) > 0 {
+			h["Server"] = v
+		}
 	}
 	return h
+}
+
+// noServer is the recorded header's Server field when the client has
+// none (a background refresh's).
+var noServer = []string{"Caddy"}
+
+// takeServerSeed finds what the next handler did with the Server field
+// newRecordedHeader put in rec.header, whose value was seed: dropped
+// (dropsServer), kept as it was (removed from rec.header, so that it is
+// neither stored nor copied over the client's), or replaced.
+func (rec *recorder) takeServerSeed() {
+	seed := rec.seed
+	v, ok := rec.header["Server"]
+	switch {
+	case !ok:
+		rec.dropsServer = true
+	case len(v) == len(seed) && len(v) > 0 && &v[0] == &seed[0]:
+		delete(rec.header, "Server")
+	}
 }
 
 // hasTrailers reports whether the next handler set trailers, announced in
@@ -176,6 +203,7 @@ func (rec *recorder) WriteHeader(status int) {
 	rec.status = status
 	rec.responseTime = rec.now()
 	rec.pass = true
+	rec.takeServerSeed()
 	if rec.events != nil {
 		rec.events.onHeader(rec)
 	}
@@ -201,7 +229,7 @@ func (rec *recorder) WriteHeader(status int) {
 	if rec.pass {
 		dst := rec.w.Header()
 		copyHeader(dst, rec.header)
-		if _, ok := rec.header["Server"]; !ok {
+		if rec.dropsServer {
 			delete(dst, "Server")
 		}
 		for f, pv := range rec.preset {
@@ -245,6 +273,9 @@ func (rec *recorder) writeInformational(status int) {
 		}
 	}
 	copyHeader(dst, rec.header)
+	if v := dst["Server"]; len(v) > 0 && &v[0] == &noServer[0] {
+		delete(dst, "Server") // a stand-in for a client without one
+	}
 	rec.w.WriteHeader(status)
 	for k := range rec.header {
 		if v, ok := prev[k]; ok {

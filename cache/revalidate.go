@@ -435,12 +435,13 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 // a stored copy would replay old events. reverse_proxy flushes such a
 // response at every write; the cache passes it on as it comes.
 func isEventStream(hdr http.Header) bool {
-	ct := hdr["Content-Type"]
-	if len(ct) == 0 {
-		return false
+	for _, ct := range hdr["Content-Type"] { // any line: clients differ in which they read
+		mt, _, _ := strings.Cut(ct, ";")
+		if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
+			return true
+		}
 	}
-	mt, _, _ := strings.Cut(ct[0], ";")
-	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
+	return false
 }
 
 // judge applies Storable and LifetimeAt to a response to r of status,
@@ -1271,6 +1272,8 @@ func (h *Handler) newEntryWith(x *exchange, rec *recorder, body *body) *entry {
 		fresh:  x.fresh,
 		rc:     x.rc,
 		vary:   x.vary,
+
+		dropsServer: rec.dropsServer,
 	}, firstUse: x.firstUse}
 	if x.preset != nil {
 		e.preset = packFields(x.preset, nil)

@@ -144,11 +144,6 @@ type store struct {
 	cache  atomic.Pointer[ristretto.Cache[uint64, *entry]]
 	bodies *arena
 
-	// flights are the misses in flight for the store's keys, shared like
-	// the store: a miss under a config just loaded joins the fill its
-	// predecessor began, instead of asking the origin again.
-	flights flightGroup
-
 	// mu protects the index maps. It is never held while calling into
 	// ristretto except Get (ristretto calls back into the index from its
 	// own goroutine, and Del blocks on that goroutine's buffer).

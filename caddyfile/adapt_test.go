@@ -183,8 +183,6 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache item larger than cache in a snippet", "(c) {\n\tmax_item_size 2MiB\n}\n:80 {\n\tresponse_cache {\n\t\tmax_size 1MiB\n\t\timport c\n\t}\n}", "max_item_size (2097152) must not be larger than max_size (1048576), at Caddyfile:2 import chain ['Caddyfile:7 (import c)']"},
 		{"cache min_uses with a sign", ":80 {\n\tresponse_cache {\n\t\tmin_uses +3\n\t}\n}", "min_uses must be auto or a whole number from 1 to 15, got '+3', at Caddyfile:3"},
 		{"cache key with the clock", ":80 {\n\tresponse_cache {\n\t\tkey \"{time.now.unix_ms} {uri}\"\n\t}\n}", "names {time.now.unix_ms}, which changes with the clock, not with the request"},
-		{"cache key of the upstream", ":80 {\n\tresponse_cache {\n\t\tkey \"{http.reverse_proxy.upstream.hostport} {uri}\"\n\t}\n}", "which reverse_proxy sets after it has picked an upstream: it has no value when the key is read"},
-		{"affinity key of its own output", ":80 {\n\treverse_proxy a:1 b:1 {\n\t\tlb_policy affinity {http.reverse_proxy.affinity.key}\n\t}\n}", "every request would bypass the cache or go to the fallback, at Caddyfile:3"},
 		{"cache max_size zero", ":80 {\n\tresponse_cache {\n\t\tmax_size 0\n\t}\n}", "max_size must be at least 64KiB, got 0, at Caddyfile:3"},
 		{"affinity key unclosed", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\tkey {http.request.header.X-User\n\t\t}\n\t}\n}", "has an unclosed {"},
 		{"cache item larger than cache", ":80 {\n\tresponse_cache {\n\t\tmax_size 1MiB\n\t\tmax_item_size 2MiB\n\t}\n}", "must not be larger than max_size (1048576), at Caddyfile:4"},

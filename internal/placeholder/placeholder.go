@@ -112,8 +112,7 @@ func scan(s string, placeholder func(name string)) error {
 // is always empty; the response's status, size and timings
 // (http.response.*, but for the header fields handlers before may have
 // set; http.intercept.*), read before there is a response; the clock
-// (time.*), which moves keys between requests; reverse_proxy's own
-// (http.reverse_proxy.*), set after the key is read; or one under
+// (time.*), which moves keys between requests; or one under
 // http.request. that
 // Caddy does not know, a typo that would be the same (unknown) for every
 // request. Placeholders that other handlers set (vars, regexp captures,
@@ -153,9 +152,6 @@ func CheckKey(template string) error {
 		if strings.HasPrefix(name, "time.") {
 			return fmt.Errorf("%q names {%s}, which changes with the clock, not with the request: requests moments apart would get different keys (a cache would store entries nobody finds again, a sticky client would move between upstreams); key on the request only, and bound how long responses are kept with default_ttl or the origin's Cache-Control", template, name)
 		}
-		if strings.HasPrefix(name, "http.reverse_proxy.") {
-			return fmt.Errorf("%q names {%s}, which reverse_proxy sets after it has picked an upstream: it has no value when the key is read, so every request would bypass the cache or go to the fallback", template, name)
-		}
 		if namedFamilies[name] {
 			return fmt.Errorf("%q names {%s}, whose last part is empty (an unset {$VAR}?), so it is empty for every request", template, name)
 		}
@@ -168,6 +164,21 @@ func CheckKey(template string) error {
 		}
 	}
 	return nil
+}
+
+// AfterProxy returns the names in template, which must be well formed,
+// that reverse_proxy sets (http.reverse_proxy.*): they have a value only
+// where a reverse_proxy has run for the request before the key is read
+// (in its handle_response routes, after forward_auth), so they are
+// warned of, not rejected.
+func AfterProxy(template string) []string {
+	var names []string
+	for _, name := range Names(template) {
+		if strings.HasPrefix(name, "http.reverse_proxy.") {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // inNamedFamily reports whether name ends with a part the user names (a

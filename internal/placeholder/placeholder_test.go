@@ -94,9 +94,8 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.request.cookie.session}"},
 		{in: "{http.request.remote.host}"},
 		{in: "{env.HOME}{http.request.uri}"},
-		{in: "{http.vars.tenant}"}, // set by another handler
-		{in: "{http.reverse_proxy.upstream.hostport}{http.request.uri}", err: "after it has picked an upstream"},
-		{in: "{http.reverse_proxy.affinity.key}", err: "after it has picked an upstream"},
+		{in: "{http.vars.tenant}"},                     // set by another handler
+		{in: "{http.reverse_proxy.upstream.hostport}"}, // set by an earlier proxy, if any: warned of
 		{in: "{time.now.unix_ms} {http.request.uri}", err: "changes with the clock"},
 		{in: "{http.request.uri}{time.now.year}", err: "changes with the clock"},
 		{in: "{http.regexp.name.1}"},                  // a matcher's capture
