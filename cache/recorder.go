@@ -134,11 +134,12 @@ func (rec *recorder) reset() {
 
 // newRecordedHeader returns the header map the next handler writes its
 // response's fields into. It starts with a Server field, the client's
-// (Caddy's, or one a handler before the cache set) or serverSeed, which
+// (Caddy's, or one a handler before the cache set) or noServer, which
 // the next handler may drop, as reverse_proxy does (it says Via
 // instead), keep, or replace with the origin's; WriteHeader tells which
-// (takeServerSeed, with the value kept in rec.seed). Only an origin's is stored: the client's is the
-// client's, and what a hit does with its own is in entry.dropsServer.
+// (takeServerSeed; the caller keeps the value in rec.seed). Only an
+// origin's is stored: the client's is the client's, and what a hit does
+// with its own is in entry.dropsServer.
 func newRecordedHeader(w http.ResponseWriter) http.Header {
 	h := make(http.Header)
 	h["Server"] = noServer
