@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -2688,55 +2689,72 @@ func TestNestedCachePassesThrough(t *testing.T) {
 // TestServerFieldAsWithoutTheCache: the Server field Caddy puts on every
 // response is the next handler's to drop (reverse_proxy drops it, for
 // Via) or keep (file_server); misses and hits, also after a background
-// refresh stored a new response, carry what the same handler sends
-// without the cache, and an origin's own replaces it. A Server field set
-// for one request before the cache is that request's: never stored.
+// refresh stored a new response, and after a 103 (reverse_proxy rebuilds
+// the header map then), carry what the same handler sends without the
+// cache, and an origin's own replaces it. A Server field set for one
+// request before the cache is that request's: never stored.
 func TestServerFieldAsWithoutTheCache(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		next func(http.Header) // what the next handler does to its header
-		want []string          // for a client whose Server is Caddy's
+		want []string          // nil: none; {""}: the client's own
 	}{
 		{"dropped, as by reverse_proxy", func(h http.Header) { delete(h, "Server") }, nil},
-		{"kept, as by file_server", func(http.Header) {}, []string{"Caddy"}},
+		{"kept, as by file_server", func(http.Header) {}, []string{""}},
 		{"the origin's", func(h http.Header) { delete(h, "Server"); h.Set("Server", "nginx") }, []string{"nginx"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := newClock()
-			h := newTestHandler(t, Config{StaleWhileRevalidate: caddy.Duration(time.Hour)}, c)
-			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-				tc.next(w.Header())
-				return static(c, 200, "page", "Cache-Control", "max-age=60").fn(w, r)
-			}}
-			request := func(server, want string) {
-				t.Helper()
-				w := httptest.NewRecorder()
-				w.Header().Set("Server", server) // as Caddy's server, or a header directive, does
-				if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/server"), o); err != nil {
-					t.Fatal(err)
-				}
-				h.store.wait()
-				h.bg.wait()
-				h.store.wait()
-				if cs := w.Header().Get("Cache-Status"); !strings.Contains(cs, want) {
-					t.Fatalf("Cache-Status %q, want %s", cs, want)
-				}
-				wantServer := tc.want
-				if len(wantServer) > 0 && wantServer[0] == "Caddy" {
-					wantServer = []string{server}
-				}
-				if got := w.Header().Values("Server"); !slices.Equal(got, wantServer) {
-					t.Errorf("%s with Server %q: Server %q, want %q", want, server, got, wantServer)
-				}
-			}
-			request("debug-node-7", "fwd=uri-miss") // a header directive's, for this request
-			request("Caddy", "hit")
-			c.Advance(2 * time.Minute)
-			request("Caddy", "hit") // stale: refreshed in the background
-			request("Caddy", "hit")
-			if n := o.calls.Load(); n != 2 {
-				t.Fatalf("origin called %d times, want 2 (the miss, the refresh)", n)
-			}
-		})
+		for _, hints := range []bool{false, true} {
+			t.Run(tc.name+map[bool]string{true: ", after a 103"}[hints], func(t *testing.T) {
+				testServerField(t, tc.next, tc.want, hints)
+			})
+		}
+	}
+}
+
+func testServerField(t *testing.T, next func(http.Header), want []string, hints bool) {
+	c := newClock()
+	h := newTestHandler(t, Config{StaleWhileRevalidate: caddy.Duration(time.Hour)}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if hints {
+			// As reverse_proxy passes an origin's 103 on: its own fields
+			// set aside, then the map rebuilt from a copy of them.
+			hdr := w.Header()
+			own := hdr.Clone()
+			hdr.Set("Link", "</a.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			clear(hdr)
+			maps.Copy(hdr, own)
+		}
+		next(w.Header())
+		return static(c, 200, "page", "Cache-Control", "max-age=60").fn(w, r)
+	}}
+	request := func(server, status string) {
+		t.Helper()
+		w := httptest.NewRecorder()
+		w.Header().Set("Server", server) // as Caddy's server, or a header directive, does
+		if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/server"), o); err != nil {
+			t.Fatal(err)
+		}
+		h.store.wait()
+		h.bg.wait()
+		h.store.wait()
+		if cs := w.Header().Get("Cache-Status"); !strings.Contains(cs, status) {
+			t.Fatalf("Cache-Status %q, want %s", cs, status)
+		}
+		wantServer := want
+		if len(want) == 1 && want[0] == "" {
+			wantServer = []string{server}
+		}
+		if got := w.Header().Values("Server"); !slices.Equal(got, wantServer) {
+			t.Errorf("%s with Server %q: Server %q, want %q", status, server, got, wantServer)
+		}
+	}
+	request("debug-node-7", "fwd=uri-miss") // a header directive's, for this request
+	request("Caddy", "hit")
+	c.Advance(2 * time.Minute)
+	request("Caddy", "hit") // stale: refreshed in the background
+	request("X", "hit")     // neither the refresh's nor Caddy's
+	if n := o.calls.Load(); n != 2 {
+		t.Fatalf("origin called %d times, want 2 (the miss, the refresh)", n)
 	}
 }

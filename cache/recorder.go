@@ -27,7 +27,6 @@ type recorder struct {
 	// dropsServer: the next handler dropped the Server field the
 	// recorder's header started with (see newRecordedHeader).
 	dropsServer bool
-	seed        []string // the Server field the header started with
 
 	// events is told of the final status and of an overflow.
 	events recorderEvents
@@ -119,8 +118,7 @@ func newRecorder(w http.ResponseWriter, now func() time.Time) *recorder {
 
 // init readies a zero recorder writing to w.
 func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
-	rec.w, rec.header, rec.now = w, newRecordedHeader(w), now
-	rec.seed = rec.header["Server"]
+	rec.w, rec.header, rec.now = w, newRecordedHeader(), now
 	_, rec.discard = w.(*discardWriter)
 }
 
@@ -128,44 +126,39 @@ func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 // body, for another response to the same client.
 func (rec *recorder) reset() {
 	rec.unreserve()
-	*rec = recorder{w: rec.w, discard: rec.discard, header: newRecordedHeader(rec.w), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx}
-	rec.seed = rec.header["Server"]
+	*rec = recorder{w: rec.w, discard: rec.discard, header: newRecordedHeader(), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx}
 }
 
 // newRecordedHeader returns the header map the next handler writes its
-// response's fields into. It starts with a Server field, the client's
-// (Caddy's, or one a handler before the cache set) or noServer, which
-// the next handler may drop, as reverse_proxy does (it says Via
-// instead), keep, or replace with the origin's; WriteHeader tells which
-// (takeServerSeed; the caller keeps the value in rec.seed). Only an
-// origin's is stored: the client's is the client's, and what a hit does
-// with its own is in entry.dropsServer.
-func newRecordedHeader(w http.ResponseWriter) http.Header {
-	h := make(http.Header)
-	h["Server"] = noServer
-	if w != nil {
-		if v := w.Header()["Server"]; len(v) > 0 {
-			h["Server"] = v
-		}
-	}
-	return h
+// response's fields into. It starts with a Server field of serverSeed,
+// standing for the client's (Caddy's, one a handler before the cache
+// set, or none), which the next handler may drop, as reverse_proxy does
+// (it says Via instead), keep, or replace with the origin's; WriteHeader
+// tells which (takeServerSeed). Only an origin's is stored: the client's
+// is the client's, and what a hit does with its own is in
+// entry.dropsServer. A value, not a slice compared by address:
+// reverse_proxy rebuilds the header map after a 1xx response.
+func newRecordedHeader() http.Header {
+	return http.Header{"Server": {serverSeed}}
 }
 
-// noServer is the recorded header's Server field when the client has
-// none (a background refresh's).
-var noServer = []string{"Caddy"}
+// serverSeed is the recorded header's Server value until the next
+// handler changes it; never sent (see takeServerSeed, writeInformational).
+const serverSeed = "response_cache: the client's Server field"
+
+// keepsSeed reports whether the Server values v are serverSeed.
+func keepsSeed(v []string) bool { return len(v) == 1 && v[0] == serverSeed }
 
 // takeServerSeed finds what the next handler did with the Server field
-// newRecordedHeader put in rec.header, whose value was seed: dropped
-// (dropsServer), kept as it was (removed from rec.header, so that it is
-// neither stored nor copied over the client's), or replaced.
+// newRecordedHeader put in rec.header: dropped (dropsServer), kept
+// (removed from rec.header, so that it is neither stored nor copied over
+// the client's), or replaced.
 func (rec *recorder) takeServerSeed() {
-	seed := rec.seed
 	v, ok := rec.header["Server"]
 	switch {
 	case !ok:
 		rec.dropsServer = true
-	case len(v) == len(seed) && len(v) > 0 && &v[0] == &seed[0]:
+	case keepsSeed(v):
 		delete(rec.header, "Server")
 	}
 }
@@ -274,8 +267,12 @@ func (rec *recorder) writeInformational(status int) {
 		}
 	}
 	copyHeader(dst, rec.header)
-	if v := dst["Server"]; len(v) > 0 && &v[0] == &noServer[0] {
-		delete(dst, "Server") // a stand-in for a client without one
+	if keepsSeed(dst["Server"]) { // the client's own, as it was
+		if v, ok := prev["Server"]; ok {
+			dst["Server"] = v
+		} else {
+			delete(dst, "Server")
+		}
 	}
 	rec.w.WriteHeader(status)
 	for k := range rec.header {
