@@ -142,7 +142,7 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 	if s.Algorithm != "" {
 		a, err := ParseAlgorithm(s.Algorithm)
 		if err != nil {
-			return fmt.Errorf("provisioning affinity policy: algorithm: %w", err)
+			return fmt.Errorf("lb_policy affinity: algorithm: %w", err)
 		}
 		alg = a
 	}
@@ -170,11 +170,11 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 
 	if s.Cookie != nil {
 		if err := cookieReachesResponse(ctx); err != nil {
-			return fmt.Errorf("provisioning affinity policy: %w", err)
+			return fmt.Errorf("lb_policy affinity: %w", err)
 		}
 		jar, err := newCookieJar(*s.Cookie)
 		if err != nil {
-			return fmt.Errorf("provisioning affinity policy: %w", err)
+			return fmt.Errorf("lb_policy affinity: %w", err)
 		}
 		if n := len(jar.cfg.Secret); n < minSecretLen {
 			s.logger.Warn("affinity cookie secret is short: anyone holding one cookie can guess it offline and choose their upstream; use at least 32 random bytes",
@@ -201,7 +201,7 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 		}
 		mod, err := ctx.LoadModule(s, "FallbackRaw")
 		if err != nil {
-			return fmt.Errorf("provisioning affinity policy: loading fallback policy: %w", err)
+			return fmt.Errorf("lb_policy affinity: loading fallback policy: %w", err)
 		}
 		s.fallback = mod.(reverseproxy.Selector)
 	}
@@ -276,12 +276,12 @@ func (s *AffinitySelection) prepareStatic(ctx caddy.Context) error {
 	}
 	for _, d := range slices.Sorted(maps.Keys(s.Weights)) {
 		if !slices.Contains(dials, d) {
-			return fmt.Errorf("provisioning affinity policy: weight for %q matches no upstream; upstreams are %s",
+			return fmt.Errorf("lb_policy affinity: weight for %q matches no upstream; upstreams are %s",
 				d, strings.Join(dials, ", "))
 		}
 	}
 	if _, err := s.sets.get(h.Upstreams); err != nil {
-		return fmt.Errorf("provisioning affinity policy: %w", err)
+		return fmt.Errorf("lb_policy affinity: %w", err)
 	}
 	return nil
 }

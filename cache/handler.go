@@ -199,7 +199,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	if ctx.Context != nil && ctx.Done() != nil { // a config's context (not a bare one in a test)
 		if err := claimName(ctx.Done(), &h.Config); err != nil {
-			return fmt.Errorf("provisioning response_cache: %w", err)
+			return fmt.Errorf("response_cache: %w", err)
 		}
 		h.claimed = ctx.Done()
 	}
@@ -208,7 +208,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return newStore(h.CacheName, h.MaxSize)
 	})
 	if err != nil {
-		return fmt.Errorf("provisioning response_cache: %w", err)
+		return fmt.Errorf("response_cache: %w", err)
 	}
 	if !kept {
 		// At a reload, the misses that refill it reach the origin: say why.
@@ -232,29 +232,29 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) Validate() error {
 	c := &h.Config
 	if err := checkMaxSize(c.MaxSize); err != nil {
-		return fmt.Errorf("provisioning response_cache: %w", err)
+		return fmt.Errorf("response_cache: %w", err)
 	}
 	switch {
 	case c.MaxItemSize <= 0:
-		return fmt.Errorf("provisioning response_cache: max_item_size must be positive, got %d", c.MaxItemSize)
+		return fmt.Errorf("response_cache: max_item_size must be positive, got %d", c.MaxItemSize)
 	case c.MaxItemSize > c.MaxSize:
-		return fmt.Errorf("provisioning response_cache: max_item_size (%d) must not be larger than max_size (%d)", c.MaxItemSize, c.MaxSize)
+		return fmt.Errorf("response_cache: max_item_size (%d) must not be larger than max_size (%d)", c.MaxItemSize, c.MaxSize)
 	case c.DefaultTTL < 0:
-		return fmt.Errorf("provisioning response_cache: default_ttl must not be negative, got %s", time.Duration(c.DefaultTTL))
+		return fmt.Errorf("response_cache: default_ttl must not be negative, got %s", time.Duration(c.DefaultTTL))
 	case c.StaleWhileRevalidate < 0:
-		return fmt.Errorf("provisioning response_cache: stale_while_revalidate must not be negative, got %s", time.Duration(c.StaleWhileRevalidate))
+		return fmt.Errorf("response_cache: stale_while_revalidate must not be negative, got %s", time.Duration(c.StaleWhileRevalidate))
 	case c.StaleIfError < 0:
-		return fmt.Errorf("provisioning response_cache: stale_if_error must not be negative, got %s", time.Duration(c.StaleIfError))
+		return fmt.Errorf("response_cache: stale_if_error must not be negative, got %s", time.Duration(c.StaleIfError))
 	case c.MinUses < 0 || c.MinUses > maxMinUses:
-		return fmt.Errorf("provisioning response_cache: min_uses must be from 1 to %d (0 means auto), got %d", maxMinUses, c.MinUses)
+		return fmt.Errorf("response_cache: min_uses must be from 1 to %d (0 means auto), got %d", maxMinUses, c.MinUses)
 	case c.CacheName != "" && !isToken(c.CacheName):
-		return fmt.Errorf("provisioning response_cache: cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got %q", c.CacheName)
+		return fmt.Errorf("response_cache: cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got %q", c.CacheName)
 	case c.TargetedField != "" && c.TargetedField != "-" && !isFieldName(c.TargetedField):
-		return fmt.Errorf("provisioning response_cache: targeted_field must be a header field name or \"-\", got %q", c.TargetedField)
+		return fmt.Errorf("response_cache: targeted_field must be a header field name or \"-\", got %q", c.TargetedField)
 	}
 	if c.Key != "" && c.Key != DefaultKey {
 		if err := placeholder.CheckKey(c.Key); err != nil {
-			return fmt.Errorf("provisioning response_cache: key: %w", err)
+			return fmt.Errorf("response_cache: key: %w", err)
 		}
 	}
 	return nil
