@@ -332,8 +332,6 @@ func (s *AffinitySelection) keyWarnings() []warning {
 			out = append(out, warning{"affinity key names placeholders that look like a misspelt shorthand (such as {remote_ip} for {client_ip}); unless a map or a plugin sets them, the key never resolves",
 				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})
 		}
-	}
-	for _, k := range s.keys {
 		if names := placeholder.AfterProxy(k.expr); len(names) > 0 {
 			out = append(out, warning{"affinity key names placeholders reverse_proxy sets once it has picked an upstream: they have a value only where another reverse_proxy ran before for the request (after forward_auth, in handle_response); elsewhere the key never resolves",
 				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})

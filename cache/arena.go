@@ -344,30 +344,13 @@ func (a *arena) pageRange(b int32, k int8) (first, n int) {
 // markResidentLocked records the pages of block b of order k, about to
 // be written, as resident.
 func (a *arena) markResidentLocked(b int32, k int8) {
-	first, n := a.pageRange(b, k)
-	for p := first; p < first+n; {
-		w, bit := p/64, uint(p%64)
-		run := min(64-int(bit), first+n-p)
-		mask := ^uint64(0) >> (64 - run) << bit
-		a.resident += int64(bits.OnesCount64(mask&^a.residentBits[w])) * a.pageBytes()
-		a.residentBits[w] |= mask
-		p += run
-	}
+	a.resident += int64(a.setPagesLocked(b, k, true)) * a.pageBytes()
 }
 
 // releaseLocked gives the pages of free block b of order k (whole pages)
 // back to the system.
 func (a *arena) releaseLocked(b int32, k int8) {
-	first, n := a.pageRange(b, k)
-	cleared := 0
-	for p := first; p < first+n; {
-		w, bit := p/64, uint(p%64)
-		run := min(64-int(bit), first+n-p)
-		mask := ^uint64(0) >> (64 - run) << bit
-		cleared += bits.OnesCount64(mask & a.residentBits[w])
-		a.residentBits[w] &^= mask
-		p += run
-	}
+	cleared := a.setPagesLocked(b, k, false)
 	if cleared == 0 {
 		return
 	}
@@ -375,6 +358,27 @@ func (a *arena) releaseLocked(b int32, k int8) {
 	a.released.Add(uint64(int64(cleared) * a.pageBytes()))
 	off := (int(b) & a.blockMask()) << minBlockShift
 	releasePages(a.chunks[int(b)>>a.blockShift()][off : off+minBlock<<k])
+}
+
+// setPagesLocked sets (or clears) the resident bits of the pages of block
+// b of order k, and returns how many of them changed.
+func (a *arena) setPagesLocked(b int32, k int8, resident bool) int {
+	first, n := a.pageRange(b, k)
+	changed := 0
+	for p := first; p < first+n; {
+		w, bit := p/64, uint(p%64)
+		run := min(64-int(bit), first+n-p)
+		mask := ^uint64(0) >> (64 - run) << bit
+		if resident {
+			changed += bits.OnesCount64(mask &^ a.residentBits[w])
+			a.residentBits[w] |= mask
+		} else {
+			changed += bits.OnesCount64(mask & a.residentBits[w])
+			a.residentBits[w] &^= mask
+		}
+		p += run
+	}
+	return changed
 }
 
 // freeLocked returns block b of order k, merging it with its free buddies.
