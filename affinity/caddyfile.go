@@ -301,7 +301,7 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 		case "secure", "http_only":
 			on := true
 			if d.NextArg() {
-				switch d.Val() {
+				switch strings.ToLower(d.Val()) { // as same_site's values
 				case "on", "true":
 				case "off", "false":
 					on = false

@@ -286,8 +286,10 @@ func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	return caddy.Duration(dur), nil
 }
 
+// parseOnOff reads on|off (or true|false), in any case, as targeted_field's
+// off and the affinity cookie's options are.
 func parseOnOff(d *caddyfile.Dispenser, opt, arg string) (bool, error) {
-	switch arg {
+	switch strings.ToLower(arg) {
 	case "on", "true":
 		return true, nil
 	case "off", "false":

@@ -232,3 +232,22 @@ func TestNestedAffinityErrorPrefix(t *testing.T) {
 		t.Errorf("error %v, want one lb_policy affinity: prefix and the option", err)
 	}
 }
+
+// TestOnOffAnyCase: on and off are read in any case, as targeted_field's
+// off and same_site's values are.
+func TestOnOffAnyCase(t *testing.T) {
+	for caddyfile, want := range map[string]string{
+		":80 {\n\tresponse_cache {\n\t\tcoalesce OFF\n\t}\n}":  `"coalesce": false`,
+		":80 {\n\tresponse_cache {\n\t\tstatus_key On\n\t}\n}": `"status_key": true`,
+		":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\tcookie {\n\t\t\t\tsecret s\n\t\t\t\thttp_only Off\n\t\t\t}\n\t\t}\n\t}\n}": `"http_only": false`,
+	} {
+		out, err := adapt(t, caddyfile)
+		if err != nil {
+			t.Errorf("%q: %v", caddyfile, err)
+			continue
+		}
+		if !strings.Contains(out, want) {
+			t.Errorf("%q: want %s in\n%s", caddyfile, want, out)
+		}
+	}
+}
