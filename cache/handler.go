@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -769,6 +770,26 @@ func (h *Handler) freshness(e *entry) Freshness {
 	return f
 }
 
+// carriedValues returns the first four fields of the client's response
+// hdr that handlers before the cache set (see carriedFields), and whether
+// there are any, without allocating. A field past the fourth is replaced
+// by the stored one, as before carried fields were known to hits.
+func (h *Handler) carriedValues(hdr http.Header) (out [4]carriedField, found bool) {
+	if len(hdr) == 0 || len(hdr) == 1 && hdr["Server"] != nil {
+		return out, false // usual: Caddy's Server field alone
+	}
+	i := 0
+	for k, v := range hdr {
+		if len(v) > 0 && !h.ownsField(k) {
+			out[i], found = carriedField{name: k, pre: v}, true
+			if i++; i == len(out) {
+				break
+			}
+		}
+	}
+	return out, found
+}
+
 // ttl is e's remaining freshness at now under this config: positive
 // while fresh, zero or negative (the staleness) once stale.
 func (h *Handler) ttl(e *entry, now time.Time) time.Duration { return h.freshness(e).TTL(now) }
@@ -785,7 +806,20 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 	// go first, as on a miss (prependPreset); the stored response keeps
 	// those of its filling request apart (entry.preset).
 	preset, anyPreset := h.presetValues(hdr)
+	carried, anyCarried := h.carriedValues(hdr)
 	vals, prevStatus, server := e.header.addTo(hdr, 2)
+	if anyCarried {
+		// As reverse_proxy adds the origin's lines after those set
+		// before it (recorder.carry).
+		for _, c := range carried {
+			if c.name == "" {
+				break
+			}
+			if v := hdr[c.name]; len(v) > 0 && &v[0] != &c.pre[0] {
+				hdr[c.name] = append(slices.Clip(c.pre), v...)
+			}
+		}
+	}
 	if e.dropsServer && !server {
 		// As on its miss: the handler after the cache dropped the
 		// client's Server field (reverse_proxy does, for Via), and the

@@ -2758,3 +2758,116 @@ func testServerField(t *testing.T, next func(http.Header), want []string, hints 
 		t.Fatalf("origin called %d times, want 2 (the miss, the refresh)", n)
 	}
 }
+
+// TestFieldsSetBeforeTheCache: fields a handler before the cache set on
+// the client's response (forward_auth's copied Set-Cookie, a header
+// directive's Link) reach the client on a miss as the next handler left
+// them without the cache; only what the next handler added is stored,
+// and hits add the stored lines after their own client's.
+func TestFieldsSetBeforeTheCache(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		next func(http.Header) // what the next handler does to its header, besides Cache-Control
+		miss map[string][]string
+		hit  map[string][]string
+	}{
+		{"added after, as by reverse_proxy", func(h http.Header) {
+			h.Add("Set-Cookie", "app=2")
+			h.Add("Link", "</origin.css>; rel=preload")
+		}, map[string][]string{
+			"Set-Cookie": {"auth=1", "app=2"}, "Link": {"</pre.css>; rel=preload", "</origin.css>; rel=preload"},
+		}, nil},
+		{"added after, without a cookie", func(h http.Header) {
+			h.Add("Link", "</origin.css>; rel=preload")
+		}, map[string][]string{
+			"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload", "</origin.css>; rel=preload"},
+		}, map[string][]string{
+			"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload", "</origin.css>; rel=preload"},
+		}},
+		{"kept, as file_server keeps a Content-Type", func(h http.Header) {
+			if h.Get("Content-Type") == "" {
+				h.Set("Content-Type", "text/plain")
+			}
+		}, map[string][]string{
+			"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload"}, "Content-Type": {"text/html"},
+		}, map[string][]string{
+			"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload"}, "Content-Type": {"text/html"},
+		}},
+		{"replaced", func(h http.Header) {
+			h.Set("Link", "</other.css>; rel=preload")
+		}, map[string][]string{
+			"Set-Cookie": {"auth=1"}, "Link": {"</other.css>; rel=preload"},
+		}, map[string][]string{
+			// A hit cannot know that the miss's next handler replaced the
+			// line: it adds the stored one, as for added lines.
+			"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload", "</other.css>; rel=preload"},
+		}},
+		{"deleted", func(h http.Header) {
+			h.Del("Link")
+		}, map[string][]string{
+			"Set-Cookie": {"auth=1"}, "Link": nil,
+		}, map[string][]string{
+			"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload"},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			next := func(w http.ResponseWriter, r *http.Request) error {
+				tc.next(w.Header())
+				return static(c, 200, "page", "Cache-Control", "max-age=60").fn(w, r)
+			}
+			preset := func(w http.ResponseWriter) {
+				w.Header().Add("Set-Cookie", "auth=1")
+				w.Header().Set("Link", "</pre.css>; rel=preload")
+				if strings.Contains(tc.name, "Content-Type") {
+					w.Header().Set("Content-Type", "text/html")
+				}
+			}
+			check := func(what string, w *httptest.ResponseRecorder, want map[string][]string) {
+				t.Helper()
+				for f, v := range want {
+					if got := w.Header().Values(f); !slices.Equal(got, v) {
+						t.Errorf("%s: %s %q, want %q", what, f, got, v)
+					}
+				}
+			}
+			// Without the cache.
+			w := httptest.NewRecorder()
+			preset(w)
+			if err := next(w, newRequest(http.MethodGet, "http://example.com/f")); err != nil {
+				t.Fatal(err)
+			}
+			check("without the cache", w, tc.miss)
+
+			o := &origin{fn: next}
+			request := func(status string) *httptest.ResponseRecorder {
+				t.Helper()
+				w := httptest.NewRecorder()
+				preset(w)
+				if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/f"), o); err != nil {
+					t.Fatal(err)
+				}
+				h.store.wait()
+				if cs := w.Header().Get("Cache-Status"); !strings.Contains(cs, status) {
+					t.Fatalf("Cache-Status %q, want %s", cs, status)
+				}
+				return w
+			}
+			check("miss", request("fwd=uri-miss"), tc.miss)
+			if tc.hit == nil {
+				request("fwd=uri-miss") // the origin's Set-Cookie: not stored
+				return
+			}
+			key := []byte(keyOf(t, h, newRequest(http.MethodGet, "http://example.com/f")))
+			e := h.store.get(keyHash(key), key)
+			if e == nil {
+				t.Fatal("not stored")
+			}
+			if v := e.header.Values("Set-Cookie"); v != nil {
+				t.Errorf("stored Set-Cookie %q, a cookie set before the cache", v)
+			}
+			check("hit", request("hit"), tc.hit)
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,9 @@ type recorder struct {
 	// dropsServer: the next handler dropped the Server field the
 	// recorder's header started with (see newRecordedHeader).
 	dropsServer bool
+	// carried are the other fields handlers before the cache set on the
+	// client's response (see carry), nil when there are none.
+	carried []carriedField
 
 	// events is told of the final status and of an overflow.
 	events recorderEvents
@@ -126,7 +130,59 @@ func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 // body, for another response to the same client.
 func (rec *recorder) reset() {
 	rec.unreserve()
-	*rec = recorder{w: rec.w, discard: rec.discard, header: newRecordedHeader(), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx}
+	*rec = recorder{w: rec.w, discard: rec.discard, header: newRecordedHeader(), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx, carried: rec.carried}
+	rec.seedCarried()
+}
+
+// carriedField is a field a handler before the cache set on the client's
+// response, other than the ones the cache treats on its own (Server,
+// Cache-Status and the fields that decide caching, see
+// Handler.carriedFields).
+type carriedField struct {
+	name string
+	pre  []string // its values before the next handler ran
+	// now are its values once the next handler wrote the status; gone
+	// when the next handler deleted it.
+	now  []string
+	gone bool
+}
+
+// carry puts the fields handlers before the cache set on the client's
+// response into the recorded header, where the next handler sees them as
+// it would without the cache: reverse_proxy adds the origin's lines after
+// them, file_server and respond keep a Content-Type set before them. At
+// the status (takeCarried) the recorded header keeps only what the next
+// handler added or replaced, which is what is stored, and the client gets
+// the fields as the next handler left them.
+func (rec *recorder) carry(fields []carriedField) {
+	rec.carried = fields
+	rec.seedCarried()
+}
+
+func (rec *recorder) seedCarried() {
+	for _, c := range rec.carried {
+		rec.header[c.name] = slices.Clone(c.pre) // the next handler may edit it in place
+	}
+}
+
+// takeCarried leaves in the recorded header only the lines the next
+// handler added to a carried field (after those set before it, as
+// reverse_proxy adds them) or all of it when it replaced them, and keeps
+// the field as the client gets it.
+func (rec *recorder) takeCarried() {
+	for i := range rec.carried {
+		c := &rec.carried[i]
+		v, ok := rec.header[c.name]
+		c.now, c.gone = v, !ok
+		if !ok || len(v) < len(c.pre) || !slices.Equal(v[:len(c.pre)], c.pre) {
+			continue
+		}
+		if added := v[len(c.pre):]; len(added) > 0 {
+			rec.header[c.name] = slices.Clip(added)
+		} else {
+			delete(rec.header, c.name)
+		}
+	}
 }
 
 // newRecordedHeader returns the header map the next handler writes its
@@ -198,6 +254,7 @@ func (rec *recorder) WriteHeader(status int) {
 	rec.responseTime = rec.now()
 	rec.pass = true
 	rec.takeServerSeed()
+	rec.takeCarried()
 	if rec.events != nil {
 		rec.events.onHeader(rec)
 	}
@@ -223,6 +280,13 @@ func (rec *recorder) WriteHeader(status int) {
 	if rec.pass {
 		dst := rec.w.Header()
 		copyHeader(dst, rec.header)
+		for _, c := range rec.carried {
+			if c.gone {
+				delete(dst, c.name)
+			} else {
+				dst[c.name] = c.now
+			}
+		}
 		if rec.dropsServer {
 			delete(dst, "Server")
 		}

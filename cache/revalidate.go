@@ -257,6 +257,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 	rec := &x.rec
 	rec.init(w, h.now)
+	rec.carry(h.carriedFields(w.Header()))
 	rec.clientCtx = r.Context()
 	// Last: the client's writer (see decouple) may still be writing once
 	// the response is stored.
@@ -344,6 +345,30 @@ func (h *Handler) presetFields(dst http.Header) http.Header {
 		}
 	}
 	return out
+}
+
+// carriedFields returns the fields handlers before the cache set on the
+// client's response dst, other than Server, Age, Cache-Status and
+// presetNames, which the cache treats on its own; nil (no allocation)
+// when there are none, as usual.
+func (h *Handler) carriedFields(dst http.Header) []carriedField {
+	var out []carriedField
+	for k, v := range dst {
+		if len(v) > 0 && !h.ownsField(k) {
+			out = append(out, carriedField{name: k, pre: v})
+		}
+	}
+	return out
+}
+
+// ownsField reports whether the cache treats the client's field k, as set
+// by handlers before it, on its own rather than as a carried field.
+func (h *Handler) ownsField(k string) bool {
+	switch k {
+	case "Server", "Age", "Cache-Status":
+		return true
+	}
+	return slices.Contains(h.presetNames, k)
 }
 
 // presetValues returns the values of presetNames (at most four) in dst,
