@@ -32,7 +32,7 @@ import (
 //			http_only  [on|off]
 //			same_site  lax|strict|none
 //		}
-//		fallback   <policy>
+//		fallback   <policy> [<args>...] [{ ... }]
 //	}
 //
 // Keys given inline and with `key` (which may repeat) are tried in the

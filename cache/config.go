@@ -28,9 +28,10 @@ type Config struct {
 
 	// Key is the template of the primary cache key; it may use any request
 	// placeholders. The default,
-	// `{http.request.scheme}://{http.request.hostport}{http.request.orig_uri}`,
-	// covers scheme, host (lower-cased), port (the scheme's default left
-	// out), and the path and query the client sent (before any rewrite),
+	// `{http.request.scheme}://{http.request.host}:<port>{http.request.orig_uri}`,
+	// covers scheme, host (lower-cased), the port the connection came in on
+	// (not Host's, which a client chooses; the scheme's default left out),
+	// and the path and query the client sent (before any rewrite),
 	// the path with its percent-encoding
 	// as sent (so /a%2Fb and /a/b are two entries, as are /a? and /a); GET
 	// and HEAD share a key, because only GET responses are stored and HEAD

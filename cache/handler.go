@@ -40,7 +40,9 @@ const (
 	// DefaultKey is the default cache key template. It names the key the
 	// handler builds itself (appendURLKey): the URI the client sent, on
 	// its origin, with the host lower-cased and the path's hex digits
-	// upper-cased.
+	// upper-cased. Where the template says hostport, the key has the port
+	// the connection came in on rather than Host's (no placeholder names
+	// it).
 	DefaultKey = "{http.request.scheme}://{http.request.hostport}{http.request.orig_uri}"
 	// earlierDefaultKey was DefaultKey until keys told /a? from /a; a
 	// config that spells it out still gets the default key
