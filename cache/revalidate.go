@@ -98,6 +98,8 @@ type exchange struct {
 
 	h   *Handler
 	rec recorder // records the origin's response
+	// proxy tells a response reverse_proxy's handle_response made.
+	proxy proxyMark
 
 	// result is the requests_total counter the exchange is counted under,
 	// once, when it ends; nil for a background refresh (no request).
@@ -257,7 +259,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 	rec := &x.rec
 	rec.init(w, h.now)
-	rec.carry(h.carriedFields(w.Header()))
+	if !x.background {
+		rec.carry(h.carriedFields(w.Header()))
+	}
 	rec.clientCtx = r.Context()
 	// Last: the client's writer (see decouple) may still be writing once
 	// the response is stored.
@@ -273,6 +277,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		vars, _ = r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 		vars = maps.Clone(vars)
 	}
+	x.proxy = markProxy(r)
 	err := h.serveNext(next, x, out)
 	rec.finishTrailers()
 	if x.outcome == outRetry && err == nil {
@@ -436,6 +441,9 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 		origin = nil
 	}
 	if reason, rc, lifetime = h.judge(x.r, status, hdr, origin, x.preset, x.rec.responseTime); reason != "" {
+		return reason, rc, lifetime, nil
+	}
+	if reason = h.upstreamForbids(x, &x.rec); reason != "" {
 		return reason, rc, lifetime, nil
 	}
 	fields, star := ParseVary(hdr)
@@ -1418,6 +1426,9 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		view, own = withPresetCopy(hdr, preset), hdr
 	}
 	reason, rc, lifetime := h.judge(asGET(x.r), old.status, view, own, preset, rec.responseTime)
+	if reason == "" {
+		reason = h.upstreamForbids(x, rec)
+	}
 	fresh := freshnessWith(lifetime, view, rc, x.requestTime, rec.responseTime)
 	fresh.Defaulted = h.defaulted(old.status, view, rc, lifetime, rec.responseTime)
 	if hasBody(old.status) {
@@ -1657,6 +1668,9 @@ func (c *clientValues) get(key string) (any, bool) {
 		if strings.HasPrefix(key, own) {
 			return nil, false // the refresh's own, or unknown
 		}
+	}
+	if isRoundTripKey(key) {
+		return nil, false // the refresh's own round trip's, or none
 	}
 	if v, ok := c.values[key]; ok {
 		return v.v, v.known

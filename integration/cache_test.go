@@ -15,6 +15,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -1812,5 +1813,98 @@ http://127.0.0.1:%d {
 	waitFor(t, "/admin/report to be stored", 5*time.Second, func() bool { return isHitOf(do(t, c, "GET", admin+"/admin/report", user)) })
 	if r := do(t, c, "GET", admin+"/admin/report", nil); r.status != http.StatusUnauthorized {
 		t.Errorf("anonymous after alice: %d %q (%s)", r.status, r.body, cacheStatus(r))
+	}
+}
+
+// TestCacheHandleResponseFollowsTheUpstream: a response reverse_proxy's
+// handle_response routes make (Caddy's X-Accel-Redirect example: the
+// upstream decides who may download, file_server sends the file) has
+// none of the upstream's fields; file_server's Last-Modified alone would
+// give it a heuristic lifetime, and a hit would hand the file to clients
+// the upstream turns away. It is stored only when the upstream's own
+// response could be: not under `private, no-store`, nor when the
+// upstream's status is an error that a route answers with a 200; yes
+// under `public, max-age=60`. A file_server behind forward_auth (a round
+// trip before the cache, none behind it) is stored as usual.
+func TestCacheHandleResponseFollowsTheUpstream(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "report.txt"), []byte("TOP SECRET"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-240 * time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "report.txt"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	upstream := startBackend(t, "upstream", func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/auth"):
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusOK)
+		case strings.HasPrefix(r.URL.Path, "/broken"):
+			w.WriteHeader(http.StatusInternalServerError)
+		case r.Header.Get("Cookie") != "session=ok":
+			w.Header().Set("Cache-Control", "private, no-store")
+			w.WriteHeader(http.StatusForbidden)
+		case strings.HasPrefix(r.URL.Path, "/public"):
+			w.Header().Set("Cache-Control", "public, max-age=60")
+			w.Header().Set("X-Accel-Redirect", "/report.txt")
+		default:
+			w.Header().Set("Cache-Control", "private, no-store")
+			w.Header().Set("X-Accel-Redirect", "/report.txt")
+		}
+	})
+	ports := freePorts(t, 2)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		cache_name accel
+		default_ttl 30s
+	}
+	reverse_proxy %s {
+		@accel header X-Accel-Redirect *
+		handle_response @accel {
+			root * %s
+			rewrite * {rp.header.X-Accel-Redirect}
+			method * GET
+			file_server
+		}
+		@error status 5xx
+		handle_response @error {
+			respond "sorry" 200
+		}
+	}
+}
+http://127.0.0.1:%d {
+	forward_auth %s {
+		uri /auth
+	}
+	response_cache {
+		cache_name behind-auth
+	}
+	root * %s
+	file_server
+}
+`, ports[0], upstream.addr, dir, ports[1], upstream.addr, dir))
+	c := newClient()
+	base := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	paid := do(t, c, "GET", base+"/download/1", map[string]string{"Cookie": "session=ok"})
+	if paid.status != http.StatusOK || paid.body != "TOP SECRET" {
+		t.Fatalf("paying user: %d %q", paid.status, paid.body)
+	}
+	if other := do(t, c, "GET", base+"/download/1", nil); other.status != http.StatusForbidden || isHitOf(other) {
+		t.Errorf("after a private X-Accel-Redirect: %d %q (%s), want the upstream's 403", other.status, other.body, cacheStatus(other))
+	}
+	do(t, c, "GET", base+"/broken", nil)
+	if again := do(t, c, "GET", base+"/broken", nil); isHitOf(again) {
+		t.Errorf("a route's 200 for an upstream 500 was stored: %s", cacheStatus(again))
+	}
+	do(t, c, "GET", base+"/public/1", map[string]string{"Cookie": "session=ok"})
+	if pub := do(t, c, "GET", base+"/public/1", nil); !isHitOf(pub) || pub.body != "TOP SECRET" {
+		t.Errorf("after a public X-Accel-Redirect: %d %q (%s), want a hit", pub.status, pub.body, cacheStatus(pub))
+	}
+	auth := fmt.Sprintf("http://127.0.0.1:%d/report.txt", ports[1])
+	do(t, c, "GET", auth, nil)
+	if r := do(t, c, "GET", auth, nil); !isHitOf(r) {
+		t.Errorf("file_server behind forward_auth: %s, want a hit", cacheStatus(r))
 	}
 }
