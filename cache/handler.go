@@ -102,6 +102,7 @@ type Handler struct {
 	customKey bool            // Key is not DefaultKey: expand it through the replacer
 	badKey    *sync.Once      // logs the first request whose key cannot be made
 	nested    *sync.Once      // logs the first request that came through another response_cache
+	inErrors  *sync.Once      // logs the first request of an error route (handle_errors)
 	coalesce  bool
 	targeted  string
 	// presetNames are the fields that decide caching (Cache-Control,
@@ -188,6 +189,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.badKey = new(sync.Once)
 	h.nested = new(sync.Once)
+	h.inErrors = new(sync.Once)
 	h.customKey = h.Key != DefaultKey
 	if err := h.Validate(); err != nil {
 		return err
@@ -623,6 +625,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// would, and two would each answer and record it.
 		h.nested.Do(func() {
 			h.logger.Warn("response_cache runs inside another response_cache for this request and passes it on untouched; keep one of them (the directive is given twice in a block, or a route the other wraps has its own)",
+				zap.String("uri", r.RequestURI))
+		})
+		return next.ServeHTTP(w, r)
+	}
+	if r.Context().Value(caddyhttp.ErrorCtxKey) != nil {
+		// An error route (handle_errors) answers for the error, not
+		// for the URI alone: a 404 page stored under /missing would
+		// answer a request that route gets for a 403 of the same URI,
+		// and a stored 200 of the URI would answer its 502.
+		h.inErrors.Do(func() {
+			h.logger.Warn("response_cache runs in an error route (handle_errors) and passes its requests on untouched: an error page answers for the error, not for the URI; move the cache out of handle_errors",
 				zap.String("uri", r.RequestURI))
 		})
 		return next.ServeHTTP(w, r)

@@ -1908,3 +1908,51 @@ http://127.0.0.1:%d {
 		t.Errorf("file_server behind forward_auth: %s, want a hit", cacheStatus(r))
 	}
 }
+
+// TestCacheInErrorRoutesPassesThrough: a response_cache in handle_errors
+// would key an error page by the URI alone (found by a review: the 404
+// page stored for /missing answered a blocked request's 403 of it); it
+// passes error routes' requests on untouched.
+func TestCacheInErrorRoutesPassesThrough(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "err"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-120 * time.Hour)
+	for code, page := range map[string]string{"404": "not found page", "403": "forbidden page"} {
+		f := filepath.Join(dir, "err", code+".html")
+		if err := os.WriteFile(f, []byte(page), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(f, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	port := freePort(t)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	root * %s
+	@blocked header X-Blocked 1
+	error @blocked 403
+	file_server
+	handle_errors {
+		rewrite * /err/{err.status_code}.html
+		response_cache {
+			cache_name errors
+			min_uses 1
+		}
+		file_server
+	}
+}
+`, port, dir))
+	c := newClient()
+	url := fmt.Sprintf("http://127.0.0.1:%d/missing", port)
+	for range 2 {
+		if r := do(t, c, "GET", url, nil); r.status != http.StatusNotFound || r.body != "not found page" || cacheStatus(r) != "" {
+			t.Errorf("missing: %d %q (Cache-Status %q), want the 404 page, not through the cache", r.status, r.body, cacheStatus(r))
+		}
+	}
+	if r := do(t, c, "GET", url, map[string]string{"X-Blocked": "1"}); r.status != http.StatusForbidden || r.body != "forbidden page" {
+		t.Errorf("blocked: %d %q (Cache-Status %q), want the 403 page", r.status, r.body, cacheStatus(r))
+	}
+}
