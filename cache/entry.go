@@ -110,6 +110,9 @@ type entryData struct {
 	// field (reverse_proxy does): a hit drops it too, unless the stored
 	// response has the origin's.
 	dropsServer bool
+	// proxied: reverse_proxy made the response (recorder.proxied): a hit
+	// adds its lines after those handlers before the cache set.
+	proxied bool
 
 	tags []string // surrogate keys (Surrogate-Key / Cache-Tag)
 	cost int64

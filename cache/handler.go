@@ -785,24 +785,27 @@ func (h *Handler) freshness(e *entry) Freshness {
 	return f
 }
 
-// carriedValues returns the first four fields of the client's response
-// hdr that handlers before the cache set (see carriedFields), and whether
-// there are any, without allocating. A field past the fourth is replaced
-// by the stored one, as before carried fields were known to hits.
-func (h *Handler) carriedValues(hdr http.Header) (out [4]carriedField, found bool) {
+// presetField is a field handlers before the cache set on the client's
+// response, with its values then.
+type presetField struct {
+	name string
+	pre  []string
+}
+
+// setBefore returns the fields of the client's response hdr that
+// handlers before the cache set, other than those the cache merges on
+// its own (ownsField), appended to buf, which has room for the usual
+// few: no allocation, and none at all with Caddy's Server field alone.
+func (h *Handler) setBefore(hdr http.Header, buf []presetField) []presetField {
 	if len(hdr) == 0 || len(hdr) == 1 && hdr["Server"] != nil {
-		return out, false // usual: Caddy's Server field alone
+		return buf
 	}
-	i := 0
 	for k, v := range hdr {
 		if len(v) > 0 && !h.ownsField(k) {
-			out[i], found = carriedField{name: k, pre: v}, true
-			if i++; i == len(out) {
-				break
-			}
+			buf = append(buf, presetField{k, v})
 		}
 	}
-	return out, found
+	return buf
 }
 
 // ttl is e's remaining freshness at now under this config: positive
@@ -821,18 +824,16 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 	// go first, as on a miss (prependPreset); the stored response keeps
 	// those of its filling request apart (entry.preset).
 	preset, anyPreset := h.presetValues(hdr)
-	carried, anyCarried := h.carriedValues(hdr)
+	var before []presetField
+	if e.proxied {
+		before = h.setBefore(hdr, make([]presetField, 0, 8))
+	}
 	vals, prevStatus, server := e.header.addTo(hdr, 2)
-	if anyCarried {
-		// As reverse_proxy adds the origin's lines after those set
-		// before it (recorder.carry).
-		for _, c := range carried {
-			if c.name == "" {
-				break
-			}
-			if v := hdr[c.name]; len(v) > 0 && &v[0] != &c.pre[0] {
-				hdr[c.name] = append(slices.Clip(c.pre), v...)
-			}
+	// As on the miss (recorder.copyToClient): reverse_proxy's response
+	// has its lines after those set before it.
+	for _, f := range before {
+		if v := hdr[f.name]; len(v) > 0 && &v[0] != &f.pre[0] {
+			hdr[f.name] = append(slices.Clip(f.pre), v...)
 		}
 	}
 	if e.dropsServer && !server {

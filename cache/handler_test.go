@@ -2699,9 +2699,9 @@ func TestServerFieldAsWithoutTheCache(t *testing.T) {
 		next func(http.Header) // what the next handler does to its header
 		want []string          // nil: none; {""}: the client's own
 	}{
-		{"dropped, as by reverse_proxy", func(h http.Header) { delete(h, "Server") }, nil},
+		{"dropped, as by reverse_proxy", func(h http.Header) { delete(h, "Server"); h.Add("Via", "1.1 Caddy") }, nil},
 		{"kept, as by file_server", func(http.Header) {}, []string{""}},
-		{"the origin's", func(h http.Header) { delete(h, "Server"); h.Set("Server", "nginx") }, []string{"nginx"}},
+		{"the origin's", func(h http.Header) { delete(h, "Server"); h.Add("Via", "1.1 Caddy"); h.Set("Server", "nginx") }, []string{"nginx"}},
 	} {
 		for _, hints := range []bool{false, true} {
 			t.Run(tc.name+map[bool]string{true: ", after a 103"}[hints], func(t *testing.T) {
@@ -2759,92 +2759,85 @@ func testServerField(t *testing.T, next func(http.Header), want []string, hints 
 	}
 }
 
-// TestFieldsSetBeforeTheCache: fields a handler before the cache set on
+// TestFieldsSetBeforeTheCache: fields handlers before the cache set on
 // the client's response (forward_auth's copied Set-Cookie, a header
-// directive's Link) reach the client on a miss as the next handler left
-// them without the cache; only what the next handler added is stored,
-// and hits add the stored lines after their own client's.
+// directive's Link or security fields) keep their lines in front of
+// reverse_proxy's, as without the cache, on misses and hits alike, and
+// are never stored: another request's hit has only its own. For other
+// next handlers the recorded field replaces them (file_server sets its
+// Content-Type), so that what is stored does not depend on the filling
+// request's fields. A deferred `header >X` editing the client's lines in
+// place does not edit the stored ones.
 func TestFieldsSetBeforeTheCache(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		next func(http.Header) // what the next handler does to its header, besides Cache-Control
-		miss map[string][]string
-		hit  map[string][]string
-	}{
-		{"added after, as by reverse_proxy", func(h http.Header) {
-			h.Add("Set-Cookie", "app=2")
-			h.Add("Link", "</origin.css>; rel=preload")
-		}, map[string][]string{
-			"Set-Cookie": {"auth=1", "app=2"}, "Link": {"</pre.css>; rel=preload", "</origin.css>; rel=preload"},
-		}, nil},
-		{"added after, without a cookie", func(h http.Header) {
-			h.Add("Link", "</origin.css>; rel=preload")
-		}, map[string][]string{
-			"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload", "</origin.css>; rel=preload"},
-		}, map[string][]string{
-			"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload", "</origin.css>; rel=preload"},
-		}},
-		{"kept, as file_server keeps a Content-Type", func(h http.Header) {
-			if h.Get("Content-Type") == "" {
-				h.Set("Content-Type", "text/plain")
+	security := []string{"X-Frame-Options", "Content-Security-Policy", "Referrer-Policy", "Permissions-Policy", "Strict-Transport-Security", "X-Content-Type-Options"}
+	proxy := func(origin http.Header) func(http.Header) {
+		return func(h http.Header) { // as reverse_proxy's finalizeResponse
+			delete(h, "Server")
+			h["Via"] = append(h["Via"], "1.1 Caddy")
+			for k, vv := range origin {
+				for _, v := range vv {
+					h.Add(k, v)
+				}
 			}
-		}, map[string][]string{
-			"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload"}, "Content-Type": {"text/html"},
-		}, map[string][]string{
-			"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload"}, "Content-Type": {"text/html"},
-		}},
-		{"replaced", func(h http.Header) {
-			h.Set("Link", "</other.css>; rel=preload")
-		}, map[string][]string{
-			"Set-Cookie": {"auth=1"}, "Link": {"</other.css>; rel=preload"},
-		}, map[string][]string{
-			// A hit cannot know that the miss's next handler replaced the
-			// line: it adds the stored one, as for added lines.
-			"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload", "</other.css>; rel=preload"},
-		}},
-		{"deleted", func(h http.Header) {
-			h.Del("Link")
-		}, map[string][]string{
-			"Set-Cookie": {"auth=1"}, "Link": nil,
-		}, map[string][]string{
-			"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload"},
-		}},
+		}
+	}
+	fromOrigin := http.Header{"Link": {"</origin.css>; rel=preload"}}
+	for _, f := range security {
+		fromOrigin.Set(f, "origin")
+	}
+	for _, tc := range []struct {
+		name   string
+		next   func(http.Header) // what the next handler does to its header, besides Cache-Control
+		pre    http.Header       // what handlers before the cache set
+		stored bool
+		want   http.Header // the client's fields, miss and hit
+		other  http.Header // a hit's fields for a request whose handlers set nothing
+	}{
+		{"reverse_proxy, an origin cookie", proxy(http.Header{"Set-Cookie": {"app=2"}, "Link": {"</origin.css>; rel=preload"}}),
+			http.Header{"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload"}}, false,
+			http.Header{"Set-Cookie": {"auth=1", "app=2"}, "Link": {"</pre.css>; rel=preload", "</origin.css>; rel=preload"}}, nil},
+		{"reverse_proxy, many fields", proxy(fromOrigin),
+			func() http.Header {
+				h := http.Header{"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload"}, "X-User": {"alice"}}
+				for _, f := range security {
+					h.Set(f, "pre")
+				}
+				return h
+			}(), true,
+			func() http.Header {
+				h := http.Header{"Set-Cookie": {"auth=1"}, "Link": {"</pre.css>; rel=preload", "</origin.css>; rel=preload"}, "X-User": {"alice"}}
+				for _, f := range security {
+					h[f] = []string{"pre", "origin"}
+				}
+				return h
+			}(),
+			func() http.Header {
+				h := http.Header{"Set-Cookie": nil, "Link": {"</origin.css>; rel=preload"}, "X-User": nil}
+				for _, f := range security {
+					h[f] = []string{"origin"}
+				}
+				return h
+			}()},
+		{"file_server's Content-Type", func(h http.Header) {
+			if h.Get("Content-Type") == "" {
+				h.Set("Content-Type", "text/css")
+			}
+		}, http.Header{"Content-Type": {"text/pre"}}, true,
+			http.Header{"Content-Type": {"text/css"}}, http.Header{"Content-Type": {"text/css"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, Config{}, c)
-			next := func(w http.ResponseWriter, r *http.Request) error {
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
 				tc.next(w.Header())
 				return static(c, 200, "page", "Cache-Control", "max-age=60").fn(w, r)
-			}
-			preset := func(w http.ResponseWriter) {
-				w.Header().Add("Set-Cookie", "auth=1")
-				w.Header().Set("Link", "</pre.css>; rel=preload")
-				if strings.Contains(tc.name, "Content-Type") {
-					w.Header().Set("Content-Type", "text/html")
-				}
-			}
-			check := func(what string, w *httptest.ResponseRecorder, want map[string][]string) {
-				t.Helper()
-				for f, v := range want {
-					if got := w.Header().Values(f); !slices.Equal(got, v) {
-						t.Errorf("%s: %s %q, want %q", what, f, got, v)
-					}
-				}
-			}
-			// Without the cache.
-			w := httptest.NewRecorder()
-			preset(w)
-			if err := next(w, newRequest(http.MethodGet, "http://example.com/f")); err != nil {
-				t.Fatal(err)
-			}
-			check("without the cache", w, tc.miss)
-
-			o := &origin{fn: next}
-			request := func(status string) *httptest.ResponseRecorder {
+			}}
+			request := func(pre http.Header, status string) http.Header {
 				t.Helper()
 				w := httptest.NewRecorder()
-				preset(w)
+				for k, v := range pre {
+					w.Header()[k] = slices.Clone(v)
+				}
 				if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/f"), o); err != nil {
 					t.Fatal(err)
 				}
@@ -2852,22 +2845,57 @@ func TestFieldsSetBeforeTheCache(t *testing.T) {
 				if cs := w.Header().Get("Cache-Status"); !strings.Contains(cs, status) {
 					t.Fatalf("Cache-Status %q, want %s", cs, status)
 				}
-				return w
+				return w.Header()
 			}
-			check("miss", request("fwd=uri-miss"), tc.miss)
-			if tc.hit == nil {
-				request("fwd=uri-miss") // the origin's Set-Cookie: not stored
+			check := func(what string, got, want http.Header) {
+				t.Helper()
+				for f, v := range want {
+					if !slices.Equal(got[f], v) {
+						t.Errorf("%s: %s %q, want %q", what, f, got[f], v)
+					}
+				}
+			}
+			check("miss", request(tc.pre, "fwd=uri-miss"), tc.want)
+			if !tc.stored {
+				request(tc.pre, "fwd=uri-miss") // the origin's Set-Cookie: not stored
 				return
 			}
-			key := []byte(keyOf(t, h, newRequest(http.MethodGet, "http://example.com/f")))
-			e := h.store.get(keyHash(key), key)
-			if e == nil {
-				t.Fatal("not stored")
-			}
-			if v := e.header.Values("Set-Cookie"); v != nil {
-				t.Errorf("stored Set-Cookie %q, a cookie set before the cache", v)
-			}
-			check("hit", request("hit"), tc.hit)
+			check("hit", request(tc.pre, "hit"), tc.want)
+			check("another request's hit", request(nil, "hit"), tc.other)
 		})
 	}
+
+	t.Run("a deferred replacement", func(t *testing.T) {
+		c := newClock()
+		h := newTestHandler(t, Config{}, c)
+		o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+			proxy(http.Header{"X-A": {"orig"}})(w.Header())
+			return static(c, 200, "page", "Cache-Control", "max-age=60").fn(w, r)
+		}}
+		for _, status := range []string{"fwd=uri-miss", "hit"} {
+			rec := httptest.NewRecorder()
+			w := &editingWriter{ResponseWriter: rec} // as `header >X-A "o" "oo"` before the cache
+			if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/d"), o); err != nil {
+				t.Fatal(err)
+			}
+			h.store.wait()
+			if got := rec.Header().Values("X-A"); !strings.Contains(rec.Header().Get("Cache-Status"), status) || !slices.Equal(got, []string{"oorig"}) {
+				t.Errorf("%s: X-A %q (%s), want [oorig]", status, got, rec.Header().Get("Cache-Status"))
+			}
+		}
+	})
 }
+
+// editingWriter edits the X-A values of its header in place when the
+// status is written, as Caddy's deferred header replacements do.
+type editingWriter struct{ http.ResponseWriter }
+
+func (w *editingWriter) WriteHeader(status int) {
+	vv := w.Header()["X-A"]
+	for i, v := range vv {
+		vv[i] = strings.Replace(v, "o", "oo", 1)
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *editingWriter) Write(p []byte) (int, error) { return w.ResponseWriter.Write(p) }

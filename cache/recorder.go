@@ -28,9 +28,13 @@ type recorder struct {
 	// dropsServer: the next handler dropped the Server field the
 	// recorder's header started with (see newRecordedHeader).
 	dropsServer bool
-	// carried are the other fields handlers before the cache set on the
-	// client's response (see carry), nil when there are none.
-	carried []carriedField
+	// proxied: the response is reverse_proxy's copy of an upstream's
+	// (it says Via), which adds the upstream's lines after those that
+	// handlers before it set on the client's response; the cache does
+	// the same (see copyToClient). owned are the fields the cache
+	// merges on its own (Handler.ownsField).
+	proxied bool
+	owned   func(string) bool
 
 	// events is told of the final status and of an overflow.
 	events recorderEvents
@@ -130,59 +134,7 @@ func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 // body, for another response to the same client.
 func (rec *recorder) reset() {
 	rec.unreserve()
-	*rec = recorder{w: rec.w, discard: rec.discard, header: newRecordedHeader(), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx, carried: rec.carried}
-	rec.seedCarried()
-}
-
-// carriedField is a field a handler before the cache set on the client's
-// response, other than the ones the cache treats on its own (Server,
-// Cache-Status and the fields that decide caching, see
-// Handler.carriedFields).
-type carriedField struct {
-	name string
-	pre  []string // its values before the next handler ran
-	// now are its values once the next handler wrote the status; gone
-	// when the next handler deleted it.
-	now  []string
-	gone bool
-}
-
-// carry puts the fields handlers before the cache set on the client's
-// response into the recorded header, where the next handler sees them as
-// it would without the cache: reverse_proxy adds the origin's lines after
-// them, file_server and respond keep a Content-Type set before them. At
-// the status (takeCarried) the recorded header keeps only what the next
-// handler added or replaced, which is what is stored, and the client gets
-// the fields as the next handler left them.
-func (rec *recorder) carry(fields []carriedField) {
-	rec.carried = fields
-	rec.seedCarried()
-}
-
-func (rec *recorder) seedCarried() {
-	for _, c := range rec.carried {
-		rec.header[c.name] = slices.Clone(c.pre) // the next handler may edit it in place
-	}
-}
-
-// takeCarried leaves in the recorded header only the lines the next
-// handler added to a carried field (after those set before it, as
-// reverse_proxy adds them) or all of it when it replaced them, and keeps
-// the field as the client gets it.
-func (rec *recorder) takeCarried() {
-	for i := range rec.carried {
-		c := &rec.carried[i]
-		v, ok := rec.header[c.name]
-		c.now, c.gone = v, !ok
-		if !ok || len(v) < len(c.pre) || !slices.Equal(v[:len(c.pre)], c.pre) {
-			continue
-		}
-		if added := v[len(c.pre):]; len(added) > 0 {
-			rec.header[c.name] = slices.Clip(added)
-		} else {
-			delete(rec.header, c.name)
-		}
-	}
+	*rec = recorder{w: rec.w, discard: rec.discard, header: newRecordedHeader(), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx, owned: rec.owned}
 }
 
 // newRecordedHeader returns the header map the next handler writes its
@@ -254,7 +206,7 @@ func (rec *recorder) WriteHeader(status int) {
 	rec.responseTime = rec.now()
 	rec.pass = true
 	rec.takeServerSeed()
-	rec.takeCarried()
+	rec.proxied = len(rec.header["Via"]) > 0
 	if rec.events != nil {
 		rec.events.onHeader(rec)
 	}
@@ -279,14 +231,7 @@ func (rec *recorder) WriteHeader(status int) {
 	}
 	if rec.pass {
 		dst := rec.w.Header()
-		copyHeader(dst, rec.header)
-		for _, c := range rec.carried {
-			if c.gone {
-				delete(dst, c.name)
-			} else {
-				dst[c.name] = c.now
-			}
-		}
+		rec.copyToClient(dst)
 		if rec.dropsServer {
 			delete(dst, "Server")
 		}
@@ -561,6 +506,42 @@ func (rec *recorder) complete() bool {
 	}
 	n, err := strconv.ParseInt(cl, 10, 64)
 	return err == nil && n == rec.written
+}
+
+// copyToClient sets the recorded fields in the client's header dst. A
+// field that handlers before the cache set there keeps its lines in
+// front of the recorded ones when reverse_proxy made the response, as it
+// adds the upstream's lines without the cache (a cookie forward_auth
+// copied, a header directive's Link or Content-Security-Policy); for
+// any other next handler the recorded field replaces it (file_server and
+// respond set theirs). The next handler wrote into a map of its own, so
+// that what is stored is the response as it made it, whatever this
+// request's handlers set. When the response is being stored, the
+// client's lines are copies (one allocation for all): a deferred header
+// operation (`header >X`) edits the client's values in place, which
+// would edit the stored response too.
+func (rec *recorder) copyToClient(dst http.Header) {
+	var vals []string
+	if rec.buffer {
+		n := 0
+		for _, v := range rec.header {
+			n += len(v)
+		}
+		vals = make([]string, 0, n)
+	}
+	for k, v := range rec.header {
+		if vals != nil {
+			start := len(vals)
+			vals = append(vals, v...)
+			v = vals[start:len(vals):len(vals)]
+		}
+		if rec.proxied && (rec.owned == nil || !rec.owned(k)) {
+			if pre := dst[k]; len(pre) > 0 {
+				v = append(slices.Clip(pre), v...)
+			}
+		}
+		dst[k] = v
+	}
 }
 
 // copyHeader adds every field of src to dst, sharing the value slices.

@@ -259,9 +259,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 	rec := &x.rec
 	rec.init(w, h.now)
-	if !x.background {
-		rec.carry(h.carriedFields(w.Header()))
-	}
+	rec.owned = h.ownsField
 	rec.clientCtx = r.Context()
 	// Last: the client's writer (see decouple) may still be writing once
 	// the response is stored.
@@ -352,22 +350,10 @@ func (h *Handler) presetFields(dst http.Header) http.Header {
 	return out
 }
 
-// carriedFields returns the fields handlers before the cache set on the
-// client's response dst, other than Server, Age, Cache-Status and
-// presetNames, which the cache treats on its own; nil (no allocation)
-// when there are none, as usual.
-func (h *Handler) carriedFields(dst http.Header) []carriedField {
-	var out []carriedField
-	for k, v := range dst {
-		if len(v) > 0 && !h.ownsField(k) {
-			out = append(out, carriedField{name: k, pre: v})
-		}
-	}
-	return out
-}
-
-// ownsField reports whether the cache treats the client's field k, as set
-// by handlers before it, on its own rather than as a carried field.
+// ownsField reports whether the cache merges the client's field k, as
+// set by handlers before it, with the response's on its own (see
+// presetNames, takeServerSeed, serveEntry), rather than as
+// recorder.copyToClient and serveEntry merge other fields.
 func (h *Handler) ownsField(k string) bool {
 	switch k {
 	case "Server", "Age", "Cache-Status":
@@ -1307,6 +1293,7 @@ func (h *Handler) newEntryWith(x *exchange, rec *recorder, body *body) *entry {
 		vary:   x.vary,
 
 		dropsServer: rec.dropsServer,
+		proxied:     rec.proxied,
 	}, firstUse: x.firstUse}
 	if x.preset != nil {
 		e.preset = packFields(x.preset, nil)

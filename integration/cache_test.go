@@ -1956,3 +1956,50 @@ http://127.0.0.1:%d {
 		t.Errorf("blocked: %d %q (Cache-Status %q), want the 403 page", r.status, r.body, cacheStatus(r))
 	}
 }
+
+// TestCacheKeepsFieldsSetBeforeIt: through reverse_proxy, fields handlers
+// before the cache set (a header directive's Set-Cookie and Link, as
+// forward_auth copies its cookies) keep their lines in front of the
+// origin's, as without the cache (found by a review: the origin's field
+// replaced them, and forward_auth's affinity cookie never reached its
+// client); they are not stored, and a deferred replacement before the
+// cache edits the client's lines only, not the stored ones.
+func TestCacheKeepsFieldsSetBeforeIt(t *testing.T) {
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/cookie") {
+			w.Header().Set("Set-Cookie", "o=1")
+		}
+		w.Header().Set("Link", "</o.css>; rel=preload")
+		w.Header().Set("X-A", "orig")
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		fmt.Fprint(w, "page")
+	})
+	ports := freePorts(t, 2)
+	site := func(port int, cache string) string {
+		return fmt.Sprintf(`
+http://127.0.0.1:%d {
+	header +Set-Cookie "pre=1"
+	header Link "</pre.css>; rel=preload"
+	header >X-A "o" "oo"
+	%s
+	reverse_proxy %s
+}
+`, port, cache, origin.addr)
+	}
+	startCaddy(t, globals()+site(ports[0], "response_cache {\n\t\tcache_name itest\n\t}")+site(ports[1], ""))
+	c := newClient()
+	for _, path := range []string{"/cookie", "/page"} {
+		want := do(t, c, "GET", fmt.Sprintf("http://127.0.0.1:%d%s", ports[1], path), nil)
+		for i := range 2 {
+			r := do(t, c, "GET", fmt.Sprintf("http://127.0.0.1:%d%s", ports[0], path), nil)
+			if path == "/page" && i == 1 && !isHit(r) {
+				t.Errorf("%s: %s, want a hit", path, cacheStatus(r))
+			}
+			for _, f := range []string{"Set-Cookie", "Link", "X-A"} {
+				if got := r.header.Values(f); !slices.Equal(got, want.header.Values(f)) {
+					t.Errorf("%s, request %d (%s): %s %q, without the cache %q", path, i+1, cacheStatus(r), f, got, want.header.Values(f))
+				}
+			}
+		}
+	}
+}
