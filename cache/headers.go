@@ -72,10 +72,16 @@ func unstorable(name string, named []string, rc *ResponseControl) bool {
 // the fields that guide caches (RFC 9110 §15.4.5), and a cache downstream
 // updating its stored response from the 304 (RFC 9111 §4.3.4) would take
 // them over. Kept as Go's file server keeps them: Content-Location, Date,
-// ETag, Vary, Cache-Control, Expires, Last-Modified and the rest.
+// ETag, Vary, Cache-Control, Expires and the rest, and Last-Modified when
+// there is no ETag.
 func notModifiedHeader(h http.Header) {
 	for _, f := range [...]string{"Content-Length", "Content-Type", "Content-Encoding", "Content-Language",
 		"Content-Range", "Content-Digest", "Content-Md5"} {
 		delete(h, f)
+	}
+	if len(h["Etag"]) > 0 {
+		// Of use to guide a cache update only without an ETag (RFC 9110
+		// §15.4.5).
+		delete(h, "Last-Modified")
 	}
 }
