@@ -28,6 +28,9 @@ type recorder struct {
 	// dropsServer: the next handler dropped the Server field the
 	// recorder's header started with (see newRecordedHeader).
 	dropsServer bool
+	// serverAdded: the next handler added lines after that Server field
+	// (see takeServerSeed): the client's stay in front of them.
+	serverAdded bool
 	// proxied: the response is reverse_proxy's copy of an upstream's
 	// (it says Via), which adds the upstream's lines after those that
 	// handlers before it set on the client's response; the cache does
@@ -160,7 +163,8 @@ func keepsSeed(v []string) bool { return len(v) == 1 && v[0] == serverSeed }
 // takeServerSeed finds what the next handler did with the Server field
 // newRecordedHeader put in rec.header: dropped (dropsServer), kept
 // (removed from rec.header, so that it is neither stored nor copied over
-// the client's), or replaced.
+// the client's), kept with lines added after it (copy_response_headers
+// adds an upstream's: the seed is taken out, serverAdded), or replaced.
 func (rec *recorder) takeServerSeed() {
 	v, ok := rec.header["Server"]
 	switch {
@@ -168,6 +172,9 @@ func (rec *recorder) takeServerSeed() {
 		rec.dropsServer = true
 	case keepsSeed(v):
 		delete(rec.header, "Server")
+	case slices.Contains(v, serverSeed):
+		rec.header["Server"] = slices.DeleteFunc(slices.Clone(v), func(s string) bool { return s == serverSeed })
+		rec.serverAdded = true
 	}
 }
 
@@ -231,9 +238,12 @@ func (rec *recorder) WriteHeader(status int) {
 	}
 	if rec.pass {
 		dst := rec.w.Header()
+		own := dst["Server"]
 		rec.copyToClient(dst)
 		if rec.dropsServer {
 			delete(dst, "Server")
+		} else if rec.serverAdded && len(own) > 0 {
+			dst["Server"] = append(slices.Clip(own), rec.header["Server"]...)
 		}
 		for f, pv := range rec.preset {
 			dst[f] = prependPreset(pv, rec.header[f])
@@ -276,9 +286,10 @@ func (rec *recorder) writeInformational(status int) {
 		}
 	}
 	copyHeader(dst, rec.header)
-	if keepsSeed(dst["Server"]) { // the client's own, as it was
-		if v, ok := prev["Server"]; ok {
-			dst["Server"] = v
+	if v := dst["Server"]; slices.Contains(v, serverSeed) { // the client's own, as it was, then any added
+		added := slices.DeleteFunc(slices.Clone(v), func(s string) bool { return s == serverSeed })
+		if own := append(slices.Clip(prev["Server"]), added...); len(own) > 0 {
+			dst["Server"] = own
 		} else {
 			delete(dst, "Server")
 		}

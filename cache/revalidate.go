@@ -429,8 +429,8 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 	if reason, rc, lifetime = h.judge(x.r, status, hdr, origin, x.preset, x.rec.responseTime); reason != "" {
 		return reason, rc, lifetime, nil
 	}
-	if reason = h.upstreamForbids(x, &x.rec); reason != "" {
-		return reason, rc, lifetime, nil
+	if x.proxy.madeAfter(&x.rec) {
+		return madeAfterProxy, rc, lifetime, nil
 	}
 	fields, star := ParseVary(hdr)
 	switch {
@@ -1413,8 +1413,8 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		view, own = withPresetCopy(hdr, preset), hdr
 	}
 	reason, rc, lifetime := h.judge(asGET(x.r), old.status, view, own, preset, rec.responseTime)
-	if reason == "" {
-		reason = h.upstreamForbids(x, rec)
+	if reason == "" && x.proxy.madeAfter(rec) {
+		reason = madeAfterProxy
 	}
 	fresh := freshnessWith(lifetime, view, rc, x.requestTime, rec.responseTime)
 	fresh.Defaulted = h.defaulted(old.status, view, rc, lifetime, rec.responseTime)

@@ -1816,17 +1816,20 @@ http://127.0.0.1:%d {
 	}
 }
 
-// TestCacheHandleResponseFollowsTheUpstream: a response reverse_proxy's
+// TestCacheHandleResponseNotStored: a response reverse_proxy's
 // handle_response routes make (Caddy's X-Accel-Redirect example: the
 // upstream decides who may download, file_server sends the file) has
 // none of the upstream's fields; file_server's Last-Modified alone would
 // give it a heuristic lifetime, and a hit would hand the file to clients
-// the upstream turns away. It is stored only when the upstream's own
-// response could be: not under `private, no-store`, nor when the
-// upstream's status is an error that a route answers with a 200; yes
-// under `public, max-age=60`. A file_server behind forward_auth (a round
-// trip before the cache, none behind it) is stored as usual.
-func TestCacheHandleResponseFollowsTheUpstream(t *testing.T) {
+// the upstream turns away (found by a review). What the upstream says
+// (private, no-cache, Vary: Cookie, max-age=0) cannot be carried over to
+// it (a review of a first fix, which judged the upstream's response,
+// found Vary and no-cache lost), so it is not stored, whatever the
+// upstream says; neither is a route's 200 for an upstream 500. A
+// file_server behind forward_auth (a round trip before the cache, none
+// behind it) is stored as usual. With copy_response_headers, the
+// upstream's Server comes after Caddy's, as without the cache.
+func TestCacheHandleResponseNotStored(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "report.txt"), []byte("TOP SECRET"), 0o644); err != nil {
 		t.Fatal(err)
@@ -1836,6 +1839,7 @@ func TestCacheHandleResponseFollowsTheUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	upstream := startBackend(t, "upstream", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Server", "upstream")
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/auth"):
 			w.Header().Set("Cache-Control", "no-store")
@@ -1847,22 +1851,24 @@ func TestCacheHandleResponseFollowsTheUpstream(t *testing.T) {
 			w.WriteHeader(http.StatusForbidden)
 		case strings.HasPrefix(r.URL.Path, "/public"):
 			w.Header().Set("Cache-Control", "public, max-age=60")
+			w.Header().Set("Vary", "Cookie")
 			w.Header().Set("X-Accel-Redirect", "/report.txt")
 		default:
 			w.Header().Set("Cache-Control", "private, no-store")
 			w.Header().Set("X-Accel-Redirect", "/report.txt")
 		}
 	})
-	ports := freePorts(t, 2)
-	startCaddy(t, globals()+fmt.Sprintf(`
+	ports := freePorts(t, 3)
+	accel := func(port int, cache string) string {
+		return fmt.Sprintf(`
 http://127.0.0.1:%d {
-	response_cache {
-		cache_name accel
-		default_ttl 30s
-	}
+	%s
 	reverse_proxy %s {
 		@accel header X-Accel-Redirect *
 		handle_response @accel {
+			copy_response_headers {
+				include Server
+			}
 			root * %s
 			rewrite * {rp.header.X-Accel-Redirect}
 			method * GET
@@ -1874,6 +1880,9 @@ http://127.0.0.1:%d {
 		}
 	}
 }
+`, port, cache, upstream.addr, dir)
+	}
+	startCaddy(t, globals()+accel(ports[0], "response_cache {\n\t\tcache_name accel\n\t\tdefault_ttl 30s\n\t}")+accel(ports[2], "")+fmt.Sprintf(`
 http://127.0.0.1:%d {
 	forward_auth %s {
 		uri /auth
@@ -1884,23 +1893,27 @@ http://127.0.0.1:%d {
 	root * %s
 	file_server
 }
-`, ports[0], upstream.addr, dir, ports[1], upstream.addr, dir))
+`, ports[1], upstream.addr, dir))
 	c := newClient()
 	base := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	paid := do(t, c, "GET", base+"/download/1", map[string]string{"Cookie": "session=ok"})
 	if paid.status != http.StatusOK || paid.body != "TOP SECRET" {
 		t.Fatalf("paying user: %d %q", paid.status, paid.body)
 	}
+	want := do(t, c, "GET", fmt.Sprintf("http://127.0.0.1:%d/download/1", ports[2]), map[string]string{"Cookie": "session=ok"})
+	if got := paid.header.Values("Server"); !slices.Equal(got, want.header.Values("Server")) {
+		t.Errorf("Server %q, without the cache %q", got, want.header.Values("Server"))
+	}
 	if other := do(t, c, "GET", base+"/download/1", nil); other.status != http.StatusForbidden || isHitOf(other) {
 		t.Errorf("after a private X-Accel-Redirect: %d %q (%s), want the upstream's 403", other.status, other.body, cacheStatus(other))
+	}
+	do(t, c, "GET", base+"/public/1", map[string]string{"Cookie": "session=ok"})
+	if pub := do(t, c, "GET", base+"/public/1", nil); pub.status != http.StatusForbidden || isHitOf(pub) {
+		t.Errorf("after a public X-Accel-Redirect varying by cookie: %d %q (%s), want the upstream's 403", pub.status, pub.body, cacheStatus(pub))
 	}
 	do(t, c, "GET", base+"/broken", nil)
 	if again := do(t, c, "GET", base+"/broken", nil); isHitOf(again) {
 		t.Errorf("a route's 200 for an upstream 500 was stored: %s", cacheStatus(again))
-	}
-	do(t, c, "GET", base+"/public/1", map[string]string{"Cookie": "session=ok"})
-	if pub := do(t, c, "GET", base+"/public/1", nil); !isHitOf(pub) || pub.body != "TOP SECRET" {
-		t.Errorf("after a public X-Accel-Redirect: %d %q (%s), want a hit", pub.status, pub.body, cacheStatus(pub))
 	}
 	auth := fmt.Sprintf("http://127.0.0.1:%d/report.txt", ports[1])
 	do(t, c, "GET", auth, nil)
