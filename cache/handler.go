@@ -801,7 +801,7 @@ func (h *Handler) setBefore(hdr http.Header, buf []presetField) []presetField {
 		return buf
 	}
 	for k, v := range hdr {
-		if len(v) > 0 && !h.ownsField(k) {
+		if len(v) > 0 && !ownsField(h.presetNames, k) {
 			buf = append(buf, presetField{k, v})
 		}
 	}

@@ -34,10 +34,10 @@ type recorder struct {
 	// proxied: the response is reverse_proxy's copy of an upstream's
 	// (it says Via), which adds the upstream's lines after those that
 	// handlers before it set on the client's response; the cache does
-	// the same (see copyToClient). owned are the fields the cache
-	// merges on its own (Handler.ownsField).
-	proxied bool
-	owned   func(string) bool
+	// the same (see copyToClient). presetNames are the caching fields
+	// the cache merges on its own (see ownsField).
+	proxied     bool
+	presetNames []string
 
 	// events is told of the final status and of an overflow.
 	events recorderEvents
@@ -137,7 +137,7 @@ func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 // body, for another response to the same client.
 func (rec *recorder) reset() {
 	rec.unreserve()
-	*rec = recorder{w: rec.w, discard: rec.discard, header: newRecordedHeader(), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx, owned: rec.owned}
+	*rec = recorder{w: rec.w, discard: rec.discard, header: newRecordedHeader(), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx, presetNames: rec.presetNames}
 }
 
 // newRecordedHeader returns the header map the next handler writes its
@@ -546,7 +546,7 @@ func (rec *recorder) copyToClient(dst http.Header) {
 			vals = append(vals, v...)
 			v = vals[start:len(vals):len(vals)]
 		}
-		if rec.proxied && (rec.owned == nil || !rec.owned(k)) {
+		if rec.proxied && !ownsField(rec.presetNames, k) {
 			if pre := dst[k]; len(pre) > 0 {
 				v = append(slices.Clip(pre), v...)
 			}

@@ -259,7 +259,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 	rec := &x.rec
 	rec.init(w, h.now)
-	rec.owned = h.ownsField
+	rec.presetNames = h.presetNames
 	rec.clientCtx = r.Context()
 	// Last: the client's writer (see decouple) may still be writing once
 	// the response is stored.
@@ -351,15 +351,16 @@ func (h *Handler) presetFields(dst http.Header) http.Header {
 }
 
 // ownsField reports whether the cache merges the client's field k, as
-// set by handlers before it, with the response's on its own (see
-// presetNames, takeServerSeed, serveEntry), rather than as
-// recorder.copyToClient and serveEntry merge other fields.
-func (h *Handler) ownsField(k string) bool {
+// set by handlers before it, with the response's on its own (Server, Age,
+// Cache-Status, and presetNames: see takeServerSeed, serveEntry,
+// prependPreset), rather than as recorder.copyToClient and serveEntry
+// merge other fields.
+func ownsField(presetNames []string, k string) bool {
 	switch k {
 	case "Server", "Age", "Cache-Status":
 		return true
 	}
-	return slices.Contains(h.presetNames, k)
+	return slices.Contains(presetNames, k)
 }
 
 // presetValues returns the values of presetNames (at most four) in dst,
