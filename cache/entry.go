@@ -113,6 +113,9 @@ type entryData struct {
 	// proxied: reverse_proxy made the response (recorder.proxied): a hit
 	// adds its lines after those handlers before the cache set.
 	proxied bool
+	// serverAdded: the handler after the cache added Server lines after
+	// the client's (recorder.serverAdded): a hit keeps its own in front.
+	serverAdded bool
 
 	tags []string // surrogate keys (Surrogate-Key / Cache-Tag)
 	cost int64

@@ -828,7 +828,11 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 	if e.proxied {
 		before = h.setBefore(hdr, make([]presetField, 0, 8))
 	}
+	ownServer := hdr["Server"]
 	vals, prevStatus, server := e.header.addTo(hdr, 2)
+	if e.serverAdded && server && len(ownServer) > 0 {
+		hdr["Server"] = append(slices.Clip(ownServer), hdr["Server"]...)
+	}
 	// As on the miss (recorder.copyToClient): reverse_proxy's response
 	// has its lines after those set before it.
 	for _, f := range before {

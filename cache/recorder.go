@@ -31,6 +31,9 @@ type recorder struct {
 	// serverAdded: the next handler added lines after that Server field
 	// (see takeServerSeed): the client's stay in front of them.
 	serverAdded bool
+	// seedKept: the next handler kept that Server field, with or without
+	// lines after it (see proxyMark.madeAfter).
+	seedKept bool
 	// proxied: the response is reverse_proxy's copy of an upstream's
 	// (it says Via), which adds the upstream's lines after those that
 	// handlers before it set on the client's response; the cache does
@@ -172,9 +175,10 @@ func (rec *recorder) takeServerSeed() {
 		rec.dropsServer = true
 	case keepsSeed(v):
 		delete(rec.header, "Server")
+		rec.seedKept = true
 	case slices.Contains(v, serverSeed):
 		rec.header["Server"] = slices.DeleteFunc(slices.Clone(v), func(s string) bool { return s == serverSeed })
-		rec.serverAdded = true
+		rec.serverAdded, rec.seedKept = true, true
 	}
 }
 
@@ -285,7 +289,15 @@ func (rec *recorder) writeInformational(status int) {
 			prev[k] = v
 		}
 	}
-	copyHeader(dst, rec.header)
+	// Only reverse_proxy passes 1xx responses on, adding the upstream's
+	// lines after those set before it, as copyToClient does for its final
+	// responses.
+	for k, v := range rec.header {
+		if pre := prev[k]; len(pre) > 0 && !ownsField(rec.presetNames, k) {
+			v = append(slices.Clip(pre), v...)
+		}
+		dst[k] = v
+	}
 	if v := dst["Server"]; slices.Contains(v, serverSeed) { // the client's own, as it was, then any added
 		added := slices.DeleteFunc(slices.Clone(v), func(s string) bool { return s == serverSeed })
 		if own := append(slices.Clip(prev["Server"]), added...); len(own) > 0 {

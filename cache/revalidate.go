@@ -1295,6 +1295,7 @@ func (h *Handler) newEntryWith(x *exchange, rec *recorder, body *body) *entry {
 
 		dropsServer: rec.dropsServer,
 		proxied:     rec.proxied,
+		serverAdded: rec.serverAdded,
 	}, firstUse: x.firstUse}
 	if x.preset != nil {
 		e.preset = packFields(x.preset, nil)

@@ -2016,3 +2016,51 @@ http://127.0.0.1:%d {
 		}
 	}
 }
+
+// TestCacheServerAndViaAsWithoutIt: a reverse_proxy response whose Via a
+// header directive between the cache and reverse_proxy deletes, from an
+// origin that sends its own Server, is still stored (a review found it
+// taken for a handle_response route's); a Server line a handler after the
+// cache adds follows Caddy's on hits as on the miss.
+func TestCacheServerAndViaAsWithoutIt(t *testing.T) {
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Server", "nginx")
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		fmt.Fprint(w, "page")
+	})
+	ports := freePorts(t, 2)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	route {
+		response_cache {
+			cache_name itest
+		}
+		header -Via
+		reverse_proxy %s
+	}
+}
+http://127.0.0.1:%d {
+	route {
+		response_cache {
+			cache_name itest
+		}
+		header +Server "app/1"
+		header Cache-Control "public, max-age=60"
+		respond "hi"
+	}
+}
+`, ports[0], origin.addr, ports[1]))
+	c := newClient()
+	url := fmt.Sprintf("http://127.0.0.1:%d/page", ports[0])
+	do(t, c, "GET", url, nil)
+	if r := do(t, c, "GET", url, nil); !isHit(r) || r.header.Get("Server") != "nginx" {
+		t.Errorf("without Via: %s, Server %q; want a hit from nginx", cacheStatus(r), r.header.Values("Server"))
+	}
+	url = fmt.Sprintf("http://127.0.0.1:%d/s", ports[1])
+	for _, want := range []string{"fwd=uri-miss", "hit"} {
+		r := do(t, c, "GET", url, nil)
+		if !strings.Contains(cacheStatus(r), want) || !slices.Equal(r.header.Values("Server"), []string{"Caddy", "app/1"}) {
+			t.Errorf("%s: Server %q (%s), want [Caddy app/1] as without the cache", want, r.header.Values("Server"), cacheStatus(r))
+		}
+	}
+}
