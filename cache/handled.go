@@ -30,7 +30,7 @@ type proxyMark struct {
 const rpLatency = "http.reverse_proxy.upstream.latency"
 
 // madeAfterProxy is the reason a response made after a round trip is not
-// stored (Cache-Status detail, debug log).
+// stored (in the debug log).
 const madeAfterProxy = "made after a reverse_proxy round trip"
 
 // isRoundTripKey reports whether key is the value of a round trip that

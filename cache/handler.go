@@ -828,7 +828,10 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 	if e.proxied {
 		before = h.setBefore(hdr, make([]presetField, 0, 8))
 	}
-	ownServer := hdr["Server"]
+	var ownServer []string
+	if e.serverAdded {
+		ownServer = hdr["Server"]
+	}
 	vals, prevStatus, server := e.header.addTo(hdr, 2)
 	if e.serverAdded && server && len(ownServer) > 0 {
 		hdr["Server"] = append(slices.Clip(ownServer), hdr["Server"]...)

@@ -98,7 +98,7 @@ type exchange struct {
 
 	h   *Handler
 	rec recorder // records the origin's response
-	// proxy tells a response reverse_proxy's handle_response made.
+	// proxy tells a response handle_response routes made (madeAfter).
 	proxy proxyMark
 
 	// result is the requests_total counter the exchange is counted under,
