@@ -2899,3 +2899,29 @@ func (w *editingWriter) WriteHeader(status int) {
 }
 
 func (w *editingWriter) Write(p []byte) (int, error) { return w.ResponseWriter.Write(p) }
+
+// TestServerEditedAfterTheCache: a handler after the cache that edits the
+// Server value it sees (a deferred `header >Server "^(.*)$" "$1/2"`) gets
+// the client's value edited, not the recorder's seed (found by a review:
+// the seed reached clients, and was stored).
+func TestServerEditedAfterTheCache(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		for i, v := range w.Header()["Server"] {
+			w.Header()["Server"][i] = v + "/2"
+		}
+		return static(c, 200, "page", "Cache-Control", "max-age=60").fn(w, r)
+	}}
+	for _, status := range []string{"fwd=uri-miss", "hit"} {
+		w := httptest.NewRecorder()
+		w.Header().Set("Server", "Caddy")
+		if err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/edit"), o); err != nil {
+			t.Fatal(err)
+		}
+		h.store.wait()
+		if got := w.Header().Values("Server"); !strings.Contains(w.Header().Get("Cache-Status"), status) || !slices.Equal(got, []string{"Caddy/2"}) {
+			t.Errorf("%s: Server %q (%s), want [Caddy/2]", status, got, w.Header().Get("Cache-Status"))
+		}
+	}
+}

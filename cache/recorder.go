@@ -168,6 +168,9 @@ func keepsSeed(v []string) bool { return len(v) == 1 && v[0] == serverSeed }
 // (removed from rec.header, so that it is neither stored nor copied over
 // the client's), kept with lines added after it (copy_response_headers
 // adds an upstream's: the seed is taken out, serverAdded), or replaced.
+// A value edited from the seed (a deferred `header >Server "^(.*)$"
+// "$1/2"` after the cache) has the client's value in the seed's place, as
+// the edit would have made of it.
 func (rec *recorder) takeServerSeed() {
 	v, ok := rec.header["Server"]
 	switch {
@@ -179,6 +182,17 @@ func (rec *recorder) takeServerSeed() {
 	case slices.Contains(v, serverSeed):
 		rec.header["Server"] = slices.DeleteFunc(slices.Clone(v), func(s string) bool { return s == serverSeed })
 		rec.serverAdded, rec.seedKept = true, true
+	}
+	if v := rec.header["Server"]; slices.ContainsFunc(v, func(s string) bool { return strings.Contains(s, serverSeed) }) {
+		var own string
+		if rec.w != nil {
+			own = strings.Join(rec.w.Header()["Server"], ", ")
+		}
+		v = slices.Clone(v)
+		for i, s := range v {
+			v[i] = strings.ReplaceAll(s, serverSeed, own)
+		}
+		rec.header["Server"] = v
 	}
 }
 
@@ -306,7 +320,16 @@ func (rec *recorder) writeInformational(status int) {
 			delete(dst, "Server")
 		}
 	}
+	ownServer, dropped := dst["Server"], rec.header["Server"] == nil
+	if dropped {
+		// The next handler dropped the client's Server before the 1xx
+		// (a `header -Server` between the cache and reverse_proxy).
+		delete(dst, "Server")
+	}
 	rec.w.WriteHeader(status)
+	if dropped && ownServer != nil {
+		dst["Server"] = ownServer
+	}
 	for k := range rec.header {
 		if v, ok := prev[k]; ok {
 			dst[k] = v

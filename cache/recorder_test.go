@@ -270,3 +270,22 @@ func TestContentLengthDroppedAfterTheStatus(t *testing.T) {
 		t.Errorf("the short response was stored: a hit of %d bytes, %.40q", w.Body.Len(), w.Body.String())
 	}
 }
+
+// TestRecorderInformationalWithoutServer: a next handler that dropped the
+// client's Server before a 1xx (a `header -Server` between the cache and
+// reverse_proxy) sends the 1xx without it, as without the cache; the
+// final response has what the next handler leaves.
+func TestRecorderInformationalWithoutServer(t *testing.T) {
+	w := newWriter()
+	w.h.Set("Server", "Caddy")
+	rec := newTestRecorder(w, 1<<20)
+	delete(rec.Header(), "Server")
+	rec.Header().Set("Link", "</style.css>; rel=preload")
+	rec.WriteHeader(http.StatusEarlyHints)
+	if len(w.sent) != 1 || w.sent[0].Get("Server") != "" {
+		t.Errorf("103 sent with %v, want no Server", w.sent)
+	}
+	if w.h.Get("Server") != "Caddy" {
+		t.Errorf("client's Server after the 103: %q, want it back", w.h.Get("Server"))
+	}
+}
