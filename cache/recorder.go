@@ -32,8 +32,11 @@ type recorder struct {
 	// (see takeServerSeed): the client's stay in front of them.
 	serverAdded bool
 	// seedKept: the next handler kept that Server field, with or without
-	// lines after it (see proxyMark.madeAfter).
+	// lines after it, or edited it (see proxyMark.madeAfter).
 	seedKept bool
+	// clientServer is the client's Server as the next handler edited it
+	// (see takeServerSeed); nil when it did not.
+	clientServer []string
 	// proxied: the response is reverse_proxy's copy of an upstream's
 	// (it says Via), which adds the upstream's lines after those that
 	// handlers before it set on the client's response; the cache does
@@ -167,33 +170,57 @@ func keepsSeed(v []string) bool { return len(v) == 1 && v[0] == serverSeed }
 // newRecordedHeader put in rec.header: dropped (dropsServer), kept
 // (removed from rec.header, so that it is neither stored nor copied over
 // the client's), kept with lines added after it (copy_response_headers
-// adds an upstream's: the seed is taken out, serverAdded), or replaced.
-// A value edited from the seed (a deferred `header >Server "^(.*)$"
-// "$1/2"` after the cache) has the client's value in the seed's place, as
-// the edit would have made of it.
+// adds an upstream's: the seed is taken out, serverAdded), edited (a
+// deferred `header >Server "^(.*)$" "$1/2"` after the cache), or
+// replaced. An edited value is the client's value edited for this client
+// (clientServer) and is not stored: made from one request's Server, it
+// is no one else's, and a background refresh has none to edit.
 func (rec *recorder) takeServerSeed() {
 	v, ok := rec.header["Server"]
-	switch {
-	case !ok:
+	if !ok {
 		rec.dropsServer = true
-	case keepsSeed(v):
-		delete(rec.header, "Server")
-		rec.seedKept = true
-	case slices.Contains(v, serverSeed):
-		rec.header["Server"] = slices.DeleteFunc(slices.Clone(v), func(s string) bool { return s == serverSeed })
-		rec.serverAdded, rec.seedKept = true, true
+		return
 	}
-	if v := rec.header["Server"]; slices.ContainsFunc(v, func(s string) bool { return strings.Contains(s, serverSeed) }) {
-		var own string
-		if rec.w != nil {
-			own = strings.Join(rec.w.Header()["Server"], ", ")
-		}
-		v = slices.Clone(v)
-		for i, s := range v {
-			v[i] = strings.ReplaceAll(s, serverSeed, own)
-		}
-		rec.header["Server"] = v
+	if !slices.ContainsFunc(v, hasSeed) {
+		return // replaced: the origin's
 	}
+	rec.seedKept = true
+	if !slices.ContainsFunc(v, editedSeed) {
+		if keepsSeed(v) {
+			delete(rec.header, "Server")
+			return
+		}
+		rec.header["Server"] = slices.DeleteFunc(slices.Clone(v), hasSeed)
+		rec.serverAdded = true
+		return
+	}
+	var own []string
+	if rec.w != nil {
+		own = rec.w.Header()["Server"]
+	}
+	rec.clientServer = withOwnServer(v, own)
+	delete(rec.header, "Server")
+}
+
+func hasSeed(s string) bool    { return strings.Contains(s, serverSeed) }
+func editedSeed(s string) bool { return s != serverSeed && strings.Contains(s, serverSeed) }
+
+// withOwnServer returns the Server values v with the client's values own
+// in place of the seed: for the seed itself, own; within an edited value,
+// own joined, as the edit would have made of it.
+func withOwnServer(v, own []string) []string {
+	out := make([]string, 0, len(v)+len(own))
+	for _, s := range v {
+		switch {
+		case s == serverSeed:
+			out = append(out, own...)
+		case strings.Contains(s, serverSeed):
+			out = append(out, strings.ReplaceAll(s, serverSeed, strings.Join(own, ", ")))
+		default:
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // hasTrailers reports whether the next handler set trailers, announced in
@@ -262,6 +289,11 @@ func (rec *recorder) WriteHeader(status int) {
 			delete(dst, "Server")
 		} else if rec.serverAdded && len(own) > 0 {
 			dst["Server"] = append(slices.Clip(own), rec.header["Server"]...)
+		} else if rec.clientServer != nil {
+			dst["Server"] = rec.clientServer
+			if len(rec.clientServer) == 0 {
+				delete(dst, "Server")
+			}
 		}
 		for f, pv := range rec.preset {
 			dst[f] = prependPreset(pv, rec.header[f])
@@ -312,9 +344,8 @@ func (rec *recorder) writeInformational(status int) {
 		}
 		dst[k] = v
 	}
-	if v := dst["Server"]; slices.Contains(v, serverSeed) { // the client's own, as it was, then any added
-		added := slices.DeleteFunc(slices.Clone(v), func(s string) bool { return s == serverSeed })
-		if own := append(slices.Clip(prev["Server"]), added...); len(own) > 0 {
+	if v := dst["Server"]; slices.ContainsFunc(v, hasSeed) { // the client's own, as it was (or edited), then any added
+		if own := withOwnServer(v, prev["Server"]); len(own) > 0 {
 			dst["Server"] = own
 		} else {
 			delete(dst, "Server")

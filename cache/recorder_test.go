@@ -289,3 +289,17 @@ func TestRecorderInformationalWithoutServer(t *testing.T) {
 		t.Errorf("client's Server after the 103: %q, want it back", w.h.Get("Server"))
 	}
 }
+
+// TestRecorderInformationalEditedServer: a 1xx whose Server the next
+// handler edited from the seed carries the client's value edited, never
+// the seed (found by a review).
+func TestRecorderInformationalEditedServer(t *testing.T) {
+	w := newWriter()
+	w.h.Set("Server", "Caddy")
+	rec := newTestRecorder(w, 1<<20)
+	rec.Header()["Server"][0] += "/2"
+	rec.WriteHeader(http.StatusEarlyHints)
+	if len(w.sent) != 1 || !slices.Equal(w.sent[0].Values("Server"), []string{"Caddy/2"}) {
+		t.Errorf("103 sent with %v, want Server Caddy/2", w.sent)
+	}
+}
