@@ -106,16 +106,14 @@ type entryData struct {
 
 	// validator reports an ETag or Last-Modified to revalidate with.
 	validator bool
-	// dropsServer: the handler after the cache dropped Caddy's Server
-	// field (reverse_proxy does): a hit drops it too, unless the stored
-	// response has the origin's.
-	dropsServer bool
+	// server is what the handler after the cache did with the client's
+	// Server field (recorder.server): dropped (reverse_proxy does), a hit
+	// drops it too unless the stored response has the origin's; added
+	// after, a hit keeps its own in front of the stored lines.
+	server serverFate
 	// proxied: reverse_proxy made the response (recorder.proxied): a hit
 	// adds its lines after those handlers before the cache set.
 	proxied bool
-	// serverAdded: the handler after the cache added Server lines after
-	// the client's (recorder.serverAdded): a hit keeps its own in front.
-	serverAdded bool
 
 	tags []string // surrogate keys (Surrogate-Key / Cache-Tag)
 	cost int64

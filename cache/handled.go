@@ -62,7 +62,7 @@ func latencyOf(repl *caddy.Replacer) time.Duration {
 // started with: a response with both as they were, after a round trip in
 // the next handler, was made by others.
 func (m proxyMark) madeAfter(rec *recorder) bool {
-	if m.repl == nil || !rec.seedKept || len(rec.header["Via"]) > 0 {
+	if m.repl == nil || !rec.server.seedKept() || len(rec.header["Via"]) > 0 {
 		return false
 	}
 	d := latencyOf(m.repl)

@@ -829,11 +829,11 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 		before = h.setBefore(hdr, make([]presetField, 0, 8))
 	}
 	var ownServer []string
-	if e.serverAdded {
+	if e.server == serverAdded {
 		ownServer = hdr["Server"]
 	}
 	vals, prevStatus, server := e.header.addTo(hdr, 2)
-	if e.serverAdded && server && len(ownServer) > 0 {
+	if server && len(ownServer) > 0 {
 		hdr["Server"] = append(slices.Clip(ownServer), hdr["Server"]...)
 	}
 	// As on the miss (recorder.copyToClient): reverse_proxy's response
@@ -843,7 +843,7 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 			hdr[f.name] = append(slices.Clip(f.pre), v...)
 		}
 	}
-	if e.dropsServer && !server {
+	if e.server == serverDropped && !server {
 		// As on its miss: the handler after the cache dropped the
 		// client's Server field (reverse_proxy does, for Via), and the
 		// origin sent none.

@@ -25,17 +25,10 @@ import (
 type recorder struct {
 	w      http.ResponseWriter // the client (a discardWriter for background work)
 	header http.Header
-	// dropsServer: the next handler dropped the Server field the
-	// recorder's header started with (see newRecordedHeader).
-	dropsServer bool
-	// serverAdded: the next handler added lines after that Server field
-	// (see takeServerSeed): the client's stay in front of them.
-	serverAdded bool
-	// seedKept: the next handler kept that Server field, with or without
-	// lines after it, or edited it (see proxyMark.madeAfter).
-	seedKept bool
-	// clientServer is the client's Server as the next handler edited it
-	// (see takeServerSeed); nil when it did not.
+	// server is what the next handler did with the Server field the
+	// recorder's header started with (see takeServerSeed); clientServer
+	// is the client's Server as it edited it (serverEdited).
+	server       serverFate
 	clientServer []string
 	// proxied: the response is reverse_proxy's copy of an upstream's
 	// (it says Via), which adds the upstream's lines after those that
@@ -153,7 +146,7 @@ func (rec *recorder) reset() {
 // (it says Via instead), keep, or replace with the origin's; WriteHeader
 // tells which (takeServerSeed). Only an origin's is stored: the client's
 // is the client's, and what a hit does with its own is in
-// entry.dropsServer. A value, not a slice compared by address:
+// entry.server. A value, not a slice compared by address:
 // reverse_proxy rebuilds the header map after a 1xx response.
 func newRecordedHeader() http.Header {
 	return http.Header{"Server": {serverSeed}}
@@ -163,37 +156,52 @@ func newRecordedHeader() http.Header {
 // handler changes it; never sent (see takeServerSeed, writeInformational).
 const serverSeed = "response_cache: the client's Server field"
 
+// serverFate is what the next handler did with the Server field
+// newRecordedHeader put in its map.
+type serverFate uint8
+
+const (
+	serverReplaced serverFate = iota // an origin's, or none set yet
+	serverDropped                    // reverse_proxy does, for Via
+	serverKept                       // file_server, respond
+	serverAdded                      // kept, with lines after it (copy_response_headers)
+	serverEdited                     // a deferred `header >Server` after the cache
+)
+
+// seedKept reports whether the next handler kept the seed, as it was or
+// not: it did not copy an upstream's response (see proxyMark.madeAfter).
+func (f serverFate) seedKept() bool { return f >= serverKept }
+
 // keepsSeed reports whether the Server values v are serverSeed.
 func keepsSeed(v []string) bool { return len(v) == 1 && v[0] == serverSeed }
 
 // takeServerSeed finds what the next handler did with the Server field
-// newRecordedHeader put in rec.header: dropped (dropsServer), kept
+// newRecordedHeader put in rec.header (rec.server): dropped, kept
 // (removed from rec.header, so that it is neither stored nor copied over
-// the client's), kept with lines added after it (copy_response_headers
-// adds an upstream's: the seed is taken out, serverAdded), edited (a
-// deferred `header >Server "^(.*)$" "$1/2"` after the cache), or
-// replaced. An edited value is the client's value edited for this client
-// (clientServer) and is not stored: made from one request's Server, it
-// is no one else's, and a background refresh has none to edit.
+// the client's), kept with lines added after it (the seed is taken out),
+// edited (a deferred `header >Server "^(.*)$" "$1/2"` after the cache),
+// or replaced. An edited value is the client's value edited for this
+// client (clientServer) and is not stored: made from one request's
+// Server, it is no one else's, and a background refresh has none to edit.
 func (rec *recorder) takeServerSeed() {
 	v, ok := rec.header["Server"]
-	if !ok {
-		rec.dropsServer = true
+	switch {
+	case !ok:
+		rec.server = serverDropped
 		return
-	}
-	if !slices.ContainsFunc(v, hasSeed) {
-		return // replaced: the origin's
-	}
-	rec.seedKept = true
-	if !slices.ContainsFunc(v, editedSeed) {
-		if keepsSeed(v) {
-			delete(rec.header, "Server")
-			return
-		}
+	case !slices.ContainsFunc(v, hasSeed):
+		rec.server = serverReplaced
+		return
+	case keepsSeed(v):
+		rec.server = serverKept
+		delete(rec.header, "Server")
+		return
+	case !slices.ContainsFunc(v, editedSeed):
+		rec.server = serverAdded
 		rec.header["Server"] = slices.DeleteFunc(slices.Clone(v), hasSeed)
-		rec.serverAdded = true
 		return
 	}
+	rec.server = serverEdited
 	var own []string
 	if rec.w != nil {
 		own = rec.w.Header()["Server"]
@@ -285,15 +293,15 @@ func (rec *recorder) WriteHeader(status int) {
 		dst := rec.w.Header()
 		own := dst["Server"]
 		rec.copyToClient(dst)
-		if rec.dropsServer {
+		switch {
+		case rec.server == serverDropped:
 			delete(dst, "Server")
-		} else if rec.serverAdded && len(own) > 0 {
+		case rec.server == serverAdded && len(own) > 0:
 			dst["Server"] = append(slices.Clip(own), rec.header["Server"]...)
-		} else if rec.clientServer != nil {
+		case rec.server == serverEdited && len(rec.clientServer) > 0:
 			dst["Server"] = rec.clientServer
-			if len(rec.clientServer) == 0 {
-				delete(dst, "Server")
-			}
+		case rec.server == serverEdited:
+			delete(dst, "Server")
 		}
 		for f, pv := range rec.preset {
 			dst[f] = prependPreset(pv, rec.header[f])

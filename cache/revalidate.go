@@ -1293,9 +1293,8 @@ func (h *Handler) newEntryWith(x *exchange, rec *recorder, body *body) *entry {
 		rc:     x.rc,
 		vary:   x.vary,
 
-		dropsServer: rec.dropsServer,
-		proxied:     rec.proxied,
-		serverAdded: rec.serverAdded,
+		server:  rec.server,
+		proxied: rec.proxied,
 	}, firstUse: x.firstUse}
 	if x.preset != nil {
 		e.preset = packFields(x.preset, nil)
