@@ -168,7 +168,7 @@ func purgePrefixes(p string) []string {
 	if !endsAtPort {
 		return []string{n}
 	}
-	return []string{n + "/", n + "?", n + " "}
+	return []string{n + "/", n + "?", n + " ", n + "#"}
 }
 
 // normalKey spells a key (or a prefix of one) given to a purge as the
@@ -188,12 +188,16 @@ func normalKey(k string) (key string, endsAtPort bool) {
 	if end < 0 {
 		end = len(rest)
 	}
-	host, port := splitHostPort(strings.ToLower(rest[:end]))
+	authority, listener, marked := strings.Cut(strings.ToLower(rest[:end]), "#")
+	host, port, hasPort := cutPort(authority)
 	_, def := defaultPort(scheme)
 	b := append([]byte(scheme), "://"...)
 	b = append(b, host...)
-	if port != "" && port != def {
+	if hasPort && port != def {
 		b = append(append(b, ':'), port...)
+	}
+	if marked {
+		b = append(append(b, '#'), listener...)
 	}
 	rest = rest[end:]
 	path := strings.IndexAny(rest, "? ")
@@ -202,5 +206,5 @@ func normalKey(k string) (key string, endsAtPort bool) {
 	}
 	b = appendUpperEscapes(b, rest[:path])
 	b = append(b, rest[path:]...)
-	return string(b), rest == "" && port == def
+	return string(b), rest == "" && hasPort && port == def && !marked
 }

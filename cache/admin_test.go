@@ -1,8 +1,10 @@
 package cache
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -78,6 +80,47 @@ func TestAdminPurge(t *testing.T) {
 			for _, p := range tc.hit {
 				wantStatus(t, get(t, h, o, url(p)), []string{"hit"})
 			}
+		})
+	}
+}
+
+// TestAdminPurgeKeysWithListener: keys of requests that came in on
+// another port than Host names carry '#' and that port; a purge spells
+// them as the cache does, and a prefix ending at an origin's default
+// port covers them.
+func TestAdminPurgeKeysWithListener(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{CacheName: "admin-listener"}, c)
+	o := static(c, 200, "page", "Cache-Control", "max-age=60")
+	on := func(target string, port int) *http.Request {
+		r := newRequest(http.MethodGet, target)
+		return r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}))
+	}
+	mapped := func() *http.Request { return on("http://example.net:8080/a", 80) } // a port mapping
+	portless := func() *http.Request { return on("http://example.net/b", 8080) }
+	api := AdminAPI{}
+	for _, tc := range []struct {
+		name, body string
+		missed     func() *http.Request
+		hit        func() *http.Request
+	}{
+		{"key", `{"key":"HTTP://Example.NET:8080#80/a"}`, mapped, portless},
+		{"prefix of the origin with its default port", `{"prefix":"http://example.net:80"}`, portless, mapped},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, r := range []*http.Request{mapped(), portless()} {
+				serve(t, h, o, r)
+			}
+			w := httptest.NewRecorder()
+			if err := api.handlePurge(w, httptest.NewRequest(http.MethodPost, "/response_cache/purge", strings.NewReader(tc.body))); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(w.Body.String(), `"purged":1`) {
+				t.Errorf("purge %s: %s, want 1 purged", tc.body, w.Body.String())
+			}
+			h.store.wait()
+			wantStatus(t, serve(t, h, o, tc.missed()), []string{"fwd=uri-miss"})
+			wantStatus(t, serve(t, h, o, tc.hit()), []string{"hit"})
 		})
 	}
 }

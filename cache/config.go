@@ -28,10 +28,12 @@ type Config struct {
 
 	// Key is the template of the primary cache key; it may use any request
 	// placeholders. The default,
-	// `{http.request.scheme}://{http.request.host}:<port>{http.request.orig_uri}`,
-	// covers scheme, host (lower-cased), the port the connection came in on
-	// (not Host's, which a client chooses; the scheme's default left out),
-	// and the path and query the client sent (before any rewrite),
+	// `{http.request.scheme}://{http.request.hostport}{http.request.orig_uri}`,
+	// covers scheme, host (lower-cased) and port as Host names them (the
+	// scheme's default left out), followed by '#' and the port the
+	// connection came in on when Host names another (a port mapping, a
+	// front proxy: http://a.test:8080#80/a), and the path and query the
+	// client sent (before any rewrite),
 	// the path with its percent-encoding
 	// as sent (so /a%2Fb and /a/b are two entries, as are /a? and /a); GET
 	// and HEAD share a key, because only GET responses are stored and HEAD

@@ -478,33 +478,60 @@ func upperHex(c byte) byte {
 	return c
 }
 
-// appendOrigin appends r's scheme://host:port: the host as the client
-// named it, lower-cased, and the port the connection came in on, left
-// out when it is the scheme's default, as RFC 9110 §4.2.3 makes
-// http://a.test:80/ and http://a.test/ one URI (one entry, which an
-// unsafe method on either spelling invalidates). Not the port in Host:
-// Caddy's host matchers ignore it, so a request to one site's port
-// naming another's (Host: a.test:8080 sent to :8081) would store its
-// site's response under the other site's key, in a store they share.
-// Without a port to go by (a Unix socket, or a request made in process),
-// Host's port counts.
+// appendOrigin appends r's origin as the client named it, which
+// reverse_proxy forwards in Host: scheme://host:port, the host lower-cased
+// and the port as Host spells it, left out when it is the scheme's default
+// as RFC 9110 §4.2.3 makes http://a.test:80/ and http://a.test/ one URI
+// (one entry, which an unsafe method on either spelling invalidates).
+//
+// When the connection came in on another port than Host names (a port
+// mapping, a front proxy, or a client naming another port or site), '#'
+// and that port follow: origins build links and redirects from Host, so
+// a request naming another port (Host: a.test:1) must not store its
+// answer for those that name the right one; and Caddy's host matchers
+// ignore Host's port, so a request to one site's port naming another's
+// (Host: a.test:8080 sent to :8081) would otherwise store its site's
+// response under the other site's key, in a store they share. A port
+// Host spells otherwise than in canonical digits (a.test:, a.test:080)
+// never matches the connection's. Without a port to go by (a Unix
+// socket, or a request made in process), Host's port alone counts.
 func appendOrigin(dst []byte, r *http.Request) []byte {
 	scheme := schemeOf(r)
 	dst = append(dst, scheme...)
 	dst = append(dst, "://"...)
-	host, port := splitHostPort(r.Host)
+	host, port, hasPort := cutPort(r.Host)
 	dst = appendHost(dst, host)
 	def, defPort := defaultPort(scheme)
-	if p := listenerPort(r); p > 0 {
-		if p == def {
-			return dst
-		}
-		return strconv.AppendInt(append(dst, ':'), int64(p), 10)
+	if hasPort && port != defPort {
+		dst = appendHost(append(dst, ':'), port)
 	}
-	if port == "" || port == defPort {
+	p := listenerPort(r)
+	if p <= 0 {
 		return dst
 	}
-	return appendHost(append(dst, ':'), port)
+	switch {
+	case !hasPort && p == def:
+	case hasPort && isPort(port, p):
+	default:
+		dst = strconv.AppendInt(append(dst, '#'), int64(p), 10)
+	}
+	return dst
+}
+
+// isPort reports whether s spells port p in canonical digits.
+func isPort(s string, p int) bool {
+	var buf [20]byte
+	return s == string(strconv.AppendInt(buf[:0], int64(p), 10))
+}
+
+// cutPort splits a Host value into its host and port, an IPv6 literal
+// keeping its brackets; hasPort tells a.test: (an empty port) from a.test.
+func cutPort(hostport string) (host, port string, hasPort bool) {
+	i := strings.LastIndexByte(hostport, ':')
+	if i < 0 || i < strings.LastIndexByte(hostport, ']') {
+		return hostport, "", false
+	}
+	return hostport[:i], hostport[i+1:], true
 }
 
 // defaultPort is scheme's default port, as a number and as written.
@@ -513,16 +540,6 @@ func defaultPort(scheme string) (int, string) {
 		return 443, "443"
 	}
 	return 80, "80"
-}
-
-// splitHostPort splits a Host value into its host and port (empty when
-// it has none), an IPv6 literal keeping its brackets.
-func splitHostPort(hostport string) (host, port string) {
-	i := strings.LastIndexByte(hostport, ':')
-	if i < 0 || i < strings.LastIndexByte(hostport, ']') {
-		return hostport, ""
-	}
-	return hostport[:i], hostport[i+1:]
 }
 
 // listenerPort is the port r's connection came in on, or 0 when it has

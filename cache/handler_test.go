@@ -2606,15 +2606,18 @@ func TestReloadedDefaultTTLBoundsStoredResponses(t *testing.T) {
 	}
 }
 
-// TestKeyPortIsTheListeners: the key's port is the one the connection
-// came in on, not the one Host names, which Caddy's host matchers
-// ignore. A security review stored origin B's page under site A's key
-// (two sites on ports 19080 and 19081 sharing the default store) by
-// sending Host: a.test:19080 to port 19081; every later client of site A
-// got B's page as a hit.
-func TestKeyPortIsTheListeners(t *testing.T) {
+// TestKeyOrigin: the key's origin is the one the client named in Host,
+// which reverse_proxy forwards and origins build links from, followed by
+// '#' and the port the connection came in on when Host names another.
+// Security reviews stored origin B's page under site A's key (two sites
+// on ports 19080 and 19081 sharing the default store) by sending Host:
+// a.test:19080 to port 19081, and, keyed by the listener's port alone, a
+// redirect to http://app.test:1/new for every client of app.test by
+// sending Host: app.test:1.
+func TestKeyOrigin(t *testing.T) {
 	at := func(host string, local net.Addr, secure bool) *http.Request {
 		r := newRequest(http.MethodGet, "http://"+host+"/page")
+		r.Host = host
 		if secure {
 			r.TLS = &tls.ConnectionState{}
 		}
@@ -2630,13 +2633,25 @@ func TestKeyPortIsTheListeners(t *testing.T) {
 		want string
 	}{
 		{"Host naming the listener's port", at("A.test:19080", tcp(19080), false), "http://a.test:19080/page"},
-		{"Host naming another site's port", at("a.test:19080", tcp(19081), false), "http://a.test:19081/page"},
-		{"Host without a port, on another port", at("a.test", tcp(19081), false), "http://a.test:19081/page"},
-		{"Host naming port 80, on another port", at("a.test:80", tcp(8080), false), "http://a.test:8080/page"},
-		{"the default port", at("a.test:8080", tcp(80), false), "http://a.test/page"},
-		{"HTTPS on 443", at("a.test:8443", tcp(443), true), "https://a.test/page"},
-		{"HTTP/3", at("a.test", &net.UDPAddr{Port: 8443}, true), "https://a.test:8443/page"},
-		{"IPv6", at("[::1]:19080", tcp(19081), false), "http://[::1]:19081/page"},
+		{"Host without a port, on the default port", at("a.test", tcp(80), false), "http://a.test/page"},
+		{"Host naming the default port, on it", at("a.test:80", tcp(80), false), "http://a.test/page"},
+		{"HTTPS on 443", at("a.test", tcp(443), true), "https://a.test/page"},
+		// The origin sees Host as sent: a request naming another port
+		// (or none, on a port that is not the default) is not one naming
+		// the listener's, and a site's response must not answer another
+		// site's requests in a store they share.
+		{"Host naming another port", at("a.test:1", tcp(19080), false), "http://a.test:1#19080/page"},
+		{"Host naming another site's port", at("a.test:19080", tcp(19081), false), "http://a.test:19080#19081/page"},
+		{"Host with an empty port", at("a.test:", tcp(80), false), "http://a.test:#80/page"},
+		{"Host with a port in other digits", at("a.test:080", tcp(80), false), "http://a.test:080#80/page"},
+		{"Host without a port, on another port", at("a.test", tcp(19081), false), "http://a.test#19081/page"},
+		{"Host naming port 80, on another port", at("a.test:80", tcp(8080), false), "http://a.test#8080/page"},
+		{"a port mapping (8080 to 80)", at("a.test:8080", tcp(80), false), "http://a.test:8080#80/page"},
+		{"HTTPS, a port mapping (8443 to 443)", at("a.test:8443", tcp(443), true), "https://a.test:8443#443/page"},
+		{"HTTP/3", at("a.test", &net.UDPAddr{Port: 8443}, true), "https://a.test#8443/page"},
+		{"HTTP/3 on the Host's port", at("a.test:8443", &net.UDPAddr{Port: 8443}, true), "https://a.test:8443/page"},
+		{"IPv6", at("[::1]:19080", tcp(19081), false), "http://[::1]:19080#19081/page"},
+		{"IPv6 on its port", at("[::1]:19081", tcp(19081), false), "http://[::1]:19081/page"},
 		{"no listener: Host's port", at("a.test:8080", nil, false), "http://a.test:8080/page"},
 		{"no listener: Host's default port", at("a.test:80", nil, false), "http://a.test/page"},
 	} {

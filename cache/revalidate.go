@@ -437,6 +437,8 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 	switch {
 	case star:
 		reason = "Vary: *"
+	case forwardsUnseen(fields, x.r.Header):
+		reason = "vary on a field the origin did not get"
 	case x.wholeAs200 && x.record != nil && !equalFields(fields, x.record.vary):
 		// encode leaves a 206 as it is, without the Vary it puts on a
 		// 200: stored, it would replace the URL's variants.
@@ -1416,6 +1418,11 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 	reason, rc, lifetime := h.judge(asGET(x.r), old.status, view, own, preset, rec.responseTime)
 	if reason == "" && x.proxy.madeAfter(rec) {
 		reason = madeAfterProxy
+	}
+	if fields, star := ParseVary(view); reason == "" && (star || !equalFields(fields, old.vary)) {
+		// A 304 that changes Vary: the entry was chosen for this request
+		// by the fields it varied on before, not by those it names now.
+		reason = "vary"
 	}
 	fresh := freshnessWith(lifetime, view, rc, x.requestTime, rec.responseTime)
 	fresh.Defaulted = h.defaulted(old.status, view, rc, lifetime, rec.responseTime)

@@ -9,22 +9,71 @@ import (
 )
 
 // ParseVary returns the canonical field names listed in h's Vary fields,
-// sorted and deduplicated, and whether Vary contains "*".
+// sorted and deduplicated, and whether the response varies on what no
+// request shows the cache: Vary contains "*", a member that is not a
+// field name (Vary: Cookie User-Agent, "X-A", X-A;q=1; RFC 9110 §12.5.5:
+// no request carries such a field, so all would match, the requests the
+// origin told apart among them), or X-Forwarded-For, which reverse_proxy
+// writes from the client's address after the cache.
 func ParseVary(h http.Header) (fields []string, star bool) {
 	for _, line := range h["Vary"] {
 		for f := range strings.SplitSeq(line, ",") {
 			f = strings.TrimSpace(f)
-			switch f {
-			case "":
-			case "*":
+			switch {
+			case f == "":
+			case f == "*" || !isFieldName(f):
 				star = true
 			default:
-				fields = append(fields, textproto.CanonicalMIMEHeaderKey(f))
+				f = textproto.CanonicalMIMEHeaderKey(f)
+				if f == "X-Forwarded-For" {
+					star = true
+				}
+				fields = append(fields, f)
 			}
 		}
 	}
 	slices.Sort(fields)
 	return slices.Compact(fields), star
+}
+
+// hopByHop reports whether the canonical request field name is one that
+// reverse_proxy does not forward (RFC 9110 §7.6.1; its hopHeaders).
+func hopByHop(name string) bool {
+	switch name {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authorization", "Proxy-Authenticate",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Alt-Svc":
+		return true
+	}
+	return false
+}
+
+// unmatchedVaryKey is what VaryKey gives a request that carries a field
+// its Vary names but the origin may not see: no stored variant has it
+// (whyNotStored), so the request matches none.
+const unmatchedVaryKey = "!"
+
+// forwardsUnseen reports whether req carries one of fields that
+// reverse_proxy does not forward: a hop-by-hop field, or one its
+// Connection field names (RFC 9110 §7.6.1). The origin's answer then
+// varies on a value other than the one the request shows the cache, so
+// the request is matched to no variant and its answer not stored.
+func forwardsUnseen(fields []string, req http.Header) bool {
+	for _, f := range fields {
+		if _, present := req[f]; !present {
+			continue
+		}
+		if hopByHop(f) {
+			return true
+		}
+		for _, line := range req["Connection"] {
+			for name := range strings.SplitSeq(line, ",") {
+				if strings.EqualFold(textproto.TrimString(name), f) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // VaryKey returns the values of fields in req that select a variant (RFC
@@ -51,8 +100,13 @@ func ParseVary(h http.Header) (fields []string, star bool) {
 // The encoding, name length:name then "-" for absent, value length:value
 // for one value (a list field's, or the one line of another field), or
 // "*" line count ":" then each line's length:value for a field of several
-// lines, cannot be confused between different inputs.
+// lines, cannot be confused between different inputs. A request that
+// carries a field among fields that reverse_proxy does not forward (see
+// forwardsUnseen) gets unmatchedVaryKey, which no stored variant has.
 func VaryKey(fields []string, req http.Header) string {
+	if forwardsUnseen(fields, req) {
+		return unmatchedVaryKey
+	}
 	var b []byte
 	for _, f := range fields {
 		name := textproto.CanonicalMIMEHeaderKey(f)

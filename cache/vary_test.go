@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestParseVary(t *testing.T) {
@@ -19,6 +20,14 @@ func TestParseVary(t *testing.T) {
 		{"one", rh("Vary", "accept-encoding"), []string{"Accept-Encoding"}, false},
 		{"lines, commas, case, duplicates", rh("Vary", "Accept-Language, ACCEPT", "Vary", " accept ,, Origin"), []string{"Accept", "Accept-Language", "Origin"}, false},
 		{"star", rh("Vary", "Accept", "Vary", "*"), []string{"Accept"}, true},
+		// Members no request field is named: matching nothing, they would
+		// match every request, the ones the origin told apart among them.
+		{"space for a comma", rh("Vary", "Cookie User-Agent"), nil, true},
+		{"parameter", rh("Vary", "Accept, X-A;q=1"), []string{"Accept"}, true},
+		{"quoted", rh("Vary", `"X-A"`), nil, true},
+		{"slash", rh("Vary", "Cookie/"), nil, true},
+		// Written by reverse_proxy from the client's address.
+		{"X-Forwarded-For", rh("Vary", "x-forwarded-for"), []string{"X-Forwarded-For"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -163,4 +172,94 @@ func TestVaryFieldsNotListsKeptAsSent(t *testing.T) {
 	step("/lang", "al=en-US,en;q=0.9", []string{"fwd=uri-miss"}, "Accept-Language", "en-US,en;q=0.9")
 	step("/lang", "al=en-US,en;q=0.9", []string{"hit"}, "Accept-Language", "en-US ,  en;q=0.9,")
 	step("/lang", "al=en;q=0.9,en-US", []string{"fwd=vary-miss"}, "Accept-Language", "en;q=0.9,en-US")
+}
+
+// TestVaryOnFieldsNotForwarded: a request carrying a field its Vary names
+// that reverse_proxy does not forward (hop-by-hop, or named in its
+// Connection field) matches no variant: a security review stored the
+// origin's answer to a request whose Accept-Language: fr it never saw
+// (Connection: Accept-Language) as the fr variant, served to every later
+// French reader.
+func TestVaryOnFieldsNotForwarded(t *testing.T) {
+	fields := []string{"Accept-Language", "Upgrade"}
+	fr := http.Header{"Accept-Language": {"fr"}}
+	for _, tc := range []struct {
+		name string
+		h    http.Header
+	}{
+		{"named in Connection", http.Header{"Accept-Language": {"fr"}, "Connection": {"keep-alive, accept-language"}}},
+		{"named in a second Connection line", http.Header{"Accept-Language": {"fr"}, "Connection": {"close", " Accept-Language "}}},
+		{"hop-by-hop", http.Header{"Accept-Language": {"fr"}, "Upgrade": {"h2c"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if k := VaryKey(fields, tc.h); k != unmatchedVaryKey {
+				t.Errorf("VaryKey = %q, want %q", k, unmatchedVaryKey)
+			}
+		})
+	}
+	// Absent, or not named: matched as usual.
+	for _, h := range []http.Header{fr, {"Accept-Language": {"fr"}, "Connection": {"keep-alive"}}, {"Connection": {"Accept-Language"}}} {
+		if k := VaryKey(fields, h); k == unmatchedVaryKey {
+			t.Errorf("VaryKey(%v) = %q, want a key", h, k)
+		}
+	}
+	if VaryKey(fields, http.Header{"Accept-Language": {"fr"}, "Connection": {"keep-alive"}}) != VaryKey(fields, fr) {
+		t.Error("a Connection field naming no varying field changes the key")
+	}
+}
+
+// TestVaryHandled: through the handler, a malformed Vary member is taken
+// for "*" (never stored), a request whose varying field the origin did
+// not get (named in Connection) is matched to no variant and its answer
+// not stored, and a 304 that changes Vary does not keep the entry, which
+// was chosen by the fields it varied on before. Each was a cross-user
+// leak found by a security review.
+func TestVaryHandled(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	var vary, notModifiedVary string
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Date", c.date())
+		if r.Header.Get("If-None-Match") == `"a"` {
+			if notModifiedVary != "" {
+				w.Header().Set("Vary", notModifiedVary)
+			}
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		w.Header().Set("Cache-Control", "max-age=1")
+		w.Header().Set("Etag", `"a"`)
+		if vary != "" {
+			w.Header().Set("Vary", vary)
+		}
+		_, _ = io.WriteString(w, "for cookie "+r.Header.Get("Cookie")+", language "+r.Header.Get("Accept-Language"))
+		return nil
+	}}
+
+	vary = "Cookie User-Agent"
+	get(t, h, o, "http://example.com/acct", "Cookie", "sid=alice")
+	if w := get(t, h, o, "http://example.com/acct", "Cookie", "sid=bob"); w.Body.String() != "for cookie sid=bob, language " {
+		t.Errorf("Vary: Cookie User-Agent: bob got %q (%s)", w.Body, w.Header().Get("Cache-Status"))
+	}
+
+	vary = "Accept-Language"
+	w := get(t, h, o, "http://example.com/lang", "Accept-Language", "fr", "Connection", "Accept-Language")
+	wantStatus(t, w, []string{"fwd=uri-miss"}, "stored")
+	w = get(t, h, o, "http://example.com/lang", "Accept-Language", "fr")
+	wantStatus(t, w, []string{"fwd=uri-miss"})
+	wantStatus(t, get(t, h, o, "http://example.com/lang", "Accept-Language", "fr"), []string{"hit"})
+	w = get(t, h, o, "http://example.com/lang", "Accept-Language", "fr", "Connection", "Accept-Language")
+	wantStatus(t, w, []string{"fwd=vary-miss"})
+	wantStatus(t, get(t, h, o, "http://example.com/lang", "Accept-Language", "fr"), []string{"hit"})
+
+	vary = ""
+	get(t, h, o, "http://example.com/reval")
+	c.Advance(2 * time.Second)
+	notModifiedVary = "X-A"
+	w = get(t, h, o, "http://example.com/reval")
+	if w.Code != 200 || w.Body.String() != "for cookie , language " {
+		t.Errorf("revalidated: %d %q", w.Code, w.Body)
+	}
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"})
+	wantStatus(t, get(t, h, o, "http://example.com/reval", "X-A", "foo"), []string{"fwd=uri-miss"})
 }

@@ -2064,3 +2064,51 @@ http://127.0.0.1:%d {
 		}
 	}
 }
+
+// TestCacheHostileRequestsDoNotPoison: requests a security review used to
+// store their answers for other clients, through a real reverse_proxy: a
+// Host naming another port (origins build redirects and links from Host,
+// which reverse_proxy forwards as sent), a Vary member that is no field
+// name, and a varying field the request names in Connection, which
+// reverse_proxy drops, so that the origin answers as if it were absent.
+func TestCacheHostileRequestsDoNotPoison(t *testing.T) {
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		switch r.URL.Path {
+		case "/redir":
+			w.Header().Set("Location", "http://"+r.Host+"/new")
+			w.WriteHeader(http.StatusMovedPermanently)
+		case "/acct":
+			w.Header().Set("Vary", "Cookie User-Agent")
+			fmt.Fprintf(w, "account of %q", r.Header.Get("Cookie"))
+		case "/lang":
+			w.Header().Set("Vary", "Accept-Language")
+			fmt.Fprintf(w, "language %q", r.Header.Get("Accept-Language"))
+		}
+	})
+	frontPort := freePort(t)
+	startCaddy(t, cacheFront(frontPort, origin, ""))
+	c := newClient()
+	base := fmt.Sprintf("http://127.0.0.1:%d", frontPort)
+	host := fmt.Sprintf("127.0.0.1:%d", frontPort)
+
+	for _, evil := range []string{"127.0.0.1:1", "127.0.0.1:", "127.0.0.1"} {
+		do(t, c, "GET", base+"/redir", map[string]string{"Host": evil, "Cache-Control": "no-cache"})
+		if r := do(t, c, "GET", base+"/redir", nil); r.header.Get("Location") != "http://"+host+"/new" {
+			t.Errorf("after a request with Host %q: Location %q (%s), want http://%s/new", evil, r.header.Get("Location"), cacheStatus(r), host)
+		}
+	}
+
+	do(t, c, "GET", base+"/acct", map[string]string{"Cookie": "sid=alice"})
+	if r := do(t, c, "GET", base+"/acct", map[string]string{"Cookie": "sid=bob"}); r.body != `account of "sid=bob"` {
+		t.Errorf("Vary: Cookie User-Agent: bob got %q (%s)", r.body, cacheStatus(r))
+	}
+
+	do(t, c, "GET", base+"/lang", map[string]string{"Accept-Language": "fr", "Connection": "Accept-Language"})
+	if r := do(t, c, "GET", base+"/lang", map[string]string{"Accept-Language": "fr"}); r.body != `language "fr"` {
+		t.Errorf("after a request naming Accept-Language in Connection: a French reader got %q (%s)", r.body, cacheStatus(r))
+	}
+	if r := untilHit(t, c, base+"/lang?x"); r.status != 200 {
+		t.Errorf("a plain request is not stored: %d", r.status)
+	}
+}
