@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 var (
@@ -442,6 +444,47 @@ func TestRule11_StaleIfErrorWindow(t *testing.T) {
 			_, sie := StaleAllowance(ParseResponseControl(rh("Cache-Control", tt.cc), ""), tt.req, 0, tt.cfg)
 			if sie != tt.want {
 				t.Errorf("sie = %v, want %v", sie, tt.want)
+			}
+		})
+	}
+}
+
+// TestStaleOnArrivalWithoutValidator: a response stale on arrival
+// (max-age=0, s-maxage=0, a bare public, an Age past its max-age) with no
+// validator is not stored, as no-cache without one is not: it could
+// answer no one, and was stored again on every request (a review saw
+// five stores and four "revalidations" for five requests). With a
+// validator, or a window to be served stale in, it is stored.
+func TestStaleOnArrivalWithoutValidator(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		fields []string
+		stored bool
+	}{
+		{"max-age=0", Config{}, []string{"Cache-Control", "max-age=0"}, false},
+		{"s-maxage=0", Config{}, []string{"Cache-Control", "s-maxage=0, max-age=60"}, false},
+		{"bare public", Config{}, []string{"Cache-Control", "public"}, false},
+		{"Age past max-age", Config{}, []string{"Cache-Control", "max-age=60", "Age", "120"}, false},
+		{"max-age=0 under default_ttl", Config{DefaultTTL: caddy.Duration(time.Minute)}, []string{"Cache-Control", "max-age=0"}, false},
+		{"max-age=0 with an ETag", Config{}, []string{"Cache-Control", "max-age=0", "Etag", `"v1"`}, true},
+		{"max-age=0 with Last-Modified", Config{}, []string{"Cache-Control", "max-age=0", "Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT"}, true},
+		{"max-age=0, stale-while-revalidate", Config{}, []string{"Cache-Control", "max-age=0, stale-while-revalidate=60"}, true},
+		{"max-age=0, stale-if-error", Config{}, []string{"Cache-Control", "max-age=0, stale-if-error=60"}, true},
+		{"max-age=0 under the stale_if_error option", Config{StaleIfError: caddy.Duration(time.Minute)}, []string{"Cache-Control", "max-age=0"}, true},
+		{"max-age=0, must-revalidate, under stale_if_error", Config{StaleIfError: caddy.Duration(time.Minute)}, []string{"Cache-Control", "max-age=0, must-revalidate"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, tc.cfg, c)
+			o := static(c, 200, "body", append([]string{"Date", c.date()}, tc.fields...)...)
+			get(t, h, o, "http://example.com/z0")
+			w := get(t, h, o, "http://example.com/z0")
+			if stored := hasParam(w.Header().Get("Cache-Status"), "fwd=stale") || hasParam(w.Header().Get("Cache-Status"), "hit"); stored != tc.stored {
+				t.Errorf("second request: Cache-Status %q; stored %v, want %v", w.Header().Get("Cache-Status"), stored, tc.stored)
+			}
+			if st := h.store.(*store).stats(); (st.Stores > 0) != tc.stored {
+				t.Errorf("stores %d, want stored %v", st.Stores, tc.stored)
 			}
 		})
 	}

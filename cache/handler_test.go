@@ -2151,21 +2151,22 @@ func TestStaleIfError(t *testing.T) {
 		err    error // returned by ServeHTTP
 		code   int   // client's status
 		parts  []string
+		logged string // the warning or error the cache logs for an origin failure it answered for
 	}{
-		{name: "503 within", cc: "max-age=60, stale-if-error=600", status: 503, code: 200, parts: []string{"fwd=stale", "fwd-status=503", "detail=stale-if-error"}},
-		{name: "502 within", cc: "max-age=60, stale-if-error=600", status: 502, code: 200, parts: []string{"fwd=stale", "detail=stale-if-error"}},
-		{name: "unreachable within", cc: "max-age=60, stale-if-error=600", code: 200, parts: []string{"fwd=stale", "detail=stale-if-error"}},
+		{name: "503 within", cc: "max-age=60, stale-if-error=600", status: 503, code: 200, parts: []string{"fwd=stale", "fwd-status=503", "detail=stale-if-error"}, logged: "origin answered with a server error"},
+		{name: "502 within", cc: "max-age=60, stale-if-error=600", status: 502, code: 200, parts: []string{"fwd=stale", "detail=stale-if-error"}, logged: "origin answered with a server error"},
+		{name: "unreachable within", cc: "max-age=60, stale-if-error=600", code: 200, parts: []string{"fwd=stale", "detail=stale-if-error"}, logged: "origin failed; served the stored response"},
 		{name: "404 passes", cc: "max-age=60, stale-if-error=600", status: 404, code: 404, parts: []string{"fwd=stale", "fwd-status=404"}},
 		{name: "beyond window", cc: "max-age=60, stale-if-error=10", status: 503, code: 503, parts: []string{"fwd=stale", "fwd-status=503"}},
-		{name: "config default", cfg: Config{StaleIfError: caddy.Duration(time.Hour)}, cc: "max-age=60", status: 500, code: 200, parts: []string{"detail=stale-if-error"}},
-		{name: "request directive", cc: "max-age=60", req: []string{"Cache-Control", "stale-if-error=600"}, status: 500, code: 200, parts: []string{"detail=stale-if-error"}},
+		{name: "config default", cfg: Config{StaleIfError: caddy.Duration(time.Hour)}, cc: "max-age=60", status: 500, code: 200, parts: []string{"detail=stale-if-error"}, logged: "origin answered with a server error"},
+		{name: "request directive", cc: "max-age=60", req: []string{"Cache-Control", "stale-if-error=600"}, status: 500, code: 200, parts: []string{"detail=stale-if-error"}, logged: "origin answered with a server error"},
 		{name: "none", cc: "max-age=60", status: 503, code: 503},
 		{name: "none unreachable", cc: "max-age=60", err: boom},
 		{name: "must-revalidate 503 passes", cc: "max-age=60, stale-if-error=600, must-revalidate", status: 503, code: 503},
-		{name: "must-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, must-revalidate", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
-		{name: "proxy-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, proxy-revalidate", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
+		{name: "must-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, must-revalidate", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}, logged: "answered 504"},
+		{name: "proxy-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, proxy-revalidate", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}, logged: "answered 504"},
 		{name: "no-cache unreachable passes the error", cc: "max-age=60, stale-if-error=600, no-cache", err: boom},
-		{name: "s-maxage unreachable 504", cc: "s-maxage=60, stale-if-error=600", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
+		{name: "s-maxage unreachable 504", cc: "s-maxage=60, stale-if-error=600", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}, logged: "answered 504"},
 		// The client asked for the origin's verdict on its precondition.
 		{name: "If-Match 503 passes", cc: "max-age=60, stale-if-error=600", req: []string{"If-Match", `"c1"`}, status: 503, code: 503, parts: []string{"fwd=stale", "fwd-status=503"}},
 		{name: "If-Unmodified-Since unreachable passes the error", cc: "max-age=60, stale-if-error=600", req: []string{"If-Unmodified-Since", "Mon, 01 Jan 2024 00:00:00 GMT"}, err: boom},
@@ -2173,6 +2174,22 @@ func TestStaleIfError(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, tc.cfg, c)
+			core, logs := observer.New(zapcore.WarnLevel)
+			h.logger = zap.New(core)
+			defer func() {
+				// Caddy logs the errors it gets; those the cache answers
+				// for it logs itself, with the origin's error or status.
+				var got []string
+				for _, l := range logs.All() {
+					got = append(got, l.Message)
+					if f := l.ContextMap(); f["error"] == nil && f["status"] == nil {
+						t.Errorf("%q without the origin's error or status: %v", l.Message, f)
+					}
+				}
+				if tc.logged == "" && len(got) > 0 || tc.logged != "" && (len(got) != 1 || !strings.Contains(got[0], tc.logged)) {
+					t.Errorf("logged %q, want %q", got, tc.logged)
+				}
+			}()
 			o := static(c, 200, "good", "Cache-Control", tc.cc)
 			get(t, h, o, "http://example.com/sie")
 			c.Advance(2 * time.Minute)

@@ -447,8 +447,25 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 		reason = "trailers"
 	case isEventStream(hdr):
 		reason = "event-stream"
+	case h.staleOnArrivalOnly(hdr, rc, lifetime, x.requestTime, x.rec.responseTime):
+		// max-age=0, s-maxage=0, a bare public, an Age past its
+		// lifetime: like no-cache without a validator, stored it could
+		// answer no one, and would only be stored again on every request.
+		reason = "no-freshness"
 	}
 	return reason, rc, lifetime, fields
+}
+
+// staleOnArrivalOnly reports whether a response with fields hdr,
+// directives rc and lifetime, requested at requestTime and received at
+// responseTime, is stale on arrival with nothing to revalidate it by and
+// no stale-while-revalidate or stale-if-error window to be served in.
+func (h *Handler) staleOnArrivalOnly(hdr http.Header, rc ResponseControl, lifetime time.Duration, requestTime, responseTime time.Time) bool {
+	if hasValidator(hdr) || freshnessWith(lifetime, hdr, rc, requestTime, responseTime).TTL(responseTime) > 0 {
+		return false
+	}
+	swr, sie := StaleAllowance(rc, noRequestControl, time.Duration(h.StaleWhileRevalidate), time.Duration(h.StaleIfError))
+	return swr <= 0 && sie <= 0
 }
 
 // isEventStream reports whether hdr is that of a server-sent event
@@ -989,6 +1006,9 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		h.store.dropIfStored(x.stale)
 	}
 	if x.stale != nil && isServerError(status) && h.staleIfErrorOK(x, rec.responseTime) {
+		if ce := h.logger.Check(zapcore.WarnLevel, "origin answered with a server error; served the stored response (stale-if-error)"); ce != nil {
+			ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.String("key", string(x.urlKey)), zap.Int("status", status))
+		}
 		rec.pass = false
 		x.outcome = outStaleIfError
 		return
@@ -1103,6 +1123,9 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			x.release(h, nil)
 			if x.stale != nil && !x.background {
 				if h.staleIfErrorOK(x, now) {
+					// The client gets a response, so Caddy logs no error:
+					// say what the stale one hides.
+					h.logOriginError(zapcore.WarnLevel, "origin failed; served the stored response (stale-if-error)", x, err)
 					x.result = h.m.stale
 					h.serveEntry(w, x.r, x.stale, Status{Fwd: "stale", TTL: h.ttl(x.stale, now), HasTTL: true, Detail: "stale-if-error"}, now)
 					return nil
@@ -1111,6 +1134,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 					// RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10: a response
 					// that must be revalidated yields 504 when validation
 					// fails. (One with no-cache gets the origin's error.)
+					h.logOriginError(zapcore.ErrorLevel, "origin failed; a stored response that must be revalidated answered 504", x, err)
 					x.result = nil // counted as an error
 					return h.gatewayTimeout(w, x.fwd, "must-revalidate", x.urlKey)
 				}
@@ -1179,6 +1203,14 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		return nil
 	}
 	return err
+}
+
+// logOriginError logs the error of x's origin request, which the cache
+// answered for: Caddy logs a handler's error only when it gets it.
+func (h *Handler) logOriginError(level zapcore.Level, msg string, x *exchange, err error) {
+	if ce := h.logger.Check(level, msg); ce != nil {
+		ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.String("key", string(x.urlKey)), zap.Error(err))
+	}
 }
 
 // storeFilled offers e, the entry of x's complete response, to the store
@@ -1583,7 +1615,12 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			}
 		}()
 		err := h.forward(&discardWriter{}, r2, next, x)
-		if ce := h.logger.Check(zapcore.DebugLevel, "background revalidation"); ce != nil {
+		level, msg := zapcore.DebugLevel, "background revalidation"
+		if err != nil {
+			// Nobody else hears of it: its client had the stale response.
+			level, msg = zapcore.WarnLevel, "background revalidation failed; the stale response stays until the next one"
+		}
+		if ce := h.logger.Check(level, msg); ce != nil {
 			ce.Write(zap.String("key", e.key), zap.Error(err))
 		}
 	}()
