@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -187,4 +189,65 @@ func TestAdminStats(t *testing.T) {
 		}
 	}
 	t.Errorf("no stats for admin-stats in %s", w.Body.String())
+}
+
+// TestPurgeReachesTheURLOnEveryPort: a purge or an unsafe method's
+// invalidation names a URL; the copies of it received on other ports
+// than Host names (keys with '#' and the port) go too, and a prefix
+// without a listener mark covers them. On a tier, the nodes' keys are the
+// front's URLs received on the node's port: purged by the front's URL.
+func TestPurgeReachesTheURLOnEveryPort(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{CacheName: "purge-ports"}, c)
+	o := static(c, 200, "page", "Cache-Control", "max-age=60")
+	on := func(method, target string, port int) *http.Request {
+		r := newRequest(method, target)
+		if port == 0 {
+			return r
+		}
+		return r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}))
+	}
+	fill := func() {
+		for _, port := range []int{0, 8101, 8102} {
+			for _, p := range []string{"/p/1", "/p/2", "/q"} {
+				serve(t, h, o, on(http.MethodGet, "http://127.0.0.1:8080"+p, port))
+			}
+		}
+	}
+	want := func(name string, missed ...string) {
+		t.Helper()
+		for _, port := range []int{0, 8101, 8102} {
+			for _, p := range []string{"/p/1", "/p/2", "/q"} {
+				w := serve(t, h, o, on(http.MethodGet, "http://127.0.0.1:8080"+p, port))
+				if hit := hasParam(w.Header().Get("Cache-Status"), "hit"); hit == slices.Contains(missed, p) {
+					t.Errorf("%s: %s on port %d: %s", name, p, port, w.Header().Get("Cache-Status"))
+				}
+			}
+		}
+	}
+	api := AdminAPI{}
+	for _, tc := range []struct {
+		name, body string
+		purged     int
+		missed     []string
+	}{
+		{"key", `{"key":"http://127.0.0.1:8080/p/1"}`, 3, []string{"/p/1"}},
+		{"key with a listener", `{"key":"http://127.0.0.1:8080#8102/p/2"}`, 3, []string{"/p/2"}},
+		{"prefix", `{"prefix":"http://127.0.0.1:8080/p/"}`, 6, []string{"/p/1", "/p/2"}},
+	} {
+		fill()
+		w := httptest.NewRecorder()
+		if err := api.handlePurge(w, httptest.NewRequest(http.MethodPost, "/response_cache/purge", strings.NewReader(tc.body))); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(w.Body.String(), fmt.Sprintf(`"purged":%d,`, tc.purged)) {
+			t.Errorf("%s: %s, want %d purged", tc.name, w.Body.String(), tc.purged)
+		}
+		h.store.wait()
+		want(tc.name, tc.missed...)
+	}
+	fill()
+	serve(t, h, o, on(http.MethodPost, "http://127.0.0.1:8080/q", 8101))
+	h.store.wait()
+	want("POST", "/q")
 }

@@ -206,6 +206,10 @@ type store struct {
 
 	stores, drops, rejects, evictions, purges atomic.Uint64
 
+	// ports are those the listener marks of the keys offered carry (see
+	// listenerPorts), for purges and invalidations by key.
+	ports listenerPorts
+
 	// purgeSeq numbers purges and invalidations (from 1); marks holds,
 	// per slot of key hashes, the number of the last that removed a key
 	// hashing there (a filter: most keys' slots show no purge since their
@@ -454,6 +458,7 @@ func (s *store) lookup(hash uint64) (e *entry, ok bool) {
 }
 
 func (s *store) set(e *entry) bool {
+	s.ports.note(e.urlKey())
 	mu := s.stripe(e.hash)
 	mu.Lock()
 	defer mu.Unlock()
@@ -863,7 +868,7 @@ func (s *store) recentMatch(e *entry, upTo uint64) bool {
 	defer s.recentMu.Unlock()
 	for _, p := range s.recent {
 		if p.seq > e.epoch && p.seq <= upTo &&
-			(p.tag != "" && slices.Contains(e.tags, p.tag) || p.tag == "" && strings.HasPrefix(e.urlKey(), p.prefix)) {
+			(p.tag != "" && slices.Contains(e.tags, p.tag) || p.tag == "" && hasURLPrefix(e.urlKey(), p.prefix)) {
 			return true
 		}
 	}
@@ -906,21 +911,32 @@ func (s *store) markRecent(prefix, tag string) {
 }
 
 func (s *store) invalidateKey(key string) int {
-	s.mark(xxhash.Sum64String(key))
-	return s.dropKey(key)
+	n := 0
+	for _, k := range s.ports.keysOf(key) {
+		s.mark(xxhash.Sum64String(k))
+		n += s.dropKey(k)
+	}
+	return n
 }
 
 // purgeKey and dropKey go by the key's hash alone, as the index keeps no
 // keys: a different key with the same 64-bit hash would be purged too,
 // which costs it a miss.
 func (s *store) purgeKey(key string) int {
-	s.mark(xxhash.Sum64String(key))
+	keys := s.ports.keysOf(key)
+	for _, k := range keys {
+		s.mark(xxhash.Sum64String(k))
+	}
 	s.life.RLock()
 	if !s.closed {
 		s.rc().Wait()
 	}
 	s.life.RUnlock()
-	return s.dropKey(key)
+	n := 0
+	for _, k := range keys {
+		n += s.dropKey(k)
+	}
+	return n
 }
 
 // dropKey deletes the key's hash from ristretto when it finds an entry
@@ -968,7 +984,7 @@ func (s *store) purgePrefix(prefix string) int {
 		c := s.rc()
 		c.Wait()
 		c.IterValues(func(e *entry) bool {
-			if e != nil && strings.HasPrefix(e.urlKey(), prefix) {
+			if e != nil && hasURLPrefix(e.urlKey(), prefix) {
 				hashes = append(hashes, e.hash)
 			}
 			return false
