@@ -97,7 +97,14 @@ func (AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if n != 1 {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: give exactly one of key, prefix, tag or all, got %d", n)}
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: give exactly one of key, prefix or tag (not empty), or all: true; got %d", n)}
+	}
+	for _, k := range []struct{ name, v string }{{"key", req.Key}, {"prefix", req.Prefix}} {
+		// Every key the cache makes begins with the request's scheme and
+		// host (a custom one too): a path alone would purge nothing.
+		if k.v != "" && !strings.Contains(k.v, "://") {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: %s %q has no scheme and host; keys begin with them, as in http://example.com/path (status_key shows a response's key)", k.name, k.v)}
+		}
 	}
 	var resp PurgeResponse
 	for _, s := range snapshotStores() {
