@@ -447,21 +447,22 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 		reason = "trailers"
 	case isEventStream(hdr):
 		reason = "event-stream"
-	case h.staleOnArrivalOnly(hdr, rc, lifetime, x.requestTime, x.rec.responseTime):
-		// max-age=0, s-maxage=0, a bare public, an Age past its
-		// lifetime: like no-cache without a validator, stored it could
-		// answer no one, and would only be stored again on every request.
+	case h.noLifetimeOnly(hdr, rc, lifetime):
+		// max-age=0, s-maxage=0, a bare public: like no-cache without a
+		// validator, stored it could answer no one, and would only be
+		// stored again on every request. (One with a lifetime that an
+		// Age used up is kept: a request's max-stale may take it.)
 		reason = "no-freshness"
 	}
 	return reason, rc, lifetime, fields
 }
 
-// staleOnArrivalOnly reports whether a response with fields hdr,
-// directives rc and lifetime, requested at requestTime and received at
-// responseTime, is stale on arrival with nothing to revalidate it by and
-// no stale-while-revalidate or stale-if-error window to be served in.
-func (h *Handler) staleOnArrivalOnly(hdr http.Header, rc ResponseControl, lifetime time.Duration, requestTime, responseTime time.Time) bool {
-	if hasValidator(hdr) || freshnessWith(lifetime, hdr, rc, requestTime, responseTime).TTL(responseTime) > 0 {
+// noLifetimeOnly reports whether a response with fields hdr, directives
+// rc and lifetime has no lifetime (the origin gave it none), nothing to
+// revalidate it by, and no stale-while-revalidate or stale-if-error
+// window to be served in.
+func (h *Handler) noLifetimeOnly(hdr http.Header, rc ResponseControl, lifetime time.Duration) bool {
+	if lifetime > 0 || hasValidator(hdr) {
 		return false
 	}
 	swr, sie := StaleAllowance(rc, noRequestControl, time.Duration(h.StaleWhileRevalidate), time.Duration(h.StaleIfError))
