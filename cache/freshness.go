@@ -57,7 +57,7 @@ func Storable(req *http.Request, status int, h http.Header, rc ResponseControl, 
 	if len(req.Header["Authorization"]) > 0 && !rc.Public && !rc.MustRevalidate && (rc.SMaxAge < 0 || rc.Targeted) {
 		return "authorization"
 	}
-	if !allowSetCookie && (len(h["Set-Cookie"]) > 0 || len(h["Set-Cookie2"]) > 0) { // Set-Cookie2: RFC 2965, obsolete, still a cookie
+	if !allowSetCookie && len(h["Set-Cookie"]) > 0 {
 		return "set-cookie"
 	}
 	// A heuristically cacheable status may be stored with no lifetime

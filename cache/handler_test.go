@@ -1113,7 +1113,6 @@ func TestMissStatusAndStorability(t *testing.T) {
 		{name: "no-store", status: 200, fields: []string{"Cache-Control", "no-store, max-age=60"}},
 		{name: "private", status: 200, fields: []string{"Cache-Control", "private, max-age=60"}},
 		{name: "set-cookie", status: 200, fields: []string{"Cache-Control", "max-age=60", "Set-Cookie", "a=b"}},
-		{name: "set-cookie2", status: 200, fields: []string{"Cache-Control", "max-age=60", "Set-Cookie2", `a="b"; Version="1"`}},
 		{name: "no freshness", status: 200},
 		{name: "default ttl", cfg: Config{DefaultTTL: caddy.Duration(time.Minute)}, status: 200, stored: true},
 		{name: "404 heuristic default ttl", cfg: Config{DefaultTTL: caddy.Duration(time.Minute)}, status: 404, stored: true},

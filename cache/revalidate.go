@@ -733,7 +733,7 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, 
 	default:
 		return false
 	}
-	if status < 200 || status >= 400 || len(x.r.Header["Authorization"]) > 0 || len(hdr["Set-Cookie"]) > 0 || len(hdr["Set-Cookie2"]) > 0 {
+	if status < 200 || status >= 400 || len(x.r.Header["Authorization"]) > 0 || len(hdr["Set-Cookie"]) > 0 {
 		return false
 	}
 	// Private whatever reason Storable gave first (no-store comes before
