@@ -963,7 +963,9 @@ func ifRangeMatches(r *http.Request, stored HeaderReader) bool {
 // present (from caches nearer the origin), then ours (RFC 9211 §2).
 func appendCacheStatus(dst []byte, prev []string, name string, st Status) []byte {
 	for _, p := range prev {
-		if p = strings.TrimSpace(p); p != "" {
+		// Without the empty members an upstream left at its ends (" , "):
+		// a structured-field list has none (RFC 8941 §4.2.1).
+		if p = strings.Trim(p, " \t,"); p != "" {
 			dst = append(dst, p...)
 			dst = append(dst, ", "...)
 		}

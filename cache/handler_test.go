@@ -722,6 +722,12 @@ func TestAppendsToUpstreamCacheStatus(t *testing.T) {
 	if got := w.Header().Get("Cache-Status"); !strings.HasPrefix(got, "upstream; fwd=miss, "+h.CacheName+"; hit") {
 		t.Errorf("hit Cache-Status %q", got)
 	}
+	// Empty members an upstream left at the ends of its lines are not
+	// passed on: a structured-field list has none.
+	o = static(c, 200, "x", "Cache-Control", "max-age=60", "Cache-Status", " , ", "Cache-Status", "up; hit,")
+	if got, want := get(t, h, o, "http://example.com/e").Header().Get("Cache-Status"), "up; hit, "+h.CacheName+"; fwd=uri-miss; fwd-status=200"; got != want {
+		t.Errorf("Cache-Status %q, want %q", got, want)
+	}
 }
 
 // TestPreconditionsAreTheOrigins: If-Match and If-Unmodified-Since are
