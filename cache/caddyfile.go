@@ -277,6 +277,9 @@ func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 		return 0, err
 	}
 	dur, err := caddy.ParseDuration(arg)
+	if err != nil && tooLong(arg) {
+		return 0, d.Errf("response_cache: %s: duration '%s' is too long: Go's durations end at about 292 years (2562047h)", opt, arg)
+	}
 	if err != nil {
 		return 0, d.Errf("response_cache: %s: invalid duration '%s' (use e.g. 30s, 5m, 1d): %v", opt, arg, err)
 	}
@@ -284,6 +287,20 @@ func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 		return 0, d.Errf("response_cache: %s must not be negative, got '%s'", opt, arg)
 	}
 	return caddy.Duration(dur), nil
+}
+
+// tooLong reports whether arg is a well-formed duration, a number and a
+// unit, that overflows time.Duration.
+func tooLong(arg string) bool {
+	num := strings.TrimRight(arg, "abcdefghijklmnopqrstuvwxyzµ")
+	unit := arg[len(num):]
+	switch unit {
+	case "ns", "us", "µs", "ms", "s", "m", "h", "d":
+	default:
+		return false
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	return err == nil && f > 0 && !strings.ContainsAny(num, "eE+-xXpP_")
 }
 
 // parseOnOff reads on|off (or true|false), in any case, as targeted_field's

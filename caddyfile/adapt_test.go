@@ -147,6 +147,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache negative size", ":80 {\n\tresponse_cache {\n\t\tmax_item_size -5\n\t}\n}", "must be positive"},
 		{"cache repeated option", ":80 {\n\tresponse_cache {\n\t\tmax_size 1MiB\n\t\tmax_size 2MiB\n\t}\n}", "Caddyfile:4"},
 		{"cache bad duration", ":80 {\n\tresponse_cache {\n\t\tdefault_ttl soon\n\t}\n}", "Caddyfile:3"},
+		{"cache duration too long", ":80 {\n\tresponse_cache {\n\t\tstale_while_revalidate 9999999h\n\t}\n}", "is too long"},
+		{"cache duration with a bad number", ":80 {\n\tresponse_cache {\n\t\tstale_if_error 1e99h\n\t}\n}", "invalid duration"},
 		{"cache coalesce", ":80 {\n\tresponse_cache {\n\t\tcoalesce maybe\n\t}\n}", "must be on or off"},
 		{"cache min_uses zero", ":80 {\n\tresponse_cache {\n\t\tmin_uses 0\n\t}\n}", "min_uses must be auto or a whole number from 1 to 15, got '0', at Caddyfile:3"},
 		{"cache min_uses too many", ":80 {\n\tresponse_cache {\n\t\tmin_uses 16\n\t}\n}", "Caddyfile:3"},
