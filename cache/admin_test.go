@@ -196,9 +196,11 @@ func TestAdminStats(t *testing.T) {
 
 // TestPurgeReachesTheURLOnEveryPort: a purge or an unsafe method's
 // invalidation names a URL; the copies of it received on other ports
-// than Host names (keys with '#' and the port) go too, and a prefix
-// without a listener mark covers them. On a tier, the nodes' keys are the
-// front's URLs received on the node's port: purged by the front's URL.
+// than Host names (keys with '#' and the port), and those keyed by the
+// other spelling of its default port, go too, and a prefix without a
+// listener mark covers them; a key or prefix with a mark names that port's
+// only. On a tier, the nodes' keys are the front's URLs received on the
+// node's port: purged by the front's URL.
 func TestPurgeReachesTheURLOnEveryPort(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{CacheName: "purge-ports"}, c)
@@ -210,20 +212,28 @@ func TestPurgeReachesTheURLOnEveryPort(t *testing.T) {
 		}
 		return r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}))
 	}
+	ports := []int{0, 8101, 8102}
+	origins := []string{"http://a.test", "http://a.test:80"}
+	paths := []string{"/p/1", "/p/2", "/q"}
 	fill := func() {
-		for _, port := range []int{0, 8101, 8102} {
-			for _, p := range []string{"/p/1", "/p/2", "/q"} {
-				serve(t, h, o, on(http.MethodGet, "http://127.0.0.1:8080"+p, port))
+		for _, port := range ports {
+			for _, og := range origins {
+				for _, p := range paths {
+					serve(t, h, o, on(http.MethodGet, og+p, port))
+				}
 			}
 		}
 	}
-	want := func(name string, missed ...string) {
+	want := func(name string, missed []string, onPort int) {
 		t.Helper()
-		for _, port := range []int{0, 8101, 8102} {
-			for _, p := range []string{"/p/1", "/p/2", "/q"} {
-				w := serve(t, h, o, on(http.MethodGet, "http://127.0.0.1:8080"+p, port))
-				if hit := hasParam(w.Header().Get("Cache-Status"), "hit"); hit == slices.Contains(missed, p) {
-					t.Errorf("%s: %s on port %d: %s", name, p, port, w.Header().Get("Cache-Status"))
+		for _, port := range ports {
+			for _, og := range origins {
+				for _, p := range paths {
+					w := serve(t, h, o, on(http.MethodGet, og+p, port))
+					miss := slices.Contains(missed, p) && (onPort == 0 || onPort == port)
+					if hit := hasParam(w.Header().Get("Cache-Status"), "hit"); hit == miss {
+						t.Errorf("%s: %s%s on port %d: %s", name, og, p, port, w.Header().Get("Cache-Status"))
+					}
 				}
 			}
 		}
@@ -233,10 +243,13 @@ func TestPurgeReachesTheURLOnEveryPort(t *testing.T) {
 		name, body string
 		purged     int
 		missed     []string
+		onPort     int
 	}{
-		{"key", `{"key":"http://127.0.0.1:8080/p/1"}`, 3, []string{"/p/1"}},
-		{"key with a listener", `{"key":"http://127.0.0.1:8080#8102/p/2"}`, 3, []string{"/p/2"}},
-		{"prefix", `{"prefix":"http://127.0.0.1:8080/p/"}`, 6, []string{"/p/1", "/p/2"}},
+		{"key", `{"key":"http://a.test/p/1"}`, 6, []string{"/p/1"}, 0},
+		{"key with the default port", `{"key":"http://A.test:80/p/1"}`, 6, []string{"/p/1"}, 0},
+		{"key with a listener", `{"key":"http://a.test#8102/p/2"}`, 2, []string{"/p/2"}, 8102},
+		{"prefix", `{"prefix":"http://a.test/p/"}`, 12, []string{"/p/1", "/p/2"}, 0},
+		{"prefix with a listener", `{"prefix":"http://a.test:80#8101/p/"}`, 4, []string{"/p/1", "/p/2"}, 8101},
 	} {
 		fill()
 		w := httptest.NewRecorder()
@@ -247,10 +260,10 @@ func TestPurgeReachesTheURLOnEveryPort(t *testing.T) {
 			t.Errorf("%s: %s, want %d purged", tc.name, w.Body.String(), tc.purged)
 		}
 		h.store.wait()
-		want(tc.name, tc.missed...)
+		want(tc.name, tc.missed, tc.onPort)
 	}
 	fill()
-	serve(t, h, o, on(http.MethodPost, "http://127.0.0.1:8080/q", 8101))
+	serve(t, h, o, on(http.MethodPost, "http://a.test/q", 8101))
 	h.store.wait()
-	want("POST", "/q")
+	want("POST", []string{"/q"}, 0)
 }

@@ -29,8 +29,8 @@ type Config struct {
 	// Key is the template of the primary cache key; it may use any request
 	// placeholders. The default,
 	// `{http.request.scheme}://{http.request.hostport}{http.request.orig_uri}`,
-	// covers scheme, host (lower-cased) and port as Host names them (the
-	// scheme's default left out), followed by '#' and the port the
+	// covers scheme, host (lower-cased) and port as Host names them (a
+	// default port too, when Host spells it), followed by '#' and the port the
 	// connection came in on when Host names another (a port mapping, a
 	// front proxy: http://a.test:8080#80/a), and the path and query the
 	// client sent (before any rewrite),

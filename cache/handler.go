@@ -480,36 +480,36 @@ func upperHex(c byte) byte {
 
 // appendOrigin appends r's origin as the client named it, which
 // reverse_proxy forwards in Host: scheme://host:port, the host lower-cased
-// and the port as Host spells it, left out when it is the scheme's default
-// as RFC 9110 §4.2.3 makes http://a.test:80/ and http://a.test/ one URI
-// (one entry, which an unsafe method on either spelling invalidates).
+// and the port as Host spells it, if it does. A default port spelled out
+// is kept: the cache cannot tell the client's scheme behind a proxy that
+// ends TLS (Host: shop.test:80 to an http node is no default port to an
+// https client), and origins build links and redirects from Host as sent.
 //
 // When the connection came in on another port than Host names (a port
 // mapping, a front proxy, or a client naming another port or site), '#'
-// and that port follow: origins build links and redirects from Host, so
-// a request naming another port (Host: a.test:1) must not store its
-// answer for those that name the right one; and Caddy's host matchers
-// ignore Host's port, so a request to one site's port naming another's
-// (Host: a.test:8080 sent to :8081) would otherwise store its site's
-// response under the other site's key, in a store they share. A port
-// Host spells otherwise than in canonical digits (a.test:, a.test:080)
-// never matches the connection's. Without a port to go by (a Unix
-// socket, or a request made in process), Host's port alone counts.
+// and that port follow: a request naming another port (Host: a.test:1)
+// must not store its answer for those that name the right one; and
+// Caddy's host matchers ignore Host's port, so a request to one site's
+// port naming another's (Host: a.test:8080 sent to :8081) would otherwise
+// store its site's response under the other site's key, in a store they
+// share. A port Host spells otherwise than in canonical digits (a.test:,
+// a.test:080) never matches the connection's. Without a port to go by (a
+// Unix socket, or a request made in process), Host alone counts. Purges
+// name the URL in every spelling of its default port (listener.go).
 func appendOrigin(dst []byte, r *http.Request) []byte {
 	scheme := schemeOf(r)
 	dst = append(dst, scheme...)
 	dst = append(dst, "://"...)
 	host, port, hasPort := cutPort(r.Host)
 	dst = appendHost(dst, host)
-	def, defPort := defaultPort(scheme)
-	if hasPort && port != defPort {
+	if hasPort {
 		dst = appendHost(append(dst, ':'), port)
 	}
 	p := listenerPort(r)
 	if p <= 0 {
 		return dst
 	}
-	switch {
+	switch def, _ := defaultPort(scheme); {
 	case !hasPort && p == def:
 	case hasPort && isPort(port, p):
 	default:
@@ -716,7 +716,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	e := h.store.get(urlHash, kb.url)
 	if e != nil && e.record {
 		record = e
-		kb.variant = appendVariantKey(kb.variant[:0], kb.url, e.gen, VaryKey(e.vary, r.Header))
+		kb.variant = appendVariantKey(kb.variant[:0], kb.url, e.gen, requestVaryKey(e.vary, r))
 		variantHash = keyHash(kb.variant)
 		e = h.store.get(variantHash, kb.variant)
 		if e == nil {

@@ -86,23 +86,27 @@ func TestKeyLowercasesHost(t *testing.T) {
 	}
 }
 
-// TestKeyLeavesOutTheDefaultPort: a.test:80 and a.test are one origin
-// over http (RFC 9110 §4.2.3), as a.test:443 and a.test over https; other
-// ports are other origins.
-func TestKeyLeavesOutTheDefaultPort(t *testing.T) {
+// TestKeySpellsTheDefaultPortAsSent: a.test:80 and a.test are one URI
+// over http (RFC 9110 §4.2.3), but not one Host to the origin, which
+// builds links from it; and behind a proxy that ends TLS, :80 is no
+// default port to the clients (a review stored a redirect to
+// https://shop.test:80/new for everyone by sending Host: shop.test:80 to
+// an http node). So each spelling has its own entry, and an unsafe
+// method on one invalidates the other's.
+func TestKeySpellsTheDefaultPortAsSent(t *testing.T) {
 	h := &Handler{Config: Config{Key: DefaultKey}}
 	for _, tc := range []struct {
 		host string
 		tls  bool
 		want string
 	}{
-		{"a.test:80", false, "http://a.test/p"},
+		{"a.test:80", false, "http://a.test:80/p"},
 		{"a.test", false, "http://a.test/p"},
-		{"a.test:443", true, "https://a.test/p"},
+		{"a.test:443", true, "https://a.test:443/p"},
 		{"a.test:443", false, "http://a.test:443/p"},
 		{"a.test:80", true, "https://a.test:80/p"},
 		{"a.test:8080", false, "http://a.test:8080/p"},
-		{"[::1]:80", false, "http://[::1]/p"},
+		{"[::1]:80", false, "http://[::1]:80/p"},
 	} {
 		r := httptest.NewRequest(http.MethodGet, "/p", nil)
 		r.Host = tc.host
@@ -113,14 +117,21 @@ func TestKeyLeavesOutTheDefaultPort(t *testing.T) {
 			t.Errorf("Host %q (TLS %v): key %q, want %q", tc.host, tc.tls, got, tc.want)
 		}
 	}
-	// An unsafe method on one spelling invalidates the other's entry.
 	c := newClock()
 	hc := newTestHandler(t, Config{}, c)
-	o := static(c, 200, "page", "Cache-Control", "max-age=60")
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Location", "https://"+r.Host+"/new")
+		return nil
+	}}
 	get(t, hc, o, "http://a.test:80/q")
+	if w := get(t, hc, o, "http://a.test/q"); w.Header().Get("Location") != "https://a.test/new" {
+		t.Errorf("Host a.test after Host a.test:80: Location %q (%s)", w.Header().Get("Location"), w.Header().Get("Cache-Status"))
+	}
 	wantStatus(t, get(t, hc, o, "http://a.test/q"), []string{"hit"})
 	serve(t, hc, static(c, 204, ""), newRequest(http.MethodPost, "http://a.test/q"))
 	wantStatus(t, get(t, hc, o, "http://a.test:80/q"), []string{"fwd=uri-miss"})
+	wantStatus(t, get(t, hc, o, "http://a.test/q"), []string{"fwd=uri-miss"})
 }
 
 // TestKeyKeepsPercentEncoding: URIs that differ only in what their
@@ -1826,6 +1837,51 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	}
 }
 
+// TestStaleWhileRevalidateFailureIsLogged: a background refresh that
+// cannot reach the origin, or gets a server error, is a warning with the
+// error or status: its client had the stale response, and nobody else
+// hears of it (a review found the 5xx unlogged). One served under
+// stale-if-error is logged as such, once; a good one at debug only.
+func TestStaleWhileRevalidateFailureIsLogged(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cc     string
+		status int // the refresh's answer; 0: the origin is unreachable
+		want   string
+	}{
+		{"unreachable", "max-age=60, stale-while-revalidate=30", 0, "background revalidation failed"},
+		{"500", "max-age=60, stale-while-revalidate=30", 500, "background revalidation failed"},
+		{"500 under stale-if-error", "max-age=60, stale-while-revalidate=30, stale-if-error=60", 500, "served the stored response (stale-if-error)"},
+		{"200", "max-age=60, stale-while-revalidate=30", 200, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			core, logs := observer.New(zapcore.WarnLevel)
+			h.logger = zap.New(core)
+			get(t, h, static(c, 200, "body", "Cache-Control", tc.cc), "http://example.com/swr")
+			c.Advance(70 * time.Second)
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				if tc.status == 0 {
+					return errors.New("dial tcp: connection refused")
+				}
+				w.Header().Set("Cache-Control", tc.cc)
+				w.WriteHeader(tc.status)
+				return nil
+			}}
+			wantStatus(t, get(t, h, o, "http://example.com/swr"), []string{"hit", "detail=stale-while-revalidate"})
+			h.bg.wait()
+			var got []string
+			for _, l := range logs.All() {
+				got = append(got, l.Message)
+			}
+			if tc.want == "" && len(got) > 0 || tc.want != "" && (len(got) != 1 || !strings.Contains(got[0], tc.want)) {
+				t.Errorf("logged %q, want one line with %q", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestStaleWhileRevalidateNoStoreRequest: a request with no-store is
 // served the stale entry within stale-while-revalidate but starts no
 // refresh, whose only point is to store (RFC 9111 §5.2.1.5); the next
@@ -2657,7 +2713,7 @@ func TestKeyOrigin(t *testing.T) {
 	}{
 		{"Host naming the listener's port", at("A.test:19080", tcp(19080), false), "http://a.test:19080/page"},
 		{"Host without a port, on the default port", at("a.test", tcp(80), false), "http://a.test/page"},
-		{"Host naming the default port, on it", at("a.test:80", tcp(80), false), "http://a.test/page"},
+		{"Host naming the default port, on it", at("a.test:80", tcp(80), false), "http://a.test:80/page"},
 		{"HTTPS on 443", at("a.test", tcp(443), true), "https://a.test/page"},
 		// The origin sees Host as sent: a request naming another port
 		// (or none, on a port that is not the default) is not one naming
@@ -2668,7 +2724,7 @@ func TestKeyOrigin(t *testing.T) {
 		{"Host with an empty port", at("a.test:", tcp(80), false), "http://a.test:#80/page"},
 		{"Host with a port in other digits", at("a.test:080", tcp(80), false), "http://a.test:080#80/page"},
 		{"Host without a port, on another port", at("a.test", tcp(19081), false), "http://a.test#19081/page"},
-		{"Host naming port 80, on another port", at("a.test:80", tcp(8080), false), "http://a.test#8080/page"},
+		{"Host naming port 80, on another port", at("a.test:80", tcp(8080), false), "http://a.test:80#8080/page"},
 		{"a port mapping (8080 to 80)", at("a.test:8080", tcp(80), false), "http://a.test:8080#80/page"},
 		{"HTTPS, a port mapping (8443 to 443)", at("a.test:8443", tcp(443), true), "https://a.test:8443#443/page"},
 		{"HTTP/3", at("a.test", &net.UDPAddr{Port: 8443}, true), "https://a.test#8443/page"},
@@ -2676,7 +2732,7 @@ func TestKeyOrigin(t *testing.T) {
 		{"IPv6", at("[::1]:19080", tcp(19081), false), "http://[::1]:19080#19081/page"},
 		{"IPv6 on its port", at("[::1]:19081", tcp(19081), false), "http://[::1]:19081/page"},
 		{"no listener: Host's port", at("a.test:8080", nil, false), "http://a.test:8080/page"},
-		{"no listener: Host's default port", at("a.test:80", nil, false), "http://a.test/page"},
+		{"no listener: Host's default port", at("a.test:80", nil, false), "http://a.test:80/page"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newTestHandler(t, Config{}, newClock())

@@ -7,31 +7,70 @@ import (
 	"sync/atomic"
 )
 
-// A key's origin carries '#' and the port the connection came in on when
-// Host names another (appendOrigin): one URL, received on several ports
-// (a port mapping and a direct port, the front of a tier and a client
-// reaching a node), has a key for each. Purges and invalidations name the
-// URL, so they reach all of them: the store notes the ports its keys
-// carry (listenerPorts), and a purge by key tries the URL's key on each.
+// A key's origin is the URL's as Host spells it, a default port included,
+// with '#' and the port the connection came in on when Host names another
+// (appendOrigin): one URL, spelt with and without its default port, or
+// received on several ports (a port mapping and a direct port, the front
+// of a tier and a client reaching a node), has several keys. Purges and
+// invalidations name the URL, so they reach all of them (a purge naming
+// a '#' port, that port's only): the store notes the ports its keys carry
+// (listenerPorts), a purge by key tries each spelling on each, and a
+// prefix is matched against keys read without a default port and, unless
+// it names one, without their '#' port (urlView).
 
-// listenerMark returns where, in the key k, the '#' and port after its
-// host begin and end, or -1, -1 when it has none.
-func listenerMark(k string) (i, j int) {
+// urlView splits the key k into its origin without a default port spelt
+// out (head), its listener mark ('#' and a port, or ""), and the rest.
+// A key without an origin (no "://") is all head.
+func urlView(k string) (head, mark, rest string) {
 	s := strings.Index(k, "://")
 	if s < 0 {
-		return -1, -1
+		return k, "", ""
 	}
+	scheme := k[:s]
 	s += len("://")
 	end := strings.IndexAny(k[s:], "/? ")
 	if end < 0 {
 		end = len(k) - s
 	}
 	end += s
-	h := strings.IndexByte(k[s:end], '#')
-	if h < 0 {
-		return -1, -1
+	auth := k[:end]
+	if h := strings.IndexByte(k[s:end], '#'); h >= 0 {
+		auth, mark = k[:s+h], k[s+h:end]
 	}
-	return s + h, end
+	_, def := defaultPort(scheme)
+	if strings.HasSuffix(auth, ":"+def) && strings.LastIndexByte(auth, ']') < len(auth)-len(def)-1 {
+		auth = auth[:len(auth)-len(def)-1]
+	}
+	return auth, mark, k[end:]
+}
+
+// hasPrefixParts reports whether the concatenation of parts begins with
+// prefix.
+func hasPrefixParts(prefix string, parts ...string) bool {
+	for _, p := range parts {
+		if len(prefix) <= len(p) {
+			return strings.HasPrefix(p, prefix)
+		}
+		if prefix[:len(p)] != p {
+			return false
+		}
+		prefix = prefix[len(p):]
+	}
+	return prefix == ""
+}
+
+// hasURLPrefix reports whether the key begins with prefix (as normalKey
+// spells prefixes: without a default port), read without a default port
+// spelt out and, unless prefix names one, without its listener mark.
+func hasURLPrefix(key, prefix string) bool {
+	if strings.HasPrefix(key, prefix) {
+		return true
+	}
+	head, mark, rest := urlView(key)
+	if _, pmark, _ := urlView(prefix); pmark != "" {
+		return hasPrefixParts(prefix, head, mark, rest)
+	}
+	return hasPrefixParts(prefix, head, rest)
 }
 
 // listenerPorts is a set of ports, safe for concurrent use.
@@ -39,11 +78,11 @@ type listenerPorts [65536 / 64]atomic.Uint64
 
 // note adds the port of key's listener mark, if it has one.
 func (ps *listenerPorts) note(key string) {
-	i, j := listenerMark(key)
-	if i < 0 {
+	_, mark, _ := urlView(key)
+	if mark == "" {
 		return
 	}
-	p, err := strconv.Atoi(key[i+1 : j])
+	p, err := strconv.Atoi(mark[1:])
 	if err != nil || p <= 0 || p > 65535 {
 		return
 	}
@@ -52,51 +91,43 @@ func (ps *listenerPorts) note(key string) {
 	}
 }
 
-// keysOf returns the keys of the URL whose key is key: without a listener
-// mark, and with the mark of each port noted.
+// keysOf returns the keys of the URL whose key is key: its origin without
+// and with its default port spelt out, each without a listener mark and
+// with the mark of each port noted; or, when key names a port with its
+// mark, with that mark only.
 func (ps *listenerPorts) keysOf(key string) []string {
-	i, j := listenerMark(key)
-	if i < 0 {
-		i = authorityEnd(key)
-		j = i
-	}
-	if i < 0 {
+	head, mark, rest := urlView(key)
+	s := strings.Index(head, "://")
+	if s < 0 {
 		return []string{key}
 	}
-	base, rest := key[:i], key[j:]
-	keys := []string{key}
-	if j > i {
-		keys[0] = base + rest
+	_, def := defaultPort(head[:s])
+	heads := []string{head}
+	if _, _, hasPort := cutPort(head[s+len("://"):]); !hasPort {
+		heads = append(heads, head+":"+def)
 	}
-	for w := range ps {
-		for set := ps[w].Load(); set != 0; set &= set - 1 {
-			p := w*64 + bits.TrailingZeros64(set)
-			keys = append(keys, base+"#"+strconv.Itoa(p)+rest)
+	marks := []string{mark}
+	if mark == "" {
+		for w := range ps {
+			for set := ps[w].Load(); set != 0; set &= set - 1 {
+				marks = append(marks, "#"+strconv.Itoa(w*64+bits.TrailingZeros64(set)))
+			}
+		}
+	}
+	keys := make([]string, 0, len(heads)*len(marks))
+	for _, h := range heads {
+		for _, m := range marks {
+			keys = append(keys, h+m+rest)
 		}
 	}
 	return keys
 }
 
-// authorityEnd is where the origin of key ends, or -1 when it has none.
-func authorityEnd(k string) int {
-	s := strings.Index(k, "://")
-	if s < 0 {
-		return -1
+// withoutMark is key without its listener mark.
+func withoutMark(key string) string {
+	head, mark, rest := urlView(key)
+	if mark == "" {
+		return key
 	}
-	s += len("://")
-	end := strings.IndexAny(k[s:], "/? ")
-	if end < 0 {
-		return len(k)
-	}
-	return s + end
-}
-
-// hasURLPrefix reports whether key begins with prefix, or would without
-// its listener mark (a prefix without one names the URLs on every port).
-func hasURLPrefix(key, prefix string) bool {
-	if strings.HasPrefix(key, prefix) {
-		return true
-	}
-	i, j := listenerMark(key)
-	return i >= 0 && len(prefix) > i && key[:i] == prefix[:i] && strings.HasPrefix(key[j:], prefix[i:])
+	return head + rest
 }

@@ -437,7 +437,7 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 	switch {
 	case star:
 		reason = "Vary: *"
-	case forwardsUnseen(fields, x.r.Header):
+	case forwardsUnseen(fields, x.r.Header) || rewritesForwarded(fields, x.r):
 		reason = "vary on a field the origin did not get"
 	case x.wholeAs200 && x.record != nil && !equalFields(fields, x.record.vary):
 		// encode leaves a 206 as it is, without the Vary it puts on a
@@ -683,11 +683,11 @@ func (h *Handler) serveCollapsed(w http.ResponseWriter, x *exchange, e *entry, s
 // have refused it. It reports whether x has a new flight key to join.
 func (h *Handler) learnVariant(x *exchange, e *entry) bool {
 	if e == nil || x.stale != nil || x.variantKey != nil || len(e.vary) == 0 || e.gen == 0 ||
-		VaryKey(e.vary, x.r.Header) == e.varyKey {
+		requestVaryKey(e.vary, x.r) == e.varyKey {
 		return false
 	}
 	x.record = &entry{entryData: entryData{key: string(x.urlKey), hash: x.urlHash, record: true, vary: e.vary, gen: e.gen}}
-	x.variantKey = appendVariantKey(nil, x.urlKey, e.gen, VaryKey(e.vary, x.r.Header))
+	x.variantKey = appendVariantKey(nil, x.urlKey, e.gen, requestVaryKey(e.vary, x.r))
 	x.variantHash = keyHash(x.variantKey)
 	x.fwd = "vary-miss"
 	return true
@@ -949,7 +949,7 @@ func (s *fillSet) unload() {
 // collapsible reports whether a waiter's request r may be answered with
 // the entry its leader fetched.
 func (h *Handler) collapsible(e *entry, r *http.Request, rq RequestControl, now time.Time) bool {
-	if len(e.vary) > 0 && VaryKey(e.vary, r.Header) != e.varyKey {
+	if len(e.vary) > 0 && requestVaryKey(e.vary, r) != e.varyKey {
 		return false
 	}
 	ttl := h.ttl(e, now)
@@ -1366,7 +1366,7 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 			record.epoch = x.epoch
 			x.newRecord = record // stored with e (finish)
 		}
-		e.varyKey = VaryKey(e.vary, x.r.Header)
+		e.varyKey = requestVaryKey(e.vary, x.r)
 		e.key = string(appendVariantKey(nil, x.urlKey, record.gen, e.varyKey))
 		e.gen = record.gen // for waiters of other variants (learnVariant)
 		e.parent = x.urlHash
@@ -1617,12 +1617,13 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		}()
 		err := h.forward(&discardWriter{}, r2, next, x)
 		level, msg := zapcore.DebugLevel, "background revalidation"
-		if err != nil {
+		if err != nil || isServerError(x.rec.status) && x.outcome != outStaleIfError {
 			// Nobody else hears of it: its client had the stale response.
+			// (One served under stale-if-error is logged as such.)
 			level, msg = zapcore.WarnLevel, "background revalidation failed; the stale response stays until the next one"
 		}
 		if ce := h.logger.Check(level, msg); ce != nil {
-			ce.Write(zap.String("key", e.key), zap.Error(err))
+			ce.Write(zap.String("key", e.key), zap.Int("status", x.rec.status), zap.Error(err))
 		}
 	}()
 }

@@ -912,7 +912,7 @@ func (s *store) markRecent(prefix, tag string) {
 
 func (s *store) invalidateKey(key string) int {
 	n := 0
-	for _, k := range s.ports.keysOf(key) {
+	for _, k := range s.ports.keysOf(withoutMark(key)) { // the URL, on whatever port it came
 		s.mark(xxhash.Sum64String(k))
 		n += s.dropKey(k)
 	}

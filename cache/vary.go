@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // ParseVary returns the canonical field names listed in h's Vary fields,
@@ -43,6 +45,35 @@ func hopByHop(name string) bool {
 	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authorization", "Proxy-Authenticate",
 		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Alt-Svc":
 		return true
+	}
+	return false
+}
+
+// requestVaryKey is VaryKey for the request r, whose X-Forwarded-Proto
+// and X-Forwarded-Host reverse_proxy replaces with its own unless r comes
+// from a trusted proxy (trusted_proxies): a response varying on one that
+// an untrusted client sent was made for another value (its connection's
+// scheme, its Host), so the request matches no variant and its answer is
+// not stored, lest a client reaching a node directly store the answer
+// for http under the variant a trusted front asks for with https.
+func requestVaryKey(fields []string, r *http.Request) string {
+	if rewritesForwarded(fields, r) {
+		return unmatchedVaryKey
+	}
+	return VaryKey(fields, r.Header)
+}
+
+// rewritesForwarded reports whether reverse_proxy replaces a field among
+// fields that r carries (see requestVaryKey).
+func rewritesForwarded(fields []string, r *http.Request) bool {
+	for _, f := range fields {
+		if f != "X-Forwarded-Proto" && f != "X-Forwarded-Host" {
+			continue
+		}
+		if _, present := r.Header[f]; present {
+			trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+			return !trusted
+		}
 	}
 	return false
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 func TestParseVary(t *testing.T) {
@@ -262,4 +264,38 @@ func TestVaryHandled(t *testing.T) {
 	}
 	wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"})
 	wantStatus(t, get(t, h, o, "http://example.com/reval", "X-A", "foo"), []string{"fwd=uri-miss"})
+}
+
+// TestVaryOnForwardedFields: reverse_proxy replaces X-Forwarded-Proto and
+// X-Forwarded-Host from a client that is not a trusted proxy, so such a
+// client's values match no variant and its answer is not stored; a
+// trusted proxy's do. (A review: a client reaching a tier's node directly
+// with X-Forwarded-Proto: https could store the node's http answer, a
+// redirect to https, for the front's https requests: a loop.)
+func TestVaryOnForwardedFields(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Vary", "X-Forwarded-Proto")
+		_, _ = io.WriteString(w, "for "+r.Header.Get("X-Forwarded-Proto"))
+		return nil
+	}}
+	from := func(trusted bool) *http.Request {
+		r := newRequest(http.MethodGet, "http://example.com/fwd", "X-Forwarded-Proto", "https")
+		caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, trusted)
+		return r
+	}
+	if k := requestVaryKey([]string{"X-Forwarded-Proto"}, from(false)); k != unmatchedVaryKey {
+		t.Errorf("untrusted: key %q, want %q", k, unmatchedVaryKey)
+	}
+	if k := requestVaryKey([]string{"X-Forwarded-Proto"}, from(true)); k == unmatchedVaryKey {
+		t.Error("trusted: unmatched")
+	}
+	serve(t, h, o, newRequest(http.MethodGet, "http://example.com/fwd")) // the URL's variant record
+	wantStatus(t, serve(t, h, o, from(false)), []string{"fwd=vary-miss"}, "stored")
+	wantStatus(t, serve(t, h, o, from(false)), []string{"fwd=vary-miss"})
+	wantStatus(t, serve(t, h, o, from(true)), []string{"fwd=vary-miss"})
+	wantStatus(t, serve(t, h, o, from(true)), []string{"hit"})
+	wantStatus(t, serve(t, h, o, from(false)), []string{"fwd=vary-miss"})
 }
