@@ -22,6 +22,7 @@ import (
 //		algorithm  rendezvous|ring|maglev|compat
 //		weight     <dial> <n>
 //		bound      <factor>
+//		bound_floor <requests>
 //		cookie     [<name>] {
 //			secret     <secret>
 //			previous_secrets <secret>...
@@ -67,7 +68,7 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		prev = opt
 		switch opt {
-		case "algorithm", "bound", "cookie", "fallback":
+		case "algorithm", "bound", "bound_floor", "cookie", "fallback":
 			if seen[opt] {
 				return d.Errf("%s already specified", opt)
 			}
@@ -146,6 +147,19 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			s.Bound = f
 
+		case "bound_floor":
+			if !d.NextArg() {
+				return argsErr(d, "bound_floor <requests>")
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 {
+				return d.Errf("invalid bound_floor '%s': must be a whole number >= 1, such as 8", d.Val())
+			}
+			if d.NextArg() {
+				return argsErr(d, "bound_floor <requests>")
+			}
+			s.BoundFloor = n
+
 		case "cookie":
 			if seen["fallback"] {
 				return d.Err("cookie and fallback exclude each other: with a cookie, every request has a key")
@@ -179,6 +193,9 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized option '%s'", opt)
 		}
+	}
+	if err := checkBoundFloor(s.BoundFloor, s.Bound); err != nil {
+		return d.Err(err.Error())
 	}
 	return nil
 }

@@ -38,9 +38,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				weight 10.0.0.1:80 3
 				weight 10.0.0.2:80 1
 				bound 1.25
+				bound_floor 8
 			}`,
 			want: `{"keys":["{http.request.cookie.sid}","{http.request.header.X-User}","{http.request.uri.query.user}","{http.request.host}{http.request.uri}"],` +
-				`"algorithm":"maglev","weights":{"10.0.0.1:80":3,"10.0.0.2:80":1},"bound":1.25}`,
+				`"algorithm":"maglev","weights":{"10.0.0.1:80":3,"10.0.0.2:80":1},"bound":1.25,"bound_floor":8}`,
 		},
 		{
 			name: "cookie",
@@ -99,6 +100,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "bound not a number", input: "affinity {\n bound lots\n}", wantErr: "invalid bound 'lots': must be a plain decimal number >= 1, such as 1.25, at Testfile:2"},
 		{name: "bound below 1", input: "affinity {\n bound 0.9\n}", wantErr: "invalid bound '0.9': must be a number >= 1"},
 		{name: "bound zero", input: "affinity {\n bound 0\n}", wantErr: "invalid bound '0'"},
+		{name: "bound_floor zero", input: "affinity {\n bound 1.25\n bound_floor 0\n}", wantErr: "invalid bound_floor '0': must be a whole number >= 1, such as 8, at Testfile:3"},
+		{name: "bound_floor without bound", input: "affinity {\n bound_floor 8\n}", wantErr: "bound_floor 8 needs bound"},
+		{name: "bound_floor twice", input: "affinity {\n bound 1.25\n bound_floor 8\n bound_floor 9\n}", wantErr: "bound_floor already specified"},
 		{name: "bound NaN", input: "affinity {\n bound NaN\n}", wantErr: "invalid bound 'NaN'"},
 		{name: "bound Inf", input: "affinity {\n bound +Inf\n}", wantErr: "invalid bound '+Inf'"},
 		{name: "bound missing", input: "affinity {\n bound\n}", wantErr: "wrong number of arguments; syntax: "},

@@ -86,6 +86,16 @@ type AffinitySelection struct {
 	// Bounding costs one pass over the pool per request.
 	Bound float64 `json:"bound,omitempty"`
 
+	// BoundFloor is the least cap Bound gives an upstream, in in-flight
+	// requests: below it, keys stay on their upstream however uneven the
+	// load. Under light traffic the cap is 1 (with three upstreams and one
+	// request in flight, ceil(1.25 × 2 / 3)), so any in-flight request
+	// sends the other keys of its upstream to their next choice: sticky
+	// sessions held in a replica's memory move. A floor such as 8 keeps
+	// them where they are until a replica is busy. Needs Bound; default
+	// 1 (the cap of the paper).
+	BoundFloor int `json:"bound_floor,omitempty"`
+
 	// Cookie enables cookie mode for requests where no key resolves.
 	// Default: off.
 	Cookie *CookieConfig `json:"cookie,omitempty"`
@@ -390,6 +400,9 @@ func (s *AffinitySelection) validate() error {
 	if err := checkBound(s.Bound); err != nil {
 		return err
 	}
+	if err := checkBoundFloor(s.BoundFloor, s.Bound); err != nil {
+		return err
+	}
 	if s.Cookie != nil {
 		if err := s.Cookie.validate(); err != nil {
 			return err
@@ -432,6 +445,17 @@ func ringWeights(weights map[string]int) error {
 	}
 	if total := sum * RingPointsPerWeight; total > MaxRingPoints {
 		return fmt.Errorf("weights: %w", errRingTooBig(total))
+	}
+	return nil
+}
+
+// checkBoundFloor accepts 0 (the default, 1) or a floor >= 1 with a bound.
+func checkBoundFloor(floor int, bound float64) error {
+	switch {
+	case floor < 0:
+		return fmt.Errorf("bound_floor must be a whole number >= 1, got %d", floor)
+	case floor > 0 && bound == 0:
+		return fmt.Errorf("bound_floor %d needs bound: it is the least cap bound gives an upstream", floor)
 	}
 	return nil
 }
@@ -722,7 +746,7 @@ func (s *AffinitySelection) keyHash(key string) string {
 // available), so that lb_try_duration can wait for an upstream that is
 // restarting.
 func (s *AffinitySelection) choose(set *upstreamSet, pool []*reverseproxy.Upstream, key string, tried []*reverseproxy.Upstream) int {
-	c := chooser{pool: pool, set: set, bound: s.Bound}
+	c := chooser{pool: pool, set: set, bound: s.Bound, floor: s.BoundFloor}
 	last := int32(-1)
 	if len(tried) > 0 {
 		c.skip = currentRound(set, tried)
@@ -776,6 +800,7 @@ type chooser struct {
 	set   *upstreamSet
 	skip  []int32 // table indices not to pick (upstreams tried)
 	bound float64 // the policy's Bound
+	floor int     // the policy's BoundFloor
 
 	bounded bool // apply the load cap
 	limit   int  // the load cap, computed on first need; 0: not yet
@@ -791,13 +816,14 @@ func (c *chooser) eligible(i int) bool {
 		return true
 	}
 	load := u.NumRequests()
-	if load == 0 {
-		// The cap is at least 1, so an idle upstream is under it; the O(n)
-		// pass that computes the cap waits until a candidate is busy.
+	if load == 0 || load < c.floor {
+		// The cap is at least 1 and the floor, so such an upstream is
+		// under it; the O(n) pass that computes the cap waits until a
+		// candidate is busy.
 		return true
 	}
 	if c.limit == 0 {
-		c.limit = loadCap(c.pool, c.bound)
+		c.limit = max(loadCap(c.pool, c.bound), c.floor)
 	}
 	return load < c.limit
 }

@@ -865,6 +865,9 @@ func TestValidate(t *testing.T) {
 		{"bound 1", &AffinitySelection{Bound: 1}, ""},
 		{"bound below 1", &AffinitySelection{Bound: 0.5}, "bound must be a number >= 1 (or 0 for none), got 0.5"},
 		{"bound negative", &AffinitySelection{Bound: -2}, "bound must be"},
+		{"bound_floor without bound", &AffinitySelection{BoundFloor: 8}, "bound_floor 8 needs bound"},
+		{"bound_floor negative", &AffinitySelection{Bound: 1.25, BoundFloor: -1}, "bound_floor must be a whole number >= 1"},
+		{"bound_floor", &AffinitySelection{Bound: 1.25, BoundFloor: 8}, ""},
 		{"weight zero", &AffinitySelection{Weights: map[string]int{"a:1": 0}}, `weight for "a:1" must be an integer from 1 to 1000000, got 0`},
 		{"weight too big", &AffinitySelection{Weights: map[string]int{"a:1": MaxWeight + 1}}, "must be an integer from 1"},
 		{"compat with weights", &AffinitySelection{Algorithm: "compat", Weights: map[string]int{"a:1": 2}}, "algorithm compat does not support weights"},
@@ -1140,5 +1143,34 @@ func TestKeyWarnings(t *testing.T) {
 				t.Errorf("warnings %+v, want one containing %q", ws, tc.want)
 			}
 		})
+	}
+}
+
+// TestBoundFloor: under light traffic the cap of bound is 1, so one
+// request in flight sends every other key of its upstream to their next
+// choice (a review moved three cookie users off their replica with one
+// slow request); bound_floor keeps them until the upstream has that many
+// in flight, and bounds as before past it.
+func TestBoundFloor(t *testing.T) {
+	for _, tc := range []struct {
+		config string
+		stays  int // requests in flight on the key's upstream it still goes to
+	}{
+		{`{"policy":"affinity","bound":1.25}`, 0},
+		{`{"policy":"affinity","bound":1.25,"bound_floor":4}`, 3},
+	} {
+		f := newProxyFixture(t, 3, 0, tc.config, "", 0)
+		pool := f.h.Upstreams
+		ip, _, _ := net.SplitHostPort(ipAddr(3))
+		pref := preference(t, f.policy, pool, ip)
+		home := f.index(pref[0])
+		for held := range 6 {
+			r, w := newReq(ipAddr(3), nil)
+			up := f.policy.Select(pool, r, w)
+			if stays := up == pool[home]; stays != (held == 0 || held <= tc.stays) {
+				t.Errorf("%s with %d in flight on %s: went to %s", tc.config, held, pref[0], up.Dial)
+			}
+			f.hold(home, 1)
+		}
 	}
 }
