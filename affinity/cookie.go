@@ -202,7 +202,8 @@ func securePrefixed(name string) bool {
 // brace as it is, and {env.SECRET without its } would be a secret anyone
 // can read in the docs), or names a placeholder that is not replaced when
 // the config loads: only Caddy's global ones are ({env.*}, {file.*}),
-// and a request's, such as {header.X}, would fail the load.
+// and a request's, such as {header.X}, would fail the load; {system.*}
+// ones are, but guessable.
 func checkSecret(field, secret string) error {
 	if secret == "" {
 		return fmt.Errorf("cookie %s is empty", field)
@@ -217,6 +218,11 @@ func checkSecret(field, secret string) error {
 		}
 		if strings.HasPrefix(name, "file.") {
 			continue // read when the config loads, not now (the file may be the deployed host's)
+		}
+		if strings.HasPrefix(name, "system.") {
+			// The host name, the OS, the working directory: what anyone
+			// who knows the machine can guess is no secret.
+			return fmt.Errorf("cookie %s names {%s}, which anyone who knows the machine can guess: keep the secret in a file ({file./path}) or the environment ({env.NAME})", field, name)
 		}
 		if _, ok := global.Get(name); !ok {
 			return fmt.Errorf("cookie %s names a placeholder that is not replaced when the config loads (only global ones are, such as {env.NAME} or {file./path}; a request's, such as {header.X}, is not); write a literal brace as \\{ or \\}", field)
