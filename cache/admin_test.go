@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -266,4 +268,41 @@ func TestPurgeReachesTheURLOnEveryPort(t *testing.T) {
 	serve(t, h, o, on(http.MethodPost, "http://a.test/q", 8101))
 	h.store.wait()
 	want("POST", []string{"/q"}, 0)
+}
+
+// TestPurgeDuringTheFirstFillOnAPort: a purge that comes while the
+// store's first response received on a listener port is being fetched
+// keeps it out, as for any other fill: the port is noted when the fill
+// begins, not when it is stored (a review stored it).
+func TestPurgeDuringTheFirstFillOnAPort(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{CacheName: "purge-first-port", MinUses: 1}, c)
+	started, release := make(chan struct{}), make(chan struct{})
+	start := sync.OnceFunc(func() { close(started) })
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		start()
+		<-release
+		_, _ = io.WriteString(w, "page")
+		return nil
+	}}
+	on := func(target string) *http.Request {
+		r := newRequest(http.MethodGet, target)
+		return r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8102}))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w := httptest.NewRecorder()
+		_ = h.ServeHTTP(w, on("http://a.test/slow"), o)
+	}()
+	<-started
+	w := httptest.NewRecorder()
+	if err := (AdminAPI{}).handlePurge(w, httptest.NewRequest(http.MethodPost, "/response_cache/purge", strings.NewReader(`{"key":"http://a.test/slow"}`))); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	<-done
+	h.store.wait()
+	wantStatus(t, serve(t, h, o, on("http://a.test/slow")), []string{"fwd=uri-miss"})
 }

@@ -419,8 +419,13 @@ func appendPath(dst []byte, u *url.URL) []byte {
 	if raw := u.RawPath; raw != "" && validRawPath(raw) {
 		return appendUpperEscapes(dst, raw)
 	}
-	if u.Path == "*" {
+	switch u.Path {
+	case "*":
 		return append(dst, '*')
+	case "":
+		// An absolute-form target without a path (GET http://a.test):
+		// reverse_proxy sends /, and an empty path is / (RFC 9110 §4.2.3).
+		return append(dst, '/')
 	}
 	for i := 0; i < len(u.Path); i++ {
 		c := u.Path[i]

@@ -134,6 +134,18 @@ func TestKeySpellsTheDefaultPortAsSent(t *testing.T) {
 	wantStatus(t, get(t, hc, o, "http://a.test/q"), []string{"fwd=uri-miss"})
 }
 
+// TestKeyOfAnEmptyPath: an absolute-form target without a path (GET
+// http://a.test HTTP/1.1) is /, as reverse_proxy sends it and purges name
+// it (a review found it keyed without its /).
+func TestKeyOfAnEmptyPath(t *testing.T) {
+	h := &Handler{Config: Config{Key: DefaultKey}}
+	r := httptest.NewRequest(http.MethodGet, "http://a.test", nil)
+	r.URL.Path, r.URL.RawPath = "", ""
+	if got := keyOf(t, h, r); got != "http://a.test/" {
+		t.Errorf("key %q, want http://a.test/", got)
+	}
+}
+
 // TestKeyKeepsPercentEncoding: URIs that differ only in what their
 // percent-encoding hides (an encoded / or ?) are other resources to the
 // origin, and get their own entries; an unsafe method on one leaves the
@@ -1184,6 +1196,7 @@ func (failingStore) has(*entry) bool           { return false }
 func (failingStore) wait()                     {}
 func (failingStore) epoch() uint64             { return 0 }
 func (failingStore) keyMark(uint64) uint64     { return 0 }
+func (failingStore) noteKey([]byte)            {}
 
 func TestStoreFailureFailsOpen(t *testing.T) {
 	c := newClock()

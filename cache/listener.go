@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"math/bits"
 	"strconv"
 	"strings"
@@ -88,6 +89,22 @@ func (ps *listenerPorts) note(key string) {
 	}
 	if w := &ps[p/64]; w.Load()&(1<<(p%64)) == 0 {
 		w.Or(1 << (p % 64))
+	}
+}
+
+// noteBytes is note for a key in bytes; it allocates only for a key with
+// a listener mark.
+func (ps *listenerPorts) noteBytes(key []byte) {
+	s := bytes.Index(key, []byte("://"))
+	if s < 0 {
+		return
+	}
+	end := bytes.IndexAny(key[s+3:], "/? ")
+	if end < 0 {
+		end = len(key) - s - 3
+	}
+	if bytes.IndexByte(key[s+3:s+3+end], '#') >= 0 {
+		ps.note(string(key))
 	}
 }
 

@@ -162,6 +162,9 @@ func (x *exchange) release(h *Handler, e *entry) {
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, x *exchange) error {
 	defer x.count()
 	x.r = r
+	// Before the fill begins: a purge of its URL that comes meanwhile
+	// must reach its key (see store.noteKey).
+	h.store.noteKey(x.urlKey)
 	if !x.background {
 		x.preset = h.presetFields(w.Header())
 	}

@@ -52,6 +52,10 @@ type storage interface {
 	// invalidateKey is dropKey for an unsafe method's invalidation: like
 	// a purge, it also keeps fills that began before it from storing.
 	invalidateKey(key string) int
+	// noteKey notes the listener port key carries (listenerPorts), so
+	// that a purge or an invalidation of its URL that comes while a fill
+	// of it is under way reaches it; set notes them too.
+	noteKey(key []byte)
 	// epoch is what a fill records as it begins; set refuses an entry
 	// whose epoch is older than a purge or invalidation of its key
 	// (purgedSince).
@@ -456,6 +460,8 @@ func (s *store) lookup(hash uint64) (e *entry, ok bool) {
 	}
 	return c.Get(hash)
 }
+
+func (s *store) noteKey(key []byte) { s.ports.noteBytes(key) }
 
 func (s *store) set(e *entry) bool {
 	s.ports.note(e.urlKey())

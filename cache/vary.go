@@ -15,8 +15,9 @@ import (
 // request shows the cache: Vary contains "*", a member that is not a
 // field name (Vary: Cookie User-Agent, "X-A", X-A;q=1; RFC 9110 §12.5.5:
 // no request carries such a field, so all would match, the requests the
-// origin told apart among them), or X-Forwarded-For, which reverse_proxy
-// writes from the client's address after the cache.
+// origin told apart among them), X-Forwarded-For, which reverse_proxy
+// writes from the client's address after the cache, or Via, to which it
+// adds the client's HTTP version ("1.0 Caddy", "2.0 Caddy").
 func ParseVary(h http.Header) (fields []string, star bool) {
 	for _, line := range h["Vary"] {
 		for f := range strings.SplitSeq(line, ",") {
@@ -27,7 +28,7 @@ func ParseVary(h http.Header) (fields []string, star bool) {
 				star = true
 			default:
 				f = textproto.CanonicalMIMEHeaderKey(f)
-				if f == "X-Forwarded-For" {
+				if f == "X-Forwarded-For" || f == "Via" {
 					star = true
 				}
 				fields = append(fields, f)

@@ -30,6 +30,8 @@ func TestParseVary(t *testing.T) {
 		{"slash", rh("Vary", "Cookie/"), nil, true},
 		// Written by reverse_proxy from the client's address.
 		{"X-Forwarded-For", rh("Vary", "x-forwarded-for"), []string{"X-Forwarded-For"}, true},
+		// reverse_proxy adds the client's HTTP version to it.
+		{"Via", rh("Vary", "Accept, Via"), []string{"Accept", "Via"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
