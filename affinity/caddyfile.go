@@ -61,6 +61,7 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 	seen := make(map[string]bool)
 	prev := ""
+	floorAt := "" // where bound_floor is, for an error found after the block
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if opt == "{" && prev != "" {
@@ -159,6 +160,7 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return argsErr(d, "bound_floor <requests>")
 			}
 			s.BoundFloor = n
+			floorAt = fmt.Sprintf("%s:%d", d.File(), d.Line())
 
 		case "cookie":
 			if seen["fallback"] {
@@ -195,7 +197,7 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	if err := checkBoundFloor(s.BoundFloor, s.Bound); err != nil {
-		return d.Err(err.Error())
+		return fmt.Errorf("%v, at %s", err, floorAt) // the bound_floor line, not the block's end
 	}
 	return nil
 }

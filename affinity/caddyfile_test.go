@@ -101,7 +101,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "bound below 1", input: "affinity {\n bound 0.9\n}", wantErr: "invalid bound '0.9': must be a number >= 1"},
 		{name: "bound zero", input: "affinity {\n bound 0\n}", wantErr: "invalid bound '0'"},
 		{name: "bound_floor zero", input: "affinity {\n bound 1.25\n bound_floor 0\n}", wantErr: "invalid bound_floor '0': must be a whole number >= 1, such as 8, at Testfile:3"},
-		{name: "bound_floor without bound", input: "affinity {\n bound_floor 8\n}", wantErr: "bound_floor 8 needs bound"},
+		{name: "bound_floor without bound", input: "affinity {\n bound_floor 8\n}", wantErr: "bound_floor 8 needs bound: it is the least cap bound gives an upstream, at Testfile:2"},
 		{name: "bound_floor twice", input: "affinity {\n bound 1.25\n bound_floor 8\n bound_floor 9\n}", wantErr: "bound_floor already specified"},
 		{name: "bound NaN", input: "affinity {\n bound NaN\n}", wantErr: "invalid bound 'NaN'"},
 		{name: "bound Inf", input: "affinity {\n bound +Inf\n}", wantErr: "invalid bound '+Inf'"},
