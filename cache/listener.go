@@ -60,18 +60,30 @@ func hasPrefixParts(prefix string, parts ...string) bool {
 	return prefix == ""
 }
 
-// hasURLPrefix reports whether the key begins with prefix (as normalKey
-// spells prefixes: without a default port), read without a default port
-// spelt out and, unless prefix names one, without its listener mark.
-func hasURLPrefix(key, prefix string) bool {
-	if strings.HasPrefix(key, prefix) {
+// urlPrefix is a purge's prefix (as normalKey spells prefixes: without a
+// default port), read once for the keys it is matched against.
+type urlPrefix struct {
+	s      string
+	marked bool // it names a listener port
+}
+
+func newURLPrefix(p string) urlPrefix {
+	_, mark, _ := urlView(p)
+	return urlPrefix{s: p, marked: mark != ""}
+}
+
+// matches reports whether the key begins with the prefix, read without a
+// default port spelt out and, unless the prefix names one, without its
+// listener mark.
+func (p urlPrefix) matches(key string) bool {
+	if strings.HasPrefix(key, p.s) {
 		return true
 	}
 	head, mark, rest := urlView(key)
-	if _, pmark, _ := urlView(prefix); pmark != "" {
-		return hasPrefixParts(prefix, head, mark, rest)
+	if p.marked {
+		return hasPrefixParts(p.s, head, mark, rest)
 	}
-	return hasPrefixParts(prefix, head, rest)
+	return hasPrefixParts(p.s, head, rest)
 }
 
 // listenerPorts is a set of ports, safe for concurrent use.
@@ -92,18 +104,11 @@ func (ps *listenerPorts) note(key string) {
 	}
 }
 
-// noteBytes is note for a key in bytes; it allocates only for a key with
-// a listener mark.
+// noteBytes is note for a key in bytes; it allocates only for a key
+// holding a '#' (whose origin has a listener mark, or a custom part
+// with one).
 func (ps *listenerPorts) noteBytes(key []byte) {
-	s := bytes.Index(key, []byte("://"))
-	if s < 0 {
-		return
-	}
-	end := bytes.IndexAny(key[s+3:], "/? ")
-	if end < 0 {
-		end = len(key) - s - 3
-	}
-	if bytes.IndexByte(key[s+3:s+3+end], '#') >= 0 {
+	if bytes.IndexByte(key, '#') >= 0 {
 		ps.note(string(key))
 	}
 }

@@ -261,14 +261,14 @@ func TestConcurrentPrefixPurgesKeepOutTheFill(t *testing.T) {
 				}
 			}
 			s.recentMu.Unlock()
-			e := testEntry(later.prefix+"doc", 10)
+			e := testEntry(later.prefix.s+"doc", 10)
 			e.epoch = last - 1
 			if !s.purgedSince(e) {
 				e.body.acquire()
 				s.set(e)
 				s.wait()
 				stored := s.get(e.hash, []byte(e.key)) != nil
-				t.Fatalf("stored after the purge: %v; "+"trial %d: recentSeq %d after purge %d: a fill of %s begun before its purge is not kept out", stored, trial, got, last, later.prefix)
+				t.Fatalf("stored after the purge: %v; "+"trial %d: recentSeq %d after purge %d: a fill of %s begun before its purge is not kept out", stored, trial, got, last, later.prefix.s)
 			}
 		}
 	}

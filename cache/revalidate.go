@@ -440,7 +440,7 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 	switch {
 	case star:
 		reason = "Vary: *"
-	case forwardsUnseen(fields, x.r.Header) || rewritesForwarded(fields, x.r):
+	case matchesNoVariant(fields, x.r):
 		reason = "vary on a field the origin did not get"
 	case x.wholeAs200 && x.record != nil && !equalFields(fields, x.record.vary):
 		// encode leaves a 206 as it is, without the Vary it puts on a
@@ -1010,9 +1010,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		h.store.dropIfStored(x.stale)
 	}
 	if x.stale != nil && isServerError(status) && h.staleIfErrorOK(x, rec.responseTime) {
-		if ce := h.logger.Check(zapcore.WarnLevel, "origin answered with a server error; served the stored response (stale-if-error)"); ce != nil {
-			ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.String("key", string(x.urlKey)), zap.Int("status", status))
-		}
+		h.logOriginError(zapcore.WarnLevel, "origin answered with a server error; served the stored response (stale-if-error)", x, zap.Int("status", status))
 		rec.pass = false
 		x.outcome = outStaleIfError
 		return
@@ -1129,7 +1127,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 				if h.staleIfErrorOK(x, now) {
 					// The client gets a response, so Caddy logs no error:
 					// say what the stale one hides.
-					h.logOriginError(zapcore.WarnLevel, "origin failed; served the stored response (stale-if-error)", x, err)
+					h.logOriginError(zapcore.WarnLevel, "origin failed; served the stored response (stale-if-error)", x, zap.Error(err))
 					x.result = h.m.stale
 					h.serveEntry(w, x.r, x.stale, Status{Fwd: "stale", TTL: h.ttl(x.stale, now), HasTTL: true, Detail: "stale-if-error"}, now)
 					return nil
@@ -1138,7 +1136,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 					// RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10: a response
 					// that must be revalidated yields 504 when validation
 					// fails. (One with no-cache gets the origin's error.)
-					h.logOriginError(zapcore.ErrorLevel, "origin failed; a stored response that must be revalidated answered 504", x, err)
+					h.logOriginError(zapcore.ErrorLevel, "origin failed; a stored response that must be revalidated answered 504", x, zap.Error(err))
 					x.result = nil // counted as an error
 					return h.gatewayTimeout(w, x.fwd, "must-revalidate", x.urlKey)
 				}
@@ -1209,11 +1207,12 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 	return err
 }
 
-// logOriginError logs the error of x's origin request, which the cache
-// answered for: Caddy logs a handler's error only when it gets it.
-func (h *Handler) logOriginError(level zapcore.Level, msg string, x *exchange, err error) {
+// logOriginError logs the failure of x's origin request (its error or
+// status), which the cache answered for: Caddy logs a handler's error
+// only when it gets it.
+func (h *Handler) logOriginError(level zapcore.Level, msg string, x *exchange, failure zap.Field) {
 	if ce := h.logger.Check(level, msg); ce != nil {
-		ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.String("key", string(x.urlKey)), zap.Error(err))
+		ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.String("key", string(x.urlKey)), failure)
 	}
 }
 

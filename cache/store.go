@@ -874,7 +874,7 @@ func (s *store) recentMatch(e *entry, upTo uint64) bool {
 	defer s.recentMu.Unlock()
 	for _, p := range s.recent {
 		if p.seq > e.epoch && p.seq <= upTo &&
-			(p.tag != "" && slices.Contains(e.tags, p.tag) || p.tag == "" && hasURLPrefix(e.urlKey(), p.prefix)) {
+			(p.tag != "" && slices.Contains(e.tags, p.tag) || p.tag == "" && p.prefix.matches(e.urlKey())) {
 			return true
 		}
 	}
@@ -893,8 +893,9 @@ func raise(a *atomic.Uint64, v uint64) {
 
 // recentPurge is a purge by prefix or by tag (tag set).
 type recentPurge struct {
-	seq         uint64
-	prefix, tag string
+	seq    uint64
+	prefix urlPrefix
+	tag    string
 }
 
 // markRecent numbers a purge by prefix or tag ("" and "": everything).
@@ -912,7 +913,7 @@ func (s *store) markRecent(prefix, tag string) {
 		raise(&s.allMark, s.recent[0].seq)
 		s.recent = append(s.recent[:0], s.recent[1:]...)
 	}
-	s.recent = append(s.recent, recentPurge{seq: seq, prefix: prefix, tag: tag})
+	s.recent = append(s.recent, recentPurge{seq: seq, prefix: newURLPrefix(prefix), tag: tag})
 	raise(&s.recentSeq, seq)
 }
 
@@ -985,12 +986,13 @@ func (s *store) purgePrefix(prefix string) int {
 	s.markRecent(prefix, "")
 	s.clearAllHints()
 	var hashes []uint64
+	match := newURLPrefix(prefix)
 	s.life.RLock()
 	if !s.closed {
 		c := s.rc()
 		c.Wait()
 		c.IterValues(func(e *entry) bool {
-			if e != nil && hasURLPrefix(e.urlKey(), prefix) {
+			if e != nil && match.matches(e.urlKey()) {
 				hashes = append(hashes, e.hash)
 			}
 			return false

@@ -64,6 +64,12 @@ func requestVaryKey(fields []string, r *http.Request) string {
 	return VaryKey(fields, r.Header)
 }
 
+// matchesNoVariant reports whether requestVaryKey gives r unmatchedVaryKey
+// for fields, without making the key.
+func matchesNoVariant(fields []string, r *http.Request) bool {
+	return forwardsUnseen(fields, r.Header) || rewritesForwarded(fields, r)
+}
+
 // rewritesForwarded reports whether reverse_proxy replaces a field among
 // fields that r carries (see requestVaryKey).
 func rewritesForwarded(fields []string, r *http.Request) bool {
