@@ -221,13 +221,7 @@ func busyPage(t *testing.T, page string) (h *Handler, o *origin, first <-chan an
 func posts(o *origin) int32 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	var n int32
-	for _, r := range o.reqs {
-		if r.Method == http.MethodPost {
-			n++
-		}
-	}
-	return n
+	return o.byMethod[http.MethodPost]
 }
 
 // TestConcurrentPrefixPurgesKeepOutTheFill: concurrent purges by prefix
