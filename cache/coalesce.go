@@ -207,18 +207,20 @@ const maxCoalesceWait = 10 * time.Second
 
 // wait blocks until the leader publishes, ctx ends or limit passes after
 // answering is closed (at once if it is nil), and returns the published
-// entry (nil: go to the origin) with a reference to its body, which the
+// entry (nil: go to the origin) and the origin's status (read only once
+// the leader has published: a waiter whose limit passed must not read
+// what the leader may still be writing) with a reference to its body, which the
 // caller releases: the leader keeps the body until its waiters have taken
 // theirs (drain), so that a response the store refused, and freed, still
 // answers them.
-func (f *flight) wait(ctx context.Context, answering <-chan struct{}, limit time.Duration) (*entry, error) {
+func (f *flight) wait(ctx context.Context, answering <-chan struct{}, limit time.Duration) (*entry, int, error) {
 	defer f.stopWaiting() // counted by join
 	if answering != nil {
 		select {
 		case <-f.done:
-			return f.take(), nil
+			return f.take(), f.status, nil
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		case <-answering:
 		}
 	}
@@ -226,11 +228,11 @@ func (f *flight) wait(ctx context.Context, answering <-chan struct{}, limit time
 	defer timer.Stop()
 	select {
 	case <-f.done:
-		return f.take(), nil
+		return f.take(), f.status, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	case <-timer.C:
-		return nil, nil
+		return nil, 0, nil
 	}
 }
 

@@ -221,12 +221,12 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 				}
 				break
 			}
-			e, err := f.wait(r.Context(), answering, h.coalesceWait)
+			e, status, err := f.wait(r.Context(), answering, h.coalesceWait)
 			h.flights.left(x.flightKey, f)
 			if err != nil {
 				return nil // the client is gone
 			}
-			if h.serveCollapsed(w, x, e, f.status, true) {
+			if h.serveCollapsed(w, x, e, status, true) {
 				return nil
 			}
 			if rejoin && h.outdated(x, e, h.now()) {
