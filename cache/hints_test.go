@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -802,4 +804,59 @@ func TestNoLongerStorableVariantKeyedByOriginDropsTheEntry(t *testing.T) {
 	o.always(200, "Cache-Control", "no-store", "Vary", "Origin")
 	wantStatus(t, get(t, h, o, url, "Origin", site), []string{"fwd=stale"})
 	wantStatus(t, get(t, h, o, url, "Origin", site), []string{"fwd=vary-miss"})
+}
+
+// TestResponsesFoundUnstorableLateHint: a response storable at its header
+// that turns out not to be, too large for max_item_size (declared or
+// not) or ending with trailer fields no Trailer field announced, hints
+// its key, so that the next bursts of requests for it do not each wait
+// for the leader's body (a review found three clients of a slow 1 MiB
+// body getting their first byte when the first had passed max_item_size).
+func TestResponsesFoundUnstorableLateHint(t *testing.T) {
+	big := strings.Repeat("b", 64)
+	for _, tc := range []struct {
+		name string
+		fn   func(w http.ResponseWriter)
+		hint bool
+	}{
+		{"too large, declared", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(big)))
+			_, _ = io.WriteString(w, big)
+		}, true},
+		{"too large, chunked", func(w http.ResponseWriter) {
+			_, _ = io.WriteString(w, big[:16])
+			_, _ = io.WriteString(w, big[16:])
+		}, true},
+		{"undeclared trailers", func(w http.ResponseWriter) {
+			_, _ = io.WriteString(w, "small")
+			w.Header().Set(http.TrailerPrefix+"Checksum", "xyz")
+		}, true},
+		{"too large, varying on a field the request sent", func(w http.ResponseWriter) {
+			w.Header().Set("Vary", "X-Tenant")
+			_, _ = io.WriteString(w, big)
+		}, false},
+		{"stored", func(w http.ResponseWriter) {
+			_, _ = io.WriteString(w, "small")
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{MaxItemSize: 32}, c)
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Cache-Control", "max-age=60")
+				w.Header().Set("Date", c.date())
+				tc.fn(w)
+				return nil
+			}}
+			const url = "http://example.com/late"
+			w := httptest.NewRecorder()
+			if err := h.ServeHTTP(w, newRequest(http.MethodGet, url, "X-Tenant", "a"), o); err != nil || w.Code != 200 {
+				t.Fatalf("status %d, error %v", w.Code, err)
+			}
+			h.store.wait()
+			if got := hinted(t, h, url); got != tc.hint {
+				t.Errorf("hinted = %v, want %v (Cache-Status %q)", got, tc.hint, w.Header().Get("Cache-Status"))
+			}
+		})
+	}
 }

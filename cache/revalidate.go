@@ -133,6 +133,11 @@ func (x *exchange) onOverflow() {
 		return
 	}
 	x.notFetchedWhole()
+	// Too large to store, as the key's next responses most likely are:
+	// they skip coalescing for a while, as an uncacheable response's do
+	// (uncacheableHints), rather than each burst of requests waiting for
+	// max_item_size of a slow body before going to the origin one by one.
+	x.hintUnstorable()
 	if ce := x.h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
 		ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", "max_item_size"),
 			zap.Int64("max_item_size", x.rec.limit))
@@ -746,6 +751,16 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, 
 	return x.speaksForKey(hdr, private)
 }
 
+// hintUnstorable hints x's key (uncacheableHints) after a response that
+// was storable at its header turned out not to be (too large, trailers):
+// on a miss, when it speaks for every request of the key.
+func (x *exchange) hintUnstorable() {
+	if x.stale == nil && !x.background && !x.ownPreset && x.rec.status >= 200 && x.rec.status < 400 &&
+		x.speaksForKey(x.rec.header, false) {
+		x.h.hints.set(x.flightHash(), x.h.hintGen, x.h.now())
+	}
+}
+
 // noLongerStored handles a response that tells its key is no longer
 // storable (see tellsUncacheable) on a miss or a revalidation. A miss
 // hints the key. A revalidation's stored entry is dropped when the
@@ -1199,6 +1214,12 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		} else {
 			h.storeFilled(x, rec, e)
 		}
+	} else if rec.buffer && !rec.overflow && err == nil && rec.complete() && rec.hasTrailers() {
+		// Trailer fields no Trailer field announced, found at the end:
+		// the key's next requests need not wait for its next response's
+		// end to learn the same (a declared Trailer is a reason at the
+		// header, see tellsUncacheable).
+		x.hintUnstorable()
 	}
 	x.release(h, nil)
 	if errors.Is(err, errUnread) {
