@@ -79,10 +79,15 @@ type storage interface {
 // storeStats is a snapshot of a store, as reported by the admin API and
 // the metrics.
 type storeStats struct {
-	Cache     string `json:"cache"`
-	Entries   int    `json:"entries"`
-	Bytes     int64  `json:"bytes"`
-	MaxBytes  int64  `json:"max_bytes"`
+	Cache    string `json:"cache"`     // the cache_name
+	Entries  int    `json:"entries"`   // responses and variant records held
+	Bytes    int64  `json:"bytes"`     // their cost: body, header and key bytes
+	MaxBytes int64  `json:"max_bytes"` // max_size
+	// Counters since the store began (a change of cache_name or
+	// max_size begins a new one): responses stored, offers ristretto
+	// dropped from its buffer, refused by its admission policy, entries
+	// evicted, and entries purged (through the admin API, invalidations,
+	// and revalidations that showed them out of date).
 	Stores    uint64 `json:"stores"`
 	Drops     uint64 `json:"drops"`
 	Rejects   uint64 `json:"rejects"`
