@@ -710,25 +710,42 @@ func TestCacheWholeRangeThroughEncodeKeepsVariants(t *testing.T) {
 }
 
 // TestCacheUncacheableURLsSkipCoalescing: after a URL's response was not
-// storable (no Cache-Control at all; or `private` from an API behind CORS
-// middleware, which varies every response on Origin), its concurrent
-// requests reach the origin together rather than one after another's
-// response header.
+// storable (no Cache-Control at all; `private` from an API behind CORS
+// middleware, which varies every response on Origin; or a storable one
+// that turned out not to be: a body of unknown length past max_item_size,
+// trailer fields no Trailer field announced), its concurrent requests
+// reach the origin together rather than one after another's response
+// header (or, for the last two, its body's end or its first max_item_size
+// bytes).
 func TestCacheUncacheableURLsSkipCoalescing(t *testing.T) {
+	cacheable := []string{"Cache-Control", "max-age=60"}
 	for _, tc := range []struct {
 		name    string
 		fields  []string // the origin's
 		request map[string]string
+		options string // the response_cache block's
+		body    func(w http.ResponseWriter)
 	}{
-		{"no Cache-Control", nil, nil},
+		{"no Cache-Control", nil, nil, "", nil},
 		{"CORS API, private", []string{"Cache-Control", "max-age=0, private, must-revalidate", "Vary", "Origin"},
-			map[string]string{"Origin": "https://app.example.com"}},
+			map[string]string{"Origin": "https://app.example.com"}, "", nil},
+		{"past max_item_size, unknown length", cacheable, nil, "max_item_size 1KiB", func(w http.ResponseWriter) {
+			for range 4 {
+				fmt.Fprint(w, strings.Repeat("x", 512))
+				w.(http.Flusher).Flush() // chunked, no Content-Length
+			}
+		}},
+		{"undeclared trailers", cacheable, nil, "", func(w http.ResponseWriter) {
+			fmt.Fprint(w, `{"user":"ann"}`)
+			w.(http.Flusher).Flush() // chunked: a Content-Length would leave no room for trailers
+			w.Header().Set(http.TrailerPrefix+"Checksum", "abc")
+		}},
 	} {
-		t.Run(tc.name, func(t *testing.T) { uncacheableURLSkipsCoalescing(t, tc.fields, tc.request) })
+		t.Run(tc.name, func(t *testing.T) { uncacheableURLSkipsCoalescing(t, tc.fields, tc.request, tc.options, tc.body) })
 	}
 }
 
-func uncacheableURLSkipsCoalescing(t *testing.T, fields []string, request map[string]string) {
+func uncacheableURLSkipsCoalescing(t *testing.T, fields []string, request map[string]string, options string, body func(http.ResponseWriter)) {
 	const clients = 8
 	var inFlight, most atomic.Int32
 	var armed atomic.Bool
@@ -756,10 +773,14 @@ func uncacheableURLSkipsCoalescing(t *testing.T, fields []string, request map[st
 		if o := r.Header.Get("Origin"); o != "" {
 			w.Header().Set("Access-Control-Allow-Origin", o)
 		}
+		if body != nil {
+			body(w)
+			return
+		}
 		fmt.Fprint(w, `{"user":"ann"}`)
 	})
 	frontPort := freePort(t)
-	startCaddy(t, cacheFront(frontPort, origin, ""))
+	startCaddy(t, cacheFront(frontPort, origin, options))
 	c := newClient()
 	url := fmt.Sprintf("http://127.0.0.1:%d/api/me", frontPort)
 	if r := do(t, c, "GET", url, request); r.status != 200 || !strings.Contains(cacheStatus(r), "fwd=uri-miss") {
