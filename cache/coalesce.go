@@ -288,8 +288,11 @@ func (g *flightGroup) waiting(key string) int {
 // before it learns it must go to the origin itself, which doubles its
 // time to first byte, and for a busy URL that is never stored (an API
 // answering without Cache-Control, a per-user page) that would be every
-// concurrent request (Varnish's hit-for-miss). A hint only skips the wait:
-// a response that turns out storable is stored, and storing anything under
+// concurrent request (Varnish's hit-for-miss); responses found unstorable
+// only at their end (too large, trailers) hint too (hintUnstorable). A
+// hint skips the wait, and sends a client's conditional miss as it came
+// rather than fetch a whole response likely not stored: a response that
+// turns out storable is stored, and storing anything under
 // the key, or purging it, clears the hint. Hints are not consulted when a
 // stale entry is revalidated: its URL was storable, and its refresh is
 // what coalescing keeps from stampeding the origin.

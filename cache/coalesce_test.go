@@ -217,6 +217,22 @@ func TestCoalesceOff(t *testing.T) {
 	}
 }
 
+// TestFlightWaitPastItsBound: a wait whose bound passes once the leader's
+// response began returns no entry and no status: the caller must not read
+// the flight, which its leader writes when it ends (-race catches such a
+// read only now and then; this states the contract).
+func TestFlightWaitPastItsBound(t *testing.T) {
+	var g flightGroup
+	f, _, _ := g.join("k", new(flight))
+	_, _, answering := g.join("k", new(flight))
+	g.answered(f)
+	e, status, err := f.wait(context.Background(), answering, time.Millisecond)
+	if e != nil || status != 0 || err != nil {
+		t.Errorf("wait past its bound = %v, %d, %v; want nil, 0, nil", e, status, err)
+	}
+	g.finish("k", f, &entry{entryData: entryData{key: "k"}}, 200)
+}
+
 func TestFlightGroup(t *testing.T) {
 	var g flightGroup
 	f, leader, _ := g.join("k", new(flight))

@@ -23,6 +23,8 @@ type hintOrigin struct {
 	mu   sync.Mutex
 	// answer returns the status and fields for r; set by the test.
 	answer func(r *http.Request) (int, []string)
+	// body, when set, returns the body for r (else "body").
+	body func(r *http.Request) string
 }
 
 func newHintOrigin() *hintOrigin {
@@ -34,12 +36,16 @@ func newHintOrigin() *hintOrigin {
 		}
 		o.mu.Lock()
 		status, fields := o.answer(r)
+		body := "body"
+		if o.body != nil {
+			body = o.body(r)
+		}
 		o.mu.Unlock()
 		for i := 0; i+1 < len(fields); i += 2 {
 			w.Header().Add(fields[i], fields[i+1])
 		}
 		w.WriteHeader(status)
-		_, _ = io.WriteString(w, "body")
+		_, _ = io.WriteString(w, body)
 		return nil
 	}}
 	return o
@@ -815,29 +821,37 @@ func TestNoLongerStorableVariantKeyedByOriginDropsTheEntry(t *testing.T) {
 func TestResponsesFoundUnstorableLateHint(t *testing.T) {
 	big := strings.Repeat("b", 64)
 	for _, tc := range []struct {
-		name string
-		fn   func(w http.ResponseWriter)
-		hint bool
+		name   string
+		fn     func(w http.ResponseWriter)
+		hint   bool
+		preset []string // fields handlers before the cache set
 	}{
 		{"too large, declared", func(w http.ResponseWriter) {
 			w.Header().Set("Content-Length", strconv.Itoa(len(big)))
 			_, _ = io.WriteString(w, big)
-		}, true},
+		}, true, nil},
 		{"too large, chunked", func(w http.ResponseWriter) {
 			_, _ = io.WriteString(w, big[:16])
 			_, _ = io.WriteString(w, big[16:])
-		}, true},
+		}, true, nil},
 		{"undeclared trailers", func(w http.ResponseWriter) {
 			_, _ = io.WriteString(w, "small")
 			w.Header().Set(http.TrailerPrefix+"Checksum", "xyz")
-		}, true},
+		}, true, nil},
 		{"too large, varying on a field the request sent", func(w http.ResponseWriter) {
 			w.Header().Set("Vary", "X-Tenant")
 			_, _ = io.WriteString(w, big)
-		}, false},
+		}, false, nil},
+		{"too large, varying on that field by a handler before the cache", func(w http.ResponseWriter) {
+			_, _ = io.WriteString(w, big)
+		}, false, []string{"Vary", "X-Tenant"}},
+		{"too large, varying on Accept-Encoding (the gzip body may fit)", func(w http.ResponseWriter) {
+			w.Header().Set("Vary", "Accept-Encoding")
+			_, _ = io.WriteString(w, big)
+		}, false, nil},
 		{"stored", func(w http.ResponseWriter) {
 			_, _ = io.WriteString(w, "small")
-		}, false},
+		}, false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
@@ -850,6 +864,9 @@ func TestResponsesFoundUnstorableLateHint(t *testing.T) {
 			}}
 			const url = "http://example.com/late"
 			w := httptest.NewRecorder()
+			for i := 0; i+1 < len(tc.preset); i += 2 {
+				w.Header().Set(tc.preset[i], tc.preset[i+1])
+			}
 			if err := h.ServeHTTP(w, newRequest(http.MethodGet, url, "X-Tenant", "a"), o); err != nil || w.Code != 200 {
 				t.Fatalf("status %d, error %v", w.Code, err)
 			}
@@ -858,5 +875,35 @@ func TestResponsesFoundUnstorableLateHint(t *testing.T) {
 				t.Errorf("hinted = %v, want %v (Cache-Status %q)", got, tc.hint, w.Header().Get("Cache-Status"))
 			}
 		})
+	}
+}
+
+// TestTooLargeVariantHintsItsVariant: once a URL's responses are known to
+// vary on Accept-Encoding, an identity response too large to store hints
+// the identity variant's key: its next misses stop waiting for one
+// another, while gzip requests, whose smaller body is stored, keep
+// coalescing.
+func TestTooLargeVariantHintsItsVariant(t *testing.T) {
+	h := newTestHandler(t, Config{MaxItemSize: 32}, newClock())
+	o := newHintOrigin()
+	o.always(200, "Cache-Control", "max-age=60", "Vary", "Accept-Encoding")
+	o.body = func(r *http.Request) string {
+		if r.Header.Get("Accept-Encoding") == "gzip" {
+			return "small"
+		}
+		return strings.Repeat("i", 64)
+	}
+	const url = "http://example.com/variant-size"
+	get(t, h, o, url, "Accept-Encoding", "gzip")
+	wantStatus(t, get(t, h, o, url, "Accept-Encoding", "gzip"), []string{"hit"})
+	get(t, h, o, url, "Accept-Encoding", "identity")
+	if !concurrentPair(t, h, o, url, "Accept-Encoding", "identity") {
+		t.Error("after a too-large identity response, identity requests waited for one another")
+	}
+	if hinted(t, h, url) {
+		t.Error("a variant's too-large response hinted its URL's key")
+	}
+	if concurrentPair(t, h, o, url, "Accept-Encoding", "deflate") {
+		t.Error("another variant's misses did not coalesce")
 	}
 }

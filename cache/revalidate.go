@@ -752,13 +752,31 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, 
 }
 
 // hintUnstorable hints x's key (uncacheableHints) after a response that
-// was storable at its header turned out not to be (too large, trailers):
-// on a miss, when it speaks for every request of the key.
+// was storable at its header turned out not to be (too large, trailers),
+// on a miss. Size and trailers belong to the representation: a response
+// that varies on a field the key does not tell apart yet speaks only for
+// the requests that send what this one sent (Accept-Encoding too: the
+// gzip body may fit where the identity one did not), and hints nothing.
+// Vary is read as the store would, with fields handlers before the cache
+// set.
 func (x *exchange) hintUnstorable() {
-	if x.stale == nil && !x.background && !x.ownPreset && x.rec.status >= 200 && x.rec.status < 400 &&
-		x.speaksForKey(x.rec.header, false) {
-		x.h.hints.set(x.flightHash(), x.h.hintGen, x.h.now())
+	if x.stale != nil || x.background || x.rec.status < 200 || x.rec.status >= 400 {
+		return
 	}
+	fields, star := ParseVary(withPresetCopy(x.rec.header, x.preset))
+	if star {
+		return
+	}
+	var keyed []string
+	if x.variantKey != nil {
+		keyed = x.record.vary
+	}
+	for _, f := range fields {
+		if !slices.Contains(keyed, f) {
+			return
+		}
+	}
+	x.h.hints.set(x.flightHash(), x.h.hintGen, x.h.now())
 }
 
 // noLongerStored handles a response that tells its key is no longer
