@@ -156,15 +156,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.now == nil {
 		h.now = time.Now
 	}
-	if h.MaxSize == 0 {
-		h.MaxSize = defaultMaxSize
-	}
-	if h.MaxItemSize == 0 && h.MaxSize > 0 {
-		h.MaxItemSize = max(1, min(h.MaxSize/8, maxDefaultItemSize))
-	}
-	if h.CacheName == "" {
-		h.CacheName = defaultCacheName
-	}
+	h.CacheName, h.MaxSize, h.MaxItemSize = h.Config.StoreIdentity()
 	// Several sites' caches log to one logger name: each line says which.
 	h.logger = h.logger.With(zap.String("cache", h.CacheName))
 	if h.TargetedField == "" {

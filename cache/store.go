@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1123,12 +1124,44 @@ func claimName(config <-chan struct{}, c *Config) error {
 	if v, loaded := names.LoadOrStore(k, want); loaded {
 		if have := v.(nameSizes); have != want {
 			_, _ = names.Delete(k) // LoadOrStore counted this handler
-			return fmt.Errorf("cache_name %q is also used with max_size %d and max_item_size %d in this config, here with %d and %d: "+
+			return fmt.Errorf("cache_name %q is also used with max_size %s and max_item_size %s in this config, here with %s and %s: "+
 				"response_cache handlers with one cache_name share one store, so give them the same sizes, or different names",
-				c.CacheName, have.maxSize, have.maxItemSize, c.MaxSize, c.MaxItemSize)
+				c.CacheName, SizeString(have.maxSize), SizeString(have.maxItemSize), SizeString(c.MaxSize), SizeString(c.MaxItemSize))
 		}
 	}
 	return nil
+}
+
+// StoreIdentity returns the cache_name, max_size and max_item_size c is
+// provisioned with, defaults applied: the handlers of one config that
+// share a cache_name share one store, and must agree on the sizes (the
+// Caddyfile adapter checks it, to say where).
+func (c *Config) StoreIdentity() (name string, maxSize, maxItemSize int64) {
+	name, maxSize, maxItemSize = c.CacheName, c.MaxSize, c.MaxItemSize
+	if maxSize == 0 {
+		maxSize = defaultMaxSize
+	}
+	if maxItemSize == 0 && maxSize > 0 {
+		maxItemSize = max(1, min(maxSize/8, maxDefaultItemSize))
+	}
+	if name == "" {
+		name = defaultCacheName
+	}
+	return name, maxSize, maxItemSize
+}
+
+// SizeString renders a byte count as a Caddyfile size would spell it:
+// in the largest binary unit that divides it (64MiB), else in bytes.
+func SizeString(n int64) string {
+	for _, u := range []struct {
+		shift uint
+		unit  string
+	}{{40, "TiB"}, {30, "GiB"}, {20, "MiB"}, {10, "KiB"}} {
+		if n != 0 && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.unit
+		}
+	}
+	return strconv.FormatInt(n, 10) + "B"
 }
 
 // releaseName releases a claim of claimName.

@@ -538,7 +538,7 @@ func TestCacheNameOneStorePerConfig(t *testing.T) {
 		t.Error("same name and sizes in one config: two stores")
 	}
 	_, err = provision(config, 2<<20)
-	if err == nil || !strings.Contains(err.Error(), `cache_name "shared-name" is also used with max_size 1048576`) {
+	if err == nil || !strings.Contains(err.Error(), `cache_name "shared-name" is also used with max_size 1MiB`) {
 		t.Fatalf("another max_size under the same name in one config: got %v", err)
 	}
 
@@ -1242,5 +1242,13 @@ func TestPurgeDuringAFillIsKept(t *testing.T) {
 				t.Errorf("after the purge: %q, want the origin's v2", w.Body.String())
 			}
 		})
+	}
+}
+
+func TestSizeString(t *testing.T) {
+	for n, want := range map[int64]string{0: "0B", 1: "1B", 1000: "1000B", 1024: "1KiB", 1536: "1536B", 64 << 20: "64MiB", 3 << 30: "3GiB", 1 << 40: "1TiB", 1<<20 + 1024: "1025KiB"} {
+		if got := SizeString(n); got != want {
+			t.Errorf("SizeString(%d) = %q, want %q", n, got, want)
+		}
 	}
 }

@@ -164,6 +164,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"affinity block after bound", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\tbound 1.25 {\n\t\t\t}\n\t\t}\n\t}\n}", "bound takes no block, at Caddyfile:4"},
 		{"affinity cookie conflict in a snippet", "(sticky) {\n\tcookie {\n\t\tsecret s\n\t\tsecure off\n\t\tsame_site none\n\t}\n}\n:80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\timport sticky\n\t\t}\n\t}\n}", "same_site none requires secure; browsers reject it otherwise, at Caddyfile:2 import chain ['Caddyfile:11 (import sticky)']"},
 		{"cache max_item_size over default", ":80 {\n\tresponse_cache {\n\t\tmax_item_size 300MiB\n\t}\n}", "max_item_size (314572800) must not be larger than max_size (268435456, the default), at Caddyfile:3"},
+		{"cache name shared with other sizes", ":80 {\n\tresponse_cache {\n\t\tcache_name shop\n\t\tmax_size 64MiB\n\t}\n}\n:81 {\n\tresponse_cache {\n\t\tcache_name shop\n\t}\n}", `cache_name "shop" is used at Caddyfile:2 with max_size 64MiB and max_item_size 8MiB, here with 256MiB and 32MiB: response_cache blocks with one cache_name share one store, so give them the same sizes, or different names, at Caddyfile:8`},
+		{"cache default name shared with other sizes", ":80 {\n\tresponse_cache\n}\n:81 {\n\tresponse_cache {\n\t\tmax_item_size 1MiB\n\t}\n}", `cache_name "caddy" is used at Caddyfile:2 with max_size 256MiB and max_item_size 32MiB, here with 256MiB and 1MiB`},
 		{"cache key typo", ":80 {\n\tresponse_cache {\n\t\tkey {http.request.uri.pth}\n\t}\n}", "names {http.request.uri.pth}, which Caddy does not know (a typo would give every request the same key), at Caddyfile:3"},
 		{"cache key constant", ":80 {\n\tresponse_cache {\n\t\tkey /all\n\t}\n}", `key: "/all" has no placeholder, so it is the same for every request, at Caddyfile:3`},
 		{"cache key global", ":80 {\n\tresponse_cache {\n\t\tkey {system.hostname}\n\t}\n}", `key: "{system.hostname}" names only placeholders that do not depend on the request ({system.hostname}), so it is the same for every request; name a part of the request, such as {uri} or {header.X-User}, at Caddyfile:3`},
@@ -222,6 +224,21 @@ func TestFractionalSizes(t *testing.T) {
 		}
 		if !strings.Contains(out, `"max_size": `+want) {
 			t.Errorf("max_size %s: want %s bytes in %s", in, want, out)
+		}
+	}
+}
+
+// TestSharedCacheNameWithTheSameSizes: blocks sharing a cache_name adapt
+// when their sizes agree, written out or left to the defaults, and in one
+// snippet imported by several sites.
+func TestSharedCacheNameWithTheSameSizes(t *testing.T) {
+	for name, caddyfile := range map[string]string{
+		"defaults and written out": ":80 {\n\tresponse_cache\n}\n:81 {\n\tresponse_cache {\n\t\tmax_size 256MiB\n\t\tmax_item_size 32MiB\n\t}\n}",
+		"a snippet in two sites":   "(c) {\n\tresponse_cache {\n\t\tcache_name shop\n\t\tmax_size 8MiB\n\t}\n}\n:80 {\n\timport c\n}\n:81 {\n\timport c\n}",
+		"other names":              ":80 {\n\tresponse_cache {\n\t\tcache_name a\n\t\tmax_size 8MiB\n\t}\n}\n:81 {\n\tresponse_cache {\n\t\tcache_name b\n\t}\n}",
+	} {
+		if _, err := adapt(t, caddyfile); err != nil {
+			t.Errorf("%s: %v", name, err)
 		}
 	}
 }

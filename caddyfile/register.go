@@ -1,6 +1,8 @@
 package caddyfile
 
 import (
+	"fmt"
+
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
@@ -26,5 +28,44 @@ func parseResponseCache(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, er
 	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
 	}
+	h.Reset()
+	h.Next() // the directive: errors below name its line
+	if err := checkSharedName(h, &handler.Config); err != nil {
+		return nil, err
+	}
 	return handler, nil
+}
+
+// sharedStore is what a response_cache block of the Caddyfile gave the
+// store its cache_name names.
+type sharedStore struct {
+	maxSize, maxItemSize int64
+	where                string // file:line of the block
+}
+
+// stateSharedStores is the adaptation state's key for the stores named
+// so far (map[string]sharedStore by cache_name).
+const stateSharedStores = "response_cache.shared_stores"
+
+// checkSharedName refuses a block whose cache_name another block of the
+// Caddyfile uses with other sizes: they would share one store, which
+// provisioning refuses too, but without saying where.
+func checkSharedName(h httpcaddyfile.Helper, c *cache.Config) error {
+	name, maxSize, maxItemSize := c.StoreIdentity()
+	named, _ := h.State[stateSharedStores].(map[string]sharedStore)
+	if named == nil {
+		named = make(map[string]sharedStore)
+		h.State[stateSharedStores] = named
+	}
+	if have, ok := named[name]; ok {
+		if have.maxSize != maxSize || have.maxItemSize != maxItemSize {
+			return h.Errf("cache_name %q is used at %s with max_size %s and max_item_size %s, here with %s and %s: "+
+				"response_cache blocks with one cache_name share one store, so give them the same sizes, or different names",
+				name, have.where, cache.SizeString(have.maxSize), cache.SizeString(have.maxItemSize),
+				cache.SizeString(maxSize), cache.SizeString(maxItemSize))
+		}
+		return nil
+	}
+	named[name] = sharedStore{maxSize, maxItemSize, fmt.Sprintf("%s:%d", h.File(), h.Line())}
+	return nil
 }
