@@ -346,8 +346,10 @@ http://127.0.0.1:%d {
 }
 `, freePort(t), origin.addr)
 	err := tryLoadConfig(adminPort, cacheFront(frontPort, origin, "max_size 1MiB")+second)
-	if err == nil || !strings.Contains(err.Error(), `cache_name \"itest\" is also used with max_size`) { // quoted in the admin API's JSON
-		t.Fatalf("loading one cache_name with two sizes: %v; want the cache_name error", err)
+	// Refused when adapting, with both lines (quoted in the admin API's JSON).
+	if err == nil || !strings.Contains(err.Error(), `cache_name \"itest\" is used at Caddyfile:`) ||
+		!strings.Contains(err.Error(), "here with 2MiB and 256KiB") || !strings.Contains(err.Error(), "different names, at Caddyfile:") {
+		t.Fatalf("loading one cache_name with two sizes: %v; want the cache_name error with both lines", err)
 	}
 	if r := do(t, c, "GET", base+"/still", nil); r.status != 200 || r.body != "up" {
 		t.Fatalf("after the refused load: %d %q; want the running config to answer", r.status, r.body)
