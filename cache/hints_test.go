@@ -825,33 +825,43 @@ func TestResponsesFoundUnstorableLateHint(t *testing.T) {
 		fn     func(w http.ResponseWriter)
 		hint   bool
 		preset []string // fields handlers before the cache set
+		sent   []string // request fields besides X-Tenant: a
 	}{
 		{"too large, declared", func(w http.ResponseWriter) {
 			w.Header().Set("Content-Length", strconv.Itoa(len(big)))
 			_, _ = io.WriteString(w, big)
-		}, true, nil},
+		}, true, nil, nil},
 		{"too large, chunked", func(w http.ResponseWriter) {
 			_, _ = io.WriteString(w, big[:16])
 			_, _ = io.WriteString(w, big[16:])
-		}, true, nil},
+		}, true, nil, nil},
 		{"undeclared trailers", func(w http.ResponseWriter) {
 			_, _ = io.WriteString(w, "small")
 			w.Header().Set(http.TrailerPrefix+"Checksum", "xyz")
-		}, true, nil},
+		}, true, nil, nil},
 		{"too large, varying on a field the request sent", func(w http.ResponseWriter) {
 			w.Header().Set("Vary", "X-Tenant")
 			_, _ = io.WriteString(w, big)
-		}, false, nil},
+		}, false, nil, nil},
 		{"too large, varying on that field by a handler before the cache", func(w http.ResponseWriter) {
 			_, _ = io.WriteString(w, big)
-		}, false, []string{"Vary", "X-Tenant"}},
-		{"too large, varying on Accept-Encoding (the gzip body may fit)", func(w http.ResponseWriter) {
+		}, false, []string{"Vary", "X-Tenant"}, nil},
+		{"too large for a request accepting no compression, varying on Accept-Encoding (the gzip body may fit)", func(w http.ResponseWriter) {
 			w.Header().Set("Vary", "Accept-Encoding")
 			_, _ = io.WriteString(w, big)
-		}, false, nil},
+		}, false, nil, nil},
+		{"too large uncompressed for a request accepting gzip, varying on Accept-Encoding", func(w http.ResponseWriter) {
+			w.Header().Set("Vary", "Accept-Encoding")
+			_, _ = io.WriteString(w, big)
+		}, true, nil, []string{"Accept-Encoding", "gzip, br"}},
+		{"too large, varying on Origin (CORS: same body)", func(w http.ResponseWriter) {
+			w.Header().Set("Vary", "Origin")
+			w.Header().Set("Access-Control-Allow-Origin", "https://app.test")
+			_, _ = io.WriteString(w, big)
+		}, true, nil, []string{"Origin", "https://app.test"}},
 		{"stored", func(w http.ResponseWriter) {
 			_, _ = io.WriteString(w, "small")
-		}, false, nil},
+		}, false, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
@@ -867,7 +877,7 @@ func TestResponsesFoundUnstorableLateHint(t *testing.T) {
 			for i := 0; i+1 < len(tc.preset); i += 2 {
 				w.Header().Set(tc.preset[i], tc.preset[i+1])
 			}
-			if err := h.ServeHTTP(w, newRequest(http.MethodGet, url, "X-Tenant", "a"), o); err != nil || w.Code != 200 {
+			if err := h.ServeHTTP(w, newRequest(http.MethodGet, url, append([]string{"X-Tenant", "a"}, tc.sent...)...), o); err != nil || w.Code != 200 {
 				t.Fatalf("status %d, error %v", w.Code, err)
 			}
 			h.store.wait()

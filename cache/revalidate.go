@@ -753,28 +753,25 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, 
 
 // hintUnstorable hints x's key (uncacheableHints) after a response that
 // was storable at its header turned out not to be (too large, trailers),
-// on a miss. Size and trailers belong to the representation: a response
-// that varies on a field the key does not tell apart yet speaks only for
-// the requests that send what this one sent (Accept-Encoding too: the
-// gzip body may fit where the identity one did not), and hints nothing.
-// Vary is read as the store would, with fields handlers before the cache
-// set.
+// on a miss, when it speaks for the key's other requests (speaksForKey,
+// with the fields handlers before the cache set, as the store reads
+// Vary). Size depends on the coding, too: a response too large for a
+// request that accepted no compression, varying on Accept-Encoding before
+// the key tells the codings apart, says nothing of the compressed one,
+// which may fit. A wrong hint costs one burst of misses that do not
+// coalesce, until a response is stored under the key; a missing one, a
+// wait for max_item_size of every burst's body.
 func (x *exchange) hintUnstorable() {
 	if x.stale != nil || x.background || x.rec.status < 200 || x.rec.status >= 400 {
 		return
 	}
-	fields, star := ParseVary(withPresetCopy(x.rec.header, x.preset))
-	if star {
+	hdr := withPresetCopy(x.rec.header, x.preset)
+	if !x.speaksForKey(hdr, false) {
 		return
 	}
-	var keyed []string
-	if x.variantKey != nil {
-		keyed = x.record.vary
-	}
-	for _, f := range fields {
-		if !slices.Contains(keyed, f) {
-			return
-		}
+	if fields, _ := ParseVary(hdr); slices.Contains(fields, "Accept-Encoding") && !acceptsCoding(x.r) &&
+		(x.variantKey == nil || !slices.Contains(x.record.vary, "Accept-Encoding")) {
+		return
 	}
 	x.h.hints.set(x.flightHash(), x.h.hintGen, x.h.now())
 }

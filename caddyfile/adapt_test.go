@@ -166,6 +166,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache max_item_size over default", ":80 {\n\tresponse_cache {\n\t\tmax_item_size 300MiB\n\t}\n}", "max_item_size (314572800) must not be larger than max_size (268435456, the default), at Caddyfile:3"},
 		{"cache name shared with other sizes", ":80 {\n\tresponse_cache {\n\t\tcache_name shop\n\t\tmax_size 64MiB\n\t}\n}\n:81 {\n\tresponse_cache {\n\t\tcache_name shop\n\t}\n}", `cache_name "shop" is used at Caddyfile:2 with max_size 64MiB and max_item_size 8MiB, here with 256MiB and 32MiB: response_cache blocks with one cache_name share one store, so give them the same sizes, or different names, at Caddyfile:8`},
 		{"cache default name shared with other sizes", ":80 {\n\tresponse_cache\n}\n:81 {\n\tresponse_cache {\n\t\tmax_item_size 1MiB\n\t}\n}", `cache_name "caddy" is used at Caddyfile:2 with max_size 256MiB and max_item_size 32MiB, here with 256MiB and 1MiB`},
+		{"cache name shared by one snippet with other sizes", "(c) {\n\tresponse_cache {\n\t\tcache_name shop\n\t\tmax_size {args[0]}\n\t}\n}\n:80 {\n\timport c 8MiB\n}\n:81 {\n\timport c 16MiB\n}", `cache_name "shop" is used at Caddyfile:2 import chain ['Caddyfile:8 (import c)'] with max_size 8MiB and max_item_size 1MiB, here with 16MiB and 2MiB: response_cache blocks with one cache_name share one store, so give them the same sizes, or different names, at Caddyfile:2 import chain ['Caddyfile:11 (import c)']`},
 		{"cache key typo", ":80 {\n\tresponse_cache {\n\t\tkey {http.request.uri.pth}\n\t}\n}", "names {http.request.uri.pth}, which Caddy does not know (a typo would give every request the same key), at Caddyfile:3"},
 		{"cache key constant", ":80 {\n\tresponse_cache {\n\t\tkey /all\n\t}\n}", `key: "/all" has no placeholder, so it is the same for every request, at Caddyfile:3`},
 		{"cache key global", ":80 {\n\tresponse_cache {\n\t\tkey {system.hostname}\n\t}\n}", `key: "{system.hostname}" names only placeholders that do not depend on the request ({system.hostname}), so it is the same for every request; name a part of the request, such as {uri} or {header.X-User}, at Caddyfile:3`},
@@ -230,12 +231,14 @@ func TestFractionalSizes(t *testing.T) {
 
 // TestSharedCacheNameWithTheSameSizes: blocks sharing a cache_name adapt
 // when their sizes agree, written out or left to the defaults, and in one
-// snippet imported by several sites.
+// snippet imported by several sites; named routes are left to
+// provisioning (one not invoked is not in the config).
 func TestSharedCacheNameWithTheSameSizes(t *testing.T) {
 	for name, caddyfile := range map[string]string{
-		"defaults and written out": ":80 {\n\tresponse_cache\n}\n:81 {\n\tresponse_cache {\n\t\tmax_size 256MiB\n\t\tmax_item_size 32MiB\n\t}\n}",
-		"a snippet in two sites":   "(c) {\n\tresponse_cache {\n\t\tcache_name shop\n\t\tmax_size 8MiB\n\t}\n}\n:80 {\n\timport c\n}\n:81 {\n\timport c\n}",
-		"other names":              ":80 {\n\tresponse_cache {\n\t\tcache_name a\n\t\tmax_size 8MiB\n\t}\n}\n:81 {\n\tresponse_cache {\n\t\tcache_name b\n\t}\n}",
+		"defaults and written out":      ":80 {\n\tresponse_cache\n}\n:81 {\n\tresponse_cache {\n\t\tmax_size 256MiB\n\t\tmax_item_size 32MiB\n\t}\n}",
+		"a snippet in two sites":        "(c) {\n\tresponse_cache {\n\t\tcache_name shop\n\t\tmax_size 8MiB\n\t}\n}\n:80 {\n\timport c\n}\n:81 {\n\timport c\n}",
+		"named routes, one not invoked": "&(a) {\n\troute {\n\t\tresponse_cache {\n\t\t\tcache_name shop\n\t\t\tmax_size 64MiB\n\t\t}\n\t\trespond a\n\t}\n}\n&(b) {\n\troute {\n\t\tresponse_cache {\n\t\t\tcache_name shop\n\t\t}\n\t\trespond b\n\t}\n}\n:80 {\n\tinvoke a\n}",
+		"other names":                   ":80 {\n\tresponse_cache {\n\t\tcache_name a\n\t\tmax_size 8MiB\n\t}\n}\n:81 {\n\tresponse_cache {\n\t\tcache_name b\n\t}\n}",
 	} {
 		if _, err := adapt(t, caddyfile); err != nil {
 			t.Errorf("%s: %v", name, err)

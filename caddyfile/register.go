@@ -1,7 +1,8 @@
 package caddyfile
 
 import (
-	"fmt"
+	"errors"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -49,8 +50,13 @@ const stateSharedStores = "response_cache.shared_stores"
 
 // checkSharedName refuses a block whose cache_name another block of the
 // Caddyfile uses with other sizes: they would share one store, which
-// provisioning refuses too, but without saying where.
+// provisioning refuses too, but without saying where. Not in named routes
+// (&(name)), which Caddy adapts with a State of their own, and leaves out
+// of the config unless invoked: provisioning checks them.
 func checkSharedName(h httpcaddyfile.Helper, c *cache.Config) error {
+	if h.IsNamedRoute() {
+		return nil
+	}
 	name, maxSize, maxItemSize := c.StoreIdentity()
 	named, _ := h.State[stateSharedStores].(map[string]sharedStore)
 	if named == nil {
@@ -66,6 +72,9 @@ func checkSharedName(h httpcaddyfile.Helper, c *cache.Config) error {
 		}
 		return nil
 	}
-	named[name] = sharedStore{maxSize, maxItemSize, fmt.Sprintf("%s:%d", h.File(), h.Line())}
+	// Where, as Caddy says it: file:line, and the import chain of a
+	// snippet's block (whose line is the same for every import).
+	where := strings.TrimPrefix(h.WrapErr(errors.New("")).Error(), ", at ")
+	named[name] = sharedStore{maxSize, maxItemSize, where}
 	return nil
 }
