@@ -40,10 +40,25 @@ http://127.0.0.1:%d {
 `, frontPort, options, origin.addr)
 }
 
-// cacheStats decodes the admin API's /response_cache/stats into v.
+// cacheStats decodes the admin API's /response_cache/stats into v. A
+// load replaces Caddy's admin server, so a request right after one may
+// find its connection closed (EOF): that is retried on a new connection.
 func cacheStats(t testing.TB, c *http.Client, v any) {
 	t.Helper()
-	res, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/response_cache/stats", adminPort))
+	var res *http.Response
+	var err error
+	for try := 1; try <= 10; try++ {
+		var req *http.Request
+		req, err = http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/response_cache/stats", adminPort), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Close = true
+		if res, err = c.Do(req); err == nil || !transient(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
