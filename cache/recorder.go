@@ -439,8 +439,11 @@ func (rec *recorder) decouple(from int) {
 	done := make(chan error, 1)
 	rec.writer = done
 	go func() {
-		defer b.release()
-		done <- b.writeFilling(ctx, w, f, from, b.Len())
+		err := b.writeFilling(ctx, w, f, from, b.Len())
+		// Released before joinWriter hears of the end, so that the
+		// handler returns holding no reference of its own.
+		b.release()
+		done <- err
 	}()
 }
 
