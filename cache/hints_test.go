@@ -854,6 +854,16 @@ func TestResponsesFoundUnstorableLateHint(t *testing.T) {
 			w.Header().Set("Vary", "Accept-Encoding")
 			_, _ = io.WriteString(w, big)
 		}, true, nil, []string{"Accept-Encoding", "gzip, br"}},
+		{"too large gzip for a request accepting no compression, varying on Accept-Encoding (identity is larger)", func(w http.ResponseWriter) {
+			w.Header().Set("Vary", "Accept-Encoding")
+			w.Header().Set("Content-Encoding", "gzip")
+			_, _ = io.WriteString(w, big)
+		}, true, nil, nil},
+		{"undeclared trailers for a request accepting no compression, varying on Accept-Encoding (not a matter of size)", func(w http.ResponseWriter) {
+			w.Header().Set("Vary", "Accept-Encoding")
+			_, _ = io.WriteString(w, "small")
+			w.Header().Set(http.TrailerPrefix+"Checksum", "xyz")
+		}, true, nil, nil},
 		{"too large, varying on Origin (CORS: same body)", func(w http.ResponseWriter) {
 			w.Header().Set("Vary", "Origin")
 			w.Header().Set("Access-Control-Allow-Origin", "https://app.test")

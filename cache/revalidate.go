@@ -137,7 +137,7 @@ func (x *exchange) onOverflow() {
 	// they skip coalescing for a while, as an uncacheable response's do
 	// (uncacheableHints), rather than each burst of requests waiting for
 	// max_item_size of a slow body before going to the origin one by one.
-	x.hintUnstorable()
+	x.hintUnstorable(true)
 	if ce := x.h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
 		ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.Int("status", x.rec.status), zap.String("reason", "max_item_size"),
 			zap.Int64("max_item_size", x.rec.limit))
@@ -755,13 +755,14 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, 
 // was storable at its header turned out not to be (too large, trailers),
 // on a miss, when it speaks for the key's other requests (speaksForKey,
 // with the fields handlers before the cache set, as the store reads
-// Vary). Size depends on the coding, too: a response too large for a
-// request that accepted no compression, varying on Accept-Encoding before
-// the key tells the codings apart, says nothing of the compressed one,
-// which may fit. A wrong hint costs one burst of misses that do not
-// coalesce, until a response is stored under the key; a missing one, a
-// wait for max_item_size of every burst's body.
-func (x *exchange) hintUnstorable() {
+// Vary). Size depends on the coding, too: an uncompressed response too
+// large for a request that accepted no compression, varying on
+// Accept-Encoding before the key tells the codings apart, says nothing of
+// the compressed one, which may fit. A wrong hint costs one burst of
+// misses that do not coalesce, until a response is stored under the key;
+// a missing one, a wait for max_item_size (or the end) of every burst's
+// body.
+func (x *exchange) hintUnstorable(tooLarge bool) {
 	if x.stale != nil || x.background || x.rec.status < 200 || x.rec.status >= 400 {
 		return
 	}
@@ -769,7 +770,8 @@ func (x *exchange) hintUnstorable() {
 	if !x.speaksForKey(hdr, false) {
 		return
 	}
-	if fields, _ := ParseVary(hdr); slices.Contains(fields, "Accept-Encoding") && !acceptsCoding(x.r) &&
+	if fields, _ := ParseVary(hdr); tooLarge && slices.Contains(fields, "Accept-Encoding") &&
+		!acceptsCoding(x.r) && len(hdr["Content-Encoding"]) == 0 &&
 		(x.variantKey == nil || !slices.Contains(x.record.vary, "Accept-Encoding")) {
 		return
 	}
@@ -1234,7 +1236,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		// the key's next requests need not wait for its next response's
 		// end to learn the same (a declared Trailer is a reason at the
 		// header, see tellsUncacheable).
-		x.hintUnstorable()
+		x.hintUnstorable(false)
 	}
 	x.release(h, nil)
 	if errors.Is(err, errUnread) {
