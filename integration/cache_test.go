@@ -42,7 +42,8 @@ http://127.0.0.1:%d {
 
 // cacheStats decodes the admin API's /response_cache/stats into v. A
 // load replaces Caddy's admin server, so a request right after one may
-// find its connection closed (EOF): that is retried on a new connection.
+// find its connection closed (EOF): that is retried (the broken
+// connection is not reused).
 func cacheStats(t testing.TB, c *http.Client, v any) {
 	t.Helper()
 	var res *http.Response
