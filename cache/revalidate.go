@@ -763,7 +763,7 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, 
 // a missing one, a wait for max_item_size (or the end) of every burst's
 // body.
 func (x *exchange) hintUnstorable(tooLarge bool) {
-	if x.stale != nil || x.background || x.rec.status < 200 || x.rec.status >= 400 {
+	if x.stale != nil || x.rec.status < 200 || x.rec.status >= 400 { // a revalidation (background ones too)
 		return
 	}
 	hdr := withPresetCopy(x.rec.header, x.preset)
