@@ -61,7 +61,7 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 	seen := make(map[string]bool)
 	prev := ""
-	floorAt := "" // where bound_floor is, for an error found after the block
+	var floorAt *caddyfile.Dispenser // at bound_floor, for an error found after the block
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if opt == "{" && prev != "" {
@@ -160,7 +160,8 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return argsErr(d, "bound_floor <requests>")
 			}
 			s.BoundFloor = n
-			floorAt = fmt.Sprintf("%s:%d", d.File(), d.Line())
+			floorAt = caddyfile.NewDispenser([]caddyfile.Token{d.Token()})
+			floorAt.Next()
 
 		case "cookie":
 			if seen["fallback"] {
@@ -197,7 +198,10 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	if err := checkBoundFloor(s.BoundFloor, s.Bound); err != nil {
-		return fmt.Errorf("%v, at %s", err, floorAt) // the bound_floor line, not the block's end
+		if floorAt == nil {
+			floorAt = d
+		}
+		return floorAt.Errf("%v", err) // the bound_floor line, not the block's end
 	}
 	return nil
 }

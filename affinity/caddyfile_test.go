@@ -144,6 +144,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "cookie bad secure", input: "affinity {\n cookie {\n secret s\n secure maybe\n }\n}", wantErr: "invalid cookie secure 'maybe': want on or off"},
 		{name: "cookie unknown option", input: "affinity {\n cookie {\n secret s\n flavour choc\n }\n}", wantErr: "unrecognized cookie option 'flavour', at Testfile:4"},
 		{name: "cookie previous_secrets without one", input: "affinity {\n cookie {\n secret s\n previous_secrets\n }\n}", wantErr: "wrong number of arguments; syntax: cookie previous_secrets <secret>..., at Testfile:4"},
+		{name: "cookie secret of white space", input: "affinity {\n cookie {\n secret \"   \"\n }\n}", wantErr: "cookie secret is only white space: use a long random value, kept in a file ({file./path}) or the environment ({env.NAME}), at Testfile:3"},
 		{name: "cookie previous_secrets empty", input: "affinity {\n cookie {\n secret s\n previous_secrets \"\"\n }\n}", wantErr: "cookie previous_secrets[0] is empty, at Testfile:4"},
 		{name: "cookie option twice", input: "affinity {\n cookie {\n secret s\n secret t\n }\n}", wantErr: "cookie secret already specified, at Testfile:4"},
 		{name: "fallback twice", input: "affinity {\n fallback random\n fallback first\n}", wantErr: "fallback already specified, at Testfile:3"},

@@ -198,7 +198,7 @@ func securePrefixed(name string) bool {
 }
 
 // checkSecret reports, without quoting the secret of field, that it is
-// empty, has an unclosed { or a stray } (Caddy's replacer leaves such a
+// empty or white space, has an unclosed { or a stray } (Caddy's replacer leaves such a
 // brace as it is, and {env.SECRET without its } would be a secret anyone
 // can read in the docs), or names a placeholder that is not replaced when
 // the config loads: only Caddy's global ones are ({env.*}, {file.*}),
@@ -207,6 +207,9 @@ func securePrefixed(name string) bool {
 func checkSecret(field, secret string) error {
 	if secret == "" {
 		return fmt.Errorf("cookie %s is empty", field)
+	}
+	if strings.TrimSpace(secret) == "" {
+		return fmt.Errorf("cookie %s is only white space: use a long random value, kept in a file ({file./path}) or the environment ({env.NAME})", field)
 	}
 	if err := placeholder.Balanced(secret); err != nil {
 		return fmt.Errorf("cookie %s %w; write a literal brace as \\{ or \\}", field, err)

@@ -158,10 +158,10 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	if c.MaxSize == 0 && c.MaxItemSize > defaultMaxSize {
-		return errAt(itemSizeAt, "response_cache: max_item_size (%d) must not be larger than max_size (%d, the default)", c.MaxItemSize, defaultMaxSize)
+		return errAt(itemSizeAt, "response_cache: max_item_size %s must not be larger than max_size (%s, the default)", SizeString(c.MaxItemSize), SizeString(defaultMaxSize))
 	}
 	if c.MaxSize > 0 && c.MaxItemSize > c.MaxSize {
-		return errAt(itemSizeAt, "response_cache: max_item_size (%d) must not be larger than max_size (%d)", c.MaxItemSize, c.MaxSize)
+		return errAt(itemSizeAt, "response_cache: max_item_size %s must not be larger than max_size %s", SizeString(c.MaxItemSize), SizeString(c.MaxSize))
 	}
 	return nil
 }

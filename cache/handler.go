@@ -235,7 +235,7 @@ func (h *Handler) Validate() error {
 	case c.MaxItemSize <= 0:
 		return fmt.Errorf("response_cache: max_item_size must be positive, got %d", c.MaxItemSize)
 	case c.MaxItemSize > c.MaxSize:
-		return fmt.Errorf("response_cache: max_item_size (%d) must not be larger than max_size (%d)", c.MaxItemSize, c.MaxSize)
+		return fmt.Errorf("response_cache: max_item_size (%d, %s) must not be larger than max_size (%d, %s)", c.MaxItemSize, SizeString(c.MaxItemSize), c.MaxSize, SizeString(c.MaxSize))
 	case c.DefaultTTL < 0:
 		return fmt.Errorf("response_cache: default_ttl must not be negative, got %s", time.Duration(c.DefaultTTL))
 	case c.StaleWhileRevalidate < 0:

@@ -2467,7 +2467,7 @@ func TestValidate(t *testing.T) {
 		{name: "negative max_size", modify: func(c *Config) { c.MaxSize = -1 }, err: "max_size must be at least 64KiB, got -1"},
 		{name: "tiny max_size", modify: func(c *Config) { c.MaxSize, c.MaxItemSize = 1, 1 }, err: "max_size must be at least 64KiB, got 1"},
 		{name: "zero max_item_size", modify: func(c *Config) { c.MaxItemSize = 0 }, err: "max_item_size must be positive, got 0"},
-		{name: "item larger", modify: func(c *Config) { c.MaxItemSize = 2 << 20 }, err: "max_item_size (2097152) must not be larger than max_size (1048576)"},
+		{name: "item larger", modify: func(c *Config) { c.MaxItemSize = 2 << 20 }, err: "max_item_size (2097152, 2MiB) must not be larger than max_size (1048576, 1MiB)"},
 		{name: "negative ttl", modify: func(c *Config) { c.DefaultTTL = -1 }, err: "default_ttl must not be negative"},
 		{name: "negative swr", modify: func(c *Config) { c.StaleWhileRevalidate = caddy.Duration(-time.Second) }, err: "stale_while_revalidate must not be negative, got -1s"},
 		{name: "negative sie", modify: func(c *Config) { c.StaleIfError = caddy.Duration(-time.Second) }, err: "stale_if_error must not be negative"},

@@ -112,7 +112,8 @@ func scan(s string, placeholder func(name string)) error {
 // is always empty; the response's status, size and timings
 // (http.response.*, but for the header fields handlers before may have
 // set; http.intercept.*), read before there is a response; the clock
-// (time.*), which moves keys between requests; or one under
+// (time.*), the request's ID and duration (perRequest) and the client's
+// port, which move keys between requests; or one under
 // http.request. that
 // Caddy does not know, a typo that would be the same (unknown) for every
 // request. Placeholders that other handlers set (vars, regexp captures,
@@ -149,6 +150,12 @@ func CheckKey(template string) error {
 			// (Response header fields are those handlers before set.)
 			return fmt.Errorf("%q names {%s}, a placeholder of the response, which does not exist yet when the key is read", template, name)
 		}
+		if name == "http.request.remote" || name == "http.request.remote.port" {
+			return fmt.Errorf("%q names {%s}, which holds the client's port, new for each of its connections (a cache would store entries nobody finds again, a sticky client would move between upstreams); for the client's address use {client_ip} (after trusted_proxies) or {remote_host}", template, name)
+		}
+		if perRequest[name] {
+			return fmt.Errorf("%q names {%s}, which is new for every request, even the same client's repeat of the same request (a cache would store entries nobody finds again, a sticky client would move between upstreams); key on what repeats, such as {uri}, {client_ip} or a cookie", template, name)
+		}
 		if strings.HasPrefix(name, "time.") {
 			return fmt.Errorf("%q names {%s}, which changes with the clock, not with the request: requests moments apart would get different keys (a cache would store entries nobody finds again, a sticky client would move between upstreams); key on the request only, and bound how long responses are kept with default_ttl or the origin's Cache-Control", template, name)
 		}
@@ -179,6 +186,14 @@ func AfterProxy(template string) []string {
 		}
 	}
 	return names
+}
+
+// perRequest are the request placeholders whose value is new for every
+// request: its ID and the time it has taken so far.
+var perRequest = map[string]bool{
+	"http.request.uuid":        true,
+	"http.request.duration":    true,
+	"http.request.duration_ms": true,
 }
 
 // inNamedFamily reports whether name ends with a part the user names (a

@@ -98,6 +98,13 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.reverse_proxy.upstream.hostport}"}, // set by an earlier proxy, if any: warned of
 		{in: "{time.now.unix_ms} {http.request.uri}", err: "changes with the clock"},
 		{in: "{http.request.uri}{time.now.year}", err: "changes with the clock"},
+		{in: "{http.request.uuid} {http.request.uri}", err: "new for every request"},
+		{in: "{http.request.uri}{http.request.duration}", err: "new for every request"},
+		{in: "{http.request.duration_ms}", err: "new for every request"},
+		{in: "{http.request.uuid.x}", err: "which Caddy does not know"},
+		{in: "{http.request.remote}", err: "new for each of its connections"},
+		{in: "{http.request.host}{http.request.remote.port}", err: "new for each of its connections"},
+		{in: "{http.request.remote.host}"},
 		{in: "{http.regexp.name.1}"},                  // a matcher's capture
 		{in: "{http.request.tls.client.fingerprint}"}, // needs TLS to check
 		{in: "no placeholder", err: "no placeholder"},
