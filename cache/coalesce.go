@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"math"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -331,6 +332,57 @@ var hintGenerations atomic.Uint32
 
 func nextHintGeneration() uint16 { return uint16(hintGenerations.Add(1)) }
 
+// hintScope is whom an uncacheable response speaks for (see
+// exchange.tellsUncacheable).
+type hintScope uint8
+
+const (
+	hintNone      hintScope = iota
+	hintLikeThese           // requests like its own: with credentials, or without (hintClass)
+	hintKey                 // every request under its key
+)
+
+// Class hints are kept in the slot of the key's hash mixed with one of
+// these (hintClass), so that the class of requests with credentials
+// (Cookie, Authorization) and the class of those without each have their
+// own.
+const (
+	hintSaltAnonymous   = 0x6a09e667f3bcc909
+	hintSaltCredentials = 0xbb67ae8584caa73b
+)
+
+// hintClass returns the hash under which a hint for the requests of r's
+// class (with credentials or without) is kept, for the key hashing to h.
+func hintClass(h uint64, r *http.Request) uint64 {
+	if hasCredentials(r) {
+		return h ^ hintSaltCredentials
+	}
+	return h ^ hintSaltAnonymous
+}
+
+// hasCredentials reports whether r carries a cookie or Authorization.
+func hasCredentials(r *http.Request) bool {
+	return len(r.Header["Cookie"]) > 0 || len(r.Header["Authorization"]) > 0
+}
+
+// hint remembers, for the handler of generation gen, that a response under
+// the key hashing to h, to request r, was not storable at now, for the
+// requests that scope names.
+func (u *uncacheableHints) hint(h uint64, scope hintScope, r *http.Request, gen uint16, now time.Time) {
+	switch scope {
+	case hintKey:
+		u.set(h, gen, now)
+	case hintLikeThese:
+		u.set(hintClass(h, r), gen, now)
+	}
+}
+
+// skips reports whether r, under the key hashing to h, skips coalescing for
+// the handler of generation gen: a hint of the key's, or of r's class.
+func (u *uncacheableHints) skips(h uint64, r *http.Request, gen uint16, now func() time.Time) bool {
+	return u.has(h, gen, now) || u.has(hintClass(h, r), gen, now)
+}
+
 // set remembers, for the handler of generation gen, that the key hashing
 // to h had an uncacheable response at now.
 func (u *uncacheableHints) set(h uint64, gen uint16, now time.Time) {
@@ -352,9 +404,16 @@ func (u *uncacheableHints) has(h uint64, gen uint16, now func() time.Time) bool 
 	return now().Unix()-hintEpoch < int64(v&math.MaxUint32)
 }
 
-// clear forgets every handler's hint for the key hashing to h, if its
-// slot holds one.
+// clear forgets every handler's hints for the key hashing to h, its
+// classes' too.
 func (u *uncacheableHints) clear(h uint64) {
+	u.clearSlot(h)
+	u.clearSlot(h ^ hintSaltAnonymous)
+	u.clearSlot(h ^ hintSaltCredentials)
+}
+
+// clearSlot forgets the hint for h, if its slot holds one.
+func (u *uncacheableHints) clearSlot(h uint64) {
 	slot := &u.slots[h%hintSlots]
 	if v := slot.Load(); v != 0 && v&hintTagMask == h&hintTagMask {
 		slot.CompareAndSwap(v, 0)

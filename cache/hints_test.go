@@ -191,8 +191,10 @@ func TestHintsOnlyFromTheResponse(t *testing.T) {
 		{name: "too many requests", status: 429},
 		{name: "not found", status: 404, fields: []string{"Cache-Control", "private"}},
 		{name: "authorization", status: 200, fields: []string{"Cache-Control", "private"}, request: []string{"Authorization", "Bearer x"}},
-		{name: "set-cookie", status: 200, fields: []string{"Cache-Control", "max-age=60", "Set-Cookie", "s=1"}},
-		{name: "private with set-cookie", status: 200, fields: []string{"Cache-Control", "private", "Set-Cookie", "s=1"}},
+		// (A cookie set or an Authorization hints the requests like its
+		// own: TestCredentialClassHints; the pair here has neither.)
+		{name: "set-cookie", status: 200, fields: []string{"Cache-Control", "max-age=60", "Set-Cookie", "s=1"}, request: []string{"Cookie", "s=0"}},
+		{name: "private with set-cookie", status: 200, fields: []string{"Cache-Control", "private", "Set-Cookie", "s=1"}, request: []string{"Cookie", "s=0"}},
 		{name: "min_uses", config: Config{MinUses: 2}, status: 200, fields: []string{"Cache-Control", "max-age=60"}},
 		// A conditional miss goes as it came only when its answer would
 		// not be stored anyway (see fetchWhole): here, for min_uses.
@@ -469,8 +471,9 @@ func TestCompressedUncacheableResponsesHint(t *testing.T) {
 // it gets) and the answer is not `private` (meant for its requester
 // alone), or when the field is Origin (CORS middleware varies every
 // response on it, storable or not; Rails answers APIs `private`); not
-// when the request carried another such field (a cookie, an API key:
-// its answer may be its own).
+// when the request carried another such field (an API key: its answer
+// may be its own), but for a cookie under Vary: Cookie, which hints the
+// requests with credentials.
 func TestVaryingUncacheableResponsesHint(t *testing.T) {
 	const crossOrigin = "https://app.example.com"
 	for _, tc := range []struct {
@@ -485,8 +488,13 @@ func TestVaryingUncacheableResponsesHint(t *testing.T) {
 		{"CORS, private (Rails)", "max-age=0, private, must-revalidate", "Origin", []string{"Origin", crossOrigin}, true},
 		{"Vary: Cookie, anonymous request", "no-store", "Cookie", nil, true},
 		{"Vary: Cookie, anonymous request, private", "private", "Cookie", nil, false},
-		{"Vary: Cookie, logged-in request", "no-store", "Cookie", []string{"Cookie", "session=bob"}, false},
-		{"Vary: Cookie, Origin, logged-in request", "no-store", "Cookie, Origin", []string{"Cookie", "session=bob", "Origin", crossOrigin}, false},
+		// Logged-in requests hint the requests with credentials
+		// (TestCredentialClassHints), as the pair here.
+		{"Vary: Cookie, logged-in request", "no-store", "Cookie", []string{"Cookie", "session=bob"}, true},
+		{"Vary: Cookie, Origin, logged-in request", "no-store", "Cookie, Origin", []string{"Cookie", "session=bob", "Origin", crossOrigin}, true},
+		{"Vary: Cookie, logged-in request, private", "private", "Cookie", []string{"Cookie", "session=bob"}, true},
+		{"Vary: Cookie, Accept-Language, logged-in request", "", "Cookie, Accept-Language", []string{"Cookie", "session=bob", "Accept-Language", "fr"}, true},
+		{"Vary: Accept-Language, logged-in request", "", "Accept-Language", []string{"Cookie", "session=bob", "Accept-Language", "fr"}, false},
 		{"API key, request without it", "no-store", "X-Api-Key", []string{"Origin", crossOrigin}, true},
 		{"API key, request without it, private", "private", "X-Api-Key", nil, false},
 		{"API key, request with it", "no-store", "x-api-key", []string{"X-Api-Key", "k1"}, false},
@@ -929,5 +937,58 @@ func TestTooLargeVariantHintsItsVariant(t *testing.T) {
 	}
 	if concurrentPair(t, h, o, url, "Accept-Encoding", "deflate") {
 		t.Error("another variant's misses did not coalesce")
+	}
+}
+
+// TestCredentialClassHints: a response not storable for a reason that may
+// lie with the request's credentials (a cookie set, Authorization, a
+// logged-in user's answer varying on Cookie) hints the requests like its
+// own, with credentials or without: their concurrent misses go to the
+// origin at once (a long poll answered `no-store` with a renewed session
+// cookie must not hold the other users' polls until it ends, then send
+// them again), while the other class's still coalesce, until a response
+// is stored under the key.
+func TestCredentialClassHints(t *testing.T) {
+	alice, bob := []string{"Cookie", "session=alice"}, []string{"Cookie", "session=bob"}
+	for _, tc := range []struct {
+		name          string
+		fields        []string
+		first         []string // the request answered so
+		like, another []string // a pair like the first request's, and one of the other class
+	}{
+		{"long poll renewing its session", []string{"Cache-Control", "no-store, no-cache, must-revalidate", "Set-Cookie", "session=alice2"}, alice, bob, nil},
+		{"logged-in page under Vary: Cookie", []string{"Vary", "Cookie"}, alice, bob, nil},
+		{"session renewed on a public page", []string{"Cache-Control", "public, max-age=60", "Set-Cookie", "session=alice2"}, alice, bob, nil},
+		{"first visit's cookie", []string{"Cache-Control", "max-age=60", "Set-Cookie", "visitor=1"}, nil, nil, alice},
+		{"API key", []string{"Cache-Control", "max-age=60"}, []string{"Authorization", "Bearer a"}, []string{"Authorization", "Bearer b"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			o := newHintOrigin()
+			const url = "http://example.com/poll"
+			o.always(200, tc.fields...)
+			get(t, h, o, url, tc.first...)
+			if hinted(t, h, url) {
+				t.Fatal("the response hinted every request of its key")
+			}
+			if !concurrentPair(t, h, o, url, tc.like...) {
+				t.Error("a request like the first waited for another's")
+			}
+			o.always(200, "Cache-Control", "max-age=60")
+			if concurrentPair(t, h, o, url, tc.another...) {
+				t.Error("a request of the other class did not wait for the fill")
+			}
+			// That fill was stored, which ends the class's hint too.
+			r := newRequest(http.MethodGet, url, tc.like...)
+			if h.hints.skips(keyHash([]byte(keyOf(t, h, r))), r, h.hintGen, h.now) {
+				t.Error("a response stored under the key left the hint of the requests like the first")
+			}
+			// And a purge, which ends the stored response.
+			h.store.purgeKey(keyOf(t, h, newRequest(http.MethodGet, url)))
+			if concurrentPair(t, h, o, url, tc.like...) {
+				t.Error("after a response was stored under the key, a request like the first did not wait for the fill")
+			}
+		})
 	}
 }

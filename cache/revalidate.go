@@ -725,30 +725,49 @@ func (x *exchange) flightHash() uint64 {
 // the origin. Never when x revalidates a stale entry (see
 // uncacheableHints).
 func (x *exchange) hinted(h *Handler) bool {
-	return x.stale == nil && h.hints.has(x.flightHash(), h.hintGen, h.now)
+	return x.stale == nil && h.hints.skips(x.flightHash(), x.r, h.hintGen, h.now)
 }
 
-// tellsUncacheable reports whether a response of status, with header
-// hdr, not storable for reason, tells that the next responses under the
-// same key will not be storable either, whoever asks: not when the reason
-// may lie with the request (Authorization; a cookie being set, as for a
-// first visit; a client's own conditional), with the traffic (min_uses)
-// or with an error that may pass (4xx and 5xx statuses: a 429, an
-// outage).
-func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, rc ResponseControl) bool {
+// tellsUncacheable reports whom a response of status, with header hdr, not
+// storable for reason, tells that their next responses under the same key
+// will not be storable either. Every request (hintKey), unless the reason
+// may lie with the request: then the requests like this one (hintLikeThese,
+// those with credentials, or those without) when it is about credentials:
+// Authorization; a cookie being set (a first visit's, a session's renewal);
+// a field the response varies on that the key does not tell apart, when it
+// is Cookie and the request carried one. A logged-in user's `private`
+// answer under `Vary: Cookie` says nothing of anonymous requests, but the
+// next logged-in user's would be the same; and a waiter with another
+// cookie could not have been answered with a response varying on it
+// anyway. Nobody when the reason lies with the traffic (min_uses), the
+// request's other fields, or an error that may pass (4xx and 5xx
+// statuses: a 429, an outage).
+func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, rc ResponseControl) hintScope {
+	if status < 200 || status >= 400 {
+		return hintNone
+	}
 	switch reason {
 	case "private", "no-store", "no-freshness", "Vary: *", "trailers", "event-stream":
+	case "authorization", "set-cookie":
+		return hintLikeThese
 	default:
-		return false
-	}
-	if status < 200 || status >= 400 || len(x.r.Header["Authorization"]) > 0 || len(hdr["Set-Cookie"]) > 0 {
-		return false
+		return hintNone
 	}
 	// Private whatever reason Storable gave first (no-store comes before
 	// private: Django's never_cache sends both), and whatever a targeted
 	// field overrides.
 	private := rc.Private || rc.Targeted && ParseResponseControl(hdr, "").Private
-	return x.speaksForKey(hdr, private)
+	authorized, cookieSet := len(x.r.Header["Authorization"]) > 0, len(hdr["Set-Cookie"]) > 0
+	switch {
+	case !authorized && !cookieSet && x.speaksForKey(hdr, private):
+		return hintKey
+	case authorized || cookieSet:
+		return hintLikeThese
+	}
+	if fields, _ := ParseVary(hdr); len(x.r.Header["Cookie"]) > 0 && slices.Contains(fields, "Cookie") {
+		return hintLikeThese
+	}
+	return hintNone
 }
 
 // hintUnstorable hints x's key (uncacheableHints) after a response that
@@ -778,10 +797,11 @@ func (x *exchange) hintUnstorable(tooLarge bool) {
 	x.h.hints.set(x.flightHash(), x.h.hintGen, x.h.now())
 }
 
-// noLongerStored handles a response that tells its key is no longer
-// storable (see tellsUncacheable) on a miss or a revalidation. A miss
-// hints the key. A revalidation's stored entry is dropped when the
-// request carries no cookie: kept, every later request would revalidate
+// noLongerStored handles a response that tells its key, or the requests
+// like its own (scope), is no longer storable (see tellsUncacheable) on a
+// miss or a revalidation. A miss hints the key, or those requests. A
+// revalidation's stored entry is dropped when the response speaks for the
+// whole key and the request carries no cookie: kept, every later request would revalidate
 // it, coalesced, and wait for another's response header to learn it must
 // go to the origin (two round trips each, until the entry is evicted);
 // without it the next miss hints the key. (A cookie's request may be
@@ -797,11 +817,11 @@ func (x *exchange) hintUnstorable(tooLarge bool) {
 // client certificate, its address); a background refresh's entry is being
 // served under stale-while-revalidate, whose point is that one
 // uncacheable answer does not send every client to the origin.
-func (h *Handler) noLongerStored(x *exchange, at time.Time) {
+func (h *Handler) noLongerStored(x *exchange, scope hintScope, at time.Time) {
 	switch {
 	case x.stale == nil:
-		h.hints.set(x.flightHash(), h.hintGen, at)
-	case !x.background && len(x.r.Header["Cookie"]) == 0 &&
+		h.hints.hint(x.flightHash(), scope, x.r, h.hintGen, at)
+	case scope == hintKey && !x.background && len(x.r.Header["Cookie"]) == 0 &&
 		h.pastStaleWindow(x.stale, x.requestTime) && h.store.dropIfStored(x.stale):
 		if ce := h.logger.Check(zapcore.DebugLevel, "the origin's response is no longer storable; stored response dropped"); ce != nil {
 			ce.Write(zap.String("key", x.stale.key))
@@ -1062,9 +1082,12 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			asSent, _, _, _ := h.whyNotStored(x, status, origin, nil)
 			x.ownPreset = asSent == ""
 		}
-		uncacheable := !x.ownPreset && x.tellsUncacheable(reason, status, hdr, rc)
-		if uncacheable {
-			h.noLongerStored(x, rec.responseTime)
+		scope := hintNone
+		if !x.ownPreset {
+			scope = x.tellsUncacheable(reason, status, hdr, rc)
+		}
+		if scope != hintNone {
+			h.noLongerStored(x, scope, rec.responseTime)
 		}
 		if reason == "" && x.untried && !x.awaited() {
 			// Storable, but asked for too seldom so far, and nobody
@@ -1094,7 +1117,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			x.release(h, nil)
 			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
 				ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.Int("status", status), zap.String("reason", reason),
-					zap.Bool("skip_coalescing", uncacheable && x.stale == nil)) // its key's next requests, for hintTTL
+					zap.Bool("skip_coalescing", scope != hintNone && x.stale == nil)) // its key's next requests (or those like it), for hintTTL
 			}
 		}
 	} else {

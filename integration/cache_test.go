@@ -747,6 +747,8 @@ func TestCacheUncacheableURLsSkipCoalescing(t *testing.T) {
 		{"no Cache-Control", nil, nil, "", nil},
 		{"CORS API, private", []string{"Cache-Control", "max-age=0, private, must-revalidate", "Vary", "Origin"},
 			map[string]string{"Origin": "https://app.example.com"}, "", nil},
+		{"logged-in long poll renewing its session", []string{"Cache-Control", "no-store, no-cache, must-revalidate", "Set-Cookie", "session=s2; Path=/"},
+			map[string]string{"Cookie": "session=s1"}, "", nil},
 		{"past max_item_size, unknown length", cacheable, nil, "max_item_size 1KiB", func(w http.ResponseWriter) {
 			for range 4 {
 				fmt.Fprint(w, strings.Repeat("x", 512))
