@@ -908,6 +908,16 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 				hdr["Content-Range"] = []string{br.ContentRange(size)}
 				hdr["Content-Length"] = []string{strconv.Itoa(end - start)}
 			case ok:
+				// The 416 is not the stored response: its caching and
+				// validator fields, and those of its content, would
+				// describe the 200 (a downstream cache could store the
+				// 416 for the URL under the 200's max-age).
+				for _, f := range notRepresentationFields {
+					delete(hdr, f)
+				}
+				if h.targeted != "" {
+					delete(hdr, http.CanonicalHeaderKey(h.targeted))
+				}
 				hdr["Content-Range"] = []string{"bytes */" + strconv.FormatInt(size, 10)}
 				hdr["Content-Length"] = []string{"0"}
 				w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
@@ -929,6 +939,15 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 		return
 	}
 	_ = e.body.writeRange(w, start, end)
+}
+
+// notRepresentationFields are the stored fields a 416 answered from an
+// entry leaves out: they describe the stored 200, its freshness and its
+// content, not the 416.
+var notRepresentationFields = []string{
+	"Age", "Cache-Control", "Cdn-Cache-Control", "Expires", "Pragma", "Etag", "Last-Modified",
+	"Content-Type", "Content-Encoding", "Content-Language", "Content-Location", "Content-Disposition",
+	"Content-Digest", "Content-Md5", "Repr-Digest",
 }
 
 // ifRangeMatches evaluates If-Range (RFC 9110 §13.1.5) against the stored

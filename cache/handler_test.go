@@ -878,6 +878,39 @@ func TestHitConditionalAndRanges(t *testing.T) {
 	}
 }
 
+// TestUnsatisfiableRangeIsNotTheStoredResponse: a 416 answered from a
+// stored 200 says the body's length, and carries none of the 200's
+// freshness, validators or content fields, which would describe the 200
+// (a downstream cache could store the 416 under its max-age).
+func TestUnsatisfiableRangeIsNotTheStoredResponse(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{TargetedField: "Edge-Cache-Control"}, c)
+	o := static(c, 200, "0123456789", "Cache-Control", "public, max-age=3600", "Edge-Cache-Control", "max-age=60",
+		"Expires", c.date(), "Etag", `"v1"`, "Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT",
+		"Content-Type", "application/octet-stream", "Content-Language", "en", "Accept-Ranges", "bytes", "X-Kept", "1")
+	get(t, h, o, "http://example.com/big")
+	w := get(t, h, o, "http://example.com/big", "Range", "bytes=6000-")
+	if w.Code != http.StatusRequestedRangeNotSatisfiable || w.Body.Len() != 0 {
+		t.Fatalf("got %d %q, want an empty 416", w.Code, w.Body)
+	}
+	for _, f := range []string{"Age", "Cache-Control", "Edge-Cache-Control", "Expires", "Etag", "Last-Modified", "Content-Type", "Content-Language"} {
+		if v, ok := w.Header()[f]; ok {
+			t.Errorf("the 416 has the stored %s: %q", f, v)
+		}
+	}
+	if got := w.Header().Get("Content-Range"); got != "bytes */10" {
+		t.Errorf("Content-Range %q, want bytes */10", got)
+	}
+	if w.Header().Get("X-Kept") != "1" || w.Header().Get("Accept-Ranges") != "bytes" {
+		t.Errorf("the 416 lost fields that do not describe the 200: %v", w.Header())
+	}
+	wantStatus(t, w, []string{"hit"})
+	// The 200 itself is served whole as stored.
+	if w := get(t, h, o, "http://example.com/big"); w.Header().Get("Etag") != `"v1"` || w.Header().Get("Cache-Control") == "" {
+		t.Errorf("the stored 200 lost its fields: %v", w.Header())
+	}
+}
+
 // TestIfRangeWeakDate: a Last-Modified within a second of Date is a weak
 // validator, which If-Range may not use (RFC 9110 §13.1.5): the full 200.
 func TestIfRangeWeakDate(t *testing.T) {
