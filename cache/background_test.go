@@ -1,11 +1,17 @@
 package cache
 
 import (
+	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestBackgroundRefreshStopsReadingWhatItCannotStore: a stale-while-
@@ -97,5 +103,126 @@ func TestBackgroundRefreshReadsSmallUnstorableBodies(t *testing.T) {
 	h.bg.wait()
 	if err := writeErr.Load(); err != nil {
 		t.Errorf("the refresh aborted a 4 KiB body: %v", err)
+	}
+}
+
+// TestFailingRefreshesBackOff: while the origin is down, a key's stale
+// hits under stale-while-revalidate go on being served, but its refreshes
+// wait a backoff after each failure (1 s, doubling up to 30 s) rather than
+// try the origin at every hit; the first failure of a streak is logged as
+// a warning, the others at debug, and the first success after them at
+// info, after which a failure is a new streak.
+func TestFailingRefreshesBackOff(t *testing.T) {
+	for _, down := range []struct {
+		name string
+		fail func(w http.ResponseWriter) error
+	}{
+		{"unreachable", func(http.ResponseWriter) error { return errors.New("dial tcp: connection refused") }},
+		{"server error", func(w http.ResponseWriter) error { w.WriteHeader(http.StatusBadGateway); return nil }},
+	} {
+		t.Run(down.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			core, logs := observer.New(zapcore.DebugLevel)
+			h.logger = zap.New(core)
+			var failing atomic.Bool
+			var calls atomic.Int32
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				calls.Add(1)
+				if failing.Load() {
+					return down.fail(w)
+				}
+				w.Header().Set("Date", c.date())
+				w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=86400")
+				_, _ = w.Write([]byte("v"))
+				return nil
+			}}
+			const url = "http://example.com/feed"
+			get(t, h, o, url)
+			h.store.wait()
+			failing.Store(true)
+			c.Advance(2 * time.Second)
+			staleHits := func(n int) int32 {
+				t.Helper()
+				before := calls.Load()
+				for range n {
+					wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+					h.bg.wait()
+				}
+				return calls.Load() - before
+			}
+			if n := staleHits(20); n != 1 {
+				t.Fatalf("20 stale hits with the origin down tried it %d times, want 1", n)
+			}
+			for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+				c.Advance(wait - time.Millisecond)
+				if n := staleHits(3); n != 0 {
+					t.Fatalf("failure %d: %d tries before its backoff of %v passed", i+1, n, wait)
+				}
+				c.Advance(time.Millisecond)
+				if n := staleHits(3); n != 1 {
+					t.Fatalf("failure %d: %d tries once its backoff of %v passed, want 1", i+1, n, wait)
+				}
+			}
+			c.Advance(time.Hour) // the backoff is at most 30 s (and the entry within its window)
+			if n := staleHits(1); n != 1 {
+				t.Fatalf("%d tries 30 s after the last failure, want 1", n)
+			}
+			if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len(); n != 1 {
+				t.Errorf("%d warnings for one streak of failures, want 1: %v", n, logs.All())
+			}
+			failing.Store(false)
+			c.Advance(time.Minute)
+			if n := staleHits(1); n != 1 {
+				t.Fatalf("%d tries once the origin is back, want 1", n)
+			}
+			if n := logs.FilterMessage("background revalidation succeeded again").Len(); n != 1 {
+				t.Errorf("the end of the streak was logged %d times, want 1", n)
+			}
+			wantStatus(t, get(t, h, o, url), []string{"hit"})
+			// A new streak starts with the shortest backoff.
+			failing.Store(true)
+			c.Advance(2 * time.Second)
+			if n := staleHits(2); n != 1 {
+				t.Fatalf("new streak: %d tries, want 1", n)
+			}
+			c.Advance(time.Second)
+			if n := staleHits(1); n != 1 {
+				t.Fatalf("new streak: %d tries after 1 s, want 1", n)
+			}
+		})
+	}
+}
+
+// TestFailedRefreshesAreBounded: the keys whose refreshes failed are
+// remembered up to maxFailedKeys; past it, those whose backoff has passed
+// make room.
+func TestFailedRefreshesAreBounded(t *testing.T) {
+	var b background
+	b.keys = make(map[string]struct{})
+	now := time.Unix(1e9, 0)
+	for i := range maxFailedKeys + 10 {
+		key := strconv.Itoa(i)
+		if !b.start(key, now) {
+			t.Fatalf("key %d could not start", i)
+		}
+		b.done(key, true, now)
+	}
+	if len(b.failed) != maxFailedKeys {
+		t.Fatalf("%d keys remembered, want %d", len(b.failed), maxFailedKeys)
+	}
+	if b.start("0", now) {
+		t.Fatal("a remembered key started within its backoff")
+	}
+	later := now.Add(minRefreshBackoff)
+	if !b.start("new", later) {
+		t.Fatal("a new key could not start")
+	}
+	b.done("new", true, later)
+	if len(b.failed) != 1 {
+		t.Errorf("after the others' backoffs passed, %d keys remembered, want 1", len(b.failed))
+	}
+	if b.start("new", later) {
+		t.Error("the new failure was not remembered")
 	}
 }

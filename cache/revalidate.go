@@ -1627,7 +1627,7 @@ func revalidationRequest(r *http.Request, e *entry) *http.Request {
 // entries from being refreshed; what it stores goes to the store, which
 // the new config shares when its cache is configured alike.
 func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next caddyhttp.Handler, epoch uint64) {
-	if !h.bg.start(e.key) {
+	if !h.bg.start(e.key, h.now()) {
 		return
 	}
 	e.body.acquire() // the caller holds one: this cannot fail
@@ -1664,7 +1664,17 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		x.preset = e.preset.header()
 	}
 	go func() {
-		defer h.bg.done(e.key)
+		failed := true // unless forward returns
+		defer func() {
+			// Last: a failure's backoff is in place before the key is
+			// free to be refreshed again.
+			n := h.bg.done(e.key, failed, h.now())
+			if n < 0 {
+				if ce := h.logger.Check(zapcore.InfoLevel, "background revalidation succeeded again"); ce != nil {
+					ce.Write(zap.String("key", e.key), zap.Int("failures", -n))
+				}
+			}
+		}()
 		defer e.body.release()
 		defer cancel()
 		defer func() {
@@ -1679,11 +1689,14 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			}
 		}()
 		err := h.forward(&discardWriter{}, r2, next, x)
+		failed = err != nil || isServerError(x.rec.status)
 		level, msg := zapcore.DebugLevel, "background revalidation"
-		if err != nil || isServerError(x.rec.status) && x.outcome != outStaleIfError {
+		if failed && x.outcome != outStaleIfError && !h.bg.failing(e.key) {
 			// Nobody else hears of it: its client had the stale response.
-			// (One served under stale-if-error is logged as such.)
-			level, msg = zapcore.WarnLevel, "background revalidation failed; the stale response stays until the next one"
+			// (One served under stale-if-error is logged as such.) Once a
+			// streak: the next refreshes of the key wait a backoff, and
+			// the end of the streak is logged.
+			level, msg = zapcore.WarnLevel, "background revalidation failed; the stale response stays, and the key is refreshed again after a backoff (1s, doubling up to 30s while it fails)"
 		}
 		if ce := h.logger.Check(level, msg); ce != nil {
 			ce.Write(zap.String("key", e.key), zap.Int("status", x.rec.status), zap.Error(err))
@@ -1827,18 +1840,44 @@ func (k *clientKeys) list() []string {
 }
 
 // background tracks the background revalidations of a handler: at most
-// one per key at a time.
+// one per key at a time, and after a failed one (the origin down, or
+// answering 5xx) none for that key until its backoff passes, so that an
+// outage does not turn every stale hit into a connection attempt and a
+// warning.
 type background struct {
-	mu   sync.Mutex // protects keys
-	keys map[string]struct{}
-	wg   sync.WaitGroup
+	mu     sync.Mutex // protects keys and failed
+	keys   map[string]struct{}
+	failed map[string]refreshBackoff
+	wg     sync.WaitGroup
 }
 
-// start claims key; false when it is already being revalidated.
-func (b *background) start(key string) bool {
+// refreshBackoff is a key's streak of failed refreshes.
+type refreshBackoff struct {
+	failures int
+	delay    time.Duration // since the last failure
+	until    time.Time     // no refresh before
+}
+
+// The first failed refresh of a key holds its next one back for
+// minRefreshBackoff, each further one for twice as long as the one
+// before, up to maxRefreshBackoff.
+const (
+	minRefreshBackoff = time.Second
+	maxRefreshBackoff = 30 * time.Second
+	// maxFailedKeys bounds the keys whose failures are remembered; past
+	// it, those whose backoff has passed are forgotten.
+	maxFailedKeys = 4096
+)
+
+// start claims key at now; false when it is already being revalidated,
+// or its last refresh failed less than its backoff ago.
+func (b *background) start(key string, now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if _, busy := b.keys[key]; busy {
+		return false
+	}
+	if f, ok := b.failed[key]; ok && now.Before(f.until) {
 		return false
 	}
 	b.keys[key] = struct{}{}
@@ -1846,12 +1885,45 @@ func (b *background) start(key string) bool {
 	return true
 }
 
-// done releases key.
-func (b *background) done(key string) {
+// done releases key, whose refresh failed or not at now, and returns the
+// key's failures in a row (a success returns those it ends, negated).
+func (b *background) done(key string, failed bool, now time.Time) int {
 	b.mu.Lock()
+	defer func() {
+		b.mu.Unlock()
+		b.wg.Done()
+	}()
 	delete(b.keys, key)
-	b.mu.Unlock()
-	b.wg.Done()
+	f := b.failed[key]
+	if !failed {
+		delete(b.failed, key)
+		return -f.failures
+	}
+	f.failures++
+	f.delay = min(max(2*f.delay, minRefreshBackoff), maxRefreshBackoff)
+	f.until = now.Add(f.delay)
+	if b.failed == nil {
+		b.failed = make(map[string]refreshBackoff)
+	}
+	if _, ok := b.failed[key]; !ok && len(b.failed) >= maxFailedKeys {
+		for k, old := range b.failed {
+			if !now.Before(old.until) {
+				delete(b.failed, k)
+			}
+		}
+	}
+	if _, ok := b.failed[key]; ok || len(b.failed) < maxFailedKeys {
+		b.failed[key] = f
+	}
+	return f.failures
+}
+
+// failing reports whether key's last refresh failed (a streak goes on).
+func (b *background) failing(key string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, ok := b.failed[key]
+	return ok
 }
 
 // wait blocks until no revalidation runs (tests, benchmarks).
