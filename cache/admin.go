@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 func init() {
@@ -26,7 +30,15 @@ func init() {
 // "https://example.com/a"), prefix, tag (Surrogate-Key / Cache-Tag) or
 // all; cache limits it to one cache_name (default: every cache). It
 // answers {"purged": n, "caches": m}.
-type AdminAPI struct{}
+type AdminAPI struct {
+	logger *zap.Logger // purges are logged at info
+}
+
+// Provision gets the logger.
+func (a *AdminAPI) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	return nil
+}
 
 // CaddyModule returns the Caddy module information.
 func (AdminAPI) CaddyModule() caddy.ModuleInfo {
@@ -69,7 +81,7 @@ type PurgeResponse struct {
 // maxPurgeBody bounds the JSON body of a purge.
 const maxPurgeBody = 64 << 10
 
-func (AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
+func (a AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("purging response_cache: method %s not allowed, use POST", r.Method)}
@@ -81,6 +93,9 @@ func (AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 	}
 	if len(body) > maxPurgeBody {
 		return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("purging response_cache: request body larger than %d bytes", maxPurgeBody)}
+	}
+	if err := checkPurgeFields(body); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: %w", err)}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -99,12 +114,8 @@ func (AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 	if n != 1 {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: give exactly one of key, prefix or tag (not empty), or all: true; got %d", n)}
 	}
-	for _, k := range []struct{ name, v string }{{"key", req.Key}, {"prefix", req.Prefix}} {
-		// Every key the cache makes begins with the request's scheme and
-		// host (a custom one too): a path alone would purge nothing.
-		if k.v != "" && !strings.Contains(k.v, "://") {
-			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: %s %q has no scheme and host; keys begin with them, as in http://example.com/path (status_key shows a response's key)", k.name, k.v)}
-		}
+	if err := req.check(); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: %w", err)}
 	}
 	var resp PurgeResponse
 	for _, s := range snapshotStores() {
@@ -128,8 +139,78 @@ func (AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 	if req.Cache != "" && resp.Caches == 0 {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("purging response_cache: no cache named %q", req.Cache)}
 	}
+	if a.logger == nil {
+		// (Unprovisioned, in tests.)
+	} else if ce := a.logger.Check(zapcore.InfoLevel, "purged"); ce != nil {
+		ce.Write(zap.String("cache", req.Cache), zap.String("key", req.Key), zap.String("prefix", req.Prefix),
+			zap.String("tag", req.Tag), zap.Bool("all", req.All), zap.Int("purged", resp.Purged), zap.Int("caches", resp.Caches))
+	}
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(resp)
+}
+
+// purgeFields are the fields of a purge's body, as PurgeRequest names them.
+var purgeFields = []string{"cache", "key", "prefix", "tag", "all"}
+
+// checkPurgeFields refuses a purge body whose object names a field in
+// another case than PurgeRequest's ({"KEY": ...}, which encoding/json
+// would take) or names one twice (of which it would keep the last).
+// Other errors are the decoder's to report.
+func checkPurgeFields(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	seen := make(map[string]bool, len(purgeFields))
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		name, _ := t.(string)
+		if !slices.Contains(purgeFields, name) {
+			return fmt.Errorf("unknown field %q; the fields are %s, in lower case", name, strings.Join(purgeFields, ", "))
+		}
+		if seen[name] {
+			return fmt.Errorf("field %q is given twice; a purge names one %s (send one purge each)", name, name)
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// check refuses a purge that names exactly one thing, but one that can
+// match nothing the cache holds.
+func (req *PurgeRequest) check() error {
+	for _, k := range []struct{ name, v string }{{"key", req.Key}, {"prefix", req.Prefix}} {
+		if k.v == "" {
+			continue
+		}
+		if strings.TrimSpace(k.v) != k.v {
+			return fmt.Errorf("%s %q begins or ends with white space, which no key does", k.name, k.v)
+		}
+		// Every key the cache makes begins with the request's scheme and
+		// host (a custom one too): a path alone would purge nothing.
+		scheme, _, ok := strings.Cut(k.v, "://")
+		if !ok {
+			return fmt.Errorf("%s %q has no scheme and host; keys begin with them, as in http://example.com/path (status_key shows a response's key)", k.name, k.v)
+		}
+		if !strings.EqualFold(scheme, "http") && !strings.EqualFold(scheme, "https") {
+			return fmt.Errorf("%s %q: keys begin with http:// or https://, the request's scheme", k.name, k.v)
+		}
+	}
+	switch t := req.Tag; {
+	case t == "":
+	case strings.TrimSpace(t) != t:
+		return fmt.Errorf("tag %q begins or ends with white space, which tags are stored without", t)
+	case len(t) > maxTagLength:
+		return fmt.Errorf("tag is %d bytes long: tags longer than %d bytes are not indexed, so no entry has it; purge such entries by key or prefix", len(t), maxTagLength)
+	}
+	return nil
 }
 
 func (AdminAPI) handleStats(w http.ResponseWriter, r *http.Request) error {
@@ -157,7 +238,10 @@ func snapshotStores() []*store {
 	return out
 }
 
-var _ caddy.AdminRouter = (*AdminAPI)(nil)
+var (
+	_ caddy.AdminRouter = (*AdminAPI)(nil)
+	_ caddy.Provisioner = (*AdminAPI)(nil)
+)
 
 // purgedKey is the key a purge's key k names (normalKey).
 func purgedKey(k string) string {
@@ -182,7 +266,8 @@ func purgePrefixes(p string) []string {
 // cache spells keys (appendOrigin, appendPath), so that one copied from a
 // log or typed as a client sent it finds its entry: the scheme and host
 // lower-cased, the scheme's default port left out, and the path's
-// percent-escapes in upper-case hex. The query, and a custom key's part
+// percent-escapes in upper-case hex (a path with a byte it would escape,
+// such as raw UTF-8, escaped as the cache escapes a request's). The query, and a custom key's part
 // after the space, are taken as given, as the cache takes them.
 // endsAtPort reports a k that ends with the default port left out.
 func normalKey(k string) (key string, endsAtPort bool) {
@@ -211,7 +296,15 @@ func normalKey(k string) (key string, endsAtPort bool) {
 	if path < 0 {
 		path = len(rest)
 	}
-	b = appendUpperEscapes(b, rest[:path])
+	if p := rest[:path]; validRawPath(p) {
+		b = appendUpperEscapes(b, p)
+	} else if unescaped, err := url.PathUnescape(p); err == nil {
+		// Raw UTF-8 or another byte a path escapes (/c/café): as the
+		// cache spells the path of a request that sent it so.
+		b = appendPath(b, &url.URL{Path: unescaped})
+	} else {
+		b = append(b, p...)
+	}
 	b = append(b, rest[path:]...)
 	return string(b), rest == "" && hasPort && port == def && !marked
 }

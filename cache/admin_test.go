@@ -15,6 +15,9 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestAdminPurge(t *testing.T) {
@@ -150,6 +153,13 @@ func TestAdminErrors(t *testing.T) {
 		{name: "two objects", method: "POST", path: "/response_cache/purge", body: `{"key":"a"}{"all":true}`, code: 400},
 		{name: "too large", method: "POST", path: "/response_cache/purge", body: `{"key":"` + strings.Repeat("a", maxPurgeBody) + `"}`, code: 413},
 		{name: "unknown cache", method: "POST", path: "/response_cache/purge", body: `{"cache":"nope","all":true}`, code: 404},
+		// Bodies that name one thing, but one no entry can have.
+		{name: "a field in upper case", method: "POST", path: "/response_cache/purge", body: `{"KEY":"http://example.com/a"}`, code: 400},
+		{name: "a field twice", method: "POST", path: "/response_cache/purge", body: `{"key":"http://example.com/a","key":"http://example.com/b"}`, code: 400},
+		{name: "white space around a key", method: "POST", path: "/response_cache/purge", body: `{"key":" http://example.com/a"}`, code: 400},
+		{name: "another scheme", method: "POST", path: "/response_cache/purge", body: `{"prefix":"gopher://example.com/"}`, code: 400},
+		{name: "a tag of white space", method: "POST", path: "/response_cache/purge", body: `{"tag":"   "}`, code: 400},
+		{name: "a tag too long to be indexed", method: "POST", path: "/response_cache/purge", body: `{"tag":"` + strings.Repeat("t", maxTagLength+1) + `"}`, code: 400},
 		{name: "stats POST", method: "POST", path: "/response_cache/stats", code: 405, allow: "GET, HEAD"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -170,6 +180,50 @@ func TestAdminErrors(t *testing.T) {
 				t.Errorf("error %v, want an APIError with status %d", err, tc.code)
 			}
 		})
+	}
+}
+
+// TestPurgeKeyWithRawUTF8Path: a key typed with a raw UTF-8 path, as a
+// browser shows it, finds the entry the cache keyed with the path
+// escaped, as it escapes a request's; a longest tag is accepted.
+func TestPurgeKeyWithRawUTF8Path(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{CacheName: "admin-utf8"}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		if r.URL.Path == "/f" {
+			w.Header().Set("Surrogate-Key", strings.Repeat("t", maxTagLength))
+		}
+		_, _ = w.Write([]byte("x"))
+		return nil
+	}}
+	core, logs := observer.New(zapcore.InfoLevel)
+	api := AdminAPI{logger: zap.New(core)}
+	for _, tc := range []struct{ body, url string }{
+		{`{"cache":"admin-utf8","key":"http://example.com/c/café"}`, "http://example.com/c/caf%C3%A9"},
+		{`{"cache":"admin-utf8","prefix":"http://example.com/d/é"}`, "http://example.com/d/%c3%a9/x"},
+		{`{"cache":"admin-utf8","tag":"` + strings.Repeat("t", maxTagLength) + `"}`, "http://example.com/f"},
+	} {
+		get(t, h, o, tc.url)
+		wantStatus(t, get(t, h, o, tc.url), []string{"hit"})
+		w := httptest.NewRecorder()
+		if err := api.handlePurge(w, httptest.NewRequest(http.MethodPost, "/response_cache/purge", strings.NewReader(tc.body))); err != nil {
+			t.Fatalf("purge %s: %v", tc.body, err)
+		}
+		var resp PurgeResponse
+		if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil || resp.Purged != 1 {
+			t.Errorf("purge %s: %s; want 1 purged", tc.body, w.Body)
+		}
+		h.store.wait()
+		wantStatus(t, get(t, h, o, tc.url), []string{"fwd=uri-miss"})
+	}
+	// Each purge is logged, with what it named and what it did.
+	entries := logs.FilterMessage("purged").All()
+	if len(entries) != 3 {
+		t.Fatalf("%d purges logged, want 3", len(entries))
+	}
+	if f := entries[0].ContextMap(); f["cache"] != "admin-utf8" || f["key"] != "http://example.com/c/café" || f["purged"] != int64(1) || f["caches"] != int64(1) {
+		t.Errorf("purge logged with %v", f)
 	}
 }
 
