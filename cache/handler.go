@@ -208,8 +208,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("response_cache: %w", err)
 	}
 	if !kept {
-		// At a reload, the misses that refill it reach the origin: say why.
-		h.logger.Info("response_cache starts an empty store (a store is kept across reloads only while its cache_name and max_size stay the same)",
+		// Only at debug: the config may yet fail to load. The store it
+		// replaces says it is dropped, at info, once it is (Cleanup).
+		h.logger.Debug("response_cache starts an empty store (a store is kept across reloads only while its cache_name and max_size stay the same)",
 			zap.Int64("max_size", h.MaxSize))
 	}
 	h.store = v.(*store)
@@ -301,8 +302,18 @@ func (h *Handler) Cleanup() error {
 	if h.poolKey == "" {
 		return nil
 	}
-	_, err := stores.Delete(h.poolKey)
+	var held int64
+	if s, ok := h.store.(*store); ok {
+		held = s.held.Load()
+	}
+	dropped, err := stores.Delete(h.poolKey)
 	h.poolKey = "" // once: another handler may hold the same key
+	if dropped && held > 0 {
+		// At a reload, the misses that refill the new config's store
+		// reach the origin: say why.
+		h.logger.Info("response_cache dropped a store with its entries: no config uses its cache_name and max_size any more (a store is kept across reloads only while they stay the same)",
+			zap.String("cache", h.CacheName), zap.Int64("max_size", h.MaxSize), zap.Int64("entries", held))
+	}
 	return err
 }
 

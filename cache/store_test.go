@@ -17,6 +17,9 @@ import (
 	"weak"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func newTestStore(t testing.TB, maxCost int64) *store {
@@ -497,10 +500,24 @@ func TestStorePoolSurvivesReload(t *testing.T) {
 	h3 := newTestHandler(t, cfg3, c)
 	wantStatus(t, get(t, h3, o, "http://example.com/reload"), []string{"fwd=uri-miss"})
 
-	// The last user closes the store.
+	// The last user closes the store, and says so: the next config's
+	// misses go to the origin. The others, which left it to another
+	// handler, said nothing.
+	core, logs := observer.New(zapcore.InfoLevel)
+	h1.logger, h2.logger, h3.logger, h4.logger = zap.New(core), zap.New(core), zap.New(core), zap.New(core)
+	empty := newTestHandler(t, Config{CacheName: "reload-test", MaxSize: 4 << 20}, c)
+	empty.logger = zap.New(core)
+	if err := empty.Cleanup(); err != nil { // as after a failed load
+		t.Fatal(err)
+	}
 	s := h2.store.(*store)
+	s.wait()
 	if err := h2.Cleanup(); err != nil {
 		t.Fatal(err)
+	}
+	dropped := logs.FilterMessageSnippet("dropped a store").All()
+	if len(dropped) != 1 || dropped[0].ContextMap()["entries"] != int64(1) || dropped[0].ContextMap()["cache"] != "reload-test" {
+		t.Errorf("logged %v; want the one store with entries dropped", logs.All())
 	}
 	if _, ok := stores.References(storePoolKey(&h2.Config)); ok {
 		t.Error("store still in the pool after its last user left")
