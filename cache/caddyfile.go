@@ -120,7 +120,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if arg == "auto" {
+			if strings.EqualFold(arg, "auto") { // in any case, as on and off are
 				c.MinUses = 0
 				break
 			}
@@ -138,6 +138,8 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				arg = "-"
 			} else if !isFieldName(arg) {
 				return d.Errf("response_cache: targeted_field must be a header field name or off, got '%s'", arg)
+			} else if err := checkTargetedField(arg); err != nil {
+				return d.Errf("response_cache: %v", err)
 			}
 			c.TargetedField = arg
 		case "status_key":

@@ -89,7 +89,9 @@ type Config struct {
 	// TargetedField is the name of the targeted cache-control field (RFC
 	// 9213) that, when present and valid, overrides Cache-Control and
 	// Expires for this cache. Default: "CDN-Cache-Control". Set to "-" (or
-	// "off", as in the Caddyfile) to honour Cache-Control only.
+	// "off", as in the Caddyfile) to honour Cache-Control only. A field
+	// with a meaning of its own in HTTP (Cache-Control, Set-Cookie, Vary,
+	// Content-Length...) is refused.
 	TargetedField string `json:"targeted_field,omitempty"`
 
 	// MinUses is how many times a URL must miss before its response is

@@ -250,10 +250,36 @@ func (h *Handler) Validate() error {
 	case c.TargetedField != "" && c.TargetedField != "-" && !isFieldName(c.TargetedField):
 		return fmt.Errorf("response_cache: targeted_field must be a header field name or \"-\", got %q", c.TargetedField)
 	}
+	if c.TargetedField != "" && c.TargetedField != "-" {
+		if err := checkTargetedField(c.TargetedField); err != nil {
+			return fmt.Errorf("response_cache: %w", err)
+		}
+	}
 	if c.Key != "" && c.Key != DefaultKey {
 		if err := placeholder.CheckKey(c.Key); err != nil {
 			return fmt.Errorf("response_cache: key: %w", err)
 		}
+	}
+	return nil
+}
+
+// meaningfulFields are header fields with a meaning of their own in
+// HTTP, which cannot also be a targeted cache-control field: read as one,
+// the cache would take a cookie, a length or Cache-Control's own syntax
+// for directives.
+var meaningfulFields = []string{
+	"Accept-Ranges", "Age", "Authorization", "Cache-Control", "Cache-Status", "Cache-Tag", "Connection",
+	"Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length", "Content-Location",
+	"Content-Range", "Content-Type", "Cookie", "Date", "Etag", "Expires", "Host", "Keep-Alive",
+	"Last-Modified", "Link", "Location", "Pragma", "Retry-After", "Server", "Set-Cookie",
+	"Surrogate-Key", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Vary", "Via", "Warning",
+}
+
+// checkTargetedField refuses a targeted_field that names a field with a
+// meaning of its own (meaningfulFields).
+func checkTargetedField(name string) error {
+	if slices.Contains(meaningfulFields, http.CanonicalHeaderKey(name)) {
+		return fmt.Errorf("targeted_field %s names a field with a meaning of its own in HTTP, not a targeted cache-control field (RFC 9213) such as CDN-Cache-Control; name the field your origin sets for this cache, or off", name)
 	}
 	return nil
 }

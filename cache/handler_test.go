@@ -2509,6 +2509,8 @@ func TestValidate(t *testing.T) {
 		{name: "negative min_uses", modify: func(c *Config) { c.MinUses = -2 }, err: "min_uses must be from 1 to 15"},
 		{name: "bad name", modify: func(c *Config) { c.CacheName = "my cache" }, err: "cache_name must be a structured-field token"},
 		{name: "bad targeted", modify: func(c *Config) { c.TargetedField = "CDN Cache" }, err: "targeted_field must be a header field name"},
+		{name: "targeted Cache-Control", modify: func(c *Config) { c.TargetedField = "cache-control" }, err: "targeted_field cache-control names a field with a meaning of its own in HTTP"},
+		{name: "targeted Vary", modify: func(c *Config) { c.TargetedField = "Vary" }, err: "targeted_field Vary names a field with a meaning of its own"},
 		{name: "targeted off", modify: func(c *Config) { c.TargetedField = "-" }},
 		{name: "key without placeholders", modify: func(c *Config) { c.Key = "/static" }, err: `key: "/static" has no placeholder`},
 		{name: "key unbalanced", modify: func(c *Config) { c.Key = "{http.request.uri.path" }, err: `key: "{http.request.uri.path" has an unclosed {`},

@@ -190,6 +190,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache key unique to each request", ":80 {\n\tresponse_cache {\n\t\tkey \"{uuid} {uri}\"\n\t}\n}", "names {http.request.uuid}, which is new for every request, even the same client's repeat of the same request (a cache would store entries nobody finds again, a sticky client would move between upstreams); key on what repeats, such as {uri}, {client_ip} or a cookie, at Caddyfile:3"},
 		{"affinity key of the request's duration", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {http.request.duration_ms}\n\t}\n}", "names {http.request.duration_ms}, which is new for every request, even the same client's repeat of the same request (a cache would store entries nobody finds again, a sticky client would move between upstreams); key on what repeats, such as {uri}, {client_ip} or a cookie, at Caddyfile:3"},
 		{"affinity key of the client's port", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {remote}\n\t}\n}", "names {http.request.remote}, which holds the client's port, new for each of its connections (a cache would store entries nobody finds again, a sticky client would move between upstreams); for the client's address use {client_ip} (after trusted_proxies) or {remote_host}, at Caddyfile:3"},
+		{"cache targeted_field of another meaning", ":80 {\n\tresponse_cache {\n\t\ttargeted_field set-cookie\n\t}\n}", "targeted_field set-cookie names a field with a meaning of its own in HTTP, not a targeted cache-control field (RFC 9213) such as CDN-Cache-Control; name the field your origin sets for this cache, or off, at Caddyfile:3"},
 		{"affinity bound_floor without bound in a snippet", "(lb) {\n\tlb_policy affinity {args[0]} {\n\t\tbound_floor 8\n\t}\n}\n:80 {\n\treverse_proxy a:1 {\n\t\timport lb {uri}\n\t}\n}", "bound_floor 8 needs bound: it is the least cap bound gives an upstream, at Caddyfile:3 import chain ['Caddyfile:8 (import lb)']"},
 		{"cache key with the clock", ":80 {\n\tresponse_cache {\n\t\tkey \"{time.now.unix_ms} {uri}\"\n\t}\n}", "names {time.now.unix_ms}, which changes with the clock, not with the request"},
 		{"cache max_size zero", ":80 {\n\tresponse_cache {\n\t\tmax_size 0\n\t}\n}", "max_size must be at least 64KiB, got 0, at Caddyfile:3"},
@@ -260,11 +261,12 @@ func TestNestedAffinityErrorPrefix(t *testing.T) {
 }
 
 // TestOnOffAnyCase: on and off are read in any case, as targeted_field's
-// off and same_site's values are.
+// off, min_uses's auto and same_site's values are.
 func TestOnOffAnyCase(t *testing.T) {
 	for caddyfile, want := range map[string]string{
 		":80 {\n\tresponse_cache {\n\t\tcoalesce OFF\n\t}\n}":  `"coalesce": false`,
 		":80 {\n\tresponse_cache {\n\t\tstatus_key On\n\t}\n}": `"status_key": true`,
+		":80 {\n\tresponse_cache {\n\t\tmin_uses AUTO\n\t\tmax_size 1MiB\n\t}\n}": `"max_size": 1048576`, // (auto is the default, left out)
 		":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\tcookie {\n\t\t\t\tsecret s\n\t\t\t\thttp_only Off\n\t\t\t}\n\t\t}\n\t}\n}": `"http_only": false`,
 	} {
 		out, err := adapt(t, caddyfile)
