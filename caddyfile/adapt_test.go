@@ -264,9 +264,9 @@ func TestNestedAffinityErrorPrefix(t *testing.T) {
 // off, min_uses's auto and same_site's values are.
 func TestOnOffAnyCase(t *testing.T) {
 	for caddyfile, want := range map[string]string{
-		":80 {\n\tresponse_cache {\n\t\tcoalesce OFF\n\t}\n}":  `"coalesce": false`,
-		":80 {\n\tresponse_cache {\n\t\tstatus_key On\n\t}\n}": `"status_key": true`,
-		":80 {\n\tresponse_cache {\n\t\tmin_uses AUTO\n\t\tmax_size 1MiB\n\t}\n}": `"max_size": 1048576`, // (auto is the default, left out)
+		":80 {\n\tresponse_cache {\n\t\tcoalesce OFF\n\t}\n}":                                                                                     `"coalesce": false`,
+		":80 {\n\tresponse_cache {\n\t\tstatus_key On\n\t}\n}":                                                                                    `"status_key": true`,
+		":80 {\n\tresponse_cache {\n\t\tmin_uses AUTO\n\t\tmax_size 1MiB\n\t}\n}":                                                                 `"max_size": 1048576`, // (auto is the default, left out)
 		":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\tcookie {\n\t\t\t\tsecret s\n\t\t\t\thttp_only Off\n\t\t\t}\n\t\t}\n\t}\n}": `"http_only": false`,
 	} {
 		out, err := adapt(t, caddyfile)
