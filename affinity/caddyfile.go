@@ -3,6 +3,7 @@ package affinity
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -111,7 +112,7 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) != 2 {
 				return argsErr(d, "weight <upstream> <n>")
 			}
-			dial, ns := args[0], args[1]
+			dial, ns := weightDial(args[0]), args[1]
 			n, err := strconv.Atoi(ns)
 			if err != nil || n < 1 || n > MaxWeight {
 				return d.Errf("invalid weight '%s' for %s: must be an integer from 1 to %d", ns, dial, MaxWeight)
@@ -406,4 +407,29 @@ func isDecimal(s string) bool {
 		}
 	}
 	return digits > 0 && points <= 1
+}
+
+// weightDial returns the dial address of an upstream a weight names as
+// reverse_proxy's Caddyfile does (http://10.0.0.1:8080, https://app, a
+// bare host:port), so that an upstream copied from the reverse_proxy line
+// matches: a scheme's default port is added (80 for http and h2c, 443 for
+// https) and the scheme dropped. Anything else is kept as written.
+func weightDial(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok || strings.ContainsAny(rest, "/?#") {
+		return s
+	}
+	var port string
+	switch strings.ToLower(scheme) {
+	case "http", "h2c":
+		port = "80"
+	case "https":
+		port = "443"
+	default:
+		return s
+	}
+	if _, _, err := net.SplitHostPort(rest); err == nil {
+		return rest
+	}
+	return net.JoinHostPort(strings.Trim(rest, "[]"), port)
 }

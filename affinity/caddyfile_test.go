@@ -44,6 +44,17 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				`"algorithm":"maglev","weights":{"10.0.0.1:80":3,"10.0.0.2:80":1},"bound":1.25,"bound_floor":8}`,
 		},
 		{
+			// As reverse_proxy's line spells them: the dial address.
+			name: "weights of upstreams with a scheme",
+			input: `affinity {
+				weight http://10.0.0.1:8080 3
+				weight https://app.internal 2
+				weight h2c://[::1] 4
+				weight 10.0.0.2:80 1
+			}`,
+			want: `{"weights":{"10.0.0.1:8080":3,"10.0.0.2:80":1,"[::1]:80":4,"app.internal:443":2}}`,
+		},
+		{
 			name: "cookie",
 			input: `affinity {
 				cookie sticky {

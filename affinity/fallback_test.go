@@ -114,3 +114,28 @@ func TestCookieWithoutAWriterWarnsOnce(t *testing.T) {
 		t.Errorf("renewing without a writer: %v, want the warning", logs.All())
 	}
 }
+
+// TestKeyWarningsOnlyForConfigsThatLoad: the warnings about keys come
+// once the config is known to be valid, not before the error that
+// refuses it.
+func TestKeyWarningsOnlyForConfigsThatLoad(t *testing.T) {
+	for _, tc := range []struct {
+		keys  []string
+		valid bool
+	}{
+		{[]string{"{http.request.uri}", "{http.request.uri}"}, false}, // listed twice
+		{[]string{"{http.request.uri}", "{http.request.header.X-User}"}, true},
+	} {
+		s := &AffinitySelection{Keys: tc.keys}
+		if err := s.Provision(caddyCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		core, logs := observer.New(zap.WarnLevel)
+		s.logger = zap.New(core)
+		err := s.Validate()
+		warned := logs.FilterMessageSnippet("the keys after it").Len() > 0
+		if (err == nil) != tc.valid || warned != tc.valid {
+			t.Errorf("keys %q: error %v, warned %v; want a warning only for a valid config", tc.keys, err, warned)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -163,9 +164,6 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 	}
 	s.keys = parseKeys(s.Keys)
 	s.ownFallback = s.hasFallback()
-	for _, w := range s.keyWarnings() {
-		s.logger.Warn(w.msg, w.fields...)
-	}
 	if alg == Compat {
 		for i := range s.keys {
 			k := &s.keys[i]
@@ -286,7 +284,7 @@ func (s *AffinitySelection) prepareStatic(ctx caddy.Context) error {
 	}
 	for _, d := range slices.Sorted(maps.Keys(s.Weights)) {
 		if !slices.Contains(dials, d) {
-			return fmt.Errorf("lb_policy affinity: weight for %q matches no upstream; upstreams are %s",
+			return fmt.Errorf("lb_policy affinity: weight for %q matches no upstream; weights name upstreams by their dial address (host:port), and the upstreams are %s",
 				d, strings.Join(dials, ", "))
 		}
 	}
@@ -312,6 +310,13 @@ func repeatedDials(dials []string) []string {
 func (s *AffinitySelection) Validate() error {
 	if err := s.validate(); err != nil {
 		return fmt.Errorf("validating affinity policy: %w", err)
+	}
+	// Warnings only for a config that loads: before an error, they would
+	// send the reader after what is not wrong.
+	if s.logger != nil {
+		for _, w := range s.keyWarnings() {
+			s.logger.Warn(w.msg, w.fields...)
+		}
 	}
 	return nil
 }
@@ -672,8 +677,11 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 	} else {
 		set, err := s.sets.get(pool)
 		if err != nil {
-			if c := s.logger.Check(zapcore.ErrorLevel, "affinity: building hash table failed; using fallback"); c != nil {
-				c.Write(zap.Error(err))
+			var be *buildError
+			if !errors.As(err, &be) || be.firstReport() {
+				if c := s.logger.Check(zapcore.ErrorLevel, "affinity: building hash table failed; using the fallback policy for this set of upstreams until it changes"); c != nil {
+					c.Write(zap.Error(err), zap.Int("upstreams", len(pool)))
+				}
 			}
 			up = s.fallback.Select(pool, r, w)
 		} else if i := s.choose(set, pool, key, tried); i >= 0 {

@@ -782,7 +782,7 @@ func TestWeightsMustMatchStaticUpstreams(t *testing.T) {
 			name: "typo in dial",
 			cfg: `{"upstreams":[{"dial":"10.0.0.1:80"},{"dial":"10.0.0.2:80"}],
 				"load_balancing":{"selection_policy":{"policy":"affinity","weights":{"10.0.0.9:80":2}}}}`,
-			wantErr: `lb_policy affinity: weight for "10.0.0.9:80" matches no upstream; upstreams are 10.0.0.1:80, 10.0.0.2:80`,
+			wantErr: `lb_policy affinity: weight for "10.0.0.9:80" matches no upstream; weights name upstreams by their dial address (host:port), and the upstreams are 10.0.0.1:80, 10.0.0.2:80`,
 		},
 		{
 			name: "matching dial",
@@ -805,7 +805,7 @@ func TestWeightsMustMatchStaticUpstreams(t *testing.T) {
 			cfg: `{"upstreams":[{"dial":"10.0.0.1:80"}],
 				"load_balancing":{"selection_policy":{"policy":"header","field":"X-A",
 					"fallback":{"policy":"affinity","weights":{"10.0.0.9:80":2}}}}}`,
-			wantErr: `weight for "10.0.0.9:80" matches no upstream; upstreams are 10.0.0.1:80`,
+			wantErr: `weight for "10.0.0.9:80" matches no upstream; weights name upstreams by their dial address (host:port), and the upstreams are 10.0.0.1:80`,
 		},
 	}
 	for _, tt := range tests {

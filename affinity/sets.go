@@ -95,7 +95,33 @@ type setCache struct {
 
 	// builds counts Tables built; tests read it to prove reuse.
 	builds atomic.Int64
+
+	// failed is the last list of dials whose Table could not be built
+	// (dynamic upstreams whose weights pass the ring's limit): it is not
+	// built again for every request, and its error is logged once.
+	failed atomic.Pointer[failedSet]
 }
+
+// failedSet is a list of dials whose Table could not be built.
+type failedSet struct {
+	dials []string
+	hash  uint64
+	err   *buildError
+}
+
+// buildError is why a set's Table could not be built; logged tells
+// whether Select has logged it.
+type buildError struct {
+	err    error
+	logged atomic.Bool
+}
+
+func (e *buildError) Error() string { return e.err.Error() }
+func (e *buildError) Unwrap() error { return e.err }
+
+// firstReport reports whether this is the first time the error is
+// reported (to be logged).
+func (e *buildError) firstReport() bool { return e.logged.CompareAndSwap(false, true) }
 
 // get returns the set for pool (len(pool) > 0), building and remembering
 // it on a miss.
@@ -114,16 +140,25 @@ func (c *setCache) get(pool []*reverseproxy.Upstream) (*upstreamSet, error) {
 		return s, nil
 	}
 
+	if f := c.failed.Load(); f != nil && f.hash == h && sameDials(f.dials, pool) {
+		return nil, f.err
+	}
+
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s := c.lookup(pool, h); s != nil { // built while we waited
 		return s, nil
 	}
+	if f := c.failed.Load(); f != nil && f.hash == h && sameDials(f.dials, pool) {
+		return nil, f.err
+	}
 	s := c.viewOf(pool, h)
 	if s == nil {
 		var err error
 		if s, err = c.newSet(pool, h); err != nil {
-			return nil, err
+			be := &buildError{err: err}
+			c.failed.Store(&failedSet{dials: dialsOf(pool), hash: h, err: be})
+			return nil, be
 		}
 	}
 	c.remember(s)

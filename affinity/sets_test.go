@@ -1,6 +1,7 @@
 package affinity
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -234,5 +235,42 @@ func TestSetCacheReorderedPools(t *testing.T) {
 				t.Errorf("%d tables built for one set of dials in 201 orders, want 1", n)
 			}
 		})
+	}
+}
+
+// TestSetCacheRemembersAFailedBuild: a set whose Table cannot be built
+// (dynamic upstreams whose weights pass the ring's limit) is not built
+// again for every request, and its error is reported for logging once;
+// other sets still build.
+func TestSetCacheRemembersAFailedBuild(t *testing.T) {
+	var attempts int
+	c := &setCache{build: func(nodes []Node) (*Table, error) {
+		attempts++
+		if len(nodes) > 3 {
+			return nil, fmt.Errorf("too many nodes: %d", len(nodes))
+		}
+		for i := range nodes {
+			nodes[i].Weight = 1
+		}
+		return NewTable(Rendezvous, nodes)
+	}}
+	big := fakePool(4)
+	var reports int
+	for range 100 {
+		_, err := c.get(freshCopy(big))
+		var be *buildError
+		if !errors.As(err, &be) {
+			t.Fatalf("error %v, want a buildError", err)
+		}
+		if be.firstReport() {
+			reports++
+		}
+	}
+	if attempts != 1 || reports != 1 {
+		t.Errorf("100 requests to a set that cannot be built: %d builds tried, %d reports; want 1 and 1", attempts, reports)
+	}
+	mustGet(t, c, fakePool(3))
+	if _, err := c.get(big); err == nil || attempts != 2 {
+		t.Errorf("after another set built: error %v, %d builds tried; want the remembered error and 2", err, attempts)
 	}
 }
