@@ -3,6 +3,8 @@ package integration
 import (
 	"fmt"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -81,4 +83,89 @@ http://127.0.0.1:%[3]d {
 func isHitFrom(r result, node string) bool {
 	cs := r.header.Get("Cache-Status")
 	return len(cs) > len(node) && cs[:len(node)] == node && cs[len(node):len(node)+5] == "; hit"
+}
+
+// TestTierKeyedByResourceInvalidates: a POST that answers with a redirect
+// invalidates its Location on the node it went to; in a tier routed by
+// URI, /posts/7/comments and /posts/7 may live on different nodes, and
+// the page would stay out of date there (a review saw 6 of 6). Routing by
+// the resource the URL names (a map from the path) puts them on one node,
+// as README's tier section shows: the redirected page is fresh after
+// every POST.
+func TestTierKeyedByResourceInvalidates(t *testing.T) {
+	var mu sync.Mutex
+	comments := map[string]int{}
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		post, isComment := strings.CutSuffix(r.URL.Path, "/comments")
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Method == http.MethodPost && isComment {
+			comments[post]++
+			w.Header().Set("Location", post)
+			w.WriteHeader(http.StatusSeeOther)
+			return
+		}
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		fmt.Fprintf(w, "%s comments=%d", r.URL.Path, comments[r.URL.Path])
+	})
+	ports := freePorts(t, 4)
+	front, nodes := ports[0], ports[1:]
+	cfg := globals() + fmt.Sprintf(`
+http://127.0.0.1:%[1]d {
+	map {path} {tier_key} {
+		~^(/posts/[0-9]+) "${1}"
+		default {path}
+	}
+	reverse_proxy 127.0.0.1:%[2]d 127.0.0.1:%[3]d 127.0.0.1:%[4]d {
+		lb_policy affinity {tier_key}
+	}
+}
+
+(cachenode) {
+	header X-Cache-Node {args[0]}
+	response_cache {
+		cache_name {args[0]}
+		max_size 8MiB
+	}
+	reverse_proxy %[5]s
+}
+
+http://127.0.0.1:%[2]d {
+	import cachenode node1
+}
+
+http://127.0.0.1:%[3]d {
+	import cachenode node2
+}
+
+http://127.0.0.1:%[4]d {
+	import cachenode node3
+}
+`, front, nodes[0], nodes[1], nodes[2], origin.addr)
+	startCaddy(t, cfg)
+	c := newClient()
+	base := fmt.Sprintf("http://127.0.0.1:%d", front)
+	used := map[string]bool{}
+	for i := range 12 {
+		page := fmt.Sprintf("/posts/%d", i)
+		do(t, c, "GET", base+page, nil)
+		waitFor(t, page+" to be cached", 5*time.Second, func() bool {
+			return strings.Contains(cacheStatus(do(t, c, "GET", base+page, nil)), "; hit")
+		})
+		post := do(t, c, "POST", base+page+"/comments", nil)
+		if post.status != http.StatusSeeOther {
+			t.Fatalf("POST %s/comments: %d", page, post.status)
+		}
+		r := do(t, c, "GET", base+post.header.Get("Location"), nil)
+		if want := page + " comments=1"; r.body != want {
+			t.Errorf("after a comment, %s is %q (Cache-Status %q); want %q", page, r.body, cacheStatus(r), want)
+		}
+		if node := r.header.Get("X-Cache-Node"); node != post.header.Get("X-Cache-Node") {
+			t.Errorf("%s on %s, its comments on %s", page, node, post.header.Get("X-Cache-Node"))
+		}
+		used[r.header.Get("X-Cache-Node")] = true
+	}
+	if len(used) < 2 {
+		t.Errorf("12 resources on %d node(s); want them spread", len(used))
+	}
 }
