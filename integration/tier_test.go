@@ -114,7 +114,7 @@ func TestTierKeyedByResourceInvalidates(t *testing.T) {
 http://127.0.0.1:%[1]d {
 	map {path} {tier_key} {
 		~^(/posts/[0-9]+) "${1}"
-		default {path}
+		default {uri}
 	}
 	reverse_proxy 127.0.0.1:%[2]d 127.0.0.1:%[3]d 127.0.0.1:%[4]d {
 		lb_policy affinity {tier_key}
