@@ -338,26 +338,27 @@ type hintScope uint8
 
 const (
 	hintNone      hintScope = iota
-	hintLikeThese           // requests like its own: with credentials, or without (hintClass)
+	hintLikeThese           // requests like its own (hintClass)
 	hintKey                 // every request under its key
 )
 
 // Class hints are kept in the slot of the key's hash mixed with one of
-// these (hintClass), so that the class of requests with credentials
-// (Cookie, Authorization) and the class of those without each have their
-// own.
-const (
-	hintSaltAnonymous   = 0x6a09e667f3bcc909
-	hintSaltCredentials = 0xbb67ae8584caa73b
-)
+// these (hintClass), so that each class of requests has its own: those
+// with Authorization (API clients), those with a cookie but no
+// Authorization (browsers), and those with neither. An API client's
+// answer says nothing of a browser's.
+var hintSalts = [...]uint64{0x6a09e667f3bcc909, 0xbb67ae8584caa73b, 0x3c6ef372fe94f82b}
 
 // hintClass returns the hash under which a hint for the requests of r's
-// class (with credentials or without) is kept, for the key hashing to h.
+// class is kept, for the key hashing to h.
 func hintClass(h uint64, r *http.Request) uint64 {
-	if hasCredentials(r) {
-		return h ^ hintSaltCredentials
+	switch {
+	case len(r.Header["Authorization"]) > 0:
+		return h ^ hintSalts[2]
+	case len(r.Header["Cookie"]) > 0:
+		return h ^ hintSalts[1]
 	}
-	return h ^ hintSaltAnonymous
+	return h ^ hintSalts[0]
 }
 
 // hasCredentials reports whether r carries a cookie or Authorization.
@@ -408,8 +409,9 @@ func (u *uncacheableHints) has(h uint64, gen uint16, now func() time.Time) bool 
 // classes' too.
 func (u *uncacheableHints) clear(h uint64) {
 	u.clearSlot(h)
-	u.clearSlot(h ^ hintSaltAnonymous)
-	u.clearSlot(h ^ hintSaltCredentials)
+	for _, salt := range hintSalts {
+		u.clearSlot(h ^ salt)
+	}
 }
 
 // clearSlot forgets the hint for h, if its slot holds one.

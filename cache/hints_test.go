@@ -472,8 +472,8 @@ func TestCompressedUncacheableResponsesHint(t *testing.T) {
 // alone), or when the field is Origin (CORS middleware varies every
 // response on it, storable or not; Rails answers APIs `private`); not
 // when the request carried another such field (an API key: its answer
-// may be its own), but for a cookie under Vary: Cookie, which hints the
-// requests with credentials.
+// may be its own), but for a request with a cookie, which hints the
+// requests with one.
 func TestVaryingUncacheableResponsesHint(t *testing.T) {
 	const crossOrigin = "https://app.example.com"
 	for _, tc := range []struct {
@@ -494,7 +494,7 @@ func TestVaryingUncacheableResponsesHint(t *testing.T) {
 		{"Vary: Cookie, Origin, logged-in request", "no-store", "Cookie, Origin", []string{"Cookie", "session=bob", "Origin", crossOrigin}, true},
 		{"Vary: Cookie, logged-in request, private", "private", "Cookie", []string{"Cookie", "session=bob"}, true},
 		{"Vary: Cookie, Accept-Language, logged-in request", "", "Cookie, Accept-Language", []string{"Cookie", "session=bob", "Accept-Language", "fr"}, true},
-		{"Vary: Accept-Language, logged-in request", "", "Accept-Language", []string{"Cookie", "session=bob", "Accept-Language", "fr"}, false},
+		{"Vary: Accept-Language, logged-in request", "", "Accept-Language", []string{"Cookie", "session=bob", "Accept-Language", "fr"}, true},
 		{"API key, request without it", "no-store", "X-Api-Key", []string{"Origin", crossOrigin}, true},
 		{"API key, request without it, private", "private", "X-Api-Key", nil, false},
 		{"API key, request with it", "no-store", "x-api-key", []string{"X-Api-Key", "k1"}, false},
@@ -961,6 +961,10 @@ func TestCredentialClassHints(t *testing.T) {
 		{"session renewed on a public page", []string{"Cache-Control", "public, max-age=60", "Set-Cookie", "session=alice2"}, alice, bob, nil},
 		{"first visit's cookie", []string{"Cache-Control", "max-age=60", "Set-Cookie", "visitor=1"}, nil, nil, alice},
 		{"API key", []string{"Cache-Control", "max-age=60"}, []string{"Authorization", "Bearer a"}, []string{"Authorization", "Bearer b"}, nil},
+		// An API client's answer says nothing of browsers'.
+		{"API key, then a browser", []string{"Cache-Control", "max-age=60"}, []string{"Authorization", "Bearer a"}, []string{"Authorization", "Bearer b"}, []string{"Cookie", "_ga=GA1.2.3"}},
+		// WordPress's logged-in pages: private, no Vary, no cookie set.
+		{"logged-in page without Vary", []string{"Cache-Control", "no-cache, must-revalidate, max-age=0, no-store, private"}, alice, bob, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
@@ -990,5 +994,26 @@ func TestCredentialClassHints(t *testing.T) {
 				t.Error("after a response was stored under the key, a request like the first did not wait for the fill")
 			}
 		})
+	}
+}
+
+// TestPurgeClearsClassHints: a purge of a key ends its classes' hints,
+// with nothing stored under it in between.
+func TestPurgeClearsClassHints(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newHintOrigin()
+	const url = "http://example.com/poll"
+	cookie := []string{"Cookie", "session=alice"}
+	o.always(200, "Cache-Control", "no-store", "Set-Cookie", "session=alice2")
+	get(t, h, o, url, cookie...)
+	r := newRequest(http.MethodGet, url, cookie...)
+	hash := keyHash([]byte(keyOf(t, h, r)))
+	if !h.hints.skips(hash, r, h.hintGen, h.now) {
+		t.Fatal("no hint for the requests with a cookie")
+	}
+	h.store.purgeKey(keyOf(t, h, r))
+	if h.hints.skips(hash, r, h.hintGen, h.now) {
+		t.Error("a purge left the hint of the requests with a cookie")
 	}
 }

@@ -730,18 +730,19 @@ func (x *exchange) hinted(h *Handler) bool {
 
 // tellsUncacheable reports whom a response of status, with header hdr, not
 // storable for reason, tells that their next responses under the same key
-// will not be storable either. Every request (hintKey), unless the reason
-// may lie with the request: then the requests like this one (hintLikeThese,
-// those with credentials, or those without) when it is about credentials:
-// Authorization; a cookie being set (a first visit's, a session's renewal);
-// a field the response varies on that the key does not tell apart, when it
-// is Cookie and the request carried one. A logged-in user's `private`
-// answer under `Vary: Cookie` says nothing of anonymous requests, but the
-// next logged-in user's would be the same; and a waiter with another
-// cookie could not have been answered with a response varying on it
-// anyway. Nobody when the reason lies with the traffic (min_uses), the
-// request's other fields, or an error that may pass (4xx and 5xx
-// statuses: a 429, an outage).
+// will not be storable either. The requests like this one (hintLikeThese:
+// those with Authorization, those with a cookie, or those with neither;
+// see hintClass) when the reason may lie with the request's credentials:
+// it sets a cookie (a first visit's, a session's renewal), or answers a
+// request that has some (Authorization, a cookie). A logged-in user's
+// `private` page says nothing of anonymous requests, whose answers may be
+// storable, but the next logged-in user's would be the same; and a waiter
+// with another cookie could not have been answered with a response varying
+// on it anyway. Every request (hintKey) when an anonymous request got it
+// and nothing in it is particular to that request (speaksForKey). Nobody
+// when the reason lies with the traffic (min_uses), the request's other
+// fields, or an error that may pass (4xx and 5xx statuses: a 429, an
+// outage).
 func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, rc ResponseControl) hintScope {
 	if status < 200 || status >= 400 {
 		return hintNone
@@ -753,19 +754,15 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, 
 	default:
 		return hintNone
 	}
+	if len(hdr["Set-Cookie"]) > 0 || len(x.r.Header["Authorization"]) > 0 || len(x.r.Header["Cookie"]) > 0 {
+		return hintLikeThese
+	}
 	// Private whatever reason Storable gave first (no-store comes before
 	// private: Django's never_cache sends both), and whatever a targeted
 	// field overrides.
 	private := rc.Private || rc.Targeted && ParseResponseControl(hdr, "").Private
-	authorized, cookieSet := len(x.r.Header["Authorization"]) > 0, len(hdr["Set-Cookie"]) > 0
-	switch {
-	case !authorized && !cookieSet && x.speaksForKey(hdr, private):
+	if x.speaksForKey(hdr, private) {
 		return hintKey
-	case authorized || cookieSet:
-		return hintLikeThese
-	}
-	if fields, _ := ParseVary(hdr); len(x.r.Header["Cookie"]) > 0 && slices.Contains(fields, "Cookie") {
-		return hintLikeThese
 	}
 	return hintNone
 }
