@@ -195,34 +195,61 @@ func TestFailingRefreshesBackOff(t *testing.T) {
 }
 
 // TestFailedRefreshesAreBounded: the keys whose refreshes failed are
-// remembered up to maxFailedKeys; past it, those whose backoff has passed
-// make room.
+// remembered up to maxFailedKeys; past it, a new one takes the place of
+// another, so that it still backs off (a large outage is when the bound is
+// reached), preferring one whose backoff has passed.
 func TestFailedRefreshesAreBounded(t *testing.T) {
 	var b background
 	b.keys = make(map[string]struct{})
 	now := time.Unix(1e9, 0)
-	for i := range maxFailedKeys + 10 {
-		key := strconv.Itoa(i)
-		if !b.start(key, now) {
-			t.Fatalf("key %d could not start", i)
+	fail := func(key string, at time.Time) {
+		t.Helper()
+		if !b.start(key, at) {
+			t.Fatalf("key %s could not start", key)
 		}
-		b.done(key, true, now)
+		b.done(key, true, at)
 	}
+	for i := range maxFailedKeys {
+		fail(strconv.Itoa(i), now)
+	}
+	// All within their backoff: a new key still takes a place.
+	fail("new", now)
 	if len(b.failed) != maxFailedKeys {
 		t.Fatalf("%d keys remembered, want %d", len(b.failed), maxFailedKeys)
 	}
-	if b.start("0", now) {
-		t.Fatal("a remembered key started within its backoff")
+	if b.start("new", now) {
+		t.Fatal("the new key's failure was not remembered: it would try the origin at every hit")
 	}
+	// One key's backoff has passed: a few more new keys take places,
+	// and keys still within their backoff mostly stay.
 	later := now.Add(minRefreshBackoff)
-	if !b.start("new", later) {
-		t.Fatal("a new key could not start")
+	for i := range 8 {
+		fail("newer"+strconv.Itoa(i), later)
 	}
-	b.done("new", true, later)
-	if len(b.failed) != 1 {
-		t.Errorf("after the others' backoffs passed, %d keys remembered, want 1", len(b.failed))
+	if len(b.failed) != maxFailedKeys {
+		t.Errorf("%d keys remembered, want %d", len(b.failed), maxFailedKeys)
 	}
-	if b.start("new", later) {
-		t.Error("the new failure was not remembered")
+}
+
+// TestRefreshBackoffIsCapped: a key that keeps failing is tried again at
+// most maxRefreshBackoff after its last failure.
+func TestRefreshBackoffIsCapped(t *testing.T) {
+	var b background
+	b.keys = make(map[string]struct{})
+	now := time.Unix(1e9, 0)
+	var delay time.Duration
+	for i := range 12 {
+		if !b.start("k", now) {
+			t.Fatalf("failure %d: not started once its backoff passed", i+1)
+		}
+		b.done("k", true, now)
+		delay = b.failed["k"].until.Sub(now)
+		if b.start("k", now.Add(delay-time.Millisecond)) {
+			t.Fatalf("failure %d: started before its backoff of %v passed", i+1, delay)
+		}
+		now = now.Add(delay)
+	}
+	if delay != maxRefreshBackoff {
+		t.Errorf("after 12 failures the backoff is %v, want %v", delay, maxRefreshBackoff)
 	}
 }

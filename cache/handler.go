@@ -337,8 +337,9 @@ func (h *Handler) Cleanup() error {
 	if dropped && held > 0 {
 		// At a reload, the misses that refill the new config's store
 		// reach the origin: say why.
-		h.logger.Info("response_cache dropped a store with its entries: no config uses its cache_name and max_size any more (a store is kept across reloads only while they stay the same)",
-			zap.String("cache", h.CacheName), zap.Int64("max_size", h.MaxSize), zap.Int64("entries", held))
+		// (h.logger names the cache.)
+		h.logger.Info("response_cache dropped a store with its entries: no running config uses its cache_name and max_size (a reload keeps a store only while they stay the same; Caddy stopping drops every store)",
+			zap.Int64("max_size", h.MaxSize), zap.Int64("entries", held))
 	}
 	return err
 }

@@ -1861,9 +1861,11 @@ type refreshBackoff struct {
 const (
 	minRefreshBackoff = time.Second
 	maxRefreshBackoff = 30 * time.Second
-	// maxFailedKeys bounds the keys whose failures are remembered; past
-	// it, those whose backoff has passed are forgotten.
-	maxFailedKeys = 4096
+	// maxFailedKeys bounds the keys whose failures are remembered (about
+	// 200 bytes each with their key); a new one past it takes the place
+	// of one of them, chosen by the map's random order (a key whose
+	// backoff has passed if one of the first few is).
+	maxFailedKeys = 16384
 )
 
 // start claims key at now; false when it is already being revalidated,
@@ -1903,16 +1905,29 @@ func (b *background) done(key string, failed bool, now time.Time) int {
 		b.failed = make(map[string]refreshBackoff)
 	}
 	if _, ok := b.failed[key]; !ok && len(b.failed) >= maxFailedKeys {
-		for k, old := range b.failed {
-			if !now.Before(old.until) {
-				delete(b.failed, k)
+		b.evictFailed(now)
+	}
+	b.failed[key] = f
+	return f.failures
+}
+
+// evictFailed forgets one remembered failure to make room: the first
+// whose backoff has passed among a few in the map's (random) order, else
+// the first of them. Callers hold b.mu.
+func (b *background) evictFailed(now time.Time) {
+	victim, seen := "", 0
+	for k, f := range b.failed {
+		if victim == "" || !now.Before(f.until) {
+			victim = k
+			if !now.Before(f.until) {
+				break
 			}
 		}
+		if seen++; seen == 8 {
+			break
+		}
 	}
-	if _, ok := b.failed[key]; ok || len(b.failed) < maxFailedKeys {
-		b.failed[key] = f
-	}
-	return f.failures
+	delete(b.failed, victim)
 }
 
 // failing reports whether key's last refresh failed (a streak goes on).

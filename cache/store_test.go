@@ -516,7 +516,7 @@ func TestStorePoolSurvivesReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	dropped := logs.FilterMessageSnippet("dropped a store").All()
-	if len(dropped) != 1 || dropped[0].ContextMap()["entries"] != int64(1) || dropped[0].ContextMap()["cache"] != "reload-test" {
+	if len(dropped) != 1 || dropped[0].ContextMap()["entries"] != int64(1) || dropped[0].ContextMap()["max_size"] != int64(1<<20) {
 		t.Errorf("logged %v; want the one store with entries dropped", logs.All())
 	}
 	if _, ok := stores.References(storePoolKey(&h2.Config)); ok {
