@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -34,9 +33,10 @@ type AdminAPI struct {
 	logger *zap.Logger // purges are logged at info
 }
 
-// Provision gets the logger.
-func (a *AdminAPI) Provision(ctx caddy.Context) error {
-	a.logger = ctx.Logger()
+// Provision gets the logger. (Caddy provisions admin routers with a
+// context of no module, whose Logger is the root one.)
+func (a *AdminAPI) Provision(caddy.Context) error {
+	a.logger = caddy.Log().Named("admin.api.response_cache")
 	return nil
 }
 
@@ -190,8 +190,10 @@ func (req *PurgeRequest) check() error {
 		if k.v == "" {
 			continue
 		}
-		if strings.TrimSpace(k.v) != k.v {
-			return fmt.Errorf("%s %q begins or ends with white space, which no key does", k.name, k.v)
+		// (A custom key may end with a space: its template's last
+		// placeholder empty.)
+		if k.v[0] == ' ' || k.v[0] == '\t' {
+			return fmt.Errorf("%s %q begins with white space; keys begin with http:// or https://", k.name, k.v)
 		}
 		// Every key the cache makes begins with the request's scheme and
 		// host (a custom one too): a path alone would purge nothing.
@@ -262,12 +264,36 @@ func purgePrefixes(p string) []string {
 	return []string{n + "/", n + "?", n + " ", n + "#"}
 }
 
+// appendTypedPath appends a path as typed into a purge, escaped as a
+// browser sends it: raw UTF-8 and other bytes a path may not hold
+// unescaped (/c/café) percent-encoded, what it may hold, such as the
+// sub-delims of /wiki/Café_(film), kept, and the percent-escapes' hex in
+// upper case, as the cache keys them.
+func appendTypedPath(dst []byte, p string) []byte {
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]):
+			dst = append(dst, '%', upperHex(p[i+1]), upperHex(p[i+2]))
+			i += 2
+		case c == '%' || !isUnreserved(c) && strings.IndexByte("!$&'()*+,;=:@[]/", c) < 0:
+			dst = appendPercent(dst, c)
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
 // normalKey spells a key (or a prefix of one) given to a purge as the
 // cache spells keys (appendOrigin, appendPath), so that one copied from a
 // log or typed as a client sent it finds its entry: the scheme and host
 // lower-cased, the scheme's default port left out, and the path's
-// percent-escapes in upper-case hex (a path with a byte it would escape,
-// such as raw UTF-8, escaped as the cache escapes a request's). The query, and a custom key's part
+// percent-escapes in upper-case hex (a path typed with raw UTF-8 escaped
+// as a browser sends it: appendTypedPath). The query, and a custom key's part
 // after the space, are taken as given, as the cache takes them.
 // endsAtPort reports a k that ends with the default port left out.
 func normalKey(k string) (key string, endsAtPort bool) {
@@ -296,15 +322,7 @@ func normalKey(k string) (key string, endsAtPort bool) {
 	if path < 0 {
 		path = len(rest)
 	}
-	if p := rest[:path]; validRawPath(p) {
-		b = appendUpperEscapes(b, p)
-	} else if unescaped, err := url.PathUnescape(p); err == nil {
-		// Raw UTF-8 or another byte a path escapes (/c/café): as the
-		// cache spells the path of a request that sent it so.
-		b = appendPath(b, &url.URL{Path: unescaped})
-	} else {
-		b = append(b, p...)
-	}
+	b = appendTypedPath(b, rest[:path])
 	b = append(b, rest[path:]...)
 	return string(b), rest == "" && hasPort && port == def && !marked
 }

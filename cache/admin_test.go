@@ -156,7 +156,7 @@ func TestAdminErrors(t *testing.T) {
 		// Bodies that name one thing, but one no entry can have.
 		{name: "a field in upper case", method: "POST", path: "/response_cache/purge", body: `{"KEY":"http://example.com/a"}`, code: 400},
 		{name: "a field twice", method: "POST", path: "/response_cache/purge", body: `{"key":"http://example.com/a","key":"http://example.com/b"}`, code: 400},
-		{name: "white space around a key", method: "POST", path: "/response_cache/purge", body: `{"key":" http://example.com/a"}`, code: 400},
+		{name: "white space before a key", method: "POST", path: "/response_cache/purge", body: `{"key":" http://example.com/a"}`, code: 400},
 		{name: "another scheme", method: "POST", path: "/response_cache/purge", body: `{"prefix":"gopher://example.com/"}`, code: 400},
 		{name: "a tag of white space", method: "POST", path: "/response_cache/purge", body: `{"tag":"   "}`, code: 400},
 		{name: "a tag too long to be indexed", method: "POST", path: "/response_cache/purge", body: `{"tag":"` + strings.Repeat("t", maxTagLength+1) + `"}`, code: 400},
@@ -202,6 +202,9 @@ func TestPurgeKeyWithRawUTF8Path(t *testing.T) {
 	for _, tc := range []struct{ body, url string }{
 		{`{"cache":"admin-utf8","key":"http://example.com/c/café"}`, "http://example.com/c/caf%C3%A9"},
 		{`{"cache":"admin-utf8","prefix":"http://example.com/d/é"}`, "http://example.com/d/%c3%a9/x"},
+		// As a browser sends it: the UTF-8 escaped, the parentheses not.
+		{`{"cache":"admin-utf8","key":"http://example.com/wiki/Café_(film)!"}`, "http://example.com/wiki/Caf%C3%A9_(film)!"},
+		{`{"cache":"admin-utf8","key":"http://example.com/g/100%"}`, "http://example.com/g/100%25"},
 		{`{"cache":"admin-utf8","tag":"` + strings.Repeat("t", maxTagLength) + `"}`, "http://example.com/f"},
 	} {
 		get(t, h, o, tc.url)
@@ -219,11 +222,34 @@ func TestPurgeKeyWithRawUTF8Path(t *testing.T) {
 	}
 	// Each purge is logged, with what it named and what it did.
 	entries := logs.FilterMessage("purged").All()
-	if len(entries) != 3 {
-		t.Fatalf("%d purges logged, want 3", len(entries))
+	if len(entries) != 5 {
+		t.Fatalf("%d purges logged, want 5", len(entries))
 	}
 	if f := entries[0].ContextMap(); f["cache"] != "admin-utf8" || f["key"] != "http://example.com/c/café" || f["purged"] != int64(1) || f["caches"] != int64(1) {
 		t.Errorf("purge logged with %v", f)
+	}
+}
+
+// TestPurgeCustomKeyEndingWithASpace: a custom key whose template ends
+// with a placeholder the request lacks ends with a space, as status_key
+// shows it; a purge names it so, and a prefix with the space keeps
+// /c2's entries.
+func TestPurgeCustomKeyEndingWithASpace(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{CacheName: "admin-custom", Key: "{http.request.uri.path} {http.request.header.X-Tenant}"}, c)
+	o := static(c, 200, "x", "Cache-Control", "max-age=60")
+	for _, u := range []string{"http://example.com/c", "http://example.com/c2"} {
+		get(t, h, o, u)
+		wantStatus(t, get(t, h, o, u), []string{"hit"})
+	}
+	for _, body := range []string{`{"cache":"admin-custom","prefix":"http://example.com /c "}`, `{"cache":"admin-custom","key":"http://example.com /c "}`} {
+		w := httptest.NewRecorder()
+		if err := (AdminAPI{}).handlePurge(w, httptest.NewRequest(http.MethodPost, "/response_cache/purge", strings.NewReader(body))); err != nil {
+			t.Fatalf("purge %s: %v", body, err)
+		}
+		h.store.wait()
+		wantStatus(t, get(t, h, o, "http://example.com/c"), []string{"fwd=uri-miss"})
+		wantStatus(t, get(t, h, o, "http://example.com/c2"), []string{"hit"})
 	}
 }
 
@@ -359,4 +385,17 @@ func TestPurgeDuringTheFirstFillOnAPort(t *testing.T) {
 	<-done
 	h.store.wait()
 	wantStatus(t, serve(t, h, o, on("http://a.test/slow")), []string{"fwd=uri-miss"})
+}
+
+// TestAdminLoggerName: purges are logged under the admin module's name,
+// which log filters select by (Caddy provisions admin routers with a
+// context of no module, whose logger is the root one).
+func TestAdminLoggerName(t *testing.T) {
+	var a AdminAPI
+	if err := a.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.logger.Name(); got != "admin.api.response_cache" {
+		t.Errorf("logger %q, want admin.api.response_cache", got)
+	}
 }
