@@ -956,6 +956,13 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 				if h.targeted != "" {
 					delete(hdr, http.CanonicalHeaderKey(h.targeted))
 				}
+				// What handlers before the cache set for this request
+				// stays, as on any response they wrap.
+				for i, f := range h.presetNames {
+					if pv := preset[i]; anyPreset && pv != nil {
+						hdr[f] = pv
+					}
+				}
 				hdr["Content-Range"] = []string{"bytes */" + strconv.FormatInt(size, 10)}
 				hdr["Content-Length"] = []string{"0"}
 				w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
@@ -981,10 +988,11 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 
 // notRepresentationFields are the stored fields a 416 answered from an
 // entry leaves out: they describe the stored 200, its freshness and its
-// content, not the 416.
+// content, not the 416. (Content-Encoding stays: Content-Range's length
+// is the encoded one's.)
 var notRepresentationFields = []string{
 	"Age", "Cache-Control", "Cdn-Cache-Control", "Expires", "Pragma", "Etag", "Last-Modified",
-	"Content-Type", "Content-Encoding", "Content-Language", "Content-Location", "Content-Disposition",
+	"Content-Type", "Content-Language", "Content-Location", "Content-Disposition",
 	"Content-Digest", "Content-Md5", "Repr-Digest",
 }
 

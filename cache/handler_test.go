@@ -905,6 +905,11 @@ func TestUnsatisfiableRangeIsNotTheStoredResponse(t *testing.T) {
 		t.Errorf("the 416 lost fields that do not describe the 200: %v", w.Header())
 	}
 	wantStatus(t, w, []string{"hit"})
+	// What handlers before the cache set stays (a header directive's).
+	r := newRequest(http.MethodGet, "http://example.com/big", "Range", "bytes=6000-")
+	if w := presettingRequest(t, h, o, r, "Cache-Control", "no-transform"); w.Code != http.StatusRequestedRangeNotSatisfiable || w.Header().Get("Cache-Control") != "no-transform" {
+		t.Errorf("with a Cache-Control set before the cache: %d, Cache-Control %q; want 416 and no-transform", w.Code, w.Header().Get("Cache-Control"))
+	}
 	// The 200 itself is served whole as stored.
 	if w := get(t, h, o, "http://example.com/big"); w.Header().Get("Etag") != `"v1"` || w.Header().Get("Cache-Control") == "" {
 		t.Errorf("the stored 200 lost its fields: %v", w.Header())
