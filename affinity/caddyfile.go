@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -409,27 +410,47 @@ func isDecimal(s string) bool {
 	return digits > 0 && points <= 1
 }
 
-// weightDial returns the dial address of an upstream a weight names as
-// reverse_proxy's Caddyfile does (http://10.0.0.1:8080, https://app, a
-// bare host:port), so that an upstream copied from the reverse_proxy line
-// matches: a scheme's default port is added (80 for http and h2c, 443 for
-// https) and the scheme dropped. Anything else is kept as written.
+// weightDial returns the dial address reverse_proxy's Caddyfile makes of
+// an upstream written as a weight names it (http://10.0.0.1:8080,
+// https://app, app, ::1, unix+h2c//run/app.sock), so that an upstream
+// copied from the reverse_proxy line matches its dial: the port a scheme
+// or a bare host implies is added (80, or 443 for https), the scheme and
+// any user info dropped, unix+h2c read as unix. A placeholder, or what
+// does not parse, is kept as written.
 func weightDial(s string) string {
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok || strings.ContainsAny(rest, "/?#") {
+	if strings.Contains(s, "{") {
 		return s
 	}
-	var port string
-	switch strings.ToLower(scheme) {
-	case "http", "h2c":
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.Hostname() == "" {
+			return s
+		}
+		port := u.Port()
+		if port == "" {
+			switch u.Scheme {
+			case "http", "h2c":
+				port = "80"
+			case "https":
+				port = "443"
+			default:
+				return s
+			}
+		}
+		return net.JoinHostPort(u.Hostname(), port)
+	}
+	network, host, port, err := caddy.SplitNetworkAddress(s)
+	if err != nil {
+		host = s
+	}
+	if network == "unix+h2c" {
+		network = "unix"
+	}
+	if port == "" && !caddy.IsUnixNetwork(network) && !caddy.IsFdNetwork(network) {
 		port = "80"
-	case "https":
-		port = "443"
-	default:
-		return s
 	}
-	if _, _, err := net.SplitHostPort(rest); err == nil {
-		return rest
+	if network != "" {
+		return caddy.JoinNetworkAddress(network, host, port)
 	}
-	return net.JoinHostPort(strings.Trim(rest, "[]"), port)
+	return net.JoinHostPort(host, port)
 }

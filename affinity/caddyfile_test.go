@@ -271,3 +271,31 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		}
 	})
 }
+
+// TestWeightDial: a weight names its upstream as reverse_proxy's line does,
+// and gets the dial address reverse_proxy makes of it.
+func TestWeightDial(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.1:8080":        "10.0.0.1:8080",
+		"10.0.0.1":             "10.0.0.1:80",
+		"app":                  "app:80",
+		"[::1]":                "[::1]:80",
+		"::1":                  "[::1]:80",
+		"[::1]:9000":           "[::1]:9000",
+		"http://app":           "app:80",
+		"HTTPS://Host":         "Host:443",
+		"https://host:8443":    "host:8443",
+		"h2c://app":            "app:80",
+		"http://[::1]:8080":    "[::1]:8080",
+		"http://u@host:8080":   "host:8080",
+		"unix//run/app.sock":   "unix//run/app.sock",
+		"unix+h2c//run/x.sock": "unix//run/x.sock",
+		"UNIX//run/x.sock":     "unix//run/x.sock",
+		"{env.UPSTREAM}":       "{env.UPSTREAM}",
+		"http://app/path":      "http://app/path",
+	} {
+		if got := weightDial(in); got != want {
+			t.Errorf("weightDial(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package affinity
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -133,9 +134,31 @@ func TestKeyWarningsOnlyForConfigsThatLoad(t *testing.T) {
 		core, logs := observer.New(zap.WarnLevel)
 		s.logger = zap.New(core)
 		err := s.Validate()
-		warned := logs.FilterMessageSnippet("the keys after it").Len() > 0
-		if (err == nil) != tc.valid || warned != tc.valid {
-			t.Errorf("keys %q: error %v, warned %v; want a warning only for a valid config", tc.keys, err, warned)
+		_ = s.Validate() // as Caddy does after provisioning with static upstreams, which checks it too
+		warned := logs.FilterMessageSnippet("the keys after it").Len()
+		if want := map[bool]int{true: 1}[tc.valid]; (err == nil) != tc.valid || warned != want {
+			t.Errorf("keys %q: error %v, %d warnings; want one warning for a valid config, none for another", tc.keys, err, warned)
 		}
+	}
+}
+
+// TestUnbuildableTableLogsOnce: dynamic upstreams whose weights pass the
+// ring's limit at run time send their requests to the fallback, and the
+// error is logged once, not at every request (each of which rebuilt the
+// table).
+func TestUnbuildableTableLogsOnce(t *testing.T) {
+	s := provisioned(t, &AffinitySelection{Keys: []string{"{http.request.header.X-User}"}, Algorithm: string(Ring),
+		Weights: map[string]int{"10.0.0.1:80": 13000}})
+	core, logs := observer.New(zap.ErrorLevel)
+	s.logger = zap.New(core)
+	pool := fakePool(200) // 13,000 + 199 units of 160 points: past the ring's 2,097,152
+	for i := range 20 {
+		r, w := newReq(ipAddr(i), func(r *http.Request) { r.Header.Set("X-User", strconv.Itoa(i)) })
+		if s.Select(freshCopy(pool), r, w) == nil {
+			t.Fatal("no upstream from the fallback")
+		}
+	}
+	if n := logs.FilterMessageSnippet("building hash table failed").Len(); n != 1 {
+		t.Errorf("%d errors logged for 20 requests, want 1", n)
 	}
 }

@@ -119,6 +119,9 @@ type AffinitySelection struct {
 	// noWriter warns, once, that a policy calling this one as its
 	// fallback gave it no response to set the cookie on.
 	noWriter sync.Once
+	// warned: the key warnings were logged (by the first Validate that
+	// passed).
+	warned atomic.Bool
 }
 
 // CaddyModule returns the Caddy module information.
@@ -269,18 +272,12 @@ func (s *AffinitySelection) prepareStatic(ctx caddy.Context) error {
 	if h == nil || len(h.Upstreams) == 0 || h.DynamicUpstreamsRaw != nil || h.DynamicUpstreams != nil {
 		return nil
 	}
-	if s.Validate() != nil {
+	if s.validate() != nil {
 		return nil // reported by Validate, which runs next
 	}
 	dials := make([]string, len(h.Upstreams))
 	for i, u := range h.Upstreams {
 		dials[i] = u.Dial
-	}
-	for _, d := range repeatedDials(dials) {
-		// Caddy's round_robin sends such an upstream more requests; here
-		// it is one node of the table.
-		s.logger.Warn("affinity: upstream listed more than once counts once; to give it a larger share of keys, list it once and set its weight",
-			zap.String("upstream", d))
 	}
 	for _, d := range slices.Sorted(maps.Keys(s.Weights)) {
 		if !slices.Contains(dials, d) {
@@ -290,6 +287,14 @@ func (s *AffinitySelection) prepareStatic(ctx caddy.Context) error {
 	}
 	if _, err := s.sets.get(h.Upstreams); err != nil {
 		return fmt.Errorf("lb_policy affinity: %w", err)
+	}
+	// Once nothing here refuses the config (Validate runs next, and logs
+	// the key warnings once it passes).
+	for _, d := range repeatedDials(dials) {
+		// Caddy's round_robin sends such an upstream more requests; here
+		// it is one node of the table.
+		s.logger.Warn("affinity: upstream listed more than once counts once; to give it a larger share of keys, list it once and set its weight",
+			zap.String("upstream", d))
 	}
 	return nil
 }
@@ -312,8 +317,9 @@ func (s *AffinitySelection) Validate() error {
 		return fmt.Errorf("validating affinity policy: %w", err)
 	}
 	// Warnings only for a config that loads: before an error, they would
-	// send the reader after what is not wrong.
-	if s.logger != nil {
+	// send the reader after what is not wrong. Once, however often
+	// Validate runs.
+	if s.logger != nil && s.warned.CompareAndSwap(false, true) {
 		for _, w := range s.keyWarnings() {
 			s.logger.Warn(w.msg, w.fields...)
 		}

@@ -96,17 +96,23 @@ type setCache struct {
 	// builds counts Tables built; tests read it to prove reuse.
 	builds atomic.Int64
 
-	// failed is the last list of dials whose Table could not be built
-	// (dynamic upstreams whose weights pass the ring's limit): it is not
-	// built again for every request, and its error is logged once.
-	failed atomic.Pointer[failedSet]
+	// failed are the last lists of dials whose Table could not be built
+	// (dynamic upstreams whose weights pass the ring's limit), newest
+	// first, at most maxFailedSets: they are not built again for every
+	// request, and each set's error is logged once, whatever the order of
+	// its dials (an immutable slice, replaced whole).
+	failed atomic.Pointer[[]*failedSet]
 }
+
+// maxFailedSets bounds the failed lists remembered.
+const maxFailedSets = 16
 
 // failedSet is a list of dials whose Table could not be built.
 type failedSet struct {
-	dials []string
-	hash  uint64
-	err   *buildError
+	dials   []string
+	hash    uint64
+	members []string // sorted: the set whatever its order
+	err     *buildError
 }
 
 // buildError is why a set's Table could not be built; logged tells
@@ -140,8 +146,8 @@ func (c *setCache) get(pool []*reverseproxy.Upstream) (*upstreamSet, error) {
 		return s, nil
 	}
 
-	if f := c.failed.Load(); f != nil && f.hash == h && sameDials(f.dials, pool) {
-		return nil, f.err
+	if err := c.knownFailure(pool, h); err != nil {
+		return nil, err
 	}
 
 	c.mu.Lock()
@@ -149,21 +155,64 @@ func (c *setCache) get(pool []*reverseproxy.Upstream) (*upstreamSet, error) {
 	if s := c.lookup(pool, h); s != nil { // built while we waited
 		return s, nil
 	}
-	if f := c.failed.Load(); f != nil && f.hash == h && sameDials(f.dials, pool) {
-		return nil, f.err
+	if err := c.knownFailure(pool, h); err != nil {
+		return nil, err
 	}
 	s := c.viewOf(pool, h)
 	if s == nil {
+		members := sortedMembers(pool)
 		var err error
+		if be := c.failureOf(members); be != nil {
+			// The same set in another order: remembered in this order
+			// too, so that the next request finds it without sorting.
+			c.rememberFailure(&failedSet{dials: dialsOf(pool), hash: h, members: members, err: be})
+			return nil, be
+		}
 		if s, err = c.newSet(pool, h); err != nil {
 			be := &buildError{err: err}
-			c.failed.Store(&failedSet{dials: dialsOf(pool), hash: h, err: be})
+			c.rememberFailure(&failedSet{dials: dialsOf(pool), hash: h, members: members, err: be})
 			return nil, be
 		}
 	}
 	c.remember(s)
 	c.pin.Store(&slicePin{base: base, n: n, first: pool[0], last: pool[n-1], set: s})
 	return s, nil
+}
+
+// knownFailure returns the error of a remembered failure with exactly
+// pool's dials, or nil.
+func (c *setCache) knownFailure(pool []*reverseproxy.Upstream, h uint64) error {
+	if fs := c.failed.Load(); fs != nil {
+		for _, f := range *fs {
+			if f.hash == h && sameDials(f.dials, pool) {
+				return f.err
+			}
+		}
+	}
+	return nil
+}
+
+// failureOf returns the error of a remembered failure of the set members,
+// in any order, or nil. Callers hold c.mu.
+func (c *setCache) failureOf(members []string) *buildError {
+	if fs := c.failed.Load(); fs != nil {
+		for _, f := range *fs {
+			if slices.Equal(f.members, members) {
+				return f.err
+			}
+		}
+	}
+	return nil
+}
+
+// rememberFailure puts f first among the failures, dropping the oldest
+// past maxFailedSets. Callers hold c.mu.
+func (c *setCache) rememberFailure(f *failedSet) {
+	next := []*failedSet{f}
+	if fs := c.failed.Load(); fs != nil {
+		next = append(next, (*fs)[:min(len(*fs), maxFailedSets-1)]...)
+	}
+	c.failed.Store(&next)
 }
 
 // lookup finds a remembered set with exactly pool's dials.

@@ -273,4 +273,28 @@ func TestSetCacheRemembersAFailedBuild(t *testing.T) {
 	if _, err := c.get(big); err == nil || attempts != 2 {
 		t.Errorf("after another set built: error %v, %d builds tried; want the remembered error and 2", err, attempts)
 	}
+	// The same upstreams in another order (DNS answers rotating), and two
+	// failing sets taking turns (per-host lookups): built once each, and
+	// reported once each.
+	reversed := slices.Clone(big)
+	slices.Reverse(reversed)
+	other := fakePool(5)
+	reports = 0
+	for i := range 40 {
+		pool := reversed
+		if i%2 == 1 {
+			pool = freshCopy(other)
+		}
+		_, err := c.get(pool)
+		var be *buildError
+		if !errors.As(err, &be) {
+			t.Fatalf("error %v, want a buildError", err)
+		}
+		if be.firstReport() {
+			reports++
+		}
+	}
+	if attempts != 3 || reports != 1 {
+		t.Errorf("a reordered failed set and another failing set in turn: %d builds tried, %d new reports; want 3 and 1", attempts, reports)
+	}
 }
