@@ -257,6 +257,9 @@ func newCookieJar(cfg CookieConfig) (*cookieJar, error) {
 		// in the docs.
 		return nil, fmt.Errorf("cookie secret: %w (global placeholders such as {env.NAME} are replaced when the config loads; write a literal brace as \\{ or \\})", err)
 	}
+	if strings.TrimSpace(secret) == "" {
+		return nil, fmt.Errorf("cookie secret is only white space once its placeholders are replaced (%s): set it to a long random value", cfg.Secret)
+	}
 	cfg.Secret = secret
 	ss, _ := parseSameSite(cfg.SameSite)
 	j := &cookieJar{sameSite: ss, macs: []*sync.Pool{macers(cfg.Secret)}}
@@ -264,6 +267,9 @@ func newCookieJar(cfg CookieConfig) (*cookieJar, error) {
 	for i, p := range cfg.PreviousSecrets {
 		if p, err = repl.ReplaceOrErr(p, true, true); err != nil {
 			return nil, fmt.Errorf("cookie previous_secrets[%d]: %w (global placeholders such as {env.NAME} are replaced when the config loads; write a literal brace as \\{ or \\})", i, err)
+		}
+		if strings.TrimSpace(p) == "" {
+			return nil, fmt.Errorf("cookie previous_secrets[%d] is only white space once its placeholders are replaced (%s)", i, cfg.PreviousSecrets[i])
 		}
 		cfg.PreviousSecrets[i] = p
 		j.macs = append(j.macs, macers(p))

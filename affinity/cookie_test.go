@@ -419,6 +419,14 @@ func TestCookieSecretRotation(t *testing.T) {
 	if _, err := newCookieJar(CookieConfig{Secret: newSecret, PreviousSecrets: []string{"{env.AFFINITY_UNSET_PREVIOUS}"}}); err == nil || !strings.Contains(err.Error(), "previous_secrets[0]") {
 		t.Errorf("unset placeholder in a previous secret: %v", err)
 	}
+	// White space from the environment: refused as a literal one is.
+	t.Setenv("AFFINITY_BLANK_SECRET", strings.Repeat(" ", 40)+"\t\n")
+	if _, err := newCookieJar(CookieConfig{Secret: "{env.AFFINITY_BLANK_SECRET}"}); err == nil || !strings.Contains(err.Error(), "cookie secret is only white space once its placeholders are replaced ({env.AFFINITY_BLANK_SECRET})") {
+		t.Errorf("a secret of white space from the environment: %v", err)
+	}
+	if _, err := newCookieJar(CookieConfig{Secret: newSecret, PreviousSecrets: []string{"{env.AFFINITY_BLANK_SECRET}"}}); err == nil || !strings.Contains(err.Error(), "previous_secrets[0] is only white space") {
+		t.Errorf("a previous secret of white space from the environment: %v", err)
+	}
 }
 
 func TestCookieSelectAllocs(t *testing.T) {

@@ -273,6 +273,7 @@ var meaningfulFields = []string{
 	"Content-Range", "Content-Type", "Cookie", "Date", "Etag", "Expires", "Host", "Keep-Alive",
 	"Last-Modified", "Link", "Location", "Pragma", "Retry-After", "Server", "Set-Cookie",
 	"Surrogate-Key", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Vary", "Via", "Warning",
+	"Strict-Transport-Security", "Expect-Ct", // max-age of their own
 }
 
 // checkTargetedField refuses a targeted_field that names a field with a

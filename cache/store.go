@@ -1151,14 +1151,15 @@ func (c *Config) StoreIdentity() (name string, maxSize, maxItemSize int64) {
 }
 
 // SizeString renders a byte count as a Caddyfile size would spell it:
-// in the largest binary unit that divides it (64MiB), else in bytes.
+// in the largest binary unit that divides it (64MiB), else the largest
+// decimal one (1500KB, for 1.5MB), else in bytes.
 func SizeString(n int64) string {
 	for _, u := range []struct {
-		shift uint
-		unit  string
-	}{{40, "TiB"}, {30, "GiB"}, {20, "MiB"}, {10, "KiB"}} {
-		if n != 0 && n%(1<<u.shift) == 0 {
-			return strconv.FormatInt(n>>u.shift, 10) + u.unit
+		size int64
+		unit string
+	}{{1 << 40, "TiB"}, {1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}, {1e12, "TB"}, {1e9, "GB"}, {1e6, "MB"}, {1e3, "KB"}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.unit
 		}
 	}
 	return strconv.FormatInt(n, 10) + "B"

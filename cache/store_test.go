@@ -1263,7 +1263,7 @@ func TestPurgeDuringAFillIsKept(t *testing.T) {
 }
 
 func TestSizeString(t *testing.T) {
-	for n, want := range map[int64]string{0: "0B", 1: "1B", 1000: "1000B", 1024: "1KiB", 1536: "1536B", 64 << 20: "64MiB", 3 << 30: "3GiB", 1 << 40: "1TiB", 1<<20 + 1024: "1025KiB"} {
+	for n, want := range map[int64]string{0: "0B", 1: "1B", 1000: "1KB", 1e6: "1MB", 1500000: "1500KB", 1001: "1001B", 1024: "1KiB", 1536: "1536B", 64 << 20: "64MiB", 3 << 30: "3GiB", 1 << 40: "1TiB", 1<<20 + 1024: "1025KiB"} {
 		if got := SizeString(n); got != want {
 			t.Errorf("SizeString(%d) = %q, want %q", n, got, want)
 		}

@@ -123,6 +123,13 @@ func CheckKey(template string) error {
 		return err
 	}
 	names := Names(template)
+	for _, name := range names {
+		// Before the test below, which takes {time.now.unix} alone for
+		// a constant.
+		if strings.HasPrefix(name, "time.") {
+			return fmt.Errorf("%q names {%s}, which changes with the clock, not with the request: requests moments apart would get different keys (a cache would store entries nobody finds again, a sticky client would move between upstreams); key on the request only, and bound how long responses are kept with default_ttl or the origin's Cache-Control", template, name)
+		}
+	}
 	global := caddy.NewReplacer()
 	varies := false
 	for _, name := range names {
@@ -155,9 +162,6 @@ func CheckKey(template string) error {
 		}
 		if perRequest[name] {
 			return fmt.Errorf("%q names {%s}, which is new for every request, even the same client's repeat of the same request (a cache would store entries nobody finds again, a sticky client would move between upstreams); key on what repeats, such as {uri}, {client_ip} or a cookie", template, name)
-		}
-		if strings.HasPrefix(name, "time.") {
-			return fmt.Errorf("%q names {%s}, which changes with the clock, not with the request: requests moments apart would get different keys (a cache would store entries nobody finds again, a sticky client would move between upstreams); key on the request only, and bound how long responses are kept with default_ttl or the origin's Cache-Control", template, name)
 		}
 		if namedFamilies[name] {
 			return fmt.Errorf("%q names {%s}, whose last part is empty (an unset {$VAR}?), so it is empty for every request", template, name)
@@ -194,6 +198,10 @@ var perRequest = map[string]bool{
 	"http.request.uuid":        true,
 	"http.request.duration":    true,
 	"http.request.duration_ms": true,
+	"http.vars.uuid":           true, // where {http.request.uuid} keeps it
+	"http.vars.start_time":     true, // when the request began (PrepareRequest)
+	"http.error.id":            true, // an error's own ID
+	"http.time_until_shutdown": true,
 }
 
 // inNamedFamily reports whether name ends with a part the user names (a

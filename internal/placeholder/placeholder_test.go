@@ -111,7 +111,11 @@ func TestCheckKey(t *testing.T) {
 		{in: "{env.HOME}", err: "do not depend on the request"},
 		{in: "{system.hostname}", err: "do not depend on the request"},
 		{in: "{env.HOME}-{system.os}", err: "{env.HOME}, {system.os}"},
-		{in: "{time.now.unix}", err: "do not depend on the request"},
+		{in: "{time.now.unix}", err: "changes with the clock"},
+		{in: "{http.vars.start_time}{http.request.uri}", err: "new for every request"},
+		{in: "{http.vars.uuid}", err: "new for every request"},
+		{in: "{http.error.id}", err: "new for every request"},
+		{in: "{http.time_until_shutdown}{http.request.uri}", err: "new for every request"},
 		{in: "{http.request.uri.pth}", err: "which Caddy does not know"},
 		{in: "{http.request.hedaer.X}", err: "which Caddy does not know"},
 		// `{header.{$VAR}}` with VAR unset: known to Caddy, empty for all.
