@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -125,7 +126,9 @@ func (a AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 		resp.Caches++
 		switch {
 		case req.Key != "":
-			resp.Purged += s.purgeKey(purgedKey(req.Key))
+			for _, k := range purgedKeys(req.Key) {
+				resp.Purged += s.purgeKey(k)
+			}
 		case req.Prefix != "":
 			for _, p := range purgePrefixes(req.Prefix) {
 				resp.Purged += s.purgePrefix(p)
@@ -245,10 +248,10 @@ var (
 	_ caddy.Provisioner = (*AdminAPI)(nil)
 )
 
-// purgedKey is the key a purge's key k names (normalKey).
-func purgedKey(k string) string {
-	n, _ := normalKey(k)
-	return n
+// purgedKeys are the keys a purge's key k names (normalKeys).
+func purgedKeys(k string) []string {
+	keys, _ := normalKeys(k)
+	return keys
 }
 
 // purgePrefixes is what a purge's prefix p purges, spelt as the cache
@@ -257,10 +260,11 @@ func purgedKey(k string) string {
 // port out: its host must then end there, not run on into another host
 // (a.testing) or port (a.test:8080).
 func purgePrefixes(p string) []string {
-	n, endsAtPort := normalKey(p)
+	ns, endsAtPort := normalKeys(p)
 	if !endsAtPort {
-		return []string{n}
+		return ns
 	}
+	n := ns[0] // (no path: one spelling)
 	return []string{n + "/", n + "?", n + " ", n + "#"}
 }
 
@@ -288,15 +292,64 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// normalKey spells a key (or a prefix of one) given to a purge as the
+// normalKeys spells a key (or a prefix of one) given to a purge as the
 // cache spells keys (appendOrigin, appendPath), so that one copied from a
 // log or typed as a client sent it finds its entry: the scheme and host
 // lower-cased, the scheme's default port left out, and the path's
-// percent-escapes in upper-case hex (a path typed with raw UTF-8 escaped
-// as a browser sends it: appendTypedPath). The query, and a custom key's part
-// after the space, are taken as given, as the cache takes them.
-// endsAtPort reports a k that ends with the default port left out.
-func normalKey(k string) (key string, endsAtPort bool) {
+// percent-escapes in upper-case hex. A path typed with a byte a path may
+// not hold unescaped (raw UTF-8) has two spellings, as a browser sends it
+// (appendTypedPath) and as the cache keys a client that sent it raw
+// (appendRawSentPath): both are returned when they differ. The query, and
+// a custom key's part after the space, are taken as given, as the cache
+// takes them (a space in a path is typed %20). endsAtPort reports a k
+// that ends with the default port left out.
+func normalKeys(k string) (keys []string, endsAtPort bool) {
+	typed, endsAtPort := normalKey(k, appendTypedPath)
+	keys = []string{typed}
+	if sent, _ := normalKey(k, appendRawSentPath); sent != typed {
+		keys = append(keys, sent)
+	}
+	return keys, endsAtPort
+}
+
+// appendRawSentPath appends a path as typed into a purge, escaped as the
+// cache keys a request that sent it so: a path with a byte it may not
+// hold unescaped (raw UTF-8, |, ^) makes Go escape the whole path, its
+// sub-delims too (/wiki/Caf%C3%A9_%28film%29).
+func appendRawSentPath(dst []byte, p string) []byte {
+	if cut := cutEscape(p); cut > 0 {
+		// An escape cut short by the end of a prefix (/caf%C): the
+		// rest as typed, then the escape's start, upper-cased.
+		dst = appendRawSentPath(dst, p[:len(p)-cut])
+		for _, b := range []byte(p[len(p)-cut:]) {
+			dst = append(dst, upperHex(b))
+		}
+		return dst
+	}
+	if validRawPath(p) {
+		return appendUpperEscapes(dst, p)
+	}
+	unescaped, err := url.PathUnescape(p)
+	if err != nil {
+		return appendTypedPath(dst, p)
+	}
+	return appendPath(dst, &url.URL{Path: unescaped})
+}
+
+// cutEscape returns the length of the percent-escape p ends with cut
+// short ("%" or "%C"), or 0.
+func cutEscape(p string) int {
+	switch n := len(p); {
+	case n >= 1 && p[n-1] == '%':
+		return 1
+	case n >= 2 && p[n-2] == '%' && isHex(p[n-1]):
+		return 2
+	}
+	return 0
+}
+
+// normalKey spells k as normalKeys does, its path by spellPath.
+func normalKey(k string, spellPath func([]byte, string) []byte) (key string, endsAtPort bool) {
 	scheme, rest, ok := strings.Cut(k, "://")
 	if !ok {
 		return k, false
@@ -322,7 +375,7 @@ func normalKey(k string) (key string, endsAtPort bool) {
 	if path < 0 {
 		path = len(rest)
 	}
-	b = appendTypedPath(b, rest[:path])
+	b = spellPath(b, rest[:path])
 	b = append(b, rest[path:]...)
 	return string(b), rest == "" && hasPort && port == def && !marked
 }

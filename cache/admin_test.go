@@ -205,6 +205,10 @@ func TestPurgeKeyWithRawUTF8Path(t *testing.T) {
 		// As a browser sends it: the UTF-8 escaped, the parentheses not.
 		{`{"cache":"admin-utf8","key":"http://example.com/wiki/Café_(film)!"}`, "http://example.com/wiki/Caf%C3%A9_(film)!"},
 		{`{"cache":"admin-utf8","key":"http://example.com/g/100%"}`, "http://example.com/g/100%25"},
+		// As a client that sent the path raw is keyed: Go escapes all of it.
+		{`{"cache":"admin-utf8","key":"http://example.com/wiki/Tea_(hot)|x"}`, "http://example.com/wiki/Tea_(hot)|x"},
+		// A prefix ending within an escape.
+		{`{"cache":"admin-utf8","prefix":"http://example.com/caf%c"}`, "http://example.com/caf%C3%A9"},
 		{`{"cache":"admin-utf8","tag":"` + strings.Repeat("t", maxTagLength) + `"}`, "http://example.com/f"},
 	} {
 		get(t, h, o, tc.url)
@@ -222,8 +226,8 @@ func TestPurgeKeyWithRawUTF8Path(t *testing.T) {
 	}
 	// Each purge is logged, with what it named and what it did.
 	entries := logs.FilterMessage("purged").All()
-	if len(entries) != 5 {
-		t.Fatalf("%d purges logged, want 5", len(entries))
+	if len(entries) != 7 {
+		t.Fatalf("%d purges logged, want 7", len(entries))
 	}
 	if f := entries[0].ContextMap(); f["cache"] != "admin-utf8" || f["key"] != "http://example.com/c/café" || f["purged"] != int64(1) || f["caches"] != int64(1) {
 		t.Errorf("purge logged with %v", f)

@@ -531,3 +531,41 @@ func TestNotModifiedCarriesNoContentFields(t *testing.T) {
 		t.Errorf("304 without an ETag: %d, Last-Modified %q, want it kept", w.Code, w.Header().Get("Last-Modified"))
 	}
 }
+
+// TestConditionalMissAsItCameByClass: a logged-in user's conditional
+// miss answered `private` sends the next conditional misses of requests
+// with a cookie as they came, but not anonymous ones: their answer may be
+// stored, so they are fetched whole, stored, and coalesce (sent as they
+// came, they would wait for each other's 304 and then go again).
+func TestConditionalMissAsItCameByClass(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	lastModified := c.Now().Add(-time.Hour).Format(http.TimeFormat)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		hdr := w.Header()
+		hdr.Set("Etag", `"v1"`)
+		hdr.Set("Last-Modified", lastModified)
+		hdr.Set("Cache-Control", "max-age=60")
+		if r.Header.Get("Cookie") != "" {
+			hdr.Set("Cache-Control", "no-store, private")
+		}
+		if ClientNotModified(r, hdr) {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		_, _ = io.WriteString(w, "body")
+		return nil
+	}}
+	const url = "http://example.com/wp"
+	inm := []string{"If-None-Match", `"v1"`}
+	get(t, h, o, url, append(inm, "Cookie", "session=alice")...)
+	get(t, h, o, url, append(inm, "Cookie", "session=bob")...)
+	if o.last().Header.Get("If-None-Match") != `"v1"` {
+		t.Error("another logged-in user's conditional miss was fetched whole again")
+	}
+	w := get(t, h, o, url, inm...)
+	if o.last().Header.Get("If-None-Match") != "" || w.Code != http.StatusNotModified {
+		t.Errorf("an anonymous conditional miss: origin saw If-None-Match %q, client got %d; want it fetched whole and a 304 from the cache", o.last().Header.Get("If-None-Match"), w.Code)
+	}
+	wantStatus(t, get(t, h, o, url), []string{"hit"})
+}

@@ -960,8 +960,8 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 				// What handlers before the cache set for this request
 				// stays, as on any response they wrap.
 				for i, f := range h.presetNames {
-					if pv := preset[i]; anyPreset && pv != nil {
-						hdr[f] = pv
+					if pv := preset[i]; anyPreset && pv != nil && hdr[f] == nil {
+						hdr[f] = pv // (one deleted above; others keep their merged lines)
 					}
 				}
 				hdr["Content-Range"] = []string{"bytes */" + strconv.FormatInt(size, 10)}

@@ -905,6 +905,12 @@ func TestUnsatisfiableRangeIsNotTheStoredResponse(t *testing.T) {
 		t.Errorf("the 416 lost fields that do not describe the 200: %v", w.Header())
 	}
 	wantStatus(t, w, []string{"hit"})
+	// A coded body's 416 keeps its coding: Content-Range counts its bytes.
+	gz := static(c, 200, "0123456789", "Cache-Control", "max-age=60", "Content-Encoding", "gzip")
+	get(t, h, gz, "http://example.com/gz")
+	if w := get(t, h, gz, "http://example.com/gz", "Range", "bytes=99-"); w.Code != http.StatusRequestedRangeNotSatisfiable || w.Header().Get("Content-Encoding") != "gzip" {
+		t.Errorf("416 of a gzip body: %d, Content-Encoding %q; want gzip", w.Code, w.Header().Get("Content-Encoding"))
+	}
 	// What handlers before the cache set stays (a header directive's).
 	r := newRequest(http.MethodGet, "http://example.com/big", "Range", "bytes=6000-")
 	if w := presettingRequest(t, h, o, r, "Cache-Control", "no-transform"); w.Code != http.StatusRequestedRangeNotSatisfiable || w.Header().Get("Cache-Control") != "no-transform" {
@@ -2516,6 +2522,7 @@ func TestValidate(t *testing.T) {
 		{name: "bad targeted", modify: func(c *Config) { c.TargetedField = "CDN Cache" }, err: "targeted_field must be a header field name"},
 		{name: "targeted Cache-Control", modify: func(c *Config) { c.TargetedField = "cache-control" }, err: "targeted_field cache-control names a field with a meaning of its own in HTTP"},
 		{name: "targeted Vary", modify: func(c *Config) { c.TargetedField = "Vary" }, err: "targeted_field Vary names a field with a meaning of its own"},
+		{name: "targeted HSTS", modify: func(c *Config) { c.TargetedField = "Strict-Transport-Security" }, err: "names a field with a meaning of its own"},
 		{name: "targeted off", modify: func(c *Config) { c.TargetedField = "-" }},
 		{name: "key without placeholders", modify: func(c *Config) { c.Key = "/static" }, err: `key: "/static" has no placeholder`},
 		{name: "key unbalanced", modify: func(c *Config) { c.Key = "{http.request.uri.path" }, err: `key: "{http.request.uri.path" has an unclosed {`},

@@ -1017,3 +1017,31 @@ func TestPurgeClearsClassHints(t *testing.T) {
 		t.Error("a purge left the hint of the requests with a cookie")
 	}
 }
+
+// TestTooLargeForACookieHintsItsClass: a response found too large to
+// store (its body of unknown length past max_item_size) for a request with
+// a cookie hints the requests with one; anonymous misses, whose answer
+// may fit, still coalesce.
+func TestTooLargeForACookieHintsItsClass(t *testing.T) {
+	h := newTestHandler(t, Config{MaxItemSize: 32}, newClock())
+	o := newHintOrigin()
+	o.always(200, "Cache-Control", "max-age=60")
+	o.body = func(r *http.Request) string {
+		if r.Header.Get("Cookie") != "" {
+			return strings.Repeat("u", 64) // a logged-in user's larger page
+		}
+		return "small"
+	}
+	const url = "http://example.com/large-for-users"
+	cookie := []string{"Cookie", "session=alice"}
+	get(t, h, o, url, cookie...)
+	if hinted(t, h, url) {
+		t.Error("a too-large answer to a request with a cookie hinted every request of its key")
+	}
+	if !concurrentPair(t, h, o, url, "Cookie", "session=bob") {
+		t.Error("after a too-large answer to a request with a cookie, requests with one waited for one another")
+	}
+	if concurrentPair(t, h, o, url) {
+		t.Error("anonymous misses did not coalesce")
+	}
+}

@@ -196,7 +196,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 	}
 	if x.store && !x.cond && !x.untried && !x.background && fetchWhole(r) && !x.hinted(h) &&
-		!h.asIs.has(x.flightHash(), h.hintGen, h.now) {
+		!h.asIs.skips(x.flightHash(), r, h.hintGen, h.now) {
 		out = withoutConditionals(out)
 		x.condDropped, x.fetchedWhole = true, true
 	}
@@ -320,10 +320,24 @@ func (h *Handler) serveNext(next caddyhttp.Handler, x *exchange, out *http.Reque
 // whose response is not stored: for hintTTL, the key's conditional misses
 // go as they came, rather than make the origin send a body again for a
 // 304 the origin could have sent itself.
+//
+// Per class of request, as hints are (hintClass), when the request has
+// credentials or the answer sets a cookie: a logged-in user's answer says
+// nothing of anonymous requests, whose whole answer may be stored.
 func (x *exchange) notFetchedWhole() {
 	if x.fetchedWhole && !x.ownPreset {
-		x.h.asIs.set(x.flightHash(), x.h.hintGen, x.h.now())
+		x.h.asIs.hint(x.flightHash(), x.scopeOfUnstored(hintKey), x.r, x.h.hintGen, x.h.now())
 	}
+}
+
+// scopeOfUnstored narrows scope, whom a response not stored speaks for,
+// to the requests like x's when x's request has credentials or the
+// answer sets a cookie (see tellsUncacheable).
+func (x *exchange) scopeOfUnstored(scope hintScope) hintScope {
+	if scope == hintKey && (hasCredentials(x.r) || len(x.rec.header["Set-Cookie"]) > 0) {
+		return hintLikeThese
+	}
+	return scope
 }
 
 // missRequest is what a miss of r sends: r, but a GET without a Range for
@@ -767,9 +781,11 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, 
 	return hintNone
 }
 
-// hintUnstorable hints x's key (uncacheableHints) after a response that
-// was storable at its header turned out not to be (too large, trailers),
-// on a miss, when it speaks for the key's other requests (speaksForKey,
+// hintUnstorable hints x's key (uncacheableHints), or the requests like
+// x's when it has credentials or the answer sets a cookie (see
+// scopeOfUnstored), after a response that was storable at its header
+// turned out not to be (too large, trailers), on a miss, when it speaks
+// for the key's other requests (speaksForKey, for a key's hint;
 // with the fields handlers before the cache set, as the store reads
 // Vary). Size depends on the coding, too: an uncompressed response too
 // large for a request that accepted no compression, varying on
@@ -783,7 +799,8 @@ func (x *exchange) hintUnstorable(tooLarge bool) {
 		return
 	}
 	hdr := withPresetCopy(x.rec.header, x.preset)
-	if !x.speaksForKey(hdr, false) {
+	scope := x.scopeOfUnstored(hintKey)
+	if scope == hintKey && !x.speaksForKey(hdr, false) {
 		return
 	}
 	if fields, _ := ParseVary(hdr); tooLarge && slices.Contains(fields, "Accept-Encoding") &&
@@ -791,7 +808,7 @@ func (x *exchange) hintUnstorable(tooLarge bool) {
 		(x.variantKey == nil || !slices.Contains(x.record.vary, "Accept-Encoding")) {
 		return
 	}
-	x.h.hints.set(x.flightHash(), x.h.hintGen, x.h.now())
+	x.h.hints.hint(x.flightHash(), scope, x.r, x.h.hintGen, x.h.now())
 }
 
 // noLongerStored handles a response that tells its key, or the requests

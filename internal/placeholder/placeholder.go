@@ -201,6 +201,8 @@ var perRequest = map[string]bool{
 	"http.vars.uuid":           true, // where {http.request.uuid} keeps it
 	"http.vars.start_time":     true, // when the request began (PrepareRequest)
 	"http.error.id":            true, // an error's own ID
+	"http.vars.trace_id":       true, // the tracing directive's, per request
+	"http.vars.span_id":        true,
 	"http.time_until_shutdown": true,
 }
 

@@ -115,6 +115,8 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.vars.start_time}{http.request.uri}", err: "new for every request"},
 		{in: "{http.vars.uuid}", err: "new for every request"},
 		{in: "{http.error.id}", err: "new for every request"},
+		{in: "{http.vars.span_id}{http.request.uri}", err: "new for every request"},
+		{in: "{http.vars.trace_id}", err: "new for every request"},
 		{in: "{http.time_until_shutdown}{http.request.uri}", err: "new for every request"},
 		{in: "{http.request.uri.pth}", err: "which Caddy does not know"},
 		{in: "{http.request.hedaer.X}", err: "which Caddy does not know"},
