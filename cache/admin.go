@@ -327,7 +327,7 @@ func appendRawSentPath(dst []byte, p string) []byte {
 		return dst
 	}
 	if validRawPath(p) {
-		return appendUpperEscapes(dst, p)
+		return appendTypedPath(dst, p) // the same, but for a % that escapes nothing: %25
 	}
 	unescaped, err := url.PathUnescape(p)
 	if err != nil {
@@ -337,12 +337,11 @@ func appendRawSentPath(dst []byte, p string) []byte {
 }
 
 // cutEscape returns the length of the percent-escape p ends with cut
-// short ("%" or "%C"), or 0.
+// short after its first digit ("%C"), or 0. (A lone % at the end is a
+// literal one, %25, as in a key: read as the start of an escape, a prefix
+// /100% would purge /100%20off.)
 func cutEscape(p string) int {
-	switch n := len(p); {
-	case n >= 1 && p[n-1] == '%':
-		return 1
-	case n >= 2 && p[n-2] == '%' && isHex(p[n-1]):
+	if n := len(p); n >= 2 && p[n-2] == '%' && isHex(p[n-1]) {
 		return 2
 	}
 	return 0

@@ -199,6 +199,7 @@ func TestPurgeKeyWithRawUTF8Path(t *testing.T) {
 	}}
 	core, logs := observer.New(zapcore.InfoLevel)
 	api := AdminAPI{logger: zap.New(core)}
+	get(t, h, o, "http://example.com/p/100%20off") // not to be purged by the prefix /p/100%
 	for _, tc := range []struct{ body, url string }{
 		{`{"cache":"admin-utf8","key":"http://example.com/c/café"}`, "http://example.com/c/caf%C3%A9"},
 		{`{"cache":"admin-utf8","prefix":"http://example.com/d/é"}`, "http://example.com/d/%c3%a9/x"},
@@ -209,6 +210,9 @@ func TestPurgeKeyWithRawUTF8Path(t *testing.T) {
 		{`{"cache":"admin-utf8","key":"http://example.com/wiki/Tea_(hot)|x"}`, "http://example.com/wiki/Tea_(hot)|x"},
 		// A prefix ending within an escape.
 		{`{"cache":"admin-utf8","prefix":"http://example.com/caf%c"}`, "http://example.com/caf%C3%A9"},
+		// A lone % ending a prefix is a literal one: /p/100%25 only, not
+		// /p/100%20off, filled before.
+		{`{"cache":"admin-utf8","prefix":"http://example.com/p/100%"}`, "http://example.com/p/100%25"},
 		{`{"cache":"admin-utf8","tag":"` + strings.Repeat("t", maxTagLength) + `"}`, "http://example.com/f"},
 	} {
 		get(t, h, o, tc.url)
@@ -226,8 +230,8 @@ func TestPurgeKeyWithRawUTF8Path(t *testing.T) {
 	}
 	// Each purge is logged, with what it named and what it did.
 	entries := logs.FilterMessage("purged").All()
-	if len(entries) != 7 {
-		t.Fatalf("%d purges logged, want 7", len(entries))
+	if len(entries) != 8 {
+		t.Fatalf("%d purges logged, want 8", len(entries))
 	}
 	if f := entries[0].ContextMap(); f["cache"] != "admin-utf8" || f["key"] != "http://example.com/c/café" || f["purged"] != int64(1) || f["caches"] != int64(1) {
 		t.Errorf("purge logged with %v", f)

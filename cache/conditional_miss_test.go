@@ -569,3 +569,31 @@ func TestConditionalMissAsItCameByClass(t *testing.T) {
 	}
 	wantStatus(t, get(t, h, o, url), []string{"hit"})
 }
+
+// TestConditionalMissAsItCameNoHint: a class's conditional misses go as
+// they came after one was fetched whole in vain, even when its answer
+// hinted nothing (a 404 tells nothing of coalescing).
+func TestConditionalMissAsItCameNoHint(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Etag", `"v1"`)
+		w.Header().Set("Cache-Control", "private")
+		w.WriteHeader(http.StatusNotFound)
+		return nil
+	}}
+	const url = "http://example.com/gone"
+	cond := []string{"If-None-Match", `"v1"`, "Cookie", "session=alice"}
+	get(t, h, o, url, cond...)
+	if o.last().Header.Get("If-None-Match") != "" {
+		t.Fatal("the first conditional miss was not fetched whole")
+	}
+	get(t, h, o, url, cond...)
+	if o.last().Header.Get("If-None-Match") != `"v1"` {
+		t.Error("the next conditional miss of the class was fetched whole again")
+	}
+	get(t, h, o, url, "If-None-Match", `"v1"`)
+	if o.last().Header.Get("If-None-Match") != "" {
+		t.Error("an anonymous conditional miss went as it came")
+	}
+}

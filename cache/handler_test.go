@@ -911,6 +911,13 @@ func TestUnsatisfiableRangeIsNotTheStoredResponse(t *testing.T) {
 	if w := get(t, h, gz, "http://example.com/gz", "Range", "bytes=99-"); w.Code != http.StatusRequestedRangeNotSatisfiable || w.Header().Get("Content-Encoding") != "gzip" {
 		t.Errorf("416 of a gzip body: %d, Content-Encoding %q; want gzip", w.Code, w.Header().Get("Content-Encoding"))
 	}
+	// A field not left out keeps its lines merged with those set before.
+	vo := static(c, 200, "0123456789", "Cache-Control", "max-age=60", "Vary", "Accept-Encoding")
+	get(t, h, vo, "http://example.com/vary")
+	rv := newRequest(http.MethodGet, "http://example.com/vary", "Range", "bytes=99-")
+	if w := presettingRequest(t, h, vo, rv, "Vary", "Origin"); w.Code != http.StatusRequestedRangeNotSatisfiable || !slices.Equal(w.Header()["Vary"], []string{"Origin", "Accept-Encoding"}) {
+		t.Errorf("416 with a Vary set before the cache: %d, Vary %q; want both lines", w.Code, w.Header()["Vary"])
+	}
 	// What handlers before the cache set stays (a header directive's).
 	r := newRequest(http.MethodGet, "http://example.com/big", "Range", "bytes=6000-")
 	if w := presettingRequest(t, h, o, r, "Cache-Control", "no-transform"); w.Code != http.StatusRequestedRangeNotSatisfiable || w.Header().Get("Cache-Control") != "no-transform" {

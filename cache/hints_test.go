@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // hintOrigin answers with the header fields its answer function gives
@@ -1043,5 +1044,47 @@ func TestTooLargeForACookieHintsItsClass(t *testing.T) {
 	}
 	if concurrentPair(t, h, o, url) {
 		t.Error("anonymous misses did not coalesce")
+	}
+}
+
+// TestUnstoredScopeByRequest: a response found unstorable late to an
+// anonymous request hints every request of its key, those with a cookie
+// too, and the affinity policy's own cookie does not make it a cookie
+// answer; one to a request with a cookie hints its class whatever its
+// Vary (a logged-in user's answer varies on what the key does not show).
+func TestUnstoredScopeByRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		fields     []string // the large answer's
+		first      []string // the request answered so
+		key, class bool     // the hints expected
+	}{
+		{"anonymous", []string{"Cache-Control", "max-age=60"}, nil, true, false},
+		{"anonymous, with the affinity cookie set", []string{"Cache-Control", "max-age=60", "Set-Cookie", "lb=abc"}, nil, true, false},
+		{"anonymous, with a session cookie set", []string{"Cache-Control", "max-age=60", "Set-Cookie", "session=s1"}, nil, false, true},
+		{"logged in, varying on a field it carried", []string{"Cache-Control", "max-age=60", "Vary", "Accept-Language"}, []string{"Cookie", "session=s1", "Accept-Language", "fr"}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, Config{MaxItemSize: 32}, newClock())
+			o := newHintOrigin()
+			o.always(200, tc.fields...)
+			o.body = func(*http.Request) string { return strings.Repeat("b", 64) }
+			const url = "http://example.com/big"
+			r := newRequest(http.MethodGet, url, tc.first...)
+			caddyhttp.SetVar(r.Context(), ProxySetCookieVar, "lb=abc")
+			serve(t, h, o, r)
+			h.store.wait()
+			hash := keyHash([]byte(keyOf(t, h, r)))
+			if got := h.hints.has(hash, h.hintGen, h.now); got != tc.key {
+				t.Errorf("key-wide hint %v, want %v", got, tc.key)
+			}
+			if got := h.hints.has(hintClass(hash, r), h.hintGen, h.now); got != tc.class {
+				t.Errorf("class hint %v, want %v", got, tc.class)
+			}
+			// A key-wide hint reaches requests with a cookie too.
+			if tc.key && !h.hints.skips(hash, newRequest(http.MethodGet, url, "Cookie", "session=s2"), h.hintGen, h.now) {
+				t.Error("a key-wide hint does not reach requests with a cookie")
+			}
+		})
 	}
 }

@@ -332,9 +332,10 @@ func (x *exchange) notFetchedWhole() {
 
 // scopeOfUnstored narrows scope, whom a response not stored speaks for,
 // to the requests like x's when x's request has credentials or the
-// answer sets a cookie (see tellsUncacheable).
+// answer sets a cookie other than the affinity policy's (see
+// tellsUncacheable).
 func (x *exchange) scopeOfUnstored(scope hintScope) hintScope {
-	if scope == hintKey && (hasCredentials(x.r) || len(x.rec.header["Set-Cookie"]) > 0) {
+	if scope == hintKey && (hasCredentials(x.r) || len(withoutProxyCookie(x.r, x.rec.header)["Set-Cookie"]) > 0) {
 		return hintLikeThese
 	}
 	return scope
