@@ -208,6 +208,7 @@ func TestFailedRefreshesAreBounded(t *testing.T) {
 			t.Fatalf("key %s could not start", key)
 		}
 		b.done(key, true, at)
+		b.wg.Done()
 	}
 	for i := range maxFailedKeys {
 		fail(strconv.Itoa(i), now)
@@ -243,6 +244,7 @@ func TestRefreshBackoffIsCapped(t *testing.T) {
 			t.Fatalf("failure %d: not started once its backoff passed", i+1)
 		}
 		b.done("k", true, now)
+		b.wg.Done()
 		delay = b.failed["k"].until.Sub(now)
 		if b.start("k", now.Add(delay-time.Millisecond)) {
 			t.Fatalf("failure %d: started before its backoff of %v passed", i+1, delay)

@@ -1679,7 +1679,8 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		x.preset = e.preset.header()
 	}
 	go func() {
-		failed := true // unless forward returns
+		defer h.bg.wg.Done() // last: after the log lines, which tests read once wait returns
+		failed := true       // unless forward returns
 		defer func() {
 			// Last: a failure's backoff is in place before the key is
 			// free to be refreshed again.
@@ -1903,13 +1904,11 @@ func (b *background) start(key string, now time.Time) bool {
 }
 
 // done releases key, whose refresh failed or not at now, and returns the
-// key's failures in a row (a success returns those it ends, negated).
+// key's failures in a row (a success returns those it ends, negated). The
+// caller then calls b.wg.Done.
 func (b *background) done(key string, failed bool, now time.Time) int {
 	b.mu.Lock()
-	defer func() {
-		b.mu.Unlock()
-		b.wg.Done()
-	}()
+	defer b.mu.Unlock()
 	delete(b.keys, key)
 	f := b.failed[key]
 	if !failed {
