@@ -816,8 +816,8 @@ func (x *exchange) hintUnstorable(tooLarge bool) {
 // like its own (scope), is no longer storable (see tellsUncacheable) on a
 // miss or a revalidation. A miss hints the key, or those requests. A
 // revalidation's stored entry is dropped when the response speaks for the
-// whole key and the request carries no cookie: kept, every later request would revalidate
-// it, coalesced, and wait for another's response header to learn it must
+// whole key and the request carries no cookie: kept, every later request
+// would revalidate it, coalesced, and wait for another's response header to learn it must
 // go to the origin (two round trips each, until the entry is evicted);
 // without it the next miss hints the key. (A cookie's request may be
 // answered `private` for its user only, by an origin that sends no Vary
@@ -1682,8 +1682,8 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		defer h.bg.wg.Done() // last: after the log lines, which tests read once wait returns
 		failed := true       // unless forward returns
 		defer func() {
-			// Last: a failure's backoff is in place before the key is
-			// free to be refreshed again.
+			// After the other deferred calls: a failure's backoff is in
+			// place before the key is free to be refreshed again.
 			n := h.bg.done(e.key, failed, h.now())
 			if n < 0 {
 				if ce := h.logger.Check(zapcore.InfoLevel, "background revalidation succeeded again"); ce != nil {
