@@ -329,11 +329,33 @@ func appendRawSentPath(dst []byte, p string) []byte {
 	if validRawPath(p) {
 		return appendTypedPath(dst, p) // the same, but for a % that escapes nothing: %25
 	}
-	unescaped, err := url.PathUnescape(p)
+	unescaped, err := url.PathUnescape(literalPercents(p))
 	if err != nil {
 		return appendTypedPath(dst, p)
 	}
 	return appendPath(dst, &url.URL{Path: unescaped})
+}
+
+// literalPercents returns p with each % that starts no escape written
+// %25, as a lone % is read (appendTypedPath).
+func literalPercents(p string) string {
+	var b []byte
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && !(i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2])) {
+			if b == nil {
+				b = append(make([]byte, 0, len(p)+4), p[:i]...)
+			}
+			b = append(b, "%25"...)
+			continue
+		}
+		if b != nil {
+			b = append(b, p[i])
+		}
+	}
+	if b == nil {
+		return p
+	}
+	return string(b)
 }
 
 // cutEscape returns the length of the percent-escape p ends with cut

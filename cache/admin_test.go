@@ -210,6 +210,9 @@ func TestPurgeKeyWithRawUTF8Path(t *testing.T) {
 		{`{"cache":"admin-utf8","key":"http://example.com/wiki/Tea_(hot)|x"}`, "http://example.com/wiki/Tea_(hot)|x"},
 		// A prefix ending within an escape.
 		{`{"cache":"admin-utf8","prefix":"http://example.com/caf%c"}`, "http://example.com/caf%C3%A9"},
+		// A lone % beside a raw byte: both spellings, the raw-sent one
+		// (/wiki/Tea_%28hot%29%7C100%25) too.
+		{`{"cache":"admin-utf8","key":"http://example.com/wiki/Tea_(hot)|100%"}`, "http://example.com/wiki/Tea_(hot)|100%25"},
 		// A lone % ending a prefix is a literal one: /p/100%25 only, not
 		// /p/100%20off, filled before.
 		{`{"cache":"admin-utf8","prefix":"http://example.com/p/100%"}`, "http://example.com/p/100%25"},
@@ -230,8 +233,8 @@ func TestPurgeKeyWithRawUTF8Path(t *testing.T) {
 	}
 	// Each purge is logged, with what it named and what it did.
 	entries := logs.FilterMessage("purged").All()
-	if len(entries) != 8 {
-		t.Fatalf("%d purges logged, want 8", len(entries))
+	if len(entries) != 9 {
+		t.Fatalf("%d purges logged, want 9", len(entries))
 	}
 	if f := entries[0].ContextMap(); f["cache"] != "admin-utf8" || f["key"] != "http://example.com/c/café" || f["purged"] != int64(1) || f["caches"] != int64(1) {
 		t.Errorf("purge logged with %v", f)

@@ -1682,8 +1682,9 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		defer h.bg.wg.Done() // last: after the log lines, which tests read once wait returns
 		failed := true       // unless forward returns
 		defer func() {
-			// After the other deferred calls: a failure's backoff is in
-			// place before the key is free to be refreshed again.
+			// After the calls deferred below (wg.Done comes last): a
+			// failure's backoff is in place before the key is free to be
+			// refreshed again.
 			n := h.bg.done(e.key, failed, h.now())
 			if n < 0 {
 				if ce := h.logger.Check(zapcore.InfoLevel, "background revalidation succeeded again"); ce != nil {
