@@ -142,11 +142,11 @@ func (a AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 	if req.Cache != "" && resp.Caches == 0 {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("purging response_cache: no cache named %q", req.Cache)}
 	}
-	if a.logger == nil {
-		// (Unprovisioned, in tests.)
-	} else if ce := a.logger.Check(zapcore.InfoLevel, "purged"); ce != nil {
-		ce.Write(zap.String("cache", req.Cache), zap.String("key", req.Key), zap.String("prefix", req.Prefix),
-			zap.String("tag", req.Tag), zap.Bool("all", req.All), zap.Int("purged", resp.Purged), zap.Int("caches", resp.Caches))
+	if a.logger != nil { // (nil unprovisioned, in tests)
+		if ce := a.logger.Check(zapcore.InfoLevel, "purged"); ce != nil {
+			ce.Write(zap.String("cache", req.Cache), zap.String("key", req.Key), zap.String("prefix", req.Prefix),
+				zap.String("tag", req.Tag), zap.Bool("all", req.All), zap.Int("purged", resp.Purged), zap.Int("caches", resp.Caches))
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(resp)
@@ -276,16 +276,22 @@ func purgePrefixes(p string) []string {
 func appendTypedPath(dst []byte, p string) []byte {
 	for i := 0; i < len(p); i++ {
 		switch c := p[i]; {
-		case c == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]):
+		case escapeAt(p, i):
 			dst = append(dst, '%', upperHex(p[i+1]), upperHex(p[i+2]))
 			i += 2
-		case c == '%' || !isUnreserved(c) && strings.IndexByte("!$&'()*+,;=:@[]/", c) < 0:
+		case c == '%' || !pathByte(c):
 			dst = appendPercent(dst, c)
 		default:
 			dst = append(dst, c)
 		}
 	}
 	return dst
+}
+
+// escapeAt reports whether a percent-escape (% and two hex digits)
+// starts at p[i].
+func escapeAt(p string, i int) bool {
+	return p[i] == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2])
 }
 
 func isHex(c byte) bool {
@@ -341,7 +347,7 @@ func appendRawSentPath(dst []byte, p string) []byte {
 func literalPercents(p string) string {
 	var b []byte
 	for i := 0; i < len(p); i++ {
-		if p[i] == '%' && !(i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2])) {
+		if p[i] == '%' && !escapeAt(p, i) {
 			if b == nil {
 				b = append(make([]byte, 0, len(p)+4), p[:i]...)
 			}

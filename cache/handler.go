@@ -481,11 +481,17 @@ func appendPercent(dst []byte, c byte) []byte {
 // encoded / would become a real one.
 func validRawPath(raw string) bool {
 	for i := 0; i < len(raw); i++ {
-		if c := raw[i]; !isUnreserved(c) && strings.IndexByte("%!$&'()*+,;=:@[]/", c) < 0 {
+		if c := raw[i]; c != '%' && !pathByte(c) {
 			return false
 		}
 	}
 	return true
+}
+
+// pathByte reports whether a path may hold c unencoded (net/url's rule
+// for a RawPath it uses, '%' aside).
+func pathByte(c byte) bool {
+	return isUnreserved(c) || strings.IndexByte("!$&'()*+,;=:@[]/", c) >= 0
 }
 
 func isUnreserved(c byte) bool {
