@@ -1,9 +1,14 @@
 package cache
 
 import (
+	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // generations numbers variant records process-wide, so a record that
@@ -235,4 +240,125 @@ func (e *entry) withHeader(h fields) *entry {
 	e2 := &entry{entryData: e.entryData}
 	e2.header = h
 	return e2
+}
+
+// newEntry builds the entry for a complete, storable response, or
+// returns nil when the arena has no room for its body.
+func (h *Handler) newEntry(x *exchange, rec *recorder) *entry {
+	b, ok := rec.takeBody()
+	if !ok {
+		return nil
+	}
+	return h.newEntryWith(x, rec, b)
+}
+
+// newEntryWith builds the entry for a storable response with body.
+func (h *Handler) newEntryWith(x *exchange, rec *recorder, body *body) *entry {
+	status := rec.status
+	if x.wholeAs200 {
+		status = http.StatusOK
+		delete(rec.header, "Content-Range")
+	}
+	if hasBody(status) && !declaresLength(rec.header, body.Len()) {
+		// The client's header map has its own entry: replacing this one
+		// does not touch it.
+		rec.header["Content-Length"] = []string{strconv.Itoa(body.Len())}
+	}
+	if _, dated := rec.header["Date"]; !dated {
+		// Stored with the time it was received (RFC 9110 §6.6.1), so that
+		// hits carry it with their Age rather than the time of the hit.
+		rec.header["Date"] = []string{rec.responseTime.UTC().Format(http.TimeFormat)}
+	}
+	e := &entry{entryData: entryData{
+		status: status,
+		header: packStorable(withoutProxyCookie(x.r, rec.header), x.rc),
+		body:   body,
+		fresh:  x.fresh,
+		rc:     x.rc,
+		vary:   x.vary,
+
+		server:  rec.server,
+		proxied: rec.proxied,
+	}, firstUse: x.firstUse}
+	if x.preset != nil {
+		e.preset = packFields(x.preset, nil)
+	}
+	e.epoch = x.epoch
+	h.finishEntry(e, x)
+	return e
+}
+
+// declaresLength reports whether h has exactly one Content-Length, n in
+// canonical form (what would be stored otherwise).
+func declaresLength(h http.Header, n int) bool {
+	cl := h["Content-Length"]
+	var buf [20]byte
+	return len(cl) == 1 && cl[0] == string(strconv.AppendInt(buf[:0], int64(n), 10))
+}
+
+// hasBody reports whether a stored response of status has a body (and a
+// Content-Length).
+func hasBody(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// finishEntry fills the derived fields of e and its key.
+func (h *Handler) finishEntry(e *entry, x *exchange) {
+	e.readHeader()
+	urlKey := x.flightKey // the URL key, as a string already, when leading a flight
+	if urlKey == "" || x.variantKey != nil {
+		urlKey = string(x.urlKey)
+	}
+	if len(e.vary) > 0 {
+		record, isNew := h.varyRecord(urlKey, x.urlHash, e.vary, x.record)
+		if isNew {
+			record.epoch = x.epoch
+			x.newRecord = record // stored with e (finish)
+		}
+		e.varyKey = requestVaryKey(e.vary, x.r)
+		e.key = string(appendVariantKey(nil, x.urlKey, record.gen, e.varyKey))
+		e.gen = record.gen // for waiters of other variants (learnVariant)
+		e.parent = x.urlHash
+		// A copy: the request's own strings are not kept alive.
+		e.reqVary = packFields(x.r.Header, func(f string) bool { return !slices.Contains(e.vary, f) })
+	} else {
+		e.key = urlKey
+	}
+	e.hash = xxhash.Sum64String(e.key)
+	e.computeCost()
+}
+
+// varyRecord returns the variant record of a URL, and whether it is a new
+// one (not stored: the caller stores it with the variant), made when the
+// store shows none or its Vary fields differ: of the generation of
+// known (the record the request was keyed by, if any) when its fields are
+// the same, so that the variants keyed by it stay reachable (the store may
+// not show a record it was just offered: ristretto applies sets
+// asynchronously, and a later offer can take its queued slot; the store
+// refuses the record if the URL was purged since known was looked up:
+// store.purgedSince), otherwise of a new generation, orphaning the
+// variants of the old.
+func (h *Handler) varyRecord(urlKey string, urlHash uint64, fields []string, known *entry) (record *entry, isNew bool) {
+	if cur := h.store.get(urlHash, []byte(urlKey)); cur != nil && cur.record && equalFields(cur.vary, fields) {
+		return cur, false
+	}
+	gen := generations.Add(1)
+	if known != nil && known.gen != 0 && equalFields(known.vary, fields) {
+		gen = known.gen
+	}
+	r := &entry{entryData: entryData{key: urlKey, hash: urlHash, record: true, vary: fields, gen: gen}}
+	r.computeCost()
+	return r, true
+}
+
+func equalFields(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
