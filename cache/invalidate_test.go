@@ -1,0 +1,143 @@
+package cache
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// TestRule16_UnsafeMethodsInvalidate: unsafe methods always reach the
+// origin; a 2xx or 3xx invalidates the target URI and same-origin
+// Location / Content-Location.
+func TestRule16_UnsafeMethodsInvalidate(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		method      string
+		status      int
+		fields      []string
+		invalidated []string // paths that must miss afterwards
+		kept        []string // paths that must still hit
+		rewrite     string   // the path after a rewrite before the cache
+	}{
+		{name: "POST 200 target", method: "POST", status: 200, invalidated: []string{"/t"}, kept: []string{"/loc", "/cl"}},
+		{name: "DELETE 204 target", method: "DELETE", status: 204, invalidated: []string{"/t"}},
+		{name: "POST 500 keeps", method: "POST", status: 500, kept: []string{"/t"}},
+		{name: "PUT 201 Location", method: "PUT", status: 201, fields: []string{"Location", "/loc"}, invalidated: []string{"/t", "/loc"}, kept: []string{"/cl"}},
+		{name: "PATCH 200 Content-Location absolute", method: "PATCH", status: 200, fields: []string{"Content-Location", "http://example.com/cl"}, invalidated: []string{"/t", "/cl"}, kept: []string{"/loc"}},
+		{name: "POST 303 other origin", method: "POST", status: 303, fields: []string{"Location", "http://other.example/loc"}, invalidated: []string{"/t"}, kept: []string{"/loc"}},
+		{name: "custom method", method: "PURGEME", status: 200, invalidated: []string{"/t"}},
+		{name: "POST 201 Location with default port", method: "POST", status: 201, fields: []string{"Location", "http://EXAMPLE.com:80/loc"}, invalidated: []string{"/t", "/loc"}},
+		{name: "POST 201 Location other port", method: "POST", status: 201, fields: []string{"Location", "http://example.com:8080/loc"}, invalidated: []string{"/t"}, kept: []string{"/loc"}},
+		{name: "DELETE, nothing written", method: "DELETE", status: 0, invalidated: []string{"/t"}},
+		{name: "POST 201 relative Location after a rewrite", method: "POST", status: 201, fields: []string{"Location", "t2"}, rewrite: "/x/t", invalidated: []string{"/t", "/t2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			o := static(c, 200, "body", "Cache-Control", "max-age=600")
+			for _, p := range []string{"/t", "/loc", "/cl", "/t2"} {
+				get(t, h, o, "http://example.com"+p)
+			}
+			unsafe := static(c, tc.status, "", tc.fields...)
+			if tc.status == 0 {
+				unsafe = &origin{fn: func(http.ResponseWriter, *http.Request) error { return nil }}
+			}
+			r := newRequest(tc.method, "http://example.com/t")
+			if tc.rewrite != "" {
+				r.URL.Path = tc.rewrite // handle_path and the like
+			}
+			w := serve(t, h, unsafe, r)
+			if tc.status != 0 {
+				wantStatus(t, w, []string{"fwd=method"})
+			}
+			// The same request again is not answered from the store.
+			serve(t, h, unsafe, r)
+			if n := unsafe.calls.Load(); n != 2 {
+				t.Errorf("origin saw %d %s requests, want 2", n, tc.method)
+			}
+			for _, p := range tc.invalidated {
+				wantStatus(t, get(t, h, o, "http://example.com"+p), []string{"fwd=uri-miss"})
+			}
+			for _, p := range tc.kept {
+				wantStatus(t, get(t, h, o, "http://example.com"+p), []string{"hit"})
+			}
+		})
+	}
+}
+
+// TestUnsafeMethodAbortedInvalidates: reverse_proxy panics with
+// http.ErrAbortHandler when the origin's body breaks off after a 2xx: the
+// origin acted on the request, so its URI is invalidated all the same,
+// and the panic goes on to Caddy; after a 5xx nothing is.
+func TestUnsafeMethodAbortedInvalidates(t *testing.T) {
+	for _, tc := range []struct {
+		status      int
+		invalidated bool
+	}{{200, true}, {303, true}, {500, false}} {
+		t.Run(strconv.Itoa(tc.status), func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			get(t, h, static(c, 200, "body", "Cache-Control", "max-age=600"), "http://example.com/u")
+			aborting := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				w.WriteHeader(tc.status)
+				_, _ = io.WriteString(w, "part")
+				panic(http.ErrAbortHandler)
+			}}
+			func() {
+				defer func() {
+					if v := recover(); v != http.ErrAbortHandler {
+						t.Errorf("recovered %v, want the handler's http.ErrAbortHandler", v)
+					}
+				}()
+				_ = h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodPost, "http://example.com/u"), aborting)
+			}()
+			h.store.wait()
+			hit := hasParam(get(t, h, static(c, 200, "new", "Cache-Control", "max-age=600"), "http://example.com/u").Header().Get("Cache-Status"), "hit")
+			if hit == tc.invalidated {
+				t.Errorf("after an aborted POST answered %d: hit %v, want %v", tc.status, hit, !tc.invalidated)
+			}
+		})
+	}
+}
+
+// TestLocationInvalidationWithClientPlaceholders: under a custom key made
+// with a map's output or a variable of the request, the Location of an
+// unsafe request's response is invalidated under that request's value
+// (found by a review: it was keyed without it, invalidated nothing, and
+// logged a false "placeholder this request does not know").
+func TestLocationInvalidationWithClientPlaceholders(t *testing.T) {
+	for _, key := range []string{"{tenant} {http.request.orig_uri}", "{http.vars.tenant} {http.request.orig_uri}"} {
+		t.Run(key, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{Key: key}, c)
+			core, logs := observer.New(zapcore.ErrorLevel)
+			h.logger = zap.New(core)
+			o := static(c, 200, "item", "Cache-Control", "max-age=60")
+			req := func(method, target string) *http.Request {
+				r := newRequest(method, target)
+				r.Header.Set("X-Tenant", "acme")
+				repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+				repl.Set("tenant", "acme") // as a map of X-Tenant would
+				caddyhttp.SetVar(r.Context(), "tenant", "acme")
+				return r
+			}
+			const item = "/item/5" // origin-form, as {http.request.orig_uri} has it from clients
+			serve(t, h, o, req(http.MethodGet, item))
+			wantStatus(t, serve(t, h, o, req(http.MethodGet, item)), []string{"hit"})
+			post := static(c, http.StatusSeeOther, "", "Location", "/item/5")
+			serve(t, h, post, req(http.MethodPost, "/item/edit"))
+			wantStatus(t, serve(t, h, o, req(http.MethodGet, item)), []string{"fwd=uri-miss"})
+			if logs.Len() != 0 {
+				t.Errorf("errors logged: %v", logs.All())
+			}
+		})
+	}
+}
