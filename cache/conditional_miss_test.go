@@ -597,3 +597,129 @@ func TestConditionalMissAsItCameNoHint(t *testing.T) {
 		t.Error("an anonymous conditional miss went as it came")
 	}
 }
+
+// TestClientConditionalsOnOther2xx: the cache evaluates a client's
+// If-None-Match against every 2xx it would answer with (RFC 9110
+// §13.2.1), not only a 200: a stored 203 or 204 answers a matching
+// conditional with a 304, on the miss that stores it (whose request went
+// without the conditional) and on hits.
+func TestClientConditionalsOnOther2xx(t *testing.T) {
+	c := newClock()
+	for _, status := range []int{http.StatusNonAuthoritativeInfo, http.StatusNoContent} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			body := "body"
+			if status == http.StatusNoContent {
+				body = ""
+			}
+			o := static(c, status, body, "Cache-Control", "max-age=60", "Etag", `"v1"`)
+			h := newTestHandler(t, Config{}, c)
+			const url = "http://example.com/thing"
+			w := get(t, h, o, url, "If-None-Match", `"v1"`)
+			if inm := o.last().Header.Get("If-None-Match"); inm != "" {
+				t.Fatalf("the miss went out with If-None-Match %q", inm)
+			}
+			wantStatus(t, w, []string{"fwd=uri-miss", "fwd-status=" + strconv.Itoa(status)})
+			if w.Code != http.StatusNotModified || w.Body.Len() != 0 {
+				t.Errorf("conditional miss: %d with %d body bytes, want a 304 without a body", w.Code, w.Body.Len())
+			}
+			w = get(t, h, o, url, "If-None-Match", `"v1"`)
+			wantStatus(t, w, []string{"hit"})
+			if w.Code != http.StatusNotModified || w.Body.Len() != 0 || w.Header().Get("Etag") != `"v1"` {
+				t.Errorf("conditional hit: %d with %d body bytes, ETag %q; want a 304 without a body, with the ETag", w.Code, w.Body.Len(), w.Header().Get("Etag"))
+			}
+			w = get(t, h, o, url, "If-None-Match", `"v0"`)
+			wantStatus(t, w, []string{"hit"})
+			if w.Code != status || w.Body.String() != body {
+				t.Errorf("hit not matching: %d %q, want %d %q", w.Code, w.Body.String(), status, body)
+			}
+			if n := o.calls.Load(); n != 1 {
+				t.Errorf("origin called %d times, want 1", n)
+			}
+		})
+	}
+}
+
+// TestRangeRevalidationEvaluatesClientConditional: a stale entry's
+// revalidation for a Range request carries the entry's validators, not
+// the client's; when the origin answers with a 206 of a newer version
+// the client's If-None-Match or If-Modified-Since matches, the client
+// gets a 304 (RFC 9110 §13.2.2: those come before Range), and the 206
+// when they do not match.
+func TestRangeRevalidationEvaluatesClientConditional(t *testing.T) {
+	c := newClock()
+	for _, tc := range []struct {
+		name   string
+		fields []string
+		want   int
+	}{
+		{name: "If-None-Match of the new version", fields: []string{"If-None-Match", `"v2"`}, want: http.StatusNotModified},
+		{name: "If-None-Match of another", fields: []string{"If-None-Match", `"v0"`}, want: http.StatusPartialContent},
+		{name: "If-Modified-Since of the new version", fields: []string{"If-Modified-Since", "NEW"}, want: http.StatusNotModified},
+		{name: "If-Modified-Since before it", fields: []string{"If-Modified-Since", "OLD"}, want: http.StatusPartialContent},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var version atomic.Int32
+			version.Store(1)
+			modified := func() time.Time { return c.Now().Add(-time.Hour).Truncate(time.Second) }
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				v := strconv.Itoa(int(version.Load()))
+				w.Header().Set("Cache-Control", "max-age=60")
+				w.Header().Set("Etag", `"v`+v+`"`)
+				http.ServeContent(w, r, "", modified(), strings.NewReader("version "+v+" of the content"))
+				return nil
+			}}
+			h := newTestHandler(t, Config{}, c)
+			const url = "http://example.com/file"
+			if w := get(t, h, o, url); w.Code != http.StatusOK {
+				t.Fatalf("first request: %d", w.Code)
+			}
+			c.Advance(2 * time.Minute)
+			version.Store(2)
+			fields := slices.Clone(tc.fields)
+			switch fields[1] {
+			case "NEW":
+				fields[1] = modified().Format(http.TimeFormat)
+			case "OLD":
+				fields[1] = modified().Add(-time.Hour).Format(http.TimeFormat)
+			}
+			w := get(t, h, o, url, append(fields, "Range", "bytes=0-6")...)
+			if inm := o.last().Header.Get("If-None-Match"); inm != `"v1"` {
+				t.Errorf("the revalidation went with If-None-Match %q, want the entry's", inm)
+			}
+			wantStatus(t, w, []string{"fwd=stale", "fwd-status=206"})
+			if w.Code != tc.want {
+				t.Fatalf("client got %d, want %d", w.Code, tc.want)
+			}
+			if tc.want == http.StatusNotModified {
+				if w.Body.Len() != 0 || w.Header().Get("Content-Range") != "" || w.Header().Get("Etag") != `"v2"` {
+					t.Errorf("304: %d body bytes, Content-Range %q, ETag %q; want none, none, the new version's", w.Body.Len(), w.Header().Get("Content-Range"), w.Header().Get("Etag"))
+				}
+			} else if w.Body.String() != "version" || w.Header().Get("Content-Range") == "" {
+				t.Errorf("206: %q, Content-Range %q", w.Body.String(), w.Header().Get("Content-Range"))
+			}
+		})
+	}
+}
+
+// TestNotModifiedAnnouncesNoTrailer: the 304 the cache makes of an
+// origin's 200 announcing trailers (not stored) has no Trailer field: a
+// 304 has no content, and no trailer section (RFC 9110 §6.5).
+func TestNotModifiedAnnouncesNoTrailer(t *testing.T) {
+	c := newClock()
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v1"`)
+		w.Header().Set("Trailer", "X-Checksum")
+		_, _ = io.WriteString(w, "body")
+		w.Header().Set("X-Checksum", "abc")
+		return nil
+	}}
+	h := newTestHandler(t, Config{}, c)
+	w := get(t, h, o, "http://example.com/t", "If-None-Match", `"v1"`)
+	if w.Code != http.StatusNotModified {
+		t.Fatalf("client got %d, want a 304", w.Code)
+	}
+	if tr := w.Header().Values("Trailer"); len(tr) > 0 {
+		t.Errorf("the 304 announces trailers: Trailer %q", tr)
+	}
+}

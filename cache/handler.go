@@ -636,12 +636,15 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 
 	status := e.status
 	start, end := 0, e.body.Len()
+	// A cache evaluates the preconditions of a request whose answer would
+	// be 2xx (RFC 9110 §13.2.1): a stored 203 or 204 as a 200.
+	if status >= 200 && status < 300 && (len(r.Header["If-None-Match"]) > 0 || len(r.Header["If-Modified-Since"]) > 0) &&
+		ClientNotModified(r, &e.header) {
+		notModifiedHeader(hdr)
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
 	if status == http.StatusOK {
-		if (len(r.Header["If-None-Match"]) > 0 || len(r.Header["If-Modified-Since"]) > 0) && ClientNotModified(r, &e.header) {
-			notModifiedHeader(hdr)
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
 		// An empty body has no byte to serve a range of: the 200, as a
 		// miss gets it (and as Go's file server and nginx answer).
 		if rg := r.Header["Range"]; len(rg) == 1 && end > 0 && r.Method == http.MethodGet && ifRangeMatches(r, &e.header) {

@@ -73,10 +73,11 @@ func unstorable(name string, named []string, rc *ResponseControl) bool {
 // updating its stored response from the 304 (RFC 9111 §4.3.4) would take
 // them over. Kept as Go's file server keeps them: Content-Location, Date,
 // ETag, Vary, Cache-Control, Expires and the rest, and Last-Modified when
-// there is no ETag.
+// there is no ETag. Trailer goes too: a 304 has no content, and so no
+// trailer section to announce (RFC 9110 §6.5).
 func notModifiedHeader(h http.Header) {
 	for _, f := range [...]string{"Content-Length", "Content-Type", "Content-Encoding", "Content-Language",
-		"Content-Range", "Content-Digest", "Content-Md5"} {
+		"Content-Range", "Content-Digest", "Content-Md5", "Trailer"} {
 		delete(h, f)
 	}
 	if len(h["Etag"]) > 0 {

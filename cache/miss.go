@@ -595,7 +595,11 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if x.rangeDropped && status == http.StatusOK {
 			rec.contentRange = wholeContentRange(x.r, rec.header)
 		}
-		if x.condDropped && rec.status == http.StatusOK {
+		// The origin did not see the client's conditionals: the cache
+		// evaluates them for any 2xx (RFC 9110 §13.2.1), a 206 too (of
+		// a version its validators did not select: If-None-Match and
+		// If-Modified-Since come before Range, §13.2.2).
+		if x.condDropped && rec.status >= 200 && rec.status < 300 {
 			rec.notModified = notModifiedBy(x.r, rec.header)
 		}
 		if !rec.buffer && rec.refused == "" {

@@ -22,11 +22,11 @@ import (
 // and stale-while-revalidate's refreshes in the background, with their
 // backoff while the origin fails.
 
-// notModifiedBy reports whether a 200 with fields hdr satisfies r's
+// notModifiedBy reports whether a 2xx with fields hdr satisfies r's
 // If-None-Match or If-Modified-Since, which did not go to the origin: the
 // client then gets a 304 (RFC 9110 §13.2.2). If-Modified-Since only
-// against a Last-Modified: the 200 is dated now, and an origin that sends
-// no Last-Modified would have answered with the 200.
+// against a Last-Modified: the response is dated now, and an origin that
+// sends no Last-Modified would have answered as it did.
 func notModifiedBy(r *http.Request, hdr http.Header) bool {
 	if len(r.Header["If-None-Match"]) == 0 && len(hdr["Last-Modified"]) == 0 {
 		return false
