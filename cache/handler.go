@@ -211,6 +211,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			zap.Int64("max_size", h.MaxSize))
 	}
 	h.store = v.(*store)
+	if forgot := v.(*store).noteKeyTemplate(h.Key); forgot != "" {
+		h.logger.Info("response_cache purged its store: its handlers have keyed entries with more key templates than it remembers, and unsafe requests would no longer invalidate what the oldest stored",
+			zap.String("forgotten_key", forgot), zap.Int("templates", maxKeyTemplates))
+	}
 	if h.MinUses != 1 {
 		h.uses = v.(*store).useCounts
 	}

@@ -727,6 +727,7 @@ func (failingStore) set(e *entry) bool         { e.exit(); return false }
 func (failingStore) arena() *arena             { return nil }
 func (failingStore) has(*entry) bool           { return false }
 func (failingStore) wait()                     {}
+func (failingStore) keyTemplates() []string    { return nil }
 func (failingStore) epoch() uint64             { return 0 }
 func (failingStore) keyMark(uint64) uint64     { return 0 }
 func (failingStore) noteKey([]byte)            {}

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -44,11 +45,20 @@ func (h *Handler) serveUnsafe(w http.ResponseWriter, r *http.Request, next caddy
 }
 
 // invalidate removes the stored responses for r's URI and the same-origin
-// URIs in resp's Location and Content-Location.
+// URIs in resp's Location and Content-Location: those under h's key, and
+// those under the keys of the other templates handlers sharing the store
+// used (a config before a reload that changed the key may be loaded
+// again, and would find them).
 func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 	var n int
 	if key, ok := h.appendKey(nil, r); ok {
 		n = h.store.invalidateKey(string(key))
+	}
+	others := h.otherKeyTemplates()
+	for _, t := range others {
+		if key, ok := appendKeyWith(nil, r, t); ok {
+			n += h.store.invalidateKey(string(key))
+		}
 	}
 	scheme := schemeOf(r)
 	// Relative references resolve against the URI the client sent, which
@@ -64,19 +74,24 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 		if err != nil || u.Scheme != scheme || !sameHost(u.Host, r.Host, scheme) {
 			continue
 		}
-		if !h.customKey {
-			n += h.store.invalidateKey(string(appendURLKey(nil, r, u)))
-			continue
-		}
-		// A GET of u, as the custom key would see it.
-		r2 := r.WithContext(context.WithoutCancel(r.Context()))
-		r2.Method = http.MethodGet
-		r2.URL = u
-		r2.Host = r.Host // the form the request's keys were made with
-		r2.RequestURI = u.RequestURI()
-		r2 = h.locationRequest(r, r2)
-		if key, ok := h.appendKey(nil, r2); ok {
-			n += h.store.invalidateKey(string(key))
+		var r2 *http.Request
+		for _, t := range append([]string{h.Key}, others...) {
+			if t == DefaultKey {
+				n += h.store.invalidateKey(string(appendURLKey(nil, r, u)))
+				continue
+			}
+			if r2 == nil {
+				// A GET of u, as a custom key would see it.
+				r2 = r.WithContext(context.WithoutCancel(r.Context()))
+				r2.Method = http.MethodGet
+				r2.URL = u
+				r2.Host = r.Host // the form the request's keys were made with
+				r2.RequestURI = u.RequestURI()
+				r2 = h.locationRequest(r, r2)
+			}
+			if key, ok := appendKeyWith(nil, r2, t); ok {
+				n += h.store.invalidateKey(string(key))
+			}
 		}
 	}
 	if ce := h.logger.Check(zapcore.DebugLevel, "invalidated after unsafe method"); ce != nil {
@@ -111,4 +126,14 @@ func (h *Handler) locationRequest(r, r2 *http.Request) *http.Request {
 // same origin for scheme, the default port written or not.
 func sameHost(a, b, scheme string) bool {
 	return strings.EqualFold(withoutDefaultPort(a, scheme), withoutDefaultPort(b, scheme))
+}
+
+// otherKeyTemplates returns the key templates other than h's that
+// handlers sharing h's store have keyed entries with (store.noteKeyTemplate).
+func (h *Handler) otherKeyTemplates() []string {
+	all := h.store.keyTemplates()
+	if len(all) == 0 || len(all) == 1 && all[0] == h.Key {
+		return nil // no allocation in the common case
+	}
+	return slices.DeleteFunc(slices.Clone(all), func(t string) bool { return t == h.Key })
 }

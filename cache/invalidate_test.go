@@ -1,10 +1,13 @@
 package cache
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -139,5 +142,89 @@ func TestLocationInvalidationWithClientPlaceholders(t *testing.T) {
 				t.Errorf("errors logged: %v", logs.All())
 			}
 		})
+	}
+}
+
+// TestInvalidationReachesEarlierKeys: a config keyed otherwise shares the
+// store of the one it replaces (same cache_name and sizes); an unsafe
+// request under it invalidates what the earlier key stored for its URL
+// and Location too, so that a reload back to the earlier key does not
+// serve what a POST changed. Either way round: default key, then a
+// custom one, and back.
+func TestInvalidationReachesEarlierKeys(t *testing.T) {
+	const custom = "{http.request.uri} {http.request.header.X-Tenant}"
+	for _, tc := range []struct {
+		name          string
+		earlier, next string
+	}{
+		{name: "default, then custom", earlier: DefaultKey, next: custom},
+		{name: "custom, then default", earlier: custom, next: DefaultKey},
+		{name: "custom, then another custom", earlier: custom, next: "{http.request.uri}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			name := fmt.Sprintf("rekeyed-%d", testCacheSeq.Add(1))
+			earlier := newTestHandler(t, Config{CacheName: name, Key: tc.earlier}, c)
+			var version atomic.Int32
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Cache-Control", "max-age=600")
+				_, _ = io.WriteString(w, "version "+strconv.Itoa(int(version.Load())))
+				return nil
+			}}
+			for _, p := range []string{"/page", "/other", "/moved"} {
+				get(t, earlier, o, "http://example.com"+p, "X-Tenant", "a")
+				if w := get(t, earlier, o, "http://example.com"+p, "X-Tenant", "a"); !hasParam(w.Header().Get("Cache-Status"), "hit") {
+					t.Fatalf("%s not stored under the earlier key: %q", p, w.Header().Get("Cache-Status"))
+				}
+			}
+			next := newTestHandler(t, Config{CacheName: name, Key: tc.next}, c)
+			if earlier.store != next.store {
+				t.Fatal("the two configs do not share a store")
+			}
+			version.Store(1)
+			unsafe := static(c, http.StatusCreated, "", "Location", "/moved")
+			serve(t, next, unsafe, newRequest(http.MethodPost, "http://example.com/page", "X-Tenant", "a"))
+			for _, tc := range []struct {
+				path string
+				want string
+			}{{"/page", "version 1"}, {"/moved", "version 1"}, {"/other", "version 0"}} {
+				w := get(t, earlier, o, "http://example.com"+tc.path, "X-Tenant", "a")
+				if w.Body.String() != tc.want {
+					t.Errorf("%s under the earlier key after the POST: %q (%q), want %q", tc.path, w.Body.String(), w.Header().Get("Cache-Status"), tc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestKeyTemplatesAreBounded: a store remembers the latest
+// maxKeyTemplates key templates; one more purges it (invalidations would
+// no longer reach what the oldest stored), and noting one it has again
+// purges nothing.
+func TestKeyTemplatesAreBounded(t *testing.T) {
+	c := newClock()
+	name := fmt.Sprintf("templates-%d", testCacheSeq.Add(1))
+	first := newTestHandler(t, Config{CacheName: name}, c)
+	get(t, first, static(c, 200, "body", "Cache-Control", "max-age=600"), "http://example.com/kept")
+	s := first.store.(*store)
+	for i := 1; i < maxKeyTemplates; i++ {
+		newTestHandler(t, Config{CacheName: name, Key: fmt.Sprintf("{http.request.uri} %d", i)}, c)
+	}
+	newTestHandler(t, Config{CacheName: name}, c) // again: the latest now
+	if n := s.stats().Entries; n != 1 {
+		t.Fatalf("the store holds %d entries after %d templates, want 1", n, maxKeyTemplates)
+	}
+	if got := s.keyTemplates(); len(got) != maxKeyTemplates || got[len(got)-1] != DefaultKey {
+		t.Fatalf("templates %q", got)
+	}
+	if forgot := s.noteKeyTemplate("{http.request.uri} new"); forgot != "{http.request.uri} 1" {
+		t.Errorf("forgot %q, want the oldest", forgot)
+	}
+	s.wait()
+	if n := s.stats().Entries; n != 0 {
+		t.Errorf("the store holds %d entries after forgetting a template, want 0", n)
+	}
+	if got := s.keyTemplates(); len(got) != maxKeyTemplates || slices.Contains(got, "{http.request.uri} 1") {
+		t.Errorf("templates after forgetting: %q", got)
 	}
 }

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"net/url"
@@ -33,18 +34,45 @@ func (h *Handler) appendKey(dst []byte, r *http.Request) (key []byte, ok bool) {
 	if !h.customKey {
 		return appendURLKey(dst, r, sentURL(r)), true
 	}
+	key, err := appendCustomKey(dst, r, h.Key)
+	if err != nil {
+		if err != errNoReplacer {
+			h.badKey.Do(func() {
+				h.logger.Error("key names a placeholder this request does not know: such requests bypass the cache",
+					zap.String("key", h.Key), zap.Error(err))
+			})
+		}
+		return key, false
+	}
+	return key, true
+}
+
+// appendKeyWith appends r's key under template (DefaultKey or a custom
+// one), as a handler keyed by it would make it; false when r has no such
+// key.
+func appendKeyWith(dst []byte, r *http.Request, template string) ([]byte, bool) {
+	if template == DefaultKey {
+		return appendURLKey(dst, r, sentURL(r)), true
+	}
+	key, err := appendCustomKey(dst, r, template)
+	return key, err == nil
+}
+
+// errNoReplacer is appendCustomKey's error for a request Caddy did not
+// prepare.
+var errNoReplacer = errors.New("no replacer in the request's context")
+
+// appendCustomKey appends r's key under the custom template: its origin,
+// a space and the template's expansion.
+func appendCustomKey(dst []byte, r *http.Request, template string) ([]byte, error) {
 	dst = appendOrigin(dst, r)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
-		return dst, false
+		return dst, errNoReplacer
 	}
-	v, err := repl.ReplaceOrErr(h.Key, false, true)
+	v, err := repl.ReplaceOrErr(template, false, true)
 	if err != nil {
-		h.badKey.Do(func() {
-			h.logger.Error("key names a placeholder this request does not know: such requests bypass the cache",
-				zap.String("key", h.Key), zap.Error(err))
-		})
-		return dst, false
+		return dst, err
 	}
 	// The template follows the origin after a space, which no host holds
 	// (appendHost) and no default key has there: no Host and template
@@ -53,7 +81,7 @@ func (h *Handler) appendKey(dst []byte, r *http.Request) (key []byte, ok bool) {
 	// under handle_path /static/* is not the default key of the stripped
 	// path, in a store the two blocks share).
 	dst = append(dst, ' ')
-	return append(dst, v...), true
+	return append(dst, v...), nil
 }
 
 // sentURL is r's URL as the client sent it, before any rewrite.

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,9 @@ type storage interface {
 	purgePrefix(prefix string) int
 	purgeTag(tag string) int
 	purgeAll() int
+	// keyTemplates returns the key templates noted with noteKeyTemplate,
+	// the latest last. The slice is not to be modified.
+	keyTemplates() []string
 	// stats reports the store's size and counters.
 	stats() storeStats
 	// wait blocks until every set offered so far has been applied.
@@ -247,6 +251,15 @@ type store struct {
 	counts     atomic.Pointer[useSketch]
 	countsOnce sync.Once
 	items      int64 // the entries the store is sized for
+	// templates are the key templates (Config.Key) of the handlers that
+	// have used the store, the latest last, up to maxKeyTemplates: an
+	// unsafe request's invalidation reaches the entries each would have
+	// stored for its URL (Handler.invalidate), so that a reload back to
+	// an earlier key does not find what a POST under another key
+	// invalidated. templatesMu serializes the writers.
+	templates   atomic.Pointer[[]string]
+	templatesMu sync.Mutex
+
 	// firstUses counts the entries offered on their URL's first miss and
 	// how many were used, for min_uses auto.
 	firstUses firstUseStats
@@ -875,4 +888,47 @@ func liveStores(f func(s *store) bool) {
 		}
 		return true
 	})
+}
+
+// maxKeyTemplates bounds the key templates a store remembers: a store
+// whose handlers have used more (reload after reload) is purged when
+// another comes, since invalidations would no longer reach what the
+// forgotten ones stored.
+const maxKeyTemplates = 8
+
+// noteKeyTemplate notes that a handler keys its entries with template.
+// When that makes more than maxKeyTemplates, it forgets the oldest and
+// purges everything (forgot is then that template).
+func (s *store) noteKeyTemplate(template string) (forgot string) {
+	s.templatesMu.Lock()
+	defer s.templatesMu.Unlock()
+	var list []string
+	if p := s.templates.Load(); p != nil {
+		list = *p
+	}
+	i := slices.Index(list, template)
+	if i == len(list)-1 && i >= 0 {
+		return "" // the latest already
+	}
+	next := make([]string, 0, len(list)+1)
+	for j, t := range list {
+		if j != i {
+			next = append(next, t)
+		}
+	}
+	next = append(next, template)
+	if len(next) > maxKeyTemplates {
+		forgot = next[0]
+		next = next[1:]
+		s.purgeAll()
+	}
+	s.templates.Store(&next)
+	return forgot
+}
+
+func (s *store) keyTemplates() []string {
+	if p := s.templates.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
