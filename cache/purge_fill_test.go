@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -452,6 +453,7 @@ func TestForgottenPurgeFoldRace(t *testing.T) {
 		o := other
 		go func() {
 			for !go1.Load() {
+				runtime.Gosched()
 			}
 			s.mark(o)
 			done.Store(true)
@@ -462,8 +464,15 @@ func TestForgottenPurgeFoldRace(t *testing.T) {
 				misses++
 				break
 			}
+			// With one P (or its thread descheduled on a busy machine)
+			// the marking goroutine runs only once this one yields: a
+			// bare spin waited for async preemption (10 ms or more) on
+			// each of 6000 trials. With two Ps the calls above still
+			// overlap the mark.
+			runtime.Gosched()
 		}
 		for !done.Load() {
+			runtime.Gosched()
 		}
 		if !s.purgedSince(e) {
 			t.Fatal("after the fold: not kept out")

@@ -20,9 +20,14 @@ func TestBuiltBinary(t *testing.T) {
 	if bin == "" {
 		t.Skip("CADDY_BINARY is not set; .ci/run sets it to the xcaddy build")
 	}
+	// Distinct ports: freePort called five times can return one twice
+	// (the kernel hands out again a port just released), and Caddy then
+	// fails to start (ambiguous site, or address in use).
+	names := []string{"DEMO_ADMIN", "DEMO_FRONT", "DEMO_R1", "DEMO_R2", "DEMO_R3"}
+	free := freePorts(t, len(names))
 	ports := map[string]int{}
-	for _, name := range []string{"DEMO_ADMIN", "DEMO_FRONT", "DEMO_R1", "DEMO_R2", "DEMO_R3"} {
-		ports[name] = freePort(t)
+	for i, name := range names {
+		ports[name] = free[i]
 	}
 	cmd := exec.Command(bin, "run", "--config", filepath.Join("..", "testdata", "demo.Caddyfile"), "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "XDG_DATA_HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())

@@ -1802,7 +1802,8 @@ func TestCacheHitsGoThroughGuardsAndEncode(t *testing.T) {
 			http.NewResponseController(w).Flush()
 		}
 	})
-	frontPort, adminPort := freePort(t), freePort(t)
+	ports := freePorts(t, 2) // distinct: one port twice is an ambiguous site definition
+	frontPort, adminPort := ports[0], ports[1]
 	startCaddy(t, globals()+fmt.Sprintf(`
 http://127.0.0.1:%d {
 	@blocked header X-Blocked 1
