@@ -89,7 +89,10 @@ type Config struct {
 	// TargetedField is the name of the targeted cache-control field (RFC
 	// 9213) that, when present and valid, overrides Cache-Control and
 	// Expires for this cache. Default: "CDN-Cache-Control". Set to "-" (or
-	// "off", as in the Caddyfile) to honour Cache-Control only. A field
+	// "off", as in the Caddyfile) to honour Cache-Control only, or to
+	// "Surrogate-Control" for an origin that speaks that instead (read as
+	// an RFC 8941 dictionary too: max-age, no-store, stale-while-revalidate
+	// and the like, not the Edge Architecture's ";target" forms). A field
 	// with a meaning of its own in HTTP (Cache-Control, Set-Cookie, Vary,
 	// Content-Length...) is refused.
 	TargetedField string `json:"targeted_field,omitempty"`
