@@ -136,3 +136,30 @@ func TestRule21_TargetedField(t *testing.T) {
 		}
 	})
 }
+
+// TestSurrogateControlAsTargetedField: with targeted_field
+// Surrogate-Control, an origin's Surrogate-Control decides for this cache
+// over Cache-Control, both ways, and is ignored when it is not a
+// dictionary (the Edge Architecture's upper-case or targeted forms).
+func TestSurrogateControlAsTargetedField(t *testing.T) {
+	c := newClock()
+	for _, tc := range []struct {
+		name   string
+		fields []string
+		stored bool
+	}{
+		{name: "max-age over no-store", fields: []string{"Cache-Control", "no-store", "Surrogate-Control", "max-age=60"}, stored: true},
+		{name: "no-store over max-age", fields: []string{"Cache-Control", "max-age=60", "Surrogate-Control", "no-store"}},
+		{name: "not a dictionary: Cache-Control decides", fields: []string{"Cache-Control", "no-store", "Surrogate-Control", "MAX-AGE=60"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, Config{TargetedField: "Surrogate-Control"}, c)
+			o := static(c, 200, "body", tc.fields...)
+			get(t, h, o, "http://example.com/s")
+			w := get(t, h, o, "http://example.com/s")
+			if hit := hasParam(w.Header().Get("Cache-Status"), "hit"); hit != tc.stored {
+				t.Errorf("second request: Cache-Status %q, want stored %v", w.Header().Get("Cache-Status"), tc.stored)
+			}
+		})
+	}
+}
