@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -702,24 +703,40 @@ func TestRangeRevalidationEvaluatesClientConditional(t *testing.T) {
 }
 
 // TestNotModifiedAnnouncesNoTrailer: the 304 the cache makes of an
-// origin's 200 announcing trailers (not stored) has no Trailer field: a
-// 304 has no content, and no trailer section (RFC 9110 §6.5).
+// origin's 200 with trailers (not stored), announced or not
+// (reverse_proxy sets those it did not announce with http.TrailerPrefix),
+// has no Trailer field and no trailers: a 304 has no content, and no
+// trailer section (RFC 9110 §6.5); net/http's HTTP/2 server would send
+// them after the 304, which the cache flushed without ending the stream.
 func TestNotModifiedAnnouncesNoTrailer(t *testing.T) {
 	c := newClock()
-	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Cache-Control", "max-age=60")
-		w.Header().Set("Etag", `"v1"`)
-		w.Header().Set("Trailer", "X-Checksum")
-		_, _ = io.WriteString(w, "body")
-		w.Header().Set("X-Checksum", "abc")
-		return nil
-	}}
-	h := newTestHandler(t, Config{}, c)
-	w := get(t, h, o, "http://example.com/t", "If-None-Match", `"v1"`)
-	if w.Code != http.StatusNotModified {
-		t.Fatalf("client got %d, want a 304", w.Code)
-	}
-	if tr := w.Header().Values("Trailer"); len(tr) > 0 {
-		t.Errorf("the 304 announces trailers: Trailer %q", tr)
+	for _, announced := range []bool{true, false} {
+		t.Run(fmt.Sprintf("announced=%v", announced), func(t *testing.T) {
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Cache-Control", "max-age=60")
+				w.Header().Set("Etag", `"v1"`)
+				if announced {
+					w.Header().Set("Trailer", "X-Checksum")
+				}
+				_, _ = io.WriteString(w, "body")
+				if announced {
+					w.Header().Set("X-Checksum", "abc")
+				} else {
+					w.Header().Set(http.TrailerPrefix+"X-Checksum", "abc")
+				}
+				return nil
+			}}
+			h := newTestHandler(t, Config{}, c)
+			w := get(t, h, o, "http://example.com/t", "If-None-Match", `"v1"`)
+			if w.Code != http.StatusNotModified {
+				t.Fatalf("client got %d, want a 304", w.Code)
+			}
+			if tr := w.Header().Values("Trailer"); len(tr) > 0 {
+				t.Errorf("the 304 announces trailers: Trailer %q", tr)
+			}
+			if tr := w.Result().Trailer; len(tr) > 0 {
+				t.Errorf("the 304 has trailers: %q", tr)
+			}
+		})
 	}
 }

@@ -97,6 +97,7 @@ type Handler struct {
 	poolKey   string
 	claimed   <-chan struct{} // Done of the config whose claim on CacheName h holds, until Cleanup
 	customKey bool            // Key is not DefaultKey: expand it through the replacer
+	keyUse    *templateUse    // the store's note of Key, for invalidations under later keys
 	badKey    *sync.Once      // logs the first request whose key cannot be made
 	nested    *sync.Once      // logs the first request that came through another response_cache
 	inErrors  *sync.Once      // logs the first request of an error route (handle_errors)
@@ -211,8 +212,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			zap.Int64("max_size", h.MaxSize))
 	}
 	h.store = v.(*store)
-	if forgot := v.(*store).noteKeyTemplate(h.Key); forgot != "" {
-		h.logger.Info("response_cache purged its store: its handlers have keyed entries with more key templates than it remembers, and unsafe requests would no longer invalidate what the oldest stored",
+	var forgot string
+	h.keyUse, forgot = v.(*store).noteKeyTemplate(h.Key)
+	if forgot != "" {
+		h.logger.Info("response_cache purged its store: configs no longer loaded keyed entries with more key templates than it remembers, and unsafe requests would no longer invalidate what the oldest stored",
 			zap.String("forgotten_key", forgot), zap.Int("templates", maxKeyTemplates))
 	}
 	if h.MinUses != 1 {
@@ -326,6 +329,10 @@ func (h *Handler) Cleanup() error {
 	if h.claimed != nil {
 		releaseName(h.claimed, h.CacheName)
 		h.claimed = nil
+	}
+	if h.keyUse != nil {
+		h.keyUse.release()
+		h.keyUse = nil
 	}
 	if h.poolKey == "" {
 		return nil

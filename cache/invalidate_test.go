@@ -1,12 +1,14 @@
 package cache
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -197,34 +199,103 @@ func TestInvalidationReachesEarlierKeys(t *testing.T) {
 	}
 }
 
-// TestKeyTemplatesAreBounded: a store remembers the latest
-// maxKeyTemplates key templates; one more purges it (invalidations would
-// no longer reach what the oldest stored), and noting one it has again
-// purges nothing.
+// provisionConfig provisions one handler per key with cache_name name,
+// as one config would (one context), and returns them with the function
+// that unloads the config (Caddy cancels its context and cleans its
+// modules up, whether it loaded or failed to).
+func provisionConfig(t *testing.T, name string, keys []string, c *clock) ([]*Handler, func()) {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	var hs []*Handler
+	for _, k := range keys {
+		h := &Handler{Config: Config{CacheName: name, Key: k}, logger: zap.NewNop(), now: c.Now}
+		if err := h.Provision(ctx); err != nil {
+			t.Fatalf("Provision: %v", err)
+		}
+		hs = append(hs, h)
+	}
+	var once sync.Once
+	unload := func() {
+		once.Do(func() {
+			cancel()
+			for _, h := range hs {
+				h.bg.wait()
+				_ = h.Cleanup()
+			}
+		})
+	}
+	t.Cleanup(unload)
+	return hs, unload
+}
+
+// TestKeyTemplatesAreBounded: a store forgets the oldest key template no
+// loaded config uses once it has more than maxKeyTemplates, with a purge
+// when that template keyed stored entries (invalidations would no longer
+// reach them), without one when it keyed none (a config that failed to
+// load); and never the templates of loaded configs.
 func TestKeyTemplatesAreBounded(t *testing.T) {
 	c := newClock()
-	name := fmt.Sprintf("templates-%d", testCacheSeq.Add(1))
-	first := newTestHandler(t, Config{CacheName: name}, c)
-	get(t, first, static(c, 200, "body", "Cache-Control", "max-age=600"), "http://example.com/kept")
-	s := first.store.(*store)
-	for i := 1; i < maxKeyTemplates; i++ {
-		newTestHandler(t, Config{CacheName: name, Key: fmt.Sprintf("{http.request.uri} %d", i)}, c)
-	}
-	newTestHandler(t, Config{CacheName: name}, c) // again: the latest now
-	if n := s.stats().Entries; n != 1 {
-		t.Fatalf("the store holds %d entries after %d templates, want 1", n, maxKeyTemplates)
-	}
-	if got := s.keyTemplates(); len(got) != maxKeyTemplates || got[len(got)-1] != DefaultKey {
-		t.Fatalf("templates %q", got)
-	}
-	if forgot := s.noteKeyTemplate("{http.request.uri} new"); forgot != "{http.request.uri} 1" {
-		t.Errorf("forgot %q, want the oldest", forgot)
-	}
-	s.wait()
-	if n := s.stats().Entries; n != 0 {
-		t.Errorf("the store holds %d entries after forgetting a template, want 0", n)
-	}
-	if got := s.keyTemplates(); len(got) != maxKeyTemplates || slices.Contains(got, "{http.request.uri} 1") {
-		t.Errorf("templates after forgetting: %q", got)
-	}
+	o := static(c, 200, "body", "Cache-Control", "max-age=600")
+	custom := func(i int) string { return fmt.Sprintf("{http.request.uri} %d", i) }
+	t.Run("a template that stored is forgotten with a purge", func(t *testing.T) {
+		name := fmt.Sprintf("templates-%d", testCacheSeq.Add(1))
+		hs, unload := provisionConfig(t, name, []string{custom(0)}, c)
+		get(t, hs[0], o, "http://example.com/old")
+		s := hs[0].store.(*store)
+		running, _ := provisionConfig(t, name, []string{DefaultKey}, c) // a reload to the default key
+		unload()
+		get(t, running[0], o, "http://example.com/kept")
+		for i := 1; i < maxKeyTemplates-1; i++ { // failed loads, each with a key of its own
+			_, failed := provisionConfig(t, name, []string{custom(i)}, c)
+			failed()
+		}
+		if n := s.stats().Entries; n != 2 {
+			t.Fatalf("%d entries with %d templates, want 2", n, len(s.keyTemplates()))
+		}
+		_, failed := provisionConfig(t, name, []string{custom(100)}, c) // the ninth
+		failed()
+		s.wait()
+		if n := s.stats().Entries; n != 0 {
+			t.Errorf("the store holds %d entries after forgetting a template that stored, want 0", n)
+		}
+		if got := s.keyTemplates(); len(got) != maxKeyTemplates || slices.Contains(got, custom(0)) || !slices.Contains(got, DefaultKey) {
+			t.Errorf("templates after forgetting: %q", got)
+		}
+	})
+	t.Run("failed loads do not purge the running config's store", func(t *testing.T) {
+		name := fmt.Sprintf("templates-%d", testCacheSeq.Add(1))
+		hs, _ := provisionConfig(t, name, []string{DefaultKey}, c)
+		get(t, hs[0], o, "http://example.com/kept")
+		s := hs[0].store.(*store)
+		for i := range 2 * maxKeyTemplates {
+			_, failed := provisionConfig(t, name, []string{custom(i)}, c)
+			failed()
+		}
+		s.wait()
+		if n := s.stats().Entries; n != 1 {
+			t.Errorf("failed loads purged the running config's store: %d entries, want 1", n)
+		}
+		if got := s.keyTemplates(); len(got) != maxKeyTemplates || !slices.Contains(got, DefaultKey) {
+			t.Errorf("templates: %q", got)
+		}
+	})
+	t.Run("a config with more keys keeps its store across reloads", func(t *testing.T) {
+		name := fmt.Sprintf("templates-%d", testCacheSeq.Add(1))
+		keys := []string{DefaultKey}
+		for i := 1; i <= maxKeyTemplates; i++ {
+			keys = append(keys, custom(i))
+		}
+		hs, unload := provisionConfig(t, name, keys, c)
+		get(t, hs[0], o, "http://example.com/kept")
+		s := hs[0].store.(*store)
+		next, _ := provisionConfig(t, name, keys, c) // a reload changing something else
+		unload()
+		s.wait()
+		if w := get(t, next[0], o, "http://example.com/kept"); !hasParam(w.Header().Get("Cache-Status"), "hit") {
+			t.Errorf("after reloading a config with %d keys: %q, want a hit", len(keys), w.Header().Get("Cache-Status"))
+		}
+		if got := s.keyTemplates(); len(got) != len(keys) {
+			t.Errorf("%d templates, want the config's %d", len(got), len(keys))
+		}
+	})
 }

@@ -760,6 +760,7 @@ func (h *Handler) storeFilled(x *exchange, rec *recorder, e *entry) {
 	// The waiters get e even if the store drops it (frees its body)
 	// at once: this keeps the body until they have taken theirs.
 	e.body.acquire()
+	h.keyUse.markStored()
 	if !h.store.set(e) {
 		if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
 			ce.Write(zap.String("key", e.key))

@@ -557,8 +557,8 @@ func (rec *recorder) Unwrap() http.ResponseWriter { return rec.w }
 // status into the client's header map, where net/http looks for them when
 // the handler returns.
 func (rec *recorder) finishTrailers() {
-	if !rec.pass || !rec.wroteHeader || !rec.hasTrailers() {
-		return
+	if !rec.pass || !rec.wroteHeader || rec.notModified || !rec.hasTrailers() {
+		return // (a 304 has no trailer section: RFC 9110 §6.5)
 	}
 	// Trailers go after the body; and the client's writer may be at work
 	// on its header map (encode, wrapping the cache, sets its fields at

@@ -252,13 +252,15 @@ type store struct {
 	countsOnce sync.Once
 	items      int64 // the entries the store is sized for
 	// templates are the key templates (Config.Key) of the handlers that
-	// have used the store, the latest last, up to maxKeyTemplates: an
+	// have used the store, the latest last (see noteKeyTemplate): an
 	// unsafe request's invalidation reaches the entries each would have
 	// stored for its URL (Handler.invalidate), so that a reload back to
 	// an earlier key does not find what a POST under another key
-	// invalidated. templatesMu serializes the writers.
-	templates   atomic.Pointer[[]string]
-	templatesMu sync.Mutex
+	// invalidated. templatesMu serializes the writers and guards
+	// templateUses, what the store knows of each.
+	templates    atomic.Pointer[[]string]
+	templatesMu  sync.Mutex
+	templateUses map[string]*templateUse
 
 	// firstUses counts the entries offered on their URL's first miss and
 	// how many were used, for min_uses auto.
@@ -890,25 +892,55 @@ func liveStores(f func(s *store) bool) {
 	})
 }
 
-// maxKeyTemplates bounds the key templates a store remembers: a store
-// whose handlers have used more (reload after reload) is purged when
-// another comes, since invalidations would no longer reach what the
-// forgotten ones stored.
+// maxKeyTemplates bounds the key templates a store remembers once no
+// loaded config uses them: past it, the oldest is forgotten, and if its
+// handlers stored anything the store is purged, since invalidations would
+// no longer reach it. The templates of loaded configs are never
+// forgotten (a config may use more).
 const maxKeyTemplates = 8
 
-// noteKeyTemplate notes that a handler keys its entries with template.
-// When that makes more than maxKeyTemplates, it forgets the oldest and
-// purges everything (forgot is then that template).
-func (s *store) noteKeyTemplate(template string) (forgot string) {
+// templateUse is what a store knows of a key template: how many
+// provisioned handlers use it (a config's handlers until its Cleanup,
+// whether it loaded or not), and whether one of them offered an entry.
+type templateUse struct {
+	s        *store
+	template string
+	handlers int // guarded by store.templatesMu
+	stored   atomic.Bool
+}
+
+// markStored notes that an entry keyed by the template was offered.
+func (u *templateUse) markStored() {
+	if u != nil && !u.stored.Load() {
+		u.stored.Store(true)
+	}
+}
+
+// noteKeyTemplate notes that a handler keys its entries with template,
+// until it releases the use returned; the handler marks what it stores on use.
+// When that makes more than maxKeyTemplates, it forgets the oldest no
+// handler uses, with a purge of everything (forgot is then that
+// template) when it keyed stored entries; a config that failed to load
+// stored nothing, and its templates go without one.
+func (s *store) noteKeyTemplate(template string) (use *templateUse, forgot string) {
 	s.templatesMu.Lock()
 	defer s.templatesMu.Unlock()
+	if s.templateUses == nil {
+		s.templateUses = make(map[string]*templateUse)
+	}
+	use = s.templateUses[template]
+	if use == nil {
+		use = &templateUse{s: s, template: template}
+		s.templateUses[template] = use
+	}
+	use.handlers++
 	var list []string
 	if p := s.templates.Load(); p != nil {
 		list = *p
 	}
 	i := slices.Index(list, template)
 	if i == len(list)-1 && i >= 0 {
-		return "" // the latest already
+		return use, "" // the latest already
 	}
 	next := make([]string, 0, len(list)+1)
 	for j, t := range list {
@@ -918,12 +950,30 @@ func (s *store) noteKeyTemplate(template string) (forgot string) {
 	}
 	next = append(next, template)
 	if len(next) > maxKeyTemplates {
-		forgot = next[0]
-		next = next[1:]
-		s.purgeAll()
+		for j, t := range next {
+			if u := s.templateUses[t]; u.handlers == 0 {
+				next = slices.Delete(next, j, j+1)
+				delete(s.templateUses, t)
+				if u.stored.Load() {
+					forgot = t
+					s.purgeAll()
+				}
+				break
+			}
+		}
 	}
 	s.templates.Store(&next)
-	return forgot
+	return use, forgot
+}
+
+// release notes that a handler noteKeyTemplate counted for the template
+// is cleaned up.
+func (u *templateUse) release() {
+	u.s.templatesMu.Lock()
+	defer u.s.templatesMu.Unlock()
+	if u.handlers > 0 {
+		u.handlers--
+	}
 }
 
 func (s *store) keyTemplates() []string {
