@@ -97,7 +97,7 @@ type Handler struct {
 	poolKey   string
 	claimed   <-chan struct{} // Done of the config whose claim on CacheName h holds, until Cleanup
 	customKey bool            // Key is not DefaultKey: expand it through the replacer
-	keyUse    *templateUse    // the store's note of Key, for invalidations under later keys
+	keyUse    *templateClaim  // the store's note of Key, for invalidations under later keys
 	badKey    *sync.Once      // logs the first request whose key cannot be made
 	nested    *sync.Once      // logs the first request that came through another response_cache
 	inErrors  *sync.Once      // logs the first request of an error route (handle_errors)
@@ -330,10 +330,7 @@ func (h *Handler) Cleanup() error {
 		releaseName(h.claimed, h.CacheName)
 		h.claimed = nil
 	}
-	if h.keyUse != nil {
-		h.keyUse.release()
-		h.keyUse = nil
-	}
+	h.keyUse.release() // not cleared: requests still finishing mark what they store
 	if h.poolKey == "" {
 		return nil
 	}

@@ -909,10 +909,11 @@ type templateUse struct {
 	stored   atomic.Bool
 }
 
-// markStored notes that an entry keyed by the template was offered.
-func (u *templateUse) markStored() {
-	if u != nil && !u.stored.Load() {
-		u.stored.Store(true)
+// markStored notes that an entry keyed by the claim's template was
+// offered.
+func (c *templateClaim) markStored() {
+	if c != nil && !c.stored.Load() {
+		c.stored.Store(true)
 	}
 }
 
@@ -922,25 +923,26 @@ func (u *templateUse) markStored() {
 // handler uses, with a purge of everything (forgot is then that
 // template) when it keyed stored entries; a config that failed to load
 // stored nothing, and its templates go without one.
-func (s *store) noteKeyTemplate(template string) (use *templateUse, forgot string) {
+func (s *store) noteKeyTemplate(template string) (claim *templateClaim, forgot string) {
 	s.templatesMu.Lock()
 	defer s.templatesMu.Unlock()
 	if s.templateUses == nil {
 		s.templateUses = make(map[string]*templateUse)
 	}
-	use = s.templateUses[template]
+	use := s.templateUses[template]
 	if use == nil {
 		use = &templateUse{s: s, template: template}
 		s.templateUses[template] = use
 	}
 	use.handlers++
+	claim = &templateClaim{templateUse: use}
 	var list []string
 	if p := s.templates.Load(); p != nil {
 		list = *p
 	}
 	i := slices.Index(list, template)
 	if i == len(list)-1 && i >= 0 {
-		return use, "" // the latest already
+		return claim, "" // the latest already
 	}
 	next := make([]string, 0, len(list)+1)
 	for j, t := range list {
@@ -963,17 +965,25 @@ func (s *store) noteKeyTemplate(template string) (use *templateUse, forgot strin
 		}
 	}
 	s.templates.Store(&next)
-	return use, forgot
+	return claim, forgot
 }
 
-// release notes that a handler noteKeyTemplate counted for the template
-// is cleaned up.
-func (u *templateUse) release() {
-	u.s.templatesMu.Lock()
-	defer u.s.templatesMu.Unlock()
-	if u.handlers > 0 {
-		u.handlers--
+// templateClaim is one handler's count in a templateUse, until release.
+// The handler keeps it past its Cleanup: requests of an unloaded config
+// may still be finishing, and mark what they store.
+type templateClaim struct {
+	*templateUse
+	released atomic.Bool
+}
+
+// release uncounts the claim's handler (once; it is cleaned up).
+func (c *templateClaim) release() {
+	if c == nil || !c.released.CompareAndSwap(false, true) {
+		return
 	}
+	c.s.templatesMu.Lock()
+	defer c.s.templatesMu.Unlock()
+	c.handlers--
 }
 
 func (s *store) keyTemplates() []string {
