@@ -212,12 +212,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			zap.Int64("max_size", h.MaxSize))
 	}
 	h.store = v.(*store)
-	var forgot string
-	h.keyUse, forgot = v.(*store).noteKeyTemplate(h.Key)
-	if forgot != "" {
-		h.logger.Info("response_cache purged its store: configs no longer loaded keyed entries with more key templates than it remembers, and unsafe requests would no longer invalidate what the oldest stored",
-			zap.String("forgotten_key", forgot), zap.Int("templates", maxKeyTemplates))
-	}
+	h.keyUse = v.(*store).noteKeyTemplate(h.Key)
 	if h.MinUses != 1 {
 		h.uses = v.(*store).useCounts
 	}
@@ -330,7 +325,11 @@ func (h *Handler) Cleanup() error {
 		releaseName(h.claimed, h.CacheName)
 		h.claimed = nil
 	}
-	h.keyUse.release() // not cleared: requests still finishing mark what they store
+	// Not cleared: requests still finishing ask it whether to store.
+	if forgot := h.keyUse.release(); forgot != "" {
+		h.logger.Info("response_cache purged its store: configs no longer loaded keyed entries with more key templates than it remembers, and unsafe requests would no longer invalidate what the oldest stored",
+			zap.String("forgotten_key", forgot), zap.Int("templates", maxKeyTemplates))
+	}
 	if h.poolKey == "" {
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -228,54 +229,58 @@ func provisionConfig(t *testing.T, name string, keys []string, c *clock) ([]*Han
 	return hs, unload
 }
 
-// TestKeyTemplatesAreBounded: a store forgets the oldest key template no
-// loaded config uses once it has more than maxKeyTemplates, with a purge
-// when that template keyed stored entries (invalidations would no longer
-// reach them), without one when it keyed none (a config that failed to
-// load); and never the templates of loaded configs.
+// TestKeyTemplatesAreBounded: a store keeps the key templates of loaded
+// configs, and at most maxKeyTemplates others: past that the oldest is
+// forgotten, with a purge when entries were stored under it
+// (invalidations would no longer reach them); one nothing was stored
+// under (a config that failed to load) is forgotten as soon as no
+// handler uses it, without a purge.
 func TestKeyTemplatesAreBounded(t *testing.T) {
 	c := newClock()
 	o := static(c, 200, "body", "Cache-Control", "max-age=600")
 	custom := func(i int) string { return fmt.Sprintf("{http.request.uri} %d", i) }
-	t.Run("a template that stored is forgotten with a purge", func(t *testing.T) {
+	t.Run("reloads through keys that stored", func(t *testing.T) {
 		name := fmt.Sprintf("templates-%d", testCacheSeq.Add(1))
 		hs, unload := provisionConfig(t, name, []string{custom(0)}, c)
-		get(t, hs[0], o, "http://example.com/old")
+		get(t, hs[0], o, "http://example.com/0")
 		s := hs[0].store.(*store)
-		running, _ := provisionConfig(t, name, []string{DefaultKey}, c) // a reload to the default key
-		unload()
-		get(t, running[0], o, "http://example.com/kept")
-		for i := 1; i < maxKeyTemplates-1; i++ { // failed loads, each with a key of its own
-			_, failed := provisionConfig(t, name, []string{custom(i)}, c)
-			failed()
+		for i := 1; i <= maxKeyTemplates+1; i++ {
+			next, unloadNext := provisionConfig(t, name, []string{custom(i)}, c)
+			unload() // custom(i-1) is no longer used: i templates are not
+			unload = unloadNext
+			s.wait()
+			want := i // what each config stored
+			if i > maxKeyTemplates {
+				want = 0 // custom(0) forgotten: purged
+			}
+			if n := s.stats().Entries; n != want {
+				t.Fatalf("after reload %d: %d entries, want %d", i, n, want)
+			}
+			get(t, next[0], o, fmt.Sprintf("http://example.com/%d", i))
 		}
-		if n := s.stats().Entries; n != 2 {
-			t.Fatalf("%d entries with %d templates, want 2", n, len(s.keyTemplates()))
-		}
-		_, failed := provisionConfig(t, name, []string{custom(100)}, c) // the ninth
-		failed()
-		s.wait()
-		if n := s.stats().Entries; n != 0 {
-			t.Errorf("the store holds %d entries after forgetting a template that stored, want 0", n)
-		}
-		if got := s.keyTemplates(); len(got) != maxKeyTemplates || slices.Contains(got, custom(0)) || !slices.Contains(got, DefaultKey) {
-			t.Errorf("templates after forgetting: %q", got)
+		if got := s.keyTemplates(); len(got) != maxKeyTemplates+1 || slices.Contains(got, custom(0)) {
+			t.Errorf("templates: %q", got)
 		}
 	})
-	t.Run("failed loads do not purge the running config's store", func(t *testing.T) {
+	t.Run("failed loads purge nothing", func(t *testing.T) {
 		name := fmt.Sprintf("templates-%d", testCacheSeq.Add(1))
 		hs, _ := provisionConfig(t, name, []string{DefaultKey}, c)
 		get(t, hs[0], o, "http://example.com/kept")
 		s := hs[0].store.(*store)
-		for i := range 2 * maxKeyTemplates {
-			_, failed := provisionConfig(t, name, []string{custom(i)}, c)
+		for i := range maxKeyTemplates { // earlier configs, reloaded away from, that stored
+			claim := s.noteKeyTemplate(custom(i))
+			claim.markStored()
+			claim.release()
+		}
+		for i := range 2 * maxKeyTemplates { // loads failing after the cache provisioned
+			_, failed := provisionConfig(t, name, []string{custom(100 + i)}, c)
 			failed()
 		}
 		s.wait()
 		if n := s.stats().Entries; n != 1 {
 			t.Errorf("failed loads purged the running config's store: %d entries, want 1", n)
 		}
-		if got := s.keyTemplates(); len(got) != maxKeyTemplates || !slices.Contains(got, DefaultKey) {
+		if got := s.keyTemplates(); len(got) != maxKeyTemplates+1 || !slices.Contains(got, DefaultKey) || slices.Contains(got, custom(100)) {
 			t.Errorf("templates: %q", got)
 		}
 	})
@@ -290,6 +295,8 @@ func TestKeyTemplatesAreBounded(t *testing.T) {
 		s := hs[0].store.(*store)
 		next, _ := provisionConfig(t, name, keys, c) // a reload changing something else
 		unload()
+		_, failed := provisionConfig(t, name, []string{custom(100)}, c) // and a load that fails
+		failed()
 		s.wait()
 		if w := get(t, next[0], o, "http://example.com/kept"); !hasParam(w.Header().Get("Cache-Status"), "hit") {
 			t.Errorf("after reloading a config with %d keys: %q, want a hit", len(keys), w.Header().Get("Cache-Status"))
@@ -298,4 +305,70 @@ func TestKeyTemplatesAreBounded(t *testing.T) {
 			t.Errorf("%d templates, want the config's %d", len(got), len(keys))
 		}
 	})
+}
+
+// TestNoStoreUnderAForgottenTemplate: a request of an unloaded config
+// that ends after the store forgot its key template (nothing had been
+// stored under it) does not store its response, which no invalidation
+// would reach: a POST under the next key, then a reload back to the old
+// key, finds nothing of before the POST.
+func TestNoStoreUnderAForgottenTemplate(t *testing.T) {
+	c := newClock()
+	name := fmt.Sprintf("late-%d", testCacheSeq.Add(1))
+	const oldKey = "{http.request.uri} {http.request.header.X-Tenant}"
+	old, unloadOld := provisionConfig(t, name, []string{oldKey}, c)
+	next, _ := provisionConfig(t, name, []string{DefaultKey}, c)
+	var version atomic.Int32
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=600")
+		_, _ = io.WriteString(w, "version "+strconv.Itoa(int(version.Load())))
+		return nil
+	}}
+	// The old config unloads while its request is at the origin.
+	late := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		unloadOld()
+		return o.fn(w, r)
+	}}
+	get(t, old[0], late, "http://example.com/page", "X-Tenant", "a")
+	if slices.Contains(old[0].store.keyTemplates(), oldKey) {
+		t.Fatal("the old key's template is still remembered")
+	}
+	version.Store(1)
+	serve(t, next[0], static(c, http.StatusNoContent, ""), newRequest(http.MethodPost, "http://example.com/page", "X-Tenant", "a"))
+	back, _ := provisionConfig(t, name, []string{oldKey}, c)
+	if w := get(t, back[0], o, "http://example.com/page", "X-Tenant", "a"); w.Body.String() != "version 1" {
+		t.Errorf("after a reload back to the old key: %q (%q), want version 1", w.Body.String(), w.Header().Get("Cache-Status"))
+	}
+}
+
+// TestCleanupWhileABackgroundRefreshStores: a background revalidation
+// outlives its config; the config's Cleanup and the refresh's store
+// touch the handler's key-template claim together (run with -race).
+func TestCleanupWhileABackgroundRefreshStores(t *testing.T) {
+	c := newClock()
+	name := fmt.Sprintf("bg-cleanup-%d", testCacheSeq.Add(1))
+	old, unload := provisionConfig(t, name, []string{DefaultKey}, c)
+	provisionConfig(t, name, []string{DefaultKey}, c) // the next config keeps the store
+	release := make(chan struct{})
+	var n atomic.Int32
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if n.Add(1) > 1 {
+			<-release
+		}
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=600")
+		w.Header().Set("Date", c.date())
+		_, _ = io.WriteString(w, "body")
+		return nil
+	}}
+	get(t, old[0], o, "http://example.com/swr")
+	c.Advance(5 * time.Second)
+	get(t, old[0], o, "http://example.com/swr") // stale: a refresh waits at the origin
+	done := make(chan struct{})
+	go func() { unload(); close(done) }()
+	close(release)
+	<-done
+	old[0].bg.wait()
+	if n.Load() != 2 {
+		t.Errorf("origin called %d times, want 2 (the fill and the refresh)", n.Load())
+	}
 }

@@ -752,16 +752,24 @@ func (h *Handler) logOriginError(level zapcore.Level, msg string, x *exchange, f
 // storeFilled offers e, the entry of x's complete response, to the store
 // and answers x's waiters with it.
 func (h *Handler) storeFilled(x *exchange, rec *recorder, e *entry) {
+	// False once the store forgot h's key template (h's config is
+	// unloaded): invalidations would not reach what it stored.
+	keep := h.keyUse.markStored()
 	if x.newRecord != nil {
 		// Only with a variant to store: a record of a response that
 		// broke off would orphan the variants of the one it replaced.
-		h.store.set(x.newRecord)
+		if keep {
+			h.store.set(x.newRecord)
+		} else {
+			x.newRecord.exit()
+		}
 	}
 	// The waiters get e even if the store drops it (frees its body)
 	// at once: this keeps the body until they have taken theirs.
 	e.body.acquire()
-	h.keyUse.markStored()
-	if !h.store.set(e) {
+	if !keep {
+		e.exit()
+	} else if !h.store.set(e) {
 		if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
 			ce.Write(zap.String("key", e.key))
 		}

@@ -892,38 +892,30 @@ func liveStores(f func(s *store) bool) {
 	})
 }
 
-// maxKeyTemplates bounds the key templates a store remembers once no
-// loaded config uses them: past it, the oldest is forgotten, and if its
-// handlers stored anything the store is purged, since invalidations would
-// no longer reach it. The templates of loaded configs are never
-// forgotten (a config may use more).
+// maxKeyTemplates bounds the key templates a store remembers that no
+// provisioned handler uses: past it, the oldest is forgotten, with a
+// purge of the store if entries were stored under it, since
+// invalidations would no longer reach them. The templates of loaded
+// configs are never forgotten (a config may use more), and one under
+// which nothing was stored is forgotten as soon as no handler uses it (a
+// config that failed to load), without a purge.
 const maxKeyTemplates = 8
 
 // templateUse is what a store knows of a key template: how many
 // provisioned handlers use it (a config's handlers until its Cleanup,
-// whether it loaded or not), and whether one of them offered an entry.
+// whether it loaded or not), whether one of them offered an entry, and
+// whether the store forgot it.
 type templateUse struct {
-	s        *store
-	template string
-	handlers int // guarded by store.templatesMu
-	stored   atomic.Bool
-}
-
-// markStored notes that an entry keyed by the claim's template was
-// offered.
-func (c *templateClaim) markStored() {
-	if c != nil && !c.stored.Load() {
-		c.stored.Store(true)
-	}
+	s         *store
+	template  string
+	handlers  int // guarded by store.templatesMu
+	stored    atomic.Bool
+	forgotten atomic.Bool
 }
 
 // noteKeyTemplate notes that a handler keys its entries with template,
-// until it releases the use returned; the handler marks what it stores on use.
-// When that makes more than maxKeyTemplates, it forgets the oldest no
-// handler uses, with a purge of everything (forgot is then that
-// template) when it keyed stored entries; a config that failed to load
-// stored nothing, and its templates go without one.
-func (s *store) noteKeyTemplate(template string) (claim *templateClaim, forgot string) {
+// until it releases the claim returned.
+func (s *store) noteKeyTemplate(template string) *templateClaim {
 	s.templatesMu.Lock()
 	defer s.templatesMu.Unlock()
 	if s.templateUses == nil {
@@ -935,55 +927,93 @@ func (s *store) noteKeyTemplate(template string) (claim *templateClaim, forgot s
 		s.templateUses[template] = use
 	}
 	use.handlers++
-	claim = &templateClaim{templateUse: use}
 	var list []string
 	if p := s.templates.Load(); p != nil {
 		list = *p
 	}
-	i := slices.Index(list, template)
-	if i == len(list)-1 && i >= 0 {
-		return claim, "" // the latest already
+	if i := slices.Index(list, template); i < 0 || i != len(list)-1 {
+		next := slices.DeleteFunc(slices.Clone(list), func(t string) bool { return t == template })
+		next = append(next, template)
+		s.templates.Store(&next)
 	}
-	next := make([]string, 0, len(list)+1)
-	for j, t := range list {
-		if j != i {
-			next = append(next, t)
-		}
-	}
-	next = append(next, template)
-	if len(next) > maxKeyTemplates {
-		for j, t := range next {
-			if u := s.templateUses[t]; u.handlers == 0 {
-				next = slices.Delete(next, j, j+1)
-				delete(s.templateUses, t)
-				if u.stored.Load() {
-					forgot = t
-					s.purgeAll()
-				}
-				break
-			}
-		}
-	}
-	s.templates.Store(&next)
-	return claim, forgot
+	return &templateClaim{templateUse: use}
 }
 
 // templateClaim is one handler's count in a templateUse, until release.
 // The handler keeps it past its Cleanup: requests of an unloaded config
-// may still be finishing, and mark what they store.
+// may still be finishing, and ask it whether to store (markStored).
 type templateClaim struct {
 	*templateUse
 	released atomic.Bool
 }
 
-// release uncounts the claim's handler (once; it is cleaned up).
-func (c *templateClaim) release() {
-	if c == nil || !c.released.CompareAndSwap(false, true) {
-		return
+// markStored notes that the claim's handler offers an entry keyed by its
+// template, and reports whether it may: false once the store forgot the
+// template (the entry would be out of reach of invalidations). Forgetting
+// sets forgotten before it reads stored, and this the other way round:
+// one of them sees the other (a purge then refuses an entry whose fill
+// began before it).
+func (c *templateClaim) markStored() bool {
+	if c == nil {
+		return true
 	}
-	c.s.templatesMu.Lock()
-	defer c.s.templatesMu.Unlock()
+	if !c.stored.Load() {
+		c.stored.Store(true)
+	}
+	return !c.forgotten.Load()
+}
+
+// release uncounts the claim's handler (once: it is cleaned up). When no
+// handler uses the template any more, a template nothing was stored
+// under is forgotten at once; then, past maxKeyTemplates unused ones, the
+// oldest is, with a purge of the store if something was stored under it
+// (forgot is then that template).
+func (c *templateClaim) release() (forgot string) {
+	if c == nil || !c.released.CompareAndSwap(false, true) {
+		return ""
+	}
+	s := c.s
+	s.templatesMu.Lock()
+	defer s.templatesMu.Unlock()
 	c.handlers--
+	if c.handlers > 0 {
+		return ""
+	}
+	list := slices.Clone(s.keyTemplates())
+	if !c.stored.Load() && s.forgetLocked(c.templateUse) {
+		list = slices.DeleteFunc(list, func(t string) bool { return t == c.template })
+	}
+	for {
+		unused := 0
+		oldest := -1
+		for i, t := range list {
+			if s.templateUses[t].handlers == 0 {
+				if oldest < 0 {
+					oldest = i
+				}
+				unused++
+			}
+		}
+		if unused <= maxKeyTemplates {
+			break
+		}
+		u := s.templateUses[list[oldest]]
+		if !s.forgetLocked(u) {
+			forgot = u.template
+			s.purgeAll()
+		}
+		list = slices.Delete(list, oldest, oldest+1)
+	}
+	s.templates.Store(&list)
+	return forgot
+}
+
+// forgetLocked forgets u and reports whether nothing was stored under
+// it, as markStored tells (see there).
+func (s *store) forgetLocked(u *templateUse) (clean bool) {
+	u.forgotten.Store(true)
+	delete(s.templateUses, u.template)
+	return !u.stored.Load()
 }
 
 func (s *store) keyTemplates() []string {
