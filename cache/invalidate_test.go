@@ -372,3 +372,39 @@ func TestCleanupWhileABackgroundRefreshStores(t *testing.T) {
 		t.Errorf("origin called %d times, want 2 (the fill and the refresh)", n.Load())
 	}
 }
+
+// TestReleaseWhileALateRequestStores: a late request of a config marks a
+// store just as the config's last claim on its template is released and
+// the template, unmarked a moment before, is forgotten: the template
+// leaves both the list and the table (which invalidations and later
+// releases read), and the store is purged, since that request may store.
+func TestReleaseWhileALateRequestStores(t *testing.T) {
+	c := newClock()
+	name := fmt.Sprintf("late-mark-%d", testCacheSeq.Add(1))
+	h := newTestHandler(t, Config{CacheName: name}, c)
+	s := h.store.(*store)
+	const template = "{http.request.uri} late"
+	claim := s.noteKeyTemplate(template)
+	var kept bool
+	testHookForgetting = func(u *templateUse) {
+		if u.template == template {
+			kept = claim.markStored()
+		}
+	}
+	t.Cleanup(func() { testHookForgetting = nil })
+	before := s.epoch()
+	if forgot := claim.release(); forgot != template {
+		t.Errorf("release forgot %q, want %q, with a purge", forgot, template)
+	}
+	if !kept {
+		t.Fatal("the late request's mark came after the template was forgotten: the hook did not run where it should")
+	}
+	if slices.Contains(s.keyTemplates(), template) || s.templateUses[template] != nil {
+		t.Errorf("the template is half forgotten: listed %v, in the table %v", slices.Contains(s.keyTemplates(), template), s.templateUses[template] != nil)
+	}
+	if s.epoch() == before {
+		t.Error("no purge, though the late request may store under a forgotten template")
+	}
+	// A later release reads the table for every listed template.
+	s.noteKeyTemplate("{http.request.uri} next").release()
+}

@@ -980,7 +980,15 @@ func (c *templateClaim) release() (forgot string) {
 		return ""
 	}
 	list := slices.Clone(s.keyTemplates())
-	if !c.stored.Load() && s.forgetLocked(c.templateUse) {
+	if !c.stored.Load() {
+		if testHookForgetting != nil {
+			testHookForgetting(c.templateUse)
+		}
+		if !s.forgetLocked(c.templateUse) {
+			// A late request marked it meanwhile, and may store.
+			forgot = c.template
+			s.purgeAll()
+		}
 		list = slices.DeleteFunc(list, func(t string) bool { return t == c.template })
 	}
 	for {
@@ -1007,6 +1015,10 @@ func (c *templateClaim) release() (forgot string) {
 	s.templates.Store(&list)
 	return forgot
 }
+
+// testHookForgetting, if set, runs as release is about to forget a
+// template nothing was stored under.
+var testHookForgetting func(*templateUse)
 
 // forgetLocked forgets u and reports whether nothing was stored under
 // it, as markStored tells (see there).
