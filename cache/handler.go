@@ -325,26 +325,28 @@ func (h *Handler) Cleanup() error {
 		releaseName(h.claimed, h.CacheName)
 		h.claimed = nil
 	}
-	// Not cleared: requests still finishing ask it whether to store.
-	if forgot := h.keyUse.release(); forgot != "" {
+	var dropped bool
+	var err error
+	if h.poolKey != "" {
+		var held int64
+		if s, ok := h.store.(*store); ok {
+			held = s.held.Load()
+		}
+		dropped, err = stores.Delete(h.poolKey)
+		h.poolKey = "" // once: another handler may hold the same key
+		if dropped && held > 0 {
+			// At a reload, the misses that refill the new config's store
+			// reach the origin: say why.
+			// (h.logger names the cache.)
+			h.logger.Info("response_cache dropped a store with its entries: no running config uses its cache_name and max_size (a reload keeps a store only while they stay the same; Caddy stopping drops every store)",
+				zap.Int64("max_size", h.MaxSize), zap.Int64("entries", held))
+		}
+	}
+	// After the store's drop, if it is dropped: a purge of it then is
+	// moot. Not cleared: requests still finishing ask it whether to store.
+	if forgot := h.keyUse.release(); forgot != "" && !dropped {
 		h.logger.Info("response_cache purged its store: configs no longer loaded keyed entries with more key templates than it remembers, and unsafe requests would no longer invalidate what the oldest stored",
 			zap.String("forgotten_key", forgot), zap.Int("templates", maxKeyTemplates))
-	}
-	if h.poolKey == "" {
-		return nil
-	}
-	var held int64
-	if s, ok := h.store.(*store); ok {
-		held = s.held.Load()
-	}
-	dropped, err := stores.Delete(h.poolKey)
-	h.poolKey = "" // once: another handler may hold the same key
-	if dropped && held > 0 {
-		// At a reload, the misses that refill the new config's store
-		// reach the origin: say why.
-		// (h.logger names the cache.)
-		h.logger.Info("response_cache dropped a store with its entries: no running config uses its cache_name and max_size (a reload keeps a store only while they stay the same; Caddy stopping drops every store)",
-			zap.Int64("max_size", h.MaxSize), zap.Int64("entries", held))
 	}
 	return err
 }
