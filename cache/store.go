@@ -251,16 +251,15 @@ type store struct {
 	counts     atomic.Pointer[useSketch]
 	countsOnce sync.Once
 	items      int64 // the entries the store is sized for
-	// templates are the key templates (Config.Key) of the handlers that
-	// have used the store, the latest last (see noteKeyTemplate): an
-	// unsafe request's invalidation reaches the entries each would have
-	// stored for its URL (Handler.invalidate), so that a reload back to
-	// an earlier key does not find what a POST under another key
-	// invalidated. templatesMu serializes the writers and guards
-	// templateUses, what the store knows of each.
-	templates    atomic.Pointer[[]string]
+	// templateUses are the key templates (Config.Key) of the handlers
+	// that have used the store, the latest last (see noteKeyTemplate),
+	// guarded by templatesMu; templates publishes their names for
+	// invalidations, which reach the entries each would have stored for
+	// a URL (Handler.invalidate), so that a reload back to an earlier
+	// key does not find what a POST under another key invalidated.
 	templatesMu  sync.Mutex
-	templateUses map[string]*templateUse
+	templateUses []*templateUse
+	templates    atomic.Pointer[[]string]
 
 	// firstUses counts the entries offered on their URL's first miss and
 	// how many were used, for min_uses auto.
@@ -918,25 +917,26 @@ type templateUse struct {
 func (s *store) noteKeyTemplate(template string) *templateClaim {
 	s.templatesMu.Lock()
 	defer s.templatesMu.Unlock()
-	if s.templateUses == nil {
-		s.templateUses = make(map[string]*templateUse)
-	}
-	use := s.templateUses[template]
-	if use == nil {
+	var use *templateUse
+	if i := slices.IndexFunc(s.templateUses, func(u *templateUse) bool { return u.template == template }); i >= 0 {
+		use = s.templateUses[i]
+		s.templateUses = slices.Delete(s.templateUses, i, i+1)
+	} else {
 		use = &templateUse{s: s, template: template}
-		s.templateUses[template] = use
 	}
 	use.handlers++
-	var list []string
-	if p := s.templates.Load(); p != nil {
-		list = *p
-	}
-	if i := slices.Index(list, template); i < 0 || i != len(list)-1 {
-		next := slices.DeleteFunc(slices.Clone(list), func(t string) bool { return t == template })
-		next = append(next, template)
-		s.templates.Store(&next)
-	}
+	s.templateUses = append(s.templateUses, use) // the latest last
+	s.publishTemplatesLocked()
 	return &templateClaim{templateUse: use}
+}
+
+// publishTemplatesLocked publishes the names of templateUses.
+func (s *store) publishTemplatesLocked() {
+	names := make([]string, len(s.templateUses))
+	for i, u := range s.templateUses {
+		names[i] = u.template
+	}
+	s.templates.Store(&names)
 }
 
 // templateClaim is one handler's count in a templateUse, until release.
@@ -979,7 +979,6 @@ func (c *templateClaim) release() (forgot string) {
 	if c.handlers > 0 {
 		return ""
 	}
-	list := slices.Clone(s.keyTemplates())
 	if !c.stored.Load() {
 		if testHookForgetting != nil {
 			testHookForgetting(c.templateUse)
@@ -989,15 +988,14 @@ func (c *templateClaim) release() (forgot string) {
 			forgot = c.template
 			s.purgeAll()
 		}
-		list = slices.DeleteFunc(list, func(t string) bool { return t == c.template })
 	}
 	for {
+		var oldest *templateUse
 		unused := 0
-		oldest := -1
-		for i, t := range list {
-			if s.templateUses[t].handlers == 0 {
-				if oldest < 0 {
-					oldest = i
+		for _, u := range s.templateUses {
+			if u.handlers == 0 {
+				if oldest == nil {
+					oldest = u
 				}
 				unused++
 			}
@@ -1005,14 +1003,12 @@ func (c *templateClaim) release() (forgot string) {
 		if unused <= maxKeyTemplates {
 			break
 		}
-		u := s.templateUses[list[oldest]]
-		if !s.forgetLocked(u) {
-			forgot = u.template
+		if !s.forgetLocked(oldest) {
+			forgot = oldest.template
 			s.purgeAll()
 		}
-		list = slices.Delete(list, oldest, oldest+1)
 	}
-	s.templates.Store(&list)
+	s.publishTemplatesLocked()
 	return forgot
 }
 
@@ -1024,7 +1020,7 @@ var testHookForgetting func(*templateUse)
 // it, as markStored tells (see there).
 func (s *store) forgetLocked(u *templateUse) (clean bool) {
 	u.forgotten.Store(true)
-	delete(s.templateUses, u.template)
+	s.templateUses = slices.DeleteFunc(s.templateUses, func(v *templateUse) bool { return v == u })
 	return !u.stored.Load()
 }
 
