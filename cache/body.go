@@ -253,6 +253,10 @@ func (b *body) filling() *bodyFill {
 // aborts one whose origin breaks off.
 type bodyFill struct {
 	filled atomic.Int64 // bytes written and readable
+	// flushed is 1 + what was filled when the handler that fills it last
+	// flushed (0: never): its readers flush their clients there, and only
+	// there, as the response's writer would have (see writeFilling).
+	flushed atomic.Int64
 	// progressed is when bytes last arrived (UnixNano; the response's
 	// header, before the first).
 	progressed atomic.Int64
@@ -292,22 +296,41 @@ func (f *bodyFill) advance(n int, now time.Time) {
 	f.progressed.Store(now.UnixNano())
 	f.filled.Store(int64(n))
 	f.mu.Lock()
-	if f.wake != nil {
-		close(f.wake)
-		f.wake = nil
-	}
+	f.wakeLocked()
 	f.mu.Unlock()
+}
+
+// markFlushed records that the handler filling f flushed once the first
+// n bytes were written, and wakes the readers waiting for more.
+func (f *bodyFill) markFlushed(n int) {
+	f.flushed.Store(int64(n) + 1)
+	f.mu.Lock()
+	f.wakeLocked()
+	f.mu.Unlock()
+}
+
+// flushDue reports whether a reader that has written the first n bytes,
+// and last flushed at mark done (a flushed value; 0 for never), is to
+// flush now, and the mark it then flushed at.
+func (f *bodyFill) flushDue(n int, done int64) (int64, bool) {
+	m := f.flushed.Load()
+	return m, m > done && int64(n) >= m-1
 }
 
 // fail ends the fill short: its readers stop.
 func (f *bodyFill) fail() {
 	f.mu.Lock()
 	f.failed = true
+	f.wakeLocked()
+	f.mu.Unlock()
+}
+
+// wakeLocked wakes the readers waiting for more; f.mu is held.
+func (f *bodyFill) wakeLocked() {
 	if f.wake != nil {
 		close(f.wake)
 		f.wake = nil
 	}
-	f.mu.Unlock()
 }
 
 // stalled reports whether the fill of a body of n bytes is still short
@@ -326,16 +349,25 @@ func (f *bodyFill) broken() bool {
 }
 
 // await returns how many bytes are written once more than have are, or
-// an error when the fill fails or ctx ends first.
-func (f *bodyFill) await(ctx context.Context, have int) (int, error) {
+// once a flush is due for a reader that has them and last flushed at
+// mark flushed (see flushDue), or an error when the fill fails or ctx
+// ends first.
+func (f *bodyFill) await(ctx context.Context, have int, flushed int64) (int, error) {
 	for {
 		if n := int(f.filled.Load()); n > have {
 			return n, nil
+		}
+		if _, due := f.flushDue(have, flushed); due {
+			return have, nil
 		}
 		f.mu.Lock()
 		if n := int(f.filled.Load()); n > have {
 			f.mu.Unlock()
 			return n, nil
+		}
+		if _, due := f.flushDue(have, flushed); due {
+			f.mu.Unlock()
+			return have, nil
 		}
 		if f.failed {
 			f.mu.Unlock()
@@ -355,23 +387,33 @@ func (f *bodyFill) await(ctx context.Context, have int) (int, error) {
 }
 
 // writeFilling writes bytes [start, end) of b, whose fill is f, to w as
-// they arrive, flushing w before each wait so that its client is not
-// left without what has arrived.
+// they arrive. It flushes w where the handler filling b flushed its own
+// client (markFlushed), once it has written that far: reverse_proxy
+// flushes a body of unknown length, or a stream, after every write, and
+// one of declared length not at all (flush_interval aside), and w gets
+// the same. Flushing more often would cost its client nothing but
+// bytes, unless encode compresses for it: each flush ends a compressed
+// block (a body written by an origin in 100-byte pieces came out larger
+// than uncompressed) and gives up the Content-Length net/http would set.
 func (b *body) writeFilling(ctx context.Context, w http.ResponseWriter, f *bodyFill, start, end int) error {
 	f.readers.Add(1)
 	defer f.leave()
 	var rc *http.ResponseController
+	var flushed int64
 	for start < end {
-		n, err := f.await(ctx, start)
+		n, err := f.await(ctx, start, flushed)
 		if err != nil {
 			return err
 		}
 		n = min(n, end)
-		if err := b.writeRange(w, start, n); err != nil {
-			return err
+		if n > start {
+			if err := b.writeRange(w, start, n); err != nil {
+				return err
+			}
+			start = n
 		}
-		start = n
-		if start < end && int(f.filled.Load()) <= start {
+		if mark, due := f.flushDue(start, flushed); due && start < end {
+			flushed = mark
 			if rc == nil {
 				rc = http.NewResponseController(w)
 			}

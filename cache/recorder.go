@@ -541,8 +541,12 @@ func (rec *recorder) FlushError() error {
 	if !rec.wroteHeader {
 		rec.WriteHeader(http.StatusOK)
 	}
+	if rec.fill != nil && rec.buffer {
+		// Those who read the body as it arrives flush where this did.
+		rec.fill.markFlushed(rec.body.w)
+	}
 	if !rec.pass || rec.clientErr != nil || rec.writer != nil {
-		return nil // (the writer goroutine flushes what it writes)
+		return nil // (the writer goroutine flushes when it has written this far)
 	}
 	return http.NewResponseController(rec.w).Flush()
 }
