@@ -545,7 +545,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			}
 		}
 		if rq.OnlyIfCached {
-			return h.gatewayTimeout(w, "", "only-if-cached", kb.url)
+			return h.onlyIfCached(w, kb.url)
 		}
 		// RFC 9211 §2.2.2: "request" when the request kept a fresh
 		// response from being used, "stale" for a stale one, whatever
@@ -562,7 +562,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	if rq.OnlyIfCached {
-		return h.gatewayTimeout(w, "", "only-if-cached", kb.url)
+		return h.onlyIfCached(w, kb.url)
 	}
 	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, epoch: epoch, result: h.m.miss}
 	if record != nil {
@@ -776,12 +776,13 @@ func (h *Handler) statusKey(key []byte) string {
 	return string(key)
 }
 
-// gatewayTimeout answers 504 from the cache (RFC 9111 §5.2.1.7, §4.2.4).
-// fwd is the request's reason when it did go forward (must-revalidate),
-// "" when it did not (only-if-cached).
-func (h *Handler) gatewayTimeout(w http.ResponseWriter, fwd, detail string, key []byte) error {
+// onlyIfCached answers 504 from the cache to a request with
+// only-if-cached that it has no response for (RFC 9111 §5.2.1.7): the
+// answer the client asked for, not an error of the server's, so neither
+// logged as one nor sent to handle_errors.
+func (h *Handler) onlyIfCached(w http.ResponseWriter, key []byte) error {
 	h.m.errors.Inc()
-	h.setCacheStatus(w.Header(), Status{Fwd: fwd, Key: h.statusKey(key), Detail: detail})
+	h.setCacheStatus(w.Header(), Status{Key: h.statusKey(key), Detail: "only-if-cached"})
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusGatewayTimeout)
 	return nil

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"time"
@@ -663,9 +664,16 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 					// RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10: a response
 					// that must be revalidated yields 504 when validation
 					// fails. (One with no-cache gets the origin's error.)
-					h.logOriginError(zapcore.ErrorLevel, "origin failed; a stored response that must be revalidated answered 504", x, zap.Error(err))
+					// An error, as reverse_proxy's 502 would have been, so
+					// that Caddy logs it and the site's handle_errors
+					// routes answer it.
+					h.m.errors.Inc()
 					x.result = nil // counted as an error
-					return h.gatewayTimeout(w, x.fwd, "must-revalidate", x.urlKey)
+					h.setCacheStatus(w.Header(), Status{Fwd: x.fwd, Key: h.statusKey(x.urlKey), Detail: "must-revalidate"})
+					// (caddyhttp.Error would keep reverse_proxy's 502 of err.)
+					he := caddyhttp.Error(http.StatusGatewayTimeout, nil)
+					he.Err = fmt.Errorf("response_cache: origin failed; a stored response that must be revalidated answered 504: %w", err)
+					return he
 				}
 			}
 			if !x.background {

@@ -2233,3 +2233,42 @@ http://127.0.0.1:%d {
 		}
 	}
 }
+
+// TestCacheMustRevalidateErrorGoesToHandleErrors: when a stale response
+// that must be revalidated cannot be, because the origin is down, the
+// cache's 504 is an error the site's handle_errors answers, as
+// reverse_proxy's 502 is without the cache (a review: the cache wrote a
+// bare 504, and the site's error page was lost).
+func TestCacheMustRevalidateErrorGoesToHandleErrors(t *testing.T) {
+	origin := startBackend(t, "origin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=1, must-revalidate")
+		_, _ = io.WriteString(w, "the page")
+	})
+	port := freePort(t)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		cache_name itest-must-revalidate
+	}
+	reverse_proxy %s
+	handle_errors {
+		respond "error page {err.status_code}" {err.status_code}
+	}
+}
+`, port, origin.addr))
+	c := newClient()
+	url := fmt.Sprintf("http://127.0.0.1:%d/mr", port)
+	do(t, c, "GET", url, nil)
+	waitFor(t, url+" to be a hit", 5*time.Second, func() bool { return isHitOf(do(t, c, "GET", url, nil)) })
+	_ = origin.srv.Close()
+	// Stale after its max-age of 1 s (Age counts whole seconds).
+	var r result
+	waitFor(t, "the stored response to be stale", 5*time.Second, func() bool {
+		r = do(t, c, "GET", url, nil)
+		return !isHitOf(r)
+	})
+	if r.status != http.StatusGatewayTimeout || r.body != "error page 504" || !strings.Contains(cacheStatus(r), "detail=must-revalidate") {
+		t.Errorf("stale must-revalidate response, origin down: %d %q, Cache-Status %q; want handle_errors' page for a 504, and the cache's Cache-Status",
+			r.status, r.body, cacheStatus(r))
+	}
+}
