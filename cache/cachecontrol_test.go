@@ -67,6 +67,9 @@ func TestParseResponseControl(t *testing.T) {
 		{"differing duplicates invalid", rh("Cache-Control", "max-age=10", "Cache-Control", "max-age=20"), with(func(rc *ResponseControl) {
 			rc.MaxAge, rc.Invalid = 10*time.Second, true
 		})},
+		{"zero then another value invalid", rh("Cache-Control", "max-age=0, max-age=60"), with(func(rc *ResponseControl) {
+			rc.MaxAge, rc.Invalid = 0, true
+		})},
 		{"identical duplicates tolerated", rh("Cache-Control", "max-age=10, max-age=10"), with(func(rc *ResponseControl) { rc.MaxAge = 10 * time.Second })},
 		{"qualified no-cache", rh("Cache-Control", `no-cache="set-cookie, x-foo"`), with(func(rc *ResponseControl) {
 			rc.NoCacheFields = []string{"Set-Cookie", "X-Foo"}

@@ -23,6 +23,8 @@ func TestParseSFDictionary(t *testing.T) {
 		{"byte sequence", "a=:aGVsbG8=:", true, []sfMember{{key: "a", kind: sfBytes}}},
 		{"inner list", `a=(1 "two" three);p=1, b`, true, []sfMember{{key: "a", kind: sfInnerList}, {key: "b", kind: sfBoolean, num: 1}}},
 		{"empty inner list", "a=()", true, []sfMember{{key: "a", kind: sfInnerList}}},
+		{"inner list items with parameters", "a=(1;x=2 two;y), b", true, []sfMember{{key: "a", kind: sfInnerList}, {key: "b", kind: sfBoolean, num: 1}}},
+		{"byte sequence of every base64 letter", "a=:ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/==:", true, []sfMember{{key: "a", kind: sfBytes}}},
 		{"parameters ignored", "max-age=60;foo=bar;baz, no-store;x", true, []sfMember{
 			{key: "max-age", kind: sfInteger, num: 60}, {key: "no-store", kind: sfBoolean, num: 1}}},
 		{"duplicate keeps last value", "a=1, b, a=2", true, []sfMember{{key: "a", kind: sfInteger, num: 2}, {key: "b", kind: sfBoolean, num: 1}}},
@@ -103,6 +105,11 @@ func TestRule21_TargetedField(t *testing.T) {
 		{"disabled with empty", rh("Cache-Control", "max-age=3", "CDN-Cache-Control", "max-age=5"), "", false, false, false, 3 * time.Second, true},
 		{"s-maxage like max-age", rh("CDN-Cache-Control", "s-maxage=9, max-age=5"), "CDN-Cache-Control", true, false, false, 9 * time.Second, true},
 		{"string max-age is invalid: stale", rh("CDN-Cache-Control", `max-age="60"`), "CDN-Cache-Control", true, false, false, 0, true},
+		// An invalid value makes the response stale, as in Cache-Control,
+		// whatever else the field says (RFC 9213 §2.1: not consumed).
+		{"string max-age beside s-maxage: stale", rh("CDN-Cache-Control", `max-age="60", s-maxage=60`), "CDN-Cache-Control", true, false, false, 0, true},
+		{"decimal max-age beside s-maxage: stale", rh("CDN-Cache-Control", `s-maxage=60, max-age=1.5`), "CDN-Cache-Control", true, false, false, 0, true},
+		{"negative s-maxage beside max-age: stale", rh("CDN-Cache-Control", `max-age=60, s-maxage=-5`), "CDN-Cache-Control", true, false, false, 0, true},
 		{"parameters ignored", rh("CDN-Cache-Control", `max-age=60;x=1`), "CDN-Cache-Control", true, false, false, time.Minute, true},
 	}
 	for _, tt := range tests {
