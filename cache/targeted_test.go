@@ -136,6 +136,14 @@ func TestRule21_TargetedField(t *testing.T) {
 			t.Errorf("got %+v, want %+v", rc, want)
 		}
 	})
+	t.Run("a window of 0 is kept", func(t *testing.T) {
+		// 0 says no stale serving, where an absent directive (-1) lets
+		// the config's default apply.
+		rc := ParseResponseControl(rh("CDN-Cache-Control", "max-age=5, stale-while-revalidate=0, stale-if-error=0"), "CDN-Cache-Control")
+		if rc.StaleWhileRevalidate != 0 || rc.StaleIfError != 0 {
+			t.Errorf("stale-while-revalidate %v, stale-if-error %v; want 0 and 0", rc.StaleWhileRevalidate, rc.StaleIfError)
+		}
+	})
 	t.Run("s-maxage does not forbid stale", func(t *testing.T) {
 		rc := ParseResponseControl(rh("CDN-Cache-Control", "s-maxage=9"), "CDN-Cache-Control")
 		if !rc.MayServeStale() {
