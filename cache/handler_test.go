@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 	"unsafe"
 
@@ -1330,6 +1331,26 @@ func TestProbeReadsPastEmptyFrames(t *testing.T) {
 	r.Body, r.ContentLength = io.NopCloser(&emptyFramesReader{left: 2}), -1
 	if has := probeContent(r); has || r.Body != http.NoBody || r.ContentLength != 0 {
 		t.Errorf("empty frames then the end: content %v, body %T, length %d; want none", has, r.Body, r.ContentLength)
+	}
+}
+
+// TestProbeKeepsContentThatEndsWithItsLastByte: a body whose one byte
+// comes with the end (a reader may return both at once) is content, and
+// the next handler reads all of it; a read error is content too (the
+// request goes on as it came), not a request without one.
+func TestProbeKeepsContentThatEndsWithItsLastByte(t *testing.T) {
+	r := newRequest(http.MethodGet, "http://example.com/with-content")
+	r.Body, r.ContentLength = io.NopCloser(iotest.DataErrReader(strings.NewReader("x"))), -1
+	if !probeContent(r) {
+		t.Fatal("a byte read with io.EOF: no content")
+	}
+	if b, err := io.ReadAll(r.Body); err != nil || string(b) != "x" {
+		t.Errorf("the next handler read %q, %v; want the byte", b, err)
+	}
+	r = newRequest(http.MethodGet, "http://example.com/broken")
+	r.Body, r.ContentLength = io.NopCloser(iotest.ErrReader(errors.New("stream reset"))), -1
+	if !probeContent(r) {
+		t.Error("a read error: no content; want the request to go on as it came")
 	}
 }
 
