@@ -165,6 +165,20 @@ func TestRecorderClientGone(t *testing.T) {
 	})
 }
 
+// TestRecorderPassesOn100Continue: a 100 (Continue) the next handler
+// writes (reverse_proxy passes an upstream's on) is informational, as
+// 103 is: the final status follows it.
+func TestRecorderPassesOn100Continue(t *testing.T) {
+	w := newWriter()
+	rec := newTestRecorder(w, 1<<20)
+	rec.WriteHeader(http.StatusContinue)
+	rec.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(rec, "body")
+	if len(w.codes) != 2 || w.codes[0] != http.StatusContinue || w.codes[1] != http.StatusOK || rec.status != http.StatusOK {
+		t.Errorf("client saw %v, recorded %d; want [100 200] and 200", w.codes, rec.status)
+	}
+}
+
 func TestRecorderInformationalAndFlush(t *testing.T) {
 	w := newWriter()
 	w.h.Set("X-Before", "client")

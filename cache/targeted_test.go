@@ -19,6 +19,7 @@ func TestParseSFDictionary(t *testing.T) {
 		{"booleans", "a=?1, b=?0", true, []sfMember{{key: "a", kind: sfBoolean, num: 1}, {key: "b", kind: sfBoolean}}},
 		{"string with escapes", `a="x\"y\\z"`, true, []sfMember{{key: "a", kind: sfString, str: `x"y\z`}}},
 		{"token", "a=foo/bar:baz", true, []sfMember{{key: "a", kind: sfToken, str: "foo/bar:baz"}}},
+		{"token from Z", "a=Zed", true, []sfMember{{key: "a", kind: sfToken, str: "Zed"}}},
 		{"decimal", "a=1.5", true, []sfMember{{key: "a", kind: sfDecimal}}},
 		{"byte sequence", "a=:aGVsbG8=:", true, []sfMember{{key: "a", kind: sfBytes}}},
 		{"inner list", `a=(1 "two" three);p=1, b`, true, []sfMember{{key: "a", kind: sfInnerList}, {key: "b", kind: sfBoolean, num: 1}}},

@@ -301,3 +301,21 @@ func TestVaryOnForwardedFields(t *testing.T) {
 	wantStatus(t, serve(t, h, o, from(true)), []string{"hit"})
 	wantStatus(t, serve(t, h, o, from(false)), []string{"fwd=vary-miss"})
 }
+
+// TestASCIIHelpersAtTheirBounds: the letter ranges of compactLower (Vary
+// normalisation) and isHex (purge keys' escapes) end where they should.
+func TestASCIIHelpersAtTheirBounds(t *testing.T) {
+	if got := compactLower("A Z\ta z@[`{"); got != "azaz@[`{" {
+		t.Errorf("compactLower = %q, want %q", got, "azaz@[`{")
+	}
+	for _, c := range []byte("09afAF") {
+		if !isHex(c) {
+			t.Errorf("isHex(%q) = false", c)
+		}
+	}
+	for _, c := range []byte("/:`g@G") {
+		if isHex(c) {
+			t.Errorf("isHex(%q) = true", c)
+		}
+	}
+}
