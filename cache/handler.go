@@ -792,7 +792,8 @@ func (h *Handler) onlyIfCached(w http.ResponseWriter, key []byte) error {
 // fwd=<fwd>, counted as a bypass.
 func (h *Handler) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, fwd string) error {
 	h.m.bypass.Inc()
-	return next.ServeHTTP(&passWriter{ResponseWriter: w, h: h, fwd: fwd}, r)
+	pw := &passWriter{ResponseWriter: w, h: h, fwd: fwd}
+	return pw.failed(next.ServeHTTP(pw, r))
 }
 
 // underCache reports whether w is, or wraps, the writer a response_cache
@@ -833,6 +834,17 @@ func (p *passWriter) Write(b []byte) (int, error) {
 		p.WriteHeader(http.StatusOK)
 	}
 	return p.ResponseWriter.Write(b)
+}
+
+// failed returns err, the next handler's; when it wrote nothing, Caddy
+// writes the error response (reverse_proxy's 502) with the client's
+// header, which then says that the cache forwarded the request, as on a
+// miss (finish).
+func (p *passWriter) failed(err error) error {
+	if err != nil && p.status == 0 {
+		p.h.setCacheStatus(p.ResponseWriter.Header(), Status{Fwd: p.fwd})
+	}
+	return err
 }
 
 // Unwrap returns the client's ResponseWriter for http.ResponseController.

@@ -41,7 +41,7 @@ func (h *Handler) serveUnsafe(w http.ResponseWriter, r *http.Request, next caddy
 	if status >= 200 && status < 400 {
 		h.invalidate(r, w.Header())
 	}
-	return err
+	return pw.failed(err)
 }
 
 // invalidate removes the stored responses for r's URI and the same-origin

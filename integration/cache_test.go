@@ -381,6 +381,23 @@ http://127.0.0.1:%d {
 	if r.status != http.StatusBadGateway || cacheStatus(r) != "itest; fwd=uri-miss" {
 		t.Errorf("unreachable origin: %d, Cache-Status %q; want 502 with \"itest; fwd=uri-miss\"", r.status, cacheStatus(r))
 	}
+	// Requests the cache passes on say so on Caddy's error response too
+	// (a review: a POST's or a GET with a body's 502 had no Cache-Status).
+	for _, tc := range []struct{ method, want string }{{"POST", "itest; fwd=method"}, {"DELETE", "itest; fwd=method"}, {"OPTIONS", "itest; fwd=method"}} {
+		r := do(t, c, tc.method, fmt.Sprintf("http://127.0.0.1:%d/down", downPort), nil)
+		if r.status != http.StatusBadGateway || cacheStatus(r) != tc.want {
+			t.Errorf("unreachable origin, %s: %d, Cache-Status %q; want 502 with %q", tc.method, r.status, cacheStatus(r), tc.want)
+		}
+	}
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/down", downPort), strings.NewReader("content"))
+	if res, err := c.Do(req); err != nil {
+		t.Errorf("GET with a body: %v", err)
+	} else {
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadGateway || res.Header.Get("Cache-Status") != "itest; fwd=bypass" {
+			t.Errorf("unreachable origin, GET with a body: %d, Cache-Status %q; want 502 with \"itest; fwd=bypass\"", res.StatusCode, res.Header.Get("Cache-Status"))
+		}
+	}
 }
 
 // TestCacheEarlyHintsStayOnThe103: the fields of a 103 from the origin
