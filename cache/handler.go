@@ -461,7 +461,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			// ends with it), HTTP/3 for every request without
 			// Content-Length: those are probed.
 			if ce := h.logger.Check(zapcore.DebugLevel, "request with content bypasses the cache"); ce != nil {
-				ce.Write(zap.String("uri", r.RequestURI), zap.Int64("content_length", r.ContentLength), zap.String("proto", r.Proto))
+				ce.Write(zap.String("uri", r.RequestURI), zap.Int64("content_length", r.ContentLength), zap.String("proto", r.Proto),
+					zap.String("content", contentSeen(r)))
 			}
 			defer settleProbe(r.Body)
 			return h.pass(w, r, next, "bypass")

@@ -1354,6 +1354,28 @@ func TestProbeKeepsContentThatEndsWithItsLastByte(t *testing.T) {
 	}
 }
 
+// TestContentSeenSaysWhy: the debug line of a GET with content says
+// whether its header declared it, the probe read some, or its stream was
+// still open (an HTTP/3 client that ends its stream late, under load).
+func TestContentSeenSaysWhy(t *testing.T) {
+	r := newRequest(http.MethodGet, "http://example.com/declared")
+	r.Body, r.ContentLength = io.NopCloser(strings.NewReader("x")), 1
+	if got := contentSeen(r); got != "declared" {
+		t.Errorf("declared length: %q", got)
+	}
+	r.Body, r.ContentLength = io.NopCloser(strings.NewReader("x")), -1
+	if !probeContent(r) || contentSeen(r) != "read" {
+		t.Errorf("a byte read: %q", contentSeen(r))
+	}
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	r.Body, r.ContentLength = pr, -1
+	if !probeContent(r) || contentSeen(r) != "stream open after 100ms" {
+		t.Errorf("a stream held open: %q", contentSeen(r))
+	}
+	settleProbe(r.Body)
+}
+
 // TestFillIsFoundBeforeRistrettoTakesIt: a request right after a fill is
 // a hit, even while ristretto has not yet taken the fill off its buffer
 // (its goroutine is held here; under load it takes milliseconds).

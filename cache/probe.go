@@ -83,6 +83,20 @@ func probeAnswered(r *http.Request, body io.ReadCloser, p probed) bool {
 	return true
 }
 
+// contentSeen says, for the debug log, why r counts as a request with
+// content: its header declared some, or the probe read some (or an
+// error), or its stream was still open when the probe stopped waiting.
+func contentSeen(r *http.Request) string {
+	b, ok := r.Body.(*probedBody)
+	switch {
+	case !ok:
+		return "declared"
+	case b.got:
+		return "read"
+	}
+	return "stream open after " + contentProbeWait.String()
+}
+
 // probedBody is a request body whose first read was the probe's.
 type probedBody struct {
 	rest  io.ReadCloser
