@@ -410,3 +410,39 @@ func TestAdminLoggerName(t *testing.T) {
 		t.Errorf("logger %q, want admin.api.response_cache", got)
 	}
 }
+
+// FuzzAdminPurge: whatever body a purge request carries, the handler
+// answers it (a 200 with counts, or an APIError of a status the README
+// lists), never panics, and leaves the store serving.
+func FuzzAdminPurge(f *testing.F) {
+	for _, seed := range []string{
+		`{"key":"http://example.com/a"}`, `{"prefix":"http://example.com/"}`, `{"tag":"t"}`, `{"all":true}`,
+		`{"cache":"admin-fuzz","key":"HTTP://Example.COM:80/d%2fe?q=%2f"}`, `{"prefix":"http://EXAMPLE.com/d%2"}`,
+		`{"key":"http://[::1]:8080/x#80"}`, `{"key":"http://a.test#8080/a"}`, `{`, `{}`, `{"key":"a","all":true}`,
+		`{"prefix":"https://xn--nxasmq6b.example/\u00e9"}`,
+	} {
+		f.Add(seed)
+	}
+	c := newClock()
+	h := newTestHandler(f, Config{CacheName: "admin-fuzz"}, c)
+	o := static(c, 200, "x", "Cache-Control", "max-age=60", "Surrogate-Key", "t")
+	api := AdminAPI{}
+	f.Fuzz(func(t *testing.T, body string) {
+		get(t, h, o, "http://example.com/a")
+		w := httptest.NewRecorder()
+		err := api.handlePurge(w, httptest.NewRequest(http.MethodPost, "/response_cache/purge", strings.NewReader(body)))
+		var apiErr caddy.APIError
+		switch {
+		case err == nil:
+			var res struct{ Purged, Caches int }
+			if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &res) != nil || res.Caches < 1 {
+				t.Fatalf("purge %q: %d %q", body, w.Code, w.Body.String())
+			}
+		case !errors.As(err, &apiErr) || !slices.Contains([]int{400, 404, 413}, apiErr.HTTPStatus):
+			t.Fatalf("purge %q: %v, want an APIError of 400, 404 or 413", body, err)
+		}
+		if r := get(t, h, o, "http://example.com/b"); r.Code != http.StatusOK || r.Body.String() != "x" {
+			t.Fatalf("after purge %q the cache answered %d %q", body, r.Code, r.Body.String())
+		}
+	})
+}
