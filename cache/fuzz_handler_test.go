@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -116,4 +117,57 @@ func isFieldValue(v string) bool {
 		}
 	}
 	return true
+}
+
+// FuzzHandlerKeepsVariantsApart: an origin whose body is made of the
+// request's X-V lines, and says so (Vary: X-V, plus fuzzed fields), under
+// fuzzed Cache-Control; requests with fuzzed X-V lines (none, empty, one
+// or two) must each get the body made of their own lines, whether from
+// the origin or from the store.
+func FuzzHandlerKeepsVariantsApart(f *testing.F) {
+	f.Add("max-age=60", "", "a", "b", "a", uint8(0))
+	f.Add("max-age=60", "Accept-Encoding", "", "a", "", uint8(1))
+	f.Add("max-age=0, stale-while-revalidate=60", "X-W", "a,b", "a, b", " a", uint8(2))
+	f.Add("public, max-age=10", "x-v", "A", "a", "A", uint8(3))
+	f.Fuzz(func(t *testing.T, cc, moreVary, v1, v2, v3 string, step uint8) {
+		c := newClock()
+		h := newTestHandler(t, Config{MaxSize: 1 << 20, MinUses: 1}, c)
+		bodyOf := func(lines []string) string { return "/p;" + strings.Join(lines, ", ") }
+		o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+			hd := w.Header()
+			if cc != "" && isFieldValue(cc) {
+				hd.Set("Cache-Control", cc)
+			}
+			hd.Set("Vary", "X-V")
+			if moreVary != "" && isFieldValue(moreVary) {
+				hd.Add("Vary", moreVary)
+			}
+			hd.Set("Date", c.date())
+			_, _ = io.WriteString(w, bodyOf(r.Header.Values("X-V")))
+			return nil
+		}}
+		for i, v := range []string{v1, v2, v3, v1, v2} {
+			var lines []string
+			for _, l := range strings.Split(v, "|") { // "|" separates field lines
+				if l != "" && isFieldValue(l) && strings.TrimSpace(l) == l {
+					lines = append(lines, l)
+				}
+			}
+			r := newRequest(http.MethodGet, "http://example.com/p")
+			for _, l := range lines {
+				r.Header.Add("X-V", l)
+			}
+			w := httptest.NewRecorder()
+			_ = h.ServeHTTP(w, r, o)
+			h.store.wait()
+			if step&1 == 1 {
+				c.Advance(30 * time.Second)
+			}
+			if w.Code == http.StatusOK {
+				if got, want := w.Body.String(), bodyOf(lines); got != want {
+					t.Fatalf("request %d with X-V %q got %q, want %q (Cache-Status %q)", i, lines, got, want, w.Header().Get("Cache-Status"))
+				}
+			}
+		}
+	})
 }
