@@ -712,20 +712,7 @@ func TestNotModifiedAnnouncesNoTrailer(t *testing.T) {
 	c := newClock()
 	for _, announced := range []bool{true, false} {
 		t.Run(fmt.Sprintf("announced=%v", announced), func(t *testing.T) {
-			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-				w.Header().Set("Cache-Control", "max-age=60")
-				w.Header().Set("Etag", `"v1"`)
-				if announced {
-					w.Header().Set("Trailer", "X-Checksum")
-				}
-				_, _ = io.WriteString(w, "body")
-				if announced {
-					w.Header().Set("X-Checksum", "abc")
-				} else {
-					w.Header().Set(http.TrailerPrefix+"X-Checksum", "abc")
-				}
-				return nil
-			}}
+			o := trailerOrigin(announced, "X-Checksum", "abc", "Cache-Control", "max-age=60", "Etag", `"v1"`)
 			h := newTestHandler(t, Config{}, c)
 			w := get(t, h, o, "http://example.com/t", "If-None-Match", `"v1"`)
 			if w.Code != http.StatusNotModified {

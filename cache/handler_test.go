@@ -766,19 +766,7 @@ func TestTrailersNotStored(t *testing.T) {
 	for _, announced := range []bool{true, false} {
 		c := newClock()
 		h := newTestHandler(t, Config{}, c)
-		o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-			w.Header().Set("Cache-Control", "max-age=60")
-			if announced {
-				w.Header().Set("Trailer", "Checksum")
-			}
-			_, _ = io.WriteString(w, "body")
-			if announced {
-				w.Header().Set("Checksum", "xyz")
-			} else {
-				w.Header().Set(http.TrailerPrefix+"Checksum", "xyz")
-			}
-			return nil
-		}}
+		o := trailerOrigin(announced, "Checksum", "xyz", "Cache-Control", "max-age=60")
 		get(t, h, o, "http://example.com/tr")
 		if w := get(t, h, o, "http://example.com/tr"); hasParam(w.Header().Get("Cache-Status"), "hit") {
 			t.Errorf("announced %v: a response with trailers was stored", announced)

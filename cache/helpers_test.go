@@ -71,6 +71,28 @@ func (o *origin) last() *http.Request {
 
 // static answers every request with status, header fields and body; the
 // Date field is the clock's time unless given.
+// trailerOrigin answers "body" with fields and then a trailer field name:
+// value, announced in a Trailer field, or not (set with http.TrailerPrefix,
+// as reverse_proxy sets the trailers an upstream did not announce).
+func trailerOrigin(announced bool, name, value string, fields ...string) *origin {
+	return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		h := w.Header()
+		for i := 0; i+1 < len(fields); i += 2 {
+			h.Set(fields[i], fields[i+1])
+		}
+		if announced {
+			h.Set("Trailer", name)
+		}
+		_, _ = io.WriteString(w, "body")
+		if announced {
+			h.Set(name, value)
+		} else {
+			h.Set(http.TrailerPrefix+name, value)
+		}
+		return nil
+	}}
+}
+
 func static(c *clock, status int, body string, fields ...string) *origin {
 	return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
 		h := w.Header()
