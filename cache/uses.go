@@ -31,8 +31,12 @@ type useSketch struct {
 // a URL never seen before shares both its counters with URLs seen in the
 // window about once in 300.
 func newUseSketch(items int64) *useSketch {
-	counters := uint64(1) << bits.Len64(uint64(max(items, 64)*16-1))
-	s := &useSketch{mask: counters - 1, shift: uint(64 - bits.TrailingZeros64(counters)), window: max(items, 64)}
+	// The shift comes from the counters' log, not from TrailingZeros64:
+	// Go 1.26's compiler folds TrailingZeros64(1 << Len64(max(c, 64)))
+	// of a constant c 32 too high for GOARCH=arm (TestUseSketchCounts).
+	log := bits.Len64(uint64(max(items, 64)*16 - 1))
+	counters := uint64(1) << log
+	s := &useSketch{mask: counters - 1, shift: uint(64 - log), window: max(items, 64)}
 	for i := range s.rows {
 		s.rows[i] = make([]atomic.Uint64, counters/16)
 	}
