@@ -16,7 +16,8 @@ type Config struct {
 	// other requests wait for a second eighth); a storable miss that would
 	// pass that is streamed and not stored (Cache-Status
 	// detail=recording-budget).
-	// Default: 256 MiB. From 64 KiB to 512 GiB.
+	// Default: 256 MiB. From 64 KiB to 512 GiB (to 1 GiB in a 32-bit
+	// build, whose process cannot address more beside Go's heap).
 	MaxSize int64 `json:"max_size,omitempty"`
 
 	// MaxItemSize is the largest response, in bytes, that is buffered for

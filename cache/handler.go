@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -304,13 +305,29 @@ func (h *Handler) warnKey() {
 	}
 }
 
-// checkMaxSize reports a max_size the cache cannot work with.
-func checkMaxSize(n int64) error {
+// maxMaxSize32 is max_size's limit where addresses have 32 bits
+// (GOARCH=arm, 386, mips...): the arena maps up to about 1.3 times
+// max_size (recordings and fragmentation slack included) beside the Go
+// heap, in the 2 to 3 GiB such a process can address. Past that, Go's
+// heap can no longer grow and the process dies: a linux/arm Caddy with
+// max_size 8GiB did, at 3.6 GiB of stored responses.
+const maxMaxSize32 = 1 << 30
+
+// checkMaxSize reports a max_size the cache cannot work with on this
+// platform.
+func checkMaxSize(n int64) error { return checkMaxSizeFor(n, strconv.IntSize) }
+
+// checkMaxSizeFor is checkMaxSize on a platform whose addresses have
+// addrBits bits.
+func checkMaxSizeFor(n int64, addrBits int) error {
 	switch {
 	case n < minMaxSize:
 		return fmt.Errorf("max_size must be at least 64KiB, got %d", n)
 	case n > maxMaxSize:
 		return fmt.Errorf("max_size must be at most 512GiB, got %d; run more cache nodes behind lb_policy affinity to hold more", n)
+	case addrBits == 32 && n > maxMaxSize32:
+		return fmt.Errorf("max_size must be at most 1GiB in a 32-bit build (%s/%s), got %d (%s): stored bodies and Go's heap share the 2-3 GiB of memory such a process can address; build Caddy for a 64-bit platform, or run more cache nodes behind lb_policy affinity",
+			runtime.GOOS, runtime.GOARCH, n, SizeString(n))
 	}
 	return nil
 }

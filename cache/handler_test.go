@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -1288,6 +1290,46 @@ func TestValidate(t *testing.T) {
 				t.Errorf("error %v, want one containing %q", err, tc.err)
 			}
 		})
+	}
+}
+
+// TestMaxSizeIn32BitBuilds: a 32-bit process cannot address a cache past
+// 1 GiB beside Go's heap (a linux/arm Caddy with max_size 8GiB died when
+// the heap could not grow), so such a build refuses it at load, naming
+// the platform; a 64-bit build takes up to 512 GiB.
+func TestMaxSizeIn32BitBuilds(t *testing.T) {
+	for _, tc := range []struct {
+		n        int64
+		addrBits int
+		err      string
+	}{
+		{n: 1 << 30, addrBits: 32},
+		{n: 1<<30 + 1, addrBits: 32, err: "max_size must be at most 1GiB in a 32-bit build (" + runtime.GOOS + "/" + runtime.GOARCH + "), got 1073741825"},
+		{n: 8 << 30, addrBits: 32, err: "got 8589934592 (8GiB): stored bodies and Go's heap share"},
+		{n: 8 << 30, addrBits: 64},
+		{n: 512 << 30, addrBits: 64},
+	} {
+		err := checkMaxSizeFor(tc.n, tc.addrBits)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%d bytes, %d bits: unexpected error %v", tc.n, tc.addrBits, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%d bytes, %d bits: error %v, want one containing %q", tc.n, tc.addrBits, err, tc.err)
+		}
+	}
+	// This build's own limit, through the Caddyfile and Validate.
+	h := &Handler{}
+	err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("response_cache {\n\tmax_size 2GiB\n}"))
+	if strconv.IntSize == 32 {
+		if err == nil || !strings.Contains(err.Error(), "max_size must be at most 1GiB in a 32-bit build") || !strings.Contains(err.Error(), "Testfile:2") {
+			t.Errorf("a 32-bit build took max_size 2GiB: %v", err)
+		}
+		h.Config = Config{MaxSize: 2 << 30, MaxItemSize: 1 << 20, CacheName: "caddy", TargetedField: "CDN-Cache-Control", Key: DefaultKey}
+		if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "in a 32-bit build") {
+			t.Errorf("Validate in a 32-bit build took max_size 2GiB: %v", err)
+		}
+	} else if err != nil {
+		t.Errorf("a 64-bit build refused max_size 2GiB: %v", err)
 	}
 }
 
