@@ -186,14 +186,6 @@ func (a *arena) alloc(n int) []span {
 	return spans
 }
 
-// mustBody is a body newBody or seal returned, which must have had room.
-func mustBody(b *body, ok bool) *body {
-	if !ok {
-		panic("arena: no room for a body")
-	}
-	return b
-}
-
 // arenaRun drives an arena through allocations and frees, filling each
 // allocation with its own pattern and checking the arena's invariants
 // after every step.

@@ -266,6 +266,14 @@ func (w *writer) Flush() { w.flushes++ }
 
 func unsafeData(b []byte) *byte { return unsafe.SliceData(b) }
 
+// mustBody is a body newBody or seal returned, which must have had room.
+func mustBody(b *body, ok bool) *body {
+	if !ok {
+		panic("arena: no room for a body")
+	}
+	return b
+}
+
 // bodyOf copies p into a new body of a (one reference, the caller's).
 func (a *arena) bodyOf(p []byte) *body {
 	b := mustBody(a.newBody(len(p)))
