@@ -1,8 +1,13 @@
-//go:build unix
+//go:build unix && !nommap
 
 package cache
 
 import "golang.org/x/sys/unix"
+
+// bodiesMapped reports whether stored bodies live in memory the arena
+// maps (true on Unix systems, unless built with the nommap tag, which
+// builds the Windows way for tests: bodies on the Go heap).
+const bodiesMapped = true
 
 // mapChunk maps size bytes of private anonymous memory, outside the Go
 // heap, in small pages.
