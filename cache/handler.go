@@ -188,6 +188,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.customKey {
 		h.warnKey()
 	}
+	h.warnHeapBodies(bodiesMapped)
 	h.flights = new(flightGroup)
 	h.fills = new(fillSet)
 	h.bg = &background{keys: make(map[string]struct{})}
@@ -303,6 +304,18 @@ func (h *Handler) warnKey() {
 		h.logger.Warn("response_cache key names no part of the URL ({uri}, {path}, {query}...): every URL of a host with the same key shares one entry; add {http.request.orig_uri} (the URI the client sent) unless one response fits them all",
 			zap.String("key", h.Key))
 	}
+}
+
+// warnHeapBodies logs, where stored bodies live on the Go heap (no mmap:
+// Windows), that responses of more than about half of max_size are never
+// stored: a body there is charged twice, as the rest of an entry's heap
+// memory is, and ristretto refuses an entry costing more than max_size.
+func (h *Handler) warnHeapBodies(mapped bool) {
+	if mapped || h.MaxItemSize <= h.MaxSize/2 {
+		return
+	}
+	h.logger.Warn("on this platform stored bodies live on the Go heap, where each is charged twice, so responses larger than about half of max_size are never stored; lower max_item_size to half of max_size or less, or raise max_size",
+		zap.String("max_size", SizeString(h.MaxSize)), zap.String("max_item_size", SizeString(h.MaxItemSize)))
 }
 
 // maxMaxSize32 is max_size's limit where addresses have 32 bits

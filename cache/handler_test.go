@@ -1293,6 +1293,31 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// TestHeapBodiesWarning: where bodies live on the Go heap (Windows), a
+// max_item_size over half of max_size is logged when the config loads:
+// such responses would be charged more than max_size, and never stored.
+func TestHeapBodiesWarning(t *testing.T) {
+	for _, tc := range []struct {
+		mapped bool
+		item   int64
+		warns  bool
+	}{
+		{mapped: false, item: 48 << 20, warns: true},
+		{mapped: false, item: 32 << 20},
+		{mapped: true, item: 48 << 20},
+	} {
+		core, logs := observer.New(zap.WarnLevel)
+		h := &Handler{Config: Config{MaxSize: 64 << 20, MaxItemSize: tc.item}, logger: zap.New(core)}
+		h.warnHeapBodies(tc.mapped)
+		switch got := logs.All(); {
+		case tc.warns && (len(got) != 1 || !strings.Contains(got[0].Message, "larger than about half of max_size are never stored")):
+			t.Errorf("mapped %v, max_item_size %d: warnings %v, want the one about heap bodies", tc.mapped, tc.item, got)
+		case !tc.warns && len(got) != 0:
+			t.Errorf("mapped %v, max_item_size %d: unexpected warnings %v", tc.mapped, tc.item, got)
+		}
+	}
+}
+
 // TestMaxSizeIn32BitBuilds: a 32-bit process cannot address a cache past
 // 1 GiB beside Go's heap (a linux/arm Caddy with max_size 8GiB died when
 // the heap could not grow), so such a build refuses it at load, naming
