@@ -1,3 +1,5 @@
+//go:build !nommap
+
 package cache
 
 import "golang.org/x/sys/unix"
