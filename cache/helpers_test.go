@@ -69,8 +69,6 @@ func (o *origin) last() *http.Request {
 	return o.latest
 }
 
-// static answers every request with status, header fields and body; the
-// Date field is the clock's time unless given.
 // trailerOrigin answers "body" with fields and then a trailer field name:
 // value, announced in a Trailer field, or not (set with http.TrailerPrefix,
 // as reverse_proxy sets the trailers an upstream did not announce).
@@ -93,6 +91,8 @@ func trailerOrigin(announced bool, name, value string, fields ...string) *origin
 	}}
 }
 
+// static answers every request with status, header fields and body; the
+// Date field is the clock's time unless given.
 func static(c *clock, status int, body string, fields ...string) *origin {
 	return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
 		h := w.Header()
