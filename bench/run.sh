@@ -299,8 +299,10 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$caddy_pid/stat"; }
 # stream through reverse_proxy (proxy); and one no-store URL through the
 # cache (pass) against reverse_proxy (proxy-nostore). PMODES picks the runs
 # (default: proxy stored auto untried proxy-nostore pass), made in turn for
-# PROUNDS rounds (default 2) of PDUR seconds (default 20). It prints the process's CPU time
-# per request of each run and keeps a CPU profile of each in bench/out/
+# PROUNDS rounds (default 2) of PDUR seconds (default 20), each round starting
+# with the next kind. It prints the process's CPU time per request of each
+# run, then each kind's median and the median of its per-round ratios to its
+# floor, and keeps a CPU profile of each run in bench/out/
 # (go tool pprof -top bench/out/caddy bench/out/profile-stored-1.pb).
 profile() {
 	local size=${SIZE:-1024} dur=${PDUR:-20} tck
@@ -314,8 +316,11 @@ profile() {
 	# Let auto see that the full default store refuses one-off URLs.
 	"${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d4s -s "$out/unique.lua" "http://127.0.0.1:$CACHE" -- "auto$RANDOM" >/dev/null
 	local round name url script t0 t1 n prof
+	local -A us
+	local -a modes
+	read -ra modes <<<"${PMODES:-proxy stored auto untried proxy-nostore pass}"
 	for round in $(seq "${PROUNDS:-2}"); do
-		for name in ${PMODES:-proxy stored auto untried proxy-nostore pass}; do
+		for name in "${modes[@]}"; do
 			script=(-s "$out/unique.lua")
 			case $name in
 			proxy) url=http://127.0.0.1:$FLOOR ;;
@@ -336,10 +341,29 @@ profile() {
 			fi
 			t1=$(cpu_ticks)
 			wait "$prof"
-			printf '%-13s round %d: %7d requests, %6.1f us of Caddy CPU per request\n' "$name" "$round" "$n" "$(echo "($t1 - $t0) * 1000000 / $tck / $n" | bc -l)"
+			us[$name,$round]=$(echo "($t1 - $t0) * 1000000 / $tck / $n" | bc -l)
+			printf '%-13s round %d: %7d requests, %6.1f us of Caddy CPU per request\n' "$name" "$round" "$n" "${us[$name,$round]}"
 		done
+		modes=("${modes[@]:1}" "${modes[0]}") # the next round starts with the next kind
 	done
 	stop_caddy
+	# The machine's speed wanders between rounds: compare each kind with its
+	# floor round by round, and report the medians of those ratios.
+	local floor ratio
+	echo "medians over ${PROUNDS:-2} rounds (us of Caddy CPU per request; ratio to the floor, round by round):"
+	for name in ${PMODES:-proxy stored auto untried proxy-nostore pass}; do
+		case $name in
+		stored | auto | untried) floor=proxy ;;
+		pass) floor=proxy-nostore ;;
+		*) floor= ;;
+		esac
+		ratio=
+		if [ -n "$floor" ] && [ -n "${us[$floor,1]:-}" ]; then
+			ratio=$(for round in $(seq "${PROUNDS:-2}"); do echo "${us[$name,$round]} / ${us[$floor,$round]}" | bc -l; done)
+			ratio=$(printf ', %.3fx %s (rounds %s)' "$(median <<<"$ratio")" "$floor" "$(spread <<<"$ratio")")
+		fi
+		printf '  %-13s %6.1f us%s\n' "$name" "$(for round in $(seq "${PROUNDS:-2}"); do echo "${us[$name,$round]}"; done | median)" "$ratio"
+	done
 }
 
 # latency measures what coalescing costs concurrent requests to one URL
