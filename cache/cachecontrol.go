@@ -100,22 +100,22 @@ func ParseResponseControl(h http.Header, targetedField string) ResponseControl {
 
 // MayServeStale reports whether a stale copy may ever be served without
 // revalidation (false under must-revalidate, proxy-revalidate, s-maxage,
-// no-cache; RFC 9111 §4.2.4, §5.2.2). An s-maxage from a targeted field
-// counts like max-age (RFC 9213) and does not forbid stale serving.
+// no-cache; RFC 9111 §4.2.4, §5.2.2), whether they come from Cache-Control
+// or from a targeted field, where they mean the same (RFC 9213 §2.1).
 func (rc ResponseControl) MayServeStale() bool {
 	if rc.MustRevalidate || rc.ProxyRevalidate || rc.NoCache {
 		return false
 	}
-	return rc.Targeted || rc.SMaxAge < 0
+	return rc.SMaxAge < 0
 }
 
 // MustRevalidateShared reports whether a shared cache that cannot
 // revalidate a stale copy must answer 504 rather than pass on the error
 // (must-revalidate, proxy-revalidate, and s-maxage, which implies
-// proxy-revalidate unless from a targeted field; RFC 9111 §5.2.2.2,
-// §5.2.2.8, §5.2.2.10).
+// proxy-revalidate, in a targeted field too; RFC 9111 §5.2.2.2, §5.2.2.8,
+// §5.2.2.10, RFC 9213 §2.1).
 func (rc ResponseControl) MustRevalidateShared() bool {
-	return rc.MustRevalidate || rc.ProxyRevalidate || !rc.Targeted && rc.SMaxAge >= 0
+	return rc.MustRevalidate || rc.ProxyRevalidate || rc.SMaxAge >= 0
 }
 
 // RequestControl is a request's parsed Cache-Control (RFC 9111 §5.2.1),

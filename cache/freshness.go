@@ -54,7 +54,7 @@ func Storable(req *http.Request, status int, h http.Header, rc ResponseControl, 
 	}
 	// Presence, not value: a first, empty Authorization line must not hide
 	// a second one that the origin reads.
-	if len(req.Header["Authorization"]) > 0 && !rc.Public && !rc.MustRevalidate && (rc.SMaxAge < 0 || rc.Targeted) {
+	if len(req.Header["Authorization"]) > 0 && !rc.Public && !rc.MustRevalidate && rc.SMaxAge < 0 {
 		return "authorization"
 	}
 	if !allowSetCookie && len(h["Set-Cookie"]) > 0 {

@@ -1033,6 +1033,7 @@ func TestStaleIfError(t *testing.T) {
 		name   string
 		cfg    Config
 		cc     string
+		cdn    string // the origin's CDN-Cache-Control, if any
 		req    []string
 		status int   // origin's answer; 0: next returns err
 		err    error // returned by ServeHTTP
@@ -1054,6 +1055,9 @@ func TestStaleIfError(t *testing.T) {
 		{name: "proxy-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, proxy-revalidate", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
 		{name: "no-cache unreachable passes the error", cc: "max-age=60, stale-if-error=600, no-cache", err: boom},
 		{name: "s-maxage unreachable 504", cc: "s-maxage=60, stale-if-error=600", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
+		// CDN-Cache-Control, when it parses, decides instead of Cache-Control, with the same meanings (RFC 9213 §2.1).
+		{name: "targeted s-maxage unreachable 504", cc: "max-age=60", cdn: "s-maxage=60, stale-if-error=600", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
+		{name: "targeted max-age unreachable within", cc: "s-maxage=60", cdn: "max-age=60, stale-if-error=600", code: 200, parts: []string{"fwd=stale", "detail=stale-if-error"}, logged: "origin failed; served the stored response"},
 		// The client asked for the origin's verdict on its precondition.
 		{name: "If-Match 503 passes", cc: "max-age=60, stale-if-error=600", req: []string{"If-Match", `"c1"`}, status: 503, code: 503, parts: []string{"fwd=stale", "fwd-status=503"}},
 		{name: "If-Unmodified-Since unreachable passes the error", cc: "max-age=60, stale-if-error=600", req: []string{"If-Unmodified-Since", "Mon, 01 Jan 2024 00:00:00 GMT"}, err: boom},
@@ -1077,7 +1081,11 @@ func TestStaleIfError(t *testing.T) {
 					t.Errorf("logged %q, want %q", got, tc.logged)
 				}
 			}()
-			o := static(c, 200, "good", "Cache-Control", tc.cc)
+			fields := []string{"Cache-Control", tc.cc}
+			if tc.cdn != "" {
+				fields = append(fields, "CDN-Cache-Control", tc.cdn)
+			}
+			o := static(c, 200, "good", fields...)
 			get(t, h, o, "http://example.com/sie")
 			c.Advance(2 * time.Minute)
 			failing := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {

@@ -145,10 +145,17 @@ func TestRule21_TargetedField(t *testing.T) {
 			t.Errorf("stale-while-revalidate %v, stale-if-error %v; want 0 and 0", rc.StaleWhileRevalidate, rc.StaleIfError)
 		}
 	})
-	t.Run("s-maxage does not forbid stale", func(t *testing.T) {
+	// RFC 9213 §2.1: "The semantics and precedence of cache directives in
+	// a targeted field are the same as those in Cache-Control": s-maxage
+	// implies proxy-revalidate for a shared cache there too.
+	t.Run("s-maxage forbids stale", func(t *testing.T) {
 		rc := ParseResponseControl(rh("CDN-Cache-Control", "s-maxage=9"), "CDN-Cache-Control")
-		if !rc.MayServeStale() {
-			t.Error("targeted s-maxage forbids serving stale; RFC 9213 treats it like max-age")
+		if rc.MayServeStale() || !rc.MustRevalidateShared() {
+			t.Errorf("targeted s-maxage: MayServeStale %v, MustRevalidateShared %v; want false, true, as in Cache-Control", rc.MayServeStale(), rc.MustRevalidateShared())
+		}
+		rc = ParseResponseControl(rh("CDN-Cache-Control", "max-age=9", "Cache-Control", "s-maxage=9"), "CDN-Cache-Control")
+		if !rc.MayServeStale() || rc.MustRevalidateShared() {
+			t.Errorf("targeted max-age beside a Cache-Control s-maxage: MayServeStale %v, MustRevalidateShared %v; want true, false (Cache-Control is ignored)", rc.MayServeStale(), rc.MustRevalidateShared())
 		}
 	})
 }
@@ -175,6 +182,32 @@ func TestSurrogateControlAsTargetedField(t *testing.T) {
 			w := get(t, h, o, "http://example.com/s")
 			if hit := hasParam(w.Header().Get("Cache-Status"), "hit"); hit != tc.stored {
 				t.Errorf("second request: Cache-Status %q, want stored %v", w.Header().Get("Cache-Status"), tc.stored)
+			}
+		})
+	}
+}
+
+// TestTargetedSMaxageForbidsMaxStale: a stale response whose
+// CDN-Cache-Control has s-maxage is not served for a request's max-stale,
+// as with the same directive in Cache-Control (RFC 9111 §5.2.2.10,
+// RFC 9213 §2.1); a targeted max-age is.
+func TestTargetedSMaxageForbidsMaxStale(t *testing.T) {
+	for _, tc := range []struct {
+		cdn  string
+		code int
+	}{
+		{cdn: "s-maxage=10", code: http.StatusGatewayTimeout},
+		{cdn: "max-age=10", code: http.StatusOK},
+	} {
+		t.Run(tc.cdn, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			o := static(c, 200, "x", "CDN-Cache-Control", tc.cdn, "Etag", `"e"`)
+			get(t, h, o, "http://example.com/ts")
+			c.Advance(20 * time.Second)
+			w := get(t, h, o, "http://example.com/ts", "Cache-Control", "only-if-cached, max-stale")
+			if w.Code != tc.code {
+				t.Errorf("only-if-cached, max-stale on a stale entry: %d (%s), want %d", w.Code, w.Header().Get("Cache-Status"), tc.code)
 			}
 		})
 	}
