@@ -792,6 +792,81 @@ func TestVaryRecordKeepsTheKnownGeneration(t *testing.T) {
 	}
 }
 
+// TestUnstoredMissEndsWithItsClient: once a miss's answer is known not to
+// be recorded (not storable, an event stream, longer than max_item_size at
+// its header or past it mid-body), nobody can read it but its client, and
+// its origin request ends when that client leaves, as through plain
+// reverse_proxy, rather than at the origin's next write or its end: a
+// server-sent event stream without heartbeats kept an origin connection
+// open per departed subscriber. The same when the client left before the
+// answer came (others waiting then) and the answer is not recorded.
+func TestUnstoredMissEndsWithItsClient(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		fields    []string
+		body      string // sent at once; the origin then waits for the client to leave
+		leaveLate bool   // the client leaves before the header, a second request waiting
+	}{
+		{name: "private", fields: []string{"Cache-Control", "private, max-age=60"}},
+		{name: "no lifetime", fields: []string{"Content-Type", "text/plain"}},
+		{name: "event stream", fields: []string{"Cache-Control", "max-age=60", "Content-Type", "text/event-stream"}},
+		{name: "declared past max_item_size", fields: []string{"Cache-Control", "max-age=60", "Content-Length", "100000"}},
+		{name: "past max_item_size mid-body", fields: []string{"Cache-Control", "max-age=60"}, body: strings.Repeat("x", 1500)},
+		{name: "private after the client left", fields: []string{"Cache-Control", "private, max-age=60"}, leaveLate: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{MaxItemSize: 1000}, c)
+			ended := make(chan error, 2)
+			answer, answered := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				if tc.leaveLate {
+					<-answer
+				}
+				for i := 0; i+1 < len(tc.fields); i += 2 {
+					w.Header().Set(tc.fields[i], tc.fields[i+1])
+				}
+				w.Header().Set("Date", c.date())
+				w.WriteHeader(http.StatusOK)
+				_, _ = io.WriteString(w, "data: x\n\n"+tc.body)
+				http.NewResponseController(w).Flush()
+				once.Do(func() { close(answered) })
+				<-r.Context().Done()
+				ended <- r.Context().Err()
+				return r.Context().Err()
+			}}
+			const url = "http://example.com/stream"
+			client, leave := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, url).WithContext(client), o)
+			}()
+			if tc.leaveLate {
+				until(t, "the miss to reach the origin", func() bool { return o.calls.Load() == 1 })
+				waiter, stop := context.WithCancel(context.Background())
+				defer stop()
+				go func() { _ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, url).WithContext(waiter), o) }()
+				until(t, "a second request to wait", func() bool { return h.flights.waiting(url) == 1 })
+				leave()
+				close(answer)
+				<-answered
+				// The waiter, released, asks the origin itself; its own
+				// request ends with it.
+				defer func() { stop(); _ = untilValue(t, "the waiter's origin request to end", ended) }()
+			} else {
+				<-answered
+				leave()
+			}
+			if err := untilValue(t, "the origin request to end with its client", ended); !errors.Is(err, context.Canceled) {
+				t.Errorf("origin request ended with %v", err)
+			}
+			<-done
+		})
+	}
+}
+
 // TestAbandonedMissEndsWhenItsWaitersLeaveToo: a miss of a hanging URL
 // whose leader and waiters all leave before the origin answers ends its
 // origin request, whichever leaves last: once a request had joined, it

@@ -47,6 +47,9 @@ type fill struct {
 	// streamToWaiters): after the unload it outlives its client while
 	// they read it (see clientGone).
 	body atomic.Pointer[bodyFill]
+	// clientOnly: the fill's answer is not recorded, so nobody but its
+	// client reads it, and it ends with its client (exchange.unrecorded).
+	clientOnly atomic.Bool
 }
 
 // clientGone ends the fill, whose client has gone after the unload,

@@ -114,6 +114,7 @@ func (x *exchange) onOverflow() {
 		x.rec.fill.fail()
 	}
 	x.release(x.h, nil)
+	x.unrecorded()
 	if x.rec.refused != "" {
 		// Others took the recording budget, or the arena's room: the
 		// key's next miss may be stored, and its conditional misses are
@@ -153,6 +154,22 @@ const (
 	outRetry                       // 304 not selecting the stored response: ask again
 	outFreshen                     // 200 to a HEAD: update or invalidate the stored GET (RFC 9111 §4.3.5)
 )
+
+// unrecorded is called when the answer of the fill x leads turns out not
+// to be recorded (not storable, or past what may be buffered): nobody but
+// its client can read it now, so the fill ends with its client from then
+// on (see forward), at once if the client has gone, as a plain
+// reverse_proxy request does, rather than at the origin's next write or
+// its end (a server-sent event stream may write nothing for minutes).
+func (x *exchange) unrecorded() {
+	f := x.fillCtx
+	if f == nil || f.clientOnly.Swap(true) {
+		return
+	}
+	if x.r.Context().Err() != nil {
+		f.cancel()
+	}
+}
 
 // release publishes e to the waiters of a coalesced miss (nil: they go to
 // the origin themselves). Only the first call counts.
@@ -256,7 +273,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			h.flights.setCancel(&x.lead, f.cancel)
 			key := x.flightKey
 			stop := context.AfterFunc(r.Context(), func() {
-				if h.flights.abandon(key, &x.lead) {
+				if h.flights.abandon(key, &x.lead) || f.clientOnly.Load() {
 					f.cancel()
 				}
 			})
@@ -591,6 +608,9 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		}
 	} else {
 		x.release(h, nil)
+	}
+	if !rec.buffer {
+		x.unrecorded()
 	}
 	if rec.pass && !x.background {
 		if x.rangeDropped && status == http.StatusOK {

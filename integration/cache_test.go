@@ -1407,6 +1407,54 @@ func TestCacheMissSurvivesReload(t *testing.T) {
 	}
 }
 
+// TestCacheEventStreamEndsWithItsClient: a subscriber of a server-sent
+// event stream (never stored) that leaves ends its origin request, as
+// through plain reverse_proxy: the cache led a coalescing flight for the
+// new URL, whose origin request outlived its client until the origin's
+// next event, and an endpoint without heartbeats kept a connection open
+// per departed subscriber.
+func TestCacheEventStreamEndsWithItsClient(t *testing.T) {
+	ended := make(chan error, 1)
+	origin := startBackend(t, "events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			ended <- r.Context().Err()
+		case <-time.After(20 * time.Second):
+			ended <- nil
+		}
+	})
+	frontPort := freePort(t)
+	startCaddy(t, cacheFront(frontPort, origin, ""))
+	ctx, leave := context.WithCancel(context.Background())
+	defer leave()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/events?session=1", frontPort), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := newClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	line, err := bufio.NewReader(res.Body).ReadString('\n')
+	if err != nil || line != "data: first\n" {
+		t.Fatalf("first event: %q, %v", line, err)
+	}
+	leave()
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("the origin request outlived its client by 20 s")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the origin request outlived its client by 10 s")
+	}
+}
+
 // TestCacheUpgradePassesThrough: a connection upgrade (WebSocket and the
 // like) through response_cache bypasses the cache, reaches the backend and
 // carries data both ways; two at once to one URL do not wait on each
