@@ -80,8 +80,9 @@ type AffinitySelection struct {
 	// them; with dynamic upstreams, weights of absent dials are unused.
 	Weights map[string]int `json:"weights,omitempty"`
 
-	// Bound caps each upstream's in-flight requests at Bound times the
-	// mean over available upstreams (rounded up, counting the request
+	// Bound caps each upstream's in-flight requests at Bound times its
+	// share of those over available upstreams, in proportion to Weights
+	// (the mean, when weights are equal; rounded up, counting the request
 	// being placed); an upstream at its cap is skipped like an unavailable
 	// one. Must be >= 1, e.g. 1.25. Zero (the default) means no bound.
 	// Bounding costs one pass over the pool per request.
@@ -816,8 +817,8 @@ type chooser struct {
 	bound float64 // the policy's Bound
 	floor int     // the policy's BoundFloor
 
-	bounded bool // apply the load cap
-	limit   int  // the load cap, computed on first need; 0: not yet
+	bounded bool    // apply the load cap
+	share   float64 // the cap per unit of weight, computed on first need; 0: not yet
 }
 
 // eligible reports whether table index i may be picked.
@@ -836,33 +837,44 @@ func (c *chooser) eligible(i int) bool {
 		// candidate is busy.
 		return true
 	}
-	if c.limit == 0 {
-		c.limit = max(loadCap(c.pool, c.bound), c.floor)
+	if c.share == 0 {
+		c.share = loadShare(c.set, c.pool, c.bound)
 	}
-	return load < c.limit
+	return load < max(loadCap(c.share, c.set.table.Node(i).Weight), c.floor)
 }
 
-// loadCap returns the bounded-load cap for the next request:
-// ceil(bound × (in-flight requests over available upstreams + 1) / number
-// of available upstreams), per Mirrokni, Thorup and Zadimoghaddam,
-// "Consistent Hashing with Bounded Loads" (2018). 0 means no upstream is
-// available.
-func loadCap(pool []*reverseproxy.Upstream, bound float64) int {
-	n, sum := 0, 0
-	for _, u := range pool {
+// loadShare returns the bounded-load cap per unit of weight for the next
+// request: bound × (in-flight requests over available upstreams + 1) /
+// their total weight, per Mirrokni, Thorup and Zadimoghaddam, "Consistent
+// Hashing with Bounded Loads" (2018), with each upstream's share of the
+// load in proportion to its weight, as HAProxy's hash-balance-factor has
+// it: an upstream of weight 3 among ones of weight 1 may carry three
+// times as much before its keys overflow. Each distinct dial counts once
+// (the upstreams of a dial listed twice share one host and its count).
+// 0 means no upstream is available.
+func loadShare(set *upstreamSet, pool []*reverseproxy.Upstream, bound float64) float64 {
+	weight, sum := 0, 0
+	for i := range set.table.Len() {
+		u := pool[set.poolIndex(i)]
 		if !u.Available() {
 			continue
 		}
-		n++
+		weight += set.table.Node(i).Weight
 		if u.Host != nil {
 			sum += u.NumRequests()
 		}
 	}
-	if n == 0 {
+	if weight == 0 {
 		return 0
 	}
+	return bound * float64(sum+1) / float64(weight)
+}
+
+// loadCap returns the cap of an upstream of the given weight, at share
+// per unit of weight (loadShare), rounded up.
+func loadCap(share float64, weight int) int {
 	// A huge bound means no bound; converting past MaxInt would not.
-	return int(min(math.Ceil(bound*float64(sum+1)/float64(n)), math.MaxInt32))
+	return int(min(math.Ceil(share*float64(weight)), math.MaxInt32))
 }
 
 // Interface guards

@@ -218,6 +218,21 @@ func (f *proxyFixture) index(dial string) int {
 	return i
 }
 
+// loadCap returns the bounded-load cap of the upstream dial in pool for
+// the policy's next request.
+func (f *proxyFixture) loadCap(pool reverseproxy.UpstreamPool, dial string) int {
+	f.t.Helper()
+	set, err := f.policy.sets.get(pool)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	i, ok := set.index[dial]
+	if !ok {
+		f.t.Fatalf("no upstream %s", dial)
+	}
+	return loadCap(loadShare(set, pool, f.policy.Bound), set.table.Node(int(i)).Weight)
+}
+
 // hold opens k requests to upstream i (a live one) through its pin handler
 // and returns once the backend has them all in flight; release ends them.
 func (f *proxyFixture) hold(i, k int) (release func()) {
@@ -588,7 +603,7 @@ func TestBoundedLoad(t *testing.T) {
 	// One hot key: without a bound every request would go to pref[0].
 	var visited []string
 	for n := range 20 {
-		limit := loadCap(pool, f.policy.Bound)
+		limit := f.loadCap(pool, pref[0]) // weights are equal: every upstream's
 		r, w := newReq(ipAddr(3), nil)
 		up := f.policy.Select(pool, r, w)
 		if up == nil {
@@ -615,7 +630,7 @@ func TestBoundedLoad(t *testing.T) {
 	if !slices.Equal(visited, pref[:len(visited)]) || len(visited) < 2 {
 		t.Errorf("overflow went to %v, want a prefix of the key's order %v", visited, pref)
 	}
-	limit := loadCap(pool, f.policy.Bound)
+	limit := f.loadCap(pool, pref[0])
 	for _, u := range pool {
 		if u.NumRequests() > limit {
 			t.Errorf("%s: %d in flight exceeds the cap %d", u.Dial, u.NumRequests(), limit)
@@ -629,12 +644,54 @@ func TestLoadCap(t *testing.T) {
 	f.hold(0, 3)
 	f.hold(1, 1)
 	// ceil(1.25 * (4 + 1) / 4) = ceil(1.5625) = 2
-	if got := loadCap(pool, f.policy.Bound); got != 2 {
+	if got := f.loadCap(pool, f.dials[2]); got != 2 {
 		t.Errorf("loadCap = %d, want 2", got)
 	}
 	// A huge bound is no bound, not an overflow to a negative cap.
-	if got := loadCap(pool, 1e300); got < 1<<30 {
+	if got := loadCap(1e300, 1); got < 1<<30 {
 		t.Errorf("loadCap with bound 1e300 = %d, want a cap nothing reaches", got)
+	}
+}
+
+// TestBoundFollowsWeights: an upstream weighted to take three times the
+// keys of the others may carry three times their load before its keys
+// overflow: with one cap for all, bound 1.25 moved a third of its keys
+// away while it carried only its weighted share.
+func TestBoundFollowsWeights(t *testing.T) {
+	f := newProxyFixture(t, 3, 0, `{"policy":"affinity"}`, "", 0)
+	heavy := f.dials[0]
+	cfg := fmt.Sprintf(`{"upstreams":[{"dial":%q},{"dial":%q},{"dial":%q}],"load_balancing":{"selection_policy":{"policy":"affinity","bound":1.25,"weights":{%q:3}}}}`,
+		f.dials[0], f.dials[1], f.dials[2], heavy)
+	h := loadProxy(t, f.ctx, cfg)
+	p := h.LoadBalancing.SelectionPolicy.(*AffinitySelection)
+	pool := h.Upstreams
+	f.policy = p
+	release0, release1 := f.hold(0, 3), f.hold(1, 1)
+	// The share per weight: 1.25 × (4 + 1) / 5 = 1.25; caps 4, 2, 2.
+	for dial, want := range map[string]int{heavy: 4, f.dials[1]: 2, f.dials[2]: 2} {
+		if got := f.loadCap(pool, dial); got != want {
+			t.Errorf("loadCap(%s) = %d, want %d", dial, got, want)
+		}
+	}
+	release0()
+	release1()
+
+	const n = 90
+	first, placed := 0, 0
+	for i := range n { // one request per client, each stays in flight
+		if preference(t, p, pool, fmt.Sprintf("192.0.2.%d", i+1))[0] == heavy {
+			first++
+		}
+		r, w := newReq(fmt.Sprintf("192.0.2.%d:1234", i+1), nil)
+		up := p.Select(pool, r, w)
+		if up.Dial == heavy {
+			placed++
+		}
+		f.hold(f.index(up.Dial), 1)
+	}
+	t.Logf("weight 3 of 5: %d of %d keys prefer it, %d placed on it under bound 1.25", first, n, placed)
+	if first < n/4 || placed < first*9/10 {
+		t.Errorf("%d of the %d keys that prefer the weight-3 upstream stayed on it under bound 1.25 (%d of %d in flight), want nearly all", placed, first, placed, n)
 	}
 }
 
