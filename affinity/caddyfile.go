@@ -423,9 +423,10 @@ func weightDial(s string) string {
 	}
 	if strings.Contains(s, "://") {
 		u, err := url.Parse(s)
-		if err != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.Hostname() == "" {
+		if err != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" {
 			return s
 		}
+		// (Without a host, http://:8080, the dial is :8080.)
 		port := u.Port()
 		if port == "" {
 			switch u.Scheme {

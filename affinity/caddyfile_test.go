@@ -293,6 +293,11 @@ func TestWeightDial(t *testing.T) {
 		"UNIX//run/x.sock":     "unix//run/x.sock",
 		"{env.UPSTREAM}":       "{env.UPSTREAM}",
 		"http://app/path":      "http://app/path",
+		// No host: reverse_proxy dials the port on every interface.
+		"http://:8080":  ":8080",
+		"h2c://:8080":   ":8080",
+		"https://:8443": ":8443",
+		"http://":       ":80",
 	} {
 		if got := weightDial(in); got != want {
 			t.Errorf("weightDial(%q) = %q, want %q", in, got, want)
