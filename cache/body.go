@@ -262,8 +262,12 @@ type bodyFill struct {
 	progressed atomic.Int64
 	mu         sync.Mutex
 	failed     bool
+	// ended is set, with trailer, once the handler that fills it has
+	// returned with the whole body (complete).
+	ended   bool
+	trailer http.Header
 	// wake is made by a reader that waits for more, and closed (then
-	// cleared) by the next advance or by fail.
+	// cleared) by the next advance, by complete or by fail.
 	wake chan struct{}
 	// readers count the requests reading the fill (from serveCollapsed,
 	// or writeFilling); when the last leaves, it calls end, if orphan set
@@ -323,6 +327,40 @@ func (f *bodyFill) fail() {
 	f.failed = true
 	f.wakeLocked()
 	f.mu.Unlock()
+}
+
+// complete records that the handler filling f returned with the whole
+// body, and with trailer, the trailer fields reverse_proxy set after it
+// (nil for none), and wakes the readers waiting for the end (awaitEnd).
+func (f *bodyFill) complete(trailer http.Header) {
+	f.mu.Lock()
+	f.ended, f.trailer = true, trailer
+	f.wakeLocked()
+	f.mu.Unlock()
+}
+
+// awaitEnd waits, for a reader that has the whole body, until the handler
+// filling f has returned (complete), and returns the trailer fields it
+// ended with; nil if there are none, f failed, or ctx ends first.
+func (f *bodyFill) awaitEnd(ctx context.Context) http.Header {
+	for {
+		f.mu.Lock()
+		if f.ended || f.failed {
+			tr := f.trailer
+			f.mu.Unlock()
+			return tr
+		}
+		if f.wake == nil {
+			f.wake = make(chan struct{})
+		}
+		wake := f.wake
+		f.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // wakeLocked wakes the readers waiting for more; f.mu is held.

@@ -733,10 +733,20 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 	}
 	if f := e.body.filling(); f != nil {
 		// A waiter of a fill whose body is still arriving.
-		if err := e.body.writeFilling(r.Context(), w, f, start, end); errors.Is(err, errFillFailed) {
+		err := e.body.writeFilling(r.Context(), w, f, start, end)
+		if errors.Is(err, errFillFailed) {
 			// As reverse_proxy ends a response whose origin broke off:
 			// the client must not take it for whole.
 			panic(http.ErrAbortHandler)
+		}
+		if err == nil {
+			// Trailer fields no Trailer field announced come at the end
+			// (from an HTTP/2 or HTTP/3 origin), as the leader's client
+			// gets them (recorder.finishTrailers); such a response is
+			// not stored.
+			for k, v := range f.awaitEnd(r.Context()) {
+				w.Header()[k] = v
+			}
 		}
 		return
 	}

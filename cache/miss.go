@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -835,6 +836,23 @@ func (h *Handler) streamToWaiters(x *exchange, rec *recorder) {
 	x.filling, rec.fill = e, &x.fill
 }
 
+// unannouncedTrailers returns the trailer fields reverse_proxy set in hdr
+// under http.TrailerPrefix after the body (those no Trailer field
+// announced; streamToWaiters streams no response that announces any), or
+// nil for none.
+func unannouncedTrailers(hdr http.Header) http.Header {
+	var tr http.Header
+	for k, v := range hdr {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			if tr == nil {
+				tr = make(http.Header)
+			}
+			tr[k] = v
+		}
+	}
+	return tr
+}
+
 // endFill ends what streamToWaiters began, once the origin's response
 // has ended: the body is complete, or its readers stop (x's own client
 // among them, see decouple).
@@ -845,7 +863,14 @@ func (x *exchange) endFill() {
 	}
 	x.fillEnded = true
 	if int(x.fill.filled.Load()) >= e.body.Len() {
-		e.body.fill.Store(nil)
+		tr := unannouncedTrailers(x.rec.header)
+		if tr == nil {
+			e.body.fill.Store(nil)
+		}
+		// else the fill stays with the body, which is not stored: the
+		// waiters that have yet to read it read it through the fill, and
+		// get the trailer fields too.
+		x.fill.complete(tr)
 	} else {
 		x.fill.fail()
 		// Now, not once x's own client has what it gets (see decouple):

@@ -597,3 +597,63 @@ func testFillAfterAReload(t *testing.T, readerLeaves, aboutToRead bool) {
 		t.Error("the origin request was cancelled while a request read its body")
 	}
 }
+
+// TestWaitersGetUnannouncedTrailers: trailer fields that no Trailer field
+// announced (an HTTP/2 origin's gRPC-style status, which reverse_proxy sets
+// under http.TrailerPrefix after the body) reach the waiters that read
+// the body as it arrived, as they reach the leader's client; they got the
+// body without them. Such a response is not stored.
+func TestWaitersGetUnannouncedTrailers(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := newGatedOrigin(c, "0123456789", "abcdefghij")
+	o.end = func(w http.ResponseWriter) error {
+		_, err := io.WriteString(w, o.rest)
+		w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+		return err
+	}
+	const target = "http://example.com/trailers"
+	leader, waiter := newSyncWriter(), newSyncWriter()
+	leaderDone, waiterDone := leadAndWait(t, h, o, target, leader, waiter, newRequest(http.MethodGet, target))
+	// A second waiter begins to write only once the leader's handler has
+	// returned: it reads the whole body at once, and the trailer fields
+	// with it.
+	late := &gatedWriter{syncWriter: newSyncWriter(), gate: make(chan struct{})}
+	lateDone := serveAsync(h, late, newRequest(http.MethodGet, target), o)
+	until(t, "a second request to wait", func() bool { return h.flights.waiting(target) == 2 })
+	close(o.start)
+	until(t, "the waiter to read the first part", func() bool { _, b := waiter.got(); return b == o.first })
+	close(o.more)
+	if p := <-leaderDone; p != nil {
+		t.Fatalf("leader panicked: %v", p)
+	}
+	close(late.gate)
+	for _, done := range []<-chan any{waiterDone, lateDone} {
+		if p := <-done; p != nil {
+			t.Fatalf("waiter panicked: %v", p)
+		}
+	}
+	for name, w := range map[string]*syncWriter{"leader's client": leader, "waiter": waiter, "late waiter": late.syncWriter} {
+		if _, b := w.got(); b != o.first+o.rest || w.Header().Get(http.TrailerPrefix+"Grpc-Status") != "0" {
+			t.Errorf("%s: body %q, trailer Grpc-Status %q; want the whole body and \"0\"", name, b, w.Header().Get(http.TrailerPrefix+"Grpc-Status"))
+		}
+	}
+	if !hasParam(waiter.field("Cache-Status"), "collapsed") {
+		t.Errorf("waiter's Cache-Status %q, want collapsed", waiter.field("Cache-Status"))
+	}
+	get(t, h, o, target)
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin requests: %d, want 2 (a response with trailers is not stored)", n)
+	}
+}
+
+// gatedWriter is a syncWriter whose WriteHeader waits for gate.
+type gatedWriter struct {
+	*syncWriter
+	gate chan struct{}
+}
+
+func (w *gatedWriter) WriteHeader(code int) {
+	<-w.gate
+	w.syncWriter.WriteHeader(code)
+}
