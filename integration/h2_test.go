@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -100,6 +102,75 @@ func TestCacheConditionalMissOfALargeBody(t *testing.T) {
 				t.Errorf("%s, request %d: went to the origin conditional %v, want %v", c.name, i+1, asItCame, i == 1)
 			}
 		}
+	}
+}
+
+// TestCacheWaitersGetTrailersOfAnHTTP2Origin: an origin speaking h2c
+// sends a body of declared length, then trailer fields it did not announce
+// (as gRPC-style servers do). A request that comes while the body arrives
+// reads it from the first request's fetch, and gets those trailer fields
+// at its end, as the first client does; nothing is stored.
+func TestCacheWaitersGetTrailersOfAnHTTP2Origin(t *testing.T) {
+	gate := make(chan struct{})
+	var calls atomic.Int32
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := &http.Server{Protocols: new(http.Protocols), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Length", "20")
+		io.WriteString(w, "0123456789")
+		w.(http.Flusher).Flush()
+		<-gate
+		io.WriteString(w, "abcdefghij")
+		w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+	})}
+	origin.Protocols.SetUnencryptedHTTP2(true)
+	go origin.Serve(l)
+	t.Cleanup(func() { origin.Close() })
+	// flush_interval -1: each client sees the first part before the rest
+	// is sent (reverse_proxy holds back a body of declared length).
+	port, h2c := h2cCacheFront(t, &backend{name: "h2c origin", addr: "h2c://" + l.Addr().String() + " {\n\t\tflush_interval -1\n\t}"}, "")
+
+	url := fmt.Sprintf("http://127.0.0.1:%d/status", port)
+	type answer struct {
+		body, trailer, cacheStatus string
+		err                        error
+	}
+	fetch := func(firstPart chan<- struct{}) <-chan answer {
+		done := make(chan answer, 1)
+		go func() {
+			res, err := h2c.Get(url)
+			if err != nil {
+				done <- answer{err: err}
+				return
+			}
+			defer res.Body.Close()
+			first := make([]byte, 10)
+			_, err = io.ReadFull(res.Body, first)
+			close(firstPart)
+			rest, err2 := io.ReadAll(res.Body)
+			done <- answer{string(first) + string(rest), res.Trailer.Get("Grpc-Status"), res.Header.Get("Cache-Status"), cmp.Or(err, err2)}
+		}()
+		return done
+	}
+	leaderFirst, waiterFirst := make(chan struct{}), make(chan struct{})
+	leader := fetch(leaderFirst)
+	<-leaderFirst
+	waiter := fetch(waiterFirst)
+	<-waiterFirst
+	close(gate)
+	for name, ch := range map[string]<-chan answer{"first client": leader, "waiter": waiter} {
+		if a := <-ch; a.err != nil || a.body != "0123456789abcdefghij" || a.trailer != "0" {
+			t.Errorf("%s: %q, trailer Grpc-Status %q, %v; want the whole body and \"0\"", name, a.body, a.trailer, a.err)
+		} else if name == "waiter" && !strings.Contains(a.cacheStatus, "collapsed") {
+			t.Errorf("waiter's Cache-Status %q, want collapsed", a.cacheStatus)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("origin requests: %d, want 1", n)
 	}
 }
 
