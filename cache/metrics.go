@@ -132,7 +132,7 @@ func newStoreCollector() *storeCollector {
 		bytes:     d("bytes", "Bytes held by the cache (the sum of entry costs)."),
 		maxBytes:  d("max_bytes", "The cache's max_size."),
 		entries:   d("entries", "Entries held by the cache (responses and variant records)."),
-		stores:    d("stores_total", "Entries offered to the store."),
+		stores:    d("stores_total", "Entries offered to the store and taken into its buffer (then held, or rejected by admission); dropped offers are counted in drops_total."),
 		rejects:   d("rejects_total", "Entries the store's admission policy refused."),
 		evictions: d("evictions_total", "Entries evicted to make room."),
 		drop:      d("drops_total", "Entries dropped because the store's buffer was full, or held too much."),

@@ -86,8 +86,9 @@ type storeStats struct {
 	Bytes    int64  `json:"bytes"`     // their cost: body, header and key bytes
 	MaxBytes int64  `json:"max_bytes"` // max_size
 	// Counters since the store began (a change of cache_name or
-	// max_size begins a new one): responses stored, offers ristretto
-	// dropped from its buffer, refused by its admission policy, entries
+	// max_size begins a new one): responses offered and taken into
+	// ristretto's buffer (then held, or refused by its admission policy:
+	// Rejects), offers it dropped from its buffer (not in Stores), entries
 	// evicted, and entries purged (through the admin API, invalidations,
 	// and revalidations that showed them out of date).
 	Stores    uint64 `json:"stores"`
