@@ -854,7 +854,11 @@ func TestUnstoredMissEndsWithItsClient(t *testing.T) {
 				<-answered
 				// The waiter, released, asks the origin itself; its own
 				// request ends with it.
-				defer func() { stop(); _ = untilValue(t, "the waiter's origin request to end", ended) }()
+				defer func() {
+					until(t, "the waiter to reach the origin", func() bool { return o.calls.Load() == 2 })
+					stop()
+					_ = untilValue(t, "the waiter's origin request to end", ended)
+				}()
 			} else {
 				<-answered
 				leave()
