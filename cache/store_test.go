@@ -379,14 +379,19 @@ func TestAllocSize(t *testing.T) {
 // the live heap growth (plus the arena blocks of the bodies) with the sum
 // of their costs.
 func TestEntryOverheadMatchesHeap(t *testing.T) {
-	t.Run("entries", func(t *testing.T) { testEntryOverhead(t, 0) })
+	t.Run("entries", func(t *testing.T) { testEntryOverhead(t, 0, 0) })
 	// Variants also take a slot in the store's index (linkedOverhead).
-	t.Run("variants", func(t *testing.T) { testEntryOverhead(t, 500) })
+	t.Run("variants", func(t *testing.T) { testEntryOverhead(t, 500, 0) })
+	// Tagged entries take a slot in the tag index for each tag; tags of
+	// their own (Surrogate-Key lists with per-item ids) a map each there.
+	t.Run("tagged", func(t *testing.T) { testEntryOverhead(t, 0, 1) })
+	t.Run("eight tags each", func(t *testing.T) { testEntryOverhead(t, 0, 8) })
 }
 
 // testEntryOverhead is TestEntryOverheadMatchesHeap with, when perURL is
-// positive, the entries variants of URLs perURL at a time.
-func testEntryOverhead(t *testing.T, perURL int) {
+// positive, the entries variants of URLs perURL at a time, and with tags
+// distinct tags (Surrogate-Key) on each entry.
+func testEntryOverhead(t *testing.T, perURL, tags int) {
 	n := 20000
 	if testing.Short() {
 		n = 5000
@@ -412,9 +417,20 @@ func testEntryOverhead(t *testing.T, perURL int) {
 		key := fmt.Sprintf("http://example.com/some/path/%d?q=%d", i, i)
 		fh := hdr(i)
 		fh.Set("Content-Length", "64")
+		if tags > 0 {
+			var sk strings.Builder
+			for j := range tags {
+				fmt.Fprintf(&sk, "product-%d-%d ", i, j)
+			}
+			fh.Set("Surrogate-Key", sk.String())
+		}
 		e := &entry{entryData: entryData{key: key, hash: keyHash([]byte(key)), status: 200, header: packStorable(fh, ResponseControl{}), body: s.bodies.bodyOf(make([]byte, 64))}}
 		if perURL > 0 {
 			e.parent = keyHash(fmt.Appendf(nil, "http://example.com/url/%d", i/perURL))
+		}
+		e.readHeader()
+		if len(e.tags) != tags {
+			t.Fatalf("%d tags read, want %d", len(e.tags), tags)
 		}
 		e.computeCost()
 		cost += e.heapBytes() + e.body.cost()
@@ -425,7 +441,7 @@ func testEntryOverhead(t *testing.T, perURL int) {
 	// Bodies live in the arena, outside the heap.
 	perEntryHeap := float64(int64(after-before)+s.bodies.stats().Used) / float64(n)
 	perEntryCost := float64(cost) / float64(n)
-	t.Logf("heap per entry %.0f B, cost per entry %.0f B (entryOverhead %d, linkedOverhead %d)", perEntryHeap, perEntryCost, entryOverhead, linkedOverhead)
+	t.Logf("heap per entry %.0f B, cost per entry %.0f B (entryOverhead %d, linkedOverhead %d, tagOverhead %d)", perEntryHeap, perEntryCost, entryOverhead, linkedOverhead, tagOverhead)
 	if perEntryHeap > 1.15*perEntryCost {
 		t.Errorf("an entry takes %.0f B of heap but costs %.0f B: entryOverhead too small", perEntryHeap, perEntryCost)
 	}
