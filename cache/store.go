@@ -581,7 +581,12 @@ func (s *store) setLocked(e *entry) bool {
 			// index after it was indexed and queued its deletion before
 			// this Set: e would be stored where no purge finds it. Or a
 			// purge came since the check above, and its deletion may
-			// have gone before this Set.
+			// have gone before this Set. Out of the index too: no purge
+			// to come would find it there, nor would ristretto's
+			// callbacks (a deletion is no eviction).
+			s.mu.Lock()
+			s.removeLocked(e)
+			s.mu.Unlock()
 			slot.CompareAndSwap(e, nil)
 			c.Del(e.hash)
 		}

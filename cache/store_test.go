@@ -767,6 +767,34 @@ func TestStorePurgeTagDuringSet(t *testing.T) {
 	}
 }
 
+// TestStorePurgeDuringSetLeavesNoIndex: a purge of everything (or of a
+// prefix, or an unsafe method's invalidation of the URL) that comes
+// between a tagged entry's indexing and its offer to ristretto leaves it
+// not stored, and out of the index too: it stayed in the index, with its
+// tags, for ever (nothing but a later entry under its hash or a purge of
+// its very key or tag took it out), a slow leak under concurrent purges or
+// POSTs to new URLs.
+func TestStorePurgeDuringSetLeavesNoIndex(t *testing.T) {
+	s := newTestStore(t, 1<<20)
+	testHookIndexed = func(*entry) { s.purgeAll() }
+	defer func() { testHookIndexed = nil }()
+	for i := range 20 {
+		e := testEntry(fmt.Sprintf("http://a/tagged/%d?", i), 10, fmt.Sprintf("tag-%d", i))
+		e.epoch = s.epoch()
+		s.set(e)
+	}
+	testHookIndexed = nil
+	s.wait()
+	stored := 0
+	s.rc().IterValues(func(*entry) bool { stored++; return false })
+	s.mu.Lock()
+	byHash, tagged, tags := len(s.byHash), len(s.tagged), len(s.tags)
+	s.mu.Unlock()
+	if stored != 0 || byHash != 0 || tagged != 0 || tags != 0 {
+		t.Errorf("after purges during their sets: %d stored; index of %d entries, %d tagged, %d tags; want none", stored, byHash, tagged, tags)
+	}
+}
+
 // holdTake makes ristretto's goroutine stop as it takes off its buffer
 // the first offer hold matches (of any store made after the call), until
 // release is called. The test calls release before its stores are
