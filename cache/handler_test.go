@@ -734,6 +734,8 @@ func (failingStore) keyTemplates() []string    { return nil }
 func (failingStore) epoch() uint64             { return 0 }
 func (failingStore) keyMark(uint64) uint64     { return 0 }
 func (failingStore) noteKey([]byte)            {}
+func (failingStore) fetchBegins(uint64)        {}
+func (failingStore) fetchEnds(uint64)          {}
 
 func TestStoreFailureFailsOpen(t *testing.T) {
 	c := newClock()

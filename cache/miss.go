@@ -188,6 +188,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// Before the fill begins: a purge of its URL that comes meanwhile
 	// must reach its key (see store.noteKey).
 	h.store.noteKey(x.urlKey)
+	h.store.fetchBegins(x.urlHash)
+	defer h.store.fetchEnds(x.urlHash)
 	if !x.background {
 		x.preset = h.presetFields(w.Header())
 	}

@@ -172,10 +172,19 @@ func (s *store) markRecent(prefix, tag string) {
 	raise(&s.recentSeq, seq)
 }
 
+// invalidateKey removes what is stored under key (an unsafe method's
+// invalidation, RFC 9111 §4.4) and marks it where an exchange with the
+// origin for it may be under way (fetchBegins), which then stores
+// nothing: it may have fetched what the unsafe request changed. One that
+// begins after this call sends its request after the unsafe request's
+// answer came, and may store what it gets.
 func (s *store) invalidateKey(key string) int {
 	n := 0
 	for _, k := range s.ports.keysOf(withoutMark(key)) { // the URL, on whatever port it came
-		s.mark(xxhash.Sum64String(k))
+		h := xxhash.Sum64String(k)
+		if s.fetching[h%purgeSlots].Load() > 0 {
+			s.mark(h)
+		}
 		n += s.dropKey(k)
 	}
 	return n

@@ -156,6 +156,18 @@ func TestUnrelatedPurgeKeepsTheFill(t *testing.T) {
 				}
 			}
 		}, true},
+		{"POSTs to 5,000 other URLs", func(h *Handler, o *origin) {
+			// Each invalidation used to be remembered, whether or not
+			// anything of its URL was stored or being fetched, and past
+			// 4,096 the oldest counted as a purge of everything: any
+			// client could keep every fill under way from being stored.
+			for i := range 5000 {
+				serve(t, h, o, newRequest(http.MethodPost, "http://example.com/beacon/"+strconv.Itoa(i)))
+			}
+		}, true},
+		{"POST to the page itself", func(h *Handler, o *origin) {
+			serve(t, h, o, newRequest(http.MethodPost, "http://example.com/busy"))
+		}, false},
 		{"purge of the page itself", func(h *Handler, _ *origin) {
 			// The store refuses the fill and frees its body, but the
 			// waiters, who came before the purge, still get it once.

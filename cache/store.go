@@ -49,12 +49,16 @@ type storage interface {
 	// count it returns may miss those sets, which it removes all the same.
 	dropKey(key string) int
 	// invalidateKey is dropKey for an unsafe method's invalidation: like
-	// a purge, it also keeps fills that began before it from storing.
+	// a purge, it also keeps fills under way (fetchBegins) from storing.
 	invalidateKey(key string) int
 	// noteKey notes the listener port key carries (listenerPorts), so
 	// that a purge or an invalidation of its URL that comes while a fill
 	// of it is under way reaches it; set notes them too.
 	noteKey(key []byte)
+	// fetchBegins records an exchange with the origin for the URL key
+	// hashing to h, before its request goes; fetchEnds its end.
+	fetchBegins(h uint64)
+	fetchEnds(h uint64)
 	// epoch is what a fill records as it begins; set refuses an entry
 	// whose epoch is older than a purge or invalidation of its key
 	// (purgedSince).
@@ -230,8 +234,15 @@ type store struct {
 	// allMark), allMark the last purge of everything. A fill that began
 	// before a purge of its key (its entry's epoch) is not stored: it may
 	// be what the purge was meant to remove.
-	purgeSeq  atomic.Uint64
-	marks     [purgeSlots]atomic.Uint64
+	purgeSeq atomic.Uint64
+	marks    [purgeSlots]atomic.Uint64
+	// fetching counts, per slot of URL key hashes, the exchanges with the
+	// origin under way (fetchBegins): an unsafe method's invalidation
+	// marks a key only where a fill may be under way, so that
+	// invalidations of keys nothing fetches (which any client can send by
+	// the thousand) do not push the marks of fills in flight out into
+	// allMark, which would keep every fill in flight from being stored.
+	fetching  [purgeSlots]atomic.Int32
 	keysMu    sync.RWMutex
 	keyPurges map[uint64]uint64
 	keyOrder  []keyPurge // a ring of purgeKeys, from keyNext once full
@@ -480,6 +491,12 @@ func (s *store) lookup(hash uint64) (e *entry, ok bool) {
 }
 
 func (s *store) noteKey(key []byte) { s.ports.noteBytes(key) }
+
+// fetchBegins records that an exchange with the origin for the URL key
+// hashing to h is under way, before its request is sent; fetchEnds, once
+// what it fetched is stored or not.
+func (s *store) fetchBegins(h uint64) { s.fetching[h%purgeSlots].Add(1) }
+func (s *store) fetchEnds(h uint64)   { s.fetching[h%purgeSlots].Add(-1) }
 
 func (s *store) set(e *entry) bool {
 	s.ports.note(e.urlKey())
