@@ -350,10 +350,7 @@ func (f *bodyFill) awaitEnd(ctx context.Context) http.Header {
 			f.mu.Unlock()
 			return tr
 		}
-		if f.wake == nil {
-			f.wake = make(chan struct{})
-		}
-		wake := f.wake
+		wake := f.wakeChanLocked()
 		f.mu.Unlock()
 		select {
 		case <-wake:
@@ -361,6 +358,15 @@ func (f *bodyFill) awaitEnd(ctx context.Context) http.Header {
 			return nil
 		}
 	}
+}
+
+// wakeChanLocked returns the channel that the next advance, complete or
+// fail closes, for a reader to wait on; f.mu is held.
+func (f *bodyFill) wakeChanLocked() chan struct{} {
+	if f.wake == nil {
+		f.wake = make(chan struct{})
+	}
+	return f.wake
 }
 
 // wakeLocked wakes the readers waiting for more; f.mu is held.
@@ -411,10 +417,7 @@ func (f *bodyFill) await(ctx context.Context, have int, flushed int64) (int, err
 			f.mu.Unlock()
 			return 0, errFillFailed
 		}
-		if f.wake == nil {
-			f.wake = make(chan struct{})
-		}
-		wake := f.wake
+		wake := f.wakeChanLocked()
 		f.mu.Unlock()
 		select {
 		case <-wake:
