@@ -280,7 +280,7 @@ func (h *Handler) newEntryWith(x *exchange, rec *recorder, body *body) *entry {
 	}
 	e := &entry{entryData: entryData{
 		status: status,
-		header: packStorable(withoutProxyCookie(x.r, rec.header), x.rc),
+		header: packStorable(x.withoutProxyCookie(rec.header), x.rc),
 		body:   body,
 		fresh:  x.fresh,
 		rc:     x.rc,

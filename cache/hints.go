@@ -182,7 +182,7 @@ func (x *exchange) notFetchedWhole() {
 // answer sets a cookie other than the affinity policy's (see
 // tellsUncacheable).
 func (x *exchange) scopeOfUnstored(scope hintScope) hintScope {
-	if scope == hintKey && (hasCredentials(x.r) || len(withoutProxyCookie(x.r, x.rec.header)["Set-Cookie"]) > 0) {
+	if scope == hintKey && (hasCredentials(x.r) || len(x.withoutProxyCookie(x.rec.header)["Set-Cookie"]) > 0) {
 		return hintLikeThese
 	}
 	return scope

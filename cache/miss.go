@@ -100,6 +100,10 @@ type exchange struct {
 	rec recorder // records the origin's response
 	// proxy tells a response handle_response routes made (madeAfter).
 	proxy proxyMark
+	// againVars are the vars of the send again (askAgain), whose handlers
+	// may declare a cookie of their own (see withoutProxyCookie); nil
+	// before it.
+	againVars map[string]any
 
 	// result is the requests_total counter the exchange is counted under,
 	// once, when it ends; nil for a background refresh (no request).
@@ -393,6 +397,7 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	x.requestTime = h.now()
 	if vars != nil {
 		ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
+		x.againVars = vars
 	}
 	err := h.serveNext(next, x, out.WithContext(ctx))
 	rec.finishTrailers()
@@ -561,7 +566,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 	}
 	var detail string
 	if x.store {
-		origin := withoutProxyCookie(x.r, rec.header)
+		origin := x.withoutProxyCookie(rec.header)
 		hdr := withPresetCopy(origin, x.preset)
 		reason, rc, lifetime, fields := h.whyNotStored(x, status, hdr, origin)
 		// A request whose handlers before the cache made the answer not
@@ -716,7 +721,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 	}
 	switch x.outcome {
 	case outRefresh:
-		e, shared := h.refresh(x, rec, withoutProxyCookie(x.r, rec.header))
+		e, shared := h.refresh(x, rec, x.withoutProxyCookie(rec.header))
 		if shared {
 			x.release(h, e)
 		}

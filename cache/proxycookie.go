@@ -15,14 +15,21 @@ import (
 // Set-Cookie to the cache; it belongs to this exchange, not the resource).
 const ProxySetCookieVar = "response_cache.proxy_set_cookie"
 
-// withoutProxyCookie returns h without the Set-Cookie value r's handlers
-// declared in ProxySetCookieVar, or h itself when there is none to remove.
-func withoutProxyCookie(r *http.Request, h http.Header) http.Header {
+// withoutProxyCookie returns h, a response x got, without the Set-Cookie
+// value the handlers of its send declared in ProxySetCookieVar, or h
+// itself when there is none to remove. A send again (askAgain) has vars of
+// its own, where lb_policy affinity names the cookie it issued for it.
+func (x *exchange) withoutProxyCookie(h http.Header) http.Header {
 	cookies := h["Set-Cookie"]
 	if len(cookies) == 0 {
 		return h
 	}
-	own, _ := caddyhttp.GetVar(r.Context(), ProxySetCookieVar).(string)
+	var own string
+	if x.againVars != nil {
+		own, _ = x.againVars[ProxySetCookieVar].(string)
+	} else {
+		own, _ = caddyhttp.GetVar(x.r.Context(), ProxySetCookieVar).(string)
+	}
 	if own == "" {
 		return h
 	}

@@ -120,6 +120,13 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		e.exited.Store(true)
 		return e, false
 	}
+	if reason == "authorization" {
+		// Not storable for this request (RFC 9111 §3.5), which tells
+		// nothing of the stored response: it stays for the others, as a
+		// 200 to this request would leave it.
+		e.exited.Store(true)
+		return e, false
+	}
 	if reason != "" || !e.body.acquire() {
 		e.exited.Store(true) // holds no reference
 		h.store.dropIfStored(old)
@@ -144,7 +151,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 // stale-if-error would otherwise serve again.
 func (h *Handler) freshen(x *exchange, rec *recorder) {
 	old := x.stale
-	head := withoutProxyCookie(x.r, rec.header)
+	head := x.withoutProxyCookie(rec.header)
 	switch judgeHead(old.status, &old.header, old.body.Len(), head) {
 	case headUpdates:
 		h.refresh(x, rec, head)

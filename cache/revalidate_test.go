@@ -793,3 +793,94 @@ func TestStaleWhileRevalidateOncePerKey(t *testing.T) {
 		t.Errorf("origin called %d times, want 2 (one fill, one background refresh)", n)
 	}
 }
+
+// TestAskAgainKeepsItsOwnAffinityCookieOut: a 304 that does not select the
+// stored response sends the request again, with the vars of before the
+// first send; lb_policy affinity then issues a new cookie (a client
+// without one), declared in the send's own vars. That cookie was taken for
+// the origin's Set-Cookie (the first send's was looked for), so the 200 was
+// not stored, and the key's requests without cookies were hinted
+// uncacheable.
+func TestAskAgainKeepsItsOwnAffinityCookieOut(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	var n atomic.Int32
+	etag := `"v1"`
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		cookie := "lb_affinity=id" + strings.Repeat("x", int(n.Add(1))) + ".mac; Path=/; HttpOnly"
+		w.Header().Add("Set-Cookie", cookie)
+		caddyhttp.SetVar(r.Context(), ProxySetCookieVar, cookie)
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Date", c.date())
+		if r.Header.Get("If-None-Match") != "" {
+			w.Header().Set("Etag", `"other"`) // selects nothing stored
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		w.Header().Set("Etag", etag)
+		_, _ = io.WriteString(w, "body "+etag)
+		return nil
+	}}
+	const url = "http://example.com/aff"
+	get(t, h, o, url)
+	c.Advance(2 * time.Minute)
+	etag = `"v2"`
+	if w := get(t, h, o, url); w.Body.String() != `body "v2"` || len(w.Header()["Set-Cookie"]) != 1 {
+		t.Fatalf("revalidation answered %q with Set-Cookie %q, want the new body and the retry's cookie", w.Body.String(), w.Header()["Set-Cookie"])
+	}
+	calls := o.calls.Load()
+	if w := get(t, h, o, url); o.calls.Load() != calls {
+		t.Errorf("the 200 of the request sent again was not stored: the next request went to the origin (Cache-Status %q)", w.Header().Get("Cache-Status"))
+	}
+}
+
+// TestAuthorizedRevalidationKeepsTheSharedEntry: a 304 to a client whose
+// request has Authorization refreshes nothing (not storable for that
+// request, RFC 9111 §3.5) and leaves the stored response to the others, as
+// a 200 to it does; it dropped it.
+func TestAuthorizedRevalidationKeepsTheSharedEntry(t *testing.T) {
+	for _, second := range []int{http.StatusNotModified, http.StatusOK} {
+		t.Run(http.StatusText(second), func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			const url = "http://example.com/shared"
+			get(t, h, static(c, 200, "payload", "Cache-Control", "max-age=60", "Etag", `"v1"`), url)
+			c.Advance(2 * time.Minute)
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Etag", `"v1"`)
+				w.Header().Set("Cache-Control", "max-age=60")
+				w.Header().Set("Date", c.date())
+				if second == http.StatusNotModified && r.Header.Get("If-None-Match") == `"v1"` {
+					w.WriteHeader(http.StatusNotModified)
+					return nil
+				}
+				_, _ = io.WriteString(w, "payload")
+				return nil
+			}}
+			if w := get(t, h, o, url, "Authorization", "Bearer x"); w.Code != 200 || w.Body.String() != "payload" {
+				t.Fatalf("authorized revalidation: %d %q", w.Code, w.Body.String())
+			}
+			w := get(t, h, static(c, 500, ""), url, "Cache-Control", "max-stale")
+			if w.Code != 200 || w.Body.String() != "payload" {
+				t.Errorf("after an authorized client's %d, another's max-stale request got %d %q (%s): the shared entry is gone", second, w.Code, w.Body.String(), w.Header().Get("Cache-Status"))
+			}
+		})
+	}
+}
+
+// TestRevalidation304KeepsTheStoredCoding: a 304 (weakly matching) that
+// names another Content-Encoding does not relabel the stored body, whose
+// bytes are in the stored coding (RFC 9111 §3.2 lets a cache keep the
+// fields its stored response depends on).
+func TestRevalidation304KeepsTheStoredCoding(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const url = "http://example.com/ce"
+	get(t, h, static(c, 200, "plain text", "Cache-Control", "max-age=60", "Etag", `W/"v1"`), url)
+	c.Advance(2 * time.Minute)
+	get(t, h, static(c, 304, "", "Cache-Control", "max-age=60", "Etag", `W/"v1"`, "Content-Encoding", "gzip"), url)
+	w := get(t, h, static(c, 500, ""), url)
+	if ce := w.Header().Get("Content-Encoding"); ce != "" || !hasParam(w.Header().Get("Cache-Status"), "hit") {
+		t.Errorf("hit: %q labelled Content-Encoding %q (Cache-Status %q), want the stored identity body as stored", w.Body.String(), ce, w.Header().Get("Cache-Status"))
+	}
+}
