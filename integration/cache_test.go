@@ -1639,6 +1639,13 @@ http://127.0.0.1:%d {
 	// response that was not used), so the two may reach different
 	// upstreams; the cookie the client keeps is the one for the upstream
 	// that answered.
+
+	// The 200 the send again got is stored: the cookie the policy issued
+	// for it is its own, not the origin's (it was taken for the origin's,
+	// and the 200 not stored). The next request revalidates it.
+	if cs := cacheStatus(do(t, c, "GET", url2, nil)); !strings.Contains(cs, "fwd=stale") {
+		t.Errorf("after a send again for a cookie-less client, the next request: Cache-Status %q, want fwd=stale (its 200 stored)", cs)
+	}
 }
 
 // TestCacheWaitersStreamAnArrivingBody: concurrent misses of a large
