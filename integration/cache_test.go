@@ -1720,10 +1720,15 @@ func TestCacheWaitersStreamAnArrivingBody(t *testing.T) {
 			sums[i] = h.Sum(nil)
 		})
 	}
-	// The origin has sent half and waits: every client has that half.
+	// The origin has sent half and waits: every client has that half, but
+	// for what its connection's write buffers hold back (up to 6 KiB: a
+	// body of declared length is not flushed, through plain reverse_proxy
+	// either; under load the last pieces of the half arrive small and stay
+	// there until more comes, which failed this test 1 time in 6 to 12).
+	const heldBack = 8 << 10
 	waitFor(t, "every client to read the half that has arrived", 20*time.Second, func() bool {
 		for i := range read {
-			if read[i].Load() < half {
+			if read[i].Load() < half-heldBack {
 				return false
 			}
 		}
