@@ -725,17 +725,16 @@ func TestStoredHeadersStripped(t *testing.T) {
 // client.
 type failingStore struct{ storage }
 
-func (failingStore) get(uint64, []byte) *entry { return nil }
-func (failingStore) set(e *entry) bool         { e.exit(); return false }
-func (failingStore) arena() *arena             { return nil }
-func (failingStore) has(*entry) bool           { return false }
-func (failingStore) wait()                     {}
-func (failingStore) keyTemplates() []string    { return nil }
-func (failingStore) epoch() uint64             { return 0 }
-func (failingStore) keyMark(uint64) uint64     { return 0 }
-func (failingStore) noteKey([]byte)            {}
-func (failingStore) fetchBegins(uint64)        {}
-func (failingStore) fetchEnds(uint64)          {}
+func (failingStore) get(uint64, []byte) *entry  { return nil }
+func (failingStore) set(e *entry) bool          { e.exit(); return false }
+func (failingStore) arena() *arena              { return nil }
+func (failingStore) has(*entry) bool            { return false }
+func (failingStore) wait()                      {}
+func (failingStore) keyTemplates() []string     { return nil }
+func (failingStore) epoch() uint64              { return 0 }
+func (failingStore) keyMark(uint64) uint64      { return 0 }
+func (failingStore) fetchBegins([]byte, uint64) {}
+func (failingStore) fetchEnds(uint64)           {}
 
 func TestStoreFailureFailsOpen(t *testing.T) {
 	c := newClock()

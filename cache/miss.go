@@ -190,9 +190,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	defer x.count()
 	x.r = r
 	// Before the fill begins: a purge of its URL that comes meanwhile
-	// must reach its key (see store.noteKey).
-	h.store.noteKey(x.urlKey)
-	h.store.fetchBegins(x.urlHash)
+	// must reach its key (see store.fetchBegins).
+	h.store.fetchBegins(x.urlKey, x.urlHash)
 	defer h.store.fetchEnds(x.urlHash)
 	if !x.background {
 		x.preset = h.presetFields(w.Header())

@@ -51,13 +51,13 @@ type storage interface {
 	// invalidateKey is dropKey for an unsafe method's invalidation: like
 	// a purge, it also keeps fills under way (fetchBegins) from storing.
 	invalidateKey(key string) int
-	// noteKey notes the listener port key carries (listenerPorts), so
-	// that a purge or an invalidation of its URL that comes while a fill
-	// of it is under way reaches it; set notes them too.
-	noteKey(key []byte)
 	// fetchBegins records an exchange with the origin for the URL key
-	// hashing to h, before its request goes; fetchEnds its end.
-	fetchBegins(h uint64)
+	// key, hashing to h, before its request goes, so that a purge or an
+	// invalidation of its URL that comes meanwhile reaches it: it notes
+	// the listener port key carries (listenerPorts; set notes them too),
+	// and counts the exchange (an invalidation marks only keys that may
+	// be fetched). fetchEnds uncounts it.
+	fetchBegins(key []byte, h uint64)
 	fetchEnds(h uint64)
 	// epoch is what a fill records as it begins; set refuses an entry
 	// whose epoch is older than a purge or invalidation of its key
@@ -490,13 +490,12 @@ func (s *store) lookup(hash uint64) (e *entry, ok bool) {
 	return c.Get(hash)
 }
 
-func (s *store) noteKey(key []byte) { s.ports.noteBytes(key) }
+func (s *store) fetchBegins(key []byte, h uint64) {
+	s.ports.noteBytes(key)
+	s.fetching[h%purgeSlots].Add(1)
+}
 
-// fetchBegins records that an exchange with the origin for the URL key
-// hashing to h is under way, before its request is sent; fetchEnds, once
-// what it fetched is stored or not.
-func (s *store) fetchBegins(h uint64) { s.fetching[h%purgeSlots].Add(1) }
-func (s *store) fetchEnds(h uint64)   { s.fetching[h%purgeSlots].Add(-1) }
+func (s *store) fetchEnds(h uint64) { s.fetching[h%purgeSlots].Add(-1) }
 
 func (s *store) set(e *entry) bool {
 	s.ports.note(e.urlKey())
