@@ -764,12 +764,18 @@ var notRepresentationFields = []string{
 }
 
 // ifRangeMatches evaluates If-Range (RFC 9110 §13.1.5) against the stored
-// validators: a strong ETag match or an exact Last-Modified date.
+// validators: a strong ETag match or an exact Last-Modified date. If-Range
+// in more than one line is neither one entity-tag nor one date, and matches
+// nothing.
 func ifRangeMatches(r *http.Request, stored HeaderReader) bool {
-	ir := r.Header.Get("If-Range")
-	if ir == "" {
+	lines := r.Header["If-Range"]
+	if len(lines) == 0 || len(lines) == 1 && lines[0] == "" {
 		return true
 	}
+	if len(lines) > 1 {
+		return false
+	}
+	ir := lines[0]
 	if strings.HasPrefix(ir, `"`) {
 		etag := stored.Get("Etag")
 		return etag != "" && !strings.HasPrefix(etag, "W/") && etag == ir

@@ -478,6 +478,41 @@ func TestIfRangeWeakDate(t *testing.T) {
 	}
 }
 
+// TestConditionalFieldsInTwoLines: If-Range and If-Modified-Since hold one
+// value each; sent in two lines they are a list, which is neither, so a
+// stored 200 answers whole (RFC 9110 §13.1.5: If-Range matches nothing;
+// §13.1.3: If-Modified-Since is ignored), not as a 206 or a 304 chosen by
+// the first line.
+func TestConditionalFieldsInTwoLines(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	lm := c.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
+	older := c.Now().Add(-48 * time.Hour).UTC().Format(http.TimeFormat)
+	o := static(c, 200, "0123456789", "Cache-Control", "max-age=60", "Etag", `"v1"`, "Last-Modified", lm)
+	get(t, h, o, "http://example.com/two")
+	for _, tc := range []struct {
+		name   string
+		fields []string
+	}{
+		{"If-Range", []string{"Range", "bytes=2-4", "If-Range", `"v1"`, "If-Range", `"v0"`}},
+		{"If-Range dates", []string{"Range", "bytes=2-4", "If-Range", lm, "If-Range", older}},
+		{"If-Modified-Since", []string{"If-Modified-Since", lm, "If-Modified-Since", older}},
+	} {
+		w := get(t, h, o, "http://example.com/two", tc.fields...)
+		wantStatus(t, w, []string{"hit"})
+		if w.Code != http.StatusOK || w.Body.String() != "0123456789" {
+			t.Errorf("%s in two lines: %d %q, want the whole 200", tc.name, w.Code, w.Body.String())
+		}
+	}
+	// One line of each still counts.
+	if w := get(t, h, o, "http://example.com/two", "Range", "bytes=2-4", "If-Range", `"v1"`); w.Code != http.StatusPartialContent {
+		t.Errorf("If-Range in one line: %d, want 206", w.Code)
+	}
+	if w := get(t, h, o, "http://example.com/two", "If-Modified-Since", lm); w.Code != http.StatusNotModified {
+		t.Errorf("If-Modified-Since in one line: %d, want 304", w.Code)
+	}
+}
+
 // sliceWriter records the slices it is handed, to check a hit writes the
 // stored body itself.
 type sliceWriter struct {

@@ -66,7 +66,13 @@ func ClientNotModified(req *http.Request, stored HeaderReader) bool {
 	if inm, ok := req.Header["If-None-Match"]; ok {
 		return etagListMatches(inm, stored)
 	}
-	ims := strings.TrimSpace(req.Header.Get("If-Modified-Since"))
+	// More than one line is a list of dates, which is no HTTP-date: the
+	// field is ignored (RFC 9110 §13.1.3).
+	imsLines := req.Header["If-Modified-Since"]
+	if len(imsLines) != 1 {
+		return false
+	}
+	ims := strings.TrimSpace(imsLines[0])
 	if ims == "" {
 		return false
 	}
