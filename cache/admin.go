@@ -388,10 +388,9 @@ func normalKey(k string, spellPath func([]byte, string) []byte) (key string, end
 	}
 	authority, listener, marked := strings.Cut(strings.ToLower(rest[:end]), "#")
 	host, port, hasPort := cutPort(authority)
-	_, def := defaultPort(scheme)
 	b := append([]byte(scheme), "://"...)
 	b = append(b, host...)
-	if hasPort && port != def {
+	if hasPort && !isWebPort(port) {
 		b = append(append(b, ':'), port...)
 	}
 	if marked {
@@ -404,5 +403,5 @@ func normalKey(k string, spellPath func([]byte, string) []byte) (key string, end
 	}
 	b = spellPath(b, rest[:path])
 	b = append(b, rest[path:]...)
-	return string(b), rest == "" && hasPort && port == def && !marked
+	return string(b), rest == "" && hasPort && isWebPort(port) && !marked
 }

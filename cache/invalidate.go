@@ -60,18 +60,23 @@ func (h *Handler) invalidate(r *http.Request, resp http.Header) {
 			n += h.store.invalidateKey(string(key))
 		}
 	}
-	scheme := schemeOf(r)
 	// Relative references resolve against the URI the client sent, which
 	// the keys are made of, not the one a rewrite left.
 	sent := sentURL(r)
-	base := &url.URL{Scheme: scheme, Host: r.Host, Path: sent.Path, RawPath: sent.RawPath, RawQuery: sent.RawQuery}
+	base := &url.URL{Scheme: schemeOf(r), Host: r.Host, Path: sent.Path, RawPath: sent.RawPath, RawQuery: sent.RawQuery}
 	for _, field := range [...]string{"Location", "Content-Location"} {
 		v := resp.Get(field)
 		if v == "" {
 			continue
 		}
+		// An absolute URI counts with either web scheme: behind a front
+		// proxy that ends TLS, the origin names the URL as its clients
+		// know it (https://shop.test/p, from X-Forwarded-Proto) where
+		// the node's request and keys say http. The same host under the
+		// other scheme is rarely another origin, and that would cost it
+		// a miss, no more.
 		u, err := base.Parse(v)
-		if err != nil || u.Scheme != scheme || !sameHost(u.Host, r.Host, scheme) {
+		if err != nil || u.Scheme != "http" && u.Scheme != "https" || !sameHost(u.Host, r.Host) {
 			continue
 		}
 		var r2 *http.Request
@@ -122,10 +127,10 @@ func (h *Handler) locationRequest(r, r2 *http.Request) *http.Request {
 	return r2
 }
 
-// sameHost reports whether the hosts a and b (host or host:port) name the
-// same origin for scheme, the default port written or not.
-func sameHost(a, b, scheme string) bool {
-	return strings.EqualFold(withoutDefaultPort(a, scheme), withoutDefaultPort(b, scheme))
+// sameHost reports whether the hosts a and b (host or host:port) are the
+// same, a default port (80 or 443, see isWebPort) written or not.
+func sameHost(a, b string) bool {
+	return strings.EqualFold(withoutWebPort(a), withoutWebPort(b))
 }
 
 // otherKeyTemplates returns the key templates other than h's that

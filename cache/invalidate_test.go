@@ -42,6 +42,12 @@ func TestRule16_UnsafeMethodsInvalidate(t *testing.T) {
 		{name: "custom method", method: "PURGEME", status: 200, invalidated: []string{"/t"}},
 		{name: "POST 201 Location with default port", method: "POST", status: 201, fields: []string{"Location", "http://EXAMPLE.com:80/loc"}, invalidated: []string{"/t", "/loc"}},
 		{name: "POST 201 Location other port", method: "POST", status: 201, fields: []string{"Location", "http://example.com:8080/loc"}, invalidated: []string{"/t"}, kept: []string{"/loc"}},
+		// Behind a front that ends TLS the origin names the URL as its
+		// clients know it, https, where the node's request is http.
+		{name: "POST 303 https Location", method: "POST", status: 303, fields: []string{"Location", "https://example.com/loc"}, invalidated: []string{"/t", "/loc"}, kept: []string{"/cl"}},
+		{name: "POST 303 https Location with its default port", method: "POST", status: 303, fields: []string{"Location", "https://example.com:443/loc"}, invalidated: []string{"/t", "/loc"}},
+		{name: "POST 303 https Location other host", method: "POST", status: 303, fields: []string{"Location", "https://other.example/loc"}, invalidated: []string{"/t"}, kept: []string{"/loc"}},
+		{name: "POST 201 Location other scheme", method: "POST", status: 201, fields: []string{"Location", "ftp://example.com/loc"}, invalidated: []string{"/t"}, kept: []string{"/loc"}},
 		{name: "DELETE, nothing written", method: "DELETE", status: 0, invalidated: []string{"/t"}},
 		{name: "POST 201 relative Location after a rewrite", method: "POST", status: 201, fields: []string{"Location", "t2"}, rewrite: "/x/t", invalidated: []string{"/t", "/t2"}},
 	} {

@@ -217,7 +217,7 @@ func appendOrigin(dst []byte, r *http.Request) []byte {
 	if p <= 0 {
 		return dst
 	}
-	switch def, _ := defaultPort(scheme); {
+	switch def := defaultPort(scheme); {
 	case !hasPort && p == def:
 	case hasPort && isPort(port, p):
 	default:
@@ -242,12 +242,25 @@ func cutPort(hostport string) (host, port string, hasPort bool) {
 	return hostport[:i], hostport[i+1:], true
 }
 
-// defaultPort is scheme's default port, as a number and as written.
-func defaultPort(scheme string) (int, string) {
+// isWebPort reports whether port, as Host spells it, is 80 or 443. To
+// purges and invalidations either is a URL's default port, whatever the
+// key's scheme: behind a front proxy that ends TLS, a caching node's
+// scheme is http and its clients' https, and a client naming its default
+// port (Host: shop.test:443, as Go's http.Client sends for
+// https://shop.test:443/) reaches the node with a port that is not the
+// node's default. Its response is keyed apart (the origin sees that Host),
+// but it is the same URL. Taking 443 as an http URL's default port, or 80
+// as an https URL's, only ever purges more.
+func isWebPort(port string) bool {
+	return port == "80" || port == "443"
+}
+
+// defaultPort is scheme's default port.
+func defaultPort(scheme string) int {
 	if scheme == "https" {
-		return 443, "443"
+		return 443
 	}
-	return 80, "80"
+	return 80
 }
 
 // listenerPort is the port r's connection came in on, or 0 when it has
@@ -270,12 +283,12 @@ func schemeOf(r *http.Request) string {
 	return "http"
 }
 
-// withoutDefaultPort is host without scheme's default port.
-func withoutDefaultPort(host, scheme string) string {
-	if scheme == "https" {
-		return strings.TrimSuffix(host, ":443")
+// withoutWebPort is host without a port of 80 or 443 (isWebPort).
+func withoutWebPort(hostport string) string {
+	if host, port, hasPort := cutPort(hostport); hasPort && isWebPort(port) {
+		return host
 	}
-	return strings.TrimSuffix(host, ":80")
+	return hostport
 }
 
 // appendHost appends host lower-cased, with any byte a host cannot hold

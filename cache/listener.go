@@ -20,14 +20,14 @@ import (
 // it names one, without their '#' port (urlView).
 
 // urlView splits the key k into its origin without a default port spelt
-// out (head), its listener mark ('#' and a port, or ""), and the rest.
-// A key without an origin (no "://") is all head.
+// out (head; 80 and 443 are both default ports here, see isWebPort), its
+// listener mark ('#' and a port, or ""), and the rest. A key without an
+// origin (no "://") is all head.
 func urlView(k string) (head, mark, rest string) {
 	s := strings.Index(k, "://")
 	if s < 0 {
 		return k, "", ""
 	}
-	scheme := k[:s]
 	s += len("://")
 	end := strings.IndexAny(k[s:], "/? ")
 	if end < 0 {
@@ -38,9 +38,8 @@ func urlView(k string) (head, mark, rest string) {
 	if h := strings.IndexByte(k[s:end], '#'); h >= 0 {
 		auth, mark = k[:s+h], k[s+h:end]
 	}
-	_, def := defaultPort(scheme)
-	if strings.HasSuffix(auth, ":"+def) && strings.LastIndexByte(auth, ']') < len(auth)-len(def)-1 {
-		auth = auth[:len(auth)-len(def)-1]
+	if host, port, hasPort := cutPort(auth[s:]); hasPort && isWebPort(port) {
+		auth = auth[:s+len(host)]
 	}
 	return auth, mark, k[end:]
 }
@@ -114,7 +113,7 @@ func (ps *listenerPorts) noteBytes(key []byte) {
 }
 
 // keysOf returns the keys of the URL whose key is key: its origin without
-// and with its default port spelt out, each without a listener mark and
+// and with each default port (80, 443) spelt out, each without a listener mark and
 // with the mark of each port noted; or, when key names a port with its
 // mark, with that mark only.
 func (ps *listenerPorts) keysOf(key string) []string {
@@ -123,10 +122,9 @@ func (ps *listenerPorts) keysOf(key string) []string {
 	if s < 0 {
 		return []string{key}
 	}
-	_, def := defaultPort(head[:s])
 	heads := []string{head}
 	if _, _, hasPort := cutPort(head[s+len("://"):]); !hasPort {
-		heads = append(heads, head+":"+def)
+		heads = append(heads, head+":80", head+":443")
 	}
 	marks := []string{mark}
 	if mark == "" {

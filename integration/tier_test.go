@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -101,7 +102,13 @@ func TestTierKeyedByResourceInvalidates(t *testing.T) {
 		defer mu.Unlock()
 		if r.Method == http.MethodPost && isComment {
 			comments[post]++
-			w.Header().Set("Location", post)
+			loc := post
+			if r.URL.Query().Has("abs") {
+				// An app that knows it is behind TLS (or forces it)
+				// names the page as its clients know it, https.
+				loc = "https://" + r.Host + post
+			}
+			w.Header().Set("Location", loc)
 			w.WriteHeader(http.StatusSeeOther)
 			return
 		}
@@ -152,11 +159,19 @@ http://127.0.0.1:%[4]d {
 		waitFor(t, page+" to be cached", 5*time.Second, func() bool {
 			return strings.Contains(cacheStatus(do(t, c, "GET", base+page, nil)), "; hit")
 		})
-		post := do(t, c, "POST", base+page+"/comments", nil)
-		if post.status != http.StatusSeeOther {
-			t.Fatalf("POST %s/comments: %d", page, post.status)
+		target := base + page + "/comments"
+		if i%2 == 1 {
+			target += "?abs" // an absolute https Location: its node sees http
 		}
-		r := do(t, c, "GET", base+post.header.Get("Location"), nil)
+		post := do(t, c, "POST", target, nil)
+		if post.status != http.StatusSeeOther {
+			t.Fatalf("POST %s: %d", target, post.status)
+		}
+		loc, err := url.Parse(post.header.Get("Location"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := do(t, c, "GET", base+loc.Path, nil)
 		if want := page + " comments=1"; r.body != want {
 			t.Errorf("after a comment, %s is %q (Cache-Status %q); want %q", page, r.body, cacheStatus(r), want)
 		}
