@@ -316,11 +316,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 }
 
 // serveNext runs next for the forwarded request. A client that has its
-// 304 (recorder.notModified) has all it gets: when the recorder stops the
-// rest of a body it will not store, or the origin breaks it off,
-// reverse_proxy panics with http.ErrAbortHandler, which would reset the
-// client's finished response (HTTP/2) or its connection; the request ends
-// as the recorder's errUnread instead, and nothing is stored.
+// 304 (recorder.notModified), or gets a stored response instead of an
+// origin's error (recorder.answered), has all it gets from this response:
+// when the recorder stops the rest of a body it will not store, or the
+// origin breaks it off, reverse_proxy panics with http.ErrAbortHandler,
+// which would reset the client's finished response (HTTP/2) or its
+// connection, or leave it without any; the request ends as the recorder's
+// errUnread instead, and nothing is stored.
 //
 // When it returns, the body others read as it arrived is complete or
 // broken off (endFill).
@@ -330,7 +332,7 @@ func (h *Handler) serveNext(next caddyhttp.Handler, x *exchange, out *http.Reque
 		v := recover()
 		x.endFill()
 		if v != nil {
-			if v != http.ErrAbortHandler || !rec.notModified {
+			if v != http.ErrAbortHandler || !rec.notModified && !rec.answered {
 				panic(v)
 			}
 			err = errUnread
@@ -556,7 +558,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 	}
 	if x.stale != nil && isServerError(status) && h.staleIfErrorOK(x, rec.responseTime) {
 		h.logOriginError(zapcore.WarnLevel, "origin answered with a server error; served the stored response (stale-if-error)", x, zap.Int("status", status))
-		rec.pass = false
+		rec.pass, rec.buffer, rec.answered = false, false, true
 		x.outcome = outStaleIfError
 		return
 	}

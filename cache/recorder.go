@@ -98,6 +98,9 @@ type recorder struct {
 	// discard: the client is a background refresh's discardWriter, which
 	// reads nothing (see Write).
 	discard bool
+	// answered: the client gets a stored response instead of this one
+	// (stale-if-error), so nothing reads its body (set by onHeader).
+	answered bool
 }
 
 // errUnread aborts a response that is neither reaching its client nor
@@ -263,6 +266,14 @@ func (rec *recorder) WriteHeader(status int) {
 	}
 	rec.wroteHeader = true
 	rec.status = status
+	if status == http.StatusNoContent || status == http.StatusNotModified {
+		// No body follows, whatever length the origin declared (an
+		// origin's 204 with Content-Length: 5 would be recorded into a
+		// body of 5 bytes that never come, and its waiters aborted);
+		// net/http leaves the field out of such a response to a client
+		// too.
+		delete(rec.header, "Content-Length")
+	}
 	rec.responseTime = rec.now()
 	rec.pass = true
 	rec.takeServerSeed()
@@ -416,8 +427,9 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	// not worth it for a small body, and reading on, for a large one, an
 	// origin's whole object for nothing (to the refresh's 30 s timeout).
 	// A client answered with a 304 would wait for the end: stop at once
-	// (its key's next conditional misses go as they came).
-	if !rec.buffer && (rec.clientErr != nil || rec.notModified || rec.discard && rec.written > rec.limit) {
+	// (its key's next conditional misses go as they came); so would one
+	// answered with a stored response instead of an error's.
+	if !rec.buffer && (rec.clientErr != nil || rec.notModified || rec.answered || rec.discard && rec.written > rec.limit) {
 		return 0, errUnread
 	}
 	return len(p), nil

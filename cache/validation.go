@@ -270,16 +270,19 @@ func encodedETag(stored HeaderReader, etag string) bool {
 // Each field present in the 304 replaces all of the stored field's lines;
 // fields absent from the 304 are kept. Not taken from the 304: the fields
 // StorableHeader never stores (hop-by-hop, those named in its Connection,
-// Proxy-Authenticate, Proxy-Authorization), Content-Length (§3.2) and
-// Content-Encoding, which the stored body's bytes depend on (§3.2 lets a
-// cache keep such fields; a 304 that names another coding would label
-// identity bytes gzip) — the stored body is unchanged. The result shares value slices with its
+// Proxy-Authenticate, Proxy-Authorization), Content-Length and
+// Content-Range (§3.2: they describe the 304's own framing, and a stored
+// 200 of 100 bytes would carry "bytes 0-9/10"), and Content-Encoding,
+// which the stored body's bytes depend on (§3.2 lets a cache keep such
+// fields; a 304 that names another coding would label identity bytes
+// gzip) — the stored body is unchanged. The result shares value slices with its
 // inputs; the caller packs it for storage (which copies), re-parses
 // Cache-Control from it and recomputes freshness with the 304's request
 // and response times.
 func UpdateFrom304(stored, notModified http.Header) http.Header {
 	update := StorableHeader(notModified, ResponseControl{})
 	delete(update, "Content-Length")
+	delete(update, "Content-Range")
 	delete(update, "Content-Encoding")
 	merged := make(http.Header, len(stored)+len(update))
 	for k, v := range stored {
