@@ -20,6 +20,7 @@ import (
 //	    max_item_size  <size>      # larger responses are streamed, not stored
 //	    key            <template>  # placeholders; "scheme://host:port " is always prepended
 //	    default_ttl    <duration>  # freshness when the response gives none (see Config.DefaultTTL)
+//	    heuristic_max  <duration>  # longest heuristic (Last-Modified) freshness; default 24h
 //	    stale_while_revalidate <duration>
 //	    stale_if_error         <duration>
 //	    cache_name     <name>      # the identifier in Cache-Status
@@ -84,6 +85,16 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			c.DefaultTTL = dur
+		case "heuristic_max":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			if dur == 0 {
+				// In JSON 0 is the default; here it would read as none.
+				return d.Errf("response_cache: heuristic_max must be positive (default 24h; 1s makes heuristic lifetimes a second, so such responses are revalidated on nearly every use)")
+			}
+			c.HeuristicMax = dur
 		case "stale_while_revalidate":
 			dur, err := parseDuration(d)
 			if err != nil {

@@ -61,6 +61,16 @@ type Config struct {
 	// a reload that lowers or removes it applies to them too.
 	DefaultTTL caddy.Duration `json:"default_ttl,omitempty"`
 
+	// HeuristicMax is the longest freshness lifetime the heuristic gives a
+	// response without explicit freshness (10% of the time since its
+	// Last-Modified, RFC 9111 §4.2.2): a 404 last modified two years ago
+	// would otherwise be fresh for 73 days. Default: 24h (as Apache's
+	// CacheMaxExpire and Traffic Server's heuristic_max_lifetime); set a
+	// long one (8760h) to leave heuristics nearly uncapped. Like
+	// DefaultTTL, it bounds the responses already stored when a reload
+	// lowers it.
+	HeuristicMax caddy.Duration `json:"heuristic_max,omitempty"`
+
 	// StaleWhileRevalidate is the RFC 5861 stale-while-revalidate window used
 	// when a response carries none, and the upper bound of the window a
 	// response asks for. Within it a stale entry is served immediately and

@@ -254,6 +254,10 @@ type Freshness struct {
 	// response had none of its own. A later config's shorter default_ttl
 	// (or none) then bounds it (see Handler.freshness).
 	Defaulted bool
+	// Heuristic marks a Lifetime that came from the heuristic (10% of the
+	// time since Last-Modified): the current config's heuristic_max
+	// bounds it (see Handler.freshness).
+	Heuristic bool
 }
 
 // NewFreshness computes the Freshness of a response with header h and

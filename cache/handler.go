@@ -240,6 +240,8 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("response_cache: max_item_size (%d, %s) must not be larger than max_size (%d, %s)", c.MaxItemSize, SizeString(c.MaxItemSize), c.MaxSize, SizeString(c.MaxSize))
 	case c.DefaultTTL < 0:
 		return fmt.Errorf("response_cache: default_ttl must not be negative, got %s", time.Duration(c.DefaultTTL))
+	case c.HeuristicMax < 0:
+		return fmt.Errorf("response_cache: heuristic_max must not be negative, got %s (0 means the default, 24h)", time.Duration(c.HeuristicMax))
 	case c.StaleWhileRevalidate < 0:
 		return fmt.Errorf("response_cache: stale_while_revalidate must not be negative, got %s", time.Duration(c.StaleWhileRevalidate))
 	case c.StaleIfError < 0:
@@ -603,15 +605,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 }
 
 // freshness is e's freshness under this config: a lifetime that came
-// from default_ttl is at most the current default_ttl, so that a reload
-// lowering or removing it applies to the responses stored under the old
-// one (the store outlives reloads that keep its cache_name and max_size).
+// from default_ttl is at most the current default_ttl, and one from the
+// heuristic at most heuristic_max, so that a reload lowering or removing
+// them applies to the responses stored under the old one (the store
+// outlives reloads that keep its cache_name and max_size).
 func (h *Handler) freshness(e *entry) Freshness {
 	f := e.fresh
 	if f.Defaulted {
 		f.Lifetime = min(f.Lifetime, time.Duration(h.DefaultTTL))
 	}
+	if f.Heuristic {
+		f.Lifetime = min(f.Lifetime, h.heuristicMax())
+	}
 	return f
+}
+
+// defaultHeuristicMax is heuristic_max when the config sets none.
+const defaultHeuristicMax = 24 * time.Hour
+
+// heuristicMax is the longest lifetime the heuristic gives (heuristic_max).
+func (h *Handler) heuristicMax() time.Duration {
+	if h.HeuristicMax <= 0 {
+		return defaultHeuristicMax
+	}
+	return time.Duration(h.HeuristicMax)
 }
 
 // ttl is e's remaining freshness at now under this config: positive

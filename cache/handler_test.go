@@ -1301,6 +1301,7 @@ func TestValidate(t *testing.T) {
 		{name: "zero max_item_size", modify: func(c *Config) { c.MaxItemSize = 0 }, err: "max_item_size must be positive, got 0"},
 		{name: "item larger", modify: func(c *Config) { c.MaxItemSize = 2 << 20 }, err: "max_item_size (2097152, 2MiB) must not be larger than max_size (1048576, 1MiB)"},
 		{name: "negative ttl", modify: func(c *Config) { c.DefaultTTL = -1 }, err: "default_ttl must not be negative"},
+		{name: "negative heuristic_max", modify: func(c *Config) { c.HeuristicMax = -1 }, err: "heuristic_max must not be negative"},
 		{name: "negative swr", modify: func(c *Config) { c.StaleWhileRevalidate = caddy.Duration(-time.Second) }, err: "stale_while_revalidate must not be negative, got -1s"},
 		{name: "negative sie", modify: func(c *Config) { c.StaleIfError = caddy.Duration(-time.Second) }, err: "stale_if_error must not be negative"},
 		{name: "min_uses 15", modify: func(c *Config) { c.MinUses = 15 }},
@@ -1604,6 +1605,59 @@ func TestReloadedDefaultTTLBoundsStoredResponses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHeuristicMax: the heuristic (10% of the time since Last-Modified)
+// gives at most heuristic_max, 24h by default: a review's 404 last
+// modified in 2024 was fresh for 107 days. An explicit lifetime is not
+// capped. A reload that lowers heuristic_max bounds what is stored, as
+// one lowering default_ttl does; an entry revalidated by a 304 keeps the
+// cap.
+func TestHeuristicMax(t *testing.T) {
+	c := newClock()
+	twoYears := c.Now().Add(-2 * 365 * 24 * time.Hour).UTC().Format(http.TimeFormat)
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		fields []string
+		ttl    string
+	}{
+		{"default", Config{}, []string{"Last-Modified", twoYears}, "86400"},
+		{"set", Config{HeuristicMax: caddy.Duration(time.Hour)}, []string{"Last-Modified", twoYears}, "3600"},
+		{"under the cap", Config{HeuristicMax: caddy.Duration(1000 * 24 * time.Hour)}, []string{"Last-Modified", twoYears}, "6307200"},
+		{"max-age is not capped", Config{}, []string{"Last-Modified", twoYears, "Cache-Control", "max-age=604800"}, "604800"},
+		{"Expires is not capped", Config{}, []string{"Last-Modified", twoYears, "Expires", c.Now().Add(7 * 24 * time.Hour).UTC().Format(http.TimeFormat)}, "604800"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, tc.cfg, c)
+			o := static(c, 404, "gone", tc.fields...)
+			get(t, h, o, "http://example.com/old")
+			w := get(t, h, o, "http://example.com/old")
+			wantStatus(t, w, []string{"hit", "ttl=" + tc.ttl})
+		})
+	}
+	t.Run("reload lowers it", func(t *testing.T) {
+		name := "heuristic-max-" + strconv.FormatInt(testCacheSeq.Add(1), 10)
+		before := newTestHandler(t, Config{CacheName: name}, c)
+		o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Date", c.date())
+			w.Header().Set("Last-Modified", twoYears)
+			w.Header().Set("Etag", `"v1"`)
+			if r.Header.Get("If-None-Match") == `"v1"` {
+				w.WriteHeader(http.StatusNotModified)
+				return nil
+			}
+			_, _ = io.WriteString(w, "page")
+			return nil
+		}}
+		get(t, before, o, "http://example.com/p")
+		after := newTestHandler(t, Config{CacheName: name, HeuristicMax: caddy.Duration(time.Minute)}, c)
+		wantStatus(t, get(t, after, o, "http://example.com/p"), []string{"hit", "ttl=60"})
+		c.Advance(2 * time.Minute)
+		wantStatus(t, get(t, after, o, "http://example.com/p"), []string{"fwd=stale", "fwd-status=304"})
+		// Refreshed by the 304, still capped.
+		wantStatus(t, get(t, after, o, "http://example.com/p"), []string{"hit", "ttl=60"})
+	})
 }
 
 // TestNestedCachePassesThrough: a response_cache that a request reaches

@@ -121,6 +121,20 @@ func (h *Handler) defaulted(status int, hdr http.Header, rc ResponseControl, lif
 	return !own
 }
 
+// heuristic reports whether hdr's lifetime, with directives rc, comes
+// from the heuristic (LifetimeAt's 10% of Date - Last-Modified): it has
+// no explicit freshness, yet a lifetime without default_ttl.
+func heuristic(status int, hdr http.Header, rc ResponseControl, responseTime time.Time) bool {
+	if rc.Invalid || rc.SMaxAge >= 0 || rc.MaxAge >= 0 {
+		return false
+	}
+	if _, expires := hdr["Expires"]; expires && !rc.Targeted {
+		return false
+	}
+	lifetime, has := LifetimeAt(status, hdr, rc, 0, responseTime)
+	return has && lifetime > 0
+}
+
 // shorterOfEach mends rc, the Cache-Control directives of the fields set
 // before the cache (preset) and of origin's together, when they are
 // invalid only together: each side gives max-age (or s-maxage) once, and

@@ -601,6 +601,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			x.rc, x.vary = rc, fields
 			x.fresh = freshnessWith(lifetime, hdr, rc, x.requestTime, rec.responseTime)
 			x.fresh.Defaulted = h.defaulted(status, hdr, rc, lifetime, rec.responseTime)
+			x.fresh.Heuristic = heuristic(status, hdr, rc, rec.responseTime)
 			if x.fresh.TTL(rec.responseTime) <= 0 {
 				// Stale on arrival (no-cache, max-age=0): no waiter could
 				// be answered with it, so they go to the origin now
