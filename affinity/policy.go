@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -116,7 +117,11 @@ type AffinitySelection struct {
 	logSeed  uint64 // seeds key hashes in debug logs
 	// ownFallback: the config names a fallback (not the default one).
 	ownFallback bool
-	logger      *zap.Logger
+	// retriesKeepKey: compat reads a key from a header field of the
+	// request reverse_proxy sends, which its header_up edits; a retry
+	// takes the first attempt's key instead (see Select).
+	retriesKeepKey bool
+	logger         *zap.Logger
 	// noWriter warns, once, that a policy calling this one as its
 	// fallback gave it no response to set the cookie on.
 	noWriter sync.Once
@@ -176,6 +181,7 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 				k.rawTarget = true
 			case isField && field != "":
 				k.field = field
+				s.retriesKeepKey = true
 			}
 		}
 	}
@@ -499,6 +505,13 @@ type keyExpr struct {
 	// fields, first line only.
 	rawTarget bool
 	field     string
+	// remoteHost: the key is {http.request.remote.host}, read from the
+	// request's RemoteAddr as ip_hash reads it. Caddy's placeholder is
+	// empty for a request in TLS early data (HTTP/3 0-RTT: its address
+	// may be spoofed), which would send a returning client's requests to
+	// the fallback, a random upstream each; an address, spoofed or not,
+	// only chooses the upstream here.
+	remoteHost bool
 }
 
 // parseKeys expands Caddyfile shorthands (the Caddyfile adapter already has;
@@ -514,6 +527,7 @@ func parseKeys(keys []string) []keyExpr {
 			if v, ok := strings.CutPrefix(e.name, "http.vars."); ok && v != "" {
 				e.varName = v
 			}
+			e.remoteHost = e.name == "http.request.remote.host"
 		}
 		out[i] = e
 	}
@@ -528,6 +542,11 @@ func (k *keyExpr) resolve(r *http.Request, repl *caddy.Replacer, vars map[string
 		return r.RequestURI
 	case k.field != "":
 		return r.Header.Get(k.field)
+	case k.remoteHost:
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			return host
+		}
+		return r.RemoteAddr // a Unix socket's path, as the placeholder gives
 	}
 	if k.varName != "" && vars != nil {
 		if s, ok := vars[k.varName].(string); ok {
@@ -604,6 +623,8 @@ const (
 	srcCookie    = "cookie"
 	srcNewCookie = "new cookie"
 	srcFallback  = "fallback"
+	// A compat retry's key, the first attempt's.
+	srcFirstAttempt = "first attempt"
 )
 
 // Select returns the upstream for r: the first available upstream in the
@@ -629,7 +650,17 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 
 	var key, src string
 	repl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl != nil {
+	if repl != nil && len(tried) > 0 && s.retriesKeepKey {
+		// A retry: compat reads a header field from the request
+		// reverse_proxy sends, to which it has applied the last attempt's
+		// header_up (`header_up -X-User` would leave the key empty, and the
+		// retry to the fallback's random pick); the first attempt's key
+		// holds.
+		if v, ok := repl.Get(keyPlaceholder); ok {
+			key, _ = v.(string)
+			src = srcFirstAttempt
+		}
+	} else if repl != nil {
 		for i := range s.keys {
 			if key = s.keys[i].resolve(r, repl, vars); key != "" {
 				src = s.keys[i].expr
