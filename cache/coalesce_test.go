@@ -570,16 +570,29 @@ func TestCoalescedRefreshShared(t *testing.T) {
 // origin at its header, not at its end, which for a live stream such as
 // server-sent events never comes. So do those of an event stream with a
 // lifetime (its own or default_ttl's), which is never stored: a waiter
-// would get its events only at its end, a hit would replay old ones.
+// would get its events only at its end, a hit would replay old ones; and
+// those of any response marked Incremental: ?1 (RFC 10036, which Caddy's
+// reverse_proxy never buffers), a live stream as well (a review's NDJSON
+// tail: a second client got nothing until it ended, then later ones a
+// replay).
 func TestCoalescedStaleOnArrivalReleasesWaiters(t *testing.T) {
-	for _, cc := range []string{"no-cache", "max-age=60", ""} {
-		t.Run("Cache-Control "+cc, func(t *testing.T) {
+	for _, tc := range []struct{ cc, stream string }{
+		{"no-cache", "sse"}, {"max-age=60", "sse"}, {"", "sse"},
+		{"max-age=60", "incremental"}, {"", "incremental"},
+	} {
+		cc := tc.cc
+		t.Run(tc.stream+" Cache-Control "+cc, func(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, Config{DefaultTTL: caddy.Duration(10 * time.Second)}, c)
 			release, streaming, stop := make(chan struct{}), make(chan struct{}), make(chan struct{})
 			o := &origin{}
 			o.fn = func(w http.ResponseWriter, r *http.Request) error {
-				w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
+				if tc.stream == "sse" {
+					w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
+				} else {
+					w.Header().Set("Content-Type", "application/x-ndjson")
+					w.Header().Set("Incremental", "?1")
+				}
 				if cc != "" {
 					w.Header().Set("Cache-Control", cc)
 				}
@@ -810,6 +823,7 @@ func TestUnstoredMissEndsWithItsClient(t *testing.T) {
 		{name: "private", fields: []string{"Cache-Control", "private, max-age=60"}},
 		{name: "no lifetime", fields: []string{"Content-Type", "text/plain"}},
 		{name: "event stream", fields: []string{"Cache-Control", "max-age=60", "Content-Type", "text/event-stream"}},
+		{name: "Incremental stream", fields: []string{"Cache-Control", "max-age=60", "Content-Type", "application/x-ndjson", "Incremental", "?1"}},
 		{name: "declared past max_item_size", fields: []string{"Cache-Control", "max-age=60", "Content-Length", "100000"}},
 		{name: "past max_item_size mid-body", fields: []string{"Cache-Control", "max-age=60"}, body: strings.Repeat("x", 1500)},
 		{name: "private after the client left", fields: []string{"Cache-Control", "private, max-age=60"}, leaveLate: true},

@@ -217,7 +217,7 @@ func (x *exchange) tellsUncacheable(reason string, status int, hdr http.Header, 
 		return hintNone
 	}
 	switch reason {
-	case "private", "no-store", "no-freshness", "Vary: *", "trailers", "event-stream":
+	case "private", "no-store", "no-freshness", "Vary: *", "trailers", "event-stream", "incremental":
 	case "authorization", "set-cookie":
 		return hintLikeThese
 	default:

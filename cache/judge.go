@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // This file is the handler's verdict on a response: whether it may be
@@ -40,6 +42,10 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 		reason = "trailers"
 	case isEventStream(hdr):
 		reason = "event-stream"
+	case caddyhttp.IsIncremental(hdr):
+		// Incremental: ?1 (RFC 10036): a live stream too, as for
+		// reverse_proxy, which never buffers such a message.
+		reason = "incremental"
 	case h.noLifetimeOnly(hdr, rc, lifetime):
 		// max-age=0, s-maxage=0, a bare public: like no-cache without a
 		// validator, stored it could answer no one, and would only be
