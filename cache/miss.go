@@ -679,8 +679,13 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 	if !rec.wroteHeader {
 		if err != nil {
 			// The origin could not be reached (or the handler failed
-			// before answering).
+			// before answering). An affinity cookie the proxy issued goes
+			// to the client with whatever it gets, as without the cache
+			// (Caddy writes its error with the header handlers set).
 			x.release(h, nil)
+			if !x.background {
+				passProxyCookie(w.Header(), x.r, rec.header)
+			}
 			if x.stale != nil && !x.background {
 				if h.staleIfErrorOK(x, now) {
 					// The client gets a response, so Caddy logs no error:

@@ -56,7 +56,8 @@ func (x *exchange) withoutProxyCookie(h http.Header) http.Header {
 
 // passProxyCookie adds to dst, the header of a response the cache answers
 // from a stored entry after forwarding the request (a revalidation's 304,
-// a 5xx replaced by a stale entry), the Set-Cookie value r's handlers
+// a 5xx replaced by a stale entry), or of the error Caddy writes when the
+// origin could not be reached, the Set-Cookie value r's handlers
 // declared their own in the origin's answer src: it is for this client,
 // as when the answer passes (lb_policy affinity pins a client on its first
 // request, which for a page revalidated on every use is such a one).

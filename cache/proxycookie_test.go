@@ -1,8 +1,10 @@
 package cache
 
 import (
+	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -112,6 +114,48 @@ func TestProxySetCookieOnAnswersFromTheEntry(t *testing.T) {
 			}
 			if e.header.has("Set-Cookie") {
 				t.Errorf("stored Set-Cookie %q", e.header.Values("Set-Cookie"))
+			}
+		})
+	}
+}
+
+// TestProxySetCookieWhenTheOriginFails: when the proxy cannot reach an
+// upstream, Caddy writes its error (reverse_proxy's 502) with the header
+// the handlers set; through plain reverse_proxy that holds the affinity
+// cookie lb_policy affinity issued, which the cache kept in its recorder
+// (a review: a 502 with Set-Cookie without the cache, none with it). The
+// client gets it with the error, and with a stale entry stale-if-error
+// answers with, or the 504 of one that must be revalidated.
+func TestProxySetCookieWhenTheOriginFails(t *testing.T) {
+	const affinityCookie = "lb_affinity=abc.def; Path=/; HttpOnly"
+	unreachable := errors.New("dial tcp 127.0.0.1:9: connect: connection refused")
+	for _, tt := range []struct {
+		name, cc string // the stored response's Cache-Control; "" stores none
+		wantErr  bool
+	}{
+		{"nothing stored", "", true},
+		{"stale-if-error", "max-age=1, stale-if-error=60", false},
+		{"must-revalidate", "max-age=1, must-revalidate", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			if tt.cc != "" {
+				get(t, h, static(c, 200, "page", "Cache-Control", tt.cc), "http://example.com/page")
+				c.Advance(2 * time.Second)
+			}
+			down := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Add("Set-Cookie", affinityCookie) // lb_policy affinity's Select
+				caddyhttp.SetVar(r.Context(), ProxySetCookieVar, affinityCookie)
+				return caddyhttp.Error(http.StatusBadGateway, unreachable)
+			}}
+			w := httptest.NewRecorder()
+			err := h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/page"), down)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error %v, want one: %v", err, tt.wantErr)
+			}
+			if sc := w.Header().Values("Set-Cookie"); len(sc) != 1 || sc[0] != affinityCookie {
+				t.Errorf("Set-Cookie %q, want the proxy's cookie once", sc)
 			}
 		})
 	}
