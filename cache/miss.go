@@ -32,24 +32,26 @@ type exchange struct {
 	urlKey      []byte // valid for the duration of the request only
 	variantKey  []byte // idem; set when the variant record is known
 	variantHash uint64
-	background  bool // no client: a stale-while-revalidate refresh
 	// client is what a background refresh has of its client's replacer
 	// values; nil otherwise.
 	client *clientValues
 
-	r         *http.Request // the client's request
-	cond      bool          // the forwarded request is the cache's conditional
-	store     bool          // the response may be stored if it allows
-	untried   bool          // not to be stored for min_uses, unless others joined
-	firstUse  bool          // the URL's first miss, as far as the use counts tell
-	leading   bool          // leads the coalesced miss lead, under flightKey
-	flightKey string
-	lead      flight
+	r        *http.Request // the client's request
+	cond     bool          // the forwarded request is the cache's conditional
+	store    bool          // the response may be stored if it allows
+	untried  bool          // not to be stored for min_uses, unless others joined
+	firstUse bool          // the URL's first miss, as far as the use counts tell
+	leading  bool          // leads the coalesced miss lead, under flightKey
+	// background: no client, a stale-while-revalidate refresh. (The
+	// bools sit together: the exchange, with its recorder, stays within
+	// the 1024-byte size class.)
+	background bool
+	flightKey  string
+	lead       flight
 	// filling is the entry a leader answered its waiters with while its
 	// body arrives (see streamToWaiters); fill is that body's progress.
-	filling   *entry
-	fill      bodyFill
-	fillEnded bool
+	filling *entry
+	fill    bodyFill
 	// fillCtx is the parent of the context of the fill x leads.
 	fillCtx *fill
 	// newRecord is the variant record finishEntry made for the entry,
@@ -84,6 +86,7 @@ type exchange struct {
 	// with the whole body may be stored; wholeAs200: it came as a 206 of
 	// all of the body, stored as the 200 it amounts to.
 	wholePart, wholeAs200 bool
+	fillEnded             bool  // endFill ran
 	wholeLen              int64 // the length a whole 206 declared, which its body must have
 	// preset are the caching fields handlers before the cache set on the
 	// client's response (see presetFields), or, for a background refresh,

@@ -25,6 +25,9 @@ import (
 type recorder struct {
 	w      http.ResponseWriter // the client (a discardWriter for background work)
 	header http.Header
+	// serverSlot holds the Server value newRecordedHeader seeds header
+	// with: the recorder's own memory, not an allocation of its own.
+	serverSlot [1]string
 	// server is what the next handler did with the Server field the
 	// recorder's header started with (see takeServerSeed); clientServer
 	// is the client's Server as it edited it (serverEdited).
@@ -131,7 +134,8 @@ func newRecorder(w http.ResponseWriter, now func() time.Time) *recorder {
 
 // init readies a zero recorder writing to w.
 func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
-	rec.w, rec.header, rec.now = w, newRecordedHeader(), now
+	rec.w, rec.now = w, now
+	rec.header = rec.newRecordedHeader()
 	_, rec.discard = w.(*discardWriter)
 }
 
@@ -139,7 +143,8 @@ func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 // body, for another response to the same client.
 func (rec *recorder) reset() {
 	rec.unreserve()
-	*rec = recorder{w: rec.w, discard: rec.discard, header: newRecordedHeader(), now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx, presetNames: rec.presetNames}
+	*rec = recorder{w: rec.w, discard: rec.discard, now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx, presetNames: rec.presetNames}
+	rec.header = rec.newRecordedHeader()
 }
 
 // newRecordedHeader returns the header map the next handler writes its
@@ -150,9 +155,12 @@ func (rec *recorder) reset() {
 // tells which (takeServerSeed). Only an origin's is stored: the client's
 // is the client's, and what a hit does with its own is in
 // entry.server. A value, not a slice compared by address:
-// reverse_proxy rebuilds the header map after a 1xx response.
-func newRecordedHeader() http.Header {
-	return http.Header{"Server": {serverSeed}}
+// reverse_proxy rebuilds the header map after a 1xx response. The value
+// slice is rec.serverSlot (len == cap == 1, so that an append
+// reallocates), which saves an allocation per forwarded request.
+func (rec *recorder) newRecordedHeader() http.Header {
+	rec.serverSlot[0] = serverSeed
+	return http.Header{"Server": rec.serverSlot[:]}
 }
 
 // serverSeed is the recorded header's Server value until the next
