@@ -293,6 +293,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 	rec := &x.rec
 	rec.init(w, h.now)
+	// Last of all, once the request is over (and not after a panic: who
+	// knows what the next handler left running).
+	over := false
+	defer func() {
+		if over {
+			rec.recycleHeader()
+		}
+	}()
 	rec.presetNames = h.presetNames
 	rec.clientCtx = r.Context()
 	// Last: the client's writer (see decouple) may still be writing once
@@ -315,7 +323,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if x.outcome == outRetry && err == nil {
 		err = h.askAgain(out.Context(), r, vars, next, x)
 	}
-	return h.finish(w, x, rec, err)
+	err = h.finish(w, x, rec, err)
+	over = true
+	return err
 }
 
 // serveNext runs next for the forwarded request. A client that has its

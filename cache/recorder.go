@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -158,9 +159,38 @@ func (rec *recorder) reset() {
 // reverse_proxy rebuilds the header map after a 1xx response. The value
 // slice is rec.serverSlot (len == cap == 1, so that an append
 // reallocates), which saves an allocation per forwarded request.
+//
+// The map comes from recordedHeaders: a forwarded request's map goes back
+// there, cleared, when the request is over (recycleHeader).
 func (rec *recorder) newRecordedHeader() http.Header {
 	rec.serverSlot[0] = serverSeed
-	return http.Header{"Server": rec.serverSlot[:]}
+	h := recordedHeaders.Get().(http.Header)
+	h["Server"] = rec.serverSlot[:]
+	return h
+}
+
+// recordedHeaders holds the header maps of requests that are over,
+// cleared, for the next ones: a map and its table are two allocations
+// (more past eight fields) and, cleared, keep their room.
+var recordedHeaders = sync.Pool{New: func() any { return make(http.Header) }}
+
+// maxRecycledFields is the most fields a recycled map had: a larger one
+// (rare) is left to the collector, rather than kept at its size.
+const maxRecycledFields = 32
+
+// recycleHeader gives rec's header map back to recordedHeaders, once the
+// request is over: the next handler has returned (a ResponseWriter is
+// not used after its handler returns, nor is its header map), and
+// nothing kept the map (entries and waiters get copies of its fields,
+// and share only its value slices, which are not reused).
+func (rec *recorder) recycleHeader() {
+	h := rec.header
+	rec.header = nil
+	if h == nil || len(h) > maxRecycledFields {
+		return
+	}
+	clear(h)
+	recordedHeaders.Put(h)
 }
 
 // serverSeed is the recorded header's Server value until the next
