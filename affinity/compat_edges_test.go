@@ -2,11 +2,13 @@ package affinity
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
@@ -88,5 +90,63 @@ func TestCompatRetryKeepsTheKey(t *testing.T) {
 				t.Fatalf("only %d keys had a dead first choice", checked)
 			}
 		})
+	}
+}
+
+// TestCompatRetryIgnoresAnotherPolicysKey: the placeholder
+// {http.reverse_proxy.affinity.key} is one name for every affinity policy
+// a request meets (forward_auth's then reverse_proxy's, the instances
+// comment; or a nested affinity fallback). A compat policy whose first
+// attempt had no key (the header is absent: the fallback picked) takes,
+// on a retry, the key another policy left there, as if it were its own
+// first attempt's: the retry leaves the fallback for this policy's hash
+// of the other policy's key (a client IP here).
+func TestCompatRetryIgnoresAnotherPolicysKey(t *testing.T) {
+	pool := fakePool(4)
+	auth := provisioned(t, &AffinitySelection{Keys: []string{"{http.request.remote.host}"}})
+	proxy := provisioned(t, &AffinitySelection{
+		Algorithm:   "compat",
+		Keys:        []string{"{http.request.header.X-User}"},
+		FallbackRaw: json.RawMessage(`{"policy":"affinity_test_recorder"}`), // always the last upstream
+	})
+	r, w := newReq(ipAddr(7), nil) // no X-User
+	auth.Select(pool, r, w)        // forward_auth's pick: sets the placeholder to the client's IP
+	if up := proxy.Select(pool, r, w); up != pool[3] {
+		t.Fatalf("first attempt %s, want the fallback's %s", dialOf(up), pool[3].Dial)
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	k, _ := repl.GetString(keyPlaceholder)
+	// The retry: the first attempt had no key, so the fallback again.
+	if up := proxy.Select(pool, r, w); up != pool[3] {
+		t.Errorf("retry picked %s by the placeholder %q another policy set; want the fallback's %s, as on the first attempt (which had no key)", dialOf(up), k, pool[3].Dial)
+	}
+}
+
+// TestCompatRetryAfterANestedAffinityFallback: the same with the other
+// policy nested as compat's fallback: the first attempt (no X-User) is the
+// fallback's pick, which sets the placeholder to its own key; the retry
+// reads it as compat's first key and ranks by compat's table instead of
+// asking the fallback for its next choice.
+func TestCompatRetryAfterANestedAffinityFallback(t *testing.T) {
+	pool := fakePool(4)
+	proxy := provisioned(t, &AffinitySelection{
+		Algorithm:   "compat",
+		Keys:        []string{"{http.request.header.X-User}"},
+		FallbackRaw: json.RawMessage(`{"policy":"affinity","keys":["{http.request.remote.host}"]}`),
+	})
+	inner := proxy.fallback.(*AffinitySelection)
+	r, w := newReq(ipAddr(7), nil) // no X-User
+	first := proxy.Select(pool, r, w)
+	src := "fallback"
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if k, ok := repl.GetString(keyPlaceholder); ok && k != "" {
+		src = "placeholder " + k + " (the fallback's key)"
+	}
+	// What the fallback would pick on the retry: its own next choice.
+	r2, w2 := newReq(ipAddr(7), nil)
+	inner.Select(pool, r2, w2)
+	want := inner.Select(pool, r2, w2)
+	if got := proxy.Select(pool, r, w); got != want {
+		t.Errorf("first %s; retry picked %s (key from %s), want the fallback's next choice %s", dialOf(first), dialOf(got), src, dialOf(want))
 	}
 }

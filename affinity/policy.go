@@ -616,7 +616,16 @@ func isHex(c byte) bool {
 type attempts struct {
 	tried  []*reverseproxy.Upstream
 	issued string // affinity id issued in cookie mode for this request
+	keyed  bool   // the first attempt had a key (see keyedPick)
 }
+
+// keyedPick is the first pick of a policy whose retries keep the first
+// attempt's key (retriesKeepKey) when that attempt had one: a retry then
+// reads it back from the key placeholder, which is this policy's own only
+// then (another affinity policy the request met, or this one's fallback,
+// may have set it otherwise). Pointer-shaped, it costs no allocation in
+// the vars map.
+type keyedPick struct{ up *reverseproxy.Upstream }
 
 // Key sources in debug logs, besides the key expressions themselves.
 const (
@@ -639,12 +648,15 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 	vars, _ := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
 	var tried []*reverseproxy.Upstream
 	var st *attempts
+	var keyed bool // the first attempt had a key
 	if vars != nil {
 		switch v := vars[s.stateKey].(type) {
 		case *reverseproxy.Upstream:
 			tried = []*reverseproxy.Upstream{v}
+		case keyedPick:
+			tried, keyed = []*reverseproxy.Upstream{v.up}, true
 		case *attempts:
-			st, tried = v, v.tried
+			st, tried, keyed = v, v.tried, v.keyed
 		}
 	}
 
@@ -655,8 +667,8 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 		// reverse_proxy sends, to which it has applied the last attempt's
 		// header_up (`header_up -X-User` would leave the key empty, and the
 		// retry to the fallback's random pick); the first attempt's key
-		// holds.
-		if v, ok := repl.Get(keyPlaceholder); ok {
+		// holds, or its lack of one.
+		if v, ok := repl.Get(keyPlaceholder); ok && keyed {
 			key, _ = v.(string)
 			src = srcFirstAttempt
 		}
@@ -730,12 +742,20 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 		}
 	}
 
+	if len(tried) == 0 && key != "" && s.retriesKeepKey {
+		keyed = true
+		if st != nil {
+			st.keyed = true
+		}
+	}
 	if vars != nil && up != nil {
 		switch {
+		case st == nil && len(tried) == 0 && keyed:
+			vars[s.stateKey] = keyedPick{up}
 		case st == nil && len(tried) == 0:
 			vars[s.stateKey] = up
 		case st == nil:
-			vars[s.stateKey] = &attempts{tried: append(tried, up)}
+			vars[s.stateKey] = &attempts{tried: append(tried, up), keyed: keyed}
 		default:
 			st.tried = append(st.tried, up)
 			vars[s.stateKey] = st
