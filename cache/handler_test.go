@@ -1636,6 +1636,15 @@ func TestHeuristicMax(t *testing.T) {
 			wantStatus(t, w, []string{"hit", "ttl=" + tc.ttl})
 		})
 	}
+	// A 501's fields set before the cache may only shorten its lifetime:
+	// a preset max-age of a year leaves the origin's heuristic, capped.
+	t.Run("through a preset max-age", func(t *testing.T) {
+		h := newTestHandler(t, Config{}, c)
+		o := static(c, http.StatusNotImplemented, "not here", "Last-Modified", twoYears)
+		presetting(t, h, o, "http://example.com/feature", "Cache-Control", "public, max-age=31536000")
+		w := presetting(t, h, o, "http://example.com/feature", "Cache-Control", "public, max-age=31536000")
+		wantStatus(t, w, []string{"hit", "ttl=86400"})
+	})
 	t.Run("reload lowers it", func(t *testing.T) {
 		name := "heuristic-max-" + strconv.FormatInt(testCacheSeq.Add(1), 10)
 		before := newTestHandler(t, Config{CacheName: name}, c)

@@ -141,6 +141,24 @@ func heuristic(status int, hdr http.Header, rc ResponseControl, responseTime tim
 	return has && lifetime > 0
 }
 
+// judgedHeuristic reports whether lifetime, as judge gave it for a
+// response with fields view (directives rc) and origin's own fields
+// (nil, or the same, without fields set before the cache), came from the
+// heuristic: view's, or origin's where judge took origin's shorter
+// lifetime (a 501 whose preset max-age is a year and whose origin sends
+// only an old Last-Modified).
+func (h *Handler) judgedHeuristic(status int, view, origin http.Header, rc ResponseControl, lifetime time.Duration, responseTime time.Time) bool {
+	if heuristic(status, view, rc, responseTime) {
+		return true
+	}
+	if origin == nil || OperatorFreshness(status) {
+		return false
+	}
+	own := ParseResponseControl(origin, h.targeted)
+	ownLifetime, _ := LifetimeAt(status, origin, own, time.Duration(h.DefaultTTL), responseTime)
+	return ownLifetime == lifetime && heuristic(status, origin, own, responseTime)
+}
+
 // shorterOfEach mends rc, the Cache-Control directives of the fields set
 // before the cache (preset) and of origin's together, when they are
 // invalid only together: each side gives max-age (or s-maxage) once, and

@@ -614,7 +614,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			x.rc, x.vary = rc, fields
 			x.fresh = freshnessWith(lifetime, hdr, rc, x.requestTime, rec.responseTime)
 			x.fresh.Defaulted = h.defaulted(status, hdr, rc, lifetime, rec.responseTime)
-			x.fresh.Heuristic = heuristic(status, hdr, rc, rec.responseTime)
+			x.fresh.Heuristic = h.judgedHeuristic(status, hdr, origin, rc, lifetime, rec.responseTime)
 			if x.fresh.TTL(rec.responseTime) <= 0 {
 				// Stale on arrival (no-cache, max-age=0): no waiter could
 				// be answered with it, so they go to the origin now
@@ -697,7 +697,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			// (Caddy writes its error with the header handlers set).
 			x.release(h, nil)
 			if !x.background {
-				passProxyCookie(w.Header(), x.r, rec.header)
+				x.passProxyCookie(w.Header(), rec.header)
 			}
 			if x.stale != nil && !x.background {
 				if h.staleIfErrorOK(x, now) {
@@ -747,7 +747,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		}
 		x.release(h, nil) // not storable: the waiters ask the origin themselves
 		if !x.background {
-			passProxyCookie(w.Header(), x.r, rec.header)
+			x.passProxyCookie(w.Header(), rec.header)
 			st := Status{Fwd: x.fwd, FwdStatus: http.StatusNotModified, TTL: h.ttl(e, now), HasTTL: true}
 			h.serveEntry(w, x.r, e, st, now)
 		}
@@ -756,7 +756,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		x.release(h, nil)
 		if !x.background {
 			x.result = h.m.stale
-			passProxyCookie(w.Header(), x.r, rec.header)
+			x.passProxyCookie(w.Header(), rec.header)
 			st := Status{Fwd: "stale", FwdStatus: rec.status, TTL: h.ttl(x.stale, now), HasTTL: true, Detail: "stale-if-error"}
 			h.serveEntry(w, x.r, x.stale, st, now)
 		}

@@ -56,13 +56,14 @@ func TestWaitersOfA204WithContentLength(t *testing.T) {
 // and the client got no response at all (HTTP/1.1: the connection closed,
 // curl's "Empty reply from server"; a review), where plain reverse_proxy
 // would have sent the 500. Nor does the cache read on an error body
-// nobody reads: its first write fails, so a body that stalls does not
-// hold the stale answer back.
+// nobody reads past errorBodyRead: an endless one's writes fail there
+// (an error page is read to its end, see
+// TestStaleIfErrorKeepsTheOriginConnection).
 func TestStaleIfErrorWhenTheErrorBodyBreaksOff(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
 	const target = "http://example.com/sie"
-	var broken atomic.Bool
+	var broken, endless atomic.Bool
 	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
 		hd := w.Header()
 		hd.Set("Date", c.date())
@@ -73,11 +74,24 @@ func TestStaleIfErrorWhenTheErrorBodyBreaksOff(t *testing.T) {
 			_, _ = io.WriteString(w, "stored")
 			return nil
 		}
+		if endless.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+			chunk := make([]byte, 8<<10)
+			for n := 0; ; n += len(chunk) {
+				if _, err := w.Write(chunk); err != nil {
+					if n > errorBodyRead+len(chunk) {
+						t.Errorf("the endless error body was read for %d bytes", n)
+					}
+					panic(http.ErrAbortHandler)
+				}
+				if n > 4*errorBodyRead {
+					t.Fatal("the endless error body is read on")
+				}
+			}
+		}
 		hd.Set("Content-Length", "100")
 		w.WriteHeader(http.StatusInternalServerError)
-		if _, err := io.WriteString(w, "half of an error page"); err == nil {
-			t.Error("the error body's first write succeeded: the cache reads on what nobody reads")
-		}
+		_, _ = io.WriteString(w, "half of an error page")
 		panic(http.ErrAbortHandler) // reverse_proxy: "aborting with incomplete response"
 	}}
 	get(t, h, o, target)
@@ -94,6 +108,10 @@ func TestStaleIfErrorWhenTheErrorBodyBreaksOff(t *testing.T) {
 	}
 	if len(w.codes) != 1 || w.codes[0] != http.StatusOK || string(w.body) != "stored" {
 		t.Errorf("client got %v %q, want 200 \"stored\"", w.codes, w.body)
+	}
+	endless.Store(true)
+	if w := get(t, h, o, target); w.Code != http.StatusOK || w.Body.String() != "stored" {
+		t.Errorf("with an endless error body: %d %q, want the stored 200", w.Code, w.Body.String())
 	}
 }
 

@@ -15,6 +15,19 @@ import (
 // Set-Cookie to the cache; it belongs to this exchange, not the resource).
 const ProxySetCookieVar = "response_cache.proxy_set_cookie"
 
+// proxyCookie is the Set-Cookie value the handlers of x's send declared
+// their own in ProxySetCookieVar, or "". A send again (askAgain) has vars
+// of its own, where lb_policy affinity names the cookie it issued for it.
+func (x *exchange) proxyCookie() string {
+	var own string
+	if x.againVars != nil {
+		own, _ = x.againVars[ProxySetCookieVar].(string)
+	} else {
+		own, _ = caddyhttp.GetVar(x.r.Context(), ProxySetCookieVar).(string)
+	}
+	return own
+}
+
 // withoutProxyCookie returns h, a response x got, without the Set-Cookie
 // value the handlers of its send declared in ProxySetCookieVar, or h
 // itself when there is none to remove. A send again (askAgain) has vars of
@@ -24,12 +37,7 @@ func (x *exchange) withoutProxyCookie(h http.Header) http.Header {
 	if len(cookies) == 0 {
 		return h
 	}
-	var own string
-	if x.againVars != nil {
-		own, _ = x.againVars[ProxySetCookieVar].(string)
-	} else {
-		own, _ = caddyhttp.GetVar(x.r.Context(), ProxySetCookieVar).(string)
-	}
+	own := x.proxyCookie()
 	if own == "" {
 		return h
 	}
@@ -57,13 +65,13 @@ func (x *exchange) withoutProxyCookie(h http.Header) http.Header {
 // passProxyCookie adds to dst, the header of a response the cache answers
 // from a stored entry after forwarding the request (a revalidation's 304,
 // a 5xx replaced by a stale entry), or of the error Caddy writes when the
-// origin could not be reached, the Set-Cookie value r's handlers
-// declared their own in the origin's answer src: it is for this client,
-// as when the answer passes (lb_policy affinity pins a client on its first
-// request, which for a page revalidated on every use is such a one).
-func passProxyCookie(dst http.Header, r *http.Request, src http.Header) {
-	own, _ := caddyhttp.GetVar(r.Context(), ProxySetCookieVar).(string)
-	if own != "" && slices.Contains(src["Set-Cookie"], own) {
+// origin could not be reached, the Set-Cookie value the handlers of x's
+// send declared their own in the answer src (proxyCookie): it is for this
+// client, as when the answer passes (lb_policy affinity pins a client on
+// its first request, which for a page revalidated on every use is such a
+// one).
+func (x *exchange) passProxyCookie(dst, src http.Header) {
+	if own := x.proxyCookie(); own != "" && slices.Contains(src["Set-Cookie"], own) {
 		dst.Add("Set-Cookie", own)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,5 +160,51 @@ func TestProxySetCookieWhenTheOriginFails(t *testing.T) {
 				t.Errorf("Set-Cookie %q, want the proxy's cookie once", sc)
 			}
 		})
+	}
+}
+
+// TestProxySetCookieWhenTheSendAgainFails: a revalidation's 304 with
+// other validators makes the cache send the request again (askAgain),
+// with the vars as they were before the first send, where lb_policy
+// affinity names the cookie it issues for that send (x.againVars; see
+// withoutProxyCookie). When that send cannot reach an upstream, the new
+// error path (c3cb426) looks for the cookie under the first send's name
+// in x.r's vars, which the second send's Set-Cookie does not hold: the
+// client gets the 502 without the cookie the proxy issued with it.
+func TestProxySetCookieWhenTheSendAgainFails(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const target = "http://example.com/page"
+	var sends atomic.Int32
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		n := sends.Add(1)
+		hd := w.Header()
+		hd.Set("Date", c.date())
+		if n == 1 {
+			hd.Set("Cache-Control", "max-age=1")
+			hd.Set("Etag", `"v1"`)
+			_, _ = io.WriteString(w, "v1")
+			return nil
+		}
+		// lb_policy affinity's Select: a new random id each send.
+		cookie := "lb_affinity=id" + strconv.Itoa(int(n)) + "; Path=/"
+		hd.Add("Set-Cookie", cookie)
+		caddyhttp.SetVar(r.Context(), ProxySetCookieVar, cookie)
+		if n == 2 {
+			hd.Set("Etag", `"v2"`) // another version's validator: askAgain
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		return caddyhttp.Error(http.StatusBadGateway, errors.New("dial tcp: connection refused"))
+	}}
+	get(t, h, o, target)
+	c.Advance(2 * time.Second)
+	w := httptest.NewRecorder()
+	err := h.ServeHTTP(w, newRequest(http.MethodGet, target), o)
+	if err == nil || sends.Load() != 3 {
+		t.Fatalf("error %v after %d sends; want the third send's 502", err, sends.Load())
+	}
+	if sc := w.Header().Values("Set-Cookie"); len(sc) != 1 || sc[0] != "lb_affinity=id3; Path=/" {
+		t.Errorf("Set-Cookie %q with the 502; want the cookie the failing send issued, once", sc)
 	}
 }

@@ -103,9 +103,17 @@ type recorder struct {
 	// reads nothing (see Write).
 	discard bool
 	// answered: the client gets a stored response instead of this one
-	// (stale-if-error), so nothing reads its body (set by onHeader).
+	// (stale-if-error), so nothing reads its body past errorBodyRead (set
+	// by onHeader).
 	answered bool
 }
+
+// errorBodyRead is how much of an error's body the recorder reads on when
+// the client gets a stored response instead (stale-if-error): an error
+// page, read to its end so that the origin's connection is kept (a
+// review: a new connection for every request of an outage when the first
+// write was refused), but not a large or endless body.
+const errorBodyRead = 64 << 10
 
 // errUnread aborts a response that is neither reaching its client nor
 // being buffered any more.
@@ -465,9 +473,12 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	// not worth it for a small body, and reading on, for a large one, an
 	// origin's whole object for nothing (to the refresh's 30 s timeout).
 	// A client answered with a 304 would wait for the end: stop at once
-	// (its key's next conditional misses go as they came); so would one
-	// answered with a stored response instead of an error's.
-	if !rec.buffer && (rec.clientErr != nil || rec.notModified || rec.answered || rec.discard && rec.written > rec.limit) {
+	// (its key's next conditional misses go as they came). One answered
+	// with a stored response instead of an error's waits for an error
+	// page (read to its end, its connection to the origin is kept, as
+	// through reverse_proxy alone), not for more than errorBodyRead.
+	if !rec.buffer && (rec.clientErr != nil || rec.notModified || rec.answered && rec.written > errorBodyRead ||
+		rec.discard && rec.written > rec.limit) {
 		return 0, errUnread
 	}
 	return len(p), nil

@@ -105,7 +105,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 	}
 	fresh := freshnessWith(lifetime, view, rc, x.requestTime, rec.responseTime)
 	fresh.Defaulted = h.defaulted(old.status, view, rc, lifetime, rec.responseTime)
-	fresh.Heuristic = heuristic(old.status, view, rc, rec.responseTime)
+	fresh.Heuristic = h.judgedHeuristic(old.status, view, own, rc, lifetime, rec.responseTime)
 	if hasBody(old.status) {
 		hdr["Content-Length"] = []string{strconv.Itoa(old.body.Len())}
 	}

@@ -2353,3 +2353,65 @@ http://127.0.0.1:%d {
 			r.status, r.body, cacheStatus(r))
 	}
 }
+
+// TestCacheStaleIfErrorKeepsTheOriginConnection: while the origin answers
+// 503 (an error page streamed in two pieces) and the cache answers with
+// its stored response (stale-if-error), the error page is still read to
+// its end, so reverse_proxy keeps its connection to the origin, as it does
+// without the cache: refusing its first write dialled the origin anew for
+// every request of an outage (a review: 4 connections for 5 requests).
+func TestCacheStaleIfErrorKeepsTheOriginConnection(t *testing.T) {
+	var conns atomic.Int32
+	var down atomic.Bool
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if down.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = io.WriteString(w, "<html><head>")
+				w.(http.Flusher).Flush()
+				time.Sleep(5 * time.Millisecond)
+				_, _ = io.WriteString(w, "</head>down</html>")
+				return
+			}
+			w.Header().Set("Cache-Control", "max-age=1, stale-if-error=600")
+			_, _ = io.WriteString(w, "stored")
+		}),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { _ = origin.Serve(l) }()
+	t.Cleanup(func() { _ = origin.Close() })
+	port := freePort(t)
+	startCaddy(t, globals()+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		cache_name sie-conn
+	}
+	reverse_proxy %s
+}
+`, port, l.Addr()))
+	c := newClient()
+	url := fmt.Sprintf("http://127.0.0.1:%d/page", port)
+	if r := do(t, c, "GET", url, nil); r.body != "stored" {
+		t.Fatalf("first request: %d %q", r.status, r.body)
+	}
+	down.Store(true)
+	time.Sleep(2100 * time.Millisecond) // max-age=1 runs out (Age counts whole seconds)
+	for range 4 {
+		r := do(t, c, "GET", url, nil)
+		if r.status != http.StatusOK || r.body != "stored" || !strings.Contains(cacheStatus(r), "detail=stale-if-error") {
+			t.Fatalf("during the outage: %d %q, Cache-Status %q; want the stored 200", r.status, r.body, cacheStatus(r))
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections to the origin for 5 requests; want 1 (each 503 read to its end, its connection kept)", n)
+	}
+}
