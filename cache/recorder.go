@@ -117,7 +117,7 @@ const errorBodyRead = 64 << 10
 
 // errUnread aborts a response that is neither reaching its client nor
 // being buffered any more.
-var errUnread = errors.New("response_cache: nobody reads the rest of the response (the client is gone or has its 304, or it is a background refresh) and it will not be stored")
+var errUnread = errors.New("response_cache: nobody reads the rest of the response (the client is gone, or has its 304 or a stored response for an error, or it is a background refresh) and it will not be stored")
 
 // recorderEvents is what a recorder reports to its owner (an exchange).
 type recorderEvents interface {
