@@ -108,26 +108,7 @@ func BenchmarkMiss(b *testing.B) {
 			_ = filler.ServeHTTP(&resetWriter{h: make(http.Header)}, newRequest(http.MethodGet, "http://example.com/prefill?"+strconv.Itoa(i)), o)
 		}
 		filler.store.wait()
-		h := newTestHandler(b, cfg, c)
-		r := newRequest(http.MethodGet, "http://example.com/miss")
-		// The key is the URI as the client sent it: vary that one too.
-		sent := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request).URL
-		w := &resetWriter{h: make(http.Header)}
-		b.SetBytes(size)
-		b.ReportAllocs()
-		i := 0
-		cpu0 := processCPU()
-		for b.Loop() {
-			i++
-			r.URL.RawQuery = strconv.Itoa(i)
-			sent.RawQuery = r.URL.RawQuery
-			clear(w.h)
-			_ = h.ServeHTTP(w, r, o)
-		}
-		reportCPU(b, cpu0)
-		if cs := w.h.Get("Cache-Status"); !strings.Contains(cs, "fwd=uri-miss") {
-			b.Fatalf("measured something other than misses: Cache-Status %q", cs)
-		}
+		benchUniqueMisses(b, newTestHandler(b, cfg, c), o, "http://example.com/miss", size)
 	}
 	// Unique URLs into a full cache: fill stores every miss (min_uses 1),
 	// auto (the default) stops storing most of them once almost none of
@@ -379,5 +360,30 @@ func BenchmarkHitRatio(b *testing.B) {
 				b.ReportMetric(100*float64(st.Stores)/float64(b.N-hits), "offered%")
 			})
 		}
+	}
+}
+
+// benchUniqueMisses measures h's misses of target under a new query each
+// time, answered by o with a body of size bytes, and fails if the last
+// was not a miss.
+func benchUniqueMisses(b *testing.B, h *Handler, o caddyhttp.Handler, target string, size int64) {
+	r := newRequest(http.MethodGet, target)
+	// The key is the URI as the client sent it: vary that one too.
+	sent := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request).URL
+	w := &resetWriter{h: make(http.Header)}
+	b.SetBytes(size)
+	b.ReportAllocs()
+	i := 0
+	cpu0 := processCPU()
+	for b.Loop() {
+		i++
+		r.URL.RawQuery = strconv.Itoa(i)
+		sent.RawQuery = r.URL.RawQuery
+		clear(w.h)
+		_ = h.ServeHTTP(w, r, o)
+	}
+	reportCPU(b, cpu0)
+	if cs := w.h.Get("Cache-Status"); !strings.Contains(cs, "fwd=uri-miss") {
+		b.Fatalf("measured something other than misses: Cache-Status %q", cs)
 	}
 }

@@ -17,16 +17,17 @@ import (
 // (as the client gets them: origin with x's preset fields in front, see
 // withPresetCopy) and origin (the origin's own; nil when hdr is the
 // origin's own): the reason it may not be stored ("" if it may), its
-// directives, its lifetime and its Vary fields.
-func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header) (reason string, rc ResponseControl, lifetime time.Duration, fields []string) {
+// directives, its lifetime and whether the heuristic gave it (see judge),
+// and its Vary fields.
+func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header) (reason string, rc ResponseControl, lifetime time.Duration, heuristic bool, fields []string) {
 	if len(x.preset) == 0 {
 		origin = nil
 	}
-	if reason, rc, lifetime = h.judge(x.r, status, hdr, origin, x.preset, x.rec.responseTime); reason != "" {
-		return reason, rc, lifetime, nil
+	if reason, rc, lifetime, heuristic = h.judge(x.r, status, hdr, origin, x.preset, x.rec.responseTime); reason != "" {
+		return reason, rc, lifetime, heuristic, nil
 	}
 	if x.proxy.madeAfter(&x.rec) {
-		return madeAfterProxy, rc, lifetime, nil
+		return madeAfterProxy, rc, lifetime, heuristic, nil
 	}
 	fields, star := ParseVary(hdr)
 	switch {
@@ -53,7 +54,7 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 		// Age used up is kept: a request's max-stale may take it.)
 		reason = "no-freshness"
 	}
-	return reason, rc, lifetime, fields
+	return reason, rc, lifetime, heuristic, fields
 }
 
 // noLifetimeOnly reports whether a response with fields hdr, directives
@@ -88,7 +89,9 @@ func isEventStream(hdr http.Header) bool {
 // (the caching fields handlers before the cache set, then the origin's:
 // withPresetCopy) and origin, the origin's own (nil when view is the
 // origin's own), and preset, the fields set before the cache: the reason
-// it may not be stored ("" if it may), its directives and its lifetime.
+// it may not be stored ("" if it may), its directives, its lifetime, and,
+// for a storable response, whether that lifetime came from the heuristic
+// (which heuristic_max bounds).
 //
 // The fields set before the cache count as the origin's for the statuses
 // of OperatorFreshness. For any other status they may only restrict
@@ -98,22 +101,28 @@ func isEventStream(hdr http.Header) bool {
 // "public, max-age=3600"` would store, under a static file's URL, the 431
 // an origin answers one client's 9 KB header with, and answer everyone
 // with it for an hour.
-func (h *Handler) judge(r *http.Request, status int, view, origin, preset http.Header, responseTime time.Time) (reason string, rc ResponseControl, lifetime time.Duration) {
+func (h *Handler) judge(r *http.Request, status int, view, origin, preset http.Header, responseTime time.Time) (reason string, rc ResponseControl, lifetime time.Duration, heuristic bool) {
 	ttl := time.Duration(h.DefaultTTL)
 	rc = ParseResponseControl(view, h.targeted)
 	if rc.Invalid && !rc.Targeted && origin != nil {
 		rc = shorterOfEach(rc, preset, origin)
 	}
 	lifetime, has := LifetimeAt(status, view, rc, ttl, responseTime)
-	if reason = Storable(r, status, view, rc, has, false); reason != "" || origin == nil || OperatorFreshness(status) {
-		return reason, rc, lifetime
+	if reason = Storable(r, status, view, rc, has, false); reason != "" {
+		return reason, rc, lifetime, false
+	}
+	if origin == nil || OperatorFreshness(status) {
+		return "", rc, lifetime, fromHeuristic(status, view, rc, responseTime)
 	}
 	own := ParseResponseControl(origin, h.targeted)
 	ownLifetime, ownHas := LifetimeAt(status, origin, own, ttl, responseTime)
 	if reason = Storable(r, status, origin, own, ownHas, false); reason != "" {
-		return reason, rc, lifetime
+		return reason, rc, lifetime, false
 	}
-	return "", rc, min(lifetime, ownLifetime)
+	if ownLifetime < lifetime {
+		return "", rc, ownLifetime, fromHeuristic(status, origin, own, responseTime)
+	}
+	return "", rc, lifetime, fromHeuristic(status, view, rc, responseTime)
 }
 
 // defaulted reports whether lifetime, judged for a response with fields
@@ -127,10 +136,10 @@ func (h *Handler) defaulted(status int, hdr http.Header, rc ResponseControl, lif
 	return !own
 }
 
-// heuristic reports whether hdr's lifetime, with directives rc, comes
+// fromHeuristic reports whether hdr's lifetime, with directives rc, comes
 // from the heuristic (LifetimeAt's 10% of Date - Last-Modified): it has
 // no explicit freshness, yet a lifetime without default_ttl.
-func heuristic(status int, hdr http.Header, rc ResponseControl, responseTime time.Time) bool {
+func fromHeuristic(status int, hdr http.Header, rc ResponseControl, responseTime time.Time) bool {
 	if rc.Invalid || rc.SMaxAge >= 0 || rc.MaxAge >= 0 {
 		return false
 	}
@@ -139,24 +148,6 @@ func heuristic(status int, hdr http.Header, rc ResponseControl, responseTime tim
 	}
 	lifetime, has := LifetimeAt(status, hdr, rc, 0, responseTime)
 	return has && lifetime > 0
-}
-
-// judgedHeuristic reports whether lifetime, as judge gave it for a
-// response with fields view (directives rc) and origin's own fields
-// (nil, or the same, without fields set before the cache), came from the
-// heuristic: view's, or origin's where judge took origin's shorter
-// lifetime (a 501 whose preset max-age is a year and whose origin sends
-// only an old Last-Modified).
-func (h *Handler) judgedHeuristic(status int, view, origin http.Header, rc ResponseControl, lifetime time.Duration, responseTime time.Time) bool {
-	if heuristic(status, view, rc, responseTime) {
-		return true
-	}
-	if origin == nil || OperatorFreshness(status) {
-		return false
-	}
-	own := ParseResponseControl(origin, h.targeted)
-	ownLifetime, _ := LifetimeAt(status, origin, own, time.Duration(h.DefaultTTL), responseTime)
-	return ownLifetime == lifetime && heuristic(status, origin, own, responseTime)
 }
 
 // shorterOfEach mends rc, the Cache-Control directives of the fields set

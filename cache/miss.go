@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -582,12 +581,12 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 	if x.store {
 		origin := x.withoutProxyCookie(rec.header)
 		hdr := withPresetCopy(origin, x.preset)
-		reason, rc, lifetime, fields := h.whyNotStored(x, status, hdr, origin)
+		reason, rc, lifetime, heuristic, fields := h.whyNotStored(x, status, hdr, origin)
 		// A request whose handlers before the cache made the answer not
 		// storable for it alone (header @loggedin Cache-Control private,
 		// matching its cookie) tells nothing of the key's other requests.
 		if reason != "" && x.preset != nil && len(x.r.Header["Cookie"]) > 0 {
-			asSent, _, _, _ := h.whyNotStored(x, status, origin, nil)
+			asSent, _, _, _, _ := h.whyNotStored(x, status, origin, nil)
 			x.ownPreset = asSent == ""
 		}
 		scope := hintNone
@@ -614,7 +613,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			x.rc, x.vary = rc, fields
 			x.fresh = freshnessWith(lifetime, hdr, rc, x.requestTime, rec.responseTime)
 			x.fresh.Defaulted = h.defaulted(status, hdr, rc, lifetime, rec.responseTime)
-			x.fresh.Heuristic = h.judgedHeuristic(status, hdr, origin, rc, lifetime, rec.responseTime)
+			x.fresh.Heuristic = heuristic
 			if x.fresh.TTL(rec.responseTime) <= 0 {
 				// Stale on arrival (no-cache, max-age=0): no waiter could
 				// be answered with it, so they go to the origin now
@@ -863,23 +862,6 @@ func (h *Handler) streamToWaiters(x *exchange, rec *recorder) {
 	x.filling, rec.fill = e, &x.fill
 }
 
-// unannouncedTrailers returns the trailer fields reverse_proxy set in hdr
-// under http.TrailerPrefix after the body (those no Trailer field
-// announced; streamToWaiters streams no response that announces any), or
-// nil for none.
-func unannouncedTrailers(hdr http.Header) http.Header {
-	var tr http.Header
-	for k, v := range hdr {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			if tr == nil {
-				tr = make(http.Header)
-			}
-			tr[k] = v
-		}
-	}
-	return tr
-}
-
 // endFill ends what streamToWaiters began, once the origin's response
 // has ended: the body is complete, or its readers stop (x's own client
 // among them, see decouple).
@@ -890,7 +872,14 @@ func (x *exchange) endFill() {
 	}
 	x.fillEnded = true
 	if int(x.fill.filled.Load()) >= e.body.Len() {
-		tr := unannouncedTrailers(x.rec.header)
+		// The trailer fields no Trailer field announced (streamToWaiters
+		// streams no response that announces any); no map without them.
+		var tr http.Header
+		if x.rec.hasTrailers() {
+			if tr = maps.Collect(unannouncedTrailers(x.rec.header)); len(tr) == 0 {
+				tr = nil
+			}
+		}
 		if tr == nil {
 			e.body.fill.Store(nil)
 		}

@@ -29,9 +29,8 @@ func (x *exchange) proxyCookie() string {
 }
 
 // withoutProxyCookie returns h, a response x got, without the Set-Cookie
-// value the handlers of its send declared in ProxySetCookieVar, or h
-// itself when there is none to remove. A send again (askAgain) has vars of
-// its own, where lb_policy affinity names the cookie it issued for it.
+// value the handlers of its send declared their own (proxyCookie), or h
+// itself when there is none to remove.
 func (x *exchange) withoutProxyCookie(h http.Header) http.Header {
 	cookies := h["Set-Cookie"]
 	if len(cookies) == 0 {

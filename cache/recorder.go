@@ -3,6 +3,8 @@ package cache
 import (
 	"context"
 	"errors"
+	"iter"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -287,12 +289,23 @@ func (rec *recorder) hasTrailers() bool {
 	if len(rec.header["Trailer"]) > 0 {
 		return true
 	}
-	for k := range rec.header {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			return true
-		}
+	for range unannouncedTrailers(rec.header) {
+		return true
 	}
 	return false
+}
+
+// unannouncedTrailers yields the trailer fields a handler set in hdr under
+// http.TrailerPrefix (those no Trailer field announced; reverse_proxy sets
+// them so after the body).
+func unannouncedTrailers(hdr http.Header) iter.Seq2[string, []string] {
+	return func(yield func(string, []string) bool) {
+		for k, v := range hdr {
+			if strings.HasPrefix(k, http.TrailerPrefix) && !yield(k, v) {
+				return
+			}
+		}
+	}
 }
 
 // Header returns the next handler's header map.
@@ -630,11 +643,7 @@ func (rec *recorder) finishTrailers() {
 	// its first Write, which a decoupled writer makes).
 	rec.joinWriter()
 	dst := rec.w.Header()
-	for k, v := range rec.header {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			dst[k] = v
-		}
-	}
+	maps.Insert(dst, unannouncedTrailers(rec.header))
 	for _, names := range rec.header["Trailer"] {
 		for _, k := range strings.Split(names, ",") {
 			k = http.CanonicalHeaderKey(strings.TrimSpace(k))

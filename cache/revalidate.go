@@ -94,7 +94,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		preset = old.preset.header()
 		view, own = withPresetCopy(hdr, preset), hdr
 	}
-	reason, rc, lifetime := h.judge(asGET(x.r), old.status, view, own, preset, rec.responseTime)
+	reason, rc, lifetime, heuristic := h.judge(asGET(x.r), old.status, view, own, preset, rec.responseTime)
 	if reason == "" && x.proxy.madeAfter(rec) {
 		reason = madeAfterProxy
 	}
@@ -105,7 +105,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 	}
 	fresh := freshnessWith(lifetime, view, rc, x.requestTime, rec.responseTime)
 	fresh.Defaulted = h.defaulted(old.status, view, rc, lifetime, rec.responseTime)
-	fresh.Heuristic = h.judgedHeuristic(old.status, view, own, rc, lifetime, rec.responseTime)
+	fresh.Heuristic = heuristic
 	if hasBody(old.status) {
 		hdr["Content-Length"] = []string{strconv.Itoa(old.body.Len())}
 	}
