@@ -4,7 +4,7 @@
 #
 #   bench/run.sh            # throughput: respond (ceiling) vs reverse_proxy (floor) vs cache hits and misses
 #   bench/run.sh memory     # RSS after filling the cache with 10x max_size of unique URLs (MAX_MIB, LIMITS)
-#   bench/run.sh profile    # CPU per request of misses and pass-through against reverse_proxy, with CPU profiles (SIZE, PDUR, PMODES)
+#   bench/run.sh profile    # CPU and heap allocations per request of misses and pass-through against reverse_proxy, with CPU profiles (SIZE, PDUR, PMODES)
 #   bench/run.sh latency    # latency of concurrent requests to one uncacheable URL of a slow origin (DELAY, LCONNS, LROUNDS, LQUERY, LHEADER)
 #   bench/run.sh media      # what the origin sends while browsers play videos with Range requests (PLAYS)
 #   bench/run.sh burst      # peak RSS while BURST concurrent misses of distinct BURST_MIB objects arrive slowly (MAX_MIB)
@@ -292,6 +292,12 @@ LUA
 # cpu_ticks prints the Caddy process's user+system CPU time, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$caddy_pid/stat"; }
 
+# heap_allocs prints the bytes and the objects the Caddy process has
+# allocated on the Go heap since it started (its expvar memstats).
+heap_allocs() {
+	curl -fs "http://localhost:$ADMIN/debug/vars" | python3 -c 'import json,sys; m=json.load(sys.stdin)["memstats"]; print(m["TotalAlloc"], m["Mallocs"])'
+}
+
 # profile measures the CPU each kind of request costs Caddy, against its
 # plain reverse_proxy floor: unique SIZE-byte URLs (default 1 KiB) stored
 # into a full 256 MiB store (stored: min_uses 1), missed under the default
@@ -301,7 +307,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$caddy_pid/stat"; }
 # (default: proxy stored auto untried proxy-nostore pass), made in turn for
 # PROUNDS rounds (default 2) of PDUR seconds (default 20), each round starting
 # with the next kind. It prints the process's CPU time per request of each
-# run, then each kind's median and the median of its per-round ratios to its
+# run and what it allocated on the Go heap per request (bytes, objects), then each kind's median and the median of its per-round ratios to its
 # floor, and keeps a CPU profile of each run in bench/out/
 # (go tool pprof -top bench/out/caddy bench/out/profile-stored-1.pb).
 profile() {
@@ -315,8 +321,8 @@ profile() {
 	fill_until_full "$EVERY" every
 	# Let auto see that the full default store refuses one-off URLs.
 	"${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d4s -s "$out/unique.lua" "http://127.0.0.1:$CACHE" -- "auto$RANDOM" >/dev/null
-	local round name url script t0 t1 n prof
-	local -A us
+	local round name url script t0 t1 n prof b0 b1 m0 m1
+	local -A us bytes objs
 	local -a modes
 	read -ra modes <<<"${PMODES:-proxy stored auto untried proxy-nostore pass}"
 	for round in $(seq "${PROUNDS:-2}"); do
@@ -333,6 +339,7 @@ profile() {
 			esac
 			curl -fs "http://localhost:$ADMIN/debug/pprof/profile?seconds=$((dur - 2))" -o "$out/profile-$name-$round.pb" &
 			prof=$!
+			read -r b0 m0 < <(heap_allocs)
 			t0=$(cpu_ticks)
 			if [ ${#script[@]} -gt 0 ]; then
 				n=$("${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"${dur}s" "${script[@]}" "$url" -- "p$RANDOM$RANDOM" | awk '/requests in/ {print $1}')
@@ -340,9 +347,12 @@ profile() {
 				n=$("${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"${dur}s" "$url" | awk '/requests in/ {print $1}')
 			fi
 			t1=$(cpu_ticks)
+			read -r b1 m1 < <(heap_allocs)
 			wait "$prof"
 			us[$name,$round]=$(echo "($t1 - $t0) * 1000000 / $tck / $n" | bc -l)
-			printf '%-13s round %d: %7d requests, %6.1f us of Caddy CPU per request\n' "$name" "$round" "$n" "${us[$name,$round]}"
+			bytes[$name]=$(((b1 - b0) / n)) objs[$name]=$(((m1 - m0) / n))
+			printf '%-13s round %d: %7d requests, %6.1f us of Caddy CPU per request, %5d B and %3d objects allocated per request\n' \
+				"$name" "$round" "$n" "${us[$name,$round]}" "${bytes[$name]}" "${objs[$name]}"
 		done
 		modes=("${modes[@]:1}" "${modes[0]}") # the next round starts with the next kind
 	done
