@@ -329,13 +329,20 @@ const maxCookieCandidates = 4
 // has one; renew as verify. A browser sends every cookie of the name whose
 // domain and path match (another site's on a parent domain, one left by an
 // earlier path or domain setting), the most specific path first: the first
-// that verifies counts, so a foreign cookie cannot hide the client's own.
+// that verifies under the secret counts, so a foreign cookie cannot hide
+// the client's own; failing that, the first that verifies under a previous
+// secret. A cookie left by an earlier path under the old secret would
+// otherwise win over the current one at every request and be issued again
+// each time (the new one goes to the configured path, beside it).
 func (j *cookieJar) read(r *http.Request) (id string, renew bool) {
 	n := 0
 	cookieValues(r.Header, j.cfg.Name, func(v string) bool {
-		id, renew = j.verify(v)
+		got, old := j.verify(v)
+		if got != "" && (id == "" || !old) {
+			id, renew = got, old
+		}
 		n++
-		return id == "" && n < maxCookieCandidates
+		return (id == "" || renew) && n < maxCookieCandidates
 	})
 	return id, renew
 }

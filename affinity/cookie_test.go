@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
+	"fmt"
 	"math"
 	"net/http"
 	"regexp"
@@ -427,6 +428,101 @@ func TestCookieSecretRotation(t *testing.T) {
 	if _, err := newCookieJar(CookieConfig{Secret: newSecret, PreviousSecrets: []string{"{env.AFFINITY_BLANK_SECRET}"}}); err == nil || !strings.Contains(err.Error(), "previous_secrets[0] is only white space") {
 		t.Errorf("a previous secret of white space from the environment: %v", err)
 	}
+}
+
+// TestCookieRotationPrefersTheCurrentSecret: a browser holding a cookie
+// left by an earlier path under the old secret and its current one sends
+// both, the more specific path first. The current one counts, whatever
+// the order, and nothing is issued; only when no cookie verifies under the
+// secret does one under a previous secret count (and is issued again).
+func TestCookieRotationPrefersTheCurrentSecret(t *testing.T) {
+	const oldSecret, newSecret = "the old secret, 32 bytes or so..", "the new secret, 32 bytes or so.."
+	pool := fakePool(20)
+	rotated := cookiePolicy(t, CookieConfig{Secret: newSecret, PreviousSecrets: []string{oldSecret}})
+	current := cookiePolicy(t, CookieConfig{Secret: newSecret})
+	// Ids whose upstreams differ, so that the pick tells which counted.
+	var oldID, newID string
+	for i := 0; oldID == "" || newID == ""; i++ {
+		id := fmt.Sprintf("%022d", i)
+		r, w := newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("Cookie", "lb_affinity="+sign(newSecret, id)) })
+		up := current.Select(pool, r, w)
+		switch {
+		case oldID == "":
+			oldID = id
+		case dialOf(up) != dialOf(pickOf(t, current, pool, newSecret, oldID)):
+			newID = id
+		}
+	}
+	want := pickOf(t, current, pool, newSecret, newID)
+	for _, field := range []string{
+		"lb_affinity=" + sign(oldSecret, oldID) + "; lb_affinity=" + sign(newSecret, newID),
+		"lb_affinity=" + sign(newSecret, newID) + "; lb_affinity=" + sign(oldSecret, oldID),
+		"lb_affinity=junk; lb_affinity=" + sign(oldSecret, oldID) + "; lb_affinity=" + sign(newSecret, newID),
+	} {
+		r, w := newReq(ipAddr(2), func(r *http.Request) { r.Header.Set("Cookie", field) })
+		if got := rotated.Select(pool, r, w); got != want || len(w.Header()["Set-Cookie"]) != 0 {
+			t.Errorf("Cookie: %s\ngot %s and Set-Cookie %v; want %s (the current cookie's) and none", field, dialOf(got), w.Header()["Set-Cookie"], want.Dial)
+		}
+	}
+	// Only the old secret's (beside a foreign one): it counts, renewed.
+	r, w := newReq(ipAddr(3), func(r *http.Request) {
+		r.Header.Set("Cookie", "lb_affinity="+sign("someone else's secret, 32 bytes.", newID)+"; lb_affinity="+sign(oldSecret, oldID))
+	})
+	if got := rotated.Select(pool, r, w); got != pickOf(t, current, pool, newSecret, oldID) {
+		t.Errorf("with only an old-secret cookie: %s, want its id's upstream", dialOf(got))
+	}
+	if cs := setCookies(w.Header()); len(cs) != 1 || cs[0].Value != sign(newSecret, oldID) {
+		t.Errorf("with only an old-secret cookie: Set-Cookie %v, want its id under the new secret", w.Header()["Set-Cookie"])
+	}
+}
+
+// TestCookieRotationAcrossInstances follows README's three steps on two
+// instances, one reloaded before the other at each step: at no point
+// does either take the other's cookie for a stranger's (every id, and so
+// every user's upstream, stays).
+func TestCookieRotationAcrossInstances(t *testing.T) {
+	const oldSecret, newSecret = "the old secret, 32 bytes or so..", "the new secret, 32 bytes or so.."
+	pool := fakePool(20)
+	steps := []CookieConfig{
+		{Secret: oldSecret},
+		{Secret: oldSecret, PreviousSecrets: []string{newSecret}},
+		{Secret: newSecret, PreviousSecrets: []string{oldSecret}},
+		{Secret: newSecret},
+	}
+	const id = "AAAAAAAAAAAAAAAAAAAAAA"
+	want := pickOf(t, cookiePolicy(t, steps[0]), pool, oldSecret, id)
+	value := sign(oldSecret, id)
+	// Between steps i and i+1, one instance runs i+1 and the other i; the
+	// client's cookie goes back and forth between them.
+	for i := 0; i+1 < len(steps); i++ {
+		for _, cfg := range []CookieConfig{steps[i+1], steps[i], steps[i+1]} {
+			r, w := newReq(ipAddr(1), func(r *http.Request) { r.Header.Set("Cookie", "lb_affinity="+value) })
+			if got := cookiePolicy(t, cfg).Select(pool, r, w); got != want {
+				t.Fatalf("step %d, secret %q previous %q: %s, want %s", i+1, cfg.Secret[:7], cfg.PreviousSecrets, dialOf(got), want.Dial)
+			}
+			if cs := setCookies(w.Header()); len(cs) == 1 {
+				if !strings.HasPrefix(cs[0].Value, id+".") {
+					t.Fatalf("step %d: issued %s, want the same id", i+1, cs[0].Value)
+				}
+				value = cs[0].Value
+			}
+		}
+	}
+	if value != sign(newSecret, id) {
+		t.Errorf("after the rotation the cookie is %s, want the id under the new secret", value)
+	}
+}
+
+// pickOf is the upstream p picks for a request carrying id's cookie under
+// secret.
+func pickOf(t *testing.T, p *AffinitySelection, pool reverseproxy.UpstreamPool, secret, id string) *reverseproxy.Upstream {
+	t.Helper()
+	r, w := newReq(ipAddr(9), func(r *http.Request) { r.Header.Set("Cookie", "lb_affinity="+sign(secret, id)) })
+	up := p.Select(pool, r, w)
+	if up == nil || len(w.Header()["Set-Cookie"]) != 0 {
+		t.Fatalf("id %s: upstream %v, Set-Cookie %v", id, up, w.Header()["Set-Cookie"])
+	}
+	return up
 }
 
 func TestCookieSelectAllocs(t *testing.T) {
