@@ -166,13 +166,16 @@ func (u *uncacheableHints) clearAll() {
 // notFetchedWhole remembers a conditional miss fetched whole (fetchWhole)
 // whose response is not stored: for hintTTL, the key's conditional misses
 // go as they came, rather than make the origin send a body again for a
-// 304 the origin could have sent itself.
+// 304 the origin could have sent itself. Not after a server error, which
+// may pass (a 503 would keep the URL's conditional misses from being
+// stored for hintTTL once the origin is back); a 4xx, which the origin
+// means, counts (TestConditionalMissAsItCameNoHint).
 //
 // Per class of request, as hints are (hintClass), when the request has
 // credentials or the answer sets a cookie: a logged-in user's answer says
 // nothing of anonymous requests, whose whole answer may be stored.
 func (x *exchange) notFetchedWhole() {
-	if x.fetchedWhole && !x.ownPreset {
+	if x.fetchedWhole && !x.ownPreset && !isServerError(x.rec.status) {
 		x.h.asIs.hint(x.flightHash(), x.scopeOfUnstored(hintKey), x.r, x.h.hintGen, x.h.now())
 	}
 }

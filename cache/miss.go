@@ -569,7 +569,9 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		h.store.dropIfStored(x.stale)
 	}
 	if x.stale != nil && isServerError(status) && h.staleIfErrorOK(x, rec.responseTime) {
-		h.logOriginError(zapcore.WarnLevel, "origin answered with a server error; served the stored response (stale-if-error)", x, zap.Int("status", status))
+		if !x.background { // a refresh's failure is logged as one (revalidateInBackground)
+			h.logOriginError(zapcore.WarnLevel, "origin answered with a server error; served the stored response (stale-if-error)", x, zap.Int("status", status))
+		}
 		rec.pass, rec.buffer, rec.answered = false, false, true
 		x.outcome = outStaleIfError
 		return

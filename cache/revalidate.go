@@ -284,11 +284,11 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		err := h.forward(&discardWriter{}, r2, next, x)
 		failed = err != nil || isServerError(x.rec.status)
 		level, msg := zapcore.DebugLevel, "background revalidation"
-		if failed && x.outcome != outStaleIfError && !h.bg.failing(e.key) {
-			// Nobody else hears of it: its client had the stale response.
-			// (One served under stale-if-error is logged as such.) Once a
-			// streak: the next refreshes of the key wait a backoff, and
-			// the end of the streak is logged.
+		if failed && !h.bg.failing(e.key) {
+			// Nobody else hears of it: its client had the stale response
+			// (a 5xx within stale-if-error too: the refresh served no one).
+			// Once a streak: the next refreshes of the key wait a backoff,
+			// and the end of the streak is logged.
 			level, msg = zapcore.WarnLevel, "background revalidation failed; the stale response stays, and the key is refreshed again after a backoff (1s, doubling up to 30s while it fails)"
 		}
 		if ce := h.logger.Check(level, msg); ce != nil {
