@@ -200,12 +200,16 @@ func (req *PurgeRequest) check() error {
 		}
 		// Every key the cache makes begins with the request's scheme and
 		// host (a custom one too): a path alone would purge nothing.
-		scheme, _, ok := strings.Cut(k.v, "://")
+		scheme, rest, ok := strings.Cut(k.v, "://")
 		if !ok {
 			return fmt.Errorf("%s %q has no scheme and host; keys begin with them, as in http://example.com/path (status_key shows a response's key)", k.name, k.v)
 		}
 		if !strings.EqualFold(scheme, "http") && !strings.EqualFold(scheme, "https") {
 			return fmt.Errorf("%s %q: keys begin with http:// or https://, the request's scheme", k.name, k.v)
+		}
+		// (A prefix may stop anywhere: "https://" is every https key.)
+		if k.name == "key" && (rest == "" || strings.IndexByte("/?# \t", rest[0]) >= 0) {
+			return fmt.Errorf("key %q has no host; keys begin with the scheme and the host, as in http://example.com/path", k.v)
 		}
 	}
 	switch t := req.Tag; {

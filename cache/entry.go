@@ -49,11 +49,18 @@ type entry struct {
 	// (store.firstUses).
 	firstUse bool
 	used     atomic.Bool
-	id       uint64 // serial number, set when offered to the store
+	// purged is set by the one purge or invalidation that counts e as
+	// removed (claimPurge): overlapping purges find it each.
+	purged atomic.Bool
+	id     uint64 // serial number, set when offered to the store
 	// epoch is the store's purge count when the fill that made e began
 	// (store.epoch); 0 for entries that are not checked against purges.
 	epoch uint64
 }
+
+// claimPurge reports whether this purge is the first to remove e, the
+// one that counts it.
+func (e *entry) claimPurge() bool { return e != nil && e.purged.CompareAndSwap(false, true) }
 
 // urlKey is the key of e's URL: e's key, or for a variant the URL key
 // appendVariantKey put in it, after a NUL, the generation (digits) and a

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -802,8 +804,23 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 // only when it gets it.
 func (h *Handler) logOriginError(level zapcore.Level, msg string, x *exchange, failure zap.Field) {
 	if ce := h.logger.Check(level, msg); ce != nil {
-		ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.String("key", string(x.urlKey)), failure)
+		ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), h.keyField(level, string(x.urlKey)), failure)
 	}
+}
+
+// keyField is a log line's field for the cache key of a URL, urlKey (the
+// whole key of an entry at debug, variants' request values included). A
+// key template other than the default may name a cookie or a credential
+// ({http.request.cookie.session}, {http.request.header.Authorization}),
+// which Caddy's own logs leave out: at info and above such a key is
+// logged as its hash, key_hash (its line has the host and URI), and whole
+// only at debug. The default key, the request's URL, is logged as is, as
+// Caddy's access log does.
+func (h *Handler) keyField(level zapcore.Level, urlKey string) zap.Field {
+	if level <= zapcore.DebugLevel || h.Key == DefaultKey {
+		return zap.String("key", urlKey)
+	}
+	return zap.String("key_hash", strconv.FormatUint(xxhash.Sum64String(urlKey), 16))
 }
 
 // storeFilled offers e, the entry of x's complete response, to the store

@@ -222,18 +222,22 @@ func (s *store) dropKey(key string) int {
 	s.mu.Lock()
 	hashes := s.collectLocked(h, nil)
 	s.mu.Unlock()
-	n := len(hashes)
+	// What it finds it counts, unless a purge overlapping this one (an
+	// admin purge, another invalidation) counted it first.
+	n := 0
+	for _, v := range hashes {
+		if e, ok := s.lookup(v); ok && e.claimPurge() {
+			n++
+		}
+	}
 	if len(hashes) == 0 || hashes[0] != h {
 		// In this order: an entry offered before this call is pending, or
 		// the last taken (not yet in ristretto's map, or soon), or, if
 		// another was taken after it, already in the map.
 		pending := s.pending.Load() > 0
 		taking := s.lastTaken.Load() == h
-		var found bool
-		if c := s.rc(); c != nil {
-			_, found = c.GetTTL(h)
-		}
-		if found {
+		e, found := s.lookup(h)
+		if e.claimPurge() {
 			n++
 		}
 		if found || pending || taking {
@@ -250,6 +254,7 @@ func (s *store) purgePrefix(prefix string) int {
 	s.markRecent(prefix, "")
 	s.clearAllHints()
 	var hashes []uint64
+	n := 0
 	match := newURLPrefix(prefix)
 	s.life.RLock()
 	if !s.closed {
@@ -258,6 +263,9 @@ func (s *store) purgePrefix(prefix string) int {
 		c.IterValues(func(e *entry) bool {
 			if e != nil && match.matches(e.urlKey()) {
 				hashes = append(hashes, e.hash)
+				if e.claimPurge() {
+					n++
+				}
 			}
 			return false
 		})
@@ -271,7 +279,7 @@ func (s *store) purgePrefix(prefix string) int {
 	}
 	s.mu.Unlock()
 	s.del(hashes)
-	return s.purged(len(hashes))
+	return s.purged(n)
 }
 
 func (s *store) purgeTag(tag string) int {
@@ -282,14 +290,18 @@ func (s *store) purgeTag(tag string) int {
 	for h := range s.tags[tag] {
 		hashes = append(hashes, h)
 	}
+	n := 0
 	for _, h := range hashes {
+		if s.tagged[h].claimPurge() {
+			n++
+		}
 		if x, ok := s.byHash[h]; ok {
 			s.unindexLocked(h, x)
 		}
 	}
 	s.mu.Unlock()
 	s.del(hashes)
-	return s.purged(len(hashes))
+	return s.purged(n)
 }
 
 func (s *store) purgeAll() int { return s.purgePrefix("") }

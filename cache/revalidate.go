@@ -264,7 +264,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			n := h.bg.done(e.key, failed, h.now())
 			if n < 0 {
 				if ce := h.logger.Check(zapcore.InfoLevel, "background revalidation succeeded again"); ce != nil {
-					ce.Write(zap.String("key", e.key), zap.Int("failures", -n))
+					ce.Write(zap.String("host", r2.Host), zap.String("uri", r2.RequestURI), h.keyField(zapcore.InfoLevel, e.urlKey()), zap.Int("failures", -n))
 				}
 			}
 		}()
@@ -292,7 +292,11 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			level, msg = zapcore.WarnLevel, "background revalidation failed; the stale response stays, and the key is refreshed again after a backoff (1s, doubling up to 30s while it fails)"
 		}
 		if ce := h.logger.Check(level, msg); ce != nil {
-			ce.Write(zap.String("key", e.key), zap.Int("status", x.rec.status), zap.Error(err))
+			key := e.key
+			if level > zapcore.DebugLevel {
+				key = e.urlKey() // not the request values a variant's key holds
+			}
+			ce.Write(zap.String("host", r2.Host), zap.String("uri", r2.RequestURI), h.keyField(level, key), zap.Int("status", x.rec.status), zap.Error(err))
 		}
 	}()
 }

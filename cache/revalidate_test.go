@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -884,5 +885,81 @@ func TestRevalidation304KeepsTheStoredCoding(t *testing.T) {
 	w := get(t, h, static(c, 500, ""), url)
 	if ce := w.Header().Get("Content-Encoding"); ce != "" || !hasParam(w.Header().Get("Cache-Status"), "hit") {
 		t.Errorf("hit: %q labelled Content-Encoding %q (Cache-Status %q), want the stored identity body as stored", w.Body.String(), ce, w.Header().Get("Cache-Status"))
+	}
+}
+
+// TestLogsKeepCredentialsOut: the warnings and infos that name a cache key
+// (stale-if-error answers, a failing background refresh and its end) do
+// not carry what a key template reads from a cookie or a credential, nor
+// the request values a variant's key holds (Vary: Authorization): a
+// custom key is logged as its hash, with the line's host and URI; the
+// default key, the URL, as is (a review found an Authorization value in
+// warn lines).
+func TestLogsKeepCredentialsOut(t *testing.T) {
+	const secret = "s3cr3t-token"
+	for _, tc := range []struct {
+		name, key string
+		vary      bool
+	}{
+		{"custom key", "{http.request.header.Authorization} {http.request.orig_uri}", false},
+		{"default key, varying on Authorization", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{Key: tc.key, MinUses: 1}, c)
+			core, logs := observer.New(zapcore.InfoLevel)
+			h.logger = zap.New(core)
+			const cc = "public, max-age=60, stale-while-revalidate=30, stale-if-error=300"
+			fields := []string{"Cache-Control", cc}
+			if tc.vary {
+				fields = append(fields, "Vary", "Authorization")
+			}
+			const url = "http://example.com/account"
+			auth := []string{"Authorization", "Bearer " + secret}
+			get(t, h, static(c, 200, "body", fields...), url, auth...)
+			c.Advance(70 * time.Second)
+			fail := true
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				if fail {
+					return errors.New("dial tcp: connection refused")
+				}
+				for i := 0; i+1 < len(fields); i += 2 {
+					w.Header().Set(fields[i], fields[i+1])
+				}
+				w.WriteHeader(http.StatusOK)
+				return nil
+			}}
+			// A failing background refresh (warn), one that succeeds
+			// again (info), then a stale-if-error answer (warn).
+			wantStatus(t, get(t, h, o, url, auth...), []string{"hit", "detail=stale-while-revalidate"})
+			h.bg.wait()
+			fail = false
+			c.Advance(2 * time.Second)
+			wantStatus(t, get(t, h, o, url, auth...), []string{"hit", "detail=stale-while-revalidate"})
+			h.bg.wait()
+			h.store.wait()
+			fail = true
+			c.Advance(100 * time.Second)
+			wantStatus(t, get(t, h, o, url, auth...), []string{"detail=stale-if-error"})
+			msgs := map[string]bool{}
+			for _, l := range logs.All() {
+				msgs[l.Message] = true
+				m := l.ContextMap()
+				if line := fmt.Sprint(m); strings.Contains(line, secret) {
+					t.Errorf("%s line %q carries the credential: %s", l.Level, l.Message, line)
+				}
+				if uri, _ := m["uri"].(string); m["host"] != "example.com" || !strings.HasSuffix(uri, "/account") {
+					t.Errorf("line %q: host %v, uri %v; want the request's", l.Message, m["host"], m["uri"])
+				}
+				key, hasKey := m["key"]
+				_, hashed := m["key_hash"]
+				if custom := tc.key != ""; custom && (!hashed || hasKey) || !custom && (hashed || key != url) {
+					t.Errorf("line %q: key %v, key_hash %v", l.Message, key, m["key_hash"])
+				}
+			}
+			if len(msgs) != 3 {
+				t.Errorf("logged %v; want a refresh's failure, the end of its streak and a stale-if-error answer", msgs)
+			}
+		})
 	}
 }

@@ -1319,3 +1319,51 @@ func TestSizeString(t *testing.T) {
 		}
 	}
 }
+
+// TestOverlappingPurgesCountEachEntryOnce: purges that overlap (a tag, a
+// prefix, all, keys by invalidation, at once) each remove what they find,
+// but an entry counts once, in the purge that claims it: the answers add
+// up to the entries there were, and so does the purge count (a review saw
+// twice as many purges as entries from a tag purge and a purge-all sent
+// together).
+func TestOverlappingPurgesCountEachEntryOnce(t *testing.T) {
+	const n = 600
+	for round := range 15 {
+		s := newTestStore(t, 64<<20)
+		for i := range n {
+			s.set(testEntry(fmt.Sprintf("http://a/p/%d?", i), 16, "t"))
+		}
+		s.wait()
+		if got := s.stats().Entries; got != n {
+			t.Fatalf("round %d: %d entries stored, want %d", round, got, n)
+		}
+		before := s.purges.Load()
+		var sum atomic.Int64
+		var wg sync.WaitGroup
+		for _, purge := range []func() int{
+			func() int { return s.purgeTag("t") },
+			func() int { return s.purgeAll() },
+			func() int { return s.purgePrefix("http://a/p/") },
+			func() int {
+				m := 0
+				for i := range n / 10 {
+					m += s.dropKey(fmt.Sprintf("http://a/p/%d?", i*10))
+				}
+				return m
+			},
+		} {
+			wg.Go(func() { sum.Add(int64(purge())) })
+		}
+		wg.Wait()
+		s.wait()
+		if got := sum.Load(); got != n {
+			t.Errorf("round %d: the purges answered %d removed in all, want %d", round, got, n)
+		}
+		if got := s.purges.Load() - before; got != n {
+			t.Errorf("round %d: purges counted %d, want %d", round, got, n)
+		}
+		if got := s.stats().Entries; got != 0 {
+			t.Errorf("round %d: %d entries left", round, got)
+		}
+	}
+}
