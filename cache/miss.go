@@ -639,7 +639,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		x.unrecorded()
 	}
 	if rec.pass && !x.background {
-		if x.rangeDropped && status == http.StatusOK {
+		if x.rangeDropped && status == http.StatusOK && !rewritesBody(rec.w) {
 			rec.contentRange = wholeContentRange(x.r, rec.header)
 		}
 		// The origin did not see the client's conditionals: the cache

@@ -1,12 +1,16 @@
 package cache
 
 import (
+	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // TestRangeForWholeBodyOnMiss: a miss whose Range asks for the whole body
@@ -895,5 +899,54 @@ func TestRangeRevalidationWholeNewVersionNotStoredDropsOldEntry(t *testing.T) {
 	if w.Header().Get("Etag") == `"v1"` {
 		t.Errorf("after the origin's whole 206 of v2: %d %q of v1 (Cache-Status %q)",
 			w.Code, w.Body, w.Header().Get("Cache-Status"))
+	}
+}
+
+// TestRangeUnderABodyRewriter: templates, before the cache, records the
+// response into a buffer and renders it whole; a part of a stored body
+// rendered so came out as raw template source in a 206 (a review), or
+// with a Content-Range its length did not match. Under a recorder with a
+// buffer a Range, on a hit or a miss for the whole body, gets the whole
+// 200, as from an origin that ignores Range; under one without (Caddy's
+// own, for access logs and metrics) it still gets its 206.
+func TestRangeUnderABodyRewriter(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const body = `<p>{{.Req.Header.Get "X-A"}} {{/* a note */}}</p>`
+	o := static(c, 200, body, "Cache-Control", "max-age=60", "Content-Type", "text/html", "Content-Length", strconv.Itoa(len(body)))
+	const url = "http://example.com/page"
+	for _, tc := range []struct {
+		name   string
+		rng    string
+		buffer bool
+		want   int
+	}{
+		{"miss for the whole body, rewriter", "bytes=0-", true, http.StatusOK},
+		{"hit, rewriter", "bytes=5-20", true, http.StatusOK},
+		{"hit, whole body, rewriter", "bytes=0-", true, http.StatusOK},
+		{"hit, access log recorder", "bytes=5-20", false, http.StatusPartialContent},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			var buf *bytes.Buffer
+			if tc.buffer {
+				buf = new(bytes.Buffer)
+			}
+			rec := caddyhttp.NewResponseRecorder(w, buf, func(int, http.Header) bool { return tc.buffer })
+			if err := h.ServeHTTP(rec, newRequest(http.MethodGet, url, "Range", tc.rng), o); err != nil {
+				t.Fatal(err)
+			}
+			h.store.wait()
+			status, got := rec.Status(), w.Body.String()
+			if tc.buffer {
+				if err := rec.WriteResponse(); err != nil {
+					t.Fatal(err)
+				}
+				got = w.Body.String()
+			}
+			if status != tc.want || tc.want == http.StatusOK && (got != body || w.Header().Get("Content-Range") != "") {
+				t.Errorf("status %d, Content-Range %q, body %q; want %d (the whole body when 200)", status, w.Header().Get("Content-Range"), got, tc.want)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/encode"
 )
 
@@ -119,6 +120,28 @@ func asksForWhole(r *http.Request) bool {
 	}
 	br, ok, satisfiable := ParseRange(rg[0], math.MaxInt64)
 	return ok && satisfiable && br.Start == 0 && br.End == math.MaxInt64-1
+}
+
+// rewritesBody reports whether a handler before the cache records the
+// response into a buffer to rewrite its body before the client gets it:
+// templates does (its caddyhttp.ResponseRecorder has a buffer). A part of
+// a body, rendered as if it were the whole, comes out as neither: raw
+// template source, or a Content-Range its length does not match. Such a
+// request gets the whole 200, as from an origin that ignores Range; and
+// when the origin sends a 206, templates renders it with or without the
+// cache. Only asked of a request with a Range.
+func rewritesBody(w http.ResponseWriter) bool {
+	for w != nil {
+		if rec, ok := w.(caddyhttp.ResponseRecorder); ok && rec.Buffer() != nil {
+			return true
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		w = u.Unwrap()
+	}
+	return false
 }
 
 // withoutRange is a copy of r without Range and If-Range, which the cache
