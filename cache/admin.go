@@ -208,7 +208,7 @@ func (req *PurgeRequest) check() error {
 			return fmt.Errorf("%s %q: keys begin with http:// or https://, the request's scheme", k.name, k.v)
 		}
 		// (A prefix may stop anywhere: "https://" is every https key.)
-		if k.name == "key" && (rest == "" || strings.IndexByte("/?# \t", rest[0]) >= 0) {
+		if k.name == "key" && rest == "" {
 			return fmt.Errorf("key %q has no host; keys begin with the scheme and the host, as in http://example.com/path", k.v)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -218,6 +219,7 @@ func (s *store) purgeKey(key string) int {
 func (s *store) dropKey(key string) int {
 	h := xxhash.Sum64String(key)
 	s.clearHints(h)
+	queued := s.queuedEntry(h)
 	s.unqueue(h)
 	s.mu.Lock()
 	hashes := s.collectLocked(h, nil)
@@ -226,7 +228,7 @@ func (s *store) dropKey(key string) int {
 	// admin purge, another invalidation) counted it first.
 	n := 0
 	for _, v := range hashes {
-		if e, ok := s.lookup(v); ok && e.claimPurge() {
+		if s.holding(v, s.queuedEntry(v)).claimPurge() {
 			n++
 		}
 	}
@@ -236,8 +238,8 @@ func (s *store) dropKey(key string) int {
 		// another was taken after it, already in the map.
 		pending := s.pending.Load() > 0
 		taking := s.lastTaken.Load() == h
-		e, found := s.lookup(h)
-		if e.claimPurge() {
+		_, found := s.present(h)
+		if s.holding(h, queued).claimPurge() {
 			n++
 		}
 		if found || pending || taking {
@@ -334,4 +336,25 @@ func parseTags(h HeaderReader) []string {
 		}
 	}
 	return tags
+}
+
+// present is ristretto's GetTTL: whether its map holds h, without counting
+// a use of h in the admission policy as Get does.
+func (s *store) present(h uint64) (time.Duration, bool) {
+	c := s.rc()
+	if c == nil {
+		return 0, false
+	}
+	return c.GetTTL(h)
+}
+
+// holding is the entry the store holds under h: in ristretto's map (looked
+// up only when it is there), or else the offer still queued, or nil.
+func (s *store) holding(h uint64, queued *entry) *entry {
+	if _, ok := s.present(h); ok {
+		if e, ok := s.lookup(h); ok {
+			return e
+		}
+	}
+	return queued
 }
