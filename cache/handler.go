@@ -517,6 +517,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !keyed {
 		return h.pass(w, r, next, "bypass")
 	}
+	if hasUpperASCII(r.Host) {
+		r = withLowerHost(r)
+	}
 	urlHash := keyHash(kb.url)
 	rq := requestControl(r.Header)
 	now := h.now()

@@ -310,6 +310,29 @@ func appendHost(dst []byte, host string) []byte {
 	return dst
 }
 
+// hasUpperASCII reports whether s has an upper-case ASCII letter.
+func hasUpperASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+// withLowerHost is a shallow copy of r whose Host is lower-cased, as its
+// key has it (appendHost): the origin must answer for the host the key
+// names. Host names are case-insensitive (RFC 9110 §4.2.3), but an origin
+// routing on Host byte for byte (Go's ServeMux matches a pattern's host
+// so) answered Host: APP.EXAMPLE.COM with another route's page, which
+// was then stored for app.example.com (a review). Browsers send host
+// names lower-cased, so only a crafted request pays the copy.
+func withLowerHost(r *http.Request) *http.Request {
+	r2 := r.WithContext(r.Context())
+	r2.Host = strings.ToLower(r.Host)
+	return r2
+}
+
 // appendVariantKey appends the key of the variant of urlKey, in the
 // record generation gen, selected by the Vary values vk: a NUL, gen, a
 // NUL, urlKey, a NUL and vk. Every URL key starts with its scheme, so no

@@ -71,6 +71,39 @@ func TestKeyLowercasesHost(t *testing.T) {
 	}
 }
 
+// TestHostCaseReachesTheOriginAsKeyed: the key folds the host's case, so
+// the origin gets the host lower-cased too. An origin that routes on Host
+// byte for byte (Go's ServeMux with a host pattern) answered Host:
+// APP.TEST with its fallback page, which was stored for app.test and
+// served to its next clients (a review); a hit and a revalidation alike
+// go with the key's host, and the client's request keeps its own.
+func TestHostCaseReachesTheOriginAsKeyed(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MinUses: 1}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		if r.Host == "app.test" {
+			_, err := io.WriteString(w, "tenant page")
+			return err
+		}
+		_, err := io.WriteString(w, "fallback for "+r.Host)
+		return err
+	}}
+	attack := newRequest(http.MethodGet, "http://app.test/home")
+	attack.Host = "APP.TEST"
+	if w := serve(t, h, o, attack); w.Body.String() != "tenant page" {
+		t.Errorf("Host: APP.TEST got %q, want the tenant page (the origin saw %q)", w.Body.String(), o.last().Host)
+	}
+	if attack.Host != "APP.TEST" {
+		t.Errorf("the client's request now says Host %q", attack.Host)
+	}
+	w := get(t, h, o, "http://app.test/home")
+	wantStatus(t, w, []string{"hit"})
+	if w.Body.String() != "tenant page" {
+		t.Errorf("the next client got %q, want the tenant page", w.Body.String())
+	}
+}
+
 // TestKeySpellsTheDefaultPortAsSent: a.test:80 and a.test are one URI
 // over http (RFC 9110 §4.2.3), but not one Host to the origin, which
 // builds links from it; and behind a proxy that ends TLS, :80 is no
