@@ -121,19 +121,21 @@ func forwardsUnseen(fields []string, req http.Header) bool {
 //
 // Fields are taken in the order given (ParseVary's sorted order) under
 // their canonical names. Only the fields isListField names, whose values
-// RFC 9110 defines as comma-separated lists in which spacing and empty
-// members mean nothing, are normalised (normalizeListValue): their lines
-// are combined as one list, members trimmed, runs of spaces and tabs
-// outside quoted strings made one space, empty members dropped (RFC 9110
-// §5.6.1), an unterminated quoted string closed at the end of its line,
-// and Accept-Encoding's codings also lowercased, stripped of whitespace
-// and sorted. Every other field (Cookie, User-Agent, Origin, X-…) is kept
-// as it came, byte for byte and line by line: most are not lists, so a
-// comma, a space or an empty member may change what the origin makes of
-// them ("lang=en," is not "lang=en"), and reverse_proxy forwards a
-// field's lines as separate lines, of which many origins read only the
-// first (Go's Header.Get does, and Go's transport sends only the first
-// User-Agent line).
+// RFC 9110 defines as comma-separated lists, are normalised, and only as
+// far as an origin reading them loosely cannot tell: each line of Accept,
+// Accept-Charset and Accept-Language on its own (normalizeListLine:
+// members trimmed, runs of spaces and tabs outside quoted strings made
+// one space, an unterminated quoted string closed at the end of its line;
+// empty members and the lines kept), and Accept-Encoding's codings as one
+// set (normalizeCodings), whose every answer says its coding. Every other
+// field (Cookie, User-Agent, Origin, X-…) is kept as it came, byte for
+// byte and line by line: most are not lists, so a comma, a space or an
+// empty member may change what the origin makes of them ("lang=en," is
+// not "lang=en"). reverse_proxy forwards a field's lines as separate
+// lines, of which many origins read only the first (Go's Header.Get does,
+// and Go's transport sends only the first User-Agent line): an empty
+// first Accept-Language line got the default language's page stored for
+// French browsers when lines were combined (a review).
 //
 // The encoding, name length:name then "-" for absent, value length:value
 // for one value (a list field's, or the one line of another field), or
@@ -155,20 +157,33 @@ func VaryKey(fields []string, req http.Header) string {
 		switch {
 		case !present:
 			b = append(b, '-')
+		case name == "Accept-Encoding":
+			b = appendLenValue(b, normalizeCodings(lines))
 		case isListField(name):
-			b = appendLenValue(b, normalizeListValue(name, lines))
-		case len(lines) == 1:
-			b = appendLenValue(b, lines[0])
+			b = appendLines(b, lines, normalizeListLine)
 		default:
-			b = append(b, '*')
-			b = strconv.AppendInt(b, int64(len(lines)), 10)
-			b = append(b, ':')
-			for _, line := range lines {
-				b = appendLenValue(b, line)
-			}
+			b = appendLines(b, lines, nil)
 		}
 	}
 	return string(b)
+}
+
+// appendLines appends a field's lines, each through norm unless it is
+// nil: one line as its length:value, several as "*", their count, ":"
+// and each line's length:value.
+func appendLines(b []byte, lines []string, norm func(string) string) []byte {
+	if len(lines) != 1 {
+		b = append(b, '*')
+		b = strconv.AppendInt(b, int64(len(lines)), 10)
+		b = append(b, ':')
+	}
+	for _, line := range lines {
+		if norm != nil {
+			line = norm(line)
+		}
+		b = appendLenValue(b, line)
+	}
+	return b
 }
 
 // appendLenValue appends v's length, ':' and v.
@@ -197,33 +212,40 @@ func isListField(name string) bool {
 	return false
 }
 
-// normalizeListValue combines the lines of the list field name (one of
-// isListField) into one normalised value as VaryKey describes.
-func normalizeListValue(name string, lines []string) string {
+// normalizeCodings combines the lines of Accept-Encoding into one
+// normalised value: codings and their weights are tokens (no quoted
+// strings, and whitespace and case carry no meaning), empty members are
+// dropped and the members sorted. Whatever an origin makes of the lines,
+// it answers with a coding the set allows, and says which
+// (Content-Encoding), so any request of the same set can take it.
+func normalizeCodings(lines []string) string {
 	var members []string
-	if name == "Accept-Encoding" {
-		// Codings and their weights are tokens: no quoted strings, and
-		// whitespace and case carry no meaning.
-		for _, line := range lines {
-			for m := range strings.SplitSeq(line, ",") {
-				m = compactLower(m)
-				if m != "" {
-					members = append(members, m)
-				}
+	for _, line := range lines {
+		for m := range strings.SplitSeq(line, ",") {
+			m = compactLower(m)
+			if m != "" {
+				members = append(members, m)
 			}
 		}
-		slices.Sort(members)
-	} else {
-		for _, line := range lines {
-			members = appendListMembers(members, line)
-		}
 	}
+	slices.Sort(members)
 	return strings.Join(members, ", ")
 }
 
+// normalizeListLine normalises one line of a list field other than
+// Accept-Encoding (isListField): members trimmed, runs of spaces and tabs
+// outside quoted strings made one space, joined by ", ", in their order
+// and empty ones kept. An origin reading the line loosely (the first
+// member of strings.Split(v, ",")) answers ",fr" as it answers no
+// language, not as it answers "fr" (a review stored the default
+// language's page for French browsers so).
+func normalizeListLine(line string) string {
+	return strings.Join(appendListMembers(nil, line), ", ")
+}
+
 // appendListMembers splits line at commas outside quoted strings and
-// appends the non-empty members, trimmed, with whitespace runs outside
-// quoted strings collapsed to one space.
+// appends the members, empty ones too, trimmed, with whitespace runs
+// outside quoted strings collapsed to one space.
 func appendListMembers(dst []string, line string) []string {
 	var b strings.Builder
 	inQuote, escaped, pendingSpace := false, false, false
@@ -241,9 +263,7 @@ func appendListMembers(dst []string, line string) []string {
 			b.WriteByte('"')
 			inQuote, escaped = false, false
 		}
-		if b.Len() > 0 {
-			dst = append(dst, b.String())
-		}
+		dst = append(dst, b.String())
 		b.Reset()
 		pendingSpace = false
 	}

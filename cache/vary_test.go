@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,10 +46,12 @@ func TestParseVary(t *testing.T) {
 
 // TestRule15_VaryNormalisation pins RFC 9111 §4.1: the selecting header
 // fields match after normalising field-name case and, for the list fields
-// of proactive negotiation (Accept, Accept-Charset, Accept-Encoding,
-// Accept-Language), whitespace, empty members and combined field lines;
-// any other field matches only the same lines, byte for byte; absent
-// matches only absent; the key is unambiguous. (Vary: * never matching
+// of proactive negotiation (Accept, Accept-Charset, Accept-Language),
+// whitespace within each line (not empty members, nor how the members
+// are spread over lines: an origin reading the first line or the first
+// member would answer them differently), and for Accept-Encoding its set
+// of codings; any other field matches only the same lines, byte for byte;
+// absent matches only absent; the key is unambiguous. (Vary: * never matching
 // and "most recent of several" are the handler's: it does not store a
 // Vary: * response, and a variant key holds one entry.)
 func TestRule15_VaryNormalisation(t *testing.T) {
@@ -59,9 +62,8 @@ func TestRule15_VaryNormalisation(t *testing.T) {
 	}{
 		{"whitespace runs", []string{"Accept-Language"}, rh("Accept-Language", "en-US,  en;q=0.5"), rh("Accept-Language", " en-US , en;q=0.5 ")},
 		{"tabs", []string{"Accept"}, rh("Accept", "text/html;\t\tq=0.5"), rh("Accept", "text/html; q=0.5")},
-		{"combined lines", []string{"Accept"}, rh("Accept", "text/html", "Accept", "application/json"), rh("Accept", "text/html, application/json")},
-		{"empty members", []string{"Accept"}, rh("Accept", "text/html,,"), rh("Accept", "text/html")},
-		{"accept-charset", []string{"Accept-Charset"}, rh("Accept-Charset", "utf-8 ,iso-8859-1;q=0.5,"), rh("Accept-Charset", "utf-8, iso-8859-1;q=0.5")},
+		{"accept-charset", []string{"Accept-Charset"}, rh("Accept-Charset", "utf-8 ,iso-8859-1;q=0.5"), rh("Accept-Charset", "utf-8, iso-8859-1;q=0.5")},
+		{"accept-encoding empty members", []string{"Accept-Encoding"}, rh("Accept-Encoding", ", gzip,,"), rh("Accept-Encoding", "gzip")},
 		{"same value of another field", []string{"Cookie"}, rh("Cookie", "lang=en; theme=dark"), rh("Cookie", "lang=en; theme=dark")},
 		{"same lines of another field", []string{"X-Q"}, rh("X-Q", "a", "X-Q", "b"), rh("X-Q", "a", "X-Q", "b")},
 		{"field name case", []string{"accept-language"}, rh("Accept-Language", "de"), rh("accept-language", "de")},
@@ -89,6 +91,14 @@ func TestRule15_VaryNormalisation(t *testing.T) {
 		{"quoted whitespace kept", []string{"Accept"}, rh("Accept", `text/html;x="a  b"`), rh("Accept", `text/html;x="a b"`)},
 		{"quoted comma kept", []string{"Accept"}, rh("Accept", `text/html;x="a,b"`), rh("Accept", `text/html;x="a, b"`)},
 		{"member order outside accept-encoding", []string{"Accept-Language"}, rh("Accept-Language", "en, de"), rh("Accept-Language", "de, en")},
+		// An origin reading the first line or the first member of a
+		// negotiation field answers these differently (a review: an empty
+		// first Accept-Language line stored the default language's page
+		// for French browsers).
+		{"lines vs one line of a list field", []string{"Accept"}, rh("Accept", "text/html", "Accept", "application/json"), rh("Accept", "text/html, application/json")},
+		{"an empty first line of a list field", []string{"Accept-Language"}, rh("Accept-Language", "", "Accept-Language", "fr-FR"), rh("Accept-Language", "fr-FR")},
+		{"a leading empty member", []string{"Accept-Language"}, rh("Accept-Language", ",fr-FR"), rh("Accept-Language", "fr-FR")},
+		{"trailing empty members", []string{"Accept"}, rh("Accept", "text/html,,"), rh("Accept", "text/html")},
 		// Fields that are not lists of the negotiation fields are kept
 		// as they came: to the origin, "lang=en," is not "lang=en".
 		{"trailing comma in a cookie", []string{"Cookie"}, rh("Cookie", "lang=en,"), rh("Cookie", "lang=en")},
@@ -124,8 +134,9 @@ func TestRule15_VaryNormalisation(t *testing.T) {
 // does not store its answer for the requests with "lang=en"; under Vary:
 // User-Agent, a field sent in two lines (an origin may read only the
 // first) does not share a variant with the one line they join to; under
-// Vary: Accept-Language, a list, values that differ only in spacing and
-// empty members still share one.
+// Vary: Accept-Language, a list, values that differ only in spacing still
+// share one, but not an empty first line or member, which an origin
+// reading the first member answers with its default.
 func TestVaryFieldsNotListsKeptAsSent(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
@@ -151,6 +162,13 @@ func TestVaryFieldsNotListsKeptAsSent(t *testing.T) {
 		case "/lang":
 			w.Header().Set("Vary", "Accept-Language")
 			_, _ = io.WriteString(w, "al="+r.Header.Get("Accept-Language"))
+		case "/first":
+			w.Header().Set("Vary", "Accept-Language")
+			lang, _, _ := strings.Cut(r.Header.Get("Accept-Language"), ",")
+			if lang = strings.TrimSpace(lang); lang == "" {
+				lang = "en (default)"
+			}
+			_, _ = io.WriteString(w, "lang="+lang)
 		}
 		return nil
 	}}
@@ -174,8 +192,13 @@ func TestVaryFieldsNotListsKeptAsSent(t *testing.T) {
 	step("/ua", "ua="+ua, []string{"hit"}, "User-Agent", ua)
 
 	step("/lang", "al=en-US,en;q=0.9", []string{"fwd=uri-miss"}, "Accept-Language", "en-US,en;q=0.9")
-	step("/lang", "al=en-US,en;q=0.9", []string{"hit"}, "Accept-Language", "en-US ,  en;q=0.9,")
+	step("/lang", "al=en-US,en;q=0.9", []string{"hit"}, "Accept-Language", "en-US ,  en;q=0.9")
 	step("/lang", "al=en;q=0.9,en-US", []string{"fwd=vary-miss"}, "Accept-Language", "en;q=0.9,en-US")
+
+	step("/first", "lang=en (default)", []string{"fwd=uri-miss"}, "Accept-Language", "", "Accept-Language", "fr-FR")
+	step("/first", "lang=en (default)", []string{"fwd=vary-miss"}, "Accept-Language", ",fr-FR")
+	step("/first", "lang=fr-FR", []string{"fwd=vary-miss"}, "Accept-Language", "fr-FR")
+	step("/first", "lang=fr-FR", []string{"hit"}, "Accept-Language", "fr-FR")
 }
 
 // TestVaryOnFieldsNotForwarded: a request carrying a field its Vary names
