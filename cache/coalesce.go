@@ -50,6 +50,26 @@ type flight struct {
 type flightGroup struct {
 	mu sync.Mutex // protects m
 	m  map[string]*flight
+	// ended counts, by URL key hash (a slot of them), the flights that
+	// ended (finish): a request that misses in the store and then finds
+	// no flight to join checks the store again when a flight of its URL
+	// ended in between (see endedMark).
+	ended [endedSlots]atomic.Uint32
+}
+
+// endedSlots is how many counters ended spreads the URL key hashes over:
+// a collision costs a request that leads a flight one store lookup more.
+const endedSlots = 256
+
+// endedMark returns the count of ended flights of the URLs whose key
+// hashes like urlHash's. A request reads it before it looks in the store:
+// when it has changed by the time the request finds no flight to join,
+// a flight of its URL may have stored its response after the lookup and
+// ended before the join, and the store is looked at again (without it, a
+// second request reached the origin: a flakiness hunt saw 2 origin
+// requests for 200 concurrent misses).
+func (g *flightGroup) endedMark(urlHash uint64) uint16 {
+	return uint16(g.ended[urlHash%endedSlots].Load()) // lookup to join is far shorter than 65,536 flights
 }
 
 // join returns the flight for key and whether the caller leads it (and
@@ -95,13 +115,16 @@ func (g *flightGroup) answered(f *flight) {
 }
 
 // finish publishes e, fetched with the origin's status, to the waiters
-// of f and ends the flight, so that later requests look in the store
-// again. Only the first call counts; after publish, it only ends the
+// of f, a flight of the URL whose key hashes to urlHash, and ends the
+// flight, so that later requests look in the store again. Only the first call counts; after publish, it only ends the
 // flight.
-func (g *flightGroup) finish(key string, f *flight, e *entry, status int) {
+func (g *flightGroup) finish(key string, urlHash uint64, f *flight, e *entry, status int) {
 	f.once.Do(func() {
 		g.mu.Lock()
 		if g.m[key] == f {
+			// Counted before the flight leaves: a request that then
+			// finds none to join sees the count changed (endedMark).
+			g.ended[urlHash%endedSlots].Add(1)
 			delete(g.m, key)
 		}
 		if f.published {

@@ -230,7 +230,7 @@ func TestFlightWaitPastItsBound(t *testing.T) {
 	if e != nil || status != 0 || err != nil {
 		t.Errorf("wait past its bound = %v, %d, %v; want nil, 0, nil", e, status, err)
 	}
-	g.finish("k", f, &entry{entryData: entryData{key: "k"}}, 200)
+	g.finish("k", 1, f, &entry{entryData: entryData{key: "k"}}, 200)
 }
 
 func TestFlightGroup(t *testing.T) {
@@ -248,8 +248,8 @@ func TestFlightGroup(t *testing.T) {
 		t.Error("a join after the answer began waits for it to begin")
 	}
 	e := &entry{entryData: entryData{key: "k"}}
-	g.finish("k", f, e, 200)
-	g.finish("k", f, nil, 0) // only the first finish counts
+	g.finish("k", 1, f, e, 200)
+	g.finish("k", 1, f, nil, 0) // only the first finish counts
 	if got, status, err := f.wait(context.Background(), answering, time.Minute); got != e || status != 200 || err != nil {
 		t.Errorf("wait = %v, %d, %v", got, status, err)
 	}
@@ -976,5 +976,47 @@ func TestWaiterPastItsBoundReadsNothingOfTheLeader(t *testing.T) {
 		// The waiter was not run for 200 ms and took the leader's
 		// answer instead: correct, but nothing raced.
 		t.Logf("%d origin calls: the waiter's bound did not pass in time", n)
+	}
+}
+
+// TestLeaderLooksAgainAfterAFlightEnded: a request whose lookup missed
+// while another request's fill of its URL was still under way, and whose
+// join came after that fill was stored and its flight ended, finds no
+// flight to join. It looks in the store again (its URL's flights ended
+// since its lookup) and is answered from there, rather than leading a
+// second origin request (a flakiness hunt saw 2 origin requests for 200
+// concurrent misses); without a flight ended since, it goes to the origin.
+func TestLeaderLooksAgainAfterAFlightEnded(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MinUses: 1}, c)
+	o := static(c, 200, "body", "Cache-Control", "max-age=60")
+	const url = "http://example.com/late"
+	late := func(mark uint16) *httptest.ResponseRecorder {
+		r := newRequest(http.MethodGet, url)
+		key := keyOf(t, h, r)
+		x := &exchange{fwd: "uri-miss", rq: requestControl(r.Header), urlHash: keyHash([]byte(key)), urlKey: []byte(key),
+			epoch: h.store.epoch(), endedMark: mark, result: h.m.miss}
+		w := httptest.NewRecorder()
+		if err := h.forward(w, r, o, x); err != nil {
+			t.Fatal(err)
+		}
+		h.store.wait()
+		return w
+	}
+	urlHash := keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url))))
+	mark := h.flights.endedMark(urlHash) // read before its lookup, which misses
+	get(t, h, o, url)                    // meanwhile another request fills the URL
+	w := late(mark)
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1 (the late request answered from the store)", n)
+	}
+	wantStatus(t, w, []string{"collapsed"})
+	if w.Body.String() != "body" {
+		t.Errorf("body %q", w.Body.String())
+	}
+	// No flight ended since its lookup: it leads, to the origin.
+	late(h.flights.endedMark(urlHash))
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times, want 2 (a request with nothing new to find leads)", n)
 	}
 }

@@ -530,6 +530,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// Read before the lookups: a response fetched on what they found is
 	// not stored past a purge that came after them (store.purgedSince).
 	epoch := h.store.epoch()
+	ended := h.flights.endedMark(urlHash)
 	e := h.store.get(urlHash, kb.url)
 	if e != nil && e.record {
 		record = e
@@ -590,7 +591,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if ttl > 0 {
 			fwd = "request"
 		}
-		x := &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, epoch: epoch, result: h.m.revalidate}
+		x := &exchange{fwd: fwd, stale: e, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, epoch: epoch, endedMark: ended, result: h.m.revalidate}
 		if record != nil {
 			x.variantKey, x.variantHash = kb.variant, variantHash
 		}
@@ -600,7 +601,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if rq.OnlyIfCached {
 		return h.onlyIfCached(w, kb.url)
 	}
-	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, epoch: epoch, result: h.m.miss}
+	x := &exchange{fwd: fwd, record: record, rq: rq, urlHash: urlHash, urlKey: kb.url, epoch: epoch, endedMark: ended, result: h.m.miss}
 	if record != nil {
 		x.variantKey, x.variantHash = kb.variant, variantHash
 	}

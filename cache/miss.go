@@ -47,8 +47,12 @@ type exchange struct {
 	// bools sit together: the exchange, with its recorder, stays within
 	// the 1024-byte size class.)
 	background bool
-	flightKey  string
-	lead       flight
+	// endedMark is the count of ended flights of its URL's slot when the
+	// request looked in the store (flightGroup.endedMark); 16 bits, in
+	// what was padding (the exchange fills a 1 KiB size class).
+	endedMark uint16
+	flightKey string
+	lead      flight
 	// filling is the entry a leader answered its waiters with while its
 	// body arrives (see streamToWaiters); fill is that body's progress.
 	filling *entry
@@ -184,7 +188,7 @@ func (x *exchange) unrecorded() {
 // the origin themselves). Only the first call counts.
 func (x *exchange) release(h *Handler, e *entry) {
 	if x.leading {
-		h.flights.finish(x.flightKey, &x.lead, e, x.rec.status)
+		h.flights.finish(x.flightKey, x.urlHash, &x.lead, e, x.rec.status)
 	}
 }
 
@@ -245,9 +249,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			if leader {
 				// Leading a variant's flight: a fellow waiter of the
 				// variant may have filled it already; its waiters get that.
-				if !rejoin {
-					if v := h.store.get(x.variantHash, x.variantKey); v != nil && h.serveCollapsed(w, x, v, v.status, false) {
-						h.flights.finish(x.flightKey, &x.lead, v, v.status)
+				// So may a flight of the URL that ended between this
+				// request's lookup and its join (endedMark).
+				if !rejoin || h.flights.endedMark(x.urlHash) != x.endedMark {
+					if v := h.store.get(x.flightHash(), x.flightKeyBytes()); v != nil && !v.record && h.serveCollapsed(w, x, v, v.status, false) {
+						h.flights.finish(x.flightKey, x.urlHash, &x.lead, v, v.status)
 						return nil
 					}
 				}
@@ -492,6 +498,14 @@ func (h *Handler) learnVariant(x *exchange, e *entry) bool {
 // delay its own request to the origin by one round trip.
 func (x *exchange) neverCollapsed(h *Handler) bool {
 	return x.rq.NoCache || x.stale != nil && h.freshness(x.stale).Lifetime <= 0
+}
+
+// flightKeyBytes is flightKey as the request's bytes.
+func (x *exchange) flightKeyBytes() []byte {
+	if x.variantKey != nil {
+		return x.variantKey
+	}
+	return x.urlKey
 }
 
 // flightHash is the hash of the key a coalesced miss of x flies under:
