@@ -291,15 +291,8 @@ func TestCacheEndToEnd(t *testing.T) {
 		waitFor(t, "the entry to be stored", 5*time.Second, func() bool {
 			return isHit(do(t, c, "GET", base+"/fresh/purge", nil))
 		})
-		res, err := c.Post(fmt.Sprintf("http://127.0.0.1:%d/response_cache/purge", adminPort), "application/json",
-			strings.NewReader(`{"all": true}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != 200 {
-			t.Fatalf("purge: %s %s", res.Status, body)
+		if status, body := adminPost(t, "/response_cache/purge", `{"all": true}`); status != 200 {
+			t.Fatalf("purge: %d %s", status, body)
 		}
 		if r := do(t, c, "GET", base+"/fresh/purge", nil); isHit(r) {
 			t.Errorf("hit after purge all")
@@ -322,7 +315,7 @@ func TestCacheEndToEnd(t *testing.T) {
 			}
 			return st[0].Bodies
 		}
-		_, _ = c.Post(fmt.Sprintf("http://127.0.0.1:%d/response_cache/purge", adminPort), "application/json", strings.NewReader(`{"all": true}`))
+		adminPost(t, "/response_cache/purge", `{"all": true}`)
 		for i := range 5 {
 			url := fmt.Sprintf("%s/fresh/arena-%d", base, i)
 			first := do(t, c, "GET", url, nil)
@@ -338,7 +331,7 @@ func TestCacheEndToEnd(t *testing.T) {
 		case !bodiesMapped && (b.Heap == 0 || b.Mapped != 0):
 			t.Errorf("after storing 5 bodies: %+v; want them on the heap, in a build without mmap", b)
 		}
-		_, _ = c.Post(fmt.Sprintf("http://127.0.0.1:%d/response_cache/purge", adminPort), "application/json", strings.NewReader(`{"all": true}`))
+		adminPost(t, "/response_cache/purge", `{"all": true}`)
 		waitFor(t, "the bodies to be freed", 5*time.Second, func() bool { b := stats(); return b.Used == 0 && b.Heap == 0 })
 	})
 }
@@ -935,13 +928,8 @@ func TestCacheMinUsesAuto(t *testing.T) {
 	}
 	// Emptied, the store has room again: first misses are stored, though
 	// the counts still say almost none were used.
-	res, err := c.Post(fmt.Sprintf("http://127.0.0.1:%d/response_cache/purge", adminPort), "application/json", strings.NewReader(`{"cache": "itest", "all": true}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		t.Fatalf("purge: %s", res.Status)
+	if status, body := adminPost(t, "/response_cache/purge", `{"cache": "itest", "all": true}`); status != 200 {
+		t.Fatalf("purge: %d %s", status, body)
 	}
 	if skipping() {
 		t.Error("stats: first_misses.skipping is still true in an empty store")
@@ -1391,19 +1379,19 @@ func TestCacheMissSurvivesReload(t *testing.T) {
 	url := fmt.Sprintf("http://127.0.0.1:%d/reload", frontPort)
 	startCaddy(t, cacheFront(frontPort, origin, ""))
 	c := newClient()
-	answer := make(chan result, 1)
-	go func() { answer <- do(t, c, "GET", url, nil) }()
+	answer := make(chan asyncResult, 1)
+	go func() { answer <- doAsync(c, "GET", url) }()
 	<-started
 	loadConfig(t, adminPort, cacheFront(frontPort, origin, "default_ttl 1s"))
 	close(resume)
-	var r result
+	var r asyncResult
 	select {
 	case r = <-answer:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the miss did not complete")
 	}
-	if r.status != 200 || len(r.body) != chunks*chunk {
-		t.Errorf("miss across a reload: %d with %d of %d bytes", r.status, len(r.body), chunks*chunk)
+	if r.err != nil || r.status != 200 || len(r.body) != chunks*chunk {
+		t.Errorf("miss across a reload: %v, %d with %d of %d bytes", r.err, r.status, len(r.body), chunks*chunk)
 	}
 }
 
@@ -1839,22 +1827,17 @@ func TestCachePurgeDuringAFill(t *testing.T) {
 	startCaddy(t, cacheFront(frontPort, origin, "min_uses 1"))
 	c := newClient()
 	url := fmt.Sprintf("http://127.0.0.1:%d/doc", frontPort)
-	first := make(chan result, 1)
-	go func() { first <- do(t, c, "GET", url, nil) }()
+	first := make(chan asyncResult, 1)
+	go func() { first <- doAsync(c, "GET", url) }()
 	<-started
 	version.Store(2) // the resource changes at the origin, then it is purged
-	res, err := c.Post(fmt.Sprintf("http://127.0.0.1:%d/response_cache/purge", adminPort), "application/json",
-		strings.NewReader(fmt.Sprintf(`{"key":%q}`, url)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("purge: %d", res.StatusCode)
+	if status, body := adminPost(t, "/response_cache/purge", fmt.Sprintf(`{"key":%q}`, url)); status != http.StatusOK {
+		close(resume)
+		t.Fatalf("purge: %d %s", status, body)
 	}
 	close(resume)
-	if r := <-first; r.status != 200 || !strings.HasPrefix(r.body, "v1 ") {
-		t.Fatalf("the fill: %d %.10q", r.status, r.body)
+	if r := <-first; r.err != nil || r.status != 200 || !strings.HasPrefix(r.body, "v1 ") {
+		t.Fatalf("the fill: %v %d %.10q", r.err, r.status, r.body)
 	}
 	after := do(t, c, "GET", url, nil)
 	if isHit(after) || !strings.HasPrefix(after.body, "v2 ") {

@@ -127,8 +127,69 @@ func do(t testing.TB, c *http.Client, method, url string, header map[string]stri
 
 // transient reports whether err is a connection closed under a request
 // (EOF or reset) rather than a refusal or a timeout.
+// asyncResult is the result of doAsync.
+type asyncResult struct {
+	result
+	err error
+}
+
+// doAsync is do for a goroutine other than the test's, which must not
+// end the test (t.Fatal): it returns the failure instead. A GET fails
+// over to a new connection as do's does.
+func doAsync(c *http.Client, method, url string) asyncResult {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return asyncResult{err: err}
+	}
+	res, err := c.Do(req)
+	for try := 1; err != nil && try <= 10 && method == http.MethodGet && transient(err); try++ {
+		c.CloseIdleConnections()
+		time.Sleep(time.Duration(try) * 20 * time.Millisecond)
+		res, err = c.Do(req)
+	}
+	if err != nil {
+		return asyncResult{err: fmt.Errorf("%s %s: %v", method, url, err)}
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return asyncResult{result{status: res.StatusCode, header: res.Header, body: string(b)}, err}
+}
+
 func transient(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// adminPost posts a JSON body to the admin API's path and returns the
+// status and body. Right after a POST /load the old admin server may
+// still take a new connection and close it (EOF, as for do): the admin
+// API's purges are idempotent, so such a failure is retried on a new
+// connection (a flakiness hunt saw a purge fail so under the race
+// detector).
+func adminPost(t testing.TB, path, body string) (int, string) {
+	t.Helper()
+	var res *http.Response
+	var err error
+	for try := 1; try <= 10; try++ {
+		var req *http.Request
+		req, err = http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d%s", adminPort, path), strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Close = true
+		res, err = (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		if err == nil || !transient(err) {
+			break
+		}
+		t.Logf("POST %s: %v; retry %d", path, err, try)
+		time.Sleep(time.Duration(try) * 20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
 }
 
 // loadConfig posts a config to Caddy's admin API (POST /load), as a user
