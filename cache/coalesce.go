@@ -116,8 +116,8 @@ func (g *flightGroup) answered(f *flight) {
 
 // finish publishes e, fetched with the origin's status, to the waiters
 // of f, a flight of the URL whose key hashes to urlHash, and ends the
-// flight, so that later requests look in the store again. Only the first call counts; after publish, it only ends the
-// flight.
+// flight, so that later requests look in the store again. Only the first
+// call counts; after publish, it only ends the flight.
 func (g *flightGroup) finish(key string, urlHash uint64, f *flight, e *entry, status int) {
 	f.once.Do(func() {
 		g.mu.Lock()

@@ -50,7 +50,7 @@ type entry struct {
 	firstUse bool
 	used     atomic.Bool
 	// purged is set by the one purge or invalidation that counts e as
-	// removed (claimPurge): overlapping purges find it each.
+	// removed (claimPurge), of all the overlapping ones that find it.
 	purged atomic.Bool
 	id     uint64 // serial number, set when offered to the store
 	// epoch is the store's purge count when the fill that made e began
