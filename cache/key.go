@@ -327,9 +327,22 @@ func hasUpperASCII(s string) bool {
 // so) answered Host: APP.EXAMPLE.COM with another route's page, which
 // was then stored for app.example.com (a review). Browsers send host
 // names lower-cased, so only a crafted request pays the copy.
+//
+// The request's placeholders ({host}, {hostport}) read the client's
+// request, not the copy: they are set to the lowered host too, so that
+// the handlers after the cache (reverse_proxy's header_up Host {host})
+// send it as well.
 func withLowerHost(r *http.Request) *http.Request {
 	r2 := r.WithContext(r.Context())
 	r2.Host = strings.ToLower(r.Host)
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		host, _, err := net.SplitHostPort(r2.Host)
+		if err != nil {
+			host = r2.Host // no port, as Caddy reads it
+		}
+		repl.Set("http.request.host", host)
+		repl.Set("http.request.hostport", r2.Host)
+	}
 	return r2
 }
 

@@ -104,6 +104,35 @@ func TestHostCaseReachesTheOriginAsKeyed(t *testing.T) {
 	}
 }
 
+// TestHostPlaceholderAfterTheCacheIsLowered: handlers after the cache
+// that read the host from placeholders (reverse_proxy's header_up Host
+// {host}) get it lower-cased too, or Host: APP.TEST would still reach the
+// origin and its answer be stored for app.test (a review).
+func TestHostPlaceholderAfterTheCacheIsLowered(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MinUses: 1}, c)
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		host, _ := repl.GetString("http.request.host")
+		hostport, _ := repl.GetString("http.request.hostport")
+		w.Header().Set("Cache-Control", "max-age=60")
+		if host == "app.test" && hostport == "app.test:8080" {
+			_, err := io.WriteString(w, "home")
+			return err
+		}
+		_, err := io.WriteString(w, "fallback for "+hostport)
+		return err
+	})
+	attack := newRequest(http.MethodGet, "http://app.test:8080/home")
+	attack.Host = "APP.TEST:8080"
+	if w := serve(t, h, next, attack); w.Body.String() != "home" {
+		t.Errorf("Host: APP.TEST:8080 got %q, want home", w.Body.String())
+	}
+	if w := get(t, h, next, "http://app.test:8080/home"); w.Body.String() != "home" {
+		t.Errorf("app.test got %q, want home", w.Body.String())
+	}
+}
+
 // TestKeySpellsTheDefaultPortAsSent: a.test:80 and a.test are one URI
 // over http (RFC 9110 §4.2.3), but not one Host to the origin, which
 // builds links from it; and behind a proxy that ends TLS, :80 is no
