@@ -1648,17 +1648,7 @@ func TestHeuristicMax(t *testing.T) {
 	t.Run("reload lowers it", func(t *testing.T) {
 		name := "heuristic-max-" + strconv.FormatInt(testCacheSeq.Add(1), 10)
 		before := newTestHandler(t, Config{CacheName: name}, c)
-		o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-			w.Header().Set("Date", c.date())
-			w.Header().Set("Last-Modified", twoYears)
-			w.Header().Set("Etag", `"v1"`)
-			if r.Header.Get("If-None-Match") == `"v1"` {
-				w.WriteHeader(http.StatusNotModified)
-				return nil
-			}
-			_, _ = io.WriteString(w, "page")
-			return nil
-		}}
+		o := validating(c, `"v1"`, "page", "Last-Modified", twoYears)
 		get(t, before, o, "http://example.com/p")
 		after := newTestHandler(t, Config{CacheName: name, HeuristicMax: caddy.Duration(time.Minute)}, c)
 		wantStatus(t, get(t, after, o, "http://example.com/p"), []string{"hit", "ttl=60"})

@@ -320,6 +320,17 @@ func hasUpperASCII(s string) bool {
 	return false
 }
 
+// lowerASCII returns s with its ASCII capitals lower-cased.
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
 // withLowerHost is a shallow copy of r whose Host is lower-cased, as its
 // key has it (appendHost): the origin must answer for the host the key
 // names. Host names are case-insensitive (RFC 9110 §4.2.3), but an origin
@@ -334,7 +345,7 @@ func hasUpperASCII(s string) bool {
 // send it as well.
 func withLowerHost(r *http.Request) *http.Request {
 	r2 := r.WithContext(r.Context())
-	r2.Host = strings.ToLower(r.Host)
+	r2.Host = lowerASCII(r.Host) // as appendHost: other bytes are percent-encoded there, never folded
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		host, _, err := net.SplitHostPort(r2.Host)
 		if err != nil {
