@@ -1020,3 +1020,49 @@ func TestLeaderLooksAgainAfterAFlightEnded(t *testing.T) {
 		t.Errorf("origin called %d times, want 2 (a request with nothing new to find leads)", n)
 	}
 }
+
+// TestLeaderFollowsTheRecordAfterAFlightEnded is
+// TestLeaderLooksAgainAfterAFlightEnded for a URL whose responses vary:
+// what the late request finds in the store is the URL's variant record,
+// which it follows to its own variant.
+func TestLeaderFollowsTheRecordAfterAFlightEnded(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MinUses: 1}, c)
+	o := static(c, 200, "body", "Cache-Control", "max-age=60", "Vary", "Accept-Language")
+	const url = "http://example.com/late"
+	late := func(mark uint16, lang string) *httptest.ResponseRecorder {
+		r := newRequest(http.MethodGet, url, "Accept-Language", lang)
+		key := keyOf(t, h, r)
+		x := &exchange{fwd: "uri-miss", rq: requestControl(r.Header), urlHash: keyHash([]byte(key)), urlKey: []byte(key),
+			epoch: h.store.epoch(), endedMark: mark, result: h.m.miss}
+		w := httptest.NewRecorder()
+		if err := h.forward(w, r, o, x); err != nil {
+			t.Fatal(err)
+		}
+		h.store.wait()
+		return w
+	}
+	urlHash := keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url))))
+	mark := h.flights.endedMark(urlHash)       // read before its lookup, which misses
+	get(t, h, o, url, "Accept-Language", "fr") // meanwhile another request fills the URL
+	w := late(mark, "fr")
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times, want 1 (the late request answered from the store)", n)
+	}
+	wantStatus(t, w, []string{"collapsed"})
+	if w.Body.String() != "body" {
+		t.Errorf("body %q", w.Body.String())
+	}
+	// Another language: the record says its variant is not stored.
+	w = late(mark, "de")
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times, want 2 (another variant goes to the origin)", n)
+	}
+	wantStatus(t, w, []string{"fwd=vary-miss"})
+	for _, lang := range []string{"fr", "de"} {
+		wantStatus(t, get(t, h, o, url, "Accept-Language", lang), []string{"hit"})
+	}
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times, want 2 (both variants stored, under one record)", n)
+	}
+}

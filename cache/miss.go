@@ -252,7 +252,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 				// So may a flight of the URL that ended between this
 				// request's lookup and its join (endedMark).
 				if !rejoin || h.flights.endedMark(x.urlHash) != x.endedMark {
-					if v := h.store.get(x.flightHash(), x.flightKeyBytes()); v != nil && !v.record && h.serveCollapsed(w, x, v, v.status, false) {
+					v := h.store.get(x.flightHash(), x.flightKeyBytes())
+					if v != nil && v.record && x.variantKey == nil {
+						v = h.followRecord(x, v)
+					}
+					if v != nil && !v.record && h.serveCollapsed(w, x, v, v.status, false) {
 						h.flights.finish(x.flightKey, x.urlHash, &x.lead, v, v.status)
 						return nil
 					}
@@ -489,6 +493,22 @@ func (h *Handler) learnVariant(x *exchange, e *entry) bool {
 	x.variantHash = keyHash(x.variantKey)
 	x.fwd = "vary-miss"
 	return true
+}
+
+// followRecord returns the stored variant of record, a URL's variant
+// record that x, a miss of the URL leading its flight, found when it
+// looked in the store again (the flight that stored both ended after x's
+// first lookup), that x's request selects; nil if it is not stored, when x
+// is a miss of its variant (vary-miss). x keeps leading the URL's flight:
+// its waiters may be of other variants (learnVariant), and what it fetches
+// is stored under the record's generation (varyRecord).
+func (h *Handler) followRecord(x *exchange, record *entry) *entry {
+	key := appendVariantKey(nil, x.urlKey, record.gen, requestVaryKey(record.vary, x.r))
+	v := h.store.get(keyHash(key), key)
+	if v == nil {
+		x.fwd = "vary-miss"
+	}
+	return v
 }
 
 // neverCollapsed reports whether no response of a coalesced flight could
