@@ -50,6 +50,45 @@ type fill struct {
 	// clientOnly: the fill's answer is not recorded, so nobody but its
 	// client reads it, and it ends with its client (exchange.unrecorded).
 	clientOnly atomic.Bool
+	// recorded counts the body bytes the origin has sent (recorder.Write),
+	// for watchAbandoned.
+	recorded atomic.Int64
+}
+
+// maxAbandonedFill bounds how long a fill goes on, once its client has
+// gone, while nobody reads it: past it, it ends, unstored. Varnish and
+// nginx finish such a fetch to store it as long as each read comes
+// within 60 s; here it also holds the recording budget (an eighth of
+// max_size) other responses may be refused for, and a trickle (a stream
+// that heartbeats, a stalling origin) would hold it for hours.
+const maxAbandonedFill = time.Minute
+
+// watchAbandoned watches f, the fill x leads, whose client has gone after
+// the origin began to answer (while others waited, or to store it; ctx is
+// f's context, done when the fill ends), and ends it at the first check
+// (every stall, from when the client left) that finds nobody reading it
+// or waiting for it and either no byte arrived since the last check or
+// limit passed since the client left: a fill for nobody that stalls or
+// trickles no longer holds an origin connection and the recording budget,
+// as through plain reverse_proxy, whose request ends with its client.
+func watchAbandoned(ctx context.Context, x *exchange, f *fill, stall, limit time.Duration) {
+	left := time.Now()
+	last := f.recorded.Load()
+	t := time.NewTicker(stall)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			n := f.recorded.Load()
+			if x.lead.waiters.Load() == 0 && x.fill.readers.Load() == 0 && (n == last || now.Sub(left) >= limit) {
+				f.cancel()
+				return
+			}
+			last = n
+		}
+	}
 }
 
 // clientGone ends the fill, whose client has gone after the unload,

@@ -133,6 +133,9 @@ type Handler struct {
 	// coalesceWait bounds a coalesced request's wait (maxCoalesceWait;
 	// tests shorten it).
 	coalesceWait time.Duration
+	// abandonLimit bounds a fill nobody reads once its client has gone
+	// (maxAbandonedFill; tests shorten it).
+	abandonLimit time.Duration
 }
 
 // CaddyModule returns the Caddy module information.
@@ -171,6 +174,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.coalesce = h.Coalesce == nil || *h.Coalesce
 	h.coalesceWait = maxCoalesceWait
+	h.abandonLimit = maxAbandonedFill
 	if h.Key == "" {
 		h.Key = DefaultKey
 	}

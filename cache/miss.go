@@ -295,7 +295,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			stop := context.AfterFunc(r.Context(), func() {
 				if h.flights.abandon(key, &x.lead) || f.clientOnly.Load() {
 					f.cancel()
+					return
 				}
+				watchAbandoned(ctx, x, f, h.coalesceWait, h.abandonLimit)
 			})
 			defer stop()
 			out = out.WithContext(ctx)
@@ -313,6 +315,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 	}()
 	rec.presetNames = h.presetNames
+	if x.fillCtx != nil {
+		rec.progress = &x.fillCtx.recorded
+	}
 	rec.clientCtx = r.Context()
 	// Last: the client's writer (see decouple) may still be writing once
 	// the response is stored.

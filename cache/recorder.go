@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -69,9 +70,10 @@ type recorder struct {
 	// did not go to the origin and the 200 satisfies it (set by onHeader).
 	notModified bool
 
-	pass   bool  // the response is written to the client
-	buffer bool  // the body is buffered for storage
-	limit  int64 // most body bytes buffered
+	pass     bool  // the response is written to the client
+	buffer   bool  // the body is buffered for storage
+	overflow bool  // the body passed limit: it was dropped
+	limit    int64 // most body bytes buffered
 	// The body is recorded into the store's arena: straight into a body
 	// of its declared length (Content-Length), or gathered up to limit
 	// and moved there when it ends (see newGrowingBody).
@@ -98,8 +100,10 @@ type recorder struct {
 	// for the body, see appendAlloc); "" otherwise.
 	refused string
 
-	overflow  bool  // the body passed limit: it was dropped
-	written   int64 // body bytes the next handler wrote
+	written int64 // body bytes the next handler wrote
+	// progress, when set, counts them too, for another goroutine
+	// (fill.recorded, see watchAbandoned).
+	progress  *atomic.Int64
 	clientErr error // first error writing to the client
 	// discard: the client is a background refresh's discardWriter, which
 	// reads nothing (see Write).
@@ -154,7 +158,7 @@ func (rec *recorder) init(w http.ResponseWriter, now func() time.Time) {
 // body, for another response to the same client.
 func (rec *recorder) reset() {
 	rec.unreserve()
-	*rec = recorder{w: rec.w, discard: rec.discard, now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx, presetNames: rec.presetNames}
+	*rec = recorder{w: rec.w, discard: rec.discard, now: rec.now, events: rec.events, arena: rec.arena, limit: rec.limit, clientCtx: rec.clientCtx, presetNames: rec.presetNames, progress: rec.progress}
 	rec.header = rec.newRecordedHeader()
 }
 
@@ -457,6 +461,9 @@ func (rec *recorder) Write(p []byte) (int, error) {
 		rec.WriteHeader(http.StatusOK)
 	}
 	rec.written += int64(len(p))
+	if rec.progress != nil {
+		rec.progress.Add(int64(len(p)))
+	}
 	if rec.buffer && rec.body.limit > 0 && !rec.reserveGrowth(len(p)) {
 		rec.refused = refusedBudget
 		rec.stopBuffering()
