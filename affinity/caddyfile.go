@@ -91,7 +91,9 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.NextArg() {
 				return argsErr(d, "algorithm rendezvous|maglev|ring|compat")
 			}
-			alg, err := ParseAlgorithm(d.Val())
+			// Keywords are case-insensitive here, as the others are
+			// (on/off, same_site Lax); the JSON holds the canonical name.
+			alg, err := ParseAlgorithm(strings.ToLower(d.Val()))
 			if err != nil {
 				return d.Errf("algorithm: %v", err)
 			}

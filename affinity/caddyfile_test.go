@@ -44,6 +44,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				`"algorithm":"maglev","weights":{"10.0.0.1:80":3,"10.0.0.2:80":1},"bound":1.25,"bound_floor":8}`,
 		},
 		{
+			name:  "algorithm in capitals",
+			input: "affinity {\n algorithm MAGLEV\n}",
+			want:  `{"algorithm":"maglev"}`,
+		},
+		{
 			// As reverse_proxy's line spells them: the dial address.
 			name: "weights of upstreams with a scheme",
 			input: `affinity {

@@ -21,8 +21,8 @@ import (
 //	    key            <template>  # placeholders; "scheme://host:port " is always prepended
 //	    default_ttl    <duration>  # freshness when the response gives none (see Config.DefaultTTL)
 //	    heuristic_max  <duration>  # longest heuristic (Last-Modified) freshness; default 24h
-//	    stale_while_revalidate <duration>
-//	    stale_if_error         <duration>
+//	    stale_while_revalidate <duration>|off  # default and cap; off: never
+//	    stale_if_error         <duration>|off
 //	    cache_name     <name>      # the identifier in Cache-Status
 //	    coalesce       on|off      # default on
 //	    min_uses       auto|<n>    # store on the n-th miss of a URL; default auto
@@ -43,11 +43,11 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if opt == "{" && prev != "" {
-			return d.Errf("response_cache: %s takes no block", prev)
+			return d.Errf("%s takes no block", prev)
 		}
 		prev = opt
 		if seen[opt] {
-			return d.Errf("response_cache: option '%s' given more than once", opt)
+			return d.Errf("option '%s' given more than once", opt)
 		}
 		seen[opt] = true
 		switch opt {
@@ -57,7 +57,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if err := checkMaxSize(n); err != nil {
-				return d.Errf("response_cache: %v", err)
+				return d.Errf("%v", err)
 			}
 			c.MaxSize = n
 		case "max_item_size":
@@ -66,7 +66,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if n == 0 {
-				return d.Errf("response_cache: max_item_size must be at least 1 byte, got '%s'", d.Val())
+				return d.Errf("max_item_size must be at least 1 byte, got '%s'", d.Val())
 			}
 			c.MaxItemSize = n
 			itemSizeAt = d.Token()
@@ -76,7 +76,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if err := placeholder.CheckKey(placeholder.Expand(arg)); err != nil {
-				return d.Errf("response_cache: key: %v", err)
+				return d.Errf("key: %v", err)
 			}
 			c.Key = arg
 		case "default_ttl":
@@ -92,17 +92,17 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if dur == 0 {
 				// In JSON 0 is the default; here it would read as none.
-				return d.Errf("response_cache: heuristic_max must be positive (default 24h; 1s makes heuristic lifetimes a second, so such responses are revalidated on nearly every use)")
+				return d.Errf("heuristic_max must be positive (default 24h; 1s makes heuristic lifetimes a second, so such responses are revalidated on nearly every use)")
 			}
 			c.HeuristicMax = dur
 		case "stale_while_revalidate":
-			dur, err := parseDuration(d)
+			dur, err := parseStaleWindow(d)
 			if err != nil {
 				return err
 			}
 			c.StaleWhileRevalidate = dur
 		case "stale_if_error":
-			dur, err := parseDuration(d)
+			dur, err := parseStaleWindow(d)
 			if err != nil {
 				return err
 			}
@@ -113,7 +113,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if !isToken(arg) {
-				return d.Errf("response_cache: cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got '%s'", arg)
+				return d.Errf("cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got '%s'", arg)
 			}
 			c.CacheName = arg
 		case "coalesce":
@@ -137,7 +137,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			n, err := strconv.Atoi(arg)
 			if err != nil || n < 1 || n > maxMinUses || arg[0] == '+' {
-				return d.Errf("response_cache: min_uses must be auto or a whole number from 1 to %d, got '%s'", maxMinUses, arg)
+				return d.Errf("min_uses must be auto or a whole number from 1 to %d, got '%s'", maxMinUses, arg)
 			}
 			c.MinUses = n
 		case "targeted_field":
@@ -148,9 +148,9 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if strings.EqualFold(arg, "off") {
 				arg = "-"
 			} else if !isFieldName(arg) {
-				return d.Errf("response_cache: targeted_field must be a header field name or off, got '%s'", arg)
+				return d.Errf("targeted_field must be a header field name or off, got '%s'", arg)
 			} else if err := checkTargetedField(arg); err != nil {
-				return d.Errf("response_cache: %v", err)
+				return d.Errf("%v", err)
 			}
 			c.TargetedField = arg
 		case "status_key":
@@ -163,18 +163,18 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return err
 				}
 			default:
-				return d.Errf("response_cache: status_key takes at most one argument (on or off), got %d", len(args))
+				return d.Errf("status_key takes at most one argument (on or off), got %d", len(args))
 			}
 			c.StatusKey = on
 		default:
-			return d.Errf("response_cache: unrecognized option '%s'", opt)
+			return d.Errf("unrecognized option '%s'", opt)
 		}
 	}
 	if c.MaxSize == 0 && c.MaxItemSize > defaultMaxSize {
-		return errAt(itemSizeAt, "response_cache: max_item_size %s must not be larger than max_size (%s, the default)", SizeString(c.MaxItemSize), SizeString(defaultMaxSize))
+		return errAt(itemSizeAt, "max_item_size %s must not be larger than max_size (%s, the default)", SizeString(c.MaxItemSize), SizeString(defaultMaxSize))
 	}
 	if c.MaxSize > 0 && c.MaxItemSize > c.MaxSize {
-		return errAt(itemSizeAt, "response_cache: max_item_size %s must not be larger than max_size %s", SizeString(c.MaxItemSize), SizeString(c.MaxSize))
+		return errAt(itemSizeAt, "max_item_size %s must not be larger than max_size %s", SizeString(c.MaxItemSize), SizeString(c.MaxSize))
 	}
 	return nil
 }
@@ -192,11 +192,11 @@ func errAt(tok caddyfile.Token, format string, args ...any) error {
 func singleArg(d *caddyfile.Dispenser) (string, error) {
 	opt := d.Val()
 	if !d.NextArg() {
-		return "", d.Errf("response_cache: %s needs a value", opt)
+		return "", d.Errf("%s needs a value", opt)
 	}
 	val := d.Val()
 	if d.NextArg() {
-		return "", d.Errf("response_cache: %s takes one value, got another: '%s'", opt, d.Val())
+		return "", d.Errf("%s takes one value, got another: '%s'", opt, d.Val())
 	}
 	return val, nil
 }
@@ -208,11 +208,11 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 		return 0, err
 	}
 	if strings.HasPrefix(arg, "-") {
-		return 0, d.Errf("response_cache: %s must be positive, got '%s'", opt, arg)
+		return 0, d.Errf("%s must be positive, got '%s'", opt, arg)
 	}
 	if strings.Contains(arg, ",") && !thousands.MatchString(arg) {
 		// humanize drops commas wherever they are: 1,5GiB would be 15GiB.
-		return 0, d.Errf("response_cache: %s: '%s' has a comma that does not separate thousands; write a fraction with a point (1.5GiB)", opt, arg)
+		return 0, d.Errf("%s: '%s' has a comma that does not separate thousands; write a fraction with a point (1.5GiB)", opt, arg)
 	}
 	unit := strings.TrimLeft(arg, "0123456789., ")
 	n, err := humanize.ParseBytes(arg)
@@ -220,7 +220,7 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 		if exact, ok := bigBytes(arg, unit); ok && exact.Cmp(new(big.Int).SetUint64(maxMaxSize)) > 0 {
 			return 0, tooLarge(d, opt, arg) // more bytes than 64 bits hold
 		}
-		return 0, d.Errf("response_cache: %s: invalid size '%s' (use e.g. 64MiB or 1048576)", opt, arg)
+		return 0, d.Errf("%s: invalid size '%s' (use e.g. 64MiB or 1048576)", opt, arg)
 	}
 	if strings.Contains(arg, ".") {
 		// humanize multiplies in floating point and drops what is left:
@@ -228,7 +228,7 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 		// less than what was written.
 		exact, whole := wholeBytes(arg, unit)
 		if !whole {
-			return 0, d.Errf("response_cache: %s: '%s' is not a whole number of bytes", opt, arg)
+			return 0, d.Errf("%s: '%s' is not a whole number of bytes", opt, arg)
 		}
 		n = exact
 	}
@@ -242,9 +242,9 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 // max_item_size's).
 func tooLarge(d *caddyfile.Dispenser, opt, arg string) error {
 	if opt == "max_size" {
-		return d.Errf("response_cache: max_size must be at most 512GiB, got '%s'; run more cache nodes behind lb_policy affinity to hold more", arg)
+		return d.Errf("max_size must be at most 512GiB, got '%s'; run more cache nodes behind lb_policy affinity to hold more", arg)
 	}
-	return d.Errf("response_cache: %s must be at most 512GiB (and at most max_size), got '%s'", opt, arg)
+	return d.Errf("%s must be at most 512GiB (and at most max_size), got '%s'", opt, arg)
 }
 
 // thousands matches a size whose commas separate groups of three digits
@@ -289,18 +289,49 @@ func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	return durationArg(d, opt, arg)
+}
+
+// durationArg parses arg, the argument of the option opt, as a duration
+// that is not negative.
+func durationArg(d *caddyfile.Dispenser, opt, arg string) (caddy.Duration, error) {
 	dur, err := caddy.ParseDuration(arg)
 	if err != nil && tooLong(arg) {
-		return 0, d.Errf("response_cache: %s: duration '%s' is too long: Go's durations end at about 292 years (2562047h)", opt, arg)
+		return 0, d.Errf("%s: duration '%s' is too long: Go's durations end at about 292 years (2562047h)", opt, arg)
 	}
 	if err != nil {
-		return 0, d.Errf("response_cache: %s: invalid duration '%s' (use e.g. 30s, 5m, 1d): %v", opt, arg, err)
+		return 0, d.Errf("%s: invalid duration '%s' (use e.g. 30s, 5m, 1d): %v", opt, arg, err)
 	}
 	if dur < 0 {
-		return 0, d.Errf("response_cache: %s must not be negative, got '%s'", opt, arg)
+		return 0, d.Errf("%s must not be negative, got '%s'", opt, arg)
 	}
 	return caddy.Duration(dur), nil
 }
+
+// parseStaleWindow parses the argument of stale_while_revalidate or
+// stale_if_error: a positive duration, or off (negative in JSON: never
+// serve stale that way, whatever the response or request asks). Zero is
+// refused: in JSON it is the default (the response's own window,
+// uncapped), which a 0 written here would not read as.
+func parseStaleWindow(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	opt := d.Val()
+	arg, err := singleArg(d)
+	if err != nil {
+		return 0, err
+	}
+	if strings.EqualFold(arg, "off") {
+		return staleOff, nil
+	}
+	dur, err := durationArg(d, opt, arg)
+	if err == nil && dur == 0 {
+		return 0, d.Errf("%s 0 would not turn it off (0 is the default: the response's own window, uncapped); write '%s off' to never serve stale that way, or a positive duration to cap it", opt, opt)
+	}
+	return dur, err
+}
+
+// staleOff is the JSON value of stale_while_revalidate or stale_if_error
+// off (any negative value is).
+const staleOff = caddy.Duration(-1)
 
 // tooLong reports whether arg is a well-formed duration, a number and a
 // unit, that overflows time.Duration.
@@ -325,5 +356,5 @@ func parseOnOff(d *caddyfile.Dispenser, opt, arg string) (bool, error) {
 	case "off", "false":
 		return false, nil
 	}
-	return false, d.Errf("response_cache: %s must be on or off, got '%s'", opt, arg)
+	return false, d.Errf("%s must be on or off, got '%s'", opt, arg)
 }

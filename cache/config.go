@@ -75,14 +75,16 @@ type Config struct {
 	// when a response carries none, and the upper bound of the window a
 	// response asks for. Within it a stale entry is served immediately and
 	// revalidated once, in the background. Default: 0 (only the response's
-	// own directive applies, uncapped).
+	// own directive applies, uncapped). Negative (the Caddyfile's off):
+	// never, whatever the response asks.
 	StaleWhileRevalidate caddy.Duration `json:"stale_while_revalidate,omitempty"`
 
 	// StaleIfError is the RFC 5861 stale-if-error window used when a
 	// response carries none, and the upper bound of the window a response
 	// asks for. Within it a stale entry is served when the origin answers
 	// 500, 502, 503 or 504 or cannot be reached. Default: 0 (only the
-	// response's own directive applies, uncapped).
+	// response's own directive applies, uncapped). Negative (the
+	// Caddyfile's off): never, whatever the response or request asks.
 	StaleIfError caddy.Duration `json:"stale_if_error,omitempty"`
 
 	// CacheName identifies this cache in the Cache-Status response header

@@ -353,9 +353,11 @@ func StaleAllowance(rc ResponseControl, req RequestControl, cfgSWR, cfgSIE time.
 }
 
 // staleWindow applies the configured default / cap cfg to a directive value d
-// (-1 when absent).
+// (-1 when absent); a negative cfg allows none.
 func staleWindow(d, cfg time.Duration) time.Duration {
 	switch {
+	case cfg < 0:
+		return 0
 	case d < 0:
 		return max(0, cfg)
 	case cfg > 0:

@@ -408,6 +408,8 @@ func TestRule10_StaleWhileRevalidateWindow(t *testing.T) {
 		{"response below cap", "stale-while-revalidate=10", none, time.Minute, 10 * time.Second},
 		{"neither", "max-age=1", none, 0, 0},
 		{"response zero", "stale-while-revalidate=0", none, time.Minute, 0},
+		{"config off", "stale-while-revalidate=30", none, -1, 0},
+		{"config off, none in the response", "max-age=1", none, -1, 0},
 		{"request no-cache", "stale-while-revalidate=30", ParseRequestControl(rh("Cache-Control", "no-cache")), 0, 0},
 		{"request pragma no-cache", "stale-while-revalidate=30", ParseRequestControl(rh("Pragma", "no-cache")), 0, 0},
 		{"request max-age", "stale-while-revalidate=30", ParseRequestControl(rh("Cache-Control", "max-age=100")), 0, 0},
@@ -442,6 +444,8 @@ func TestRule11_StaleIfErrorWindow(t *testing.T) {
 		{"request directive capped", "max-age=1", reqSIE, time.Minute, time.Minute},
 		{"larger of request and response", "stale-if-error=30", reqSIE, 0, 10 * time.Minute},
 		{"request no-cache keeps stale-if-error", "stale-if-error=30", ParseRequestControl(rh("Cache-Control", "no-cache")), 0, 30 * time.Second},
+		{"config off", "stale-if-error=30", none, -1, 0},
+		{"config off, request directive too", "stale-if-error=30", reqSIE, -1, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

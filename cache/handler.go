@@ -200,7 +200,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	if ctx.Context != nil && ctx.Done() != nil { // a config's context (not a bare one in a test)
 		if err := claimName(ctx.Done(), &h.Config); err != nil {
-			return fmt.Errorf("response_cache: %w", err)
+			return err
 		}
 		h.claimed = ctx.Done()
 	}
@@ -209,7 +209,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return newStore(h.CacheName, h.MaxSize)
 	})
 	if err != nil {
-		return fmt.Errorf("response_cache: %w", err)
+		return err
 	}
 	if !kept {
 		// Only at debug: the config may yet fail to load. The store it
@@ -235,36 +235,32 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) Validate() error {
 	c := &h.Config
 	if err := checkMaxSize(c.MaxSize); err != nil {
-		return fmt.Errorf("response_cache: %w", err)
+		return err
 	}
 	switch {
 	case c.MaxItemSize <= 0:
-		return fmt.Errorf("response_cache: max_item_size must be positive, got %d", c.MaxItemSize)
+		return fmt.Errorf("max_item_size must be positive, got %d", c.MaxItemSize)
 	case c.MaxItemSize > c.MaxSize:
-		return fmt.Errorf("response_cache: max_item_size (%d, %s) must not be larger than max_size (%d, %s)", c.MaxItemSize, SizeString(c.MaxItemSize), c.MaxSize, SizeString(c.MaxSize))
+		return fmt.Errorf("max_item_size (%d, %s) must not be larger than max_size (%d, %s)", c.MaxItemSize, SizeString(c.MaxItemSize), c.MaxSize, SizeString(c.MaxSize))
 	case c.DefaultTTL < 0:
-		return fmt.Errorf("response_cache: default_ttl must not be negative, got %s", time.Duration(c.DefaultTTL))
+		return fmt.Errorf("default_ttl must not be negative, got %s", time.Duration(c.DefaultTTL))
 	case c.HeuristicMax < 0:
-		return fmt.Errorf("response_cache: heuristic_max must not be negative, got %s (0 means the default, 24h)", time.Duration(c.HeuristicMax))
-	case c.StaleWhileRevalidate < 0:
-		return fmt.Errorf("response_cache: stale_while_revalidate must not be negative, got %s", time.Duration(c.StaleWhileRevalidate))
-	case c.StaleIfError < 0:
-		return fmt.Errorf("response_cache: stale_if_error must not be negative, got %s", time.Duration(c.StaleIfError))
+		return fmt.Errorf("heuristic_max must not be negative, got %s (0 means the default, 24h)", time.Duration(c.HeuristicMax))
 	case c.MinUses < 0 || c.MinUses > maxMinUses:
-		return fmt.Errorf("response_cache: min_uses must be from 1 to %d (0 means auto), got %d", maxMinUses, c.MinUses)
+		return fmt.Errorf("min_uses must be from 1 to %d (0 means auto), got %d", maxMinUses, c.MinUses)
 	case c.CacheName != "" && !isToken(c.CacheName):
-		return fmt.Errorf("response_cache: cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got %q", c.CacheName)
+		return fmt.Errorf("cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got %q", c.CacheName)
 	case c.TargetedField != "" && c.TargetedField != "-" && !isFieldName(c.TargetedField):
-		return fmt.Errorf("response_cache: targeted_field must be a header field name or \"-\", got %q", c.TargetedField)
+		return fmt.Errorf("targeted_field must be a header field name or \"-\", got %q", c.TargetedField)
 	}
 	if c.TargetedField != "" && c.TargetedField != "-" {
 		if err := checkTargetedField(c.TargetedField); err != nil {
-			return fmt.Errorf("response_cache: %w", err)
+			return err
 		}
 	}
 	if c.Key != "" && c.Key != DefaultKey {
 		if err := placeholder.CheckKey(c.Key); err != nil {
-			return fmt.Errorf("response_cache: key: %w", err)
+			return fmt.Errorf("key: %w", err)
 		}
 	}
 	return nil
