@@ -72,6 +72,9 @@ const maxAbandonedFill = time.Minute
 // trickles no longer holds an origin connection and the recording budget,
 // as through plain reverse_proxy, whose request ends with its client.
 func watchAbandoned(ctx context.Context, x *exchange, f *fill, stall, limit time.Duration) {
+	if stall <= 0 {
+		stall = maxCoalesceWait // (a ticker panics at 0)
+	}
 	left := time.Now()
 	last := f.recorded.Load()
 	t := time.NewTicker(stall)
