@@ -95,6 +95,7 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			// (on/off, same_site Lax); the JSON holds the canonical name.
 			alg, err := ParseAlgorithm(strings.ToLower(d.Val()))
 			if err != nil {
+				_, err = ParseAlgorithm(d.Val()) // the message quotes it as written
 				return d.Errf("algorithm: %v", err)
 			}
 			if alg == Compat && len(s.Weights) > 0 {

@@ -110,7 +110,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "inline key on the body", input: "affinity {http.request.host}{http.request.body_base64}", wantErr: `names {http.request.body_base64}: reverse_proxy has copied the request when the policy reads its key, and reading the body there would send the upstream an empty body; key on a header, a cookie or the URI instead, at Testfile:1`},
 		{name: "ring weight too large", input: "affinity {\n algorithm ring\n weight 10.0.0.1:80 1000000\n}", wantErr: "weights: ring would need 160000000 points (160 per unit of weight), more than the limit of 2097152; use smaller weights (keeping their ratios), fewer nodes, or the maglev or rendezvous algorithm, at Testfile:3"},
 		{name: "ring weight too large, ring after", input: "affinity {\n weight 10.0.0.1:80 1000000\n\n algorithm ring\n}", wantErr: ", at Testfile:4"},
-		{name: "unknown algorithm", input: "affinity {\n algorithm jump\n}", wantErr: `algorithm: unknown algorithm "jump": want rendezvous, ring, maglev or compat, at Testfile:2`},
+		{name: "unknown algorithm", input: "affinity {\n algorithm Jump\n}", wantErr: `algorithm: unknown algorithm "Jump": want rendezvous, ring, maglev or compat, at Testfile:2`},
 		{name: "algorithm extra arg", input: "affinity {\n algorithm ring maglev\n}", wantErr: "wrong number of arguments; syntax: "},
 		{name: "bound twice", input: "affinity {\n bound 1.5\n bound 2\n}", wantErr: "bound already specified, at Testfile:3"},
 		{name: "bound not a number", input: "affinity {\n bound lots\n}", wantErr: "invalid bound 'lots': must be a plain decimal number >= 1, such as 1.25, at Testfile:2"},

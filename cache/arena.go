@@ -163,6 +163,14 @@ func (a *arena) reserve(n, held int64, r awaitable) bool {
 	}
 }
 
+// refused counts the responses reserve refused (0 for a nil arena).
+func (a *arena) refused() uint64 {
+	if a == nil {
+		return 0
+	}
+	return a.refusals.Load()
+}
+
 // awaitable tells whether other requests wait for a response.
 type awaitable interface{ awaited() bool }
 

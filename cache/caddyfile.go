@@ -324,7 +324,7 @@ func parseStaleWindow(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	}
 	dur, err := durationArg(d, opt, arg)
 	if err == nil && dur == 0 {
-		return 0, d.Errf("%s 0 would not turn it off (0 is the default: the response's own window, uncapped); write '%s off' to never serve stale that way, or a positive duration to cap it", opt, opt)
+		return 0, d.Errf("%s %s would not turn it off (0 is the default: the response's own window, uncapped); write '%s off' to never serve stale that way, or a positive duration to cap it", opt, arg, opt)
 	}
 	return dur, err
 }

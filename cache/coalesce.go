@@ -102,6 +102,22 @@ func (g *flightGroup) join(key string, lead *flight) (f *flight, leader bool, an
 	return lead, true, nil
 }
 
+// rekey moves f, a flight of g under from that has not been answered,
+// to the key to, and reports whether it did: not when another flight has
+// that key. The requests that joined f under from wait on as they were
+// (their later left or drop under from find no flight there, and do
+// nothing: an abandoned fill is ended by watchAbandoned instead).
+func (g *flightGroup) rekey(from, to string, f *flight) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, taken := g.m[to]; taken || g.m[from] != f || f.answered {
+		return false
+	}
+	delete(g.m, from)
+	g.m[to] = f
+	return true
+}
+
 // answered records that the response of f (a flight of g) has begun.
 func (g *flightGroup) answered(f *flight) {
 	g.mu.Lock()

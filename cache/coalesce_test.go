@@ -1066,3 +1066,97 @@ func TestLeaderFollowsTheRecordAfterAFlightEnded(t *testing.T) {
 		t.Errorf("origin called %d times, want 2 (both variants stored, under one record)", n)
 	}
 }
+
+// TestLateVaryMissIsJoinable: a late miss that follows the record to a
+// variant not stored leads that variant's flight, which the variant's
+// next requests (keyed by the record they find) join, rather than send a
+// second request for it to the origin (a review of followRecord's first
+// version, which left the late miss under its URL's key).
+func TestLateVaryMissIsJoinable(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MinUses: 1}, c)
+	release := make(chan struct{})
+	var de atomic.Int32
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Vary", "Accept-Language")
+		w.Header().Set("Date", c.date())
+		if r.Header.Get("Accept-Language") == "de" {
+			de.Add(1)
+			<-release
+		}
+		_, _ = io.WriteString(w, "body-"+r.Header.Get("Accept-Language"))
+		return nil
+	}}
+	const url = "http://example.com/late"
+	urlHash := keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url))))
+	mark := h.flights.endedMark(urlHash)       // read before its lookup, which misses
+	get(t, h, o, url, "Accept-Language", "fr") // meanwhile: the record and fr stored
+	h.store.wait()
+	late := make(chan *httptest.ResponseRecorder)
+	go func() {
+		r := newRequest(http.MethodGet, url, "Accept-Language", "de")
+		key := keyOf(t, h, r)
+		x := &exchange{fwd: "uri-miss", rq: requestControl(r.Header), urlHash: keyHash([]byte(key)), urlKey: []byte(key),
+			epoch: h.store.epoch(), endedMark: mark, result: h.m.miss}
+		w := httptest.NewRecorder()
+		_ = h.forward(w, r, o, x)
+		late <- w
+	}()
+	until(t, "the late de miss to reach the origin", func() bool { return de.Load() == 1 })
+	next := make(chan *httptest.ResponseRecorder)
+	go func() { next <- get(t, h, o, url, "Accept-Language", "de") }()
+	until(t, "the next de request to wait", func() bool {
+		r := newRequest(http.MethodGet, url, "Accept-Language", "de")
+		e := h.store.get(urlHash, []byte(keyOf(t, h, r)))
+		return e != nil && h.flights.waiting(string(appendVariantKey(nil, []byte(keyOf(t, h, r)), e.gen, requestVaryKey(e.vary, r)))) == 1
+	})
+	close(release)
+	wantStatus(t, <-late, []string{"fwd=vary-miss"})
+	w := <-next
+	wantStatus(t, w, []string{"collapsed"})
+	if w.Body.String() != "body-de" {
+		t.Errorf("body %q", w.Body.String())
+	}
+	if n := de.Load(); n != 1 {
+		t.Errorf("variant de fetched %d times, want 1", n)
+	}
+}
+
+// TestLateRevalidationKeepsItsStatus: a revalidation whose URL came to
+// vary meanwhile, finding the new record when it looks again, is still
+// fwd=stale (a review: it was relabelled vary-miss).
+func TestLateRevalidationKeepsItsStatus(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MinUses: 1}, c)
+	vary := false
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=1")
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Date", c.date())
+		if vary {
+			w.Header().Set("Vary", "Accept-Language")
+		}
+		_, _ = io.WriteString(w, "body")
+		return nil
+	}}
+	const url = "http://example.com/stale-late"
+	get(t, h, o, url, "Accept-Language", "de")
+	h.store.wait()
+	c.Advance(5 * time.Second)
+	r := newRequest(http.MethodGet, url, "Accept-Language", "de")
+	key := keyOf(t, h, r)
+	urlHash := keyHash([]byte(key))
+	stale := h.store.get(urlHash, []byte(key))
+	mark := h.flights.endedMark(urlHash)
+	vary = true
+	get(t, h, o, url, "Accept-Language", "fr") // revalidates; now varies: the record and fr
+	h.store.wait()
+	x := &exchange{fwd: "stale", stale: stale, rq: requestControl(r.Header), urlHash: urlHash, urlKey: []byte(key),
+		epoch: h.store.epoch(), endedMark: mark, result: h.m.revalidate}
+	w := httptest.NewRecorder()
+	if err := h.forward(w, r, o, x); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, w, []string{"fwd=stale"}, "fwd=vary-miss")
+}

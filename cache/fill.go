@@ -56,27 +56,31 @@ type fill struct {
 }
 
 // maxAbandonedFill bounds how long a fill goes on, once its client has
-// gone, while nobody reads it: past it, it ends, unstored. Varnish and
-// nginx finish such a fetch to store it as long as each read comes
-// within 60 s; here it also holds the recording budget (an eighth of
-// max_size) other responses may be refused for, and a trickle (a stream
-// that heartbeats, a stalling origin) would hold it for hours.
+// gone, while nobody reads it and the recording budget it holds (an eighth
+// of max_size) is refused to other responses: past it, it ends, unstored.
+// Varnish and nginx finish such a fetch to store it as long as each read
+// comes within 60 s, as this one does while the budget has room; a
+// trickle (a stream that heartbeats, an origin that crawls) would
+// otherwise keep others from being stored for hours.
 const maxAbandonedFill = time.Minute
 
-// watchAbandoned watches f, the fill x leads, whose client has gone after
-// the origin began to answer (while others waited, or to store it; ctx is
-// f's context, done when the fill ends), and ends it at the first check
-// (every stall, from when the client left) that finds nobody reading it
-// or waiting for it and either no byte arrived since the last check or
-// limit passed since the client left: a fill for nobody that stalls or
-// trickles no longer holds an origin connection and the recording budget,
-// as through plain reverse_proxy, whose request ends with its client.
-func watchAbandoned(ctx context.Context, x *exchange, f *fill, stall, limit time.Duration) {
+// watchAbandoned watches f, the fill x leads, whose client has gone (while
+// others waited, or after the origin began a response to store; ctx is
+// f's context, done when the fill ends). It checks every stall, from when
+// the client left, and ends the fill at the first check that finds nobody
+// reading it or waiting for it and either no byte arrived since the last
+// check or, limit after the client left, the recording budget refused a
+// response since then: a fill for nobody that stalls, or that trickles
+// while holding what others need, no longer holds an origin connection
+// and the budget, as through plain reverse_proxy, whose request ends with
+// its client; one that comes steadily while there is room is stored.
+func watchAbandoned(ctx context.Context, x *exchange, f *fill, a *arena, stall, limit time.Duration) {
 	if stall <= 0 {
 		stall = maxCoalesceWait // (a ticker panics at 0)
 	}
 	left := time.Now()
 	last := f.recorded.Load()
+	refused := a.refused()
 	t := time.NewTicker(stall)
 	defer t.Stop()
 	for {
@@ -85,7 +89,8 @@ func watchAbandoned(ctx context.Context, x *exchange, f *fill, stall, limit time
 			return
 		case now := <-t.C:
 			n := f.recorded.Load()
-			if x.lead.waiters.Load() == 0 && x.fill.readers.Load() == 0 && (n == last || now.Sub(left) >= limit) {
+			if x.lead.waiters.Load() == 0 && x.fill.readers.Load() == 0 &&
+				(n == last || now.Sub(left) >= limit && a.refused() != refused) {
 				f.cancel()
 				return
 			}

@@ -299,7 +299,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 					f.cancel()
 					return
 				}
-				watchAbandoned(ctx, x, f, h.coalesceWait, h.abandonLimit)
+				watchAbandoned(ctx, x, f, h.store.arena(), h.coalesceWait, h.abandonLimit)
 			})
 			defer stop()
 			out = out.WithContext(ctx)
@@ -505,17 +505,25 @@ func (h *Handler) learnVariant(x *exchange, e *entry) bool {
 // followRecord returns the stored variant of record, a URL's variant
 // record that x, a miss of the URL leading its flight, found when it
 // looked in the store again (the flight that stored both ended after x's
-// first lookup), that x's request selects; nil if it is not stored, when x
-// is a miss of its variant (vary-miss). x keeps leading the URL's flight:
-// its waiters may be of other variants (learnVariant), and what it fetches
-// is stored under the record's generation (varyRecord).
+// first lookup), that x's request selects; nil if it is not stored. A miss
+// (not a revalidation, which keeps its own status and key) is then a miss
+// of its variant (vary-miss), and its flight moves to the variant's key,
+// where the requests of the variant that look in the store after it,
+// and find the record, join it (a review: they led a second origin
+// request). What it fetches is stored under the record's generation
+// (varyRecord); the requests that joined under the URL's key (a window
+// of a store lookup) wait on, and learnVariant any other variant.
 func (h *Handler) followRecord(x *exchange, record *entry) *entry {
 	key := appendVariantKey(nil, x.urlKey, record.gen, requestVaryKey(record.vary, x.r))
-	v := h.store.get(keyHash(key), key)
-	if v == nil {
-		x.fwd = "vary-miss"
+	hash := keyHash(key)
+	if v := h.store.get(hash, key); v != nil || x.stale != nil {
+		return v
 	}
-	return v
+	x.fwd = "vary-miss"
+	if flightKey := string(key); h.flights.rekey(x.flightKey, flightKey, &x.lead) {
+		x.record, x.variantKey, x.variantHash, x.flightKey = record, key, hash, flightKey
+	}
+	return nil
 }
 
 // neverCollapsed reports whether no response of a coalesced flight could
