@@ -992,16 +992,7 @@ func TestLeaderLooksAgainAfterAFlightEnded(t *testing.T) {
 	o := static(c, 200, "body", "Cache-Control", "max-age=60")
 	const url = "http://example.com/late"
 	late := func(mark uint16) *httptest.ResponseRecorder {
-		r := newRequest(http.MethodGet, url)
-		key := keyOf(t, h, r)
-		x := &exchange{fwd: "uri-miss", rq: requestControl(r.Header), urlHash: keyHash([]byte(key)), urlKey: []byte(key),
-			epoch: h.store.epoch(), endedMark: mark, result: h.m.miss}
-		w := httptest.NewRecorder()
-		if err := h.forward(w, r, o, x); err != nil {
-			t.Fatal(err)
-		}
-		h.store.wait()
-		return w
+		return lateMiss(t, h, o, newRequest(http.MethodGet, url), mark)
 	}
 	urlHash := keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url))))
 	mark := h.flights.endedMark(urlHash) // read before its lookup, which misses
@@ -1021,6 +1012,22 @@ func TestLeaderLooksAgainAfterAFlightEnded(t *testing.T) {
 	}
 }
 
+// lateMiss forwards r as a miss whose lookup in the store came when the
+// flights of its URL's slot had ended mark times (see endedMark), and
+// waits for the store to apply what it offered.
+func lateMiss(t testing.TB, h *Handler, next caddyhttp.Handler, r *http.Request, mark uint16) *httptest.ResponseRecorder {
+	t.Helper()
+	key := keyOf(t, h, r)
+	x := &exchange{fwd: "uri-miss", rq: requestControl(r.Header), urlHash: keyHash([]byte(key)), urlKey: []byte(key),
+		epoch: h.store.epoch(), endedMark: mark, result: h.m.miss}
+	w := httptest.NewRecorder()
+	if err := h.forward(w, r, next, x); err != nil {
+		t.Error(err)
+	}
+	h.store.wait()
+	return w
+}
+
 // TestLeaderFollowsTheRecordAfterAFlightEnded is
 // TestLeaderLooksAgainAfterAFlightEnded for a URL whose responses vary:
 // what the late request finds in the store is the URL's variant record,
@@ -1031,16 +1038,7 @@ func TestLeaderFollowsTheRecordAfterAFlightEnded(t *testing.T) {
 	o := static(c, 200, "body", "Cache-Control", "max-age=60", "Vary", "Accept-Language")
 	const url = "http://example.com/late"
 	late := func(mark uint16, lang string) *httptest.ResponseRecorder {
-		r := newRequest(http.MethodGet, url, "Accept-Language", lang)
-		key := keyOf(t, h, r)
-		x := &exchange{fwd: "uri-miss", rq: requestControl(r.Header), urlHash: keyHash([]byte(key)), urlKey: []byte(key),
-			epoch: h.store.epoch(), endedMark: mark, result: h.m.miss}
-		w := httptest.NewRecorder()
-		if err := h.forward(w, r, o, x); err != nil {
-			t.Fatal(err)
-		}
-		h.store.wait()
-		return w
+		return lateMiss(t, h, o, newRequest(http.MethodGet, url, "Accept-Language", lang), mark)
 	}
 	urlHash := keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url))))
 	mark := h.flights.endedMark(urlHash)       // read before its lookup, which misses
@@ -1094,15 +1092,7 @@ func TestLateVaryMissIsJoinable(t *testing.T) {
 	get(t, h, o, url, "Accept-Language", "fr") // meanwhile: the record and fr stored
 	h.store.wait()
 	late := make(chan *httptest.ResponseRecorder)
-	go func() {
-		r := newRequest(http.MethodGet, url, "Accept-Language", "de")
-		key := keyOf(t, h, r)
-		x := &exchange{fwd: "uri-miss", rq: requestControl(r.Header), urlHash: keyHash([]byte(key)), urlKey: []byte(key),
-			epoch: h.store.epoch(), endedMark: mark, result: h.m.miss}
-		w := httptest.NewRecorder()
-		_ = h.forward(w, r, o, x)
-		late <- w
-	}()
+	go func() { late <- lateMiss(t, h, o, newRequest(http.MethodGet, url, "Accept-Language", "de"), mark) }()
 	until(t, "the late de miss to reach the origin", func() bool { return de.Load() == 1 })
 	next := make(chan *httptest.ResponseRecorder)
 	go func() { next <- get(t, h, o, url, "Accept-Language", "de") }()
