@@ -2,6 +2,7 @@ package cache
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -25,7 +26,9 @@ import (
 //   - "no-store", "private" (bare; the qualified form only strips fields);
 //   - "authorization": the request had Authorization and the response none
 //     of public, s-maxage, must-revalidate (§3.5);
-//   - "set-cookie": the response sets a cookie and allowSetCookie is false;
+//   - "set-cookie": the response sets a cookie and allowSetCookie is false,
+//     unless its no-cache="…" or private="…" names Set-Cookie, which is
+//     then left out of what is stored;
 //   - "no-freshness": neither hasLifetime nor public (§3 also allows
 //     storing a heuristically cacheable status without freshness, but such
 //     an entry would be stale at once; DefaultTTL opts in to storing it,
@@ -57,7 +60,10 @@ func Storable(req *http.Request, status int, h http.Header, rc ResponseControl, 
 	if len(req.Header["Authorization"]) > 0 && !rc.Public && !rc.MustRevalidate && rc.SMaxAge < 0 {
 		return "authorization"
 	}
-	if !allowSetCookie && len(h["Set-Cookie"]) > 0 {
+	// A Set-Cookie named by no-cache="…" or private="…" is not stored
+	// (§5.2.2.4, §5.2.2.7: the rest may be; packStorable leaves it out).
+	if !allowSetCookie && len(h["Set-Cookie"]) > 0 &&
+		!slices.Contains(rc.NoCacheFields, "Set-Cookie") && !slices.Contains(rc.PrivateFields, "Set-Cookie") {
 		return "set-cookie"
 	}
 	// A heuristically cacheable status may be stored with no lifetime

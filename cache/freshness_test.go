@@ -172,6 +172,14 @@ func TestRule05_SetCookieNotStoredByDefault(t *testing.T) {
 	if got := rStorable(rGet(), 200, h, true); got != "" {
 		t.Errorf("Storable with Set-Cookie allowed = %q, want \"\"", got)
 	}
+	// §5.2.2.4, §5.2.2.7: the response may be stored without the fields
+	// a qualified no-cache or private names.
+	for _, cc := range []string{`max-age=60, no-cache="Set-Cookie"`, `max-age=60, private="set-cookie, X-User"`} {
+		h := rh("Cache-Control", cc, "Set-Cookie", "sid=1")
+		if got := rStorable(rGet(), 200, h, false); got != "" {
+			t.Errorf("Storable with Set-Cookie and %s = %q, want \"\"", cc, got)
+		}
+	}
 }
 
 // TestRule18_HeadResponsesNotStored: HEAD is answered from a stored GET,

@@ -713,6 +713,7 @@ func TestMissStatusAndStorability(t *testing.T) {
 		{name: "no-store", status: 200, fields: []string{"Cache-Control", "no-store, max-age=60"}},
 		{name: "private", status: 200, fields: []string{"Cache-Control", "private, max-age=60"}},
 		{name: "set-cookie", status: 200, fields: []string{"Cache-Control", "max-age=60", "Set-Cookie", "a=b"}},
+		{name: "set-cookie named by private", status: 200, fields: []string{"Cache-Control", `max-age=60, private="Set-Cookie"`, "Set-Cookie", "a=b"}, stored: true},
 		{name: "no freshness", status: 200},
 		{name: "default ttl", cfg: Config{DefaultTTL: caddy.Duration(time.Minute)}, status: 200, stored: true},
 		{name: "404 heuristic default ttl", cfg: Config{DefaultTTL: caddy.Duration(time.Minute)}, status: 404, stored: true},
@@ -733,6 +734,9 @@ func TestMissStatusAndStorability(t *testing.T) {
 			w = get(t, h, o, "http://example.com/m")
 			if got := hasParam(w.Header().Get("Cache-Status"), "hit"); got != tc.stored {
 				t.Errorf("second request hit = %v, want %v (Cache-Status %q)", got, tc.stored, w.Header().Get("Cache-Status"))
+			}
+			if got := w.Header()["Set-Cookie"]; tc.stored && got != nil {
+				t.Errorf("a hit sets a cookie: %q", got)
 			}
 		})
 	}

@@ -18,7 +18,27 @@ func parseHTTPDate(s string) (time.Time, error) {
 	if t, ok := parseIMFFixdate(s); ok {
 		return t, nil
 	}
-	return http.ParseTime(withUpperGMT(s))
+	s = withUpperGMT(s)
+	if t, err := time.Parse(time.RFC850, s); err == nil {
+		return withFullYear(t, time.Now()), nil
+	}
+	return http.ParseTime(s)
+}
+
+// withFullYear returns t, parsed from an rfc850-date's two-digit year,
+// in the year RFC 9110 §5.6.7 reads it as at now: the one with those
+// digits no more than 50 years after now's, and less than 50 before (Go
+// reads 69 to 99 as 1969 to 1999 whatever the date: a review saw
+// "Expires: Tuesday, 01-Jan-69 …" read as 1969 in 2026).
+func withFullYear(t, now time.Time) time.Time {
+	y := now.Year() - now.Year()%100 + t.Year()%100
+	switch {
+	case y > now.Year()+50:
+		y -= 100
+	case y <= now.Year()-50:
+		y += 100 // (from 2051 on: the year, not the century past)
+	}
+	return time.Date(y, t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), 0, time.UTC)
 }
 
 // withUpperGMT returns s with a final " GMT" in any case spelt in upper

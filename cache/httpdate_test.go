@@ -95,6 +95,40 @@ func FuzzParseHTTPDate(f *testing.F) {
 	})
 }
 
+// TestRFC850Years: a two-digit year more than 50 years ahead is the most
+// recent past year with those digits (RFC 9110 §5.6.7), whatever Go's
+// fixed pivot (69) says.
+func TestRFC850Years(t *testing.T) {
+	for _, tc := range []struct {
+		now  int
+		in   string
+		want int
+	}{
+		{2026, "Tuesday, 01-Jan-69 00:00:00 GMT", 2069},
+		{2026, "Wednesday, 01-Jan-76 00:00:00 GMT", 2076},
+		{2026, "Saturday, 01-Jan-77 00:00:00 GMT", 1977},
+		{2026, "Sunday, 06-Nov-94 08:49:37 GMT", 1994},
+		{2026, "Friday, 01-Jan-10 00:00:00 GMT", 2010},
+		{2026, "Monday, 31-Dec-68 00:00:00 GMT", 2068},
+		{2080, "Friday, 01-Jan-10 00:00:00 GMT", 2110},
+		{2080, "Friday, 01-Jan-31 00:00:00 GMT", 2031},
+		{2000, "Tuesday, 29-Feb-00 12:00:00 GMT", 2000},
+	} {
+		p, err := time.Parse(time.RFC850, tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Date(tc.now, 6, 1, 0, 0, 0, 0, time.UTC)
+		if got := withFullYear(p, now); got.Year() != tc.want || got.Month() != p.Month() || got.Day() != p.Day() || got.Hour() != p.Hour() {
+			t.Errorf("%q in %d: %v, want the year %d", tc.in, tc.now, got, tc.want)
+		}
+	}
+	got, err := parseHTTPDate("Tuesday, 01-Jan-69 00:00:00 GMT")
+	if want := withFullYear(time.Date(2069, 1, 1, 0, 0, 0, 0, time.UTC), time.Now()); err != nil || !got.Equal(want) {
+		t.Errorf("parseHTTPDate: %v, %v; want %v", got, err, want)
+	}
+}
+
 func BenchmarkParseHTTPDate(b *testing.B) {
 	const date = "Sun, 06 Nov 1994 08:49:37 GMT"
 	b.Run("http.ParseTime", func(b *testing.B) {

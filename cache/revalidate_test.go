@@ -504,6 +504,31 @@ func TestStaleWhileRevalidateNoStoreRequest(t *testing.T) {
 	wantStatus(t, get(t, h, o, url), []string{"hit", "ttl=60"})
 }
 
+// TestStaleWhileRevalidateOnlyIfCached: a request that asks for a stored
+// response only gets the stale one within stale-while-revalidate, and
+// starts no refresh, which would reach the origin for it (RFC 9111
+// §5.2.1.7; a review saw the origin asked); the next request starts it.
+func TestStaleWhileRevalidateOnlyIfCached(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := validating(c, `"s"`, "body", "Cache-Control", "max-age=60, stale-while-revalidate=30")
+	const url = "http://example.com/swr-oic"
+	get(t, h, o, url)
+	c.Advance(70 * time.Second)
+	w := get(t, h, o, url, "Cache-Control", "only-if-cached")
+	h.bg.wait()
+	h.store.wait()
+	wantStatus(t, w, []string{"hit", "ttl=-10", "detail=stale-while-revalidate"})
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin called %d times after the only-if-cached request, want 1 (no refresh)", n)
+	}
+	get(t, h, o, url)
+	h.bg.wait()
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times after the next request, want 2 (its refresh)", n)
+	}
+}
+
 // TestStaleWhileRevalidateRefreshesTheGET: whatever request finds the
 // entry stale (a HEAD, a Range, the client's own precondition), the
 // background request is a plain GET that refreshes the stored response.

@@ -46,7 +46,13 @@ func AppendStatus(dst []byte, cacheName string, s Status) []byte {
 		dst = strconv.AppendInt(dst, int64(s.FwdStatus), 10)
 	}
 	if s.HasTTL {
-		ttl := int64(s.TTL / time.Second) // truncates toward zero
+		// Rounded down, not toward zero: a response stale by part of a
+		// second is ttl=-1, as RFC 9211 §2.4's negative ttl tells
+		// staleness (a review saw ttl=0 on stale hits).
+		ttl := int64(s.TTL / time.Second)
+		if s.TTL < 0 && s.TTL%time.Second != 0 {
+			ttl--
+		}
 		ttl = max(-sfIntegerMax, min(sfIntegerMax, ttl))
 		dst = append(dst, "; ttl="...)
 		dst = strconv.AppendInt(dst, ttl, 10)

@@ -17,8 +17,10 @@ func TestRule20_CacheStatus(t *testing.T) {
 	}{
 		{"hit", "caddy", Status{Hit: true, TTL: 42 * time.Second, HasTTL: true}, "caddy; hit; ttl=42"},
 		{"miss stored", "caddy", Status{Fwd: "uri-miss", FwdStatus: 200, TTL: time.Minute, HasTTL: true, Stored: true}, "caddy; fwd=uri-miss; fwd-status=200; ttl=60; stored"},
-		{"stale hit negative ttl", "caddy", Status{Hit: true, TTL: -1500 * time.Millisecond, HasTTL: true, Detail: "stale-while-revalidate"}, "caddy; hit; ttl=-1; detail=stale-while-revalidate"},
-		{"ttl rounds toward zero", "caddy", Status{Hit: true, TTL: 1999 * time.Millisecond, HasTTL: true}, "caddy; hit; ttl=1"},
+		{"stale hit negative ttl", "caddy", Status{Hit: true, TTL: -1500 * time.Millisecond, HasTTL: true, Detail: "stale-while-revalidate"}, "caddy; hit; ttl=-2; detail=stale-while-revalidate"},
+		{"ttl rounds down", "caddy", Status{Hit: true, TTL: 1999 * time.Millisecond, HasTTL: true}, "caddy; hit; ttl=1"},
+		{"ttl of a response stale by part of a second", "caddy", Status{Hit: true, TTL: -300 * time.Millisecond, HasTTL: true}, "caddy; hit; ttl=-1"},
+		{"ttl of whole seconds stale", "caddy", Status{Hit: true, TTL: -2 * time.Second, HasTTL: true}, "caddy; hit; ttl=-2"},
 		{"ttl zero shown", "c", Status{Hit: true, HasTTL: true}, "c; hit; ttl=0"},
 		{"collapsed", "caddy", Status{Hit: true, Collapsed: true}, "caddy; hit; collapsed"},
 		{"bypass with detail string", "caddy", Status{Fwd: "bypass", FwdStatus: 200, Detail: "no store"}, `caddy; fwd=bypass; fwd-status=200; detail="no store"`},
