@@ -203,6 +203,7 @@ func FuzzParseSFDictionary(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		_ = isSFList(s) // the list parser shares the dictionary's cursor: it must not panic either
 		members, ok := parseSFDictionary(s)
 		if !ok {
 			if members != nil {

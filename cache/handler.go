@@ -818,12 +818,15 @@ func ifRangeMatches(r *http.Request, stored HeaderReader) bool {
 }
 
 // appendCacheStatus appends the Cache-Status value: the members already
-// present (from caches nearer the origin), then ours (RFC 9211 §2).
+// present (from caches nearer the origin), then ours (RFC 9211 §2). A line
+// that is not a structured-field list is left out: a recipient that
+// parsed the field would discard all of it, ours too (RFC 8941 §4.2; a
+// review saw an origin's `bad "stuff` make every response's unreadable).
 func appendCacheStatus(dst []byte, prev []string, name string, st Status) []byte {
 	for _, p := range prev {
 		// Without the empty members an upstream left at its ends (" , "):
 		// a structured-field list has none (RFC 8941 §4.2.1).
-		if p = strings.Trim(p, " \t,"); p != "" {
+		if p = strings.Trim(p, " \t,"); p != "" && isSFList(p) {
 			dst = append(dst, p...)
 			dst = append(dst, ", "...)
 		}

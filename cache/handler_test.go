@@ -288,6 +288,35 @@ func TestAppendsToUpstreamCacheStatus(t *testing.T) {
 	if got, want := get(t, h, o, "http://example.com/e").Header().Get("Cache-Status"), "up; hit, "+h.CacheName+"; fwd=uri-miss; fwd-status=200"; got != want {
 		t.Errorf("Cache-Status %q, want %q", got, want)
 	}
+	// A line that is not a structured-field list is left out, on misses
+	// and hits: a parser would discard the whole field, ours too.
+	o = static(c, 200, "x", "Cache-Control", "max-age=60", "Cache-Status", `bad "stuff`, "Cache-Status", `edge; hit; key="a\"b"`, "Cache-Status", "x;;y")
+	for _, want := range []string{"fwd=uri-miss; fwd-status=200", "hit; ttl=60"} {
+		if got, want := get(t, h, o, "http://example.com/b").Header().Get("Cache-Status"), `edge; hit; key="a\"b", `+h.CacheName+"; "+want; got != want {
+			t.Errorf("Cache-Status %q, want %q", got, want)
+		}
+	}
+}
+
+func TestIsSFList(t *testing.T) {
+	for s, want := range map[string]bool{
+		"":  true,
+		"a": true,
+		"up; hit, caddy; fwd=uri-miss; fwd-status=200; ttl=-1": true,
+		`edge; key="a\"b"; detail=x`:                           true,
+		"(a b);q=1, c":                                         true,
+		"a, ":                                                  false,
+		"a,, b":                                                false,
+		`bad "stuff`:                                           false,
+		"x;;y":                                                 false,
+		"Up; hit":                                              true, // a token may start with a capital
+		"1a":                                                   false,
+		"a b":                                                  false,
+	} {
+		if got := isSFList(s); got != want {
+			t.Errorf("isSFList(%q) = %v, want %v", s, got, want)
+		}
+	}
 }
 
 // TestPreconditionsAreTheOrigins: If-Match and If-Unmodified-Since are

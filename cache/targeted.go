@@ -192,6 +192,35 @@ func parseSFDictionary(s string) ([]sfMember, bool) {
 	return nil, false
 }
 
+// isSFList reports whether s is a structured-field list (RFC 8941
+// §4.2.1), such as a Cache-Status line.
+func isSFList(s string) bool {
+	p := sfParser{s: s}
+	p.skipSP()
+	for !p.done() {
+		if p.peek() == '(' {
+			if !p.innerList() {
+				return false
+			}
+		} else if _, ok := p.bareItem(""); !ok || !p.params() {
+			return false
+		}
+		p.skipOWS()
+		if p.done() {
+			return true
+		}
+		if p.peek() != ',' {
+			return false
+		}
+		p.i++
+		p.skipOWS()
+		if p.done() { // trailing comma
+			return false
+		}
+	}
+	return true
+}
+
 // sfParser is a cursor over a structured field value.
 type sfParser struct {
 	s string
