@@ -118,6 +118,19 @@ func (g *flightGroup) rekey(from, to string, f *flight) bool {
 	return true
 }
 
+// yield removes f, a flight of g under key that nobody waits for and
+// whose response has not begun, and reports whether it did: its leader
+// joins another flight instead.
+func (g *flightGroup) yield(key string, f *flight) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m[key] != f || f.answered || f.waiters.Load() > 0 {
+		return false
+	}
+	delete(g.m, key)
+	return true
+}
+
 // answered records that the response of f (a flight of g) has begun.
 func (g *flightGroup) answered(f *flight) {
 	g.mu.Lock()

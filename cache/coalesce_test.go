@@ -1150,3 +1150,57 @@ func TestLateRevalidationKeepsItsStatus(t *testing.T) {
 	}
 	wantStatus(t, w, []string{"fwd=stale"}, "fwd=vary-miss")
 }
+
+// TestLateVaryMissJoinsTheVariantsFlight: a late miss that follows the
+// record to a variant whose flight another request leads already joins
+// that flight, whether the other is a late miss too (whose flight moved
+// to the variant's key) or a request that found the record (a review of
+// followRecord's second version: a second origin request).
+func TestLateVaryMissJoinsTheVariantsFlight(t *testing.T) {
+	for _, firstLate := range []bool{true, false} {
+		t.Run(fmt.Sprintf("first late %v", firstLate), func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{MinUses: 1}, c)
+			release := make(chan struct{})
+			var de atomic.Int32
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Cache-Control", "max-age=60")
+				w.Header().Set("Vary", "Accept-Language")
+				w.Header().Set("Date", c.date())
+				if r.Header.Get("Accept-Language") == "de" {
+					de.Add(1)
+					<-release
+				}
+				_, _ = io.WriteString(w, "body-"+r.Header.Get("Accept-Language"))
+				return nil
+			}}
+			const url = "http://example.com/late"
+			de1 := func() *http.Request { return newRequest(http.MethodGet, url, "Accept-Language", "de") }
+			urlHash := keyHash([]byte(keyOf(t, h, de1())))
+			mark := h.flights.endedMark(urlHash)       // read before their lookups, which miss
+			get(t, h, o, url, "Accept-Language", "fr") // meanwhile: the record and fr stored
+			h.store.wait()
+			answers := make(chan *httptest.ResponseRecorder, 2)
+			if firstLate {
+				go func() { answers <- lateMiss(t, h, o, de1(), mark) }()
+			} else {
+				go func() { answers <- serve(t, h, o, de1()) }()
+			}
+			until(t, "the first de miss to reach the origin", func() bool { return de.Load() == 1 })
+			go func() { answers <- lateMiss(t, h, o, de1(), mark) }()
+			urlKey := []byte(keyOf(t, h, de1()))
+			record := h.store.get(urlHash, urlKey)
+			variant := string(appendVariantKey(nil, urlKey, record.gen, requestVaryKey(record.vary, de1())))
+			until(t, "the late de miss to wait", func() bool { return h.flights.waiting(variant) == 1 })
+			close(release)
+			for range 2 {
+				if w := <-answers; w.Body.String() != "body-de" {
+					t.Errorf("body %q (Cache-Status %q)", w.Body.String(), w.Header().Get("Cache-Status"))
+				}
+			}
+			if n := de.Load(); n != 1 {
+				t.Errorf("variant de fetched %d times, want 1", n)
+			}
+		})
+	}
+}

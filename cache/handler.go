@@ -57,7 +57,7 @@ const (
 // methods and reports what it did in Cache-Status (RFC 9211).
 //
 // Cache-Status members it writes:
-//   - `hit; ttl=N`: served from the cache, fresh (N > 0) or stale within
+//   - `hit; ttl=N`: served from the cache, fresh (N >= 0) or stale within
 //     the client's max-stale or the stale-while-revalidate window (N <= 0,
 //     with detail=max-stale or detail=stale-while-revalidate);
 //   - `fwd=uri-miss|vary-miss; fwd-status=S`: nothing stored for the URL,

@@ -46,6 +46,30 @@ func packStorable(h http.Header, rc ResponseControl) fields {
 	return packFields(h, func(name string) bool { return name == "Age" || unstorable(name, named, &rc) })
 }
 
+// passNamedFields adds to dst, the header of the response to the request
+// that revalidated a stored response, the fields of src, the 304, that
+// rc's no-cache="…" or private="…" names: they are not stored, and
+// belong to this request, which the origin validated (RFC 9111 §5.2.2.4,
+// §5.2.2.7; a review: a Set-Cookie the 304 carried for its client, under
+// private="Set-Cookie", was dropped).
+func passNamedFields(dst, src http.Header, rc ResponseControl) {
+	pass := func(name string) {
+		if !unstorableFields[name] { // hop-by-hop: not the client's
+			for _, v := range src[name] {
+				dst.Add(name, v)
+			}
+		}
+	}
+	for _, name := range rc.NoCacheFields {
+		pass(name)
+	}
+	for _, name := range rc.PrivateFields {
+		if !slices.Contains(rc.NoCacheFields, name) {
+			pass(name)
+		}
+	}
+}
+
 // connectionFields returns the field names h's Connection header lists.
 func connectionFields(h http.Header) []string {
 	var named []string

@@ -254,7 +254,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 				if !rejoin || h.flights.endedMark(x.urlHash) != x.endedMark {
 					v := h.store.get(x.flightHash(), x.flightKeyBytes())
 					if v != nil && v.record && x.variantKey == nil {
-						v = h.followRecord(x, v)
+						var join bool
+						if v, join = h.followRecord(x, v); join {
+							continue // the variant's flight, which another leads
+						}
 					}
 					if v != nil && !v.record && h.serveCollapsed(w, x, v, v.status, false) {
 						h.flights.finish(x.flightKey, x.urlHash, &x.lead, v, v.status)
@@ -507,23 +510,34 @@ func (h *Handler) learnVariant(x *exchange, e *entry) bool {
 // looked in the store again (the flight that stored both ended after x's
 // first lookup), that x's request selects; nil if it is not stored. A miss
 // (not a revalidation, which keeps its own status and key) is then a miss
-// of its variant (vary-miss), and its flight moves to the variant's key,
-// where the requests of the variant that look in the store after it,
-// and find the record, join it (a review: they led a second origin
-// request). What it fetches is stored under the record's generation
-// (varyRecord); the requests that joined under the URL's key (a window
-// of a store lookup) wait on, and learnVariant any other variant.
-func (h *Handler) followRecord(x *exchange, record *entry) *entry {
+// of its variant (vary-miss): its flight moves to the variant's key, where
+// the requests of the variant that look in the store after it, and find
+// the record, join it (a review: they led a second origin request); or,
+// when another request leads the variant's flight already and nobody
+// waits for x's, x leaves its own and reports join, to join that one (a
+// review of the first version: a second origin request again). What it
+// fetches is stored under the record's generation (varyRecord); the
+// requests that joined under the URL's key (a window of a store lookup)
+// wait on, and learnVariant any other variant.
+func (h *Handler) followRecord(x *exchange, record *entry) (v *entry, join bool) {
 	key := appendVariantKey(nil, x.urlKey, record.gen, requestVaryKey(record.vary, x.r))
 	hash := keyHash(key)
 	if v := h.store.get(hash, key); v != nil || x.stale != nil {
-		return v
+		return v, false
 	}
 	x.fwd = "vary-miss"
-	if flightKey := string(key); h.flights.rekey(x.flightKey, flightKey, &x.lead) {
-		x.record, x.variantKey, x.variantHash, x.flightKey = record, key, hash, flightKey
+	flightKey := string(key)
+	switch {
+	case h.flights.rekey(x.flightKey, flightKey, &x.lead):
+		x.flightKey = flightKey
+	case h.flights.yield(x.flightKey, &x.lead):
+		join = true
+		x.mark = h.store.keyMark(x.urlHash) // as a waiter's (see outdated)
+	default:
+		return nil, false // others wait for x's flight: it goes on under the URL's key
 	}
-	return nil
+	x.record, x.variantKey, x.variantHash = record, key, hash
+	return nil, join
 }
 
 // neverCollapsed reports whether no response of a coalesced flight could
@@ -800,6 +814,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		x.release(h, nil) // not storable: the waiters ask the origin themselves
 		if !x.background {
 			x.passProxyCookie(w.Header(), rec.header)
+			passNamedFields(w.Header(), x.withoutProxyCookie(rec.header), e.rc)
 			st := Status{Fwd: x.fwd, FwdStatus: http.StatusNotModified, TTL: h.ttl(e, now), HasTTL: true}
 			h.serveEntry(w, x.r, e, st, now)
 		}
@@ -944,7 +959,7 @@ func (x *exchange) endFill() {
 		// streams no response that announces any); no map without them.
 		var tr http.Header
 		if x.rec.hasTrailers() {
-			if tr = maps.Collect(unannouncedTrailers(x.rec.header)); len(tr) == 0 {
+			if tr = sharedTrailers(x.rec.header, &x.rc); len(tr) == 0 {
 				tr = nil
 			}
 		}

@@ -312,6 +312,27 @@ func unannouncedTrailers(hdr http.Header) iter.Seq2[string, []string] {
 	}
 }
 
+// sharedTrailers returns the unannounced trailer fields of hdr that the
+// requests reading a fill as it arrives get with it: not Set-Cookie,
+// which is for the leader's client, nor those rc keeps from being stored
+// (hop-by-hop, or named by a qualified no-cache or private), as the
+// header's fields are not (a review: a trailer Set-Cookie and a private
+// field reached every waiter).
+func sharedTrailers(hdr http.Header, rc *ResponseControl) http.Header {
+	var out http.Header
+	for k, v := range unannouncedTrailers(hdr) {
+		name := http.CanonicalHeaderKey(strings.TrimPrefix(k, http.TrailerPrefix))
+		if name == "Set-Cookie" || unstorable(name, nil, rc) {
+			continue
+		}
+		if out == nil {
+			out = make(http.Header)
+		}
+		out[k] = v
+	}
+	return out
+}
+
 // Header returns the next handler's header map.
 func (rec *recorder) Header() http.Header { return rec.header }
 

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -315,5 +316,22 @@ func TestRecorderInformationalEditedServer(t *testing.T) {
 	rec.WriteHeader(http.StatusEarlyHints)
 	if len(w.sent) != 1 || !slices.Equal(w.sent[0].Values("Server"), []string{"Caddy/2"}) {
 		t.Errorf("103 sent with %v, want Server Caddy/2", w.sent)
+	}
+}
+
+func TestSharedTrailers(t *testing.T) {
+	rc := ParseResponseControl(http.Header{"Cache-Control": {`max-age=60, private="X-User", no-cache="x-other"`}}, "")
+	hdr := http.Header{}
+	for _, f := range []string{"Grpc-Status", "Set-Cookie", "X-User", "X-Other", "Connection", "x-lower"} {
+		hdr[http.TrailerPrefix+f] = []string{"v"}
+	}
+	hdr["Content-Type"] = []string{"text/plain"}
+	got := sharedTrailers(hdr, &rc)
+	want := http.Header{http.TrailerPrefix + "Grpc-Status": {"v"}, http.TrailerPrefix + "x-lower": {"v"}}
+	if !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("sharedTrailers = %v, want %v", got, want)
+	}
+	if got := sharedTrailers(http.Header{"Content-Type": {"x"}}, &rc); got != nil {
+		t.Errorf("no trailers: %v, want nil", got)
 	}
 }

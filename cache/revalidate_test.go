@@ -988,3 +988,52 @@ func TestLogsKeepCredentialsOut(t *testing.T) {
 		})
 	}
 }
+
+// TestRevalidationPassesNamedFields: the fields a qualified no-cache or
+// private names are not stored, but those the 304 carries go to the
+// client whose request it validated (RFC 9111 §5.2.2.4, §5.2.2.7), not
+// to the next hit (a review: a Set-Cookie the 304 set for its client,
+// under private="Set-Cookie", was dropped).
+func TestRevalidationPassesNamedFields(t *testing.T) {
+	for _, cc := range []string{`max-age=1, private="Set-Cookie, X-User"`, `max-age=1, no-cache="set-cookie", private="X-User"`} {
+		t.Run(cc, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{MinUses: 1}, c)
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Date", c.date())
+				w.Header().Set("ETag", `"v1"`)
+				w.Header().Set("Cache-Control", cc)
+				if r.Header.Get("If-None-Match") != "" {
+					w.Header().Set("Set-Cookie", "sid=from304")
+					w.Header().Set("X-User", "u304")
+					w.WriteHeader(http.StatusNotModified)
+					return nil
+				}
+				w.Header().Set("Set-Cookie", "sid=first")
+				w.Header().Set("X-User", "u1")
+				_, _ = io.WriteString(w, "body")
+				return nil
+			}}
+			const url = "http://example.com/named"
+			if w := get(t, h, o, url); w.Header().Get("Set-Cookie") != "sid=first" {
+				t.Errorf("the miss's own cookie: %q", w.Header()["Set-Cookie"])
+			}
+			h.store.wait()
+			c.Advance(2 * time.Second)
+			w := get(t, h, o, url)
+			wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"})
+			if got := w.Header()["Set-Cookie"]; len(got) != 1 || got[0] != "sid=from304" {
+				t.Errorf("the revalidating client's Set-Cookie %q, want its 304's", got)
+			}
+			if got := w.Header()["X-User"]; len(got) != 1 || got[0] != "u304" {
+				t.Errorf("the revalidating client's X-User %q, want its 304's", got)
+			}
+			h.store.wait()
+			w = get(t, h, o, url)
+			wantStatus(t, w, []string{"hit"})
+			if got := w.Header()["Set-Cookie"]; got != nil || w.Header()["X-User"] != nil {
+				t.Errorf("a hit carries %q, %q", got, w.Header()["X-User"])
+			}
+		})
+	}
+}

@@ -27,7 +27,7 @@ const sfIntegerMax = 999_999_999_999_999
 // The member is cacheName as an sf-token when it is a valid token, else
 // as an sf-string, then the parameters in RFC 9211 order: hit (when Hit)
 // or fwd=<token> (when Fwd is a valid token), fwd-status, ttl in whole
-// seconds rounded toward zero, stored, collapsed, key (always an
+// seconds rounded down, stored, collapsed, key (always an
 // sf-string) and detail (a token when it is one, else an sf-string).
 // Bytes an sf-string cannot hold (controls, non-ASCII) are written as %XX.
 // It does not allocate when dst has room. To add to an existing

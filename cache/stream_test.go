@@ -610,6 +610,7 @@ func TestWaitersGetUnannouncedTrailers(t *testing.T) {
 	o.end = func(w http.ResponseWriter) error {
 		_, err := io.WriteString(w, o.rest)
 		w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+		w.Header().Set(http.TrailerPrefix+"Set-Cookie", "sid=leader")
 		return err
 	}
 	const target = "http://example.com/trailers"
@@ -636,6 +637,12 @@ func TestWaitersGetUnannouncedTrailers(t *testing.T) {
 	for name, w := range map[string]*syncWriter{"leader's client": leader, "waiter": waiter, "late waiter": late.syncWriter} {
 		if _, b := w.got(); b != o.first+o.rest || w.Header().Get(http.TrailerPrefix+"Grpc-Status") != "0" {
 			t.Errorf("%s: body %q, trailer Grpc-Status %q; want the whole body and \"0\"", name, b, w.Header().Get(http.TrailerPrefix+"Grpc-Status"))
+		}
+	}
+	// A trailer Set-Cookie is the leader's client's, as a header one is.
+	for name, w := range map[string]*syncWriter{"leader's client": leader, "waiter": waiter, "late waiter": late.syncWriter} {
+		if got, want := w.Header().Get(http.TrailerPrefix+"Set-Cookie"), map[bool]string{true: "sid=leader"}[w == leader]; got != want {
+			t.Errorf("%s: trailer Set-Cookie %q, want %q", name, got, want)
 		}
 	}
 	if !hasParam(waiter.field("Cache-Status"), "collapsed") {
