@@ -53,19 +53,19 @@ func packStorable(h http.Header, rc ResponseControl) fields {
 // §5.2.2.7; a review: a Set-Cookie the 304 carried for its client, under
 // private="Set-Cookie", was dropped).
 func passNamedFields(dst, src http.Header, rc ResponseControl) {
-	pass := func(name string) {
-		if !unstorableFields[name] { // hop-by-hop: not the client's
+	named := connectionFields(src)
+	var passed []string
+	for _, names := range [...][]string{rc.NoCacheFields, rc.PrivateFields} {
+		for _, name := range names {
+			// Not hop-by-hop ones, nor one a list names twice (a
+			// targeted field's lists keep repeats).
+			if unstorableFields[name] || slices.Contains(named, name) || slices.Contains(passed, name) {
+				continue
+			}
+			passed = append(passed, name)
 			for _, v := range src[name] {
 				dst.Add(name, v)
 			}
-		}
-	}
-	for _, name := range rc.NoCacheFields {
-		pass(name)
-	}
-	for _, name := range rc.PrivateFields {
-		if !slices.Contains(rc.NoCacheFields, name) {
-			pass(name)
 		}
 	}
 }

@@ -320,9 +320,14 @@ func unannouncedTrailers(hdr http.Header) iter.Seq2[string, []string] {
 // field reached every waiter).
 func sharedTrailers(hdr http.Header, rc *ResponseControl) http.Header {
 	var out http.Header
+	var named []string // what Connection lists, read at the first trailer
+	read := false
 	for k, v := range unannouncedTrailers(hdr) {
+		if !read {
+			named, read = connectionFields(hdr), true
+		}
 		name := http.CanonicalHeaderKey(strings.TrimPrefix(k, http.TrailerPrefix))
-		if name == "Set-Cookie" || unstorable(name, nil, rc) {
+		if name == "Set-Cookie" || unstorable(name, named, rc) {
 			continue
 		}
 		if out == nil {

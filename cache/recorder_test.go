@@ -334,4 +334,31 @@ func TestSharedTrailers(t *testing.T) {
 	if got := sharedTrailers(http.Header{"Content-Type": {"x"}}, &rc); got != nil {
 		t.Errorf("no trailers: %v, want nil", got)
 	}
+	// A field Connection lists is hop-by-hop: a header field of its name
+	// is not stored (a review).
+	hdr = http.Header{"Connection": {"X-Hop"}, http.TrailerPrefix + "X-Hop": {"hop"}}
+	if got := sharedTrailers(hdr, &rc); got != nil {
+		t.Errorf("a trailer Connection lists: %v, want none", got)
+	}
+}
+
+func TestPassNamedFields(t *testing.T) {
+	src := http.Header{"Set-Cookie": {"sid=1"}, "X-User": {"u"}, "Connection": {"X-Hop"}, "X-Hop": {"hop"}, "Keep-Alive": {"timeout=5"}}
+	for _, tc := range []struct {
+		field, cc string
+		want      http.Header
+	}{
+		{"Cache-Control", `max-age=1, private="Set-Cookie, X-User", no-cache="x-user"`, http.Header{"Set-Cookie": {"sid=1"}, "X-User": {"u"}}},
+		// A targeted field's list keeps repeats (a review: the cookie twice).
+		{"CDN-Cache-Control", `max-age=1, private="Set-Cookie, set-cookie"`, http.Header{"Set-Cookie": {"sid=1"}}},
+		// Hop-by-hop: Connection lists it, or it always is.
+		{"Cache-Control", `max-age=1, private="X-Hop, Keep-Alive"`, http.Header{}},
+	} {
+		rc := ParseResponseControl(http.Header{http.CanonicalHeaderKey(tc.field): {tc.cc}}, map[bool]string{true: tc.field}[tc.field != "Cache-Control"])
+		dst := http.Header{}
+		passNamedFields(dst, src, rc)
+		if !maps.EqualFunc(dst, tc.want, slices.Equal) {
+			t.Errorf("%s: %s: %v, want %v", tc.field, tc.cc, dst, tc.want)
+		}
+	}
 }
