@@ -1065,17 +1065,11 @@ func TestLeaderFollowsTheRecordAfterAFlightEnded(t *testing.T) {
 	}
 }
 
-// TestLateVaryMissIsJoinable: a late miss that follows the record to a
-// variant not stored leads that variant's flight, which the variant's
-// next requests (keyed by the record they find) join, rather than send a
-// second request for it to the origin (a review of followRecord's first
-// version, which left the late miss under its URL's key).
-func TestLateVaryMissIsJoinable(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{MinUses: 1}, c)
-	release := make(chan struct{})
-	var de atomic.Int32
-	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+// germanOnHold is an origin whose responses vary on Accept-Language and
+// whose German ones wait for release; de counts its German requests.
+func germanOnHold(c *clock) (o *origin, de *atomic.Int32, release chan struct{}) {
+	de, release = new(atomic.Int32), make(chan struct{})
+	return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Cache-Control", "max-age=60")
 		w.Header().Set("Vary", "Accept-Language")
 		w.Header().Set("Date", c.date())
@@ -1085,7 +1079,18 @@ func TestLateVaryMissIsJoinable(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "body-"+r.Header.Get("Accept-Language"))
 		return nil
-	}}
+	}}, de, release
+}
+
+// TestLateVaryMissIsJoinable: a late miss that follows the record to a
+// variant not stored leads that variant's flight, which the variant's
+// next requests (keyed by the record they find) join, rather than send a
+// second request for it to the origin (a review of followRecord's first
+// version, which left the late miss under its URL's key).
+func TestLateVaryMissIsJoinable(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MinUses: 1}, c)
+	o, de, release := germanOnHold(c)
 	const url = "http://example.com/late"
 	urlHash := keyHash([]byte(keyOf(t, h, newRequest(http.MethodGet, url))))
 	mark := h.flights.endedMark(urlHash)       // read before its lookup, which misses
@@ -1161,19 +1166,7 @@ func TestLateVaryMissJoinsTheVariantsFlight(t *testing.T) {
 		t.Run(fmt.Sprintf("first late %v", firstLate), func(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, Config{MinUses: 1}, c)
-			release := make(chan struct{})
-			var de atomic.Int32
-			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-				w.Header().Set("Cache-Control", "max-age=60")
-				w.Header().Set("Vary", "Accept-Language")
-				w.Header().Set("Date", c.date())
-				if r.Header.Get("Accept-Language") == "de" {
-					de.Add(1)
-					<-release
-				}
-				_, _ = io.WriteString(w, "body-"+r.Header.Get("Accept-Language"))
-				return nil
-			}}
+			o, de, release := germanOnHold(c)
 			const url = "http://example.com/late"
 			de1 := func() *http.Request { return newRequest(http.MethodGet, url, "Accept-Language", "de") }
 			urlHash := keyHash([]byte(keyOf(t, h, de1())))

@@ -477,55 +477,36 @@ func TestStaleWhileRevalidateFailureIsLogged(t *testing.T) {
 	}
 }
 
-// TestStaleWhileRevalidateNoStoreRequest: a request with no-store is
-// served the stale entry within stale-while-revalidate but starts no
-// refresh, whose only point is to store (RFC 9111 §5.2.1.5); the next
-// request does.
-func TestStaleWhileRevalidateNoStoreRequest(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{}, c)
-	o := validating(c, `"s"`, "body", "Cache-Control", "max-age=60, stale-while-revalidate=30")
-	const url = "http://example.com/swr-ns"
-	get(t, h, o, url)
-	c.Advance(70 * time.Second)
-	w := get(t, h, o, url, "Cache-Control", "no-store")
-	h.bg.wait()
-	h.store.wait()
-	wantStatus(t, w, []string{"hit", "detail=stale-while-revalidate"})
-	if n := o.calls.Load(); n != 1 {
-		t.Errorf("origin called %d times after the no-store request, want 1 (no refresh)", n)
-	}
-	wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
-	h.bg.wait()
-	h.store.wait()
-	if n := o.calls.Load(); n != 2 {
-		t.Errorf("origin called %d times after the next request, want 2 (its refresh)", n)
-	}
-	wantStatus(t, get(t, h, o, url), []string{"hit", "ttl=60"})
-}
-
-// TestStaleWhileRevalidateOnlyIfCached: a request that asks for a stored
-// response only gets the stale one within stale-while-revalidate, and
-// starts no refresh, which would reach the origin for it (RFC 9111
-// §5.2.1.7; a review saw the origin asked); the next request starts it.
-func TestStaleWhileRevalidateOnlyIfCached(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{}, c)
-	o := validating(c, `"s"`, "body", "Cache-Control", "max-age=60, stale-while-revalidate=30")
-	const url = "http://example.com/swr-oic"
-	get(t, h, o, url)
-	c.Advance(70 * time.Second)
-	w := get(t, h, o, url, "Cache-Control", "only-if-cached")
-	h.bg.wait()
-	h.store.wait()
-	wantStatus(t, w, []string{"hit", "ttl=-10", "detail=stale-while-revalidate"})
-	if n := o.calls.Load(); n != 1 {
-		t.Errorf("origin called %d times after the only-if-cached request, want 1 (no refresh)", n)
-	}
-	get(t, h, o, url)
-	h.bg.wait()
-	if n := o.calls.Load(); n != 2 {
-		t.Errorf("origin called %d times after the next request, want 2 (its refresh)", n)
+// TestStaleWhileRevalidateRequestsThatStartNoRefresh: a request with
+// no-store, or with only-if-cached, is served the stale entry within
+// stale-while-revalidate but starts no refresh: its only point is to
+// store, which no-store forbids (RFC 9111 §5.2.1.5), and it would reach
+// the origin for a client that asked for a stored response only
+// (§5.2.1.7; a review saw the origin asked). The next request starts it.
+func TestStaleWhileRevalidateRequestsThatStartNoRefresh(t *testing.T) {
+	for _, directive := range []string{"no-store", "only-if-cached"} {
+		t.Run(directive, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			o := validating(c, `"s"`, "body", "Cache-Control", "max-age=60, stale-while-revalidate=30")
+			const url = "http://example.com/swr"
+			get(t, h, o, url)
+			c.Advance(70 * time.Second)
+			w := get(t, h, o, url, "Cache-Control", directive)
+			h.bg.wait()
+			h.store.wait()
+			wantStatus(t, w, []string{"hit", "ttl=-10", "detail=stale-while-revalidate"})
+			if n := o.calls.Load(); n != 1 {
+				t.Errorf("origin called %d times after the %s request, want 1 (no refresh)", n, directive)
+			}
+			wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+			h.bg.wait()
+			h.store.wait()
+			if n := o.calls.Load(); n != 2 {
+				t.Errorf("origin called %d times after the next request, want 2 (its refresh)", n)
+			}
+			wantStatus(t, get(t, h, o, url), []string{"hit", "ttl=60"})
+		})
 	}
 }
 
