@@ -959,9 +959,7 @@ func (x *exchange) endFill() {
 		// streams no response that announces any); no map without them.
 		var tr http.Header
 		if x.rec.hasTrailers() {
-			if tr = sharedTrailers(x.rec.header, &x.rc); len(tr) == 0 {
-				tr = nil
-			}
+			tr = sharedTrailers(x.rec.header, &x.rc) // nil if none is shared
 		}
 		if tr == nil {
 			e.body.fill.Store(nil)

@@ -317,15 +317,11 @@ func unannouncedTrailers(hdr http.Header) iter.Seq2[string, []string] {
 // which is for the leader's client, nor those rc keeps from being stored
 // (hop-by-hop, or named by a qualified no-cache or private), as the
 // header's fields are not (a review: a trailer Set-Cookie and a private
-// field reached every waiter).
+// field reached every waiter); nil if none is.
 func sharedTrailers(hdr http.Header, rc *ResponseControl) http.Header {
 	var out http.Header
-	var named []string // what Connection lists, read at the first trailer
-	read := false
+	named := connectionFields(hdr)
 	for k, v := range unannouncedTrailers(hdr) {
-		if !read {
-			named, read = connectionFields(hdr), true
-		}
 		name := http.CanonicalHeaderKey(strings.TrimPrefix(k, http.TrailerPrefix))
 		if name == "Set-Cookie" || unstorable(name, named, rc) {
 			continue

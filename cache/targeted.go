@@ -174,17 +174,10 @@ func parseSFDictionary(s string) ([]sfMember, bool) {
 		if !replaced {
 			out = append(out, m)
 		}
-		p.skipOWS()
-		if p.done() {
+		if end, ok := p.next(); !ok {
+			return nil, false
+		} else if end {
 			return out, true
-		}
-		if p.peek() != ',' {
-			return nil, false
-		}
-		p.i++
-		p.skipOWS()
-		if p.done() { // trailing comma
-			return nil, false
 		}
 	}
 	// Only an empty (all-space) field gets here; RFC 8941 §4.2 treats an
@@ -205,17 +198,8 @@ func isSFList(s string) bool {
 		} else if _, ok := p.bareItem(""); !ok || !p.params() {
 			return false
 		}
-		p.skipOWS()
-		if p.done() {
-			return true
-		}
-		if p.peek() != ',' {
-			return false
-		}
-		p.i++
-		p.skipOWS()
-		if p.done() { // trailing comma
-			return false
+		if end, ok := p.next(); !ok || end {
+			return ok
 		}
 	}
 	return true
@@ -228,6 +212,22 @@ type sfParser struct {
 }
 
 func (p *sfParser) done() bool { return p.i >= len(p.s) }
+
+// next moves past the end of a list's or dictionary's member: end at the
+// end of the input, ok false when what follows is not a comma and another
+// member (a trailing comma fails too: RFC 8941 §4.2.1).
+func (p *sfParser) next() (end, ok bool) {
+	p.skipOWS()
+	if p.done() {
+		return true, true
+	}
+	if p.peek() != ',' {
+		return false, false
+	}
+	p.i++
+	p.skipOWS()
+	return false, !p.done()
+}
 
 func (p *sfParser) peek() byte {
 	if p.i < len(p.s) {
