@@ -691,7 +691,7 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 	var buf [512]byte
 	b := strconv.AppendInt(buf[:0], int64(e.currentAge(now)/time.Second), 10)
 	n := len(b)
-	b = appendCacheStatus(b, prevStatus, h.CacheName, st)
+	b = appendStoredStatus(b, prevStatus, h.CacheName, st)
 	s := string(b)
 	vals[0], vals[1] = s[:n], s[n:]
 	hdr["Age"] = vals[0:1:1]
@@ -819,19 +819,38 @@ func ifRangeMatches(r *http.Request, stored HeaderReader) bool {
 
 // appendCacheStatus appends the Cache-Status value: the members already
 // present (from caches nearer the origin), then ours (RFC 9211 §2). A line
-// that is not a structured-field list is left out: a recipient that
-// parsed the field would discard all of it, ours too (RFC 8941 §4.2; a
-// review saw an origin's `bad "stuff` make every response's unreadable).
+// that is not a structured-field list is left out (statusLine).
 func appendCacheStatus(dst []byte, prev []string, name string, st Status) []byte {
 	for _, p := range prev {
-		// Without the empty members an upstream left at its ends (" , "):
-		// a structured-field list has none (RFC 8941 §4.2.1).
-		if p = strings.Trim(p, " \t,"); p != "" && isSFList(p) {
+		if p, ok := statusLine(p); ok {
 			dst = append(dst, p...)
 			dst = append(dst, ", "...)
 		}
 	}
 	return AppendStatus(dst, name, st)
+}
+
+// appendStoredStatus is appendCacheStatus for the Cache-Status lines of a
+// stored response, which packStorable keeps only in the form statusLine
+// gives: a hit does not parse them again.
+func appendStoredStatus(dst []byte, prev []string, name string, st Status) []byte {
+	for _, p := range prev {
+		dst = append(dst, p...)
+		dst = append(dst, ", "...)
+	}
+	return AppendStatus(dst, name, st)
+}
+
+// statusLine returns a Cache-Status line from upstream as it is passed on,
+// without the empty members an upstream left at its ends (" , "), which a
+// structured-field list has none of (RFC 8941 §4.2.1), and whether it is
+// passed on: not when empty, nor when it is not a structured-field list,
+// which a recipient that parsed the field would discard whole, ours too
+// (RFC 8941 §4.2; a review saw an origin's `bad "stuff` make every
+// response's unreadable).
+func statusLine(p string) (string, bool) {
+	p = strings.Trim(p, " \t,")
+	return p, p != "" && isSFList(p)
 }
 
 // setCacheStatus sets the Cache-Status of a response about to be written

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"maps"
 	"net/http"
 	"net/textproto"
 	"slices"
@@ -40,9 +41,23 @@ func StorableHeader(h http.Header, rc ResponseControl) http.Header {
 }
 
 // packStorable packs the fields of h fit for storage (see StorableHeader),
-// without Age, which a hit renders anew.
+// without Age, which a hit renders anew, and with its Cache-Status lines
+// as a hit passes them on (statusLine), checked once here rather than on
+// every hit (appendStoredStatus).
 func packStorable(h http.Header, rc ResponseControl) fields {
 	named := connectionFields(h)
+	if lines := h["Cache-Status"]; slices.ContainsFunc(lines, func(l string) bool { p, ok := statusLine(l); return !ok || p != l }) {
+		var kept []string
+		for _, l := range lines {
+			if l, ok := statusLine(l); ok {
+				kept = append(kept, l)
+			}
+		}
+		h = maps.Clone(h) // (only for an upstream's untidy lines)
+		if h["Cache-Status"] = kept; kept == nil {
+			delete(h, "Cache-Status")
+		}
+	}
 	return packFields(h, func(name string) bool { return name == "Age" || unstorable(name, named, &rc) })
 }
 
