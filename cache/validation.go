@@ -93,9 +93,17 @@ func ClientNotModified(req *http.Request, stored HeaderReader) bool {
 
 // etagListMatches evaluates If-None-Match lines: true when the list is "*"
 // or one of its entity-tags weakly matches the stored ETag (RFC 9110
-// §8.8.3.2).
+// §8.8.3.2), or is that tag without the suffix Caddy's encode gave it for
+// the stored Content-Encoding: an encode in front of the cache strips
+// "-gzip" from the tags a client sends back, as it does for the origin
+// (a review: every revalidation of a response an origin compressed itself
+// was a whole 200, where plain reverse_proxy got the origin's 304).
 func etagListMatches(lines []string, stored HeaderReader) bool {
 	etag, ok := opaqueTag(strings.TrimSpace(stored.Get("Etag")))
+	coding := ""
+	if ok && !strings.HasPrefix(strings.TrimSpace(stored.Get("Etag")), "W/") {
+		coding = strings.TrimSpace(stored.Get("Content-Encoding"))
+	}
 	for _, line := range lines {
 		rest := line
 		for {
@@ -110,7 +118,7 @@ func etagListMatches(lines []string, stored HeaderReader) bool {
 			if tag == "" {
 				break // malformed: stop reading this line
 			}
-			if ok && tag == etag {
+			if ok && (tag == etag || coding != "" && suffixedTag(etag, tag, coding)) {
 				return true
 			}
 			rest = next
@@ -260,7 +268,16 @@ func encodedETag(stored HeaderReader, etag string) bool {
 	if coding == "" || len(etag) < 2 || etag[0] != '"' || etag[len(etag)-1] != '"' {
 		return false
 	}
-	return strings.TrimSpace(stored.Get("Etag")) == etag[:len(etag)-1]+"-"+coding+`"`
+	return suffixedTag(strings.TrimSpace(stored.Get("Etag")), etag, coding)
+}
+
+// suffixedTag reports whether encoded is the quoted tag with "-coding"
+// before its closing quote, as encode writes it ("x" and gzip: "x-gzip").
+func suffixedTag(encoded, tag, coding string) bool {
+	n := len(tag) - 1 // tag without its closing quote
+	return n > 0 && len(encoded) == n+1+len(coding)+1 &&
+		encoded[:n] == tag[:n] && encoded[n] == '-' &&
+		encoded[n+1:n+1+len(coding)] == coding && encoded[len(encoded)-1] == '"'
 }
 
 // UpdateFrom304 returns a new header: stored updated with the fields of a

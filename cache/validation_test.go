@@ -146,6 +146,14 @@ func TestRule14_ClientConditional(t *testing.T) {
 		{"if-match ignored", "GET", []string{"If-Match", `"v1"`}, stored, false},
 		{"if-unmodified-since ignored", "GET", []string{"If-Unmodified-Since", rt0Date}, stored, false},
 		{"unconditional", "GET", nil, stored, false},
+		// encode in front strips its suffix from the client's tags
+		{"inm without encode's suffix", "GET", []string{"If-None-Match", `"v1"`}, rh("Etag", `"v1-gzip"`, "Content-Encoding", "gzip"), true},
+		{"inm list without encode's suffix", "GET", []string{"If-None-Match", `"a", W/"v1"`}, rh("Etag", `"v1-zstd"`, "Content-Encoding", "zstd"), true},
+		{"inm suffix of another coding", "GET", []string{"If-None-Match", `"v1"`}, rh("Etag", `"v1-gzip"`, "Content-Encoding", "zstd"), false},
+		{"inm suffix without Content-Encoding", "GET", []string{"If-None-Match", `"v1"`}, rh("Etag", `"v1-gzip"`), false},
+		{"inm suffix on a weak stored tag", "GET", []string{"If-None-Match", `"v1"`}, rh("Etag", `W/"v1-gzip"`, "Content-Encoding", "gzip"), false},
+		{"inm other tag", "GET", []string{"If-None-Match", `"v2"`}, rh("Etag", `"v1-gzip"`, "Content-Encoding", "gzip"), false},
+		{"inm empty tag", "GET", []string{"If-None-Match", `""`}, rh("Etag", `"-gzip"`, "Content-Encoding", "gzip"), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
