@@ -710,7 +710,7 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 	if status == http.StatusOK {
 		// An empty body has no byte to serve a range of: the 200, as a
 		// miss gets it (and as Go's file server and nginx answer).
-		if rg := r.Header["Range"]; len(rg) == 1 && end > 0 && r.Method == http.MethodGet && ifRangeMatches(r, &e.header) && !rewritesBody(w) {
+		if rg := r.Header["Range"]; len(rg) == 1 && end > 0 && r.Method == http.MethodGet && ifRangeMatches(r, &e.header) && !rewritesBody(w, e.header.Get("Content-Type")) {
 			size := int64(end)
 			br, ok, satisfiable := ParseRange(rg[0], size)
 			if ok {

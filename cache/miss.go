@@ -702,7 +702,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		x.unrecorded()
 	}
 	if rec.pass && !x.background {
-		if x.rangeDropped && status == http.StatusOK && !rewritesBody(rec.w) {
+		if x.rangeDropped && status == http.StatusOK && !rewritesBody(rec.w, rec.header.Get("Content-Type")) {
 			rec.contentRange = wholeContentRange(x.r, rec.header)
 		}
 		// The origin did not see the client's conditionals: the cache

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -906,47 +907,79 @@ func TestRangeRevalidationWholeNewVersionNotStoredDropsOldEntry(t *testing.T) {
 // response into a buffer and renders it whole; a part of a stored body
 // rendered so came out as raw template source in a 206 (a review), or
 // with a Content-Range its length did not match. Under a recorder with a
-// buffer a Range, on a hit or a miss for the whole body, gets the whole
-// 200, as from an origin that ignores Range; under one without (Caddy's
-// own, for access logs and metrics) it still gets its 206.
+// buffer a Range for a textual response, on a hit or a miss for the whole
+// body, gets the whole 200, as from an origin that ignores Range; under
+// one without (Caddy's own, for access logs and metrics) it still gets
+// its 206, and so does a video under templates, which streams what is not
+// its MIME types (a review: a site-wide templates turned every stored
+// video's ranges into 200s, which Safari does not play).
 func TestRangeUnderABodyRewriter(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
 	const body = `<p>{{.Req.Header.Get "X-A"}} {{/* a note */}}</p>`
-	o := static(c, 200, body, "Cache-Control", "max-age=60", "Content-Type", "text/html", "Content-Length", strconv.Itoa(len(body)))
-	const url = "http://example.com/page"
+	origin := func(contentType string) caddyhttp.Handler {
+		return static(c, 200, body, "Cache-Control", "max-age=60", "Content-Type", contentType, "Content-Length", strconv.Itoa(len(body)))
+	}
+	// like templates': only text/html is recorded to be rendered
+	templatesBuffers := func(_ int, hdr http.Header) bool { return strings.HasPrefix(hdr.Get("Content-Type"), "text/html") }
 	for _, tc := range []struct {
-		name   string
-		rng    string
-		buffer bool
-		want   int
+		name        string
+		contentType string
+		rng         string
+		buffer      bool
+		want        int
 	}{
-		{"miss for the whole body, rewriter", "bytes=0-", true, http.StatusOK},
-		{"hit, rewriter", "bytes=5-20", true, http.StatusOK},
-		{"hit, whole body, rewriter", "bytes=0-", true, http.StatusOK},
-		{"hit, access log recorder", "bytes=5-20", false, http.StatusPartialContent},
+		{"miss for the whole body, rewriter", "text/html", "bytes=0-", true, http.StatusOK},
+		{"hit, rewriter", "text/html", "bytes=5-20", true, http.StatusOK},
+		{"hit, whole body, rewriter", "text/html", "bytes=0-", true, http.StatusOK},
+		{"hit, access log recorder", "text/html", "bytes=5-20", false, http.StatusPartialContent},
+		{"miss for the whole body, video under templates", "video/mp4", "bytes=0-", true, http.StatusPartialContent},
+		{"hit, video under templates", "video/mp4", "bytes=5-20", true, http.StatusPartialContent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			url := "http://example.com/" + strings.ReplaceAll(tc.contentType, "/", "-")
 			w := httptest.NewRecorder()
 			var buf *bytes.Buffer
+			shouldBuffer := func(int, http.Header) bool { return false }
 			if tc.buffer {
-				buf = new(bytes.Buffer)
+				buf, shouldBuffer = new(bytes.Buffer), templatesBuffers
 			}
-			rec := caddyhttp.NewResponseRecorder(w, buf, func(int, http.Header) bool { return tc.buffer })
-			if err := h.ServeHTTP(rec, newRequest(http.MethodGet, url, "Range", tc.rng), o); err != nil {
+			rec := caddyhttp.NewResponseRecorder(w, buf, shouldBuffer)
+			if err := h.ServeHTTP(rec, newRequest(http.MethodGet, url, "Range", tc.rng), origin(tc.contentType)); err != nil {
 				t.Fatal(err)
 			}
 			h.store.wait()
 			status, got := rec.Status(), w.Body.String()
-			if tc.buffer {
+			if rec.Buffered() {
 				if err := rec.WriteResponse(); err != nil {
 					t.Fatal(err)
 				}
 				got = w.Body.String()
 			}
-			if status != tc.want || tc.want == http.StatusOK && (got != body || w.Header().Get("Content-Range") != "") {
-				t.Errorf("status %d, Content-Range %q, body %q; want %d (the whole body when 200)", status, w.Header().Get("Content-Range"), got, tc.want)
+			want, wantRange := body, ""
+			if tc.want == http.StatusPartialContent {
+				br, _, _ := ParseRange(tc.rng, int64(len(body)))
+				want = body[br.Start : br.End+1]
+				wantRange = fmt.Sprintf("bytes %d-%d/%d", br.Start, br.End, len(body))
+			}
+			if status != tc.want || got != want || w.Header().Get("Content-Range") != wantRange {
+				t.Errorf("status %d, Content-Range %q, body %q; want %d, %q, %q", status, w.Header().Get("Content-Range"), got, tc.want, wantRange, want)
 			}
 		})
+	}
+}
+
+// TestTextual: the Content-Types a body rewriter before the cache is
+// taken to rewrite (see rewritesBody).
+func TestTextual(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"text/html; charset=utf-8": true, "TEXT/PLAIN": true, "": true, "application/json": true,
+		"application/xhtml+xml": true, "application/javascript": true, "image/svg+xml": true,
+		"video/mp4": false, "audio/mpeg": false, "application/pdf": false,
+		"application/octet-stream": false, "image/png": false,
+	} {
+		if got := textual(ct); got != want {
+			t.Errorf("textual(%q) = %v, want %v", ct, got, want)
+		}
 	}
 }

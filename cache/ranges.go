@@ -122,15 +122,27 @@ func asksForWhole(r *http.Request) bool {
 	return ok && satisfiable && br.Start == 0 && br.End == math.MaxInt64-1
 }
 
-// rewritesBody reports whether a handler before the cache records the
-// response into a buffer to rewrite its body before the client gets it:
-// templates does (its caddyhttp.ResponseRecorder has a buffer). A part of
-// a body, rendered as if it were the whole, comes out as neither: raw
-// template source, or a Content-Range its length does not match. Such a
-// request gets the whole 200, as from an origin that ignores Range; and
-// when the origin sends a 206, templates renders it with or without the
-// cache. Only asked of a request with a Range.
-func rewritesBody(w http.ResponseWriter) bool {
+// rewritesBody reports whether a handler before the cache may record the
+// response, of Content-Type contentType, into a buffer to rewrite its body
+// before the client gets it, as templates does: a part of a body, rendered
+// as if it were the whole, comes out as neither (raw template source, or a
+// Content-Range its length does not match). Such a request gets the whole
+// 200, as from an origin that ignores Range.
+//
+// Whether the recorder buffers is decided inside its WriteHeader, from the
+// status and header, by a function the cache cannot ask: templates buffers
+// only its MIME types (text/html and text/plain unless configured), and
+// intercept only what its matchers select. So only a textual response
+// under a recorder with a buffer is taken as rewritten; media and other
+// binary types get their 206 (a review: under a site-wide templates, a
+// stored video answered Safari's bytes=0-1 probe with all of it, which
+// Safari refuses to play). A recorder that buffers those anyway rewrites
+// the 206, as it does an origin's 206 without the cache. Only asked of a
+// request with a Range.
+func rewritesBody(w http.ResponseWriter, contentType string) bool {
+	if !textual(contentType) {
+		return false
+	}
 	for w != nil {
 		if rec, ok := w.(caddyhttp.ResponseRecorder); ok && rec.Buffer() != nil {
 			return true
@@ -140,6 +152,24 @@ func rewritesBody(w http.ResponseWriter) bool {
 			return false
 		}
 		w = u.Unwrap()
+	}
+	return false
+}
+
+// textual reports whether a Content-Type is text that a body rewriter may
+// render or rewrite: text/*, or a type that names HTML, XML, JSON or
+// JavaScript (application/xhtml+xml, application/json); also a response
+// without one, which a rewriter may take for text.
+func textual(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	if mt == "" || strings.HasPrefix(mt, "text/") {
+		return true
+	}
+	for _, s := range [...]string{"html", "xml", "json", "javascript"} {
+		if strings.Contains(mt, s) {
+			return true
+		}
 	}
 	return false
 }
