@@ -136,6 +136,8 @@ type Handler struct {
 	// abandonLimit bounds a fill nobody reads once its client has gone
 	// (maxAbandonedFill; tests shorten it).
 	abandonLimit time.Duration
+	// staleErrors paces the lines of stale-if-error answers.
+	staleErrors *logPace
 }
 
 // CaddyModule returns the Caddy module information.
@@ -196,6 +198,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.flights = new(flightGroup)
 	h.fills = new(fillSet)
 	h.bg = &background{keys: make(map[string]struct{})}
+	h.staleErrors = new(logPace)
 	h.clientKeys = new(clientKeys)
 
 	if ctx.Context != nil && ctx.Done() != nil { // a config's context (not a bare one in a test)

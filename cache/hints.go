@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
@@ -296,7 +295,7 @@ func (h *Handler) noLongerStored(x *exchange, scope hintScope, at time.Time) {
 	case scope == hintKey && !x.background && len(x.r.Header["Cookie"]) == 0 &&
 		h.pastStaleWindow(x.stale, x.requestTime) && h.store.dropIfStored(x.stale):
 		if ce := h.logger.Check(zapcore.DebugLevel, "the origin's response is no longer storable; stored response dropped"); ce != nil {
-			ce.Write(zap.String("key", x.stale.key))
+			ce.Write(h.entryKeyField(x.stale))
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -422,7 +423,7 @@ func (x *exchange) sends(r, out *http.Request) {
 func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string]any, next caddyhttp.Handler, x *exchange) error {
 	rec := &x.rec
 	if ce := h.logger.Check(zapcore.DebugLevel, "304 does not match the stored response; asking again"); ce != nil {
-		ce.Write(zap.String("key", x.stale.key), zap.String("etag", rec.header.Get("Etag")))
+		ce.Write(h.entryKeyField(x.stale), zap.String("etag", rec.header.Get("Etag")))
 	}
 	h.store.dropIfStored(x.stale)
 	x.stale, x.cond, x.outcome = nil, false, outPass
@@ -864,28 +865,78 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 }
 
 // logOriginError logs the failure of x's origin request (its error or
-// status), which the cache answered for: Caddy logs a handler's error
-// only when it gets it.
+// status), which the cache answered for with a stale response: Caddy
+// logs a handler's error only when it gets it. At most one line a second
+// (a review: 26,842 lines in 5 s of an origin outage), each with the
+// number of such answers not logged since the last one.
 func (h *Handler) logOriginError(level zapcore.Level, msg string, x *exchange, failure zap.Field) {
+	if !h.logger.Core().Enabled(level) {
+		return
+	}
+	unlogged, ok := h.staleErrors.take(h.now())
+	if !ok {
+		return
+	}
 	if ce := h.logger.Check(level, msg); ce != nil {
-		ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), h.keyField(level, string(x.urlKey)), failure)
+		ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), h.keyField(string(x.urlKey)), failure,
+			zap.Int64("unlogged", unlogged))
 	}
 }
 
-// keyField is a log line's field for the cache key of a URL, urlKey (the
-// whole key of an entry at debug, variants' request values included). A
+// logPace lets one log line through a second and counts the others.
+type logPace struct {
+	next     atomic.Int64 // Unix nanoseconds from which the next line may go
+	unlogged atomic.Int64
+}
+
+// take reports whether a line may be written at now and, if so, how many
+// were held back since the last.
+func (p *logPace) take(now time.Time) (unlogged int64, ok bool) {
+	t, next := now.UnixNano(), p.next.Load()
+	if t < next || !p.next.CompareAndSwap(next, t+int64(time.Second)) {
+		p.unlogged.Add(1)
+		return 0, false
+	}
+	return p.unlogged.Swap(0), true
+}
+
+// keyField is a log line's field for the cache key of a URL, urlKey. A
 // key template other than the default may name a cookie or a credential
 // ({http.request.cookie.session}, {http.request.header.Authorization}),
-// which Caddy's own logs leave out: at info and above such a key is
-// logged as its hash, key_hash (its line has the host and URI), and whole
-// only at debug. The default key, the request's URL, is logged as is, as
+// which Caddy's own logs leave out unless log_credentials is on: such a
+// key is logged as its hash, key_hash, beside the line's host and URI, at
+// every level. The default key, the request's URL, is logged as is, as
 // Caddy's access log does.
-func (h *Handler) keyField(level zapcore.Level, urlKey string) zap.Field {
-	if level <= zapcore.DebugLevel || h.Key == DefaultKey {
+func (h *Handler) keyField(urlKey string) zap.Field {
+	if h.Key == DefaultKey {
 		return zap.String("key", urlKey)
 	}
-	return zap.String("key_hash", strconv.FormatUint(xxhash.Sum64String(urlKey), 16))
+	return zap.String("key_hash", logHash(urlKey))
 }
+
+// entryKeyField is a log line's field for the key of an entry: its URL's
+// (keyField) and, for a variant, variant_hash, a hash of its whole key,
+// which holds the request values of its Vary fields (Authorization and
+// Cookie among them: a review found them in debug lines).
+func (h *Handler) entryKeyField(e *entry) zap.Field {
+	u := e.urlKey()
+	if u == e.key {
+		return h.keyField(u)
+	}
+	return zap.Inline(variantKeyLog{h.keyField(u), zap.String("variant_hash", logHash(e.key))})
+}
+
+// variantKeyLog adds a variant's two key fields to a log line.
+type variantKeyLog [2]zap.Field
+
+func (v variantKeyLog) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	v[0].AddTo(enc)
+	v[1].AddTo(enc)
+	return nil
+}
+
+// logHash is the hash of a key as log lines show it.
+func logHash(key string) string { return strconv.FormatUint(xxhash.Sum64String(key), 16) }
 
 // storeFilled offers e, the entry of x's complete response, to the store
 // and answers x's waiters with it.
@@ -909,7 +960,7 @@ func (h *Handler) storeFilled(x *exchange, rec *recorder, e *entry) {
 		e.exit()
 	} else if !h.store.set(e) {
 		if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
-			ce.Write(zap.String("key", e.key))
+			ce.Write(h.entryKeyField(e))
 		}
 	}
 	rec.unreserve() // stored (and charged) or dropped: no longer recorded

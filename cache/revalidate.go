@@ -161,7 +161,7 @@ func (h *Handler) freshen(x *exchange, rec *recorder) {
 			return
 		}
 		if ce := h.logger.Check(zapcore.DebugLevel, "HEAD response shows the stored GET response is out of date; dropped it"); ce != nil {
-			ce.Write(zap.String("key", old.key), zap.String("etag", head.Get("Etag")), zap.String("content_length", head.Get("Content-Length")))
+			ce.Write(h.entryKeyField(old), zap.String("etag", head.Get("Etag")), zap.String("content_length", head.Get("Content-Length")))
 		}
 	}
 }
@@ -264,7 +264,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			n := h.bg.done(e.key, failed, h.now())
 			if n < 0 {
 				if ce := h.logger.Check(zapcore.InfoLevel, "background revalidation succeeded again"); ce != nil {
-					ce.Write(zap.String("host", r2.Host), zap.String("uri", r2.RequestURI), h.keyField(zapcore.InfoLevel, e.urlKey()), zap.Int("failures", -n))
+					ce.Write(zap.String("host", r2.Host), zap.String("uri", r2.RequestURI), h.keyField(e.urlKey()), zap.Int("failures", -n))
 				}
 			}
 		}()
@@ -275,7 +275,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			if v == http.ErrAbortHandler {
 				// reverse_proxy gives up on a body it cannot finish
 				// reading (the origin went away, or the timeout).
-				h.logger.Debug("background revalidation aborted", zap.String("key", e.key))
+				h.logger.Debug("background revalidation aborted", h.entryKeyField(e))
 			} else if v != nil {
 				h.logger.Error("background revalidation panicked",
 					zap.Any("error", v), zap.ByteString("stack", debug.Stack()))
@@ -292,11 +292,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			level, msg = zapcore.WarnLevel, "background revalidation failed; the stale response stays, and the key is refreshed again after a backoff (1s, doubling up to 30s while it fails)"
 		}
 		if ce := h.logger.Check(level, msg); ce != nil {
-			key := e.key
-			if level > zapcore.DebugLevel {
-				key = e.urlKey() // not the request values a variant's key holds
-			}
-			ce.Write(zap.String("host", r2.Host), zap.String("uri", r2.RequestURI), h.keyField(level, key), zap.Int("status", x.rec.status), zap.Error(err))
+			ce.Write(zap.String("host", r2.Host), zap.String("uri", r2.RequestURI), h.entryKeyField(e), zap.Int("status", x.rec.status), zap.Error(err))
 		}
 	}()
 }

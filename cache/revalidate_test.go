@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -894,13 +895,14 @@ func TestRevalidation304KeepsTheStoredCoding(t *testing.T) {
 	}
 }
 
-// TestLogsKeepCredentialsOut: the warnings and infos that name a cache key
-// (stale-if-error answers, a failing background refresh and its end) do
-// not carry what a key template reads from a cookie or a credential, nor
-// the request values a variant's key holds (Vary: Authorization): a
-// custom key is logged as its hash, with the line's host and URI; the
-// default key, the URL, as is (a review found an Authorization value in
-// warn lines).
+// TestLogsKeepCredentialsOut: the lines that name a cache key
+// (stale-if-error answers, a failing background refresh and its end, and
+// the debug lines of refreshes) do not carry what a key template reads
+// from a cookie or a credential, nor the request values a variant's key
+// holds (Vary: Authorization): a custom key is logged as its hash, with
+// the line's host and URI; the default key, the URL, as is; a variant's
+// values as a hash of its key (reviews found an Authorization value in
+// warn lines, then in debug lines).
 func TestLogsKeepCredentialsOut(t *testing.T) {
 	const secret = "s3cr3t-token"
 	for _, tc := range []struct {
@@ -913,7 +915,7 @@ func TestLogsKeepCredentialsOut(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, Config{Key: tc.key, MinUses: 1}, c)
-			core, logs := observer.New(zapcore.InfoLevel)
+			core, logs := observer.New(zapcore.DebugLevel)
 			h.logger = zap.New(core)
 			const cc = "public, max-age=60, stale-while-revalidate=30, stale-if-error=300"
 			fields := []string{"Cache-Control", cc}
@@ -947,21 +949,38 @@ func TestLogsKeepCredentialsOut(t *testing.T) {
 			fail = true
 			c.Advance(100 * time.Second)
 			wantStatus(t, get(t, h, o, url, auth...), []string{"detail=stale-if-error"})
-			msgs := map[string]bool{}
+			msgs, keyed, variantLines := map[string]bool{}, 0, 0
 			for _, l := range logs.All() {
-				msgs[l.Message] = true
 				m := l.ContextMap()
 				if line := fmt.Sprint(m); strings.Contains(line, secret) {
 					t.Errorf("%s line %q carries the credential: %s", l.Level, l.Message, line)
 				}
-				if uri, _ := m["uri"].(string); m["host"] != "example.com" || !strings.HasSuffix(uri, "/account") {
-					t.Errorf("line %q: host %v, uri %v; want the request's", l.Message, m["host"], m["uri"])
-				}
 				key, hasKey := m["key"]
 				_, hashed := m["key_hash"]
+				if !hasKey && !hashed {
+					continue
+				}
+				keyed++
+				if uri, _ := m["uri"].(string); l.Level > zapcore.DebugLevel && (m["host"] != "example.com" || !strings.HasSuffix(uri, "/account")) {
+					t.Errorf("line %q: host %v, uri %v; want the request's", l.Message, m["host"], m["uri"])
+				}
 				if custom := tc.key != ""; custom && (!hashed || hasKey) || !custom && (hashed || key != url) {
 					t.Errorf("line %q: key %v, key_hash %v", l.Message, key, m["key_hash"])
 				}
+				if _, ok := m["variant_hash"]; ok && !tc.vary {
+					t.Errorf("line %q: variant_hash %v without a variant", l.Message, m["variant_hash"])
+				} else if ok {
+					variantLines++
+				}
+				if l.Level > zapcore.DebugLevel {
+					msgs[l.Message] = true
+				}
+			}
+			if tc.vary && variantLines == 0 {
+				t.Errorf("no line names the variant by its hash")
+			}
+			if keyed <= len(msgs) {
+				t.Errorf("%d lines name the key; want debug lines among them", keyed)
 			}
 			if len(msgs) != 3 {
 				t.Errorf("logged %v; want a refresh's failure, the end of its streak and a stale-if-error answer", msgs)
@@ -1016,5 +1035,37 @@ func TestRevalidationPassesNamedFields(t *testing.T) {
 				t.Errorf("a hit carries %q, %q", got, w.Header()["X-User"])
 			}
 		})
+	}
+}
+
+// TestStaleIfErrorLinesArePaced: while the origin is down, the warnings of
+// stale-if-error answers come at most one a second, each counting the
+// answers not logged since the last (a review: one line per request,
+// 26,842 lines in 5 s).
+func TestStaleIfErrorLinesArePaced(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MinUses: 1}, c)
+	core, logs := observer.New(zapcore.WarnLevel)
+	h.logger = zap.New(core)
+	const url = "http://example.com/a"
+	get(t, h, static(c, 200, "body", "Cache-Control", "max-age=1, stale-if-error=600"), url)
+	c.Advance(2 * time.Second)
+	down := &origin{fn: func(http.ResponseWriter, *http.Request) error { return errors.New("dial tcp: connection refused") }}
+	for second := range 3 {
+		for range 5 {
+			wantStatus(t, get(t, h, down, url), []string{"detail=stale-if-error"})
+			c.Advance(100 * time.Millisecond)
+		}
+		if second < 2 {
+			c.Advance(500 * time.Millisecond) // 1 s after the first of the five
+		}
+	}
+	var unlogged []int64
+	for _, l := range logs.All() {
+		n, _ := l.ContextMap()["unlogged"].(int64)
+		unlogged = append(unlogged, n)
+	}
+	if want := []int64{0, 4, 4}; !slices.Equal(unlogged, want) {
+		t.Errorf("lines' unlogged counts %v, want %v: one line a second", unlogged, want)
 	}
 }
