@@ -209,7 +209,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.poolKey = storePoolKey(&h.Config)
 	v, kept, err := stores.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newStore(h.CacheName, h.MaxSize)
+		s, err := newStore(h.CacheName, h.MaxSize)
+		if err == nil {
+			trackStore(s)
+		}
+		return s, err
 	})
 	if err != nil {
 		return err

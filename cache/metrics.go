@@ -159,27 +159,17 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	sum := make(map[string]storeStats)
-	for _, s := range snapshotStores() {
-		st := s.stats()
-		t := sum[st.Cache]
-		t.Bytes += st.Bytes
-		t.MaxBytes += st.MaxBytes
-		t.Entries += st.Entries
-		t.Stores += st.Stores
-		t.Rejects += st.Rejects
-		t.Evictions += st.Evictions
-		t.Drops += st.Drops
-		t.Purges += st.Purges
-		t.Bodies.Mapped += st.Bodies.Mapped
-		t.Bodies.Used += st.Bodies.Used
-		t.Bodies.Resident += st.Bodies.Resident
-		t.Bodies.Released += st.Bodies.Released
-		t.Bodies.FallbackBytes += st.Bodies.FallbackBytes
-		t.Bodies.Recording += st.Bodies.Recording
-		t.Bodies.RecordingRefusals += st.Bodies.RecordingRefusals
-		t.Bodies.NoRoom += st.Bodies.NoRoom
-		sum[st.Cache] = t
+	counted.Lock()
+	for s := range counted.live {
+		t := sum[s.name]
+		t.add(s.stats(), true)
+		sum[s.name] = t
 	}
+	for name, t := range sum {
+		t.add(counted.retired[name], false)
+		sum[name] = t
+	}
+	counted.Unlock()
 	for name, t := range sum {
 		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(t.Bytes), name)
 		ch <- prometheus.MustNewConstMetric(c.maxBytes, prometheus.GaugeValue, float64(t.MaxBytes), name)
@@ -201,3 +191,63 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 var _ prometheus.Collector = (*storeCollector)(nil)
+
+// add adds st's counters to t, and its gauges with gauges.
+func (t *storeStats) add(st storeStats, gauges bool) {
+	if gauges {
+		t.Bytes += st.Bytes
+		t.MaxBytes += st.MaxBytes
+		t.Entries += st.Entries
+		t.Bodies.Mapped += st.Bodies.Mapped
+		t.Bodies.Used += st.Bodies.Used
+		t.Bodies.Resident += st.Bodies.Resident
+		t.Bodies.FallbackBytes += st.Bodies.FallbackBytes
+		t.Bodies.Recording += st.Bodies.Recording
+	}
+	t.Stores += st.Stores
+	t.Rejects += st.Rejects
+	t.Evictions += st.Evictions
+	t.Drops += st.Drops
+	t.Purges += st.Purges
+	t.Bodies.Released += st.Bodies.Released
+	t.Bodies.RecordingRefusals += st.Bodies.RecordingRefusals
+	t.Bodies.NoRoom += st.Bodies.NoRoom
+}
+
+// counted is what the collector reports: the stores Provision made, and
+// the final counters of those closed since, by cache name, which it adds
+// to the live stores' of the name, so that a reload that replaces a store
+// (a new max_size) does not reset its name's counters (a review saw
+// stores_total go 41 → 0, breaking increase() and ratios against
+// requests_total). One lock makes a store's leaving and its counters'
+// retiring one step for a scrape.
+var counted struct {
+	sync.Mutex
+	live    map[*store]struct{}
+	retired map[string]storeStats
+}
+
+// trackStore adds s to what the collector reports.
+func trackStore(s *store) {
+	counted.Lock()
+	defer counted.Unlock()
+	if counted.live == nil {
+		counted.live = make(map[*store]struct{})
+		counted.retired = make(map[string]storeStats)
+	}
+	counted.live[s] = struct{}{}
+}
+
+// retireStore moves s's counters, as they are as it closes, to its cache
+// name's retired ones.
+func retireStore(s *store) {
+	counted.Lock()
+	defer counted.Unlock()
+	if _, ok := counted.live[s]; !ok {
+		return
+	}
+	delete(counted.live, s)
+	t := counted.retired[s.name]
+	t.add(s.stats(), false)
+	counted.retired[s.name] = t
+}

@@ -240,3 +240,42 @@ func TestMetricsOfARemovedCacheName(t *testing.T) {
 		t.Error("series of a cache name no handler uses are still exported")
 	}
 }
+
+// TestStoreCountersSurviveAResize: a reload that changes max_size starts a
+// new store, but the cache name's counters go on from the old store's
+// (a review: stores_total 41 → 0 on such a reload, which Prometheus reads
+// as a reset while requests_total went on).
+func TestStoreCountersSurviveAResize(t *testing.T) {
+	c := newClock()
+	provision := func(maxSize int64) (*Handler, caddy.Context) {
+		h := &Handler{Config: Config{CacheName: "resized", MaxSize: maxSize, MinUses: 1}, now: c.Now}
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		t.Cleanup(cancel)
+		if err := h.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		h.logger = zap.NewNop()
+		return h, ctx
+	}
+	stores := func(ctx caddy.Context) float64 {
+		v, _ := value(gather(t, ctx)["caddy_response_cache_stores_total"], map[string]string{"cache": "resized"})
+		return v
+	}
+	cached := static(c, 200, "x", "Cache-Control", "max-age=60")
+	old, _ := provision(1 << 20)
+	for _, u := range []string{"/a", "/b"} {
+		get(t, old, cached, "http://example.com"+u)
+	}
+	old.store.wait()
+	next, ctx := provision(2 << 20) // a reload: the new config first
+	_ = old.Cleanup()
+	if got := stores(ctx); got != 2 {
+		t.Errorf("stores_total after the resize: %v, want the old store's 2", got)
+	}
+	get(t, next, cached, "http://example.com/c")
+	next.store.wait()
+	if got := stores(ctx); got != 3 {
+		t.Errorf("stores_total after a store into the new store: %v, want 3", got)
+	}
+	_ = next.Cleanup()
+}

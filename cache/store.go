@@ -406,6 +406,7 @@ func (s *store) nearlyFull() bool {
 // (caddy.UsagePool calls it). Closing releases every entry; the arena is
 // unmapped once the requests still reading bodies are done.
 func (s *store) Destruct() error {
+	retireStore(s)
 	s.closing.Store(true)
 	s.life.Lock()
 	s.closed = true
