@@ -161,7 +161,11 @@ func LifetimeAt(status int, h http.Header, rc ResponseControl, defaultTTL time.D
 	}
 	date, unambiguous := headerDate(h, "Date")
 	if date.IsZero() {
-		date = responseTime
+		// In whole seconds, as the Date the cache then stores with it: a
+		// file modified in the second it was fetched otherwise got 10% of
+		// a fraction of a second at its first store and default_ttl at its
+		// first 304, whose Date equals its Last-Modified (a review).
+		date = responseTime.Truncate(time.Second)
 	}
 	if !rc.Targeted {
 		if _, present := h["Expires"]; present {

@@ -275,6 +275,8 @@ func TestRule07_HeuristicFreshness(t *testing.T) {
 	}{
 		{"10 percent", 200, rh("Date", rt0Date, "Last-Modified", lm), rt0, 0, time.Hour, true},
 		{"date absent: response time", 200, rh("Last-Modified", lm), rt0.Add(10 * time.Hour), 0, 2 * time.Hour, true},
+		{"date absent, modified in the second of the response: default ttl", 200, rh("Last-Modified", rt0Date), rt0.Add(700 * time.Millisecond), time.Minute, time.Minute, true},
+		{"date absent, modified in the second of the response: no heuristic", 200, rh("Last-Modified", rt0Date), rt0.Add(700 * time.Millisecond), 0, 0, false},
 		{"explicit wins", 200, rh("Date", rt0Date, "Last-Modified", lm, "Cache-Control", "max-age=5"), rt0, 0, 5 * time.Second, true},
 		{"expires wins", 200, rh("Date", rt0Date, "Last-Modified", lm, "Expires", rDateAt(time.Minute)), rt0, 0, time.Minute, true},
 		{"not for 500", 500, rh("Date", rt0Date, "Last-Modified", lm), rt0, 0, 0, false},
