@@ -221,7 +221,10 @@ func headerDate(h HeaderReader, name string) (t time.Time, ok bool) {
 //	corrected_initial_age = max(apparent_age, corrected_age_value)
 //
 // With several Age values the first is used. A missing or invalid Date
-// gives an apparent age of 0; an Age too large saturates at 2^31 seconds.
+// stands for responseTime in whole seconds, as in LifetimeAt and as the
+// Date the cache stores (an apparent age of its fraction of a second:
+// without it, a response without Date was fresh up to a second past its
+// Expires, a review); an Age too large saturates at 2^31 seconds.
 func InitialAge(h http.Header, requestTime, responseTime time.Time) (age time.Duration, ok bool) {
 	var ageValue time.Duration
 	ok = true
@@ -234,10 +237,11 @@ func InitialAge(h http.Header, requestTime, responseTime time.Time) (age time.Du
 			ok = false
 		}
 	}
-	var apparent time.Duration
-	if date, _ := headerDate(h, "Date"); !date.IsZero() {
-		apparent = max(0, responseTime.Sub(date))
+	date, _ := headerDate(h, "Date")
+	if date.IsZero() {
+		date = responseTime.Truncate(time.Second)
 	}
+	apparent := max(0, responseTime.Sub(date))
 	delay := max(0, responseTime.Sub(requestTime))
 	return max(apparent, ageValue+delay), ok
 }

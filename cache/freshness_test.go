@@ -319,6 +319,7 @@ func TestRule08_Age(t *testing.T) {
 		{"invalid age", rh("Age", "ten"), rt0, rt0, 0, false},
 		{"negative age", rh("Age", "-5"), rt0, rt0, 0, false},
 		{"huge age saturates", rh("Age", "99999999999999999999"), rt0, rt0, maxDelta, true},
+		{"no date: apparent age from the second received", rh(), rt0.Add(749 * time.Millisecond), rt0.Add(750 * time.Millisecond), 750 * time.Millisecond, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -335,6 +336,19 @@ func TestRule08_Age(t *testing.T) {
 		}
 		if got := CurrentAge(5*time.Second, rt0, rt0.Add(-time.Minute)); got != 5*time.Second {
 			t.Errorf("CurrentAge with clock going back = %v, want 5s", got)
+		}
+	})
+	t.Run("no date: not fresh past Expires", func(t *testing.T) {
+		// A review: Expires measured from the second received, the age
+		// not, left a response without Date fresh 0.45 s past Expires.
+		rt := rt0.Add(750 * time.Millisecond)
+		h := rh("Expires", rDateAt(time.Second))
+		f, _ := NewFreshness(200, h, ParseResponseControl(h, ""), 0, rt.Add(-time.Millisecond), rt)
+		if ttl := f.TTL(rt0.Add(1450 * time.Millisecond)); ttl > 0 {
+			t.Errorf("TTL 0.45 s past Expires: %v (lifetime %v, initial age %v)", ttl, f.Lifetime, f.InitialAge)
+		}
+		if ttl := f.TTL(rt0.Add(900 * time.Millisecond)); ttl != 100*time.Millisecond {
+			t.Errorf("TTL 0.1 s before Expires: %v", ttl)
 		}
 	})
 	t.Run("freshness", func(t *testing.T) {
