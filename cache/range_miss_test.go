@@ -907,12 +907,14 @@ func TestRangeRevalidationWholeNewVersionNotStoredDropsOldEntry(t *testing.T) {
 // response into a buffer and renders it whole; a part of a stored body
 // rendered so came out as raw template source in a 206 (a review), or
 // with a Content-Range its length did not match. Under a recorder with a
-// buffer a Range for a textual response, on a hit or a miss for the whole
+// buffer a Range for anything but media and downloads, on a hit or a miss for the whole
 // body, gets the whole 200, as from an origin that ignores Range; under
 // one without (Caddy's own, for access logs and metrics) it still gets
 // its 206, and so does a video under templates, which streams what is not
 // its MIME types (a review: a site-wide templates turned every stored
-// video's ranges into 200s, which Safari does not play).
+// video's ranges into 200s, which Safari does not play); a type a
+// templates may be told to render, YAML, still gets the whole 200 (a
+// review of the fix, which listed textual types: a 206 of its source).
 func TestRangeUnderABodyRewriter(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
@@ -920,8 +922,12 @@ func TestRangeUnderABodyRewriter(t *testing.T) {
 	origin := func(contentType string) caddyhttp.Handler {
 		return static(c, 200, body, "Cache-Control", "max-age=60", "Content-Type", contentType, "Content-Length", strconv.Itoa(len(body)))
 	}
-	// like templates': only text/html is recorded to be rendered
-	templatesBuffers := func(_ int, hdr http.Header) bool { return strings.HasPrefix(hdr.Get("Content-Type"), "text/html") }
+	// like templates' with `mime text/html application/yaml`: only those
+	// are recorded to be rendered
+	templatesBuffers := func(_ int, hdr http.Header) bool {
+		ct := hdr.Get("Content-Type")
+		return strings.Contains(ct, "text/html") || strings.Contains(ct, "application/yaml")
+	}
 	for _, tc := range []struct {
 		name        string
 		contentType string
@@ -935,6 +941,8 @@ func TestRangeUnderABodyRewriter(t *testing.T) {
 		{"hit, access log recorder", "text/html", "bytes=5-20", false, http.StatusPartialContent},
 		{"miss for the whole body, video under templates", "video/mp4", "bytes=0-", true, http.StatusPartialContent},
 		{"hit, video under templates", "video/mp4", "bytes=5-20", true, http.StatusPartialContent},
+		{"miss for the whole body, a type templates was told to render", "application/yaml", "bytes=0-", true, http.StatusOK},
+		{"hit, a type templates was told to render", "application/yaml", "bytes=0-9", true, http.StatusOK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			url := "http://example.com/" + strings.ReplaceAll(tc.contentType, "/", "-")
@@ -969,17 +977,18 @@ func TestRangeUnderABodyRewriter(t *testing.T) {
 	}
 }
 
-// TestTextual: the Content-Types a body rewriter before the cache is
-// taken to rewrite (see rewritesBody).
-func TestTextual(t *testing.T) {
+// TestBinaryMedia: the Content-Types that keep their ranges under a body
+// rewriter before the cache (see rewritesBody).
+func TestBinaryMedia(t *testing.T) {
 	for ct, want := range map[string]bool{
-		"text/html; charset=utf-8": true, "TEXT/PLAIN": true, "": true, "application/json": true,
-		"application/xhtml+xml": true, "application/javascript": true, "image/svg+xml": true,
-		"video/mp4": false, "audio/mpeg": false, "application/pdf": false,
-		"application/octet-stream": false, "image/png": false,
+		"video/mp4": true, "VIDEO/WEBM; codecs=vp9": true, "audio/mpeg": true, "image/png": true,
+		"font/woff2": true, "application/pdf": true, "application/octet-stream": true, "application/zip": true,
+		"text/html; charset=utf-8": false, "TEXT/PLAIN": false, "": false, "application/json": false,
+		"image/svg+xml": false, "application/yaml": false, "application/toml": false, "application/x-sh": false,
+		"video": false,
 	} {
-		if got := textual(ct); got != want {
-			t.Errorf("textual(%q) = %v, want %v", ct, got, want)
+		if got := binaryMedia(ct); got != want {
+			t.Errorf("binaryMedia(%q) = %v, want %v", ct, got, want)
 		}
 	}
 }

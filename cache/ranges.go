@@ -125,22 +125,24 @@ func asksForWhole(r *http.Request) bool {
 // rewritesBody reports whether a handler before the cache may record the
 // response, of Content-Type contentType, into a buffer to rewrite its body
 // before the client gets it, as templates does: a part of a body, rendered
-// as if it were the whole, comes out as neither (raw template source, or a
-// Content-Range its length does not match). Such a request gets the whole
-// 200, as from an origin that ignores Range.
+// as if it were the whole, comes out as neither (raw template source, a
+// template that does not parse, or a Content-Range its length does not
+// match). Such a request gets the whole 200, as from an origin that
+// ignores Range.
 //
 // Whether the recorder buffers is decided inside its WriteHeader, from the
 // status and header, by a function the cache cannot ask: templates buffers
-// only its MIME types (text/html and text/plain unless configured), and
-// intercept only what its matchers select. So only a textual response
-// under a recorder with a buffer is taken as rewritten; media and other
-// binary types get their 206 (a review: under a site-wide templates, a
+// its MIME types (text/html and text/plain unless configured: any type a
+// user names), and intercept what its matchers select. So every response
+// under a recorder with a buffer is taken as rewritten except the media
+// and downloads of binaryMedia, which no one renders as a template and
+// whose ranges clients need (a review: under a site-wide templates, a
 // stored video answered Safari's bytes=0-1 probe with all of it, which
-// Safari refuses to play). A recorder that buffers those anyway rewrites
+// Safari does not play). A recorder that buffers those anyway rewrites
 // the 206, as it does an origin's 206 without the cache. Only asked of a
 // request with a Range.
 func rewritesBody(w http.ResponseWriter, contentType string) bool {
-	if !textual(contentType) {
+	if binaryMedia(contentType) {
 		return false
 	}
 	for w != nil {
@@ -156,18 +158,30 @@ func rewritesBody(w http.ResponseWriter, contentType string) bool {
 	return false
 }
 
-// textual reports whether a Content-Type is text that a body rewriter may
-// render or rewrite: text/*, or a type that names HTML, XML, JSON or
-// JavaScript (application/xhtml+xml, application/json); also a response
-// without one, which a rewriter may take for text.
-func textual(contentType string) bool {
+// binaryMedia reports whether a Content-Type is media or a download, whose
+// ranges players, viewers and download managers ask for: video, audio,
+// images (not SVG, which is XML), fonts, PDF and archives. A type it does
+// not know is not: templates renders whatever MIME types it is given
+// (a review of the first version, which listed textual types instead:
+// application/yaml under templates got a 206 of its template source).
+func binaryMedia(contentType string) bool {
 	mt, _, _ := strings.Cut(contentType, ";")
 	mt = strings.ToLower(strings.TrimSpace(mt))
-	if mt == "" || strings.HasPrefix(mt, "text/") {
-		return true
+	major, minor, ok := strings.Cut(mt, "/")
+	if !ok {
+		return false
 	}
-	for _, s := range [...]string{"html", "xml", "json", "javascript"} {
-		if strings.Contains(mt, s) {
+	switch major {
+	case "video", "audio", "font":
+		return true
+	case "image":
+		return !strings.Contains(minor, "xml")
+	case "application":
+		switch minor {
+		case "pdf", "octet-stream", "zip", "gzip", "x-gzip", "zstd", "x-xz", "x-bzip2", "x-tar",
+			"x-7z-compressed", "vnd.rar", "x-rar-compressed", "wasm", "mp4", "ogg", "epub+zip",
+			"java-archive", "vnd.android.package-archive", "x-apple-diskimage", "x-iso9660-image",
+			"x-msdownload", "vnd.debian.binary-package", "x-rpm", "vnd.ms-cab-compressed":
 			return true
 		}
 	}
