@@ -198,7 +198,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.flights = new(flightGroup)
 	h.fills = new(fillSet)
 	h.bg = &background{keys: make(map[string]struct{})}
-	h.staleErrors = new(logPace)
+	h.staleErrors = newLogPace(h.now())
 	h.clientKeys = new(clientKeys)
 
 	if ctx.Context != nil && ctx.Done() != nil { // a config's context (not a bare one in a test)

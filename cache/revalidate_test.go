@@ -2,12 +2,16 @@ package cache
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/cespare/xxhash/v2"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1067,5 +1071,23 @@ func TestStaleIfErrorLinesArePaced(t *testing.T) {
 	}
 	if want := []int64{0, 4, 4}; !slices.Equal(unlogged, want) {
 		t.Errorf("lines' unlogged counts %v, want %v: one line a second", unlogged, want)
+	}
+}
+
+// TestLogHashIsKeyed: the hashes log lines show for keys (key_hash,
+// variant_hash) match each other within a process but are not a hash
+// anyone can compute from a guess of the key (a review: xxhash of the
+// key confirmed a guessed Bearer token).
+func TestLogHashIsKeyed(t *testing.T) {
+	const key = "http://example.com/account\x0013:Authorization19:Bearer s3cr3t-token"
+	got := logHash(key)
+	if got != logHash(key) || got == logHash(key+"x") || len(got) != 16 {
+		t.Fatalf("logHash = %q; want 16 hex digits, the same for the same key only", got)
+	}
+	plain := sha256.Sum256([]byte(key))
+	for _, guess := range []string{strconv.FormatUint(xxhash.Sum64String(key), 16), hex.EncodeToString(plain[:8])} {
+		if got == guess {
+			t.Errorf("logHash = %q, an unkeyed hash of the key", got)
+		}
 	}
 }
