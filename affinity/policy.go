@@ -512,6 +512,13 @@ type keyExpr struct {
 	// the fallback, a random upstream each; an address, spoofed or not,
 	// only chooses the upstream here.
 	remoteHost bool
+	// clientCert: the key names the client's certificate
+	// (http.request.tls.client.*), which does not resolve without one.
+	// Caddy answers those placeholders from an empty certificate over a
+	// TLS connection that has none (caddy #7530): the same fingerprint,
+	// serial or PEM for every such client, which sent them all to one
+	// upstream without a cookie (a review).
+	clientCert bool
 }
 
 // parseKeys expands Caddyfile shorthands (the Caddyfile adapter already has;
@@ -521,6 +528,7 @@ func parseKeys(keys []string) []keyExpr {
 	out := make([]keyExpr, len(keys))
 	for i, k := range keys {
 		e := keyExpr{expr: placeholder.Expand(k)}
+		e.clientCert = strings.Contains(e.expr, "{http.request.tls.client.")
 		if x := e.expr; len(x) > 2 && x[0] == '{' && x[len(x)-1] == '}' &&
 			strings.Count(x, "{") == 1 && strings.Count(x, "}") == 1 && !strings.Contains(x, `\`) {
 			e.name = x[1 : len(x)-1]
@@ -538,6 +546,8 @@ func parseKeys(keys []string) []keyExpr {
 // resolve. vars is the request's vars map, or nil.
 func (k *keyExpr) resolve(r *http.Request, repl *caddy.Replacer, vars map[string]any) string {
 	switch {
+	case k.clientCert && (r.TLS == nil || len(r.TLS.PeerCertificates) == 0):
+		return ""
 	case k.rawTarget:
 		return r.RequestURI
 	case k.field != "":

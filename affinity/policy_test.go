@@ -2,6 +2,10 @@ package affinity
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -350,6 +354,41 @@ func TestCompositeKeyNeedsEveryPart(t *testing.T) {
 				t.Errorf("key = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestClientCertificateKeyNeedsACertificate: over TLS without a client
+// certificate, Caddy answers the certificate's placeholders from an empty
+// one (the same fingerprint for every such client): the key does not
+// resolve, so the next key or the cookie decides (a review: every client
+// without a certificate went to one upstream, with no cookie issued).
+func TestClientCertificateKeyNeedsACertificate(t *testing.T) {
+	for _, key := range []string{"{tls_client_fingerprint}", "{http.request.tls.client.serial}", "cert-{tls_client_fingerprint}"} {
+		t.Run(key, func(t *testing.T) {
+			s := provisioned(t, &AffinitySelection{Keys: []string{key, "{header.X-User}"}})
+			r, w := newReq(ipAddr(1), func(r *http.Request) {
+				r.TLS = &tls.ConnectionState{HandshakeComplete: true, Version: tls.VersionTLS13}
+				r.Header.Set("X-User", "alice")
+			})
+			if s.Select(fakePool(3), r, w) == nil {
+				t.Fatal("no upstream")
+			}
+			repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+			if got, _ := repl.GetString(keyPlaceholder); got != "alice" {
+				t.Errorf("key = %q, want the next key's %q", got, "alice")
+			}
+		})
+	}
+	s := provisioned(t, &AffinitySelection{Keys: []string{"{tls_client_fingerprint}", "{header.X-User}"}})
+	cert := &x509.Certificate{Raw: []byte("a client certificate")}
+	r, w := newReq(ipAddr(1), func(r *http.Request) {
+		r.TLS = &tls.ConnectionState{HandshakeComplete: true, PeerCertificates: []*x509.Certificate{cert}}
+		r.Header.Set("X-User", "alice")
+	})
+	s.Select(fakePool(3), r, w)
+	sum := sha256.Sum256(cert.Raw)
+	if got, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).GetString(keyPlaceholder); got != hex.EncodeToString(sum[:]) {
+		t.Errorf("with a certificate: key %q, want its fingerprint", got)
 	}
 }
 

@@ -166,9 +166,8 @@ func CheckKey(template string) error {
 		if namedFamilies[name] {
 			return fmt.Errorf("%q names {%s}, whose last part is empty (an unset {$VAR}?), so it is empty for every request", template, name)
 		}
-		if !strings.HasPrefix(name, "http.request.") ||
-			strings.HasPrefix(name, "http.request.tls.") || strings.HasPrefix(name, "http.request.body") {
-			continue // TLS needs a TLS request; the body is read per request
+		if !strings.HasPrefix(name, "http.request.") || strings.HasPrefix(name, "http.request.body") {
+			continue // the body is read per request
 		}
 		if !known(repl, name) {
 			return fmt.Errorf("%q names {%s}, which Caddy does not know (a typo would give every request the same key)", template, name)

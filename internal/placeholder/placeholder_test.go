@@ -105,8 +105,11 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.request.remote}", err: "new for each of its connections"},
 		{in: "{http.request.host}{http.request.remote.port}", err: "new for each of its connections"},
 		{in: "{http.request.remote.host}"},
-		{in: "{http.regexp.name.1}"},                  // a matcher's capture
-		{in: "{http.request.tls.client.fingerprint}"}, // needs TLS to check
+		{in: "{http.regexp.name.1}"}, // a matcher's capture
+		{in: "{http.request.tls.client.fingerprint}"},
+		{in: "{http.request.tls.client.san.dns_names.0} {http.request.tls.server_name}"},
+		{in: "{http.request.tls.client.fingerprnt} {http.request.uri}", err: "which Caddy does not know"}, // a review: accepted
+		{in: "{http.request.tls.clinet.fingerprint}", err: "which Caddy does not know"},
 		{in: "no placeholder", err: "no placeholder"},
 		{in: "{env.HOME}", err: "do not depend on the request"},
 		{in: "{system.hostname}", err: "do not depend on the request"},
