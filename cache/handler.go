@@ -712,6 +712,7 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 		ClientNotModified(r, &e.header) {
 		notModifiedHeader(hdr)
 		w.WriteHeader(http.StatusNotModified)
+		sendBodiless(w)
 		return
 	}
 	if status == http.StatusOK {
@@ -758,6 +759,9 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 		}
 	}
 	w.WriteHeader(status)
+	if status == http.StatusNoContent {
+		sendBodiless(w)
+	}
 	if r.Method == http.MethodHead {
 		return
 	}
@@ -781,6 +785,15 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 		return
 	}
 	_ = e.body.writeRange(w, start, end)
+}
+
+// sendBodiless sends a response without content (a 304, a 204) at once,
+// as reverse_proxy does: HTTP/3's server (quic-go) gives a response whose
+// handler returns before anything is sent a Content-Length of the bytes
+// written, 0, which a 204 must not carry and a 304 only with the stored
+// 200's length (RFC 9110 §8.6; a review saw it on hits, not on misses).
+func sendBodiless(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).Flush()
 }
 
 // notRepresentationFields are the stored fields a 416 answered from an

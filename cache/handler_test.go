@@ -394,6 +394,22 @@ func TestRangeOfDigestedContent(t *testing.T) {
 	}
 }
 
+// TestHitOf204IsSentAtOnce: a stored 204 is sent as soon as its header is
+// written, as reverse_proxy sends it: HTTP/3's server gives a response its
+// handler returns from unsent a Content-Length: 0, which a 204 must not
+// carry (RFC 9110 §8.6; a review saw it on hits only).
+func TestHitOf204IsSentAtOnce(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := static(c, 204, "", "Cache-Control", "max-age=60")
+	get(t, h, o, "http://example.com/204")
+	w := get(t, h, o, "http://example.com/204")
+	wantStatus(t, w, []string{"hit"})
+	if w.Code != 204 || !w.Flushed || w.Header().Get("Content-Length") != "" {
+		t.Errorf("204 hit: status %d, flushed %v, Content-Length %q; want it sent at once, without one", w.Code, w.Flushed, w.Header().Get("Content-Length"))
+	}
+}
+
 func TestHitConditionalAndRanges(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
@@ -430,6 +446,9 @@ func TestHitConditionalAndRanges(t *testing.T) {
 			}
 			if got := w.Header().Get("Content-Range"); got != tc.contentRange {
 				t.Errorf("Content-Range %q, want %q", got, tc.contentRange)
+			}
+			if tc.status == 304 && !w.Flushed {
+				t.Error("304 not sent at once (HTTP/3 would give it Content-Length: 0)")
 			}
 			if tc.status == 206 {
 				if got := w.Header().Get("Content-Length"); got != strconv.Itoa(len(tc.body)) {
