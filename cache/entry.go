@@ -135,19 +135,24 @@ type entryData struct {
 func (e *entry) currentAge(now time.Time) time.Duration { return e.fresh.Age(now) }
 
 // Per-entry memory the cost accounts for besides body, header and key
-// bytes. TestEntryOverheadMatchesHeap (store_test.go) stores 20k entries
-// with ten header fields and 64-byte bodies and finds the live heap per
-// entry within a few percent of the cost with these constants. It covers:
-//   - ristretto: its storeItem (48 B) in a sharded Go map (~70 B per slot
-//     with control bytes and load factor) and the policy's keyCosts slot
-//     (~20 B); its admission counters are sized once from max_size (see
-//     newStore) and are a fixed baseline, not per entry;
-//   - this package: the entry struct (a 352 B size class), the body's
+// bytes. TestEntryOverheadMatchesHeap (store_test.go) stores entries with
+// ten header fields and 64-byte bodies and compares the live heap per
+// entry with the cost with these constants, in a store that holds all it
+// is offered and in one filled ten times over, evicting: the second holds
+// its maps at about twice the slots of what it holds (deleted slots stay,
+// and ristretto's policy keeps its own map of costs), and sets the
+// constants (a review found 1.08-1.40 times the cost on the heap of a full
+// cache when they were measured without evictions). They cover:
+//   - ristretto: its storeItem (48 B) in a sharded Go map and the
+//     policy's keyCosts slot, each at twice the slots when evicting; its
+//     admission counters are sized once from max_size (see newStore) and
+//     are a fixed baseline, not per entry;
+//   - this package: the entry struct (a 416 B size class), the body's
 //     handle and the rounding of small allocations to size classes.
 //
 // Linked entries (variants and tagged entries) also take a slot in the
-// store's index, linkedOverhead: its byHash and children maps, about
-// 100 B per variant in that test's "variants" run (500 variants per URL).
+// store's index, linkedOverhead: its byHash and children maps (about 240 B
+// per variant in a store that evicts, 3 or 500 variants per URL).
 //
 // Each tag of a tagged entry takes, besides its string, tagOverhead in the
 // store's tag index: a slot there and, for a tag no other entry has (the
@@ -156,8 +161,8 @@ func (e *entry) currentAge(now time.Time) time.Duration { return e.fresh.Age(now
 // before, eight distinct tags per entry put the live heap at 0.86 × the
 // store's counted bytes where the cost promises at most 0.5 ×.
 const (
-	entryOverhead  = 700
-	linkedOverhead = 112
+	entryOverhead  = 840
+	linkedOverhead = 300
 	tagOverhead    = 232
 )
 
@@ -181,7 +186,7 @@ func (e *entry) computeCost() {
 // heapBytes estimates what the entry holds on the Go heap, besides its
 // body.
 func (e *entry) heapBytes() int64 {
-	c := int64(entryOverhead) + int64(len(e.key))
+	c := int64(entryOverhead) + allocSize(int64(len(e.key)))
 	if e.linked() {
 		c += linkedOverhead
 	}
@@ -331,8 +336,12 @@ func (h *Handler) finishEntry(e *entry, x *exchange) {
 			record.epoch = x.epoch
 			x.newRecord = record // stored with e (finish)
 		}
-		e.varyKey = requestVaryKey(e.vary, x.r)
-		e.key = string(appendVariantKey(nil, x.urlKey, record.gen, e.varyKey))
+		// varyKey is the end of key, not a string of its own: a copy
+		// is as long as the request values of the Vary fields (a review:
+		// 2,000-byte ones held 27% more heap than the cost counts).
+		vk := requestVaryKey(e.vary, x.r)
+		e.key = string(appendVariantKey(nil, x.urlKey, record.gen, vk))
+		e.varyKey = e.key[len(e.key)-len(vk):]
 		e.gen = record.gen // for waiters of other variants (learnVariant)
 		e.parent = x.urlHash
 		// A copy: the request's own strings are not kept alive.

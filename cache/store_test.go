@@ -380,6 +380,11 @@ func TestAllocSize(t *testing.T) {
 // of their costs.
 func TestEntryOverheadMatchesHeap(t *testing.T) {
 	t.Run("entries", func(t *testing.T) { testEntryOverhead(t, 0, 0) })
+	// A full store that evicts holds its maps at about twice the slots
+	// of what it holds (a review: 1.11-1.40 times the cost before).
+	t.Run("evicting", func(t *testing.T) { testEvictingOverhead(t, 0) })
+	t.Run("evicting variants", func(t *testing.T) { testEvictingOverhead(t, 3) })
+	t.Run("evicting, 500 variants a URL", func(t *testing.T) { testEvictingOverhead(t, 500) })
 	// Variants also take a slot in the store's index (linkedOverhead).
 	t.Run("variants", func(t *testing.T) { testEntryOverhead(t, 500, 0) })
 	// Tagged entries take a slot in the tag index for each tag; tags of
@@ -443,6 +448,54 @@ func testEntryOverhead(t *testing.T, perURL, tags int) {
 	perEntryCost := float64(cost) / float64(n)
 	t.Logf("heap per entry %.0f B, cost per entry %.0f B (entryOverhead %d, linkedOverhead %d, tagOverhead %d)", perEntryHeap, perEntryCost, entryOverhead, linkedOverhead, tagOverhead)
 	if perEntryHeap > 1.15*perEntryCost {
+		t.Errorf("an entry takes %.0f B of heap but costs %.0f B: entryOverhead too small", perEntryHeap, perEntryCost)
+	}
+	runtime.KeepAlive(s)
+}
+
+// testEvictingOverhead fills a small store ten times over with entries
+// like testEntryOverhead's (variants of URLs perURL at a time when
+// positive) and compares the live heap per entry it then holds with the
+// cost of one.
+func testEvictingOverhead(t *testing.T, perURL int) {
+	const maxCost = 8 << 20
+	s := newTestStore(t, maxCost)
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	var perEntryCost float64
+	n := 0
+	for offered := int64(0); offered < 10*maxCost; n++ {
+		key := fmt.Sprintf("http://example.com/some/path/%d?q=%d", n, n)
+		fh := make(http.Header)
+		for j := range 10 {
+			fh[fmt.Sprintf("X-Field-%d", j)] = []string{fmt.Sprintf("value-%d-%d", n, j)}
+		}
+		fh.Set("Content-Length", "64")
+		e := &entry{entryData: entryData{key: key, hash: keyHash([]byte(key)), status: 200, header: packStorable(fh, ResponseControl{}), body: s.bodies.bodyOf(make([]byte, 64))}}
+		if perURL > 0 {
+			e.parent = keyHash(fmt.Appendf(nil, "http://example.com/url/%d", n/perURL))
+		}
+		e.readHeader()
+		e.computeCost()
+		perEntryCost = float64(e.heapBytes() + e.body.cost())
+		offered += e.cost
+		s.set(e)
+		if n%1000 == 999 {
+			s.wait()
+		}
+	}
+	s.wait()
+	after := heap()
+	held := s.stats().Entries
+	perEntryHeap := float64(int64(after-before)+s.bodies.stats().Used) / float64(held)
+	t.Logf("%d offered, %d held: heap per entry %.0f B, cost per entry %.0f B (%.2f)", n, held, perEntryHeap, perEntryCost, perEntryHeap/perEntryCost)
+	if perEntryHeap > 1.10*perEntryCost {
 		t.Errorf("an entry takes %.0f B of heap but costs %.0f B: entryOverhead too small", perEntryHeap, perEntryCost)
 	}
 	runtime.KeepAlive(s)
