@@ -401,7 +401,7 @@ func (a *arena) freeLocked(b int32, k int8) {
 		b = min(b, buddy)
 		k++
 	}
-	if k >= a.pageOrder && !a.closed && a.resident-a.used > a.slack {
+	if k >= a.pageOrder && (a.closed || a.resident-a.used > a.slack) {
 		// The block stays mapped, and is faulted in again when used:
 		// after the resident blocks of its order.
 		a.releaseLocked(b, k)
@@ -483,11 +483,23 @@ func (a *arena) unlinkLocked(b int32, k int8) {
 // close marks the arena unused by its store: no more allocations, and the
 // chunks are unmapped as soon as the last block still being read is
 // freed.
+//
+// A block still read keeps the chunks mapped, but not the free pages kept
+// for the next bodies (slack): they are given back at once, and so is
+// every block freed after (a review: a reload that resized the cache,
+// with one slow client reading a body of the old store, kept its slack, an
+// eighth of the old max_size, resident until that client finished).
 func (a *arena) close() {
 	a.mu.Lock()
 	a.closed = true
 	if a.used == 0 {
 		a.unmapLocked()
+	} else {
+		for k := a.pageOrder; k <= a.topOrder(); k++ {
+			for b := a.head[k]; b >= 0; b = a.next[b] {
+				a.releaseLocked(b, k)
+			}
+		}
 	}
 	a.mu.Unlock()
 }

@@ -757,6 +757,31 @@ func TestArenaClose(t *testing.T) {
 			t.Fatalf("FallbackBytes = %d after freeing the heap span", st.FallbackBytes)
 		}
 	})
+	t.Run("live blocks keep no free pages resident", func(t *testing.T) {
+		a := newArena(64 << 20)
+		var freed [][]span
+		held := a.alloc(100 << 10)
+		for range 40 {
+			ss := a.alloc(100 << 10)
+			fillSpans(ss, patternFor(3, spanLen(ss)))
+			freed = append(freed, ss)
+		}
+		for _, ss := range freed {
+			a.free(ss)
+		}
+		if st := a.stats(); st.Resident <= st.Used+a.pageBytes() {
+			t.Fatalf("setup: resident %d, used %d: no free pages kept", st.Resident, st.Used)
+		}
+		a.close()
+		st := a.stats()
+		if st.Resident > st.Used+2*a.pageBytes() {
+			t.Errorf("after close, with a block still read: resident %d for %d used; want the free pages given back", st.Resident, st.Used)
+		}
+		a.free(held)
+		if st := a.stats(); st.Mapped != 0 {
+			t.Errorf("last free after close left %d mapped", st.Mapped)
+		}
+	})
 	t.Run("nothing live unmaps at once", func(t *testing.T) {
 		a := newArena(1 << 20)
 		a.free(a.alloc(5000))
