@@ -402,26 +402,11 @@ func testEntryOverhead(t *testing.T, perURL, tags int) {
 		n = 5000
 	}
 	s := newTestStore(t, 1<<30)
-	hdr := func(i int) http.Header {
-		h := make(http.Header)
-		for j := 0; j < 10; j++ {
-			h[fmt.Sprintf("X-Field-%d", j)] = []string{fmt.Sprintf("value-%d-%d", i, j)}
-		}
-		return h
-	}
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
-	before := heap()
+	before := liveHeap()
 	var cost int64
 	for i := 0; i < n; i++ {
 		key := fmt.Sprintf("http://example.com/some/path/%d?q=%d", i, i)
-		fh := hdr(i)
-		fh.Set("Content-Length", "64")
+		fh := overheadTestHeader(i)
 		if tags > 0 {
 			var sk strings.Builder
 			for j := range tags {
@@ -442,7 +427,7 @@ func testEntryOverhead(t *testing.T, perURL, tags int) {
 		s.set(e)
 	}
 	s.wait()
-	after := heap()
+	after := liveHeap()
 	// Bodies live in the arena, outside the heap.
 	perEntryHeap := float64(int64(after-before)+s.bodies.stats().Used) / float64(n)
 	perEntryCost := float64(cost) / float64(n)
@@ -453,6 +438,26 @@ func testEntryOverhead(t *testing.T, perURL, tags int) {
 	runtime.KeepAlive(s)
 }
 
+// overheadTestHeader is the header of the i-th entry of the overhead
+// tests: ten fields and the Content-Length of a 64-byte body.
+func overheadTestHeader(i int) http.Header {
+	h := make(http.Header)
+	for j := range 10 {
+		h[fmt.Sprintf("X-Field-%d", j)] = []string{fmt.Sprintf("value-%d-%d", i, j)}
+	}
+	h.Set("Content-Length", "64")
+	return h
+}
+
+// liveHeap is the heap in use after two collections.
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
 // testEvictingOverhead fills a small store ten times over with entries
 // like testEntryOverhead's (variants of URLs perURL at a time when
 // positive) and compares the live heap per entry it then holds with the
@@ -460,23 +465,12 @@ func testEntryOverhead(t *testing.T, perURL, tags int) {
 func testEvictingOverhead(t *testing.T, perURL int) {
 	const maxCost = 8 << 20
 	s := newTestStore(t, maxCost)
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
-	before := heap()
+	before := liveHeap()
 	var perEntryCost float64
 	n := 0
 	for offered := int64(0); offered < 10*maxCost; n++ {
 		key := fmt.Sprintf("http://example.com/some/path/%d?q=%d", n, n)
-		fh := make(http.Header)
-		for j := range 10 {
-			fh[fmt.Sprintf("X-Field-%d", j)] = []string{fmt.Sprintf("value-%d-%d", n, j)}
-		}
-		fh.Set("Content-Length", "64")
+		fh := overheadTestHeader(n)
 		e := &entry{entryData: entryData{key: key, hash: keyHash([]byte(key)), status: 200, header: packStorable(fh, ResponseControl{}), body: s.bodies.bodyOf(make([]byte, 64))}}
 		if perURL > 0 {
 			e.parent = keyHash(fmt.Appendf(nil, "http://example.com/url/%d", n/perURL))
@@ -491,7 +485,7 @@ func testEvictingOverhead(t *testing.T, perURL int) {
 		}
 	}
 	s.wait()
-	after := heap()
+	after := liveHeap()
 	held := s.stats().Entries
 	perEntryHeap := float64(int64(after-before)+s.bodies.stats().Used) / float64(held)
 	t.Logf("%d offered, %d held: heap per entry %.0f B, cost per entry %.0f B (%.2f)", n, held, perEntryHeap, perEntryCost, perEntryHeap/perEntryCost)
