@@ -787,11 +787,11 @@ func (h *Handler) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, s
 	_ = e.body.writeRange(w, start, end)
 }
 
-// sendBodiless sends a response without content (a 304, a 204) at once,
-// as reverse_proxy does: HTTP/3's server (quic-go) gives a response whose
-// handler returns before anything is sent a Content-Length of the bytes
-// written, 0, which a 204 must not carry and a 304 only with the stored
-// 200's length (RFC 9110 §8.6; a review saw it on hits, not on misses).
+// sendBodiless sends a response without content (a 304, a 204) at once:
+// HTTP/3's server (quic-go) gives a response whose handler returns before
+// anything is sent a Content-Length of the bytes written, 0, which a 204
+// must not carry and a 304 only with the stored 200's length (RFC 9110
+// §8.6; a review saw it on hits).
 func sendBodiless(w http.ResponseWriter) {
 	_ = http.NewResponseController(w).Flush()
 }
