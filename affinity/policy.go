@@ -528,7 +528,8 @@ func parseKeys(keys []string) []keyExpr {
 	out := make([]keyExpr, len(keys))
 	for i, k := range keys {
 		e := keyExpr{expr: placeholder.Expand(k)}
-		e.clientCert = strings.Contains(e.expr, "{http.request.tls.client.")
+		// (Caddy reads what follows http.request.tls. in any case.)
+		e.clientCert = strings.Contains(strings.ToLower(e.expr), "{http.request.tls.client.")
 		if x := e.expr; len(x) > 2 && x[0] == '{' && x[len(x)-1] == '}' &&
 			strings.Count(x, "{") == 1 && strings.Count(x, "}") == 1 && !strings.Contains(x, `\`) {
 			e.name = x[1 : len(x)-1]

@@ -363,7 +363,8 @@ func TestCompositeKeyNeedsEveryPart(t *testing.T) {
 // resolve, so the next key or the cookie decides (a review: every client
 // without a certificate went to one upstream, with no cookie issued).
 func TestClientCertificateKeyNeedsACertificate(t *testing.T) {
-	for _, key := range []string{"{tls_client_fingerprint}", "{http.request.tls.client.serial}", "cert-{tls_client_fingerprint}"} {
+	for _, key := range []string{"{tls_client_fingerprint}", "{http.request.tls.client.serial}", "cert-{tls_client_fingerprint}",
+		"{http.request.tls.CLIENT.fingerprint}", "{http.request.tls.Client.serial}"} { // (a review: any case after tls.)
 		t.Run(key, func(t *testing.T) {
 			s := provisioned(t, &AffinitySelection{Keys: []string{key, "{header.X-User}"}})
 			r, w := newReq(ipAddr(1), func(r *http.Request) {

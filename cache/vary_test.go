@@ -354,16 +354,16 @@ func TestVariantKeyHeldOnce(t *testing.T) {
 	get(t, h, o, "http://example.com/v", "X-V", strings.Repeat("v", 2000))
 	h.store.wait()
 	variants := 0
-	h.store.(*store).rc().IterValues(func(e *entry) bool {
+	h.store.(*store).rc().IterValues(func(e *entry) (stop bool) {
 		if e.varyKey == "" {
-			return true
+			return false // the URL's variant record
 		}
 		variants++
 		end := unsafe.StringData(e.key[len(e.key)-len(e.varyKey):])
 		if !strings.HasSuffix(e.key, e.varyKey) || unsafe.StringData(e.varyKey) != end {
 			t.Errorf("varyKey of %d bytes is a copy, not the end of the key", len(e.varyKey))
 		}
-		return true
+		return false
 	})
 	if variants != 1 {
 		t.Fatalf("%d variants stored, want 1", variants)
