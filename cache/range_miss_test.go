@@ -982,7 +982,7 @@ func TestRangeUnderABodyRewriter(t *testing.T) {
 func TestBinaryMedia(t *testing.T) {
 	for ct, want := range map[string]bool{
 		"video/mp4": true, "VIDEO/WEBM; codecs=vp9": true, "audio/mpeg": true, "image/png": true,
-		"font/woff2": true, "application/pdf": true, "application/octet-stream": true, "application/zip": true,
+		"font/woff2": true, "application/font-woff": true, "application/vnd.ms-fontobject": true, "application/pdf": true, "application/octet-stream": true, "application/zip": true,
 		"text/html; charset=utf-8": false, "TEXT/PLAIN": false, "": false, "application/json": false,
 		"image/svg+xml": false, "application/yaml": false, "application/toml": false, "application/x-sh": false,
 		"video": false,

@@ -181,7 +181,8 @@ func binaryMedia(contentType string) bool {
 		case "pdf", "octet-stream", "zip", "gzip", "x-gzip", "zstd", "x-xz", "x-bzip2", "x-tar",
 			"x-7z-compressed", "vnd.rar", "x-rar-compressed", "wasm", "mp4", "ogg", "epub+zip",
 			"java-archive", "vnd.android.package-archive", "x-apple-diskimage", "x-iso9660-image",
-			"x-msdownload", "vnd.debian.binary-package", "x-rpm", "vnd.ms-cab-compressed":
+			"x-msdownload", "vnd.debian.binary-package", "x-rpm", "vnd.ms-cab-compressed",
+			"font-woff", "font-woff2", "x-font-ttf", "x-font-otf", "font-sfnt", "vnd.ms-fontobject":
 			return true
 		}
 	}
