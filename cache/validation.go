@@ -99,9 +99,10 @@ func ClientNotModified(req *http.Request, stored HeaderReader) bool {
 // (a review: every revalidation of a response an origin compressed itself
 // was a whole 200, where plain reverse_proxy got the origin's 304).
 func etagListMatches(lines []string, stored HeaderReader) bool {
-	etag, ok := opaqueTag(strings.TrimSpace(stored.Get("Etag")))
-	coding := ""
-	if ok && !strings.HasPrefix(strings.TrimSpace(stored.Get("Etag")), "W/") {
+	raw := strings.TrimSpace(stored.Get("Etag"))
+	etag, ok := opaqueTag(raw)
+	coding := "" // encode suffixes strong tags only
+	if ok && !strings.HasPrefix(raw, "W/") {
 		coding = strings.TrimSpace(stored.Get("Content-Encoding"))
 	}
 	for _, line := range lines {
