@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -116,6 +117,9 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) != 2 {
 				return argsErr(d, "weight <upstream> <n>")
 			}
+			if strings.TrimSpace(args[0]) == "" {
+				return d.Errf("weight needs an upstream, got '%s' (an unset {$VAR}?): name the upstream as on the reverse_proxy line", args[0])
+			}
 			dial, ns := weightDial(args[0]), args[1]
 			n, err := strconv.Atoi(ns)
 			if err != nil || n < 1 || n > MaxWeight {
@@ -158,8 +162,8 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return argsErr(d, "bound_floor <requests>")
 			}
 			n, err := strconv.Atoi(d.Val())
-			if err != nil || n < 1 {
-				return d.Errf("invalid bound_floor '%s': must be a whole number >= 1, such as 8", d.Val())
+			if err != nil || n < 1 || n > maxBoundFloor {
+				return d.Errf("invalid bound_floor '%s': must be a whole number from 1 to %d, such as 8", d.Val(), maxBoundFloor)
 			}
 			if d.NextArg() {
 				return argsErr(d, "bound_floor <requests>")
@@ -318,10 +322,13 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 			case "max_age":
 				dur, err := caddy.ParseDuration(v)
 				if err != nil {
-					return nil, d.Errf("invalid cookie max_age '%s': %v", v, err)
+					return nil, d.Errf("invalid cookie max_age '%s': want a duration such as 720h or 30d, at most 2562047h", v)
 				}
 				if dur < 0 {
 					return nil, d.Errf("invalid cookie max_age '%s': must not be negative", v)
+				}
+				if dur > maxDuration {
+					return nil, d.Errf("invalid cookie max_age '%s': must be at most 2562047h (Go's durations end there)", v)
 				}
 				c.MaxAge = caddy.Duration(dur)
 			}
@@ -389,6 +396,12 @@ func loadFallbackPolicy(d *caddyfile.Dispenser) (json.RawMessage, error) {
 	}
 	return caddyconfig.JSONModuleObject(sel, "policy", name, nil), nil
 }
+
+// maxDuration is the longest duration the Caddyfile takes: whole hours
+// short of Go's last one, 2^63-1 ns, which the adapted JSON could not give
+// back (Caddy carries it through a float64, which rounds it up past int64).
+// A cookie's Max-Age says at most 68 years of it.
+const maxDuration = 2562047 * time.Hour
 
 // argsErr reports a wrong number of arguments, with the syntax of the
 // option being parsed (which it names).

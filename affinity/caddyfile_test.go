@@ -116,7 +116,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "bound not a number", input: "affinity {\n bound lots\n}", wantErr: "invalid bound 'lots': must be a plain decimal number >= 1, such as 1.25, at Testfile:2"},
 		{name: "bound below 1", input: "affinity {\n bound 0.9\n}", wantErr: "invalid bound '0.9': must be a number >= 1"},
 		{name: "bound zero", input: "affinity {\n bound 0\n}", wantErr: "invalid bound '0'"},
-		{name: "bound_floor zero", input: "affinity {\n bound 1.25\n bound_floor 0\n}", wantErr: "invalid bound_floor '0': must be a whole number >= 1, such as 8, at Testfile:3"},
+		{name: "bound_floor zero", input: "affinity {\n bound 1.25\n bound_floor 0\n}", wantErr: "invalid bound_floor '0': must be a whole number from 1 to 2147483647, such as 8, at Testfile:3"},
+		{name: "bound_floor past an int32", input: "affinity {\n bound 1.25\n bound_floor 2147483648\n}", wantErr: "invalid bound_floor '2147483648': must be a whole number from 1 to 2147483647, such as 8, at Testfile:3"},
+		{name: "weight of an empty upstream", input: "affinity {\n weight \"\" 3\n}", wantErr: "weight needs an upstream, got '' (an unset {$VAR}?): name the upstream as on the reverse_proxy line, at Testfile:2"},
+		{name: "weight of a blank upstream", input: "affinity {\n weight \" \" 3\n}", wantErr: "weight needs an upstream, got ' '"},
+		{name: "cookie max_age past Go's durations", input: "affinity {\n cookie {\n secret s\n max_age 106752d\n }\n}", wantErr: "invalid cookie max_age '106752d': want a duration such as 720h or 30d, at most 2562047h, at Testfile:4"},
+		{name: "cookie max_age past what JSON gives back", input: "affinity {\n cookie {\n secret s\n max_age 9223372036854775807ns\n }\n}", wantErr: "invalid cookie max_age '9223372036854775807ns': must be at most 2562047h (Go's durations end there), at Testfile:4"},
 		{name: "bound_floor without bound", input: "affinity {\n bound_floor 8\n}", wantErr: "bound_floor 8 needs bound: it is the least cap bound gives an upstream, at Testfile:2"},
 		{name: "bound_floor twice", input: "affinity {\n bound 1.25\n bound_floor 8\n bound_floor 9\n}", wantErr: "bound_floor already specified"},
 		{name: "bound NaN", input: "affinity {\n bound NaN\n}", wantErr: "invalid bound 'NaN'"},
@@ -229,6 +234,7 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		"affinity { { } }",
 		"affinity {header.X} {\n key {http.request.header.X}\n}",
 		"affinity {\n bound 1\n weight a:1 1000000\n cookie {\n secret s\n path /\n }\n}",
+		"affinity {\n bound 1.25\n bound_floor 2147483647\n cookie {\n secret s\n max_age 2562047h\n }\n}",
 	} {
 		f.Add(seed)
 	}
@@ -273,6 +279,16 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		}
 		if err := back.Validate(); err != nil {
 			t.Fatalf("validates, but not after a JSON round trip: %v", err)
+		}
+		// As Caddy adapts it: through a map, numbers as float64s (which
+		// may round a duration by nanoseconds, but must not overflow).
+		var generic any
+		if err := json.Unmarshal(j, &generic); err != nil {
+			t.Fatal(err)
+		}
+		adapted, _ := json.Marshal(generic)
+		if err := json.Unmarshal(adapted, new(AffinitySelection)); err != nil {
+			t.Fatalf("%q parses, but its adapted JSON %s does not load: %v", input, adapted, err)
 		}
 	})
 }

@@ -467,11 +467,15 @@ func ringWeights(weights map[string]int) error {
 	return nil
 }
 
+// maxBoundFloor is the largest bound_floor: what an int holds on 32-bit
+// platforms, and far more requests in flight than an upstream takes.
+const maxBoundFloor = math.MaxInt32
+
 // checkBoundFloor accepts 0 (the default, 1) or a floor >= 1 with a bound.
 func checkBoundFloor(floor int, bound float64) error {
 	switch {
-	case floor < 0:
-		return fmt.Errorf("bound_floor must be a whole number >= 1, got %d", floor)
+	case floor < 0 || floor > maxBoundFloor:
+		return fmt.Errorf("bound_floor must be a whole number from 1 to %d, got %d", maxBoundFloor, floor)
 	case floor > 0 && bound == 0:
 		return fmt.Errorf("bound_floor %d needs bound: it is the least cap bound gives an upstream", floor)
 	}

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -192,7 +193,7 @@ func errAt(tok caddyfile.Token, format string, args ...any) error {
 func singleArg(d *caddyfile.Dispenser) (string, error) {
 	opt := d.Val()
 	if !d.NextArg() {
-		return "", d.Errf("%s needs a value", opt)
+		return "", d.Errf("%s needs a value (an unset {$VAR} leaves none)", opt)
 	}
 	val := d.Val()
 	if d.NextArg() {
@@ -220,6 +221,9 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 		if exact, ok := bigBytes(arg, unit); ok && exact.Cmp(new(big.Int).SetUint64(maxMaxSize)) > 0 {
 			return 0, tooLarge(d, opt, arg) // more bytes than 64 bits hold
 		}
+		if hugeUnit.MatchString(unit) {
+			return 0, tooLarge(d, opt, arg) // zetta- and yottabytes, which humanize does not take
+		}
 		return 0, d.Errf("%s: invalid size '%s' (use e.g. 64MiB or 1048576)", opt, arg)
 	}
 	if strings.Contains(arg, ".") {
@@ -246,6 +250,10 @@ func tooLarge(d *caddyfile.Dispenser, opt, arg string) error {
 	}
 	return d.Errf("%s must be at most 512GiB (and at most max_size), got '%s'", opt, arg)
 }
+
+// hugeUnit matches the units of a zettabyte and a yottabyte, in
+// humanize's spellings.
+var hugeUnit = regexp.MustCompile(`^(?i)\s*[zy]i?b?$`)
 
 // thousands matches a size whose commas separate groups of three digits
 // (2,500.5MiB, 1,048,576), the only commas a size may have; not after a
@@ -296,7 +304,7 @@ func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 // that is not negative.
 func durationArg(d *caddyfile.Dispenser, opt, arg string) (caddy.Duration, error) {
 	dur, err := caddy.ParseDuration(arg)
-	if err != nil && tooLong(arg) {
+	if err != nil && tooLong(arg) || err == nil && dur > maxDuration {
 		return 0, d.Errf("%s: duration '%s' is too long: Go's durations end at about 292 years (2562047h)", opt, arg)
 	}
 	if err != nil {
@@ -328,6 +336,12 @@ func parseStaleWindow(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	}
 	return dur, err
 }
+
+// maxDuration is the longest duration a Caddyfile option takes: whole
+// hours short of Go's last one, 2^63-1 ns, which the adapted JSON could
+// not give back (Caddy carries it through a float64, which rounds it up
+// to 2^63, past int64).
+const maxDuration = 2562047 * time.Hour
 
 // staleOff is the JSON value of stale_while_revalidate or stale_if_error
 // off (any negative value is).

@@ -23,6 +23,7 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		"response_cache { { } }",
 		"response_cache {\n key {time.now}\n}",
 		"response_cache arg",
+		"response_cache {\n default_ttl 2562047h\n stale_if_error 9223372036854775807ns\n}",
 	} {
 		f.Add(seed)
 	}
@@ -47,6 +48,16 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		}
 		if j2, _ := json.Marshal(back); !bytes.Equal(j, j2) {
 			t.Fatalf("JSON round trip changed the config:\n%s\n%s", j, j2)
+		}
+		// As Caddy adapts it: through a map, numbers as float64s (which
+		// may round a duration by nanoseconds, but must not overflow).
+		var generic any
+		if err := json.Unmarshal(j, &generic); err != nil {
+			t.Fatal(err)
+		}
+		adapted, _ := json.Marshal(generic)
+		if err := json.Unmarshal(adapted, &back); err != nil {
+			t.Fatalf("%q parses, but its adapted JSON %s does not load: %v", input, adapted, err)
 		}
 		// What Provision fills in before it validates.
 		h.CacheName, h.MaxSize, h.MaxItemSize = h.Config.StoreIdentity()

@@ -158,6 +158,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache min_uses too many", ":80 {\n\tresponse_cache {\n\t\tmin_uses 16\n\t}\n}", "Caddyfile:3"},
 		{"cache min_uses word", ":80 {\n\tresponse_cache {\n\t\tmin_uses twice\n\t}\n}", "Caddyfile:3"},
 		{"cache min_uses missing", ":80 {\n\tresponse_cache {\n\t\tmin_uses\n\t}\n}", "min_uses needs a value"},
+		{"cache max_size of an unset variable", ":80 {\n\tresponse_cache {\n\t\tmax_size {$CADDYFILE_TEST_UNSET}\n\t}\n}", "max_size needs a value (an unset {$VAR} leaves none), at Caddyfile:3"},
+		{"cache max_size in zettabytes", ":80 {\n\tresponse_cache {\n\t\tmax_size 1ZiB\n\t}\n}", "max_size must be at most 512GiB, got '1ZiB'"},
+		{"cache max_item_size in yottabytes", ":80 {\n\tresponse_cache {\n\t\tmax_item_size 2YB\n\t}\n}", "max_item_size must be at most 512GiB (and at most max_size), got '2YB'"},
+		{"cache duration JSON cannot give back", ":80 {\n\tresponse_cache {\n\t\tdefault_ttl 9223372036854775807ns\n\t}\n}", "default_ttl: duration '9223372036854775807ns' is too long: Go's durations end at about 292 years (2562047h), at Caddyfile:3"},
+		{"cache duration just past the last hour", ":80 {\n\tresponse_cache {\n\t\tstale_if_error 2562047h47m16.854775807s\n\t}\n}", "is too long"},
 		{"cache max_size too large", ":80 {\n\tresponse_cache {\n\t\tmax_size 600GiB\n\t}\n}", "max_size must be at most 512GiB, got '600GiB'; run more cache nodes behind lb_policy affinity to hold more, at Caddyfile:3"},
 		{"cache max_size tiny", ":80 {\n\tresponse_cache {\n\t\tmax_size 1KiB\n\t}\n}", "max_size must be at least 64KiB, got 1024, at Caddyfile:3"},
 		{"cache max_size fraction", ":80 {\n\tresponse_cache {\n\t\tmax_size 1.5\n\t}\n}", "max_size: '1.5' is not a whole number of bytes, at Caddyfile:3"},
@@ -293,4 +298,31 @@ func TestOnOffAnyCase(t *testing.T) {
 			t.Errorf("%q: want %s in\n%s", caddyfile, want, out)
 		}
 	}
+}
+
+// TestLargestValuesLoad: the largest value each option takes adapts into
+// JSON that loads. Caddy carries a module's JSON through a float64, so a
+// duration of 2^63-1 ns, which Go's parser takes, came out as 2^63 and did
+// not load (without a line to say where).
+func TestLargestValuesLoad(t *testing.T) {
+	const caddyfile = `:80 {
+	response_cache {
+		default_ttl 2562047h
+		heuristic_max 2562047h
+		stale_while_revalidate 2562047h
+		stale_if_error 2562047h
+	}
+	reverse_proxy 127.0.0.1:9 127.0.0.1:10 {
+		lb_policy affinity {
+			bound 1.25
+			bound_floor 2147483647
+			weight 127.0.0.1:9 100
+			cookie {
+				secret s3cr3t-s3cr3t-s3cr3t
+				max_age 2562047h
+			}
+		}
+	}
+}`
+	adaptAndValidate(t, "TestLargestValuesLoad", 1, caddyfile)
 }
