@@ -162,3 +162,52 @@ func TestUnbuildableTableLogsOnce(t *testing.T) {
 		t.Errorf("%d errors logged for 20 requests, want 1", n)
 	}
 }
+
+// TestWeightsMatchSRVDials: dynamic SRV upstreams dial their targets as DNS
+// names them, with the root dot (app.test.:8080); a weight written as
+// reverse_proxy's line would (app.test:8080) applies to them, and a weight
+// that matches no upstream of a set is logged once, not silently ignored.
+func TestWeightsMatchSRVDials(t *testing.T) {
+	s := provisioned(t, &AffinitySelection{Keys: []string{"{http.request.header.X-User}"},
+		Weights: map[string]int{"b.test:8080": 9, "gone.test:8080": 2}})
+	core, logs := observer.New(zap.WarnLevel)
+	s.logger = zap.New(core)
+	pool := reverseproxy.UpstreamPool{
+		{Host: new(reverseproxy.Host), Dial: "a.test.:8080"},
+		{Host: new(reverseproxy.Host), Dial: "b.test.:8080"},
+	}
+	toB := 0
+	const users = 2000
+	for i := range users {
+		r, w := newReq(ipAddr(i), func(r *http.Request) { r.Header.Set("X-User", strconv.Itoa(i)) })
+		if s.Select(freshCopy(pool), r, w).Dial == "b.test.:8080" {
+			toB++
+		}
+	}
+	// Weights 1 and 9: b gets 90% of users (rendezvous is exact to a
+	// percent or so at 2,000 users); unweighted it would get half.
+	if share := float64(toB) / users; share < 0.85 || share > 0.95 {
+		t.Errorf("b.test.:8080 got %.1f%% of users, want about 90%% (its weight, 9, written without the root dot)", 100*share)
+	}
+	if n := logs.FilterMessageSnippet("a weight matches none of the upstreams").Len(); n != 1 {
+		t.Errorf("%d warnings for a weight (gone.test:8080) that matches no upstream, want 1", n)
+	}
+}
+
+// TestRootless: a dial's host loses its root dot, and only that.
+func TestRootless(t *testing.T) {
+	for in, want := range map[string]string{
+		"app.test.:80":  "app.test:80",
+		"app.test:80":   "app.test:80",
+		"10.0.0.1:80":   "10.0.0.1:80",
+		"[::1]:80":      "[::1]:80",
+		".:80":          ".:80",
+		"/run/app.sock": "/run/app.sock",
+		"{dyn}.:80":     "{dyn}:80",
+		"app.test.":     "app.test.",
+	} {
+		if got := rootless(in); got != want {
+			t.Errorf("rootless(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -128,6 +128,9 @@ type AffinitySelection struct {
 	// warned: the key warnings were logged (by the first Validate that
 	// passed).
 	warned atomic.Bool
+	// unmatchedWeight: a set of dynamic upstreams was built with a weight
+	// that matched none of them, and that was logged (once).
+	unmatchedWeight atomic.Bool
 }
 
 // CaddyModule returns the Caddy module information.
@@ -224,12 +227,28 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 		s.fallback = mod.(reverseproxy.Selector)
 	}
 
+	weights := make(map[string]int, len(s.Weights))
+	for d, w := range s.Weights {
+		weights[rootless(d)] = w
+	}
 	s.sets.build = func(nodes []Node) (*Table, error) {
+		matched := 0
 		for i := range nodes {
 			nodes[i].Weight = 1
-			if w, ok := s.Weights[nodes[i].Name]; ok {
+			if w, ok := weights[rootless(nodes[i].Name)]; ok {
 				nodes[i].Weight = w
+				matched++
 			}
+		}
+		if matched < len(weights) && s.unmatchedWeight.CompareAndSwap(false, true) {
+			// Static upstreams were checked at load; dynamic ones are
+			// what the resolver says, which a weight may never match.
+			dials := make([]string, len(nodes))
+			for i, n := range nodes {
+				dials[i] = n.Name
+			}
+			s.logger.Warn("affinity: a weight matches none of the upstreams and does nothing; weights name upstreams by their dial address (host:port) as the dynamic upstreams give it",
+				zap.Strings("weights", slices.Sorted(maps.Keys(s.Weights))), zap.Strings("upstreams", dials))
 		}
 		return NewTable(s.alg, nodes)
 	}
@@ -287,7 +306,7 @@ func (s *AffinitySelection) prepareStatic(ctx caddy.Context) error {
 		dials[i] = u.Dial
 	}
 	for _, d := range slices.Sorted(maps.Keys(s.Weights)) {
-		if !slices.Contains(dials, d) {
+		if !slices.ContainsFunc(dials, func(dial string) bool { return rootless(dial) == rootless(d) }) {
 			return fmt.Errorf("lb_policy affinity: weight for %q matches no upstream; weights name upstreams by their dial address (host:port), and the upstreams are %s",
 				d, strings.Join(dials, ", "))
 		}
@@ -304,6 +323,18 @@ func (s *AffinitySelection) prepareStatic(ctx caddy.Context) error {
 			zap.String("upstream", d))
 	}
 	return nil
+}
+
+// rootless returns dial with its host's root dot dropped (app.internal.:80
+// is app.internal:80): the dials of SRV upstreams have it, as DNS gives
+// their targets, and those of weights usually do not. A dial that is no
+// host and port is returned as it is.
+func rootless(dial string) string {
+	host, port, err := net.SplitHostPort(dial)
+	if err != nil || len(host) < 2 || !strings.HasSuffix(host, ".") {
+		return dial
+	}
+	return net.JoinHostPort(strings.TrimSuffix(host, "."), port)
 }
 
 // repeatedDials returns the dials listed more than once, in their order.
@@ -405,6 +436,11 @@ func (s *AffinitySelection) validate() error {
 		}
 		if w := s.Weights[d]; w < 1 || w > MaxWeight {
 			return fmt.Errorf("weight for %q must be an integer from 1 to %d, got %d", d, MaxWeight, w)
+		}
+		if r := rootless(d); r != d {
+			if _, dup := s.Weights[r]; dup {
+				return fmt.Errorf("weights for %q and %q name one upstream; keep one", r, d)
+			}
 		}
 	}
 	if alg == Compat && len(s.Weights) > 0 {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -166,6 +167,14 @@ func CheckKey(template string) error {
 		if namedFamilies[name] {
 			return fmt.Errorf("%q names {%s}, whose last part is empty (an unset {$VAR}?), so it is empty for every request", template, name)
 		}
+		if strings.HasPrefix(name, "$") {
+			return fmt.Errorf("%q names {%s}, the Caddyfile's syntax for an environment variable, which a JSON config does not expand: no placeholder has that name, so it is the same for every request; write the variable's value in the key", template, name)
+		}
+		if bits, ok := strings.CutPrefix(name, "http.request.remote.host/"); ok {
+			if err := checkPrefixBits(bits); err != nil {
+				return fmt.Errorf("%q names {%s}: %w", template, name, err)
+			}
+		}
 		if !strings.HasPrefix(name, "http.request.") || strings.HasPrefix(name, "http.request.body") {
 			continue // the body is read per request
 		}
@@ -189,6 +198,24 @@ func AfterProxy(template string) []string {
 		}
 	}
 	return names
+}
+
+// checkPrefixBits checks the bits of {http.request.remote.host/V4,V6} (or
+// /N for both), which Caddy answers with the client address's prefix of
+// that length, or with nothing when the length does not fit the address:
+// every such client would then have the same, empty, key.
+func checkPrefixBits(bits string) error {
+	v4, v6, both := strings.Cut(bits, ",")
+	if n, err := strconv.Atoi(v4); err != nil || n < 0 || n > 32 {
+		if !both {
+			return fmt.Errorf("Caddy keeps the first N bits of the client's address, N at most 32 for IPv4 (write /V4,V6 for IPv6 its own, such as /24,64): with '/%s' every IPv4 client's key is empty, the same for all", bits)
+		}
+		return fmt.Errorf("the IPv4 prefix length '%s' is not a number from 0 to 32: every IPv4 client's key would be empty, the same for all", v4)
+	}
+	if n, err := strconv.Atoi(v6); both && (err != nil || n < 0 || n > 128) {
+		return fmt.Errorf("the IPv6 prefix length '%s' is not a number from 0 to 128: every IPv6 client's key would be empty, the same for all", v6)
+	}
+	return nil
 }
 
 // perRequest are the request placeholders whose value is new for every

@@ -105,6 +105,16 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.request.remote}", err: "new for each of its connections"},
 		{in: "{http.request.host}{http.request.remote.port}", err: "new for each of its connections"},
 		{in: "{http.request.remote.host}"},
+		{in: "{http.request.remote.host/24}"},
+		{in: "{http.request.remote.host/24,64}"},
+		{in: "{http.request.remote.host/0,128}"},
+		{in: "{http.request.remote.host/64}", err: "with '/64' every IPv4 client's key is empty"}, // a review: every client random
+		{in: "{http.request.remote.host/33}", err: "N at most 32 for IPv4"},
+		{in: "{http.request.remote.host/x}", err: "every IPv4 client's key is empty"},
+		{in: "{http.request.remote.host/24,129}", err: "the IPv6 prefix length '129' is not a number from 0 to 128"},
+		{in: "{http.request.remote.host/,64}", err: "the IPv4 prefix length '' is not a number from 0 to 32"},
+		{in: "{$AFFINITY_KEY}", err: "the Caddyfile's syntax for an environment variable, which a JSON config does not expand"}, // a review: JSON took it
+		{in: "{http.request.uri} {$TENANT}", err: "names {$TENANT}"},
 		{in: "{http.regexp.name.1}"}, // a matcher's capture
 		{in: "{http.request.tls.client.fingerprint}"},
 		{in: "{http.request.tls.client.san.dns_names.0} {http.request.tls.server_name}"},
