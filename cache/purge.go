@@ -232,6 +232,7 @@ func (s *store) dropKey(key string) int {
 			n++
 		}
 	}
+	// (A variant record is no response: it is dropped, not counted.)
 	if len(hashes) == 0 || hashes[0] != h {
 		// In this order: an entry offered before this call is pending, or
 		// the last taken (not yet in ristretto's map, or soon), or, if
@@ -239,7 +240,7 @@ func (s *store) dropKey(key string) int {
 		pending := s.pending.Load() > 0
 		taking := s.lastTaken.Load() == h
 		_, found := s.present(h)
-		if s.holding(h, queued).claimPurge() {
+		if e := s.holding(h, queued); (e == nil || !e.record) && e.claimPurge() {
 			n++
 		}
 		if found || pending || taking {
@@ -265,7 +266,7 @@ func (s *store) purgePrefix(prefix string) int {
 		c.IterValues(func(e *entry) bool {
 			if e != nil && match.matches(e.urlKey()) {
 				hashes = append(hashes, e.hash)
-				if e.claimPurge() {
+				if !e.record && e.claimPurge() {
 					n++
 				}
 			}
@@ -293,15 +294,27 @@ func (s *store) purgeTag(tag string) int {
 		hashes = append(hashes, h)
 	}
 	n := 0
+	var parents []uint64
 	for _, h := range hashes {
 		if s.tagged[h].claimPurge() {
 			n++
 		}
 		if x, ok := s.byHash[h]; ok {
 			s.unindexLocked(h, x)
+			if x.parent != 0 && s.children[x.parent] == nil && !slices.Contains(parents, x.parent) {
+				parents = append(parents, x.parent)
+			}
 		}
 	}
 	s.mu.Unlock()
+	// A URL whose last variant went loses its variant record too, as a
+	// purge of its key does: left, it counted as an entry, and made the
+	// next request a vary-miss of a URL with nothing stored.
+	for _, p := range parents {
+		if e, ok := s.lookup(p); ok && e.record {
+			hashes = append(hashes, p)
+		}
+	}
 	s.del(hashes)
 	return s.purged(n)
 }

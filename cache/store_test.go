@@ -196,27 +196,32 @@ func TestStorePurge(t *testing.T) {
 		rec.computeCost()
 		s.set(rec)
 		for _, vk := range []string{"1", "2"} {
-			v := testEntry(string(appendVariantKey(nil, []byte(rec.key), rec.gen, vk)), 10)
+			v := testEntry(string(appendVariantKey(nil, []byte(rec.key), rec.gen, vk)), 10, "green")
 			v.parent = rec.hash
 			s.set(v)
 		}
 		s.wait()
 		return s
 	}
+	// n counts responses purged; dropped, the entries that go, the
+	// variant record of http://a/v? included.
 	for _, tc := range []struct {
-		name   string
-		purge  func(s *store) int
-		n      int
-		remain []string
+		name       string
+		purge      func(s *store) int
+		n, dropped int
+		remain     []string
 	}{
-		{name: "key", purge: func(s *store) int { return s.purgeKey("http://a/x?") }, n: 1, remain: []string{"http://a/x/y?", "http://a/z?", "http://b/x?", "http://a/v?"}},
-		{name: "key with variants", purge: func(s *store) int { return s.purgeKey("http://a/v?") }, n: 3, remain: []string{"http://a/x?", "http://a/x/y?", "http://a/z?", "http://b/x?"}},
+		{name: "key", purge: func(s *store) int { return s.purgeKey("http://a/x?") }, n: 1, dropped: 1, remain: []string{"http://a/x/y?", "http://a/z?", "http://b/x?", "http://a/v?"}},
+		{name: "key with variants", purge: func(s *store) int { return s.purgeKey("http://a/v?") }, n: 2, dropped: 3, remain: []string{"http://a/x?", "http://a/x/y?", "http://a/z?", "http://b/x?"}},
 		{name: "unknown key", purge: func(s *store) int { return s.purgeKey("http://a/nope?") }, n: 0, remain: []string{"http://a/x?", "http://a/v?"}},
-		{name: "prefix", purge: func(s *store) int { return s.purgePrefix("http://a/x") }, n: 2, remain: []string{"http://a/z?", "http://b/x?", "http://a/v?"}},
-		{name: "prefix host", purge: func(s *store) int { return s.purgePrefix("http://a/") }, n: 6, remain: []string{"http://b/x?"}},
-		{name: "tag", purge: func(s *store) int { return s.purgeTag("red") }, n: 2, remain: []string{"http://a/z?", "http://b/x?"}},
-		{name: "tag blue", purge: func(s *store) int { return s.purgeTag("blue") }, n: 2, remain: []string{"http://a/x/y?"}},
-		{name: "all", purge: func(s *store) int { return s.purgeAll() }, n: 7},
+		{name: "prefix", purge: func(s *store) int { return s.purgePrefix("http://a/x") }, n: 2, dropped: 2, remain: []string{"http://a/z?", "http://b/x?", "http://a/v?"}},
+		{name: "prefix host", purge: func(s *store) int { return s.purgePrefix("http://a/") }, n: 5, dropped: 6, remain: []string{"http://b/x?"}},
+		{name: "tag", purge: func(s *store) int { return s.purgeTag("red") }, n: 2, dropped: 2, remain: []string{"http://a/z?", "http://b/x?"}},
+		{name: "tag blue", purge: func(s *store) int { return s.purgeTag("blue") }, n: 2, dropped: 2, remain: []string{"http://a/x/y?"}},
+		// A review: the record stayed, counted, and the next request was
+		// a vary-miss of a URL with nothing stored.
+		{name: "tag of every variant", purge: func(s *store) int { return s.purgeTag("green") }, n: 2, dropped: 3, remain: []string{"http://a/x?", "http://a/x/y?", "http://a/z?", "http://b/x?"}},
+		{name: "all", purge: func(s *store) int { return s.purgeAll() }, n: 6, dropped: 7},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := fill(t)
@@ -229,7 +234,7 @@ func TestStorePurge(t *testing.T) {
 					t.Errorf("%s was purged", k)
 				}
 			}
-			want := 7 - tc.n
+			want := 7 - tc.dropped
 			if left := countStored(s); left != want {
 				t.Errorf("ristretto holds %d entries, want %d", left, want)
 			}
