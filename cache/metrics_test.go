@@ -3,10 +3,12 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,10 +247,15 @@ func TestMetricsOfARemovedCacheName(t *testing.T) {
 // new store, but the cache name's counters go on from the old store's
 // (a review: stores_total 41 → 0 on such a reload, which Prometheus reads
 // as a reset while requests_total went on).
+var resizeRuns atomic.Int32
+
 func TestStoreCountersSurviveAResize(t *testing.T) {
 	c := newClock()
+	// A name of its own in each run: counters of closed stores carry over
+	// per name for the process's life (go test -count=3).
+	name := fmt.Sprintf("resized-%d", resizeRuns.Add(1))
 	provision := func(maxSize int64) (*Handler, caddy.Context) {
-		h := &Handler{Config: Config{CacheName: "resized", MaxSize: maxSize, MinUses: 1}, now: c.Now}
+		h := &Handler{Config: Config{CacheName: name, MaxSize: maxSize, MinUses: 1}, now: c.Now}
 		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 		t.Cleanup(cancel)
 		if err := h.Provision(ctx); err != nil {
@@ -258,7 +265,7 @@ func TestStoreCountersSurviveAResize(t *testing.T) {
 		return h, ctx
 	}
 	stores := func(ctx caddy.Context) float64 {
-		v, _ := value(gather(t, ctx)["caddy_response_cache_stores_total"], map[string]string{"cache": "resized"})
+		v, _ := value(gather(t, ctx)["caddy_response_cache_stores_total"], map[string]string{"cache": name})
 		return v
 	}
 	cached := static(c, 200, "x", "Cache-Control", "max-age=60")
