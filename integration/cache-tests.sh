@@ -6,7 +6,7 @@
 # pass, and fails when a test that passes in the committed results
 # (testdata/cache-tests-results.json) no longer does.
 #
-#   integration/cache-tests.sh            # the whole suite (about a minute)
+#   integration/cache-tests.sh            # the whole suite (about 15 s, once npm has installed it)
 #   integration/cache-tests.sh TEST-ID    # one test, with its requests and responses
 #   UPDATE=1 integration/cache-tests.sh   # also rewrite the committed results
 #
