@@ -114,6 +114,9 @@ func (s *AffinitySelection) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 		case "weight":
 			args := d.RemainingArgs()
+			if len(args) == 1 {
+				return d.Errf("weight needs an upstream and a number, got only '%s' (an unset {$VAR} leaves nothing); syntax: weight <upstream> <n>", args[0])
+			}
 			if len(args) != 2 {
 				return argsErr(d, "weight <upstream> <n>")
 			}

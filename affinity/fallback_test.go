@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -189,8 +190,19 @@ func TestWeightsMatchSRVDials(t *testing.T) {
 	if share := float64(toB) / users; share < 0.85 || share > 0.95 {
 		t.Errorf("b.test.:8080 got %.1f%% of users, want about 90%% (its weight, 9, written without the root dot)", 100*share)
 	}
-	if n := logs.FilterMessageSnippet("a weight matches none of the upstreams").Len(); n != 1 {
-		t.Errorf("%d warnings for a weight (gone.test:8080) that matches no upstream, want 1", n)
+	warned := logs.FilterMessageSnippet("weight matches none of the upstreams").All()
+	if len(warned) != 1 || fmt.Sprint(warned[0].ContextMap()["weights"]) != "[gone.test:8080]" {
+		t.Errorf("warnings %v for a weight (gone.test:8080) that matches no upstream, want 1 naming it alone", warned)
+	}
+	// A set missing b.test logs b.test's weight, once, beside gone.test's
+	// (not again); a weight that never matches is named in the first set.
+	for i := range 2 {
+		r, w := newReq(ipAddr(i), func(r *http.Request) { r.Header.Set("X-User", strconv.Itoa(i)) })
+		s.Select(freshCopy(pool[:1]), r, w)
+	}
+	warned = logs.FilterMessageSnippet("weight matches none of the upstreams").All()
+	if len(warned) != 2 || fmt.Sprint(warned[1].ContextMap()["weights"]) != "[b.test:8080]" {
+		t.Errorf("warnings %v after a set without b.test.:8080, want a second naming b.test:8080 alone", warned)
 	}
 }
 

@@ -128,9 +128,9 @@ type AffinitySelection struct {
 	// warned: the key warnings were logged (by the first Validate that
 	// passed).
 	warned atomic.Bool
-	// unmatchedWeight: a set of dynamic upstreams was built with a weight
-	// that matched none of them, and that was logged (once).
-	unmatchedWeight atomic.Bool
+	// unmatchedWeights holds the weights (by dial) logged as matching
+	// none of a set of dynamic upstreams: each is logged once.
+	unmatchedWeights sync.Map
 }
 
 // CaddyModule returns the Caddy module information.
@@ -232,23 +232,16 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 		weights[rootless(d)] = w
 	}
 	s.sets.build = func(nodes []Node) (*Table, error) {
-		matched := 0
+		used := make(map[string]bool, len(weights))
 		for i := range nodes {
 			nodes[i].Weight = 1
 			if w, ok := weights[rootless(nodes[i].Name)]; ok {
 				nodes[i].Weight = w
-				matched++
+				used[rootless(nodes[i].Name)] = true
 			}
 		}
-		if matched < len(weights) && s.unmatchedWeight.CompareAndSwap(false, true) {
-			// Static upstreams were checked at load; dynamic ones are
-			// what the resolver says, which a weight may never match.
-			dials := make([]string, len(nodes))
-			for i, n := range nodes {
-				dials[i] = n.Name
-			}
-			s.logger.Warn("affinity: a weight matches none of the upstreams and does nothing; weights name upstreams by their dial address (host:port) as the dynamic upstreams give it",
-				zap.Strings("weights", slices.Sorted(maps.Keys(s.Weights))), zap.Strings("upstreams", dials))
+		if len(used) < len(weights) {
+			s.warnUnmatchedWeights(used, nodes)
 		}
 		return NewTable(s.alg, nodes)
 	}
@@ -325,6 +318,31 @@ func (s *AffinitySelection) prepareStatic(ctx caddy.Context) error {
 	return nil
 }
 
+// warnUnmatchedWeights logs the weights that match none of nodes (a set
+// of dynamic upstreams; static ones were checked at load), other than
+// used, each the first time. A weight whose upstream is briefly missing
+// from the resolver's answer is logged too: the line lists the set.
+func (s *AffinitySelection) warnUnmatchedWeights(used map[string]bool, nodes []Node) {
+	var unmatched []string
+	for _, d := range slices.Sorted(maps.Keys(s.Weights)) {
+		if used[rootless(d)] {
+			continue
+		}
+		if _, logged := s.unmatchedWeights.LoadOrStore(d, true); !logged {
+			unmatched = append(unmatched, d)
+		}
+	}
+	if len(unmatched) == 0 {
+		return
+	}
+	dials := make([]string, len(nodes))
+	for i, n := range nodes {
+		dials[i] = n.Name
+	}
+	s.logger.Warn("affinity: weight matches none of the upstreams, which get weight 1; weights name upstreams by their dial address (host:port) as the dynamic upstreams give it",
+		zap.Strings("weights", unmatched), zap.Strings("upstreams", dials))
+}
+
 // rootless returns dial with its host's root dot dropped (app.internal.:80
 // is app.internal:80): the dials of SRV upstreams have it, as DNS gives
 // their targets, and those of weights usually do not. A dial that is no
@@ -389,6 +407,10 @@ func (s *AffinitySelection) keyWarnings() []warning {
 	for _, k := range s.keys {
 		if names := placeholder.Misspelt(k.expr); len(names) > 0 {
 			out = append(out, warning{"affinity key names placeholders that look like a misspelt shorthand (such as {remote_ip} for {client_ip}); unless a map or a plugin sets them, the key never resolves",
+				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})
+		}
+		if names := placeholder.IPv6OnlyPrefixes(k.expr); len(names) > 0 {
+			out = append(out, warning{"affinity key names a client address prefix whose one length fits IPv6 addresses only: Caddy gives every IPv4 client the same, empty, prefix, so they all go to one upstream; write /V4,V6 (such as /24,64) unless every client comes over IPv6",
 				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})
 		}
 		if names := placeholder.AfterProxy(k.expr); len(names) > 0 {

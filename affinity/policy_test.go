@@ -1230,6 +1230,8 @@ func TestKeyWarnings(t *testing.T) {
 		{"uri before a header", &AffinitySelection{Keys: []string{"{uri}", "{header.X-User}"}}, "resolves for every request"},
 		{"the upstream's header", &AffinitySelection{Keys: []string{"{rp.header.X-User}"}}, "placeholders reverse_proxy sets"},
 		{"its own output", &AffinitySelection{Keys: []string{"{http.reverse_proxy.affinity.key}"}}, "placeholders reverse_proxy sets"},
+		{"an IPv6 prefix alone", &AffinitySelection{Keys: []string{"{http.request.remote.host/48}"}}, "fits IPv6 addresses only"},
+		{"a prefix for each", &AffinitySelection{Keys: []string{"{http.request.remote.host/24,48}"}}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := provisioned(t, tc.s)

@@ -221,9 +221,6 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 		if exact, ok := bigBytes(arg, unit); ok && exact.Cmp(new(big.Int).SetUint64(maxMaxSize)) > 0 {
 			return 0, tooLarge(d, opt, arg) // more bytes than 64 bits hold
 		}
-		if hugeUnit.MatchString(unit) {
-			return 0, tooLarge(d, opt, arg) // zetta- and yottabytes, which humanize does not take
-		}
 		return 0, d.Errf("%s: invalid size '%s' (use e.g. 64MiB or 1048576)", opt, arg)
 	}
 	if strings.Contains(arg, ".") {
@@ -251,10 +248,6 @@ func tooLarge(d *caddyfile.Dispenser, opt, arg string) error {
 	return d.Errf("%s must be at most 512GiB (and at most max_size), got '%s'", opt, arg)
 }
 
-// hugeUnit matches the units of a zettabyte and a yottabyte, in
-// humanize's spellings.
-var hugeUnit = regexp.MustCompile(`^(?i)\s*[zy]i?b?$`)
-
 // thousands matches a size whose commas separate groups of three digits
 // (2,500.5MiB, 1,048,576), the only commas a size may have; not after a
 // leading 0 (0,500MiB is a decimal comma).
@@ -280,15 +273,26 @@ func bigBytes(arg, unit string) (*big.Int, bool) {
 	if !ok || r.Sign() < 0 || strings.ContainsAny(num, "eE/") {
 		return nil, false
 	}
-	per, err := humanize.ParseBytes("1" + unit)
-	if err != nil {
+	var per big.Int
+	if n, err := humanize.ParseBytes("1" + unit); err == nil {
+		per.SetUint64(n)
+	} else if huge, ok := hugeUnits[strings.ToLower(strings.TrimSpace(unit))]; ok {
+		per.Exp(big.NewInt(huge.base), big.NewInt(huge.exp), nil)
+	} else {
 		return nil, false
 	}
-	r.Mul(r, new(big.Rat).SetUint64(per))
+	r.Mul(r, new(big.Rat).SetInt(&per))
 	if !r.IsInt() {
 		return nil, false
 	}
 	return r.Num(), true
+}
+
+// hugeUnits are the units humanize knows but cannot take, as one of them
+// is past 64 bits: zetta- and yottabytes, as base^exp bytes.
+var hugeUnits = map[string]struct{ base, exp int64 }{
+	"z": {10, 21}, "zb": {10, 21}, "zi": {2, 70}, "zib": {2, 70},
+	"y": {10, 24}, "yb": {10, 24}, "yi": {2, 80}, "yib": {2, 80},
 }
 
 func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {

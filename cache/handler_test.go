@@ -1598,6 +1598,8 @@ func TestKeyWarnings(t *testing.T) {
 		{key: "{remote_ip}{http.request.uri}", want: []string{"misspelt shorthand"}},
 		{key: "{client-ip}", want: []string{"misspelt shorthand"}},
 		{key: "{rp.header.X-Accel-Redirect} {http.request.orig_uri}", want: []string{"placeholders reverse_proxy sets"}},
+		{key: "{http.request.remote.host/64} {http.request.orig_uri}", want: []string{"fits IPv6 addresses only"}},
+		{key: "{http.request.remote.host/24,64} {http.request.orig_uri}"},
 	} {
 		core, logs := observer.New(zap.WarnLevel)
 		h := &Handler{Config: Config{Key: placeholder.Expand(tc.key)}, logger: zap.New(core)}

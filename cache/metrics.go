@@ -136,7 +136,7 @@ func newStoreCollector() *storeCollector {
 		rejects:   d("rejects_total", "Entries the store's admission policy refused."),
 		evictions: d("evictions_total", "Entries evicted to make room."),
 		drop:      d("drops_total", "Entries dropped because the store's buffer was full, or held too much."),
-		purges:    d("purges_total", "Entries removed by purges, by unsafe requests' invalidations and by revalidations showing a stored response out of date."),
+		purges:    d("purges_total", "Responses removed by purges (variant records not counted), by unsafe requests' invalidations and by revalidations showing a stored response out of date."),
 
 		arenaMapped:   d("arena_mapped_bytes", "Bytes of memory mapped for bodies, outside the Go heap."),
 		arenaUsed:     d("arena_used_bytes", "Bytes of the body arena in use by bodies."),

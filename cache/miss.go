@@ -968,8 +968,10 @@ func (h *Handler) storeFilled(x *exchange, rec *recorder, e *entry) {
 	keep := h.keyUse.markStored()
 	if x.newRecord != nil {
 		// Only with a variant to store: a record of a response that
-		// broke off would orphan the variants of the one it replaced.
-		if keep {
+		// broke off would orphan the variants of the one it replaced,
+		// and one of a variant a purge refuses would stay alone (a
+		// review: purged by the variant's tag while it was fetched).
+		if keep && (e.epoch == 0 || !h.store.purgedSince(e)) {
 			h.store.set(x.newRecord)
 		} else {
 			x.newRecord.exit()

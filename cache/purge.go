@@ -29,6 +29,7 @@ func (s *store) collectLocked(h uint64, out []uint64) []uint64 {
 		out = append(out, v)
 	}
 	delete(s.children, h)
+	delete(s.overflowed, h)
 	return out
 }
 
@@ -301,17 +302,23 @@ func (s *store) purgeTag(tag string) int {
 		}
 		if x, ok := s.byHash[h]; ok {
 			s.unindexLocked(h, x)
-			if x.parent != 0 && s.children[x.parent] == nil && !slices.Contains(parents, x.parent) {
+			if x.parent != 0 && !slices.Contains(parents, x.parent) {
 				parents = append(parents, x.parent)
 			}
 		}
 	}
-	s.mu.Unlock()
 	// A URL whose last variant went loses its variant record too, as a
 	// purge of its key does: left, it counted as an entry, and made the
-	// next request a vary-miss of a URL with nothing stored.
+	// next request a vary-miss of a URL with nothing stored. Not when
+	// it may have variants the index does not list.
+	parents = slices.DeleteFunc(parents, func(p uint64) bool {
+		_, over := s.overflowed[p]
+		return s.children[p] != nil || over
+	})
+	s.mu.Unlock()
 	for _, p := range parents {
-		if e, ok := s.lookup(p); ok && e.record {
+		// The record may still be on its way into ristretto.
+		if e := s.holding(p, s.queuedEntry(p)); e != nil && e.record {
 			hashes = append(hashes, p)
 		}
 	}

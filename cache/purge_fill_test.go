@@ -494,3 +494,45 @@ func TestForgottenPurgeFoldRace(t *testing.T) {
 		t.Errorf("purgedSince missed a purge of the entry's own key while it was folded into allMark")
 	}
 }
+
+// TestTagPurgeDuringAVariantFillStoresNoRecord: a URL's first variant,
+// tagged, is being fetched when its tag is purged: the store refuses the
+// variant, and its new variant record is not stored alone either (a
+// review: it stayed, counted, and made the next request a vary-miss).
+func TestTagPurgeDuringAVariantFillStoresNoRecord(t *testing.T) {
+	const page = "http://example.com/varied"
+	c := newClock()
+	h := newTestHandler(t, Config{MinUses: 1}, c)
+	started, resume := make(chan struct{}), make(chan struct{})
+	o := &origin{}
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Vary", "Accept-Language")
+		w.Header().Set("Surrogate-Key", "news")
+		w.Header().Set("Date", c.date())
+		if o.calls.Load() == 1 {
+			close(started)
+			<-resume
+		}
+		_, err := w.Write([]byte("page"))
+		return err
+	}
+	req := func() *http.Request {
+		r := newRequest(http.MethodGet, page)
+		r.Header.Set("Accept-Language", "fr")
+		return r
+	}
+	first := serveAsync(h, httptest.NewRecorder(), req(), o)
+	<-started
+	h.store.purgeTag("news")
+	close(resume)
+	untilValue(t, "the fill", first)
+	h.store.wait()
+	if n := countStored(h.store.(*store)); n != 0 {
+		t.Errorf("%d entries stored after the purge of the fill's tag, want none (no record alone)", n)
+	}
+	w := serve(t, h, o, req())
+	if cs := w.Header().Get("Cache-Status"); !strings.Contains(cs, "fwd=uri-miss") {
+		t.Errorf("the next request: Cache-Status %q, want a uri-miss", cs)
+	}
+}

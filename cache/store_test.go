@@ -1424,3 +1424,76 @@ func TestOverlappingPurgesCountEachEntryOnce(t *testing.T) {
 		}
 	}
 }
+
+// variantsUnder stores a variant record of url and n variants of it, the
+// first first of them tagged firstTag and the rest restTag, and returns
+// the record.
+func variantsUnder(t *testing.T, s *store, url string, n, first int, firstTag, restTag string) *entry {
+	t.Helper()
+	rec := &entry{entryData: entryData{key: url, hash: keyHash([]byte(url)), record: true, vary: []string{"Accept"}, gen: 9}}
+	rec.computeCost()
+	if !s.set(rec) {
+		t.Fatal("record dropped")
+	}
+	for i := range n {
+		tag := restTag
+		if i < first {
+			tag = firstTag
+		}
+		v := testEntry(string(appendVariantKey(nil, []byte(url), rec.gen, strconv.Itoa(i))), 10, tag)
+		v.parent = rec.hash
+		if !s.set(v) {
+			t.Fatalf("variant %d dropped", i)
+		}
+		if i%64 == 0 {
+			s.wait() // (ristretto's set buffer drops what overflows it)
+		}
+	}
+	s.wait()
+	return rec
+}
+
+// TestTagPurgeKeepsARecordWithUnlistedVariants: the index lists at most
+// maxVariantsPerURL variants of a URL; a tag purge of all it lists keeps
+// the record of a URL that has more (a review: dropping it made the
+// others unreachable, 10 hits turned into 10 misses).
+func TestTagPurgeKeepsARecordWithUnlistedVariants(t *testing.T) {
+	s := newTestStore(t, 64<<20)
+	rec := variantsUnder(t, s, "http://a/many?", maxVariantsPerURL+3, maxVariantsPerURL, "listed", "more")
+	if got := countStored(s); got != maxVariantsPerURL+4 {
+		t.Fatalf("%d stored, want %d (the test needs every variant stored)", got, maxVariantsPerURL+4)
+	}
+	if n := s.purgeTag("listed"); n != maxVariantsPerURL {
+		t.Errorf("purged %d, want %d", n, maxVariantsPerURL)
+	}
+	s.wait()
+	if s.get(rec.hash, []byte(rec.key)) == nil {
+		t.Error("the record went with variants left under it")
+	}
+}
+
+// TestTagPurgeDropsAQueuedRecord: a record still in ristretto's buffer
+// when a tag purge takes its last variant goes too.
+func TestTagPurgeDropsAQueuedRecord(t *testing.T) {
+	release := holdTake(t, func(e *entry) bool { return e.record })
+	s := newTestStore(t, 1<<20)
+	const url = "http://a/v?"
+	rec := &entry{entryData: entryData{key: url, hash: keyHash([]byte(url)), record: true, vary: []string{"Accept"}, gen: 3}}
+	rec.computeCost()
+	v := testEntry(string(appendVariantKey(nil, []byte(url), rec.gen, "1")), 10, "green")
+	v.parent = rec.hash
+	func() {
+		defer release()
+		if !s.set(v) || !s.set(rec) {
+			t.Fatal("offer dropped")
+		}
+		until(t, "the variant to be indexed", func() bool { return s.indexed(v.hash) })
+		if n := s.purgeTag("green"); n != 1 {
+			t.Errorf("purged %d, want 1", n)
+		}
+	}()
+	s.wait()
+	if left := countStored(s); left != 0 {
+		t.Errorf("ristretto holds %d entries after the purge of the only variant, want 0 (the record too)", left)
+	}
+}

@@ -204,18 +204,41 @@ func AfterProxy(template string) []string {
 // /N for both), which Caddy answers with the client address's prefix of
 // that length, or with nothing when the length does not fit the address:
 // every such client would then have the same, empty, key.
+//
+// A single N from 33 to 128 is left to IPv6OnlyPrefixes: right where every
+// client comes over IPv6.
 func checkPrefixBits(bits string) error {
 	v4, v6, both := strings.Cut(bits, ",")
-	if n, err := strconv.Atoi(v4); err != nil || n < 0 || n > 32 {
-		if !both {
-			return fmt.Errorf("Caddy keeps the first N bits of the client's address, N at most 32 for IPv4 (write /V4,V6 for IPv6 its own, such as /24,64): with '/%s' every IPv4 client's key is empty, the same for all", bits)
-		}
+	n, err := strconv.Atoi(v4)
+	if !both && (err != nil || n < 0 || n > 128) {
+		return fmt.Errorf("Caddy keeps the first N bits of the client's address, N from 0 to 32 for IPv4 and to 128 for IPv6 (/V4,V6 gives each its own, such as /24,64): with '/%s' every client's key is empty, the same for all", bits)
+	}
+	if both && (err != nil || n < 0 || n > 32) {
 		return fmt.Errorf("the IPv4 prefix length '%s' is not a number from 0 to 32: every IPv4 client's key would be empty, the same for all", v4)
 	}
 	if n, err := strconv.Atoi(v6); both && (err != nil || n < 0 || n > 128) {
 		return fmt.Errorf("the IPv6 prefix length '%s' is not a number from 0 to 128: every IPv6 client's key would be empty, the same for all", v6)
 	}
 	return nil
+}
+
+// IPv6OnlyPrefixes returns the names in template, which must be well
+// formed, of client address prefixes whose one length, past 32, fits IPv6
+// addresses only ({http.request.remote.host/64}): Caddy answers IPv4
+// clients with nothing, one key for them all. Right where every client
+// comes over IPv6, so warned of, not rejected.
+func IPv6OnlyPrefixes(template string) []string {
+	var names []string
+	for _, name := range Names(template) {
+		bits, ok := strings.CutPrefix(name, "http.request.remote.host/")
+		if !ok || strings.Contains(bits, ",") {
+			continue
+		}
+		if n, err := strconv.Atoi(bits); err == nil && n > 32 && n <= 128 {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // perRequest are the request placeholders whose value is new for every

@@ -108,9 +108,11 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.request.remote.host/24}"},
 		{in: "{http.request.remote.host/24,64}"},
 		{in: "{http.request.remote.host/0,128}"},
-		{in: "{http.request.remote.host/64}", err: "with '/64' every IPv4 client's key is empty"}, // a review: every client random
-		{in: "{http.request.remote.host/33}", err: "N at most 32 for IPv4"},
-		{in: "{http.request.remote.host/x}", err: "every IPv4 client's key is empty"},
+		{in: "{http.request.remote.host/64}"}, // right for IPv6 clients (IPv6OnlyPrefixes warns)
+		{in: "{http.request.remote.host/129}", err: "with '/129' every client's key is empty"},
+		{in: "{http.request.remote.host/x}", err: "N from 0 to 32 for IPv4 and to 128 for IPv6"}, // a review: every client random
+		{in: "{http.request.remote.host/-1}", err: "with '/-1' every client's key is empty"},
+		{in: "{http.request.remote.host/33,64}", err: "the IPv4 prefix length '33' is not a number from 0 to 32"},
 		{in: "{http.request.remote.host/24,129}", err: "the IPv6 prefix length '129' is not a number from 0 to 128"},
 		{in: "{http.request.remote.host/,64}", err: "the IPv4 prefix length '' is not a number from 0 to 32"},
 		{in: "{$AFFINITY_KEY}", err: "the Caddyfile's syntax for an environment variable, which a JSON config does not expand"}, // a review: JSON took it
@@ -208,6 +210,23 @@ func TestNamesNoURL(t *testing.T) {
 	} {
 		if got := NamesNoURL(in); got != want {
 			t.Errorf("NamesNoURL(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+// TestIPv6OnlyPrefixes: a single prefix length past 32 is named (IPv4
+// clients all get an empty key), one that fits both or a pair is not.
+func TestIPv6OnlyPrefixes(t *testing.T) {
+	for in, want := range map[string]string{
+		"{http.request.remote.host/64}":                   "http.request.remote.host/64",
+		"{http.request.uri}{http.request.remote.host/33}": "http.request.remote.host/33",
+		"{http.request.remote.host/32}":                   "",
+		"{http.request.remote.host/24,64}":                "",
+		"{http.request.remote.host}":                      "",
+	} {
+		got := strings.Join(IPv6OnlyPrefixes(in), " ")
+		if got != want {
+			t.Errorf("IPv6OnlyPrefixes(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
