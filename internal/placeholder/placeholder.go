@@ -211,7 +211,7 @@ func checkPrefixBits(bits string) error {
 	v4, v6, both := strings.Cut(bits, ",")
 	n, err := strconv.Atoi(v4)
 	if !both && (err != nil || n < 0 || n > 128) {
-		return fmt.Errorf("Caddy keeps the first N bits of the client's address, N from 0 to 32 for IPv4 and to 128 for IPv6 (/V4,V6 gives each its own, such as /24,64): with '/%s' every client's key is empty, the same for all", bits)
+		return fmt.Errorf("the prefix length '/%s' is no N from 0 to 32 for IPv4 and to 128 for IPv6 (/V4,V6 gives each its own, such as /24,64): every client's key would be empty, the same for all", bits)
 	}
 	if both && (err != nil || n < 0 || n > 32) {
 		return fmt.Errorf("the IPv4 prefix length '%s' is not a number from 0 to 32: every IPv4 client's key would be empty, the same for all", v4)

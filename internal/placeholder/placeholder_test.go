@@ -109,9 +109,9 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.request.remote.host/24,64}"},
 		{in: "{http.request.remote.host/0,128}"},
 		{in: "{http.request.remote.host/64}"}, // right for IPv6 clients (IPv6OnlyPrefixes warns)
-		{in: "{http.request.remote.host/129}", err: "with '/129' every client's key is empty"},
-		{in: "{http.request.remote.host/x}", err: "N from 0 to 32 for IPv4 and to 128 for IPv6"}, // a review: every client random
-		{in: "{http.request.remote.host/-1}", err: "with '/-1' every client's key is empty"},
+		{in: "{http.request.remote.host/129}", err: "the prefix length '/129' is no N from 0 to 32 for IPv4 and to 128 for IPv6"},
+		{in: "{http.request.remote.host/x}", err: "every client's key would be empty"}, // a review: every client random
+		{in: "{http.request.remote.host/-1}", err: "the prefix length '/-1' is no N"},
 		{in: "{http.request.remote.host/33,64}", err: "the IPv4 prefix length '33' is not a number from 0 to 32"},
 		{in: "{http.request.remote.host/24,129}", err: "the IPv6 prefix length '129' is not a number from 0 to 128"},
 		{in: "{http.request.remote.host/,64}", err: "the IPv4 prefix length '' is not a number from 0 to 32"},
