@@ -410,7 +410,7 @@ func (s *AffinitySelection) keyWarnings() []warning {
 				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})
 		}
 		if names := placeholder.IPv6OnlyPrefixes(k.expr); len(names) > 0 {
-			out = append(out, warning{"affinity key names a client address prefix whose one length fits IPv6 addresses only: Caddy gives every IPv4 client the same, empty, prefix, so they all go to one upstream; write /V4,V6 (such as /24,64) unless every client comes over IPv6",
+			out = append(out, warning{"affinity key names a client address prefix whose one length fits IPv6 addresses only: Caddy gives IPv4 clients an empty prefix, so the key does not resolve for them and they are not kept on an upstream (the next key, the cookie or the fallback decides); write /V4,V6 (such as /24,64) unless every client comes over IPv6",
 				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})
 		}
 		if names := placeholder.AfterProxy(k.expr); len(names) > 0 {

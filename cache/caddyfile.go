@@ -218,8 +218,13 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 	unit := strings.TrimLeft(arg, "0123456789., ")
 	n, err := humanize.ParseBytes(arg)
 	if err != nil {
-		if exact, ok := bigBytes(arg, unit); ok && exact.Cmp(new(big.Int).SetUint64(maxMaxSize)) > 0 {
-			return 0, tooLarge(d, opt, arg) // more bytes than 64 bits hold
+		if exact, ok := bigBytes(arg, unit); ok {
+			if exact.Cmp(new(big.Int).SetUint64(maxMaxSize)) > 0 {
+				return 0, tooLarge(d, opt, arg) // more bytes than 64 bits hold
+			}
+			if _, huge := hugeUnits[strings.ToLower(strings.TrimSpace(unit))]; huge {
+				return exact.Int64(), nil // a few GB written in zettabytes
+			}
 		}
 		return 0, d.Errf("%s: invalid size '%s' (use e.g. 64MiB or 1048576)", opt, arg)
 	}

@@ -29,7 +29,6 @@ func (s *store) collectLocked(h uint64, out []uint64) []uint64 {
 		out = append(out, v)
 	}
 	delete(s.children, h)
-	delete(s.overflowed, h)
 	return out
 }
 
@@ -295,33 +294,21 @@ func (s *store) purgeTag(tag string) int {
 		hashes = append(hashes, h)
 	}
 	n := 0
-	var parents []uint64
 	for _, h := range hashes {
 		if s.tagged[h].claimPurge() {
 			n++
 		}
 		if x, ok := s.byHash[h]; ok {
 			s.unindexLocked(h, x)
-			if x.parent != 0 && !slices.Contains(parents, x.parent) {
-				parents = append(parents, x.parent)
-			}
 		}
 	}
-	// A URL whose last variant went loses its variant record too, as a
-	// purge of its key does: left, it counted as an entry, and made the
-	// next request a vary-miss of a URL with nothing stored. Not when
-	// it may have variants the index does not list.
-	parents = slices.DeleteFunc(parents, func(p uint64) bool {
-		_, over := s.overflowed[p]
-		return s.children[p] != nil || over
-	})
 	s.mu.Unlock()
-	for _, p := range parents {
-		// The record may still be on its way into ristretto.
-		if e := s.holding(p, s.queuedEntry(p)); e != nil && e.record {
-			hashes = append(hashes, p)
-		}
-	}
+	// A URL's variant record stays, even when the purge took every
+	// variant the index lists: variants being filled, not yet offered,
+	// or past the index's maxVariantsPerURL, need it (two reviews: a
+	// version that dropped it left them unreachable). Until the URL's
+	// next variant is stored, it counts as an entry and its requests
+	// are vary-misses.
 	s.del(hashes)
 	return s.purged(n)
 }

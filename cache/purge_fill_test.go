@@ -536,3 +536,52 @@ func TestTagPurgeDuringAVariantFillStoresNoRecord(t *testing.T) {
 		t.Errorf("the next request: Cache-Status %q, want a uri-miss", cs)
 	}
 }
+
+// TestTagPurgeOfOneVariantKeepsAnotherBeingFilled: a tag purge takes the
+// only stored variant of a URL while another variant, of a declared
+// length, is being filled; that one is stored under the URL's record and
+// found by the next request (a review: a tag purge that dropped the
+// record left it unreachable).
+func TestTagPurgeOfOneVariantKeepsAnotherBeingFilled(t *testing.T) {
+	const page = "http://example.com/varied"
+	c := newClock()
+	h := newTestHandler(t, Config{MinUses: 1}, c)
+	started, resume := make(chan struct{}), make(chan struct{})
+	var frSent atomic.Bool
+	o := &origin{}
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		lang := r.Header.Get("Accept-Language")
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Vary", "Accept-Language")
+		w.Header().Set("Surrogate-Key", "tag-"+lang)
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Content-Length", "7")
+		if lang == "fr" && !frSent.Swap(true) { // the first fr only
+			w.WriteHeader(http.StatusOK)
+			w.Write([]byte("page"))
+			close(started)
+			<-resume
+		}
+		_, err := w.Write([]byte(map[string]string{"en": "page-en", "fr": "-fr"}[lang]))
+		return err
+	}
+	req := func(lang string) *http.Request {
+		r := newRequest(http.MethodGet, page)
+		r.Header.Set("Accept-Language", lang)
+		return r
+	}
+	serve(t, h, o, req("en"))
+	h.store.wait()
+	fill := serveAsync(h, httptest.NewRecorder(), req("fr"), o)
+	<-started
+	if n := h.store.purgeTag("tag-en"); n != 1 {
+		t.Errorf("purged %d, want 1", n)
+	}
+	close(resume)
+	untilValue(t, "the fill", fill)
+	h.store.wait()
+	w := serve(t, h, o, req("fr"))
+	if cs := w.Header().Get("Cache-Status"); !strings.Contains(cs, "; hit") || w.Body.String() != "page-fr" {
+		t.Errorf("fr after the purge of en's tag: Cache-Status %q, body %q; want a hit of page-fr", cs, w.Body.String())
+	}
+}

@@ -127,14 +127,11 @@ const (
 	maxTagsPerEntry   = 64
 	maxTagLength      = 256
 	maxVariantsPerURL = 1024
-	// maxOverflowed bounds store.overflowed, which nothing else empties
-	// but a purge of the URL.
-	maxOverflowed = 4096
-	queuedSlots   = 256 // store.queued
-	swapStripes   = 64  // store.swaps
-	purgeSlots    = 4096
-	purgeKeys     = 4096
-	recentPurges  = 64
+	queuedSlots       = 256 // store.queued
+	swapStripes       = 64  // store.swaps
+	purgeSlots        = 4096
+	purgeKeys         = 4096
+	recentPurges      = 64
 )
 
 // store is the ristretto-backed storage. Ristretto keeps values by 64-bit
@@ -170,10 +167,7 @@ type store struct {
 	byHash   map[uint64]indexed
 	tagged   map[uint64]*entry              // the indexed entries with tags
 	children map[uint64]map[uint64]struct{} // URL key hash → variant hashes
-	// overflowed holds the URL key hashes that had more variants than
-	// children lists (maxVariantsPerURL): their children may not be all.
-	overflowed map[uint64]struct{}
-	tags       map[string]map[uint64]struct{} // tag → entry hashes
+	tags     map[string]map[uint64]struct{} // tag → entry hashes
 	// newest is, by hash, the id of the latest offer still in ristretto's
 	// buffer (until its Cost is taken, or it is dropped): the Cost
 	// function refuses an older new offer under the hash, which
@@ -317,14 +311,13 @@ func expectedItems(maxCost int64) int64 {
 func newStore(name string, maxCost int64) (*store, error) {
 	items := expectedItems(maxCost)
 	s := &store{
-		name:       name,
-		maxCost:    maxCost,
-		byHash:     make(map[uint64]indexed),
-		tagged:     make(map[uint64]*entry),
-		children:   make(map[uint64]map[uint64]struct{}),
-		overflowed: make(map[uint64]struct{}),
-		tags:       make(map[string]map[uint64]struct{}),
-		newest:     make(map[uint64]uint64),
+		name:     name,
+		maxCost:  maxCost,
+		byHash:   make(map[uint64]indexed),
+		tagged:   make(map[uint64]*entry),
+		children: make(map[uint64]map[uint64]struct{}),
+		tags:     make(map[string]map[uint64]struct{}),
+		newest:   make(map[uint64]uint64),
 		// About an eighth of max_size at most waits in ristretto's buffer
 		// (one offer more when at most pendingSlack waited before it).
 		pendingLimit: max(maxCost/8, 64<<10),
@@ -693,13 +686,6 @@ func (s *store) indexLocked(h uint64, x indexed, e *entry) {
 		}
 		if len(set) < maxVariantsPerURL {
 			set[h] = struct{}{}
-		} else {
-			if len(s.overflowed) >= maxOverflowed {
-				// Forgetting them costs misses, not wrong answers (a
-				// tag purge may then drop a record with variants left).
-				clear(s.overflowed)
-			}
-			s.overflowed[x.parent] = struct{}{}
 		}
 	}
 	if !x.tagged || e == nil {

@@ -161,7 +161,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"cache max_size of an unset variable", ":80 {\n\tresponse_cache {\n\t\tmax_size {$CADDYFILE_TEST_UNSET}\n\t}\n}", "max_size needs a value (an unset {$VAR} leaves none), at Caddyfile:3"},
 		{"cache max_size in zettabytes", ":80 {\n\tresponse_cache {\n\t\tmax_size 1ZiB\n\t}\n}", "max_size must be at most 512GiB, got '1ZiB'"},
 		{"cache max_item_size in yottabytes", ":80 {\n\tresponse_cache {\n\t\tmax_item_size 2YB\n\t}\n}", "max_item_size must be at most 512GiB (and at most max_size), got '2YB'"},
-		{"cache max_size of a few gigabytes in zettabytes", ":80 {\n\tresponse_cache {\n\t\tmax_size 0.00000000001ZB\n\t}\n}", "max_size: invalid size '0.00000000001ZB' (use e.g. 64MiB or 1048576)"},
+		{"cache max_size of a fraction of a byte in zettabytes", ":80 {\n\tresponse_cache {\n\t\tmax_size 0.0000000000000000000001ZB\n\t}\n}", "max_size: invalid size '0.0000000000000000000001ZB' (use e.g. 64MiB or 1048576)"},
 		{"cache duration JSON cannot give back", ":80 {\n\tresponse_cache {\n\t\tdefault_ttl 9223372036854775807ns\n\t}\n}", "default_ttl: duration '9223372036854775807ns' is too long: Go's durations end at about 292 years (2562047h), at Caddyfile:3"},
 		{"cache duration just past the last hour", ":80 {\n\tresponse_cache {\n\t\tstale_if_error 2562047h47m16.854775807s\n\t}\n}", "is too long"},
 		{"cache max_size too large", ":80 {\n\tresponse_cache {\n\t\tmax_size 600GiB\n\t}\n}", "max_size must be at most 512GiB, got '600GiB'; run more cache nodes behind lb_policy affinity to hold more, at Caddyfile:3"},
@@ -236,7 +236,7 @@ func TestCaddyfileErrors(t *testing.T) {
 // whole number of bytes, and is that number exactly (humanize's floating
 // point made 4.1MB a byte short).
 func TestFractionalSizes(t *testing.T) {
-	for in, want := range map[string]string{"1.5GiB": "1610612736", "0.5MiB": "524288", "1.1MB": "1100000", "4.1MB": "4100000", "2,500.5MiB": "2621964288", "1,048,576": "1048576", "64.5KiB": "66048", "1048576.0": "1048576", "1048576.000b": "1048576"} {
+	for in, want := range map[string]string{"1.5GiB": "1610612736", "0.5MiB": "524288", "1.1MB": "1100000", "4.1MB": "4100000", "2,500.5MiB": "2621964288", "1,048,576": "1048576", "64.5KiB": "66048", "1048576.0": "1048576", "1048576.000b": "1048576", "0.00000000001ZB": "10000000000"} {
 		out, err := adapt(t, ":80 {\n\tresponse_cache {\n\t\tmax_size "+in+"\n\t}\n}")
 		if n, _ := strconv.ParseInt(want, 10, 64); strconv.IntSize == 32 && n > 1<<30 {
 			// Parsed exactly, then refused: over a 32-bit build's limit.

@@ -213,6 +213,9 @@ func checkPrefixBits(bits string) error {
 	if !both && (err != nil || n < 0 || n > 128) {
 		return fmt.Errorf("the prefix length '/%s' is no N from 0 to 32 for IPv4 and to 128 for IPv6 (/V4,V6 gives each its own, such as /24,64): every client's key would be empty, the same for all", bits)
 	}
+	if err == nil && n == 0 && (!both || v6 == "0") {
+		return fmt.Errorf("the prefix length '/%s' keeps no bit of the client's address: every client's key would be the same", bits)
+	}
 	if both && (err != nil || n < 0 || n > 32) {
 		return fmt.Errorf("the IPv4 prefix length '%s' is not a number from 0 to 32: every IPv4 client's key would be empty, the same for all", v4)
 	}

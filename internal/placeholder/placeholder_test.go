@@ -108,6 +108,8 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.request.remote.host/24}"},
 		{in: "{http.request.remote.host/24,64}"},
 		{in: "{http.request.remote.host/0,128}"},
+		{in: "{http.request.remote.host/0}", err: "keeps no bit of the client's address"}, // a review: one key for all
+		{in: "{http.request.remote.host/0,0}", err: "keeps no bit of the client's address"},
 		{in: "{http.request.remote.host/64}"}, // right for IPv6 clients (IPv6OnlyPrefixes warns)
 		{in: "{http.request.remote.host/129}", err: "the prefix length '/129' is no N from 0 to 32 for IPv4 and to 128 for IPv6"},
 		{in: "{http.request.remote.host/x}", err: "every client's key would be empty"}, // a review: every client random
