@@ -235,9 +235,9 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 		used := make(map[string]bool, len(weights))
 		for i := range nodes {
 			nodes[i].Weight = 1
-			if w, ok := weights[rootless(nodes[i].Name)]; ok {
-				nodes[i].Weight = w
-				used[rootless(nodes[i].Name)] = true
+			if d := rootless(nodes[i].Name); weights[d] > 0 {
+				nodes[i].Weight = weights[d]
+				used[d] = true
 			}
 		}
 		if len(used) < len(weights) {

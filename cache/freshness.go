@@ -161,11 +161,7 @@ func LifetimeAt(status int, h http.Header, rc ResponseControl, defaultTTL time.D
 	}
 	date, unambiguous := headerDate(h, "Date")
 	if date.IsZero() {
-		// In whole seconds, as the Date the cache then stores with it: a
-		// file modified in the second it was fetched otherwise got 10% of
-		// a fraction of a second at its first store and default_ttl at its
-		// first 304, whose Date equals its Last-Modified (a review).
-		date = responseTime.Truncate(time.Second)
+		date = standInDate(responseTime)
 	}
 	if !rc.Targeted {
 		if _, present := h["Expires"]; present {
@@ -190,6 +186,15 @@ func LifetimeAt(status int, h http.Header, rc ResponseControl, defaultTTL time.D
 	}
 	return 0, false
 }
+
+// standInDate is the Date of a response without a valid one, received at
+// responseTime: in whole seconds, as the Date the cache then stores with
+// it. Freshness and age must agree on it: a file modified in the second
+// it was fetched otherwise got 10% of a fraction of a second at its first
+// store and default_ttl at its first 304, whose Date equals its
+// Last-Modified, and a response was fresh up to a second past its
+// Expires (two reviews).
+func standInDate(responseTime time.Time) time.Time { return responseTime.Truncate(time.Second) }
 
 // headerDate parses the HTTP-date in field name. ok is false when the
 // field has differing values (ambiguous); the time is zero when the field
@@ -221,10 +226,9 @@ func headerDate(h HeaderReader, name string) (t time.Time, ok bool) {
 //	corrected_initial_age = max(apparent_age, corrected_age_value)
 //
 // With several Age values the first is used. A missing or invalid Date
-// stands for responseTime in whole seconds, as in LifetimeAt and as the
-// Date the cache stores (an apparent age of its fraction of a second:
-// without it, a response without Date was fresh up to a second past its
-// Expires, a review); an Age too large saturates at 2^31 seconds.
+// stands for standInDate(responseTime), as in LifetimeAt (an apparent age
+// of its fraction of a second); an Age too large saturates at 2^31
+// seconds.
 func InitialAge(h http.Header, requestTime, responseTime time.Time) (age time.Duration, ok bool) {
 	var ageValue time.Duration
 	ok = true
@@ -239,7 +243,7 @@ func InitialAge(h http.Header, requestTime, responseTime time.Time) (age time.Du
 	}
 	date, _ := headerDate(h, "Date")
 	if date.IsZero() {
-		date = responseTime.Truncate(time.Second)
+		date = standInDate(responseTime)
 	}
 	apparent := max(0, responseTime.Sub(date))
 	delay := max(0, responseTime.Sub(requestTime))

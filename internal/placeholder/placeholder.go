@@ -209,18 +209,20 @@ func AfterProxy(template string) []string {
 // client comes over IPv6.
 func checkPrefixBits(bits string) error {
 	v4, v6, both := strings.Cut(bits, ",")
-	n, err := strconv.Atoi(v4)
-	if !both && (err != nil || n < 0 || n > 128) {
+	if !both {
+		v6 = v4
+	}
+	n4, err4 := strconv.Atoi(v4)
+	n6, err6 := strconv.Atoi(v6)
+	switch {
+	case !both && (err4 != nil || n4 < 0 || n4 > 128):
 		return fmt.Errorf("the prefix length '/%s' is no N from 0 to 32 for IPv4 and to 128 for IPv6 (/V4,V6 gives each its own, such as /24,64): every client's key would be empty, the same for all", bits)
-	}
-	if err == nil && n == 0 && (!both || v6 == "0") {
-		return fmt.Errorf("the prefix length '/%s' keeps no bit of the client's address: every client's key would be the same", bits)
-	}
-	if both && (err != nil || n < 0 || n > 32) {
+	case err4 != nil || n4 < 0 || n4 > 32 && both:
 		return fmt.Errorf("the IPv4 prefix length '%s' is not a number from 0 to 32: every IPv4 client's key would be empty, the same for all", v4)
-	}
-	if n, err := strconv.Atoi(v6); both && (err != nil || n < 0 || n > 128) {
+	case err6 != nil || n6 < 0 || n6 > 128:
 		return fmt.Errorf("the IPv6 prefix length '%s' is not a number from 0 to 128: every IPv6 client's key would be empty, the same for all", v6)
+	case n4 == 0 && n6 == 0:
+		return fmt.Errorf("the prefix length '/%s' keeps no bit of the client's address: every client's key would be the same", bits)
 	}
 	return nil
 }
