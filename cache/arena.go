@@ -90,6 +90,15 @@ type arena struct {
 	recording   atomic.Int64  // bytes reserved by bodies being recorded
 	recordLimit int64         // the most reserved at once (but see reserve)
 	refusals    atomic.Uint64 // reservations refused
+
+	// A body of unknown length is recorded ahead of its client (whose
+	// writer follows it, see recorder.decouple) as far as leadLimit
+	// allows, for all such bodies together: what their clients have yet
+	// to get is reserved in leading (see reserveLead). It bounds what
+	// clients that do not read hold once a body is not stored (past
+	// max_item_size, say) and the recording budget is given back.
+	leading   atomic.Int64
+	leadLimit int64
 }
 
 const (
@@ -115,7 +124,7 @@ func newArena(maxCost int64) *arena {
 	limit := recordingBudget(maxCost)
 	n := (maxCost + maxCost/16 + 2*limit + size - 1) / size
 	orders := int(shift-minBlockShift) + 1
-	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), tail: make([]int32, orders), recordLimit: limit,
+	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), tail: make([]int32, orders), recordLimit: limit, leadLimit: limit / 2,
 		heapLimit: maxCost / 32, slack: max(maxCost/8, 0)}
 	a.pageOrder = min(max(int8(bits.Len(uint(os.Getpagesize()))-1-minBlockShift), 0), a.topOrder())
 	// The free lists' side arrays take 9 bytes per 512-byte block (under
@@ -178,6 +187,30 @@ type awaitable interface{ awaited() bool }
 func (a *arena) unreserve(n int64) {
 	if a != nil && n > 0 {
 		a.recording.Add(-n)
+	}
+}
+
+// reserveLead takes n bytes of the lead budget (see leading) and reports
+// whether it could. A nil arena (no store) has none to give.
+func (a *arena) reserveLead(n int64) bool {
+	if a == nil {
+		return false
+	}
+	for {
+		cur := a.leading.Load()
+		if cur+n > a.leadLimit {
+			return false
+		}
+		if a.leading.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
+}
+
+// unreserveLead gives back n bytes reserveLead took.
+func (a *arena) unreserveLead(n int64) {
+	if a != nil && n > 0 {
+		a.leading.Add(-n)
 	}
 }
 
@@ -548,6 +581,12 @@ type arenaStats struct {
 	// RecordingRefusals counts responses streamed without being
 	// stored because RecordingLimit was taken by others.
 	RecordingRefusals uint64 `json:"recording_refusals"`
+	// Leading is the bytes of responses of unknown length recorded
+	// ahead of their clients, which those have yet to get; LeadLimit is
+	// the most it takes (a sixteenth of max_size), past which a response
+	// goes at its client's pace.
+	Leading   int64 `json:"leading_bytes"`
+	LeadLimit int64 `json:"lead_limit_bytes"`
 }
 
 func (a *arena) stats() arenaStats {
@@ -564,5 +603,7 @@ func (a *arena) stats() arenaStats {
 		Recording:         a.recording.Load(),
 		RecordingLimit:    a.recordLimit,
 		RecordingRefusals: a.refusals.Load(),
+		Leading:           a.leading.Load(),
+		LeadLimit:         a.leadLimit,
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -30,9 +31,13 @@ type body struct {
 	w     int // bytes written so far, while filling
 	refs  atomic.Int32
 	// limit, when positive, marks a body of unknown length gathered in
-	// scratch pieces as it is written, up to limit bytes; seal moves it
-	// into the arena.
+	// scratch pieces as it is written, up to limit bytes; sealed copies
+	// it into the arena. mu guards the scratch slice (not the bytes of
+	// its pieces, which are written once, in order, before the fill
+	// says so) against a writer reading it as it grows (see
+	// writeGrowing).
 	limit   int
+	mu      sync.Mutex
 	scratch []*[scratchSize]byte
 	// inline holds the spans of a body below a chunk, so that the body
 	// is one object for the garbage collector instead of two.
@@ -81,6 +86,11 @@ func (a *arena) newGrowingBody(limit int) *body {
 
 // dropScratch returns a growing body's pieces to the pool.
 func (b *body) dropScratch() {
+	if b.limit == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	for i, s := range b.scratch {
 		scratchPool.Put(s)
 		b.scratch[i] = nil
@@ -88,15 +98,10 @@ func (b *body) dropScratch() {
 	b.scratch = nil
 }
 
-// seal ends a growing body: it returns a body of its length in the arena
-// (nil when empty) holding the caller's reference, or false when the
-// arena has no room for it, and releases b. Other bodies are returned as
-// they are.
-func (b *body) seal() (*body, bool) {
-	if b == nil || b.limit == 0 {
-		return b, true
-	}
-	defer b.release()
+// sealed returns a copy of a growing body, complete, in a body of its
+// length in the arena (nil when empty) holding one reference, the
+// caller's, or false when the arena has no room for it.
+func (b *body) sealed() (*body, bool) {
 	out, ok := b.arena.newBody(b.w)
 	if !ok {
 		return nil, false
@@ -106,6 +111,19 @@ func (b *body) seal() (*body, bool) {
 		left -= n
 	}
 	return out, true
+}
+
+// copyOut copies bytes of a growing body from start, up to end and no
+// further than the piece holding start, to dst; 0 once its pieces are
+// gone (the body was stored or dropped, see writeGrowing).
+func (b *body) copyOut(dst []byte, start, end int) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	i, off := start/scratchSize, start%scratchSize
+	if i >= len(b.scratch) {
+		return 0
+	}
+	return copy(dst, b.scratch[i][off:min(scratchSize, off+end-start)])
 }
 
 // Len is the body's length in bytes.
@@ -146,7 +164,10 @@ func (b *body) room() []byte {
 		}
 		off := b.w % scratchSize
 		if off == 0 {
-			b.scratch = append(b.scratch, scratchPool.Get().(*[scratchSize]byte))
+			piece := scratchPool.Get().(*[scratchSize]byte)
+			b.mu.Lock()
+			b.scratch = append(b.scratch, piece)
+			b.mu.Unlock()
 		}
 		return b.scratch[len(b.scratch)-1][off:min(scratchSize, off+b.limit-b.w)]
 	}
@@ -261,7 +282,11 @@ type bodyFill struct {
 	// header, before the first).
 	progressed atomic.Int64
 	mu         sync.Mutex
-	failed     bool
+	// readers count the requests reading the fill (from serveCollapsed,
+	// or writeFilling); when the last leaves, it calls end, if orphan set
+	// it (see fill.clientGone).
+	readers atomic.Int32
+	failed  bool
 	// ended is set, with trailer, once the handler that fills it has
 	// returned with the whole body (complete).
 	ended   bool
@@ -269,11 +294,14 @@ type bodyFill struct {
 	// wake is made by a reader that waits for more, and closed (then
 	// cleared) by the next advance, by complete or by fail.
 	wake chan struct{}
-	// readers count the requests reading the fill (from serveCollapsed,
-	// or writeFilling); when the last leaves, it calls end, if orphan set
-	// it (see fill.clientGone).
-	readers atomic.Int32
-	end     atomic.Pointer[func()]
+	end  atomic.Pointer[func()]
+
+	// For the writer of a body of unknown length (writeGrowing): copied
+	// is how far it has copied the body (math.MaxInt64 once it is done),
+	// and moved, once the body is stored, is the stored copy with a
+	// reference for it, which it writes the rest from.
+	copied atomic.Int64
+	moved  atomic.Pointer[body]
 }
 
 // orphan makes the last reader of f end it with end, and reports whether
@@ -394,8 +422,8 @@ func (f *bodyFill) broken() bool {
 
 // await returns how many bytes are written once more than have are, or
 // once a flush is due for a reader that has them and last flushed at
-// mark flushed (see flushDue), or an error when the fill fails or ctx
-// ends first.
+// mark flushed (see flushDue), or once the fill has ended with them, or
+// an error when the fill fails or ctx ends first.
 func (f *bodyFill) await(ctx context.Context, have int, flushed int64) (int, error) {
 	for {
 		if n := int(f.filled.Load()); n > have {
@@ -416,6 +444,10 @@ func (f *bodyFill) await(ctx context.Context, have int, flushed int64) (int, err
 		if f.failed {
 			f.mu.Unlock()
 			return 0, errFillFailed
+		}
+		if f.ended {
+			f.mu.Unlock()
+			return have, nil // (a body of unknown length ends here)
 		}
 		wake := f.wakeChanLocked()
 		f.mu.Unlock()
@@ -462,4 +494,71 @@ func (b *body) writeFilling(ctx context.Context, w http.ResponseWriter, f *bodyF
 		}
 	}
 	return nil
+}
+
+// handOver gives the writer of a body of unknown length being recorded
+// with f the stored copy of it, with a reference for it (see
+// writeGrowing), and wakes it.
+func (f *bodyFill) handOver(stored *body) {
+	f.moved.Store(stored)
+	f.mu.Lock()
+	f.wakeLocked()
+	f.mu.Unlock()
+}
+
+// over reports whether the fill has ended complete.
+func (f *bodyFill) over() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ended
+}
+
+// writeGrowing writes b, a body of unknown length that is being recorded
+// with fill f, from byte start on, to w as it arrives, until f ends,
+// flushing w where writeFilling would. It holds no reference to b: it
+// copies each part out (see copyOut) and writes the copy, so that a
+// client that stops reading keeps one piece of memory, not the body, and
+// the body can be stored, or dropped, while it waits. Once b is stored it
+// writes the rest from the stored copy (handOver); b is dropped unstored
+// only once it has written all of it (see recorder.recouple).
+func (b *body) writeGrowing(ctx context.Context, w http.ResponseWriter, f *bodyFill, start int) error {
+	defer f.copied.Store(math.MaxInt64)
+	buf := scratchPool.Get().(*[scratchSize]byte)
+	defer scratchPool.Put(buf)
+	var rc *http.ResponseController
+	var flushed int64
+	for {
+		n, err := f.await(ctx, start, flushed)
+		if err != nil {
+			return err
+		}
+		if stored := f.moved.Swap(nil); stored != nil {
+			err := stored.writeRange(w, start, stored.Len())
+			stored.release()
+			return err
+		}
+		if n > start {
+			c := b.copyOut(buf[:], start, n)
+			if c == 0 {
+				if f.moved.Load() == nil {
+					return errFillFailed // (dropped before its writer was done: a bug)
+				}
+				continue
+			}
+			f.copied.Store(int64(start + c))
+			if _, err := w.Write(buf[:c]); err != nil {
+				return err
+			}
+			start += c
+		} else if f.over() {
+			return nil
+		}
+		if mark, due := f.flushDue(start, flushed); due {
+			flushed = mark
+			if rc == nil {
+				rc = http.NewResponseController(w)
+			}
+			_ = rc.Flush()
+		}
+	}
 }

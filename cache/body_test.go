@@ -529,3 +529,13 @@ func TestGrowingBodyEmpty(t *testing.T) {
 	}
 	checkAllFree(t, a)
 }
+
+// seal ends a growing body as a stored response's does (recorder.takeBody
+// without a writer): its copy in the arena, and b released.
+func (b *body) seal() (*body, bool) {
+	if b == nil || b.limit == 0 {
+		return b, true
+	}
+	defer b.release()
+	return b.sealed()
+}

@@ -122,6 +122,7 @@ type storeCollector struct {
 	arenaMapped, arenaUsed, heapBodies *prometheus.Desc
 	arenaResident, arenaReleased       *prometheus.Desc
 	recording, refusals, noRoom        *prometheus.Desc
+	leading                            *prometheus.Desc
 }
 
 func newStoreCollector() *storeCollector {
@@ -145,13 +146,14 @@ func newStoreCollector() *storeCollector {
 		heapBodies:    d("heap_body_bytes", "Bytes of bodies that did not fit in the arena and live on the Go heap."),
 		recording:     d("recording_bytes", "Bytes reserved by responses being recorded, not yet stored."),
 		refusals:      d("recording_refusals_total", "Storable responses streamed without being stored because others being recorded took the recording budget (an eighth of max_size; a quarter for responses others wait for)."),
+		leading:       d("leading_bytes", "Bytes of responses without Content-Length recorded ahead of their clients, which those have yet to get (at most a sixteenth of max_size; past it, a response is recorded at its client's pace)."),
 		noRoom:        d("no_room_total", "Storable responses not stored because the body arena had no free block and the heap's allowance for bodies (a thirty-second of max_size) was taken: evicted bodies still being sent to slow clients, or fragmentation."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop, c.purges, c.arenaMapped, c.arenaUsed, c.arenaResident, c.arenaReleased, c.heapBodies, c.recording, c.refusals, c.noRoom} {
+	for _, d := range []*prometheus.Desc{c.bytes, c.maxBytes, c.entries, c.stores, c.rejects, c.evictions, c.drop, c.purges, c.arenaMapped, c.arenaUsed, c.arenaResident, c.arenaReleased, c.heapBodies, c.recording, c.refusals, c.noRoom, c.leading} {
 		ch <- d
 	}
 }
@@ -187,6 +189,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.recording, prometheus.GaugeValue, float64(t.Bodies.Recording), name)
 		ch <- prometheus.MustNewConstMetric(c.refusals, prometheus.CounterValue, float64(t.Bodies.RecordingRefusals), name)
 		ch <- prometheus.MustNewConstMetric(c.noRoom, prometheus.CounterValue, float64(t.Bodies.NoRoom), name)
+		ch <- prometheus.MustNewConstMetric(c.leading, prometheus.GaugeValue, float64(t.Bodies.Leading), name)
 	}
 }
 
@@ -203,6 +206,7 @@ func (t *storeStats) add(st storeStats, gauges bool) {
 		t.Bodies.Resident += st.Bodies.Resident
 		t.Bodies.FallbackBytes += st.Bodies.FallbackBytes
 		t.Bodies.Recording += st.Bodies.Recording
+		t.Bodies.Leading += st.Bodies.Leading
 	}
 	t.Stores += st.Stores
 	t.Rejects += st.Rejects

@@ -124,10 +124,11 @@ type exchange struct {
 func (x *exchange) onHeader(rec *recorder) { x.h.onHeader(x, rec) }
 func (x *exchange) awaited() bool          { return x.leading && x.h.flights.joined(&x.lead) }
 func (x *exchange) onBody(rec *recorder)   { x.h.streamToWaiters(x, rec) }
+func (x *exchange) spareFill() *bodyFill   { return &x.fill } // unpublished (see streamToWaiters)
 
 func (x *exchange) onOverflow() {
-	if x.rec.fill != nil {
-		x.rec.fill.fail()
+	if x.filling != nil {
+		x.fill.fail() // (its readers; not a writer of the recorder's own, see recouple)
 	}
 	x.release(x.h, nil)
 	x.unrecorded()
@@ -368,6 +369,7 @@ func (h *Handler) serveNext(next caddyhttp.Handler, x *exchange, out *http.Reque
 	defer func() {
 		v := recover()
 		x.endFill()
+		rec.endOwnFill()
 		if v != nil {
 			if v != http.ErrAbortHandler || !rec.notModified && !rec.answered {
 				panic(v)

@@ -35,14 +35,26 @@ type recorder struct {
 	// server is what the next handler did with the Server field the
 	// recorder's header started with (see takeServerSeed); clientServer
 	// is the client's Server as it edited it (serverEdited).
-	server       serverFate
+	server serverFate
+	// own: fill is the recorder's own, which its client's writer alone
+	// reads (see decouple); coupled, once set, keeps the client's writes
+	// in the recorder (see recouple). (Fields are placed for the size of
+	// an exchange, see TestEntrySize.)
+	own, coupled bool
 	clientServer []string
 	// proxied: the response is reverse_proxy's copy of an upstream's
 	// (it says Via), which adds the upstream's lines after those that
 	// handlers before it set on the client's response; the cache does
 	// the same (see copyToClient). presetNames are the caching fields
 	// the cache merges on its own (see ownsField).
-	proxied     bool
+	proxied bool
+	// discard: the client is a background refresh's discardWriter, which
+	// reads nothing (see Write).
+	discard bool
+	// answered: the client gets a stored response instead of this one
+	// (stale-if-error), so nothing reads its body past errorBodyRead (set
+	// by onHeader).
+	answered    bool
 	presetNames []string
 
 	// events is told of the final status and of an overflow.
@@ -70,10 +82,13 @@ type recorder struct {
 	// did not go to the origin and the 200 satisfies it (set by onHeader).
 	notModified bool
 
-	pass     bool  // the response is written to the client
-	buffer   bool  // the body is buffered for storage
-	overflow bool  // the body passed limit: it was dropped
-	limit    int64 // most body bytes buffered
+	pass     bool // the response is written to the client
+	buffer   bool // the body is buffered for storage
+	overflow bool // the body passed limit: it was dropped
+	// lead is how many scratch pieces the body is recorded ahead of the
+	// client's writer, reserved from the arena (see holdLead).
+	lead  int32
+	limit int64 // most body bytes buffered
 	// The body is recorded into the store's arena: straight into a body
 	// of its declared length (Content-Length), or gathered up to limit
 	// and moved there when it ends (see newGrowingBody).
@@ -105,13 +120,6 @@ type recorder struct {
 	// (fill.recorded, see watchAbandoned).
 	progress  *atomic.Int64
 	clientErr error // first error writing to the client
-	// discard: the client is a background refresh's discardWriter, which
-	// reads nothing (see Write).
-	discard bool
-	// answered: the client gets a stored response instead of this one
-	// (stale-if-error), so nothing reads its body past errorBodyRead (set
-	// by onHeader).
-	answered bool
 }
 
 // errorBodyRead is how much of an error's body the recorder reads on when
@@ -139,6 +147,9 @@ type recorderEvents interface {
 	// awaited tells whether other requests wait for the response: it is
 	// then recorded whatever the recording budget (see arena.reserve).
 	awaitable
+	// spareFill returns a fill the recorder may use as its own (see
+	// decouple), if no other request reads the body as it arrives.
+	spareFill() *bodyFill
 }
 
 func newRecorder(w http.ResponseWriter, now func() time.Time) *recorder {
@@ -488,25 +499,33 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	}
 	if rec.buffer && rec.body.limit > 0 && !rec.reserveGrowth(len(p)) {
 		rec.refused = refusedBudget
-		rec.stopBuffering()
+		rec.stopBuffering() // (a writer has written what was recorded before p)
 	}
+	out := p // what the client is yet to get of p
 	if rec.buffer {
-		_, err := rec.body.Write(p)
+		k, err := rec.body.Write(p)
 		if rec.fill != nil {
 			rec.fill.advance(rec.body.w, rec.now())
-			if rec.writer == nil && len(p) > 0 && rec.body.w < rec.body.n && rec.pass && !rec.notModified && rec.clientErr == nil {
-				rec.decouple(int(rec.written) - len(p))
-			}
 		}
-		if err != nil {
+		if rec.writer == nil && rec.decouples(len(p)) {
+			rec.decouple(int(rec.written) - len(p))
+		}
+		switch decoupled := rec.writer != nil; {
+		case err != nil:
 			rec.stopBuffering() // longer than declared, or than the limit
+			if decoupled && rec.writer == nil {
+				out = p[k:] // the writer wrote what was recorded (recouple)
+			}
+		case decoupled && !rec.holdLead():
+			rec.recouple()
+			return len(p), nil // the writer wrote p
 		}
 	}
 	if rec.writer != nil {
 		return len(p), nil // the client gets it from the fill
 	}
-	if rec.pass && !rec.notModified && rec.clientErr == nil {
-		if _, err := rec.w.Write(p); err != nil {
+	if rec.pass && !rec.notModified && rec.clientErr == nil && len(out) > 0 {
+		if _, err := rec.w.Write(out); err != nil {
 			rec.clientErr = err
 		}
 	}
@@ -526,21 +545,56 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// decouples reports whether rec hands the writing of its client to a
+// goroutine (decouple) at a Write of n bytes: once a body of declared
+// length does not arrive in one Write (a small one never pays for a
+// goroutine), and once one of unknown length has passed what connection
+// buffers take in (a client that reads nothing holds no more than that
+// at its pace).
+func (rec *recorder) decouples(n int) bool {
+	if rec.coupled || n == 0 || !rec.pass || rec.notModified || rec.clientErr != nil || rec.discard {
+		return false
+	}
+	if b := rec.body; b.limit == 0 {
+		return b.w < b.n
+	}
+	return rec.written-int64(n) >= decoupleAfter
+}
+
+// decoupleAfter is how much of a body of unknown length reaches the
+// client from the recorder itself, before a writer follows the body.
+const decoupleAfter = 2 * scratchSize
+
 // decouple hands the writing of the body to the client, from byte from
 // on, to a goroutine that reads it from the fill as it arrives, as the
-// requests waiting for this response do: the origin's body is then
-// recorded at the origin's pace, not at this client's (whose writes may
-// block: a slow reader, an HTTP/2 window it keeps closed). It is done
-// only for a body that does not arrive in one Write (a small one never
-// pays for a goroutine). joinWriter waits for the goroutine.
+// requests waiting for this response do (rec's own fill when none does):
+// the origin's body is then recorded at the origin's pace, not at this
+// client's (whose writes may block: a slow reader, an HTTP/2 window it
+// keeps closed). joinWriter waits for the goroutine. A body of declared
+// length is read in place; one of unknown length is copied out as it
+// grows (writeGrowing), as far as the lead budget lets it get ahead of
+// its client (holdLead).
 func (rec *recorder) decouple(from int) {
-	b, f, w, ctx := rec.body, rec.fill, rec.w, rec.clientCtx
+	b, w, ctx := rec.body, rec.w, rec.clientCtx
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	b.acquire() // its own reference: it may outlast the recorder's
+	if rec.fill == nil {
+		rec.fill, rec.own = new(bodyFill), true
+		if rec.events != nil {
+			rec.fill = rec.events.spareFill()
+		}
+		rec.fill.advance(b.w, rec.now())
+	}
+	f := rec.fill
 	done := make(chan error, 1)
 	rec.writer = done
+	if b.limit > 0 {
+		f.copied.Store(int64(from))
+		go func() { done <- b.writeGrowing(ctx, w, f, from) }()
+		return
+	}
+	b.acquire() // its own reference: it may outlast the recorder's
 	go func() {
 		err := b.writeFilling(ctx, w, f, from, b.Len())
 		// Released before joinWriter hears of the end, so that the
@@ -550,6 +604,55 @@ func (rec *recorder) decouple(from int) {
 	}()
 }
 
+// holdLead reserves from the arena's lead budget what a body of unknown
+// length is recorded ahead of its writer (in whole pieces), giving back
+// what it no longer is, and reports whether it could.
+func (rec *recorder) holdLead() bool {
+	b := rec.body
+	if b == nil || b.limit == 0 {
+		return true
+	}
+	lead := max(int64(b.w)-rec.fill.copied.Load(), 0)
+	want := int32((lead + scratchSize - 1) / scratchSize)
+	if want > rec.lead && !rec.arena.reserveLead(int64(want-rec.lead)*scratchSize) {
+		return false
+	}
+	if want < rec.lead {
+		rec.arena.unreserveLead(int64(rec.lead-want) * scratchSize)
+	}
+	rec.lead = want
+	return true
+}
+
+// recouple ends the writer decouple started for a body of unknown length
+// once it has written what is recorded, and waits for it, at its client's
+// pace: the lead budget is taken, or the body is not stored (it passed
+// max_item_size, say) or not yet. The client then gets the rest from the
+// recorder, as it comes.
+func (rec *recorder) recouple() {
+	rec.coupled = true
+	if rec.writer == nil {
+		return
+	}
+	rec.fill.complete(nil)
+	rec.joinWriter()
+	rec.fill, rec.own = nil, false
+}
+
+// endOwnFill ends rec's own fill, which its client's writer reads (see
+// decouple), once the next handler has returned: complete, but for a body
+// of declared length that ended short (its writer stops).
+func (rec *recorder) endOwnFill() {
+	if !rec.own {
+		return
+	}
+	if b := rec.body; b != nil && b.limit == 0 && b.w < b.n {
+		rec.fill.fail()
+		return
+	}
+	rec.fill.complete(nil)
+}
+
 // joinWriter waits for the goroutine decouple started, once the fill has
 // ended (complete or failed, else it would wait for ever); clientErr is
 // then what it ended with. The handler must not return before.
@@ -557,7 +660,17 @@ func (rec *recorder) joinWriter() {
 	if rec.writer != nil {
 		rec.clientErr = <-rec.writer
 		rec.writer = nil
+		if stored := rec.fill.moved.Swap(nil); stored != nil {
+			stored.release() // handed over after the writer ended
+		}
 	}
+	rec.releaseLead()
+}
+
+// releaseLead gives back the lead budget rec holds.
+func (rec *recorder) releaseLead() {
+	rec.arena.unreserveLead(int64(rec.lead) * scratchSize)
+	rec.lead = 0
 }
 
 // stopBuffering drops the buffer: the response is too large to store.
@@ -566,29 +679,50 @@ func (rec *recorder) stopBuffering() {
 		return
 	}
 	rec.buffer = false
-	rec.dropBody()
 	rec.overflow = true
+	rec.unreserve() // (what a writer is yet to write is in the lead budget)
 	if rec.events != nil {
 		rec.events.onOverflow()
 	}
+	rec.dropBody()
 }
 
 // takeBody hands the recorded body over to the caller, with its
 // reference (nil for an empty body), or false when the arena has no room
-// for a body gathered in pieces.
+// for a body gathered in pieces, which it drops.
 func (rec *recorder) takeBody() (*body, bool) {
-	b, ok := rec.body.seal()
+	b := rec.body
+	if b == nil || b.limit == 0 {
+		rec.body = nil
+		return b, true
+	}
+	stored, ok := b.sealed()
+	if !ok {
+		rec.dropBody()
+		return nil, false
+	}
+	if rec.writer != nil {
+		stored.acquire()
+		rec.fill.handOver(stored)
+	}
 	rec.body = nil
-	return b, ok
+	b.release()
+	rec.releaseLead() // what the writer is yet to write is stored
+	return stored, true
 }
 
 // dropBody releases whatever body was recorded and not taken, and gives
 // back the recording budget (the exchange's last act: what was recorded
-// is now stored, and charged, or dropped).
+// is now stored, and charged, or dropped). A body of unknown length that
+// a writer reads is released once it has written all of it (recouple),
+// at its client's pace, while the lead budget holds what it had yet to.
 func (rec *recorder) dropBody() {
+	rec.unreserve()
+	if b := rec.body; b != nil && b.limit > 0 && rec.writer != nil {
+		rec.recouple()
+	}
 	rec.body.release()
 	rec.body = nil
-	rec.unreserve()
 }
 
 // declaredLength returns the body length the Content-Length field

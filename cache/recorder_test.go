@@ -37,8 +37,9 @@ func (e *testEvents) onOverflow() {
 	}
 }
 
-func (e *testEvents) onBody(*recorder) {}
-func (e *testEvents) awaited() bool    { return false }
+func (e *testEvents) onBody(*recorder)     {}
+func (e *testEvents) awaited() bool        { return false }
+func (e *testEvents) spareFill() *bodyFill { return new(bodyFill) }
 
 // recorded is what rec has buffered so far.
 func recorded(rec *recorder) string {

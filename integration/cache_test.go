@@ -1060,6 +1060,115 @@ func TestCacheRecordingBudgetUnderABurst(t *testing.T) {
 	}
 }
 
+// TestCacheClientsThatDoNotReadHoldNoRecording: clients that ask for
+// large responses without Content-Length and read nothing do not hold
+// their recordings: each is recorded and stored at the origin's pace
+// (a hit for the next client while its first still reads nothing), the
+// recording budget is free again, and each stalled client, once it
+// reads, gets its body whole. A security review saw 14 such clients hold
+// the budget until Caddy timed their writes out, while other responses of
+// several MB went unstored (detail=recording-budget).
+func TestCacheClientsThatDoNotReadHoldNoRecording(t *testing.T) {
+	const stalled, size = 4, 6 << 20 // larger than what loopback buffers hold (3-4 MB)
+	piece := func(path string) []byte { return bytes.Repeat([]byte(path[len(path)-1:]), 32<<10) }
+	origin := startBackend(t, "chunked", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		p := piece(r.URL.Path)
+		for sent := 0; sent < size; sent += len(p) {
+			if _, err := w.Write(p); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush() // no Content-Length: chunked
+		}
+	})
+	frontPort := freePort(t)
+	const maxSize = 256<<20 + 8192 // its own store; default budgets: 32 MiB recording, 16 MiB lead
+	startCaddy(t, cacheFront(frontPort, origin, fmt.Sprintf("max_size %d", maxSize)))
+	c := newClient()
+	type bodies struct {
+		Recording, Leading, LeadLimit int64
+		Refusals                      uint64
+	}
+	stats := func() bodies {
+		t.Helper()
+		var st []struct {
+			MaxBytes int64 `json:"max_bytes"`
+			Bodies   struct {
+				Recording int64  `json:"recording_bytes"`
+				Leading   int64  `json:"leading_bytes"`
+				LeadLimit int64  `json:"lead_limit_bytes"`
+				Refusals  uint64 `json:"recording_refusals"`
+			} `json:"bodies"`
+		}
+		cacheStats(t, c, &st)
+		for _, s := range st {
+			if s.MaxBytes == maxSize {
+				return bodies(s.Bodies)
+			}
+		}
+		t.Fatalf("stats: no store of max_size %d in %+v", maxSize, st)
+		return bodies{}
+	}
+	run := time.Now().UnixNano() // new URLs for every run (-count)
+	base := fmt.Sprintf("http://127.0.0.1:%d", frontPort)
+	var conns []net.Conn
+	defer func() {
+		for _, conn := range conns {
+			conn.Close()
+		}
+	}()
+	var paths []string
+	for i := range stalled {
+		path := fmt.Sprintf("/stalled/%d/%c", run, 'a'+i)
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", frontPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		paths = append(paths, path)
+		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path, frontPort); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each is stored while its client reads nothing.
+	for _, path := range paths {
+		r := untilHit(t, c, base+path)
+		if len(r.body) != size || !bytes.Equal([]byte(r.body), bytes.Repeat(piece(path)[:1], size)) {
+			t.Errorf("%s: the hit has %d bytes, want its %d intact", path, len(r.body), size)
+		}
+	}
+	st := stats()
+	t.Logf("while %d clients read nothing: %+v", stalled, st)
+	if st.Recording != 0 {
+		t.Errorf("%d bytes of the recording budget held while every response is stored", st.Recording)
+	}
+	if st.Leading != 0 || st.LeadLimit != maxSize/16 {
+		t.Errorf("lead budget: %d held of %d; want none held once stored, of a sixteenth of max_size", st.Leading, st.LeadLimit)
+	}
+	// Another large response is stored meanwhile.
+	other := fmt.Sprintf("/stalled/%d/z", run)
+	if r := do(t, c, "GET", base+other, nil); len(r.body) != size || strings.Contains(r.header.Get("Cache-Status"), "detail=recording-budget") {
+		t.Errorf("%s: %d bytes, Cache-Status %q; want %d bytes, recorded", other, len(r.body), r.header.Get("Cache-Status"), size)
+	}
+	untilHit(t, c, base+other)
+	// The stalled clients read now, and get all of theirs.
+	for i, conn := range conns {
+		_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", paths[i], err)
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil || len(b) != size || !bytes.Equal(b, bytes.Repeat(piece(paths[i])[:1], size)) {
+			t.Errorf("%s: the stalled client got %d bytes (%v); want its %d intact", paths[i], len(b), err, size)
+		}
+	}
+	if n := origin.hits.Load(); n != stalled+1 {
+		t.Errorf("origin asked %d times, want %d (once a URL)", n, stalled+1)
+	}
+}
+
 // TestCacheStreamsLargeBodies sends a body far larger than max_item_size
 // through the cache: it must arrive whole and intact, not be stored, and not
 // be held in memory.

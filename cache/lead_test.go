@@ -1,0 +1,294 @@
+package cache
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"testing"
+)
+
+// These tests are about clients that read slower than their origin
+// sends, or not at all: a storable body is recorded at the origin's
+// pace, whatever its client does, as far as the lead budget allows (see
+// recorder.decouple, holdLead).
+
+// pieceOrigin answers with body in writes of piece bytes, flushing after
+// each, as reverse_proxy does for a body of unknown length; without
+// Content-Length unless declared. Once wrote bytes are written it waits
+// for gate, if set. sent counts the bytes written.
+type pieceOrigin struct {
+	*origin
+	sent atomic.Int64
+}
+
+func newPieceOrigin(c *clock, body []byte, piece int, declared bool, wrote int, gate <-chan struct{}) *pieceOrigin {
+	o := &pieceOrigin{origin: &origin{}}
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Date", c.date())
+		if declared {
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		}
+		rc := http.NewResponseController(w)
+		for off := 0; off < len(body); {
+			if gate != nil && off >= wrote {
+				<-gate
+				gate = nil
+			}
+			n := min(piece, len(body)-off)
+			if _, err := w.Write(body[off : off+n]); err != nil {
+				return err
+			}
+			_ = rc.Flush()
+			off += n
+			o.sent.Store(int64(off))
+		}
+		return nil
+	}
+	return o
+}
+
+// stallingWriter takes the first allow bytes, then holds every Write
+// until release is closed: a client that stops reading.
+type stallingWriter struct {
+	*syncWriter
+	allow   int
+	release chan struct{}
+	stalled atomic.Bool
+}
+
+func newStallingWriter(allow int) *stallingWriter {
+	return &stallingWriter{syncWriter: newSyncWriter(), allow: allow, release: make(chan struct{})}
+}
+
+func (w *stallingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	n := len(w.body)
+	w.mu.Unlock()
+	if n+len(p) > w.allow {
+		w.stalled.Store(true)
+		<-w.release
+	}
+	return w.syncWriter.Write(p)
+}
+
+// bodyOf returns n bytes that differ from one offset to the next, so
+// that a byte written twice, or lost, shows.
+func bodyOf(n int) []byte {
+	b := make([]byte, 0, n+16)
+	for i := 0; len(b) < n; i++ {
+		b = fmt.Appendf(b, "%07d,", i)
+	}
+	return b[:n]
+}
+
+func arenaOf(h *Handler) *arena { return h.store.(*store).bodies }
+
+// TestStalledClientDoesNotHoldUpARecording: a storable response without
+// Content-Length is recorded and stored at its origin's pace while its
+// client reads nothing, and the client, once it reads, gets all of it.
+// The recorder wrote to its client itself: a client that stopped reading
+// held the recording, and the recording budget with it, until Caddy's
+// server timed its write out (a security review: 14 such clients kept
+// other responses of several MB from being stored); and the requests
+// waiting for it waited 10 s, then went to the origin each.
+func TestStalledClientDoesNotHoldUpARecording(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		cfg      Config
+		declared bool
+	}{
+		{"unknown length", Config{}, false},
+		{"unknown length, coalesce off", Config{Coalesce: new(false)}, false},
+		// A declared length is recorded ahead of its client when others
+		// read it as it arrives; without them too, now.
+		{"declared length, coalesce off", Config{Coalesce: new(false)}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, tc.cfg, c)
+			body := bodyOf(1 << 20)
+			o := newPieceOrigin(c, body, 10000, tc.declared, 0, nil)
+			const target = "http://example.com/stalled"
+			client := newStallingWriter(40000)
+			done := serveAsync(h, client, newRequest(http.MethodGet, target), o)
+			until(t, "the body to be recorded and stored while its client reads nothing", func() bool {
+				st := arenaOf(h).stats()
+				return client.stalled.Load() && o.sent.Load() == int64(len(body)) && st.Recording == 0 && st.Used > 0
+			})
+			h.store.wait()
+			if st := arenaOf(h).stats(); st.Leading != 0 {
+				t.Errorf("%d bytes of the lead budget held once the body is stored", st.Leading)
+			}
+			w := get(t, h, o, target)
+			wantStatus(t, w, []string{"hit"})
+			if !bytes.Equal(w.Body.Bytes(), body) {
+				t.Error("the hit's body differs from the origin's")
+			}
+			select {
+			case <-done:
+				t.Fatal("the handler returned before its client had the body")
+			default:
+			}
+			close(client.release)
+			if p := untilValue(t, "the stalled client's response to end", done); p != nil {
+				t.Fatalf("handler panicked: %v", p)
+			}
+			if _, got := client.got(); got != string(body) {
+				t.Errorf("the stalled client got %d bytes, differing from the origin's %d", len(got), len(body))
+			}
+			if n := o.calls.Load(); n != 1 {
+				t.Errorf("origin called %d times, want 1", n)
+			}
+			checkNoLeftovers(t, h)
+		})
+	}
+}
+
+// checkNoLeftovers checks h holds no recording or lead budget and no
+// over-released body once its requests are over.
+func checkNoLeftovers(t *testing.T, h *Handler) {
+	t.Helper()
+	until(t, "the budgets to be given back", func() bool {
+		st := arenaOf(h).stats()
+		return st.Recording == 0 && st.Leading == 0
+	})
+	if n := overReleases.Load(); n != 0 {
+		t.Errorf("%d releases past zero", n)
+	}
+}
+
+// TestStalledClientOfAResponsePastMaxItemSize: a response without
+// Content-Length that turns out larger than max_item_size, recorded ahead
+// of a client that stopped reading, is not stored; the recording budget
+// is given back at once, and what the client is yet to get is held in
+// the lead budget until it has it; then the rest comes at its pace. Every
+// byte arrives once, in order, including those of the write that passed
+// max_item_size (recorded in part).
+func TestStalledClientOfAResponsePastMaxItemSize(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 8 << 20, MaxItemSize: 256 << 10}, c)
+	body := bodyOf(400 << 10) // 262144 is 26 writes of 10000 and 2144 bytes of the 27th, which waits
+	o := newPieceOrigin(c, body, 10000, false, 0, nil)
+	const target = "http://example.com/past-max-item-size"
+	client := newStallingWriter(40000)
+	done := serveAsync(h, client, newRequest(http.MethodGet, target), o)
+	until(t, "the recording to stop past max_item_size while the client reads nothing", func() bool {
+		st := arenaOf(h).stats()
+		return client.stalled.Load() && o.sent.Load() >= 260000 && st.Recording == 0
+	})
+	st := arenaOf(h).stats()
+	if st.Leading < 256<<10-40000-scratchSize || st.Leading > st.LeadLimit {
+		t.Errorf("lead budget holds %d bytes (of %d); want what the client is yet to get of the first 256 KiB", st.Leading, st.LeadLimit)
+	}
+	if n := o.sent.Load(); n >= int64(len(body)) {
+		t.Errorf("the origin sent all %d bytes while the client read nothing: past max_item_size the response goes at its client's pace", n)
+	}
+	close(client.release)
+	if p := untilValue(t, "the response to end", done); p != nil {
+		t.Fatalf("handler panicked: %v", p)
+	}
+	if _, got := client.got(); got != string(body) {
+		t.Fatalf("the client got %d bytes, differing from the origin's %d", len(got), len(body))
+	}
+	wantStatus(t, get(t, h, o, target), []string{"fwd=uri-miss"})
+	checkNoLeftovers(t, h)
+}
+
+// TestLeadBudgetTakenRecordsAtTheClientsPace: once the lead budget (a
+// sixteenth of max_size) is taken, a response goes at its client's pace,
+// as it did before there was one, and is still stored; what it held of
+// the budget is given back.
+func TestLeadBudgetTakenRecordsAtTheClientsPace(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 1 << 20}, c) // max_item_size 128 KiB, lead budget 64 KiB
+	if got := arenaOf(h).leadLimit; got != 64<<10 {
+		t.Fatalf("lead budget of a 1 MiB cache = %d, want 64 KiB", got)
+	}
+	body := bodyOf(120 << 10)
+	o := newPieceOrigin(c, body, 10000, false, 0, nil)
+	const target = "http://example.com/lead-taken"
+	client := newStallingWriter(40000)
+	done := serveAsync(h, client, newRequest(http.MethodGet, target), o)
+	until(t, "the recording to wait for its client", func() bool {
+		return client.stalled.Load() && o.sent.Load() >= 100000
+	})
+	if st := arenaOf(h).stats(); st.Recording == 0 || st.Leading > st.LeadLimit {
+		t.Errorf("recording %d bytes, leading %d (of %d): want the recording waiting, within the lead budget", st.Recording, st.Leading, st.LeadLimit)
+	}
+	if n := o.sent.Load(); n >= int64(len(body)) {
+		t.Errorf("the origin sent all %d bytes past the lead budget", n)
+	}
+	close(client.release)
+	if p := untilValue(t, "the response to end", done); p != nil {
+		t.Fatalf("handler panicked: %v", p)
+	}
+	if _, got := client.got(); got != string(body) {
+		t.Fatalf("the client got %d bytes, differing from the origin's %d", len(got), len(body))
+	}
+	h.store.wait()
+	w := get(t, h, o, target)
+	wantStatus(t, w, []string{"hit"})
+	if !bytes.Equal(w.Body.Bytes(), body) {
+		t.Error("the hit's body differs from the origin's")
+	}
+	checkNoLeftovers(t, h)
+}
+
+// TestRecordedAheadClientGetsFlushes: a client whose writer follows the
+// body gets what the origin flushed when it flushed (a stream of events,
+// say), not when more comes.
+func TestRecordedAheadClientGetsFlushes(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	gate := make(chan struct{})
+	body := bodyOf(60000)
+	o := newPieceOrigin(c, body, 10000, false, 50000, gate) // waits once it has sent 50000
+	client := newSyncWriter()
+	done := serveAsync(h, client, newRequest(http.MethodGet, "http://example.com/events"), o)
+	until(t, "the client to have and flush what the origin sent", func() bool {
+		f := client.flushes()
+		return len(f) > 0 && f[len(f)-1] == 50000
+	})
+	close(gate)
+	if p := untilValue(t, "the response to end", done); p != nil {
+		t.Fatalf("handler panicked: %v", p)
+	}
+	if _, got := client.got(); got != string(body) {
+		t.Fatalf("the client got %d bytes, differing from the origin's", len(got))
+	}
+}
+
+// TestRecordedAheadClientOfABrokenResponse: when the origin breaks a body
+// of unknown length off, a client that reads behind it gets every byte
+// that came, then its response is aborted as reverse_proxy aborts it;
+// nothing is stored.
+func TestRecordedAheadClientOfABrokenResponse(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	body := bodyOf(150000) // of more, which never comes
+	o := newPieceOrigin(c, body, 10000, false, 0, nil)
+	fn := o.fn
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		if o.calls.Load() > 1 {
+			return fn(w, r)
+		}
+		_ = fn(w, r)
+		panic(http.ErrAbortHandler)
+	}
+	const target = "http://example.com/broken"
+	client := newStallingWriter(40000)
+	done := serveAsync(h, client, newRequest(http.MethodGet, target), o)
+	until(t, "the origin to break off", func() bool { return o.sent.Load() == 150000 })
+	close(client.release)
+	if p := untilValue(t, "the response to end", done); p != http.ErrAbortHandler {
+		t.Fatalf("handler ended with %v, want a panic with http.ErrAbortHandler", p)
+	}
+	if _, got := client.got(); got != string(body) {
+		t.Fatalf("the client got %d bytes, want the 150000 that came", len(got))
+	}
+	wantStatus(t, get(t, h, o, target), []string{"fwd=uri-miss"})
+	checkNoLeftovers(t, h)
+}
