@@ -413,6 +413,10 @@ func (s *AffinitySelection) keyWarnings() []warning {
 			out = append(out, warning{"affinity key names a client address prefix whose one length fits IPv6 addresses only: Caddy gives IPv4 clients an empty prefix, so the key does not resolve for them and they are not kept on an upstream (the next key, the cookie or the fallback decides); write /V4,V6 (such as /24,64) unless every client comes over IPv6",
 				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})
 		}
+		if names := placeholder.ZeroPrefixes(k.expr); len(names) > 0 {
+			out = append(out, warning{"affinity key names a client address prefix of length 0 for IPv4 or IPv6 addresses: every client of that family has the same key and goes to the same upstream; give it a length (such as /24,64) unless no client comes over it",
+				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})
+		}
 		if names := placeholder.AfterProxy(k.expr); len(names) > 0 {
 			out = append(out, warning{"affinity key names placeholders reverse_proxy sets once it has picked an upstream: they have a value only where another reverse_proxy ran before for the request (after forward_auth, in handle_response); elsewhere the key never resolves",
 				[]zap.Field{zap.String("key", k.expr), zap.Strings("placeholders", names)}})

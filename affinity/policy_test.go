@@ -1232,6 +1232,7 @@ func TestKeyWarnings(t *testing.T) {
 		{"its own output", &AffinitySelection{Keys: []string{"{http.reverse_proxy.affinity.key}"}}, "placeholders reverse_proxy sets"},
 		{"an IPv6 prefix alone", &AffinitySelection{Keys: []string{"{http.request.remote.host/48}"}}, "fits IPv6 addresses only"},
 		{"a prefix for each", &AffinitySelection{Keys: []string{"{http.request.remote.host/24,48}"}}, ""},
+		{"no bit of IPv4", &AffinitySelection{Keys: []string{"{http.request.remote.host/0,48}"}}, "prefix of length 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := provisioned(t, tc.s)

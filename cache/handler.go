@@ -313,6 +313,10 @@ func (h *Handler) warnKey() {
 		h.logger.Warn("response_cache key names a client address prefix whose one length fits IPv6 addresses only: Caddy gives every IPv4 client the same, empty, prefix; write /V4,V6 (such as /24,64) unless every client comes over IPv6",
 			zap.String("key", h.Key), zap.Strings("placeholders", names))
 	}
+	if names := placeholder.ZeroPrefixes(h.Key); len(names) > 0 {
+		h.logger.Warn("response_cache key names a client address prefix of length 0 for IPv4 or IPv6 addresses: every client of that family has the same prefix; give it a length (such as /24,64) unless no client comes over it",
+			zap.String("key", h.Key), zap.Strings("placeholders", names))
+	}
 	if placeholder.NamesNoURL(h.Key) {
 		h.logger.Warn("response_cache key names no part of the URL ({uri}, {path}, {query}...): every URL of a host with the same key shares one entry; add {http.request.orig_uri} (the URI the client sent) unless one response fits them all",
 			zap.String("key", h.Key))

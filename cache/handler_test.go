@@ -1600,6 +1600,7 @@ func TestKeyWarnings(t *testing.T) {
 		{key: "{rp.header.X-Accel-Redirect} {http.request.orig_uri}", want: []string{"placeholders reverse_proxy sets"}},
 		{key: "{http.request.remote.host/64} {http.request.orig_uri}", want: []string{"fits IPv6 addresses only"}},
 		{key: "{http.request.remote.host/24,64} {http.request.orig_uri}"},
+		{key: "{http.request.remote.host/0,64} {http.request.orig_uri}", want: []string{"prefix of length 0"}},
 	} {
 		core, logs := observer.New(zap.WarnLevel)
 		h := &Handler{Config: Config{Key: placeholder.Expand(tc.key)}, logger: zap.New(core)}

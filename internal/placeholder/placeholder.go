@@ -246,6 +246,27 @@ func IPv6OnlyPrefixes(template string) []string {
 	return names
 }
 
+// ZeroPrefixes returns the names in template, which must be well formed,
+// of client address prefixes that keep no bit of one family's addresses
+// ({http.request.remote.host/0,64}): every client of that family has the
+// same prefix, "0.0.0.0/0" or "::/0". Right where no client comes over
+// that family, so warned of, not rejected.
+func ZeroPrefixes(template string) []string {
+	var names []string
+	for _, name := range Names(template) {
+		bits, ok := strings.CutPrefix(name, "http.request.remote.host/")
+		if !ok {
+			continue
+		}
+		if v4, v6, both := strings.Cut(bits, ","); both && (isZero(v4) || isZero(v6)) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+func isZero(s string) bool { n, err := strconv.Atoi(s); return err == nil && n == 0 }
+
 // perRequest are the request placeholders whose value is new for every
 // request: its ID and the time it has taken so far.
 var perRequest = map[string]bool{

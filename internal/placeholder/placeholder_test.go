@@ -232,3 +232,21 @@ func TestIPv6OnlyPrefixes(t *testing.T) {
 		}
 	}
 }
+
+// TestZeroPrefixes: a pair of prefix lengths with a 0 is named (every
+// client of that family gets one key); others are not.
+func TestZeroPrefixes(t *testing.T) {
+	for in, want := range map[string]string{
+		"{http.request.remote.host/0,64}":                   "http.request.remote.host/0,64",
+		"{http.request.uri}{http.request.remote.host/24,0}": "http.request.remote.host/24,0",
+		"{http.request.remote.host/+0,64}":                  "http.request.remote.host/+0,64",
+		"{http.request.remote.host/24,64}":                  "",
+		"{http.request.remote.host/64}":                     "",
+		"{http.request.remote.host}{http.request.uri.path}": "",
+	} {
+		got := strings.Join(ZeroPrefixes(in), " ")
+		if got != want {
+			t.Errorf("ZeroPrefixes(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
