@@ -207,6 +207,10 @@ func (a *arena) reserveLead(n int64) bool {
 	}
 }
 
+// leads reports whether a has a lead budget of a piece at least (see
+// recorder.decouples).
+func (a *arena) leads() bool { return a != nil && a.leadLimit >= scratchSize }
+
 // unreserveLead gives back n bytes reserveLead took.
 func (a *arena) unreserveLead(n int64) {
 	if a != nil && n > 0 {

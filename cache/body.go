@@ -32,19 +32,19 @@ type body struct {
 	refs  atomic.Int32
 	// limit, when positive, marks a body of unknown length gathered in
 	// scratch pieces as it is written, up to limit bytes; sealed copies
-	// it into the arena. mu guards the scratch slice (not the bytes of
-	// its pieces, which are written once, in order, before the fill
-	// says so) against a writer reading it as it grows (see
-	// writeGrowing).
+	// it into the arena. Once a writer reads it as it grows (see
+	// writeGrowing), fill is set and its mutex guards the scratch slice
+	// (not the bytes of its pieces, written once, in order, before the
+	// fill says so; see guard).
 	limit   int
-	mu      sync.Mutex
 	scratch []*[scratchSize]byte
 	// inline holds the spans of a body below a chunk, so that the body
 	// is one object for the garbage collector instead of two.
 	inline [3]span
 	// fill is set while a body of declared length that coalesced misses
 	// are answered with is still arriving (see bodyFill); nil once it
-	// is complete, and for every other body.
+	// is complete, and for every other body but one of unknown length
+	// that a writer reads (see limit).
 	fill atomic.Pointer[bodyFill]
 }
 
@@ -89,8 +89,9 @@ func (b *body) dropScratch() {
 	if b.limit == 0 {
 		return
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	if m := b.guard(); m != nil {
+		defer m.Unlock()
+	}
 	for i, s := range b.scratch {
 		scratchPool.Put(s)
 		b.scratch[i] = nil
@@ -113,12 +114,24 @@ func (b *body) sealed() (*body, bool) {
 	return out, true
 }
 
+// guard locks and returns the mutex that guards a growing body's scratch
+// slice, once a writer reads it (fill); nil before, when nobody else
+// reads it.
+func (b *body) guard() *sync.Mutex {
+	f := b.fill.Load()
+	if f == nil {
+		return nil
+	}
+	f.mu.Lock()
+	return &f.mu
+}
+
 // copyOut copies bytes of a growing body from start, up to end and no
 // further than the piece holding start, to dst; 0 once its pieces are
 // gone (the body was stored or dropped, see writeGrowing).
 func (b *body) copyOut(dst []byte, start, end int) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	m := b.guard()
+	defer m.Unlock()
 	i, off := start/scratchSize, start%scratchSize
 	if i >= len(b.scratch) {
 		return 0
@@ -165,9 +178,11 @@ func (b *body) room() []byte {
 		off := b.w % scratchSize
 		if off == 0 {
 			piece := scratchPool.Get().(*[scratchSize]byte)
-			b.mu.Lock()
+			m := b.guard()
 			b.scratch = append(b.scratch, piece)
-			b.mu.Unlock()
+			if m != nil {
+				m.Unlock()
+			}
 		}
 		return b.scratch[len(b.scratch)-1][off:min(scratchSize, off+b.limit-b.w)]
 	}
@@ -550,7 +565,9 @@ func (b *body) writeGrowing(ctx context.Context, w http.ResponseWriter, f *bodyF
 				return err
 			}
 			start += c
-		} else if f.over() {
+		} else if f.over() && int(f.filled.Load()) <= start {
+			// (await may return for a flush, and the body go on and
+			// end before over looks: filled, read after, is final.)
 			return nil
 		}
 		if mark, due := f.flushDue(start, flushed); due {

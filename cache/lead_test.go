@@ -2,11 +2,13 @@ package cache
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // These tests are about clients that read slower than their origin
@@ -290,5 +292,119 @@ func TestRecordedAheadClientOfABrokenResponse(t *testing.T) {
 		t.Fatalf("the client got %d bytes, want the 150000 that came", len(got))
 	}
 	wantStatus(t, get(t, h, o, target), []string{"fwd=uri-miss"})
+	checkNoLeftovers(t, h)
+}
+
+// TestWriterOfAGrowingBodyWritesAllOnAFlushAtTheEnd: a writer that
+// returned from await for a flush, and found the fill ended once it
+// looked, wrote what had come meanwhile. It returned at once (a review:
+// the last write of responses that flushed after every write was lost
+// for their own client, under the race detector within 300 of them).
+func TestWriterOfAGrowingBodyWritesAllOnAFlushAtTheEnd(t *testing.T) {
+	b := (*arena)(nil).newGrowingBody(1 << 20)
+	f := new(bodyFill)
+	b.fill.Store(f)
+	data := bodyOf(3000)
+	_, _ = b.Write(data)
+	f.advance(1000, time.Now())
+	f.markFlushed(1000) // the origin flushed after 1000 bytes
+	w := newSyncWriter()
+	_, _ = w.Write(data[:1000]) // what the client has
+	f.mu.Lock()                 // the writer returns from await for the flush, and waits in over
+	done := make(chan error, 1)
+	go func() { done <- b.writeGrowing(context.Background(), w, f, 1000) }()
+	time.Sleep(50 * time.Millisecond)
+	f.filled.Store(3000) // the rest came, and the body ended
+	f.ended = true
+	f.mu.Unlock()
+	if err := untilValue(t, "the writer to end", done); err != nil {
+		t.Fatal(err)
+	}
+	if _, got := w.got(); got != string(data) {
+		t.Errorf("the client got %d bytes of %d", len(got), len(data))
+	}
+}
+
+// TestRecordedAheadClientsGetEveryByte: responses that flush after every
+// write, each followed by its client's writer, reach their clients whole
+// (see TestWriterOfAGrowingBodyWritesAllOnAFlushAtTheEnd).
+func TestRecordedAheadClientsGetEveryByte(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	body := bodyOf(34000)
+	for i := range 200 {
+		o := newPieceOrigin(c, body, 500, false, 0, nil)
+		client := newSyncWriter()
+		_ = h.ServeHTTP(client, newRequest(http.MethodGet, fmt.Sprintf("http://example.com/every-byte/%d", i)), o)
+		if _, got := client.got(); got != string(body) {
+			t.Fatalf("response %d: the client got %d bytes of %d", i, len(got), len(body))
+		}
+	}
+	checkNoLeftovers(t, h)
+}
+
+// panickyWriter panics at its first Write past allow bytes.
+type panickyWriter struct {
+	*syncWriter
+	allow int
+}
+
+func (w *panickyWriter) Write(p []byte) (int, error) {
+	if _, b := w.got(); len(b)+len(p) > w.allow {
+		panic("the client's writer broke")
+	}
+	return w.syncWriter.Write(p)
+}
+
+// TestClientWriterPanicReachesTheHandler: a panic of the client's
+// ResponseWriter in the goroutine that writes it behind the recording
+// comes out of the handler, where net/http recovers it and aborts the
+// response, as it did when the handler wrote the client itself; in the
+// goroutine it would have ended the process.
+func TestClientWriterPanicReachesTheHandler(t *testing.T) {
+	for _, declared := range []bool{false, true} {
+		t.Run(fmt.Sprintf("declared %v", declared), func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{Coalesce: new(false)}, c)
+			o := newPieceOrigin(c, bodyOf(100000), 10000, declared, 0, nil)
+			client := &panickyWriter{syncWriter: newSyncWriter(), allow: 50000}
+			done := serveAsync(h, client, newRequest(http.MethodGet, "http://example.com/panicky"), o)
+			if p := untilValue(t, "the handler to end", done); p != "the client's writer broke" {
+				t.Fatalf("handler ended with %v, want the writer's panic", p)
+			}
+			checkNoLeftovers(t, h)
+		})
+	}
+}
+
+// TestRecordedAheadBodyLongerThanDeclared: a next handler that writes
+// past its Content-Length is refused the rest, as net/http refuses it
+// (reverse_proxy then aborts), also while the client's writer follows
+// the body; the client gets the declared bytes. The rest was taken and
+// dropped, and the origin read to its end.
+func TestRecordedAheadBodyLongerThanDeclared(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{Coalesce: new(false)}, c)
+	body := bodyOf(60000)
+	var refused atomic.Bool
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Length", "50000")
+		for off := 0; off < len(body); off += 10000 {
+			if _, err := w.Write(body[off : off+10000]); err != nil {
+				refused.Store(true)
+				return err
+			}
+		}
+		return nil
+	}}
+	client := newSyncWriter()
+	_ = h.ServeHTTP(client, newRequest(http.MethodGet, "http://example.com/longer"), o)
+	if !refused.Load() {
+		t.Error("the bytes past Content-Length were taken")
+	}
+	if _, got := client.got(); got != string(body[:50000]) {
+		t.Errorf("the client got %d bytes, want the 50000 declared", len(got))
+	}
 	checkNoLeftovers(t, h)
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"maps"
 	"net/http"
@@ -515,6 +516,10 @@ func (rec *recorder) Write(p []byte) (int, error) {
 			rec.stopBuffering() // longer than declared, or than the limit
 			if decoupled && rec.writer == nil {
 				out = p[k:] // the writer wrote what was recorded (recouple)
+			} else if rec.writer != nil {
+				// Longer than declared: net/http would refuse the rest
+				// (http.ErrContentLength); the writer ends with what was.
+				return k, errUnread
 			}
 		case decoupled && !rec.holdLead():
 			rec.recouple()
@@ -558,7 +563,7 @@ func (rec *recorder) decouples(n int) bool {
 	if b := rec.body; b.limit == 0 {
 		return b.w < b.n
 	}
-	return rec.written-int64(n) >= decoupleAfter
+	return rec.written-int64(n) >= decoupleAfter && rec.arena.leads()
 }
 
 // decoupleAfter is how much of a body of unknown length reaches the
@@ -580,10 +585,12 @@ func (rec *recorder) decouple(from int) {
 		ctx = context.Background()
 	}
 	if rec.fill == nil {
-		rec.fill, rec.own = new(bodyFill), true
 		if rec.events != nil {
 			rec.fill = rec.events.spareFill()
+		} else {
+			rec.fill = new(bodyFill)
 		}
+		rec.own = true
 		rec.fill.advance(b.w, rec.now())
 	}
 	f := rec.fill
@@ -591,17 +598,42 @@ func (rec *recorder) decouple(from int) {
 	rec.writer = done
 	if b.limit > 0 {
 		f.copied.Store(int64(from))
-		go func() { done <- b.writeGrowing(ctx, w, f, from) }()
+		b.fill.Store(f) // its mutex guards the pieces from here (see guard)
+		go func() {
+			var err error
+			defer func() { done <- writerEnd(err, recover()) }()
+			err = b.writeGrowing(ctx, w, f, from)
+		}()
 		return
 	}
 	b.acquire() // its own reference: it may outlast the recorder's
 	go func() {
-		err := b.writeFilling(ctx, w, f, from, b.Len())
+		var err error
+		defer func() { done <- writerEnd(err, recover()) }()
 		// Released before joinWriter hears of the end, so that the
 		// handler returns holding no reference of its own.
-		b.release()
-		done <- err
+		defer b.release()
+		err = b.writeFilling(ctx, w, f, from, b.Len())
 	}()
+}
+
+// writerPanic carries what the client's ResponseWriter panicked with in
+// the goroutine decouple started to the handler, where joinWriter panics
+// with it again: net/http recovers a handler's panic (and aborts its
+// response), not another goroutine's, which would end the process.
+type writerPanic struct{ v any }
+
+func (p writerPanic) Error() string {
+	return fmt.Sprint("response_cache: the client's writer panicked: ", p.v)
+}
+
+// writerEnd is what the goroutine decouple started ends with: err, or
+// what it panicked with, v.
+func writerEnd(err error, v any) error {
+	if v != nil {
+		return writerPanic{v}
+	}
+	return err
 }
 
 // holdLead reserves from the arena's lead budget what a body of unknown
@@ -660,6 +692,9 @@ func (rec *recorder) joinWriter() {
 	if rec.writer != nil {
 		rec.clientErr = <-rec.writer
 		rec.writer = nil
+		if p, ok := rec.clientErr.(writerPanic); ok {
+			panic(p.v)
+		}
 		if stored := rec.fill.moved.Swap(nil); stored != nil {
 			stored.release() // handed over after the writer ended
 		}
