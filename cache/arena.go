@@ -207,9 +207,9 @@ func (a *arena) reserveLead(n int64) bool {
 	}
 }
 
-// leads reports whether a has a lead budget of a piece at least (see
-// recorder.decouples).
-func (a *arena) leads() bool { return a != nil && a.leadLimit >= scratchSize }
+// leads reports whether a has a lead budget for one write of
+// reverse_proxy's (32 KiB, two pieces) at least (see recorder.decouples).
+func (a *arena) leads() bool { return a != nil && a.leadLimit >= 2*scratchSize }
 
 // unreserveLead gives back n bytes reserveLead took.
 func (a *arena) unreserveLead(n int64) {

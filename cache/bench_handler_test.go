@@ -387,3 +387,47 @@ func benchUniqueMisses(b *testing.B, h *Handler, o caddyhttp.Handler, target str
 		b.Fatalf("measured something other than misses: Cache-Status %q", cs)
 	}
 }
+
+// BenchmarkMissInPieces measures misses of 64 KiB bodies that arrive in
+// four writes, flushed (as reverse_proxy writes one of unknown length),
+// each stored (min_uses 1) into a cache large enough: past the first
+// write, the client's writes follow the recording in a goroutine of
+// their own (see recorder.decouple), whose cost this shows against
+// direct, the origin alone.
+func BenchmarkMissInPieces(b *testing.B) {
+	const size, piece = 64 << 10, 16 << 10
+	body := []byte(strings.Repeat("p", size))
+	for _, declared := range []bool{true, false} {
+		c := newClock()
+		o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Cache-Control", "max-age=60")
+			w.Header().Set("Date", c.date())
+			if declared {
+				w.Header().Set("Content-Length", strconv.Itoa(size))
+			}
+			rc := http.NewResponseController(w)
+			for off := 0; off < size; off += piece {
+				if _, err := w.Write(body[off : off+piece]); err != nil {
+					return err
+				}
+				_ = rc.Flush()
+			}
+			return nil
+		}}
+		name := map[bool]string{true: "declared", false: "unknown"}[declared]
+		b.Run(name+"/direct", func(b *testing.B) {
+			w := &resetWriter{h: make(http.Header)}
+			r := newRequest(http.MethodGet, "http://example.com/pieces")
+			b.SetBytes(size)
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				_ = o.ServeHTTP(w, r)
+			}
+		})
+		b.Run(name+"/stored", func(b *testing.B) {
+			h := newTestHandler(b, Config{MaxSize: 1 << 30, MinUses: 1}, c)
+			benchUniqueMisses(b, h, o, "http://example.com/pieces", size)
+		})
+	}
+}

@@ -548,9 +548,8 @@ func (b *body) writeGrowing(ctx context.Context, w http.ResponseWriter, f *bodyF
 			return err
 		}
 		if stored := f.moved.Swap(nil); stored != nil {
-			err := stored.writeRange(w, start, stored.Len())
-			stored.release()
-			return err
+			defer stored.release()
+			return stored.writeRange(w, start, stored.Len())
 		}
 		if n > start {
 			c := b.copyOut(buf[:], start, n)

@@ -408,3 +408,268 @@ func TestRecordedAheadBodyLongerThanDeclared(t *testing.T) {
 	}
 	checkNoLeftovers(t, h)
 }
+
+// stallPanicWriter holds its first Write past allow until release is
+// closed; then that Write panics (panicNow) or goes through and the next
+// one panics.
+type stallPanicWriter struct {
+	*stallingWriter
+	panicNow bool
+	calls    atomic.Int32
+}
+
+func (w *stallPanicWriter) Write(p []byte) (int, error) {
+	_, b := w.got()
+	if len(b)+len(p) > w.allow && w.calls.Add(1) > 1 {
+		panic("the client's writer broke")
+	}
+	n, err := w.stallingWriter.Write(p)
+	if w.stalled.Load() && w.panicNow {
+		panic("the client's writer broke")
+	}
+	return n, err
+}
+
+// TestClientWriterPanicReleasesTheStoredBody: a client's writer that
+// panics once its body is stored (handed over to it with a reference,
+// takeBody), before it took the stored copy or while it writes from it,
+// leaves the stored body the store's reference alone (a review: one more
+// for ever, and its arena blocks never returned).
+func TestClientWriterPanicReleasesTheStoredBody(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		panicNow bool
+	}{{"before-taking-the-stored-copy", true}, {"writing-from-the-stored-copy", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{Coalesce: new(false)}, c)
+			body := bodyOf(100000)
+			o := newPieceOrigin(c, body, 10000, false, 0, nil)
+			target := "http://example.com/panicky-leak/" + tc.name
+			client := &stallPanicWriter{stallingWriter: newStallingWriter(45000), panicNow: tc.panicNow}
+			done := serveAsync(h, client, newRequest(http.MethodGet, target), o)
+			until(t, "the body to be stored while the client is stalled", func() bool {
+				st := arenaOf(h).stats()
+				return client.stalled.Load() && o.sent.Load() == int64(len(body)) && st.Recording == 0 && st.Used > 0
+			})
+			close(client.release)
+			if p := untilValue(t, "the handler to end", done); p != "the client's writer broke" {
+				t.Fatalf("handler ended with %v, want the writer's panic", p)
+			}
+			checkNoLeftovers(t, h)
+			h.store.wait()
+			key := keyOf(t, h, newRequest(http.MethodGet, target))
+			e := h.store.(*store).get(keyHash([]byte(key)), []byte(key))
+			if e == nil {
+				t.Fatal("the response was not stored")
+			}
+			if n := e.body.refs.Load(); n != 1 {
+				t.Errorf("the stored body holds %d references once its request is over, want 1 (the store's)", n)
+			}
+			h.store.(*store).dropIfStored(e)
+			h.store.wait()
+			until(t, "the arena to be empty once the entry is dropped", func() bool { return arenaOf(h).stats().Used == 0 })
+		})
+	}
+}
+
+// TestBrokenOffRecordingLetsWaitersGoAtOnce: when the origin breaks a body
+// of unknown length off (reverse_proxy panics with http.ErrAbortHandler)
+// while the leader's client reads nothing, the requests waiting for the
+// response go to the origin at once, as endFill lets them for a body of
+// declared length (a review: once the leader's client had what was
+// recorded, or after the coalescing bound).
+func TestBrokenOffRecordingLetsWaitersGoAtOnce(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	body := bodyOf(150000)
+	gate := make(chan struct{})
+	o := newPieceOrigin(c, body, 10000, false, 100000, gate)
+	fn := o.fn
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		if o.calls.Load() > 1 {
+			return fn(w, r)
+		}
+		_ = fn(w, r)
+		panic(http.ErrAbortHandler)
+	}
+	const target = "http://example.com/broken-waiters"
+	leader := newStallingWriter(40000)
+	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
+	until(t, "the origin to have sent 100000 bytes", func() bool { return o.sent.Load() == 100000 })
+	waiter := newSyncWriter()
+	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target), o)
+	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	close(gate)
+	until(t, "the origin to break off", func() bool { return o.sent.Load() == 150000 })
+	if !within(3*time.Second, func() bool { return o.calls.Load() == 2 }) {
+		t.Error("the waiter did not go to the origin once the response broke off")
+	}
+	close(leader.release)
+	if p := untilValue(t, "the waiter's response", waiterDone); p != nil {
+		t.Fatalf("waiter panicked: %v", p)
+	}
+	if p := untilValue(t, "the leader's response", leaderDone); p != http.ErrAbortHandler {
+		t.Fatalf("leader ended with %v", p)
+	}
+	checkNoLeftovers(t, h)
+}
+
+// TestNoRoomAtTheEndLetsWaitersGoAtOnce: a body of unknown length that
+// finds no room in the arena at its end (takeBody) lets its waiters go
+// then, and is dropped once the leader's client has it (a review: the
+// waiters waited for that client).
+func TestNoRoomAtTheEndLetsWaitersGoAtOnce(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 4 << 20}, c)
+	data := bodyOf(150000)
+	gate := make(chan struct{})
+	o := newPieceOrigin(c, data, 10000, false, 100000, gate)
+	const target = "http://example.com/no-room-waiters"
+	leader := newStallingWriter(40000)
+	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
+	until(t, "the origin to have sent 100000 bytes", func() bool { return o.sent.Load() == 100000 })
+	waiter := newSyncWriter()
+	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target), o)
+	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	a := arenaOf(h)
+	var fillers []*body
+	for {
+		b, ok := a.newBody(64 << 10)
+		if !ok {
+			break
+		}
+		fillers = append(fillers, b)
+	}
+	defer func() {
+		for _, b := range fillers {
+			b.release()
+		}
+	}()
+	close(gate)
+	until(t, "the origin to end", func() bool { return o.sent.Load() == 150000 })
+	if !within(3*time.Second, func() bool { return o.calls.Load() == 2 }) {
+		t.Error("the waiter did not go to the origin once the body found no room")
+	}
+	close(leader.release)
+	if p := untilValue(t, "the waiter's response", waiterDone); p != nil {
+		t.Fatalf("waiter panicked: %v", p)
+	}
+	if p := untilValue(t, "the leader's response", leaderDone); p != nil {
+		t.Fatalf("leader panicked: %v", p)
+	}
+	if _, got := leader.got(); got != string(data) {
+		t.Errorf("the leader's client got %d bytes", len(got))
+	}
+	checkNoLeftovers(t, h)
+}
+
+// TestUnannouncedTrailersLetWaitersGoAtOnce: a body of unknown length that
+// ends with trailer fields no Trailer field announced is not stored: its
+// waiters go, and its recording budget is given back, then, not once the
+// leader's client has it (finishTrailers waits for that, a review).
+func TestUnannouncedTrailersLetWaitersGoAtOnce(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	data := bodyOf(150000)
+	gate := make(chan struct{})
+	o := newPieceOrigin(c, data, 10000, false, 100000, gate)
+	fn := o.fn
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		err := fn(w, r)
+		w.Header().Set(http.TrailerPrefix+"X-Checksum", "abc")
+		return err
+	}
+	const target = "http://example.com/trailer-waiters"
+	leader := newStallingWriter(40000)
+	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
+	until(t, "the origin to have sent 100000 bytes", func() bool { return o.sent.Load() == 100000 })
+	waiter := newSyncWriter()
+	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target), o)
+	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	close(gate)
+	until(t, "the origin to end", func() bool { return o.sent.Load() == 150000 })
+	if !within(3*time.Second, func() bool { return arenaOf(h).stats().Recording == 0 }) {
+		t.Errorf("the recording budget holds %d bytes of an unstorable response while its client reads nothing", arenaOf(h).stats().Recording)
+	}
+	if !within(3*time.Second, func() bool { return o.calls.Load() == 2 }) {
+		t.Error("the waiter did not go to the origin once the response ended unstorable")
+	}
+	close(leader.release)
+	if p := untilValue(t, "the waiter's response", waiterDone); p != nil {
+		t.Fatalf("waiter panicked: %v", p)
+	}
+	if p := untilValue(t, "the leader's response", leaderDone); p != nil {
+		t.Fatalf("leader panicked: %v", p)
+	}
+	checkNoLeftovers(t, h)
+}
+
+// within polls cond for at most d.
+func within(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestEveryWritePastContentLengthIsRefused: while the client's writer
+// follows the body, every write past Content-Length is refused, as
+// net/http refuses them, not only the first (a review).
+func TestEveryWritePastContentLengthIsRefused(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{Coalesce: new(false)}, c)
+	data := bodyOf(70000)
+	var errs []error
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Length", "50000")
+		for off := 0; off < len(data); off += 10000 {
+			_, err := w.Write(data[off : off+10000])
+			errs = append(errs, err)
+		}
+		return nil
+	}}
+	client := newSyncWriter()
+	_ = h.ServeHTTP(client, newRequest(http.MethodGet, "http://example.com/longer2"), o)
+	if errs[6] == nil {
+		t.Errorf("the second write past Content-Length was taken (%v)", errs)
+	}
+	checkNoLeftovers(t, h)
+}
+
+type sizeWriter struct {
+	*syncWriter
+	sizes []int
+}
+
+func (w *sizeWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.sizes = append(w.sizes, len(p))
+	w.mu.Unlock()
+	return w.syncWriter.Write(p)
+}
+
+// TestNoWriterWhereTheLeadBudgetTakesNoWrite: reverse_proxy writes up to
+// 32 KiB at a time; a lead budget of less than two pieces (max_size under
+// 512 KiB) cannot hold one such write: no writer is started (a review:
+// one was, and recoupled at once, its two 16 KiB writes showing).
+func TestNoWriterWhereTheLeadBudgetTakesNoWrite(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 384 << 10, Coalesce: new(false)}, c)
+	data := bodyOf(128 << 10)
+	o := newPieceOrigin(c, data, 32<<10, false, 0, nil)
+	client := &sizeWriter{syncWriter: newSyncWriter()}
+	_ = h.ServeHTTP(client, newRequest(http.MethodGet, "http://example.com/lead-under-two"), o)
+	for _, n := range client.sizes {
+		if n != 32<<10 {
+			t.Errorf("a writer was started (and recoupled at once): client writes %v", client.sizes)
+			break
+		}
+	}
+	if _, got := client.got(); got != string(data) {
+		t.Error("body differs")
+	}
+}

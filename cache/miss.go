@@ -344,6 +344,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 	x.proxy = markProxy(r)
 	err := h.serveNext(next, x, out)
+	if rec.hasTrailers() && rec.writer != nil {
+		// Not stored (see finish): the waiters go, and the budget is
+		// given back, now, not once finishTrailers has waited for the
+		// client's writer.
+		x.release(h, nil)
+		rec.unreserve()
+	}
 	rec.finishTrailers()
 	if x.outcome == outRetry && err == nil {
 		err = h.askAgain(out.Context(), r, vars, next, x)
@@ -372,6 +379,9 @@ func (h *Handler) serveNext(next caddyhttp.Handler, x *exchange, out *http.Reque
 		rec.endOwnFill()
 		if v != nil {
 			if v != http.ErrAbortHandler || !rec.notModified && !rec.answered {
+				// Nothing is stored: the waiters go now, not once the
+				// deferred dropBody has waited for the client's writer.
+				x.release(h, nil)
 				panic(v)
 			}
 			err = errUnread

@@ -132,7 +132,7 @@ const errorBodyRead = 64 << 10
 
 // errUnread aborts a response that is neither reaching its client nor
 // being buffered any more.
-var errUnread = errors.New("response_cache: nobody reads the rest of the response (the client is gone, or has its 304 or a stored response for an error, or it is a background refresh) and it will not be stored")
+var errUnread = errors.New("response_cache: nobody reads the rest of the response (the client is gone, or has its 304, a stored response for an error, or all the Content-Length declared, or it is a background refresh) and it will not be stored")
 
 // recorderEvents is what a recorder reports to its owner (an exchange).
 type recorderEvents interface {
@@ -527,6 +527,9 @@ func (rec *recorder) Write(p []byte) (int, error) {
 		}
 	}
 	if rec.writer != nil {
+		if !rec.buffer {
+			return 0, errUnread // past the declared length (see above), again
+		}
 		return len(p), nil // the client gets it from the fill
 	}
 	if rec.pass && !rec.notModified && rec.clientErr == nil && len(out) > 0 {
@@ -687,16 +690,20 @@ func (rec *recorder) endOwnFill() {
 
 // joinWriter waits for the goroutine decouple started, once the fill has
 // ended (complete or failed, else it would wait for ever); clientErr is
-// then what it ended with. The handler must not return before.
+// then what it ended with. The handler must not return before. What the
+// goroutine panicked with (writerPanic) it panics with again, once what
+// the goroutine held is given back.
 func (rec *recorder) joinWriter() {
 	if rec.writer != nil {
 		rec.clientErr = <-rec.writer
 		rec.writer = nil
-		if p, ok := rec.clientErr.(writerPanic); ok {
-			panic(p.v)
-		}
 		if stored := rec.fill.moved.Swap(nil); stored != nil {
 			stored.release() // handed over after the writer ended
+		}
+		if p, ok := rec.clientErr.(writerPanic); ok {
+			rec.clientErr = errUnread
+			rec.releaseLead()
+			panic(p.v)
 		}
 	}
 	rec.releaseLead()
@@ -724,7 +731,9 @@ func (rec *recorder) stopBuffering() {
 
 // takeBody hands the recorded body over to the caller, with its
 // reference (nil for an empty body), or false when the arena has no room
-// for a body gathered in pieces, which it drops.
+// for a body gathered in pieces, which it drops: at once, or, while a
+// writer reads it, in the deferred dropBody, which waits for the writer
+// once finish has let the waiters go.
 func (rec *recorder) takeBody() (*body, bool) {
 	b := rec.body
 	if b == nil || b.limit == 0 {
@@ -733,7 +742,11 @@ func (rec *recorder) takeBody() (*body, bool) {
 	}
 	stored, ok := b.sealed()
 	if !ok {
-		rec.dropBody()
+		rec.buffer = false
+		if rec.writer == nil {
+			rec.dropBody()
+		}
+		rec.unreserve()
 		return nil, false
 	}
 	if rec.writer != nil {
