@@ -207,9 +207,9 @@ func (a *arena) reserveLead(n int64) bool {
 	}
 }
 
-// leads reports whether a has a lead budget for one write of
+// leads reports whether a has lead budget left for one write of
 // reverse_proxy's (32 KiB, two pieces) at least (see recorder.decouples).
-func (a *arena) leads() bool { return a != nil && a.leadLimit >= 2*scratchSize }
+func (a *arena) leads() bool { return a != nil && a.leading.Load()+2*scratchSize <= a.leadLimit }
 
 // unreserveLead gives back n bytes reserveLead took.
 func (a *arena) unreserveLead(n int64) {

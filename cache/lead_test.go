@@ -673,3 +673,58 @@ func TestNoWriterWhereTheLeadBudgetTakesNoWrite(t *testing.T) {
 		t.Error("body differs")
 	}
 }
+
+// TestStalledClientsPastTheLeadBudgetHoldNoMoreRecording: clients that
+// read nothing, past what the lead budget lets their responses be
+// recorded ahead of them, hold no more of the recording budget than when
+// responses were recorded at their clients' pace, and the lead budget
+// besides: one that ran ahead lends what the lead budget holds back to
+// the recording budget while it waits (a review saw one stalled HTTP/2
+// stream hold 4 MiB of each where it had held 96 KiB); the next is not
+// recorded ahead at all. Both are stored once their clients read.
+func TestStalledClientsPastTheLeadBudgetHoldNoMoreRecording(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 4 << 20}, c) // recording budget 512 KiB, lead budget 256 KiB
+	bodies := map[string][]byte{"a": bodyOf(400 << 10), "b": bodyOf(100 << 10)} // fitting the recording budget together
+	const allow = 40000
+	start := func(name string) (*stallingWriter, *pieceOrigin, <-chan any) {
+		o := newPieceOrigin(c, bodies[name], 10000, false, 0, nil)
+		client := newStallingWriter(allow)
+		done := serveAsync(h, client, newRequest(http.MethodGet, "http://example.com/"+name), o)
+		return client, o, done
+	}
+	// A whole write more than the client has, in pieces: what a response
+	// recorded at its client's pace holds of the recording budget.
+	const paced = (allow + 10000 + scratchSize - 1) / scratchSize * scratchSize
+	a, oa, doneA := start("a")
+	until(t, "the first response to run ahead as far as the lead budget goes, and wait", func() bool {
+		return a.stalled.Load() && arenaOf(h).stats().Leading >= arenaOf(h).leadLimit-2*scratchSize && oa.sent.Load() < int64(len(bodies["a"]))
+	})
+	time.Sleep(20 * time.Millisecond) // (for it to lend, and wait)
+	if st := arenaOf(h).stats(); st.Recording > paced {
+		t.Errorf("one stalled client: the recording budget holds %d bytes, leading %d; want at most %d, as at its pace", st.Recording, st.Leading, paced)
+	}
+	b, ob, doneB := start("b")
+	until(t, "the second client to stall", func() bool { return b.stalled.Load() && ob.sent.Load() >= allow })
+	time.Sleep(20 * time.Millisecond)
+	if st := arenaOf(h).stats(); st.Recording > 2*paced || st.Leading > st.LeadLimit {
+		t.Errorf("two stalled clients: the recording budget holds %d bytes, leading %d (of %d); want at most %d, as at their pace", st.Recording, st.Leading, st.LeadLimit, 2*paced)
+	}
+	close(a.release)
+	close(b.release)
+	for _, d := range []<-chan any{doneA, doneB} {
+		if p := untilValue(t, "the responses to end", d); p != nil {
+			t.Fatalf("handler panicked: %v", p)
+		}
+	}
+	for name, w := range map[string]*stallingWriter{"a": a, "b": b} {
+		if _, got := w.got(); got != string(bodies[name]) {
+			t.Errorf("client %s got %d bytes, differing from the origin's %d", name, len(got), len(bodies[name]))
+		}
+	}
+	h.store.wait()
+	for _, name := range []string{"a", "b"} {
+		wantStatus(t, get(t, h, oa, "http://example.com/"+name), []string{"hit"})
+	}
+	checkNoLeftovers(t, h)
+}

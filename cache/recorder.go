@@ -522,6 +522,7 @@ func (rec *recorder) Write(p []byte) (int, error) {
 				return k, errUnread
 			}
 		case decoupled && !rec.holdLead():
+			rec.lendToLead()
 			rec.recouple()
 			return len(p), nil // the writer wrote p
 		}
@@ -657,6 +658,20 @@ func (rec *recorder) holdLead() bool {
 	}
 	rec.lead = want
 	return true
+}
+
+// lendToLead gives back to the recording budget what the lead budget
+// holds of the body, before rec waits for its client to catch up
+// (recouple): a client that reads nothing then holds no more of the
+// recording budget than when its response was recorded at its pace (a
+// review saw one stalled HTTP/2 stream hold 4 MiB of each budget where
+// it had held 96 KiB), and clients that do not read hold no more than
+// the lead budget besides. reserveGrowth takes it back at the next
+// write, or stops buffering.
+func (rec *recorder) lendToLead() {
+	n := min(int64(rec.lead)*scratchSize, rec.reserved)
+	rec.arena.unreserve(n)
+	rec.reserved -= n
 }
 
 // recouple ends the writer decouple started for a body of unknown length
