@@ -684,7 +684,7 @@ func TestNoWriterWhereTheLeadBudgetTakesNoWrite(t *testing.T) {
 // recorded ahead at all. Both are stored once their clients read.
 func TestStalledClientsPastTheLeadBudgetHoldNoMoreRecording(t *testing.T) {
 	c := newClock()
-	h := newTestHandler(t, Config{MaxSize: 4 << 20}, c) // recording budget 512 KiB, lead budget 256 KiB
+	h := newTestHandler(t, Config{MaxSize: 4 << 20}, c)                         // recording budget 512 KiB, lead budget 256 KiB
 	bodies := map[string][]byte{"a": bodyOf(400 << 10), "b": bodyOf(100 << 10)} // fitting the recording budget together
 	const allow = 40000
 	start := func(name string) (*stallingWriter, *pieceOrigin, <-chan any) {

@@ -344,14 +344,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 	x.proxy = markProxy(r)
 	err := h.serveNext(next, x, out)
-	if rec.hasTrailers() && rec.writer != nil {
-		// Not stored (see finish): the waiters go, and the budget is
-		// given back, now, not once finishTrailers has waited for the
-		// client's writer.
-		x.release(h, nil)
-		rec.unreserve()
-	}
-	rec.finishTrailers()
+	h.finishTrailers(x)
 	if x.outcome == outRetry && err == nil {
 		err = h.askAgain(out.Context(), r, vars, next, x)
 	}
@@ -450,8 +443,21 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 		x.againVars = vars
 	}
 	err := h.serveNext(next, x, out.WithContext(ctx))
-	rec.finishTrailers()
+	h.finishTrailers(x)
 	return err
+}
+
+// finishTrailers copies the trailer fields to the client (see
+// recorder.finishTrailers). A response with trailers is not stored (see
+// finish): the waiters go, and the budget is given back, now, not once
+// the client's writer is done.
+func (h *Handler) finishTrailers(x *exchange) {
+	rec := &x.rec
+	if rec.hasTrailers() && rec.writer != nil {
+		x.release(h, nil)
+		rec.unreserve()
+	}
+	rec.finishTrailers()
 }
 
 // outdated reports whether e, the answer of the flight x waited for, is
