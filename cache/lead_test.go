@@ -52,6 +52,19 @@ func newPieceOrigin(c *clock, body []byte, piece int, declared bool, wrote int, 
 	return o
 }
 
+// breakOffFirst makes o break its first response off after its body, as
+// reverse_proxy does when its origin does (panic(http.ErrAbortHandler)).
+func (o *pieceOrigin) breakOffFirst() {
+	fn := o.fn
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		if o.calls.Load() > 1 {
+			return fn(w, r)
+		}
+		_ = fn(w, r)
+		panic(http.ErrAbortHandler)
+	}
+}
+
 // stallingWriter takes the first allow bytes, then holds every Write
 // until release is closed: a client that stops reading.
 type stallingWriter struct {
@@ -272,14 +285,7 @@ func TestRecordedAheadClientOfABrokenResponse(t *testing.T) {
 	h := newTestHandler(t, Config{}, c)
 	body := bodyOf(150000) // of more, which never comes
 	o := newPieceOrigin(c, body, 10000, false, 0, nil)
-	fn := o.fn
-	o.fn = func(w http.ResponseWriter, r *http.Request) error {
-		if o.calls.Load() > 1 {
-			return fn(w, r)
-		}
-		_ = fn(w, r)
-		panic(http.ErrAbortHandler)
-	}
+	o.breakOffFirst()
 	const target = "http://example.com/broken"
 	client := newStallingWriter(40000)
 	done := serveAsync(h, client, newRequest(http.MethodGet, target), o)
@@ -485,14 +491,7 @@ func TestBrokenOffRecordingLetsWaitersGoAtOnce(t *testing.T) {
 	body := bodyOf(150000)
 	gate := make(chan struct{})
 	o := newPieceOrigin(c, body, 10000, false, 100000, gate)
-	fn := o.fn
-	o.fn = func(w http.ResponseWriter, r *http.Request) error {
-		if o.calls.Load() > 1 {
-			return fn(w, r)
-		}
-		_ = fn(w, r)
-		panic(http.ErrAbortHandler)
-	}
+	o.breakOffFirst()
 	const target = "http://example.com/broken-waiters"
 	leader := newStallingWriter(40000)
 	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)

@@ -947,6 +947,33 @@ func TestCacheMinUsesAuto(t *testing.T) {
 	t.Logf("first misses not stored: %d of 400 asked for once", skipped)
 }
 
+// bodyFigures are the recording and lead budgets of a store, from the
+// admin API's stats.
+type bodyFigures struct {
+	Recording int64  `json:"recording_bytes"`
+	Limit     int64  `json:"recording_limit_bytes"`
+	Refusals  uint64 `json:"recording_refusals"`
+	Leading   int64  `json:"leading_bytes"`
+	LeadLimit int64  `json:"lead_limit_bytes"`
+}
+
+// bodiesOf returns the budgets of the store of max_size maxSize.
+func bodiesOf(t *testing.T, c *http.Client, maxSize int64) bodyFigures {
+	t.Helper()
+	var st []struct {
+		MaxBytes int64       `json:"max_bytes"`
+		Bodies   bodyFigures `json:"bodies"`
+	}
+	cacheStats(t, c, &st)
+	for _, s := range st {
+		if s.MaxBytes == maxSize {
+			return s.Bodies
+		}
+	}
+	t.Fatalf("stats: no store of max_size %d in %+v", maxSize, st)
+	return bodyFigures{}
+}
+
 // TestCacheRecordingBudgetUnderABurst: many concurrent misses of distinct
 // large responses take at most an eighth of max_size while they are being
 // recorded (the others are streamed, not stored), every client gets its
@@ -969,29 +996,7 @@ func TestCacheRecordingBudgetUnderABurst(t *testing.T) {
 	maxSize := int64(16<<20 + 4096) // its own: an eighth is 2 MiB
 	startCaddy(t, cacheFront(frontPort, origin, fmt.Sprintf("max_size %d", maxSize)))
 	c := newClient()
-	type bodies struct {
-		Recording, Limit int64
-		Refusals         uint64
-	}
-	stats := func() bodies {
-		t.Helper()
-		var st []struct {
-			MaxBytes int64 `json:"max_bytes"`
-			Bodies   struct {
-				Recording int64  `json:"recording_bytes"`
-				Limit     int64  `json:"recording_limit_bytes"`
-				Refusals  uint64 `json:"recording_refusals"`
-			} `json:"bodies"`
-		}
-		cacheStats(t, c, &st)
-		for _, s := range st {
-			if s.MaxBytes == maxSize {
-				return bodies(s.Bodies)
-			}
-		}
-		t.Fatalf("stats: no store of max_size %d in %+v", maxSize, st)
-		return bodies{}
-	}
+	stats := func() bodyFigures { t.Helper(); return bodiesOf(t, c, maxSize) }
 
 	type answer struct {
 		path, status string
@@ -1087,30 +1092,7 @@ func TestCacheClientsThatDoNotReadHoldNoRecording(t *testing.T) {
 	const maxSize = 512<<20 + 8192
 	startCaddy(t, cacheFront(frontPort, origin, fmt.Sprintf("max_size %d", maxSize)))
 	c := newClient()
-	type bodies struct {
-		Recording, Leading, LeadLimit int64
-		Refusals                      uint64
-	}
-	stats := func() bodies {
-		t.Helper()
-		var st []struct {
-			MaxBytes int64 `json:"max_bytes"`
-			Bodies   struct {
-				Recording int64  `json:"recording_bytes"`
-				Leading   int64  `json:"leading_bytes"`
-				LeadLimit int64  `json:"lead_limit_bytes"`
-				Refusals  uint64 `json:"recording_refusals"`
-			} `json:"bodies"`
-		}
-		cacheStats(t, c, &st)
-		for _, s := range st {
-			if s.MaxBytes == maxSize {
-				return bodies(s.Bodies)
-			}
-		}
-		t.Fatalf("stats: no store of max_size %d in %+v", maxSize, st)
-		return bodies{}
-	}
+	stats := func() bodyFigures { t.Helper(); return bodiesOf(t, c, maxSize) }
 	run := time.Now().UnixNano() // new URLs for every run (-count)
 	base := fmt.Sprintf("http://127.0.0.1:%d", frontPort)
 	var conns []net.Conn
