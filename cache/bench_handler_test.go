@@ -390,7 +390,8 @@ func benchUniqueMisses(b *testing.B, h *Handler, o caddyhttp.Handler, target str
 
 // BenchmarkMissInPieces measures misses of 64 KiB bodies that arrive in
 // four writes, flushed (as reverse_proxy writes one of unknown length),
-// each stored (min_uses 1) into a cache large enough: past the first
+// each stored (min_uses 1), into a 64 MiB cache that soon evicts (its
+// arena reuses its pages, as a full cache does): past the first
 // write, the client's writes follow the recording in a goroutine of
 // their own (see recorder.decouple), whose cost this shows against
 // direct, the origin alone.
@@ -426,7 +427,7 @@ func BenchmarkMissInPieces(b *testing.B) {
 			}
 		})
 		b.Run(name+"/stored", func(b *testing.B) {
-			h := newTestHandler(b, Config{MaxSize: 1 << 30, MinUses: 1}, c)
+			h := newTestHandler(b, Config{MaxSize: 64 << 20, MinUses: 1}, c)
 			benchUniqueMisses(b, h, o, "http://example.com/pieces", size)
 		})
 	}
