@@ -89,6 +89,33 @@ func (w *stallingWriter) Write(p []byte) (int, error) {
 	return w.syncWriter.Write(p)
 }
 
+// releaseWhole lets client read, and checks that its response, which done
+// reports the end of, ends without a panic and with body whole.
+func releaseWhole(t *testing.T, client *stallingWriter, done <-chan any, body []byte) {
+	t.Helper()
+	close(client.release)
+	if p := untilValue(t, "the response to end", done); p != nil {
+		t.Fatalf("handler panicked: %v", p)
+	}
+	if _, got := client.got(); got != string(body) {
+		t.Fatalf("the client got %d bytes, differing from the origin's %d", len(got), len(body))
+	}
+}
+
+// leadStalledWithWaiter starts a GET of target through h, whose client
+// stops reading after 40000 bytes, and, once o has sent 100000 bytes (and
+// waits at its gate), a second one that waits for the first; it returns
+// the first's client and what each request ends with (see serveAsync).
+func leadStalledWithWaiter(t *testing.T, h *Handler, o *pieceOrigin, target string) (leader *stallingWriter, leaderDone, waiterDone <-chan any) {
+	t.Helper()
+	leader = newStallingWriter(40000)
+	leaderDone = serveAsync(h, leader, newRequest(http.MethodGet, target), o)
+	until(t, "the origin to have sent 100000 bytes", func() bool { return o.sent.Load() == 100000 })
+	waiterDone = serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, target), o)
+	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	return leader, leaderDone, waiterDone
+}
+
 // bodyOf returns n bytes that differ from one offset to the next, so
 // that a byte written twice, or lost, shows.
 func bodyOf(n int) []byte {
@@ -201,13 +228,7 @@ func TestStalledClientOfAResponsePastMaxItemSize(t *testing.T) {
 	if n := o.sent.Load(); n >= int64(len(body)) {
 		t.Errorf("the origin sent all %d bytes while the client read nothing: past max_item_size the response goes at its client's pace", n)
 	}
-	close(client.release)
-	if p := untilValue(t, "the response to end", done); p != nil {
-		t.Fatalf("handler panicked: %v", p)
-	}
-	if _, got := client.got(); got != string(body) {
-		t.Fatalf("the client got %d bytes, differing from the origin's %d", len(got), len(body))
-	}
+	releaseWhole(t, client, done, body)
 	wantStatus(t, get(t, h, o, target), []string{"fwd=uri-miss"})
 	checkNoLeftovers(t, h)
 }
@@ -236,13 +257,7 @@ func TestLeadBudgetTakenRecordsAtTheClientsPace(t *testing.T) {
 	if n := o.sent.Load(); n >= int64(len(body)) {
 		t.Errorf("the origin sent all %d bytes past the lead budget", n)
 	}
-	close(client.release)
-	if p := untilValue(t, "the response to end", done); p != nil {
-		t.Fatalf("handler panicked: %v", p)
-	}
-	if _, got := client.got(); got != string(body) {
-		t.Fatalf("the client got %d bytes, differing from the origin's %d", len(got), len(body))
-	}
+	releaseWhole(t, client, done, body)
 	h.store.wait()
 	w := get(t, h, o, target)
 	wantStatus(t, w, []string{"hit"})
@@ -493,12 +508,7 @@ func TestBrokenOffRecordingLetsWaitersGoAtOnce(t *testing.T) {
 	o := newPieceOrigin(c, body, 10000, false, 100000, gate)
 	o.breakOffFirst()
 	const target = "http://example.com/broken-waiters"
-	leader := newStallingWriter(40000)
-	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
-	until(t, "the origin to have sent 100000 bytes", func() bool { return o.sent.Load() == 100000 })
-	waiter := newSyncWriter()
-	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target), o)
-	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	leader, leaderDone, waiterDone := leadStalledWithWaiter(t, h, o, target)
 	close(gate)
 	until(t, "the origin to break off", func() bool { return o.sent.Load() == 150000 })
 	if !within(3*time.Second, func() bool { return o.calls.Load() == 2 }) {
@@ -525,12 +535,7 @@ func TestNoRoomAtTheEndLetsWaitersGoAtOnce(t *testing.T) {
 	gate := make(chan struct{})
 	o := newPieceOrigin(c, data, 10000, false, 100000, gate)
 	const target = "http://example.com/no-room-waiters"
-	leader := newStallingWriter(40000)
-	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
-	until(t, "the origin to have sent 100000 bytes", func() bool { return o.sent.Load() == 100000 })
-	waiter := newSyncWriter()
-	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target), o)
-	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	leader, leaderDone, waiterDone := leadStalledWithWaiter(t, h, o, target)
 	a := arenaOf(h)
 	var fillers []*body
 	for {
@@ -580,12 +585,7 @@ func TestUnannouncedTrailersLetWaitersGoAtOnce(t *testing.T) {
 		return err
 	}
 	const target = "http://example.com/trailer-waiters"
-	leader := newStallingWriter(40000)
-	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
-	until(t, "the origin to have sent 100000 bytes", func() bool { return o.sent.Load() == 100000 })
-	waiter := newSyncWriter()
-	waiterDone := serveAsync(h, waiter, newRequest(http.MethodGet, target), o)
-	until(t, "a request to wait for the leader", func() bool { return h.flights.waiting(target) == 1 })
+	leader, leaderDone, waiterDone := leadStalledWithWaiter(t, h, o, target)
 	close(gate)
 	until(t, "the origin to end", func() bool { return o.sent.Load() == 150000 })
 	if !within(3*time.Second, func() bool { return arenaOf(h).stats().Recording == 0 }) {
