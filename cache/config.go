@@ -16,8 +16,9 @@ type Config struct {
 	// other requests wait for a second eighth); a storable miss that would
 	// pass that is streamed and not stored (Cache-Status
 	// detail=recording-budget). Responses are recorded at the origin's
-	// pace, not their clients'; those without Content-Length run ahead of
-	// their clients by at most a sixteenth of it, all together.
+	// pace, not their clients', as far as a lead budget allows: those
+	// without Content-Length run ahead of their clients by at most a
+	// sixteenth of it, all together.
 	// Default: 256 MiB. From 64 KiB to 512 GiB (to 1 GiB in a 32-bit
 	// build, whose process cannot address more beside Go's heap).
 	MaxSize int64 `json:"max_size,omitempty"`
