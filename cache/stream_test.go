@@ -300,19 +300,6 @@ func TestFillReaderWhoseClientLeaves(t *testing.T) {
 	wantStatus(t, get(t, h, o, target), []string{"hit"})
 }
 
-// stalledWriter blocks its first body write until release is closed: a
-// client that does not read (or keeps its HTTP/2 window closed).
-type stalledWriter struct {
-	*syncWriter
-	release chan struct{}
-	once    sync.Once
-}
-
-func (w *stalledWriter) Write(p []byte) (int, error) {
-	w.once.Do(func() { <-w.release })
-	return w.syncWriter.Write(p)
-}
-
 // TestSlowLeaderDoesNotHoldUpTheFill: the leader's own client reading
 // slowly (or not at all) does not slow the fill the others read: its body
 // is recorded at the origin's pace, and the leader's client gets it at
@@ -324,7 +311,7 @@ func TestSlowLeaderDoesNotHoldUpTheFill(t *testing.T) {
 	const target = "http://example.com/slow-reader"
 	first, rest := "the first part, ", "and the rest"
 	o := newGatedOrigin(c, first, rest)
-	leader := &stalledWriter{syncWriter: newSyncWriter(), release: make(chan struct{})}
+	leader := newStallingWriter(0) // reads nothing until released
 	waiter := newSyncWriter()
 	leaderDone, waiterDone := leadAndWait(t, h, o, target, leader, waiter, newRequest(http.MethodGet, target))
 	close(o.start)
@@ -372,7 +359,7 @@ func TestBrokenFillEndsItsFlightAtOnce(t *testing.T) {
 		}
 		return gated(w, r)
 	}
-	leader := &stalledWriter{syncWriter: newSyncWriter(), release: make(chan struct{})}
+	leader := newStallingWriter(0) // reads nothing until released
 	leaderDone := serveAsync(h, leader, newRequest(http.MethodGet, target), o)
 	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
 	close(o.start)

@@ -233,17 +233,10 @@ func checkPrefixBits(bits string) error {
 // clients with nothing, one key for them all. Right where every client
 // comes over IPv6, so warned of, not rejected.
 func IPv6OnlyPrefixes(template string) []string {
-	var names []string
-	for _, name := range Names(template) {
-		bits, ok := strings.CutPrefix(name, "http.request.remote.host/")
-		if !ok || strings.Contains(bits, ",") {
-			continue
-		}
-		if n, err := strconv.Atoi(bits); err == nil && n > 32 && n <= 128 {
-			names = append(names, name)
-		}
-	}
-	return names
+	return addressPrefixes(template, func(v4, _ string, both bool) bool {
+		n, err := strconv.Atoi(v4)
+		return !both && err == nil && n > 32 && n <= 128
+	})
 }
 
 // ZeroPrefixes returns the names in template, which must be well formed,
@@ -252,13 +245,22 @@ func IPv6OnlyPrefixes(template string) []string {
 // same prefix, "0.0.0.0/0" or "::/0". Right where no client comes over
 // that family, so warned of, not rejected.
 func ZeroPrefixes(template string) []string {
+	return addressPrefixes(template, func(v4, v6 string, both bool) bool {
+		return both && (isZero(v4) || isZero(v6))
+	})
+}
+
+// addressPrefixes returns the names in template of client address
+// prefixes ({http.request.remote.host/V4,V6}, or /N: v4 then, and both
+// false) whose lengths match.
+func addressPrefixes(template string, match func(v4, v6 string, both bool) bool) []string {
 	var names []string
 	for _, name := range Names(template) {
 		bits, ok := strings.CutPrefix(name, "http.request.remote.host/")
 		if !ok {
 			continue
 		}
-		if v4, v6, both := strings.Cut(bits, ","); both && (isZero(v4) || isZero(v6)) {
+		if v4, v6, both := strings.Cut(bits, ","); match(v4, v6, both) {
 			names = append(names, name)
 		}
 	}
