@@ -230,10 +230,12 @@ func (s *AffinitySelection) addKeys(d *caddyfile.Dispenser, keys []string) error
 				return d.Err(err.Error())
 			}
 		}
-		// Compare as Validate does, shorthands expanded: {client_ip}
-		// and {http.vars.client_ip} are one key.
-		if slices.ContainsFunc(s.Keys, func(have string) bool { return placeholder.Expand(have) == expanded }) {
-			return d.Errf("key %q is listed twice; a key is tried once", k)
+		// Compare as Validate does, shorthands expanded and header names
+		// canonical: {client_ip} and {http.vars.client_ip} are one key,
+		// as are {header.x-user} and {header.X-User}.
+		same := placeholder.Canonical(k)
+		if i := slices.IndexFunc(s.Keys, func(have string) bool { return placeholder.Canonical(have) == same }); i >= 0 {
+			return d.Err(keyTwice(k, s.Keys[i]))
 		}
 		s.Keys = append(s.Keys, k)
 	}

@@ -102,6 +102,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "inline key unclosed", input: "affinity {http.request.header.X-User", wantErr: `key: "{http.request.header.X-User" has an unclosed { at offset 0, which would be taken literally, at Testfile:1`},
 		{name: "key without placeholder", input: "affinity {\n key {http.request.cookie.sid}\n key user\n}", wantErr: `key: "user" has no placeholder, so it is the same for every request, at Testfile:3`},
 		{name: "key twice, once as a shorthand", input: "affinity {client_ip} {\n key {http.vars.client_ip}\n}", wantErr: `key "{http.vars.client_ip}" is listed twice; a key is tried once, at Testfile:2`},
+		{name: "key twice, header names in another case", input: "affinity {header.X-User} {\n key {http.request.cookie.sid}\n key {header.x-user}\n}", wantErr: `key "{header.x-user}" is listed twice, as "{header.X-User}" (header names are not case-sensitive); a key is tried once, at Testfile:3`},
+		{name: "keys on cookies of names in another case", input: "affinity {cookie.sid} {cookie.SID}", want: `{"keys":["{cookie.sid}","{cookie.SID}"]}`},
 		{name: "key stray brace", input: "affinity {\n key x}{\n}", wantErr: "} without a matching {"},
 		{name: "algorithm twice", input: "affinity {\n algorithm ring\n algorithm maglev\n}", wantErr: "algorithm already specified, at Testfile:3"},
 		{name: "key on its own cookie", input: "affinity {http.request.cookie.sid} {\n cookie sid {\n  secret s3cr3t-s3cr3t\n }\n}", wantErr: `key "{http.request.cookie.sid}" reads the policy's own cookie sid; leave it out: with a cookie block the policy reads and checks that cookie itself, at Testfile:2`},

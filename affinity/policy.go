@@ -437,16 +437,17 @@ func (s *AffinitySelection) hasFallback() bool {
 }
 
 func (s *AffinitySelection) validate() error {
-	seen := make(map[string]bool, len(s.Keys))
+	seen := make(map[string]string, len(s.Keys)) // by placeholder.Canonical
 	for _, k := range s.Keys {
 		k = placeholder.Expand(k)
 		if err := checkKey(k); err != nil {
 			return fmt.Errorf("key: %w", err)
 		}
-		if seen[k] {
-			return fmt.Errorf("key %q is listed twice; a key is tried once", k)
+		same := placeholder.Canonical(k)
+		if have, ok := seen[same]; ok {
+			return errors.New(keyTwice(k, have))
 		}
-		seen[k] = true
+		seen[same] = k
 	}
 	alg := Rendezvous
 	if s.Algorithm != "" {
@@ -497,6 +498,15 @@ func (s *AffinitySelection) validate() error {
 		}
 	}
 	return nil
+}
+
+// keyTwice says that key k is listed twice, as have before it (both
+// expanded, and equal by placeholder.Canonical).
+func keyTwice(k, have string) string {
+	if !strings.EqualFold(k, have) || k == have {
+		return fmt.Sprintf("key %q is listed twice; a key is tried once", k)
+	}
+	return fmt.Sprintf("key %q is listed twice, as %q (header names are not case-sensitive); a key is tried once", k, have)
 }
 
 // checkKey checks an expanded key template: CheckKey's rules, and no

@@ -973,6 +973,8 @@ func TestValidate(t *testing.T) {
 		{"literal key", &AffinitySelection{Keys: []string{"static"}}, `key: "static" has no placeholder`},
 		{"unclosed key", &AffinitySelection{Keys: []string{"{http.request.header.X-User"}}, `key: "{http.request.header.X-User" has an unclosed {`},
 		{"key twice", &AffinitySelection{Keys: []string{"{uri}", "{http.request.uri}"}}, `key "{http.request.uri}" is listed twice`},
+		{"key twice, header names in another case", &AffinitySelection{Keys: []string{"{header.X-User}", "{http.request.header.x-user}"}}, `key "{http.request.header.x-user}" is listed twice, as "{http.request.header.X-User}"`},
+		{"key twice, in another case", &AffinitySelection{Keys: []string{"{http.request.header.X-USER}", "{http.request.header.x-user}"}}, `key "{http.request.header.x-user}" is listed twice, as "{http.request.header.X-USER}" (header names are not case-sensitive)`},
 		{"key typo", &AffinitySelection{Keys: []string{"{http.request.hedaer.X}"}}, "which Caddy does not know"},
 		{"global key", &AffinitySelection{Keys: []string{"{system.hostname}"}}, "do not depend on the request"},
 		{"key with the time", &AffinitySelection{Keys: []string{"{time.now.unix}{uri}"}}, `key: "{time.now.unix}{http.request.uri}" names {time.now.unix}, which changes with the clock`},

@@ -30,6 +30,34 @@ func Expand(template string) string {
 	return seg[0].Text
 }
 
+// Canonical returns template expanded (see Expand), with the header names
+// in its request header placeholders written as Caddy's replacer looks
+// them up (http.CanonicalHeaderKey): two templates that always resolve
+// alike then compare equal, as `{header.X-User}` and
+// `{http.request.header.x-user}` do. template must be well formed (see
+// Check).
+func Canonical(template string) string {
+	const prefix = "http.request.header."
+	s := Expand(template)
+	var b strings.Builder
+	from := 0 // what of s is copied to b
+	_ = scan(s, func(name string) {
+		field, ok := strings.CutPrefix(name, prefix)
+		if !ok || field == http.CanonicalHeaderKey(field) {
+			return
+		}
+		at := from + strings.Index(s[from:], "{"+name+"}") + 1 + len(prefix)
+		b.WriteString(s[from:at])
+		b.WriteString(http.CanonicalHeaderKey(field))
+		from = at + len(field)
+	})
+	if from == 0 {
+		return s
+	}
+	b.WriteString(s[from:])
+	return b.String()
+}
+
 // Names returns the names of the placeholders in template, which must be
 // well formed (see Check).
 func Names(template string) []string {

@@ -55,6 +55,21 @@ func TestExpand(t *testing.T) {
 	}
 }
 
+func TestCanonical(t *testing.T) {
+	for in, want := range map[string]string{
+		"{header.x-user}":                         "{http.request.header.X-User}",
+		"{http.request.header.X-USER}/{path}":     "{http.request.header.X-User}/{http.request.uri.path}",
+		"a{header.x-a}b{header.X-B}c{header.x_c}": "a{http.request.header.X-A}b{http.request.header.X-B}c{http.request.header.X_c}",
+		"{http.request.cookie.sid}":               "{http.request.cookie.sid}",  // cookie names keep their case
+		"{http.request.uri.query.Q}":              "{http.request.uri.query.Q}", // as do query parameters
+		`\{http.request.header.x\}{header.y}`:     `\{http.request.header.x\}{http.request.header.Y}`,
+	} {
+		if got := Canonical(in); got != want {
+			t.Errorf("Canonical(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func FuzzCheck(f *testing.F) {
 	for _, s := range []string{"{a}", "a{b", "}{", `\{x\}{y}`, "{}", "{a}{b}"} {
 		f.Add(s)
