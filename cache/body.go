@@ -179,6 +179,11 @@ func (b *body) room() []byte {
 		if off == 0 {
 			piece := scratchPool.Get().(*[scratchSize]byte)
 			m := b.guard()
+			if b.scratch == nil {
+				// Room for 64 KiB at first: one allocation where growing
+				// from one piece took three.
+				b.scratch = make([]*[scratchSize]byte, 0, 4)
+			}
 			b.scratch = append(b.scratch, piece)
 			if m != nil {
 				m.Unlock()
@@ -528,6 +533,13 @@ func (f *bodyFill) over() bool {
 	return f.ended
 }
 
+// writeRest writes b from byte start on to w, and releases the reference
+// to b it was given (see handOver), even if w panics.
+func (b *body) writeRest(w http.ResponseWriter, start int) error {
+	defer b.release() // (a defer in writeGrowing's loop would be allocated)
+	return b.writeRange(w, start, b.Len())
+}
+
 // writeGrowing writes b, a body of unknown length that is being recorded
 // with fill f, from byte start on, to w as it arrives, until f ends,
 // flushing w where writeFilling would. It holds no reference to b: it
@@ -548,8 +560,7 @@ func (b *body) writeGrowing(ctx context.Context, w http.ResponseWriter, f *bodyF
 			return err
 		}
 		if stored := f.moved.Swap(nil); stored != nil {
-			defer stored.release()
-			return stored.writeRange(w, start, stored.Len())
+			return stored.writeRest(w, start)
 		}
 		if n > start {
 			c := b.copyOut(buf[:], start, n)

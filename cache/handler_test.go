@@ -609,6 +609,7 @@ type resetWriter struct{ h http.Header }
 func (w *resetWriter) Header() http.Header         { return w.h }
 func (w *resetWriter) WriteHeader(int)             {}
 func (w *resetWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *resetWriter) Flush()                      {} // as every writer Caddy gives a handler
 
 func TestHitAllocations(t *testing.T) {
 	if raceEnabled {

@@ -598,7 +598,9 @@ func (rec *recorder) decouple(from int) {
 		rec.fill.advance(b.w, rec.now())
 	}
 	f := rec.fill
-	done := make(chan error, 1)
+	// Unbuffered (one allocation, not two): joinWriter, deferred by
+	// forward, always takes what it ends with.
+	done := make(chan error)
 	rec.writer = done
 	if b.limit > 0 {
 		f.copied.Store(int64(from))

@@ -87,6 +87,7 @@ func TestRecorderKnownLengthAllocatesOnce(t *testing.T) {
 	}
 	rec.arena = newArena(1 << 20)
 	defer rec.arena.close()
+	defer func() { rec.endOwnFill(); rec.joinWriter() }() // as forward does
 	rec.WriteHeader(200)
 	if used := rec.arena.stats().Used; rec.body.Len() != n || used < n || used > n+n/8 || len(rec.body.spans) > 3 {
 		t.Fatalf("body of %d bytes in %d blocks, arena holds %d; want %d in at most 3 blocks wasting at most an eighth", rec.body.Len(), len(rec.body.spans), used, n)

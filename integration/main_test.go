@@ -10,7 +10,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddytest"
@@ -33,7 +36,33 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	// Stop whatever the tests started in this process.
 	_ = caddy.Stop()
+	// Every handler has returned: none may leave a writer of its client
+	// (the cache's recorder.decouple) behind. cache's TestMain checks the
+	// same of its own tests.
+	if left := goroutinesLeft("(*recorder).decouple", 5*time.Second); code == 0 && left != "" {
+		fmt.Fprintln(os.Stderr, "FAIL: a client's writer was never waited for:\n"+left)
+		code = 1
+	}
 	os.Exit(code)
+}
+
+// goroutinesLeft returns the stacks of the goroutines with match in them
+// that are still there after wait.
+func goroutinesLeft(match string, wait time.Duration) string {
+	buf := make([]byte, 4<<20)
+	deadline := time.Now().Add(wait)
+	for {
+		var left []string
+		for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, match) {
+				left = append(left, g)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return strings.Join(left, "\n\n")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // caddyStarted is set once caddytest has started the in-process Caddy.
