@@ -34,10 +34,12 @@ type AdminAPI struct {
 	logger *zap.Logger // purges are logged at info
 }
 
-// Provision gets the logger. (Caddy provisions admin routers with a
-// context of no module, whose Logger is the root one.)
-func (a *AdminAPI) Provision(caddy.Context) error {
-	a.logger = caddy.Log().Named("admin.api.response_cache")
+// Provision gets the logger: the config's logs, named for the module, as
+// a handler's is. (Caddy provisions admin routers with a context of no
+// module, whose Logger, like caddy.Log(), writes to the default log only,
+// which leaves out what a log of its own includes.)
+func (a *AdminAPI) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger(a)
 	return nil
 }
 

@@ -406,19 +406,6 @@ func TestPurgeDuringTheFirstFillOnAPort(t *testing.T) {
 	wantStatus(t, serve(t, h, o, on("http://a.test/slow")), []string{"fwd=uri-miss"})
 }
 
-// TestAdminLoggerName: purges are logged under the admin module's name,
-// which log filters select by (Caddy provisions admin routers with a
-// context of no module, whose logger is the root one).
-func TestAdminLoggerName(t *testing.T) {
-	var a AdminAPI
-	if err := a.Provision(caddy.Context{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := a.logger.Name(); got != "admin.api.response_cache" {
-		t.Errorf("logger %q, want admin.api.response_cache", got)
-	}
-}
-
 // FuzzAdminPurge: whatever body a purge request carries, the handler
 // answers it (a 200 with counts, or an APIError of a status the README
 // lists), never panics, and leaves the store serving.

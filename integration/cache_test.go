@@ -950,6 +950,7 @@ func TestCacheMinUsesAuto(t *testing.T) {
 // bodyFigures are the recording and lead budgets of a store, from the
 // admin API's stats.
 type bodyFigures struct {
+	Used      int64  `json:"used_bytes"` // arena
 	Recording int64  `json:"recording_bytes"`
 	Limit     int64  `json:"recording_limit_bytes"`
 	Refusals  uint64 `json:"recording_refusals"`
@@ -1150,6 +1151,109 @@ func TestCacheClientsThatDoNotReadHoldNoRecording(t *testing.T) {
 	}
 	if n := origin.hits.Load(); n != stalled+1 {
 		t.Errorf("origin asked %d times, want %d (once a URL)", n, stalled+1)
+	}
+}
+
+// TestCachePurgesLogToALogOfTheirOwn: a log that includes the admin API's
+// logger gets each purge's line (a soak found none there: the logger wrote
+// to the default log only, which excludes what another log includes).
+func TestCachePurgesLogToALogOfTheirOwn(t *testing.T) {
+	origin := startBackend(t, "purge-log", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = io.WriteString(w, "logged")
+	})
+	file := filepath.Join(t.TempDir(), "purges.log")
+	frontPort := freePort(t)
+	startCaddy(t, globalsWith(fmt.Sprintf("\tlog purges {\n\t\toutput file %s\n\t\tinclude admin.api.response_cache\n\t}\n", file))+
+		strings.TrimPrefix(cacheFront(frontPort, origin, "max_size 16MiB"), globals()))
+	url := fmt.Sprintf("http://127.0.0.1:%d/purge-log", frontPort)
+	untilHit(t, newClient(), url)
+	if status, body := adminPost(t, "/response_cache/purge", fmt.Sprintf(`{"key": %q}`, url)); status != 200 {
+		t.Fatalf("purge: %d %s", status, body)
+	}
+	var line map[string]any
+	waitFor(t, "the purge's line in "+file, 5*time.Second, func() bool {
+		b, _ := os.ReadFile(file)
+		for l := range strings.Lines(string(b)) {
+			if json.Unmarshal([]byte(l), &line) == nil && line["msg"] == "purged" {
+				return true
+			}
+		}
+		return false
+	})
+	if line["logger"] != "admin.api.response_cache" || line["key"] != url || line["purged"] != 1.0 {
+		t.Errorf("logged %v; want the purge of %s by admin.api.response_cache, 1 purged", line, url)
+	}
+}
+
+// TestCacheWriteTimeoutEndsWhatStalledClientsHold: what a client that
+// stops reading holds (here the stored body its response is written from,
+// kept in the arena after a purge) is held until its connection ends; the
+// server's write timeout, which README advises for this, ends it. The
+// stalled client never reads, and gets a body cut short once it does.
+func TestCacheWriteTimeoutEndsWhatStalledClientsHold(t *testing.T) {
+	const size = 6 << 20 // larger than loopback buffers take in (3-4 MB)
+	p := bytes.Repeat([]byte("w"), 32<<10)
+	origin := startBackend(t, "write-timeout", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		for sent := 0; sent < size; sent += len(p) {
+			if _, err := w.Write(p); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush() // no Content-Length: chunked
+		}
+	})
+	frontPort := freePort(t)
+	const maxSize = 256<<20 + 4096 // its own store
+	startCaddy(t, globalsWith("\tservers {\n\t\ttimeouts {\n\t\t\twrite 4s\n\t\t}\n\t}\n")+fmt.Sprintf(`
+http://127.0.0.1:%d {
+	response_cache {
+		cache_name itest
+		max_size %d
+		max_item_size 8MiB
+	}
+	reverse_proxy %s
+}
+`, frontPort, maxSize, origin.addr))
+	c := newClient()
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", frontPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	path := fmt.Sprintf("/stalled/%d", time.Now().UnixNano())
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path, frontPort); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	// Stored while its client reads nothing, then purged: its body stays
+	// in the arena while the stalled client's writer has it to write...
+	untilHit(t, c, fmt.Sprintf("http://127.0.0.1:%d%s", frontPort, path))
+	if status, body := adminPost(t, "/response_cache/purge", `{"cache": "itest", "all": true}`); status != 200 {
+		t.Fatalf("purge: %d %s", status, body)
+	}
+	held := bodiesOf(t, c, maxSize).Used
+	if since := time.Since(start); held < size && since < 4*time.Second {
+		t.Fatalf("%d bytes in the arena %v after the request, before its write timeout; want the %d the stalled client's writer holds", held, since, size)
+	}
+	// ...until the write timeout ends its connection (it still reads nothing).
+	for time.Since(start) < 30*time.Second && bodiesOf(t, c, maxSize).Used != 0 {
+		time.Sleep(100 * time.Millisecond)
+	}
+	st := bodiesOf(t, c, maxSize)
+	t.Logf("held %d bytes while stalled; after the write timeout: %+v", held, st)
+	if st.Used != 0 || st.Leading != 0 || st.Recording != 0 {
+		t.Errorf("after the write timeout the arena holds %d bytes, the budgets %d (lead) and %d (recording); want none", st.Used, st.Leading, st.Recording)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err == nil || len(b) >= size {
+		t.Errorf("the stalled client read %d bytes and %v; want a body cut short by an error", len(b), err)
 	}
 }
 
