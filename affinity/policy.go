@@ -500,8 +500,8 @@ func (s *AffinitySelection) validate() error {
 	return nil
 }
 
-// keyTwice says that key k is listed twice, as have before it (both
-// expanded, and equal by placeholder.Canonical).
+// keyTwice says that key k is listed twice, as have before it (equal by
+// placeholder.Canonical), naming have when only the case tells them apart.
 func keyTwice(k, have string) string {
 	if !strings.EqualFold(k, have) || k == have {
 		return fmt.Sprintf("key %q is listed twice; a key is tried once", k)
