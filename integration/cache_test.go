@@ -1188,11 +1188,12 @@ func TestCachePurgesLogToALogOfTheirOwn(t *testing.T) {
 
 // TestCacheWriteTimeoutEndsWhatStalledClientsHold: what a client that
 // stops reading holds (here the stored body its response is written from,
-// kept in the arena after a purge) is held until its connection ends; the
-// server's write timeout, which README advises for this, ends it. The
-// stalled client never reads, and gets a body cut short once it does.
+// kept in the arena after a purge) is held until its connection, or its
+// HTTP/2 stream, ends; the server's write timeout, which README advises for
+// this, ends it. The stalled client never reads, and gets a body cut short
+// once it does.
 func TestCacheWriteTimeoutEndsWhatStalledClientsHold(t *testing.T) {
-	const size = 6 << 20 // larger than loopback buffers take in (3-4 MB)
+	const size = 6 << 20 // more than loopback buffers (3-4 MB) or an HTTP/2 client's window (4 MiB) take in
 	p := bytes.Repeat([]byte("w"), 32<<10)
 	origin := startBackend(t, "write-timeout", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
@@ -1205,7 +1206,7 @@ func TestCacheWriteTimeoutEndsWhatStalledClientsHold(t *testing.T) {
 	})
 	frontPort := freePort(t)
 	const maxSize = 256<<20 + 4096 // its own store
-	startCaddy(t, globalsWith("\tservers {\n\t\ttimeouts {\n\t\t\twrite 4s\n\t\t}\n\t}\n")+fmt.Sprintf(`
+	startCaddy(t, globalsWith("\tservers {\n\t\tprotocols h1 h2c\n\t\ttimeouts {\n\t\t\twrite 4s\n\t\t}\n\t}\n")+fmt.Sprintf(`
 http://127.0.0.1:%d {
 	response_cache {
 		cache_name itest
@@ -1216,46 +1217,86 @@ http://127.0.0.1:%d {
 }
 `, frontPort, maxSize, origin.addr))
 	c := newClient()
-	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", frontPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	path := fmt.Sprintf("/stalled/%d", time.Now().UnixNano())
-	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path, frontPort); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	// Stored while its client reads nothing, then purged: its body stays
-	// in the arena while the stalled client's writer has it to write...
-	untilHit(t, c, fmt.Sprintf("http://127.0.0.1:%d%s", frontPort, path))
-	if status, body := adminPost(t, "/response_cache/purge", `{"cache": "itest", "all": true}`); status != 200 {
-		t.Fatalf("purge: %d %s", status, body)
-	}
-	held := bodiesOf(t, c, maxSize).Used
-	if since := time.Since(start); held < size && since < 4*time.Second {
-		t.Fatalf("%d bytes in the arena %v after the request, before its write timeout; want the %d the stalled client's writer holds", held, since, size)
-	}
-	// ...until the write timeout ends its connection (it still reads nothing).
-	for time.Since(start) < 30*time.Second && bodiesOf(t, c, maxSize).Used != 0 {
-		time.Sleep(100 * time.Millisecond)
-	}
-	st := bodiesOf(t, c, maxSize)
-	t.Logf("held %d bytes while stalled; after the write timeout: %+v", held, st)
-	if st.Used != 0 || st.Leading != 0 || st.Recording != 0 {
-		t.Errorf("after the write timeout the arena holds %d bytes, the budgets %d (lead) and %d (recording); want none", st.Used, st.Leading, st.Recording)
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(res.Body)
-	res.Body.Close()
-	if err == nil || len(b) >= size {
-		t.Errorf("the stalled client read %d bytes and %v; want a body cut short by an error", len(b), err)
+	h2c := &http.Transport{Protocols: new(http.Protocols)}
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	defer h2c.CloseIdleConnections()
+	// stall sends a GET for path and returns its body unread.
+	for proto, stall := range map[string]func(path string) io.ReadCloser{
+		"HTTP/1.1": func(path string) io.ReadCloser {
+			conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", frontPort))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path, frontPort); err != nil {
+				t.Fatal(err)
+			}
+			return &unreadResponse{conn: conn}
+		},
+		"h2c": func(path string) io.ReadCloser {
+			res, err := (&http.Client{Transport: h2c}).Get(fmt.Sprintf("http://127.0.0.1:%d%s", frontPort, path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ProtoMajor != 2 {
+				t.Fatalf("%s, want HTTP/2", res.Proto)
+			}
+			return res.Body
+		},
+	} {
+		t.Run(proto, func(t *testing.T) {
+			path := fmt.Sprintf("/stalled/%d", time.Now().UnixNano())
+			start := time.Now()
+			body := stall(path)
+			defer body.Close()
+			// Stored while its client reads nothing, then purged: its
+			// body stays in the arena while the stalled client's writer
+			// has it to write...
+			untilHit(t, c, fmt.Sprintf("http://127.0.0.1:%d%s", frontPort, path))
+			if status, b := adminPost(t, "/response_cache/purge", `{"cache": "itest", "all": true}`); status != 200 {
+				t.Fatalf("purge: %d %s", status, b)
+			}
+			held := bodiesOf(t, c, maxSize).Used
+			if since := time.Since(start); held < size && since < 4*time.Second {
+				t.Fatalf("%d bytes in the arena %v after the request, before its write timeout; want the %d the stalled client's writer holds", held, since, size)
+			}
+			// ...until the write timeout ends its response (its client
+			// still reads nothing).
+			for time.Since(start) < 30*time.Second && bodiesOf(t, c, maxSize).Used != 0 {
+				time.Sleep(100 * time.Millisecond)
+			}
+			st := bodiesOf(t, c, maxSize)
+			t.Logf("held %d bytes while stalled; after the write timeout: %+v", held, st)
+			if st.Used != 0 || st.Leading != 0 || st.Recording != 0 {
+				t.Errorf("after the write timeout the arena holds %d bytes, the budgets %d (lead) and %d (recording); want none", st.Used, st.Leading, st.Recording)
+			}
+			b, err := io.ReadAll(body)
+			if err == nil || len(b) >= size {
+				t.Errorf("the stalled client read %d bytes and %v; want a body cut short by an error", len(b), err)
+			}
+		})
 	}
 }
+
+// unreadResponse is the body of the response to a request sent on conn,
+// whose header it reads only at its first Read.
+type unreadResponse struct {
+	conn net.Conn
+	body io.ReadCloser
+}
+
+func (u *unreadResponse) Read(p []byte) (int, error) {
+	if u.body == nil {
+		_ = u.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		res, err := http.ReadResponse(bufio.NewReader(u.conn), nil)
+		if err != nil {
+			return 0, err
+		}
+		u.body = res.Body
+	}
+	return u.body.Read(p)
+}
+
+func (u *unreadResponse) Close() error { return u.conn.Close() }
 
 // TestCacheStreamsLargeBodies sends a body far larger than max_item_size
 // through the cache: it must arrive whole and intact, not be stored, and not
