@@ -73,6 +73,15 @@ const scratchSize = 16 << 10
 
 var scratchPool = sync.Pool{New: func() any { return new([scratchSize]byte) }}
 
+// writeBufSize is what the writer of a growing body (writeGrowing) copies
+// out and writes at a time: reverse_proxy's own buffer, so that its client
+// gets the body in writes (chunks, system calls) as large as it would
+// without the cache. (At 16 KiB, twice as many: 100 KiB stored misses
+// through Caddy cost a tenth more CPU than before the writer.)
+const writeBufSize = 32 << 10
+
+var writeBufPool = sync.Pool{New: func() any { return new([writeBufSize]byte) }}
+
 // newGrowingBody returns a body of unknown length, at most limit bytes,
 // gathered in pooled heap pieces as it is written (one reference, the
 // caller's); seal moves it into arena blocks planned for its length, so
@@ -127,16 +136,21 @@ func (b *body) guard() *sync.Mutex {
 }
 
 // copyOut copies bytes of a growing body from start, up to end and no
-// further than the piece holding start, to dst; 0 once its pieces are
-// gone (the body was stored or dropped, see writeGrowing).
+// more than dst takes, across its pieces, holding the pieces' guard; it
+// returns how many (0 once the pieces are dropped).
 func (b *body) copyOut(dst []byte, start, end int) int {
 	m := b.guard()
 	defer m.Unlock()
-	i, off := start/scratchSize, start%scratchSize
-	if i >= len(b.scratch) {
-		return 0
+	n := 0
+	for start < end && n < len(dst) {
+		i, off := start/scratchSize, start%scratchSize
+		if i >= len(b.scratch) {
+			break
+		}
+		c := copy(dst[n:], b.scratch[i][off:min(scratchSize, off+end-start)])
+		n, start = n+c, start+c
 	}
-	return copy(dst, b.scratch[i][off:min(scratchSize, off+end-start)])
+	return n
 }
 
 // Len is the body's length in bytes.
@@ -316,12 +330,12 @@ type bodyFill struct {
 	wake chan struct{}
 	end  atomic.Pointer[func()]
 
-	// For the writer of a body of unknown length (writeGrowing): copied
-	// is how far it has copied the body (math.MaxInt64 once it is done),
-	// and moved, once the body is stored, is the stored copy with a
-	// reference for it, which it writes the rest from.
-	copied atomic.Int64
-	moved  atomic.Pointer[body]
+	// For the writer of a body of unknown length (writeGrowing): sent is
+	// how far it has written the body to its client (math.MaxInt64 once
+	// it is done), and moved, once the body is stored, is the stored
+	// copy with a reference for it, which it writes the rest from.
+	sent  atomic.Int64
+	moved atomic.Pointer[body]
 }
 
 // orphan makes the last reader of f end it with end, and reports whether
@@ -549,9 +563,9 @@ func (b *body) writeRest(w http.ResponseWriter, start int) error {
 // writes the rest from the stored copy (handOver); b is dropped unstored
 // only once it has written all of it (see recorder.recouple).
 func (b *body) writeGrowing(ctx context.Context, w http.ResponseWriter, f *bodyFill, start int) error {
-	defer f.copied.Store(math.MaxInt64)
-	buf := scratchPool.Get().(*[scratchSize]byte)
-	defer scratchPool.Put(buf)
+	defer f.sent.Store(math.MaxInt64)
+	buf := writeBufPool.Get().(*[writeBufSize]byte)
+	defer writeBufPool.Put(buf)
 	var rc *http.ResponseController
 	var flushed int64
 	for {
@@ -570,11 +584,13 @@ func (b *body) writeGrowing(ctx context.Context, w http.ResponseWriter, f *bodyF
 				}
 				continue
 			}
-			f.copied.Store(int64(start + c))
 			if _, err := w.Write(buf[:c]); err != nil {
 				return err
 			}
 			start += c
+			// Once written: a copy its client has yet to take counts
+			// as recorded ahead of it (holdLead), as the pieces did.
+			f.sent.Store(int64(start))
 		} else if f.over() && int(f.filled.Load()) <= start {
 			// (await may return for a flush, and the body go on and
 			// end before over looks: filled, read after, is final.)

@@ -603,7 +603,7 @@ func (rec *recorder) decouple(from int) {
 	done := make(chan error)
 	rec.writer = done
 	if b.limit > 0 {
-		f.copied.Store(int64(from))
+		f.sent.Store(int64(from))
 		b.fill.Store(f) // its mutex guards the pieces from here (see guard)
 		go func() {
 			var err error
@@ -643,14 +643,15 @@ func writerEnd(err error, v any) error {
 }
 
 // holdLead reserves from the arena's lead budget what a body of unknown
-// length is recorded ahead of its writer (in whole pieces), giving back
-// what it no longer is, and reports whether it could.
+// length is recorded ahead of what its writer has written to its client
+// (in whole pieces), giving back what it no longer is, and reports
+// whether it could.
 func (rec *recorder) holdLead() bool {
 	b := rec.body
 	if b == nil || b.limit == 0 {
 		return true
 	}
-	lead := max(int64(b.w)-rec.fill.copied.Load(), 0)
+	lead := max(int64(b.w)-rec.fill.sent.Load(), 0)
 	want := int32((lead + scratchSize - 1) / scratchSize)
 	if want > rec.lead && !rec.arena.reserveLead(int64(want-rec.lead)*scratchSize) {
 		return false
