@@ -558,7 +558,7 @@ func (b *body) writeRest(w http.ResponseWriter, start int) error {
 // with fill f, from byte start on, to w as it arrives, until f ends,
 // flushing w where writeFilling would. It holds no reference to b: it
 // copies each part out (see copyOut) and writes the copy, so that a
-// client that stops reading keeps one piece of memory, not the body, and
+// client that stops reading keeps one 32 KiB copy, not the body, and
 // the body can be stored, or dropped, while it waits. Once b is stored it
 // writes the rest from the stored copy (handOver); b is dropped unstored
 // only once it has written all of it (see recorder.recouple).

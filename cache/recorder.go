@@ -86,8 +86,9 @@ type recorder struct {
 	pass     bool // the response is written to the client
 	buffer   bool // the body is buffered for storage
 	overflow bool // the body passed limit: it was dropped
-	// lead is how many scratch pieces the body is recorded ahead of the
-	// client's writer, reserved from the arena (see holdLead).
+	// lead is how many scratch pieces the body is recorded ahead of what
+	// the client's writer has written, reserved from the arena (see
+	// holdLead).
 	lead  int32
 	limit int64 // most body bytes buffered
 	// The body is recorded into the store's arena: straight into a body

@@ -39,9 +39,11 @@ func TestMain(m *testing.M) {
 	// Every handler has returned: none may leave a writer of its client
 	// (the cache's recorder.decouple) behind. cache's TestMain checks the
 	// same of its own tests.
-	if left := goroutinesLeft("(*recorder).decouple", 5*time.Second); code == 0 && left != "" {
-		fmt.Fprintln(os.Stderr, "FAIL: a client's writer was never waited for:\n"+left)
-		code = 1
+	if code == 0 {
+		if left := goroutinesLeft("(*recorder).decouple", 5*time.Second); left != "" {
+			fmt.Fprintln(os.Stderr, "FAIL: a client's writer was never waited for:\n"+left)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
