@@ -116,6 +116,18 @@ func leadStalledWithWaiter(t *testing.T, h *Handler, o *pieceOrigin, target stri
 	return leader, leaderDone, waiterDone
 }
 
+// releaseLeader lets the leader's client of leadStalledWithWaiter read,
+// fails t if the waiter panicked, and returns what the leader's handler
+// ended with (nil, or what it panicked with).
+func releaseLeader(t *testing.T, leader *stallingWriter, leaderDone, waiterDone <-chan any) any {
+	t.Helper()
+	close(leader.release)
+	if p := untilValue(t, "the waiter's response", waiterDone); p != nil {
+		t.Fatalf("waiter panicked: %v", p)
+	}
+	return untilValue(t, "the leader's response", leaderDone)
+}
+
 // bodyOf returns n bytes that differ from one offset to the next, so
 // that a byte written twice, or lost, shows.
 func bodyOf(n int) []byte {
@@ -514,11 +526,7 @@ func TestBrokenOffRecordingLetsWaitersGoAtOnce(t *testing.T) {
 	if !within(3*time.Second, func() bool { return o.calls.Load() == 2 }) {
 		t.Error("the waiter did not go to the origin once the response broke off")
 	}
-	close(leader.release)
-	if p := untilValue(t, "the waiter's response", waiterDone); p != nil {
-		t.Fatalf("waiter panicked: %v", p)
-	}
-	if p := untilValue(t, "the leader's response", leaderDone); p != http.ErrAbortHandler {
+	if p := releaseLeader(t, leader, leaderDone, waiterDone); p != http.ErrAbortHandler {
 		t.Fatalf("leader ended with %v", p)
 	}
 	checkNoLeftovers(t, h)
@@ -555,11 +563,7 @@ func TestNoRoomAtTheEndLetsWaitersGoAtOnce(t *testing.T) {
 	if !within(3*time.Second, func() bool { return o.calls.Load() == 2 }) {
 		t.Error("the waiter did not go to the origin once the body found no room")
 	}
-	close(leader.release)
-	if p := untilValue(t, "the waiter's response", waiterDone); p != nil {
-		t.Fatalf("waiter panicked: %v", p)
-	}
-	if p := untilValue(t, "the leader's response", leaderDone); p != nil {
+	if p := releaseLeader(t, leader, leaderDone, waiterDone); p != nil {
 		t.Fatalf("leader panicked: %v", p)
 	}
 	if _, got := leader.got(); got != string(data) {
@@ -594,11 +598,7 @@ func TestUnannouncedTrailersLetWaitersGoAtOnce(t *testing.T) {
 	if !within(3*time.Second, func() bool { return o.calls.Load() == 2 }) {
 		t.Error("the waiter did not go to the origin once the response ended unstorable")
 	}
-	close(leader.release)
-	if p := untilValue(t, "the waiter's response", waiterDone); p != nil {
-		t.Fatalf("waiter panicked: %v", p)
-	}
-	if p := untilValue(t, "the leader's response", leaderDone); p != nil {
+	if p := releaseLeader(t, leader, leaderDone, waiterDone); p != nil {
 		t.Fatalf("leader panicked: %v", p)
 	}
 	checkNoLeftovers(t, h)

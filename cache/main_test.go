@@ -3,10 +3,10 @@ package cache
 import (
 	"fmt"
 	"os"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/f06cdff9/caddy-affinity-cache/internal/goroutines"
 )
 
 // TestMain fails a passing run that leaves a goroutine decouple started
@@ -16,30 +16,10 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {
-		if left := goroutinesLeft("(*recorder).decouple", 2*time.Second); left != "" {
+		if left := goroutines.Left("(*recorder).decouple", 2*time.Second); left != "" {
 			fmt.Fprintln(os.Stderr, "FAIL: a client's writer (recorder.decouple) was never waited for:\n"+left)
 			code = 1
 		}
 	}
 	os.Exit(code)
-}
-
-// goroutinesLeft returns the stacks of the goroutines with match in them
-// that are still there after wait.
-func goroutinesLeft(match string, wait time.Duration) string {
-	buf := make([]byte, 4<<20)
-	deadline := time.Now().Add(wait)
-	for {
-		var left []string
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		for g := range strings.SplitSeq(stacks, "\n\n") {
-			if strings.Contains(g, match) {
-				left = append(left, g)
-			}
-		}
-		if len(left) == 0 || time.Now().After(deadline) {
-			return strings.Join(left, "\n\n")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -713,19 +713,19 @@ func (rec *recorder) endOwnFill() {
 // goroutine panicked with (writerPanic) it panics with again, once what
 // the goroutine held is given back.
 func (rec *recorder) joinWriter() {
-	if rec.writer != nil {
-		rec.clientErr = <-rec.writer
-		rec.writer = nil
-		if stored := rec.fill.moved.Swap(nil); stored != nil {
-			stored.release() // handed over after the writer ended
-		}
-		if p, ok := rec.clientErr.(writerPanic); ok {
-			rec.clientErr = errUnread
-			rec.releaseLead()
-			panic(p.v)
-		}
+	defer rec.releaseLead()
+	if rec.writer == nil {
+		return
 	}
-	rec.releaseLead()
+	rec.clientErr = <-rec.writer
+	rec.writer = nil
+	if stored := rec.fill.moved.Swap(nil); stored != nil {
+		stored.release() // handed over after the writer ended
+	}
+	if p, ok := rec.clientErr.(writerPanic); ok {
+		rec.clientErr = errUnread
+		panic(p.v)
+	}
 }
 
 // releaseLead gives back the lead budget rec holds.

@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 
 	_ "github.com/f06cdff9/caddy-affinity-cache"
+	"github.com/f06cdff9/caddy-affinity-cache/internal/goroutines"
 )
 
 // adminPort is the admin endpoint of the in-process Caddy, picked free once
@@ -40,31 +39,12 @@ func TestMain(m *testing.M) {
 	// (the cache's recorder.decouple) behind. cache's TestMain checks the
 	// same of its own tests.
 	if code == 0 {
-		if left := goroutinesLeft("(*recorder).decouple", 5*time.Second); left != "" {
+		if left := goroutines.Left("(*recorder).decouple", 5*time.Second); left != "" {
 			fmt.Fprintln(os.Stderr, "FAIL: a client's writer was never waited for:\n"+left)
 			code = 1
 		}
 	}
 	os.Exit(code)
-}
-
-// goroutinesLeft returns the stacks of the goroutines with match in them
-// that are still there after wait.
-func goroutinesLeft(match string, wait time.Duration) string {
-	buf := make([]byte, 4<<20)
-	deadline := time.Now().Add(wait)
-	for {
-		var left []string
-		for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if strings.Contains(g, match) {
-				left = append(left, g)
-			}
-		}
-		if len(left) == 0 || time.Now().After(deadline) {
-			return strings.Join(left, "\n\n")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // caddyStarted is set once caddytest has started the in-process Caddy.
