@@ -332,6 +332,11 @@ func unmarshalCookie(d *caddyfile.Dispenser) (*CookieConfig, error) {
 				if dur < 0 {
 					return nil, d.Errf("invalid cookie max_age '%s': must not be negative", v)
 				}
+				if dur == 0 {
+					// In JSON 0 is the default; here it would read as
+					// Max-Age=0, which browsers take as "delete now".
+					return nil, d.Errf("invalid cookie max_age '%s': leave max_age out for a cookie that lasts as long as the browser session (the default), or give a duration such as 720h", v)
+				}
 				if dur > maxDuration {
 					return nil, d.Errf("invalid cookie max_age '%s': must be at most 2562047h (Go's durations end there)", v)
 				}
@@ -388,7 +393,9 @@ func loadFallbackPolicy(d *caddyfile.Dispenser) (json.RawMessage, error) {
 	// block that Caddy's random or first ignore) is an error, not dropped.
 	seg := d.NewFromNextSegment()
 	if err := unm.UnmarshalCaddyfile(seg); err != nil {
-		return nil, err
+		// Named, so that the fallback's errors ("invalid weight value")
+		// are not taken for affinity's own options.
+		return nil, fmt.Errorf("fallback %s: %s", name, strings.TrimPrefix(err.Error(), errPrefix))
 	}
 	// Only if the policy read its name: one that reads nothing (a
 	// third-party policy without options) cannot be judged.

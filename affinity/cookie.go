@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"golang.org/x/net/publicsuffix"
 
 	"github.com/f06cdff9/caddy-affinity-cache/internal/placeholder"
 )
@@ -473,11 +474,27 @@ func checkCookieField(field, value string) error {
 	if err := probe.Valid(); err != nil {
 		return fmt.Errorf("invalid cookie %s %q: %v", field, value, err)
 	}
-	if field == "path" {
+	switch field {
+	case "name":
+		if len(value)+cookieLen > maxCookieBytes {
+			return fmt.Errorf("cookie name is %d bytes: with the %d of its value it passes the %d bytes browsers take for a cookie's name and value (RFC 6265bis §5.6), so they would drop it; use a short name", len(value), cookieLen, maxCookieBytes)
+		}
+	case "path":
 		return checkCookiePath(value)
+	case "domain":
+		d := strings.ToLower(strings.TrimPrefix(value, "."))
+		if suffix, _ := publicsuffix.PublicSuffix(d); suffix == d {
+			// Browsers take such a Domain only from that very host, and
+			// then for it alone (RFC 6265 §5.3, step 5).
+			return fmt.Errorf("cookie domain %q is a public suffix or a name of one label: browsers refuse a cookie for every site under it; name your site's domain (such as example.com), or leave domain out for a cookie of this host alone", value)
+		}
 	}
 	return nil
 }
+
+// maxCookieBytes is what browsers take for a cookie's name and value
+// together (RFC 6265bis §5.6).
+const maxCookieBytes = 4096
 
 // checkCookiePath reports a cookie path browsers would not honour, and
 // one with a brace: the path is sent as written, and a placeholder there
@@ -488,6 +505,9 @@ func checkCookiePath(path string) error {
 	}
 	if strings.ContainsAny(path, "{}") {
 		return fmt.Errorf("cookie path %q has a brace: the path is sent as written (placeholders are not replaced in it), and browsers would send the cookie back to no page", path)
+	}
+	if i := strings.IndexAny(path, " \"<>\\^`|?#"); i >= 0 {
+		return fmt.Errorf("cookie path %q has %q, which a request's path never holds as it is (browsers compare the path as the request sends it, escaped, and a path ends at ? or #), so they would send the cookie back to no page; write it escaped (%%%02X)", path, path[i], path[i])
 	}
 	return nil
 }

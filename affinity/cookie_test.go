@@ -567,3 +567,32 @@ func TestCookieSecretPlaceholders(t *testing.T) {
 		}
 	}
 }
+
+// TestCookieFieldsBrowsersTake: a name that leaves room for the value in
+// the 4,096 bytes browsers take, a site's domain (a private registry's
+// too) and an escaped path are fine; one byte more, a public suffix or a
+// path a request never has are not.
+func TestCookieFieldsBrowsersTake(t *testing.T) {
+	for _, tc := range []struct {
+		field, value string
+		ok           bool
+	}{
+		{"name", strings.Repeat("n", maxCookieBytes-cookieLen), true},
+		{"name", strings.Repeat("n", maxCookieBytes-cookieLen+1), false},
+		{"domain", "example.com", true},
+		{"domain", ".example.co.uk", true},
+		{"domain", "me.github.io", true},
+		{"domain", "github.io", false}, // PSL's private section: browsers refuse it too
+		{"domain", "co.uk", false},
+		{"domain", "internal", false},
+		{"path", "/a%20b", true},
+		{"path", "/a b", false},
+		{"path", "/a#b", false},
+		{"path", `/a"b`, false},
+	} {
+		err := checkCookieField(tc.field, tc.value)
+		if (err == nil) != tc.ok {
+			t.Errorf("cookie %s %.40q: error %v, want ok %v", tc.field, tc.value, err, tc.ok)
+		}
+	}
+}

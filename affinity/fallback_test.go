@@ -59,6 +59,12 @@ func TestCookieAsFallbackOfCaddysPolicies(t *testing.T) {
 			"cookie: as the fallback of lb_policy query it can never set its cookie"},
 		{"header, through another affinity", `{"policy":"header","field":"X-User","fallback":{"policy":"affinity","keys":["{http.request.header.X-Other}"],"fallback":` + cookie + `}}`,
 			"cookie: as the fallback of lb_policy header"},
+		{"Caddy's cookie policy, under header through affinity", `{"policy":"header","field":"X-User","fallback":{"policy":"affinity","keys":["{http.request.header.X-Team}"],"fallback":{"policy":"cookie","name":"lb"}}}`,
+			"lb_policy affinity: fallback cookie: under lb_policy header it would never get the response"},
+		{"Caddy's cookie policy, under query through two affinity", `{"policy":"query","key":"user","fallback":{"policy":"affinity","keys":["{http.request.header.X-Team}"],"fallback":{"policy":"affinity","keys":["{http.request.header.X-Org}"],"fallback":{"policy":"cookie"}}}}`,
+			"lb_policy affinity: fallback cookie: under lb_policy query"},
+		{"Caddy's cookie policy, under affinity", `{"policy":"affinity","keys":["{http.request.header.X-Team}"],"fallback":{"policy":"cookie"}}`, ""},
+		{"Caddy's cookie policy, under cookie through affinity", `{"policy":"cookie","fallback":{"policy":"affinity","keys":["{http.request.header.X-Team}"],"fallback":{"policy":"cookie","name":"lb2"}}}`, ""},
 		{"cookie", `{"policy":"cookie","fallback":` + cookie + `}`, ""},
 		{"affinity", `{"policy":"affinity","keys":["{http.request.header.X-User}"],"fallback":` + cookie + `}`, ""},
 		{"itself", cookie, ""},
@@ -74,6 +80,37 @@ func TestCookieAsFallbackOfCaddysPolicies(t *testing.T) {
 				t.Errorf("error = %v, want it to contain %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestCaddysCookieFallbackWithoutAWriter: a plugin's policy that calls
+// this one without the response, its fallback Caddy's cookie policy (which
+// sets its cookie without looking), still gets an upstream for each
+// request, not a panic, and the log says, once, why its clients keep
+// getting new cookies; with the response the fallback's cookie is set.
+func TestCaddysCookieFallbackWithoutAWriter(t *testing.T) {
+	s := provisioned(t, &AffinitySelection{
+		Keys:        []string{"{http.request.header.X-Team}"},
+		FallbackRaw: json.RawMessage(`{"policy":"cookie","name":"lb"}`),
+	})
+	core, logs := observer.New(zap.WarnLevel)
+	s.logger = zap.New(core)
+	pool := fakePool(5)
+	for i := range 3 {
+		r, _ := newReq(ipAddr(i), nil)
+		if s.Select(pool, r, nil) == nil {
+			t.Fatal("no upstream without a writer")
+		}
+	}
+	if got := logs.FilterMessageSnippet("affinity cookie cannot be set").Len(); got != 1 {
+		t.Errorf("%d warnings for 3 requests without a writer, want 1: %v", got, logs.All())
+	}
+	r, w := newReq(ipAddr(9), nil)
+	if s.Select(pool, r, w) == nil {
+		t.Fatal("no upstream with a writer")
+	}
+	if c := w.Result().Cookies(); len(c) != 1 || c[0].Name != "lb" {
+		t.Errorf("with a writer, cookies %v, want the fallback's lb", c)
 	}
 }
 

@@ -122,6 +122,9 @@ type AffinitySelection struct {
 	// takes the first attempt's key instead (see Select).
 	retriesKeepKey bool
 	logger         *zap.Logger
+	// fallbackSetsCookie: the fallback is Caddy's cookie policy, which
+	// needs the response (see fallbackSelect).
+	fallbackSetsCookie bool
 	// noWriter warns, once, that a policy calling this one as its
 	// fallback gave it no response to set the cookie on.
 	noWriter sync.Once
@@ -189,9 +192,10 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 		}
 	}
 
+	withheldBy := responseWithheldBy(ctx)
 	if s.Cookie != nil {
-		if err := cookieReachesResponse(ctx); err != nil {
-			return fmt.Errorf("lb_policy affinity: %w", err)
+		if withheldBy != "" {
+			return fmt.Errorf("lb_policy affinity: cookie: as the fallback of lb_policy %s it can never set its cookie (Caddy's %s policy calls its fallback without the response); use lb_policy affinity with the key first and the cookie after it: `lb_policy affinity {http.request.header.X-User} {`, then a `cookie { ... }` block on the lines after it", withheldBy, withheldBy)
 		}
 		jar, err := newCookieJar(*s.Cookie)
 		if err != nil {
@@ -225,6 +229,13 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("lb_policy affinity: loading fallback policy: %w", err)
 		}
 		s.fallback = mod.(reverseproxy.Selector)
+		switch mod.(type) {
+		case reverseproxy.CookieHashSelection, *reverseproxy.CookieHashSelection:
+			if withheldBy != "" {
+				return fmt.Errorf("lb_policy affinity: fallback cookie: under lb_policy %s it would never get the response (Caddy's %s policy calls its fallback without it), so it could never set its cookie, and Caddy's cookie policy fails the request then; use lb_policy affinity with the key first and its own cookie after it: `lb_policy affinity {http.request.header.X-User} {`, then a `cookie { ... }` block on the lines after it", withheldBy, withheldBy)
+			}
+			s.fallbackSetsCookie = true
+		}
 	}
 
 	weights := make(map[string]int, len(s.Weights))
@@ -249,30 +260,27 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 	return s.prepareStatic(ctx)
 }
 
-// cookieReachesResponse rejects cookie mode as the fallback of Caddy's
-// header and query policies: they call their fallback without the
-// response, so the cookie would never be set and every request without
-// their key would go to a random upstream.
-func cookieReachesResponse(ctx caddy.Context) error {
+// responseWithheldBy names the policy that calls this one as its fallback
+// without the response ("header" or "query": Caddy's header and query
+// policies do), through any affinity policies in between, or is empty.
+// A cookie, this policy's own or Caddy's cookie policy's as this one's
+// fallback, could never be set there, and every request without the
+// parent's key would go to a random upstream.
+func responseWithheldBy(ctx caddy.Context) string {
 	mods := ctx.Modules() // the last is this policy
-	var parent string
 	// An affinity policy in between passes on the writer it was given.
-	for i := len(mods) - 2; i >= 0 && parent == ""; i-- {
+	for i := len(mods) - 2; i >= 0; i-- {
 		switch mods[i].(type) {
 		case *AffinitySelection:
 			continue
 		case reverseproxy.HeaderHashSelection, *reverseproxy.HeaderHashSelection:
-			parent = "header"
+			return "header"
 		case reverseproxy.QueryHashSelection, *reverseproxy.QueryHashSelection:
-			parent = "query"
-		default:
-			return nil
+			return "query"
 		}
+		break
 	}
-	if parent == "" {
-		return nil
-	}
-	return fmt.Errorf("cookie: as the fallback of lb_policy %s it can never set its cookie (Caddy's %s policy calls its fallback without the response); use lb_policy affinity with the key first and the cookie after it: `lb_policy affinity {http.request.header.X-User} {`, then a `cookie { ... }` block on the lines after it", parent, parent)
+	return ""
 }
 
 // prepareStatic looks for the reverse_proxy handler that owns this policy.
@@ -515,12 +523,13 @@ func keyTwice(k, have string) string {
 // upstream would get an empty or truncated body.
 func checkKey(k string) error {
 	if err := placeholder.CheckKey(k); err != nil {
+		if _, isAlg := ParseAlgorithm(strings.ToLower(k)); isAlg == nil {
+			return fmt.Errorf("%w; to choose the algorithm, write `algorithm %s` in the policy's block", err, strings.ToLower(k))
+		}
 		return err
 	}
-	for _, name := range placeholder.Names(k) {
-		if name == "http.request.body" || name == "http.request.body_base64" {
-			return fmt.Errorf("%q names {%s}: reverse_proxy has copied the request when the policy reads its key, and reading the body there would send the upstream an empty body; key on a header, a cookie or the URI instead", k, name)
-		}
+	if name := placeholder.Body(k); name != "" {
+		return fmt.Errorf("%q names {%s}: reverse_proxy has copied the request when the policy reads its key, and reading the body there would send the upstream an empty body; key on a header, a cookie or the URI instead", k, name)
 	}
 	return nil
 }
@@ -810,7 +819,7 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 	var up *reverseproxy.Upstream
 	if key == "" {
 		src = srcFallback
-		up = s.fallback.Select(pool, r, w)
+		up = s.fallbackSelect(pool, r, w)
 	} else {
 		set, err := s.sets.get(pool)
 		if err != nil {
@@ -820,7 +829,7 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 					c.Write(zap.Error(err), zap.Int("upstreams", len(pool)))
 				}
 			}
-			up = s.fallback.Select(pool, r, w)
+			up = s.fallbackSelect(pool, r, w)
 		} else if i := s.choose(set, pool, key, tried); i >= 0 {
 			up = pool[i]
 		}
@@ -870,6 +879,26 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 // warnNoWriter logs, once, that the cookie could not be set: the policy
 // that called this one as its fallback (a plugin's; Provision rejects
 // Caddy's header and query policies) passed no ResponseWriter.
+// fallbackSelect asks the fallback policy. Caddy's cookie policy sets its
+// cookie on w without looking: called without a response (by a third-party
+// policy; Caddy's own are refused at provisioning), it gets one that sends
+// nothing, so the request still gets an upstream, and the log says why
+// its clients keep getting new cookies.
+func (s *AffinitySelection) fallbackSelect(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
+	if w == nil && s.fallbackSetsCookie {
+		s.warnNoWriter()
+		w = unsentResponse{header: make(http.Header)}
+	}
+	return s.fallback.Select(pool, r, w)
+}
+
+// unsentResponse is a response whose header and body go nowhere.
+type unsentResponse struct{ header http.Header }
+
+func (u unsentResponse) Header() http.Header       { return u.header }
+func (unsentResponse) Write(p []byte) (int, error) { return len(p), nil }
+func (unsentResponse) WriteHeader(int)             {}
+
 func (s *AffinitySelection) warnNoWriter() {
 	s.noWriter.Do(func() {
 		s.logger.Warn("affinity cookie cannot be set: the policy calling this one as its fallback passed no response, so clients without the cookie keep getting new random ids; use lb_policy affinity itself, with the other policy's key as its key before the cookie")

@@ -990,6 +990,8 @@ func TestValidate(t *testing.T) {
 		{"previous secret unclosed", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", PreviousSecrets: []string{"{env.OLD"}}}, "cookie previous_secrets[0] has an unclosed {"},
 		{"negative max_age", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", MaxAge: -1}}, "cookie max_age must not be negative"},
 		{"relative cookie path", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Path: "app"}}, `cookie path must start with /, got "app"`},
+		{"cookie path with a space", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Path: "/a b"}}, `cookie path "/a b" has ' '`},
+		{"cookie domain a public suffix", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Domain: "github.io"}}, `cookie domain "github.io" is a public suffix`},
 		{"bad same_site", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", SameSite: "loose"}}, `cookie same_site must be lax, strict or none, got "loose"`},
 		{"same_site none insecure", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", SameSite: "none", Secure: &no}}, "same_site none requires secure"},
 		{"__Secure- insecure", &AffinitySelection{Cookie: &CookieConfig{Secret: "s", Name: "__Secure-aff", Secure: &no}}, `cookie name "__Secure-aff" requires secure`},

@@ -66,6 +66,7 @@ preamble() {
 	cat <<CFG
 {
 	admin localhost:$ADMIN
+	default_bind 127.0.0.1
 	auto_https off
 	log {
 		output discard

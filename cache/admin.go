@@ -97,6 +97,9 @@ func (a AdminAPI) handlePurge(w http.ResponseWriter, r *http.Request) error {
 	if len(body) > maxPurgeBody {
 		return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("purging response_cache: request body larger than %d bytes", maxPurgeBody)}
 	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf(`purging response_cache: the request body is empty; send a JSON object naming one of key, prefix or tag, or all: {"prefix": "https://example.com/static/"}`)}
+	}
 	if err := checkPurgeFields(body); err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("purging response_cache: %w", err)}
 	}

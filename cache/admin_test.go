@@ -139,7 +139,9 @@ func TestAdminErrors(t *testing.T) {
 		name, method, path, body string
 		code                     int
 		allow                    string // on a 405 (RFC 9110 §15.5.6)
+		msg                      string // in the error, where given
 	}{
+		{name: "empty", method: "POST", path: "/response_cache/purge", body: " \n", code: 400, msg: "the request body is empty; send a JSON object naming one of key, prefix or tag, or all"},
 		{name: "purge GET", method: "GET", path: "/response_cache/purge", code: 405, allow: "POST"},
 		{name: "bad json", method: "POST", path: "/response_cache/purge", body: `{`, code: 400},
 		{name: "unknown field", method: "POST", path: "/response_cache/purge", body: `{"keys":"x"}`, code: 400},
@@ -179,6 +181,9 @@ func TestAdminErrors(t *testing.T) {
 			var apiErr caddy.APIError
 			if !errors.As(err, &apiErr) || apiErr.HTTPStatus != tc.code {
 				t.Errorf("error %v, want an APIError with status %d", err, tc.code)
+			}
+			if err != nil && !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("error %v, want it to say %q", err, tc.msg)
 			}
 		})
 	}

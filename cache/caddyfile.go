@@ -76,7 +76,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if err := placeholder.CheckKey(placeholder.Expand(arg)); err != nil {
+			if err := checkKey(placeholder.Expand(arg)); err != nil {
 				return d.Errf("key: %v", err)
 			}
 			c.Key = arg
@@ -114,7 +114,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if !isToken(arg) {
-				return d.Errf("cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got '%s'", arg)
+				return d.Errf("cache_name must be a structured-field token (a letter or *, then letters, digits or !#$%%&'*+-.^_`|~:/), got '%s'", arg)
 			}
 			c.CacheName = arg
 		case "coalesce":

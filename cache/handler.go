@@ -256,7 +256,7 @@ func (h *Handler) Validate() error {
 	case c.MinUses < 0 || c.MinUses > maxMinUses:
 		return fmt.Errorf("min_uses must be from 1 to %d (0 means auto), got %d", maxMinUses, c.MinUses)
 	case c.CacheName != "" && !isToken(c.CacheName):
-		return fmt.Errorf("cache_name must be a structured-field token (a letter, then letters, digits or !#$%%&'*+-.^_`|~:/), got %q", c.CacheName)
+		return fmt.Errorf("cache_name must be a structured-field token (a letter or *, then letters, digits or !#$%%&'*+-.^_`|~:/), got %q", c.CacheName)
 	case c.TargetedField != "" && c.TargetedField != "-" && !isFieldName(c.TargetedField):
 		return fmt.Errorf("targeted_field must be a header field name or \"-\", got %q", c.TargetedField)
 	}
@@ -266,9 +266,22 @@ func (h *Handler) Validate() error {
 		}
 	}
 	if c.Key != "" && c.Key != DefaultKey {
-		if err := placeholder.CheckKey(c.Key); err != nil {
+		if err := checkKey(c.Key); err != nil {
 			return fmt.Errorf("key: %w", err)
 		}
+	}
+	return nil
+}
+
+// checkKey checks a custom key template: placeholder.CheckKey's rules,
+// and no request body, which is empty for every request the cache answers
+// or stores (requests with content pass it by).
+func checkKey(template string) error {
+	if err := placeholder.CheckKey(template); err != nil {
+		return err
+	}
+	if name := placeholder.Body(template); name != "" {
+		return fmt.Errorf("%q names {%s}, which is empty for every request the cache stores or answers (requests with content go to the origin), so it tells none of them apart; key on the URI, a header or a cookie", template, name)
 	}
 	return nil
 }
@@ -284,6 +297,12 @@ var meaningfulFields = []string{
 	"Last-Modified", "Link", "Location", "Pragma", "Retry-After", "Server", "Set-Cookie",
 	"Surrogate-Key", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Vary", "Via", "Warning",
 	"Strict-Transport-Security", "Expect-Ct", // max-age of their own
+	// Hop-by-hop, which reverse_proxy drops before the cache sees them.
+	"Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+	// A request's, never in a response.
+	"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Expect", "From", "If-Match",
+	"If-Modified-Since", "If-None-Match", "If-Range", "If-Unmodified-Since", "Max-Forwards", "Origin",
+	"Range", "Referer", "User-Agent",
 }
 
 // checkTargetedField refuses a targeted_field that names a field with a

@@ -1366,6 +1366,9 @@ func TestValidate(t *testing.T) {
 		{name: "targeted Vary", modify: func(c *Config) { c.TargetedField = "Vary" }, err: "targeted_field Vary names a field with a meaning of its own"},
 		{name: "targeted HSTS", modify: func(c *Config) { c.TargetedField = "Strict-Transport-Security" }, err: "names a field with a meaning of its own"},
 		{name: "targeted off", modify: func(c *Config) { c.TargetedField = "-" }},
+		{name: "targeted Proxy-Authenticate", modify: func(c *Config) { c.TargetedField = "Proxy-Authenticate" }, err: "names a field with a meaning of its own"}, // hop-by-hop: reverse_proxy drops it
+		{name: "targeted Range", modify: func(c *Config) { c.TargetedField = "range" }, err: "names a field with a meaning of its own"},                           // a request's
+		{name: "key on the body", modify: func(c *Config) { c.Key = "{http.request.uri}{http.request.body_base64}" }, err: `names {http.request.body_base64}, which is empty for every request the cache stores or answers`},
 		{name: "key without placeholders", modify: func(c *Config) { c.Key = "/static" }, err: `key: "/static" has no placeholder`},
 		{name: "key unbalanced", modify: func(c *Config) { c.Key = "{http.request.uri.path" }, err: `key: "{http.request.uri.path" has an unclosed {`},
 		{name: "key typo", modify: func(c *Config) { c.Key = "{http.request.uri.pth}" }, err: `names {http.request.uri.pth}, which Caddy does not know`},

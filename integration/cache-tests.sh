@@ -64,6 +64,7 @@ pids+=($!)
 cat > "$out/cache-tests.Caddyfile" <<CFG
 {
 	admin 127.0.0.1:$ADMIN
+	default_bind 127.0.0.1
 	auto_https off
 }
 http://127.0.0.1:$CACHE {

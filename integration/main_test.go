@@ -85,6 +85,7 @@ func globals() string { return globalsWith("") }
 func globalsWith(options string) string {
 	return fmt.Sprintf(`{
 	admin localhost:%d
+	default_bind 127.0.0.1
 	auto_https off
 	skip_install_trust
 	persist_config off

@@ -138,7 +138,8 @@ func scan(s string, placeholder func(name string)) error {
 // ones); one whose last part is empty ({http.request.header.}, what
 // `{header.{$VAR}}` becomes with VAR unset; see namedFamilies), which
 // Caddy knows and answers with nothing; {http.request.header.Host}, which
-// is always empty; the response's status, size and timings
+// is always empty; a snippet's argument ({args[0]}) where no import
+// replaced it; the response's status, size and timings
 // (http.response.*, but for the header fields handlers before may have
 // set; http.intercept.*), read before there is a response; the clock
 // (time.*), the request's ID and duration (perRequest) and the client's
@@ -157,6 +158,11 @@ func CheckKey(template string) error {
 		// a constant.
 		if strings.HasPrefix(name, "time.") {
 			return fmt.Errorf("%q names {%s}, which changes with the clock, not with the request: requests moments apart would get different keys (a cache would store entries nobody finds again, a sticky client would move between upstreams); key on the request only, and bound how long responses are kept with default_ttl or the origin's Cache-Control", template, name)
+		}
+	}
+	for _, name := range names {
+		if strings.HasPrefix(name, "args[") || strings.HasPrefix(name, "args.") {
+			return fmt.Errorf("%q names {%s}, a snippet's argument, which the Caddyfile replaces only inside a snippet it imports (`import name arg ...`); anywhere else it stays as written, a placeholder nothing sets, the same for every request", template, name)
 		}
 	}
 	global := caddy.NewReplacer()
@@ -211,6 +217,17 @@ func CheckKey(template string) error {
 		}
 	}
 	return nil
+}
+
+// Body returns the first placeholder of the request's body that
+// template, which must be well formed, names, or "".
+func Body(template string) string {
+	for _, name := range Names(template) {
+		if name == "http.request.body" || name == "http.request.body_base64" {
+			return name
+		}
+	}
+	return ""
 }
 
 // AfterProxy returns the names in template, which must be well formed,

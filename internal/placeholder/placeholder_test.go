@@ -177,6 +177,11 @@ func TestCheckKey(t *testing.T) {
 		{in: "{http.request.uri.query.Q}"}, // so are parameters
 		{in: "{http.vars.UserID}"},         // and variables
 		{in: "{Tenant}{http.request.uri}"}, // a map's output
+		// A snippet's argument outside an import (an audit: random picks).
+		{in: "{args[0]}", err: "names {args[0]}, a snippet's argument, which the Caddyfile replaces only inside a snippet it imports"},
+		{in: "{args[:]} {http.request.uri}", err: "a snippet's argument"},
+		{in: "{args.0}", err: "a snippet's argument"},
+		{in: "{http.vars.args[0]}"}, // a variable may have any name
 	} {
 		err := CheckKey(tc.in)
 		switch {
