@@ -523,8 +523,8 @@ func keyTwice(k, have string) string {
 // upstream would get an empty or truncated body.
 func checkKey(k string) error {
 	if err := placeholder.CheckKey(k); err != nil {
-		if _, isAlg := ParseAlgorithm(strings.ToLower(k)); isAlg == nil {
-			return fmt.Errorf("%w; to choose the algorithm, write `algorithm %s` in the policy's block", err, strings.ToLower(k))
+		if alg, algErr := ParseAlgorithm(strings.ToLower(k)); algErr == nil {
+			return fmt.Errorf("%w; to choose the algorithm, write `algorithm %s` in the policy's block", err, alg)
 		}
 		return err
 	}
@@ -876,9 +876,6 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 	return up
 }
 
-// warnNoWriter logs, once, that the cookie could not be set: the policy
-// that called this one as its fallback (a plugin's; Provision rejects
-// Caddy's header and query policies) passed no ResponseWriter.
 // fallbackSelect asks the fallback policy. Caddy's cookie policy sets its
 // cookie on w without looking: called without a response (by a third-party
 // policy; Caddy's own are refused at provisioning), it gets one that sends
@@ -899,6 +896,9 @@ func (u unsentResponse) Header() http.Header       { return u.header }
 func (unsentResponse) Write(p []byte) (int, error) { return len(p), nil }
 func (unsentResponse) WriteHeader(int)             {}
 
+// warnNoWriter logs, once, that the cookie could not be set: the policy
+// that called this one as its fallback (a plugin's; Provision rejects
+// Caddy's header and query policies) passed no ResponseWriter.
 func (s *AffinitySelection) warnNoWriter() {
 	s.noWriter.Do(func() {
 		s.logger.Warn("affinity cookie cannot be set: the policy calling this one as its fallback passed no response, so clients without the cookie keep getting new random ids; use lb_policy affinity itself, with the other policy's key as its key before the cookie")
