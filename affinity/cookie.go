@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"math"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -482,14 +483,28 @@ func checkCookieField(field, value string) error {
 	case "path":
 		return checkCookiePath(value)
 	case "domain":
-		d := strings.ToLower(strings.TrimPrefix(value, "."))
-		if suffix, _ := publicsuffix.PublicSuffix(d); suffix == d {
-			// Browsers take such a Domain only from that very host, and
-			// then for it alone (RFC 6265 §5.3, step 5).
-			return fmt.Errorf("cookie domain %q is a public suffix or a name of one label: browsers refuse a cookie for every site under it; name your site's domain (such as example.com), or leave domain out for a cookie of this host alone", value)
+		if isPublicSuffix(value) {
+			return fmt.Errorf("cookie domain %q is a public suffix: browsers take a cookie for it only from that very host, and then for it alone, never for the sites under it; name your site's domain (such as example.com), or leave domain out for a cookie of this host alone", value)
 		}
 	}
 	return nil
+}
+
+// isPublicSuffix reports whether domain is listed as a public suffix,
+// under which browsers set no cookie for other hosts (RFC 6265 §5.3,
+// step 5): com, co.uk, github.io. Names of one label the list does not
+// have (localhost, an intranet's) and IP addresses are not: a cookie for
+// such a host alone is what it can have.
+func isPublicSuffix(domain string) bool {
+	d := strings.ToLower(strings.Trim(domain, "."))
+	if d == "" || net.ParseIP(d) != nil {
+		return false
+	}
+	suffix, icann := publicsuffix.PublicSuffix(d)
+	// A name the list does not have gets its last label, under the
+	// list's default rule, and icann false: one of the private section
+	// has a dot.
+	return suffix == d && (icann || strings.Contains(d, "."))
 }
 
 // maxCookieBytes is what browsers take for a cookie's name and value
@@ -506,8 +521,19 @@ func checkCookiePath(path string) error {
 	if strings.ContainsAny(path, "{}") {
 		return fmt.Errorf("cookie path %q has a brace: the path is sent as written (placeholders are not replaced in it), and browsers would send the cookie back to no page", path)
 	}
-	if i := strings.IndexAny(path, " \"<>\\^`|?#"); i >= 0 {
-		return fmt.Errorf("cookie path %q has %q, which a request's path never holds as it is (browsers compare the path as the request sends it, escaped, and a path ends at ? or #), so they would send the cookie back to no page; write it escaped (%%%02X)", path, path[i], path[i])
+	// Browsers compare the cookie's path with the path a request sends,
+	// in which these bytes never appear as they are.
+	if i := strings.IndexAny(path, "?#\\ \"<>^`"); i >= 0 {
+		var fix string
+		switch c := path[i]; c {
+		case '?', '#':
+			fix = "a URL's path ends before ? or #: give the path alone"
+		case '\\':
+			fix = "browsers read \\ in a URL as /: write /"
+		default:
+			fix = fmt.Sprintf("browsers send it escaped: write %%%02X", c)
+		}
+		return fmt.Errorf("cookie path %q has %q, which a request's path never holds, so browsers would send the cookie back to no page; %s", path, path[i], fix)
 	}
 	return nil
 }

@@ -584,10 +584,15 @@ func TestCookieFieldsBrowsersTake(t *testing.T) {
 		{"domain", "me.github.io", true},
 		{"domain", "github.io", false}, // PSL's private section: browsers refuse it too
 		{"domain", "co.uk", false},
-		{"domain", "internal", false},
+		{"domain", "COM.", false},
+		{"domain", "localhost", true}, // for that host alone, as before
+		{"domain", "intranet", true},
+		{"domain", "10.0.0.5", true},
 		{"path", "/a%20b", true},
+		{"path", "/a|b~c", true}, // Firefox sends | as it is
 		{"path", "/a b", false},
 		{"path", "/a#b", false},
+		{"path", `/a\b`, false},
 		{"path", `/a"b`, false},
 	} {
 		err := checkCookieField(tc.field, tc.value)

@@ -65,6 +65,8 @@ func TestCookieAsFallbackOfCaddysPolicies(t *testing.T) {
 			"lb_policy affinity: fallback cookie: under lb_policy query"},
 		{"Caddy's cookie policy, under affinity", `{"policy":"affinity","keys":["{http.request.header.X-Team}"],"fallback":{"policy":"cookie"}}`, ""},
 		{"Caddy's cookie policy, under cookie through affinity", `{"policy":"cookie","fallback":{"policy":"affinity","keys":["{http.request.header.X-Team}"],"fallback":{"policy":"cookie","name":"lb2"}}}`, ""},
+		{"header, through Caddy's cookie policy", `{"policy":"header","field":"X-User","fallback":{"policy":"cookie","fallback":` + cookie + `}}`,
+			"cookie: as the fallback of lb_policy header"}, // the cookie policy passes on the nil it got
 		{"cookie", `{"policy":"cookie","fallback":` + cookie + `}`, ""},
 		{"affinity", `{"policy":"affinity","keys":["{http.request.header.X-User}"],"fallback":` + cookie + `}`, ""},
 		{"itself", cookie, ""},
@@ -102,7 +104,7 @@ func TestCaddysCookieFallbackWithoutAWriter(t *testing.T) {
 			t.Fatal("no upstream without a writer")
 		}
 	}
-	if got := logs.FilterMessageSnippet("affinity cookie cannot be set").Len(); got != 1 {
+	if got := logs.FilterMessageSnippet("affinity's fallback, Caddy's cookie policy, cannot set its cookie").Len(); got != 1 {
 		t.Errorf("%d warnings for 3 requests without a writer, want 1: %v", got, logs.All())
 	}
 	r, w := newReq(ipAddr(9), nil)

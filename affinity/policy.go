@@ -260,25 +260,25 @@ func (s *AffinitySelection) Provision(ctx caddy.Context) error {
 	return s.prepareStatic(ctx)
 }
 
-// responseWithheldBy names the policy that calls this one as its fallback
-// without the response ("header" or "query": Caddy's header and query
-// policies do), through any affinity policies in between, or is empty.
-// A cookie, this policy's own or Caddy's cookie policy's as this one's
-// fallback, could never be set there, and every request without the
-// parent's key would go to a random upstream.
+// responseWithheldBy names the policy above this one, within its
+// reverse_proxy, that calls its fallback without the response ("header"
+// or "query": Caddy's header and query policies do), or is empty. The
+// policies in between (affinity, Caddy's cookie) pass on what they got,
+// and none has a response of its own to give. A cookie, this policy's own
+// or Caddy's cookie policy's as this one's fallback, could never be set
+// there, and every request without the parent's key would go to a random
+// upstream.
 func responseWithheldBy(ctx caddy.Context) string {
 	mods := ctx.Modules() // the last is this policy
-	// An affinity policy in between passes on the writer it was given.
 	for i := len(mods) - 2; i >= 0; i-- {
 		switch mods[i].(type) {
-		case *AffinitySelection:
-			continue
+		case *reverseproxy.Handler:
+			return "" // this policy's reverse_proxy: no policy above it
 		case reverseproxy.HeaderHashSelection, *reverseproxy.HeaderHashSelection:
 			return "header"
 		case reverseproxy.QueryHashSelection, *reverseproxy.QueryHashSelection:
 			return "query"
 		}
-		break
 	}
 	return ""
 }
@@ -524,7 +524,7 @@ func keyTwice(k, have string) string {
 func checkKey(k string) error {
 	if err := placeholder.CheckKey(k); err != nil {
 		if alg, algErr := ParseAlgorithm(strings.ToLower(k)); algErr == nil {
-			return fmt.Errorf("%w; to choose the algorithm, write `algorithm %s` in the policy's block", err, alg)
+			return fmt.Errorf("%w; to choose the algorithm, set the policy's algorithm (`algorithm %s` in its Caddyfile block, \"algorithm\": \"%s\" in JSON)", err, alg, alg)
 		}
 		return err
 	}
@@ -901,6 +901,10 @@ func (unsentResponse) WriteHeader(int)             {}
 // Caddy's header and query policies) passed no ResponseWriter.
 func (s *AffinitySelection) warnNoWriter() {
 	s.noWriter.Do(func() {
+		if s.jar == nil { // the fallback's cookie (fallbackSelect)
+			s.logger.Warn("affinity's fallback, Caddy's cookie policy, cannot set its cookie: the policy calling this one as its fallback passed no response, so clients without the cookie keep getting new random upstreams; use lb_policy affinity itself, with the other policy's key as its key before its own cookie")
+			return
+		}
 		s.logger.Warn("affinity cookie cannot be set: the policy calling this one as its fallback passed no response, so clients without the cookie keep getting new random ids; use lb_policy affinity itself, with the other policy's key as its key before the cookie")
 	})
 }
