@@ -85,6 +85,24 @@ func TestCookieAsFallbackOfCaddysPolicies(t *testing.T) {
 	}
 }
 
+// selectsWithoutAWriter has s pick for three requests without a
+// response, as a plugin's policy calling it might, and checks that each
+// gets an upstream and that the log has warning once.
+func selectsWithoutAWriter(t *testing.T, s *AffinitySelection, pool reverseproxy.UpstreamPool, warning string) {
+	t.Helper()
+	core, logs := observer.New(zap.WarnLevel)
+	s.logger = zap.New(core)
+	for i := range 3 {
+		r, _ := newReq(ipAddr(i), nil)
+		if s.Select(pool, r, nil) == nil {
+			t.Fatal("no upstream without a writer")
+		}
+	}
+	if got := logs.FilterMessageSnippet(warning).Len(); got != 1 {
+		t.Errorf("%d warnings %q for 3 requests without a writer, want 1: %v", got, warning, logs.All())
+	}
+}
+
 // TestCaddysCookieFallbackWithoutAWriter: a plugin's policy that calls
 // this one without the response, its fallback Caddy's cookie policy (which
 // sets its cookie without looking), still gets an upstream for each
@@ -95,18 +113,8 @@ func TestCaddysCookieFallbackWithoutAWriter(t *testing.T) {
 		Keys:        []string{"{http.request.header.X-Team}"},
 		FallbackRaw: json.RawMessage(`{"policy":"cookie","name":"lb"}`),
 	})
-	core, logs := observer.New(zap.WarnLevel)
-	s.logger = zap.New(core)
 	pool := fakePool(5)
-	for i := range 3 {
-		r, _ := newReq(ipAddr(i), nil)
-		if s.Select(pool, r, nil) == nil {
-			t.Fatal("no upstream without a writer")
-		}
-	}
-	if got := logs.FilterMessageSnippet("affinity's fallback, Caddy's cookie policy, cannot set its cookie").Len(); got != 1 {
-		t.Errorf("%d warnings for 3 requests without a writer, want 1: %v", got, logs.All())
-	}
+	selectsWithoutAWriter(t, s, pool, "affinity's fallback, Caddy's cookie policy, cannot set its cookie")
 	r, w := newReq(ipAddr(9), nil)
 	if s.Select(pool, r, w) == nil {
 		t.Fatal("no upstream with a writer")
@@ -121,19 +129,8 @@ func TestCaddysCookieFallbackWithoutAWriter(t *testing.T) {
 // the log says, once, why its clients keep getting new ids.
 func TestCookieWithoutAWriterWarnsOnce(t *testing.T) {
 	s := cookiePolicy(t, CookieConfig{})
-	core, logs := observer.New(zap.WarnLevel)
-	s.logger = zap.New(core)
 	pool := fakePool(5)
-	for i := range 3 {
-		r, _ := newReq(ipAddr(i), nil)
-		if s.Select(pool, r, nil) == nil {
-			t.Fatal("no upstream without a writer")
-		}
-	}
-	got := logs.FilterMessageSnippet("affinity cookie cannot be set").Len()
-	if got != 1 {
-		t.Errorf("%d warnings for 3 requests without a writer, want 1: %v", got, logs.All())
-	}
+	selectsWithoutAWriter(t, s, pool, "affinity cookie cannot be set")
 	r, w := newReq(ipAddr(9), nil)
 	s.Select(pool, r, w)
 	if len(setCookies(w.Header())) != 1 {
@@ -143,7 +140,7 @@ func TestCookieWithoutAWriterWarnsOnce(t *testing.T) {
 	// A cookie signed with a previous secret, which would be issued again.
 	const old = "an old secret, long enough......"
 	rotated := cookiePolicy(t, CookieConfig{PreviousSecrets: []string{old}})
-	core, logs = observer.New(zap.WarnLevel)
+	core, logs := observer.New(zap.WarnLevel)
 	rotated.logger = zap.New(core)
 	r, _ = newReq(ipAddr(10), func(r *http.Request) {
 		r.AddCookie(&http.Cookie{Name: defaultCookieName, Value: sign(old, "AAAAAAAAAAAAAAAAAAAAAA")})
