@@ -8,6 +8,7 @@
 #   bench/run.sh latency    # latency of concurrent requests to one uncacheable URL of a slow origin (DELAY, LCONNS, LROUNDS, LQUERY, LHEADER)
 #   bench/run.sh media      # what the origin sends while browsers play videos with Range requests (PLAYS)
 #   bench/run.sh burst      # peak RSS while BURST concurrent misses of distinct BURST_MIB objects arrive slowly (MAX_MIB)
+#   bench/run.sh mixed      # RSS after filling the cache with 10x max_size of responses of 1 KiB to 8 MiB, with and without Content-Length (MAX_MIB, SEED)
 #
 # Needs wrk (apt-get install wrk). DURATION (default 3s), CONNS (default 32)
 # and ROUNDS (default 7; medians are reported) tune the throughput runs.
@@ -20,7 +21,7 @@ CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-7}
 CADDY=${CADDY:-$out/caddy}
 
-if [ "${1:-throughput}" != media ]; then
+if [ "${1:-throughput}" != media ] && [ "${1:-}" != mixed ]; then
 	command -v wrk >/dev/null || { echo "bench: wrk not found; apt-get install wrk" >&2; exit 1; }
 fi
 if [ ! -x "$CADDY" ]; then
@@ -515,6 +516,60 @@ CFG
 	kill "$origin_pid"
 }
 
+# mixed fills a MAX_MIB (default 64) MiB cache ten times over with unique
+# responses of log-uniform sizes from 1 KiB to max_item_size (an eighth of
+# max_size), 12 at a time and every one stored (min_uses 1), from
+# bench/slow-origin: once with their length declared, once sent without
+# Content-Length (gathered in pieces while recorded). SEED (default 1) picks
+# the sizes. It prints Caddy's RSS and anonymous memory (its own, not the
+# binary's pages, which vary from one build to another) idle, at the peak
+# (VmHWM) and 10 s after the fill, each over idle as a multiple of
+# max_size, and the store's stats.
+mixed() {
+	local max_mib=${MAX_MIB:-64} slow mode
+	slow=$(freeport)
+	go build -o "$out/slow-origin" ./bench/slow-origin
+	"$out/slow-origin" -port "$slow" -delay 0s &
+	local origin_pid=$!
+	body=mixed
+	cfg="$out/mixed.Caddyfile"
+	{ preamble; cat <<CFG
+http://127.0.0.1:$CACHE {
+	response_cache {
+		max_size ${max_mib}MiB
+		min_uses 1
+	}
+	reverse_proxy 127.0.0.1:$slow
+}
+CFG
+	} > "$cfg"
+	# The sizes: log-uniform from 1 KiB to max_item_size, 10 x max_size in all.
+	awk -v seed="${SEED:-1}" -v max=$((max_mib << 17)) -v total=$((max_mib * 10 << 20)) 'BEGIN {
+		srand(seed); lo = log(1024); hi = log(max)
+		for (i = 1; sum < total; i++) { n = int(exp(lo + rand() * (hi - lo))); sum += n; print i, n }
+	}' > "$out/mixed-sizes.txt"
+	anon() { awk '/^Anonymous:/ {print int($2 / 1024)}' "/proc/$caddy_pid/smaps_rollup"; }
+	for mode in declared chunked; do
+		start_caddy "$cfg"
+		for i in $(seq 50); do curl -fs "http://127.0.0.1:$CACHE/warm/$i?cc=no-store&n=16384" -o /dev/null; done
+		sleep 2
+		local rss0 anon0 rss anon hwm chunked=0
+		[ "$mode" = chunked ] && chunked=1
+		rss0=$(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$caddy_pid/status"); anon0=$(anon)
+		awk -v c="$chunked" '{print $1, $2, c}' "$out/mixed-sizes.txt" |
+			"${PIN_WRK[@]}" xargs -P 12 -n 3 sh -c 'curl -fs -o /dev/null "http://127.0.0.1:$0/mixed/$1?cc=public,max-age=3600&n=$2&chunked=$3"' "$CACHE" || true
+		sleep 10
+		rss=$(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$caddy_pid/status"); anon=$(anon)
+		hwm=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$caddy_pid/status")
+		printf '%-8s %d responses, %d MiB: RSS idle %d MiB, peak %d MiB (%.2f x max_size over idle), 10 s after %d MiB (%.2f x); anonymous memory idle %d MiB, 10 s after %d MiB (%.2f x)\n' \
+			"$mode" "$(wc -l < "$out/mixed-sizes.txt")" "$((max_mib * 10))" "$rss0" "$hwm" "$(echo "($hwm - $rss0) / $max_mib" | bc -l)" \
+			"$rss" "$(echo "($rss - $rss0) / $max_mib" | bc -l)" "$anon0" "$anon" "$(echo "($anon - $anon0) / $max_mib" | bc -l)"
+		echo "  store: $(curl -fs "http://localhost:$ADMIN/response_cache/stats")"
+		stop_caddy
+	done
+	kill "$origin_pid"
+}
+
 case "${1:-throughput}" in
 	throughput) throughput ;;
 	memory) memory ;;
@@ -522,5 +577,6 @@ case "${1:-throughput}" in
 	latency) latency ;;
 	media) media ;;
 	burst) burst ;;
-	*) echo "usage: bench/run.sh [throughput|memory|profile|latency|media|burst]" >&2; exit 2 ;;
+	mixed) mixed ;;
+	*) echo "usage: bench/run.sh [throughput|memory|profile|latency|media|burst|mixed]" >&2; exit 2 ;;
 esac

@@ -42,9 +42,14 @@ import (
 // the heap takes what the arena would have held; once the arena is closed
 // (a reload), the heap takes the responses still being recorded.
 //
+// Bodies of unknown length are gathered, while they are recorded, in
+// blocks of scratchSize (newPiece), and copied into blocks planned for
+// their length when they end.
+//
 // Memory in the arena is never read or written after it is freed: bodies
 // are reference-counted (see body), and a block returns to the arena only
-// when the last reader is done with it.
+// when the last reader is done with it; a growing body's pieces are read
+// by others only under its guard, which freeing them takes (dropScratch).
 type arena struct {
 	chunkShift uint // log2 of the chunk size
 	maxChunks  int
@@ -305,6 +310,60 @@ func (a *arena) appendAlloc(dst []span, n int) ([]span, bool) {
 		a.fallbackBytes.Add(int64(want))
 	}
 	return spans, true
+}
+
+// pieceOrder is the order of the blocks that hold pieces of bodies of
+// unknown length.
+var pieceOrder = ceilOrder(scratchSize)
+
+// newPiece returns a piece, scratchSize bytes, for a body of unknown
+// length being recorded: a block of the arena, which has room for the
+// responses being recorded besides the bodies stored (see newArena), so
+// that they are not on the Go heap, whose collector would let twice their
+// bytes stay in the process's memory; or, when the arena has no block free
+// (or a is nil), a pooled heap piece (order -1).
+func (a *arena) newPiece() span {
+	if a != nil {
+		a.mu.Lock()
+		b, ok := a.allocLocked(pieceOrder)
+		var piece span
+		if ok {
+			off := (int(b) & a.blockMask()) << minBlockShift
+			c := a.chunks[int(b)>>a.blockShift()]
+			piece = span{b: c[off : off+scratchSize : off+scratchSize], block: b, order: pieceOrder}
+		}
+		a.mu.Unlock()
+		if ok {
+			return piece
+		}
+	}
+	return span{b: scratchPool.Get().(*[scratchSize]byte)[:], order: -1}
+}
+
+// freePieces gives back pieces newPiece gave: blocks to the arena, heap
+// pieces to the pool.
+func (a *arena) freePieces(pieces []span) {
+	blocks := false
+	for _, p := range pieces {
+		if p.order < 0 {
+			scratchPool.Put((*[scratchSize]byte)(p.b))
+		} else {
+			blocks = true
+		}
+	}
+	if !blocks {
+		return
+	}
+	a.mu.Lock()
+	for _, p := range pieces {
+		if p.order >= 0 {
+			a.freeLocked(p.block, p.order)
+		}
+	}
+	if a.closed && a.used == 0 {
+		a.unmapLocked()
+	}
+	a.mu.Unlock()
 }
 
 // free returns spans to the arena (heap spans to the garbage collector).

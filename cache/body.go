@@ -36,8 +36,11 @@ type body struct {
 	// writeGrowing), fill is set and its mutex guards the scratch slice
 	// (not the bytes of its pieces, written once, in order, before the
 	// fill says so; see guard).
-	limit   int
-	scratch []*[scratchSize]byte
+	limit int
+	// scratch holds the pieces, scratchSize bytes each: blocks of the
+	// arena, or pooled heap pieces (order -1) when it has none free (see
+	// arena.newPiece).
+	scratch []span
 	// inline holds the spans of a body below a chunk, so that the body
 	// is one object for the garbage collector instead of two.
 	inline [3]span
@@ -67,8 +70,9 @@ func (a *arena) newBody(n int) (*body, bool) {
 	return b, true
 }
 
-// scratchSize is the size of the heap pieces a body of unknown length
-// is gathered in; they are pooled, so recording makes no garbage.
+// scratchSize is the size of the pieces a body of unknown length is
+// gathered in: blocks of the arena, or, when it has none free, heap
+// pieces, which are pooled, so that recording makes no garbage.
 const scratchSize = 16 << 10
 
 var scratchPool = sync.Pool{New: func() any { return new([scratchSize]byte) }}
@@ -83,7 +87,7 @@ const writeBufSize = 32 << 10
 var writeBufPool = sync.Pool{New: func() any { return new([writeBufSize]byte) }}
 
 // newGrowingBody returns a body of unknown length, at most limit bytes,
-// gathered in pooled heap pieces as it is written (one reference, the
+// gathered in pieces as it is written (one reference, the
 // caller's); seal moves it into arena blocks planned for its length, so
 // that it takes as few blocks (and a hit as few writes) as a body of
 // declared length.
@@ -93,7 +97,7 @@ func (a *arena) newGrowingBody(limit int) *body {
 	return b
 }
 
-// dropScratch returns a growing body's pieces to the pool.
+// dropScratch gives a growing body's pieces back (see arena.freePieces).
 func (b *body) dropScratch() {
 	if b.limit == 0 {
 		return
@@ -101,10 +105,8 @@ func (b *body) dropScratch() {
 	if m := b.guard(); m != nil {
 		defer m.Unlock()
 	}
-	for i, s := range b.scratch {
-		scratchPool.Put(s)
-		b.scratch[i] = nil
-	}
+	b.arena.freePieces(b.scratch)
+	clear(b.scratch)
 	b.scratch = nil
 }
 
@@ -117,7 +119,7 @@ func (b *body) sealed() (*body, bool) {
 		return nil, false
 	}
 	for left, i := b.w, 0; left > 0; i++ {
-		n, _ := out.Write(b.scratch[i][:min(left, scratchSize)])
+		n, _ := out.Write(b.scratch[i].b[:min(left, scratchSize)])
 		left -= n
 	}
 	return out, true
@@ -147,7 +149,7 @@ func (b *body) copyOut(dst []byte, start, end int) int {
 		if i >= len(b.scratch) {
 			break
 		}
-		c := copy(dst[n:], b.scratch[i][off:min(scratchSize, off+end-start)])
+		c := copy(dst[n:], b.scratch[i].b[off:min(scratchSize, off+end-start)])
 		n, start = n+c, start+c
 	}
 	return n
@@ -191,19 +193,19 @@ func (b *body) room() []byte {
 		}
 		off := b.w % scratchSize
 		if off == 0 {
-			piece := scratchPool.Get().(*[scratchSize]byte)
+			piece := b.arena.newPiece()
 			m := b.guard()
 			if b.scratch == nil {
 				// Room for 64 KiB at first: one allocation where growing
 				// from one piece took three.
-				b.scratch = make([]*[scratchSize]byte, 0, 4)
+				b.scratch = make([]span, 0, 4)
 			}
 			b.scratch = append(b.scratch, piece)
 			if m != nil {
 				m.Unlock()
 			}
 		}
-		return b.scratch[len(b.scratch)-1][off:min(scratchSize, off+b.limit-b.w)]
+		return b.scratch[len(b.scratch)-1].b[off:min(scratchSize, off+b.limit-b.w)]
 	}
 	if b.w >= b.n {
 		return nil

@@ -467,6 +467,51 @@ func TestGrowingBody(t *testing.T) {
 	}
 }
 
+// TestGrowingBodyPiecesInTheArena: a body of unknown length is gathered
+// in blocks of the arena, not on the Go heap (whose collector would let
+// twice their bytes stay in the process), given back when it is sealed;
+// an arena with no block to give (closed here) hands out heap pieces.
+func TestGrowingBodyPiecesInTheArena(t *testing.T) {
+	a := newArena(64 << 20)
+	t.Cleanup(a.close)
+	want := bytes.Repeat(patternFor(7, 1000), 41)[:40<<10]
+	b := a.newGrowingBody(8 << 20)
+	fillInPieces(t, b, want)
+	if len(b.scratch) != 3 {
+		t.Fatalf("%d pieces for 40 KiB, want 3", len(b.scratch))
+	}
+	for i, p := range b.scratch {
+		if p.order != pieceOrder || len(p.b) != scratchSize {
+			t.Errorf("piece %d: order %d, %d bytes; want a block of the arena of order %d, %d bytes", i, p.order, len(p.b), pieceOrder, scratchSize)
+		}
+	}
+	if got := a.stats().Used; got != 3*scratchSize {
+		t.Errorf("arena holds %d bytes while 40 KiB are gathered, want its 3 pieces, %d", got, 3*scratchSize)
+	}
+	sealed := mustBody(b.seal())
+	if !spansEqual(sealed.spans, want) {
+		t.Fatal("sealed content differs from what was written")
+	}
+	if used, plan := int(a.stats().Used), planBytes(a.blockOrders(len(want), nil)); used != plan {
+		t.Errorf("arena holds %d bytes once sealed, want the %d planned for the body alone", used, plan)
+	}
+	sealed.release()
+	checkAllFree(t, a)
+
+	a.close()
+	b = a.newGrowingBody(8 << 20)
+	fillInPieces(t, b, want[:20<<10])
+	for i, p := range b.scratch {
+		if p.order != -1 || len(p.b) != scratchSize {
+			t.Errorf("closed arena, piece %d: order %d, %d bytes; want a heap piece (order -1) of %d", i, p.order, len(p.b), scratchSize)
+		}
+	}
+	if got := a.stats().Used; got != 0 {
+		t.Errorf("closed arena holds %d bytes for heap pieces", got)
+	}
+	b.release()
+}
+
 func TestGrowingBodyLimit(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

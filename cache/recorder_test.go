@@ -50,7 +50,7 @@ func recorded(rec *recorder) string {
 		var sb strings.Builder
 		for i, left := 0, b.w; left > 0; i++ {
 			n := min(left, scratchSize)
-			sb.Write(b.scratch[i][:n])
+			sb.Write(b.scratch[i].b[:n])
 			left -= n
 		}
 		return sb.String()

@@ -5,8 +5,10 @@
 // (with vary=Origin it answers like CORS middleware, echoing the Origin
 // in Access-Control-Allow-Origin). With -pace it declares the body's
 // length and sends it in 64 KiB pieces spread over that time (the origin
-// of bench/run.sh burst, whose responses stay in flight). It listens on
-// 127.0.0.1 only.
+// of bench/run.sh burst, whose responses stay in flight). A request with
+// an n query parameter gets a body of n bytes instead, its length
+// declared, or, with chunked=1, sent without Content-Length (the origin of
+// bench/run.sh mixed). It listens on 127.0.0.1 only.
 //
 //	go run ./bench/slow-origin -port 9000 -delay 20ms
 package main
@@ -40,6 +42,10 @@ func main() {
 				w.Header().Set("Access-Control-Allow-Origin", o)
 			}
 		}
+		if n, err := strconv.Atoi(r.URL.Query().Get("n")); err == nil && n > 0 {
+			writeSized(w, n, r.URL.Query().Get("chunked") == "1")
+			return
+		}
 		if *pace <= 0 {
 			_, _ = w.Write(body)
 			return
@@ -57,4 +63,24 @@ func main() {
 	})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(*port))
 	log.Fatal(http.ListenAndServe(addr, h))
+}
+
+var filler = []byte(strings.Repeat("mixed sizes ", 32<<10/12+1))[:32<<10]
+
+// writeSized sends a body of n bytes, in 32 KiB writes, its length
+// declared or, when chunked, not (the header is sent first, so that Go's
+// server sends the body chunked whatever its size).
+func writeSized(w http.ResponseWriter, n int, chunked bool) {
+	if chunked {
+		w.(http.Flusher).Flush()
+	} else {
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+	}
+	for n > 0 {
+		c, err := w.Write(filler[:min(n, len(filler))])
+		if err != nil {
+			return
+		}
+		n -= c
+	}
 }
