@@ -119,7 +119,9 @@ const (
 // up to maxCost, a sixteenth (the slack that keeps fragmentation from
 // pushing bodies to the heap) and twice the recording budget (an eighth,
 // and one more for responses others wait for), so that bodies being
-// recorded live in the arena too.
+// recorded live in the arena too. (A body of unknown length that is a
+// large part of maxCost may find no room for its copy beside its pieces
+// when it ends: it is then stored in them, see body.sealed.)
 func newArena(maxCost int64) *arena {
 	shift := uint(maxChunkShift)
 	for shift > minChunkShift && int64(1)<<shift > maxCost/16 {
@@ -277,10 +279,11 @@ func ceilOrder(n int) int8 {
 }
 
 // appendAlloc appends to dst spans holding n bytes in all (each cut to
-// the length it holds). What the arena cannot give comes from the Go
-// heap, up to heapLimit; past it, nothing is allocated, and it returns
-// dst and false.
-func (a *arena) appendAlloc(dst []span, n int) ([]span, bool) {
+// the length it holds). When heap is set, what the arena cannot give
+// comes from the Go heap, up to heapLimit; past it (or the arena short,
+// without heap), nothing is allocated, and it returns dst and false (and
+// counts a noRoom, with heap).
+func (a *arena) appendAlloc(dst []span, n int, heap bool) ([]span, bool) {
 	var plan [8]int8
 	orders := a.blockOrders(n, plan[:0])
 	spans := slices.Grow(dst, len(orders))
@@ -300,6 +303,10 @@ func (a *arena) appendAlloc(dst []span, n int) ([]span, bool) {
 		// A closed arena (its store gone in a reload) serves only the
 		// responses already being recorded, which the recording budget
 		// bounds: their waiters still get them from one origin request.
+		if !heap {
+			a.freeSpansLocked(spans[len(dst):])
+			return dst, false
+		}
 		if !a.closed && a.fallbackBytes.Load()+int64(want) > a.heapLimit {
 			a.freeSpansLocked(spans[len(dst):])
 			a.noRoom.Add(1)
@@ -340,14 +347,26 @@ func (a *arena) newPiece() span {
 	return span{b: scratchPool.Get().(*[scratchSize]byte)[:], order: -1}
 }
 
+// isClosed reports whether a's store is gone (see close).
+func (a *arena) isClosed() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.closed
+}
+
+// adoptedPiece marks a piece that a stored body has taken as one of its
+// spans (see body.sealed): not the growing body's to give back.
+const adoptedPiece = -2
+
 // freePieces gives back pieces newPiece gave: blocks to the arena, heap
-// pieces to the pool.
+// pieces to the pool (but adopted ones, which their body frees).
 func (a *arena) freePieces(pieces []span) {
 	blocks := false
 	for _, p := range pieces {
-		if p.order < 0 {
+		switch {
+		case p.order == -1:
 			scratchPool.Put((*[scratchSize]byte)(p.b))
-		} else {
+		case p.order >= 0:
 			blocks = true
 		}
 	}
@@ -616,7 +635,8 @@ func (a *arena) unmapLocked() {
 type arenaStats struct {
 	// Mapped is the memory mapped for bodies, outside the Go heap.
 	Mapped int64 `json:"mapped_bytes"`
-	// Used is the part of it holding bodies (whole blocks).
+	// Used is the part of it holding bodies (whole blocks), those being
+	// recorded included.
 	Used int64 `json:"used_bytes"`
 	// Resident is the part of Mapped in the process's memory: Used, and
 	// free pages kept for the next bodies (at most an eighth of

@@ -77,7 +77,7 @@ func TestArenaResidentMemory(t *testing.T) {
 					live[i] = live[len(live)-1]
 					live = live[:len(live)-1]
 				}
-				ss, ok := a.appendAlloc(nil, n)
+				ss, ok := a.appendAlloc(nil, n, true)
 				if !ok {
 					continue
 				}

@@ -179,7 +179,7 @@ func TestNewArenaGeometry(t *testing.T) {
 // alloc returns spans holding n bytes in all; it panics when the arena
 // has no room (see appendAlloc).
 func (a *arena) alloc(n int) []span {
-	spans, ok := a.appendAlloc(nil, n)
+	spans, ok := a.appendAlloc(nil, n, true)
 	if !ok {
 		panic("arena: no room")
 	}
@@ -205,7 +205,7 @@ func newArenaRun(a *arena) *arenaRun {
 func (r *arenaRun) alloc(t *testing.T, id, n int) {
 	t.Helper()
 	before := r.a.stats()
-	ss, ok := r.a.appendAlloc(nil, n)
+	ss, ok := r.a.appendAlloc(nil, n, true)
 	if !ok {
 		if st := r.a.stats(); st.Used != before.Used || st.FallbackBytes != before.FallbackBytes || st.NoRoom != before.NoRoom+1 {
 			t.Fatalf("op %d: alloc(%d) found no room but changed the arena: %+v, before %+v", id, n, st, before)
@@ -843,12 +843,12 @@ func TestArenaHeapAllowance(t *testing.T) {
 	if st := a.stats(); st.FallbackBytes != 32<<10 || st.Used != full.Used {
 		t.Fatalf("two 16 KiB bodies in a full arena: %+v", st)
 	}
-	if _, ok := a.appendAlloc(nil, 1); ok {
+	if _, ok := a.appendAlloc(nil, 1, true); ok {
 		t.Fatal("a byte past the heap allowance was allocated")
 	}
 	a.free(chunks[0])
 	before := a.stats()
-	if _, ok := a.appendAlloc(nil, a.chunkSize()+minBlock); ok {
+	if _, ok := a.appendAlloc(nil, a.chunkSize()+minBlock, true); ok {
 		t.Fatal("a chunk and a block past the heap allowance were allocated")
 	}
 	if st := a.stats(); st.Used != before.Used || st.FallbackBytes != before.FallbackBytes || st.NoRoom != 2 {
@@ -862,7 +862,7 @@ func TestArenaHeapAllowance(t *testing.T) {
 	for _, ss := range heap {
 		a.free(ss)
 	}
-	if ss, ok := a.appendAlloc(nil, 30<<10); !ok {
+	if ss, ok := a.appendAlloc(nil, 30<<10, true); !ok {
 		t.Fatal("the heap allowance freed is not available again")
 	} else {
 		a.free(ss)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,13 +56,19 @@ type body struct {
 // reference (the caller's), or false when the arena has no room for it
 // (see appendAlloc). A nil arena puts it on the heap.
 func (a *arena) newBody(n int) (*body, bool) {
+	return a.newBodyFrom(n, true)
+}
+
+// newBodyFrom is newBody, which takes nothing from the heap unless heap
+// is set (see appendAlloc); a nil arena puts it on the heap anyway.
+func (a *arena) newBodyFrom(n int, heap bool) (*body, bool) {
 	if n <= 0 {
 		return nil, true
 	}
 	b := &body{arena: a, n: n}
 	if a == nil {
 		b.spans = append(b.inline[:0], span{b: make([]byte, n), order: -1})
-	} else if spans, ok := a.appendAlloc(b.inline[:0], n); ok {
+	} else if spans, ok := a.appendAlloc(b.inline[:0], n, heap); ok {
 		b.spans = spans
 	} else {
 		return nil, false
@@ -110,17 +117,52 @@ func (b *body) dropScratch() {
 	b.scratch = nil
 }
 
-// sealed returns a copy of a growing body, complete, in a body of its
-// length in the arena (nil when empty) holding one reference, the
-// caller's, or false when the arena has no room for it.
+// sealed returns a growing body, complete, as a body of its length (nil
+// when empty) holding one reference, the caller's, or false when there is
+// no room for it: a copy in blocks of the arena planned for its length;
+// or, when the arena has no room for that beside the pieces (a body that
+// is a large part of max_size, a full arena), the pieces themselves, when
+// they are all the arena's, which the new body takes over as its spans
+// (b's release then leaves them); else a copy partly on the heap, within
+// its allowance (see appendAlloc).
 func (b *body) sealed() (*body, bool) {
-	out, ok := b.arena.newBody(b.w)
+	out, ok := b.arena.newBodyFrom(b.w, false)
 	if !ok {
-		return nil, false
+		if out, ok = b.adoptPieces(); ok {
+			return out, true
+		}
+		if out, ok = b.arena.newBody(b.w); !ok {
+			return nil, false
+		}
 	}
 	for left, i := b.w, 0; left > 0; i++ {
 		n, _ := out.Write(b.scratch[i].b[:min(left, scratchSize)])
 		left -= n
+	}
+	return out, true
+}
+
+// adoptPieces returns a body (one reference, the caller's) whose spans
+// are b's pieces, the last cut to the length it holds, when every piece
+// is a block of the arena; b keeps them readable (a writer may still copy
+// from them until it is handed the new body) but no longer gives them
+// back.
+func (b *body) adoptPieces() (*body, bool) {
+	if len(b.scratch) == 0 || slices.ContainsFunc(b.scratch, func(p span) bool { return p.order < 0 }) || b.arena.isClosed() {
+		// (A closed arena's store is gone: a copy on the heap, as its
+		// other responses being recorded get, lets it unmap sooner.)
+		return nil, false
+	}
+	out := &body{arena: b.arena, n: b.w, spans: make([]span, len(b.scratch))}
+	copy(out.spans, b.scratch)
+	last := &out.spans[len(out.spans)-1]
+	last.b = last.b[:b.w-(len(b.scratch)-1)*scratchSize]
+	out.refs.Store(1)
+	if m := b.guard(); m != nil {
+		defer m.Unlock()
+	}
+	for i := range b.scratch {
+		b.scratch[i].order = adoptedPiece
 	}
 	return out, true
 }

@@ -512,6 +512,38 @@ func TestGrowingBodyPiecesInTheArena(t *testing.T) {
 	b.release()
 }
 
+// TestGrowingBodyTooLargeToCopy: a body of unknown length with no room
+// in the arena for its copy beside its pieces (here three quarters of
+// max_size) is stored in its pieces themselves, not refused (a review:
+// no_room once pieces moved into the arena), and they are freed once.
+func TestGrowingBodyTooLargeToCopy(t *testing.T) {
+	a := newArena(8 << 20) // room for 8 MiB, a sixteenth and two recording budgets
+	t.Cleanup(a.close)
+	want := bytes.Repeat(patternFor(3, 1000), 6<<11)[:6<<20-100]
+	b := a.newGrowingBody(8 << 20)
+	fillInPieces(t, b, want)
+	sealed := mustBody(b.seal())
+	if !spansEqual(sealed.spans, want) || sealed.Len() != len(want) {
+		t.Fatal("sealed content differs from what was written")
+	}
+	st := a.stats()
+	if st.Used != 384*scratchSize {
+		t.Errorf("arena holds %d bytes, want the 384 pieces alone, %d", st.Used, 384*scratchSize)
+	}
+	if st.NoRoom != 0 || st.Fallbacks != 0 {
+		t.Errorf("no_room %d, heap fallbacks %d; want the pieces taken over", st.NoRoom, st.Fallbacks)
+	}
+	if got := sealed.cost(); got != 384*scratchSize {
+		t.Errorf("cost %d, want its blocks, %d", got, 384*scratchSize)
+	}
+	before := overReleases.Load()
+	sealed.release()
+	checkAllFree(t, a)
+	if overReleases.Load() != before {
+		t.Error("a piece released twice")
+	}
+}
+
 func TestGrowingBodyLimit(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

@@ -140,7 +140,7 @@ func newStoreCollector() *storeCollector {
 		purges:    d("purges_total", "Responses removed by purges (variant records not counted), by unsafe requests' invalidations and by revalidations showing a stored response out of date."),
 
 		arenaMapped:   d("arena_mapped_bytes", "Bytes of memory mapped for bodies, outside the Go heap."),
-		arenaUsed:     d("arena_used_bytes", "Bytes of the body arena in use by bodies."),
+		arenaUsed:     d("arena_used_bytes", "Bytes of the body arena in use by bodies, stored and being recorded."),
 		arenaResident: d("arena_resident_bytes", "Bytes of the body arena in the process's memory: those in use, and free pages kept for the next bodies (at most an eighth of max_size more)."),
 		arenaReleased: d("arena_released_bytes_total", "Bytes of freed arena blocks given back to the system, past the eighth of max_size kept; the bodies stored there next fault them in again."),
 		heapBodies:    d("heap_body_bytes", "Bytes of bodies that did not fit in the arena and live on the Go heap."),

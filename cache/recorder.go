@@ -785,11 +785,14 @@ func (rec *recorder) takeBody() (*body, bool) {
 // at its client's pace, while the lead budget holds what it had yet to.
 func (rec *recorder) dropBody() {
 	rec.unreserve()
-	if b := rec.body; b != nil && b.limit > 0 && rec.writer != nil {
+	b := rec.body
+	rec.body = nil
+	// Deferred: recouple panics again with what the client's writer
+	// panicked with, and the body's pieces are the arena's to get back.
+	defer b.release()
+	if b != nil && b.limit > 0 && rec.writer != nil {
 		rec.recouple()
 	}
-	rec.body.release()
-	rec.body = nil
 }
 
 // declaredLength returns the body length the Content-Length field
