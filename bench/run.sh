@@ -378,6 +378,16 @@ profile() {
 	done
 }
 
+# start_slow_origin builds and starts bench/slow-origin with the given
+# flags on a free port, which it puts in slow, and its pid in origin_pid
+# (both the caller's locals).
+start_slow_origin() {
+	slow=$(freeport)
+	go build -o "$out/slow-origin" ./bench/slow-origin
+	"$out/slow-origin" -port "$slow" "$@" &
+	origin_pid=$!
+}
+
 # latency measures what coalescing costs concurrent requests to one URL
 # whose responses are never stored: LCONNS connections (default 16) on one
 # URL of bench/slow-origin, which answers after DELAY (default 20ms)
@@ -391,10 +401,8 @@ latency() {
 	local slow round name port
 	local hdr=()
 	[ -n "${LHEADER:-}" ] && hdr=(-H "$LHEADER")
-	slow=$(freeport)
-	go build -o "$out/slow-origin" ./bench/slow-origin
-	"$out/slow-origin" -port "$slow" -delay "${DELAY:-20ms}" &
-	local origin_pid=$!
+	local origin_pid
+	start_slow_origin -delay "${DELAY:-20ms}"
 	body=latency
 	cfg="$out/latency.Caddyfile"
 	{ preamble; cat <<CFG
@@ -485,10 +493,8 @@ PY
 # clients got, and the store's stats (recording_refusals).
 burst() {
 	local n=${BURST:-60} mib=${BURST_MIB:-8} max_mib=${MAX_MIB:-64} slow i pids=()
-	slow=$(freeport)
-	go build -o "$out/slow-origin" ./bench/slow-origin
-	"$out/slow-origin" -port "$slow" -delay 0s -size $((mib << 20)) -pace 5s &
-	local origin_pid=$!
+	local origin_pid
+	start_slow_origin -delay 0s -size $((mib << 20)) -pace 5s
 	body=burst
 	cfg="$out/burst.Caddyfile"
 	{ preamble; cat <<CFG
@@ -527,10 +533,8 @@ CFG
 # max_size, and the store's stats.
 mixed() {
 	local max_mib=${MAX_MIB:-64} slow mode
-	slow=$(freeport)
-	go build -o "$out/slow-origin" ./bench/slow-origin
-	"$out/slow-origin" -port "$slow" -delay 0s &
-	local origin_pid=$!
+	local origin_pid
+	start_slow_origin -delay 0s
 	body=mixed
 	cfg="$out/mixed.Caddyfile"
 	{ preamble; cat <<CFG
