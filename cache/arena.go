@@ -44,7 +44,8 @@ import (
 //
 // Bodies of unknown length are gathered, while they are recorded, in
 // blocks of scratchSize (newPiece), and copied into blocks planned for
-// their length when they end.
+// their length when they end, or, when there is no room for the copy,
+// kept in them (see body.sealed).
 //
 // Memory in the arena is never read or written after it is freed: bodies
 // are reference-counted (see body), and a block returns to the arena only
