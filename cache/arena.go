@@ -380,9 +380,7 @@ func (a *arena) freePieces(pieces []span) {
 			a.freeLocked(p.block, p.order)
 		}
 	}
-	if a.closed && a.used == 0 {
-		a.unmapLocked()
-	}
+	a.unmapIfDoneLocked()
 	a.mu.Unlock()
 }
 
@@ -390,10 +388,15 @@ func (a *arena) freePieces(pieces []span) {
 func (a *arena) free(spans []span) {
 	a.mu.Lock()
 	a.freeSpansLocked(spans)
+	a.unmapIfDoneLocked()
+	a.mu.Unlock()
+}
+
+// unmapIfDoneLocked unmaps a closed arena once no block is in use.
+func (a *arena) unmapIfDoneLocked() {
 	if a.closed && a.used == 0 {
 		a.unmapLocked()
 	}
-	a.mu.Unlock()
 }
 
 func (a *arena) freeSpansLocked(spans []span) {

@@ -159,8 +159,6 @@ func CheckKey(template string) error {
 		if strings.HasPrefix(name, "time.") {
 			return fmt.Errorf("%q names {%s}, which changes with the clock, not with the request: requests moments apart would get different keys (a cache would store entries nobody finds again, a sticky client would move between upstreams); key on the request only, and bound how long responses are kept with default_ttl or the origin's Cache-Control", template, name)
 		}
-	}
-	for _, name := range names {
 		if strings.HasPrefix(name, "args[") || strings.HasPrefix(name, "args.") {
 			return fmt.Errorf("%q names {%s}, a snippet's argument, which the Caddyfile replaces only inside a snippet it imports (`import name arg ...`); anywhere else it stays as written, a placeholder nothing sets, the same for every request", template, name)
 		}
