@@ -348,11 +348,27 @@ func (a *arena) newPiece() span {
 	return span{b: scratchPool.Get().(*[scratchSize]byte)[:], order: -1}
 }
 
-// isClosed reports whether a's store is gone (see close).
-func (a *arena) isClosed() bool {
+// adoptable reports whether a stored body may take over the pieces of a
+// body of unknown length, copying the onHeap bytes of its heapPieces
+// pieces on the heap, and charges those to the heap's allowance: not in
+// a closed arena (its store is gone: a copy on the heap, as its other
+// responses being recorded get, lets it unmap sooner), nor past the
+// allowance (see appendAlloc).
+func (a *arena) adoptable(onHeap int64, heapPieces int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.closed
+	if a.closed {
+		return false
+	}
+	if onHeap == 0 {
+		return true
+	}
+	if a.fallbackBytes.Load()+onHeap > a.heapLimit {
+		return false
+	}
+	a.fallbacks.Add(uint64(heapPieces))
+	a.fallbackBytes.Add(onHeap)
+	return true
 }
 
 // adoptedPiece marks a piece that a stored body has taken as one of its

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,10 +120,10 @@ func (b *body) dropScratch() {
 // when empty) holding one reference, the caller's, or false when there is
 // no room for it: a copy in blocks of the arena planned for its length;
 // or, when the arena has no room for that beside the pieces (a body that
-// is a large part of max_size, a full arena), the pieces themselves, when
-// they are all the arena's, which the new body takes over as its spans
-// (b's release then leaves them); else a copy partly on the heap, within
-// its allowance (see appendAlloc).
+// is a large part of max_size, a full arena), the pieces themselves,
+// which the new body takes over as its spans (b's release then leaves
+// them; heap pieces are copied, within the heap's allowance); else a copy
+// partly on the heap, within that allowance (see appendAlloc).
 func (b *body) sealed() (*body, bool) {
 	out, ok := b.arena.newBodyFrom(b.w, false)
 	if !ok {
@@ -143,26 +142,43 @@ func (b *body) sealed() (*body, bool) {
 }
 
 // adoptPieces returns a body (one reference, the caller's) whose spans
-// are b's pieces, the last cut to the length it holds, when every piece
-// is a block of the arena; b keeps them readable (a writer may still copy
-// from them until it is handed the new body) but no longer gives them
-// back.
+// are b's pieces in the arena, each cut to the length it holds, and
+// copies of its heap pieces (taken when the arena had no block free),
+// charged to the heap's allowance as a body copied partly on the heap is,
+// and refused past it; false when no piece is the arena's (the copy on
+// the heap does as well). b keeps the pieces readable (a writer may
+// still copy from them until it is handed the new body) but no longer
+// gives back those the new body took.
 func (b *body) adoptPieces() (*body, bool) {
-	if len(b.scratch) == 0 || slices.ContainsFunc(b.scratch, func(p span) bool { return p.order < 0 }) || b.arena.isClosed() {
-		// (A closed arena's store is gone: a copy on the heap, as its
-		// other responses being recorded get, lets it unmap sooner.)
+	var onHeap int64
+	heapPieces := 0
+	for i, p := range b.scratch {
+		if p.order < 0 {
+			onHeap += int64(min(scratchSize, b.w-i*scratchSize))
+			heapPieces++
+		}
+	}
+	if heapPieces == len(b.scratch) || !b.arena.adoptable(onHeap, heapPieces) {
 		return nil, false
 	}
 	out := &body{arena: b.arena, n: b.w, spans: make([]span, len(b.scratch))}
-	copy(out.spans, b.scratch)
-	last := &out.spans[len(out.spans)-1]
-	last.b = last.b[:b.w-(len(b.scratch)-1)*scratchSize]
+	for i, p := range b.scratch {
+		n := min(scratchSize, b.w-i*scratchSize)
+		if p.order < 0 {
+			out.spans[i] = span{b: append([]byte(nil), p.b[:n]...), order: -1}
+			continue
+		}
+		p.b = p.b[:n:n]
+		out.spans[i] = p
+	}
 	out.refs.Store(1)
 	if m := b.guard(); m != nil {
 		defer m.Unlock()
 	}
 	for i := range b.scratch {
-		b.scratch[i].order = adoptedPiece
+		if b.scratch[i].order >= 0 {
+			b.scratch[i].order = adoptedPiece
+		}
 	}
 	return out, true
 }

@@ -536,11 +536,139 @@ func TestGrowingBodyTooLargeToCopy(t *testing.T) {
 	if got := sealed.cost(); got != 384*scratchSize {
 		t.Errorf("cost %d, want its blocks, %d", got, 384*scratchSize)
 	}
+	if last := sealed.spans[len(sealed.spans)-1]; len(last.b) != scratchSize-100 || cap(last.b) != len(last.b) {
+		t.Errorf("last span: len %d cap %d, want both %d (a span ends where its body does)", len(last.b), cap(last.b), scratchSize-100)
+	}
 	before := overReleases.Load()
 	sealed.release()
 	checkAllFree(t, a)
 	if overReleases.Load() != before {
 		t.Error("a piece released twice")
+	}
+}
+
+// takeEveryBlock takes every free block of a in bodies of size bytes held
+// in the arena (none on the heap), and returns them.
+func takeEveryBlock(a *arena, size int) []*body {
+	var held []*body
+	for {
+		b, ok := a.newBody(size)
+		if !ok {
+			return held
+		}
+		if b.spans[0].order < 0 {
+			b.release()
+			return held
+		}
+		held = append(held, b)
+	}
+}
+
+// arenaWithOneChunkFree returns an arena of a 1 MiB cache (64 KiB chunks,
+// a heap allowance of 32 KiB) with one chunk free and every other block
+// held, and what holds them.
+func arenaWithOneChunkFree(t *testing.T) (*arena, []*body) {
+	a := newArena(1 << 20)
+	t.Cleanup(a.close)
+	held := takeEveryBlock(a, 64<<10)
+	held = append(held, takeEveryBlock(a, minBlock)...)
+	held[0].release()
+	return a, held[1:]
+}
+
+// TestGrowingBodyPartlyInHeapPieces: a body of unknown length whose
+// pieces ran out of arena blocks (its last from the heap) and that has no
+// room for a copy is stored in its arena pieces and a copy of its heap
+// piece, charged to the heap's allowance, as a body of declared length is
+// stored partly on the heap
+// (a review: no_room once pieces moved into the arena); past the
+// allowance it is refused, and every piece comes back.
+func TestGrowingBodyPartlyInHeapPieces(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		n      int
+		stored bool
+	}{
+		{"within the heap's allowance", 64<<10 + 10000, true},
+		{"past it", 64<<10 + 40000, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, held := arenaWithOneChunkFree(t)
+			want := bytes.Repeat(patternFor(5, 1000), tc.n/1000+1)[:tc.n]
+			b := a.newGrowingBody(1 << 20)
+			fillInPieces(t, b, want)
+			if p := b.scratch[len(b.scratch)-1]; p.order != -1 || b.scratch[0].order != pieceOrder {
+				t.Fatalf("pieces of orders %d..%d, want the arena's then the heap's", b.scratch[0].order, p.order)
+			}
+			before := overReleases.Load()
+			sealed, ok := b.seal()
+			heapBytes := int64(tc.n - 64<<10)
+			if !tc.stored {
+				if ok {
+					t.Fatalf("stored with %d bytes on the heap, past its allowance of %d", heapBytes, a.heapLimit)
+				}
+				if st := a.stats(); st.NoRoom != 2 || st.FallbackBytes != 0 {
+					t.Errorf("no_room %d (want 2: one while taking every block, one for the body), heap bytes %d", st.NoRoom, st.FallbackBytes)
+				}
+			} else {
+				if !ok {
+					t.Fatalf("not stored (no_room %d); want it in its pieces, %d bytes on the heap", a.stats().NoRoom, heapBytes)
+				}
+				if !spansEqual(sealed.spans, want) || sealed.Len() != tc.n {
+					t.Fatal("sealed content differs from what was written")
+				}
+				if st := a.stats(); st.FallbackBytes != heapBytes {
+					t.Errorf("heap bytes charged %d, want the heap piece's %d", st.FallbackBytes, heapBytes)
+				}
+				if want := int64(4*scratchSize) + heapFactor*allocSize(heapBytes); sealed.cost() != want {
+					t.Errorf("cost %d, want four blocks and the copy of the heap piece, %d", sealed.cost(), want)
+				}
+				live := newLiveSet()
+				live.spans[0] = sealed.spans
+				for i, h := range held {
+					live.spans[i+1] = h.spans
+				}
+				checkArena(t, a, live) // (an adopted span is cut to its length: cap too)
+				sealed.release()
+			}
+			for _, h := range held {
+				h.release()
+			}
+			checkAllFree(t, a)
+			if st := a.stats(); st.FallbackBytes != 0 {
+				t.Errorf("%d heap bytes still charged", st.FallbackBytes)
+			}
+			if overReleases.Load() != before {
+				t.Error("a piece released twice")
+			}
+		})
+	}
+}
+
+// TestResponsePartlyInHeapPiecesStored: the same through the handler:
+// with one 64 KiB chunk free, a 74 KiB response is stored whether it
+// declares its length or not.
+func TestResponsePartlyInHeapPiecesStored(t *testing.T) {
+	for _, declared := range []bool{true, false} {
+		c := newClock()
+		h := newTestHandler(t, Config{MaxSize: 1 << 20}, c)
+		a := arenaOf(h)
+		held := takeEveryBlock(a, 64<<10)
+		held = append(held, takeEveryBlock(a, minBlock)...)
+		held[0].release()
+		data := bodyOf(64<<10 + 10000)
+		o := newPieceOrigin(c, data, 10000, declared, 0, nil)
+		target := "http://example.com/partly-on-the-heap?declared=" + strconv.FormatBool(declared)
+		if w := get(t, h, o, target); w.Body.String() != string(data) {
+			t.Fatalf("declared=%v: client got %d bytes, want %d", declared, w.Body.Len(), len(data))
+		}
+		w := get(t, h, o, target)
+		if n := o.calls.Load(); n != 1 || w.Body.String() != string(data) {
+			t.Errorf("declared=%v: asked again, origin calls %d (Cache-Status %q), %d bytes; want 1 call, a hit of %d", declared, n, w.Header().Get("Cache-Status"), w.Body.Len(), len(data))
+		}
+		for _, b := range held[1:] {
+			b.release()
+		}
 	}
 }
 
