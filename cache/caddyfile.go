@@ -21,7 +21,7 @@ import (
 //	    max_item_size  <size>      # larger responses are streamed, not stored
 //	    key            <template>  # placeholders; "scheme://host:port " is always prepended
 //	    default_ttl    <duration>  # freshness when the response gives none (see Config.DefaultTTL)
-//	    heuristic_max  <duration>  # longest heuristic (Last-Modified) freshness; default 24h
+//	    heuristic_max  <duration>|off  # longest heuristic (Last-Modified) freshness; default 24h; off: none
 //	    stale_while_revalidate <duration>|off  # default and cap; off: never
 //	    stale_if_error         <duration>|off
 //	    cache_name     <name>      # the identifier in Cache-Status
@@ -87,13 +87,9 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			c.DefaultTTL = dur
 		case "heuristic_max":
-			dur, err := parseDuration(d)
+			dur, err := parseHeuristicMax(d)
 			if err != nil {
 				return err
-			}
-			if dur == 0 {
-				// In JSON 0 is the default; here it would read as none.
-				return d.Errf("heuristic_max must be positive (default 24h; 1s makes heuristic lifetimes a second, so such responses are revalidated on nearly every use)")
 			}
 			c.HeuristicMax = dur
 		case "stale_while_revalidate":
@@ -325,6 +321,25 @@ func durationArg(d *caddyfile.Dispenser, opt, arg string) (caddy.Duration, error
 	return caddy.Duration(dur), nil
 }
 
+// parseHeuristicMax parses the argument of heuristic_max: a positive
+// duration, or off (negative in JSON: no heuristic freshness). Zero is
+// refused: in JSON it is the default, 24h, which a 0 written here would
+// not read as.
+func parseHeuristicMax(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	arg, err := singleArg(d)
+	if err != nil {
+		return 0, err
+	}
+	if strings.EqualFold(arg, "off") {
+		return heuristicOff, nil
+	}
+	dur, err := durationArg(d, "heuristic_max", arg)
+	if err == nil && dur == 0 {
+		return 0, d.Errf("heuristic_max %s would not turn the heuristic off (0 is the default, 24h); write 'heuristic_max off' for no heuristic freshness, or a positive duration to cap it", arg)
+	}
+	return dur, err
+}
+
 // parseStaleWindow parses the argument of stale_while_revalidate or
 // stale_if_error: a positive duration, or off (negative in JSON: never
 // serve stale that way, whatever the response or request asks). Zero is
@@ -351,6 +366,10 @@ func parseStaleWindow(d *caddyfile.Dispenser) (caddy.Duration, error) {
 // not give back (Caddy carries it through a float64, which rounds it up
 // to 2^63, past int64).
 const maxDuration = 2562047 * time.Hour
+
+// heuristicOff is the JSON value of heuristic_max off (any negative
+// value is).
+const heuristicOff = caddy.Duration(-1)
 
 // staleOff is the JSON value of stale_while_revalidate or stale_if_error
 // off (any negative value is).

@@ -69,7 +69,10 @@ type Config struct {
 	// Last-Modified, RFC 9111 §4.2.2): a 404 last modified two years ago
 	// would otherwise be fresh for 73 days. Default: 24h (as Apache's
 	// CacheMaxExpire and Traffic Server's heuristic_max_lifetime); set a
-	// long one (8760h) to leave heuristics nearly uncapped. Like
+	// long one (8760h) to leave heuristics nearly uncapped. Negative (the
+	// Caddyfile's off): no heuristic freshness (RFC 9111 §4.2.2 allows a
+	// cache none), so a response fresh only by it is served from the
+	// store only after a revalidation with the origin, on every use. Like
 	// DefaultTTL, it bounds the responses already stored when a reload
 	// lowers it.
 	HeuristicMax caddy.Duration `json:"heuristic_max,omitempty"`

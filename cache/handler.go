@@ -251,8 +251,6 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("max_item_size (%d, %s) must not be larger than max_size (%d, %s)", c.MaxItemSize, SizeString(c.MaxItemSize), c.MaxSize, SizeString(c.MaxSize))
 	case c.DefaultTTL < 0:
 		return fmt.Errorf("default_ttl must not be negative, got %s", time.Duration(c.DefaultTTL))
-	case c.HeuristicMax < 0:
-		return fmt.Errorf("heuristic_max must not be negative, got %s (0 means the default, 24h)", time.Duration(c.HeuristicMax))
 	case c.MinUses < 0 || c.MinUses > maxMinUses:
 		return fmt.Errorf("min_uses must be from 1 to %d (0 means auto), got %d", maxMinUses, c.MinUses)
 	case c.CacheName != "" && !isToken(c.CacheName):
@@ -663,9 +661,13 @@ func (h *Handler) freshness(e *entry) Freshness {
 // defaultHeuristicMax is heuristic_max when the config sets none.
 const defaultHeuristicMax = 24 * time.Hour
 
-// heuristicMax is the longest lifetime the heuristic gives (heuristic_max).
+// heuristicMax is the longest lifetime the heuristic gives (heuristic_max;
+// none when it is off).
 func (h *Handler) heuristicMax() time.Duration {
-	if h.HeuristicMax <= 0 {
+	switch {
+	case h.HeuristicMax < 0:
+		return 0
+	case h.HeuristicMax == 0:
 		return defaultHeuristicMax
 	}
 	return time.Duration(h.HeuristicMax)

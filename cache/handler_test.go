@@ -1354,7 +1354,7 @@ func TestValidate(t *testing.T) {
 		{name: "zero max_item_size", modify: func(c *Config) { c.MaxItemSize = 0 }, err: "max_item_size must be positive, got 0"},
 		{name: "item larger", modify: func(c *Config) { c.MaxItemSize = 2 << 20 }, err: "max_item_size (2097152, 2MiB) must not be larger than max_size (1048576, 1MiB)"},
 		{name: "negative ttl", modify: func(c *Config) { c.DefaultTTL = -1 }, err: "default_ttl must not be negative"},
-		{name: "negative heuristic_max", modify: func(c *Config) { c.HeuristicMax = -1 }, err: "heuristic_max must not be negative"},
+		{name: "negative heuristic_max: off", modify: func(c *Config) { c.HeuristicMax = -1 }},
 		{name: "negative swr: off", modify: func(c *Config) { c.StaleWhileRevalidate = caddy.Duration(-time.Second) }},
 		{name: "negative sie: off", modify: func(c *Config) { c.StaleIfError = -1 }},
 		{name: "min_uses 15", modify: func(c *Config) { c.MinUses = 15 }},
@@ -1715,6 +1715,30 @@ func TestHeuristicMax(t *testing.T) {
 		wantStatus(t, get(t, after, o, "http://example.com/p"), []string{"fwd=stale", "fwd-status=304"})
 		// Refreshed by the 304, still capped.
 		wantStatus(t, get(t, after, o, "http://example.com/p"), []string{"hit", "ttl=60"})
+	})
+	// Off (a helper's ask: a way to store only what the origin makes
+	// fresh): a response fresh only by the heuristic is revalidated on
+	// every use, one stored before a reload that turns it off too; an
+	// explicit lifetime still counts.
+	t.Run("off", func(t *testing.T) {
+		name := "heuristic-off-" + strconv.FormatInt(testCacheSeq.Add(1), 10)
+		before := newTestHandler(t, Config{CacheName: name}, c)
+		o := validating(c, `"v1"`, "page", "Last-Modified", twoYears)
+		get(t, before, o, "http://example.com/stored-before")
+		off := newTestHandler(t, Config{CacheName: name, HeuristicMax: -1}, c)
+		for _, target := range []string{"http://example.com/stored-before", "http://example.com/stored-after"} {
+			get(t, off, o, target)
+			for range 2 {
+				calls := o.calls.Load()
+				wantStatus(t, get(t, off, o, target), []string{"fwd=stale", "fwd-status=304"})
+				if o.calls.Load() != calls+1 {
+					t.Errorf("%s: served without asking the origin", target)
+				}
+			}
+		}
+		explicit := static(c, 200, "page", "Last-Modified", twoYears, "Cache-Control", "max-age=600")
+		get(t, off, explicit, "http://example.com/explicit")
+		wantStatus(t, get(t, off, explicit, "http://example.com/explicit"), []string{"hit", "ttl=600"})
 	})
 }
 
