@@ -10,8 +10,9 @@
 #   bench/run.sh burst      # peak RSS while BURST concurrent misses of distinct BURST_MIB objects arrive slowly (MAX_MIB)
 #   bench/run.sh mixed      # RSS after filling the cache with 10x max_size of responses of 1 KiB to 8 MiB, with and without Content-Length (MAX_MIB, SEED)
 #
-# Needs wrk (apt-get install wrk). DURATION (default 3s), CONNS (default 32)
-# and ROUNDS (default 7; medians are reported) tune the throughput runs.
+# Needs wrk (apt-get install wrk), but for media, burst and mixed. DURATION
+# (default 3s), CONNS (default 32) and ROUNDS (default 7; medians are
+# reported) tune the throughput runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench/out
@@ -21,9 +22,10 @@ CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-7}
 CADDY=${CADDY:-$out/caddy}
 
-if [ "${1:-throughput}" != media ] && [ "${1:-}" != mixed ]; then
-	command -v wrk >/dev/null || { echo "bench: wrk not found; apt-get install wrk" >&2; exit 1; }
-fi
+case ${1:-throughput} in
+media | burst | mixed) ;; # curl and Python clients: no wrk
+*) command -v wrk >/dev/null || { echo "bench: wrk not found; apt-get install wrk" >&2; exit 1; } ;;
+esac
 if [ ! -x "$CADDY" ]; then
 	go run github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5 build v2.11.9 --output "$CADDY" \
 		--with github.com/f06cdff9/caddy-affinity-cache@v0.0.0-00010101000000-000000000000=.
