@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // arena holds stored response bodies outside the Go heap, in memory the
@@ -31,7 +32,9 @@ import (
 // RSS follows the bodies held rather than the chunks mapped. Bodies of
 // like sizes reuse each other's blocks and give nothing back; only a mix
 // of sizes far apart does, and the bodies stored into given-back pages
-// then fault them in again.
+// then fault them in again. Free pages kept but not reused are given back
+// over time (see trim), down to a sixty-fourth of max_size once no body
+// has been allocated for a while, as Go's scavenger gives back the heap's.
 //
 // When no block is free and every chunk is mapped (fragmentation, or
 // blocks of evicted bodies still being sent to slow clients), a body is
@@ -84,6 +87,15 @@ type arena struct {
 	slack        int64         // the most resident-used kept in pages not given back
 	released     atomic.Uint64 // bytes given back
 
+	// Free pages kept (resident-used) are looked at every trimEvery,
+	// while there are more than slack/8, and given back in part (half of
+	// those over slack/8 when blocks were allocated since the last look:
+	// they may be reused soon) or down to slack/8 (when none were).
+	trimEvery time.Duration
+	trimTimer *time.Timer
+	trimArmed bool
+	allocated bool // a block was allocated since the last trim
+
 	fallbacks     atomic.Uint64 // bodies (or parts) placed on the Go heap
 	fallbackBytes atomic.Int64  // their bytes now live
 	heapLimit     int64         // the most fallbackBytes may reach
@@ -133,7 +145,7 @@ func newArena(maxCost int64) *arena {
 	n := (maxCost + maxCost/16 + 2*limit + size - 1) / size
 	orders := int(shift-minBlockShift) + 1
 	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), tail: make([]int32, orders), recordLimit: limit, leadLimit: limit / 2,
-		heapLimit: maxCost / 32, slack: max(maxCost/8, 0)}
+		heapLimit: maxCost / 32, slack: max(maxCost/8, 0), trimEvery: defaultTrimEvery}
 	a.pageOrder = min(max(int8(bits.Len(uint(os.Getpagesize()))-1-minBlockShift), 0), a.topOrder())
 	// The free lists' side arrays take 9 bytes per 512-byte block (under
 	// 2% of max_size). For caches up to 512 MiB they are sized once, so
@@ -466,6 +478,7 @@ func (a *arena) allocLocked(k int8) (int32, bool) {
 		a.pushLocked(b+1<<j, j)
 	}
 	a.used += minBlock << k
+	a.allocated = true
 	a.markResidentLocked(b, k)
 	return b, true
 }
@@ -544,6 +557,56 @@ func (a *arena) freeLocked(b int32, k int8) {
 		return
 	}
 	a.pushLocked(b, k)
+	a.armTrimLocked()
+}
+
+// defaultTrimEvery is how long free pages kept for the next bodies wait
+// before some are given back (see trim).
+const defaultTrimEvery = 5 * time.Second
+
+// trimFloor is what trim leaves of free pages kept: a sixty-fourth of
+// max_size.
+func (a *arena) trimFloor() int64 { return a.slack / 8 }
+
+// armTrimLocked schedules a trim when free pages kept are over the
+// floor and none is scheduled.
+func (a *arena) armTrimLocked() {
+	if a.trimArmed || a.closed || a.resident-a.used <= a.trimFloor() {
+		return
+	}
+	a.trimArmed = true
+	if a.trimTimer == nil {
+		a.trimTimer = time.AfterFunc(a.trimEvery, a.trim)
+	} else {
+		a.trimTimer.Reset(a.trimEvery)
+	}
+}
+
+// trim gives back free pages kept for the next bodies that none has
+// taken: down to the floor when no block was allocated since the last
+// trim (the cache is idle, or its bodies come and go in blocks it keeps
+// in use), else half of what is over it, so that RSS after a burst of
+// mixed sizes comes down to the bodies held. Blocks least recently freed
+// go first (from the tails of the free lists, largest first).
+func (a *arena) trim() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.trimArmed = false
+	if a.closed {
+		return
+	}
+	over := a.resident - a.used - a.trimFloor()
+	if a.allocated {
+		over /= 2
+	}
+	a.allocated = false
+	target := a.resident - over
+	for k := a.topOrder(); k >= a.pageOrder && a.resident > target; k-- {
+		for b := a.tail[k]; b >= 0 && a.resident > target; b = a.prev[b] {
+			a.releaseLocked(b, k)
+		}
+	}
+	a.armTrimLocked()
 }
 
 // growLocked maps one more chunk, if the arena may have one.
@@ -627,6 +690,9 @@ func (a *arena) unlinkLocked(b int32, k int8) {
 func (a *arena) close() {
 	a.mu.Lock()
 	a.closed = true
+	if a.trimTimer != nil {
+		a.trimTimer.Stop()
+	}
 	if a.used == 0 {
 		a.unmapLocked()
 	} else {
@@ -660,7 +726,8 @@ type arenaStats struct {
 	Used int64 `json:"used_bytes"`
 	// Resident is the part of Mapped in the process's memory: Used, and
 	// free pages kept for the next bodies (at most an eighth of
-	// max_size more than Used, except for free parts of pages in use).
+	// max_size more than Used, except for free parts of pages in use; a
+	// sixty-fourth some seconds after the last allocation).
 	Resident int64 `json:"resident_bytes"`
 	// Released counts the bytes of freed blocks given back to the
 	// system, which the next bodies there fault in again.

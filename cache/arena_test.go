@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -935,4 +936,48 @@ func FuzzArenaOps(f *testing.F) {
 		run.freeAll()
 		checkAllFree(t, a)
 	})
+}
+
+// TestArenaTrimScheduled: freeing blocks that leave free pages kept over
+// the floor schedules trims, which give them back without another call
+// into the arena; a trim after close does nothing.
+func TestArenaTrimScheduled(t *testing.T) {
+	a := newArena(16 << 20) // 1 MiB chunks, 2 MiB of slack, a floor of 256 KiB
+	a.trimEvery = 10 * time.Millisecond
+	t.Cleanup(a.close)
+	var held [][]span
+	for range 4 {
+		ss, ok := a.appendAlloc(nil, 256<<10, false)
+		if !ok {
+			t.Fatal("no room for 256 KiB in an empty arena")
+		}
+		fillSpans(ss, patternFor(1, 256<<10))
+		held = append(held, ss)
+	}
+	for _, ss := range held {
+		a.free(ss) // kept: 1 MiB, under the slack
+	}
+	st := a.stats()
+	if kept := st.Resident - st.Used; kept != 1<<20 {
+		t.Fatalf("%d bytes of free pages kept once freed, want the 1 MiB just freed", kept)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st = a.stats()
+		if st.Resident-st.Used <= a.trimFloor() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes of free pages still kept 10 s later, want at most the floor, %d", st.Resident-st.Used, a.trimFloor())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st.Released < 1<<20-uint64(a.trimFloor()) {
+		t.Errorf("released %d bytes, want at least what was over the floor, %d", st.Released, 1<<20-a.trimFloor())
+	}
+	a.close()
+	a.trim() // unmapped: must not touch the chunks
+	if st := a.stats(); st.Mapped != 0 {
+		t.Errorf("closed and empty arena maps %d bytes", st.Mapped)
+	}
 }
