@@ -87,10 +87,10 @@ type arena struct {
 	slack        int64         // the most resident-used kept in pages not given back
 	released     atomic.Uint64 // bytes given back
 
-	// Free pages kept (resident-used) are looked at every trimEvery,
-	// while there are more than slack/8, and given back in part (half of
-	// those over slack/8 when blocks were allocated since the last look:
-	// they may be reused soon) or down to slack/8 (when none were).
+	// Whole free pages kept are looked at every trimEvery, while there
+	// may be more than slack/8, and given back in part (half of those
+	// over slack/8 when blocks were allocated since the last look: they
+	// may be reused soon) or down to slack/8 (when none were); see trim.
 	trimEvery time.Duration
 	trimTimer *time.Timer
 	trimArmed bool
@@ -360,27 +360,11 @@ func (a *arena) newPiece() span {
 	return span{b: scratchPool.Get().(*[scratchSize]byte)[:], order: -1}
 }
 
-// adoptable reports whether a stored body may take over the pieces of a
-// body of unknown length, copying the onHeap bytes of its heapPieces
-// pieces on the heap, and charges those to the heap's allowance: not in
-// a closed arena (its store is gone: a copy on the heap, as its other
-// responses being recorded get, lets it unmap sooner), nor past the
-// allowance (see appendAlloc).
-func (a *arena) adoptable(onHeap int64, heapPieces int) bool {
+// isClosed reports whether a's store is gone (see close).
+func (a *arena) isClosed() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.closed {
-		return false
-	}
-	if onHeap == 0 {
-		return true
-	}
-	if a.fallbackBytes.Load()+onHeap > a.heapLimit {
-		return false
-	}
-	a.fallbacks.Add(uint64(heapPieces))
-	a.fallbackBytes.Add(onHeap)
-	return true
+	return a.closed
 }
 
 // adoptedPiece marks a piece that a stored body has taken as one of its
@@ -516,6 +500,49 @@ func (a *arena) releaseLocked(b int32, k int8) {
 	releasePages(a.chunks[int(b)>>a.blockShift()][off : off+minBlock<<k])
 }
 
+// keptWholeLocked is the resident bytes of free blocks of whole pages:
+// what trim may give back.
+func (a *arena) keptWholeLocked() int64 {
+	n := int64(0)
+	for k := a.pageOrder; k <= a.topOrder(); k++ {
+		for b := a.head[k]; b >= 0; b = a.next[b] {
+			n += int64(a.residentPagesLocked(b, k)) * a.pageBytes()
+		}
+	}
+	return n
+}
+
+// releaseUpToLocked gives back up to quota bytes of the resident pages of
+// free block b of order k (at least a page), its upper half first, and
+// returns how many it gave back: a large block gives back no more than a
+// trim asks for.
+func (a *arena) releaseUpToLocked(b int32, k int8, quota int64) int64 {
+	if quota <= 0 {
+		return 0
+	}
+	if k == a.pageOrder || int64(a.residentPagesLocked(b, k))*a.pageBytes() <= quota {
+		before := a.resident
+		a.releaseLocked(b, k)
+		return before - a.resident
+	}
+	gave := a.releaseUpToLocked(b+1<<(k-1), k-1, quota)
+	return gave + a.releaseUpToLocked(b, k-1, quota-gave)
+}
+
+// residentPagesLocked is how many pages of block b of order k are
+// resident.
+func (a *arena) residentPagesLocked(b int32, k int8) int {
+	first, n := a.pageRange(b, k)
+	count := 0
+	for p := first; p < first+n; {
+		w, bit := p/64, uint(p%64)
+		run := min(64-int(bit), first+n-p)
+		count += bits.OnesCount64(a.residentBits[w] & (^uint64(0) >> (64 - run) << bit))
+		p += run
+	}
+	return count
+}
+
 // setPagesLocked sets (or clears) the resident bits of the pages of block
 // b of order k, and returns how many of them changed.
 func (a *arena) setPagesLocked(b int32, k int8, resident bool) int {
@@ -568,8 +595,9 @@ const defaultTrimEvery = 5 * time.Second
 // max_size.
 func (a *arena) trimFloor() int64 { return a.slack / 8 }
 
-// armTrimLocked schedules a trim when free pages kept are over the
-// floor and none is scheduled.
+// armTrimLocked schedules a trim when free pages kept may be over the
+// floor (resident-used counts the free parts of pages in use too, which
+// only trim tells apart) and none is scheduled.
 func (a *arena) armTrimLocked() {
 	if a.trimArmed || a.closed || a.resident-a.used <= a.trimFloor() {
 		return
@@ -583,11 +611,14 @@ func (a *arena) armTrimLocked() {
 }
 
 // trim gives back free pages kept for the next bodies that none has
-// taken: down to the floor when no block was allocated since the last
-// trim (the cache is idle, or its bodies come and go in blocks it keeps
-// in use), else half of what is over it, so that RSS after a burst of
-// mixed sizes comes down to the bodies held. Blocks least recently freed
-// go first (from the tails of the free lists, largest first).
+// taken (free blocks of whole pages; the free parts of pages in use
+// cannot be): down to the floor when no block was allocated since the
+// last trim (the cache is idle, or its bodies come and go in blocks it
+// keeps in use), else half of what is over it, so that RSS after a burst
+// of mixed sizes comes down to the bodies held. Blocks least recently
+// freed go first (from the tails of the free lists, largest first). It
+// schedules the next only while what it may give back is over the floor;
+// the next free over it schedules one again.
 func (a *arena) trim() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -595,18 +626,22 @@ func (a *arena) trim() {
 	if a.closed {
 		return
 	}
-	over := a.resident - a.used - a.trimFloor()
+	kept := a.keptWholeLocked()
+	over := kept - a.trimFloor()
 	if a.allocated {
 		over /= 2
 	}
 	a.allocated = false
-	target := a.resident - over
-	for k := a.topOrder(); k >= a.pageOrder && a.resident > target; k-- {
-		for b := a.tail[k]; b >= 0 && a.resident > target; b = a.prev[b] {
-			a.releaseLocked(b, k)
+	for k := a.topOrder(); k >= a.pageOrder && over > 0; k-- {
+		for b := a.tail[k]; b >= 0 && over > 0; b = a.prev[b] {
+			gave := a.releaseUpToLocked(b, k, over)
+			over -= gave
+			kept -= gave
 		}
 	}
-	a.armTrimLocked()
+	if kept > a.trimFloor() {
+		a.armTrimLocked()
+	}
 }
 
 // growLocked maps one more chunk, if the arena may have one.
@@ -727,7 +762,8 @@ type arenaStats struct {
 	// Resident is the part of Mapped in the process's memory: Used, and
 	// free pages kept for the next bodies (at most an eighth of
 	// max_size more than Used, except for free parts of pages in use; a
-	// sixty-fourth some seconds after the last allocation).
+	// sixty-fourth of whole free pages some seconds after the last
+	// allocation).
 	Resident int64 `json:"resident_bytes"`
 	// Released counts the bytes of freed blocks given back to the
 	// system, which the next bodies there fault in again.

@@ -981,3 +981,72 @@ func TestArenaTrimScheduled(t *testing.T) {
 		t.Errorf("closed and empty arena maps %d bytes", st.Mapped)
 	}
 }
+
+// TestArenaTrimStopsWhenNothingToGiveBack: free space in pages still in
+// use (here three of every four 1 KiB bodies gone, as after a purge)
+// counts in resident-used but cannot be given back: trims give back only
+// whole free pages, half of those over the floor after allocations, and
+// stop scheduling themselves once what they may give back is within it
+// (a review: the timer fired every period forever, and a trim after
+// allocations gave back every whole free page).
+func TestArenaTrimStopsWhenNothingToGiveBack(t *testing.T) {
+	a := newArena(64 << 20) // 4 MiB chunks, a floor of 1 MiB
+	a.trimEvery = time.Hour // by hand first
+	t.Cleanup(a.close)
+	var small [][]span
+	for i := range 4096 {
+		ss, ok := a.appendAlloc(nil, 1<<10, false)
+		if !ok {
+			t.Fatal("no room for 1 KiB in an empty arena")
+		}
+		fillSpans(ss, patternFor(i, 1<<10))
+		small = append(small, ss)
+	}
+	for i, ss := range small {
+		if i%4 != 0 {
+			a.free(ss)
+		}
+	}
+	var big [][]span
+	for i := range 24 {
+		ss, ok := a.appendAlloc(nil, 64<<10, false)
+		if !ok {
+			t.Fatal("no room for 64 KiB")
+		}
+		fillSpans(ss, patternFor(i, 64<<10))
+		big = append(big, ss)
+	}
+	for _, ss := range big {
+		a.free(ss) // 1.5 MiB of whole free pages kept
+	}
+	st := a.stats()
+	a.trim()
+	after := a.stats()
+	if gave := int64(after.Released - st.Released); gave == 0 || gave > (3<<19-a.trimFloor())/2+64<<10 {
+		t.Errorf("a trim after allocations gave back %d bytes, want about half of the %d over the floor", gave, 3<<19-a.trimFloor())
+	}
+	a.mu.Lock()
+	a.trimEvery = time.Millisecond
+	a.trimArmed = false
+	a.allocated = true // cleared by the next trim
+	a.armTrimLocked()
+	a.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a.mu.Lock()
+		armed, ran := a.trimArmed, !a.allocated
+		a.mu.Unlock()
+		if ran && !armed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s later, with nothing left to give back but the floor (resident-used %d bytes, free parts of pages in use), a trim is still scheduled", after.Resident-after.Used)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i, ss := range small {
+		if i%4 == 0 {
+			a.free(ss)
+		}
+	}
+}

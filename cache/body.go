@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,15 +121,17 @@ func (b *body) dropScratch() {
 // when empty) holding one reference, the caller's, or false when there is
 // no room for it: a copy in blocks of the arena planned for its length;
 // or, when the arena has no room for that beside the pieces (a body that
-// is a large part of max_size, a full arena), the pieces themselves,
-// which the new body takes over as its spans (b's release then leaves
-// them; heap pieces are copied, within the heap's allowance); else a copy
-// partly on the heap, within that allowance (see appendAlloc).
+// is a large part of max_size, a full arena), the pieces themselves (see
+// adoptPieces); else (every piece on the heap, or a closed arena) a copy
+// partly on the heap, within its allowance (see appendAlloc).
 func (b *body) sealed() (*body, bool) {
 	out, ok := b.arena.newBodyFrom(b.w, false)
 	if !ok {
-		if out, ok = b.adoptPieces(); ok {
-			return out, true
+		inArena := slices.ContainsFunc(b.scratch, func(p span) bool { return p.order >= 0 })
+		if inArena && !b.arena.isClosed() {
+			// (A closed arena's store is gone: a copy on the heap, as its
+			// other responses being recorded get, lets it unmap sooner.)
+			return b.adoptPieces()
 		}
 		if out, ok = b.arena.newBody(b.w); !ok {
 			return nil, false
@@ -143,33 +146,34 @@ func (b *body) sealed() (*body, bool) {
 
 // adoptPieces returns a body (one reference, the caller's) whose spans
 // are b's pieces in the arena, each cut to the length it holds, and
-// copies of its heap pieces (taken when the arena had no block free),
-// charged to the heap's allowance as a body copied partly on the heap is,
-// and refused past it; false when no piece is the arena's (the copy on
-// the heap does as well). b keeps the pieces readable (a writer may
-// still copy from them until it is handed the new body) but no longer
-// gives back those the new body took.
+// copies of its heap pieces (taken when the arena had no block free) in
+// blocks freed since or on the heap, within its allowance; or false when
+// there is no room for those (a copy of the whole would need more). b
+// keeps the pieces readable (a writer may still copy from them until it
+// is handed the new body) but no longer gives back those the new body
+// took.
 func (b *body) adoptPieces() (*body, bool) {
-	var onHeap int64
-	heapPieces := 0
-	for i, p := range b.scratch {
-		if p.order < 0 {
-			onHeap += int64(min(scratchSize, b.w-i*scratchSize))
-			heapPieces++
-		}
-	}
-	if heapPieces == len(b.scratch) || !b.arena.adoptable(onHeap, heapPieces) {
-		return nil, false
-	}
-	out := &body{arena: b.arena, n: b.w, spans: make([]span, len(b.scratch))}
+	out := &body{arena: b.arena, n: b.w, spans: make([]span, 0, len(b.scratch))}
+	var copies []span // taken here: given back if the body cannot be held
 	for i, p := range b.scratch {
 		n := min(scratchSize, b.w-i*scratchSize)
-		if p.order < 0 {
-			out.spans[i] = span{b: append([]byte(nil), p.b[:n]...), order: -1}
+		if p.order >= 0 {
+			p.b = p.b[:n:n]
+			out.spans = append(out.spans, p)
 			continue
 		}
-		p.b = p.b[:n:n]
-		out.spans[i] = p
+		start := len(out.spans)
+		spans, ok := b.arena.appendAlloc(out.spans, n, true)
+		if !ok {
+			b.arena.free(copies)
+			return nil, false
+		}
+		rest := p.b[:n]
+		for _, c := range spans[start:] {
+			rest = rest[copy(c.b, rest):]
+		}
+		copies = append(copies, spans[start:]...)
+		out.spans = spans
 	}
 	out.refs.Store(1)
 	if m := b.guard(); m != nil {
