@@ -938,6 +938,22 @@ func FuzzArenaOps(f *testing.F) {
 	})
 }
 
+// allocFilled takes count bodies of size bytes from a's blocks (none on
+// the heap), each written with a pattern, and returns them.
+func allocFilled(t *testing.T, a *arena, count, size int) [][]span {
+	t.Helper()
+	var held [][]span
+	for i := range count {
+		ss, ok := a.appendAlloc(nil, size, false)
+		if !ok {
+			t.Fatalf("no room in the arena for body %d of %d bytes", i, size)
+		}
+		fillSpans(ss, patternFor(i, size))
+		held = append(held, ss)
+	}
+	return held
+}
+
 // TestArenaTrimScheduled: freeing blocks that leave free pages kept over
 // the floor schedules trims, which give them back without another call
 // into the arena; a trim after close does nothing.
@@ -945,16 +961,7 @@ func TestArenaTrimScheduled(t *testing.T) {
 	a := newArena(16 << 20) // 1 MiB chunks, 2 MiB of slack, a floor of 256 KiB
 	a.trimEvery = 10 * time.Millisecond
 	t.Cleanup(a.close)
-	var held [][]span
-	for range 4 {
-		ss, ok := a.appendAlloc(nil, 256<<10, false)
-		if !ok {
-			t.Fatal("no room for 256 KiB in an empty arena")
-		}
-		fillSpans(ss, patternFor(1, 256<<10))
-		held = append(held, ss)
-	}
-	for _, ss := range held {
+	for _, ss := range allocFilled(t, a, 4, 256<<10) {
 		a.free(ss) // kept: 1 MiB, under the slack
 	}
 	st := a.stats()
@@ -993,30 +1000,13 @@ func TestArenaTrimStopsWhenNothingToGiveBack(t *testing.T) {
 	a := newArena(64 << 20) // 4 MiB chunks, a floor of 1 MiB
 	a.trimEvery = time.Hour // by hand first
 	t.Cleanup(a.close)
-	var small [][]span
-	for i := range 4096 {
-		ss, ok := a.appendAlloc(nil, 1<<10, false)
-		if !ok {
-			t.Fatal("no room for 1 KiB in an empty arena")
-		}
-		fillSpans(ss, patternFor(i, 1<<10))
-		small = append(small, ss)
-	}
+	small := allocFilled(t, a, 4096, 1<<10)
 	for i, ss := range small {
 		if i%4 != 0 {
 			a.free(ss)
 		}
 	}
-	var big [][]span
-	for i := range 24 {
-		ss, ok := a.appendAlloc(nil, 64<<10, false)
-		if !ok {
-			t.Fatal("no room for 64 KiB")
-		}
-		fillSpans(ss, patternFor(i, 64<<10))
-		big = append(big, ss)
-	}
-	for _, ss := range big {
+	for _, ss := range allocFilled(t, a, 24, 64<<10) {
 		a.free(ss) // 1.5 MiB of whole free pages kept
 	}
 	st := a.stats()
