@@ -647,8 +647,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // heuristic at most heuristic_max, so that a reload lowering or removing
 // them applies to the responses stored under the old one (the store
 // outlives reloads that keep its cache_name and max_size).
-func (h *Handler) freshness(e *entry) Freshness {
-	f := e.fresh
+func (h *Handler) freshness(e *entry) Freshness { return h.capped(e.fresh) }
+
+// capped is f under this config's default_ttl and heuristic_max (see
+// freshness).
+func (h *Handler) capped(f Freshness) Freshness {
 	if f.Defaulted {
 		f.Lifetime = min(f.Lifetime, time.Duration(h.DefaultTTL))
 	}

@@ -1742,6 +1742,79 @@ func TestHeuristicMax(t *testing.T) {
 	})
 }
 
+// TestHeuristicOffReleasesWaiters: with heuristic_max off, a
+// response fresh only by Last-Modified can answer no waiter (its
+// lifetime is 0 under this config), like a no-cache one; its waiters
+// must go to the origin at its header, not wait for its end (a review:
+// a body without Content-Length held them for the 10 s limit).
+func TestHeuristicOffReleasesWaiters(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		fields []string
+		length bool
+	}{
+		{"no-cache (control)", Config{}, []string{"Cache-Control", "no-cache", "ETag", `"x"`}, false},
+		{"heuristic off", Config{HeuristicMax: -1}, nil, false},
+		{"heuristic off, with length", Config{HeuristicMax: -1}, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, tc.cfg, c)
+			lm := c.Now().Add(-2 * 365 * 24 * time.Hour).UTC().Format(http.TimeFormat)
+			release, streaming, stop := make(chan struct{}), make(chan struct{}), make(chan struct{})
+			o := &origin{}
+			o.fn = func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Last-Modified", lm)
+				w.Header().Set("Date", c.date())
+				for i := 0; i+1 < len(tc.fields); i += 2 {
+					w.Header().Set(tc.fields[i], tc.fields[i+1])
+				}
+				if o.calls.Load() > 1 {
+					_, _ = io.WriteString(w, "own answer")
+					return nil
+				}
+				if tc.length {
+					w.Header().Set("Content-Length", "100000")
+				}
+				<-release
+				_, _ = io.WriteString(w, "part of a slow download")
+				if f, ok := w.(http.Flusher); ok {
+					f.Flush()
+				}
+				close(streaming)
+				<-stop
+				return nil
+			}
+			leader := make(chan struct{})
+			go func() {
+				defer close(leader)
+				_ = h.ServeHTTP(newWriter(), newRequest(http.MethodGet, "http://example.com/slow"), o)
+			}()
+			defer func() { <-leader }()
+			defer close(stop)
+			key := keyOf(t, h, newRequest(http.MethodGet, "http://example.com/slow"))
+			until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+			waiter := make(chan *httptest.ResponseRecorder, 1)
+			go func() {
+				w := httptest.NewRecorder()
+				_ = h.ServeHTTP(w, newRequest(http.MethodGet, "http://example.com/slow"), o)
+				waiter <- w
+			}()
+			until(t, "the second client to wait", func() bool { return h.flights.waiting(key) == 1 })
+			close(release)
+			<-streaming
+			start := time.Now()
+			select {
+			case w := <-waiter:
+				t.Logf("waiter answered after %v: %q %s", time.Since(start), w.Body.String(), w.Header().Get("Cache-Status"))
+			case <-time.After(3 * time.Second):
+				t.Errorf("waiter not answered 3 s into the leader's stream (it waits for a response that cannot answer it)")
+			}
+		})
+	}
+}
+
 // TestNestedCachePassesThrough: a response_cache that a request reaches
 // through another (the directive given twice in a block) passes it on
 // untouched, with a warning once: one answer per request, one

@@ -702,8 +702,9 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			x.fresh = freshnessWith(lifetime, hdr, rc, x.requestTime, rec.responseTime)
 			x.fresh.Defaulted = h.defaulted(status, hdr, rc, lifetime, rec.responseTime)
 			x.fresh.Heuristic = heuristic
-			if x.fresh.TTL(rec.responseTime) <= 0 {
-				// Stale on arrival (no-cache, max-age=0): no waiter could
+			if h.capped(x.fresh).TTL(rec.responseTime) <= 0 {
+				// Stale on arrival (no-cache, max-age=0, a heuristic
+				// lifetime under heuristic_max off): no waiter could
 				// be answered with it, so they go to the origin now
 				// rather than wait for its end, which for a live stream
 				// (server-sent events) may never come.
@@ -1022,7 +1023,7 @@ func (h *Handler) storeFilled(x *exchange, rec *recorder, e *entry) {
 // declared length; not with a Trailer field, which waiters would not get.
 func (h *Handler) streamToWaiters(x *exchange, rec *recorder) {
 	if !x.leading || x.background || x.outcome != outPass || x.wholeAs200 || len(rec.header["Trailer"]) > 0 ||
-		x.fresh.TTL(rec.responseTime) <= 0 { // stale on arrival: its flight has ended (onHeader)
+		h.capped(x.fresh).TTL(rec.responseTime) <= 0 { // stale on arrival: its flight has ended (onHeader)
 		return
 	}
 	e := h.newEntryWith(x, rec, rec.body)
