@@ -70,6 +70,14 @@ type arena struct {
 	next       []int32
 	prev       []int32
 	freeOrder  []int8
+	// In the lists of whole pages (orders from pageOrder), blocks with a
+	// page resident come first and blocks given back after: firstGiven[k]
+	// is the first of those (-1 if none), so that trim finds the blocks
+	// it may give back without walking the others; keptWhole is the
+	// bytes of the resident pages of those free blocks, what it may give
+	// back.
+	firstGiven []int32
+	keptWhole  int64
 	used       int64 // bytes in allocated blocks
 	closed     bool
 
@@ -144,7 +152,7 @@ func newArena(maxCost int64) *arena {
 	limit := recordingBudget(maxCost)
 	n := (maxCost + maxCost/16 + 2*limit + size - 1) / size
 	orders := int(shift-minBlockShift) + 1
-	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), tail: make([]int32, orders), recordLimit: limit, leadLimit: limit / 2,
+	a := &arena{chunkShift: shift, maxChunks: int(max(n, 1)), head: make([]int32, orders), tail: make([]int32, orders), firstGiven: make([]int32, orders), recordLimit: limit, leadLimit: limit / 2,
 		heapLimit: maxCost / 32, slack: max(maxCost/8, 0), trimEvery: defaultTrimEvery}
 	a.pageOrder = min(max(int8(bits.Len(uint(os.Getpagesize()))-1-minBlockShift), 0), a.topOrder())
 	// The free lists' side arrays take 9 bytes per 512-byte block (under
@@ -156,7 +164,7 @@ func newArena(maxCost int64) *arena {
 	a.prev = make([]int32, 0, blocks)
 	a.freeOrder = make([]int8, 0, blocks)
 	for i := range a.head {
-		a.head[i], a.tail[i] = -1, -1
+		a.head[i], a.tail[i], a.firstGiven[i] = -1, -1, -1
 	}
 	return a
 }
@@ -500,16 +508,13 @@ func (a *arena) releaseLocked(b int32, k int8) {
 	releasePages(a.chunks[int(b)>>a.blockShift()][off : off+minBlock<<k])
 }
 
-// keptWholeLocked is the resident bytes of free blocks of whole pages:
-// what trim may give back.
-func (a *arena) keptWholeLocked() int64 {
-	n := int64(0)
-	for k := a.pageOrder; k <= a.topOrder(); k++ {
-		for b := a.head[k]; b >= 0; b = a.next[b] {
-			n += int64(a.residentPagesLocked(b, k)) * a.pageBytes()
-		}
+// residentBytesLocked is the bytes of the resident pages of block b of
+// order k, a block of whole pages (0 for a smaller one).
+func (a *arena) residentBytesLocked(b int32, k int8) int64 {
+	if k < a.pageOrder {
+		return 0
 	}
-	return n
+	return int64(a.residentPagesLocked(b, k)) * a.pageBytes()
 }
 
 // releaseUpToLocked gives back up to quota bytes of the resident pages of
@@ -591,6 +596,12 @@ func (a *arena) freeLocked(b int32, k int8) {
 // before some are given back (see trim).
 const defaultTrimEvery = 5 * time.Second
 
+// trimBlocks is the most blocks a trim gives back (a system call each,
+// under the arena's lock: a few milliseconds), so that a large cache gives
+// back a large excess over several trims without holding up the requests
+// that store or evict bodies meanwhile.
+const trimBlocks = 4096
+
 // trimFloor is what trim leaves of free pages kept: a sixty-fourth of
 // max_size.
 func (a *arena) trimFloor() int64 { return a.slack / 8 }
@@ -616,7 +627,8 @@ func (a *arena) armTrimLocked() {
 // last trim (the cache is idle, or its bodies come and go in blocks it
 // keeps in use), else half of what is over it, so that RSS after a burst
 // of mixed sizes comes down to the bodies held. Blocks least recently
-// freed go first (from the tails of the free lists, largest first). It
+// freed go first (from the ends of the resident parts of the free lists,
+// largest first: see firstGiven), at most trimBlocks of them. It
 // schedules the next only while what it may give back is over the floor;
 // the next free over it schedules one again.
 func (a *arena) trim() {
@@ -626,20 +638,29 @@ func (a *arena) trim() {
 	if a.closed {
 		return
 	}
-	kept := a.keptWholeLocked()
-	over := kept - a.trimFloor()
+	over := a.keptWhole - a.trimFloor()
 	if a.allocated {
 		over /= 2
 	}
 	a.allocated = false
-	for k := a.topOrder(); k >= a.pageOrder && over > 0; k-- {
-		for b := a.tail[k]; b >= 0 && over > 0; b = a.prev[b] {
+	blocks := trimBlocks
+	for k := a.topOrder(); k >= a.pageOrder && over > 0 && blocks > 0; k-- {
+		b := a.tail[k]
+		if a.firstGiven[k] >= 0 {
+			b = a.prev[a.firstGiven[k]]
+		}
+		for ; b >= 0 && over > 0 && blocks > 0; blocks-- {
 			gave := a.releaseUpToLocked(b, k, over)
 			over -= gave
-			kept -= gave
+			a.keptWhole -= gave
+			if a.residentPagesLocked(b, k) > 0 {
+				break // given back in part: the quota is spent
+			}
+			a.firstGiven[k] = b
+			b = a.prev[b]
 		}
 	}
-	if kept > a.trimFloor() {
+	if a.keptWhole > a.trimFloor() {
 		a.armTrimLocked()
 	}
 }
@@ -672,8 +693,18 @@ func (a *arena) growLocked() bool {
 	return true
 }
 
-// pushLocked puts free block b of order k at the head of its list.
+// pushLocked puts free block b of order k at the head of its list, where
+// blocks are taken first; a block of whole pages none of which is
+// resident goes after the others, at the tail (see firstGiven).
 func (a *arena) pushLocked(b int32, k int8) {
+	if k >= a.pageOrder {
+		kept := a.residentBytesLocked(b, k)
+		if kept == 0 {
+			a.pushTailLocked(b, k)
+			return
+		}
+		a.keptWhole += kept
+	}
 	a.freeOrder[b] = k
 	a.prev[b] = -1
 	a.next[b] = a.head[k]
@@ -685,7 +716,8 @@ func (a *arena) pushLocked(b int32, k int8) {
 	a.head[k] = b
 }
 
-// pushTailLocked puts free block b of order k at the tail of its list.
+// pushTailLocked puts free block b of order k, of whole pages none of
+// which is resident, at the tail of its list.
 func (a *arena) pushTailLocked(b int32, k int8) {
 	a.freeOrder[b] = k
 	a.next[b] = -1
@@ -696,9 +728,18 @@ func (a *arena) pushTailLocked(b int32, k int8) {
 		a.head[k] = b
 	}
 	a.tail[k] = b
+	if a.firstGiven[k] < 0 {
+		a.firstGiven[k] = b
+	}
 }
 
 func (a *arena) unlinkLocked(b int32, k int8) {
+	if k >= a.pageOrder {
+		if a.firstGiven[k] == b {
+			a.firstGiven[k] = a.next[b]
+		}
+		a.keptWhole -= a.residentBytesLocked(b, k)
+	}
 	if p := a.prev[b]; p >= 0 {
 		a.next[p] = a.next[b]
 	} else {
@@ -735,7 +776,9 @@ func (a *arena) close() {
 			for b := a.head[k]; b >= 0; b = a.next[b] {
 				a.releaseLocked(b, k)
 			}
+			a.firstGiven[k] = a.head[k]
 		}
+		a.keptWhole = 0
 	}
 	a.mu.Unlock()
 }
@@ -748,8 +791,9 @@ func (a *arena) unmapLocked() {
 	a.next, a.prev, a.freeOrder = nil, nil, nil
 	a.residentBits, a.resident = nil, 0
 	for i := range a.head {
-		a.head[i], a.tail[i] = -1, -1
+		a.head[i], a.tail[i], a.firstGiven[i] = -1, -1, -1
 	}
+	a.keptWhole = 0
 }
 
 // arenaStats is a snapshot of an arena.

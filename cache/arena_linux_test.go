@@ -163,11 +163,12 @@ func TestArenaTrimGivesBackFreePages(t *testing.T) {
 	}
 }
 
-// keptWhole is what trim may give back (keptWholeLocked).
+// keptWhole is what trim may give back: the resident pages of free
+// blocks of whole pages, counted afresh (the arena keeps a running count).
 func keptWhole(a *arena) int64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.keptWholeLocked()
+	return a.keptWholeWalkLocked()
 }
 
 func inMiB(n int64) float64 { return float64(n) / (1 << 20) }

@@ -255,6 +255,45 @@ type liveSet struct {
 
 func newLiveSet() *liveSet { return &liveSet{spans: map[int][]span{}} }
 
+// keptWholeWalkLocked counts afresh what a.keptWhole keeps count of.
+func (a *arena) keptWholeWalkLocked() int64 {
+	n := int64(0)
+	for k := a.pageOrder; k <= a.topOrder(); k++ {
+		for b := a.head[k]; b >= 0; b = a.next[b] {
+			n += a.residentBytesLocked(b, k)
+		}
+	}
+	return n
+}
+
+// checkGivenLocked checks that in each list of whole pages the blocks
+// with a page resident come before those without, firstGiven the first
+// of these, and the running count of what trim may give back.
+func checkGivenLocked(t *testing.T, a *arena) {
+	t.Helper()
+	if a.closed {
+		return
+	}
+	for k := a.pageOrder; k <= a.topOrder(); k++ {
+		first := int32(-1)
+		for b := a.head[k]; b >= 0; b = a.next[b] {
+			resident := a.residentPagesLocked(b, k) > 0
+			if first < 0 && !resident {
+				first = b
+			}
+			if first >= 0 && resident {
+				t.Fatalf("order %d: block %d has resident pages after block %d, given back", k, b, first)
+			}
+		}
+		if a.firstGiven[k] != first {
+			t.Fatalf("order %d: firstGiven %d, want %d", k, a.firstGiven[k], first)
+		}
+	}
+	if got := a.keptWholeWalkLocked(); a.keptWhole != got {
+		t.Fatalf("keptWhole %d, want %d", a.keptWhole, got)
+	}
+}
+
 // checkArena checks the arena's invariants against the live spans: used
 // is the sum of live blocks, free bytes per chunk add up to mapped-used,
 // the free lists are well formed, buddy-aligned and merged, arena spans
@@ -264,6 +303,7 @@ func checkArena(t *testing.T, a *arena, live *liveSet) {
 	t.Helper()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	checkGivenLocked(t, a)
 
 	type iv struct {
 		lo, hi uintptr
