@@ -271,9 +271,6 @@ func (a *arena) keptWholeWalkLocked() int64 {
 // of these, and the running count of what trim may give back.
 func checkGivenLocked(t *testing.T, a *arena) {
 	t.Helper()
-	if a.closed {
-		return
-	}
 	for k := a.pageOrder; k <= a.topOrder(); k++ {
 		first := int32(-1)
 		for b := a.head[k]; b >= 0; b = a.next[b] {

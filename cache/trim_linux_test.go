@@ -232,8 +232,11 @@ func TestArenaTrimWhileInUse(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		checkArena(t, a, live)
 		a.close()
-		for _, ss := range live.spans {
+		checkArena(t, a, live) // every free page given back, firstGiven at the heads
+		for id, ss := range live.spans {
 			a.free(ss)
+			delete(live.spans, id)
+			checkArena(t, a, live)
 		}
 		time.Sleep(5 * time.Millisecond)
 		if st := a.stats(); st.Mapped != 0 || st.Resident != 0 {
