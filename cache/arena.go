@@ -606,11 +606,10 @@ const trimBlocks = 4096
 // max_size.
 func (a *arena) trimFloor() int64 { return a.slack / 8 }
 
-// armTrimLocked schedules a trim when free pages kept may be over the
-// floor (resident-used counts the free parts of pages in use too, which
-// only trim tells apart) and none is scheduled.
+// armTrimLocked schedules a trim when free pages kept (keptWhole) are
+// over the floor and none is scheduled.
 func (a *arena) armTrimLocked() {
-	if a.trimArmed || a.closed || a.resident-a.used <= a.trimFloor() {
+	if a.trimArmed || a.closed || a.keptWhole <= a.trimFloor() {
 		return
 	}
 	a.trimArmed = true

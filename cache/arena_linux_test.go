@@ -19,8 +19,21 @@ func residentBytes(t *testing.T, a *arena) int64 {
 	t.Helper()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	page := os.Getpagesize()
 	var n int64
+	for _, in := range kernelPages(t, a) {
+		if in {
+			n += int64(os.Getpagesize())
+		}
+	}
+	return n
+}
+
+// kernelPages is, per arena page (of the system's page size), whether the
+// kernel holds it resident (mincore).
+func kernelPages(t *testing.T, a *arena) []bool {
+	t.Helper()
+	page := os.Getpagesize()
+	var out []bool
 	for _, c := range a.chunks {
 		vec := make([]byte, (len(c)+page-1)/page)
 		_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(c))), uintptr(len(c)), uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
@@ -28,12 +41,10 @@ func residentBytes(t *testing.T, a *arena) int64 {
 			t.Fatalf("mincore: %v", errno)
 		}
 		for _, v := range vec {
-			if v&1 != 0 {
-				n += int64(page)
-			}
+			out = append(out, v&1 != 0)
 		}
 	}
-	return n
+	return out
 }
 
 // TestArenaResidentMemory stores bodies into a 64 MiB arena as a full

@@ -574,24 +574,35 @@ func TestCoalescedRefreshShared(t *testing.T) {
 // those of any response marked Incremental: ?1 (RFC 10036, which Caddy's
 // reverse_proxy never buffers), a live stream as well (a review's NDJSON
 // tail: a second client got nothing until it ended, then later ones a
-// replay).
+// replay). And those of a long download fresh only by Last-Modified under
+// heuristic_max off, stale on arrival under that config (a review: held
+// for the 10 s limit).
 func TestCoalescedStaleOnArrivalReleasesWaiters(t *testing.T) {
 	for _, tc := range []struct{ cc, stream string }{
 		{"no-cache", "sse"}, {"max-age=60", "sse"}, {"", "sse"},
 		{"max-age=60", "incremental"}, {"", "incremental"},
+		{"", "heuristic off"},
 	} {
 		cc := tc.cc
 		t.Run(tc.stream+" Cache-Control "+cc, func(t *testing.T) {
 			c := newClock()
-			h := newTestHandler(t, Config{DefaultTTL: caddy.Duration(10 * time.Second)}, c)
+			cfg := Config{DefaultTTL: caddy.Duration(10 * time.Second)}
+			if tc.stream == "heuristic off" {
+				cfg.HeuristicMax = -1
+			}
+			h := newTestHandler(t, cfg, c)
 			release, streaming, stop := make(chan struct{}), make(chan struct{}), make(chan struct{})
 			o := &origin{}
 			o.fn = func(w http.ResponseWriter, r *http.Request) error {
-				if tc.stream == "sse" {
+				switch tc.stream {
+				case "sse":
 					w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
-				} else {
+				case "incremental":
 					w.Header().Set("Content-Type", "application/x-ndjson")
 					w.Header().Set("Incremental", "?1")
+				default:
+					w.Header().Set("Content-Type", "application/octet-stream")
+					w.Header().Set("Last-Modified", c.Now().Add(-48*time.Hour).UTC().Format(http.TimeFormat))
 				}
 				if cc != "" {
 					w.Header().Set("Cache-Control", cc)

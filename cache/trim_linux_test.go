@@ -8,29 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
-
-// kernelPages is, per arena page (of the system's page size), whether the
-// kernel holds it resident (mincore).
-func kernelPages(t *testing.T, a *arena) []bool {
-	t.Helper()
-	page := os.Getpagesize()
-	var out []bool
-	for _, c := range a.chunks {
-		vec := make([]byte, (len(c)+page-1)/page)
-		_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(c))), uintptr(len(c)), uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
-		if errno != 0 {
-			t.Fatalf("mincore: %v", errno)
-		}
-		for _, v := range vec {
-			out = append(out, v&1 != 0)
-		}
-	}
-	return out
-}
 
 // writeWhole writes every byte of the blocks of ss (not only their len),
 // as a body filling its blocks would.
