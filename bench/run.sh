@@ -380,6 +380,25 @@ profile() {
 	done
 }
 
+# caddy_mib prints a field of Caddy's /proc status (VmRSS, VmHWM) in MiB.
+caddy_mib() { awk -v f="$1:" '$1 == f {print int($2 / 1024)}' "/proc/$caddy_pid/status"; }
+
+# slow_cache_config writes $cfg: the preamble and a site on $CACHE whose
+# cache (max_size $1 MiB, and the options in $2) fronts bench/slow-origin
+# on $slow.
+slow_cache_config() {
+	{ preamble; cat <<CFG
+http://127.0.0.1:$CACHE {
+	response_cache {
+		max_size ${1}MiB
+		${2:-}
+	}
+	reverse_proxy 127.0.0.1:$slow
+}
+CFG
+	} > "$cfg"
+}
+
 # start_slow_origin builds and starts bench/slow-origin with the given
 # flags on a free port, which it puts in slow, and its pid in origin_pid
 # (both the caller's locals).
@@ -499,23 +518,15 @@ burst() {
 	start_slow_origin -delay 0s -size $((mib << 20)) -pace 5s
 	body=burst
 	cfg="$out/burst.Caddyfile"
-	{ preamble; cat <<CFG
-http://127.0.0.1:$CACHE {
-	response_cache {
-		max_size ${max_mib}MiB
-	}
-	reverse_proxy 127.0.0.1:$slow
-}
-CFG
-	} > "$cfg"
+	slow_cache_config "$max_mib"
 	start_caddy "$cfg"
-	echo "idle: RSS $(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$caddy_pid/status") MiB"
+	echo "idle: RSS $(caddy_mib VmRSS) MiB"
 	for i in $(seq "$n"); do
 		curl -s -o /dev/null -w '%{http_code} %{size_download}\n' "http://127.0.0.1:$CACHE/burst/$RANDOM-$i?cc=public,max-age=600" > "$out/burst-$i.out" &
 		pids+=($!)
 	done
 	wait "${pids[@]}"
-	echo "$n concurrent misses of $mib MiB into a $max_mib MiB cache: peak RSS $(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$caddy_pid/status") MiB"
+	echo "$n concurrent misses of $mib MiB into a $max_mib MiB cache: peak RSS $(caddy_mib VmHWM) MiB"
 	echo "clients got (count, status, bytes):"
 	cat "$out"/burst-*.out | sort | uniq -c
 	rm -f "$out"/burst-*.out
@@ -539,16 +550,7 @@ mixed() {
 	start_slow_origin -delay 0s
 	body=mixed
 	cfg="$out/mixed.Caddyfile"
-	{ preamble; cat <<CFG
-http://127.0.0.1:$CACHE {
-	response_cache {
-		max_size ${max_mib}MiB
-		min_uses 1
-	}
-	reverse_proxy 127.0.0.1:$slow
-}
-CFG
-	} > "$cfg"
+	slow_cache_config "$max_mib" "min_uses 1"
 	# The sizes: log-uniform from 1 KiB to max_item_size, 10 x max_size in all.
 	awk -v seed="${SEED:-1}" -v max=$((max_mib << 17)) -v total=$((max_mib * 10 << 20)) 'BEGIN {
 		srand(seed); lo = log(1024); hi = log(max)
@@ -561,12 +563,11 @@ CFG
 		sleep 2
 		local rss0 anon0 rss anon hwm chunked=0
 		[ "$mode" = chunked ] && chunked=1
-		rss0=$(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$caddy_pid/status"); anon0=$(anon)
+		rss0=$(caddy_mib VmRSS); anon0=$(anon)
 		awk -v c="$chunked" '{print $1, $2, c}' "$out/mixed-sizes.txt" |
 			"${PIN_WRK[@]}" xargs -P 12 -n 3 sh -c 'curl -fs -o /dev/null "http://127.0.0.1:$0/mixed/$1?cc=public,max-age=3600&n=$2&chunked=$3"' "$CACHE" || true
 		sleep 10
-		rss=$(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$caddy_pid/status"); anon=$(anon)
-		hwm=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$caddy_pid/status")
+		rss=$(caddy_mib VmRSS); anon=$(anon) hwm=$(caddy_mib VmHWM)
 		printf '%-8s %d responses, %d MiB: RSS idle %d MiB, peak %d MiB (%.2f x max_size over idle), 10 s after %d MiB (%.2f x); anonymous memory idle %d MiB, 10 s after %d MiB (%.2f x)\n' \
 			"$mode" "$(wc -l < "$out/mixed-sizes.txt")" "$((max_mib * 10))" "$rss0" "$hwm" "$(echo "($hwm - $rss0) / $max_mib" | bc -l)" \
 			"$rss" "$(echo "($rss - $rss0) / $max_mib" | bc -l)" "$anon0" "$anon" "$(echo "($anon - $anon0) / $max_mib" | bc -l)"

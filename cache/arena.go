@@ -316,9 +316,7 @@ func (a *arena) appendAlloc(dst []span, n int, heap bool) ([]span, bool) {
 		want := min(size, left)
 		left -= want
 		if b, ok := a.allocLocked(k); ok {
-			off := (int(b) & a.blockMask()) << minBlockShift
-			c := a.chunks[int(b)>>a.blockShift()]
-			spans = append(spans, span{b: c[off : off+want : off+want], block: b, order: k})
+			spans = append(spans, span{b: a.blockMemLocked(b, want), block: b, order: k})
 			continue
 		}
 		// A closed arena (its store gone in a reload) serves only the
@@ -356,9 +354,7 @@ func (a *arena) newPiece() span {
 		b, ok := a.allocLocked(pieceOrder)
 		var piece span
 		if ok {
-			off := (int(b) & a.blockMask()) << minBlockShift
-			c := a.chunks[int(b)>>a.blockShift()]
-			piece = span{b: c[off : off+scratchSize : off+scratchSize], block: b, order: pieceOrder}
+			piece = span{b: a.blockMemLocked(b, scratchSize), block: b, order: pieceOrder}
 		}
 		a.mu.Unlock()
 		if ok {
@@ -497,15 +493,22 @@ func (a *arena) markResidentLocked(b int32, k int8) {
 
 // releaseLocked gives the pages of free block b of order k (whole pages)
 // back to the system.
-func (a *arena) releaseLocked(b int32, k int8) {
+func (a *arena) releaseLocked(b int32, k int8) (gave int64) {
 	cleared := a.setPagesLocked(b, k, false)
 	if cleared == 0 {
-		return
+		return 0
 	}
-	a.resident -= int64(cleared) * a.pageBytes()
-	a.released.Add(uint64(int64(cleared) * a.pageBytes()))
+	gave = int64(cleared) * a.pageBytes()
+	a.resident -= gave
+	a.released.Add(uint64(gave))
+	releasePages(a.blockMemLocked(b, minBlock<<k))
+	return gave
+}
+
+// blockMemLocked is the first n bytes of block b (capacity n too).
+func (a *arena) blockMemLocked(b int32, n int) []byte {
 	off := (int(b) & a.blockMask()) << minBlockShift
-	releasePages(a.chunks[int(b)>>a.blockShift()][off : off+minBlock<<k])
+	return a.chunks[int(b)>>a.blockShift()][off : off+n : off+n]
 }
 
 // residentBytesLocked is the bytes of the resident pages of block b of
@@ -525,10 +528,8 @@ func (a *arena) releaseUpToLocked(b int32, k int8, quota int64) int64 {
 	if quota <= 0 {
 		return 0
 	}
-	if k == a.pageOrder || int64(a.residentPagesLocked(b, k))*a.pageBytes() <= quota {
-		before := a.resident
-		a.releaseLocked(b, k)
-		return before - a.resident
+	if k == a.pageOrder || a.residentBytesLocked(b, k) <= quota {
+		return a.releaseLocked(b, k)
 	}
 	gave := a.releaseUpToLocked(b+1<<(k-1), k-1, quota)
 	return gave + a.releaseUpToLocked(b, k-1, quota-gave)

@@ -503,13 +503,6 @@ var pattern = func() []byte {
 
 func patternFor(id, n int) []byte { o := id % 251; return pattern[o : o+n] }
 
-// fillSpans copies want into spans in order.
-func fillSpans(ss []span, want []byte) {
-	for _, s := range ss {
-		want = want[copy(s.b, want):]
-	}
-}
-
 // spansEqual reports whether the spans, in order, hold want.
 func spansEqual(ss []span, want []byte) bool {
 	for _, s := range ss {

@@ -168,10 +168,7 @@ func (b *body) adoptPieces() (*body, bool) {
 			b.arena.free(copies)
 			return nil, false
 		}
-		rest := p.b[:n]
-		for _, c := range spans[start:] {
-			rest = rest[copy(c.b, rest):]
-		}
+		fillSpans(spans[start:], p.b[:n])
 		copies = append(copies, spans[start:]...)
 		out.spans = spans
 	}
@@ -185,6 +182,13 @@ func (b *body) adoptPieces() (*body, bool) {
 		}
 	}
 	return out, true
+}
+
+// fillSpans copies p into spans in order.
+func fillSpans(spans []span, p []byte) {
+	for _, s := range spans {
+		p = p[copy(s.b, p):]
+	}
 }
 
 // guard locks and returns the mutex that guards a growing body's scratch

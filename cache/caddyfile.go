@@ -87,7 +87,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			c.DefaultTTL = dur
 		case "heuristic_max":
-			dur, err := parseHeuristicMax(d)
+			dur, err := parseDurationOrOff(d, "the heuristic", ", 24h", "for no heuristic freshness")
 			if err != nil {
 				return err
 			}
@@ -321,44 +321,33 @@ func durationArg(d *caddyfile.Dispenser, opt, arg string) (caddy.Duration, error
 	return caddy.Duration(dur), nil
 }
 
-// parseHeuristicMax parses the argument of heuristic_max: a positive
-// duration, or off (negative in JSON: no heuristic freshness). Zero is
-// refused: in JSON it is the default, 24h, which a 0 written here would
-// not read as.
-func parseHeuristicMax(d *caddyfile.Dispenser) (caddy.Duration, error) {
-	arg, err := singleArg(d)
-	if err != nil {
-		return 0, err
-	}
-	if strings.EqualFold(arg, "off") {
-		return heuristicOff, nil
-	}
-	dur, err := durationArg(d, "heuristic_max", arg)
-	if err == nil && dur == 0 {
-		return 0, d.Errf("heuristic_max %s would not turn the heuristic off (0 is the default, 24h); write 'heuristic_max off' for no heuristic freshness, or a positive duration to cap it", arg)
-	}
-	return dur, err
-}
-
-// parseStaleWindow parses the argument of stale_while_revalidate or
-// stale_if_error: a positive duration, or off (negative in JSON: never
-// serve stale that way, whatever the response or request asks). Zero is
-// refused: in JSON it is the default (the response's own window,
-// uncapped), which a 0 written here would not read as.
-func parseStaleWindow(d *caddyfile.Dispenser) (caddy.Duration, error) {
+// parseDurationOrOff parses the argument of an option that takes a
+// positive duration or off (durationOff in JSON): heuristic_max (off: no
+// heuristic freshness), stale_while_revalidate and stale_if_error (off:
+// never serve stale that way, whatever the response or request asks).
+// Zero is refused: in JSON it is the default, which a 0 written here
+// would not read as; what names what off turns off, byDefault what 0
+// means, and offMeans what off does, for the error.
+func parseDurationOrOff(d *caddyfile.Dispenser, what, byDefault, offMeans string) (caddy.Duration, error) {
 	opt := d.Val()
 	arg, err := singleArg(d)
 	if err != nil {
 		return 0, err
 	}
 	if strings.EqualFold(arg, "off") {
-		return staleOff, nil
+		return durationOff, nil
 	}
 	dur, err := durationArg(d, opt, arg)
 	if err == nil && dur == 0 {
-		return 0, d.Errf("%s %s would not turn it off (0 is the default: the response's own window, uncapped); write '%s off' to never serve stale that way, or a positive duration to cap it", opt, arg, opt)
+		return 0, d.Errf("%s %s would not turn %s off (0 is the default%s); write '%s off' %s, or a positive duration to cap it", opt, arg, what, byDefault, opt, offMeans)
 	}
 	return dur, err
+}
+
+// parseStaleWindow parses the argument of stale_while_revalidate or
+// stale_if_error (see parseDurationOrOff).
+func parseStaleWindow(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	return parseDurationOrOff(d, "it", ": the response's own window, uncapped", "to never serve stale that way")
 }
 
 // maxDuration is the longest duration a Caddyfile option takes: whole
@@ -367,13 +356,9 @@ func parseStaleWindow(d *caddyfile.Dispenser) (caddy.Duration, error) {
 // to 2^63, past int64).
 const maxDuration = 2562047 * time.Hour
 
-// heuristicOff is the JSON value of heuristic_max off (any negative
-// value is).
-const heuristicOff = caddy.Duration(-1)
-
-// staleOff is the JSON value of stale_while_revalidate or stale_if_error
-// off (any negative value is).
-const staleOff = caddy.Duration(-1)
+// durationOff is the JSON value of heuristic_max, stale_while_revalidate
+// or stale_if_error off (any negative value is).
+const durationOff = caddy.Duration(-1)
 
 // tooLong reports whether arg is a well-formed duration, a number and a
 // unit, that overflows time.Duration.

@@ -17,9 +17,7 @@ func writeWhole(a *arena, ss []span, v byte) {
 		if s.order < 0 {
 			continue
 		}
-		c := a.chunks[int(s.block)>>a.blockShift()]
-		off := (int(s.block) & a.blockMask()) << minBlockShift
-		blk := c[off : off+minBlock<<s.order]
+		blk := a.blockMemLocked(s.block, minBlock<<s.order)
 		for i := range blk {
 			blk[i] = v
 		}
