@@ -38,8 +38,12 @@ type AdminAPI struct {
 // a handler's is. (Caddy provisions admin routers with a context of no
 // module, whose Logger, like caddy.Log(), writes to the default log only,
 // which leaves out what a log of its own includes.)
+//
+// It also registers the cache's metrics in the config's registry, which
+// the admin endpoint's /metrics serves (see registerMetrics).
 func (a *AdminAPI) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger(a)
+	registerMetrics(ctx.GetMetricsRegistry())
 	return nil
 }
 
@@ -75,7 +79,8 @@ type PurgeRequest struct {
 
 // PurgeResponse is the answer to a purge.
 type PurgeResponse struct {
-	// Purged counts the entries removed (responses and variant records).
+	// Purged counts the responses removed; variant records removed with
+	// them are not counted.
 	Purged int `json:"purged"`
 	// Caches counts the stores the purge ran on.
 	Caches int `json:"caches"`

@@ -66,11 +66,22 @@ type handlerMetrics struct {
 	minUsesSkips prometheus.Counter
 }
 
-func newHandlerMetrics(reg *prometheus.Registry, cache string) handlerMetrics {
+// registerMetrics adds the cache's collectors to reg, a config's
+// registry: its handlers call it, and so does the admin API's Provision,
+// since the admin endpoint's /metrics serves the registry of the config
+// last loaded from before its apps are provisioned. A config that then
+// fails to load before any response_cache handler is provisioned still
+// exports the running config's series (a review: every series gone
+// after such a load, until the next one that loaded).
+func registerMetrics(reg *prometheus.Registry) {
 	initMetrics()
 	register(reg, cacheMetrics.requests)
 	register(reg, cacheMetrics.skips)
 	register(reg, cacheMetrics.stores)
+}
+
+func newHandlerMetrics(reg *prometheus.Registry, cache string) handlerMetrics {
+	registerMetrics(reg)
 	c := func(result string) prometheus.Counter {
 		return cacheMetrics.requests.WithLabelValues(cache, result)
 	}
@@ -243,7 +254,13 @@ func trackStore(s *store) {
 }
 
 // retireStore moves s's counters, as they are as it closes, to its cache
-// name's retired ones.
+// name's retired ones while another store of the name lives (the new
+// store of a reload that resized it, provisioned before the old config
+// is cleaned up). The last store of a name takes them with it: the name
+// left the config, its requests_total series went with its last handler
+// (releaseMetrics), and a later config that names it again counts every
+// series from 0 alike (a review saw stores_total carry on from the old
+// store where requests_total started over).
 func retireStore(s *store) {
 	counted.Lock()
 	defer counted.Unlock()
@@ -251,7 +268,13 @@ func retireStore(s *store) {
 		return
 	}
 	delete(counted.live, s)
-	t := counted.retired[s.name]
-	t.add(s.stats(), false)
-	counted.retired[s.name] = t
+	for other := range counted.live {
+		if other.name == s.name {
+			t := counted.retired[s.name]
+			t.add(s.stats(), false)
+			counted.retired[s.name] = t
+			return
+		}
+	}
+	delete(counted.retired, s.name)
 }

@@ -251,8 +251,8 @@ var resizeRuns atomic.Int32
 
 func TestStoreCountersSurviveAResize(t *testing.T) {
 	c := newClock()
-	// A name of its own in each run: counters of closed stores carry over
-	// per name for the process's life (go test -count=3).
+	// A name of its own in each run (go test -count=3), so that no other
+	// test's store of the name is live.
 	name := fmt.Sprintf("resized-%d", resizeRuns.Add(1))
 	provision := func(maxSize int64) (*Handler, caddy.Context) {
 		h := &Handler{Config: Config{CacheName: name, MaxSize: maxSize, MinUses: 1}, now: c.Now}
@@ -285,4 +285,88 @@ func TestStoreCountersSurviveAResize(t *testing.T) {
 		t.Errorf("stores_total after a store into the new store: %v, want 3", got)
 	}
 	_ = next.Cleanup()
+}
+
+// TestCountersOfACacheNameThatLeftStartOver: once a cache name's last
+// store closes (a reload renamed or removed the cache), a later config
+// that names it again counts its store counters from 0, as it does
+// requests_total (a review: stores_total, evictions_total and
+// purges_total carried on from the old store while every requests_total
+// series started over).
+func TestCountersOfACacheNameThatLeftStartOver(t *testing.T) {
+	c := newClock()
+	name := fmt.Sprintf("left-%d", resizeRuns.Add(1))
+	provision := func() (*Handler, caddy.Context) {
+		h := &Handler{Config: Config{CacheName: name, MaxSize: 1 << 20, MinUses: 1}, now: c.Now}
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		t.Cleanup(cancel)
+		if err := h.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		h.logger = zap.NewNop()
+		return h, ctx
+	}
+	counters := func(ctx caddy.Context) (stores, misses float64) {
+		mfs := gather(t, ctx)
+		stores, _ = value(mfs["caddy_response_cache_stores_total"], map[string]string{"cache": name})
+		misses, _ = value(mfs["caddy_response_cache_requests_total"], map[string]string{"cache": name, "result": resultMiss})
+		return stores, misses
+	}
+	cached := static(c, 200, "x", "Cache-Control", "max-age=60")
+	old, ctx := provision()
+	for _, u := range []string{"/a", "/b"} {
+		get(t, old, cached, "http://example.com"+u)
+	}
+	old.store.wait()
+	if stores, misses := counters(ctx); stores != 2 || misses != 2 {
+		t.Fatalf("before the name left: stores_total %v, misses %v; want 2 and 2", stores, misses)
+	}
+	_ = old.Cleanup() // a config without the name
+
+	back, ctx := provision()
+	get(t, back, cached, "http://example.com/c")
+	back.store.wait()
+	if stores, misses := counters(ctx); stores != 1 || misses != 1 {
+		t.Errorf("the name back: stores_total %v, misses %v; want 1 and 1, both counted from 0", stores, misses)
+	}
+	_ = back.Cleanup()
+	counted.Lock()
+	_, kept := counted.retired[name]
+	counted.Unlock()
+	if kept {
+		t.Error("the counters of a name no store has are kept")
+	}
+}
+
+// TestAdminAPIRegistersTheMetrics: the admin API's Provision registers the
+// cache's collectors in its config's registry, which the admin endpoint's
+// /metrics serves, so that a config that fails to load before any of its
+// response_cache handlers is provisioned still exports the running
+// config's stores (a review: every series gone after such a load).
+func TestAdminAPIRegistersTheMetrics(t *testing.T) {
+	c := newClock()
+	name := fmt.Sprintf("admin-%d", resizeRuns.Add(1))
+	h := &Handler{Config: Config{CacheName: name, MaxSize: 1 << 20, MinUses: 1}, now: c.Now}
+	running, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := h.Provision(running); err != nil {
+		t.Fatal(err)
+	}
+	h.logger = zap.NewNop()
+	defer h.Cleanup()
+	get(t, h, static(c, 200, "x", "Cache-Control", "max-age=60"), "http://example.com/a")
+	h.store.wait()
+
+	failed, cancelFailed := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancelFailed()
+	if err := new(AdminAPI).Provision(failed); err != nil {
+		t.Fatal(err)
+	}
+	mfs := gather(t, failed)
+	if v, ok := value(mfs["caddy_response_cache_stores_total"], map[string]string{"cache": name}); !ok || v != 1 {
+		t.Errorf("stores_total of the running store in the new config's registry: %v (exported: %v); want 1", v, ok)
+	}
+	if v, ok := value(mfs["caddy_response_cache_requests_total"], map[string]string{"cache": name, "result": resultMiss}); !ok || v != 1 {
+		t.Errorf("requests_total of the running handler in the new config's registry: %v (exported: %v); want 1", v, ok)
+	}
 }

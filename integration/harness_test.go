@@ -167,25 +167,38 @@ func transient(err error) bool {
 // detector).
 func adminPost(t testing.TB, path, body string) (int, string) {
 	t.Helper()
+	return adminDo(t, http.MethodPost, path, body)
+}
+
+// adminGet is adminPost's GET.
+func adminGet(t testing.TB, path string) (int, string) {
+	t.Helper()
+	return adminDo(t, http.MethodGet, path, "")
+}
+
+func adminDo(t testing.TB, method, path, body string) (int, string) {
+	t.Helper()
 	var res *http.Response
 	var err error
 	for try := 1; try <= 10; try++ {
 		var req *http.Request
-		req, err = http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d%s", adminPort, path), strings.NewReader(body))
+		req, err = http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d%s", adminPort, path), strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header.Set("Content-Type", "application/json")
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		req.Close = true
 		res, err = (&http.Client{Timeout: 30 * time.Second}).Do(req)
 		if err == nil || !transient(err) {
 			break
 		}
-		t.Logf("POST %s: %v; retry %d", path, err, try)
+		t.Logf("%s %s: %v; retry %d", method, path, err, try)
 		time.Sleep(time.Duration(try) * 20 * time.Millisecond)
 	}
 	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
+		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
