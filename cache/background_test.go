@@ -2,6 +2,7 @@ package cache
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -199,8 +200,7 @@ func TestFailingRefreshesBackOff(t *testing.T) {
 // another, so that it still backs off (a large outage is when the bound is
 // reached), preferring one whose backoff has passed.
 func TestFailedRefreshesAreBounded(t *testing.T) {
-	var b background
-	b.keys = make(map[string]struct{})
+	b := background{refreshes: new(refreshes)}
 	now := time.Unix(1e9, 0)
 	fail := func(key string, at time.Time) {
 		t.Helper()
@@ -235,8 +235,7 @@ func TestFailedRefreshesAreBounded(t *testing.T) {
 // TestRefreshBackoffIsCapped: a key that keeps failing is tried again at
 // most maxRefreshBackoff after its last failure.
 func TestRefreshBackoffIsCapped(t *testing.T) {
-	var b background
-	b.keys = make(map[string]struct{})
+	b := background{refreshes: new(refreshes)}
 	now := time.Unix(1e9, 0)
 	var delay time.Duration
 	for i := range 12 {
@@ -253,5 +252,65 @@ func TestRefreshBackoffIsCapped(t *testing.T) {
 	}
 	if delay != maxRefreshBackoff {
 		t.Errorf("after 12 failures the backoff is %v, want %v", delay, maxRefreshBackoff)
+	}
+}
+
+// TestRefreshesAreSharedAcrossAReload: the configs that share a store (a
+// reload that keeps cache_name and max_size) share its refreshes: a key
+// being refreshed by the old config's handler is not refreshed again by
+// the new one's, and a failed refresh's backoff holds for both (a review:
+// three refreshes of one key at once across two reloads, and a failing
+// origin asked at every reload).
+func TestRefreshesAreSharedAcrossAReload(t *testing.T) {
+	c := newClock()
+	name := fmt.Sprintf("reloaded-%d", testCacheSeq.Add(1))
+	old := newTestHandler(t, Config{CacheName: name}, c)
+	release := make(chan struct{})
+	var failing atomic.Bool
+	o := &origin{}
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		if o.calls.Load() == 2 {
+			<-release // the first refresh
+		}
+		if failing.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return nil
+		}
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=86400")
+		_, _ = w.Write([]byte("v"))
+		return nil
+	}
+	const url = "http://example.com/shared"
+	get(t, old, o, url)
+	c.Advance(2 * time.Second)
+	wantStatus(t, get(t, old, o, url), []string{"hit", "detail=stale-while-revalidate"})
+	until(t, "the old config's refresh to reach the origin", func() bool { return o.calls.Load() == 2 })
+
+	next := newTestHandler(t, Config{CacheName: name}, c) // the reload
+	if next.store != old.store {
+		t.Fatal("the reload did not keep the store")
+	}
+	wantStatus(t, get(t, next, o, url), []string{"hit", "detail=stale-while-revalidate"})
+	next.bg.wait()
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("origin called %d times; want 2: the new config refreshed a key the old one was refreshing", n)
+	}
+	close(release)
+	old.bg.wait()
+	old.store.wait()
+
+	failing.Store(true)
+	c.Advance(2 * time.Second)
+	wantStatus(t, get(t, next, o, url), []string{"hit", "detail=stale-while-revalidate"})
+	next.bg.wait()
+	if n := o.calls.Load(); n != 3 {
+		t.Fatalf("origin called %d times; want 3 (a refresh that fails)", n)
+	}
+	newer := newTestHandler(t, Config{CacheName: name}, c) // another reload, within the backoff
+	wantStatus(t, get(t, newer, o, url), []string{"hit", "detail=stale-while-revalidate"})
+	newer.bg.wait()
+	if n := o.calls.Load(); n != 3 {
+		t.Errorf("origin called %d times; want 3: a reload ended the failed refresh's backoff", n)
 	}
 }

@@ -29,7 +29,11 @@ type flight struct {
 	// waited; cancel ends the fill (set by its leader). Both under the
 	// group's lock.
 	leaderGone bool
-	cancel     func()
+	// failed: the origin failed the leader's revalidation (see fail);
+	// written and read like e. (Beside leaderGone: in what was padding,
+	// which keeps the exchange within its 1 KiB size class.)
+	failed bool
+	cancel func()
 	// drained is closed by the last waiter to stop waiting once the
 	// leader is in drain (draining set), so that the leader may let go of
 	// the body it kept for them.
@@ -148,6 +152,22 @@ func (g *flightGroup) answered(f *flight) {
 // flight, so that later requests look in the store again. Only the first
 // call counts; after publish, it only ends the flight.
 func (g *flightGroup) finish(key string, urlHash uint64, f *flight, e *entry, status int) {
+	g.end(key, urlHash, f, e, status, false)
+}
+
+// fail ends f as finish does with no entry, telling its waiters that the
+// origin failed the leader's revalidation: no response came (status 0),
+// or a server error (status). Waiters holding a stale response of their
+// own answer with it where stale-if-error allows, or with the 504 a
+// response that must be revalidated calls for, as the leader did, rather
+// than each try the failing origin (a review: ten waiters sent ten
+// requests to an origin that hung, each answered after twice its
+// timeout).
+func (g *flightGroup) fail(key string, urlHash uint64, f *flight, status int) {
+	g.end(key, urlHash, f, nil, status, true)
+}
+
+func (g *flightGroup) end(key string, urlHash uint64, f *flight, e *entry, status int, failed bool) {
 	f.once.Do(func() {
 		g.mu.Lock()
 		if g.m[key] == f {
@@ -160,7 +180,7 @@ func (g *flightGroup) finish(key string, urlHash uint64, f *flight, e *entry, st
 			g.mu.Unlock()
 			return
 		}
-		f.e, f.status = e, status
+		f.e, f.status, f.failed = e, status, failed
 		done := f.done
 		g.mu.Unlock()
 		if done != nil {
@@ -258,20 +278,21 @@ const maxCoalesceWait = 10 * time.Second
 
 // wait blocks until the leader publishes, ctx ends or limit passes after
 // answering is closed (at once if it is nil), and returns the published
-// entry (nil: go to the origin) and the origin's status (read only once
+// entry (nil: go to the origin), whether the origin failed (see fail)
+// and the origin's status (read only once
 // the leader has published: a waiter whose limit passed must not read
 // what the leader may still be writing) with a reference to its body, which the
 // caller releases: the leader keeps the body until its waiters have taken
 // theirs (drain), so that a response the store refused, and freed, still
 // answers them.
-func (f *flight) wait(ctx context.Context, answering <-chan struct{}, limit time.Duration) (*entry, int, error) {
+func (f *flight) wait(ctx context.Context, answering <-chan struct{}, limit time.Duration) (e *entry, failed bool, status int, err error) {
 	defer f.stopWaiting() // counted by join
 	if answering != nil {
 		select {
 		case <-f.done:
-			return f.take(), f.status, nil
+			return f.take(), f.failed, f.status, nil
 		case <-ctx.Done():
-			return nil, 0, ctx.Err()
+			return nil, false, 0, ctx.Err()
 		case <-answering:
 		}
 	}
@@ -279,11 +300,11 @@ func (f *flight) wait(ctx context.Context, answering <-chan struct{}, limit time
 	defer timer.Stop()
 	select {
 	case <-f.done:
-		return f.take(), f.status, nil
+		return f.take(), f.failed, f.status, nil
 	case <-ctx.Done():
-		return nil, 0, ctx.Err()
+		return nil, false, 0, ctx.Err()
 	case <-timer.C:
-		return nil, 0, nil
+		return nil, false, 0, nil
 	}
 }
 

@@ -226,9 +226,9 @@ func TestFlightWaitPastItsBound(t *testing.T) {
 	f, _, _ := g.join("k", new(flight))
 	_, _, answering := g.join("k", new(flight))
 	g.answered(f)
-	e, status, err := f.wait(context.Background(), answering, time.Millisecond)
-	if e != nil || status != 0 || err != nil {
-		t.Errorf("wait past its bound = %v, %d, %v; want nil, 0, nil", e, status, err)
+	e, failed, status, err := f.wait(context.Background(), answering, time.Millisecond)
+	if e != nil || failed || status != 0 || err != nil {
+		t.Errorf("wait past its bound = %v, %v, %d, %v; want nil, false, 0, nil", e, failed, status, err)
 	}
 	g.finish("k", 1, f, &entry{entryData: entryData{key: "k"}}, 200)
 }
@@ -250,7 +250,7 @@ func TestFlightGroup(t *testing.T) {
 	e := &entry{entryData: entryData{key: "k"}}
 	g.finish("k", 1, f, e, 200)
 	g.finish("k", 1, f, nil, 0) // only the first finish counts
-	if got, status, err := f.wait(context.Background(), answering, time.Minute); got != e || status != 200 || err != nil {
+	if got, _, status, err := f.wait(context.Background(), answering, time.Minute); got != e || status != 200 || err != nil {
 		t.Errorf("wait = %v, %d, %v", got, status, err)
 	}
 	if _, leader, _ := g.join("k", new(flight)); !leader {
@@ -260,7 +260,7 @@ func TestFlightGroup(t *testing.T) {
 	cancel()
 	g.join("other", new(flight))
 	f3, _, answering3 := g.join("other", new(flight))
-	if _, _, err := f3.wait(ctx, answering3, time.Minute); err == nil {
+	if _, _, _, err := f3.wait(ctx, answering3, time.Minute); err == nil {
 		t.Error("wait ignores its context")
 	}
 }
@@ -528,6 +528,92 @@ func TestCoalescedRefreshNotShared(t *testing.T) {
 					t.Errorf("client %d got %s %q, another client's", i, field[0], v)
 				}
 				seen[v] = true
+			}
+		})
+	}
+}
+
+// TestCoalescedFailedRevalidation: waiters of a revalidation the origin
+// fails (no response, or a server error) answer with their stale response
+// where stale-if-error allows, and with the 504 must-revalidate calls for
+// when no response came, as the leader does, rather than each try the
+// failing origin (a review: ten waiters sent ten requests to an origin
+// that hung, each answered after twice reverse_proxy's timeout). Where
+// neither applies they still go to the origin themselves.
+func TestCoalescedFailedRevalidation(t *testing.T) {
+	boom := errors.New("dial tcp: connection refused")
+	const n = 5 // a leader and its waiters
+	for _, tc := range []struct {
+		name   string
+		cc     string
+		status int // the origin's answer to the revalidation; 0: no response
+		calls  int32
+		code   int      // the waiters' status
+		parts  []string // in the waiters' Cache-Status
+	}{
+		{"no response, stale-if-error", "max-age=60, stale-if-error=600", 0, 1, 200, []string{"fwd=stale", "collapsed", "detail=stale-if-error"}},
+		{"503, stale-if-error", "max-age=60, stale-if-error=600", 503, 1, 200, []string{"fwd=stale", "fwd-status=503", "collapsed", "detail=stale-if-error"}},
+		{"no response, must-revalidate", "max-age=60, must-revalidate", 0, 1, 504, []string{"fwd=stale", "collapsed", "detail=must-revalidate"}},
+		{"503, must-revalidate", "max-age=60, must-revalidate", 503, n, 503, []string{"fwd=stale", "fwd-status=503"}},
+		{"no response, no stale allowed", "max-age=60", 0, n, 0, nil},
+		{"503, no stale allowed", "max-age=60", 503, n, 503, []string{"fwd=stale", "fwd-status=503"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			const url = "http://example.com/failing"
+			get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", tc.cc), url)
+			c.Advance(2 * time.Minute)
+			release := make(chan struct{})
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				<-release
+				if tc.status == 0 {
+					return boom
+				}
+				w.WriteHeader(tc.status)
+				_, _ = io.WriteString(w, "origin error")
+				return nil
+			}}
+			out := make([]*httptest.ResponseRecorder, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				out[i] = httptest.NewRecorder()
+				wg.Go(func() { errs[i] = h.ServeHTTP(out[i], newRequest(http.MethodGet, url), o) })
+			}
+			key := keyOf(t, h, newRequest(http.MethodGet, url))
+			until(t, "waiters to join", func() bool { return h.flights.waiting(key) == n-1 })
+			close(release)
+			wg.Wait()
+			if calls := o.calls.Load(); calls != tc.calls {
+				t.Errorf("origin called %d times for %d clients, want %d", calls, n, tc.calls)
+			}
+			waiters := 0
+			for i, w := range out {
+				if tc.calls == 1 && !hasParam(w.Header().Get("Cache-Status"), "collapsed") {
+					continue // the leader
+				}
+				waiters++
+				code := w.Code
+				var he caddyhttp.HandlerError
+				switch {
+				case errors.As(errs[i], &he):
+					code = he.StatusCode
+				case errors.Is(errs[i], boom):
+					code = 0
+				case errs[i] != nil:
+					t.Fatalf("client %d: %v", i, errs[i])
+				}
+				if code != tc.code {
+					t.Errorf("client %d: status %d (%v), want %d", i, code, errs[i], tc.code)
+				}
+				if code == 200 && w.Body.String() != "payload" {
+					t.Errorf("client %d: %q, want the stale response", i, w.Body.String())
+				}
+				wantStatus(t, w, tc.parts)
+			}
+			if tc.calls == 1 && waiters != n-1 {
+				t.Errorf("%d clients answered as waiters, want %d", waiters, n-1)
 			}
 		})
 	}

@@ -197,7 +197,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.warnHeapBodies(bodiesMapped)
 	h.flights = new(flightGroup)
 	h.fills = new(fillSet)
-	h.bg = &background{keys: make(map[string]struct{})}
 	h.staleErrors = newLogPace(h.now())
 	h.clientKeys = new(clientKeys)
 
@@ -232,6 +231,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.firstUses = &v.(*store).firstUses
 	h.hints = &v.(*store).hints
 	h.asIs = &v.(*store).asIs
+	h.bg = &background{refreshes: &v.(*store).refreshes}
 	h.hintGen = nextHintGeneration()
 	h.m = newHandlerMetrics(ctx.GetMetricsRegistry(), h.CacheName)
 	h.metricsName = h.CacheName

@@ -1122,7 +1122,8 @@ func TestStaleIfError(t *testing.T) {
 		name   string
 		cfg    Config
 		cc     string
-		cdn    string // the origin's CDN-Cache-Control, if any
+		cdn    string   // the origin's CDN-Cache-Control, if any
+		more   []string // more fields of the stored response
 		req    []string
 		status int   // origin's answer; 0: next returns err
 		err    error // returned by ServeHTTP
@@ -1144,6 +1145,11 @@ func TestStaleIfError(t *testing.T) {
 		{name: "proxy-revalidate unreachable 504", cc: "max-age=60, stale-if-error=600, proxy-revalidate", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
 		{name: "no-cache unreachable passes the error", cc: "max-age=60, stale-if-error=600, no-cache", err: boom},
 		{name: "s-maxage unreachable 504", cc: "s-maxage=60, stale-if-error=600", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
+		// A fresh response that must be revalidated once stale, sent for
+		// validation by the client's no-cache: the origin's error, not a
+		// 504 (a review), which RFC 9111 calls for only once it is stale.
+		{name: "fresh s-maxage, no-cache request, unreachable passes the error", cc: "s-maxage=600", more: []string{"Etag", `"v1"`}, req: []string{"Cache-Control", "no-cache"}, err: boom},
+		{name: "fresh must-revalidate, no-cache request, unreachable passes the error", cc: "max-age=600, must-revalidate", more: []string{"Etag", `"v1"`}, req: []string{"Cache-Control", "no-cache"}, err: boom},
 		// CDN-Cache-Control, when it parses, decides instead of Cache-Control, with the same meanings (RFC 9213 §2.1).
 		{name: "targeted s-maxage unreachable 504", cc: "max-age=60", cdn: "s-maxage=60, stale-if-error=600", code: 504, parts: []string{"fwd=stale", "detail=must-revalidate"}},
 		{name: "targeted max-age unreachable within", cc: "s-maxage=60", cdn: "max-age=60, stale-if-error=600", code: 200, parts: []string{"fwd=stale", "detail=stale-if-error"}, logged: "origin failed; served the stored response"},
@@ -1174,6 +1180,7 @@ func TestStaleIfError(t *testing.T) {
 			if tc.cdn != "" {
 				fields = append(fields, "CDN-Cache-Control", tc.cdn)
 			}
+			fields = append(fields, tc.more...)
 			o := static(c, 200, "good", fields...)
 			get(t, h, o, "http://example.com/sie")
 			c.Advance(2 * time.Minute)
@@ -1190,6 +1197,9 @@ func TestStaleIfError(t *testing.T) {
 			if tc.err != nil {
 				if !errors.Is(err, tc.err) {
 					t.Fatalf("error %v, want %v", err, tc.err)
+				}
+				if he := (caddyhttp.HandlerError{}); errors.As(err, &he) {
+					t.Errorf("error %v is the cache's %d; want the origin's as it came", err, he.StatusCode)
 				}
 				return
 			}

@@ -196,6 +196,14 @@ func (x *exchange) release(h *Handler, e *entry) {
 	}
 }
 
+// releaseFailed is release when the origin failed: no response, or a
+// server error (see flightGroup.fail).
+func (x *exchange) releaseFailed(h *Handler) {
+	if x.leading {
+		h.flights.fail(x.flightKey, x.urlHash, &x.lead, x.rec.status)
+	}
+}
+
 // forward sends r (or the cache's conditional version of it) to next
 // through a recorder, streams the answer to w, and stores it if allowed.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, x *exchange) error {
@@ -270,13 +278,18 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 				}
 				break
 			}
-			e, status, err := f.wait(r.Context(), answering, h.coalesceWait)
+			e, failed, status, err := f.wait(r.Context(), answering, h.coalesceWait)
 			h.flights.left(x.flightKey, f)
 			if err != nil {
 				return nil // the client is gone
 			}
 			if h.serveCollapsed(w, x, e, status, true) {
 				return nil
+			}
+			if failed {
+				if answered, err := h.answerOriginFailure(w, x, status, true, nil); answered {
+					return err
+				}
 			}
 			if rejoin && h.outdated(x, e, h.now()) {
 				h.flights.drop(x.flightKey, f)
@@ -711,7 +724,11 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 				x.release(h, nil)
 			}
 		} else {
-			x.release(h, nil)
+			if x.stale != nil && isServerError(status) {
+				x.releaseFailed(h) // its waiters' requests may take the stale response
+			} else {
+				x.release(h, nil)
+			}
 			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
 				ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.Int("status", status), zap.String("reason", reason),
 					zap.Bool("skip_coalescing", scope != hintNone && x.stale == nil)) // its key's next requests (or those like it), for hintTTL
@@ -774,6 +791,51 @@ func (h *Handler) staleIfErrorOK(x *exchange, now time.Time) bool {
 	return sie > 0 && -ttl <= sie
 }
 
+// answerOriginFailure answers the request of x, whose stored response
+// x.stale the origin failed to validate, as RFC 5861 and 9111 say: with
+// the stale response where stale-if-error allows it, or with a 504 when
+// the stale response must be revalidated and no response came (status
+// 0; a server error goes to the client as it is). collapsed: the request
+// waited for another's revalidation, which failed with status; cause is
+// the leader's own error. It reports whether it answered, and the error
+// for Caddy to write (the 504).
+func (h *Handler) answerOriginFailure(w http.ResponseWriter, x *exchange, status int, collapsed bool, cause error) (bool, error) {
+	if x.stale == nil {
+		return false, nil
+	}
+	now := h.now()
+	if h.staleIfErrorOK(x, now) {
+		if !collapsed {
+			// The client gets a response, so Caddy logs no error: say
+			// what the stale one hides.
+			h.logOriginError(zapcore.WarnLevel, "origin failed; served the stored response (stale-if-error)", x, zap.Error(cause))
+		}
+		x.result = h.m.stale
+		st := Status{Fwd: "stale", FwdStatus: status, Collapsed: collapsed, TTL: h.ttl(x.stale, now), HasTTL: true, Detail: "stale-if-error"}
+		h.serveEntry(w, x.r, x.stale, st, now)
+		return true, nil
+	}
+	if status == 0 && x.stale.rc.MustRevalidateShared() && h.ttl(x.stale, now) <= 0 {
+		// RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10: a stale response that
+		// must be revalidated yields 504 when validation fails. (One
+		// with no-cache gets the origin's error, and so does a fresh
+		// one a request's no-cache sent to the origin.) An error, as
+		// reverse_proxy's 502 would have been, so that Caddy logs it
+		// and the site's handle_errors routes answer it.
+		h.m.errors.Inc()
+		x.result = nil // counted as an error
+		h.setCacheStatus(w.Header(), Status{Fwd: x.fwd, Collapsed: collapsed, Key: h.statusKey(x.urlKey), Detail: "must-revalidate"})
+		if cause == nil {
+			cause = errors.New("another request's revalidation got no response")
+		}
+		// (caddyhttp.Error would keep reverse_proxy's 502 of cause.)
+		he := caddyhttp.Error(http.StatusGatewayTimeout, nil)
+		he.Err = fmt.Errorf("response_cache: origin failed; a stored response that must be revalidated answered 504: %w", cause)
+		return true, he
+	}
+	return false, nil
+}
+
 // finish completes a forwarded exchange once next has returned.
 func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err error) error {
 	now := h.now()
@@ -783,33 +845,13 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			// before answering). An affinity cookie the proxy issued goes
 			// to the client with whatever it gets, as without the cache
 			// (Caddy writes its error with the header handlers set).
-			x.release(h, nil)
+			x.releaseFailed(h)
 			if !x.background {
 				x.passProxyCookie(w.Header(), rec.header)
 			}
 			if x.stale != nil && !x.background {
-				if h.staleIfErrorOK(x, now) {
-					// The client gets a response, so Caddy logs no error:
-					// say what the stale one hides.
-					h.logOriginError(zapcore.WarnLevel, "origin failed; served the stored response (stale-if-error)", x, zap.Error(err))
-					x.result = h.m.stale
-					h.serveEntry(w, x.r, x.stale, Status{Fwd: "stale", TTL: h.ttl(x.stale, now), HasTTL: true, Detail: "stale-if-error"}, now)
-					return nil
-				}
-				if x.stale.rc.MustRevalidateShared() {
-					// RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10: a response
-					// that must be revalidated yields 504 when validation
-					// fails. (One with no-cache gets the origin's error.)
-					// An error, as reverse_proxy's 502 would have been, so
-					// that Caddy logs it and the site's handle_errors
-					// routes answer it.
-					h.m.errors.Inc()
-					x.result = nil // counted as an error
-					h.setCacheStatus(w.Header(), Status{Fwd: x.fwd, Key: h.statusKey(x.urlKey), Detail: "must-revalidate"})
-					// (caddyhttp.Error would keep reverse_proxy's 502 of err.)
-					he := caddyhttp.Error(http.StatusGatewayTimeout, nil)
-					he.Err = fmt.Errorf("response_cache: origin failed; a stored response that must be revalidated answered 504: %w", err)
-					return he
+				if answered, herr := h.answerOriginFailure(w, x, 0, false, err); answered {
+					return herr
 				}
 			}
 			if !x.background {
@@ -842,7 +884,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		}
 		return nil
 	case outStaleIfError:
-		x.release(h, nil)
+		x.releaseFailed(h)
 		if !x.background {
 			x.result = h.m.stale
 			x.passProxyCookie(w.Header(), rec.header)

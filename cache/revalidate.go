@@ -432,16 +432,26 @@ func (k *clientKeys) list() []string {
 	return slices.Clone(k.keys)
 }
 
-// background tracks the background revalidations of a handler: at most
-// one per key at a time, and after a failed one (the origin down, or
-// answering 5xx) none for that key until its backoff passes, so that an
-// outage does not turn every stale hit into a connection attempt and a
-// warning.
+// background tracks the background revalidations of a handler, in
+// refreshes, its store's: at most one per key at a time, and after a
+// failed one (the origin down, or answering 5xx) none for that key until
+// its backoff passes, so that an outage does not turn every stale hit
+// into a connection attempt and a warning. The store's, since a
+// refresh outlives a reload and the store is kept across it: a reload
+// neither starts a second refresh of a key nor ends a backoff (a review:
+// three refreshes of one key at once across two reloads, and a 503ing
+// origin asked at each reload). wg counts the handler's own.
 type background struct {
+	*refreshes
+	wg sync.WaitGroup
+}
+
+// refreshes are the keys being refreshed in the background and the
+// failures of those whose last refresh failed.
+type refreshes struct {
 	mu     sync.Mutex // protects keys and failed
 	keys   map[string]struct{}
 	failed map[string]refreshBackoff
-	wg     sync.WaitGroup
 }
 
 // refreshBackoff is a key's streak of failed refreshes.
@@ -475,6 +485,9 @@ func (b *background) start(key string, now time.Time) bool {
 	if f, ok := b.failed[key]; ok && now.Before(f.until) {
 		return false
 	}
+	if b.keys == nil {
+		b.keys = make(map[string]struct{})
+	}
 	b.keys[key] = struct{}{}
 	b.wg.Add(1)
 	return true
@@ -482,8 +495,8 @@ func (b *background) start(key string, now time.Time) bool {
 
 // done releases key, whose refresh failed or not at now, and returns the
 // key's failures in a row (a success returns those it ends, negated). The
-// caller then calls b.wg.Done.
-func (b *background) done(key string, failed bool, now time.Time) int {
+// caller then calls the handler's wg.Done.
+func (b *refreshes) done(key string, failed bool, now time.Time) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.keys, key)
@@ -508,7 +521,7 @@ func (b *background) done(key string, failed bool, now time.Time) int {
 // evictFailed forgets one remembered failure to make room: the first
 // whose backoff has passed among a few in the map's (random) order, else
 // the first of them. Callers hold b.mu.
-func (b *background) evictFailed(now time.Time) {
+func (b *refreshes) evictFailed(now time.Time) {
 	victim, seen := "", 0
 	for k, f := range b.failed {
 		if victim == "" || !now.Before(f.until) {
@@ -525,7 +538,7 @@ func (b *background) evictFailed(now time.Time) {
 }
 
 // failing reports whether key's last refresh failed (a streak goes on).
-func (b *background) failing(key string) bool {
+func (b *refreshes) failing(key string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	_, ok := b.failed[key]

@@ -154,6 +154,9 @@ const (
 type store struct {
 	name    string
 	maxCost int64
+	// refreshes are the background revalidations of the store's
+	// handlers, of every config that shares it (see background).
+	refreshes refreshes
 	// cache is ristretto, until Destruct: dropping it then lets its
 	// sketches go while a config Caddy has not yet let go of still
 	// holds the store. Load it with rc.
