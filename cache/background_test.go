@@ -165,7 +165,7 @@ func TestFailingRefreshesBackOff(t *testing.T) {
 					t.Fatalf("failure %d: %d tries once its backoff of %v passed, want 1", i+1, n, wait)
 				}
 			}
-			c.Advance(time.Hour) // the backoff is at most 30 s (and the entry within its window)
+			c.Advance(5 * time.Minute) // the backoff is at most 30 s (and the entry within its window; the streak goes on for streakQuiet)
 			if n := staleHits(1); n != 1 {
 				t.Fatalf("%d tries 30 s after the last failure, want 1", n)
 			}
@@ -312,5 +312,60 @@ func TestRefreshesAreSharedAcrossAReload(t *testing.T) {
 	newer.bg.wait()
 	if n := o.calls.Load(); n != 3 {
 		t.Errorf("origin called %d times; want 3: a reload ended the failed refresh's backoff", n)
+	}
+}
+
+// TestRefreshStreakEndsWhenQuiet: a key's streak of failed refreshes
+// ends once none was tried for streakQuiet after its backoff (the key
+// fetched in the foreground meanwhile, or nobody asked), so that an
+// outage a day later is warned about and backs off from 1 s again. (A
+// review: the streak, kept by the store across reloads, went on for the
+// process's life once no background refresh succeeded.)
+func TestRefreshStreakEndsWhenQuiet(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	var failing atomic.Bool
+	o := &origin{}
+	o.fn = func(w http.ResponseWriter, r *http.Request) error {
+		if failing.Load() {
+			return errors.New("dial tcp: connection refused")
+		}
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=60")
+		_, _ = w.Write([]byte("v"))
+		return nil
+	}
+	const url = "http://example.com/streak"
+	get(t, h, o, url)
+	failing.Store(true)
+	c.Advance(2 * time.Second)
+	wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+	h.bg.wait()
+	// The outage ends; the entry leaves its stale window and is
+	// revalidated in the foreground, successfully.
+	failing.Store(false)
+	c.Advance(2 * time.Minute)
+	wantStatus(t, get(t, h, o, url), []string{"fwd=stale", "fwd-status=200"})
+	// A day later, a new outage: the refresh fails again, in a reload's
+	// handler that shares the store.
+	c.Advance(24 * time.Hour)
+	get(t, h, o, url) // foreground again (past the window): stored fresh
+	failing.Store(true)
+	next := newTestHandler(t, Config{CacheName: h.CacheName}, c)
+	next.logger = zap.New(core)
+	c.Advance(2 * time.Second)
+	wantStatus(t, get(t, next, o, url), []string{"hit", "detail=stale-while-revalidate"})
+	next.bg.wait()
+	if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len(); n != 2 {
+		t.Errorf("%d warnings for two outages a day apart, want 2", n)
+	}
+	before := o.calls.Load()
+	c.Advance(time.Second) // a new streak's first backoff
+	wantStatus(t, get(t, next, o, url), []string{"hit", "detail=stale-while-revalidate"})
+	next.bg.wait()
+	if n := o.calls.Load() - before; n != 1 {
+		t.Errorf("%d refreshes 1 s after the new outage's first failure, want 1 (its backoff carried on the old streak)", n)
 	}
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // blocking answers after release is closed, with the given fields.
@@ -1293,4 +1295,103 @@ func TestLateVaryMissJoinsTheVariantsFlight(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCoalescedRevalidationEndedByAnUnload: a config unload (a reload, or
+// the server shutting down) ends the fill of a revalidation whose leader's
+// client has gone; the origin did not fail, so its waiters, whose clients
+// are still there, ask it themselves (a review of 2b2b7be: they got the
+// 504 of must-revalidate, or the stale response, as for a failure).
+func TestCoalescedRevalidationEndedByAnUnload(t *testing.T) {
+	for _, tc := range []struct{ name, cc string }{
+		{"must-revalidate", "max-age=60, must-revalidate"},
+		{"stale-if-error", "max-age=60, stale-if-error=600"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h, unload := newUnloadableHandler(t, Config{}, c)
+			const url = "http://example.com/unloaded"
+			get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", tc.cc), url)
+			c.Advance(2 * time.Minute)
+			healthy := validating(c, `"v2"`, "new payload", "Cache-Control", tc.cc)
+			o := &origin{}
+			o.fn = func(w http.ResponseWriter, r *http.Request) error {
+				if o.calls.Load() == 1 { // the leader's fill: ends only when its context does
+					<-r.Context().Done()
+					return r.Context().Err()
+				}
+				return healthy.fn(w, r)
+			}
+			client, leave := context.WithCancel(context.Background())
+			defer leave()
+			leaderDone := make(chan struct{})
+			go func() {
+				defer close(leaderDone)
+				_ = h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, url).WithContext(client), o)
+			}()
+			until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+			w := httptest.NewRecorder()
+			var werr error
+			waited := make(chan struct{})
+			go func() {
+				defer close(waited)
+				werr = h.ServeHTTP(w, newRequest(http.MethodGet, url), o)
+			}()
+			key := keyOf(t, h, newRequest(http.MethodGet, url))
+			until(t, "the waiter to join", func() bool { return h.flights.waiting(key) == 1 })
+			leave()  // the leader's client goes: the fill goes on for the waiter
+			unload() // a reload: the fill now ends with its (gone) client
+			<-leaderDone
+			<-waited
+			if werr != nil || w.Code != 200 || w.Body.String() != "new payload" {
+				t.Errorf("waiter: err %v, %d %q, Cache-Status %q; want the origin's new response (the origin never failed; %d origin calls)",
+					werr, w.Code, w.Body.String(), w.Header().Get("Cache-Status"), o.calls.Load())
+			}
+		})
+	}
+}
+
+// TestCoalescedFailedRevalidationCounts: the leader and the waiters of a
+// revalidation the origin fails are each counted once, under stale
+// (stale-if-error) or error (504), none under revalidate.
+func TestCoalescedFailedRevalidationCounts(t *testing.T) {
+	for _, tc := range []struct {
+		name, cc    string
+		stale, errs float64
+	}{
+		{"stale-if-error", "max-age=60, stale-if-error=600", 4, 0},
+		{"must-revalidate", "max-age=60, must-revalidate", 0, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			const url = "http://example.com/counted"
+			get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", tc.cc), url)
+			c.Advance(2 * time.Minute)
+			release := make(chan struct{})
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				<-release
+				return errors.New("dial tcp: connection refused")
+			}}
+			s0, e0, r0 := counterValue(h.m.stale), counterValue(h.m.errors), counterValue(h.m.revalidate)
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Go(func() { _ = h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, url), o) })
+			}
+			until(t, "waiters", func() bool { return h.flights.waiting(keyOf(t, h, newRequest(http.MethodGet, url))) == 3 })
+			close(release)
+			wg.Wait()
+			s, e, r := counterValue(h.m.stale)-s0, counterValue(h.m.errors)-e0, counterValue(h.m.revalidate)-r0
+			if s != tc.stale || e != tc.errs || r != 0 {
+				t.Errorf("stale %v errors %v revalidate %v; want %v %v 0 (calls %d)", s, e, r, tc.stale, tc.errs, o.calls.Load())
+			}
+		})
+	}
+}
+
+// counterValue reads c.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
 }

@@ -2033,3 +2033,36 @@ func TestServerEditedAfterTheCache(t *testing.T) {
 		}
 	}
 }
+
+// TestHandlersOwnErrorIsNoOriginFailure: an error a handler after the
+// cache returns with a status of its own (the error directive's 410,
+// file_server's 404) goes to the client as it came, not replaced by the
+// stale response (RFC 5861 §4 allows stale-if-error for 500, 502, 503 and
+// 504 only) nor by must-revalidate's 504 (a review: both were).
+func TestHandlersOwnErrorIsNoOriginFailure(t *testing.T) {
+	for _, tc := range []struct{ name, cc string }{
+		{"must-revalidate", "max-age=60, must-revalidate"},
+		{"stale-if-error", "max-age=60, stale-if-error=600"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			const url = "http://example.com/gone"
+			get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", tc.cc), url)
+			c.Advance(2 * time.Minute)
+			gone := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				return caddyhttp.Error(http.StatusGone, errors.New("error directive"))
+			}}
+			w := httptest.NewRecorder()
+			err := h.ServeHTTP(w, newRequest(http.MethodGet, url), gone)
+			var he caddyhttp.HandlerError
+			code := w.Code
+			if errors.As(err, &he) {
+				code = he.StatusCode
+			}
+			if code != http.StatusGone {
+				t.Errorf("got %d (err %v, body %q, Cache-Status %q); want the handler's 410", code, err, w.Body.String(), w.Header().Get("Cache-Status"))
+			}
+		})
+	}
+}

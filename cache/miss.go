@@ -791,6 +791,25 @@ func (h *Handler) staleIfErrorOK(x *exchange, now time.Time) bool {
 	return sie > 0 && -ttl <= sie
 }
 
+// originFailed reports whether err, returned by the handlers after the
+// cache without a response, tells that the origin failed: reverse_proxy's
+// 502, 503 and 504 (and a 500), or an error without a status. Not another
+// handler's own status (an error directive's 410, file_server's 404),
+// which goes to the client as it came, nor a cancelled request
+// (reverse_proxy's 499: the fill's context ended, with its client or the
+// config's unload), after which a waiter asks the origin itself (a
+// review: waiters answered with a 504, and the stale response, for an
+// unload).
+func originFailed(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	if he := (caddyhttp.HandlerError{}); errors.As(err, &he) {
+		return isServerError(he.StatusCode)
+	}
+	return true
+}
+
 // answerOriginFailure answers the request of x, whose stored response
 // x.stale the origin failed to validate, as RFC 5861 and 9111 say: with
 // the stale response where stale-if-error allows it, or with a 504 when
@@ -826,7 +845,7 @@ func (h *Handler) answerOriginFailure(w http.ResponseWriter, x *exchange, status
 		x.result = nil // counted as an error
 		h.setCacheStatus(w.Header(), Status{Fwd: x.fwd, Collapsed: collapsed, Key: h.statusKey(x.urlKey), Detail: "must-revalidate"})
 		if cause == nil {
-			cause = errors.New("another request's revalidation got no response")
+			cause = errors.New("the revalidation this request waited for got no response")
 		}
 		// (caddyhttp.Error would keep reverse_proxy's 502 of cause.)
 		he := caddyhttp.Error(http.StatusGatewayTimeout, nil)
@@ -841,15 +860,20 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 	now := h.now()
 	if !rec.wroteHeader {
 		if err != nil {
-			// The origin could not be reached (or the handler failed
-			// before answering). An affinity cookie the proxy issued goes
-			// to the client with whatever it gets, as without the cache
-			// (Caddy writes its error with the header handlers set).
-			x.releaseFailed(h)
+			// The origin could not be reached, or a handler failed before
+			// answering. An affinity cookie the proxy issued goes to the
+			// client with whatever it gets, as without the cache (Caddy
+			// writes its error with the header handlers set).
+			failed := originFailed(err)
+			if failed {
+				x.releaseFailed(h)
+			} else {
+				x.release(h, nil)
+			}
 			if !x.background {
 				x.passProxyCookie(w.Header(), rec.header)
 			}
-			if x.stale != nil && !x.background {
+			if failed && x.stale != nil && !x.background {
 				if answered, herr := h.answerOriginFailure(w, x, 0, false, err); answered {
 					return herr
 				}

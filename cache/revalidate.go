@@ -284,7 +284,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		err := h.forward(&discardWriter{}, r2, next, x)
 		failed = err != nil || isServerError(x.rec.status)
 		level, msg := zapcore.DebugLevel, "background revalidation"
-		if failed && !h.bg.failing(e.key) {
+		if failed && !h.bg.failing(e.key, h.now()) {
 			// Nobody else hears of it: its client had the stale response
 			// (a 5xx within stale-if-error too: the refresh served no one).
 			// Once a streak: the next refreshes of the key wait a backoff,
@@ -467,6 +467,9 @@ type refreshBackoff struct {
 const (
 	minRefreshBackoff = time.Second
 	maxRefreshBackoff = 30 * time.Second
+	// streakQuiet ends a key's streak of failures when no refresh of the
+	// key was tried for that long after its backoff passed.
+	streakQuiet = 10 * time.Minute
 	// maxFailedKeys bounds the keys whose failures are remembered (about
 	// 200 bytes each with their key); a new one past it takes the place
 	// of one of them, chosen by the map's random order (a key whose
@@ -482,7 +485,7 @@ func (b *background) start(key string, now time.Time) bool {
 	if _, busy := b.keys[key]; busy {
 		return false
 	}
-	if f, ok := b.failed[key]; ok && now.Before(f.until) {
+	if f, ok := b.streakLocked(key, now); ok && now.Before(f.until) {
 		return false
 	}
 	if b.keys == nil {
@@ -500,7 +503,7 @@ func (b *refreshes) done(key string, failed bool, now time.Time) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.keys, key)
-	f := b.failed[key]
+	f, _ := b.streakLocked(key, now)
 	if !failed {
 		delete(b.failed, key)
 		return -f.failures
@@ -537,12 +540,30 @@ func (b *refreshes) evictFailed(now time.Time) {
 	delete(b.failed, victim)
 }
 
-// failing reports whether key's last refresh failed (a streak goes on).
-func (b *refreshes) failing(key string) bool {
+// failing reports whether key's last refresh failed, in a streak that
+// goes on at now.
+func (b *refreshes) failing(key string, now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	_, ok := b.failed[key]
+	_, ok := b.streakLocked(key, now)
 	return ok
+}
+
+// streakLocked returns key's streak of failed refreshes at now, if one
+// goes on: one whose backoff passed more than streakQuiet ago with no
+// refresh since (nobody asked, or the key was fetched in the foreground)
+// has ended, and is forgotten, so that the key's next failure starts a
+// streak of its own, logged and backed off from the shortest delay (a
+// review: a failure a day after the last streak was logged at debug
+// only, and waited twice as long, since the state is the store's and no
+// reload resets it). Callers hold b.mu.
+func (b *refreshes) streakLocked(key string, now time.Time) (refreshBackoff, bool) {
+	f, ok := b.failed[key]
+	if ok && now.After(f.until.Add(streakQuiet)) {
+		delete(b.failed, key)
+		return refreshBackoff{}, false
+	}
+	return f, ok
 }
 
 // wait blocks until no revalidation runs (tests, benchmarks).
