@@ -154,9 +154,6 @@ const (
 type store struct {
 	name    string
 	maxCost int64
-	// refreshes are the background revalidations of the store's
-	// handlers, of every config that shares it (see background).
-	refreshes refreshes
 	// cache is ristretto, until Destruct: dropping it then lets its
 	// sketches go while a config Caddy has not yet let go of still
 	// holds the store. Load it with rc.
@@ -289,6 +286,11 @@ type store struct {
 	// racing ristretto's Close can panic (its read buffer sends on a
 	// closed channel), which is then a miss.
 	closing atomic.Bool
+
+	// refreshes are the background revalidations of the store's
+	// handlers, of every config that shares it (see background). (Last:
+	// the fields before keep the layout they were measured with.)
+	refreshes refreshes
 }
 
 // indexed is what the index keeps of an entry, with no pointers.
