@@ -552,13 +552,14 @@ func TestCoalescedFailedRevalidation(t *testing.T) {
 		calls  int32
 		code   int      // the waiters' status
 		parts  []string // in the waiters' Cache-Status
+		result string   // every client's requests_total result
 	}{
-		{"no response, stale-if-error", "max-age=60, stale-if-error=600", 0, 1, 200, []string{"fwd=stale", "collapsed", "detail=stale-if-error"}},
-		{"503, stale-if-error", "max-age=60, stale-if-error=600", 503, 1, 200, []string{"fwd=stale", "fwd-status=503", "collapsed", "detail=stale-if-error"}},
-		{"no response, must-revalidate", "max-age=60, must-revalidate", 0, 1, 504, []string{"fwd=stale", "collapsed", "detail=must-revalidate"}},
-		{"503, must-revalidate", "max-age=60, must-revalidate", 503, n, 503, []string{"fwd=stale", "fwd-status=503"}},
-		{"no response, no stale allowed", "max-age=60", 0, n, 0, nil},
-		{"503, no stale allowed", "max-age=60", 503, n, 503, []string{"fwd=stale", "fwd-status=503"}},
+		{"no response, stale-if-error", "max-age=60, stale-if-error=600", 0, 1, 200, []string{"fwd=stale", "collapsed", "detail=stale-if-error"}, resultStale},
+		{"503, stale-if-error", "max-age=60, stale-if-error=600", 503, 1, 200, []string{"fwd=stale", "fwd-status=503", "collapsed", "detail=stale-if-error"}, resultStale},
+		{"no response, must-revalidate", "max-age=60, must-revalidate", 0, 1, 504, []string{"fwd=stale", "collapsed", "detail=must-revalidate"}, resultError},
+		{"503, must-revalidate", "max-age=60, must-revalidate", 503, n, 503, []string{"fwd=stale", "fwd-status=503"}, resultRevalidate},
+		{"no response, no stale allowed", "max-age=60", 0, n, 0, nil, resultRevalidate},
+		{"503, no stale allowed", "max-age=60", 503, n, 503, []string{"fwd=stale", "fwd-status=503"}, resultRevalidate},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
@@ -576,6 +577,11 @@ func TestCoalescedFailedRevalidation(t *testing.T) {
 				_, _ = io.WriteString(w, "origin error")
 				return nil
 			}}
+			results := map[string]prometheus.Counter{resultStale: h.m.stale, resultError: h.m.errors, resultRevalidate: h.m.revalidate, resultCollapsed: h.m.collapsed}
+			before := map[string]float64{}
+			for r, m := range results {
+				before[r] = counterValue(m)
+			}
 			out := make([]*httptest.ResponseRecorder, n)
 			errs := make([]error, n)
 			var wg sync.WaitGroup
@@ -589,6 +595,15 @@ func TestCoalescedFailedRevalidation(t *testing.T) {
 			wg.Wait()
 			if calls := o.calls.Load(); calls != tc.calls {
 				t.Errorf("origin called %d times for %d clients, want %d", calls, n, tc.calls)
+			}
+			for r, m := range results {
+				want := 0.0
+				if r == tc.result {
+					want = n
+				}
+				if got := counterValue(m) - before[r]; got != want {
+					t.Errorf("requests_total{result=%q} counted %v of the %d clients, want %v", r, got, n, want)
+				}
 			}
 			waiters := 0
 			for i, w := range out {
@@ -1346,44 +1361,6 @@ func TestCoalescedRevalidationEndedByAnUnload(t *testing.T) {
 			if werr != nil || w.Code != 200 || w.Body.String() != "new payload" {
 				t.Errorf("waiter: err %v, %d %q, Cache-Status %q; want the origin's new response (the origin never failed; %d origin calls)",
 					werr, w.Code, w.Body.String(), w.Header().Get("Cache-Status"), o.calls.Load())
-			}
-		})
-	}
-}
-
-// TestCoalescedFailedRevalidationCounts: the leader and the waiters of a
-// revalidation the origin fails are each counted once, under stale
-// (stale-if-error) or error (504), none under revalidate.
-func TestCoalescedFailedRevalidationCounts(t *testing.T) {
-	for _, tc := range []struct {
-		name, cc    string
-		stale, errs float64
-	}{
-		{"stale-if-error", "max-age=60, stale-if-error=600", 4, 0},
-		{"must-revalidate", "max-age=60, must-revalidate", 0, 4},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := newClock()
-			h := newTestHandler(t, Config{}, c)
-			const url = "http://example.com/counted"
-			get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", tc.cc), url)
-			c.Advance(2 * time.Minute)
-			release := make(chan struct{})
-			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-				<-release
-				return errors.New("dial tcp: connection refused")
-			}}
-			s0, e0, r0 := counterValue(h.m.stale), counterValue(h.m.errors), counterValue(h.m.revalidate)
-			var wg sync.WaitGroup
-			for range 4 {
-				wg.Go(func() { _ = h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, url), o) })
-			}
-			until(t, "waiters", func() bool { return h.flights.waiting(keyOf(t, h, newRequest(http.MethodGet, url))) == 3 })
-			close(release)
-			wg.Wait()
-			s, e, r := counterValue(h.m.stale)-s0, counterValue(h.m.errors)-e0, counterValue(h.m.revalidate)-r0
-			if s != tc.stale || e != tc.errs || r != 0 {
-				t.Errorf("stale %v errors %v revalidate %v; want %v %v 0 (calls %d)", s, e, r, tc.stale, tc.errs, o.calls.Load())
 			}
 		})
 	}

@@ -254,16 +254,7 @@ func TestStoreCountersSurviveAResize(t *testing.T) {
 	// A name of its own in each run (go test -count=3), so that no other
 	// test's store of the name is live.
 	name := fmt.Sprintf("resized-%d", resizeRuns.Add(1))
-	provision := func(maxSize int64) (*Handler, caddy.Context) {
-		h := &Handler{Config: Config{CacheName: name, MaxSize: maxSize, MinUses: 1}, now: c.Now}
-		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		t.Cleanup(cancel)
-		if err := h.Provision(ctx); err != nil {
-			t.Fatal(err)
-		}
-		h.logger = zap.NewNop()
-		return h, ctx
-	}
+	provision := func(maxSize int64) (*Handler, caddy.Context) { return provisionNamed(t, c, name, maxSize) }
 	stores := func(ctx caddy.Context) float64 {
 		v, _ := value(gather(t, ctx)["caddy_response_cache_stores_total"], map[string]string{"cache": name})
 		return v
@@ -296,16 +287,7 @@ func TestStoreCountersSurviveAResize(t *testing.T) {
 func TestCountersOfACacheNameThatLeftStartOver(t *testing.T) {
 	c := newClock()
 	name := fmt.Sprintf("left-%d", resizeRuns.Add(1))
-	provision := func() (*Handler, caddy.Context) {
-		h := &Handler{Config: Config{CacheName: name, MaxSize: 1 << 20, MinUses: 1}, now: c.Now}
-		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		t.Cleanup(cancel)
-		if err := h.Provision(ctx); err != nil {
-			t.Fatal(err)
-		}
-		h.logger = zap.NewNop()
-		return h, ctx
-	}
+	provision := func() (*Handler, caddy.Context) { return provisionNamed(t, c, name, 1<<20) }
 	counters := func(ctx caddy.Context) (stores, misses float64) {
 		mfs := gather(t, ctx)
 		stores, _ = value(mfs["caddy_response_cache_stores_total"], map[string]string{"cache": name})
@@ -346,13 +328,7 @@ func TestCountersOfACacheNameThatLeftStartOver(t *testing.T) {
 func TestAdminAPIRegistersTheMetrics(t *testing.T) {
 	c := newClock()
 	name := fmt.Sprintf("admin-%d", resizeRuns.Add(1))
-	h := &Handler{Config: Config{CacheName: name, MaxSize: 1 << 20, MinUses: 1}, now: c.Now}
-	running, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
-	if err := h.Provision(running); err != nil {
-		t.Fatal(err)
-	}
-	h.logger = zap.NewNop()
+	h, _ := provisionNamed(t, c, name, 1<<20)
 	defer h.Cleanup()
 	get(t, h, static(c, 200, "x", "Cache-Control", "max-age=60"), "http://example.com/a")
 	h.store.wait()
@@ -369,4 +345,18 @@ func TestAdminAPIRegistersTheMetrics(t *testing.T) {
 	if v, ok := value(mfs["caddy_response_cache_requests_total"], map[string]string{"cache": name, "result": resultMiss}); !ok || v != 1 {
 		t.Errorf("requests_total of the running handler in the new config's registry: %v (exported: %v); want 1", v, ok)
 	}
+}
+
+// provisionNamed provisions a handler of a store of its own cache name and
+// maxSize (min_uses 1), in a config context of its own, and returns both.
+func provisionNamed(t *testing.T, c *clock, name string, maxSize int64) (*Handler, caddy.Context) {
+	t.Helper()
+	h := &Handler{Config: Config{CacheName: name, MaxSize: maxSize, MinUses: 1}, now: c.Now}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := h.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.logger = zap.NewNop()
+	return h, ctx
 }
