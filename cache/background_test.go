@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -207,7 +208,7 @@ func TestFailedRefreshesAreBounded(t *testing.T) {
 		if !b.start(key, at) {
 			t.Fatalf("key %s could not start", key)
 		}
-		b.done(key, true, at)
+		b.done(key, refreshFailed, at)
 		b.wg.Done()
 	}
 	for i := range maxFailedKeys {
@@ -242,7 +243,7 @@ func TestRefreshBackoffIsCapped(t *testing.T) {
 		if !b.start("k", now) {
 			t.Fatalf("failure %d: not started once its backoff passed", i+1)
 		}
-		b.done("k", true, now)
+		b.done("k", refreshFailed, now)
 		b.wg.Done()
 		delay = b.failed["k"].until.Sub(now)
 		if b.start("k", now.Add(delay-time.Millisecond)) {
@@ -367,5 +368,107 @@ func TestRefreshStreakEndsWhenQuiet(t *testing.T) {
 	next.bg.wait()
 	if n := o.calls.Load() - before; n != 1 {
 		t.Errorf("%d refreshes 1 s after the new outage's first failure, want 1 (its backoff carried on the old streak)", n)
+	}
+}
+
+// TestRefreshInFlightKeepsItsStreak: a refresh that starts within its
+// streak's quiet time and ends past it was tried within it: the streak
+// goes on (no second warning, the doubled backoff), or ends with its
+// "succeeded again" line (a review: the refresh started a new streak).
+func TestRefreshInFlightKeepsItsStreak(t *testing.T) {
+	for _, outcome := range []string{"fails", "succeeds"} {
+		t.Run(outcome, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			core, logs := observer.New(zapcore.DebugLevel)
+			h.logger = zap.New(core)
+			var failing atomic.Bool
+			var block atomic.Bool
+			entered := make(chan struct{}, 1)
+			release := make(chan struct{})
+			var calls atomic.Int32
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				calls.Add(1)
+				if block.Load() {
+					entered <- struct{}{}
+					<-release
+				}
+				if failing.Load() {
+					return caddyhttp.Error(http.StatusBadGateway, errors.New("dial tcp: connection refused"))
+				}
+				w.Header().Set("Date", c.date())
+				w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=86400")
+				_, _ = w.Write([]byte("v"))
+				return nil
+			}}
+			const url = "http://example.com/inflight"
+			get(t, h, o, url)
+			h.store.wait()
+			failing.Store(true)
+			c.Advance(2 * time.Second)
+			get(t, h, o, url) // refresh 1 fails: warning, backoff 1 s
+			h.bg.wait()
+			// Tried again 9 min 59 s after the backoff: the streak goes on.
+			c.Advance(time.Second + streakQuiet - time.Second)
+			block.Store(true)
+			if outcome == "succeeds" {
+				failing.Store(false)
+			}
+			get(t, h, o, url)
+			<-entered
+			c.Advance(3 * time.Second) // the refresh takes 3 s (a dial timeout)
+			block.Store(false)
+			close(release)
+			h.bg.wait()
+			warns := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len()
+			succ := logs.FilterMessage("background revalidation succeeded again").Len()
+			if outcome == "fails" {
+				if warns != 1 {
+					t.Errorf("%d warnings for one streak (its second refresh was tried within streakQuiet), want 1", warns)
+				}
+				before := calls.Load()
+				c.Advance(time.Second)
+				get(t, h, o, url)
+				h.bg.wait()
+				if n := calls.Load() - before; n != 0 {
+					t.Errorf("refreshed 1 s after the streak's 2nd failure (want backoff 2 s): the streak restarted")
+				}
+			} else if succ != 1 {
+				t.Errorf("%d 'succeeded again' lines after a warned streak whose refresh succeeded, want 1", succ)
+			}
+		})
+	}
+}
+
+// TestRefreshHandlersOwnErrorIsNoFailure: a background refresh that gets a
+// handler's own error (an error directive's 410) is no failure of the
+// origin, as in the foreground: no warning, no backoff (a review: both).
+func TestRefreshHandlersOwnErrorIsNoFailure(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	var gone atomic.Bool
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if gone.Load() {
+			return caddyhttp.Error(http.StatusGone, errors.New("error directive"))
+		}
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=600")
+		_, _ = w.Write([]byte("v"))
+		return nil
+	}}
+	const url = "http://example.com/bg-gone"
+	get(t, h, o, url)
+	h.store.wait()
+	gone.Store(true)
+	c.Advance(2 * time.Second)
+	get(t, h, o, url)
+	h.bg.wait()
+	if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len(); n != 0 {
+		t.Errorf("a handler's own 410 in a refresh logged %d 'background revalidation failed' warnings (and backs off); originFailed says it is no origin failure", n)
+	}
+	if h.bg.failing(keyOf(t, h, newRequest(http.MethodGet, url)), c.Now()) {
+		t.Errorf("the key is in a failure streak after a handler's own 410")
 	}
 }

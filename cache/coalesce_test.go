@@ -1316,7 +1316,9 @@ func TestLateVaryMissJoinsTheVariantsFlight(t *testing.T) {
 // the server shutting down) ends the fill of a revalidation whose leader's
 // client has gone; the origin did not fail, so its waiters, whose clients
 // are still there, ask it themselves (a review of 2b2b7be: they got the
-// 504 of must-revalidate, or the stale response, as for a failure).
+// 504 of must-revalidate, or the stale response, as for a failure). The
+// origin here returns its context's error, as a handler may; reverse_proxy
+// writes a 499 instead, which waiters take as a response not stored.
 func TestCoalescedRevalidationEndedByAnUnload(t *testing.T) {
 	for _, tc := range []struct{ name, cc string }{
 		{"must-revalidate", "max-age=60, must-revalidate"},

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -2038,11 +2039,21 @@ func TestServerEditedAfterTheCache(t *testing.T) {
 // cache returns with a status of its own (the error directive's 410,
 // file_server's 404) goes to the client as it came, not replaced by the
 // stale response (RFC 5861 §4 allows stale-if-error for 500, 502, 503 and
-// 504 only) nor by must-revalidate's 504 (a review: both were).
+// 504 only) nor by must-revalidate's 504 (a review: both were); a 500 is
+// a server error, answered as one from the origin: stale-if-error serves
+// the stale response, must-revalidate passes it on (a 504 is for no
+// response).
 func TestHandlersOwnErrorIsNoOriginFailure(t *testing.T) {
-	for _, tc := range []struct{ name, cc string }{
-		{"must-revalidate", "max-age=60, must-revalidate"},
-		{"stale-if-error", "max-age=60, stale-if-error=600"},
+	for _, tc := range []struct {
+		name, cc string
+		status   int // the handler's error's
+		code     int // the client's
+		parts    []string
+	}{
+		{"410, must-revalidate", "max-age=60, must-revalidate", 410, 410, []string{"fwd=stale"}},
+		{"410, stale-if-error", "max-age=60, stale-if-error=600", 410, 410, []string{"fwd=stale"}},
+		{"500, must-revalidate", "max-age=60, must-revalidate", 500, 500, []string{"fwd=stale"}},
+		{"500, stale-if-error", "max-age=60, stale-if-error=600", 500, 200, []string{"fwd=stale", "fwd-status=500", "detail=stale-if-error"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
@@ -2050,19 +2061,47 @@ func TestHandlersOwnErrorIsNoOriginFailure(t *testing.T) {
 			const url = "http://example.com/gone"
 			get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", tc.cc), url)
 			c.Advance(2 * time.Minute)
-			gone := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-				return caddyhttp.Error(http.StatusGone, errors.New("error directive"))
+			failing := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				return caddyhttp.Error(tc.status, errors.New("error directive"))
 			}}
 			w := httptest.NewRecorder()
-			err := h.ServeHTTP(w, newRequest(http.MethodGet, url), gone)
+			err := h.ServeHTTP(w, newRequest(http.MethodGet, url), failing)
 			var he caddyhttp.HandlerError
 			code := w.Code
 			if errors.As(err, &he) {
 				code = he.StatusCode
 			}
-			if code != http.StatusGone {
-				t.Errorf("got %d (err %v, body %q, Cache-Status %q); want the handler's 410", code, err, w.Body.String(), w.Header().Get("Cache-Status"))
+			if code != tc.code {
+				t.Errorf("got %d (err %v, body %q, Cache-Status %q); want %d", code, err, w.Body.String(), w.Header().Get("Cache-Status"), tc.code)
 			}
+			wantStatus(t, w, tc.parts, "detail=must-revalidate")
 		})
+	}
+}
+
+// TestOriginFailure: which errors the handlers after the cache return
+// without a response are the origin's failure, and with what status.
+func TestOriginFailure(t *testing.T) {
+	canceled := fmt.Errorf("reading: %w", context.Canceled)
+	for _, tc := range []struct {
+		name   string
+		err    error
+		failed bool
+		status int
+	}{
+		{"reverse_proxy's dial error", caddyhttp.Error(http.StatusBadGateway, errors.New("dial tcp: connection refused")), true, 0},
+		{"reverse_proxy's timeout", caddyhttp.Error(http.StatusGatewayTimeout, errors.New("i/o timeout")), true, 0},
+		{"no upstream available", caddyhttp.Error(http.StatusServiceUnavailable, errors.New("no upstreams available")), true, 0},
+		{"a handler's 500", caddyhttp.Error(http.StatusInternalServerError, errors.New("template")), true, 500},
+		{"no status (Caddy answers 500)", caddyhttp.HandlerError{Err: errors.New("plugin failed")}, true, 0},
+		{"a plain error", errors.New("plugin failed"), true, 0},
+		{"an error directive's 410", caddyhttp.Error(http.StatusGone, errors.New("gone")), false, 0},
+		{"file_server's 404", caddyhttp.Error(http.StatusNotFound, errors.New("not found")), false, 0},
+		{"a cancellation", canceled, false, 0},
+		{"a cancellation with a status", caddyhttp.Error(499, canceled), false, 0},
+	} {
+		if failed, status := originFailure(tc.err); failed != tc.failed || status != tc.status {
+			t.Errorf("%s: originFailure = %v, %d; want %v, %d", tc.name, failed, status, tc.failed, tc.status)
+		}
 	}
 }

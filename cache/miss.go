@@ -196,11 +196,11 @@ func (x *exchange) release(h *Handler, e *entry) {
 	}
 }
 
-// releaseFailed is release when the origin failed: no response, or a
-// server error (see flightGroup.fail).
-func (x *exchange) releaseFailed(h *Handler) {
+// releaseFailed is release when the origin failed: no response (status
+// 0), or a server error (see flightGroup.fail).
+func (x *exchange) releaseFailed(h *Handler, status int) {
 	if x.leading {
-		h.flights.fail(x.flightKey, x.urlHash, &x.lead, x.rec.status)
+		h.flights.fail(x.flightKey, x.urlHash, &x.lead, status)
 	}
 }
 
@@ -725,7 +725,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 			}
 		} else {
 			if x.stale != nil && isServerError(status) {
-				x.releaseFailed(h) // its waiters' requests may take the stale response
+				x.releaseFailed(h, status) // its waiters' requests may take the stale response
 			} else {
 				x.release(h, nil)
 			}
@@ -791,23 +791,38 @@ func (h *Handler) staleIfErrorOK(x *exchange, now time.Time) bool {
 	return sie > 0 && -ttl <= sie
 }
 
-// originFailed reports whether err, returned by the handlers after the
-// cache without a response, tells that the origin failed: reverse_proxy's
-// 502, 503 and 504 (and a 500), or an error without a status. Not another
-// handler's own status (an error directive's 410, file_server's 404),
-// which goes to the client as it came, nor a cancelled request
-// (reverse_proxy's 499: the fill's context ended, with its client or the
-// config's unload), after which a waiter asks the origin itself (a
-// review: waiters answered with a 504, and the stale response, for an
-// unload).
-func originFailed(err error) bool {
+// originFailure reports whether err, returned by the handlers after the
+// cache without a response, tells that the origin failed, and with what
+// status: reverse_proxy's 502, 503 and 504 (the origin unreachable, or
+// no upstream available: status 0, no response), a 500 (a server error,
+// as if the origin had answered one: not turned into must-revalidate's
+// 504), or an error without a status (Caddy answers it with a 500: no
+// response). Any handler's error of those statuses counts (an error
+// directive's 503 cannot be told from reverse_proxy's). Not another
+// status (an error directive's 410, file_server's 404), which goes to
+// the client as it came, nor a cancelled request (a handler that
+// returns its context's error; reverse_proxy writes its 499 instead),
+// after which a waiter asks the origin itself (a review: waiters got a
+// 504, or the stale response, when a config unload ended the fill).
+func originFailure(err error) (failed bool, status int) {
 	if errors.Is(err, context.Canceled) {
-		return false
+		return false, 0
 	}
 	if he := (caddyhttp.HandlerError{}); errors.As(err, &he) {
-		return isServerError(he.StatusCode)
+		switch {
+		case he.StatusCode == http.StatusInternalServerError:
+			return true, he.StatusCode
+		case he.StatusCode != 0 && !isServerError(he.StatusCode):
+			return false, 0
+		}
 	}
-	return true
+	return true, 0
+}
+
+// originFailed reports whether err is an origin failure (originFailure).
+func originFailed(err error) bool {
+	failed, _ := originFailure(err)
+	return failed
 }
 
 // answerOriginFailure answers the request of x, whose stored response
@@ -864,9 +879,9 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			// answering. An affinity cookie the proxy issued goes to the
 			// client with whatever it gets, as without the cache (Caddy
 			// writes its error with the header handlers set).
-			failed := originFailed(err)
+			failed, status := originFailure(err)
 			if failed {
-				x.releaseFailed(h)
+				x.releaseFailed(h, status)
 			} else {
 				x.release(h, nil)
 			}
@@ -874,7 +889,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 				x.passProxyCookie(w.Header(), rec.header)
 			}
 			if failed && x.stale != nil && !x.background {
-				if answered, herr := h.answerOriginFailure(w, x, 0, false, err); answered {
+				if answered, herr := h.answerOriginFailure(w, x, status, false, err); answered {
 					return herr
 				}
 			}
@@ -908,7 +923,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		}
 		return nil
 	case outStaleIfError:
-		x.releaseFailed(h)
+		x.releaseFailed(h, rec.status)
 		if !x.background {
 			x.result = h.m.stale
 			x.passProxyCookie(w.Header(), rec.header)

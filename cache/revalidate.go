@@ -255,13 +255,13 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		x.preset = e.preset.header()
 	}
 	go func() {
-		defer h.bg.wg.Done() // last: after the log lines, which tests read once wait returns
-		failed := true       // unless forward returns
+		defer h.bg.wg.Done()     // last: after the log lines, which tests read once wait returns
+		outcome := refreshFailed // unless forward returns
 		defer func() {
 			// After the calls deferred below (wg.Done comes last): a
 			// failure's backoff is in place before the key is free to be
 			// refreshed again.
-			n := h.bg.done(e.key, failed, h.now())
+			n := h.bg.done(e.key, outcome, h.now())
 			if n < 0 {
 				if ce := h.logger.Check(zapcore.InfoLevel, "background revalidation succeeded again"); ce != nil {
 					ce.Write(zap.String("host", r2.Host), zap.String("uri", r2.RequestURI), h.keyField(e.urlKey()), zap.Int("failures", -n))
@@ -282,9 +282,19 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			}
 		}()
 		err := h.forward(&discardWriter{}, r2, next, x)
-		failed = err != nil || isServerError(x.rec.status)
+		switch {
+		case err != nil && !originFailed(err):
+			// A handler's own error (an error directive's 410, a
+			// cancellation), as the foreground tells them: no failure of
+			// the origin, nor a success that ends a streak.
+			outcome = refreshNeither
+		case err != nil || isServerError(x.rec.status):
+			outcome = refreshFailed
+		default:
+			outcome = refreshSucceeded
+		}
 		level, msg := zapcore.DebugLevel, "background revalidation"
-		if failed && !h.bg.failing(e.key, h.now()) {
+		if outcome == refreshFailed && !h.bg.failing(e.key, h.now()) {
 			// Nobody else hears of it: its client had the stale response
 			// (a 5xx within stale-if-error too: the refresh served no one).
 			// Once a streak: the next refreshes of the key wait a backoff,
@@ -496,15 +506,28 @@ func (b *background) start(key string, now time.Time) bool {
 	return true
 }
 
-// done releases key, whose refresh failed or not at now, and returns the
-// key's failures in a row (a success returns those it ends, negated). The
-// caller then calls the handler's wg.Done.
-func (b *refreshes) done(key string, failed bool, now time.Time) int {
+// refreshOutcome is how a background refresh ended, for its key's
+// streak of failures.
+type refreshOutcome int8
+
+const (
+	refreshSucceeded refreshOutcome = iota // the origin answered: a streak ends
+	refreshFailed                          // the origin failed: a streak begins or goes on
+	refreshNeither                         // a handler's own error: a streak stays as it is
+)
+
+// done releases key, whose refresh ended with outcome at now, and returns
+// the key's failures in a row (a success returns those it ends, negated;
+// refreshNeither 0). The caller then calls the handler's wg.Done.
+func (b *refreshes) done(key string, outcome refreshOutcome, now time.Time) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	f, _ := b.streakLocked(key, now) // while key is busy: its streak goes on (see streakLocked)
 	delete(b.keys, key)
-	f, _ := b.streakLocked(key, now)
-	if !failed {
+	switch outcome {
+	case refreshNeither:
+		return 0
+	case refreshSucceeded:
 		delete(b.failed, key)
 		return -f.failures
 	}
@@ -556,10 +579,13 @@ func (b *refreshes) failing(key string, now time.Time) bool {
 // streak of its own, logged and backed off from the shortest delay (a
 // review: a failure a day after the last streak was logged at debug
 // only, and waited twice as long, since the state is the store's and no
-// reload resets it). Callers hold b.mu.
+// reload resets it). A key being refreshed is being tried: its streak
+// is judged when the refresh starts, not as it ends (a review: a
+// refresh that began within the quiet time and ended past it started a
+// new streak). Callers hold b.mu.
 func (b *refreshes) streakLocked(key string, now time.Time) (refreshBackoff, bool) {
 	f, ok := b.failed[key]
-	if ok && now.After(f.until.Add(streakQuiet)) {
+	if _, busy := b.keys[key]; ok && !busy && now.After(f.until.Add(streakQuiet)) {
 		delete(b.failed, key)
 		return refreshBackoff{}, false
 	}
