@@ -636,6 +636,46 @@ func TestCoalescedFailedRevalidation(t *testing.T) {
 	}
 }
 
+// TestCoalescedServerErrorStaleOnArrival: a revalidation answered with a
+// server error that is storable but stale on arrival (max-age=0 with a
+// validator) answers no waiter, and tells them the origin failed, as an
+// unstorable one does: a waiter whose own request allows stale-if-error
+// (where the leader's does not) answers with its stale response.
+func TestCoalescedServerErrorStaleOnArrival(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const url = "http://example.com/stale-on-arrival"
+	get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60"), url)
+	c.Advance(2 * time.Minute)
+	release := make(chan struct{})
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		<-release
+		w.Header().Set("Cache-Control", "max-age=0")
+		w.Header().Set("Etag", `"e1"`)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "origin error")
+		return nil
+	}}
+	leader := httptest.NewRecorder()
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = h.ServeHTTP(leader, newRequest(http.MethodGet, url), o) })
+	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+	waiter := httptest.NewRecorder()
+	wg.Go(func() {
+		_ = h.ServeHTTP(waiter, newRequest(http.MethodGet, url, "Cache-Control", "stale-if-error=600"), o)
+	})
+	until(t, "the waiter to join", func() bool { return h.flights.waiting(keyOf(t, h, newRequest(http.MethodGet, url))) == 1 })
+	close(release)
+	wg.Wait()
+	if leader.Code != http.StatusServiceUnavailable {
+		t.Errorf("leader: %d, want the origin's 503", leader.Code)
+	}
+	if waiter.Code != 200 || waiter.Body.String() != "payload" || o.calls.Load() != 1 {
+		t.Errorf("waiter: %d %q after %d origin calls; want the stale response from the leader's one", waiter.Code, waiter.Body.String(), o.calls.Load())
+	}
+	wantStatus(t, waiter, []string{"fwd=stale", "fwd-status=503", "collapsed", "detail=stale-if-error"})
+}
+
 // TestCoalescedRefreshShared: waiters of a revalidation answered with a
 // plain 304 are served the refreshed entry, saying so.
 func TestCoalescedRefreshShared(t *testing.T) {

@@ -196,6 +196,18 @@ func (x *exchange) release(h *Handler, e *entry) {
 	}
 }
 
+// releaseUnanswered releases the waiters of x, whose response (of
+// status) cannot answer them, to the origin; when x revalidates and the
+// origin answered with a server error, as a failure, so that their
+// requests may take their stale response (stale-if-error).
+func (x *exchange) releaseUnanswered(h *Handler, status int) {
+	if x.stale != nil && isServerError(status) {
+		x.releaseFailed(h, status)
+	} else {
+		x.release(h, nil)
+	}
+}
+
 // releaseFailed is release when the origin failed: no response (status
 // 0), or a server error (see flightGroup.fail).
 func (x *exchange) releaseFailed(h *Handler, status int) {
@@ -721,14 +733,10 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 				// be answered with it, so they go to the origin now
 				// rather than wait for its end, which for a live stream
 				// (server-sent events) may never come.
-				x.release(h, nil)
+				x.releaseUnanswered(h, status)
 			}
 		} else {
-			if x.stale != nil && isServerError(status) {
-				x.releaseFailed(h, status) // its waiters' requests may take the stale response
-			} else {
-				x.release(h, nil)
-			}
+			x.releaseUnanswered(h, status)
 			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
 				ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.Int("status", status), zap.String("reason", reason),
 					zap.Bool("skip_coalescing", scope != hintNone && x.stale == nil)) // its key's next requests (or those like it), for hintTTL
