@@ -636,44 +636,122 @@ func TestCoalescedFailedRevalidation(t *testing.T) {
 	}
 }
 
-// TestCoalescedServerErrorStaleOnArrival: a revalidation answered with a
-// server error that is storable but stale on arrival (max-age=0 with a
-// validator) answers no waiter, and tells them the origin failed, as an
-// unstorable one does: a waiter whose own request allows stale-if-error
-// (where the leader's does not) answers with its stale response.
-func TestCoalescedServerErrorStaleOnArrival(t *testing.T) {
-	c := newClock()
-	h := newTestHandler(t, Config{}, c)
-	const url = "http://example.com/stale-on-arrival"
-	get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60"), url)
-	c.Advance(2 * time.Minute)
-	release := make(chan struct{})
-	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-		<-release
-		w.Header().Set("Cache-Control", "max-age=0")
-		w.Header().Set("Etag", `"e1"`)
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = io.WriteString(w, "origin error")
-		return nil
-	}}
-	leader := httptest.NewRecorder()
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = h.ServeHTTP(leader, newRequest(http.MethodGet, url), o) })
-	until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
-	waiter := httptest.NewRecorder()
-	wg.Go(func() {
-		_ = h.ServeHTTP(waiter, newRequest(http.MethodGet, url, "Cache-Control", "stale-if-error=600"), o)
-	})
-	until(t, "the waiter to join", func() bool { return h.flights.waiting(keyOf(t, h, newRequest(http.MethodGet, url))) == 1 })
-	close(release)
-	wg.Wait()
-	if leader.Code != http.StatusServiceUnavailable {
-		t.Errorf("leader: %d, want the origin's 503", leader.Code)
+// TestCoalescedUnstoredServerErrorTellsWaiters: a revalidation answered
+// with a server error that is not stored (not storable; storable but
+// stale on arrival, max-age=0 with a validator; or grown past
+// max_item_size without Content-Length) answers no waiter, and tells them
+// the origin failed: a waiter whose own request allows stale-if-error
+// (where the leader's does not) answers from its stale response, with no
+// second origin request (reviews: the last two asked again).
+func TestCoalescedUnstoredServerErrorTellsWaiters(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		fields []string
+		size   int
+	}{
+		{"not storable", []string{"Cache-Control", "no-store"}, 10},
+		{"stale on arrival", []string{"Cache-Control", "max-age=0", "Etag", `"e1"`}, 10},
+		{"past max_item_size", []string{"Cache-Control", "max-age=60"}, 8 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{MaxItemSize: 1 << 10}, c)
+			const url = "http://example.com/unstored-error"
+			get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60"), url)
+			c.Advance(2 * time.Minute)
+			release := make(chan struct{})
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				<-release
+				for i := 0; i+1 < len(tc.fields); i += 2 {
+					w.Header().Set(tc.fields[i], tc.fields[i+1])
+				}
+				w.Header().Set("Date", c.date())
+				w.WriteHeader(http.StatusServiceUnavailable)
+				chunk := strings.Repeat("x", 512)
+				for n := 0; n < tc.size; n += len(chunk) {
+					_, _ = io.WriteString(w, chunk[:min(len(chunk), tc.size-n)])
+				}
+				return nil
+			}}
+			leader := httptest.NewRecorder()
+			var wg sync.WaitGroup
+			wg.Go(func() { _ = h.ServeHTTP(leader, newRequest(http.MethodGet, url), o) })
+			until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+			waiter := httptest.NewRecorder()
+			wg.Go(func() {
+				_ = h.ServeHTTP(waiter, newRequest(http.MethodGet, url, "Cache-Control", "stale-if-error=600"), o)
+			})
+			until(t, "the waiter to join", func() bool { return h.flights.waiting(keyOf(t, h, newRequest(http.MethodGet, url))) == 1 })
+			close(release)
+			wg.Wait()
+			if leader.Code != http.StatusServiceUnavailable {
+				t.Errorf("leader: %d, want the origin's 503", leader.Code)
+			}
+			if waiter.Code != 200 || waiter.Body.String() != "payload" || o.calls.Load() != 1 {
+				t.Errorf("waiter: %d %q after %d origin calls; want the stale response from the leader's one", waiter.Code, waiter.Body.String(), o.calls.Load())
+			}
+			wantStatus(t, waiter, []string{"fwd=stale", "fwd-status=503", "collapsed", "detail=stale-if-error"})
+		})
 	}
-	if waiter.Code != 200 || waiter.Body.String() != "payload" || o.calls.Load() != 1 {
-		t.Errorf("waiter: %d %q after %d origin calls; want the stale response from the leader's one", waiter.Code, waiter.Body.String(), o.calls.Load())
+}
+
+// TestCoalescedResendAfterAnOutdatingRevalidation: a revalidation whose
+// 304 shows the stored response outdated is sent again as a miss
+// (askAgain, which drops the entry); when that send fails, its waiters,
+// whose stored response is outdated, ask the origin themselves rather
+// than answer must-revalidate's 504 for it (a review), whether the send
+// got no response or a 503.
+func TestCoalescedResendAfterAnOutdatingRevalidation(t *testing.T) {
+	boom := errors.New("dial tcp: connection refused")
+	for _, tc := range []struct {
+		name   string
+		status int // the send again's answer; 0: none
+	}{
+		{"503", 503},
+		{"no response", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{}, c)
+			const url = "http://example.com/outdated"
+			get(t, h, validating(c, `"v1"`, "payload", "Cache-Control", "max-age=60, must-revalidate"), url)
+			c.Advance(2 * time.Minute)
+			release := make(chan struct{})
+			o := &origin{}
+			o.fn = func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Date", c.date())
+				switch o.calls.Load() {
+				case 1: // the leader's revalidation: another version
+					<-release
+					w.Header().Set("Etag", `"other"`)
+					w.WriteHeader(http.StatusNotModified)
+					return nil
+				case 2: // its send again
+					if tc.status == 0 {
+						return boom
+					}
+					w.WriteHeader(tc.status)
+					_, _ = io.WriteString(w, "origin error")
+					return nil
+				}
+				w.Header().Set("Cache-Control", "max-age=60")
+				_, _ = io.WriteString(w, "new payload")
+				return nil
+			}
+			var wg sync.WaitGroup
+			var werr error
+			wg.Go(func() { _ = h.ServeHTTP(httptest.NewRecorder(), newRequest(http.MethodGet, url), o) })
+			until(t, "the leader to reach the origin", func() bool { return o.calls.Load() == 1 })
+			waiter := httptest.NewRecorder()
+			wg.Go(func() { werr = h.ServeHTTP(waiter, newRequest(http.MethodGet, url), o) })
+			until(t, "the waiter to join", func() bool { return h.flights.waiting(keyOf(t, h, newRequest(http.MethodGet, url))) == 1 })
+			close(release)
+			wg.Wait()
+			if werr != nil || waiter.Code != 200 || waiter.Body.String() != "new payload" {
+				t.Errorf("waiter: %d %q, error %v, Cache-Status %q; want the origin's new response", waiter.Code, waiter.Body.String(), werr, waiter.Header().Get("Cache-Status"))
+			}
+		})
 	}
-	wantStatus(t, waiter, []string{"fwd=stale", "fwd-status=503", "collapsed", "detail=stale-if-error"})
 }
 
 // TestCoalescedRefreshShared: waiters of a revalidation answered with a
@@ -1357,8 +1435,9 @@ func TestLateVaryMissJoinsTheVariantsFlight(t *testing.T) {
 // client has gone; the origin did not fail, so its waiters, whose clients
 // are still there, ask it themselves (a review of 2b2b7be: they got the
 // 504 of must-revalidate, or the stale response, as for a failure). The
-// origin here returns its context's error, as a handler may; reverse_proxy
-// writes a 499 instead, which waiters take as a response not stored.
+// origin here returns its context's error, as a handler may (and
+// reverse_proxy's 499 error wraps); mostly reverse_proxy writes a 499
+// instead, which waiters take as a response not stored.
 func TestCoalescedRevalidationEndedByAnUnload(t *testing.T) {
 	for _, tc := range []struct{ name, cc string }{
 		{"must-revalidate", "max-age=60, must-revalidate"},

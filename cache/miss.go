@@ -130,7 +130,7 @@ func (x *exchange) onOverflow() {
 	if x.filling != nil {
 		x.fill.fail() // (its readers; not a writer of the recorder's own, see recouple)
 	}
-	x.release(x.h, nil)
+	x.releaseUnanswered(x.h, x.rec.status)
 	x.unrecorded()
 	if x.rec.refused != "" {
 		// Others took the recording budget, or the arena's room: the
@@ -808,8 +808,8 @@ func (h *Handler) staleIfErrorOK(x *exchange, now time.Time) bool {
 // response). Any handler's error of those statuses counts (an error
 // directive's 503 cannot be told from reverse_proxy's). Not another
 // status (an error directive's 410, file_server's 404), which goes to
-// the client as it came, nor a cancelled request (a handler that
-// returns its context's error; reverse_proxy writes its 499 instead),
+// the client as it came, nor a cancelled request (its context's error,
+// or reverse_proxy's 499 error; mostly reverse_proxy writes a 499 instead),
 // after which a waiter asks the origin itself (a review: waiters got a
 // 504, or the stale response, when a config unload ended the fill).
 func originFailure(err error) (failed bool, status int) {
@@ -888,9 +888,11 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			// client with whatever it gets, as without the cache (Caddy
 			// writes its error with the header handlers set).
 			failed, status := originFailure(err)
-			if failed {
+			if failed && x.stale != nil {
 				x.releaseFailed(h, status)
 			} else {
+				// (x.stale is nil after a send again, askAgain, that found
+				// the stored response outdated: its waiters ask the origin.)
 				x.release(h, nil)
 			}
 			if !x.background {
