@@ -125,20 +125,9 @@ func TestFailingRefreshesBackOff(t *testing.T) {
 		t.Run(down.name, func(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, Config{}, c)
-			core, logs := observer.New(zapcore.DebugLevel)
-			h.logger = zap.New(core)
+			logs := observeLogs(h)
 			var failing atomic.Bool
-			var calls atomic.Int32
-			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-				calls.Add(1)
-				if failing.Load() {
-					return down.fail(w)
-				}
-				w.Header().Set("Date", c.date())
-				w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=86400")
-				_, _ = w.Write([]byte("v"))
-				return nil
-			}}
+			o := refreshedOrigin(c, "86400", &failing, down.fail)
 			const url = "http://example.com/feed"
 			get(t, h, o, url)
 			h.store.wait()
@@ -146,12 +135,12 @@ func TestFailingRefreshesBackOff(t *testing.T) {
 			c.Advance(2 * time.Second)
 			staleHits := func(n int) int32 {
 				t.Helper()
-				before := calls.Load()
+				before := o.calls.Load()
 				for range n {
 					wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
 					h.bg.wait()
 				}
-				return calls.Load() - before
+				return o.calls.Load() - before
 			}
 			if n := staleHits(20); n != 1 {
 				t.Fatalf("20 stale hits with the origin down tried it %d times, want 1", n)
@@ -268,19 +257,16 @@ func TestRefreshesAreSharedAcrossAReload(t *testing.T) {
 	old := newTestHandler(t, Config{CacheName: name}, c)
 	release := make(chan struct{})
 	var failing atomic.Bool
-	o := &origin{}
+	o := refreshedOrigin(c, "86400", &failing, func(w http.ResponseWriter) error {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return nil
+	})
+	answer := o.fn
 	o.fn = func(w http.ResponseWriter, r *http.Request) error {
 		if o.calls.Load() == 2 {
 			<-release // the first refresh
 		}
-		if failing.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return nil
-		}
-		w.Header().Set("Date", c.date())
-		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=86400")
-		_, _ = w.Write([]byte("v"))
-		return nil
+		return answer(w, r)
 	}
 	const url = "http://example.com/shared"
 	get(t, old, o, url)
@@ -325,19 +311,9 @@ func TestRefreshesAreSharedAcrossAReload(t *testing.T) {
 func TestRefreshStreakEndsWhenQuiet(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
-	core, logs := observer.New(zapcore.DebugLevel)
-	h.logger = zap.New(core)
+	logs := observeLogs(h)
 	var failing atomic.Bool
-	o := &origin{}
-	o.fn = func(w http.ResponseWriter, r *http.Request) error {
-		if failing.Load() {
-			return errors.New("dial tcp: connection refused")
-		}
-		w.Header().Set("Date", c.date())
-		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=60")
-		_, _ = w.Write([]byte("v"))
-		return nil
-	}
+	o := refreshedOrigin(c, "60", &failing, func(http.ResponseWriter) error { return errors.New("dial tcp: connection refused") })
 	const url = "http://example.com/streak"
 	get(t, h, o, url)
 	failing.Store(true)
@@ -355,7 +331,7 @@ func TestRefreshStreakEndsWhenQuiet(t *testing.T) {
 	get(t, h, o, url) // foreground again (past the window): stored fresh
 	failing.Store(true)
 	next := newTestHandler(t, Config{CacheName: h.CacheName}, c)
-	next.logger = zap.New(core)
+	next.logger = h.logger
 	c.Advance(2 * time.Second)
 	wantStatus(t, get(t, next, o, url), []string{"hit", "detail=stale-while-revalidate"})
 	next.bg.wait()
@@ -380,27 +356,21 @@ func TestRefreshInFlightKeepsItsStreak(t *testing.T) {
 		t.Run(outcome, func(t *testing.T) {
 			c := newClock()
 			h := newTestHandler(t, Config{}, c)
-			core, logs := observer.New(zapcore.DebugLevel)
-			h.logger = zap.New(core)
-			var failing atomic.Bool
-			var block atomic.Bool
+			logs := observeLogs(h)
+			var failing, block atomic.Bool
 			entered := make(chan struct{}, 1)
 			release := make(chan struct{})
-			var calls atomic.Int32
-			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-				calls.Add(1)
+			o := refreshedOrigin(c, "86400", &failing, func(http.ResponseWriter) error {
+				return caddyhttp.Error(http.StatusBadGateway, errors.New("dial tcp: connection refused"))
+			})
+			answer := o.fn
+			o.fn = func(w http.ResponseWriter, r *http.Request) error {
 				if block.Load() {
 					entered <- struct{}{}
 					<-release
 				}
-				if failing.Load() {
-					return caddyhttp.Error(http.StatusBadGateway, errors.New("dial tcp: connection refused"))
-				}
-				w.Header().Set("Date", c.date())
-				w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=86400")
-				_, _ = w.Write([]byte("v"))
-				return nil
-			}}
+				return answer(w, r)
+			}
 			const url = "http://example.com/inflight"
 			get(t, h, o, url)
 			h.store.wait()
@@ -426,11 +396,11 @@ func TestRefreshInFlightKeepsItsStreak(t *testing.T) {
 				if warns != 1 {
 					t.Errorf("%d warnings for one streak (its second refresh was tried within streakQuiet), want 1", warns)
 				}
-				before := calls.Load()
+				before := o.calls.Load()
 				c.Advance(time.Second)
 				get(t, h, o, url)
 				h.bg.wait()
-				if n := calls.Load() - before; n != 0 {
+				if n := o.calls.Load() - before; n != 0 {
 					t.Errorf("refreshed 1 s after the streak's 2nd failure (want backoff 2 s): the streak restarted")
 				}
 			} else if succ != 1 {
@@ -446,18 +416,11 @@ func TestRefreshInFlightKeepsItsStreak(t *testing.T) {
 func TestRefreshHandlersOwnErrorIsNoFailure(t *testing.T) {
 	c := newClock()
 	h := newTestHandler(t, Config{}, c)
-	core, logs := observer.New(zapcore.DebugLevel)
-	h.logger = zap.New(core)
+	logs := observeLogs(h)
 	var gone atomic.Bool
-	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
-		if gone.Load() {
-			return caddyhttp.Error(http.StatusGone, errors.New("error directive"))
-		}
-		w.Header().Set("Date", c.date())
-		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=600")
-		_, _ = w.Write([]byte("v"))
-		return nil
-	}}
+	o := refreshedOrigin(c, "600", &gone, func(http.ResponseWriter) error {
+		return caddyhttp.Error(http.StatusGone, errors.New("error directive"))
+	})
 	const url = "http://example.com/bg-gone"
 	get(t, h, o, url)
 	h.store.wait()
@@ -466,9 +429,31 @@ func TestRefreshHandlersOwnErrorIsNoFailure(t *testing.T) {
 	get(t, h, o, url)
 	h.bg.wait()
 	if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len(); n != 0 {
-		t.Errorf("a handler's own 410 in a refresh logged %d 'background revalidation failed' warnings (and backs off); originFailed says it is no origin failure", n)
+		t.Errorf("a handler's own 410 in a refresh logged %d 'background revalidation failed' warnings (and backs off); originFailure says it is no origin failure", n)
 	}
 	if h.bg.failing(keyOf(t, h, newRequest(http.MethodGet, url)), c.Now()) {
 		t.Errorf("the key is in a failure streak after a handler's own 410")
 	}
+}
+
+// refreshedOrigin answers "v", fresh for a second and then served stale
+// for swr seconds while refreshed in the background; while down is set,
+// fail answers instead.
+func refreshedOrigin(c *clock, swr string, down *atomic.Bool, fail func(w http.ResponseWriter) error) *origin {
+	return &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		if down.Load() {
+			return fail(w)
+		}
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate="+swr)
+		_, _ = w.Write([]byte("v"))
+		return nil
+	}}
+}
+
+// observeLogs makes h log, from debug level up, to the logs it returns.
+func observeLogs(h *Handler) *observer.ObservedLogs {
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	return logs
 }

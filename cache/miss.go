@@ -197,11 +197,10 @@ func (x *exchange) release(h *Handler, e *entry) {
 }
 
 // releaseUnanswered releases the waiters of x, whose response (of
-// status) cannot answer them, to the origin; when x revalidates and the
-// origin answered with a server error, as a failure, so that their
-// requests may take their stale response (stale-if-error).
+// status) cannot answer them, to the origin; a server error as a failure
+// (see releaseFailed).
 func (x *exchange) releaseUnanswered(h *Handler, status int) {
-	if x.stale != nil && isServerError(status) {
+	if isServerError(status) {
 		x.releaseFailed(h, status)
 	} else {
 		x.release(h, nil)
@@ -209,9 +208,14 @@ func (x *exchange) releaseUnanswered(h *Handler, status int) {
 }
 
 // releaseFailed is release when the origin failed: no response (status
-// 0), or a server error (see flightGroup.fail).
+// 0), or a server error. When x revalidates, its waiters are told so
+// (see flightGroup.fail), so that their requests may take their stale
+// response; otherwise (a miss, or a send again after the stored response
+// proved outdated, askAgain) they have none, and ask the origin.
 func (x *exchange) releaseFailed(h *Handler, status int) {
-	if x.leading {
+	if x.stale == nil {
+		x.release(h, nil)
+	} else if x.leading {
 		h.flights.fail(x.flightKey, x.urlHash, &x.lead, status)
 	}
 }
@@ -827,12 +831,6 @@ func originFailure(err error) (failed bool, status int) {
 	return true, 0
 }
 
-// originFailed reports whether err is an origin failure (originFailure).
-func originFailed(err error) bool {
-	failed, _ := originFailure(err)
-	return failed
-}
-
 // answerOriginFailure answers the request of x, whose stored response
 // x.stale the origin failed to validate, as RFC 5861 and 9111 say: with
 // the stale response where stale-if-error allows it, or with a 504 when
@@ -888,11 +886,9 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			// client with whatever it gets, as without the cache (Caddy
 			// writes its error with the header handlers set).
 			failed, status := originFailure(err)
-			if failed && x.stale != nil {
+			if failed {
 				x.releaseFailed(h, status)
 			} else {
-				// (x.stale is nil after a send again, askAgain, that found
-				// the stored response outdated: its waiters ask the origin.)
 				x.release(h, nil)
 			}
 			if !x.background {

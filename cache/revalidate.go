@@ -282,8 +282,8 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			}
 		}()
 		err := h.forward(&discardWriter{}, r2, next, x)
-		switch {
-		case err != nil && !originFailed(err):
+		switch failed, _ := originFailure(err); {
+		case err != nil && !failed:
 			// A handler's own error (an error directive's 410, a
 			// cancellation), as the foreground tells them: no failure of
 			// the origin, nor a success that ends a streak.
