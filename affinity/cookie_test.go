@@ -601,3 +601,63 @@ func TestCookieFieldsBrowsersTake(t *testing.T) {
 		}
 	}
 }
+
+// TestCookieRetryKeepsTheId: cookie mode reads its cookie from the
+// request reverse_proxy sends, which on a retry carries the last
+// attempt's header_up edits; a site that keeps the routing cookie from the
+// application (`header_up -Cookie`) lost it there, so a retry issued a new
+// id and went to that id's upstream, for good (a review: 4 of 5 clients of
+// a dead upstream went elsewhere than the next choice). A retry keeps the
+// first attempt's id, whether the client sent it (signed with the current
+// secret or a previous one) or the policy issued it.
+func TestCookieRetryKeepsTheId(t *testing.T) {
+	const oldSecret = "the old secret, 32 bytes or so.."
+	f := newProxyFixture(t, 2, 3,
+		fmt.Sprintf(`{"policy":"affinity","cookie":{"secret":%q,"previous_secrets":[%q]}}`, testSecret, oldSecret),
+		`,"retries":4},"headers":{"request":{"delete":["Cookie"]}`, 0)
+	dead := f.dials[:3]
+	for _, tc := range []struct {
+		name   string
+		secret string // the client's cookie's; "" for none
+		issues bool   // the policy sets one cookie
+	}{
+		{"valid cookie", testSecret, false},
+		{"cookie under a previous secret", oldSecret, true},
+		{"no cookie", "", true},
+	} {
+		checked := 0
+		for i := 0; i < 2000 && checked < 10; i++ {
+			r, w := newReq(ipAddr(i), nil)
+			id := fmt.Sprintf("retry-id-%013d", i) // 22 bytes, as an issued id
+			if tc.secret != "" {
+				r.Header.Set("Cookie", defaultCookieName+"="+sign(tc.secret, id))
+			}
+			noop := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+			if err := f.h.ServeHTTP(w, r, noop); err != nil {
+				t.Fatalf("%s: %v, with 2 of 5 upstreams up and 4 retries", tc.name, err)
+			}
+			cs := setCookies(w.Header())
+			if tc.issues != (len(cs) == 1) || len(cs) > 1 {
+				t.Fatalf("%s: Set-Cookie %v; want one: %v", tc.name, w.Header()["Set-Cookie"], tc.issues)
+			}
+			if tc.secret == "" {
+				id, _, _ = strings.Cut(cs[0].Value, ".")
+			} else if tc.issues && cs[0].Value != sign(testSecret, id) {
+				t.Fatalf("%s: Set-Cookie %s, want the same id under the current secret", tc.name, cs[0].Value)
+			}
+			pref := preference(t, f.policy, f.h.Upstreams, id)
+			if !slices.Contains(dead, pref[0]) {
+				continue // only ids whose first choice is down retry
+			}
+			checked++
+			firstLive := slices.IndexFunc(pref, func(d string) bool { return !slices.Contains(dead, d) })
+			want := fmt.Sprintf("backend %d", f.index(pref[firstLive])-len(dead))
+			if got := w.Body.String(); got != want {
+				t.Errorf("%s: id %s answered by %q, want its first live choice %q (order %v)", tc.name, id, got, want, pref)
+			}
+		}
+		if checked < 5 {
+			t.Fatalf("%s: only %d ids had a dead first choice", tc.name, checked)
+		}
+	}
+}

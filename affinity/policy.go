@@ -716,7 +716,8 @@ type attempts struct {
 }
 
 // keyedPick is the first pick of a policy whose retries keep the first
-// attempt's key (retriesKeepKey) when that attempt had one: a retry then
+// attempt's key (retriesKeepKey), or of one whose first attempt's key was
+// a valid affinity cookie, when that attempt had one: a retry then
 // reads it back from the key placeholder, which is this policy's own only
 // then (another affinity policy the request met, or this one's fallback,
 // may have set it otherwise). Pointer-shaped, it costs no allocation in
@@ -758,12 +759,13 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 
 	var key, src string
 	repl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl != nil && len(tried) > 0 && s.retriesKeepKey {
-		// A retry: compat reads a header field from the request
-		// reverse_proxy sends, to which it has applied the last attempt's
-		// header_up (`header_up -X-User` would leave the key empty, and the
-		// retry to the fallback's random pick); the first attempt's key
-		// holds, or its lack of one.
+	if repl != nil && len(tried) > 0 && (s.retriesKeepKey || keyed && s.jar != nil) {
+		// A retry: compat reads a header field, and cookie mode its
+		// cookie, from the request reverse_proxy sends, to which it has
+		// applied the last attempt's header_up (`header_up -X-User` or
+		// `header_up -Cookie` would leave the key empty, and the retry to
+		// the fallback's random pick or a new cookie); the first attempt's
+		// key holds, or its lack of one.
 		if v, ok := repl.Get(keyPlaceholder); ok && keyed {
 			key, _ = v.(string)
 			src = srcFirstAttempt
@@ -838,7 +840,7 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 		}
 	}
 
-	if len(tried) == 0 && key != "" && s.retriesKeepKey {
+	if len(tried) == 0 && key != "" && (s.retriesKeepKey || src == srcCookie) {
 		keyed = true
 		if st != nil {
 			st.keyed = true
