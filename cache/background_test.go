@@ -436,6 +436,49 @@ func TestRefreshHandlersOwnErrorIsNoFailure(t *testing.T) {
 	}
 }
 
+// TestRefreshOfAnUnstoredBodyIsNoFailure: a refresh answered with a body
+// past max_item_size stops reading it, and reverse_proxy aborts on the
+// recorder's error (http.ErrAbortHandler). The origin answered, yet a 200
+// counted as a failed refresh (a review): the key backed off as if the
+// origin were down, without a warning, and a later outage's first failure
+// was not warned about. A server error stays a failure, now warned about
+// (the abort skipped the warning).
+func TestRefreshOfAnUnstoredBodyIsNoFailure(t *testing.T) {
+	for _, status := range []int{http.StatusOK, http.StatusServiceUnavailable} {
+		c := newClock()
+		h := newTestHandler(t, Config{MaxItemSize: 64 << 10}, c)
+		logs := observeLogs(h)
+		var grown atomic.Bool
+		chunk := make([]byte, 4<<10)
+		o := refreshedOrigin(c, "600", &grown, func(w http.ResponseWriter) error {
+			w.Header().Set("Date", c.date())
+			w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=600")
+			w.WriteHeader(status)
+			for range 64 { // 256 KiB
+				if _, err := w.Write(chunk); err != nil {
+					panic(http.ErrAbortHandler) // as reverse_proxy does when its client's Write fails
+				}
+			}
+			return nil
+		})
+		url := fmt.Sprintf("http://example.com/bg-grown-%d", status)
+		get(t, h, o, url)
+		h.store.wait()
+		grown.Store(true)
+		c.Advance(2 * time.Second)
+		wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+		h.bg.wait()
+		if n := o.calls.Load(); n != 2 {
+			t.Fatalf("%d: the origin was asked %d times, want 2 (the miss and the refresh)", status, n)
+		}
+		failing := h.bg.failing(keyOf(t, h, newRequest(http.MethodGet, url)), c.Now())
+		warned := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len()
+		if want := status >= 500; failing != want || warned != map[bool]int{true: 1}[want] {
+			t.Errorf("%d past max_item_size: in a failure streak %v, %d warnings; want %v and %d", status, failing, warned, want, map[bool]int{true: 1}[want])
+		}
+	}
+}
+
 // refreshedOrigin answers "v", fresh for a second and then served stale
 // for swr seconds while refreshed in the background; while down is set,
 // fail answers instead.

@@ -389,7 +389,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 // origin breaks it off, reverse_proxy panics with http.ErrAbortHandler,
 // which would reset the client's finished response (HTTP/2) or its
 // connection, or leave it without any; the request ends as the recorder's
-// errUnread instead, and nothing is stored.
+// errUnread instead, and nothing is stored. So does a background refresh
+// whose body the recorder stopped reading (recorder.refreshUnread): the
+// origin answered it, which is no failed refresh.
 //
 // When it returns, the body others read as it arrived is complete or
 // broken off (endFill).
@@ -400,7 +402,7 @@ func (h *Handler) serveNext(next caddyhttp.Handler, x *exchange, out *http.Reque
 		x.endFill()
 		rec.endOwnFill()
 		if v != nil {
-			if v != http.ErrAbortHandler || !rec.notModified && !rec.answered {
+			if v != http.ErrAbortHandler || !rec.notModified && !rec.answered && !rec.refreshUnread() {
 				// Nothing is stored: the waiters go now, not once the
 				// deferred dropBody has waited for the client's writer.
 				x.release(h, nil)

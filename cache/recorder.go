@@ -548,11 +548,19 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	// with a stored response instead of an error's waits for an error
 	// page (read to its end, its connection to the origin is kept, as
 	// through reverse_proxy alone), not for more than errorBodyRead.
-	if !rec.buffer && (rec.clientErr != nil || rec.notModified || rec.answered && rec.written > errorBodyRead ||
-		rec.discard && rec.written > rec.limit) {
+	if !rec.buffer && (rec.clientErr != nil || rec.notModified || rec.answered && rec.written > errorBodyRead) ||
+		rec.refreshUnread() {
 		return 0, errUnread
 	}
 	return len(p), nil
+}
+
+// refreshUnread reports whether Write stops reading the body of a
+// background refresh's response that will not be stored, past limit: the
+// origin answered; reverse_proxy's abort that follows is the cache's
+// doing (see serveNext).
+func (rec *recorder) refreshUnread() bool {
+	return rec.discard && !rec.buffer && rec.written > rec.limit
 }
 
 // decouples reports whether rec hands the writing of its client to a

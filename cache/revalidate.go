@@ -2,6 +2,8 @@ package cache
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"runtime/debug"
 	"slices"
@@ -270,18 +272,7 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 		}()
 		defer e.body.release()
 		defer cancel()
-		defer func() {
-			v := recover()
-			if v == http.ErrAbortHandler {
-				// reverse_proxy gives up on a body it cannot finish
-				// reading (the origin went away, or the timeout).
-				h.logger.Debug("background revalidation aborted", h.entryKeyField(e))
-			} else if v != nil {
-				h.logger.Error("background revalidation panicked",
-					zap.Any("error", v), zap.ByteString("stack", debug.Stack()))
-			}
-		}()
-		err := h.forward(&discardWriter{}, r2, next, x)
+		err := h.forwardInBackground(r2, next, x)
 		switch failed, _ := originFailure(err); {
 		case err != nil && !failed:
 			// A handler's own error (an error directive's 410, a
@@ -305,6 +296,28 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			ce.Write(zap.String("host", r2.Host), zap.String("uri", r2.RequestURI), h.entryKeyField(e), zap.Int("status", x.rec.status), zap.Error(err))
 		}
 	}()
+}
+
+// errRefreshAborted is a background refresh's failure when reverse_proxy
+// gives up on a body it cannot finish reading (the origin went away, or
+// the timeout) by panicking with http.ErrAbortHandler.
+var errRefreshAborted = errors.New("response_cache: reverse_proxy aborted the response (the origin broke off its body, or the timeout passed)")
+
+// forwardInBackground forwards a background refresh, x, which has no
+// client whose connection a panic would end: reverse_proxy's abort ends it
+// as errRefreshAborted, a failure of the origin, and another panic as an
+// error, logged with its stack.
+func (h *Handler) forwardInBackground(r2 *http.Request, next caddyhttp.Handler, x *exchange) (err error) {
+	defer func() {
+		switch v := recover(); {
+		case v == http.ErrAbortHandler:
+			err = errRefreshAborted
+		case v != nil:
+			h.logger.Error("background revalidation panicked", zap.Any("error", v), zap.ByteString("stack", debug.Stack()))
+			err = fmt.Errorf("response_cache: background revalidation panicked: %v", v)
+		}
+	}()
+	return h.forward(&discardWriter{}, r2, next, x)
 }
 
 // backgroundRequest readies r2, a clone of a client's request (a GET,
