@@ -114,17 +114,38 @@ func TestBackgroundRefreshReadsSmallUnstorableBodies(t *testing.T) {
 // try the origin at every hit; the first failure of a streak is logged as
 // a warning, the others at debug, and the first success after them at
 // info, after which a failure is a new streak.
+//
+// A refresh answered with a response it does not store backs off the
+// same way, without a warning: each stale hit would otherwise start one
+// (a review: 200 refreshes reading max_item_size each in 10 s of stale
+// hits on an object grown past it).
 func TestFailingRefreshesBackOff(t *testing.T) {
+	const maxItem = 64 << 10
 	for _, down := range []struct {
-		name string
-		fail func(w http.ResponseWriter) error
+		name   string
+		fail   func(w http.ResponseWriter) error
+		warned int // warnings and "succeeded again" lines of a streak
 	}{
-		{"unreachable", func(http.ResponseWriter) error { return errors.New("dial tcp: connection refused") }},
-		{"server error", func(w http.ResponseWriter) error { w.WriteHeader(http.StatusBadGateway); return nil }},
+		{"unreachable", func(http.ResponseWriter) error { return errors.New("dial tcp: connection refused") }, 1},
+		{"server error", func(w http.ResponseWriter) error { w.WriteHeader(http.StatusBadGateway); return nil }, 1},
+		{"not storable", func(w http.ResponseWriter) error {
+			w.Header().Set("Cache-Control", "no-store")
+			_, err := w.Write([]byte("personal"))
+			return err
+		}, 0},
+		{"past max_item_size", func(w http.ResponseWriter) error {
+			chunk := make([]byte, 4<<10)
+			for range 4 * maxItem / len(chunk) {
+				if _, err := w.Write(chunk); err != nil {
+					panic(http.ErrAbortHandler) // as reverse_proxy does when its client's Write fails
+				}
+			}
+			return nil
+		}, 0},
 	} {
 		t.Run(down.name, func(t *testing.T) {
 			c := newClock()
-			h := newTestHandler(t, Config{}, c)
+			h := newTestHandler(t, Config{MaxItemSize: maxItem}, c)
 			logs := observeLogs(h)
 			var failing atomic.Bool
 			o := refreshedOrigin(c, "86400", &failing, down.fail)
@@ -143,7 +164,7 @@ func TestFailingRefreshesBackOff(t *testing.T) {
 				return o.calls.Load() - before
 			}
 			if n := staleHits(20); n != 1 {
-				t.Fatalf("20 stale hits with the origin down tried it %d times, want 1", n)
+				t.Fatalf("20 stale hits tried the origin %d times, want 1", n)
 			}
 			for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
 				c.Advance(wait - time.Millisecond)
@@ -159,16 +180,16 @@ func TestFailingRefreshesBackOff(t *testing.T) {
 			if n := staleHits(1); n != 1 {
 				t.Fatalf("%d tries 30 s after the last failure, want 1", n)
 			}
-			if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len(); n != 1 {
-				t.Errorf("%d warnings for one streak of failures, want 1: %v", n, logs.All())
+			if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len(); n != down.warned {
+				t.Errorf("%d warnings for one streak, want %d: %v", n, down.warned, logs.All())
 			}
 			failing.Store(false)
 			c.Advance(time.Minute)
 			if n := staleHits(1); n != 1 {
 				t.Fatalf("%d tries once the origin is back, want 1", n)
 			}
-			if n := logs.FilterMessage("background revalidation succeeded again").Len(); n != 1 {
-				t.Errorf("the end of the streak was logged %d times, want 1", n)
+			if n := logs.FilterMessage("background revalidation succeeded again").Len(); n != down.warned {
+				t.Errorf("the end of the streak was logged %d times, want %d", n, down.warned)
 			}
 			wantStatus(t, get(t, h, o, url), []string{"hit"})
 			// A new streak starts with the shortest backoff.
@@ -242,6 +263,47 @@ func TestRefreshBackoffIsCapped(t *testing.T) {
 	}
 	if delay != maxRefreshBackoff {
 		t.Errorf("after 12 failures the backoff is %v, want %v", delay, maxRefreshBackoff)
+	}
+}
+
+// TestRefreshStreaksOfEitherKind: a key's refreshes back off through a
+// streak of failures or one of answers not stored, each from the shortest
+// delay; an answer not stored ends a streak of failures (its count
+// returned negated, for the "succeeded again" line) and is no failure, and
+// a failure after such answers begins a streak of its own, warned about.
+func TestRefreshStreaksOfEitherKind(t *testing.T) {
+	b := background{refreshes: new(refreshes)}
+	now := time.Unix(1e9, 0)
+	for i, step := range []struct {
+		outcome refreshOutcome
+		want    int           // what done returns
+		delay   time.Duration // the backoff after it
+		failing bool
+	}{
+		{refreshFailed, 1, time.Second, true},
+		{refreshFailed, 2, 2 * time.Second, true},
+		{refreshUnstored, -2, time.Second, false},
+		{refreshUnstored, 0, 2 * time.Second, false},
+		{refreshUnstored, 0, 4 * time.Second, false},
+		{refreshFailed, 1, time.Second, true},
+		{refreshSucceeded, -1, 0, false},
+	} {
+		if !b.start("k", now) {
+			t.Fatalf("step %d: not started once its backoff passed", i+1)
+		}
+		got := b.done("k", step.outcome, now)
+		b.wg.Done()
+		delay := b.failed["k"].until.Sub(now)
+		if step.delay == 0 {
+			delay = 0
+			if _, ok := b.failed["k"]; ok {
+				delay = -1
+			}
+		}
+		if got != step.want || delay != step.delay || b.failing("k", now) != step.failing {
+			t.Errorf("step %d: done %d, backoff %v, failing %v; want %d, %v, %v", i+1, got, delay, b.failing("k", now), step.want, step.delay, step.failing)
+		}
+		now = now.Add(max(delay, 0))
 	}
 }
 
@@ -442,15 +504,19 @@ func TestRefreshHandlersOwnErrorIsNoFailure(t *testing.T) {
 // counted as a failed refresh (a review): the key backed off as if the
 // origin were down, without a warning, and a later outage's first failure
 // was not warned about. A server error stays a failure, now warned about
-// (the abort skipped the warning).
+// (the abort skipped the warning). Then an outage: its first failure is
+// warned about after a 200, its streak goes on after a 503.
 func TestRefreshOfAnUnstoredBodyIsNoFailure(t *testing.T) {
 	for _, status := range []int{http.StatusOK, http.StatusServiceUnavailable} {
 		c := newClock()
 		h := newTestHandler(t, Config{MaxItemSize: 64 << 10}, c)
 		logs := observeLogs(h)
-		var grown atomic.Bool
+		var grown, outage atomic.Bool
 		chunk := make([]byte, 4<<10)
 		o := refreshedOrigin(c, "600", &grown, func(w http.ResponseWriter) error {
+			if outage.Load() {
+				return errors.New("dial tcp: connection refused")
+			}
 			w.Header().Set("Date", c.date())
 			w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=600")
 			w.WriteHeader(status)
@@ -475,6 +541,16 @@ func TestRefreshOfAnUnstoredBodyIsNoFailure(t *testing.T) {
 		warned := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len()
 		if want := status >= 500; failing != want || warned != map[bool]int{true: 1}[want] {
 			t.Errorf("%d past max_item_size: in a failure streak %v, %d warnings; want %v and %d", status, failing, warned, want, map[bool]int{true: 1}[want])
+		}
+		outage.Store(true)
+		c.Advance(time.Second) // the backoff of either
+		get(t, h, o, url)
+		h.bg.wait()
+		if n := o.calls.Load(); n != 3 {
+			t.Fatalf("%d, then an outage: the origin was asked %d times, want 3", status, n)
+		}
+		if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len(); n != 1 {
+			t.Errorf("%d, then an outage: %d warnings, want 1 (one streak of failures)", status, n)
 		}
 	}
 }

@@ -281,6 +281,10 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			outcome = refreshNeither
 		case err != nil || isServerError(x.rec.status):
 			outcome = refreshFailed
+		case x.outcome == outPass && !x.rec.buffer && !x.client.lacking():
+			// Not stored for what the origin answered (a refresh lacking
+			// its client's values goes again at once, with them).
+			outcome = refreshUnstored
 		default:
 			outcome = refreshSucceeded
 		}
@@ -477,23 +481,25 @@ type refreshes struct {
 	failed map[string]refreshBackoff
 }
 
-// refreshBackoff is a key's streak of failed refreshes.
+// refreshBackoff is a key's streak of failed refreshes, or, with no
+// failures, of refreshes whose answer was not stored: either holds the
+// key's next refresh back.
 type refreshBackoff struct {
 	failures int
-	delay    time.Duration // since the last failure
+	delay    time.Duration // since the last refresh of the streak
 	until    time.Time     // no refresh before
 }
 
-// The first failed refresh of a key holds its next one back for
-// minRefreshBackoff, each further one for twice as long as the one
-// before, up to maxRefreshBackoff.
+// The first failed refresh of a key (or the first not stored) holds its
+// next one back for minRefreshBackoff, each further one for twice as long
+// as the one before, up to maxRefreshBackoff.
 const (
 	minRefreshBackoff = time.Second
 	maxRefreshBackoff = 30 * time.Second
 	// streakQuiet ends a key's streak of failures when no refresh of the
 	// key was tried for that long after its backoff passed.
 	streakQuiet = 10 * time.Minute
-	// maxFailedKeys bounds the keys whose failures are remembered (about
+	// maxFailedKeys bounds the keys whose backoffs are remembered (about
 	// 200 bytes each with their key); a new one past it takes the place
 	// of one of them, chosen by the map's random order (a key whose
 	// backoff has passed if one of the first few is).
@@ -524,27 +530,43 @@ func (b *background) start(key string, now time.Time) bool {
 type refreshOutcome int8
 
 const (
-	refreshSucceeded refreshOutcome = iota // the origin answered: a streak ends
+	refreshSucceeded refreshOutcome = iota // the origin answered, and it was stored: a streak ends
 	refreshFailed                          // the origin failed: a streak begins or goes on
 	refreshNeither                         // a handler's own error: a streak stays as it is
+	// The origin answered with a response not stored (not storable, too
+	// large): a streak of failures ends, and one of such answers begins
+	// or goes on, without failures. Each stale hit would otherwise start
+	// a refresh at once (a review: 200 refreshes of max_item_size each in
+	// 10 s of stale hits on a grown object), to store nothing.
+	refreshUnstored
 )
 
 // done releases key, whose refresh ended with outcome at now, and returns
-// the key's failures in a row (a success returns those it ends, negated;
-// refreshNeither 0). The caller then calls the handler's wg.Done.
+// the key's failures in a row (a success, or an answer not stored,
+// returns those it ends, negated; refreshNeither 0). The caller then
+// calls the handler's wg.Done.
 func (b *refreshes) done(key string, outcome refreshOutcome, now time.Time) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	f, _ := b.streakLocked(key, now) // while key is busy: its streak goes on (see streakLocked)
 	delete(b.keys, key)
+	ended := 0
 	switch outcome {
 	case refreshNeither:
 		return 0
 	case refreshSucceeded:
 		delete(b.failed, key)
 		return -f.failures
+	case refreshUnstored:
+		if f.failures > 0 {
+			ended, f = -f.failures, refreshBackoff{}
+		}
+	case refreshFailed:
+		if f.failures == 0 {
+			f = refreshBackoff{} // after answers not stored: from the shortest backoff
+		}
+		f.failures++
 	}
-	f.failures++
 	f.delay = min(max(2*f.delay, minRefreshBackoff), maxRefreshBackoff)
 	f.until = now.Add(f.delay)
 	if b.failed == nil {
@@ -554,6 +576,9 @@ func (b *refreshes) done(key string, outcome refreshOutcome, now time.Time) int 
 		b.evictFailed(now)
 	}
 	b.failed[key] = f
+	if outcome == refreshUnstored {
+		return ended
+	}
 	return f.failures
 }
 
@@ -581,8 +606,8 @@ func (b *refreshes) evictFailed(now time.Time) {
 func (b *refreshes) failing(key string, now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	_, ok := b.streakLocked(key, now)
-	return ok
+	f, ok := b.streakLocked(key, now)
+	return ok && f.failures > 0
 }
 
 // streakLocked returns key's streak of failed refreshes at now, if one
