@@ -1,8 +1,10 @@
 package cache
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -142,6 +145,14 @@ func TestFailingRefreshesBackOff(t *testing.T) {
 			}
 			return nil
 		}, 0},
+		{"unannounced trailers", func(w http.ResponseWriter) error {
+			// Read to the end, then not stored (a review: held only when
+			// the recorder had stopped buffering).
+			w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=86400")
+			_, err := w.Write([]byte("grpc-web"))
+			w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+			return err
+		}, 0},
 	} {
 		t.Run(down.name, func(t *testing.T) {
 			c := newClock()
@@ -271,6 +282,8 @@ func TestRefreshBackoffIsCapped(t *testing.T) {
 // delay; an answer not stored ends a streak of failures (its count
 // returned negated, for the "succeeded again" line) and is no failure, and
 // a failure after such answers begins a streak of its own, warned about.
+// A storable answer others' recordings left no room for holds the next
+// refresh back a second, whatever the streak, which goes on as it was.
 func TestRefreshStreaksOfEitherKind(t *testing.T) {
 	b := background{refreshes: new(refreshes)}
 	now := time.Unix(1e9, 0)
@@ -282,11 +295,16 @@ func TestRefreshStreaksOfEitherKind(t *testing.T) {
 	}{
 		{refreshFailed, 1, time.Second, true},
 		{refreshFailed, 2, 2 * time.Second, true},
-		{refreshUnstored, -2, time.Second, false},
+		{refreshRefused, 0, time.Second, true}, // the streak goes on
+		{refreshFailed, 3, 4 * time.Second, true},
+		{refreshUnstored, -3, time.Second, false},
 		{refreshUnstored, 0, 2 * time.Second, false},
+		{refreshRefused, 0, time.Second, false},
 		{refreshUnstored, 0, 4 * time.Second, false},
 		{refreshFailed, 1, time.Second, true},
 		{refreshSucceeded, -1, 0, false},
+		{refreshRefused, 0, time.Second, false},
+		{refreshUnstored, 0, time.Second, false},
 	} {
 		if !b.start("k", now) {
 			t.Fatalf("step %d: not started once its backoff passed", i+1)
@@ -552,6 +570,125 @@ func TestRefreshOfAnUnstoredBodyIsNoFailure(t *testing.T) {
 		if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len(); n != 1 {
 			t.Errorf("%d, then an outage: %d warnings, want 1 (one streak of failures)", status, n)
 		}
+	}
+}
+
+// TestRefreshRefusedRoomWaitsASecond: a refresh whose storable answer is
+// refused for the recording budget (others being recorded) says nothing
+// of the origin: its key's next refresh waits a second, not a doubling
+// backoff (a review: the fifth refusal in a row held a refresh that would
+// have been stored for 16 s).
+func TestRefreshRefusedRoomWaitsASecond(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 1 << 20}, c) // a budget of 128 KiB
+	more := make(chan struct{})
+	var v2 atomic.Bool
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Date", c.date())
+		if r.URL.Path == "/slow" { // takes most of the budget until more
+			w.Header().Set("Cache-Control", "max-age=60")
+			w.Header().Set("Content-Length", strconv.Itoa(100<<10))
+			_, _ = w.Write(make([]byte, 1<<10))
+			<-more
+			_, err := w.Write(make([]byte, 99<<10))
+			return err
+		}
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=600")
+		body := []byte("v1")
+		if v2.Load() {
+			body = bytes.Repeat([]byte("2"), 60<<10)
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, err := w.Write(body)
+		return err
+	}}
+	const url = "http://example.com/page"
+	get(t, h, o, url)
+	h.store.wait()
+	v2.Store(true)
+	slow := serveAsync(h, newSyncWriter(), newRequest(http.MethodGet, "http://example.com/slow"), o)
+	until(t, "the slow fill to reserve its length", func() bool { return h.store.(*store).bodies.recording.Load() == 100<<10 })
+	c.Advance(2 * time.Second)
+	for i := range 4 {
+		before := o.calls.Load()
+		wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+		h.bg.wait()
+		if n := o.calls.Load() - before; n != 1 {
+			t.Fatalf("refusal %d: %d refreshes, want 1 (a second after the last)", i+1, n)
+		}
+		c.Advance(time.Second)
+	}
+	close(more)
+	untilValue(t, "the slow fill to end", slow)
+	h.store.wait()
+	wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+	h.bg.wait()
+	h.store.wait()
+	if w := get(t, h, o, url); w.Body.Len() != 60<<10 {
+		t.Errorf("once the budget is free, a refresh stores v2: got %d bytes, %s", w.Body.Len(), w.Header().Get("Cache-Status"))
+	}
+}
+
+// TestRefreshedBy304IsNotHeld: a refresh answered 304 updated the
+// stored response: no hold, so the key's next stale hit refreshes it
+// again at once, however often that is.
+func TestRefreshedBy304IsNotHeld(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=600")
+		w.Header().Set("Etag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		_, err := io.WriteString(w, "v1")
+		return err
+	}}
+	const url = "http://example.com/revalidated"
+	get(t, h, o, url)
+	h.store.wait()
+	for i := range 5 {
+		c.Advance(1500 * time.Millisecond) // stale again, half a second after
+		before := o.calls.Load()
+		wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+		h.bg.wait()
+		if n := o.calls.Load() - before; n != 1 {
+			t.Fatalf("stale hit %d: %d refreshes, want 1", i+1, n)
+		}
+	}
+}
+
+// TestRefreshForeverLackingIsHeld: a refresh that lacks a value of its
+// client's request goes again at once, with it; not one whose placeholder
+// could not be learned (maxClientKeys), which lacks it every time: it is
+// held back as an answer not stored (a review: a refresh at every stale
+// hit, none stored).
+func TestRefreshForeverLackingIsHeld(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	for i := range maxClientKeys {
+		h.clientKeys.learn("learned." + strconv.Itoa(i))
+	}
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=600")
+		_, err := io.WriteString(w, repl.ReplaceAll("tenant={tenant}", "-"))
+		return err
+	}}
+	const url = "http://example.com/lacking"
+	get(t, h, o, url)
+	h.store.wait()
+	c.Advance(2 * time.Second)
+	before := o.calls.Load()
+	for range 20 {
+		wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+		h.bg.wait()
+	}
+	if n := o.calls.Load() - before; n != 1 {
+		t.Errorf("20 stale hits, a refresh never stored: %d refreshes, want 1", n)
 	}
 }
 

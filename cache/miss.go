@@ -94,8 +94,12 @@ type exchange struct {
 	// with the whole body may be stored; wholeAs200: it came as a 206 of
 	// all of the body, stored as the 200 it amounts to.
 	wholePart, wholeAs200 bool
-	fillEnded             bool  // endFill ran
-	wholeLen              int64 // the length a whole 206 declared, which its body must have
+	fillEnded             bool // endFill ran
+	// stored: the answer went to the store (a new entry the store took,
+	// or a 304's update of the stored one), for a background refresh's
+	// outcome (see revalidateInBackground).
+	stored   bool
+	wholeLen int64 // the length a whole 206 declared, which its body must have
 	// preset are the caching fields handlers before the cache set on the
 	// client's response (see presetFields), or, for a background refresh,
 	// those of the request that stored its entry; nil for none.
@@ -920,6 +924,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 	case outRefresh:
 		e, shared := h.refresh(x, rec, x.withoutProxyCookie(rec.header))
 		if shared {
+			x.stored = true
 			x.release(h, e)
 		}
 		x.release(h, nil) // not storable: the waiters ask the origin themselves
@@ -954,6 +959,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			e = h.newEntry(x, rec)
 		}
 		if e == nil {
+			rec.refused = refusedNoRoom // (for a refresh's outcome)
 			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
 				ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.Int("status", rec.status), zap.String("reason", noRoomReason))
 			}
@@ -1090,7 +1096,7 @@ func (h *Handler) storeFilled(x *exchange, rec *recorder, e *entry) {
 	e.body.acquire()
 	if !keep {
 		e.exit()
-	} else if !h.store.set(e) {
+	} else if x.stored = h.store.set(e); !x.stored {
 		if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
 			ce.Write(h.entryKeyField(e))
 		}

@@ -281,12 +281,15 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			outcome = refreshNeither
 		case err != nil || isServerError(x.rec.status):
 			outcome = refreshFailed
-		case x.outcome == outPass && !x.rec.buffer && !x.client.lacking():
-			// Not stored for what the origin answered (a refresh lacking
-			// its client's values goes again at once, with them).
-			outcome = refreshUnstored
-		default:
+		case x.stored || x.client.lackingOnce():
+			// Stored; or not, for lacking values of its client's request,
+			// which the next refresh has: it goes at once.
 			outcome = refreshSucceeded
+		case x.rec.refused != "":
+			outcome = refreshRefused
+		default:
+			// Not stored for what the origin answered.
+			outcome = refreshUnstored
 		}
 		level, msg := zapcore.DebugLevel, "background revalidation"
 		if outcome == refreshFailed && !h.bg.failing(e.key, h.now()) {
@@ -383,6 +386,9 @@ type clientValues struct {
 	values map[string]clientValue // read only once made
 	mu     sync.Mutex
 	lack   []string // the placeholders asked for and not in values
+	// unlearned: one of them could not be learned (maxClientKeys), so
+	// the next refresh lacks it too.
+	unlearned bool
 }
 
 type clientValue struct {
@@ -405,11 +411,12 @@ func (c *clientValues) get(key string) (any, bool) {
 	if v, ok := c.values[key]; ok {
 		return v.v, v.known
 	}
-	c.keys.learn(key)
+	learned := c.keys.learn(key)
 	c.mu.Lock()
 	if len(c.lack) < maxClientKeys {
 		c.lack = append(c.lack, key)
 	}
+	c.unlearned = c.unlearned || !learned
 	c.mu.Unlock()
 	return nil, false
 }
@@ -423,6 +430,17 @@ func (c *clientValues) lacking() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.lack) > 0
+}
+
+// lackingOnce reports whether the refresh lacked client values that the
+// next refresh will have: not those past maxClientKeys, never learned.
+func (c *clientValues) lackingOnce() bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.lack) > 0 && !c.unlearned
 }
 
 func (c *clientValues) missed() []string {
@@ -445,12 +463,20 @@ type clientKeys struct {
 	keys []string
 }
 
-func (k *clientKeys) learn(key string) {
+// learn adds key to the placeholders the next refreshes read from their
+// clients, and reports whether it is among them (false past
+// maxClientKeys).
+func (k *clientKeys) learn(key string) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if len(k.keys) < maxClientKeys && !slices.Contains(k.keys, key) {
-		k.keys = append(k.keys, key)
+	if slices.Contains(k.keys, key) {
+		return true
 	}
+	if len(k.keys) >= maxClientKeys {
+		return false
+	}
+	k.keys = append(k.keys, key)
+	return true
 }
 
 func (k *clientKeys) list() []string {
@@ -461,9 +487,11 @@ func (k *clientKeys) list() []string {
 
 // background tracks the background revalidations of a handler, in
 // refreshes, its store's: at most one per key at a time, and after a
-// failed one (the origin down, or answering 5xx) none for that key until
-// its backoff passes, so that an outage does not turn every stale hit
-// into a connection attempt and a warning. The store's, since a
+// failed one (the origin down, or answering 5xx), or one whose answer was
+// not stored, none for that key until its backoff passes, so that an
+// outage does not turn every stale hit into a connection attempt and a
+// warning, nor an object grown past max_item_size into a fetch of it
+// (see refreshOutcome). The store's, since a
 // refresh outlives a reload and the store is kept across it: a reload
 // neither starts a second refresh of a key nor ends a backoff (a review:
 // three refreshes of one key at once across two reloads, and a 503ing
@@ -474,7 +502,7 @@ type background struct {
 }
 
 // refreshes are the keys being refreshed in the background and the
-// failures of those whose last refresh failed.
+// backoffs of those whose last refresh failed or stored nothing.
 type refreshes struct {
 	mu     sync.Mutex // protects keys and failed
 	keys   map[string]struct{}
@@ -507,7 +535,7 @@ const (
 )
 
 // start claims key at now; false when it is already being revalidated,
-// or its last refresh failed less than its backoff ago.
+// or its backoff has not passed (see refreshOutcome).
 func (b *background) start(key string, now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -539,6 +567,11 @@ const (
 	// a refresh at once (a review: 200 refreshes of max_item_size each in
 	// 10 s of stale hits on a grown object), to store nothing.
 	refreshUnstored
+	// The answer was storable, but others being recorded took the budget,
+	// or the arena had no room: no mark against the key, whose next
+	// refresh waits minRefreshBackoff, not longer (a streak goes on as it
+	// was).
+	refreshRefused
 )
 
 // done releases key, whose refresh ended with outcome at now, and returns
@@ -550,7 +583,7 @@ func (b *refreshes) done(key string, outcome refreshOutcome, now time.Time) int 
 	defer b.mu.Unlock()
 	f, _ := b.streakLocked(key, now) // while key is busy: its streak goes on (see streakLocked)
 	delete(b.keys, key)
-	ended := 0
+	n := 0 // what done returns
 	switch outcome {
 	case refreshNeither:
 		return 0
@@ -559,16 +592,25 @@ func (b *refreshes) done(key string, outcome refreshOutcome, now time.Time) int 
 		return -f.failures
 	case refreshUnstored:
 		if f.failures > 0 {
-			ended, f = -f.failures, refreshBackoff{}
+			n, f = -f.failures, refreshBackoff{}
 		}
 	case refreshFailed:
 		if f.failures == 0 {
 			f = refreshBackoff{} // after answers not stored: from the shortest backoff
 		}
 		f.failures++
+		n = f.failures
 	}
-	f.delay = min(max(2*f.delay, minRefreshBackoff), maxRefreshBackoff)
-	f.until = now.Add(f.delay)
+	if outcome == refreshRefused {
+		// A streak, if any, goes on as it was.
+		if until := now.Add(minRefreshBackoff); until.After(f.until) {
+			f.until = until
+		}
+		n = 0
+	} else {
+		f.delay = min(max(2*f.delay, minRefreshBackoff), maxRefreshBackoff)
+		f.until = now.Add(f.delay)
+	}
 	if b.failed == nil {
 		b.failed = make(map[string]refreshBackoff)
 	}
@@ -576,10 +618,7 @@ func (b *refreshes) done(key string, outcome refreshOutcome, now time.Time) int 
 		b.evictFailed(now)
 	}
 	b.failed[key] = f
-	if outcome == refreshUnstored {
-		return ended
-	}
-	return f.failures
+	return n
 }
 
 // evictFailed forgets one remembered failure to make room: the first
@@ -610,7 +649,8 @@ func (b *refreshes) failing(key string, now time.Time) bool {
 	return ok && f.failures > 0
 }
 
-// streakLocked returns key's streak of failed refreshes at now, if one
+// streakLocked returns key's streak of failed refreshes (or of refreshes
+// that stored nothing, without failures) at now, if one
 // goes on: one whose backoff passed more than streakQuiet ago with no
 // refresh since (nobody asked, or the key was fetched in the foreground)
 // has ended, and is forgotten, so that the key's next failure starts a
