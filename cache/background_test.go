@@ -252,6 +252,59 @@ func TestFailedRefreshesAreBounded(t *testing.T) {
 	if len(b.failed) != maxFailedKeys {
 		t.Errorf("%d keys remembered, want %d", len(b.failed), maxFailedKeys)
 	}
+	// Holds of answers not stored, for new keys, take the place of no
+	// backoff of a failure still running (a review: 1,000 refusals ended
+	// 973 backoffs of 30 s), only of passed ones and of other holds.
+	b = background{refreshes: new(refreshes)}
+	for i := range maxFailedKeys {
+		fail(strconv.Itoa(i), now)
+	}
+	for i := range 1000 {
+		key, outcome := "held"+strconv.Itoa(i), []refreshOutcome{refreshUnstored, refreshRefused}[i%2]
+		if !b.start(key, now) {
+			t.Fatalf("key %s could not start", key)
+		}
+		b.done(key, outcome, now)
+		b.wg.Done()
+	}
+	if n := len(b.failed); n != maxFailedKeys || b.failed["held0"].until != (time.Time{}) {
+		t.Errorf("after 1,000 holds of new keys among %d running backoffs of failures: %d keys, a hold kept: %v; want the failures' only", maxFailedKeys, n, b.failed["held0"].until != (time.Time{}))
+	}
+	// A hold takes the place of a passed backoff.
+	held := 0
+	for i := range 1000 {
+		key := "later" + strconv.Itoa(i)
+		b.start(key, later.Add(time.Minute))
+		b.done(key, refreshUnstored, later.Add(time.Minute))
+		b.wg.Done()
+		if _, ok := b.failed[key]; ok {
+			held++
+		}
+	}
+	if held != 1000 || len(b.failed) != maxFailedKeys {
+		t.Errorf("once backoffs passed, %d of 1,000 holds kept (%d keys); want all (%d)", held, len(b.failed), maxFailedKeys)
+	}
+	// A new failure takes the place of a hold rather than of another
+	// failure's running backoff, where the few it samples have one.
+	b = background{refreshes: new(refreshes)}
+	for i := range maxFailedKeys {
+		key := strconv.Itoa(i)
+		b.start(key, now)
+		b.done(key, []refreshOutcome{refreshFailed, refreshUnstored}[i%2], now)
+		b.wg.Done()
+	}
+	for i := range 100 {
+		fail("failing"+strconv.Itoa(i), now)
+	}
+	lost := 0
+	for i := 0; i < maxFailedKeys; i += 2 {
+		if _, ok := b.failed[strconv.Itoa(i)]; !ok {
+			lost++
+		}
+	}
+	if lost > 5 { // 100 × (1/2)⁸ expected
+		t.Errorf("100 new failures among as many failures as holds ended %d running backoffs of failures", lost)
+	}
 }
 
 // TestRefreshBackoffIsCapped: a key that keeps failing is tried again at
@@ -283,7 +336,8 @@ func TestRefreshBackoffIsCapped(t *testing.T) {
 // returned negated, for the "succeeded again" line) and is no failure, and
 // a failure after such answers begins a streak of its own, warned about.
 // A storable answer others' recordings left no room for holds the next
-// refresh back a second, whatever the streak, which goes on as it was.
+// refresh back a second, ends a streak of failures (the origin answered)
+// and leaves one of answers not stored as it was.
 func TestRefreshStreaksOfEitherKind(t *testing.T) {
 	b := background{refreshes: new(refreshes)}
 	now := time.Unix(1e9, 0)
@@ -295,11 +349,12 @@ func TestRefreshStreaksOfEitherKind(t *testing.T) {
 	}{
 		{refreshFailed, 1, time.Second, true},
 		{refreshFailed, 2, 2 * time.Second, true},
-		{refreshRefused, 0, time.Second, true}, // the streak goes on
-		{refreshFailed, 3, 4 * time.Second, true},
-		{refreshUnstored, -3, time.Second, false},
+		{refreshRefused, -2, time.Second, false}, // the origin answered
+		{refreshFailed, 1, time.Second, true},
+		{refreshFailed, 2, 2 * time.Second, true},
+		{refreshUnstored, -2, time.Second, false},
 		{refreshUnstored, 0, 2 * time.Second, false},
-		{refreshRefused, 0, time.Second, false},
+		{refreshRefused, 0, time.Second, false}, // this streak goes on
 		{refreshUnstored, 0, 4 * time.Second, false},
 		{refreshFailed, 1, time.Second, true},
 		{refreshSucceeded, -1, 0, false},
@@ -656,6 +711,52 @@ func TestRefreshedBy304IsNotHeld(t *testing.T) {
 		h.bg.wait()
 		if n := o.calls.Load() - before; n != 1 {
 			t.Fatalf("stale hit %d: %d refreshes, want 1", i+1, n)
+		}
+	}
+}
+
+// TestRefreshDroppedByTheStoreWaitsASecond: a refresh whose new entry, or
+// whose 304's update, the store refused (its queue of sets full) says
+// nothing of the origin: the next refresh waits a second, not a doubling
+// backoff, and a dropped 304 update is no update (a review: it held
+// nothing, so every stale hit sent another conditional request).
+func TestRefreshDroppedByTheStoreWaitsASecond(t *testing.T) {
+	for _, use304 := range []bool{false, true} {
+		c := newClock()
+		h := newTestHandler(t, Config{}, c)
+		s := h.store.(*store)
+		var busy atomic.Bool
+		o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+			if busy.Load() {
+				s.pending.Add(s.pendingLimit) // ristretto's buffer is behind
+			}
+			w.Header().Set("Date", c.date())
+			w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=600")
+			w.Header().Set("Etag", `"v1"`)
+			if use304 && r.Header.Get("If-None-Match") == `"v1"` {
+				w.WriteHeader(http.StatusNotModified)
+				return nil
+			}
+			_, err := io.WriteString(w, "v1")
+			return err
+		}}
+		url := fmt.Sprintf("http://example.com/dropped-%v", use304)
+		get(t, h, o, url)
+		h.store.wait()
+		busy.Store(true)
+		c.Advance(2 * time.Second)
+		for i := range 3 {
+			before := o.calls.Load()
+			wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+			h.bg.wait()
+			wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"}) // within the hold
+			h.bg.wait()
+			n := o.calls.Load() - before
+			s.pending.Add(-s.pendingLimit * int64(n)) // each refresh's backlog, gone
+			c.Advance(time.Second)
+			if n != 1 {
+				t.Fatalf("304 %v, dropped refresh %d: %d refreshes, want 1 (a second apart)", use304, i+1, n)
+			}
 		}
 	}
 }

@@ -924,7 +924,6 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 	case outRefresh:
 		e, shared := h.refresh(x, rec, x.withoutProxyCookie(rec.header))
 		if shared {
-			x.stored = true
 			x.release(h, e)
 		}
 		x.release(h, nil) // not storable: the waiters ask the origin themselves
@@ -1097,6 +1096,7 @@ func (h *Handler) storeFilled(x *exchange, rec *recorder, e *entry) {
 	if !keep {
 		e.exit()
 	} else if x.stored = h.store.set(e); !x.stored {
+		rec.refused = refusedStore // (for a refresh's outcome)
 		if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
 			ce.Write(h.entryKeyField(e))
 		}

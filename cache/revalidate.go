@@ -60,6 +60,11 @@ const noRoomReason = "no room in memory (the arena is full of bodies still being
 const (
 	refusedBudget = "recording-budget"
 	refusedNoRoom = "no-room"
+	// refusedStore: the store refused the finished entry (its queue of
+	// sets full, or a purge or an unload came first), found after the
+	// response went out: never in a Cache-Status, only a refresh's
+	// outcome.
+	refusedStore = "store"
 )
 
 // refresh builds and stores the entry updated by a 304 (RFC 9111 §4.3.4)
@@ -138,7 +143,11 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 	// Not if old was purged, invalidated or replaced while this request
 	// was at the origin: storing e would bring back what is gone, or put
 	// an older response over a newer one.
-	return e, h.store.replaceIfStored(old, e)
+	shared, x.stored = h.store.replaceIfStored(old, e)
+	if shared && !x.stored {
+		rec.refused = refusedStore // (for a refresh's outcome)
+	}
+	return e, shared
 }
 
 // freshen updates the stored GET response x.stale with the 200 answering
@@ -568,9 +577,10 @@ const (
 	// 10 s of stale hits on a grown object), to store nothing.
 	refreshUnstored
 	// The answer was storable, but others being recorded took the budget,
-	// or the arena had no room: no mark against the key, whose next
-	// refresh waits minRefreshBackoff, not longer (a streak goes on as it
-	// was).
+	// the arena had no room, or the store's queue was full: no mark
+	// against the key, whose next refresh waits minRefreshBackoff, not
+	// longer. The origin answered: a streak of failures ends; one of
+	// answers not stored goes on as it was.
 	refreshRefused
 )
 
@@ -590,8 +600,8 @@ func (b *refreshes) done(key string, outcome refreshOutcome, now time.Time) int 
 	case refreshSucceeded:
 		delete(b.failed, key)
 		return -f.failures
-	case refreshUnstored:
-		if f.failures > 0 {
+	case refreshUnstored, refreshRefused:
+		if f.failures > 0 { // the origin answered
 			n, f = -f.failures, refreshBackoff{}
 		}
 	case refreshFailed:
@@ -602,11 +612,10 @@ func (b *refreshes) done(key string, outcome refreshOutcome, now time.Time) int 
 		n = f.failures
 	}
 	if outcome == refreshRefused {
-		// A streak, if any, goes on as it was.
+		// A streak of answers not stored, if any, goes on as it was.
 		if until := now.Add(minRefreshBackoff); until.After(f.until) {
 			f.until = until
 		}
-		n = 0
 	} else {
 		f.delay = min(max(2*f.delay, minRefreshBackoff), maxRefreshBackoff)
 		f.until = now.Add(f.delay)
@@ -614,30 +623,43 @@ func (b *refreshes) done(key string, outcome refreshOutcome, now time.Time) int 
 	if b.failed == nil {
 		b.failed = make(map[string]refreshBackoff)
 	}
-	if _, ok := b.failed[key]; !ok && len(b.failed) >= maxFailedKeys {
-		b.evictFailed(now)
+	if _, ok := b.failed[key]; !ok && len(b.failed) >= maxFailedKeys && !b.evictFailed(now, f.failures > 0) {
+		// A hold of answers not stored does not take the place of an
+		// outage's backoff (a review: 1,000 refusals of new keys ended
+		// 973 backoffs of 30 s): it is not kept.
+		return n
 	}
 	b.failed[key] = f
 	return n
 }
 
-// evictFailed forgets one remembered failure to make room: the first
-// whose backoff has passed among a few in the map's (random) order, else
-// the first of them. Callers hold b.mu.
-func (b *refreshes) evictFailed(now time.Time) {
-	victim, seen := "", 0
+// evictFailed forgets one remembered backoff to make room, and reports
+// whether it did: among a few in the map's (random) order, the first
+// whose backoff has passed, else the first without failures (a hold of
+// answers not stored, less worth keeping than an outage's), else, unless
+// forFailure is false, the first of them. Callers hold b.mu.
+func (b *refreshes) evictFailed(now time.Time, forFailure bool) bool {
+	victim, rank, seen := "", 0, 0 // rank: 1 the first, 2 no failures, 3 passed
 	for k, f := range b.failed {
-		if victim == "" || !now.Before(f.until) {
-			victim = k
-			if !now.Before(f.until) {
-				break
-			}
+		r := 1
+		switch {
+		case !now.Before(f.until):
+			r = 3
+		case f.failures == 0:
+			r = 2
 		}
-		if seen++; seen == 8 {
+		if r > rank {
+			victim, rank = k, r
+		}
+		if seen++; rank == 3 || seen == 8 {
 			break
 		}
 	}
+	if rank == 1 && !forFailure {
+		return false
+	}
 	delete(b.failed, victim)
+	return true
 }
 
 // failing reports whether key's last refresh failed, in a streak that

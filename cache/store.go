@@ -33,11 +33,12 @@ type storage interface {
 	// dropIfStored removes e's key, as dropKey does, if e itself is what
 	// the store holds under it, and reports whether it did. replaceIfStored
 	// offers e in old's place (as set does) if old is what the store
-	// holds, and reports whether it was; it takes over e's reference to
-	// its body either way. Neither acts on a newer entry another request
-	// offered meanwhile.
+	// holds, and reports whether it was (held) and whether the store took
+	// e (stored, as set reports); it takes over e's reference to its body
+	// either way. Neither acts on a newer entry another request offered
+	// meanwhile.
 	dropIfStored(e *entry) bool
-	replaceIfStored(old, e *entry) bool
+	replaceIfStored(old, e *entry) (held, stored bool)
 	// purgeKey removes the entry for key and, when key is a URL whose
 	// responses vary, all its variants; purgePrefix every entry whose key
 	// starts with prefix; purgeTag every entry tagged tag; purgeAll
@@ -546,19 +547,18 @@ func (s *store) dropIfStored(e *entry) bool {
 	return true
 }
 
-func (s *store) replaceIfStored(old, e *entry) bool {
+func (s *store) replaceIfStored(old, e *entry) (held, stored bool) {
 	mu := s.stripe(old.hash)
 	mu.Lock()
 	defer mu.Unlock()
 	if e.hash != old.hash || !s.holds(old) {
 		e.exit()
-		return false
+		return false, false
 	}
 	if testHookChecked != nil {
 		testHookChecked(old)
 	}
-	s.setLocked(e)
-	return true
+	return true, s.setLocked(e)
 }
 
 // setLocked is set, under the stripe of e's hash.
