@@ -761,6 +761,78 @@ func TestRefreshDroppedByTheStoreWaitsASecond(t *testing.T) {
 	}
 }
 
+// TestRefreshServerErrorKeepsTheStaleResponse: a refresh answered with a
+// storable server error is the origin failing (RFC 9111 §4.3.3 lets the
+// cache act so): the stale response stays within stale-while-revalidate
+// (a review: the 503 was stored over it and served as a hit, while the
+// warning said the stale response stays). Not so a 404, a full answer.
+func TestRefreshServerErrorKeepsTheStaleResponse(t *testing.T) {
+	for _, status := range []int{http.StatusServiceUnavailable, http.StatusNotFound} {
+		c := newClock()
+		h := newTestHandler(t, Config{}, c)
+		logs := observeLogs(h)
+		var down atomic.Bool
+		o := refreshedOrigin(c, "600", &down, func(w http.ResponseWriter) error {
+			w.Header().Set("Date", c.date())
+			w.Header().Set("Cache-Control", "max-age=60")
+			w.WriteHeader(status)
+			_, err := io.WriteString(w, "error page")
+			return err
+		})
+		url := fmt.Sprintf("http://example.com/refresh-%d", status)
+		get(t, h, o, url)
+		h.store.wait()
+		down.Store(true)
+		c.Advance(2 * time.Second)
+		wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+		h.bg.wait()
+		h.store.wait()
+		w := get(t, h, o, url)
+		warned := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len()
+		if stays := status >= 500; stays != (w.Code == http.StatusOK && w.Body.String() == "v") || warned != map[bool]int{true: 1}[stays] {
+			t.Errorf("after a refresh answered %d: %d %q (%s), %d warnings; want the stale 200 kept: %v", status, w.Code, w.Body.String(), w.Header().Get("Cache-Status"), warned, stays)
+		}
+	}
+}
+
+// TestRefresh304ForAGoneEntryIsNotHeld: a 304 for an entry purged while
+// its refresh was at the origin updates nothing, and says the origin
+// answered: the key is not held back (a review: it was, as an answer not
+// stored).
+func TestRefresh304ForAGoneEntryIsNotHeld(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	const url = "http://example.com/purged-meanwhile"
+	var purge atomic.Bool
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=600")
+		w.Header().Set("Etag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			if purge.Load() {
+				h.store.purgeKey(url)
+			}
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		_, err := io.WriteString(w, "v1")
+		return err
+	}}
+	get(t, h, o, url)
+	h.store.wait()
+	purge.Store(true)
+	c.Advance(2 * time.Second)
+	wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+	h.bg.wait()
+	key := keyOf(t, h, newRequest(http.MethodGet, url))
+	h.bg.mu.Lock()
+	f, held := h.bg.failed[key]
+	h.bg.mu.Unlock()
+	if held {
+		t.Errorf("a 304 for a purged entry holds its key back: %+v", f)
+	}
+}
+
 // TestRefreshForeverLackingIsHeld: a refresh that lacks a value of its
 // client's request goes again at once, with it; not one whose placeholder
 // could not be learned (maxClientKeys), which lacks it every time: it is

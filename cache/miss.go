@@ -95,10 +95,9 @@ type exchange struct {
 	// all of the body, stored as the 200 it amounts to.
 	wholePart, wholeAs200 bool
 	fillEnded             bool // endFill ran
-	// stored: the answer went to the store (a new entry the store took,
-	// or a 304's update of the stored one), for a background refresh's
-	// outcome (see revalidateInBackground).
-	stored   bool
+	// kept is what the store made of the answer, for a background
+	// refresh's outcome (see revalidateInBackground).
+	kept     keptAs
 	wholeLen int64 // the length a whole 206 declared, which its body must have
 	// preset are the caching fields handlers before the cache set on the
 	// client's response (see presetFields), or, for a background refresh,
@@ -165,6 +164,15 @@ func (x *exchange) onOverflow() {
 			zap.Int64("max_item_size", x.rec.limit))
 	}
 }
+
+// keptAs is what the store made of an exchange's answer.
+type keptAs uint8
+
+const (
+	keptNothing    keptAs = iota
+	keptStored            // a new entry the store took, or a 304's update of the stored one
+	keptSuperseded        // a 304 for an entry purged or replaced meanwhile: nothing to update
+)
 
 type outcome int
 
@@ -689,7 +697,12 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		// A part of another version: the stored response is outdated.
 		h.store.dropIfStored(x.stale)
 	}
-	if x.stale != nil && isServerError(status) && h.staleIfErrorOK(x, rec.responseTime) {
+	// A background refresh's server error is the origin failing to
+	// respond (RFC 9111 §4.3.3 lets the cache act so): the stale response
+	// stays within stale-while-revalidate, rather than the error stored
+	// over it (a review: a storable 503 served as a hit to the next
+	// clients, while the refresh's warning said the stale response stays).
+	if x.stale != nil && isServerError(status) && (x.background || h.staleIfErrorOK(x, rec.responseTime)) {
 		if !x.background { // a refresh's failure is logged as one (revalidateInBackground)
 			h.logOriginError(zapcore.WarnLevel, "origin answered with a server error; served the stored response (stale-if-error)", x, zap.Int("status", status))
 		}
@@ -1095,7 +1108,9 @@ func (h *Handler) storeFilled(x *exchange, rec *recorder, e *entry) {
 	e.body.acquire()
 	if !keep {
 		e.exit()
-	} else if x.stored = h.store.set(e); !x.stored {
+	} else if h.store.set(e) {
+		x.kept = keptStored
+	} else {
 		rec.refused = refusedStore // (for a refresh's outcome)
 		if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
 			ce.Write(h.entryKeyField(e))

@@ -143,9 +143,14 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 	// Not if old was purged, invalidated or replaced while this request
 	// was at the origin: storing e would bring back what is gone, or put
 	// an older response over a newer one.
-	shared, x.stored = h.store.replaceIfStored(old, e)
-	if shared && !x.stored {
+	shared, stored := h.store.replaceIfStored(old, e)
+	switch {
+	case stored:
+		x.kept = keptStored
+	case shared:
 		rec.refused = refusedStore // (for a refresh's outcome)
+	default:
+		x.kept = keptSuperseded
 	}
 	return e, shared
 }
@@ -290,9 +295,10 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			outcome = refreshNeither
 		case err != nil || isServerError(x.rec.status):
 			outcome = refreshFailed
-		case x.stored || x.client.lackingOnce():
-			// Stored; or not, for lacking values of its client's request,
-			// which the next refresh has: it goes at once.
+		case x.kept != keptNothing || x.client.lackingOnce():
+			// Stored; or its 304 found the entry gone or replaced; or not
+			// stored for lacking values of its client's request, which the
+			// next refresh has: it goes at once.
 			outcome = refreshSucceeded
 		case x.rec.refused != "":
 			outcome = refreshRefused
