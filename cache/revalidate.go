@@ -544,8 +544,7 @@ const (
 	streakQuiet = 10 * time.Minute
 	// maxFailedKeys bounds the keys whose backoffs are remembered (about
 	// 200 bytes each with their key); a new one past it takes the place
-	// of one of them, chosen by the map's random order (a key whose
-	// backoff has passed if one of the first few is).
+	// of one of them, chosen by the map's random order (see evictFailed).
 	maxFailedKeys = 16384
 )
 
@@ -573,7 +572,7 @@ func (b *background) start(key string, now time.Time) bool {
 type refreshOutcome int8
 
 const (
-	refreshSucceeded refreshOutcome = iota // the origin answered, and it was stored: a streak ends
+	refreshSucceeded refreshOutcome = iota // the origin answered, its answer stored (or nothing to update): a streak ends
 	refreshFailed                          // the origin failed: a streak begins or goes on
 	refreshNeither                         // a handler's own error: a streak stays as it is
 	// The origin answered with a response not stored (not storable, too
@@ -591,9 +590,9 @@ const (
 )
 
 // done releases key, whose refresh ended with outcome at now, and returns
-// the key's failures in a row (a success, or an answer not stored,
-// returns those it ends, negated; refreshNeither 0). The caller then
-// calls the handler's wg.Done.
+// the key's failures in a row (a success, an answer not stored or one
+// refused returns those it ends, negated; refreshNeither 0). The caller
+// then calls the handler's wg.Done.
 func (b *refreshes) done(key string, outcome refreshOutcome, now time.Time) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
