@@ -984,6 +984,15 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 		// end to learn the same (a declared Trailer is a reason at the
 		// header, see tellsUncacheable).
 		x.hintUnstorable(false)
+		if x.filling != nil && x.leading {
+			// Its waiters read the body, not stored, through the fill
+			// (endFill): those yet to take their reference to it get
+			// the time to, as for a stored one (storeFilled), before the
+			// recorder drops it (a waiter scheduled late found it gone
+			// and asked the origin itself, and got no trailer fields).
+			x.release(h, nil)
+			x.lead.drain(time.Second)
+		}
 	}
 	x.release(h, nil)
 	if errors.Is(err, errUnread) {
