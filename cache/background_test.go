@@ -601,12 +601,7 @@ func TestRefreshOfAnUnstoredBodyIsNoFailure(t *testing.T) {
 			return nil
 		})
 		url := fmt.Sprintf("http://example.com/bg-grown-%d", status)
-		get(t, h, o, url)
-		h.store.wait()
-		grown.Store(true)
-		c.Advance(2 * time.Second)
-		wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
-		h.bg.wait()
+		staleRefresh(t, h, o, c, url, &grown)
 		if n := o.calls.Load(); n != 2 {
 			t.Fatalf("%d: the origin was asked %d times, want 2 (the miss and the refresh)", status, n)
 		}
@@ -780,12 +775,7 @@ func TestRefreshServerErrorKeepsTheStaleResponse(t *testing.T) {
 			return err
 		})
 		url := fmt.Sprintf("http://example.com/refresh-%d", status)
-		get(t, h, o, url)
-		h.store.wait()
-		down.Store(true)
-		c.Advance(2 * time.Second)
-		wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
-		h.bg.wait()
+		staleRefresh(t, h, o, c, url, &down)
 		h.store.wait()
 		w := get(t, h, o, url)
 		warned := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len()
@@ -818,12 +808,7 @@ func TestRefresh304ForAGoneEntryIsNotHeld(t *testing.T) {
 		_, err := io.WriteString(w, "v1")
 		return err
 	}}
-	get(t, h, o, url)
-	h.store.wait()
-	purge.Store(true)
-	c.Advance(2 * time.Second)
-	wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
-	h.bg.wait()
+	staleRefresh(t, h, o, c, url, &purge)
 	key := keyOf(t, h, newRequest(http.MethodGet, url))
 	h.bg.mu.Lock()
 	f, held := h.bg.failed[key]
@@ -863,6 +848,19 @@ func TestRefreshForeverLackingIsHeld(t *testing.T) {
 	if n := o.calls.Load() - before; n != 1 {
 		t.Errorf("20 stale hits, a refresh never stored: %d refreshes, want 1", n)
 	}
+}
+
+// staleRefresh stores url's response from o (fresh for a second, then
+// stale-while-revalidate), sets flip (its next answers change), lets the entry go stale and serves one
+// stale hit, whose background refresh it waits for.
+func staleRefresh(t *testing.T, h *Handler, o *origin, c *clock, url string, flip *atomic.Bool) {
+	t.Helper()
+	get(t, h, o, url)
+	h.store.wait()
+	flip.Store(true)
+	c.Advance(2 * time.Second)
+	wantStatus(t, get(t, h, o, url), []string{"hit", "detail=stale-while-revalidate"})
+	h.bg.wait()
 }
 
 // refreshedOrigin answers "v", fresh for a second and then served stale
