@@ -557,12 +557,7 @@ func TestRefreshHandlersOwnErrorIsNoFailure(t *testing.T) {
 		return caddyhttp.Error(http.StatusGone, errors.New("error directive"))
 	})
 	const url = "http://example.com/bg-gone"
-	get(t, h, o, url)
-	h.store.wait()
-	gone.Store(true)
-	c.Advance(2 * time.Second)
-	get(t, h, o, url)
-	h.bg.wait()
+	staleRefresh(t, h, o, c, url, &gone)
 	if n := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("background revalidation failed").Len(); n != 0 {
 		t.Errorf("a handler's own 410 in a refresh logged %d 'background revalidation failed' warnings (and backs off); originFailure says it is no origin failure", n)
 	}

@@ -172,6 +172,10 @@ const (
 	keptNothing    keptAs = iota
 	keptStored            // a new entry the store took, or a 304's update of the stored one
 	keptSuperseded        // a 304 for an entry purged or replaced meanwhile: nothing to update
+	// keptRefused: storable, but found without room once complete (the
+	// arena's, or the store's queue of sets full; or a purge came first),
+	// as recorder.refused tells of a refusal while it records.
+	keptRefused
 )
 
 type outcome int
@@ -971,7 +975,7 @@ func (h *Handler) finish(w http.ResponseWriter, x *exchange, rec *recorder, err 
 			e = h.newEntry(x, rec)
 		}
 		if e == nil {
-			rec.refused = refusedNoRoom // (for a refresh's outcome)
+			x.kept = keptRefused
 			if ce := h.logger.Check(zapcore.DebugLevel, "response not stored"); ce != nil {
 				ce.Write(zap.String("host", x.r.Host), zap.String("uri", x.r.RequestURI), zap.Int("status", rec.status), zap.String("reason", noRoomReason))
 			}
@@ -1120,7 +1124,7 @@ func (h *Handler) storeFilled(x *exchange, rec *recorder, e *entry) {
 	} else if h.store.set(e) {
 		x.kept = keptStored
 	} else {
-		rec.refused = refusedStore // (for a refresh's outcome)
+		x.kept = keptRefused
 		if ce := h.logger.Check(zapcore.DebugLevel, "store dropped the response"); ce != nil {
 			ce.Write(h.entryKeyField(e))
 		}

@@ -60,11 +60,6 @@ const noRoomReason = "no room in memory (the arena is full of bodies still being
 const (
 	refusedBudget = "recording-budget"
 	refusedNoRoom = "no-room"
-	// refusedStore: the store refused the finished entry (its queue of
-	// sets full, or a purge or an unload came first), found after the
-	// response went out: never in a Cache-Status, only a refresh's
-	// outcome.
-	refusedStore = "store"
 )
 
 // refresh builds and stores the entry updated by a 304 (RFC 9111 §4.3.4)
@@ -148,7 +143,7 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 	case stored:
 		x.kept = keptStored
 	case shared:
-		rec.refused = refusedStore // (for a refresh's outcome)
+		x.kept = keptRefused
 	default:
 		x.kept = keptSuperseded
 	}
@@ -295,12 +290,12 @@ func (h *Handler) revalidateInBackground(r *http.Request, e, record *entry, next
 			outcome = refreshNeither
 		case err != nil || isServerError(x.rec.status):
 			outcome = refreshFailed
-		case x.kept != keptNothing || x.client.lackingOnce():
+		case x.kept == keptStored || x.kept == keptSuperseded || x.client.lackingOnce():
 			// Stored; or its 304 found the entry gone or replaced; or not
 			// stored for lacking values of its client's request, which the
 			// next refresh has: it goes at once.
 			outcome = refreshSucceeded
-		case x.rec.refused != "":
+		case x.kept == keptRefused || x.rec.refused != "":
 			outcome = refreshRefused
 		default:
 			// Not stored for what the origin answered.
