@@ -132,10 +132,11 @@ type Config struct {
 	// one-off URLs): then it acts as 2, still storing one first miss in
 	// 16 to see when URLs start coming back.
 	//
-	// A miss that other requests joined while it was in flight (see
-	// coalesce) is stored whatever its count. Stale entries are
-	// revalidated and refreshed regardless. Responses not stored for this
-	// reason carry `detail=min-uses` in Cache-Status.
+	// Misses not stored for this reason are not coalesced (see
+	// coalesce): concurrent misses of a new URL go to the origin until
+	// one reaches the count, and the rest are answered from that one.
+	// Stale entries are revalidated and refreshed regardless. Responses
+	// not stored for this reason carry `detail=min-uses` in Cache-Status.
 	MinUses int `json:"min_uses,omitempty"`
 
 	// StatusKey adds the cache key to Cache-Status (the `key` parameter).

@@ -43,7 +43,7 @@ type exchange struct {
 	r        *http.Request // the client's request
 	cond     bool          // the forwarded request is the cache's conditional
 	store    bool          // the response may be stored if it allows
-	untried  bool          // not to be stored for min_uses, unless others joined
+	untried  bool          // not to be stored for min_uses, nor coalesced
 	firstUse bool          // the URL's first miss, as far as the use counts tell
 	leading  bool          // leads the coalesced miss lead, under flightKey
 	// background: no client, a stale-while-revalidate refresh. (The
@@ -276,7 +276,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		x.condDropped, x.fetchedWhole = true, true
 	}
 
-	if h.coalesce && x.store && !x.background && !x.neverCollapsed(h) && !x.hinted(h) {
+	// A miss min_uses will not store flies alone. Others could be
+	// answered from it only if it were stored after all, and leading
+	// would cost it a fill context and a watch on its client: most of
+	// what such misses, on URLs mostly asked for once, cost over plain
+	// reverse_proxy (bench/README.md). A concurrent miss of its URL
+	// counts a later use, and leads a flight of its own.
+	if h.coalesce && x.store && !x.untried && !x.background && !x.neverCollapsed(h) && !x.hinted(h) {
 		var leader bool
 		for rejoin := true; ; rejoin = false {
 			if x.variantKey != nil {
@@ -736,9 +742,9 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		if scope != hintNone {
 			h.noLongerStored(x, scope, rec.responseTime)
 		}
-		if reason == "" && x.untried && !x.awaited() {
-			// Storable, but asked for too seldom so far, and nobody
-			// waits for it: streamed without being buffered.
+		if reason == "" && x.untried {
+			// Storable, but asked for too seldom so far (and nobody
+			// waits for it: see forward): streamed without being buffered.
 			reason, detail = "min_uses", "min-uses"
 			h.m.minUsesSkips.Inc()
 		}

@@ -2,6 +2,8 @@ package cache
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
 	"testing"
@@ -158,25 +160,54 @@ func TestMinUsesSaysNothingOfUnstorable(t *testing.T) {
 	wantStatus(t, w, []string{"fwd=uri-miss", "fwd-status=200"}, "detail=min-uses")
 }
 
-// TestMinUsesCoalesced: a miss others joined is stored on its first use,
-// and the joiners are answered from it.
+// TestMinUsesCoalesced: misses min_uses will not store are not
+// coalesced (leading a flight would cost each of them a fill context); the
+// first that reaches min_uses leads, and the rest of a burst are answered
+// from it. The use counts are a sketch's, each the lesser of two counters
+// that concurrent misses may pass in different orders: a burst of first
+// misses sends min_uses to 2×min_uses-1 requests to the origin.
 func TestMinUsesCoalesced(t *testing.T) {
 	const n = 20
-	c := newClock()
-	h := newTestHandler(t, Config{MinUses: 2}, c)
-	release := make(chan struct{})
-	o := blocking(c, release, "shared", "Cache-Control", "max-age=60")
-	out := concurrent(t, h, o, release, n, "http://example.com/cold", n-1)
-	if calls := o.calls.Load(); calls != 1 {
-		t.Errorf("origin called %d times for %d concurrent first misses, want 1", calls, n)
+	for _, minUses := range []int{2, 3} {
+		t.Run(strconv.Itoa(minUses), func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{MinUses: minUses}, c)
+			release := make(chan struct{})
+			o := blocking(c, release, "shared", "Cache-Control", "max-age=60")
+			out := make([]*httptest.ResponseRecorder, n)
+			var wg sync.WaitGroup
+			for i := range out {
+				out[i] = httptest.NewRecorder()
+				wg.Go(func() { _ = h.ServeHTTP(out[i], newRequest(http.MethodGet, "http://example.com/cold"), o) })
+			}
+			key := keyOf(t, h, newRequest(http.MethodGet, "http://example.com/cold"))
+			until(t, "every miss to wait or reach the origin", func() bool { return h.flights.waiting(key)+int(o.calls.Load()) == n })
+			close(release)
+			wg.Wait()
+			h.store.wait()
+			calls := int(o.calls.Load())
+			if calls < minUses || calls > 2*minUses-1 {
+				t.Errorf("origin called %d times for %d concurrent first misses under min_uses %d, want %d to %d", calls, n, minUses, minUses, 2*minUses-1)
+			}
+			skipped, collapsed := 0, 0
+			for _, w := range out {
+				if w.Code != 200 || w.Body.String() != "shared" {
+					t.Fatalf("answer %d %q", w.Code, w.Body.String())
+				}
+				st := w.Header().Get("Cache-Status")
+				if hasParam(st, "detail=min-uses") {
+					skipped++
+				}
+				if hasParam(st, "collapsed") {
+					collapsed++
+				}
+			}
+			if skipped != calls-1 || collapsed != n-calls {
+				t.Errorf("%d misses streamed for min_uses and %d collapsed, want %d and %d", skipped, collapsed, calls-1, n-calls)
+			}
+			wantStatus(t, get(t, h, o, "http://example.com/cold"), []string{"hit"})
+		})
 	}
-	for _, w := range out {
-		if w.Code != 200 || w.Body.String() != "shared" {
-			t.Fatalf("answer %d %q", w.Code, w.Body.String())
-		}
-		wantStatus(t, w, nil, "detail=min-uses")
-	}
-	wantStatus(t, get(t, h, o, "http://example.com/cold"), []string{"hit"})
 }
 
 // TestMinUsesRevalidates: a stale entry is refreshed (304) or replaced

@@ -424,18 +424,21 @@ func TestCacheEarlyHintsStayOnThe103(t *testing.T) {
 }
 
 // TestCacheCoalescing sends 200 concurrent requests for one uncached URL:
-// the origin must see one.
+// the origin must see one. With min_uses 2 the first miss is not stored,
+// nor coalesced: the second leads, and the rest are answered from it (a
+// third may go too when two count their use at the same instant).
 func TestCacheCoalescing(t *testing.T) {
-	// With min_uses 2 the first miss would not be stored, unless others
-	// joined it: they did, so it is, and one request still fills them all.
-	for _, options := range []string{"", "min_uses 2"} {
-		t.Run(strings.ReplaceAll(cmp.Or(options, "defaults"), " ", "_"), func(t *testing.T) {
-			testCoalescing(t, options)
+	for _, tc := range []struct {
+		options  string
+		min, max int64 // origin requests
+	}{{"", 1, 1}, {"min_uses 2", 2, 3}} {
+		t.Run(strings.ReplaceAll(cmp.Or(tc.options, "defaults"), " ", "_"), func(t *testing.T) {
+			testCoalescing(t, tc.options, tc.min, tc.max)
 		})
 	}
 }
 
-func testCoalescing(t *testing.T, options string) {
+func testCoalescing(t *testing.T, options string, minHits, maxHits int64) {
 	release := make(chan struct{})
 	origin := startBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
 		<-release
@@ -454,7 +457,7 @@ func testCoalescing(t *testing.T, options string) {
 		wg.Go(func() { results[i] = do(t, c, "GET", url, nil) })
 	}
 	// Let the requests pile up behind the first one, then answer it.
-	waitFor(t, "the first request to reach the origin", 10*time.Second, func() bool { return origin.hits.Load() >= 1 })
+	waitFor(t, "the first requests to reach the origin", 10*time.Second, func() bool { return origin.hits.Load() >= minHits })
 	time.Sleep(300 * time.Millisecond) // give the other 199 time to arrive; only affects how many collapse, not correctness
 	close(release)
 	wg.Wait()
@@ -468,12 +471,13 @@ func testCoalescing(t *testing.T, options string) {
 		}
 	}
 	t.Logf("%d concurrent misses: %d origin requests, %d collapsed", clients, origin.hits.Load(), collapsed)
-	if got := origin.hits.Load(); got != 1 {
-		t.Errorf("origin saw %d requests for %d concurrent misses; want 1", got, clients)
+	hits := origin.hits.Load()
+	if hits < minHits || hits > maxHits {
+		t.Errorf("origin saw %d requests for %d concurrent misses; want %d to %d", hits, clients, minHits, maxHits)
 	}
 	untilHit(t, c, url)
-	if got := origin.hits.Load(); got != 1 {
-		t.Errorf("origin saw %d requests; want 1", got)
+	if got := origin.hits.Load(); got != hits {
+		t.Errorf("origin saw %d requests, then %d; want no more once stored", hits, got)
 	}
 }
 
