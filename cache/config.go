@@ -101,8 +101,9 @@ type Config struct {
 	CacheName string `json:"cache_name,omitempty"`
 
 	// Coalesce makes concurrent misses for one key send a single request to
-	// the origin; the others wait for it and are answered from it. Default:
-	// true.
+	// the origin; the others wait for it and are answered from it. Misses
+	// MinUses will not store go alone: a burst of first misses of a new URL
+	// sends MinUses requests (up to 2×MinUses-1). Default: true.
 	Coalesce *bool `json:"coalesce,omitempty"`
 
 	// TargetedField is the name of the targeted cache-control field (RFC
