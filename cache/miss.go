@@ -421,6 +421,7 @@ func (h *Handler) serveNext(next caddyhttp.Handler, x *exchange, out *http.Reque
 	rec := &x.rec
 	defer func() {
 		v := recover()
+		rec.settleTrailers()
 		x.endFill()
 		rec.endOwnFill()
 		if v != nil {

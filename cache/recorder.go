@@ -42,6 +42,9 @@ type recorder struct {
 	// in the recorder (see recouple). (Fields are placed for the size of
 	// an exchange, see TestEntrySize.)
 	own, coupled bool
+	// trailers is what hasTrailers found once the next handler returned
+	// (settleTrailers); trailersUnknown until then.
+	trailers     trailersFound
 	clientServer []string
 	// proxied: the response is reverse_proxy's copy of an upstream's
 	// (it says Via), which adds the upstream's lines after those that
@@ -303,6 +306,13 @@ func withOwnServer(v, own []string) []string {
 // a Trailer field or not (http.TrailerPrefix): the cache does not store
 // them, so it does not store their response either.
 func (rec *recorder) hasTrailers() bool {
+	if rec.trailers != trailersUnknown {
+		return rec.trailers == trailersSome
+	}
+	return rec.lookForTrailers()
+}
+
+func (rec *recorder) lookForTrailers() bool {
 	if len(rec.header["Trailer"]) > 0 {
 		return true
 	}
@@ -310,6 +320,26 @@ func (rec *recorder) hasTrailers() bool {
 		return true
 	}
 	return false
+}
+
+// trailersFound is what hasTrailers found in a finished response.
+type trailersFound uint8
+
+const (
+	trailersUnknown trailersFound = iota // the next handler may still set some
+	trailersNone
+	trailersSome
+)
+
+// settleTrailers looks for trailer fields once, when the next handler has
+// returned and its header map no longer changes: every miss asks several
+// times (whether to store, to release the waiters, to copy them to the
+// client), and each look walks the map.
+func (rec *recorder) settleTrailers() {
+	rec.trailers = trailersNone
+	if rec.lookForTrailers() {
+		rec.trailers = trailersSome
+	}
 }
 
 // unannouncedTrailers yields the trailer fields a handler set in hdr under
