@@ -31,23 +31,30 @@ func blocking(c *clock, release <-chan struct{}, body string, fields ...string) 
 
 // concurrent runs n GETs of target through h at once and returns their
 // responses once they have all finished; before releasing the origin it
-// waits until n-1 of them wait on the leader.
+// waits until waiters of them wait on the leader.
 func concurrent(t *testing.T, h *Handler, o *origin, release chan struct{}, n int, target string, waiters int, fields ...string) []*httptest.ResponseRecorder {
+	t.Helper()
+	key := keyOf(t, h, newRequest(http.MethodGet, target))
+	return burst(t, h, o, release, n, target, "waiters to join", func() bool { return h.flights.waiting(key) == waiters }, fields...)
+}
+
+// burst runs n GETs of target through h at once, releases the origin once
+// placed reports that they are where they should be (waiting on a
+// leader, at the origin), and returns their responses once they have all
+// finished.
+func burst(t *testing.T, h *Handler, o *origin, release chan struct{}, n int, target, where string, placed func() bool, fields ...string) []*httptest.ResponseRecorder {
 	t.Helper()
 	out := make([]*httptest.ResponseRecorder, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		out[i] = httptest.NewRecorder()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := h.ServeHTTP(out[i], newRequest(http.MethodGet, target, fields...), o); err != nil {
 				t.Error(err)
 			}
-		}()
+		})
 	}
-	key := keyOf(t, h, newRequest(http.MethodGet, target))
-	until(t, "waiters to join", func() bool { return h.flights.waiting(key) == waiters })
+	until(t, where, placed)
 	close(release)
 	wg.Wait()
 	h.store.wait()
@@ -199,19 +206,7 @@ func TestCoalesceOff(t *testing.T) {
 	h := newTestHandler(t, Config{Coalesce: &off}, c)
 	release := make(chan struct{})
 	o := blocking(c, release, "x", "Cache-Control", "max-age=60")
-	out := make([]*httptest.ResponseRecorder, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		out[i] = httptest.NewRecorder()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = h.ServeHTTP(out[i], newRequest(http.MethodGet, "http://example.com/off"), o)
-		}()
-	}
-	until(t, "every request to reach the origin", func() bool { return o.calls.Load() == n })
-	close(release)
-	wg.Wait()
+	out := burst(t, h, o, release, n, "http://example.com/off", "every request to reach the origin", func() bool { return o.calls.Load() == n })
 	for _, w := range out {
 		if strings.Contains(w.Header().Get("Cache-Status"), "collapsed") {
 			t.Error("collapsed with coalesce off")

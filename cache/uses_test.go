@@ -3,7 +3,6 @@ package cache
 import (
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"sync"
 	"testing"
@@ -174,17 +173,9 @@ func TestMinUsesCoalesced(t *testing.T) {
 			h := newTestHandler(t, Config{MinUses: minUses}, c)
 			release := make(chan struct{})
 			o := blocking(c, release, "shared", "Cache-Control", "max-age=60")
-			out := make([]*httptest.ResponseRecorder, n)
-			var wg sync.WaitGroup
-			for i := range out {
-				out[i] = httptest.NewRecorder()
-				wg.Go(func() { _ = h.ServeHTTP(out[i], newRequest(http.MethodGet, "http://example.com/cold"), o) })
-			}
 			key := keyOf(t, h, newRequest(http.MethodGet, "http://example.com/cold"))
-			until(t, "every miss to wait or reach the origin", func() bool { return h.flights.waiting(key)+int(o.calls.Load()) == n })
-			close(release)
-			wg.Wait()
-			h.store.wait()
+			out := burst(t, h, o, release, n, "http://example.com/cold", "every miss to wait or reach the origin",
+				func() bool { return h.flights.waiting(key)+int(o.calls.Load()) == n })
 			calls := int(o.calls.Load())
 			if calls < minUses || calls > 2*minUses-1 {
 				t.Errorf("origin called %d times for %d concurrent first misses under min_uses %d, want %d to %d", calls, n, minUses, minUses, 2*minUses-1)
