@@ -759,7 +759,7 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 
 	var key, src string
 	repl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl != nil && len(tried) > 0 && (s.retriesKeepKey || keyed && s.jar != nil) {
+	if repl != nil && len(tried) > 0 && (s.retriesKeepKey || keyed) {
 		// A retry: compat reads a header field, and cookie mode its
 		// cookie, from the request reverse_proxy sends, to which it has
 		// applied the last attempt's header_up (`header_up -X-User` or

@@ -312,6 +312,7 @@ func (rec *recorder) hasTrailers() bool {
 	return rec.lookForTrailers()
 }
 
+// lookForTrailers walks the recorded header for trailer fields.
 func (rec *recorder) lookForTrailers() bool {
 	if len(rec.header["Trailer"]) > 0 {
 		return true

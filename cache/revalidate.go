@@ -138,16 +138,16 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 	// Not if old was purged, invalidated or replaced while this request
 	// was at the origin: storing e would bring back what is gone, or put
 	// an older response over a newer one.
-	shared, stored := h.store.replaceIfStored(old, e)
+	held, stored := h.store.replaceIfStored(old, e)
 	switch {
 	case stored:
 		x.kept = keptStored
-	case shared:
+	case held:
 		x.kept = keptRefused
 	default:
 		x.kept = keptSuperseded
 	}
-	return e, shared
+	return e, held
 }
 
 // freshen updates the stored GET response x.stale with the 200 answering
