@@ -508,6 +508,13 @@ func TestStaleOnArrivalWithoutValidator(t *testing.T) {
 		{"max-age=0, stale-if-error", Config{}, []string{"Cache-Control", "max-age=0, stale-if-error=60"}, true},
 		{"max-age=0 under the stale_if_error option", Config{StaleIfError: caddy.Duration(time.Minute)}, []string{"Cache-Control", "max-age=0"}, true},
 		{"max-age=0, must-revalidate, under stale_if_error", Config{StaleIfError: caddy.Duration(time.Minute)}, []string{"Cache-Control", "max-age=0, must-revalidate"}, false},
+		// no-cache takes the lifetime (§5.2.2.4) and forbids serving
+		// stale: without a validator, nothing could use the entry.
+		{"no-cache, max-age=30", Config{}, []string{"Cache-Control", "no-cache, max-age=30"}, false},
+		{"no-cache and max-age=30 on two lines", Config{}, []string{"Cache-Control", "max-age=30", "Cache-Control", "no-cache"}, false},
+		{"no-cache, s-maxage, stale-if-error, under default_ttl", Config{DefaultTTL: caddy.Duration(time.Minute)}, []string{"Cache-Control", "no-cache, s-maxage=30, stale-if-error=60"}, false},
+		{"no-cache, max-age=30 with an ETag", Config{}, []string{"Cache-Control", "no-cache, max-age=30", "Etag", `"v1"`}, true},
+		{"no-cache=\"Set-Cookie\", max-age=30 (qualified)", Config{}, []string{"Cache-Control", `no-cache="Set-Cookie", max-age=30`}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()

@@ -48,21 +48,23 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 		// reverse_proxy, which never buffers such a message.
 		reason = "incremental"
 	case h.noLifetimeOnly(hdr, rc, lifetime):
-		// max-age=0, s-maxage=0, a bare public: like no-cache without a
-		// validator, stored it could answer no one, and would only be
-		// stored again on every request. (One with a lifetime that an
-		// Age used up is kept: a request's max-stale may take it.)
+		// max-age=0, s-maxage=0, a bare public, no-cache (whatever
+		// lifetime comes with it): without a validator, stored it could
+		// answer no one, and would only be stored again on every request.
+		// (One with a lifetime that an Age used up is kept: a request's
+		// max-stale may take it.)
 		reason = "no-freshness"
 	}
 	return reason, rc, lifetime, heuristic, fields
 }
 
 // noLifetimeOnly reports whether a response with fields hdr, directives
-// rc and lifetime has no lifetime (the origin gave it none), nothing to
-// revalidate it by, and no stale-while-revalidate or stale-if-error
+// rc and lifetime has no lifetime (the origin gave it none, or a bare
+// no-cache takes it: every use revalidates, RFC 9111 §5.2.2.4), nothing
+// to revalidate it by, and no stale-while-revalidate or stale-if-error
 // window to be served in.
 func (h *Handler) noLifetimeOnly(hdr http.Header, rc ResponseControl, lifetime time.Duration) bool {
-	if lifetime > 0 || hasValidator(hdr) {
+	if (lifetime > 0 && !rc.NoCache) || hasValidator(hdr) {
 		return false
 	}
 	swr, sie := StaleAllowance(rc, noRequestControl, time.Duration(h.StaleWhileRevalidate), time.Duration(h.StaleIfError))
