@@ -391,7 +391,11 @@ func loadFallbackPolicy(d *caddyfile.Dispenser) (json.RawMessage, error) {
 	}
 	// As caddyfile.UnmarshalModule, but what the policy leaves unread (a
 	// block that Caddy's random or first ignore) is an error, not dropped.
-	seg := d.NewFromNextSegment()
+	tokens := d.NextSegment()
+	if err := emptyBlockDropped(d, tokens); err != nil {
+		return nil, fmt.Errorf("fallback %s: %w", name, err)
+	}
+	seg := caddyfile.NewDispenser(tokens)
 	if err := unm.UnmarshalCaddyfile(seg); err != nil {
 		// Named, so that the fallback's errors ("invalid weight value")
 		// are not taken for affinity's own options.
@@ -407,6 +411,22 @@ func loadFallbackPolicy(d *caddyfile.Dispenser) (json.RawMessage, error) {
 		return nil, d.Errf("module %s (%T) is not a reverseproxy.Selector", modID, unm)
 	}
 	return caddyconfig.JSONModuleObject(sel, "policy", name, nil), nil
+}
+
+// emptyBlockDropped reports, at the line of its "{", an empty block that
+// d's last NextSegment, tokens, left out (Caddy's NextSegment keeps a
+// block only once it has a token inside): d has then just read its "}",
+// right after the "{", while the segment has no block of its own.
+func emptyBlockDropped(d *caddyfile.Dispenser, tokens caddyfile.Segment) error {
+	if len(tokens) == 0 || tokens[len(tokens)-1].Text == "}" || d.Val() != "}" || !d.Prev() {
+		return nil
+	}
+	var err error
+	if d.Val() == "{" {
+		err = d.Err("unexpected empty block (the policy reads no more than its name and arguments)")
+	}
+	d.Next()
+	return err
 }
 
 // maxDuration is the longest duration the Caddyfile takes: whole hours

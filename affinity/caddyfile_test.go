@@ -152,6 +152,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "bound with underscore", input: "affinity {\n bound 1_5\n}", wantErr: "invalid bound '1_5': must be a plain decimal number >= 1, such as 1.25, at Testfile:2"},
 		{name: "bound in hex", input: "affinity {\n bound 0x1p1\n}", wantErr: "invalid bound '0x1p1'"},
 		{name: "fallback with a block it ignores", input: "affinity {\n fallback random {\n nonsense 1\n }\n}", wantErr: "fallback random: unexpected '{' (the policy reads no more than that), at Testfile:2"},
+		{name: "fallback with an empty block", input: "affinity {\n fallback least_conn {\n }\n}", wantErr: "fallback least_conn: unexpected empty block (the policy reads no more than its name and arguments), at Testfile:2"},
+		{name: "fallback with an empty block, then an option", input: "affinity {\n fallback first {\n }\n bound 1.5\n}", wantErr: "fallback first: unexpected empty block"},
 		{name: "cookie secret placeholder unclosed", input: "affinity {\n cookie {\n secret {env.AFFINITY_SECRET\n }\n}", wantErr: "cookie secret has an unclosed { at offset 0, which would be taken literally; write a literal brace as \\{ or \\}, at Testfile:3"},
 		{name: "cookie previous secret stray brace", input: "affinity {\n cookie {\n secret s\n previous_secrets t {file./old}x}\n }\n}", wantErr: "cookie previous_secrets[1] has a } without a matching { at offset 12; write a literal brace as \\{ or \\}, at Testfile:4"},
 		{name: "cookie empty secret", input: "affinity {\n cookie {\n secret \"\"\n }\n}", wantErr: "cookie secret must not be empty, at Testfile:3"},
