@@ -323,13 +323,72 @@ func isHex(c byte) bool {
 // a custom key's part after the space, are taken as given, as the cache
 // takes them (a space in a path is typed %20). endsAtPort reports a k
 // that ends with the default port left out.
+//
+// A key copied from Cache-Status (status_key) shows the bytes of its query
+// or custom part outside printable ASCII percent-encoded, and `"` and `\`
+// escaped (appendSFString): each spelling is also tried with those undone
+// (unshownKey), which finds the entry of a client that sent them raw.
 func normalKeys(k string) (keys []string, endsAtPort bool) {
 	typed, endsAtPort := normalKey(k, appendTypedPath)
 	keys = []string{typed}
 	if sent, _ := normalKey(k, appendRawSentPath); sent != typed {
 		keys = append(keys, sent)
 	}
+	for _, n := range keys {
+		if raw, ok := unshownKey(n); ok && !slices.Contains(keys, raw) {
+			keys = append(keys, raw)
+		}
+	}
 	return keys, endsAtPort
+}
+
+// unshownKey undoes, in k's query and a custom key's part after the space
+// (which the cache keys as sent, raw bytes and all; the path it keys
+// escaped), the escapes Cache-Status shows a key with (appendSFString):
+// \" and \\, and the percent-escapes of bytes outside printable ASCII.
+// ok is false when k has none.
+func unshownKey(k string) (raw string, ok bool) {
+	_, rest, found := strings.Cut(k, "://")
+	if !found {
+		return k, false
+	}
+	start := len(k) - len(rest) + strings.IndexAny(rest, "? ")
+	if start < len(k)-len(rest) {
+		return k, false
+	}
+	b := []byte(k[:start])
+	for i := start; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case c == '\\' && i+1 < len(k) && (k[i+1] == '"' || k[i+1] == '\\'):
+			b = append(b, k[i+1])
+			i++
+			ok = true
+		case escapeAt(k, i):
+			v := unhex(k[i+1])<<4 | unhex(k[i+2])
+			if v >= 0x20 && v <= 0x7e {
+				b = append(b, c)
+				continue
+			}
+			b = append(b, v)
+			i += 2
+			ok = true
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b), ok
+}
+
+// unhex is the value of the hex digit c (isHex).
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }
 
 // appendRawSentPath appends a path as typed into a purge, escaped as the

@@ -446,3 +446,63 @@ func FuzzAdminPurge(f *testing.F) {
 		}
 	})
 }
+
+// TestPurgeKeyAsShown: a key copied from Cache-Status (status_key), which
+// shows the raw bytes of a query or a custom key's part percent-encoded
+// and a quote escaped, purges the entry; a twin the client sent escaped
+// shows the same key, and goes too.
+func TestPurgeKeyAsShown(t *testing.T) {
+	c := newClock()
+	o := static(c, 200, "x", "Cache-Control", "max-age=60")
+	for _, tc := range []struct {
+		name, key string
+		urls      []string // the first is shown; all show the same key
+		header    string   // X-Tenant
+	}{
+		{name: "raw UTF-8 query", urls: []string{"http://example.com/q?name=caf\xc3\xa9"}},
+		{name: "raw and escaped twins", urls: []string{"http://example.com/q?name=caf\xc3\xa9", "http://example.com/q?name=caf%C3%A9"}},
+		{name: "custom key with raw UTF-8 and a quote", key: "{http.request.header.X-Tenant} {http.request.uri.path}", header: "caf\xc3\xa9 \"a\"", urls: []string{"http://example.com/p"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := fmt.Sprintf("admin-shown-%d", testCacheSeq.Add(1))
+			h := newTestHandler(t, Config{CacheName: name, Key: tc.key, StatusKey: true, MinUses: 1}, c)
+			req := func(u string) *http.Request {
+				r := newRequest(http.MethodGet, u)
+				if tc.header != "" {
+					r.Header.Set("X-Tenant", tc.header)
+				}
+				return r
+			}
+			var shown string
+			for i, u := range tc.urls {
+				serve(t, h, o, req(u))
+				h.store.wait()
+				w := serve(t, h, o, req(u))
+				wantStatus(t, w, []string{"hit"})
+				cs := w.Header().Get("Cache-Status")
+				_, k, ok := strings.Cut(cs, `key="`)
+				if !ok || !strings.HasSuffix(k, `"`) {
+					t.Fatalf("Cache-Status %q shows no key", cs)
+				}
+				k = strings.TrimSuffix(k, `"`)
+				if i == 0 {
+					shown = k
+				} else if k != shown {
+					t.Fatalf("%s shows key %q, %s %q", u, k, tc.urls[0], shown)
+				}
+			}
+			body, _ := json.Marshal(PurgeRequest{Cache: name, Key: shown})
+			w := httptest.NewRecorder()
+			if err := (AdminAPI{}).handlePurge(w, httptest.NewRequest(http.MethodPost, "/response_cache/purge", strings.NewReader(string(body)))); err != nil {
+				t.Fatalf("purge %s: %v", body, err)
+			}
+			if want := fmt.Sprintf(`"purged":%d`, len(tc.urls)); !strings.Contains(w.Body.String(), want) {
+				t.Errorf("purge of the shown key %q: %s; want %s", shown, w.Body.String(), want)
+			}
+			h.store.wait()
+			for _, u := range tc.urls {
+				wantStatus(t, serve(t, h, o, req(u)), []string{"fwd=uri-miss"})
+			}
+		})
+	}
+}

@@ -28,7 +28,7 @@ import (
 //	    coalesce       on|off      # default on
 //	    min_uses       auto|<n>    # store on the n-th miss of a URL; default auto
 //	    targeted_field <field>|off # default CDN-Cache-Control
-//	    status_key     [on|off]    # add key= to Cache-Status; default off
+//	    status_key     on|off      # add key= to Cache-Status; default off
 //	}
 //
 // The matcher is handled by the Caddyfile adapter before this runs.
@@ -151,16 +151,18 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			c.TargetedField = arg
 		case "status_key":
-			on := true
-			switch args := d.RemainingArgs(); len(args) {
-			case 0:
-			case 1:
-				var err error
-				if on, err = parseOnOff(d, "status_key", args[0]); err != nil {
-					return err
-				}
-			default:
-				return d.Errf("status_key takes at most one argument (on or off), got %d", len(args))
+			// No bare form: Caddy expands an unset {$VAR} to nothing before
+			// it reads the tokens, and `status_key {$SHOW_KEYS}` must not
+			// turn keys (which may hold a session cookie) on.
+			if !d.NextArg() {
+				return d.Err("status_key needs on or off (an unset {$VAR} leaves none; keys are off by default)")
+			}
+			on, err := parseOnOff(d, "status_key", d.Val())
+			if err != nil {
+				return err
+			}
+			if d.NextArg() {
+				return d.Errf("status_key takes one value (on or off), got another: '%s'", d.Val())
 			}
 			c.StatusKey = on
 		default:

@@ -17,7 +17,7 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		"response_cache",
 		"response_cache {\n max_size 64MiB\n max_item_size 1MiB\n default_ttl 10s\n}",
 		"response_cache {\n key \"{header.X-Tenant} {http.request.orig_uri}\"\n cache_name edge-1\n coalesce off\n}",
-		"response_cache {\n stale_while_revalidate 1m\n stale_if_error 1h\n min_uses auto\n targeted_field Surrogate-Control\n status_key\n}",
+		"response_cache {\n stale_while_revalidate 1m\n stale_if_error 1h\n min_uses auto\n targeted_field Surrogate-Control\n status_key on\n}",
 		"response_cache {\n max_size 1,048,576\n min_uses 15\n targeted_field off\n status_key off\n}",
 		"response_cache {\n max_size 1.5GiB\n max_item_size 2GiB\n}",
 		"response_cache { { } }",

@@ -24,9 +24,11 @@ type Config struct {
 	MaxSize int64 `json:"max_size,omitempty"`
 
 	// MaxItemSize is the largest response, in bytes, that is buffered for
-	// storage. A larger response is streamed to the client as it arrives;
+	// storage: its header fields (each line's name and value, plus 4) and
+	// its body. A larger response is streamed to the client as it arrives;
 	// buffering stops and its memory is released the moment the body
-	// passes this size, and it is not stored. Default: MaxSize/8, at most
+	// passes what the header leaves of this size (at once for a header
+	// that takes it all), and it is not stored. Default: MaxSize/8, at most
 	// 64 MiB. Must be positive and not larger than MaxSize.
 	MaxItemSize int64 `json:"max_item_size,omitempty"`
 

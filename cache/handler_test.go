@@ -1115,6 +1115,56 @@ func TestOversizedResponseLogsWhy(t *testing.T) {
 	}
 }
 
+// TestMaxItemSizeCountsTheHeader: max_item_size bounds the response
+// stored, its header as well as its body: megabytes of fields with a small
+// body are passed on whole and not stored, as a body that large is.
+func TestMaxItemSizeCountsTheHeader(t *testing.T) {
+	const limit = 4096
+	for _, tc := range []struct {
+		name         string
+		field, body  int // bytes of X-Huge's value and of the body
+		declared     bool
+		wantStored   bool
+		wantInStatus string
+	}{
+		{"header past the limit, small body", 5000, 5, true, false, "fwd=uri-miss"},
+		{"header past the limit, body of unknown length", 5000, 5, false, false, "fwd=uri-miss"},
+		{"both within, together past", 3000, 2000, true, false, "fwd=uri-miss"},
+		{"both within, together past, body of unknown length", 3000, 2000, false, false, "fwd=uri-miss"},
+		{"together within", 1000, 1000, true, true, "hit"},
+		{"together within, body of unknown length", 1000, 1000, false, true, "hit"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{MaxItemSize: limit, MinUses: 1}, c)
+			huge, body := strings.Repeat("h", tc.field), strings.Repeat("b", tc.body)
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Cache-Control", "max-age=60")
+				w.Header().Set("X-Huge", huge)
+				if tc.declared {
+					w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+				}
+				_, err := io.WriteString(w, body)
+				return err
+			}}
+			const url = "http://example.com/fields"
+			for i := range 2 {
+				w := get(t, h, o, url)
+				if w.Body.String() != body || w.Header().Get("X-Huge") != huge {
+					t.Fatalf("request %d: got %d bytes of body and %d of X-Huge, want %d and %d", i, w.Body.Len(), len(w.Header().Get("X-Huge")), len(body), len(huge))
+				}
+				if i == 1 {
+					wantStatus(t, w, []string{tc.wantInStatus})
+				}
+				h.store.wait()
+			}
+			if st := h.store.(*store).stats(); (st.Stores > 0) != tc.wantStored {
+				t.Errorf("stores %d, want stored %v", st.Stores, tc.wantStored)
+			}
+		})
+	}
+}
+
 // --- 8. Stale ---
 
 func TestStaleIfError(t *testing.T) {

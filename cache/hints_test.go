@@ -828,7 +828,7 @@ func TestNoLongerStorableVariantKeyedByOriginDropsTheEntry(t *testing.T) {
 // for the leader's body (a review found three clients of a slow 1 MiB
 // body getting their first byte when the first had passed max_item_size).
 func TestResponsesFoundUnstorableLateHint(t *testing.T) {
-	big := strings.Repeat("b", 64)
+	big := strings.Repeat("b", 1024)
 	for _, tc := range []struct {
 		name   string
 		fn     func(w http.ResponseWriter)
@@ -888,7 +888,7 @@ func TestResponsesFoundUnstorableLateHint(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
-			h := newTestHandler(t, Config{MaxItemSize: 32}, c)
+			h := newTestHandler(t, Config{MaxItemSize: 512}, c)
 			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
 				w.Header().Set("Cache-Control", "max-age=60")
 				w.Header().Set("Date", c.date())
@@ -917,14 +917,14 @@ func TestResponsesFoundUnstorableLateHint(t *testing.T) {
 // another, while gzip requests, whose smaller body is stored, keep
 // coalescing.
 func TestTooLargeVariantHintsItsVariant(t *testing.T) {
-	h := newTestHandler(t, Config{MaxItemSize: 32}, newClock())
+	h := newTestHandler(t, Config{MaxItemSize: 512}, newClock())
 	o := newHintOrigin()
 	o.always(200, "Cache-Control", "max-age=60", "Vary", "Accept-Encoding")
 	o.body = func(r *http.Request) string {
 		if r.Header.Get("Accept-Encoding") == "gzip" {
 			return "small"
 		}
-		return strings.Repeat("i", 64)
+		return strings.Repeat("i", 1024)
 	}
 	const url = "http://example.com/variant-size"
 	get(t, h, o, url, "Accept-Encoding", "gzip")
@@ -1024,12 +1024,12 @@ func TestPurgeClearsClassHints(t *testing.T) {
 // a cookie hints the requests with one; anonymous misses, whose answer
 // may fit, still coalesce.
 func TestTooLargeForACookieHintsItsClass(t *testing.T) {
-	h := newTestHandler(t, Config{MaxItemSize: 32}, newClock())
+	h := newTestHandler(t, Config{MaxItemSize: 512}, newClock())
 	o := newHintOrigin()
 	o.always(200, "Cache-Control", "max-age=60")
 	o.body = func(r *http.Request) string {
 		if r.Header.Get("Cookie") != "" {
-			return strings.Repeat("u", 64) // a logged-in user's larger page
+			return strings.Repeat("u", 1024) // a logged-in user's larger page
 		}
 		return "small"
 	}
@@ -1065,10 +1065,10 @@ func TestUnstoredScopeByRequest(t *testing.T) {
 		{"logged in, varying on a field it carried", []string{"Cache-Control", "max-age=60", "Vary", "Accept-Language"}, []string{"Cookie", "session=s1", "Accept-Language", "fr"}, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newTestHandler(t, Config{MaxItemSize: 32}, newClock())
+			h := newTestHandler(t, Config{MaxItemSize: 512}, newClock())
 			o := newHintOrigin()
 			o.always(200, tc.fields...)
-			o.body = func(*http.Request) string { return strings.Repeat("b", 64) }
+			o.body = func(*http.Request) string { return strings.Repeat("b", 1024) }
 			const url = "http://example.com/big"
 			r := newRequest(http.MethodGet, url, tc.first...)
 			caddyhttp.SetVar(r.Context(), ProxySetCookieVar, "lb=abc")

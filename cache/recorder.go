@@ -411,12 +411,18 @@ func (rec *recorder) WriteHeader(status int) {
 		rec.events.onHeader(rec)
 	}
 	if rec.buffer {
+		// max_item_size bounds the stored response, its header too (an
+		// origin may send megabytes of fields): the body gets what the
+		// header leaves.
+		limit := rec.limit - headerSize(rec.header)
 		// A known length within the limit is allocated once, in the
-		// arena; a longer declared length is not buffered at all.
-		if n, ok := rec.declaredLength(); ok {
-			if n > rec.limit {
-				rec.stopBuffering()
-			} else if b, ok := rec.arena.newBody(int(n)); ok {
+		// arena; a longer declared length is not buffered at all (nor one
+		// of unknown length with no room left: a growing body of limit 0
+		// would be taken for one of declared length).
+		if n, ok := rec.declaredLength(); ok && n > limit || !ok && limit <= 0 {
+			rec.stopBuffering()
+		} else if ok {
+			if b, ok := rec.arena.newBody(int(n)); ok {
 				rec.body = b
 			} else {
 				// No room in memory: streamed, as when the recording
@@ -426,7 +432,7 @@ func (rec *recorder) WriteHeader(status int) {
 			}
 		}
 		if rec.buffer && rec.body == nil {
-			rec.body = rec.arena.newGrowingBody(int(rec.limit))
+			rec.body = rec.arena.newGrowingBody(int(limit))
 		}
 	}
 	if rec.pass {
@@ -771,6 +777,18 @@ func (rec *recorder) joinWriter() {
 func (rec *recorder) releaseLead() {
 	rec.arena.unreserveLead(int64(rec.lead) * scratchSize)
 	rec.lead = 0
+}
+
+// headerSize is the size of hdr as an HTTP/1.1 header section: each
+// field line's name, value, ": " and CRLF.
+func headerSize(hdr http.Header) int64 {
+	var n int64
+	for k, vs := range hdr {
+		for _, v := range vs {
+			n += int64(len(k) + len(v) + 4)
+		}
+	}
+	return n
 }
 
 // stopBuffering drops the buffer: the response is too large to store.

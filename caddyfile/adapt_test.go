@@ -189,7 +189,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"affinity key typo", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {http.request.uri.pth}\n\t}\n}", "names {http.request.uri.pth}, which Caddy does not know (a typo would give every request the same key), at Caddyfile:3"},
 		{"affinity key global", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {\n\t\t\tkey {env.HOME}\n\t\t}\n\t}\n}", "names only placeholders that do not depend on the request ({env.HOME}), so it is the same for every request; name a part of the request, such as {uri} or {header.X-User}, at Caddyfile:4"},
 		{"cache status_key word", ":80 {\n\tresponse_cache {\n\t\tstatus_key maybe\n\t}\n}", "status_key must be on or off, got 'maybe', at Caddyfile:3"},
-		{"cache status_key two", ":80 {\n\tresponse_cache {\n\t\tstatus_key on off\n\t}\n}", "status_key takes at most one argument (on or off), got 2, at Caddyfile:3"},
+		// An unset {$VAR} leaves nothing: bare would turn keys on.
+		{"cache status_key bare", ":80 {\n\tresponse_cache {\n\t\tstatus_key {$CADDY_AFFINITY_CACHE_TEST_UNSET}\n\t}\n}", "status_key needs on or off (an unset {$VAR} leaves none; keys are off by default), at Caddyfile:3"},
+		{"cache status_key two", ":80 {\n\tresponse_cache {\n\t\tstatus_key on off\n\t}\n}", "status_key takes one value (on or off), got another: 'off', at Caddyfile:3"},
 		{"affinity key twice", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy affinity {uri} {\n\t\t\tkey {uri}\n\t\t}\n\t}\n}", "key \"{http.request.uri}\" is listed twice; a key is tried once, at Caddyfile:4"},
 		{"cache max_item_size zero", ":80 {\n\tresponse_cache {\n\t\tmax_item_size 0KiB\n\t}\n}", "max_item_size must be at least 1 byte, got '0KiB', at Caddyfile:3"},
 		{"cache decimal comma", ":80 {\n\tresponse_cache {\n\t\tmax_size 1,5GiB\n\t}\n}", "max_size: '1,5GiB' has a comma that does not separate thousands; write a fraction with a point (1.5GiB), at Caddyfile:3"},
