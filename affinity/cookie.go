@@ -368,8 +368,10 @@ func (j *cookieJar) sign(id string) string {
 	return value
 }
 
-// set adds the Set-Cookie header for value to w, with attributes for r.
-func (j *cookieJar) set(w http.ResponseWriter, r *http.Request, value string) {
+// set adds the Set-Cookie header for value to w, with attributes for r,
+// and reports whether it went out Secure over what looks like plain HTTP
+// (see AffinitySelection.setCookie).
+func (j *cookieJar) set(w http.ResponseWriter, r *http.Request, value string) (secureOverHTTP bool) {
 	c := &http.Cookie{
 		Name:     j.cfg.Name,
 		Value:    value,
@@ -378,13 +380,14 @@ func (j *cookieJar) set(w http.ResponseWriter, r *http.Request, value string) {
 		HttpOnly: j.cfg.HTTPOnly == nil || *j.cfg.HTTPOnly,
 		SameSite: j.sameSite,
 	}
+	https := requestIsHTTPS(r)
 	switch {
 	case j.sameSite == http.SameSiteNoneMode || securePrefixed(j.cfg.Name):
 		c.Secure = true
 	case j.cfg.Secure != nil:
 		c.Secure = *j.cfg.Secure
 	default:
-		c.Secure = requestIsHTTPS(r)
+		c.Secure = https
 	}
 	if j.cfg.MaxAge > 0 {
 		// Max-Age counts seconds: a part second rounds up (0 would mean
@@ -401,13 +404,14 @@ func (j *cookieJar) set(w http.ResponseWriter, r *http.Request, value string) {
 	}
 	line := c.String()
 	if line == "" {
-		return // http.Cookie rejected a field; Validate makes this unreachable
+		return false // http.Cookie rejected a field; Validate makes this unreachable
 	}
 	w.Header().Add("Set-Cookie", line)
 	// Tell a response_cache in front that this Set-Cookie is the proxy's
 	// routing cookie, not the origin's: it must reach the client but does
 	// not make the response private to this client.
 	caddyhttp.SetVar(r.Context(), proxySetCookieVar, line)
+	return c.Secure && !https
 }
 
 // proxySetCookieVar is cache.ProxySetCookieVar (the packages do not import

@@ -17,6 +17,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 const testSecret = "correct horse battery staple"
@@ -659,5 +661,41 @@ func TestCookieRetryKeepsTheId(t *testing.T) {
 		if checked < 5 {
 			t.Fatalf("%s: only %d ids had a dead first choice", tc.name, checked)
 		}
+	}
+}
+
+// TestSecureCookieOverPlainHTTPWarnsOnce: a cookie that goes out Secure
+// (same_site none, a __Host- name, secure on) over plain HTTP, which
+// browsers drop, is logged once; over TLS, or when not Secure, nothing.
+func TestSecureCookieOverPlainHTTPWarnsOnce(t *testing.T) {
+	on := true
+	tlsReq := func(r *http.Request) { r.TLS = &tls.ConnectionState{} }
+	for _, tc := range []struct {
+		name string
+		cfg  CookieConfig
+		mod  func(*http.Request)
+		want int
+	}{
+		{"same_site none over http", CookieConfig{SameSite: "none"}, nil, 1},
+		{"__Host- over http", CookieConfig{Name: "__Host-lb"}, nil, 1},
+		{"secure on over http", CookieConfig{Secure: &on}, nil, 1},
+		{"same_site none over https", CookieConfig{SameSite: "none"}, tlsReq, 0},
+		{"default over http (not Secure)", CookieConfig{}, nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := cookiePolicy(t, tc.cfg)
+			core, logs := observer.New(zap.WarnLevel)
+			s.logger = zap.New(core)
+			pool := fakePool(3)
+			for i := range 3 {
+				r, w := newReq(ipAddr(i), tc.mod)
+				if s.Select(pool, r, w) == nil || len(setCookies(w.Header())) != 1 {
+					t.Fatalf("request %d: no upstream or no cookie", i)
+				}
+			}
+			if got := logs.FilterMessageSnippet("Secure but the request came over plain HTTP").Len(); got != tc.want {
+				t.Errorf("%d warnings, want %d: %v", got, tc.want, logs.All())
+			}
+		})
 	}
 }

@@ -128,6 +128,9 @@ type AffinitySelection struct {
 	// noWriter warns, once, that a policy calling this one as its
 	// fallback gave it no response to set the cookie on.
 	noWriter sync.Once
+	// secureOverHTTP warns, once, of a Secure cookie set over plain HTTP
+	// (see setCookie).
+	secureOverHTTP sync.Once
 	// warned: the key warnings were logged (by the first Validate that
 	// passed).
 	warned atomic.Bool
@@ -793,7 +796,7 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 					// Signed with a previous secret: the same id, signed
 					// with the current one, once per request.
 					if w != nil {
-						s.jar.set(w, r, s.jar.sign(key))
+						s.setCookie(w, r, s.jar.sign(key))
 					} else {
 						s.warnNoWriter()
 					}
@@ -806,7 +809,7 @@ func (s *AffinitySelection) Select(pool reverseproxy.UpstreamPool, r *http.Reque
 			}
 			id, value := s.jar.issue()
 			if w != nil {
-				s.jar.set(w, r, value)
+				s.setCookie(w, r, value)
 			} else {
 				s.warnNoWriter()
 			}
@@ -897,6 +900,21 @@ type unsentResponse struct{ header http.Header }
 func (u unsentResponse) Header() http.Header       { return u.header }
 func (unsentResponse) Write(p []byte) (int, error) { return len(p), nil }
 func (unsentResponse) WriteHeader(int)             {}
+
+// setCookie sets the policy's cookie, value, on w for r, and warns once
+// when it goes out Secure (secure on, same_site none, a __Host- or
+// __Secure- name) over what looks like plain HTTP: browsers other than
+// on localhost drop such a cookie, and its clients then get a new id, and
+// likely another upstream, at every request.
+func (s *AffinitySelection) setCookie(w http.ResponseWriter, r *http.Request, value string) {
+	if !s.jar.set(w, r, value) {
+		return
+	}
+	s.secureOverHTTP.Do(func() {
+		s.logger.Warn("affinity cookie is Secure but the request came over plain HTTP: browsers drop it (except on localhost), so each request gets a new id; serve the site over HTTPS, or, behind a proxy that ends TLS, list it in the server's trusted_proxies so that its X-Forwarded-Proto counts",
+			zap.String("cookie", s.jar.cfg.Name), zap.String("host", r.Host))
+	})
+}
 
 // warnNoWriter logs, once, that the cookie could not be set: the policy
 // that called this one as its fallback (a plugin's; Provision rejects
