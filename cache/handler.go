@@ -604,11 +604,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			swr, _ := StaleAllowance(e.rc, rq, time.Duration(h.StaleWhileRevalidate), time.Duration(h.StaleIfError))
 			if swr > 0 && -ttl <= swr {
 				h.m.stale.Inc()
-				if !rq.NoStore && !rq.OnlyIfCached {
+				if !rq.NoStore && !rq.OnlyIfCached && !h.presetKeepsOut(h.presetFields(w.Header())) {
 					// A refresh is for storing, which this request forbids
 					// (RFC 9111 §5.2.1.5), or would reach the origin for a
 					// client that asked for a stored response only
-					// (§5.2.1.7): the next request starts it.
+					// (§5.2.1.7), or, marked private by the handlers before
+					// the cache (a logged-in user's), with cookies that may
+					// make the origin's answer hers alone, stored for all
+					// (presetKeepsOut): the next request starts it.
 					h.revalidateInBackground(r, e, record, next, epoch)
 				}
 				h.serveEntry(w, r, e, Status{Hit: true, TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, now)

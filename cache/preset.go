@@ -31,6 +31,21 @@ func (h *Handler) presetFields(dst http.Header) http.Header {
 	return out
 }
 
+// presetKeepsOut reports whether preset, the caching fields handlers
+// before the cache set for a request (presetFields), keep its response
+// out of the cache: private or no-store, in Cache-Control or in the
+// targeted field the cache follows. Such a request (a logged-in user's,
+// with her cookies) neither starts a background refresh of a shared
+// stale response nor updates one with its 304: what the origin answers it
+// may be hers alone.
+func (h *Handler) presetKeepsOut(preset http.Header) bool {
+	if preset == nil {
+		return false
+	}
+	rc := ParseResponseControl(preset, h.targeted)
+	return rc.Private || rc.NoStore
+}
+
 // ownsField reports whether the cache merges the client's field k, as
 // set by handlers before it, with the response's on its own (Server, Age,
 // Cache-Status, and presetNames: see takeServerSeed, serveEntry,

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -164,41 +165,80 @@ func TestPresetCachingFieldsOnHits(t *testing.T) {
 	}
 }
 
-// TestPresetPrivateRequestRevalidatesSharedEntry: a request whose handlers
+// TestPresetPrivateRequestLeavesSharedEntry: a request whose handlers
 // mark it private (header @loggedin Cache-Control "private, no-store")
-// revalidates a stale entry stored for others: the 304 refreshes the
-// entry, judged by the fields of the request that stored it, in the
-// foreground and in a stale-while-revalidate refresh; the request itself
-// gets its own fields first.
-func TestPresetPrivateRequestRevalidatesSharedEntry(t *testing.T) {
-	private := []string{"Cache-Control", "private, no-store"}
-	for _, tc := range []struct {
-		name, cc string
-		wantCS   []string
-	}{
-		{"foreground", "max-age=2", []string{"fwd=stale", "fwd-status=304"}},
-		{"stale-while-revalidate", "max-age=2, stale-while-revalidate=60", []string{"hit", "detail=stale-while-revalidate"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := newClock()
-			h := newTestHandler(t, Config{}, c)
-			o := validating(c, `"v1"`, "body", "Cache-Control", tc.cc)
-			const url = "http://example.com/page"
-			presetting(t, h, o, url)
-			c.Advance(3 * time.Second)
-			w := presetting(t, h, o, url, private...)
-			wantStatus(t, w, tc.wantCS)
-			if got := w.Header().Values("Cache-Control"); len(got) == 0 || got[0] != "private, no-store" {
-				t.Errorf("the private request's Cache-Control %q, want its own first", got)
-			}
-			h.bg.wait()
-			h.store.wait()
-			w = presetting(t, h, o, url)
-			wantStatus(t, w, []string{"hit", "ttl=2"})
-			if got, want := w.Header().Values("Cache-Control"), []string{tc.cc}; !slices.Equal(got, want) {
-				t.Errorf("an anonymous hit's Cache-Control %q, want %q", got, want)
-			}
-		})
+// and that carries a user's cookie, on a stale entry stored for others,
+// gets its own answer, but what the origin tells it (a 304 with a field
+// for that user, a page made for her) never reaches the shared entry
+// (a security review: her page, then her field, served to everyone): in
+// the foreground her 304 answers her and the entry stays as it was, for
+// the next request to revalidate; within a stale-while-revalidate window
+// she gets the stale entry and starts no refresh, which the next request
+// does. Her own caching fields come first in what she gets.
+func TestPresetPrivateRequestLeavesSharedEntry(t *testing.T) {
+	for _, private := range [][]string{{"Cache-Control", "private, no-store"}, {"Cache-Control", "private"}, {"CDN-Cache-Control", "no-store"}} {
+		for _, tc := range []struct {
+			name, cc string
+			wantCS   []string // the private request's
+			calls    int32    // the origin's, after it
+		}{
+			{"foreground", "max-age=2", []string{"fwd=stale", "fwd-status=304"}, 2},
+			{"stale-while-revalidate", "max-age=2, stale-while-revalidate=60", []string{"hit", "detail=stale-while-revalidate"}, 1},
+		} {
+			t.Run(private[0]+" "+private[1]+", "+tc.name, func(t *testing.T) {
+				c := newClock()
+				h := newTestHandler(t, Config{}, c)
+				var calls atomic.Int32
+				o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+					calls.Add(1)
+					who := "anonymous"
+					if ck, err := r.Cookie("session"); err == nil {
+						who = ck.Value
+					}
+					w.Header().Set("Cache-Control", tc.cc)
+					w.Header().Set("Date", c.date())
+					w.Header().Set("Etag", `"v1"`)
+					w.Header().Set("X-Who", who)
+					if r.Header.Get("If-None-Match") == `"v1"` {
+						w.WriteHeader(http.StatusNotModified)
+						return nil
+					}
+					_, _ = io.WriteString(w, "page for "+who)
+					return nil
+				}}
+				const url = "http://example.com/page"
+				presetting(t, h, o, url)
+				c.Advance(3 * time.Second)
+				w := presettingRequest(t, h, o, newRequest(http.MethodGet, url, "Cookie", "session=alice"), private...)
+				wantStatus(t, w, tc.wantCS)
+				if got := w.Header().Values(private[0]); len(got) == 0 || got[0] != private[1] {
+					t.Errorf("the private request's %s %q, want its own first", private[0], got)
+				}
+				h.bg.wait()
+				h.store.wait()
+				if n := calls.Load(); n != tc.calls {
+					t.Errorf("origin called %d times by then, want %d", n, tc.calls)
+				}
+				// The next anonymous request finds the entry as it was:
+				// stale, and revalidates it, in the foreground or behind.
+				w = presetting(t, h, o, url)
+				if tc.name == "foreground" {
+					wantStatus(t, w, []string{"fwd=stale", "fwd-status=304", "ttl=2"})
+				} else {
+					wantStatus(t, w, []string{"hit", "detail=stale-while-revalidate"})
+				}
+				h.bg.wait()
+				h.store.wait()
+				w = presetting(t, h, o, url)
+				wantStatus(t, w, []string{"hit", "ttl=2"})
+				if got := w.Header().Get("X-Who"); got != "anonymous" || w.Body.String() != "page for anonymous" {
+					t.Errorf("an anonymous hit got X-Who %q and %q, want the anonymous page", got, w.Body.String())
+				}
+				if got, want := w.Header().Values("Cache-Control"), []string{tc.cc}; !slices.Equal(got, want) {
+					t.Errorf("an anonymous hit's Cache-Control %q, want %q", got, want)
+				}
+			})
+		}
 	}
 }
 

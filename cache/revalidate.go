@@ -89,8 +89,9 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 	}
 	hdr := UpdateFrom304(old.header.header(), notModified)
 	// Judged with the preset fields of the request that stored the entry,
-	// not this one's: a request whose handlers mark it private (a
-	// logged-in user) may still refresh the response shared by others.
+	// not this one's: the stored response is the others'. (A request
+	// whose handlers mark it private, a logged-in user's, does not update
+	// it: see below.)
 	view, own, preset := hdr, http.Header(nil), http.Header(nil)
 	if len(old.preset.s) > 0 {
 		preset = old.preset.header()
@@ -127,6 +128,15 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		// Not storable for this request (RFC 9111 §3.5), which tells
 		// nothing of the stored response: it stays for the others, as a
 		// 200 to this request would leave it.
+		e.exited.Store(true)
+		return e, false
+	}
+	if reason == "" && h.presetKeepsOut(x.preset) {
+		// This request's handlers mark it private or no-store (header
+		// @loggedin Cache-Control private): it went out with a user's
+		// cookies, and its 304 may carry fields for that user alone. It
+		// answers her; the stored response stays as it was for the
+		// others, whose next request revalidates it.
 		e.exited.Store(true)
 		return e, false
 	}
