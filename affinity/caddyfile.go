@@ -391,11 +391,7 @@ func loadFallbackPolicy(d *caddyfile.Dispenser) (json.RawMessage, error) {
 	}
 	// As caddyfile.UnmarshalModule, but what the policy leaves unread (a
 	// block that Caddy's random or first ignore) is an error, not dropped.
-	tokens := d.NextSegment()
-	if err := emptyBlockDropped(d, tokens); err != nil {
-		return nil, fmt.Errorf("fallback %s: %w", name, err)
-	}
-	seg := caddyfile.NewDispenser(tokens)
+	seg := caddyfile.NewDispenser(withEmptyBlock(d, d.NextSegment()))
 	if err := unm.UnmarshalCaddyfile(seg); err != nil {
 		// Named, so that the fallback's errors ("invalid weight value")
 		// are not taken for affinity's own options.
@@ -413,20 +409,26 @@ func loadFallbackPolicy(d *caddyfile.Dispenser) (json.RawMessage, error) {
 	return caddyconfig.JSONModuleObject(sel, "policy", name, nil), nil
 }
 
-// emptyBlockDropped reports, at the line of its "{", an empty block that
-// d's last NextSegment, tokens, left out (Caddy's NextSegment keeps a
-// block only once it has a token inside): d has then just read its "}",
-// right after the "{", while the segment has no block of its own.
-func emptyBlockDropped(d *caddyfile.Dispenser, tokens caddyfile.Segment) error {
-	if len(tokens) == 0 || tokens[len(tokens)-1].Text == "}" || d.Val() != "}" || !d.Prev() {
-		return nil
+// withEmptyBlock returns tokens, d's last NextSegment, with the empty
+// block after its line that NextSegment leaves out (it keeps a block only
+// once a token is inside): a policy that reads a block (Caddy's cookie,
+// header and query, for their own fallback) takes it; for one that reads
+// none (random, first) it is left unread, an error. d has then just read
+// the block's "}", right after its "{", while tokens has no block.
+func withEmptyBlock(d *caddyfile.Dispenser, tokens caddyfile.Segment) caddyfile.Segment {
+	if len(tokens) == 0 || tokens[len(tokens)-1].Text == "}" || d.Val() != "}" {
+		return tokens
 	}
-	var err error
-	if d.Val() == "{" {
-		err = d.Err("unexpected empty block (the policy reads no more than its name and arguments)")
+	end := d.Token()
+	if !d.Prev() {
+		return tokens
 	}
+	open := d.Token()
 	d.Next()
-	return err
+	if open.Text != "{" {
+		return tokens
+	}
+	return append(tokens, open, end)
 }
 
 // maxDuration is the longest duration the Caddyfile takes: whole hours

@@ -96,6 +96,13 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			input: "affinity {\n fallback round_robin\n}",
 			want:  `{"fallback":{"policy":"round_robin"}}`,
 		},
+		{
+			// A policy that reads a block takes an empty one, as Caddy's
+			// lb_policy cookie lb { } does.
+			name:  "fallback header with an empty block",
+			input: "affinity {http.request.header.X-User} {\n fallback header X-Other {\n }\n bound 1.5\n}",
+			want:  `{"keys":["{http.request.header.X-User}"],"bound":1.5,"fallback":{"field":"X-Other","policy":"header"}}`,
+		},
 
 		{name: "unknown option", input: "affinity {\n\n frobnicate 1\n}", wantErr: "unrecognized option 'frobnicate', at Testfile:3"},
 		{name: "key without args", input: "affinity {\n key\n}", wantErr: "wrong number of arguments; syntax: key <template>..., at Testfile:2"},
@@ -152,8 +159,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "bound with underscore", input: "affinity {\n bound 1_5\n}", wantErr: "invalid bound '1_5': must be a plain decimal number >= 1, such as 1.25, at Testfile:2"},
 		{name: "bound in hex", input: "affinity {\n bound 0x1p1\n}", wantErr: "invalid bound '0x1p1'"},
 		{name: "fallback with a block it ignores", input: "affinity {\n fallback random {\n nonsense 1\n }\n}", wantErr: "fallback random: unexpected '{' (the policy reads no more than that), at Testfile:2"},
-		{name: "fallback with an empty block", input: "affinity {\n fallback least_conn {\n }\n}", wantErr: "fallback least_conn: unexpected empty block (the policy reads no more than its name and arguments), at Testfile:2"},
-		{name: "fallback with an empty block, then an option", input: "affinity {\n fallback first {\n }\n bound 1.5\n}", wantErr: "fallback first: unexpected empty block"},
+		{name: "fallback with an empty block", input: "affinity {\n fallback least_conn {\n }\n}", wantErr: "fallback least_conn: unexpected '{' (the policy reads no more than that), at Testfile:2"},
+		{name: "fallback with an empty block, then an option", input: "affinity {\n fallback first {\n }\n bound 1.5\n}", wantErr: "fallback first: unexpected '{'"},
 		{name: "cookie secret placeholder unclosed", input: "affinity {\n cookie {\n secret {env.AFFINITY_SECRET\n }\n}", wantErr: "cookie secret has an unclosed { at offset 0, which would be taken literally; write a literal brace as \\{ or \\}, at Testfile:3"},
 		{name: "cookie previous secret stray brace", input: "affinity {\n cookie {\n secret s\n previous_secrets t {file./old}x}\n }\n}", wantErr: "cookie previous_secrets[1] has a } without a matching { at offset 12; write a literal brace as \\{ or \\}, at Testfile:4"},
 		{name: "cookie empty secret", input: "affinity {\n cookie {\n secret \"\"\n }\n}", wantErr: "cookie secret must not be empty, at Testfile:3"},

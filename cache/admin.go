@@ -335,8 +335,10 @@ func normalKeys(k string) (keys []string, endsAtPort bool) {
 		keys = append(keys, sent)
 	}
 	for _, n := range keys {
-		if raw, ok := unshownKey(n); ok && !slices.Contains(keys, raw) {
-			keys = append(keys, raw)
+		for _, escapes := range [...]bool{false, true} {
+			if raw, ok := unshownKey(n, escapes); ok && !slices.Contains(keys, raw) {
+				keys = append(keys, raw)
+			}
 		}
 	}
 	return keys, endsAtPort
@@ -345,9 +347,10 @@ func normalKeys(k string) (keys []string, endsAtPort bool) {
 // unshownKey undoes, in k's query and a custom key's part after the space
 // (which the cache keys as sent, raw bytes and all; the path it keys
 // escaped), the escapes Cache-Status shows a key with (appendSFString):
-// \" and \\, and the percent-escapes of bytes outside printable ASCII.
-// ok is false when k has none.
-func unshownKey(k string) (raw string, ok bool) {
+// \" and \\, and, with escapes, the percent-escapes of bytes outside
+// printable ASCII (which a client may have sent so: a browser escapes
+// UTF-8 in a query, not a backslash). ok is false when k has none.
+func unshownKey(k string, escapes bool) (raw string, ok bool) {
 	_, rest, found := strings.Cut(k, "://")
 	if !found {
 		return k, false
@@ -364,7 +367,7 @@ func unshownKey(k string) (raw string, ok bool) {
 			b = append(b, k[i+1])
 			i++
 			ok = true
-		case escapeAt(k, i):
+		case escapes && escapeAt(k, i):
 			v := unhex(k[i+1])<<4 | unhex(k[i+2])
 			if v >= 0x20 && v <= 0x7e {
 				b = append(b, c)

@@ -462,6 +462,9 @@ func TestPurgeKeyAsShown(t *testing.T) {
 		{name: "raw UTF-8 query", urls: []string{"http://example.com/q?name=caf\xc3\xa9"}},
 		{name: "raw and escaped twins", urls: []string{"http://example.com/q?name=caf\xc3\xa9", "http://example.com/q?name=caf%C3%A9"}},
 		{name: "custom key with raw UTF-8 and a quote", key: "{http.request.header.X-Tenant} {http.request.uri.path}", header: "caf\xc3\xa9 \"a\"", urls: []string{"http://example.com/p"}},
+		// Sent escaped (a browser's UTF-8) beside a raw backslash, shown
+		// escaped: only the backslash's escape is to be undone.
+		{name: "escaped UTF-8 and a raw backslash", urls: []string{"http://example.com/q?a=%C3%A9&p=C:\\dir"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			name := fmt.Sprintf("admin-shown-%d", testCacheSeq.Add(1))

@@ -28,7 +28,9 @@ type Config struct {
 	// its body. A larger response is streamed to the client as it arrives;
 	// buffering stops and its memory is released the moment the body
 	// passes what the header leaves of this size (at once for a header
-	// that takes it all), and it is not stored. Default: MaxSize/8, at most
+	// that leaves no room; a body of unknown length needs a byte of room),
+	// and it is not stored. A 304's or a HEAD's update that would take the
+	// stored response past it drops it. Default: MaxSize/8, at most
 	// 64 MiB. Must be positive and not larger than MaxSize.
 	MaxItemSize int64 `json:"max_item_size,omitempty"`
 

@@ -1165,6 +1165,86 @@ func TestMaxItemSizeCountsTheHeader(t *testing.T) {
 	}
 }
 
+// TestTooLargeForItsHeaderIsNoBudgetRefusal: a declared body within
+// max_item_size whose header takes the response past it is too large, not
+// refused for the recording budget another response holds: its key is
+// hinted, and its Cache-Status tells no recording-budget (a review). A
+// body as long with a small header is refused for the budget then.
+func TestTooLargeForItsHeaderIsNoBudgetRefusal(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxSize: 64 << 10, MaxItemSize: 8 << 10, MinUses: 1}, c)
+	gate, started := make(chan struct{}), make(chan struct{})
+	body := strings.Repeat("b", 5000)
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Cache-Control", "max-age=60")
+		if r.URL.Path == "/slow" {
+			_, _ = io.WriteString(w, "x") // its recording takes the budget
+			close(started)
+			<-gate
+			return nil
+		}
+		if r.URL.Path == "/big" {
+			w.Header().Set("X-Huge", strings.Repeat("h", 4000))
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = io.WriteString(w, body)
+		return nil
+	}}
+	done := make(chan struct{})
+	go func() { defer close(done); get(t, h, o, "http://example.com/slow") }()
+	<-started
+	w := get(t, h, o, "http://example.com/fits")
+	if cs := w.Header().Get("Cache-Status"); !strings.Contains(cs, "detail=recording-budget") {
+		t.Fatalf("a body that fits, with the budget taken: Cache-Status %q; the test needs the budget taken", cs)
+	}
+	w = get(t, h, o, "http://example.com/big")
+	close(gate)
+	<-done
+	h.store.wait()
+	if cs := w.Header().Get("Cache-Status"); strings.Contains(cs, "detail=") || w.Body.String() != body {
+		t.Errorf("too large for its header: Cache-Status %q, %d bytes; want no detail and the whole body", cs, w.Body.Len())
+	}
+	if !hinted(t, h, "http://example.com/big") {
+		t.Error("too large for its header: its key not hinted")
+	}
+}
+
+// TestRefreshPastMaxItemSizeDropsTheEntry: a 304 whose fields would make
+// the stored response larger than max_item_size answers its client, and
+// the stored response is dropped, not refreshed (a review).
+func TestRefreshPastMaxItemSizeDropsTheEntry(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{MaxItemSize: 4096, MinUses: 1}, c)
+	huge := ""
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Date", c.date())
+		w.Header().Set("Cache-Control", "max-age=2")
+		w.Header().Set("Etag", `"v1"`)
+		if huge != "" {
+			w.Header().Set("X-Huge", huge)
+		}
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		_, _ = io.WriteString(w, "small body")
+		return nil
+	}}
+	const url = "http://example.com/grows"
+	get(t, h, o, url)
+	h.store.wait()
+	c.Advance(3 * time.Second)
+	huge = strings.Repeat("h", 8000)
+	w := get(t, h, o, url)
+	wantStatus(t, w, []string{"fwd=stale", "fwd-status=304"})
+	if w.Body.String() != "small body" || w.Header().Get("X-Huge") != huge {
+		t.Errorf("the 304's client got %q and %d bytes of X-Huge", w.Body.String(), len(w.Header().Get("X-Huge")))
+	}
+	h.store.wait()
+	wantStatus(t, get(t, h, o, url), []string{"fwd=uri-miss"})
+}
+
 // --- 8. Stale ---
 
 func TestStaleIfError(t *testing.T) {

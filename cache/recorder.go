@@ -411,10 +411,7 @@ func (rec *recorder) WriteHeader(status int) {
 		rec.events.onHeader(rec)
 	}
 	if rec.buffer {
-		// max_item_size bounds the stored response, its header too (an
-		// origin may send megabytes of fields): the body gets what the
-		// header leaves.
-		limit := rec.limit - headerSize(rec.header)
+		limit := rec.bodyLimit()
 		// A known length within the limit is allocated once, in the
 		// arena; a longer declared length is not buffered at all (nor one
 		// of unknown length with no room left: a growing body of limit 0
@@ -779,6 +776,12 @@ func (rec *recorder) releaseLead() {
 	rec.lead = 0
 }
 
+// bodyLimit is the most body bytes buffered to store the response, once
+// its header is known: what the header leaves of max_item_size, which
+// bounds the stored response, header fields too (an origin may send
+// megabytes of them).
+func (rec *recorder) bodyLimit() int64 { return rec.limit - headerSize(rec.header) }
+
 // headerSize is the size of hdr as an HTTP/1.1 header section: each
 // field line's name, value, ": " and CRLF.
 func headerSize(hdr http.Header) int64 {
@@ -869,8 +872,8 @@ func (rec *recorder) declaredLength() (int64, bool) {
 // (reserveGrowth).
 func (rec *recorder) reserveDeclared() bool {
 	n, ok := rec.declaredLength()
-	if !ok || n > rec.limit {
-		return true
+	if !ok || n > rec.bodyLimit() {
+		return true // not buffered: too large (see WriteHeader)
 	}
 	return rec.reserve(n)
 }

@@ -101,6 +101,11 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 	if reason == "" && x.proxy.madeAfter(rec) {
 		reason = madeAfterProxy
 	}
+	if reason == "" && headerSize(hdr)+int64(old.body.Len()) > h.MaxItemSize {
+		// The update's fields would make the stored response larger than
+		// max_item_size lets one be.
+		reason = "max_item_size"
+	}
 	if fields, star := ParseVary(view); reason == "" && (star || !equalFields(fields, old.vary)) {
 		// A 304 that changes Vary: the entry was chosen for this request
 		// by the fields it varied on before, not by those it names now.
