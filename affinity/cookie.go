@@ -411,7 +411,7 @@ func (j *cookieJar) set(w http.ResponseWriter, r *http.Request, value string) (s
 	// routing cookie, not the origin's: it must reach the client but does
 	// not make the response private to this client.
 	caddyhttp.SetVar(r.Context(), proxySetCookieVar, line)
-	return c.Secure && !https
+	return c.Secure && !https && !loopbackHost(r)
 }
 
 // proxySetCookieVar is cache.ProxySetCookieVar (the packages do not import
@@ -420,7 +420,8 @@ const proxySetCookieVar = "response_cache.proxy_set_cookie"
 
 // requestIsHTTPS reports whether the client reached us over HTTPS: directly
 // (r.TLS) or through a trusted proxy that says so in its last
-// X-Forwarded-Proto, which is how Caddy's cookie policy decides.
+// X-Forwarded-Proto, which is how Caddy's cookie policy decides (here in
+// any case: a scheme's case does not matter, RFC 3986 §3.1).
 func requestIsHTTPS(r *http.Request) bool {
 	if r.TLS != nil {
 		return true
@@ -430,7 +431,22 @@ func requestIsHTTPS(r *http.Request) bool {
 		return false
 	}
 	v := r.Header.Values("X-Forwarded-Proto")
-	return len(v) > 0 && v[len(v)-1] == "https"
+	return len(v) > 0 && strings.EqualFold(strings.TrimSpace(v[len(v)-1]), "https")
+}
+
+// loopbackHost reports whether r names localhost or a loopback address,
+// where browsers keep a Secure cookie over plain HTTP (a secure context).
+func loopbackHost(r *http.Request) bool {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
 
 // cookieValues calls yield with the value of each cookie called name in

@@ -668,7 +668,7 @@ func TestCookieRetryKeepsTheId(t *testing.T) {
 // (same_site none, a __Host- name, secure on) over plain HTTP, which
 // browsers drop, is logged once; over TLS, or when not Secure, nothing.
 func TestSecureCookieOverPlainHTTPWarnsOnce(t *testing.T) {
-	on := true
+	on, trustedProxy := true, false
 	tlsReq := func(r *http.Request) { r.TLS = &tls.ConnectionState{} }
 	for _, tc := range []struct {
 		name string
@@ -681,6 +681,17 @@ func TestSecureCookieOverPlainHTTPWarnsOnce(t *testing.T) {
 		{"secure on over http", CookieConfig{Secure: &on}, nil, 1},
 		{"same_site none over https", CookieConfig{SameSite: "none"}, tlsReq, 0},
 		{"default over http (not Secure)", CookieConfig{}, nil, 0},
+		// Browsers keep Secure cookies from localhost over plain HTTP.
+		{"same_site none on localhost", CookieConfig{SameSite: "none"}, func(r *http.Request) { r.Host = "localhost:8080" }, 0},
+		{"same_site none on 127.0.0.1", CookieConfig{SameSite: "none"}, func(r *http.Request) { r.Host = "127.0.0.1" }, 0},
+		{"same_site none on [::1]", CookieConfig{SameSite: "none"}, func(r *http.Request) { r.Host = "[::1]:2015" }, 0},
+		{"same_site none from a trusted proxy saying HTTPS", CookieConfig{SameSite: "none"}, func(r *http.Request) {
+			r.Header.Set("X-Forwarded-Proto", "HTTPS")
+			trustedProxy = true
+		}, 0},
+		{"same_site none from an untrusted proxy saying https", CookieConfig{SameSite: "none"}, func(r *http.Request) {
+			r.Header.Set("X-Forwarded-Proto", "https")
+		}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := cookiePolicy(t, tc.cfg)
@@ -688,7 +699,11 @@ func TestSecureCookieOverPlainHTTPWarnsOnce(t *testing.T) {
 			s.logger = zap.New(core)
 			pool := fakePool(3)
 			for i := range 3 {
+				trustedProxy = false
 				r, w := newReq(ipAddr(i), tc.mod)
+				if trustedProxy { // (PrepareRequest sets the vars the mod would)
+					caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, true)
+				}
 				if s.Select(pool, r, w) == nil || len(setCookies(w.Header())) != 1 {
 					t.Fatalf("request %d: no upstream or no cookie", i)
 				}

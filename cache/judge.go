@@ -23,7 +23,16 @@ func (h *Handler) whyNotStored(x *exchange, status int, hdr, origin http.Header)
 	if len(x.preset) == 0 {
 		origin = nil
 	}
-	if reason, rc, lifetime, heuristic = h.judge(x.r, status, hdr, origin, x.preset, x.rec.responseTime); reason != "" {
+	reason, rc, lifetime, heuristic = h.judge(x.r, status, hdr, origin, x.preset, x.rec.responseTime)
+	if reason == "" && origin != nil && h.presetKeepsOut(x.preset) {
+		// The handlers before the cache said private or no-store (header
+		// @loggedin Cache-Control private): that holds whatever the
+		// origin's targeted field, which replaces Cache-Control for this
+		// cache (CDN-Cache-Control: max-age=30), says. (Not when hdr is
+		// the origin's own, judged as sent: see onHeader's ownPreset.)
+		reason = "private (set before the cache)"
+	}
+	if reason != "" {
 		return reason, rc, lifetime, heuristic, nil
 	}
 	if x.proxy.madeAfter(&x.rec) {

@@ -282,7 +282,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// what such misses, on URLs mostly asked for once, cost over plain
 	// reverse_proxy (bench/README.md). A concurrent miss of its URL
 	// counts a later use, and leads a flight of its own.
-	if h.coalesce && x.store && !x.untried && !x.background && !x.neverCollapsed(h) && !x.hinted(h) {
+	// Nor does a revalidation marked private before the cache (a
+	// logged-in user's, presetKeepsOut): what it gets answers it alone,
+	// and the requests waiting on it would each go to the origin after.
+	if h.coalesce && x.store && !x.untried && !x.background && !x.neverCollapsed(h) && !x.hinted(h) &&
+		!(x.stale != nil && h.presetKeepsOut(x.preset)) {
 		var leader bool
 		for rejoin := true; ; rejoin = false {
 			if x.variantKey != nil {
@@ -486,7 +490,9 @@ func (h *Handler) askAgain(ctx context.Context, r *http.Request, vars map[string
 	if ce := h.logger.Check(zapcore.DebugLevel, "304 does not match the stored response; asking again"); ce != nil {
 		ce.Write(h.entryKeyField(x.stale), zap.String("etag", rec.header.Get("Etag")))
 	}
-	h.store.dropIfStored(x.stale)
+	if !h.presetKeepsOut(x.preset) { // (what a user's request gets tells nothing of the others')
+		h.store.dropIfStored(x.stale)
+	}
 	x.stale, x.cond, x.outcome = nil, false, outPass
 	out := missRequest(r)
 	x.sends(r, out)
@@ -704,7 +710,7 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		return
 	}
 	if x.stale != nil && !x.background && rec.status == http.StatusPartialContent &&
-		!Selects304(&x.stale.header, rec.header) {
+		!Selects304(&x.stale.header, rec.header) && !h.presetKeepsOut(x.preset) {
 		// A part of another version: the stored response is outdated.
 		h.store.dropIfStored(x.stale)
 	}

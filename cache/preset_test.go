@@ -480,3 +480,128 @@ func TestPresetDoesNotMendTheTargetedField(t *testing.T) {
 		t.Errorf("an invalid CDN-Cache-Control was mended: %s", w.Header().Get("Cache-Status"))
 	}
 }
+
+// TestPresetPrivateRequestNeitherStoresNorDrops: what a request marked
+// private before the cache (header @loggedin Cache-Control private, with
+// the user's cookie) gets from the origin is hers alone (a review of the
+// fix above): not stored, even when the origin's CDN-Cache-Control, which
+// replaces Cache-Control for the cache, allows it; and it drops nothing
+// stored for the others (her HEAD, her 206, her 304 with a Set-Cookie,
+// her 304 that does not select the stored response), whose next request
+// finds the entry and revalidates it.
+func TestPresetPrivateRequestNeitherStoresNorDrops(t *testing.T) {
+	private := []string{"Cache-Control", "private"}
+	for _, tc := range []struct {
+		name     string
+		stored   bool // an anonymous request stored the URL before
+		method   string
+		fields   []string                  // of her request, besides the cookie
+		personal func(http.ResponseWriter) // what the origin adds for her
+		notMod   bool                      // the origin answers her conditional 304
+	}{
+		{name: "her miss, CDN-Cache-Control from the origin", method: http.MethodGet},
+		{name: "her 200 on a stale entry, CDN-Cache-Control", stored: true, method: http.MethodGet},
+		{name: "her HEAD on a stale entry", stored: true, method: http.MethodHead},
+		{name: "her Range on a stale entry", stored: true, method: http.MethodGet, fields: []string{"Range", "bytes=0-3"}},
+		{name: "her 304 with a Set-Cookie", stored: true, method: http.MethodGet, notMod: true,
+			personal: func(w http.ResponseWriter) {
+				w.Header().Set("Etag", `"v1"`) // selecting the stored response
+				w.Header().Set("Set-Cookie", "session=alice2")
+			}},
+		{name: "her 304 with her own tag (not selecting)", stored: true, method: http.MethodGet, notMod: true,
+			personal: func(w http.ResponseWriter) { w.Header().Set("Etag", `"v1-alice"`) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{MinUses: 1}, c)
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				who, etag := "anonymous", `"v1"`
+				if ck, err := r.Cookie("session"); err == nil {
+					who, etag = ck.Value, `"v1-`+ck.Value+`"`
+				}
+				body := "page for " + who
+				w.Header().Set("Cache-Control", "max-age=2")
+				w.Header().Set("CDN-Cache-Control", "max-age=2")
+				w.Header().Set("Date", c.date())
+				w.Header().Set("Etag", etag)
+				w.Header().Set("X-Who", who)
+				if who != "anonymous" && tc.personal != nil {
+					tc.personal(w)
+				}
+				switch {
+				case r.Header.Get("If-None-Match") != "" && (tc.notMod || r.Header.Get("If-None-Match") == etag):
+					w.WriteHeader(http.StatusNotModified)
+				case r.Header.Get("Range") == "bytes=0-3":
+					w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-3/%d", len(body)))
+					w.WriteHeader(http.StatusPartialContent)
+					_, _ = io.WriteString(w, body[:4])
+				case r.Method == http.MethodHead:
+					w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+				default:
+					_, _ = io.WriteString(w, body)
+				}
+				return nil
+			}}
+			const url = "http://example.com/page"
+			if tc.stored {
+				presetting(t, h, o, url)
+				c.Advance(3 * time.Second)
+			}
+			presettingRequest(t, h, o, newRequest(tc.method, url, append([]string{"Cookie", "session=alice"}, tc.fields...)...), private...)
+			h.bg.wait()
+			w := presetting(t, h, o, url)
+			if tc.stored {
+				// Still there, stale: revalidated, not fetched as a miss.
+				wantStatus(t, w, []string{"fwd=stale"})
+			} else {
+				wantStatus(t, w, []string{"fwd=uri-miss"})
+			}
+			if got := w.Header().Get("X-Who"); got != "anonymous" || w.Body.String() != "page for anonymous" {
+				t.Errorf("anonymous request got X-Who %q and %q", got, w.Body.String())
+			}
+		})
+	}
+}
+
+// TestPrivateRevalidationLeadsNoFlight: a revalidation marked private
+// before the cache goes alone: anonymous requests for the same stale entry
+// meanwhile coalesce among themselves (a review: they waited on hers, then
+// each went to the origin, which her answer could not serve them).
+func TestPrivateRevalidationLeadsNoFlight(t *testing.T) {
+	c := newClock()
+	h := newTestHandler(t, Config{}, c)
+	release := make(chan struct{})
+	var calls atomic.Int32
+	var block atomic.Bool
+	inner := validating(c, `"v1"`, "page", "Cache-Control", "max-age=2")
+	o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+		calls.Add(1)
+		if block.Load() {
+			<-release
+		}
+		return inner.fn(w, r)
+	}}
+	const url = "http://example.com/page"
+	presetting(t, h, o, url)
+	c.Advance(3 * time.Second)
+	block.Store(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w := httptest.NewRecorder()
+		w.Header().Set("Cache-Control", "private")
+		_ = h.ServeHTTP(w, newRequest(http.MethodGet, url, "Cookie", "session=alice"), o)
+	}()
+	until(t, "her revalidation at the origin", func() bool { return calls.Load() == 2 })
+	key := keyOf(t, h, newRequest(http.MethodGet, url))
+	out := burst(t, h, o, release, 5, url, "anonymous requests to wait on one of theirs", func() bool { return h.flights.waiting(key) == 4 })
+	<-done
+	if n := calls.Load(); n != 3 {
+		t.Errorf("origin called %d times, want 3 (the store, hers, one for the anonymous five)", n)
+	}
+	for _, w := range out {
+		if w.Code != http.StatusOK || w.Body.String() != "page" {
+			t.Errorf("anonymous answer %d %q", w.Code, w.Body.String())
+		}
+	}
+}

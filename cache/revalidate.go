@@ -136,12 +136,13 @@ func (h *Handler) refresh(x *exchange, rec *recorder, notModified http.Header) (
 		e.exited.Store(true)
 		return e, false
 	}
-	if reason == "" && h.presetKeepsOut(x.preset) {
+	if h.presetKeepsOut(x.preset) {
 		// This request's handlers mark it private or no-store (header
 		// @loggedin Cache-Control private): it went out with a user's
-		// cookies, and its 304 may carry fields for that user alone. It
-		// answers her; the stored response stays as it was for the
-		// others, whose next request revalidates it.
+		// cookies, and its 304 may carry fields for that user alone (or
+		// a Set-Cookie, a private). It answers her; the stored response
+		// stays as it was for the others, whose next request
+		// revalidates it: neither updated nor dropped.
 		e.exited.Store(true)
 		return e, false
 	}
@@ -183,7 +184,7 @@ func (h *Handler) freshen(x *exchange, rec *recorder) {
 	case headUpdates:
 		h.refresh(x, rec, head)
 	case headInvalidates:
-		if !h.store.dropIfStored(old) {
+		if h.presetKeepsOut(x.preset) || !h.store.dropIfStored(old) {
 			return
 		}
 		if ce := h.logger.Check(zapcore.DebugLevel, "HEAD response shows the stored GET response is out of date; dropped it"); ce != nil {
