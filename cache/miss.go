@@ -282,11 +282,12 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// what such misses, on URLs mostly asked for once, cost over plain
 	// reverse_proxy (bench/README.md). A concurrent miss of its URL
 	// counts a later use, and leads a flight of its own.
-	// Nor does a revalidation marked private before the cache (a
-	// logged-in user's, presetKeepsOut): what it gets answers it alone,
-	// and the requests waiting on it would each go to the origin after.
+	// Nor does a request marked private before the cache (a logged-in
+	// user's, presetKeepsOut), a miss or a revalidation: what it gets is
+	// never stored and answers it alone, and the requests waiting on it
+	// would each go to the origin after.
 	if h.coalesce && x.store && !x.untried && !x.background && !x.neverCollapsed(h) && !x.hinted(h) &&
-		!(x.stale != nil && h.presetKeepsOut(x.preset)) {
+		!h.presetKeepsOut(x.preset) {
 		var leader bool
 		for rejoin := true; ; rejoin = false {
 			if x.variantKey != nil {
@@ -738,7 +739,11 @@ func (h *Handler) onHeader(x *exchange, rec *recorder) {
 		// A request whose handlers before the cache made the answer not
 		// storable for it alone (header @loggedin Cache-Control private,
 		// matching its cookie) tells nothing of the key's other requests.
-		if reason != "" && x.preset != nil && len(x.r.Header["Cookie"]) > 0 {
+		// So does one marked private or no-store there (presetKeepsOut),
+		// cookie or not: a stored entry it revalidates was stored by a
+		// request not so marked, and such requests lead no flight for a
+		// hint to spare them.
+		if reason != "" && x.preset != nil && (len(x.r.Header["Cookie"]) > 0 || h.presetKeepsOut(x.preset)) {
 			asSent, _, _, _, _ := h.whyNotStored(x, status, origin, nil)
 			x.ownPreset = asSent == ""
 		}

@@ -605,3 +605,99 @@ func TestPrivateRevalidationLeadsNoFlight(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivateMissLeadsNoFlight: a miss marked private before the cache
+// leads no flight (its answer is never stored): anonymous requests that
+// come meanwhile coalesce among themselves, where they waited on hers and
+// then each went to the origin (a review: 6 origin calls, now 2).
+func TestPrivateMissLeadsNoFlight(t *testing.T) {
+	for _, cdn := range []bool{false, true} {
+		t.Run(map[bool]string{false: "origin Cache-Control only", true: "origin CDN-Cache-Control too"}[cdn], func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{MinUses: 1}, c)
+			release := make(chan struct{})
+			var calls atomic.Int32
+			var block atomic.Bool
+			block.Store(true)
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				calls.Add(1)
+				who := "anonymous"
+				if ck, err := r.Cookie("session"); err == nil {
+					who = ck.Value
+				}
+				if block.Load() {
+					<-release
+				}
+				w.Header().Set("Cache-Control", "max-age=60")
+				if cdn {
+					w.Header().Set("CDN-Cache-Control", "max-age=60")
+				}
+				w.Header().Set("Date", c.date())
+				_, _ = io.WriteString(w, "page for "+who)
+				return nil
+			}}
+			const url = "http://example.com/page"
+			done := make(chan *httptest.ResponseRecorder)
+			go func() {
+				w := httptest.NewRecorder()
+				w.Header().Set("Cache-Control", "private")
+				_ = h.ServeHTTP(w, newRequest(http.MethodGet, url, "Cookie", "session=alice"), o)
+				done <- w
+			}()
+			until(t, "her miss at the origin", func() bool { return calls.Load() == 1 })
+			key := keyOf(t, h, newRequest(http.MethodGet, url))
+			out := burst(t, h, o, release, 5, url, "anonymous requests placed", func() bool { return h.flights.waiting(key) == 5 || h.flights.waiting(key) == 4 && calls.Load() == 2 })
+			if her := <-done; her.Body.String() != "page for alice" {
+				t.Errorf("she got %q", her.Body.String())
+			}
+			for _, w := range out {
+				if w.Body.String() != "page for anonymous" {
+					t.Errorf("anonymous got %q", w.Body.String())
+				}
+			}
+			if n := calls.Load(); n > 2 {
+				t.Errorf("origin called %d times, want 2 (hers, one for the anonymous five)", n)
+			}
+		})
+	}
+}
+
+// TestPrivateWithoutCookieDropsAndHintsNothing: a request marked private
+// before the cache by something other than a cookie (remote_ip, a header)
+// neither drops the shared entry with its unstorable 200 nor hints its
+// URL for everyone with its miss (a review).
+func TestPrivateWithoutCookieDropsAndHintsNothing(t *testing.T) {
+	for _, cdn := range []bool{false, true} {
+		t.Run(map[bool]string{false: "origin Cache-Control only", true: "origin CDN-Cache-Control too"}[cdn], func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{MinUses: 1}, c)
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				who := "anonymous"
+				if r.Header.Get("X-Staff") != "" {
+					who = "staff"
+				}
+				w.Header().Set("Cache-Control", "max-age=2")
+				if cdn {
+					w.Header().Set("CDN-Cache-Control", "max-age=2")
+				}
+				w.Header().Set("Date", c.date())
+				w.Header().Set("Etag", `"`+who+`"`)
+				_, _ = io.WriteString(w, "page for "+who)
+				return nil
+			}}
+			const url = "http://example.com/page"
+			presetting(t, h, o, url)
+			c.Advance(3 * time.Second)
+			if w := presettingRequest(t, h, o, newRequest(http.MethodGet, url, "X-Staff", "1"), "Cache-Control", "private"); w.Body.String() != "page for staff" {
+				t.Errorf("she got %q", w.Body.String())
+			}
+			wantStatus(t, presetting(t, h, o, url), []string{"fwd=stale"})
+			// Her plain miss of another URL.
+			const url2 = "http://example.com/other"
+			presettingRequest(t, h, o, newRequest(http.MethodGet, url2, "X-Staff", "1"), "Cache-Control", "private")
+			if hinted(t, h, url2) {
+				t.Errorf("her miss hinted %s for everyone", url2)
+			}
+		})
+	}
+}
