@@ -352,13 +352,11 @@ func normalKeys(k string) (keys []string, endsAtPort bool) {
 // UTF-8 in a query, not a backslash). ok is false when k has none.
 func unshownKey(k string, escapes bool) (raw string, ok bool) {
 	_, rest, found := strings.Cut(k, "://")
-	if !found {
+	i := strings.IndexAny(rest, "? ")
+	if !found || i < 0 {
 		return k, false
 	}
-	start := len(k) - len(rest) + strings.IndexAny(rest, "? ")
-	if start < len(k)-len(rest) {
-		return k, false
-	}
+	start := len(k) - len(rest) + i
 	b := []byte(k[:start])
 	for i := start; i < len(k); i++ {
 		c := k[i]
