@@ -270,8 +270,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			}
 		}
 	}
+	// (Not a request marked private before the cache: its answer is
+	// never stored, so its conditionals go as they came, for a 304.)
 	if x.store && !x.cond && !x.untried && !x.background && fetchWhole(r) && !x.hinted(h) &&
-		!h.asIs.skips(x.flightHash(), r, h.hintGen, h.now) {
+		!h.presetKeepsOut(x.preset) && !h.asIs.skips(x.flightHash(), r, h.hintGen, h.now) {
 		out = withoutConditionals(out)
 		x.condDropped, x.fetchedWhole = true, true
 	}

@@ -701,3 +701,34 @@ func TestPrivateWithoutCookieDropsAndHintsNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestPrivateConditionalGoesAsItCame: a conditional GET marked private or
+// no-store before the cache is sent with its conditionals (its answer is
+// never stored, so fetching it whole would only cost the origin a full
+// body where a 304 does): every time, not only once a hint says so (a
+// review of 3261f74 saw none of five go as they came).
+func TestPrivateConditionalGoesAsItCame(t *testing.T) {
+	for _, mark := range []string{"no-store", "private"} {
+		t.Run(mark, func(t *testing.T) {
+			c := newClock()
+			h := newTestHandler(t, Config{MinUses: 1}, c)
+			inner := validating(c, `"v1"`, "page", "Cache-Control", "max-age=60")
+			var conditional atomic.Int32
+			o := &origin{fn: func(w http.ResponseWriter, r *http.Request) error {
+				if r.Header.Get("If-None-Match") != "" {
+					conditional.Add(1)
+				}
+				return inner.fn(w, r)
+			}}
+			for i := range 5 {
+				w := presettingRequest(t, h, o, newRequest(http.MethodGet, "http://example.com/a", "If-None-Match", `"v1"`), "Cache-Control", mark)
+				if w.Code != http.StatusNotModified {
+					t.Errorf("request %d: status %d, want 304", i, w.Code)
+				}
+			}
+			if n := conditional.Load(); n != 5 {
+				t.Errorf("the origin got If-None-Match on %d of 5 requests, want all", n)
+			}
+		})
+	}
+}
